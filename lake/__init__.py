@@ -1,0 +1,1 @@
+"""The uns lake: Delta/Parquet tables, a crash-safe writer and a DuckDB query layer."""

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Set-up shared by scripts/demo and scripts/test: a virtualenv in .venv with uns
+# installed (editable), and mosquitto (installed with apt-get when we are root).
+# Usage: bash scripts/setup.sh [--dev]     Idempotent; re-installs when pyproject.toml changes.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+extras=""
+[ "${1:-}" = "--dev" ] && extras="[dev]"
+
+say() { printf 'uns setup: %s\n' "$*" >&2; }
+is_root() { [ "$(id -u)" = "0" ]; }
+apt_install() {
+    say "installing $* with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq "$@" >/dev/null
+}
+
+# 1. Python >= 3.11
+py=${PYTHON:-python3}
+if ! command -v "$py" >/dev/null 2>&1; then
+    if is_root; then apt_install python3 python3-venv; else
+        say "Python 3.11+ is missing: run 'sudo apt-get install python3 python3-venv'"; exit 1; fi
+fi
+if ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    say "Python 3.11 or newer is needed, found $("$py" --version 2>&1)"; exit 1
+fi
+
+# 2. mosquitto (the broker the demo and the integration tests start on a free port)
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+    if is_root; then apt_install mosquitto; else
+        say "mosquitto is missing: run 'sudo apt-get install mosquitto' and try again"; exit 1; fi
+fi
+
+# 3. virtualenv + packages
+if [ ! -x .venv/bin/python ]; then
+    if ! "$py" -m venv .venv 2>/dev/null; then
+        rm -rf .venv
+        if is_root; then apt_install python3-venv && "$py" -m venv .venv; else
+            say "the Python venv module is missing: run 'sudo apt-get install python3-venv'"; exit 1; fi
+    fi
+fi
+stamp=".venv/.uns-installed${extras}"
+want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    say "installing uns${extras} and its dependencies into .venv (first run takes a minute)"
+    .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}" 2>&1 | grep -v '^WARNING: Location' || true
+    .venv/bin/python -c 'import uns, lake, cli' || { say "installation failed"; exit 1; }
+    echo "$want" > "$stamp"
+fi

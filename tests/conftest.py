@@ -1,0 +1,37 @@
+"""Shared fixtures: a real mosquitto per test session, a topic namespace per test."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.broker import Mosquitto, find_mosquitto, running_mosquitto
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[Mosquitto]:
+    """One real mosquitto for the whole test session, on a free loopback port."""
+    if find_mosquitto() is None:
+        pytest.fail("mosquitto is not installed; run the tests with: bash scripts/test")
+    with running_mosquitto() as b:
+        yield b
+
+
+@pytest.fixture
+def own_broker() -> Iterator[Mosquitto]:
+    """A private mosquitto for tests that stop or kill the broker."""
+    with running_mosquitto() as b:
+        yield b
+
+
+@pytest.fixture
+def ns(request: pytest.FixtureRequest) -> str:
+    """A topic namespace unique to this test, e.g. ``t-test_smoke-1a2b3c4d``.
+
+    Use it as the UNS prefix and in Sparkplug group ids so tests sharing the
+    session broker never see each other's messages."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", request.node.name)[:40]
+    return f"t-{name}-{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,124 @@
+"""Errors raised by uns.
+
+Every error derives from :class:`UnsError`, so callers can catch one type.
+Errors carry the data that explains them (topic, path, seq, file, ...).
+
+::
+
+    UnsError
+    ├── ConfigError                 bad config file, env var, flag or broker URL
+    ├── SparkplugError
+    │   ├── SparkplugTopicError     a topic that is not a Sparkplug topic (.topic)
+    │   ├── SparkplugDecodeError    bytes that are not a usable payload (.reason)
+    │   ├── SparkplugEncodeError    a Payload that cannot be put on the wire
+    │   └── SparkplugStateError     a STATE payload that is neither 3.0 JSON nor legacy
+    ├── ModelError                  a plant model that cannot be loaded (.file, .key)
+    ├── ContextError                a context event that cannot be applied (.reason)
+    ├── LakeError                   the lake cannot be read or written (.table)
+    │   └── LakeBackpressure        the write-ahead log is full (.retry_after)
+    └── EngineError                 the engine cannot start or run (broker, lake path)
+
+Foreign exceptions (protobuf, aiomqtt, deltalake, duckdb) are mapped to these
+in the one module that talks to that library, with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "ContextError",
+    "EngineError",
+    "LakeBackpressure",
+    "LakeError",
+    "ModelError",
+    "SparkplugDecodeError",
+    "SparkplugEncodeError",
+    "SparkplugError",
+    "SparkplugStateError",
+    "SparkplugTopicError",
+    "UnsError",
+]
+
+
+class UnsError(Exception):
+    """Root of every error uns raises on purpose."""
+
+
+class ConfigError(UnsError):
+    """A configuration value is missing, malformed or contradictory."""
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class SparkplugError(UnsError):
+    """Something about Sparkplug B topics or payloads is wrong."""
+
+
+class SparkplugTopicError(SparkplugError):
+    """The topic is not one of the Sparkplug B 3.0 topic forms."""
+
+    def __init__(self, topic: str, reason: str) -> None:
+        super().__init__(f"not a Sparkplug topic: {topic!r}: {reason}")
+        self.topic = topic
+        self.reason = reason
+
+
+class SparkplugDecodeError(SparkplugError):
+    """Bytes could not be decoded into a usable Sparkplug B payload."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"undecodable Sparkplug payload: {reason}")
+        self.reason = reason
+
+
+class SparkplugEncodeError(SparkplugError):
+    """A payload object cannot be encoded (value does not fit its datatype)."""
+
+
+class SparkplugStateError(SparkplugError):
+    """A STATE payload is neither Sparkplug 3.0 JSON nor legacy ONLINE/OFFLINE."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"bad STATE payload: {reason}")
+        self.reason = reason
+
+
+class ModelError(UnsError):
+    """The plant model file cannot be loaded; nothing of it is used."""
+
+    def __init__(self, message: str, *, file: str | None = None, key: str | None = None) -> None:
+        where = ":".join(p for p in (file, key) if p)
+        super().__init__(f"{where}: {message}" if where else message)
+        self.file = file
+        self.key = key
+
+
+class ContextError(UnsError):
+    """A context event is malformed; it is rejected whole, never half-applied."""
+
+    def __init__(self, reason: str, *, path: str | None = None) -> None:
+        super().__init__(f"bad context event{f' for {path}' if path else ''}: {reason}")
+        self.reason = reason
+        self.path = path
+
+
+class LakeError(UnsError):
+    """The lake cannot be read or written."""
+
+    def __init__(self, message: str, *, table: str | None = None) -> None:
+        super().__init__(message)
+        self.table = table
+
+
+class LakeBackpressure(LakeError):
+    """The write-ahead log reached its bound; retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class EngineError(UnsError):
+    """The engine cannot start or keep running (broker unreachable, lake unwritable)."""

@@ -1,0 +1,191 @@
+"""What flows from the Sparkplug host sessions to the sinks (pure data).
+
+The engine turns every MQTT message into one :class:`Batch`; every sink
+(republish, lake, ...) receives the same batches in arrival order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Protocol, Self
+
+from uns.sparkplug.datatypes import DataType
+from uns.sparkplug.payload import MetricValue
+
+__all__ = [
+    "Batch",
+    "CatalogEntry",
+    "ContextChange",
+    "Quality",
+    "RebirthRequest",
+    "Rejected",
+    "Sample",
+    "SessionEvent",
+    "SessionEventKind",
+    "Sink",
+]
+
+
+class Quality:
+    """Quality as text (Sparkplug property ``Quality``: 0 bad, 192 good, 500 stale)."""
+
+    GOOD = "good"
+    BAD = "bad"
+    STALE = "stale"
+
+    @staticmethod
+    def from_code(code: int | None) -> str:
+        if code is None or code == 192:
+            return Quality.GOOD
+        if code == 500:
+            return Quality.STALE
+        return Quality.BAD
+
+
+class SessionEventKind:
+    """Values of ``SessionEvent.event`` (the lake's ``sessions.event`` column)."""
+
+    BIRTH = "birth"
+    DEATH = "death"
+    DEATH_IGNORED = "death_ignored"  # NDEATH whose bdSeq does not match the NBIRTH
+    STALE = "stale"
+    SEQ_GAP = "seq_gap"
+    REORDER_OK = "reorder_ok"  # a gap filled within the reorder timeout
+    REORDER_TIMEOUT = "reorder_timeout"
+    REBIRTH_REQUESTED = "rebirth_requested"
+    PROTOCOL_ERROR = "protocol_error"  # message from a session that cannot use it
+    DISCONNECTED = "disconnected"  # the host lost the broker; everything stale
+    RECONNECTED = "reconnected"
+
+
+@dataclass(slots=True)
+class Sample:
+    """One metric value, as received.  ``path``/``unit``/``context`` are filled
+    by the plant model and the context store after the session tracker."""
+
+    group_id: str
+    edge_node_id: str
+    device_id: str | None
+    metric: str
+    datatype: DataType
+    value: MetricValue
+    ts: int  # source time, ms UTC (metric timestamp, else payload timestamp, else receive time)
+    received_at: int  # ms UTC
+    quality: str = Quality.GOOD
+    is_historical: bool = False
+    is_transient: bool = False
+    seq: int | None = None
+    bdseq: int | None = None
+    alias: int | None = None
+    path: str = ""
+    unit: str | None = None
+    context: dict[str, str] | None = None
+    unmapped: bool = False
+
+
+@dataclass(slots=True)
+class SessionEvent:
+    """A node/device lifecycle event (the lake's ``sessions`` table)."""
+
+    ts: int
+    group_id: str
+    edge_node_id: str
+    device_id: str | None
+    event: str
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class CatalogEntry:
+    """One metric definition from a BIRTH (the lake's ``metric_catalog`` table)."""
+
+    group_id: str
+    edge_node_id: str
+    device_id: str | None
+    metric: str
+    alias: int | None
+    datatype: DataType
+    birth_ts: int
+    bdseq: int | None
+    unit: str | None = None
+    properties: str | None = None  # JSON object of the metric's properties
+    path: str = ""
+
+
+@dataclass(slots=True)
+class Rejected:
+    """A message (or part of one) that could not be used, with the reason."""
+
+    received_at: int
+    topic: str
+    payload: bytes
+    error: str
+
+
+@dataclass(slots=True)
+class ContextChange:
+    """One applied context change: ``value`` None means the key was cleared."""
+
+    ts: int
+    received_at: int
+    path: str
+    key: str
+    value: str | None
+    source: str = ""
+    user: str | None = None
+    reason: str | None = None
+
+
+@dataclass(slots=True)
+class RebirthRequest:
+    """An action for the I/O shell: send NCMD Node Control/Rebirth to a node."""
+
+    group_id: str
+    edge_node_id: str
+    reason: str
+
+
+@dataclass(slots=True)
+class Batch:
+    """Everything one received message produced, for the sinks."""
+
+    samples: list[Sample] = field(default_factory=list)
+    sessions: list[SessionEvent] = field(default_factory=list)
+    catalog: list[CatalogEntry] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    context: list[ContextChange] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.samples or self.sessions or self.catalog or self.rejected or self.context)
+
+    def extend(self, other: Batch) -> None:
+        self.samples.extend(other.samples)
+        self.sessions.extend(other.sessions)
+        self.catalog.extend(other.catalog)
+        self.rejected.extend(other.rejected)
+        self.context.extend(other.context)
+
+
+class Sink(Protocol):
+    """A consumer of batches.  ``add`` must not block the event loop: it either
+    takes the batch (into its own buffer or write-ahead log) or raises
+    :class:`uns.errors.LakeBackpressure` with ``retry_after``.  ``flush`` makes
+    everything added so far durable/visible.  Sinks are async context managers."""
+
+    name: str
+
+    def add(self, batch: Batch) -> None: ...
+
+    async def flush(self) -> None: ...
+
+    def stats(self) -> dict[str, int | float | str]: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
