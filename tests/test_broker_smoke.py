@@ -7,7 +7,7 @@ import asyncio
 import aiomqtt
 import pytest
 
-from tests.broker import Mosquitto
+from uns.broker import Mosquitto
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,8 @@
-"""A real mosquitto on a free loopback port, for tests and benchmarks."""
+"""A private mosquitto on a free loopback port, for `uns demo`, tests and benchmarks.
+
+It gets its own config file in a temporary directory (loopback listener only,
+anonymous access, no persistence, no queue limits) and is stopped on exit.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from uns.errors import EngineError
+
+__all__ = ["Mosquitto", "find_mosquitto", "free_port", "running_mosquitto"]
 
 
 def find_mosquitto() -> str | None:
@@ -43,7 +51,7 @@ class Mosquitto:
     def start(self, timeout: float = 10.0) -> None:
         exe = find_mosquitto()
         if exe is None:
-            raise RuntimeError("mosquitto is not installed: apt-get install mosquitto")
+            raise EngineError("mosquitto is not installed: run 'apt-get install mosquitto' (as root)")
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
@@ -60,12 +68,12 @@ class Mosquitto:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {(self.workdir / 'mosquitto.log').read_text()}")
+                raise EngineError(f"mosquitto exited: {(self.workdir / 'mosquitto.log').read_text()}")
             with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), 0.2):
                 return
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"mosquitto did not accept connections on port {self.port} within {timeout}s")
+        raise EngineError(f"mosquitto did not accept connections on port {self.port} within {timeout}s")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
