@@ -1,0 +1,326 @@
+"""Normalized events: enrichment, topics and their reversible sanitizing, JSON Schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from uns.context import ContextStore
+from uns.errors import ConfigError
+from uns.events import Batch, CatalogEntry, ContextChange, Quality, Sample
+from uns.model import PlantModel, load_model, parse_model
+from uns.normalize import (
+    Normalizer,
+    check_prefix,
+    sanitize_level,
+    sanitize_name,
+    unsanitize_level,
+    unsanitize_name,
+)
+from uns.sparkplug.datatypes import DataType
+from uns.sparkplug.payload import DataSet, Metric, MetricValue, Parameter, Template
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = json.loads((ROOT / "schemas" / "uns-event.schema.json").read_text())
+EVENT = jsonschema.Draft202012Validator(SCHEMA)
+DEVICE_EVENT = jsonschema.Draft202012Validator({**SCHEMA, "$ref": "#/$defs/deviceEvent"})
+
+GR = "acme/basel/pilot/granulation/gr-201"
+BR = "acme/basel/pilot/usp/br-101"
+
+
+@pytest.fixture(scope="module")
+def model() -> PlantModel:
+    return load_model(ROOT / "examples" / "pilot-plant.toml")
+
+
+def sample(
+    metric: str,
+    value: MetricValue,
+    ts: int,
+    *,
+    node: str = "GRAN-Ctrl",
+    device: str | None = "GR-201",
+    datatype: DataType = DataType.Double,
+    **kw: Any,
+) -> Sample:
+    return Sample("PilotPlant", node, device, metric, datatype, value, ts, ts + 5, seq=7, bdseq=2, **kw)
+
+
+# ------------------------------------------------------------- enrichment
+
+
+def test_enrich_fills_path_unit_and_context(model: PlantModel) -> None:
+    store = ContextStore()
+    store.apply(ContextChange(0, 0, "acme/basel/pilot", "order_id", "PO-1"))
+    norm = Normalizer(model, store)
+    batch = Batch(
+        samples=[
+            sample("Temperature", 37.0, 100, node="USP-Ctrl", device="BR-101"),
+            sample("Unknown", 1.0, 100, node="USP-Ctrl", device="BR-101", unit="bar"),
+            sample("Heartbeat", 1, 100, node="Rogue", device=None, datatype=DataType.Int32),
+        ]
+    )
+    norm.enrich(batch)
+    t, u, h = batch.samples
+    assert (t.path, t.unit, t.unmapped, t.context) == (BR, "degC", False, {"order_id": "PO-1"})
+    assert (u.path, u.unit) == (BR, "bar")  # no override: the BIRTH's unit stays
+    assert (h.path, h.unmapped, h.context) == ("_unmapped/PilotPlant/Rogue", True, {})
+    assert batch.context == []
+
+
+def test_context_metric_becomes_context_of_its_path(model: PlantModel) -> None:
+    store = ContextStore()
+    norm = Normalizer(model, store)
+    birth = Batch(
+        samples=[
+            sample("BedTemp", 40.0, 1_000),
+            sample("Batch/ID", "B-0042", 1_000, datatype=DataType.String),
+            sample("Batch/Phase", "GRANULATING", 1_000, datatype=DataType.String),
+        ]
+    )
+    norm.enrich(birth)
+    # the measurement in the same message, at the same timestamp, already carries the new context
+    assert birth.samples[0].context == {"batch_id": "B-0042", "phase": "GRANULATING"}
+    assert [(c.path, c.key, c.value, c.ts) for c in birth.context] == [
+        (GR, "batch_id", "B-0042", 1_000),
+        (GR, "phase", "GRANULATING", 1_000),
+    ]
+    assert birth.context[0].source == "sparkplug:PilotPlant/GRAN-Ctrl/GR-201/Batch/ID"
+    assert store.at(f"{GR}/module", 2_000) == {"batch_id": "B-0042", "phase": "GRANULATING"}
+    # the same value again (a rebirth, a periodic report) is no new change
+    again = Batch(samples=[sample("Batch/ID", "B-0042", 5_000, datatype=DataType.String)])
+    norm.enrich(again)
+    assert again.context == []
+    # a null value clears the key
+    end = Batch(samples=[sample("Batch/Phase", None, 6_000, datatype=DataType.String)])
+    norm.enrich(end)
+    assert [(c.key, c.value) for c in end.context] == [("phase", None)]
+    assert store.at(GR, 6_000) == {"batch_id": "B-0042"}
+    assert store.at(GR, 5_999) == {"batch_id": "B-0042", "phase": "GRANULATING"}
+
+
+def test_late_measurement_gets_the_context_of_its_own_time(model: PlantModel) -> None:
+    store = ContextStore()
+    norm = Normalizer(model, store)
+    norm.enrich(Batch(samples=[sample("Batch/ID", "B1", 1_000, datatype=DataType.String)]))
+    norm.enrich(Batch(samples=[sample("Batch/ID", "B2", 2_000, datatype=DataType.String)]))
+    late = Batch(samples=[sample("BedTemp", 41.0, 1_500, is_historical=True), sample("BedTemp", 42.0, 2_500)])
+    norm.enrich(late)
+    assert [s.context for s in late.samples] == [{"batch_id": "B1"}, {"batch_id": "B2"}]
+
+
+def test_display_name_renames_samples_and_catalog_entries() -> None:
+    doc = {
+        "equipment": {"site": {}, "site/unit": {}},
+        "source": [
+            {
+                "group": "G",
+                "node": "N",
+                "device": "D",
+                "path": "site/unit",
+                "metrics": {"DB10.TT101": {"display_name": "Process/Temperature", "unit": "degC"}},
+            }
+        ],
+    }
+    norm = Normalizer(parse_model(doc), ContextStore())
+    s = Sample("G", "N", "D", "DB10.TT101", DataType.Float, 20.5, 1, 1)
+    entry = CatalogEntry("G", "N", "D", "DB10.TT101", 3, DataType.Float, 1, 0)
+    batch = Batch(samples=[s], catalog=[entry])
+    norm.enrich(batch)
+    assert (s.metric, s.unit, s.path) == ("Process/Temperature", "degC", "site/unit")
+    assert (entry.metric, entry.unit, entry.path) == ("Process/Temperature", "degC", "site/unit")
+    assert norm.topic_for(s.path, s.metric) == "uns/v1/site/unit/Process/Temperature"
+
+
+# ------------------------------------------------------------- events and schema
+
+TEMPLATE = Template(
+    version="1",
+    template_ref="Motor",
+    is_definition=False,
+    parameters=[Parameter("rated", DataType.Float, 1.5)],
+    metrics=[Metric(name="rpm", datatype=DataType.Int32, value=1500)],
+)
+VALUES: dict[DataType, MetricValue] = {
+    DataType.Unknown: None,
+    DataType.Int8: -128,
+    DataType.Int16: -32768,
+    DataType.Int32: -(2**31),
+    DataType.Int64: -(2**63),
+    DataType.UInt8: 255,
+    DataType.UInt16: 65535,
+    DataType.UInt32: 2**32 - 1,
+    DataType.UInt64: 2**64 - 1,
+    DataType.Float: float("nan"),
+    DataType.Double: float("-inf"),
+    DataType.Boolean: True,
+    DataType.String: 'ä"\\\n/+#',
+    DataType.DateTime: 1_767_225_600_000,
+    DataType.Text: "long text",
+    DataType.UUID: "0b7e6c1e-6b1a-4f2c-9d2e-3a4b5c6d7e8f",
+    DataType.DataSet: DataSet(
+        ["a", "b"], [DataType.Int32, DataType.Double], [[1, 2.5], [None, float("inf")]]
+    ),
+    DataType.Bytes: b"\x00\xff",
+    DataType.File: b"%PDF-1.7",
+    DataType.Template: TEMPLATE,
+    DataType.PropertySet: None,
+    DataType.PropertySetList: None,
+    DataType.Int8Array: [-1, 0, 1],
+    DataType.Int16Array: [-300],
+    DataType.Int32Array: [1, 2],
+    DataType.Int64Array: [-(2**63)],
+    DataType.UInt8Array: [255],
+    DataType.UInt16Array: [],
+    DataType.UInt32Array: [2**32 - 1],
+    DataType.UInt64Array: [2**64 - 1],
+    DataType.FloatArray: [1.5, float("nan")],
+    DataType.DoubleArray: [float("inf"), -0.0],
+    DataType.BooleanArray: [True, False],
+    DataType.StringArray: ["a", ""],
+    DataType.DateTimeArray: [0, 1_767_225_600_000],
+}
+
+
+def test_every_datatype_is_covered() -> None:
+    assert set(VALUES) == set(DataType)
+
+
+@pytest.mark.parametrize("datatype", list(DataType), ids=lambda d: d.name)
+def test_events_of_every_datatype_conform(datatype: DataType) -> None:
+    norm = Normalizer(PlantModel.empty(), ContextStore())
+    s = sample("Folder/Value", VALUES[datatype], 1_000, datatype=datatype, quality=Quality.STALE)
+    norm.enrich(Batch(samples=[s]))
+    event = norm.event_json(s)
+    EVENT.validate(event)
+    assert event["datatype"] == datatype.name
+    assert event["source"] == {
+        "group": "PilotPlant",
+        "node": "GRAN-Ctrl",
+        "device": "GR-201",
+        "seq": 7,
+        "bdseq": 2,
+    }
+    assert event["quality"] == "stale"
+    encoded = norm.encode_event(s)
+    assert json.loads(encoded) == json.loads(json.dumps(event))
+    compact = json.dumps(json.loads(encoded), separators=(",", ":"), ensure_ascii=False)
+    assert encoded == compact.encode()
+
+
+def test_exact_values_in_events() -> None:
+    norm = Normalizer(PlantModel.empty(), ContextStore())
+    big = sample("c", 2**64 - 1, 1, datatype=DataType.UInt64)
+    nan = sample("f", float("nan"), 1, datatype=DataType.Float)
+    raw = sample("b", b"\x00\xff", 1, datatype=DataType.Bytes)
+    assert json.loads(norm.encode_event(big))["value"] == 2**64 - 1
+    assert json.loads(norm.encode_event(nan))["value"] == "NaN"
+    assert json.loads(norm.encode_event(raw))["value"] == "AP8="
+
+
+def test_event_fields(model: PlantModel) -> None:
+    store = ContextStore()
+    store.apply(ContextChange(0, 0, GR, "batch_id", "B7"))
+    norm = Normalizer(model, store, prefix="plant/uns")
+    s = sample("BedTemp", 41.25, 123, is_historical=True)
+    norm.enrich(Batch(samples=[s]))
+    assert norm.event_json(s) == {
+        "ts": 123,
+        "path": GR,
+        "metric": "BedTemp",
+        "value": 41.25,
+        "datatype": "Double",
+        "unit": "degC",
+        "quality": "good",
+        "historical": True,
+        "source": {"group": "PilotPlant", "node": "GRAN-Ctrl", "device": "GR-201", "seq": 7, "bdseq": 2},
+        "context": {"batch_id": "B7"},
+    }
+    assert norm.topic_for(s.path, s.metric) == f"plant/uns/{GR}/BedTemp"
+    assert norm.device_topic(s.path) == f"plant/uns/{GR}"
+
+
+def test_device_event_carries_differing_context_per_metric(model: PlantModel) -> None:
+    store = ContextStore()
+    store.apply(ContextChange(1_000, 0, GR, "batch_id", "B1"))
+    store.apply(ContextChange(2_000, 0, GR, "batch_id", "B2"))
+    norm = Normalizer(model, store)
+    samples = [
+        sample("BedTemp", 41.0, 1_500, is_historical=True),
+        sample("Power", 3.5, 2_500),
+        sample("Batch/ID", "B2", 2_500, datatype=DataType.String),
+    ]
+    norm.enrich(Batch(samples=samples))
+    event = norm.device_event_json(samples)
+    DEVICE_EVENT.validate(event)
+    assert (event["ts"], event["path"], event["context"]) == (2_500, GR, {"batch_id": "B2"})
+    assert [m["metric"] for m in event["metrics"]] == ["BedTemp", "Power", "Batch/ID"]
+    assert event["metrics"][0]["context"] == {"batch_id": "B1"}
+    assert "context" not in event["metrics"][1]
+    assert event["metrics"][1]["unit"] == "kW"
+    assert not EVENT.is_valid(event)
+    with pytest.raises(ValueError, match="at least one"):
+        norm.device_event_json([])
+
+
+def test_schemas_are_valid() -> None:
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+
+
+# ------------------------------------------------------------- topics
+
+names = st.text(st.characters(exclude_categories=("Cs",)), max_size=30)
+tricky = st.lists(
+    st.sampled_from(["", "a", "+", "#", "%", "%25", "%2B", "/", "\x00", "x/y", "%%"]), max_size=8
+).map("".join)
+
+
+@given(name=names | tricky)
+@settings(max_examples=500, deadline=None)
+def test_sanitize_is_reversible_and_mqtt_safe(name: str) -> None:
+    topic = sanitize_name(name)
+    assert unsanitize_name(topic) == name
+    assert not set(topic) & {"+", "#", "\x00"}
+    assert all(topic.split("/"))  # no empty levels
+    if not any(c in name for c in "%+#\x00") and all(name.split("/")):
+        assert topic == name  # clean names are left alone
+
+
+@given(level=names | tricky)
+@settings(max_examples=200, deadline=None)
+def test_sanitize_level_is_reversible(level: str) -> None:
+    assert unsanitize_level(sanitize_level(level)) == level
+
+
+def test_sanitize_examples() -> None:
+    assert sanitize_name("Batch/ID") == "Batch/ID"
+    assert sanitize_name("a+b/#/100%") == "a%2Bb/%23/100%25"
+    assert sanitize_name("/lead//trail/") == "%/lead/%/trail/%"
+    assert sanitize_name("") == "%"
+    norm = Normalizer(PlantModel.empty(), ContextStore(), prefix="uns/v1")
+    assert norm.topic_for("_unmapped/G/N+1", "/x") == "uns/v1/_unmapped/G/N%2B1/%/x"
+    assert norm.topic_for("_unmapped/G/N+1", "/x") is norm.topic_for("_unmapped/G/N+1", "/x")
+
+
+@pytest.mark.parametrize("level", ["%2b", "%", "a%", "%zz", "a+b", "#"])
+def test_unsanitize_rejects_what_sanitize_cannot_produce(level: str) -> None:
+    if level == "%":
+        assert unsanitize_level(level) == ""
+        return
+    with pytest.raises(ValueError, match="not a sanitized"):
+        unsanitize_level(level)
+
+
+@pytest.mark.parametrize("prefix", ["", "/uns", "uns/", "uns//v1", "uns/+", "uns/#", "$SYS/uns", "a%b"])
+def test_bad_prefixes(prefix: str) -> None:
+    with pytest.raises(ConfigError, match="prefix"):
+        check_prefix(prefix)
+    with pytest.raises(ConfigError):
+        Normalizer(PlantModel.empty(), ContextStore(), prefix=prefix)
