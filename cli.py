@@ -1,21 +1,378 @@
-"""The ``uns`` command line: a thin typer shell over the ``uns`` and ``lake`` packages."""
+"""The ``uns`` command line: a thin typer shell over the ``uns`` and ``lake`` packages.
+
+Every command turns a :class:`uns.errors.UnsError` into one clear line on
+stderr and exit code 1; nothing else is printed for a domain error.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
 import typer
+
+from uns.errors import UnsError
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="uns",
     help="Unified Namespace context engine: Sparkplug B host, batch context, Delta lake.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
+lake_app = typer.Typer(
+    help="Query and maintain the lake (Delta tables read with DuckDB).", no_args_is_help=True
+)
+context_app = typer.Typer(help="Read and publish batch/equipment context.", no_args_is_help=True)
+app.add_typer(lake_app, name="lake")
+app.add_typer(context_app, name="context")
+
+BrokerOpt = Annotated[
+    str | None,
+    typer.Option("--broker", "-b", help="mqtt://[user[:pass]@]host[:port] or mqtts://... (env UNS_BROKER)"),
+]
+LakeOpt = Annotated[str | None, typer.Option("--lake", help="lake directory (env UNS_LAKE; default ./lake)")]
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table, csv or json")]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"uns: error: {message}", err=True)
+    return typer.Exit(1)
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    """Run ``fn``; a UnsError becomes one line on stderr and exit 1."""
+    try:
+        return fn()
+    except UnsError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _broker_settings(broker: str | None) -> Any:
+    from uns.config import load_config  # noqa: PLC0415 - keep `uns --help` fast
+
+    return load_config(overrides={"broker.url": broker}).broker.settings()
+
+
+def _lake_path(lake: str | None) -> str:
+    from uns.config import load_config  # noqa: PLC0415
+
+    path = load_config(overrides={"lake.path": lake}).lake.path
+    if not path:
+        raise UnsError("no lake configured: pass --lake DIR or set UNS_LAKE")
+    return path
+
+
+@app.command()
+def run(
+    config: Annotated[
+        str | None, typer.Option("--config", "-c", help="TOML config file (env UNS_CONFIG)")
+    ] = None,
+    broker: BrokerOpt = None,
+    lake: LakeOpt = None,
+    model: Annotated[str | None, typer.Option("--model", help="plant model TOML (env UNS_MODEL)")] = None,
+    host_id: Annotated[
+        str | None, typer.Option("--host-id", help="Sparkplug host id (env UNS_HOST_ID)")
+    ] = None,
+    primary: Annotated[
+        bool | None, typer.Option("--primary/--no-primary", help="act as the Sparkplug primary host (STATE)")
+    ] = None,
+    log_level: Annotated[str | None, typer.Option("--log-level", help="debug, info, warning, error")] = None,
+    print_config: Annotated[
+        bool, typer.Option("--print-config", help="show the effective config and exit")
+    ] = False,
+) -> None:
+    """Run the engine until SIGINT/SIGTERM, then flush everything and exit 0.
+
+    Example: uns run --broker mqtt://127.0.0.1:1883 --lake /var/lib/uns/lake --model plant.toml --primary
+    """
+    from uns.config import load_config  # noqa: PLC0415
+
+    overrides = {
+        "broker.url": broker,
+        "lake.path": lake,
+        "engine.model": model,
+        "engine.host_id": host_id,
+        "engine.primary": primary,
+        "engine.log_level": log_level,
+    }
+    cfg = _guard(lambda: load_config(config, overrides=overrides))
+    if print_config:
+        for section, values in cfg.to_dict(masked=True).items():
+            typer.echo(f"[{section}]")
+            for key, value in values.items():
+                typer.echo(f"{key} = {json.dumps(value)}")
+            typer.echo("")
+        return
+    _setup_logging(cfg.engine.log_level)
+    from uns.daemon import run_daemon  # noqa: PLC0415
+
+    _guard(lambda: asyncio.run(run_daemon(cfg)))
+
+
+@app.command()
+def sim(
+    broker: BrokerOpt = None,
+    nodes: Annotated[int, typer.Option(help="edge nodes (0 = the pilot plant)")] = 0,
+    devices: Annotated[int, typer.Option(help="devices per node (generic load plant)")] = 2,
+    metrics: Annotated[int, typer.Option(help="metrics per device (generic load plant)")] = 10,
+    rate: Annotated[float, typer.Option(help="DATA messages per second, all nodes together")] = 10.0,
+    duration: Annotated[float, typer.Option(help="seconds to run (0 = until Ctrl-C)")] = 0.0,
+    seed: Annotated[int, typer.Option(help="seed for deterministic values")] = 1,
+    group: Annotated[str | None, typer.Option(help="Sparkplug group id")] = None,
+    prefix: Annotated[str, typer.Option(help="UNS prefix for context events")] = "uns/v1",
+) -> None:
+    """Simulate a pharma plant as Sparkplug B edge nodes, with batch context events.
+
+    Example: uns sim --broker mqtt://127.0.0.1:1883 --rate 20 --duration 60
+    """
+    from uns.sim.cli import run_sim_cli  # noqa: PLC0415
+
+    settings = _guard(lambda: _broker_settings(broker))
+    _guard(
+        lambda: run_sim_cli(
+            settings,
+            nodes=nodes,
+            devices=devices,
+            metrics=metrics,
+            rate=rate,
+            duration=duration,
+            seed=seed,
+            group=group,
+            prefix=prefix,
+        )
+    )
+
+
+@app.command()
+def demo(
+    duration: Annotated[float, typer.Option(help="seconds the plant runs")] = 20.0,
+    lake: Annotated[
+        str | None, typer.Option("--lake", help="lake directory (default: a new temporary one)")
+    ] = None,
+) -> None:
+    """Broker + simulated pilot plant + engine on this machine, then a summary and example queries.
+
+    Example: uns demo --duration 30 --lake ./demo-lake
+    """
+    from uns.demo import run_demo  # noqa: PLC0415
+
+    _guard(lambda: run_demo(duration=duration, lake=lake, echo=typer.echo))
+
+
+@app.command()
+def topics(
+    broker: BrokerOpt = None,
+    filter_: Annotated[str, typer.Option("--filter", help="MQTT topic filter")] = "#",
+    duration: Annotated[float, typer.Option(help="seconds to listen before printing the tree")] = 5.0,
+    as_json: Annotated[bool, typer.Option("--json", help="print the tree as JSON")] = False,
+    rebirth: Annotated[
+        bool, typer.Option("--rebirth", help="ask nodes whose birth was not seen for one")
+    ] = False,
+) -> None:
+    """Listen for a while and show the topic tree with decoded last values.
+
+    Example: uns topics --broker mqtt://127.0.0.1:1883 --filter 'spBv1.0/#' --duration 10
+    """
+    from uns.inspect import listen  # noqa: PLC0415
+
+    settings = _guard(lambda: _broker_settings(broker))
+
+    async def go() -> Any:
+        try:
+            return await listen(
+                settings, [filter_], on_message=lambda _v: None, duration=duration, request_rebirth=rebirth
+            )
+        except Exception as exc:
+            if exc.__class__.__module__.startswith("aiomqtt"):
+                raise UnsError(f"cannot reach the broker at {settings.masked_url()}: {exc}") from exc
+            raise
+
+    tree = _guard(lambda: asyncio.run(go()))
+    typer.echo(json.dumps(tree.as_json(), indent=2) if as_json else tree.render())
+
+
+@app.command()
+def watch(
+    filter_: Annotated[str, typer.Argument(metavar="FILTER", help="MQTT topic filter, e.g. 'spBv1.0/#'")],
+    broker: BrokerOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+    duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
+    count: Annotated[int | None, typer.Option(help="stop after this many messages")] = None,
+    rebirth: Annotated[
+        bool, typer.Option("--rebirth", help="ask nodes whose birth was not seen for one")
+    ] = False,
+) -> None:
+    """Print a live decoded stream, one line per message (Sparkplug decoded, JSON pretty-printed).
+
+    Example: uns watch 'spBv1.0/PilotPlant/#' --broker mqtt://127.0.0.1:1883
+    """
+    from uns.inspect import MessageView, listen  # noqa: PLC0415
+
+    settings = _guard(lambda: _broker_settings(broker))
+
+    def show(view: MessageView) -> None:
+        text = json.dumps(view.as_json(), ensure_ascii=False) if as_json else view.as_line()
+        typer.echo(text)
+
+    async def go() -> None:
+        try:
+            await listen(
+                settings, [filter_], on_message=show, duration=duration, count=count, request_rebirth=rebirth
+            )
+        except Exception as exc:
+            if exc.__class__.__module__.startswith("aiomqtt"):
+                raise UnsError(f"cannot reach the broker at {settings.masked_url()}: {exc}") from exc
+            raise
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _guard(lambda: asyncio.run(go()))
+
+
+@lake_app.command("sql")
+def lake_sql(
+    query: Annotated[str, typer.Argument(help="SQL over the views measurements, context, sessions, ...")],
+    lake: LakeOpt = None,
+    fmt: FormatOpt = "table",
+) -> None:
+    """Run a DuckDB query against the lake's views.
+
+    Example: uns lake sql "SELECT batch_id, count(*) FROM measurements GROUP BY 1" --lake ./lake
+    """
+    import duckdb  # noqa: PLC0415
+
+    import lake as lake_pkg  # noqa: PLC0415
+    from uns.output import FORMATS, render_rows  # noqa: PLC0415
+
+    if fmt not in FORMATS:
+        raise _fail(f"--format must be one of {', '.join(FORMATS)}")
+    path = _guard(lambda: _lake_path(lake))
+    con = _guard(lambda: lake_pkg.connect(path))
+    try:
+        cur = con.execute(query)
+        columns = [d[0] for d in cur.description or []]
+        rows = cur.fetchall()
+    except duckdb.Error as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        con.close()
+    typer.echo(render_rows(columns, rows, fmt))
+
+
+@lake_app.command("info")
+def lake_info(lake: LakeOpt = None, fmt: FormatOpt = "table") -> None:
+    """Tables, rows, files, size, time range and last commit of the lake.
+
+    Example: uns lake info --lake ./lake
+    """
+    import lake as lake_pkg  # noqa: PLC0415
+    from uns.output import render_rows  # noqa: PLC0415
+
+    path = _guard(lambda: _lake_path(lake))
+    info = _guard(lambda: lake_pkg.Lake(path).info())
+    rows = [dict(r) for r in info]
+    columns = list(rows[0]) if rows else ["table"]
+    typer.echo(render_rows(columns, [[r.get(c) for c in columns] for r in rows], fmt))
+
+
+@lake_app.command("compact")
+def lake_compact(lake: LakeOpt = None) -> None:
+    """Merge small files and sort by path and time within each partition.
+
+    Example: uns lake compact --lake ./lake
+    """
+    import lake as lake_pkg  # noqa: PLC0415
+
+    path = _guard(lambda: _lake_path(lake))
+    result = _guard(lambda: lake_pkg.Lake(path).compact())
+    typer.echo(json.dumps(result, indent=2, default=str))
+
+
+@lake_app.command("vacuum")
+def lake_vacuum(
+    lake: LakeOpt = None,
+    retention_hours: Annotated[
+        float, typer.Option(help="keep files needed by versions younger than this")
+    ] = 168.0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only list what would be deleted")] = False,
+) -> None:
+    """Delete files no longer referenced by versions within the retention period.
+
+    Example: uns lake vacuum --lake ./lake --retention-hours 168
+    """
+    import lake as lake_pkg  # noqa: PLC0415
+
+    path = _guard(lambda: _lake_path(lake))
+    result = _guard(lambda: lake_pkg.Lake(path).vacuum(retention_hours=retention_hours, dry_run=dry_run))
+    typer.echo(json.dumps(result, indent=2, default=str))
+
+
+@context_app.command("show")
+def context_show(
+    path: Annotated[str, typer.Argument(help="ISA-95 path, e.g. acme/basel/pilot/usp/br-101")],
+    at: Annotated[str | None, typer.Option("--at", help="epoch ms or ISO time (default: now)")] = None,
+    lake: LakeOpt = None,
+    fmt: FormatOpt = "table",
+) -> None:
+    """Show the context valid at PATH (inherited from its ancestors) at a time, from the lake.
+
+    Example: uns context show acme/basel/pilot/usp/br-101 --at 2026-11-25T10:00:00Z --lake ./lake
+    """
+    from uns.contextcli import context_at  # noqa: PLC0415
+    from uns.output import render_rows  # noqa: PLC0415
+
+    lake_dir = _guard(lambda: _lake_path(lake))
+    values = _guard(lambda: context_at(lake_dir, path, at))
+    typer.echo(render_rows(["key", "value"], sorted(values.items()), fmt))
+
+
+@context_app.command("set")
+def context_set(
+    path: Annotated[str, typer.Argument(help="ISA-95 path the context applies to (and everything below)")],
+    pairs: Annotated[list[str], typer.Argument(metavar="KEY=VALUE...", help="context keys to set")],
+    broker: BrokerOpt = None,
+    clear: Annotated[list[str] | None, typer.Option("--clear", help="keys to clear")] = None,
+    user: Annotated[str | None, typer.Option(help="who sets it (audit trail)")] = None,
+    reason: Annotated[str | None, typer.Option(help="why (audit trail)")] = None,
+    ts: Annotated[
+        str | None, typer.Option("--ts", help="time the change took effect (epoch ms or ISO)")
+    ] = None,
+    prefix: Annotated[str, typer.Option(help="UNS prefix")] = "uns/v1",
+) -> None:
+    """Publish a context event (validated before it is sent) on <prefix>/_context/<path>.
+
+    Example: uns context set acme/basel/pilot/usp/br-101 batch_id=B2026-0042 phase=growth --user jdoe
+    """
+    from uns.contextcli import publish_context  # noqa: PLC0415
+
+    settings = _guard(lambda: _broker_settings(broker))
+    topic = _guard(
+        lambda: publish_context(
+            settings, path, pairs, clear or [], user=user, reason=reason, ts=ts, prefix=prefix
+        )
+    )
+    typer.echo(f"published to {topic}")
 
 
 @app.command()
 def version() -> None:
     """Print the uns version.  Example: uns version"""
-    import uns  # noqa: PLC0415 - keep CLI start-up cheap
+    import uns  # noqa: PLC0415
 
     typer.echo(uns.__version__)
 

@@ -22,6 +22,7 @@ from typing import Any, get_type_hints
 
 from uns.errors import ConfigError
 from uns.mqtt import BrokerSettings, parse_broker_url
+from uns.normalize import check_prefix
 
 __all__ = [
     "BrokerSection",
@@ -96,8 +97,11 @@ class RepublishSection:
     qos: int = 0
     retain: bool = False
     include_historical: bool = False
-    include_transient: bool = False
+    include_transient: bool = True  # Sparkplug: transient values are shown, never historized
+    include_unmapped: bool = True
     max_queue: int = 100_000
+    max_in_flight: int = 8  # concurrent publishes (aiomqtt warns beyond 10 outstanding)
+    drain_timeout_s: float = 5.0  # on shutdown, time to publish what is queued
 
 
 @dataclass(frozen=True)
@@ -193,10 +197,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(
             f"engine.host_id {e.host_id!r} must be non-empty without '+', '#', '/'", key="engine.host_id"
         )
-    if not e.prefix or any(c in e.prefix for c in "+#") or e.prefix.startswith("/") or e.prefix.endswith("/"):
-        raise ConfigError(
-            f"engine.prefix {e.prefix!r} must be a topic prefix without wildcards", key="engine.prefix"
-        )
+    try:
+        check_prefix(e.prefix)
+    except ConfigError as exc:
+        raise ConfigError(f"engine.prefix: {exc}", key="engine.prefix") from exc
     if e.on_reconnect not in ("wait", "rebirth"):
         raise ConfigError("engine.on_reconnect must be 'wait' or 'rebirth'", key="engine.on_reconnect")
     if e.log_level.lower() not in ("debug", "info", "warning", "error"):
@@ -213,6 +217,8 @@ def _validate(cfg: Config) -> None:
         "lake.fsync_interval": cfg.lake.fsync_interval >= 0,
         "lake.wal_max_bytes": cfg.lake.wal_max_bytes > 0,
         "republish.max_queue": cfg.republish.max_queue > 0,
+        "republish.max_in_flight": cfg.republish.max_in_flight > 0,
+        "republish.drain_timeout_s": cfg.republish.drain_timeout_s >= 0,
         "engine.status_interval": cfg.engine.status_interval > 0,
         "context.window_hours": cfg.context.window_hours > 0,
     }

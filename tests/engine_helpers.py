@@ -1,0 +1,88 @@
+"""Running an Engine inside a test against the real mosquitto."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from types import TracebackType
+from typing import Any, Self
+
+from uns.broker import Mosquitto
+from uns.config import Config, load_config
+from uns.engine import Engine
+from uns.events import Batch, Sample, SessionEvent
+
+
+class CollectingSink:
+    """A real in-memory sink: keeps every batch so tests can assert on it."""
+
+    name = "collect"
+
+    def __init__(self) -> None:
+        self.batches: list[Batch] = []
+        self.flushes = 0
+
+    def add(self, batch: Batch) -> None:
+        self.batches.append(batch)
+
+    async def flush(self) -> None:
+        self.flushes += 1
+
+    def stats(self) -> dict[str, int | float | str]:
+        return {"batches": len(self.batches)}
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        return None
+
+    @property
+    def samples(self) -> list[Sample]:
+        return [s for b in self.batches for s in b.samples]
+
+    @property
+    def sessions(self) -> list[SessionEvent]:
+        return [e for b in self.batches for e in b.sessions]
+
+    def events(self, kind: str) -> list[SessionEvent]:
+        return [e for e in self.sessions if e.event == kind]
+
+
+def engine_config(broker: Mosquitto, ns: str, **overrides: Any) -> Config:
+    values: dict[str, Any] = {
+        "broker.url": broker.url,
+        "engine.host_id": ns,
+        "engine.prefix": f"{ns}/uns",
+        "lake.path": "",
+        "republish.enabled": False,
+        "broker.reconnect_min": 0.1,
+        "broker.reconnect_max": 0.5,
+        "engine.status_interval": 0.5,
+    }
+    values.update(overrides)
+    return load_config(env={}, overrides=values)
+
+
+@contextlib.asynccontextmanager
+async def running_engine(engine: Engine) -> AsyncIterator[Engine]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(engine.run(stop), name="test-engine")
+    try:
+        await asyncio.wait_for(engine.connected.wait(), 10)
+        yield engine
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
+async def wait_for(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)

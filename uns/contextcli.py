@@ -1,0 +1,102 @@
+"""`uns context show` / `uns context set`: read context from the lake, publish context events."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import time
+
+from uns.context import ContextStore
+from uns.errors import ContextError, UnsError
+from uns.events import ContextChange
+from uns.mqtt import BrokerSettings, make_client
+
+__all__ = ["build_event", "context_at", "parse_time", "publish_context"]
+
+
+def parse_time(text: str | None) -> int:
+    """Epoch ms from ``None`` (now), digits (epoch ms) or an ISO 8601 time (UTC if no zone)."""
+    if text is None:
+        return time.time_ns() // 1_000_000
+    if text.strip().lstrip("-").isdigit():
+        return int(text)
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise UnsError(f"bad time {text!r}: use epoch milliseconds or ISO 8601") from exc
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp() * 1000)
+
+
+def build_event(
+    pairs: list[str], clear: list[str], *, user: str | None, reason: str | None, ts: int
+) -> dict[str, object]:
+    """The context event JSON for ``KEY=VALUE`` pairs and keys to clear."""
+    values: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ContextError(f"{pair!r} is not KEY=VALUE")
+        values[key.strip()] = value
+    event: dict[str, object] = {"ts": ts, "source": "uns-cli"}
+    if values:
+        event["set"] = values
+    if clear:
+        event["clear"] = list(clear)
+    if user:
+        event["user"] = user
+    if reason:
+        event["reason"] = reason
+    return event
+
+
+def publish_context(
+    broker: BrokerSettings,
+    path: str,
+    pairs: list[str],
+    clear: list[str],
+    *,
+    user: str | None = None,
+    reason: str | None = None,
+    ts: str | None = None,
+    prefix: str = "uns/v1",
+) -> str:
+    """Validate and publish one context event (QoS 1); return the topic."""
+    event = build_event(pairs, clear, user=user, reason=reason, ts=parse_time(ts))
+    # The same validation the engine applies: a bad event never leaves this machine.
+    ContextStore().apply_event(path, event, parse_time(None))
+    topic = f"{prefix}/_context/{path.strip('/')}"
+
+    async def send() -> None:
+        async with make_client(broker, identifier=f"uns-ctx-{time.time_ns() % 10**9}") as client:
+            await client.publish(topic, json.dumps(event).encode(), qos=1)
+
+    try:
+        asyncio.run(send())
+    except Exception as exc:
+        if exc.__class__.__module__.startswith("aiomqtt"):
+            raise UnsError(f"cannot publish to {broker.masked_url()}: {exc}") from exc
+        raise
+    return topic
+
+
+def context_at(lake_dir: str, path: str, at: str | None) -> dict[str, str]:
+    """The context valid at ``path`` at time ``at``, replayed from the lake's context table."""
+    import lake  # noqa: PLC0415 - the lake pulls in duckdb/pyarrow
+
+    when = parse_time(at)
+    con = lake.connect(lake_dir)
+    try:
+        rows = con.execute(
+            "SELECT epoch_ms(ts), epoch_ms(received_at), path, key, value, source, user, reason "
+            "FROM context WHERE ts <= make_timestamptz(? * 1000) ORDER BY ts, received_at",
+            [when],
+        ).fetchall()
+    finally:
+        con.close()
+    store = ContextStore(window_ms=2**62)
+    for ts, received_at, cpath, key, value, source, user, reason in rows:
+        store.apply(ContextChange(int(ts), int(received_at), cpath, key, value, source or "", user, reason))
+    return store.at(path.strip("/"), when)

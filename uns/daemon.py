@@ -1,0 +1,100 @@
+"""`uns run`: build the engine and its sinks from a Config and run until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+
+from lake import LakeConfig, LakeSink
+from uns.config import Config
+from uns.engine import Engine
+from uns.errors import EngineError
+from uns.events import Sink
+from uns.model import PlantModel, load_model
+from uns.republish import RepublishConfig, RepublishSink
+
+__all__ = ["build_engine", "check_lake_path", "run_daemon"]
+
+log = logging.getLogger("uns.daemon")
+
+
+def check_lake_path(path: str) -> Path:
+    """Create the lake directory if needed; fail clearly when it is not writable."""
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        probe = p / ".uns-write-probe"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise EngineError(f"lake path {p} is not writable: {exc.strerror or exc}") from exc
+    if not os.access(p, os.W_OK):
+        raise EngineError(f"lake path {p} is not writable")
+    return p
+
+
+def build_engine(config: Config, *, model: PlantModel | None = None) -> Engine:
+    """The engine with the sinks the config asks for (lake first, then republish)."""
+    if model is None:
+        model = load_model(config.engine.model) if config.engine.model else PlantModel.empty()
+    sinks: list[Sink] = []
+    if config.lake.path:
+        lake_dir = check_lake_path(config.lake.path)
+        lc = config.lake
+        sinks.append(
+            LakeSink(
+                lake_dir,
+                LakeConfig(
+                    commit_rows=lc.commit_rows,
+                    commit_interval_s=lc.commit_interval,
+                    fsync_interval_s=lc.fsync_interval,
+                    wal_max_bytes=lc.wal_max_bytes,
+                ),
+            )
+        )
+    engine = Engine(config, sinks=sinks, model=model)
+    rp = config.republish
+    if rp.enabled:
+        engine.sinks.append(
+            RepublishSink(
+                engine.publish,
+                engine.normalizer,
+                RepublishConfig(
+                    enabled=True,
+                    mode=rp.mode,
+                    qos=rp.qos,
+                    retain=rp.retain,
+                    include_historical=rp.include_historical,
+                    include_transient=rp.include_transient,
+                    include_unmapped=rp.include_unmapped,
+                    max_queue=rp.max_queue,
+                    max_in_flight=rp.max_in_flight,
+                    drain_timeout_s=rp.drain_timeout_s,
+                ),
+            )
+        )
+    return engine
+
+
+async def run_daemon(config: Config, *, stop: asyncio.Event | None = None) -> Engine:
+    """Run the engine until ``stop`` is set or SIGINT/SIGTERM arrives; return it (for its counters)."""
+    engine = build_engine(config)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):  # not the main thread
+            pass
+    try:
+        log.info("starting: %s", config.to_dict(masked=True))
+        await engine.run(stop)
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    return engine

@@ -1,0 +1,385 @@
+"""The asyncio engine: the I/O shell around the pure Sparkplug host sessions.
+
+One task group of named tasks per broker connection::
+
+    uns-receive   MQTT messages -> dispatch -> sessions -> enrich -> sinks
+    uns-timer     reorder timeouts (SessionManager.tick)
+    uns-status    the retained status document on <prefix>/_engine/<host_id>/status
+
+The receive path never waits on a sink, except when a sink says it is full
+(``LakeBackpressure``): then intake pauses for ``retry_after`` and the broker
+queues (documented policy; counted as ``backpressure_waits``).  Shutdown order:
+stop intake, drain what was already received, flush the sinks, publish STATE
+offline (primary host), disconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import aiomqtt
+
+from uns.config import Config
+from uns.context import ContextStore
+from uns.errors import ContextError, EngineError, LakeBackpressure, SparkplugDecodeError, UnsError
+from uns.events import Batch, RebirthRequest, Rejected, SessionEventKind, Sink
+from uns.model import PlantModel
+from uns.mqtt import Backoff, make_client
+from uns.normalize import Normalizer
+from uns.sparkplug.codec import decode_payload_lenient, encode_payload
+from uns.sparkplug.compression import is_compressed, unwrap_compressed_lenient
+from uns.sparkplug.datatypes import DataType
+from uns.sparkplug.payload import Metric, Payload
+from uns.sparkplug.session import SessionConfig, SessionManager
+from uns.sparkplug.state import format_state, parse_state
+from uns.sparkplug.topic import MessageType, Topic, parse_topic
+from uns.status import Counters, RateLimitedLog
+
+__all__ = ["Engine", "now_ms"]
+
+log = logging.getLogger("uns.engine")
+REBIRTH_METRIC = "Node Control/Rebirth"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Engine:
+    """A Sparkplug B host application feeding sinks.  Use :meth:`run`."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        sinks: Sequence[Sink] = (),
+        model: PlantModel | None = None,
+    ) -> None:
+        self.config = config
+        sp = config.sparkplug
+        self.sessions = SessionManager(
+            SessionConfig(
+                reorder_timeout_ms=sp.reorder_timeout_ms,
+                rebirth_on_error=sp.rebirth_requests,
+                rebirth_min_interval_ms=sp.rebirth_min_interval_ms,
+            )
+        )
+        self.context = ContextStore(window_ms=int(config.context.window_hours * 3_600_000))
+        self.model = model or PlantModel.empty()
+        self.prefix = config.engine.prefix
+        self.normalizer = Normalizer(self.model, self.context, prefix=self.prefix)
+        self.sinks: list[Sink] = list(sinks)
+        self.counters = Counters()
+        self.host_id = config.engine.host_id
+        self.state_topic = f"spBv1.0/STATE/{self.host_id}"
+        self.status_topic = f"{self.prefix}/_engine/{self.host_id}/status"
+        self._context_prefix = f"{self.prefix}/_context/"
+        self._topics: dict[str, Topic | None] = {}
+        self._client: aiomqtt.Client | None = None
+        self._state_ts: int | None = None  # T of the current connection's Will and online STATE
+        self._pending: list[tuple[str, bytes, int, bool]] = []  # publishes decided by process()
+        self._rlog = RateLimitedLog(log)
+        self._started = time.monotonic()
+        self.connected = asyncio.Event()
+        self.ever_connected = False
+
+    # ------------------------------------------------------------------ pure-ish dispatch
+    def process(self, topic: str, payload: bytes, received_at: int) -> tuple[Batch, list[RebirthRequest]]:
+        """Handle one received message; never raises for bad input."""
+        self.counters.messages += 1
+        if topic.startswith(self._context_prefix):
+            return self._process_context(topic, payload, received_at), []
+        parsed = self._topics.get(topic, False)
+        if parsed is False:
+            try:
+                parsed = parse_topic(topic)
+            except UnsError:
+                parsed = None
+            if len(self._topics) < 100_000:
+                self._topics[topic] = parsed
+        if parsed is None:
+            return self._reject(topic, payload, received_at, "not a Sparkplug B topic"), []
+        assert isinstance(parsed, Topic)
+        mtype = parsed.message_type
+        if mtype is MessageType.STATE:
+            self._process_state(parsed, payload, received_at)
+            return Batch(), []
+        if mtype is MessageType.NCMD or mtype is MessageType.DCMD:
+            self.counters.commands_ignored += 1
+            return Batch(), []
+        self.counters.sparkplug_messages += 1
+        try:
+            decoded, bad_metrics = decode_payload_lenient(payload)
+            if is_compressed(decoded):
+                decoded, bad_metrics = unwrap_compressed_lenient(
+                    decoded, self.config.sparkplug.max_decompressed_bytes
+                )
+        except SparkplugDecodeError as exc:
+            self._rlog.warning(
+                f"decode:{parsed.node_key}", "undecodable payload on %s: %s", topic, exc.reason
+            )
+            outcome = self.sessions.handle_undecodable(parsed, payload, exc.reason, received_at)
+        else:
+            outcome = self.sessions.handle(parsed, decoded, payload, received_at)
+            for _index, reason in bad_metrics:
+                outcome.batch.rejected.append(Rejected(received_at, topic, payload, f"undecodable: {reason}"))
+        batch = outcome.batch
+        self._account(batch, outcome.rebirths)
+        return batch, outcome.rebirths
+
+    def _account(self, batch: Batch, rebirths: list[RebirthRequest]) -> None:
+        if batch.samples or batch.catalog:
+            self.normalizer.enrich(batch)
+        self.counters.metrics += len(batch.samples)
+        self.counters.context_changes += len(batch.context)
+        if batch.rejected:
+            self.counters.rejected += len(batch.rejected)
+        for ev in batch.sessions:
+            if ev.event == SessionEventKind.SEQ_GAP:
+                self.counters.seq_gaps += 1
+        self.counters.rebirths_requested += len(rebirths)
+
+    def _reject(self, topic: str, payload: bytes, received_at: int, reason: str) -> Batch:
+        self.counters.rejected += 1
+        self._rlog.warning(f"reject:{topic}", "rejected message on %s: %s", topic, reason)
+        return Batch(rejected=[Rejected(received_at, topic, payload, reason)])
+
+    def _process_context(self, topic: str, payload: bytes, received_at: int) -> Batch:
+        self.counters.context_events += 1
+        path = topic[len(self._context_prefix) :]
+        try:
+            event = json.loads(payload)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return self._reject(topic, payload, received_at, f"context event is not valid JSON: {exc}")
+        if not isinstance(event, dict):
+            return self._reject(topic, payload, received_at, "context event must be a JSON object")
+        try:
+            changes = self.context.apply_event(path, event, received_at)
+        except ContextError as exc:
+            return self._reject(topic, payload, received_at, exc.reason)
+        self.counters.context_changes += len(changes)
+        return Batch(context=changes)
+
+    def _process_state(self, topic: Topic, payload: bytes, received_at: int) -> None:
+        self.counters.host_states_seen += 1
+        try:
+            state = parse_state(payload)
+        except UnsError as exc:
+            self._rlog.warning(f"state:{topic}", "bad STATE on %s: %s", topic, exc)
+            return
+        if (
+            topic.host_id == self.host_id
+            and not topic.legacy
+            and self.config.engine.primary
+            and not state.online
+            and self._state_ts is not None
+        ):
+            # Someone (or our old Will) says we are offline while we are connected: re-assert.
+            self._pending.append((self.state_topic, format_state(True, self._state_ts), 1, True))
+
+    # ------------------------------------------------------------------ sinks
+    async def _deliver(self, batch: Batch) -> None:
+        if not batch:
+            return
+        for sink in self.sinks:
+            while True:
+                try:
+                    sink.add(batch)
+                    break
+                except LakeBackpressure as exc:
+                    self.counters.backpressure_waits += 1
+                    self._rlog.warning(
+                        f"bp:{sink.name}", "sink %s is full, pausing intake: %s", sink.name, exc
+                    )
+                    await asyncio.sleep(exc.retry_after)
+
+    async def _act(self, rebirths: list[RebirthRequest]) -> None:
+        client = self._client
+        pending, self._pending = self._pending, []
+        if client is None:
+            return
+        for topic, payload, qos, retain in pending:
+            await client.publish(topic, payload, qos=qos, retain=retain)
+        for req in rebirths:
+            log.info("requesting rebirth of %s/%s: %s", req.group_id, req.edge_node_id, req.reason)
+            await client.publish(
+                f"spBv1.0/{req.group_id}/NCMD/{req.edge_node_id}", self.rebirth_payload(), qos=0, retain=False
+            )
+
+    @staticmethod
+    def rebirth_payload() -> bytes:
+        """NCMD Node Control/Rebirth=true: payload timestamp, no seq, Boolean, never aliased."""
+        ts = now_ms()
+        return encode_payload(
+            Payload(
+                timestamp=ts,
+                metrics=[Metric(name=REBIRTH_METRIC, timestamp=ts, datatype=DataType.Boolean, value=True)],
+            )
+        )
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        """Publish through the current connection (used by the republish sink)."""
+        client = self._client
+        if client is None:
+            raise EngineError("not connected to the broker")
+        await client.publish(topic, payload, qos=qos, retain=retain)
+
+    # ------------------------------------------------------------------ status
+    def status(self, *, online: bool = True) -> dict[str, Any]:
+        nodes = self.sessions.nodes()
+        return {
+            "host_id": self.host_id,
+            "online": online,
+            "ts": now_ms(),
+            "uptime_s": round(time.monotonic() - self._started, 1),
+            "connected": self._client is not None,
+            "counters": self.counters.as_dict(),
+            "nodes_online": sum(1 for n in nodes if n.online),
+            "nodes_known": len(nodes),
+            "sinks": {s.name: s.stats() for s in self.sinks},
+        }
+
+    async def _publish_status(self, *, online: bool = True) -> None:
+        if self._client is not None:
+            body = json.dumps(self.status(online=online), separators=(",", ":")).encode()
+            await self._client.publish(self.status_topic, body, qos=1, retain=True)
+
+    # ------------------------------------------------------------------ loops
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            await self._handle_message(message)
+
+    async def _handle_message(self, message: aiomqtt.Message) -> None:
+        payload = message.payload
+        raw = payload if isinstance(payload, bytes) else str(payload).encode() if payload is not None else b""
+        batch, rebirths = self.process(message.topic.value, raw, now_ms())
+        await self._deliver(batch)
+        if rebirths or self._pending:
+            await self._act(rebirths)
+
+    async def _timer(self) -> None:
+        while True:
+            deadline = self.sessions.next_deadline()
+            now = now_ms()
+            delay = 0.25 if deadline is None else max(0.0, min(0.25, (deadline - now) / 1000))
+            await asyncio.sleep(delay)
+            outcome = self.sessions.tick(now_ms())
+            if outcome.batch or outcome.rebirths:
+                self._account(outcome.batch, outcome.rebirths)
+                await self._deliver(outcome.batch)
+                await self._act(outcome.rebirths)
+
+    async def _status_loop(self) -> None:
+        while True:
+            await self._publish_status()
+            await asyncio.sleep(self.config.engine.status_interval)
+
+    async def _session(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
+        """One broker connection: subscribe, STATE online, loops until stop or error."""
+        # Sparkplug: subscribe to the namespace and our own STATE before any publish.
+        await client.subscribe("spBv1.0/#", qos=0)
+        await client.subscribe(self.state_topic, qos=1)
+        await client.subscribe(f"{self._context_prefix}#", qos=1)
+        if self.config.engine.primary and self._state_ts is not None:
+            await client.publish(self.state_topic, format_state(True, self._state_ts), qos=1, retain=True)
+        if self.ever_connected:
+            self.counters.reconnects += 1
+            if self.config.engine.on_reconnect == "rebirth":
+                await self._act(
+                    [
+                        RebirthRequest(n.group_id, n.edge_node_id, "host reconnected")
+                        for n in self.sessions.nodes()
+                    ]
+                )
+        self.ever_connected = True
+        self.connected.set()
+        log.info("connected to %s as host %s", self.config.broker.settings().masked_url(), self.host_id)
+        tasks = [
+            asyncio.create_task(self._receive(client), name="uns-receive"),
+            asyncio.create_task(self._timer(), name="uns-timer"),
+            asyncio.create_task(self._status_loop(), name="uns-status"),
+        ]
+        stopper = asyncio.create_task(stop.wait(), name="uns-stop")
+        try:
+            done, _ = await asyncio.wait({*tasks, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (*tasks, stopper):
+                task.cancel()
+            await asyncio.gather(*tasks, stopper, return_exceptions=True)
+        for task in tasks:
+            if task in done and (error := task.exception()) is not None:
+                raise error
+        if stopper not in done:
+            raise aiomqtt.MqttError("connection loop ended unexpectedly")
+        await self._drain(client)
+
+    async def _drain(self, client: aiomqtt.Client) -> None:
+        """Stop intake, process what was already received, flush sinks, STATE offline."""
+        with contextlib.suppress(aiomqtt.MqttError):
+            await client.unsubscribe("spBv1.0/#")
+            await client.unsubscribe(f"{self._context_prefix}#")
+        drained = 0
+        while len(client.messages) > 0:
+            message = await anext(client.messages)
+            await self._handle_message(message)
+            drained += 1
+        if drained:
+            log.info("drained %d messages received before stop", drained)
+        for sink in self.sinks:
+            await sink.flush()
+        await self._publish_status(online=False)
+        if self.config.engine.primary and self._state_ts is not None:
+            await client.publish(self.state_topic, format_state(False, now_ms()), qos=1, retain=True)
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Connect (and reconnect) until ``stop`` is set; then shut down in order."""
+        stop = stop or asyncio.Event()
+        cfg = self.config.broker
+        broker = cfg.settings()
+        backoff = Backoff(cfg.reconnect_min, cfg.reconnect_max)
+        failures = 0
+        async with contextlib.AsyncExitStack() as stack:
+            for sink in self.sinks:
+                await stack.enter_async_context(sink)
+            while not stop.is_set():
+                self._state_ts = now_ms()
+                will = None
+                if self.config.engine.primary:
+                    offline = format_state(False, self._state_ts)
+                    will = aiomqtt.Will(self.state_topic, offline, qos=1, retain=True)
+                client = make_client(broker, identifier=f"uns-{self.host_id}", will=will)
+                try:
+                    async with client:
+                        self._client = client
+                        failures = 0
+                        backoff.reset()
+                        await self._session(client, stop)
+                except aiomqtt.MqttError as exc:
+                    failures += 1
+                    was = self._client is not None
+                    self._client = None
+                    self.connected.clear()
+                    if was:
+                        log.warning("lost the broker: %s", exc)
+                        outcome = self.sessions.disconnected(now_ms())
+                        self._account(outcome.batch, [])
+                        await self._deliver(outcome.batch)
+                    elif not self.ever_connected and 0 <= cfg.connect_retries < failures:
+                        where = broker.masked_url()
+                        raise EngineError(
+                            f"cannot reach the broker at {where} after {failures} attempts: {exc}"
+                        ) from exc
+                    else:
+                        self._rlog.warning("connect", "cannot connect to %s: %s", broker.masked_url(), exc)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), backoff.next())
+                finally:
+                    self._client = None
+                    self.connected.clear()
+            log.info("engine stopped: %s", json.dumps(self.counters.as_dict()))
