@@ -141,7 +141,7 @@ def sim(
 
     Example: uns sim --broker mqtt://127.0.0.1:1883 --rate 20 --duration 60
     """
-    from uns.sim.cli import run_sim_cli  # noqa: PLC0415
+    from uns.simcli import run_sim_cli  # noqa: PLC0415
 
     settings = _guard(lambda: _broker_settings(broker))
     _guard(
@@ -285,13 +285,18 @@ def lake_info(lake: LakeOpt = None, fmt: FormatOpt = "table") -> None:
 
     path = _guard(lambda: _lake_path(lake))
     info = _guard(lambda: lake_pkg.Lake(path).info())
-    rows = [dict(r) for r in info]
+    rows = [ti.as_dict() for ti in info.values()]
     columns = list(rows[0]) if rows else ["table"]
     typer.echo(render_rows(columns, [[r.get(c) for c in columns] for r in rows], fmt))
 
 
 @lake_app.command("compact")
-def lake_compact(lake: LakeOpt = None) -> None:
+def lake_compact(
+    lake: LakeOpt = None,
+    z_order: Annotated[
+        bool, typer.Option("--z-order", help="also sort by path and time (rewrites partitions)")
+    ] = False,
+) -> None:
     """Merge small files and sort by path and time within each partition.
 
     Example: uns lake compact --lake ./lake
@@ -299,7 +304,7 @@ def lake_compact(lake: LakeOpt = None) -> None:
     import lake as lake_pkg  # noqa: PLC0415
 
     path = _guard(lambda: _lake_path(lake))
-    result = _guard(lambda: lake_pkg.Lake(path).compact())
+    result = _guard(lambda: lake_pkg.Lake(path).compact(z_order=z_order))
     typer.echo(json.dumps(result, indent=2, default=str))
 
 
@@ -310,6 +315,9 @@ def lake_vacuum(
         float, typer.Option(help="keep files needed by versions younger than this")
     ] = 168.0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="only list what would be deleted")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="allow a retention below the tables' minimum")
+    ] = False,
 ) -> None:
     """Delete files no longer referenced by versions within the retention period.
 
@@ -318,7 +326,9 @@ def lake_vacuum(
     import lake as lake_pkg  # noqa: PLC0415
 
     path = _guard(lambda: _lake_path(lake))
-    result = _guard(lambda: lake_pkg.Lake(path).vacuum(retention_hours=retention_hours, dry_run=dry_run))
+    result = _guard(
+        lambda: lake_pkg.Lake(path).vacuum(retention_hours, dry_run=dry_run, enforce_retention=not force)
+    )
     typer.echo(json.dumps(result, indent=2, default=str))
 
 

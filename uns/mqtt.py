@@ -16,7 +16,7 @@ import aiomqtt
 
 from uns.errors import ConfigError
 
-__all__ = ["Backoff", "BrokerSettings", "make_client", "parse_broker_url"]
+__all__ = ["Backoff", "BrokerSettings", "make_client", "parse_broker_url", "tls_context"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +88,7 @@ def _mask(url: str) -> str:
     return f"{head}://{user}:***@{rest}" if ":" in auth else url
 
 
-def _tls_context(b: BrokerSettings) -> ssl.SSLContext:
+def tls_context(b: BrokerSettings) -> ssl.SSLContext:
     try:
         ctx = ssl.create_default_context(cafile=b.ca_file)
         if b.cert_file:
@@ -119,7 +119,7 @@ def make_client(
         will=will,
         clean_session=clean_session,
         keepalive=b.keepalive,
-        tls_context=_tls_context(b) if b.tls else None,
+        tls_context=tls_context(b) if b.tls else None,
         tls_insecure=b.tls_insecure if b.tls else None,
         max_queued_incoming_messages=max_queued_incoming,
         timeout=10,

@@ -1,0 +1,177 @@
+"""`uns demo`: mosquitto + the simulated pilot plant + the engine + a lake on this machine.
+
+It starts its own mosquitto on a free loopback port (the Debian package
+``mosquitto`` must be installed; ``bash scripts/demo`` installs it when run as
+root), runs the plant and the engine for ``duration`` seconds with a progress
+line, stops cleanly (the engine flushes the lake), then prints a summary and
+the results of example queries from ``examples/queries.sql``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lake
+from uns.broker import find_mosquitto, running_mosquitto
+from uns.config import load_config
+from uns.daemon import build_engine
+from uns.engine import Engine
+from uns.errors import EngineError
+from uns.output import render_rows
+from uns.sim import SimConfig, SimReport, run_sim
+
+__all__ = ["DEMO_QUERIES", "examples_dir", "run_demo"]
+
+Echo = Callable[[str], Any]
+
+#: (title, SQL) shown after the run
+DEMO_QUERIES: list[tuple[str, str]] = [
+    (
+        "Mean bioreactor temperature per batch and phase (context as of each sample's time)",
+        """SELECT path, batch_id, phase, count(*) AS samples,
+                  round(avg(value_double), 3) AS mean_degC, round(min(value_double), 3) AS min_degC,
+                  round(max(value_double), 3) AS max_degC
+           FROM measurements_asof
+           WHERE metric = 'Temperature' AND path LIKE 'acme/basel/pilot/usp/%' AND batch_id IS NOT NULL
+           GROUP BY ALL ORDER BY path, min(ts)""",
+    ),
+    (
+        "Tablets pressed per batch (TabletCount counter, TP-301)",
+        """SELECT batch_id, max(value_double) - min(value_double) AS tablets, count(*) AS samples
+           FROM measurements_asof
+           WHERE metric = 'TabletCount' AND batch_id IS NOT NULL
+           GROUP BY batch_id ORDER BY batch_id""",
+    ),
+    (
+        "Session events (births, deaths, gaps, rebirths) per edge node",
+        """SELECT group_id, edge_node_id, event, count(*) AS events
+           FROM sessions GROUP BY ALL ORDER BY edge_node_id, event""",
+    ),
+]
+
+
+def examples_dir() -> Path:
+    here = Path(__file__).resolve().parent.parent / "examples"
+    if not (here / "pilot-plant.toml").is_file():
+        raise EngineError(f"the example plant model is missing: {here / 'pilot-plant.toml'}")
+    return here
+
+
+def _progress(echo: Echo, t0: float, sim: SimReport | None, engine: Engine) -> None:
+    sent = sim.messages if sim else 0
+    stats = engine.sinks[0].stats() if engine.sinks else {}
+    echo(
+        f"  {time.monotonic() - t0:5.1f}s  plant sent {sent:>7,} msgs | engine got "
+        f"{engine.counters.messages:>7,} msgs, {engine.counters.metrics:>8,} metrics | "
+        f"lake rows committed {stats.get('rows_committed', 0):>8,}"
+    )
+
+
+async def _run(duration: float, lake_dir: Path, broker_url: str, echo: Echo) -> tuple[Engine, SimReport]:
+    config = load_config(
+        env={},
+        overrides={
+            "broker.url": broker_url,
+            "lake.path": str(lake_dir),
+            "engine.model": str(examples_dir() / "pilot-plant.toml"),
+            "engine.host_id": "uns-demo",
+            "engine.primary": True,
+            "lake.commit_interval": 2.0,
+            "engine.status_interval": 2.0,
+        },
+    )
+    engine = build_engine(config)
+    stop_engine = asyncio.Event()
+    engine_task = asyncio.create_task(engine.run(stop_engine), name="demo-engine")
+    await asyncio.wait_for(engine.connected.wait(), 15)
+    host, port = broker_url.removeprefix("mqtt://").split(":")
+    sim_config = SimConfig(
+        host=host,
+        port=int(port),
+        plant="pilot",
+        rate=40.0,
+        duration=duration,
+        seed=2026,
+        context_interval=max(1.0, duration / 10),
+        primary_host_id="uns-demo",
+        context_delay=0.0,
+    )
+    t0 = time.monotonic()
+    last: list[SimReport] = []
+
+    def on_progress(r: SimReport) -> None:
+        last[:] = [r]
+        if int(r.elapsed) % 2 == 0:
+            _progress(echo, t0, r, engine)
+
+    report = await run_sim(sim_config, on_progress=on_progress)
+    # let the engine take in what is still on its way, then stop it (it flushes the lake)
+    settle = time.monotonic() + 5
+    previous = -1
+    while time.monotonic() < settle and engine.counters.messages != previous:
+        previous = engine.counters.messages
+        await asyncio.sleep(0.5)
+    stop_engine.set()
+    await asyncio.wait_for(engine_task, 60)
+    _progress(echo, t0, report, engine)
+    return engine, report
+
+
+def run_demo(*, duration: float = 20.0, lake: str | None = None, echo: Echo = print) -> None:
+    """Run the whole demo; see the module docstring."""
+    if duration <= 0:
+        raise EngineError("--duration must be positive")
+    if find_mosquitto() is None:
+        raise EngineError(
+            "uns demo needs mosquitto: run 'apt-get install mosquitto' (or: bash scripts/demo as root)"
+        )
+    tmp = None if lake else tempfile.TemporaryDirectory(prefix="uns-demo-")
+    lake_dir = Path(lake) if lake else Path(tmp.name if tmp else ".") / "lake"
+    with contextlib.ExitStack() as stack:
+        if tmp is not None:
+            stack.enter_context(tmp)
+        broker = stack.enter_context(running_mosquitto())
+        echo(f"uns demo: mosquitto on {broker.url}, lake in {lake_dir}, pilot plant for {duration:g} s")
+        engine, sim = asyncio.run(_run(duration, lake_dir, broker.url, echo))
+        _summary(engine, sim, lake_dir, echo)
+        if tmp is not None:
+            echo("(the lake was temporary; pass --lake DIR to keep it and query it with `uns lake sql`)")
+
+
+def _summary(engine: Engine, sim: SimReport, lake_dir: Path, echo: Echo) -> None:
+    con = lake.connect(lake_dir)
+    try:
+        rows = con.execute("SELECT count(*) FROM measurements").fetchone()
+        batches = con.execute(
+            "SELECT count(DISTINCT batch_id) FROM measurements_asof WHERE batch_id IS NOT NULL"
+        ).fetchone()
+        rejected = con.execute("SELECT count(*) FROM rejected").fetchone()
+        c = engine.counters
+        echo("")
+        echo("Summary")
+        echo(
+            f"  plant published   {sim.messages:,} messages, {sim.metrics:,} metric values, "
+            f"{sim.context_events} context events"
+        )
+        echo(
+            f"  engine received   {c.messages:,} messages, {c.metrics:,} metric samples, "
+            f"{c.context_changes} context changes, {c.rebirths_requested} rebirth requests"
+        )
+        echo(
+            f"  lake              {rows[0] if rows else 0:,} measurements, "
+            f"{batches[0] if batches else 0} batches, {rejected[0] if rejected else 0} rejected messages"
+        )
+        for title, sql in DEMO_QUERIES:
+            cur = con.execute(sql)
+            columns = [d[0] for d in cur.description or []]
+            echo("")
+            echo(title)
+            echo(render_rows(columns, cur.fetchall(), "table"))
+    finally:
+        con.close()
