@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import tomllib
 from pathlib import Path
 
+import jsonschema
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from uns.config import load_config
+from uns.config import config_json_schema, load_config
 from uns.errors import ConfigError
 from uns.mqtt import Backoff, parse_broker_url
 
@@ -108,3 +111,12 @@ def test_backoff_is_capped_and_positive(attempts: int) -> None:
     assert all(0 < d <= 30.0 for d in delays)
     b.reset()
     assert b.next() <= 0.5
+
+
+def test_committed_config_schema_is_current_and_example_validates() -> None:
+    root = Path(__file__).resolve().parent.parent
+    committed = json.loads((root / "schemas" / "config.schema.json").read_text())
+    assert committed == config_json_schema(), "regenerate schemas/config.schema.json"
+    example = tomllib.loads((root / "examples" / "uns.toml").read_text())
+    jsonschema.validate(example, committed)
+    load_config(root / "examples" / "uns.toml", env={})

@@ -279,3 +279,43 @@ def load_config(
     cfg = Config(**{name: _SECTION_TYPES[name](**vals) for name, vals in values.items()})
     _validate(cfg)
     return cfg
+
+
+def config_json_schema() -> dict[str, Any]:
+    """The JSON Schema of the config file (committed as schemas/config.schema.json)."""
+
+    def prop(hint: Any, default: Any) -> dict[str, Any]:
+        text = str(hint)
+        kinds: list[str] = []
+        if "bool" in text:
+            kinds.append("boolean")
+        elif "int" in text and "float" not in text:
+            kinds.append("integer")
+        elif "float" in text:
+            kinds.append("number")
+        else:
+            kinds.append("string")
+        if "None" in text:
+            kinds.append("null")
+        out: dict[str, Any] = {"type": kinds[0] if len(kinds) == 1 else kinds}
+        if default is not None:
+            out["default"] = default
+        return out
+
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTION_TYPES.items():
+        hints = get_type_hints(cls)
+        defaults = cls()
+        sections[name] = {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {k: prop(h, getattr(defaults, k)) for k, h in hints.items()},
+        }
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://uns.invalid/schemas/config.schema.json",
+        "title": "uns engine configuration (TOML)",
+        "type": "object",
+        "additionalProperties": False,
+        "properties": sections,
+    }

@@ -1,0 +1,181 @@
+"""The `uns` command line: help and docs for every command, clear errors, and the
+commands working against a real mosquitto and a real lake."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiomqtt
+import pytest
+import typer.main
+from typer.core import TyperGroup
+from typer.testing import CliRunner
+
+from cli import app
+from tests.edge import RawEdge
+from uns.broker import Mosquitto, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+runner = CliRunner()
+
+
+def _commands() -> list[str]:
+    group = typer.main.get_command(app)
+    assert isinstance(group, TyperGroup)
+    names: list[str] = []
+    for name, cmd in group.commands.items():
+        if isinstance(cmd, TyperGroup):
+            names.extend(f"{name} {sub}" for sub in cmd.commands)
+        else:
+            names.append(name)
+    return sorted(names)
+
+
+def test_every_command_has_help_and_an_example() -> None:
+    commands = _commands()
+    assert {"run", "sim", "demo", "topics", "watch", "lake sql", "lake info", "lake compact",
+            "lake vacuum", "context show", "context set"} <= set(commands)
+    for command in commands:
+        result = runner.invoke(app, [*command.split(), "--help"])
+        assert result.exit_code == 0, (command, result.output)
+        assert "Example" in result.output or command == "version", command
+
+
+def test_every_command_is_documented() -> None:
+    docs = (ROOT / "README.md").read_text() + "".join(p.read_text() for p in (ROOT / "docs").glob("*.md"))
+    for command in _commands():
+        assert re.search(rf"uns {command}\b", docs), f"`uns {command}` is not documented in README.md or docs/"
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNS_")}
+    env.update(extra)
+    return env
+
+
+def _uns(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args], capture_output=True, text=True, env=env or _env(), timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+def test_print_config_masks_secrets(tmp_path: Path) -> None:
+    cfg = tmp_path / "uns.toml"
+    cfg.write_text('[broker]\nurl = "mqtt://op:hunter2@broker.plant:1883"\n[engine]\nhost_id = "line-1"\n')
+    r = _uns("run", "--config", str(cfg), "--primary", "--print-config", env=_env(UNS_LAKE="/srv/lake"))
+    assert r.returncode == 0, r.stderr
+    assert "hunter2" not in r.stdout
+    assert 'host_id = "line-1"' in r.stdout
+    assert "primary = true" in r.stdout
+    assert 'path = "/srv/lake"' in r.stdout
+
+
+def test_bad_config_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    cfg = tmp_path / "uns.toml"
+    cfg.write_text("[engine]\nprimary = 'perhaps'\n")
+    r = _uns("run", "--config", str(cfg))
+    assert r.returncode == 1
+    assert r.stderr.strip().count("\n") == 0
+    assert "engine.primary must be true or false" in r.stderr
+
+
+def test_unreachable_broker_fails_after_retry_budget() -> None:
+    port = free_port()
+    r = _uns("run", "--broker", f"mqtt://127.0.0.1:{port}", "--lake", "",
+             env=_env(UNS_BROKER_CONNECT_RETRIES="1", UNS_BROKER_RECONNECT_MIN="0.1"))
+    assert r.returncode == 1
+    assert "cannot reach the broker" in r.stderr.splitlines()[-1]
+
+
+def test_unwritable_lake_path(tmp_path: Path, broker: Mosquitto) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    r = _uns("run", "--broker", broker.url, "--lake", str(blocker / "lake"))
+    assert r.returncode == 1
+    assert "is not writable" in r.stderr.splitlines()[-1]
+
+
+def test_run_stops_cleanly_on_sigterm(tmp_path: Path, broker: Mosquitto, ns: str) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", "run", "--broker", broker.url, "--lake", str(tmp_path / "lake"),
+         "--host-id", ns],
+        env=_env(), cwd=ROOT, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        time.sleep(3)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "engine stopped" in err
+
+
+def test_lake_sql_bad_query_prints_duckdb_message(tmp_path: Path) -> None:
+    r = _uns("lake", "sql", "SELEC nonsense", "--lake", str(tmp_path))
+    assert r.returncode == 1
+    assert r.stdout == ""
+    assert "syntax error" in r.stderr.lower()
+
+
+async def test_watch_topics_and_context_against_a_real_broker(broker: Mosquitto, ns: str) -> None:
+    async def publish_plant() -> None:
+        await asyncio.sleep(1.5)
+        async with aiomqtt.Client(broker.host, broker.port) as c:
+            edge = RawEdge(c, ns, "N1")
+            await edge.nbirth()
+            await edge.dbirth("D1")
+            await edge.ddata("D1", 36.6)
+
+    watch = asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cli", "watch", f"spBv1.0/{ns}/#", "--broker", broker.url, "--count", "3", "--json",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=_env(), cwd=ROOT,
+    )
+    proc = await watch
+    await publish_plant()
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err
+    lines = [json.loads(line) for line in out.decode().splitlines()]
+    assert [m["kind"] for m in lines] == ["NBIRTH", "DBIRTH", "DDATA"]
+    assert lines[2]["metrics"][0]["name"] == "Temperature"  # alias resolved from the DBIRTH
+    assert lines[2]["metrics"][0]["value"] == 36.6
+
+    topics = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cli", "topics", "--broker", broker.url, "--filter", f"spBv1.0/{ns}/#",
+        "--duration", "4", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=_env(), cwd=ROOT,
+    )
+    async with aiomqtt.Client(broker.host, broker.port) as c:
+        await asyncio.sleep(1.5)
+        edge = RawEdge(c, ns, "N2")
+        edge.seq = 5
+        await edge.ddata("D9", 1.0)  # a node whose birth was never seen
+    out, err = await asyncio.wait_for(topics.communicate(), 30)
+    assert topics.returncode == 0, err
+    assert "N2" in out.decode()
+    assert "birth not seen yet" in out.decode()
+
+    # context set: validated, then published where the engine listens
+    async with aiomqtt.Client(broker.host, broker.port) as c:
+        await c.subscribe(f"{ns}/_context/#", qos=1)
+        r = await asyncio.to_thread(
+            _uns, "context", "set", "acme/site/cell", "batch_id=B-1", "phase=growth", "--user", "jdoe",
+            "--broker", broker.url, "--prefix", ns,
+        )
+        assert r.returncode == 0, r.stderr
+        msg = await asyncio.wait_for(anext(c.messages), 10)
+    event = json.loads(bytes(msg.payload))  # type: ignore[arg-type]
+    assert event["set"] == {"batch_id": "B-1", "phase": "growth"}
+    assert event["user"] == "jdoe"
+    bad = await asyncio.to_thread(_uns, "context", "set", "acme/site", "no-equals-sign", "--broker", broker.url)
+    assert bad.returncode == 1
+    assert "KEY=VALUE" in bad.stderr
