@@ -1,0 +1,395 @@
+"""Run a simulated plant: many edge nodes, a target message rate, context events, a report.
+
+``run_sim(SimConfig(...))`` connects one :class:`~uns.sim.edge.EdgeNode` per
+edge node of the plant plus one MES client for context events, then publishes
+DATA on a fixed tick (10 ms by default): each tick earns ``rate * elapsed``
+messages, handed out round-robin over every unit (a node's own metrics or a
+device), so high rates come out as bursts of a hundred messages or more
+(one process reaches about 12k one-metric or 8k ten-metric DATA messages/s
+against a local mosquitto on 2 cores; run several processes for more).
+A unit steps ``units / rate`` simulated seconds per message, so simulated
+time runs at wall-clock speed and batch phases last ``context_interval``
+seconds.  With report by exception an unchanged unit
+sends nothing, so the DATA rate can fall short of ``rate``; benchmarks set
+``report_by_exception=False`` for exactly ``metrics`` values per message.
+
+A node that loses the broker keeps its DATA (store and forward) and
+reconnects every second with the next bdSeq.  QoS 0 messages handed to the
+client just before the connection dropped may be lost although the sent log
+counts them: exactly-once checks should not span a broker outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import aiomqtt
+
+from uns.errors import ConfigError
+from uns.sim.batch import ContextEvent
+from uns.sim.edge import PENDING_CALLS_WARNING, EdgeNode
+from uns.sim.plant import PILOT_GROUP, Plant, UnitModel, bench_plant, pilot_plant
+from uns.sim.sentlog import SentLog, SentSample
+
+__all__ = ["ContextPublisher", "SimConfig", "SimReport", "build_plant", "run_sim"]
+
+RECONNECT_DELAY = 1.0  # seconds between two connection attempts of a node that lost the broker
+#: aiomqtt.Client arguments the simulator sets itself (one identifier and Will per node)
+RESERVED_MQTT_OPTIONS = frozenset({"identifier", "will", "clean_session", "hostname", "port"})
+MAX_BACKLOG = 0.05  # seconds of messages one tick may catch up on; a slower loop sends less
+
+
+@dataclass(frozen=True, repr=False)
+class SimConfig:
+    """Everything a simulation run needs; validated on construction."""
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    #: extra ``aiomqtt.Client`` keyword arguments: username, password, tls_context, ...
+    mqtt_options: Mapping[str, Any] = field(default_factory=dict)
+    plant: Literal["pilot", "bench"] = "pilot"
+    #: the Sparkplug group; default ``PilotPlant`` / ``Bench``
+    group_id: str | None = None
+    nodes: int = 1  # bench plant shape
+    devices: int = 1
+    metrics: int = 10
+    rate: float = 20.0  # DATA messages per second, all nodes together
+    duration: float | None = None  # seconds; None runs until ``stop`` is set
+    seed: int = 0
+    prefix: str = "uns/v1"  # context events go to <prefix>/_context/<path>
+    primary_host_id: str | None = None
+    context_interval: float = 10.0  # seconds per batch phase
+    context_delay: float = 0.0  # publish each context event this long after its ts
+    report_by_exception: bool = True
+    tick: float = 0.01
+    bd_seq: int = 0  # bdSeq of every node's first connection
+    sent_log_path: str | None = None  # JSON lines of every sample and context event
+    keep_samples: bool = False  # keep every sample in memory (SimReport.samples)
+    client_id_prefix: str = "sim"
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.rate > 0, "rate", "must be positive"),
+            (self.tick > 0, "tick", "must be positive"),
+            (self.duration is None or self.duration >= 0, "duration", "must not be negative"),
+            (self.context_interval > 0, "context_interval", "must be positive"),
+            (self.context_delay >= 0, "context_delay", "must not be negative"),
+            (min(self.nodes, self.devices, self.metrics) >= 1, "nodes", "nodes/devices/metrics must be >= 1"),
+            (self.plant in ("pilot", "bench"), "plant", "must be 'pilot' or 'bench'"),
+            (0 < self.port < 65536, "port", "must be 1..65535"),
+        ]
+        reserved = sorted(set(self.mqtt_options) & RESERVED_MQTT_OPTIONS)
+        checks.append((not reserved, "mqtt_options", f"must not set {reserved} (the simulator does)"))
+        for ok, key, message in checks:
+            if not ok:
+                raise ConfigError(f"sim.{key} {message}", key=f"sim.{key}")
+        for text, key in ((self.group_id or "x", "group_id"), (self.prefix, "prefix")):
+            if any(c in text for c in "+#") or (key == "group_id" and "/" in text):
+                raise ConfigError(f"sim.{key} {text!r} is not valid in an MQTT topic", key=f"sim.{key}")
+
+    def __repr__(self) -> str:
+        shown = {k: ("***" if "password" in k else v) for k, v in self.mqtt_options.items()}
+        return (
+            f"SimConfig(broker={self.host}:{self.port}, mqtt_options={shown}, plant={self.plant!r}, "
+            f"group_id={self.group_id!r}, rate={self.rate}, duration={self.duration}, seed={self.seed})"
+        )
+
+
+@dataclass(frozen=True)
+class SimReport:
+    """What a run published (counts from :class:`~uns.sim.sentlog.SentCounts`)."""
+
+    messages: int
+    data_messages: int
+    metrics: int
+    births: int
+    deaths: int
+    context_events: int
+    rebirths_answered: int
+    historical_messages: int
+    dropped_messages: int
+    faults: int
+    reconnects: int
+    elapsed: float
+    samples: tuple[SentSample, ...] = ()  # only with keep_samples
+    contexts: tuple[ContextEvent, ...] = ()
+
+    @property
+    def data_rate(self) -> float:
+        """DATA messages per second actually published."""
+        return self.data_messages / self.elapsed if self.elapsed > 0 else 0.0
+
+
+def build_plant(config: SimConfig) -> Plant:
+    if config.plant == "bench":
+        return bench_plant(
+            config.group_id or "Bench",
+            nodes=config.nodes,
+            devices=config.devices,
+            metrics=config.metrics,
+            seed=config.seed,
+        )
+    return pilot_plant(
+        config.group_id or PILOT_GROUP, seed=config.seed, phase_seconds=config.context_interval
+    )
+
+
+class ContextPublisher:
+    """The MES of the simulation: publishes context events (QoS 1), optionally late.
+
+    An event that cannot be published (broker away) waits and goes out after
+    the client has reconnected; on exit, events still delayed are published
+    when they are due."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        prefix: str,
+        delay: float,
+        log: SentLog,
+        client_id: str,
+        mqtt_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.prefix = prefix
+        self.delay = delay
+        self.log = log
+        self._client = aiomqtt.Client(
+            host, port, identifier=client_id, clean_session=True, **dict(mqtt_options or {})
+        )
+        self._client.pending_calls_threshold = PENDING_CALLS_WARNING
+        self._pending: list[tuple[float, int, ContextEvent]] = []  # (due, order, event) heap
+        self._order = itertools.count()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._down = False
+        self._next_attempt = 0.0
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> ContextPublisher:
+        await self._connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks)
+        while self._pending and not self._down:
+            await asyncio.sleep(max(0.0, self._pending[0][0] - time.monotonic()))
+            await self.publish_due()
+        await self._disconnect()
+
+    async def _connect(self) -> None:
+        await self._client.__aenter__()
+        self._down = False
+        self._watcher = asyncio.create_task(self._watch(), name="sim-context-connection")
+
+    async def _watch(self) -> None:
+        """Notice a lost connection at once (and consume aiomqtt's disconnect error)."""
+        with contextlib.suppress(aiomqtt.MqttError):
+            async for _ in self._client.messages:
+                pass
+        self._down = True
+
+    async def _disconnect(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
+        with contextlib.suppress(aiomqtt.MqttError):
+            await self._client.__aexit__(None, None, None)
+
+    def submit(self, event: ContextEvent) -> None:
+        """Take an event (called synchronously by the edge nodes)."""
+        if self.delay > 0 or self._down:
+            self._push(time.monotonic() + self.delay, event)
+        else:
+            # a task started now reaches the MQTT client before the DATA the caller is about to send
+            task = asyncio.create_task(self._publish(event), name="sim-context-publish")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _push(self, due: float, event: ContextEvent) -> None:
+        heapq.heappush(self._pending, (due, next(self._order), event))
+
+    async def _publish(self, event: ContextEvent) -> None:
+        try:
+            await self._client.publish(f"{self.prefix}/_context/{event.path}", event.to_json(), qos=1)
+        except aiomqtt.MqttError:
+            self._down = True
+            self._push(time.monotonic(), event)
+            return
+        self.log.add_context(event)
+
+    async def publish_due(self) -> None:
+        """Publish the events that are due; reconnect first (at most once a second) if needed."""
+        now = time.monotonic()
+        if self._down:
+            if now < self._next_attempt:
+                return
+            self._next_attempt = now + RECONNECT_DELAY
+            await self._disconnect()
+            try:
+                await self._connect()
+            except aiomqtt.MqttError:
+                return
+        while self._pending and self._pending[0][0] <= now and not self._down:
+            _, _, event = heapq.heappop(self._pending)
+            await self._publish(event)
+
+
+class _Runner:
+    """The tick loop over the nodes of one run."""
+
+    def __init__(self, config: SimConfig, plant: Plant, log: SentLog, context: ContextPublisher) -> None:
+        self.config = config
+        self.log = log
+        self.units: list[tuple[EdgeNode, UnitModel]] = []
+        unit_count = sum(len(n.units()) for n in plant.nodes)
+        step_seconds = unit_count / config.rate  # simulated time runs at wall-clock speed
+        self.nodes = [
+            EdgeNode(
+                model,
+                group_id=plant.group_id,
+                host=config.host,
+                port=config.port,
+                mqtt_options=config.mqtt_options,
+                report_by_exception=config.report_by_exception,
+                step_seconds=step_seconds,
+                primary_host_id=config.primary_host_id,
+                bd_seq=config.bd_seq,
+                sent_log=log,
+                on_context=context.submit,
+                client_id=f"{config.client_id_prefix}-{plant.group_id}-{model.node_id}",
+            )
+            for model in plant.nodes
+        ]
+        for node in self.nodes:
+            self.units += [(node, unit) for unit in node.model.units()]
+        self._cursor = 0
+        self._reviving: dict[EdgeNode, asyncio.Task[None]] = {}
+        self.reconnects = 0
+
+    def take(self, count: int) -> dict[EdgeNode, list[UnitModel]]:
+        """The next ``count`` units round-robin, grouped by node (order kept)."""
+        chosen: dict[EdgeNode, list[UnitModel]] = {}
+        total = len(self.units)
+        for i in range(count):
+            node, unit = self.units[(self._cursor + i) % total]
+            chosen.setdefault(node, []).append(unit)
+        self._cursor = (self._cursor + count) % total
+        return chosen
+
+    async def drive(self, node: EdgeNode, units: list[UnitModel]) -> None:
+        if not node.connected:
+            self.revive(node)  # meanwhile publish_data stores the DATA
+        try:
+            await node.publish_data(units)
+        except aiomqtt.MqttError:
+            self.revive(node)
+
+    def revive(self, node: EdgeNode) -> None:
+        if node not in self._reviving:
+            self._reviving[node] = asyncio.create_task(
+                self._reconnect(node), name=f"sim-reconnect-{node.node_id}"
+            )
+
+    async def _reconnect(self, node: EdgeNode) -> None:
+        try:
+            while True:
+                await asyncio.sleep(RECONNECT_DELAY)
+                try:
+                    await node.start()
+                except aiomqtt.MqttError:
+                    continue
+                self.reconnects += 1
+                return
+        finally:
+            del self._reviving[node]
+
+    async def close(self) -> None:
+        for task in list(self._reviving.values()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await asyncio.gather(*(node.stop() for node in self.nodes))
+
+
+def _report(log: SentLog, runner: _Runner, elapsed: float, *, final: bool) -> SimReport:
+    c = log.counts
+    return SimReport(
+        messages=c.messages,
+        data_messages=c.data_messages,
+        metrics=c.metrics,
+        births=c.births,
+        deaths=c.deaths,
+        context_events=c.context_events,
+        rebirths_answered=c.rebirths_answered,
+        historical_messages=c.historical_messages,
+        dropped_messages=c.dropped_messages,
+        faults=c.faults,
+        reconnects=runner.reconnects,
+        elapsed=elapsed,
+        samples=tuple(log.samples) if final else (),
+        contexts=tuple(log.contexts) if final else (),
+    )
+
+
+async def run_sim(
+    config: SimConfig,
+    *,
+    stop: asyncio.Event | None = None,
+    on_progress: Callable[[SimReport], None] | None = None,
+) -> SimReport:
+    """Run the simulation until ``config.duration`` has passed or ``stop`` is set.
+
+    ``on_progress`` gets a report (without samples) about once a second.  The
+    nodes end with a clean NDEATH; pending context events are published."""
+    plant = build_plant(config)
+    loop = asyncio.get_running_loop()
+    with SentLog(keep_samples=config.keep_samples, path=config.sent_log_path) as log:
+        context = ContextPublisher(
+            host=config.host,
+            port=config.port,
+            prefix=config.prefix,
+            delay=config.context_delay,
+            log=log,
+            client_id=f"{config.client_id_prefix}-{plant.group_id}-mes",
+            mqtt_options=config.mqtt_options,
+        )
+        async with context:
+            runner = _Runner(config, plant, log, context)
+            try:
+                await asyncio.gather(*(node.start() for node in runner.nodes))
+                started = last = loop.time()
+                next_tick = started + config.tick
+                next_progress = started + 1.0
+                credit = 0.0
+                while not (stop is not None and stop.is_set()):
+                    now = loop.time()
+                    if config.duration is not None and now - started >= config.duration:
+                        break
+                    credit = min(credit + (now - last) * config.rate, config.rate * MAX_BACKLOG + 1)
+                    last = now
+                    count = int(credit)
+                    credit -= count
+                    if count:
+                        chosen = runner.take(count)
+                        await asyncio.gather(*(runner.drive(node, units) for node, units in chosen.items()))
+                    await context.publish_due()
+                    if on_progress is not None and now >= next_progress:
+                        next_progress = now + 1.0
+                        on_progress(_report(log, runner, now - started, final=False))
+                    next_tick = max(next_tick + config.tick, loop.time())
+                    await asyncio.sleep(next_tick - loop.time())
+                elapsed = loop.time() - started
+            finally:
+                await runner.close()
+        return _report(log, runner, elapsed, final=True)
