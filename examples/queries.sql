@@ -1,0 +1,180 @@
+-- Example analyst queries over the uns lake (DuckDB SQL).
+--
+-- Run one with:   uns lake sql "$(cat my-query.sql)"        or in Python:
+--   import lake; con = lake.connect("./lake"); con.sql("...").show()
+-- Every query below starts with a "-- name:" line; lake.query.named_queries()
+-- splits this file into {name: sql}.  Paths and metric names are those of the
+-- simulated pilot plant (`uns sim`); change the literals for your plant.
+
+
+-- name: batch_timeline
+-- When each batch went through which phase on each unit, from the MES/EBR
+-- context events: one row per (unit, batch, phase) with start, end, duration.
+WITH phases AS (
+    SELECT
+        path,
+        ts AS phase_start,
+        value AS phase,
+        lead(ts) OVER (PARTITION BY path ORDER BY ts, ingest_order) AS phase_end
+    FROM context
+    WHERE key = 'phase'
+),
+batches AS (
+    SELECT path, ts, value AS batch_id FROM context WHERE key = 'batch_id'
+)
+SELECT
+    p.path,
+    b.batch_id,
+    p.phase,
+    p.phase_start,
+    p.phase_end,
+    p.phase_end - p.phase_start AS duration
+FROM phases AS p
+ASOF LEFT JOIN batches AS b ON b.path = p.path AND b.ts <= p.phase_start
+WHERE p.phase IS NOT NULL AND p.phase <> '' AND b.batch_id IS NOT NULL
+ORDER BY p.path, p.phase_start;
+
+
+-- name: phase_statistics
+-- Per-phase statistics of a critical process parameter (bed temperature of
+-- the granulator) for every batch, with the context as of each sample's time.
+SELECT
+    batch_id,
+    phase,
+    metric,
+    any_value(unit) AS unit,
+    min(ts) AS first_sample,
+    count(*) AS samples,
+    round(min(value_double), 3) AS minimum,
+    round(avg(value_double), 3) AS mean,
+    round(max(value_double), 3) AS maximum,
+    round(stddev_samp(value_double), 4) AS std_dev,
+    round(quantile_cont(value_double, 0.05), 3) AS p05,
+    round(quantile_cont(value_double, 0.95), 3) AS p95
+FROM measurements_asof
+WHERE path = 'acme/basel/pilot/granulation/gr-201'
+    AND metric = 'BedTemp'
+    AND batch_id IS NOT NULL
+    AND value_double IS NOT NULL
+    AND quality = 'good'
+GROUP BY batch_id, phase, metric
+ORDER BY batch_id, first_sample;
+
+
+-- name: excursions
+-- Excursions beyond the engineering limits (engLow/engHigh) the device declared
+-- in its newest BIRTH: consecutive out-of-limit samples form one excursion.
+WITH limits AS (
+    SELECT
+        path,
+        metric,
+        TRY_CAST(json_extract_string(properties, '$.engLow') AS DOUBLE) AS low,
+        TRY_CAST(json_extract_string(properties, '$.engHigh') AS DOUBLE) AS high
+    FROM metric_catalog
+    WHERE properties IS NOT NULL
+    QUALIFY row_number() OVER (PARTITION BY path, metric ORDER BY birth_ts DESC) = 1
+),
+flagged AS (
+    SELECT
+        m.path, m.metric, m.ts, m.value_double, m.batch_id, m.phase, l.low, l.high,
+        coalesce(m.value_double < l.low OR m.value_double > l.high, false) AS outside
+    FROM measurements_asof AS m
+    JOIN limits AS l USING (path, metric)
+    WHERE m.value_double IS NOT NULL AND NOT isnan(m.value_double)
+),
+islands AS (
+    -- samples of one excursion share the number of in-limit samples seen before them
+    SELECT *, count(*) FILTER (WHERE NOT outside) OVER (PARTITION BY path, metric ORDER BY ts) AS island
+    FROM flagged
+)
+SELECT
+    path,
+    metric,
+    batch_id,
+    phase,
+    min(ts) AS excursion_start,
+    max(ts) AS excursion_end,
+    count(*) AS samples,
+    min(value_double) AS lowest,
+    max(value_double) AS highest,
+    any_value(low) AS low_limit,
+    any_value(high) AS high_limit
+FROM islands
+WHERE outside
+GROUP BY path, metric, batch_id, phase, island
+ORDER BY excursion_start;
+
+
+-- name: batch_completeness
+-- Is the record of each batch complete?  Samples, metrics, gaps in the data
+-- (more than 10 s in which the unit sent no sample at all), and what the
+-- Sparkplug sessions saw meanwhile: deaths, rebirths, sequence gaps, rebirth requests.
+WITH samples AS (
+    SELECT * FROM measurements_asof WHERE batch_id IS NOT NULL
+),
+windows AS (
+    SELECT
+        path,
+        batch_id,
+        min(ts) AS batch_start,
+        max(ts) AS batch_end,
+        count(*) AS samples,
+        count(DISTINCT metric) AS metrics,
+        count(*) FILTER (WHERE quality <> 'good') AS not_good,
+        any_value(group_id) AS group_id,
+        any_value(edge_node_id) AS edge_node_id,
+        any_value(device_id) AS device_id
+    FROM samples
+    GROUP BY path, batch_id
+),
+intervals AS (
+    SELECT path, batch_id, ts - lag(ts) OVER (PARTITION BY path, batch_id ORDER BY ts) AS step
+    FROM (SELECT DISTINCT path, batch_id, ts FROM samples)
+),
+gaps AS (
+    SELECT
+        path,
+        batch_id,
+        count(*) FILTER (WHERE step > INTERVAL 10 SECOND) AS gaps,
+        max(step) AS longest_gap
+    FROM intervals
+    GROUP BY path, batch_id
+),
+session_events AS (
+    SELECT
+        w.path,
+        w.batch_id,
+        -- an NDEATH is recorded for the node and for each of its devices, and every
+        -- NBIRTH is followed by DBIRTHs: count the unit's own deaths and births
+        count(s.event) FILTER (WHERE s.event = 'death' AND s.device_id IS NOT DISTINCT FROM w.device_id)
+            AS deaths,
+        count(s.event) FILTER (WHERE s.event = 'birth' AND s.device_id IS NOT DISTINCT FROM w.device_id)
+            AS rebirths,
+        count(s.event) FILTER (WHERE s.event IN ('seq_gap', 'reorder_timeout')) AS seq_gaps,
+        count(s.event) FILTER (WHERE s.event = 'rebirth_requested') AS rebirth_requests
+    FROM windows AS w
+    LEFT JOIN sessions AS s
+        ON s.group_id = w.group_id
+        AND s.edge_node_id = w.edge_node_id
+        AND (s.device_id IS NULL OR s.device_id = w.device_id)
+        AND s.ts BETWEEN w.batch_start AND w.batch_end
+    GROUP BY w.path, w.batch_id
+)
+SELECT
+    w.path,
+    w.batch_id,
+    w.batch_start,
+    w.batch_end,
+    w.samples,
+    w.metrics,
+    w.not_good,
+    g.gaps,
+    g.longest_gap,
+    e.deaths,
+    e.rebirths,
+    e.seq_gaps,
+    e.rebirth_requests
+FROM windows AS w
+JOIN gaps AS g USING (path, batch_id)
+JOIN session_events AS e USING (path, batch_id)
+ORDER BY w.path, w.batch_start;

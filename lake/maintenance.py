@@ -1,0 +1,176 @@
+"""Lake maintenance: what is in the lake, merging small files, removing old ones.
+
+The writer commits a small file per table every few seconds; :meth:`Lake.compact`
+merges them (optionally Z-ordering by path and time so queries for one path
+or time range read few row groups).  Compaction only rewrites files: readers
+keep their snapshot and the writer keeps appending meanwhile.  The replaced
+files stay on disk for time travel and for readers still on an old snapshot
+until :meth:`Lake.vacuum` removes those older than the retention.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
+
+from lake.query import connect
+from lake.sink import LakeConfig, LakeSink
+from lake.tables import PARTITION_COLUMN, TABLES, TIME_COLUMN
+from lake.writer import writer_properties
+from uns.errors import LakeError
+
+__all__ = ["DEFAULT_RETENTION_HOURS", "ZORDER_COLUMNS", "Lake", "TableInfo"]
+
+#: Delta's own default: files replaced less than a week ago are kept.
+DEFAULT_RETENTION_HOURS: Final = 168
+#: Z-order keys per table: the columns queries select on besides the date partition.
+ZORDER_COLUMNS: Final = {
+    "measurements": ("path", "ts"),
+    "context": ("path", "ts"),
+    "metric_catalog": ("path", "birth_ts"),
+    "sessions": ("edge_node_id", "ts"),
+    "rejected": ("topic", "received_at"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TableInfo:
+    """One table's state (from the Delta log; no data file is read)."""
+
+    table: str
+    exists: bool
+    version: int | None = None
+    rows: int = 0
+    files: int = 0
+    bytes: int = 0
+    partitions: int = 0
+    min_ts: dt.datetime | None = None
+    max_ts: dt.datetime | None = None
+    last_commit: dt.datetime | None = None
+    last_operation: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+class Lake:
+    """A lake directory: open a writer or a query connection, inspect and maintain it."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.root = Path(path)
+
+    def sink(self, config: LakeConfig | None = None) -> LakeSink:
+        """The engine's writer for this lake (use as ``async with``)."""
+        return LakeSink(self.root, config)
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        return connect(self.root)
+
+    def _table(self, table: str) -> DeltaTable | None:
+        try:
+            return DeltaTable(self.root / table)
+        except TableNotFoundError:
+            return None
+        except Exception as exc:
+            raise LakeError(f"cannot open table {table}: {exc}", table=table) from exc
+
+    def info(self) -> dict[str, TableInfo]:
+        """Per table: version, rows, files, bytes, partitions, time range, last commit."""
+        out: dict[str, TableInfo] = {}
+        for table in TABLES:
+            delta = self._table(table)
+            out[table] = TableInfo(table, exists=False) if delta is None else _table_info(table, delta)
+        return out
+
+    def compact(self, *, z_order: bool = False, since: dt.date | None = None) -> dict[str, dict[str, Any]]:
+        """Merge small files of every table (partitions from ``since`` on, default all).
+
+        ``z_order`` also sorts by :data:`ZORDER_COLUMNS` (rewrites whole partitions:
+        slower, best once a day is complete).  Returns Delta's metrics per table."""
+        filters = [(PARTITION_COLUMN, ">=", since.isoformat())] if since else None
+        props = writer_properties()
+        result: dict[str, dict[str, Any]] = {}
+        for table in TABLES:
+            delta = self._table(table)
+            if delta is None:
+                continue
+            try:
+                opts: dict[str, Any] = {"partition_filters": filters, "writer_properties": props}
+                if z_order:
+                    metrics = delta.optimize.z_order(list(ZORDER_COLUMNS[table]), **opts)
+                else:
+                    metrics = delta.optimize.compact(**opts)
+            except Exception as exc:
+                raise LakeError(f"compaction of {table} failed: {exc}", table=table) from exc
+            result[table] = metrics
+        return result
+
+    def vacuum(
+        self,
+        retention_hours: float = DEFAULT_RETENTION_HOURS,
+        *,
+        enforce_retention: bool = True,
+        dry_run: bool = False,
+    ) -> dict[str, list[str]]:
+        """Delete files no longer in the current version and replaced more than
+        ``retention_hours`` ago; returns the files (to be) deleted per table.
+
+        A reader whose snapshot is older than the retention can fail once its
+        files are gone, so a retention below the tables' configured minimum (7
+        days unless changed) is refused unless ``enforce_retention=False``."""
+        if retention_hours < 0:
+            raise LakeError("retention_hours must be >= 0")
+        result: dict[str, list[str]] = {}
+        for table in TABLES:
+            delta = self._table(table)
+            if delta is None:
+                continue
+            try:
+                result[table] = delta.vacuum(
+                    retention_hours=int(retention_hours),
+                    dry_run=dry_run,
+                    enforce_retention_duration=enforce_retention,
+                )
+                if not dry_run:
+                    delta.cleanup_metadata()  # log files beyond the log retention (30 days)
+            except Exception as exc:
+                raise LakeError(f"vacuum of {table} failed: {exc}", table=table) from exc
+        return result
+
+
+def _utc(ms: int | None) -> dt.datetime | None:
+    return None if ms is None else dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+
+
+def _table_info(table: str, delta: DeltaTable) -> TableInfo:
+    adds = pa.table(delta.get_add_actions(flatten=True))
+    files = adds.num_rows
+    min_ts = max_ts = None
+    if files:
+        col = TIME_COLUMN[table]
+        if f"min.{col}" in adds.column_names:
+            min_ts = pc.min(adds[f"min.{col}"]).as_py()
+            max_ts = pc.max(adds[f"max.{col}"]).as_py()
+    history = delta.history(1)
+    last = history[0] if history else {}
+    return TableInfo(
+        table=table,
+        exists=True,
+        version=delta.version(),
+        rows=int(pc.sum(adds["num_records"]).as_py() or 0) if files else 0,
+        files=files,
+        bytes=int(pc.sum(adds["size_bytes"]).as_py() or 0) if files else 0,
+        partitions=len(pc.unique(adds[f"partition.{PARTITION_COLUMN}"])) if files else 0,
+        min_ts=min_ts,
+        max_ts=max_ts,
+        last_commit=_utc(last.get("timestamp")),
+        last_operation=last.get("operation"),
+    )

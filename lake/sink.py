@@ -1,0 +1,440 @@
+"""LakeSink: the engine's crash-safe, non-blocking writer into the lake.
+
+``add(batch)`` renders the batch's rows to plain tuples, appends them as one
+record to the active WAL segment (one ``write`` call; no fsync) and returns.
+In the background:
+
+- a ticker fsyncs open segments every ``fsync_interval_s`` (in a worker
+  thread) and seals the active segment once it is ``commit_interval_s`` old;
+  ``commit_rows`` / ``segment_max_bytes`` seal it from ``add`` directly;
+- a committer commits sealed segments in number order, each in a worker
+  thread (:class:`lake.writer.DeltaWriter`), and deletes them after success.
+
+On start, segments left by a previous run are committed first (exactly once,
+see :mod:`lake.writer`).  When commits fail the committer retries with capped
+exponential backoff while ``add`` keeps filling the WAL; once the WAL reaches
+``wal_max_bytes``, ``add`` raises :class:`uns.errors.LakeBackpressure` and the
+engine stops reading from the broker (which queues) until it drains.
+Nothing is ever dropped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from lake.tables import TableRows, batch_rows, empty_rows, plain_rows
+from lake.wal import SegmentFile, WalLock, encode_record, fsync_dir, list_segments
+from lake.writer import CommitResult, DeltaWriter
+from uns.errors import ConfigError, LakeBackpressure, LakeError
+from uns.events import Batch
+
+__all__ = ["LakeConfig", "LakeSink", "wal_dir_for"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LakeConfig:
+    """Settings of a :class:`LakeSink` (see docs/lake.md for the trade-offs)."""
+
+    #: seal (and commit) the active WAL segment at this many rows ...
+    commit_rows: int = 50_000
+    #: ... or when it is this old, whichever comes first
+    commit_interval_s: float = 5.0
+    #: fsync the WAL this often; 0 = fsync inside every add() (slow, power-loss safe per batch)
+    fsync_interval_s: float = 1.0
+    #: beyond this many bytes of uncommitted WAL, add() raises LakeBackpressure
+    wal_max_bytes: int = 1 << 30
+    #: seal a segment at this size too (bounds the memory of one commit)
+    segment_max_bytes: int = 64 << 20
+    #: commit retry backoff: first delay, doubling up to the cap
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 30.0
+    #: merge the small files of today's and yesterday's partitions this often (0 = never;
+    #: then run Lake.compact() yourself, or queries slow down as files pile up)
+    compact_interval_s: float = 3600.0
+    #: distinguishes several writers of one lake (own WAL dir and app transaction ids)
+    writer_id: str = ""
+
+    def __post_init__(self) -> None:
+        checks = {
+            "commit_rows": self.commit_rows > 0,
+            "commit_interval_s": self.commit_interval_s > 0,
+            "fsync_interval_s": self.fsync_interval_s >= 0,
+            "wal_max_bytes": self.wal_max_bytes > 0,
+            "segment_max_bytes": self.segment_max_bytes > 0,
+            "retry_initial_s": 0 < self.retry_initial_s <= self.retry_max_s,
+            "compact_interval_s": self.compact_interval_s >= 0,
+            "writer_id": self.writer_id.replace("-", "").replace("_", "").isalnum() or not self.writer_id,
+        }
+        for key, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"invalid lake setting {key}={getattr(self, key)!r}", key=f"lake.{key}")
+
+
+def wal_dir_for(root: Path, writer_id: str = "") -> Path:
+    return root / (f"_wal-{writer_id}" if writer_id else "_wal")
+
+
+@dataclass(slots=True)
+class _Sealed:
+    """A segment waiting for its commit (``file`` is None for one left by an earlier run)."""
+
+    number: int
+    path: Path
+    size: int
+    rows: int
+    file: SegmentFile | None
+    data: TableRows | None = None  # the rows, while kept in memory (else read back from the file)
+
+
+class LakeSink:
+    """Sink protocol implementation writing to the lake at ``path`` (an async context manager)."""
+
+    name = "lake"
+
+    def __init__(self, path: str | Path, config: LakeConfig | None = None) -> None:
+        self.root = Path(path)
+        self.config = config or LakeConfig()
+        self._wal_dir = wal_dir_for(self.root, self.config.writer_id)
+        self._lock = WalLock(self._wal_dir)
+        self._writer = DeltaWriter(self.root, self.config.writer_id)
+        self._active: SegmentFile | None = None
+        self._active_data: TableRows = empty_rows()
+        self._sealed: deque[_Sealed] = deque()
+        self._next_number = 0
+        self._running = False
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._dir_dirty = False
+        self._last_fsync = time.monotonic()
+        # health and counters (see stats())
+        self._failing = False
+        self._backoff = self.config.retry_initial_s
+        self._retry_at = 0.0
+        self._rows_added = 0
+        self._rows_committed = 0
+        self._commits = 0
+        self._segments_committed = 0
+        self._compactions = 0
+        self._last_compaction = time.monotonic()
+        self._segments_replayed = 0
+        self._commit_errors = 0
+        self._last_error = ""
+        self._wal_bytes = 0
+        self._last_commit_ms = 0
+        self._commit_latency_ms = 0.0
+        self._backpressure = 0
+        self._torn_bytes = 0
+
+    # ---------------------------------------------------------------- lifecycle
+    async def __aenter__(self) -> Self:
+        try:
+            await asyncio.to_thread(self._open_blocking)
+        except OSError as exc:
+            raise LakeError(f"cannot open the lake at {self.root}: {exc}") from exc
+        self._running = True
+        self._tasks = [
+            asyncio.create_task(self._commit_loop(), name="lake-committer"),
+            asyncio.create_task(self._tick_loop(), name="lake-ticker"),
+        ]
+        return self
+
+    def _open_blocking(self) -> None:
+        self._wal_dir.mkdir(parents=True, exist_ok=True)
+        self._lock.acquire()
+        try:
+            self._writer.ensure_tables()
+            newest = self._writer.committed_segment()
+            for number, path in list_segments(self._wal_dir):
+                size = path.stat().st_size
+                self._sealed.append(_Sealed(number, path, size, 0, None))
+                self._wal_bytes += size
+                newest = max(newest, number)
+        except BaseException:
+            self._lock.release()
+            raise
+        self._segments_replayed = len(self._sealed)
+        if self._sealed:
+            log.info("lake: replaying %d write-ahead log segment(s)", len(self._sealed))
+        # Never reuse a number a table has recorded: it would be skipped as already committed.
+        self._next_number = newest + 1
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._running:
+            return
+        failure: LakeError | None = None
+        try:
+            await self.flush()
+        except LakeError as err:
+            failure = err
+            # expected in a fault: one line, no traceback
+            log.error("lake: final flush failed; rows stay in the WAL for the next start: %s", err)  # noqa: TRY400
+        finally:
+            await self._stop()
+        if failure is not None and exc_type is None:
+            raise failure
+
+    async def _stop(self) -> None:
+        self._running = False
+        self._stopping = True
+        self._wake.set()
+        for task in self._tasks:
+            if task.get_name() == "lake-ticker":
+                task.cancel()
+        # The committer is not cancelled: it finishes the commit in progress (a worker
+        # thread cannot be cancelled) and then sees _stopping.
+        for outcome in await asyncio.gather(*self._tasks, return_exceptions=True):
+            if isinstance(outcome, Exception):
+                log.error("lake: background task failed: %r", outcome)
+        self._tasks = []
+        files = [s.file for s in self._sealed if s.file is not None]
+        if self._active is not None:
+            files.append(self._active)
+            self._active = None
+        await asyncio.to_thread(self._close_files, files)
+        self._lock.release()
+
+    @staticmethod
+    def _close_files(files: list[SegmentFile]) -> None:
+        for f in files:
+            with contextlib.suppress(OSError):
+                f.close()
+
+    # ---------------------------------------------------------------- intake
+    def add(self, batch: Batch) -> None:
+        """Take the batch into the WAL (non-blocking) or raise LakeBackpressure."""
+        if not self._running:
+            raise LakeError("the lake sink is not running (use it as an async context manager)")
+        if self._wal_bytes >= self.config.wal_max_bytes:
+            self._backpressure += 1
+            raise LakeBackpressure(
+                f"lake write-ahead log full ({self._wal_bytes} bytes uncommitted"
+                f"{'; ' + self._last_error if self._failing else ''})",
+                retry_after=self._retry_after(),
+            )
+        rows = batch_rows(batch)
+        count = sum(len(t) for t in rows)
+        if not count:
+            return
+        record = _encode(rows)
+        try:
+            seg = self._active or self._open_segment()
+            seg.append(record, count)
+            if self.config.fsync_interval_s == 0:
+                seg.fsync()
+        except (LakeError, OSError) as exc:
+            if self._active is not None and self._active.broken:
+                self._seal()
+            self._backpressure += 1
+            raise LakeBackpressure(f"cannot write the lake write-ahead log: {exc}", retry_after=1.0) from exc
+        self._wal_bytes += len(record)
+        self._rows_added += count
+        for buffer, more in zip(self._active_data, rows, strict=True):
+            buffer.extend(more)
+        if seg.rows >= self.config.commit_rows or seg.size >= self.config.segment_max_bytes:
+            self._seal()
+
+    def _open_segment(self) -> SegmentFile:
+        seg = SegmentFile(self._wal_dir, self._next_number)
+        self._next_number += 1
+        self._wal_bytes += seg.size
+        self._active = seg
+        self._dir_dirty = True
+        return seg
+
+    def _seal(self) -> None:
+        seg, self._active = self._active, None
+        data: TableRows | None
+        data, self._active_data = self._active_data, empty_rows()
+        if seg is None:
+            return
+        # Keep the rows of at most two waiting segments in memory; a backlog (a sick
+        # lake) is read back from the files, so memory stays bounded by the WAL on disk.
+        if sum(1 for s in self._sealed if s.data is not None) >= 2:
+            data = None
+        self._sealed.append(_Sealed(seg.number, seg.path, seg.size, seg.rows, seg, data))
+        self._wake.set()
+
+    def _retry_after(self) -> float:
+        if self._failing:
+            return max(0.1, min(self.config.retry_max_s, self._retry_at - time.monotonic()))
+        return min(1.0, self.config.commit_interval_s)
+
+    async def flush(self) -> None:
+        """Commit everything added so far; raises LakeError if a commit attempt fails meanwhile
+        (the rows stay in the WAL and are committed later)."""
+        if not self._running:
+            return
+        self._seal()
+        if not self._sealed:
+            return
+        target = self._sealed[-1].number
+        errors_before = self._commit_errors
+        self._wake.set()  # skip a backoff wait: try now
+        while self._sealed and self._sealed[0].number <= target:
+            if self._commit_errors > errors_before:
+                raise LakeError(f"lake flush failed: {self._last_error}")
+            if self._tasks and self._tasks[0].done():
+                raise LakeError("lake committer stopped")
+            progress = self._progress
+            await progress.wait()
+
+    # ---------------------------------------------------------------- background
+    async def _tick_loop(self) -> None:
+        cfg = self.config
+        tick = max(0.02, min(0.25, cfg.commit_interval_s / 4, cfg.fsync_interval_s / 2 or 0.25))
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            seg = self._active
+            if seg is not None and seg.rows and now - seg.opened_at >= cfg.commit_interval_s:
+                self._seal()
+            if cfg.fsync_interval_s > 0 and now - self._last_fsync >= cfg.fsync_interval_s:
+                self._last_fsync = now
+                files = [s.file for s in self._sealed if s.file is not None and s.file.unsynced]
+                if self._active is not None and self._active.unsynced:
+                    files.append(self._active)
+                dir_dirty, self._dir_dirty = self._dir_dirty, False
+                if files or dir_dirty:
+                    try:
+                        await asyncio.to_thread(self._fsync_blocking, files, dir_dirty)
+                    except OSError as exc:
+                        self._dir_dirty = self._dir_dirty or dir_dirty
+                        log.warning("lake: fsync of the write-ahead log failed: %s", exc)
+
+    def _fsync_blocking(self, files: list[SegmentFile], dir_dirty: bool) -> None:
+        for f in files:
+            f.fsync()
+        if dir_dirty:
+            fsync_dir(self._wal_dir)
+
+    async def _commit_loop(self) -> None:
+        while not (self._stopping and (not self._sealed or self._failing)):
+            if not self._sealed:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            head = self._sealed[0]
+            started = time.monotonic()
+            try:
+                result = await asyncio.to_thread(self._commit_blocking, head)
+            except Exception as exc:  # LakeError, or a bug: either way retried, never dropped
+                error = exc if isinstance(exc, LakeError) else LakeError(f"commit failed: {exc!r}")
+                self._on_commit_error(error)
+                self._notify()
+                await self._backoff_wait()
+                continue
+            self._on_commit(head, result, time.monotonic() - started)
+            self._notify()
+            await self._maybe_compact()
+
+    async def _maybe_compact(self) -> None:
+        """Housekeeping between commits (same thread of work: never races our appends)."""
+        interval = self.config.compact_interval_s
+        if not interval or time.monotonic() - self._last_compaction < interval or self._stopping:
+            return
+        self._last_compaction = time.monotonic()
+        since = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+        try:
+            removed = await asyncio.to_thread(self._writer.compact_recent, since)
+        except LakeError as exc:
+            log.warning("lake: compaction failed (the data is safe; retried later): %s", exc)
+            return
+        self._compactions += 1
+        log.debug("lake: compacted %d small files", removed)
+
+    def _commit_blocking(self, seg: _Sealed) -> CommitResult:
+        if seg.file is not None:
+            try:
+                seg.file.close()  # fsyncs: a segment that waits for a sick lake must survive power loss
+            except OSError as exc:
+                raise LakeError(f"cannot close WAL segment {seg.path.name}: {exc}") from exc
+        return self._writer.commit_segment(seg.number, seg.path, seg.data)
+
+    def _on_commit(self, seg: _Sealed, result: CommitResult, seconds: float) -> None:
+        self._sealed.popleft()
+        if self._failing:
+            log.info("lake: commits work again (%d error(s) so far)", self._commit_errors)
+        self._failing = False
+        self._backoff = self.config.retry_initial_s
+        self._wal_bytes = max(0, self._wal_bytes - seg.size)
+        self._rows_committed += result.rows_written
+        self._commits += result.commits
+        self._segments_committed += 1
+        self._torn_bytes += result.torn_bytes
+        self._last_commit_ms = int(time.time() * 1000)
+        self._commit_latency_ms = round(seconds * 1000, 1)
+
+    def _on_commit_error(self, exc: LakeError) -> None:
+        self._commit_errors += 1
+        self._last_error = str(exc)
+        if not self._failing:
+            log.error("lake: commit failed, retrying with backoff: %s", exc)
+        self._failing = True
+        self._retry_at = time.monotonic() + self._backoff
+
+    async def _backoff_wait(self) -> None:
+        delay = self._backoff
+        self._backoff = min(self.config.retry_max_s, self._backoff * 2)
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=delay)
+
+    def _notify(self) -> None:
+        self._progress.set()
+        self._progress = asyncio.Event()
+
+    # ---------------------------------------------------------------- health
+    @property
+    def state(self) -> str:
+        if self._wal_bytes >= self.config.wal_max_bytes:
+            return "full"
+        return "retrying" if self._failing else "ok"
+
+    def stats(self) -> dict[str, int | float | str]:
+        """Counters and health: ``state`` is ``ok``, ``retrying`` (commits failing,
+        WAL absorbing) or ``full`` (WAL at its bound, add() raises LakeBackpressure)."""
+        pending_rows = sum(s.rows for s in self._sealed) + (self._active.rows if self._active else 0)
+        return {
+            "state": self.state,
+            "rows_added": self._rows_added,
+            "rows_committed": self._rows_committed,
+            "rows_pending": pending_rows,
+            "commits": self._commits,
+            "segments_committed": self._segments_committed,
+            "segments_replayed": self._segments_replayed,
+            "compactions": self._compactions,
+            "commit_errors": self._commit_errors,
+            "last_error": self._last_error,
+            "wal_bytes": self._wal_bytes,
+            "wal_segments": len(self._sealed) + (1 if self._active else 0),
+            "last_commit_ms": self._last_commit_ms,
+            "commit_latency_ms": self._commit_latency_ms,
+            "backpressure": self._backpressure,
+            "torn_bytes_ignored": self._torn_bytes,
+            "retry_in_s": round(max(0.0, self._retry_at - time.monotonic()), 2) if self._failing else 0.0,
+        }
+
+
+def _encode(rows: TableRows) -> bytes:
+    try:
+        return encode_record(rows)
+    except ValueError:  # a str/int subclass or a stray object: marshal takes only builtins
+        return encode_record(plain_rows(rows))

@@ -1,0 +1,177 @@
+"""Committing WAL segments to the Delta tables, exactly once (blocking; runs in a worker thread).
+
+A segment's rows go to each table in one Delta commit that carries the app
+transaction ``(app_id(table), segment number)``.  Before writing, the table's
+recorded ``transaction_version(app_id)`` is compared with the segment number:
+if it is already there, that table got this segment before a crash and is
+skipped.  Segments are committed strictly in number order, so a table's
+transaction version is also the newest segment it holds.  Only after every
+table has the segment, and the filesystem is synced, is the segment file
+deleted.  A crash before, during or after any commit therefore leaves every
+row in the lake exactly once after replay.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
+from deltalake.exceptions import TableNotFoundError
+
+from lake.tables import PARTITION_COLUMN, SCHEMAS, TABLES, TableRows, arrow_table
+from lake.wal import read_segment, sync_filesystem
+from uns.errors import LakeError
+
+__all__ = ["CommitResult", "DeltaWriter", "app_id", "writer_properties"]
+
+log = logging.getLogger(__name__)
+
+# Test-only fault injection, read once: "kill:<point>" SIGKILLs this process at
+# <point> (before:<table>, after:<table>, before_delete); "sleep:<seconds>" pauses
+# between table commits.  Used by tests/lake_crash_child.py; empty in production.
+_TEST_HOOK: Final = os.environ.get("UNS_LAKE_TEST_HOOK", "")
+
+
+def _hook(point: str) -> None:
+    if not _TEST_HOOK:
+        return
+    kind, _, arg = _TEST_HOOK.partition(":")
+    if kind == "kill" and arg == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif kind == "sleep" and point.startswith("after:"):
+        time.sleep(float(arg))
+
+
+def app_id(table: str, writer_id: str = "") -> str:
+    """The Delta app transaction id under which a writer records its last segment per table."""
+    return f"uns-wal-{writer_id}-{table}" if writer_id else f"uns-wal-{table}"
+
+
+def writer_properties() -> WriterProperties:
+    # zstd: a third smaller than snappy on measurement data at similar speed.
+    return WriterProperties(compression="ZSTD", compression_level=3)
+
+
+@dataclass(slots=True)
+class CommitResult:
+    rows_written: int  # rows newly committed (tables skipped as already committed excluded)
+    commits: int  # Delta commits made
+    torn_bytes: int  # bytes of a torn tail ignored in the segment
+
+
+class DeltaWriter:
+    """The lake's tables, for one writer (one WAL).  Not thread-safe: one commit at a time."""
+
+    def __init__(self, root: Path, writer_id: str = "") -> None:
+        self.root = root
+        self.writer_id = writer_id
+        self._handles: dict[str, DeltaTable] = {}
+        self._props = writer_properties()
+
+    def table_path(self, table: str) -> Path:
+        return self.root / table
+
+    def ensure_tables(self) -> None:
+        """Create every missing table empty, so readers see all views from the start."""
+        for table in TABLES:
+            self._handle(table)
+
+    def forget_handles(self) -> None:
+        """Drop cached table state (after an error its state is not to be trusted)."""
+        self._handles.clear()
+
+    def _handle(self, table: str) -> DeltaTable:
+        dt = self._handles.get(table)
+        if dt is not None:
+            return dt
+        path = self.table_path(table)
+        try:
+            try:
+                dt = DeltaTable(path)
+            except TableNotFoundError:
+                dt = DeltaTable.create(path, SCHEMAS[table], partition_by=[PARTITION_COLUMN], mode="ignore")
+        except Exception as exc:  # deltalake raises its own, OSError and pyarrow errors alike
+            raise LakeError(f"cannot open table {table}: {exc}", table=table) from exc
+        self._handles[table] = dt
+        return dt
+
+    def compact_recent(self, since: dt.date) -> int:
+        """Merge the small files of partitions from ``since`` on, in every table (the
+        writer's own housekeeping: a file per table per segment adds up).  Returns
+        the number of files removed."""
+        removed = 0
+        filters = [(PARTITION_COLUMN, ">=", since.isoformat())]
+        for table in TABLES:
+            dt_ = self._handle(table)
+            try:
+                metrics = dt_.optimize.compact(partition_filters=filters, writer_properties=self._props)
+            except Exception as exc:
+                self._handles.pop(table, None)
+                raise LakeError(f"compaction of {table} failed: {exc}", table=table) from exc
+            removed += int(metrics.get("numFilesRemoved", 0))
+        return removed
+
+    def committed_segment(self) -> int:
+        """The newest segment number any table has recorded (-1 for none)."""
+        newest = -1
+        for table in TABLES:
+            version = self._handle(table).transaction_version(app_id(table, self.writer_id))
+            if version is not None:
+                newest = max(newest, version)
+        return newest
+
+    def commit_segment(self, number: int, path: Path, rows: TableRows | None = None) -> CommitResult:
+        """Commit segment ``number`` (file ``path``) to every table that lacks it, then delete it.
+
+        ``rows`` are the segment's rows when the caller still holds them in
+        memory (the usual case); otherwise they are read back from the file."""
+        torn = 0
+        if rows is None:
+            try:
+                read = read_segment(path)
+            except OSError as exc:
+                raise LakeError(f"cannot read WAL segment {path.name}: {exc}") from exc
+            rows, torn = read.rows, read.torn_bytes
+        written = commits = 0
+        for table, table_rows in zip(TABLES, rows, strict=True):
+            if not table_rows:
+                continue
+            _hook(f"before:{table}")
+            if self._commit_table(table, table_rows, number):
+                written += len(table_rows)
+                commits += 1
+            _hook(f"after:{table}")
+        _hook("before_delete")
+        try:
+            sync_filesystem(self.root)
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise LakeError(f"cannot retire WAL segment {path.name}: {exc}") from exc
+        return CommitResult(written, commits, torn)
+
+    def _commit_table(self, table: str, rows: list[tuple[object, ...]], number: int) -> bool:
+        txn_id = app_id(table, self.writer_id)
+        dt = self._handle(table)
+        try:
+            done = dt.transaction_version(txn_id)
+            if done is not None and done >= number:
+                return False  # committed before a crash or a failed retirement
+            data = arrow_table(table, rows, number)
+            write_deltalake(
+                dt,
+                data,
+                mode="append",
+                writer_properties=self._props,
+                commit_properties=CommitProperties(app_transactions=[Transaction(txn_id, number)]),
+            )
+        except Exception as exc:  # any failure: the segment stays in the WAL and is retried
+            self._handles.pop(table, None)
+            raise LakeError(f"commit of WAL segment {number} to {table} failed: {exc}", table=table) from exc
+        return True

@@ -1,0 +1,110 @@
+"""Helper processes for the lake's crash and concurrency tests (and the benchmark).
+
+``python -m tests.lake_crash_child write LAKE START COUNT [COMMIT_INTERVAL_S] [FSYNC_INTERVAL_S]``
+    adds deterministic batches START..START+COUNT-1 to a LakeSink and prints
+    ``accepted <i>`` (flushed) after each ``add`` returned; then flushes and
+    prints ``done``.  The parent SIGKILLs it at some point, or the env hook
+    ``UNS_LAKE_TEST_HOOK`` (see lake/writer.py) kills it inside a commit.
+
+``python -m tests.lake_crash_child read LAKE SECONDS``
+    connects repeatedly for SECONDS and prints ``<rows> <distinct keys> <max i>``
+    of ``measurements`` per snapshot.
+
+Every row of batch ``i`` is identifiable: measurements have ``ts = BASE_TS + i``
+and metric ``m<j>``; the other tables carry ``i`` in their timestamp as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+from lake import LakeConfig, LakeSink, connect
+from uns.events import Batch, CatalogEntry, ContextChange, Rejected, Sample, SessionEvent
+from uns.sparkplug.datatypes import DataType
+
+BASE_TS = 1_735_689_600_000  # 2025-01-01T00:00:00Z
+SAMPLES_PER_BATCH = 5
+_PATH = "acme/basel/pilot/granulation/gr-201"
+
+
+def deterministic_batch(i: int, samples: int = SAMPLES_PER_BATCH) -> Batch:
+    """Batch ``i``: ``samples`` measurements, plus now and then a row for every other table."""
+    ts = BASE_TS + i
+    ctx = {"batch_id": f"B{i // 100}", "phase": "dry_mix" if i % 2 else "granulate"}
+    batch = Batch(
+        samples=[
+            Sample(
+                group_id="PilotPlant",
+                edge_node_id="GRAN-Ctrl",
+                device_id="GR-201",
+                metric=f"m{j}",
+                datatype=DataType.Double if j else DataType.Int64,
+                value=(i * 0.5 + j) if j else i,
+                ts=ts,
+                received_at=ts + 3,
+                seq=i % 256,
+                bdseq=0,
+                alias=j,
+                path=_PATH,
+                unit="degC",
+                context=ctx,
+            )
+            for j in range(samples)
+        ]
+    )
+    if i % 7 == 0:
+        batch.sessions.append(SessionEvent(ts, "PilotPlant", "GRAN-Ctrl", None, "seq_gap", f"batch {i}"))
+        batch.context.append(ContextChange(ts, ts + 1, _PATH, "phase", ctx["phase"], source="test"))
+    if i % 11 == 0:
+        batch.catalog.append(
+            CatalogEntry("PilotPlant", "GRAN-Ctrl", "GR-201", f"m{i}", i, DataType.Double, ts, 0)
+        )
+        batch.rejected.append(Rejected(ts, "spBv1.0/PilotPlant/DDATA/GRAN-Ctrl", bytes([i % 256]), "test"))
+    return batch
+
+
+async def _write(lake: str, start: int, count: int, interval: float, fsync: float) -> None:
+    config = LakeConfig(commit_interval_s=interval, commit_rows=2_000, fsync_interval_s=fsync)
+    async with LakeSink(lake, config) as sink:
+        for i in range(start, start + count):
+            sink.add(deterministic_batch(i))
+            sys.stdout.write(f"accepted {i}\n")
+            sys.stdout.flush()
+            if i % 10 == 0:
+                await asyncio.sleep(0.002)  # let the committer and ticker run, as the engine would
+        await sink.flush()
+    print("done", flush=True)
+
+
+def _read(lake: str, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        con = connect(lake)
+        try:
+            row = con.execute(
+                "SELECT count(*), count(DISTINCT (ts, metric)), coalesce(max(epoch_ms(ts)), 0)"
+                " FROM measurements"
+            ).fetchone()
+        finally:
+            con.close()
+        assert row is not None
+        print(row[0], row[1], row[2] - BASE_TS if row[2] else -1, flush=True)
+        time.sleep(0.02)
+
+
+def main(argv: list[str]) -> None:
+    mode, lake = argv[0], argv[1]
+    if mode == "write":
+        interval = float(argv[4]) if len(argv) > 4 else 0.1
+        fsync = float(argv[5]) if len(argv) > 5 else 1.0
+        asyncio.run(_write(lake, int(argv[2]), int(argv[3]), interval, fsync))
+    elif mode == "read":
+        _read(lake, float(argv[2]))
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,201 @@
+"""examples/queries.sql against a lake filled through LakeSink with a realistic
+granulation record: two batches of three phases, a temperature excursion, and a
+node death with a 30-second hole in the data during the second batch."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from lake import LakeSink, connect
+from lake.query import named_queries
+from uns.context import ContextStore
+from uns.events import Batch, CatalogEntry, ContextChange, Sample, SessionEvent
+from uns.sparkplug.datatypes import DataType
+
+QUERIES = named_queries((Path(__file__).resolve().parent.parent / "examples" / "queries.sql").read_text())
+T0 = 1_767_247_200_000  # 2026-01-01T06:00:00Z
+GRAN = "acme/basel/pilot/granulation/gr-201"
+IDS = ("PilotPlant", "GRAN-Ctrl", "GR-201")
+METRICS = {  # name: (datatype, unit, engLow, engHigh)
+    "ImpellerSpeed": (DataType.Float, "rpm", 0.0, 400.0),
+    "Power": (DataType.Double, "kW", 0.0, 12.0),
+    "BedTemp": (DataType.Double, "degC", 15.0, 60.0),
+    "SprayRate": (DataType.Double, "g/min", 0.0, 200.0),
+}
+PHASES = ("dry_mix", "wet_granulation", "drying")
+PHASE_S = 60
+BATCH_STARTS = {"B2026-0001": 0, "B2026-0002": 240}  # seconds after T0
+DEAD = range(370, 400)  # seconds of batch 2 without data: NDEATH at 370, NBIRTH at 400
+EXCURSION = range(300, 305)  # BedTemp above 60 degC during batch 2's wet granulation
+
+
+def ms(second: float) -> int:
+    return T0 + int(second * 1000)
+
+
+def births(second: int) -> Batch:
+    props = {
+        n: json.dumps({"engUnit": u, "engLow": lo, "engHigh": hi}) for n, (_, u, lo, hi) in METRICS.items()
+    }
+    return Batch(
+        sessions=[
+            SessionEvent(ms(second), *IDS[:2], None, "birth", "bdSeq=0"),
+            SessionEvent(ms(second), *IDS, "birth", "metrics=4"),
+        ],
+        catalog=[
+            CatalogEntry(*IDS, name, i, dtype, ms(second), 0, unit, props[name], GRAN)
+            for i, (name, (dtype, unit, _, _)) in enumerate(METRICS.items())
+        ],
+    )
+
+
+def context_changes() -> list[ContextChange]:
+    changes = []
+    for batch_id, start in BATCH_STARTS.items():
+        for n, phase in enumerate(PHASES):
+            ts = ms(start + n * PHASE_S)
+            values = {"batch_id": batch_id, "order_id": f"PO-{batch_id[-4:]}", "product": "Tab-X 50 mg"}
+            values |= {"recipe": "Tab-X granulation v2", "phase": phase}
+            changes += [
+                ContextChange(ts, ts, GRAN, k, v, source="mes", user="op1") for k, v in values.items()
+            ]
+        end = ms(start + len(PHASES) * PHASE_S)
+        changes += [ContextChange(end, end, GRAN, k, None, source="mes") for k in values]
+    return changes
+
+
+def value(metric: str, second: int) -> float:
+    phase_n = (second % 240) // PHASE_S
+    if phase_n == len(PHASES):  # idle between batches
+        return {"ImpellerSpeed": 0.0, "Power": 0.4, "SprayRate": 0.0, "BedTemp": 22.0}[metric]
+    base = {
+        "ImpellerSpeed": 150.0 + 100 * phase_n,
+        "Power": 4.0 + phase_n,
+        "SprayRate": 80.0 * (phase_n == 1),
+    }
+    if metric == "BedTemp":
+        return 64.5 if second in EXCURSION else 25.0 + 5 * phase_n + (second % 7) * 0.1
+    return base[metric] + (second % 5) * 0.5
+
+
+async def fill(lake: Path) -> None:
+    store = ContextStore()
+    pending = sorted(context_changes(), key=lambda c: c.ts)
+    async with LakeSink(lake) as sink:
+        sink.add(births(-5))
+        for second in range(430):
+            now = ms(second)
+            due = [c for c in pending if c.ts <= now]
+            pending = pending[len(due) :]
+            for change in due:
+                store.apply(change)
+            if due:
+                sink.add(Batch(context=due))
+            if second == DEAD.start:
+                sink.add(
+                    Batch(
+                        sessions=[
+                            SessionEvent(now, *IDS[:2], None, "death", "bdSeq=0"),
+                            SessionEvent(now, *IDS, "death", "edge node NDEATH"),
+                        ]
+                    )
+                )
+            if second == DEAD.stop:
+                sink.add(births(second))
+            if second in DEAD:
+                continue
+            ctx = store.at(GRAN, now)
+            samples = [
+                Sample(
+                    *IDS,
+                    metric=name,
+                    datatype=dtype,
+                    value=value(name, second),
+                    ts=now,
+                    received_at=now + 40,
+                    seq=second % 256,
+                    bdseq=0,
+                    alias=i,
+                    path=GRAN,
+                    unit=unit,
+                    context=ctx or None,
+                )
+                for i, (name, (dtype, unit, _, _)) in enumerate(METRICS.items())
+            ]
+            # the utility node: no ISA-95 context at all
+            samples.append(Sample("PilotPlant", "UTIL", None, "CPU/Load", DataType.Float, 12.5, now, now))
+            sink.add(Batch(samples=samples))
+
+
+@pytest.fixture(scope="module")
+def plant_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    lake = tmp_path_factory.mktemp("plant")
+    asyncio.run(fill(lake))
+    return lake
+
+
+def run(lake: Path, name: str) -> list[dict[str, object]]:
+    con = connect(lake)
+    try:
+        cur = con.execute(QUERIES[name])
+        columns = [d[0] for d in cur.description or []]
+        return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
+    finally:
+        con.close()
+
+
+def test_the_file_has_the_four_queries() -> None:
+    assert list(QUERIES) == ["batch_timeline", "phase_statistics", "excursions", "batch_completeness"]
+
+
+def test_batch_timeline(plant_lake: Path) -> None:
+    rows = run(plant_lake, "batch_timeline")
+    assert [(r["batch_id"], r["phase"]) for r in rows] == [(b, p) for b in BATCH_STARTS for p in PHASES]
+    assert {r["duration"] for r in rows} == {timedelta(seconds=PHASE_S)}
+    assert rows[3]["phase_start"].timestamp() * 1000 == ms(240)  # type: ignore[attr-defined]
+
+
+def test_phase_statistics(plant_lake: Path) -> None:
+    rows = run(plant_lake, "phase_statistics")
+    assert [(r["batch_id"], r["phase"], r["samples"]) for r in rows] == [
+        ("B2026-0001", "dry_mix", 60),
+        ("B2026-0001", "wet_granulation", 60),
+        ("B2026-0001", "drying", 60),
+        ("B2026-0002", "dry_mix", 60),
+        ("B2026-0002", "wet_granulation", 60),
+        ("B2026-0002", "drying", 30),  # the dead 30 s are missing
+    ]
+    assert rows[0]["unit"] == "degC"
+    assert rows[0]["minimum"] == 25.0
+    assert rows[0]["maximum"] == 25.6
+    assert rows[4]["maximum"] == 64.5
+
+
+def test_excursions(plant_lake: Path) -> None:
+    rows = run(plant_lake, "excursions")
+    assert len(rows) == 1
+    (row,) = rows
+    assert (row["metric"], row["batch_id"], row["phase"], row["samples"]) == (
+        "BedTemp",
+        "B2026-0002",
+        "wet_granulation",
+        len(EXCURSION),
+    )
+    assert row["highest"] == 64.5
+    assert row["high_limit"] == 60.0
+
+
+def test_batch_completeness(plant_lake: Path) -> None:
+    rows = run(plant_lake, "batch_completeness")
+    summary = [(r["batch_id"], r["samples"], r["gaps"], r["deaths"], r["rebirths"]) for r in rows]
+    assert summary == [
+        ("B2026-0001", 180 * len(METRICS), 0, 0, 0),
+        ("B2026-0002", 150 * len(METRICS), 1, 1, 1),
+    ]
+    assert rows[1]["longest_gap"] == timedelta(seconds=len(DEAD) + 1)
+    assert rows[1]["metrics"] == len(METRICS)
