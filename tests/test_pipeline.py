@@ -19,7 +19,7 @@ import pytest
 
 import lake
 from tests.edge import RawEdge
-from tests.engine_helpers import engine_config
+from tests.engine_helpers import engine_config, wait_for
 from uns.broker import Mosquitto
 from uns.context import ContextStore
 from uns.daemon import build_engine
@@ -243,30 +243,46 @@ async def test_sigkill_at_any_moment_loses_and_duplicates_nothing(
         host=own_broker.host,
         port=own_broker.port,
         rate=80,
-        duration=14,
+        duration=16,
         seed=11,
         context_interval=2.0,
         keep_samples=True,
     )
     windows: list[tuple[int, int]] = []  # (from, to) ms when the engine was surely up and subscribed
-    proc = _start_engine_process(own_broker, lake_dir)
-    sim_task = asyncio.create_task(run_sim(sim))
-    try:
-        for delay in (2.5, 3.1, 2.2):
-            up = time.time() * 1000 + 1500
-            await asyncio.sleep(delay)
-            windows.append((int(up), int(time.time() * 1000) - 300))
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
-            proc = _start_engine_process(own_broker, lake_dir)
-        report = await sim_task
-        await asyncio.sleep(2)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    online_at: list[int] = []  # arrival times of the engine's status documents
+
+    async def watch_status(c: aiomqtt.Client) -> None:
+        async for _msg in c.messages:
+            online_at.append(int(time.time() * 1000))
+
+    async def engine_up(since: int) -> int:
+        await wait_for(lambda: any(t > since for t in online_at), timeout=30, what="engine status")
+        return min(t for t in online_at if t > since)
+
+    async with aiomqtt.Client(own_broker.host, own_broker.port) as status:
+        await status.subscribe("uns/v1/_engine/crashy/status", qos=1)
+        watcher = asyncio.create_task(watch_status(status))
+        started = int(time.time() * 1000)
+        proc = _start_engine_process(own_broker, lake_dir)
+        sim_task = asyncio.create_task(run_sim(sim))
+        try:
+            for delay in (2.5, 3.1, 2.2):
+                up = await engine_up(started) + 1000  # births re-learnt through a rebirth by then
+                await asyncio.sleep(delay)
+                windows.append((up, int(time.time() * 1000) - 300))
+                proc.send_signal(signal.SIGKILL)
+                await asyncio.to_thread(proc.wait, 10)
+                started = int(time.time() * 1000)
+                proc = _start_engine_process(own_broker, lake_dir)
+            report = await sim_task
+            await asyncio.sleep(2)
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(proc.wait, 60) == 0
+        finally:
+            watcher.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     con = lake.connect(lake_dir)
     total, distinct = con.execute(
         "SELECT count(*), count(DISTINCT (edge_node_id, device_id, metric, ts, seq)) FROM measurements"

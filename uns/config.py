@@ -111,6 +111,8 @@ class LakeSection:
     commit_interval: float = 5.0
     fsync_interval: float = 1.0
     wal_max_bytes: int = 1024**3
+    compact_interval: float = 3600.0  # seconds between the writer's own compactions of recent partitions
+    writer_id: str = ""  # distinct per engine when several engines write one lake
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,7 @@ def _validate(cfg: Config) -> None:
         "lake.commit_interval": cfg.lake.commit_interval > 0,
         "lake.fsync_interval": cfg.lake.fsync_interval >= 0,
         "lake.wal_max_bytes": cfg.lake.wal_max_bytes > 0,
+        "lake.compact_interval": cfg.lake.compact_interval > 0,
         "republish.max_queue": cfg.republish.max_queue > 0,
         "republish.max_in_flight": cfg.republish.max_in_flight > 0,
         "republish.drain_timeout_s": cfg.republish.drain_timeout_s >= 0,

@@ -52,6 +52,8 @@ def build_engine(config: Config, *, model: PlantModel | None = None) -> Engine:
                     commit_interval_s=lc.commit_interval,
                     fsync_interval_s=lc.fsync_interval,
                     wal_max_bytes=lc.wal_max_bytes,
+                    compact_interval_s=lc.compact_interval,
+                    writer_id=lc.writer_id,
                 ),
             )
         )
