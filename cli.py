@@ -64,7 +64,11 @@ def _setup_logging(level: str) -> None:
 
 
 def _broker_settings(broker: str | None) -> Any:
+    """Broker settings for the short commands (watch, topics, sim, context set)."""
     from uns.config import load_config  # noqa: PLC0415 - keep `uns --help` fast
+    from uns.mqtt import quiet_client_logs  # noqa: PLC0415
+
+    quiet_client_logs()
 
     return load_config(overrides={"broker.url": broker}).broker.settings()
 
@@ -190,6 +194,7 @@ def topics(
     Example: uns topics --broker mqtt://127.0.0.1:1883 --filter 'spBv1.0/#' --duration 10
     """
     from uns.inspect import listen  # noqa: PLC0415
+    from uns.mqtt import describe_mqtt_error as describe  # noqa: PLC0415
 
     settings = _guard(lambda: _broker_settings(broker))
 
@@ -200,7 +205,9 @@ def topics(
             )
         except Exception as exc:
             if exc.__class__.__module__.startswith("aiomqtt"):
-                raise UnsError(f"cannot reach the broker at {settings.masked_url()}: {exc}") from exc
+                raise UnsError(
+                    f"cannot reach the broker at {settings.masked_url()}: {describe(exc)}"
+                ) from exc
             raise
 
     tree = _guard(lambda: asyncio.run(go()))
@@ -223,6 +230,7 @@ def watch(
     Example: uns watch 'spBv1.0/PilotPlant/#' --broker mqtt://127.0.0.1:1883
     """
     from uns.inspect import MessageView, listen  # noqa: PLC0415
+    from uns.mqtt import describe_mqtt_error as describe  # noqa: PLC0415
 
     settings = _guard(lambda: _broker_settings(broker))
 
@@ -237,7 +245,9 @@ def watch(
             )
         except Exception as exc:
             if exc.__class__.__module__.startswith("aiomqtt"):
-                raise UnsError(f"cannot reach the broker at {settings.masked_url()}: {exc}") from exc
+                raise UnsError(
+                    f"cannot reach the broker at {settings.masked_url()}: {describe(exc)}"
+                ) from exc
             raise
 
     with contextlib.suppress(KeyboardInterrupt):

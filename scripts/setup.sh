@@ -33,6 +33,12 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
         say "mosquitto is missing: run 'sudo apt-get install mosquitto' and try again"; exit 1; fi
 fi
 
+# 2b. openssl: the test suite makes a private CA for its TLS tests
+if [ -n "$extras" ] && ! command -v openssl >/dev/null 2>&1; then
+    if is_root; then apt_install openssl; else
+        say "openssl is missing (needed by the TLS tests): run 'sudo apt-get install openssl'"; exit 1; fi
+fi
+
 # 3. virtualenv + packages
 if [ ! -x .venv/bin/python ]; then
     if ! "$py" -m venv .venv 2>/dev/null; then

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import aiomqtt
-import pytest
 import typer.main
 from typer.core import TyperGroup
 from typer.testing import CliRunner
@@ -41,8 +40,19 @@ def _commands() -> list[str]:
 
 def test_every_command_has_help_and_an_example() -> None:
     commands = _commands()
-    assert {"run", "sim", "demo", "topics", "watch", "lake sql", "lake info", "lake compact",
-            "lake vacuum", "context show", "context set"} <= set(commands)
+    assert {
+        "run",
+        "sim",
+        "demo",
+        "topics",
+        "watch",
+        "lake sql",
+        "lake info",
+        "lake compact",
+        "lake vacuum",
+        "context show",
+        "context set",
+    } <= set(commands)
     for command in commands:
         result = runner.invoke(app, [*command.split(), "--help"])
         assert result.exit_code == 0, (command, result.output)
@@ -52,7 +62,9 @@ def test_every_command_has_help_and_an_example() -> None:
 def test_every_command_is_documented() -> None:
     docs = (ROOT / "README.md").read_text() + "".join(p.read_text() for p in (ROOT / "docs").glob("*.md"))
     for command in _commands():
-        assert re.search(rf"uns {command}\b", docs), f"`uns {command}` is not documented in README.md or docs/"
+        assert re.search(rf"uns {command}\b", docs), (
+            f"`uns {command}` is not documented in README.md or docs/"
+        )
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -61,9 +73,16 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _uns(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def _uns(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cli", *args], capture_output=True, text=True, env=env or _env(), timeout=timeout,
+        [sys.executable, "-m", "cli", *args],
+        capture_output=True,
+        text=True,
+        env=env or _env(),
+        timeout=timeout,
+        check=False,
         cwd=ROOT,
     )
 
@@ -90,8 +109,14 @@ def test_bad_config_is_one_line_and_exit_1(tmp_path: Path) -> None:
 
 def test_unreachable_broker_fails_after_retry_budget() -> None:
     port = free_port()
-    r = _uns("run", "--broker", f"mqtt://127.0.0.1:{port}", "--lake", "",
-             env=_env(UNS_BROKER_CONNECT_RETRIES="1", UNS_BROKER_RECONNECT_MIN="0.1"))
+    r = _uns(
+        "run",
+        "--broker",
+        f"mqtt://127.0.0.1:{port}",
+        "--lake",
+        "",
+        env=_env(UNS_BROKER_CONNECT_RETRIES="1", UNS_BROKER_RECONNECT_MIN="0.1"),
+    )
     assert r.returncode == 1
     assert "cannot reach the broker" in r.stderr.splitlines()[-1]
 
@@ -106,9 +131,22 @@ def test_unwritable_lake_path(tmp_path: Path, broker: Mosquitto) -> None:
 
 def test_run_stops_cleanly_on_sigterm(tmp_path: Path, broker: Mosquitto, ns: str) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli", "run", "--broker", broker.url, "--lake", str(tmp_path / "lake"),
-         "--host-id", ns],
-        env=_env(), cwd=ROOT, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "run",
+            "--broker",
+            broker.url,
+            "--lake",
+            str(tmp_path / "lake"),
+            "--host-id",
+            ns,
+        ],
+        env=_env(),
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         time.sleep(3)
@@ -138,8 +176,20 @@ async def test_watch_topics_and_context_against_a_real_broker(broker: Mosquitto,
             await edge.ddata("D1", 36.6)
 
     watch = asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cli", "watch", f"spBv1.0/{ns}/#", "--broker", broker.url, "--count", "3", "--json",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=_env(), cwd=ROOT,
+        sys.executable,
+        "-m",
+        "cli",
+        "watch",
+        f"spBv1.0/{ns}/#",
+        "--broker",
+        broker.url,
+        "--count",
+        "3",
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=_env(),
+        cwd=ROOT,
     )
     proc = await watch
     await publish_plant()
@@ -151,8 +201,20 @@ async def test_watch_topics_and_context_against_a_real_broker(broker: Mosquitto,
     assert lines[2]["metrics"][0]["value"] == 36.6
 
     topics = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cli", "topics", "--broker", broker.url, "--filter", f"spBv1.0/{ns}/#",
-        "--duration", "4", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=_env(), cwd=ROOT,
+        sys.executable,
+        "-m",
+        "cli",
+        "topics",
+        "--broker",
+        broker.url,
+        "--filter",
+        f"spBv1.0/{ns}/#",
+        "--duration",
+        "4",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=_env(),
+        cwd=ROOT,
     )
     async with aiomqtt.Client(broker.host, broker.port) as c:
         await asyncio.sleep(1.5)
@@ -168,14 +230,26 @@ async def test_watch_topics_and_context_against_a_real_broker(broker: Mosquitto,
     async with aiomqtt.Client(broker.host, broker.port) as c:
         await c.subscribe(f"{ns}/_context/#", qos=1)
         r = await asyncio.to_thread(
-            _uns, "context", "set", "acme/site/cell", "batch_id=B-1", "phase=growth", "--user", "jdoe",
-            "--broker", broker.url, "--prefix", ns,
+            _uns,
+            "context",
+            "set",
+            "acme/site/cell",
+            "batch_id=B-1",
+            "phase=growth",
+            "--user",
+            "jdoe",
+            "--broker",
+            broker.url,
+            "--prefix",
+            ns,
         )
         assert r.returncode == 0, r.stderr
         msg = await asyncio.wait_for(anext(c.messages), 10)
     event = json.loads(bytes(msg.payload))  # type: ignore[arg-type]
     assert event["set"] == {"batch_id": "B-1", "phase": "growth"}
     assert event["user"] == "jdoe"
-    bad = await asyncio.to_thread(_uns, "context", "set", "acme/site", "no-equals-sign", "--broker", broker.url)
+    bad = await asyncio.to_thread(
+        _uns, "context", "set", "acme/site", "no-equals-sign", "--broker", broker.url
+    )
     assert bad.returncode == 1
     assert "KEY=VALUE" in bad.stderr

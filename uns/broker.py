@@ -43,6 +43,8 @@ class Mosquitto:
     workdir: Path
     host: str = "127.0.0.1"
     proc: subprocess.Popen[bytes] | None = None
+    #: replaces the default anonymous plain-TCP listener (e.g. a TLS listener with a password file)
+    listener_conf: str | None = None
 
     @property
     def url(self) -> str:
@@ -53,9 +55,9 @@ class Mosquitto:
         if exe is None:
             raise EngineError("mosquitto is not installed: run 'apt-get install mosquitto' (as root)")
         conf = self.workdir / "mosquitto.conf"
+        listener = self.listener_conf or f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
         conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            listener + "\n"
             "persistence false\n"
             "max_queued_messages 0\n"
             "max_inflight_messages 0\n"

@@ -10,7 +10,7 @@ import time
 from uns.context import ContextStore
 from uns.errors import ContextError, UnsError
 from uns.events import ContextChange
-from uns.mqtt import BrokerSettings, make_client
+from uns.mqtt import BrokerSettings, describe_mqtt_error, make_client
 
 __all__ = ["build_event", "context_at", "parse_time", "publish_context"]
 
@@ -77,7 +77,7 @@ def publish_context(
         asyncio.run(send())
     except Exception as exc:
         if exc.__class__.__module__.startswith("aiomqtt"):
-            raise UnsError(f"cannot publish to {broker.masked_url()}: {exc}") from exc
+            raise UnsError(f"cannot publish to {broker.masked_url()}: {describe_mqtt_error(exc)}") from exc
         raise
     return topic
 

@@ -7,6 +7,7 @@ a password is never printed: :meth:`BrokerSettings.masked_url` hides it.
 
 from __future__ import annotations
 
+import logging
 import random
 import ssl
 from dataclasses import dataclass, replace
@@ -16,7 +17,45 @@ import aiomqtt
 
 from uns.errors import ConfigError
 
-__all__ = ["Backoff", "BrokerSettings", "make_client", "parse_broker_url", "tls_context"]
+__all__ = [
+    "Backoff",
+    "BrokerSettings",
+    "describe_mqtt_error",
+    "make_client",
+    "parse_broker_url",
+    "quiet_client_logs",
+    "tls_context",
+]
+
+
+class _LastError(logging.Handler):
+    """Remembers the MQTT client library's last error (e.g. a TLS alert) for error messages."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.last: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.last = record.getMessage()
+
+
+#: the logger handed to every aiomqtt client (paho's own messages)
+client_log = logging.getLogger("uns.mqtt")
+_last_error = _LastError()
+client_log.addHandler(_last_error)
+
+
+def quiet_client_logs() -> None:
+    """For short CLI commands: keep paho's messages off stderr; they end up in
+    :func:`describe_mqtt_error` instead, as part of one clear line."""
+    client_log.propagate = False
+
+
+def describe_mqtt_error(exc: BaseException) -> str:
+    """The error text plus the client library's last logged error, if it adds anything."""
+    text = str(exc) or exc.__class__.__name__
+    last = _last_error.last
+    return f"{text} ({last})" if last and last not in text else text
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +162,7 @@ def make_client(
         tls_insecure=b.tls_insecure if b.tls else None,
         max_queued_incoming_messages=max_queued_incoming,
         timeout=10,
+        logger=client_log,
     )
 
 
