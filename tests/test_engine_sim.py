@@ -41,7 +41,9 @@ async def test_fault_leads_to_a_rebirth_the_node_answers(broker: Mosquitto, ns: 
             before = _births(sink)
             await getattr(node, fault)("BR-101") if fault != "skip_seq" else await node.skip_seq()
             await node.publish_data()
-            await wait_for(lambda: _births(sink) > before, timeout=15, what="NBIRTH after the rebirth request")
+            await wait_for(
+                lambda: _births(sink) > before, timeout=15, what="NBIRTH after the rebirth request"
+            )
             await node.publish_data()
             await asyncio.sleep(0.3)
     assert engine.counters.rebirths_requested >= 1
