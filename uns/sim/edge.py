@@ -16,8 +16,8 @@ It behaves like a field edge node (SPARKPLUG.md sections 2, 3 and 6):
   stored and sent later with ``is_historical`` set.  Unlike a strict Sparkplug
   node it keeps its session while the host is away, which is simpler and shows a
   host the same data;
-- fault hooks (``skip_seq``, ``swap_next_two``, ...) misbehave on purpose, at
-  the moment a test calls them, the way field devices do.
+- fault hooks (``skip_seq``, ``swap_next_two``, ...; :mod:`uns.sim.faults`)
+  misbehave on purpose, at the moment a test calls them, the way field devices do.
 
 DATA values travel as their raw wire form, as field nodes send them: signed
 integers masked to their width (Int16 -3 as 65533), arrays packed into bytes,
@@ -42,6 +42,7 @@ import paho.mqtt.client as mqtt
 
 from uns.errors import SparkplugDecodeError, SparkplugStateError
 from uns.sim.batch import ContextEvent, ContextUpdate
+from uns.sim.faults import GARBAGE, FaultHooks
 from uns.sim.plant import MetricDef, NodeModel, UnitModel
 from uns.sim.sentlog import SentLog, SentSample
 from uns.sparkplug.arrays import pack_array
@@ -55,8 +56,6 @@ __all__ = ["BDSEQ_METRIC", "GARBAGE", "REBIRTH_METRIC", "EdgeNode", "now_ms"]
 NAMESPACE = "spBv1.0"
 BDSEQ_METRIC = "bdSeq"
 REBIRTH_METRIC = "Node Control/Rebirth"
-#: what :meth:`EdgeNode.send_garbage` publishes: not a protobuf message (wire type 7 is invalid)
-GARBAGE = b"\xff\xff\xff\xff not a sparkplug payload"
 #: aiomqtt logs a warning per publish beyond this many awaiting confirmation; bursts are normal here
 PENDING_CALLS_WARNING = 1_000_000
 
@@ -135,7 +134,7 @@ class _Stored:
     values: list[tuple[_BornMetric, MetricValue]]
 
 
-class EdgeNode:
+class EdgeNode(FaultHooks):
     """A Sparkplug B edge node with its devices, driven by :meth:`publish_data`.
 
     Use as an async context manager (``start`` on entry, clean ``stop`` on exit
@@ -617,68 +616,3 @@ class EdgeNode:
             update = unit.context_now()
             if update is not None:
                 self._emit_context(unit, update, ts)
-
-    # ---------------------------------------------------------------- faults
-
-    def _unit_for_fault(self, device_id: str | None) -> _Unit:
-        if device_id is None:
-            device_id = self.device_ids[0] if self.device_ids else None
-        return self._units[device_id]
-
-    async def skip_seq(self) -> int:
-        """Consume one seq number without publishing: the host sees a gap.  Returns it."""
-        async with self._lock:
-            self.log.counts.faults += 1
-            return self._next_seq()
-
-    async def swap_next_two(self, device_id: str | None = None) -> tuple[int, int]:
-        """Make two DATA messages (every value) and publish them in the wrong order.
-
-        Returns their seqs in publish order (the higher one first)."""
-        unit = self._unit_for_fault(device_id)
-        async with self._lock:
-            now = self.clock()
-            pair = []
-            for _ in range(2):
-                ts = unit.last_ts = max(now, unit.last_ts + 1)
-                update = unit.model.step(self.step_seconds)
-                if update is not None:
-                    self._emit_context(unit.model, update, ts)
-                values = [(m, unit.model.values[m.name]) for m in unit.metrics]
-                unit.last_sent = dict(unit.model.values)
-                pair.append(self._data_message(unit.model.device_id, ts, values, historical=False))
-            await self._send([pair[1], pair[0]])
-            self.log.counts.faults += 1
-            first = self.seq
-            return first, (first - 1) % 256
-
-    async def send_unknown_alias(self, device_id: str | None = None) -> int:
-        """Publish DATA (in the seq stream) with an alias no birth declared.  Returns the alias."""
-        unit = self._unit_for_fault(device_id)
-        alias = max(self.model.aliases.values(), default=0) + 1000
-        async with self._lock:
-            ts = self.clock()
-            payload = Payload(
-                timestamp=ts, seq=self._next_seq(), metrics=[Metric(alias=alias, timestamp=ts, value=42.0)]
-            )
-            message_type = "NDATA" if unit.model.device_id is None else "DDATA"
-            await self._send([(self.topic(message_type, unit.model.device_id), encode_payload(payload))])
-            self.log.counts.faults += 1
-        return alias
-
-    async def send_garbage(self, device_id: str | None = None) -> bytes:
-        """Publish bytes that are not a Sparkplug payload on a DDATA topic (no seq used)."""
-        unit = self._unit_for_fault(device_id)
-        message_type = "NDATA" if unit.model.device_id is None else "DDATA"
-        async with self._lock:
-            await self._send([(self.topic(message_type, unit.model.device_id), GARBAGE)])
-            self.log.counts.faults += 1
-        return GARBAGE
-
-    async def send_stale_ndeath(self) -> int:
-        """Publish an NDEATH with the previous connection's bdSeq (like a late Will).  Returns it."""
-        stale = (self.bd_seq - 1) % 256
-        async with self._lock:
-            await self._send([(self.topic("NDEATH"), self._ndeath_payload(stale, self.clock()))], qos=1)
-            self.log.counts.faults += 1
-        return stale

@@ -3,7 +3,9 @@
 :class:`SessionManager` tracks every edge node and device seen on the broker
 (SPARKPLUG.md §3, §5, §6) and turns each decoded message into an
 :class:`Outcome`: a :class:`uns.events.Batch` for the sinks and the rebirth
-requests the I/O shell should send.  Time is an argument (ms, UTC).
+requests the I/O shell should send.  Time is an argument (ms, UTC).  What is
+kept of each born metric (and how its DATA values are typed) is in
+:mod:`uns.sparkplug.births`.
 
 Decisions where the specification leaves room (each has a test):
 
@@ -38,10 +40,7 @@ Decisions where the specification leaves room (each has a test):
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from uns.errors import ConfigError, SparkplugDecodeError
 from uns.events import (
@@ -54,11 +53,11 @@ from uns.events import (
     SessionEvent,
     SessionEventKind,
 )
-from uns.sparkplug.datatypes import SIGNED_WIDTH, UNSIGNED_WIDTH, DataType
-from uns.sparkplug.payload import DataSet, Metric, MetricValue, Payload, PropertySet, PropertyValue, Template
+from uns.sparkplug.births import FAST_CONVERTERS, BornMetric, describe_properties, property_quality
+from uns.sparkplug.datatypes import DataType
+from uns.sparkplug.payload import Metric, MetricValue, Payload, Template
 from uns.sparkplug.reorder import REORDER_SPAN, Received, SeqPosition, SeqTracker
 from uns.sparkplug.topic import MessageType, Topic
-from uns.values import json_value
 
 __all__ = ["DeviceInfo", "MetricInfo", "NodeInfo", "Outcome", "SessionConfig", "SessionManager"]
 
@@ -67,7 +66,6 @@ _DBIRTH, _DDEATH, _DDATA = MessageType.DBIRTH, MessageType.DDEATH, MessageType.D
 _SEQUENCED = frozenset({_DBIRTH, _NDATA, _DDATA, _DDEATH})
 _SESSION_TYPES = _SEQUENCED | {_NBIRTH, _NDEATH}
 _GOOD = Quality.GOOD
-_UNIT_KEYS = ("engunit", "engunits", "unit", "units")
 _STAT_NAMES = (
     "messages",
     "samples",
@@ -79,8 +77,6 @@ _STAT_NAMES = (
     "rebirths_requested",
     "rebirths_suppressed",
 )
-
-Converter = Callable[[Metric], MetricValue]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,73 +136,7 @@ class NodeInfo:
     rebirths_suppressed: int
 
 
-# --- value conversion, chosen once per born metric -------------------------------
-
-
-def _slow_converter(datatype: DataType) -> Converter:
-    def convert(metric: Metric) -> MetricValue:
-        return metric.value_as(datatype)
-
-    return convert
-
-
-def _type_converter(py_type: type, datatype: DataType) -> Converter:
-    # the raw wire value already is the typed value when its Python type matches
-    def convert(metric: Metric) -> MetricValue:
-        value = metric.value
-        return value if type(value) is py_type else metric.value_as(datatype)
-
-    return convert
-
-
-def _int_converter(limit: int, datatype: DataType) -> Converter:
-    # masking and sign correction leave a non-negative value below the limit unchanged
-    def convert(metric: Metric) -> MetricValue:
-        value = metric.value
-        if type(value) is int and 0 <= value < limit:
-            return value
-        return metric.value_as(datatype)
-
-    return convert
-
-
-def _build_converters() -> dict[DataType, Converter]:
-    table = {dt: _slow_converter(dt) for dt in DataType}
-    for dt, width in SIGNED_WIDTH.items():
-        table[dt] = _int_converter(1 << (width - 1), dt)
-    for dt, width in UNSIGNED_WIDTH.items():
-        table[dt] = _int_converter(1 << width, dt)
-    table[DataType.DateTime] = _int_converter(1 << 63, DataType.DateTime)
-    exact: list[tuple[type, tuple[DataType, ...]]] = [
-        (float, (DataType.Float, DataType.Double)),
-        (bool, (DataType.Boolean,)),
-        (str, (DataType.String, DataType.Text, DataType.UUID)),
-        (bytes, (DataType.Bytes, DataType.File)),
-        (DataSet, (DataType.DataSet,)),
-        (Template, (DataType.Template,)),
-    ]
-    for py_type, dts in exact:
-        for dt in dts:
-            table[dt] = _type_converter(py_type, dt)
-    return table
-
-
-_CONVERTERS = _build_converters()
-
-
 # --- per-session state -------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Record:
-    """A born metric, precomputed at birth so DATA costs one lookup per metric."""
-
-    name: str
-    alias: int | None
-    datatype: DataType
-    unit: str | None
-    convert: Converter
-    is_sample: bool
 
 
 class _Owner:
@@ -219,8 +149,8 @@ class _Owner:
         self.online = False
         self.offline_reason = offline_reason
         self.birth_ts: int | None = None
-        self.by_name: dict[str, _Record] = {}
-        self.by_alias: dict[int, _Record] = {}
+        self.by_name: dict[str, BornMetric] = {}
+        self.by_alias: dict[int, BornMetric] = {}
 
 
 _NO_NBIRTH = "no NBIRTH in this session (host started after it, or the NBIRTH was lost)"
@@ -256,7 +186,7 @@ class _Node:
         self.devices: dict[str, _Owner] = {}
         self.alias_owner: dict[int, str | None] = {}  # node-wide alias space: alias -> device id (None: node)
         self.ambiguous: set[int] = set()  # aliases claimed twice in the births: unusable until NBIRTH
-        self.templates: dict[str, _Record] = {}
+        self.templates: dict[str, BornMetric] = {}
         self.born = False
         self.bdseq: int | None = None
         self.bdseq_alias: int | None = None
@@ -270,37 +200,6 @@ class _Node:
 def _payload_ts(msg: Received) -> int:
     ts = msg.payload.timestamp
     return msg.received_at if ts is None else ts
-
-
-def _quality(props: PropertySet) -> str:
-    prop = props.items.get("Quality")
-    if prop is None or type(prop.value) is not int:
-        return _GOOD
-    return Quality.from_code(prop.value)
-
-
-def _property_json(prop: PropertyValue) -> Any:
-    value = prop.value
-    if prop.is_null:
-        return None
-    if isinstance(value, PropertySet):
-        return {k: _property_json(v) for k, v in value.items.items()}
-    if isinstance(value, list):
-        return [{k: _property_json(v) for k, v in ps.items.items()} for ps in value]
-    return json_value(value)
-
-
-def _describe(props: PropertySet | None) -> tuple[str | None, str | None]:
-    """(unit, properties as a JSON object string) of a birth metric."""
-    if props is None or not props.items:
-        return None, None
-    unit = None
-    for key, prop in props.items.items():
-        if key.lower() in _UNIT_KEYS and isinstance(prop.value, str):
-            unit = prop.value
-            break
-    obj = {k: _property_json(v) for k, v in props.items.items()}
-    return unit, json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
 def _int_value(metric: Metric) -> int | None:
@@ -569,7 +468,7 @@ class SessionManager:
                     Sample(
                         group_id, edge_node_id, device_id, record.name, datatype, value,
                         payload_ts if metric.timestamp is None else metric.timestamp, received_at,
-                        _GOOD if props is None else _quality(props),
+                        _GOOD if props is None else property_quality(props),
                         metric.is_historical, metric.is_transient, seq, bdseq, record.alias, "", record.unit,
                     )
                 )  # fmt: skip
@@ -657,11 +556,12 @@ class SessionManager:
                 )
                 self._reject(out, msg, f"BIRTH {what}: it cannot be defined")
                 continue
-            unit, properties = _describe(metric.properties)
+            unit, properties = describe_properties(metric.properties)
             value = None if metric.is_null else metric.value
             definition = isinstance(value, Template) and bool(value.is_definition)
             control = owner.device_id is None and (_is_bdseq(name) or name.startswith("Node Control/"))
-            record = _Record(name, alias, datatype, unit, _CONVERTERS[datatype], not (control or definition))
+            is_sample = not (control or definition)
+            record = BornMetric(name, alias, datatype, unit, FAST_CONVERTERS[datatype], is_sample)
             batch.catalog.append(
                 CatalogEntry(*ids, name, alias, datatype, birth_ts, node.bdseq, unit, properties)
             )
@@ -678,13 +578,13 @@ class SessionManager:
                     Sample(
                         *ids, name, datatype, value,
                         birth_ts if metric.timestamp is None else metric.timestamp, msg.received_at,
-                        _GOOD if props is None else _quality(props),
+                        _GOOD if props is None else property_quality(props),
                         metric.is_historical, metric.is_transient, msg.seq, node.bdseq, alias, "", unit,
                     )
                 )  # fmt: skip
         return count
 
-    def _claim_alias(self, node: _Node, owner: _Owner, record: _Record, now: int, out: Outcome) -> None:
+    def _claim_alias(self, node: _Node, owner: _Owner, record: BornMetric, now: int, out: Outcome) -> None:
         alias = record.alias
         assert alias is not None
         if alias not in node.alias_owner and alias not in node.ambiguous:
