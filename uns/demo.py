@@ -1,10 +1,10 @@
-"""`uns demo`: mosquitto + the simulated pilot plant + the engine + a lake on this machine.
+"""`uns demo`: a broker + the simulated pilot plant + the engine + a lake on this machine.
 
-It starts its own mosquitto on a free loopback port (the Debian package
-``mosquitto`` must be installed; ``bash scripts/demo`` installs it when run as
-root), runs the plant and the engine for ``duration`` seconds with a progress
-line, stops cleanly (the engine flushes the lake), then prints a summary and
-the results of example queries from ``examples/queries.sql``.
+The broker is mosquitto on a free loopback port when the Debian package
+``mosquitto`` is installed (``bash scripts/demo`` installs it when run as
+root), otherwise the in-process :class:`uns.minibroker.MiniBroker`.  The plant
+and the engine run for ``duration`` seconds with a progress line, then stop
+cleanly (the engine flushes the lake); a summary and example queries follow.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from uns.config import load_config
 from uns.daemon import build_engine
 from uns.engine import Engine
 from uns.errors import EngineError
+from uns.minibroker import MiniBroker
 from uns.output import render_rows
 from uns.sim import SimConfig, SimReport, run_sim
 
@@ -127,21 +128,30 @@ def run_demo(*, duration: float = 20.0, lake: str | None = None, echo: Echo = pr
     """Run the whole demo; see the module docstring."""
     if duration <= 0:
         raise EngineError("--duration must be positive")
-    if find_mosquitto() is None:
-        raise EngineError(
-            "uns demo needs mosquitto: run 'apt-get install mosquitto' (or: bash scripts/demo as root)"
-        )
-    tmp = None if lake else tempfile.TemporaryDirectory(prefix="uns-demo-")
-    lake_dir = Path(lake) if lake else Path(tmp.name if tmp else ".") / "lake"
     with contextlib.ExitStack() as stack:
-        if tmp is not None:
-            stack.enter_context(tmp)
-        broker = stack.enter_context(running_mosquitto())
-        echo(f"uns demo: mosquitto on {broker.url}, lake in {lake_dir}, pilot plant for {duration:g} s")
-        engine, sim = asyncio.run(_run(duration, lake_dir, broker.url, echo))
+        lake_dir = (
+            Path(lake) if lake else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="uns-demo-")))
+        )
+        if lake is None:
+            lake_dir = lake_dir / "lake"
+        engine, sim = asyncio.run(_with_broker(duration, lake_dir, echo))
         _summary(engine, sim, lake_dir, echo)
-        if tmp is not None:
+        if lake is None:
             echo("(the lake was temporary; pass --lake DIR to keep it and query it with `uns lake sql`)")
+
+
+async def _with_broker(duration: float, lake_dir: Path, echo: Echo) -> tuple[Engine, SimReport]:
+    """mosquitto on a free port when installed, else the in-process MiniBroker."""
+    if find_mosquitto() is not None:
+        with running_mosquitto() as broker:
+            echo(f"uns demo: mosquitto on {broker.url}, lake in {lake_dir}, pilot plant for {duration:g} s")
+            return await _run(duration, lake_dir, broker.url, echo)
+    async with MiniBroker() as mini:
+        echo(
+            f"uns demo: mosquitto is not installed, using the in-process MiniBroker on {mini.url} "
+            f"(fine for a demo, not for production); lake in {lake_dir}, pilot plant for {duration:g} s"
+        )
+        return await _run(duration, lake_dir, mini.url, echo)
 
 
 def _summary(engine: Engine, sim: SimReport, lake_dir: Path, echo: Echo) -> None:
