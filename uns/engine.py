@@ -7,8 +7,9 @@ One task group of named tasks per broker connection::
     uns-status    the retained status document on <prefix>/_engine/<host_id>/status
 
 The receive path never waits on a sink, except when a sink says it is full
-(``LakeBackpressure``): then intake pauses for ``retry_after`` and the broker
-queues (documented policy; counted as ``backpressure_waits``).  Shutdown order:
+(``LakeBackpressure``): then processing pauses for ``retry_after`` while new
+messages wait in the in-memory receive queue (documented policy; counted as
+``backpressure_waits``, the queue depth is ``receive_queue`` in the status).  Shutdown order:
 stop intake, drain what was already received, flush the sinks, publish STATE
 offline (primary host), disconnect.
 """
@@ -20,7 +21,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import aiomqtt
@@ -84,6 +85,7 @@ class Engine:
         self._client: aiomqtt.Client | None = None
         self._state_ts: int | None = None  # T of the current connection's Will and online STATE
         self._pending: list[tuple[str, bytes, int, bool]] = []  # publishes decided by process()
+        self._background: set[asyncio.Task[None]] = set()
         self._rlog = RateLimitedLog(log)
         self._started = time.monotonic()
         self.connected = asyncio.Event()
@@ -205,7 +207,9 @@ class Engine:
         if client is None:
             return
         for topic, payload, qos, retain in pending:
-            await client.publish(topic, payload, qos=qos, retain=retain)
+            # QoS 1 waits for a PUBACK that may sit behind a backlog of received messages:
+            # never on the receive path (aiomqtt's timeout would end the session).
+            self._spawn(client.publish(topic, payload, qos=qos, retain=retain), f"publish {topic}")
         for req in rebirths:
             log.info("requesting rebirth of %s/%s: %s", req.group_id, req.edge_node_id, req.reason)
             await client.publish(
@@ -239,27 +243,53 @@ class Engine:
             "ts": now_ms(),
             "uptime_s": round(time.monotonic() - self._started, 1),
             "connected": self._client is not None,
+            "receive_queue": len(self._client.messages) if self._client is not None else 0,
             "counters": self.counters.as_dict(),
             "nodes_online": sum(1 for n in nodes if n.online),
             "nodes_known": len(nodes),
             "sinks": {s.name: s.stats() for s in self.sinks},
         }
 
+    def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
+        """Run a publish in the background; a failure is logged, never fatal to the session."""
+        task = asyncio.create_task(coro, name=f"uns-{what}")
+        self._background.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._background.discard(t)
+            if not t.cancelled() and (exc := t.exception()) is not None:
+                self._rlog.warning(f"bg:{what}", "%s failed: %s", what, exc)
+
+        task.add_done_callback(done)
+
     async def _publish_status(self, *, online: bool = True) -> None:
+        """The retained status document.  Periodic ones go at QoS 0: a QoS 1 PUBACK can
+        queue behind a backlog of incoming messages and time the connection out."""
         if self._client is not None:
             body = json.dumps(self.status(online=online), separators=(",", ":")).encode()
-            await self._client.publish(self.status_topic, body, qos=1, retain=True)
+            await self._client.publish(self.status_topic, body, qos=0 if online else 1, retain=True)
 
     # ------------------------------------------------------------------ loops
     async def _receive(self, client: aiomqtt.Client) -> None:
+        # aiomqtt hands over one message per event-loop round: paho reads one packet per
+        # readable-socket callback, and the iterator spends a task and an asyncio.wait on
+        # each message.  So after every awaited message, _Pump reads what the socket
+        # already holds and takes the queued messages directly, up to a bound (the
+        # republish, lake and status tasks need their turns).  The blocking wait stays
+        # ``client.messages``: it is what notices a lost connection.
+        pump = _Pump.attach(client)
         async for message in client.messages:
             await self._handle_message(message)
+            if pump is not None:
+                for queued in pump.take():
+                    await self._handle_message(queued)
 
     async def _handle_message(self, message: aiomqtt.Message) -> None:
         payload = message.payload
         raw = payload if isinstance(payload, bytes) else str(payload).encode() if payload is not None else b""
-        batch, rebirths = self.process(message.topic.value, raw, now_ms())
-        await self._deliver(batch)
+        batch, rebirths = self.process(message.topic.value, raw, time.time_ns() // 1_000_000)
+        if batch:
+            await self._deliver(batch)
         if rebirths or self._pending:
             await self._act(rebirths)
 
@@ -277,7 +307,10 @@ class Engine:
 
     async def _status_loop(self) -> None:
         while True:
-            await self._publish_status()
+            try:
+                await self._publish_status()
+            except aiomqtt.MqttError as exc:  # a lost connection is noticed by the receive loop
+                self._rlog.warning("status", "status publish failed: %s", exc)
             await asyncio.sleep(self.config.engine.status_interval)
 
     async def _session(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
@@ -383,3 +416,45 @@ class Engine:
                     self._client = None
                     self.connected.clear()
             log.info("engine stopped: %s", json.dumps(self.counters.as_dict()))
+
+
+class _Pump:
+    """Reads packets already waiting on aiomqtt's socket and takes its queued messages.
+
+    Uses two internals of aiomqtt 2.x, checked at attach time (``None`` means
+    "not available": the engine then simply iterates ``client.messages``): the
+    paho client (``_client``, whose ``loop_read`` reads one packet without
+    blocking; aiomqtt's own readable callback calls the same) and the incoming
+    queue (``_queue``, filled by paho's on_message).  Same thread, no races:
+    aiomqtt's callback and this both run on the event loop.
+    """
+
+    MAX_MESSAGES = 64  # per take(): a bound on how long other tasks wait
+
+    def __init__(self, paho: Any, queue: asyncio.Queue[aiomqtt.Message]) -> None:
+        self._read = paho.loop_read
+        self._queue = queue
+
+    @classmethod
+    def attach(cls, client: aiomqtt.Client) -> _Pump | None:
+        paho = getattr(client, "_client", None)
+        queue = getattr(client, "_queue", None)
+        if isinstance(queue, asyncio.Queue) and callable(getattr(paho, "loop_read", None)):
+            return cls(paho, queue)
+        return None
+
+    def take(self) -> list[aiomqtt.Message]:
+        queue, read = self._queue, self._read
+        taken: list[aiomqtt.Message] = []
+        for _ in range(self.MAX_MESSAGES):
+            if queue.empty():
+                try:
+                    rc = read()
+                except Exception:  # aiomqtt's own reader meets the error and reports it
+                    break
+                # nothing more on the socket (or a non-PUBLISH packet, or an error that
+                # paho already handed to aiomqtt's on_disconnect)
+                if rc != 0 or queue.empty():
+                    break
+            taken.append(queue.get_nowait())
+        return taken

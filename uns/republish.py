@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 PublishFn = Callable[[str, bytes, int, bool], Awaitable[None]]
 
 _WARN_INTERVAL_S = 10.0
+_QOS0_CHUNK = 256  # QoS 0 events published per turn of the republish task
 _BACKOFF_MIN_S = 0.05
 _BACKOFF_MAX_S = 2.0
 
@@ -104,6 +105,7 @@ class RepublishSink:
         self._queue: deque[_Item] = deque()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
+        self._closing = False
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._in_flight = 0  # events of the chunk being published right now
@@ -190,6 +192,7 @@ class RepublishSink:
 
     async def __aenter__(self) -> Self:
         if self.config.enabled and self._task is None:
+            self._closing = False
             self._task = asyncio.create_task(self._run(), name="uns-republish")
         return self
 
@@ -203,6 +206,8 @@ class RepublishSink:
             await self.flush()
         finally:
             task, self._task = self._task, None
+            self._closing = True
+            self._wakeup.set()
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -220,15 +225,27 @@ class RepublishSink:
 
     async def _run(self) -> None:
         backoff = 0.0
-        while True:
+        # ``_closing`` and not only cancellation ends this loop: Python 3.11's wait_for (inside
+        # aiomqtt's publish) can swallow a cancellation that races the publish completing.
+        while not self._closing:
             if not self._queue:
                 self._idle.set()
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            count = min(len(self._queue), self.config.max_in_flight)
-            chunk = [self._queue.popleft() for _ in range(count)]
-            failed = await self._publish_chunk(chunk)
+            if self.config.qos == 0:
+                # QoS 0 publishes complete without waiting for the broker: one after the
+                # other, no task per message, then a yield so ingest keeps its turns.
+                count = min(len(self._queue), _QOS0_CHUNK)
+                chunk = [self._queue.popleft() for _ in range(count)]
+                failed = await self._publish_sequentially(chunk)
+                await asyncio.sleep(0)
+            else:
+                count = min(len(self._queue), self.config.max_in_flight)
+                chunk = [self._queue.popleft() for _ in range(count)]
+                failed = await self._publish_chunk(chunk)
+            if self._closing:
+                break  # what is left in flight is counted by __aexit__
             self._in_flight = 0
             if failed:
                 backoff = min(_BACKOFF_MAX_S, max(_BACKOFF_MIN_S, backoff * 2))
@@ -236,21 +253,40 @@ class RepublishSink:
             else:
                 backoff = 0.0
 
+    def _encode(self, item: _Item) -> tuple[str, bytes]:
+        normalizer = self._normalizer
+        if isinstance(item, Sample):
+            return normalizer.topic_for(item.path, item.metric), normalizer.encode_event(item)
+        return normalizer.device_topic(item[0].path), normalizer.encode_device_event(item)
+
+    async def _publish_sequentially(self, chunk: list[_Item]) -> int:
+        """QoS 0: publish in order, one at a time; returns the number that failed."""
+        config, publish = self.config, self._publish
+        failed = 0
+        self._in_flight = len(chunk)
+        for item in chunk:
+            if self._closing:
+                break  # the rest counts as dropped on close
+            try:
+                topic, payload = self._encode(item)
+                await publish(topic, payload, config.qos, config.retain)
+            except Exception as exc:  # counted, the sink keeps running
+                failed += 1
+                self._error(exc)
+            else:
+                self._published += 1
+            self._in_flight -= 1
+        return failed
+
     async def _publish_chunk(self, chunk: list[_Item]) -> int:
         """Encode and publish a chunk concurrently (in order); returns the number that failed."""
-        normalizer = self._normalizer
         config = self.config
         publish = self._publish
         pending: list[Awaitable[None]] = []
         failed = 0
         for item in chunk:
             try:
-                if isinstance(item, Sample):
-                    topic = normalizer.topic_for(item.path, item.metric)
-                    payload = normalizer.encode_event(item)
-                else:
-                    topic = normalizer.device_topic(item[0].path)
-                    payload = normalizer.encode_device_event(item)
+                topic, payload = self._encode(item)
                 pending.append(publish(topic, payload, config.qos, config.retain))
             except Exception as exc:  # one bad event must not stop the sink
                 failed += 1
