@@ -1,0 +1,493 @@
+"""The benchmark harness: the engine under load, measured against the targets of issue 7.
+
+Usage (from the repository root; ``scripts/bench`` sets up and runs this)::
+
+    .venv/bin/python -m benchmarks.harness [--quick | --smoke] [--out bench-results]
+
+Everything runs on loopback and is started and stopped here: a private
+mosquitto, load generators (:mod:`benchmarks.loadgen`, one process each),
+the engine (``uns run``, its own process, a fresh lake per mode), the
+bare-subscriber ceiling and the republished-events listener
+(:mod:`benchmarks.subscribers`).  Phases, in order:
+
+1. ``ceiling``: a bare aiomqtt subscriber counts what the generator sends at
+   full speed (no engine running).
+2. Per mode (``lake``: republish off; ``device``; ``metric``), one engine:
+   ``latency`` (fixed rate: end-to-end latency of the republished events and
+   lake lag), ``throughput`` (the mode's target rate), ``saturation`` (the
+   generator at full speed); in ``lake`` mode also the scenarios
+   ``large_birth`` (1,000 metrics per DBIRTH), ``rebirth_storm`` (NCMD rebirth
+   to every node at once) and ``tag_scale`` (200,000 born metrics over 200
+   nodes).  Then SIGTERM (the engine flushes) and the loss check: every
+   generated sample must be in ``measurements`` exactly once.
+
+The report is JSON (``<out>/<timestamp>.json``) plus a table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import psutil  # type: ignore[import-untyped]
+
+from benchmarks.procs import EngineProcess, LakeLagProbe, Subscriber, kill_children, run_generator
+from benchmarks.report import evaluate_targets, render_table
+from benchmarks.subscribers import percentiles
+from uns.broker import running_mosquitto
+from uns.engine import Engine
+
+__all__ = ["PROFILES", "Profile", "main", "run_bench"]
+
+MB = 1024 * 1024
+RAMP_STEP_KEYS = (
+    "target_metrics_per_s",
+    "engine_metrics_per_s",
+    "engine_msgs_per_s",
+    "kept_up",
+    "behind_at_end_s",
+    "cpu_s_per_million_metrics",
+    "peak_rss_mb",
+)
+MAX_BEHIND_S = 5.0  # stop a phase's generator once the engine is this many seconds of load behind
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    latency_rate: float  # metrics/s
+    latency_s: float
+    throughput: dict[str, tuple[float, float]]  # mode -> (metrics/s, seconds)
+    ramp: tuple[int, ...]  # metrics/s steps of the saturation ramp (engine and ceiling)
+    ramp_step_s: float
+    plant: tuple[int, int, int]  # nodes, devices, metrics per DDATA (typical plant)
+    large_birth: tuple[int, int, int]
+    storm: tuple[int, int, int]
+    scale: tuple[int, int, int]
+    modes: tuple[str, ...] = ("lake", "device", "metric")
+
+
+PROFILES = {
+    "full": Profile(
+        "full",
+        latency_rate=20_000,
+        latency_s=20,
+        throughput={"lake": (100_000, 60), "device": (80_000, 30), "metric": (40_000, 30)},
+        ramp=(20_000, 40_000, 60_000, 80_000, 100_000, 120_000, 150_000, 200_000),
+        ramp_step_s=8,
+        plant=(10, 10, 10),
+        large_birth=(10, 1, 1000),
+        storm=(100, 10, 10),
+        scale=(200, 10, 100),
+    ),
+    "quick": Profile(
+        "quick",
+        latency_rate=20_000,
+        latency_s=6,
+        throughput={"lake": (100_000, 8), "device": (80_000, 6), "metric": (40_000, 6)},
+        ramp=(20_000, 40_000, 60_000, 80_000, 100_000, 150_000),
+        ramp_step_s=4,
+        plant=(10, 10, 10),
+        large_birth=(10, 1, 1000),
+        storm=(100, 10, 10),
+        scale=(200, 10, 100),
+    ),
+    "smoke": Profile(
+        "smoke",
+        latency_rate=1_000,
+        latency_s=1,
+        throughput={"lake": (3_000, 1), "device": (2_000, 1), "metric": (1_000, 1)},
+        ramp=(2_000,),
+        ramp_step_s=1,
+        plant=(2, 2, 10),
+        large_birth=(2, 1, 100),
+        storm=(4, 2, 10),
+        scale=(4, 2, 10),
+        modes=("lake", "device"),
+    ),
+}
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mosq = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    try:
+        out = subprocess.run([mosq, "-h"], capture_output=True, text=True, timeout=5, check=False)
+        mosq_version = (out.stdout or out.stderr).splitlines()[0]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        mosq_version = "unknown"
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 1024**3, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "mosquitto": mosq_version,
+    }
+
+
+class Bench:
+    """One run: a broker, then the ceiling and the modes (see module doc)."""
+
+    def __init__(self, profile: Profile, port: int, workdir: Path) -> None:
+        self.p = profile
+        self.port = port
+        self.workdir = workdir
+        self.expected: dict[str, int] = {}  # group -> device metric samples generated
+        self.group_phase: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ ceiling
+    async def ceiling(self) -> dict[str, Any]:
+        """The same ramp as the engine's, received by a bare aiomqtt subscriber (no engine running)."""
+        nodes, devices, metrics = self.p.plant
+        steps = []
+        best: dict[str, Any] | None = None
+        for rate in self.p.ramp:
+            sub = Subscriber("ceiling", port=self.port, topic="spBv1.0/#", idle=2.0)
+            await sub.start()
+            gen = await run_generator(
+                port=self.port, group="Ceiling", nodes=nodes, devices=devices, metrics=metrics,
+                rate=rate, duration=self.p.ramp_step_s,
+            )  # fmt: skip
+            got = await sub.result(stop=False)
+            report = gen.report
+            gen_end = report["started"] + report["elapsed"]
+            behind = max(0.0, got["last_wall"] - gen_end)
+            step = {
+                "target_metrics_per_s": rate,
+                "generator_msgs_per_s": round(report["data_messages"] / max(report["elapsed"], 1e-9), 1),
+                "received_msgs_per_s": got["msgs_per_s"],
+                "sent": report["messages"],
+                "received": got["messages"],
+                "behind_at_end_s": round(behind, 2),
+                "kept_up": got["messages"] >= report["messages"] and behind <= 1.0,
+            }
+            steps.append(step)
+            if not step["kept_up"]:
+                break
+            best = step
+        top = steps[-1]
+        return {
+            "subscriber": "aiomqtt 2.5.1, counting only",
+            "steps": steps,
+            "step_seconds": self.p.ramp_step_s,
+            "max_sustained_msgs_per_s": best["generator_msgs_per_s"] if best else 0.0,
+            "max_sustained_metrics_per_s": best["generator_msgs_per_s"] * metrics if best else 0.0,
+            # the last step: the subscriber's own rate while it fell behind (or the top of the ramp)
+            "msgs_per_s": max(s["received_msgs_per_s"] for s in steps),
+            "ramp_exhausted": top["kept_up"],
+        }
+
+    # ------------------------------------------------------------------ one mode
+    async def mode(self, mode: str) -> dict[str, Any]:
+        lake = self.workdir / f"lake-{mode}"
+        engine = EngineProcess(port=self.port, lake=lake, mode=mode)
+        probe = LakeLagProbe(lake)
+        results: dict[str, Any] = {}
+        windows: dict[str, tuple[int, int]] = {}
+        started = time.monotonic()
+        await engine.start()
+        probe.start()
+        try:
+            nodes, devices, metrics = self.p.plant
+            phases = [
+                ("latency", self.p.latency_rate, self.p.latency_s),
+                ("throughput", *self.p.throughput[mode]),
+            ]
+            for name, rate, seconds in phases:
+                group = f"{mode}-{name}"
+                res = await self.load_phase(engine, group, (nodes, devices, metrics), rate, seconds)
+                windows[name] = (res.pop("_t0_ms"), res.pop("_t1_ms"))
+                results[name] = res
+            results["saturation"] = await self.ramp(engine, mode)
+            if mode == "lake":
+                results["large_birth"] = await self.birth_phase(
+                    engine, "lake-large_birth", self.p.large_birth
+                )
+                results["rebirth_storm"] = await self.birth_phase(engine, "lake-rebirth_storm", self.p.storm)
+                results["tag_scale"] = await self.birth_phase(engine, "lake-tag_scale", self.p.scale)
+        finally:
+            stop_t = time.monotonic()
+            code = await engine.stop()
+            probe.stop()
+        results["engine"] = {
+            "exit_code": code,
+            "shutdown_s": round(time.monotonic() - stop_t, 2),
+            "peak_rss_mb": round(engine.hwm_bytes / MB, 1),
+            "wall_s": round(time.monotonic() - started, 1),
+            "lake_versions_seen": probe.versions,
+        }
+        for name, (t0, t1) in windows.items():
+            lags = probe.lags_between(t0, t1)
+            results[name]["lake_lag_ms"] = percentiles(lags, (50, 99))
+            results[name]["lake_lag_rows_sampled"] = len(lags)
+        results["loss"] = self.loss_check(lake, [g for g in self.expected if g.startswith(f"{mode}-")])
+        return results
+
+    async def load_phase(
+        self, engine: EngineProcess, group: str, shape: tuple[int, int, int], rate: float, seconds: float
+    ) -> dict[str, Any]:
+        """The generator at ``rate`` metrics/s for ``seconds``; the engine's figures meanwhile.
+
+        Stopped early once the engine is more than ``MAX_BEHIND_S`` seconds of load behind:
+        the backlog then sits in mosquitto, and a longer one only makes the run longer
+        (and, past 10 s, trips the engine's QoS 1 publish timeout: see docs/performance.md)."""
+        nodes, devices, metrics = shape
+        status = engine.status
+        m0 = status.metrics
+        msgs0 = int(status.latest.get("counters", {}).get("messages", 0))
+        rp0 = dict(status.latest.get("sinks", {}).get("republish", {}))
+        cpu0 = engine.cpu_seconds()
+        engine.rss_peak_window = 0
+        sub = None
+        if engine.mode != "lake":
+            sub = Subscriber("events", port=self.port, topic=f"{engine.prefix}/#", idle=120.0)
+            await sub.start()
+        t0 = time.time()
+        born, stop = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(
+            run_generator(
+                port=self.port, group=group, nodes=nodes, devices=devices, metrics=metrics,
+                rate=rate, duration=seconds, on_born=born, stop=stop,
+            )
+        )  # fmt: skip
+        stopped_after = None
+        try:
+            await asyncio.wait_for(born.wait(), 60)
+            data_start = time.time()
+            while not task.done():
+                await asyncio.wait({task}, timeout=0.5)
+                elapsed = time.time() - data_start
+                if rate > 0 and rate * elapsed - (status.metrics - m0) > rate * MAX_BEHIND_S:
+                    stopped_after = round(elapsed, 1)
+                    stop.set()
+                    break
+        finally:
+            gen = await task
+        report = gen.report
+        self.expected[group] = self.expected.get(group, 0) + report["device_metrics"]
+        gen_end = report["started"] + report["elapsed"]
+        t_done, m1 = await status.wait_metrics(m0 + report["device_metrics"], limit_s=max(90.0, seconds * 3))
+        cpu1 = engine.cpu_seconds()
+        processed = m1 - m0
+        msgs = int(status.latest.get("counters", {}).get("messages", 0)) - msgs0
+        # from the first DATA publish to the status that showed the last sample processed
+        span = max(t_done - report["started"], 1e-3)
+        out: dict[str, Any] = {
+            "shape": f"{nodes}x{devices}x{metrics}",
+            "target_metrics_per_s": rate,
+            "seconds": round(report["elapsed"], 1),
+            "planned_seconds": seconds,
+            "stopped_early_after_s": stopped_after,
+            "generated_metrics": report["device_metrics"],
+            "generator_metrics_per_s": round(report["data_metrics"] / max(report["elapsed"], 1e-9), 1),
+            "engine_metrics": processed,
+            "engine_metrics_per_s": round(processed / span, 1),
+            "engine_msgs_per_s": round(msgs / span, 1),
+            "behind_at_end_s": round(max(0.0, t_done - gen_end), 2),
+            "cpu_s_per_million_metrics": round((cpu1 - cpu0) / max(processed, 1) * 1e6, 2),
+            "peak_rss_mb": round(engine.rss_peak_window / MB, 1),
+            "_t0_ms": int(t0 * 1000),
+            "_t1_ms": int(t_done * 1000),
+        }
+        # kept up: ran the full time and processed everything within ~1 s (+ status resolution)
+        out["kept_up"] = (
+            stopped_after is None and processed >= report["device_metrics"] and out["behind_at_end_s"] <= 1.5
+        )
+        if sub is not None:
+            await self.wait_republish_drained(engine)
+            await asyncio.sleep(1.0)
+            events = await sub.result()
+            rp1 = dict(status.latest.get("sinks", {}).get("republish", {}))
+            out["republish"] = {
+                "events_received": events["events"],
+                "metrics_received": events["metrics"],
+                "events_per_s": events["events_per_s"],
+                "latency_ms": events["latency_ms"],
+                "published": int(rp1.get("published", 0)) - int(rp0.get("published", 0)),
+                "dropped_queue_full": int(rp1.get("dropped_queue_full", 0))
+                - int(rp0.get("dropped_queue_full", 0)),
+                "errors": int(rp1.get("errors", 0)) - int(rp0.get("errors", 0)),
+            }
+            out["republish"]["metrics_lost"] = report["device_metrics"] - events["metrics"]
+        return out
+
+    async def ramp(self, engine: EngineProcess, mode: str) -> dict[str, Any]:
+        """Rising rates, ``ramp_step_s`` each, until the engine no longer keeps up."""
+        steps = []
+        best: dict[str, Any] | None = None
+        for rate in self.p.ramp:
+            res = await self.load_phase(
+                engine, f"{mode}-ramp-{rate // 1000}k", self.p.plant, rate, self.p.ramp_step_s
+            )
+            t0, t1 = res.pop("_t0_ms"), res.pop("_t1_ms")
+            del t0, t1
+            steps.append({k: res[k] for k in RAMP_STEP_KEYS})
+            if not res["kept_up"]:
+                break
+            best = res
+        out: dict[str, Any] = {"steps": steps, "step_seconds": self.p.ramp_step_s}
+        out["max_sustained_metrics_per_s"] = best["generator_metrics_per_s"] if best else 0.0
+        out["max_sustained_msgs_per_s"] = best["engine_msgs_per_s"] if best else 0.0
+        out["highest_step_kept_up"] = best["target_metrics_per_s"] if best else 0
+        return out
+
+    async def wait_republish_drained(self, engine: EngineProcess, limit_s: float = 60.0) -> None:
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            await engine.status.next(0.5)
+            if int(engine.status.latest.get("sinks", {}).get("republish", {}).get("queue_depth", 0)) == 0:
+                return
+
+    async def birth_phase(
+        self, engine: EngineProcess, group: str, shape: tuple[int, int, int]
+    ) -> dict[str, Any]:
+        """Births only: the initial births, then NCMD rebirth to every node at once."""
+        nodes, devices, metrics = shape
+        status = engine.status
+        born_metrics = nodes * devices * metrics
+        engine.rss_peak_window = 0
+        m0 = status.metrics
+        born, stop = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(
+            run_generator(
+                port=self.port, group=group, nodes=nodes, devices=devices, metrics=metrics,
+                rate=0, duration=600, on_born=born, stop=stop,
+            )
+        )  # fmt: skip
+        try:
+            await asyncio.wait_for(born.wait(), 120)
+            t_first, m1 = await status.wait_metrics(m0 + born_metrics, limit_s=120)
+            rss_after_birth = engine.rss_peak_window
+            # every node at once: one connection, NCMDs back to back
+            payload = Engine.rebirth_payload()
+            async with aiomqtt.Client("127.0.0.1", self.port, identifier=f"bench-ncmd-{time.time_ns()}") as c:
+                t_ncmd = time.time()
+                for n in range(nodes):
+                    await c.publish(f"spBv1.0/{group}/NCMD/node-{n:03d}", payload, qos=0)
+            t_storm, m2 = await status.wait_metrics(m0 + 2 * born_metrics, limit_s=120)
+        finally:
+            stop.set()
+            gen = await task
+        self.expected[group] = self.expected.get(group, 0) + gen.report["device_metrics"]
+        first_s = t_first - gen.births_started
+        return {
+            "shape": f"{nodes}x{devices}x{metrics}",
+            "born_metrics": born_metrics,
+            "initial_birth_s": round(first_s, 2),
+            "initial_births_processed": m1 - m0,
+            "rebirth_storm_s": round(t_storm - t_ncmd, 2),
+            "rebirths_answered": gen.report["rebirths_answered"],
+            "storm_births_processed": m2 - m1,
+            "rss_after_birth_mb": round(rss_after_birth / MB, 1),
+            "peak_rss_mb": round(engine.rss_peak_window / MB, 1),
+            "status_resolution_s": 0.25,
+        }
+
+    # ------------------------------------------------------------------ loss
+    def loss_check(self, lake: Path, groups: list[str]) -> dict[str, Any]:
+        from lake.query import connect  # noqa: PLC0415 - pyarrow/duckdb only here
+
+        con = connect(lake)
+        try:
+            rows = con.execute(
+                "SELECT group_id, count(*), count(DISTINCT (edge_node_id, device_id, metric, ts)) "
+                "FROM measurements WHERE device_id IS NOT NULL GROUP BY group_id"
+            ).fetchall()
+        finally:
+            con.close()
+        found = {g: (int(n), int(d)) for g, n, d in rows}
+        per_group = {}
+        for g in groups:
+            rows_n, distinct = found.get(g, (0, 0))
+            per_group[g] = {
+                "generated": self.expected[g],
+                "rows": rows_n,
+                "distinct": distinct,
+                "missing": self.expected[g] - distinct,
+                "duplicates": rows_n - distinct,
+            }
+        return {
+            "groups": per_group,
+            "missing": sum(v["missing"] for v in per_group.values()),
+            "duplicates": sum(v["duplicates"] for v in per_group.values()),
+            "unexpected_groups": sorted(set(found) - set(groups)),
+        }
+
+
+async def run_bench(profile: Profile, workdir: Path) -> dict[str, Any]:
+    started = time.time()
+    result: dict[str, Any] = {
+        "profile": profile.name,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "machine": machine_info(),
+    }
+    with running_mosquitto() as broker:
+        bench = Bench(profile, broker.port, workdir)
+        try:
+            result["ceiling"] = await bench.ceiling()
+            result["modes"] = {}
+            for mode in profile.modes:
+                result["modes"][mode] = await bench.mode(mode)
+        finally:
+            kill_children()
+    result["elapsed_s"] = round(time.time() - started, 1)
+    result["loss"] = {
+        "missing": sum(m["loss"]["missing"] for m in result["modes"].values()),
+        "duplicates": sum(m["loss"]["duplicates"] for m in result["modes"].values()),
+    }
+    result["targets"] = evaluate_targets(result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="uns benchmark harness (issue 7)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="short smoke run (< 2 minutes)")
+    size.add_argument("--smoke", action="store_true", help="tiny rates, seconds (the test suite's run)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("bench-results"), help="directory for the JSON report"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the lakes and engine logs")
+    parser.add_argument("--modes", default=None, help="comma-separated subset of lake,device,metric")
+    args = parser.parse_args(argv)
+    profile = PROFILES["smoke" if args.smoke else "quick" if args.quick else "full"]
+    if args.modes:
+        profile = dataclasses.replace(profile, modes=tuple(args.modes.split(",")))
+    workdir = Path(tempfile.mkdtemp(prefix="uns-bench-"))
+    try:
+        result = asyncio.run(run_bench(profile, workdir))
+    finally:
+        if args.keep:
+            print(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{time.strftime('%Y%m%d-%H%M%S')}-{profile.name}.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(render_table(result))
+    print(f"\nreport: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
