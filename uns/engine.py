@@ -342,9 +342,7 @@ class Engine:
         try:
             done, _ = await asyncio.wait({*tasks, stopper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (*tasks, stopper):
-                task.cancel()
-            await asyncio.gather(*tasks, stopper, return_exceptions=True)
+            await _cancel_all([*tasks, stopper])
         for task in tasks:
             if task in done and (error := task.exception()) is not None:
                 raise error
@@ -416,6 +414,20 @@ class Engine:
                     self._client = None
                     self.connected.clear()
             log.info("engine stopped: %s", json.dumps(self.counters.as_dict()))
+
+
+async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel and await tasks, cancelling again while any survives: Python 3.11's
+    ``wait_for`` (inside aiomqtt's publish) can swallow a cancellation that races
+    its completion, and a loop that swallowed one would otherwise run on forever."""
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)
+    for task in tasks:  # retrieve results so nothing is logged as never retrieved
+        if not task.cancelled():
+            task.exception()
 
 
 class _Pump:
