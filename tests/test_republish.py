@@ -161,6 +161,26 @@ async def test_order_is_kept_under_load(
     assert [event["value"] for _, event in got] == [float(i) for i in range(count)]
 
 
+async def test_order_is_kept_when_handing_over_without_waiting(
+    model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
+) -> None:
+    """The engine's fast path: all but the last message of a chunk go to paho directly."""
+    norm = normalizer(model, ns)
+    count = 2_000
+    paho = client._client
+
+    def nowait(topic: str, payload: bytes, qos: int, retain: bool) -> bool:
+        return bool(paho.publish(topic, payload, qos, retain).rc == 0)
+
+    async with RepublishSink(client.publish, norm, RepublishConfig(), publish_nowait=nowait) as sink:
+        for i in range(count):
+            sink.add(enriched(norm, br_sample("Temperature", float(i), ts=i)))
+        got = await receive(subscriber, count)
+        await sink.flush()
+        assert sink.stats()["published"] == count
+    assert [event["value"] for _, event in got] == [float(i) for i in range(count)]
+
+
 async def test_retained_qos1_events_reach_late_subscribers(
     broker: Mosquitto, model: PlantModel, ns: str, client: aiomqtt.Client
 ) -> None:

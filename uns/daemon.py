@@ -76,6 +76,7 @@ def build_engine(config: Config, *, model: PlantModel | None = None) -> Engine:
                     max_in_flight=rp.max_in_flight,
                     drain_timeout_s=rp.drain_timeout_s,
                 ),
+                publish_nowait=engine.publish_nowait,
             )
         )
     return engine

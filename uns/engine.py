@@ -234,6 +234,16 @@ class Engine:
             raise EngineError("not connected to the broker")
         await client.publish(topic, payload, qos=qos, retain=retain)
 
+    def publish_nowait(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
+        """Hand a message to the MQTT client without waiting for its socket write
+        (aiomqtt's ``publish`` costs an event-loop round trip per message).  Uses the
+        paho client inside aiomqtt 2.x; False when not connected or refused."""
+        paho = getattr(self._client, "_client", None) if self._client is not None else None
+        if paho is None:
+            return False
+        info = paho.publish(topic, payload, qos, retain)
+        return bool(info.rc == 0)
+
     # ------------------------------------------------------------------ status
     def status(self, *, online: bool = True) -> dict[str, Any]:
         nodes = self.sessions.nodes()

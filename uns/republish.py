@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 #: ``publish(topic, payload, qos, retain)``, e.g. aiomqtt's ``Client.publish``
 PublishFn = Callable[[str, bytes, int, bool], Awaitable[None]]
+#: hands a QoS 0 message to the MQTT client without waiting for the socket write; False = refused
+PublishNowaitFn = Callable[[str, bytes, int, bool], bool]
 
 _WARN_INTERVAL_S = 10.0
 _QOS0_CHUNK = 256  # QoS 0 events published per turn of the republish task
@@ -98,8 +100,11 @@ class RepublishSink:
         publish: PublishFn,
         normalizer: Normalizer | None = None,
         config: RepublishConfig | None = None,
+        *,
+        publish_nowait: PublishNowaitFn | None = None,
     ) -> None:
         self._publish = publish
+        self._publish_nowait = publish_nowait
         self._normalizer = normalizer or Normalizer(PlantModel.empty(), ContextStore())
         self.config = config or RepublishConfig()
         self._queue: deque[_Item] = deque()
@@ -260,21 +265,34 @@ class RepublishSink:
         return normalizer.device_topic(item[0].path), normalizer.encode_device_event(item)
 
     async def _publish_sequentially(self, chunk: list[_Item]) -> int:
-        """QoS 0: publish in order, one at a time; returns the number that failed."""
-        config, publish = self.config, self._publish
+        """QoS 0: publish in order; returns the number that failed.
+
+        With ``publish_nowait`` every message but the last is handed to the client
+        without waiting for its socket write (one wait per chunk instead of one
+        event-loop round trip per message); the client keeps them in order."""
+        config, publish, nowait = self.config, self._publish, self._publish_nowait
         failed = 0
         self._in_flight = len(chunk)
-        for item in chunk:
+        last = len(chunk) - 1
+        for i, item in enumerate(chunk):
             if self._closing:
                 break  # the rest counts as dropped on close
             try:
                 topic, payload = self._encode(item)
-                await publish(topic, payload, config.qos, config.retain)
+                if nowait is not None and i < last:
+                    sent = nowait(topic, payload, config.qos, config.retain)
+                else:
+                    await publish(topic, payload, config.qos, config.retain)
+                    sent = True
             except Exception as exc:  # counted, the sink keeps running
                 failed += 1
                 self._error(exc)
             else:
-                self._published += 1
+                if sent:
+                    self._published += 1
+                else:
+                    failed += 1
+                    self._error(RuntimeError(f"the MQTT client refused the publish to {topic}"))
             self._in_flight -= 1
         return failed
 
