@@ -194,23 +194,16 @@ def topics(
     Example: uns topics --broker mqtt://127.0.0.1:1883 --filter 'spBv1.0/#' --duration 10
     """
     from uns.inspect import listen  # noqa: PLC0415
-    from uns.mqtt import describe_mqtt_error as describe  # noqa: PLC0415
 
     settings = _guard(lambda: _broker_settings(broker))
 
-    async def go() -> Any:
-        try:
-            return await listen(
+    tree = _guard(
+        lambda: asyncio.run(
+            listen(
                 settings, [filter_], on_message=lambda _v: None, duration=duration, request_rebirth=rebirth
             )
-        except Exception as exc:
-            if exc.__class__.__module__.startswith("aiomqtt"):
-                raise UnsError(
-                    f"cannot reach the broker at {settings.masked_url()}: {describe(exc)}"
-                ) from exc
-            raise
-
-    tree = _guard(lambda: asyncio.run(go()))
+        )
+    )
     typer.echo(json.dumps(tree.as_json(), indent=2) if as_json else tree.render())
 
 
@@ -230,7 +223,6 @@ def watch(
     Example: uns watch 'spBv1.0/PilotPlant/#' --broker mqtt://127.0.0.1:1883
     """
     from uns.inspect import MessageView, listen  # noqa: PLC0415
-    from uns.mqtt import describe_mqtt_error as describe  # noqa: PLC0415
 
     settings = _guard(lambda: _broker_settings(broker))
 
@@ -238,20 +230,19 @@ def watch(
         text = json.dumps(view.as_json(), ensure_ascii=False) if as_json else view.as_line()
         typer.echo(text)
 
-    async def go() -> None:
-        try:
-            await listen(
-                settings, [filter_], on_message=show, duration=duration, count=count, request_rebirth=rebirth
-            )
-        except Exception as exc:
-            if exc.__class__.__module__.startswith("aiomqtt"):
-                raise UnsError(
-                    f"cannot reach the broker at {settings.masked_url()}: {describe(exc)}"
-                ) from exc
-            raise
-
     with contextlib.suppress(KeyboardInterrupt):
-        _guard(lambda: asyncio.run(go()))
+        _guard(
+            lambda: asyncio.run(
+                listen(
+                    settings,
+                    [filter_],
+                    on_message=show,
+                    duration=duration,
+                    count=count,
+                    request_rebirth=rebirth,
+                )
+            )
+        )
 
 
 @lake_app.command("sql")

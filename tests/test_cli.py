@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import aiomqtt
+import pytest
 import typer.main
 from typer.core import TyperGroup
 from typer.testing import CliRunner
@@ -253,3 +254,12 @@ async def test_watch_topics_and_context_against_a_real_broker(broker: Mosquitto,
     )
     assert bad.returncode == 1
     assert "KEY=VALUE" in bad.stderr
+
+
+@pytest.mark.parametrize("command", [["watch", "#", "--count", "1"], ["topics", "--duration", "1"]])
+def test_inspection_against_an_unreachable_broker_is_one_line(command: list[str]) -> None:
+    r = _uns(*command, "--broker", f"mqtt://127.0.0.1:{free_port()}")
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("uns: error: cannot reach the broker at mqtt://127.0.0.1:")

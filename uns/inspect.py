@@ -20,9 +20,9 @@ from typing import Any
 import aiomqtt
 
 from uns.engine import Engine
-from uns.errors import UnsError
+from uns.errors import EngineError, UnsError
 from uns.events import SessionEventKind
-from uns.mqtt import BrokerSettings, make_client
+from uns.mqtt import BrokerSettings, describe_mqtt_error, make_client
 from uns.sparkplug.codec import decode_payload_lenient
 from uns.sparkplug.payload import Payload
 from uns.sparkplug.session import SessionConfig, SessionManager
@@ -266,6 +266,24 @@ async def listen(
     """Subscribe to ``filters`` and feed every message to a TopicTree, calling
     ``on_message`` with its decoded view; stop after ``duration`` s or ``count`` messages."""
     tree = tree or TopicTree()
+    try:
+        await _listen(broker, filters, tree, on_message, duration, count, request_rebirth)
+    except aiomqtt.MqttError as exc:
+        raise EngineError(
+            f"cannot reach the broker at {broker.masked_url()}: {describe_mqtt_error(exc)}"
+        ) from exc
+    return tree
+
+
+async def _listen(
+    broker: BrokerSettings,
+    filters: list[str],
+    tree: TopicTree,
+    on_message: Callable[[MessageView], None],
+    duration: float | None,
+    count: int | None,
+    request_rebirth: bool,
+) -> None:
     seen = 0
     asked: set[tuple[str, str]] = set()
     client = make_client(broker, identifier=f"uns-inspect-{time.time_ns() % 10**9}")
@@ -289,8 +307,3 @@ async def listen(
                 for group, node in tree.unborn - asked:
                     asked.add((group, node))
                     await client.publish(f"spBv1.0/{group}/NCMD/{node}", Engine.rebirth_payload(), qos=0)
-    return tree
-
-
-def mqtt_error_text(exc: aiomqtt.MqttError) -> str:
-    return str(exc) or exc.__class__.__name__
