@@ -69,6 +69,11 @@ async def _collect(client: aiomqtt.Client, into: list[tuple[str, dict[str, Any]]
         into.append((msg.topic.value, json.loads(bytes(msg.payload))))  # type: ignore[arg-type]
 
 
+def _sim(broker: Mosquitto, **options: Any) -> SimConfig:
+    """The pilot plant against ``broker``."""
+    return SimConfig(host=broker.host, port=broker.port, **options)
+
+
 def _oracle(report: SimReport) -> ContextStore:
     store = ContextStore(window_ms=2**60)
     for ev in report.contexts:
@@ -89,9 +94,8 @@ async def test_every_sample_reaches_the_lake_once_with_its_context(
     lake_dir = tmp_path / "lake"
     engine = build_engine(_pilot_config(own_broker, lake_dir))
     events: list[tuple[str, dict[str, Any]]] = []
-    sim = SimConfig(
-        host=own_broker.host,
-        port=own_broker.port,
+    sim = _sim(
+        own_broker,
         rate=60,
         duration=6,
         seed=5,
@@ -155,9 +159,8 @@ async def test_every_sample_reaches_the_lake_once_with_its_context(
 async def test_late_context_is_corrected_by_measurements_asof(own_broker: Mosquitto, tmp_path: Path) -> None:
     lake_dir = tmp_path / "lake"
     engine = build_engine(_pilot_config(own_broker, lake_dir))
-    sim = SimConfig(
-        host=own_broker.host,
-        port=own_broker.port,
+    sim = _sim(
+        own_broker,
         rate=60,
         duration=5,
         seed=9,
@@ -188,9 +191,7 @@ async def test_unmapped_sources_and_plc_context_metrics(own_broker: Mosquitto, t
     lake_dir = tmp_path / "lake"
     engine = build_engine(_pilot_config(own_broker, lake_dir))
     events: list[tuple[str, dict[str, Any]]] = []
-    sim = SimConfig(
-        host=own_broker.host, port=own_broker.port, rate=60, duration=4, seed=3, context_interval=1.0
-    )
+    sim = _sim(own_broker, rate=60, duration=4, seed=3, context_interval=1.0)
     async with aiomqtt.Client(own_broker.host, own_broker.port) as c:
         await c.subscribe("uns/v1/_unmapped/#", qos=0)
         listener = asyncio.create_task(_collect(c, events))
@@ -239,9 +240,8 @@ async def test_sigkill_at_any_moment_loses_and_duplicates_nothing(
     own_broker: Mosquitto, tmp_path: Path
 ) -> None:
     lake_dir = tmp_path / "lake"
-    sim = SimConfig(
-        host=own_broker.host,
-        port=own_broker.port,
+    sim = _sim(
+        own_broker,
         rate=80,
         duration=16,
         seed=11,

@@ -7,6 +7,8 @@ import datetime as dt
 import json
 import time
 
+import aiomqtt
+
 from uns.context import ContextStore
 from uns.errors import ContextError, UnsError
 from uns.events import ContextChange
@@ -75,10 +77,8 @@ def publish_context(
 
     try:
         asyncio.run(send())
-    except Exception as exc:
-        if exc.__class__.__module__.startswith("aiomqtt"):
-            raise UnsError(f"cannot publish to {broker.masked_url()}: {describe_mqtt_error(exc)}") from exc
-        raise
+    except aiomqtt.MqttError as exc:
+        raise UnsError(f"cannot publish to {broker.masked_url()}: {describe_mqtt_error(exc)}") from exc
     return topic
 
 
