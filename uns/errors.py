@@ -16,7 +16,8 @@ Errors carry the data that explains them (topic, path, seq, file, ...).
     ├── ContextError                a context event that cannot be applied (.reason)
     ├── LakeError                   the lake cannot be read or written (.table)
     │   └── LakeBackpressure        the write-ahead log is full (.retry_after)
-    └── EngineError                 the engine cannot start or run (broker, lake path)
+    ├── EngineError                 the engine cannot start or run (broker, lake path)
+    └── BrokerError                 the MQTT connection failed, was refused or was lost
 
 Foreign exceptions (protobuf, aiomqtt, deltalake, duckdb) are mapped to these
 in the one module that talks to that library, with ``raise ... from exc``.
@@ -25,6 +26,7 @@ in the one module that talks to that library, with ``raise ... from exc``.
 from __future__ import annotations
 
 __all__ = [
+    "BrokerError",
     "ConfigError",
     "ContextError",
     "EngineError",
@@ -122,3 +124,7 @@ class LakeBackpressure(LakeError):
 
 class EngineError(UnsError):
     """The engine cannot start or keep running (broker unreachable, lake unwritable)."""
+
+
+class BrokerError(UnsError):
+    """The MQTT connection could not be made, was refused, or was lost (uns.fastmqtt)."""
