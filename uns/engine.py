@@ -6,12 +6,18 @@ One task group of named tasks per broker connection::
     uns-timer     reorder timeouts (SessionManager.tick)
     uns-status    the retained status document on <prefix>/_engine/<host_id>/status
 
+The connection is :class:`uns.fastmqtt.FastClient`, which parses every packet
+of a socket read in one go; the receive task takes them as a list and
+processes them without an event-loop round per message.
+
 The receive path never waits on a sink, except when a sink says it is full
 (``LakeBackpressure``): then processing pauses for ``retry_after`` while new
-messages wait in the in-memory receive queue (documented policy; counted as
-``backpressure_waits``, the queue depth is ``receive_queue`` in the status).  Shutdown order:
-stop intake, drain what was already received, flush the sinks, publish STATE
-offline (primary host), disconnect.
+messages wait in the client's buffer (documented policy; counted as
+``backpressure_waits``, the buffer depth is ``receive_queue`` in the status).
+Once that buffer reaches its high-water mark the client stops reading the
+socket, so the broker queues instead of the engine's memory growing.
+Shutdown order: stop intake, drain what was already received, flush the
+sinks, publish STATE offline (primary host), disconnect.
 """
 
 from __future__ import annotations
@@ -24,14 +30,20 @@ import time
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-import aiomqtt
-
 from uns.config import Config
 from uns.context import ContextStore
-from uns.errors import ContextError, EngineError, LakeBackpressure, SparkplugDecodeError, UnsError
+from uns.errors import (
+    BrokerError,
+    ContextError,
+    EngineError,
+    LakeBackpressure,
+    SparkplugDecodeError,
+    UnsError,
+)
 from uns.events import Batch, RebirthRequest, Rejected, SessionEventKind, Sink
+from uns.fastmqtt import FastClient, Message, Will
 from uns.model import PlantModel
-from uns.mqtt import Backoff, make_client
+from uns.mqtt import Backoff
 from uns.normalize import Normalizer
 from uns.sparkplug.codec import decode_payload_lenient, encode_payload
 from uns.sparkplug.compression import is_compressed, unwrap_compressed_lenient
@@ -82,7 +94,7 @@ class Engine:
         self.status_topic = f"{self.prefix}/_engine/{self.host_id}/status"
         self._context_prefix = f"{self.prefix}/_context/"
         self._topics: dict[str, Topic | None] = {}
-        self._client: aiomqtt.Client | None = None
+        self._client: FastClient | None = None
         self._state_ts: int | None = None  # T of the current connection's Will and online STATE
         self._pending: list[tuple[str, bytes, int, bool]] = []  # publishes decided by process()
         self._background: set[asyncio.Task[None]] = set()
@@ -187,32 +199,48 @@ class Engine:
 
     # ------------------------------------------------------------------ sinks
     async def _deliver(self, batch: Batch) -> None:
-        if not batch:
-            return
-        for sink in self.sinks:
-            while True:
+        if batch:
+            for index, sink in enumerate(self.sinks):
                 try:
                     sink.add(batch)
-                    break
                 except LakeBackpressure as exc:
-                    self.counters.backpressure_waits += 1
-                    self._rlog.warning(
-                        f"bp:{sink.name}", "sink %s is full, pausing intake: %s", sink.name, exc
-                    )
-                    await asyncio.sleep(exc.retry_after)
+                    await self._deliver_after_backpressure(batch, index, exc)
+                    return
 
-    async def _act(self, rebirths: list[RebirthRequest]) -> None:
+    async def _deliver_after_backpressure(self, batch: Batch, index: int, exc: LakeBackpressure) -> None:
+        """Sink ``index`` is full: wait as it asks, retry it, then hand the batch to the rest."""
+        sink = self.sinks[index]
+        while True:
+            self.counters.backpressure_waits += 1
+            self._rlog.warning(f"bp:{sink.name}", "sink %s is full, pausing intake: %s", sink.name, exc)
+            await asyncio.sleep(exc.retry_after)
+            try:
+                sink.add(batch)
+                break
+            except LakeBackpressure as again:
+                exc = again
+        for later in self.sinks[index + 1 :]:
+            while True:
+                try:
+                    later.add(batch)
+                    break
+                except LakeBackpressure as again:
+                    self.counters.backpressure_waits += 1
+                    await asyncio.sleep(again.retry_after)
+
+    def _act(self, rebirths: list[RebirthRequest]) -> None:
+        """Send what processing decided: rebirth requests (QoS 0, straight to the socket
+        buffer) and STATE re-assertions (QoS 1, in the background: a PUBACK may queue
+        behind a backlog of received messages and must never stall the receive path)."""
         client = self._client
         pending, self._pending = self._pending, []
         if client is None:
             return
         for topic, payload, qos, retain in pending:
-            # QoS 1 waits for a PUBACK that may sit behind a backlog of received messages:
-            # never on the receive path (aiomqtt's timeout would end the session).
             self._spawn(client.publish(topic, payload, qos=qos, retain=retain), f"publish {topic}")
         for req in rebirths:
             log.info("requesting rebirth of %s/%s: %s", req.group_id, req.edge_node_id, req.reason)
-            await client.publish(
+            client.publish_nowait(
                 f"spBv1.0/{req.group_id}/NCMD/{req.edge_node_id}", self.rebirth_payload(), qos=0, retain=False
             )
 
@@ -235,14 +263,10 @@ class Engine:
         await client.publish(topic, payload, qos=qos, retain=retain)
 
     def publish_nowait(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
-        """Hand a message to the MQTT client without waiting for its socket write
-        (aiomqtt's ``publish`` costs an event-loop round trip per message).  Uses the
-        paho client inside aiomqtt 2.x; False when not connected or refused."""
-        paho = getattr(self._client, "_client", None) if self._client is not None else None
-        if paho is None:
-            return False
-        info = paho.publish(topic, payload, qos, retain)
-        return bool(info.rc == 0)
+        """Hand a message to the connection's socket buffer without waiting; False when
+        not connected (the caller queues or counts it)."""
+        client = self._client
+        return client is not None and client.publish_nowait(topic, payload, qos, retain)
 
     # ------------------------------------------------------------------ status
     def status(self, *, online: bool = True) -> dict[str, Any]:
@@ -253,7 +277,7 @@ class Engine:
             "ts": now_ms(),
             "uptime_s": round(time.monotonic() - self._started, 1),
             "connected": self._client is not None,
-            "receive_queue": len(self._client.messages) if self._client is not None else 0,
+            "receive_queue": self._client.pending if self._client is not None else 0,
             "counters": self.counters.as_dict(),
             "nodes_online": sum(1 for n in nodes if n.online),
             "nodes_known": len(nodes),
@@ -280,28 +304,31 @@ class Engine:
             await self._client.publish(self.status_topic, body, qos=0 if online else 1, retain=True)
 
     # ------------------------------------------------------------------ loops
-    async def _receive(self, client: aiomqtt.Client) -> None:
-        # aiomqtt hands over one message per event-loop round: paho reads one packet per
-        # readable-socket callback, and the iterator spends a task and an asyncio.wait on
-        # each message.  So after every awaited message, _Pump reads what the socket
-        # already holds and takes the queued messages directly, up to a bound (the
-        # republish, lake and status tasks need their turns).  The blocking wait stays
-        # ``client.messages``: it is what notices a lost connection.
-        pump = _Pump.attach(client)
-        async for message in client.messages:
-            await self._handle_message(message)
-            if pump is not None:
-                for queued in pump.take():
-                    await self._handle_message(queued)
+    async def _receive(self, client: FastClient) -> None:
+        """Take every message the client has parsed since the last wake-up and process
+        them in one go: one event-loop round per socket read, not per message."""
+        while True:
+            await client.wait_messages()
+            await self._handle_messages(client.take(self.CHUNK))
+            if client.pending:
+                await asyncio.sleep(0)  # let the timer, status and sink tasks have their turn
 
-    async def _handle_message(self, message: aiomqtt.Message) -> None:
-        payload = message.payload
-        raw = payload if isinstance(payload, bytes) else str(payload).encode() if payload is not None else b""
-        batch, rebirths = self.process(message.topic.value, raw, time.time_ns() // 1_000_000)
-        if batch:
-            await self._deliver(batch)
-        if rebirths or self._pending:
-            await self._act(rebirths)
+    #: messages processed per turn of the receive task
+    CHUNK = 1024
+
+    async def _handle_messages(self, messages: list[Message]) -> None:
+        sinks = self.sinks
+        for topic, payload, _qos, _retain in messages:
+            batch, rebirths = self.process(topic, payload, time.time_ns() // 1_000_000)
+            if batch:
+                for index, sink in enumerate(sinks):
+                    try:
+                        sink.add(batch)
+                    except LakeBackpressure as exc:
+                        await self._deliver_after_backpressure(batch, index, exc)
+                        break
+            if rebirths or self._pending:
+                self._act(rebirths)
 
     async def _timer(self) -> None:
         while True:
@@ -313,17 +340,17 @@ class Engine:
             if outcome.batch or outcome.rebirths:
                 self._account(outcome.batch, outcome.rebirths)
                 await self._deliver(outcome.batch)
-                await self._act(outcome.rebirths)
+                self._act(outcome.rebirths)
 
     async def _status_loop(self) -> None:
         while True:
             try:
                 await self._publish_status()
-            except aiomqtt.MqttError as exc:  # a lost connection is noticed by the receive loop
+            except BrokerError as exc:  # a lost connection is noticed by the receive loop
                 self._rlog.warning("status", "status publish failed: %s", exc)
             await asyncio.sleep(self.config.engine.status_interval)
 
-    async def _session(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
+    async def _session(self, client: FastClient, stop: asyncio.Event) -> None:
         """One broker connection: subscribe, STATE online, loops until stop or error."""
         # Sparkplug: subscribe to the namespace and our own STATE before any publish.
         await client.subscribe("spBv1.0/#", qos=0)
@@ -334,7 +361,7 @@ class Engine:
         if self.ever_connected:
             self.counters.reconnects += 1
             if self.config.engine.on_reconnect == "rebirth":
-                await self._act(
+                self._act(
                     [
                         RebirthRequest(n.group_id, n.edge_node_id, "host reconnected")
                         for n in self.sessions.nodes()
@@ -357,26 +384,26 @@ class Engine:
             if task in done and (error := task.exception()) is not None:
                 raise error
         if stopper not in done:
-            raise aiomqtt.MqttError("connection loop ended unexpectedly")
+            raise BrokerError("connection loop ended unexpectedly")
         await self._drain(client)
 
-    async def _drain(self, client: aiomqtt.Client) -> None:
+    async def _drain(self, client: FastClient) -> None:
         """Stop intake, process what was already received, flush sinks, STATE offline."""
-        with contextlib.suppress(aiomqtt.MqttError):
+        with contextlib.suppress(BrokerError):
             await client.unsubscribe("spBv1.0/#")
             await client.unsubscribe(f"{self._context_prefix}#")
         drained = 0
-        while len(client.messages) > 0:
-            message = await anext(client.messages)
-            await self._handle_message(message)
-            drained += 1
+        while messages := client.take(self.CHUNK):
+            await self._handle_messages(messages)
+            drained += len(messages)
         if drained:
             log.info("drained %d messages received before stop", drained)
         for sink in self.sinks:
             await sink.flush()
-        await self._publish_status(online=False)
-        if self.config.engine.primary and self._state_ts is not None:
-            await client.publish(self.state_topic, format_state(False, now_ms()), qos=1, retain=True)
+        with contextlib.suppress(BrokerError):
+            await self._publish_status(online=False)
+            if self.config.engine.primary and self._state_ts is not None:
+                await client.publish(self.state_topic, format_state(False, now_ms()), qos=1, retain=True)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Connect (and reconnect) until ``stop`` is set; then shut down in order."""
@@ -392,22 +419,24 @@ class Engine:
                 self._state_ts = now_ms()
                 will = None
                 if self.config.engine.primary:
-                    offline = format_state(False, self._state_ts)
-                    will = aiomqtt.Will(self.state_topic, offline, qos=1, retain=True)
-                client = make_client(broker, identifier=f"uns-{self.host_id}", will=will)
+                    will = Will(self.state_topic, format_state(False, self._state_ts), qos=1, retain=True)
+                client = FastClient(broker, identifier=f"uns-{self.host_id}", will=will)
                 try:
-                    async with client:
-                        self._client = client
-                        failures = 0
-                        backoff.reset()
-                        await self._session(client, stop)
-                except aiomqtt.MqttError as exc:
+                    await client.connect()
+                    self._client = client
+                    failures = 0
+                    backoff.reset()
+                    await self._session(client, stop)
+                except BrokerError as exc:
                     failures += 1
                     was = self._client is not None
                     self._client = None
                     self.connected.clear()
                     if was:
                         log.warning("lost the broker: %s", exc)
+                        # whatever arrived before the loss is processed, not dropped
+                        while messages := client.take(self.CHUNK):
+                            await self._handle_messages(messages)
                         outcome = self.sessions.disconnected(now_ms())
                         self._account(outcome.batch, [])
                         await self._deliver(outcome.batch)
@@ -423,6 +452,7 @@ class Engine:
                 finally:
                     self._client = None
                     self.connected.clear()
+                    await client.disconnect()
             log.info("engine stopped: %s", json.dumps(self.counters.as_dict()))
 
 
@@ -438,45 +468,3 @@ async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
     for task in tasks:  # retrieve results so nothing is logged as never retrieved
         if not task.cancelled():
             task.exception()
-
-
-class _Pump:
-    """Reads packets already waiting on aiomqtt's socket and takes its queued messages.
-
-    Uses two internals of aiomqtt 2.x, checked at attach time (``None`` means
-    "not available": the engine then simply iterates ``client.messages``): the
-    paho client (``_client``, whose ``loop_read`` reads one packet without
-    blocking; aiomqtt's own readable callback calls the same) and the incoming
-    queue (``_queue``, filled by paho's on_message).  Same thread, no races:
-    aiomqtt's callback and this both run on the event loop.
-    """
-
-    MAX_MESSAGES = 64  # per take(): a bound on how long other tasks wait
-
-    def __init__(self, paho: Any, queue: asyncio.Queue[aiomqtt.Message]) -> None:
-        self._read = paho.loop_read
-        self._queue = queue
-
-    @classmethod
-    def attach(cls, client: aiomqtt.Client) -> _Pump | None:
-        paho = getattr(client, "_client", None)
-        queue = getattr(client, "_queue", None)
-        if isinstance(queue, asyncio.Queue) and callable(getattr(paho, "loop_read", None)):
-            return cls(paho, queue)
-        return None
-
-    def take(self) -> list[aiomqtt.Message]:
-        queue, read = self._queue, self._read
-        taken: list[aiomqtt.Message] = []
-        for _ in range(self.MAX_MESSAGES):
-            if queue.empty():
-                try:
-                    rc = read()
-                except Exception:  # aiomqtt's own reader meets the error and reports it
-                    break
-                # nothing more on the socket (or a non-PUBLISH packet, or an error that
-                # paho already handed to aiomqtt's on_disconnect)
-                if rc != 0 or queue.empty():
-                    break
-            taken.append(queue.get_nowait())
-        return taken

@@ -1,0 +1,492 @@
+"""uns.fastmqtt: the packet reader (pure, against its encoder) and the client against a real mosquitto."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import random
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.test_tls import _make_pki
+from uns.broker import Mosquitto, free_port
+from uns.errors import BrokerError
+from uns.fastmqtt import (
+    FastClient,
+    Message,
+    PacketReader,
+    Will,
+    encode_publish,
+    encode_remaining_length,
+)
+from uns.mqtt import BrokerSettings
+
+SUBACK_QOS1 = b"\x90\x03\x00\x07\x01"
+PINGRESP = b"\xd0\x00"
+
+
+# ====================================================================== pure packet reader
+def _chunks(data: bytes, cuts: list[int]) -> Iterator[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    for a, b in itertools.pairwise(points):
+        yield data[a:b]
+
+
+def _feed_all(reader: PacketReader, chunks: Iterator[bytes] | list[bytes]) -> list[tuple[int, int, bytes]]:
+    controls = []
+    for chunk in chunks:
+        controls.extend(reader.feed(chunk))
+    return controls
+
+
+topics = st.text(st.characters(exclude_characters="\x00"), min_size=1, max_size=30)
+published = st.tuples(topics, st.binary(max_size=300), st.integers(0, 2), st.booleans())
+
+
+def _stream(messages: list[Message]) -> tuple[bytes, bytes]:
+    """The packets for ``messages`` with control packets between them, and the replies owed."""
+    out, replies = [], b""
+    for i, (topic, payload, qos, retain) in enumerate(messages):
+        packet_id = i + 1
+        out.append(encode_publish(topic, payload, qos, retain, packet_id))
+        if qos:
+            replies += bytes((0x40 if qos == 1 else 0x50, 2)) + packet_id.to_bytes(2, "big")
+        if i % 3 == 0:
+            out.append(PINGRESP)
+    out.append(SUBACK_QOS1)
+    return b"".join(out), replies
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(published, max_size=25), st.lists(st.integers(0, 10_000), max_size=30))
+def test_any_chunking_gives_the_encoded_messages(messages: list[Message], cuts: list[int]) -> None:
+    stream, replies = _stream(messages)
+    reader = PacketReader()
+    controls = _feed_all(reader, _chunks(stream, cuts))
+    assert reader.messages == messages
+    assert bytes(reader.replies) == replies
+    assert controls[-1] == (9, 0, SUBACK_QOS1[2:])
+    assert [c for c in controls if c[0] == 13] == [(13, 0, b"")] * ((len(messages) + 2) // 3)
+    assert reader.buffered == 0
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(published, min_size=1, max_size=8))
+def test_byte_by_byte_gives_the_same_messages(messages: list[Message]) -> None:
+    stream, replies = _stream(messages)
+    reader = PacketReader()
+    _feed_all(reader, [stream[i : i + 1] for i in range(len(stream))])
+    assert reader.messages == messages
+    assert bytes(reader.replies) == replies
+
+
+@pytest.mark.parametrize("size", [125, 126, 16_381, 16_382, 2_097_149, 2_097_150])
+def test_remaining_length_boundaries(size: int) -> None:
+    # topic "t" takes 3 bytes: remaining lengths 128, 16384 and 2097152 need 2, 3 and 4 length bytes
+    packet = encode_publish("t", bytes(size), 0)
+    assert len(encode_remaining_length(size + 3)) == len(packet) - size - 4
+    reader = PacketReader()
+    _feed_all(reader, _chunks(packet, [1, 2, 3, size // 2]))
+    assert reader.messages == [("t", bytes(size), 0, False)]
+
+
+def test_large_packet_in_many_chunks_is_joined_once() -> None:
+    payload = random.Random(7).randbytes(1 << 20)
+    packet = encode_publish("big", payload, 1, True, 42) + PINGRESP
+    reader = PacketReader()
+    chunks = [packet[i : i + 65536] for i in range(0, len(packet), 65536)]
+    for chunk in chunks[:-1]:
+        reader.feed(chunk)
+        assert not reader.messages
+    assert reader.feed(chunks[-1]) == [(13, 0, b"")]
+    assert reader.messages == [("big", payload, 1, True)]
+    assert bytes(reader.replies) == b"\x40\x02\x00\x2a"
+
+
+def test_qos2_is_delivered_once_until_released() -> None:
+    reader = PacketReader()
+    packet = encode_publish("q2", b"x", 2, False, 5)
+    dup = encode_publish("q2", b"x", 2, False, 5, dup=True)
+    reader.feed(packet + dup)  # a resend before PUBREL is the same message
+    assert reader.messages == [("q2", b"x", 2, False)]
+    assert reader.feed(b"\x62\x02\x00\x05") == []  # PUBREL: answered with PUBCOMP, not returned
+    assert bytes(reader.replies) == b"\x50\x02\x00\x05" * 2 + b"\x70\x02\x00\x05"
+    reader.feed(packet)  # the id is free again: a new message
+    assert len(reader.messages) == 2
+
+
+def test_bad_utf8_topic_is_replaced_and_counted() -> None:
+    reader = PacketReader()
+    reader.feed(b"\x30\x05\x00\x02\xff\xfeP")
+    assert reader.messages == [("\ufffd\ufffd", b"P", 0, False)]
+    assert reader.bad_topics == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (b"\x30\xff\xff\xff\xff\x01", "remaining length longer than 4 bytes"),
+        (b"\x30\x04\x00\x09abcd", "topic longer than the packet"),
+        (b"\x32\x03\x00\x01t", "topic longer than the packet"),  # QoS 1 without a packet id
+        (b"\x30\x01\x00", "PUBLISH without a topic"),
+        (b"\x36\x05\x00\x01t\x00\x01", "QoS 3"),
+        (b"\x10\x00", "unexpected packet type 1"),
+        (b"\x40\x03\x00\x01\x00", "packet type 4 of 3 bytes"),
+    ],
+)
+def test_malformed_packets_are_protocol_errors(raw: bytes, why: str) -> None:
+    reader = PacketReader()
+    good = encode_publish("ok", b"1")
+    with pytest.raises(BrokerError, match=f"protocol error from the broker: .*{why}"):
+        reader.feed(good + raw)
+    assert reader.messages == [("ok", b"1", 0, False)]  # what came before is kept
+
+
+def test_settings_are_validated() -> None:
+    with pytest.raises(ValueError, match="low_water"):
+        FastClient(BrokerSettings(), identifier="x", high_water=10, low_water=10)
+
+
+# ====================================================================== against mosquitto
+def _settings(broker: Mosquitto, **kw: object) -> BrokerSettings:
+    return BrokerSettings(host=broker.host, port=broker.port, **kw)  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def _client(broker: Mosquitto, name: str, **kw: object) -> AsyncIterator[FastClient]:
+    settings_kw = {k: kw.pop(k) for k in ("keepalive",) if k in kw}
+    async with FastClient(_settings(broker, **settings_kw), identifier=name, **kw) as client:  # type: ignore[arg-type]
+        yield client
+
+
+async def _receive(client: FastClient, count: int, timeout: float = 20.0) -> list[Message]:
+    got: list[Message] = []
+    async with asyncio.timeout(timeout):
+        while len(got) < count:
+            await client.wait_messages()
+            got.extend(client.take())
+    return got
+
+
+async def _eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+async def _take_until_lost(client: FastClient) -> tuple[list[Message], BrokerError]:
+    got: list[Message] = []
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                await client.wait_messages()
+            except BrokerError as exc:
+                return got, exc
+            got.extend(client.take(100))
+
+
+@pytest.mark.integration
+async def test_receives_in_order_and_counts(broker: Mosquitto, ns: str) -> None:
+    async with _client(broker, f"{ns}-sub") as sub, _client(broker, f"{ns}-pub") as pub:
+        assert await sub.subscribe(f"{ns}/#") == 0
+        for i in range(2000):
+            assert pub.publish_nowait(f"{ns}/m/{i % 7}", i.to_bytes(4, "big"))
+        await pub.publish(f"{ns}/end", b"")
+        got = await _receive(sub, 2001)
+        assert [int.from_bytes(p, "big") for _, p, _, _ in got[:-1]] == list(range(2000))
+        assert got[0] == (f"{ns}/m/0", b"\x00\x00\x00\x00", 0, False)
+        assert sub.stats["messages_received"] == 2001 and sub.pending == 0
+        assert pub.stats["publishes_sent"] == 2001
+        await sub.unsubscribe(f"{ns}/#")
+        pub.publish_nowait(f"{ns}/after", b"")
+        await pub.publish(f"{ns}/after", b"", qos=1)  # after the PUBACK mosquitto has routed both
+        await asyncio.sleep(0.1)
+        assert sub.pending == 0
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("qos", [1, 2])
+async def test_acknowledged_publish_and_receive(broker: Mosquitto, ns: str, qos: int) -> None:
+    async with _client(broker, f"{ns}-sub") as sub, _client(broker, f"{ns}-pub") as pub:
+        assert await sub.subscribe(f"{ns}/q", qos=qos) == qos
+        for i in range(50):
+            await pub.publish(f"{ns}/q", bytes([i]), qos=qos)  # waits for PUBACK / PUBCOMP
+        assert pub.stats["inflight"] == 0
+        got = await _receive(sub, 50)
+        assert got == [(f"{ns}/q", bytes([i]), qos, False) for i in range(50)]
+        # our acknowledgements reached mosquitto: nothing is resent, nothing else arrives
+        await asyncio.sleep(0.3)
+        assert sub.pending == 0
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("qos", [1, 2])
+async def test_received_messages_are_acknowledged(broker: Mosquitto, ns: str, qos: int) -> None:
+    # with a persistent session mosquitto would redeliver whatever we did not acknowledge
+    async with _client(broker, f"{ns}-sub", clean_session=False) as sub:
+        await sub.subscribe(f"{ns}/a", qos=qos)
+        async with _client(broker, f"{ns}-pub") as pub:
+            for i in range(20):
+                await pub.publish(f"{ns}/a", bytes([i]), qos=qos)
+        assert len(await _receive(sub, 20)) == 20
+        await asyncio.sleep(0.1)  # let the last acknowledgements reach mosquitto
+    async with _client(broker, f"{ns}-sub", clean_session=False) as sub:
+        await asyncio.sleep(0.5)
+        assert sub.pending == 0
+    async with _client(broker, f"{ns}-sub", clean_session=True):
+        pass  # drop the stored session
+
+
+@pytest.mark.integration
+async def test_publish_nowait_with_qos1_is_acknowledged(broker: Mosquitto, ns: str) -> None:
+    async with _client(broker, f"{ns}-pub") as pub:
+        for _ in range(100):
+            assert pub.publish_nowait(f"{ns}/n", b"x", qos=1)
+        assert pub.stats["inflight"] == 100
+        await pub.publish(f"{ns}/n", b"x", qos=1)
+        assert pub.stats["inflight"] == 0
+
+
+@pytest.mark.integration
+async def test_retained_message_is_delivered_on_subscribe(broker: Mosquitto, ns: str) -> None:
+    async with _client(broker, f"{ns}-pub") as pub:
+        await pub.publish(f"{ns}/state", b"ONLINE", qos=1, retain=True)
+    async with _client(broker, f"{ns}-sub") as sub:
+        await sub.subscribe(f"{ns}/state", qos=1)
+        assert await _receive(sub, 1) == [(f"{ns}/state", b"ONLINE", 1, True)]
+        await sub.publish(f"{ns}/state", b"", qos=1, retain=True)  # clear it
+
+
+@pytest.mark.integration
+async def test_will_on_abort_not_on_disconnect(broker: Mosquitto, ns: str) -> None:
+    will = Will(f"{ns}/will", b"gone", qos=1, retain=False)
+    async with _client(broker, f"{ns}-watch") as watch:
+        await watch.subscribe(f"{ns}/will", qos=1)
+        polite = FastClient(_settings(broker), identifier=f"{ns}-polite", will=will)
+        await polite.connect()
+        await polite.disconnect()
+        await polite.disconnect()  # idempotent
+        await polite.wait_closed()
+        crashed = FastClient(_settings(broker), identifier=f"{ns}-crash", will=will)
+        await crashed.connect()
+        crashed.abort()
+        with pytest.raises(BrokerError, match="lost"):
+            await crashed.wait_closed()
+        assert await _receive(watch, 1) == [(f"{ns}/will", b"gone", 1, False)]
+        await asyncio.sleep(0.3)
+        assert watch.pending == 0  # only one Will: the polite client's was dropped
+        await crashed.disconnect()
+
+
+@pytest.mark.integration
+async def test_connection_refused(ns: str) -> None:
+    port = free_port()
+    client = FastClient(BrokerSettings(port=port), identifier=ns)
+    with pytest.raises(
+        BrokerError, match=rf"^cannot connect to mqtt://127\.0\.0\.1:{port}: connection refused$"
+    ):
+        await client.connect()
+    assert not client.connected
+    with pytest.raises(BrokerError, match="connection refused"):
+        await client.wait_closed()
+    assert not client.publish_nowait("t", b"")
+    with pytest.raises(BrokerError, match="connection refused"):
+        await client.publish("t", b"")
+    with pytest.raises(BrokerError, match="connection refused"):
+        await client.wait_messages()
+    await client.disconnect()
+    never = FastClient(BrokerSettings(port=port), identifier=ns)
+    with pytest.raises(BrokerError, match=r"^not connected$"):
+        await never.subscribe("t")
+    await never.wait_closed()  # nothing to wait for
+
+
+@pytest.fixture
+def password_broker() -> Iterator[Mosquitto]:
+    with tempfile.TemporaryDirectory(prefix="uns-pw-") as tmp:
+        d = Path(tmp)
+        subprocess.run(
+            ["mosquitto_passwd", "-c", "-b", str(d / "passwd"), "op", "s3cret"],
+            check=True,
+            capture_output=True,
+        )
+        port = free_port()
+        conf = (
+            f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {d / 'passwd'}\n"
+            "user root\n"  # read the password file in the test's private directory when started as root
+        )
+        b = Mosquitto(port=port, workdir=d, listener_conf=conf)
+        b.start()
+        try:
+            yield b
+        finally:
+            b.stop()
+
+
+@pytest.mark.integration
+async def test_credentials(password_broker: Mosquitto, ns: str) -> None:
+    good = _settings(password_broker, username="op", password="s3cret")
+    async with FastClient(good, identifier=ns) as client:
+        assert client.connected
+    for username, password in [("op", "wrong"), (None, None)]:
+        bad = _settings(password_broker, username=username, password=password)
+        client = FastClient(bad, identifier=ns)
+        with pytest.raises(BrokerError) as err:
+            await client.connect()
+        assert str(err.value) in (
+            "broker refused the connection: bad user name or password",
+            "broker refused the connection: not authorized",
+        )
+        assert not client.connected
+
+
+@pytest.mark.integration
+async def test_broker_killed_after_delivery(own_broker: Mosquitto, ns: str) -> None:
+    async with _client(own_broker, f"{ns}-sub") as sub, _client(own_broker, f"{ns}-pub") as pub:
+        await sub.subscribe(f"{ns}/#", qos=1)
+        for i in range(500):
+            pub.publish_nowait(f"{ns}/k", i.to_bytes(2, "big"), qos=1)
+        await pub.publish(f"{ns}/k", b"end", qos=1)
+        await _eventually(lambda: sub.pending == 501)  # received, deliberately not taken yet
+        own_broker.kill()
+        await _eventually(lambda: not sub.connected)
+        got, error = await _take_until_lost(sub)
+        assert str(error).startswith("connection to the broker lost: ")
+        assert len(got) == 501 and got[-1][1] == b"end"
+        assert not pub.publish_nowait(f"{ns}/k", b"")
+        with pytest.raises(BrokerError, match="lost"):
+            await pub.publish(f"{ns}/k", b"", qos=1)
+        with pytest.raises(BrokerError, match="lost"):
+            await sub.wait_closed()
+
+
+@pytest.mark.integration
+async def test_late_and_lost_acknowledgements(own_broker: Mosquitto, ns: str) -> None:
+    async with _client(own_broker, ns) as client:
+        assert own_broker.proc is not None
+        own_broker.proc.send_signal(signal.SIGSTOP)  # no answers from now on
+        try:
+            with pytest.raises(BrokerError, match=r"^no SUBACK within 0\.2 s$"):
+                await client.subscribe(f"{ns}/x", timeout=0.2)
+            assert client.stats["inflight"] == 0
+            publish = asyncio.create_task(client.publish(f"{ns}/x", b"", qos=1, timeout=30))
+            await asyncio.sleep(0.1)
+            client.abort()
+            with pytest.raises(BrokerError, match="lost"):
+                await publish
+        finally:
+            own_broker.proc.send_signal(signal.SIGCONT)
+
+
+@pytest.mark.integration
+async def test_flow_control_pauses_and_loses_nothing(broker: Mosquitto, ns: str) -> None:
+    async with (
+        _client(broker, f"{ns}-sub", high_water=2000, low_water=500) as sub,
+        _client(broker, f"{ns}-pub") as pub,
+    ):
+        await sub.subscribe(f"{ns}/f")
+        for i in range(30_000):
+            pub.publish_nowait(f"{ns}/f", i.to_bytes(4, "big") + bytes(100))
+        await pub.publish(f"{ns}/f", b"", qos=1)
+        got: list[Message] = []
+        max_pending = 0
+        async with asyncio.timeout(30):
+            while len(got) < 30_000:
+                await sub.wait_messages()
+                max_pending = max(max_pending, sub.pending)
+                got.extend(sub.take(300))
+                await asyncio.sleep(0.001)  # a slow consumer
+        assert [int.from_bytes(p[:4], "big") for _, p, _, _ in got] == list(range(30_000))
+        assert sub.stats["pauses"] >= 1
+        assert max_pending < 2000 + 2000  # at most one socket read beyond the high-water mark
+
+
+@pytest.mark.integration
+async def test_keepalive_keeps_an_idle_connection(broker: Mosquitto, ns: str) -> None:
+    async with _client(broker, f"{ns}-idle", keepalive=1) as idle:
+        await idle.subscribe(f"{ns}/k")
+        await asyncio.sleep(3.2)  # > 1.5 x keepalive twice over: mosquitto would have dropped us
+        assert idle.connected
+        async with _client(broker, f"{ns}-pub") as pub:
+            await pub.publish(f"{ns}/k", b"still here", qos=1)
+        assert await _receive(idle, 1) == [(f"{ns}/k", b"still here", 0, False)]
+
+
+@pytest.mark.integration
+async def test_keepalive_notices_a_hung_broker(own_broker: Mosquitto, ns: str) -> None:
+    async with _client(own_broker, ns, keepalive=1) as client:
+        assert own_broker.proc is not None
+        own_broker.proc.send_signal(signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            with pytest.raises(BrokerError, match=r"^no PINGRESP within 1\.5 s$"):
+                await client.wait_messages()
+            assert time.monotonic() - start < 3.0
+        finally:
+            own_broker.proc.send_signal(signal.SIGCONT)
+
+
+@pytest.mark.integration
+async def test_large_payload(broker: Mosquitto, ns: str) -> None:
+    payload = random.Random(1).randbytes(1 << 20)
+    async with _client(broker, f"{ns}-sub") as sub, _client(broker, f"{ns}-pub") as pub:
+        await sub.subscribe(f"{ns}/big", qos=1)
+        await pub.publish(f"{ns}/big", payload, qos=1)
+        assert await _receive(sub, 1) == [(f"{ns}/big", payload, 1, False)]
+        assert sub.stats["bytes_received"] > 1 << 20
+
+
+@pytest.mark.integration
+async def test_disconnect_ends_waiting(broker: Mosquitto, ns: str) -> None:
+    client = FastClient(_settings(broker), identifier=ns)
+    await client.connect()
+    waiting = asyncio.create_task(client.wait_messages())
+    await asyncio.sleep(0.05)
+    await client.disconnect()
+    with pytest.raises(BrokerError, match="connection closed"):
+        await waiting
+    await client.wait_closed()
+    assert not client.connected
+
+
+@pytest.fixture(scope="module")
+def tls_broker() -> Iterator[tuple[Mosquitto, Path]]:
+    with tempfile.TemporaryDirectory(prefix="uns-fasttls-") as tmp:
+        d = Path(tmp)
+        _make_pki(d)
+        port = free_port()
+        conf = (
+            f"listener {port} 127.0.0.1\n"
+            f"cafile {d / 'ca.crt'}\ncertfile {d / 'server.crt'}\nkeyfile {d / 'server.key'}\n"
+            "allow_anonymous true\nuser root\n"
+        )
+        b = Mosquitto(port=port, workdir=d, listener_conf=conf)
+        b.start()
+        try:
+            yield b, d
+        finally:
+            b.stop()
+
+
+@pytest.mark.integration
+async def test_tls(tls_broker: tuple[Mosquitto, Path], ns: str) -> None:
+    broker, pki = tls_broker
+    good = _settings(broker, tls=True, ca_file=str(pki / "ca.crt"))
+    async with FastClient(good, identifier=ns) as client:
+        await client.subscribe(f"{ns}/tls", qos=1)
+        await client.publish(f"{ns}/tls", b"secret", qos=1)
+        assert await _receive(client, 1) == [(f"{ns}/tls", b"secret", 1, False)]
+    untrusted = FastClient(_settings(broker, tls=True), identifier=ns)
+    with pytest.raises(BrokerError, match="TLS handshake failed: CERTIFICATE_VERIFY_FAILED"):
+        await untrusted.connect()

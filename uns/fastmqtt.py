@@ -1,0 +1,745 @@
+"""A lean asyncio MQTT 3.1.1 client for the engine's hot receive path.
+
+Why not aiomqtt/paho: paho reads one packet per readable callback and aiomqtt
+adds a task and an ``asyncio.wait`` per message (~40 µs each).  Here the
+:class:`asyncio.Protocol` parses *every* complete packet of each received
+chunk in one loop (:class:`PacketReader`), appends a plain tuple per PUBLISH
+and writes the acknowledgements of the whole chunk in one ``write``.  The
+consumer takes messages in batches (:meth:`FastClient.take`).
+
+Scope: MQTT 3.1.1 (protocol level 4) with clean sessions; QoS 0/1/2 in both
+directions (nothing is retransmitted: on a lost connection every pending
+acknowledgement fails with :class:`~uns.errors.BrokerError`); keepalive;
+back-pressure by pausing the socket when too many messages wait to be taken.
+No reconnect: the caller makes a new connection (the engine owns that loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+from uns.errors import BrokerError
+from uns.mqtt import BrokerSettings, tls_context
+
+__all__ = [
+    "CONNACK_REASONS",
+    "FastClient",
+    "Message",
+    "PacketReader",
+    "Will",
+    "encode_connect",
+    "encode_publish",
+    "encode_remaining_length",
+    "encode_subscribe",
+    "encode_unsubscribe",
+]
+
+#: (topic, payload, qos, retain) of one received PUBLISH
+Message = tuple[str, bytes, int, bool]
+
+CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
+SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 10, 11, 12, 13, 14
+
+#: CONNACK return codes of MQTT 3.1.1 (section 3.2.2.3)
+CONNACK_REASONS = {
+    1: "unacceptable protocol version",
+    2: "identifier rejected",
+    3: "server unavailable",
+    4: "bad user name or password",
+    5: "not authorized",
+}
+_PINGREQ = b"\xc0\x00"
+_DISCONNECT = b"\xe0\x00"
+_MAX_REMAINING_LENGTH = 268_435_455  # four varint bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    """The message the broker publishes when the connection ends without DISCONNECT."""
+
+    topic: str
+    payload: bytes
+    qos: int = 0
+    retain: bool = False
+
+
+# ------------------------------------------------------------------ encoding
+def encode_remaining_length(n: int) -> bytes:
+    """The fixed header's variable length integer: 7 bits per byte, low bits first."""
+    if not 0 <= n <= _MAX_REMAINING_LENGTH:
+        raise ValueError(f"remaining length out of range: {n}")
+    out = bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _packet(first: int, body: bytes) -> bytes:
+    return bytes((first,)) + encode_remaining_length(len(body)) + body
+
+
+def _string(raw: bytes) -> bytes:
+    if len(raw) > 0xFFFF:
+        raise ValueError(f"MQTT string of {len(raw)} bytes is longer than 65535")
+    return len(raw).to_bytes(2, "big") + raw
+
+
+def encode_connect(
+    identifier: str,
+    *,
+    keepalive: int,
+    clean_session: bool = True,
+    username: str | None = None,
+    password: str | None = None,
+    will: Will | None = None,
+) -> bytes:
+    """A CONNECT packet (protocol "MQTT", level 4)."""
+    if password is not None and username is None:
+        username = ""  # 3.1.1 allows a password only together with a user name [MQTT-3.1.2-22]
+    flags = 0x02 if clean_session else 0
+    payload = _string(identifier.encode())
+    if will is not None:
+        flags |= 0x04 | will.qos << 3 | (0x20 if will.retain else 0)
+        payload += _string(will.topic.encode()) + _string(will.payload)
+    if username is not None:
+        flags |= 0x80
+        payload += _string(username.encode())
+    if password is not None:
+        flags |= 0x40
+        payload += _string(password.encode())
+    header = _string(b"MQTT") + bytes((4, flags)) + keepalive.to_bytes(2, "big")
+    return _packet(CONNECT << 4, header + payload)
+
+
+def encode_publish(
+    topic: str, payload: bytes, qos: int = 0, retain: bool = False, packet_id: int = 0, dup: bool = False
+) -> bytes:
+    """A PUBLISH packet; ``packet_id`` is used (and required) when ``qos`` > 0."""
+    head = _string(topic.encode())
+    if qos:
+        head += packet_id.to_bytes(2, "big")
+    first = PUBLISH << 4 | (0x08 if dup else 0) | qos << 1 | (1 if retain else 0)
+    body_len = len(head) + len(payload)
+    return bytes((first,)) + encode_remaining_length(body_len) + head + payload
+
+
+def encode_subscribe(packet_id: int, topic: str, qos: int) -> bytes:
+    """A SUBSCRIBE packet for one filter."""
+    return _packet(
+        SUBSCRIBE << 4 | 0x02, packet_id.to_bytes(2, "big") + _string(topic.encode()) + bytes((qos,))
+    )
+
+
+def encode_unsubscribe(packet_id: int, topic: str) -> bytes:
+    """An UNSUBSCRIBE packet for one filter."""
+    return _packet(UNSUBSCRIBE << 4 | 0x02, packet_id.to_bytes(2, "big") + _string(topic.encode()))
+
+
+# ------------------------------------------------------------------ decoding
+def _long_length(buf: bytes, pos: int, n: int) -> tuple[int, int]:
+    """(remaining length, body start) of the packet at ``pos``; start -1 when incomplete."""
+    length = 0
+    for i in range(4):
+        if pos + 1 + i >= n:
+            return 0, -1
+        byte = buf[pos + 1 + i]
+        length |= (byte & 0x7F) << (7 * i)
+        if byte < 0x80:
+            return length, pos + 2 + i
+    raise BrokerError("protocol error from the broker: remaining length longer than 4 bytes")
+
+
+class PacketReader:
+    """Splits the byte stream from the broker into packets (no I/O).
+
+    :meth:`feed` appends every complete PUBLISH to ``messages``, handles the
+    inbound QoS 1/2 handshakes itself (the acknowledgements collect in
+    ``replies``, to be written in one go), and returns the other packets as
+    ``(type, flags, body)``.  A malformed packet raises :class:`BrokerError`;
+    the messages before it are kept.
+    """
+
+    def __init__(self, messages: list[Message] | None = None) -> None:
+        self.messages: list[Message] = [] if messages is None else messages
+        #: PUBACK / PUBREC / PUBCOMP bytes owed to the broker
+        self.replies = bytearray()
+        #: topics that were not valid UTF-8 (decoded with U+FFFD instead)
+        self.bad_topics = 0
+        self._held: list[bytes] = []  # the start of an incomplete packet
+        self._held_len = 0
+        self._need = 0  # bytes the incomplete packet needs in all (0: header not complete yet)
+        self._qos2_open: set[int] = set()  # QoS 2 ids delivered, PUBREL not yet received
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of an incomplete packet waiting for the rest."""
+        return self._held_len
+
+    def feed(self, data: bytes) -> list[tuple[int, int, bytes]]:
+        """Parse ``data`` (plus what an earlier call held back); return the non-PUBLISH packets."""
+        if self._held:
+            self._held.append(data)
+            self._held_len += len(data)
+            if self._held_len < self._need:
+                return []  # a large packet arriving in pieces: join only once it is complete
+            buf = b"".join(self._held)
+            self._held.clear()
+            self._held_len = self._need = 0
+        else:
+            buf = data
+        n = len(buf)
+        pos = 0
+        end = 0
+        append = self.messages.append
+        controls: list[tuple[int, int, bytes]] = []
+        while n - pos >= 2:
+            first = buf[pos]
+            # remaining length: one byte below 128, two below 16 KiB (inlined: the common cases)
+            byte = buf[pos + 1]
+            if byte < 0x80:
+                start = pos + 2
+                length = byte
+            elif n - pos >= 3 and buf[pos + 2] < 0x80:
+                start = pos + 3
+                length = (byte & 0x7F) | buf[pos + 2] << 7
+            else:
+                length, start = _long_length(buf, pos, n)
+                if start < 0:
+                    end = 0  # the header itself is incomplete
+                    break
+            end = start + length
+            if end > n:
+                break
+            if first >> 4 == 3:  # PUBLISH (a literal: no global lookup per packet)
+                if length < 2:
+                    raise BrokerError("protocol error from the broker: PUBLISH without a topic")
+                topic_end = start + 2 + (buf[start] << 8 | buf[start + 1])
+                qos = first >> 1 & 3
+                payload_start = topic_end + 2 if qos else topic_end
+                if payload_start > end:
+                    raise BrokerError("protocol error from the broker: PUBLISH topic longer than the packet")
+                raw_topic = buf[start + 2 : topic_end]
+                try:
+                    topic = raw_topic.decode()
+                except UnicodeDecodeError:
+                    self.bad_topics += 1
+                    topic = raw_topic.decode(errors="replace")
+                if not qos:
+                    append((topic, buf[payload_start:end], 0, first & 1 == 1))
+                elif qos == 1:
+                    self.replies += b"\x40\x02" + buf[topic_end:payload_start]
+                    append((topic, buf[payload_start:end], 1, first & 1 == 1))
+                else:
+                    self._publish_qos2(buf, first, topic, topic_end, payload_start, end)
+            else:
+                self._control(first, buf[start:end], controls)
+            pos = end
+        if pos < n:
+            rest = buf[pos:]
+            self._held.append(rest)
+            self._held_len = len(rest)
+            self._need = end - pos if end > pos else 0
+        return controls
+
+    def _publish_qos2(
+        self, buf: bytes, first: int, topic: str, topic_end: int, payload_start: int, end: int
+    ) -> None:
+        if first & 0x06 == 0x06:
+            raise BrokerError("protocol error from the broker: PUBLISH with QoS 3")
+        packet_id = buf[topic_end:payload_start]
+        self.replies += b"\x50\x02" + packet_id
+        key = int.from_bytes(packet_id, "big")
+        if key not in self._qos2_open:  # a DUP resend of an id not yet released is the same message
+            self._qos2_open.add(key)
+            self.messages.append((topic, buf[payload_start:end], 2, first & 1 == 1))
+
+    def _control(self, first: int, body: bytes, controls: list[tuple[int, int, bytes]]) -> None:
+        kind = first >> 4
+        if kind == PUBREL:
+            if len(body) != 2:
+                raise BrokerError("protocol error from the broker: PUBREL of wrong length")
+            self._qos2_open.discard(int.from_bytes(body, "big"))
+            self.replies += b"\x70\x02" + body
+            return
+        if kind in (CONNACK, PUBACK, PUBREC, PUBCOMP, UNSUBACK) and len(body) != 2:
+            raise BrokerError(f"protocol error from the broker: packet type {kind} of {len(body)} bytes")
+        if kind == SUBACK and len(body) < 3:
+            raise BrokerError("protocol error from the broker: SUBACK without a return code")
+        if kind not in (CONNACK, PUBACK, PUBREC, PUBCOMP, SUBACK, UNSUBACK, PINGRESP):
+            raise BrokerError(f"protocol error from the broker: unexpected packet type {kind}")
+        controls.append((kind, first & 0x0F, body))
+
+
+# ------------------------------------------------------------------ the client
+class _Protocol(asyncio.Protocol):
+    """Forwards the transport's callbacks to its client (one per connection)."""
+
+    def __init__(self, client: FastClient) -> None:
+        self.client = client
+
+    def data_received(self, data: bytes) -> None:
+        self.client._data_received(self, data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client._connection_lost(self, exc)
+
+    def pause_writing(self) -> None:
+        self.client._write_paused = True
+
+    def resume_writing(self) -> None:
+        self.client._resume_writing()
+
+
+class FastClient:
+    """One MQTT 3.1.1 connection; received messages wait in order until :meth:`take`.
+
+    ::
+
+        async with FastClient(settings, identifier="uns-host") as client:
+            await client.subscribe("spBv1.0/#")
+            while True:
+                await client.wait_messages()  # BrokerError once lost and drained
+                for topic, payload, qos, retain in client.take():
+                    ...
+    """
+
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        *,
+        identifier: str,
+        will: Will | None = None,
+        clean_session: bool = True,
+        connect_timeout: float = 10.0,
+        high_water: int = 20_000,
+        low_water: int = 5_000,
+    ) -> None:
+        if not 0 <= low_water < high_water:
+            raise ValueError("need 0 <= low_water < high_water")
+        self.settings = settings
+        self.identifier = identifier
+        self.will = will
+        self.clean_session = clean_session
+        self.connect_timeout = connect_timeout
+        self.high_water = high_water
+        self.low_water = low_water
+        self._messages: list[Message] = []
+        self._reader = PacketReader(self._messages)
+        self._transport: asyncio.Transport | None = None
+        self._protocol: _Protocol | None = None
+        self._connack: asyncio.Future[int] | None = None
+        self._acks: dict[int, asyncio.Future[int] | None] = {}  # packet id -> waiter (None: nowait)
+        self._next_id = 0
+        self._message_waiter: asyncio.Future[None] | None = None
+        self._closed: asyncio.Future[None] | None = None
+        self._keepalive_task: asyncio.Task[None] | None = None
+        self._error: str | None = None  # why the connection ended, if not by disconnect()
+        self._closing = False  # disconnect() was called
+        self._read_paused = False
+        self._write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._sent_any = False  # a packet was written since the keepalive timer last looked
+        self._counters = {
+            "messages_received": 0,
+            "bytes_received": 0,
+            "reads": 0,  # data_received calls: messages_received / reads is the batch size
+            "publishes_sent": 0,
+            "pauses": 0,
+        }
+
+    # -------------------------------------------------------------- lifecycle
+    async def connect(self) -> None:
+        """Open TCP (TLS for ``mqtts``), send CONNECT, wait for CONNACK; BrokerError otherwise."""
+        if self.connected:
+            return
+        s = self.settings
+        where = f"cannot connect to {s.masked_url()}"
+        loop = asyncio.get_running_loop()
+        await self._stop_keepalive()
+        self._reset()
+        connack: asyncio.Future[int] = loop.create_future()
+        self._connack = connack
+        ssl_context = tls_context(s) if s.tls else None
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                try:
+                    transport, protocol = await loop.create_connection(
+                        lambda: _Protocol(self),
+                        s.host,
+                        s.port,
+                        ssl=ssl_context,
+                        server_hostname=(s.host if not s.tls_insecure else "") if s.tls else None,
+                    )
+                except ssl.SSLError as exc:
+                    raise BrokerError(f"{where}: TLS handshake failed: {exc.reason or exc}") from exc
+                except ConnectionRefusedError as exc:
+                    raise BrokerError(f"{where}: connection refused") from exc
+                except OSError as exc:
+                    raise BrokerError(f"{where}: {exc.strerror or exc}") from exc
+                self._transport, self._protocol = transport, protocol
+                self._write(
+                    encode_connect(
+                        self.identifier,
+                        keepalive=s.keepalive,
+                        clean_session=self.clean_session,
+                        username=s.username,
+                        password=s.password,
+                        will=self.will,
+                    )
+                )
+                code = await connack
+        except TimeoutError as exc:
+            error = BrokerError(f"{where}: no answer within {self.connect_timeout:g} s")
+            self._abort_transport(str(error))
+            raise error from exc
+        except BrokerError as exc:
+            self._abort_transport(str(exc))
+            raise
+        except BaseException:
+            self._abort_transport("connect() was cancelled")
+            raise
+        finally:
+            self._connack = None
+        if code:
+            reason = CONNACK_REASONS.get(code, f"return code {code}")
+            self._abort_transport(f"broker refused the connection: {reason}")
+            raise BrokerError(f"broker refused the connection: {reason}")
+        if s.keepalive > 0:
+            self._keepalive_task = asyncio.create_task(
+                self._keepalive(protocol, s.keepalive), name=f"mqtt keepalive {self.identifier}"
+            )
+
+    def _reset(self) -> None:
+        """Fresh per-connection state (clean session); received messages stay until taken."""
+        self._reader = PacketReader(self._messages)
+        self._acks.clear()
+        self._error = None
+        self._closing = False
+        self._read_paused = self._write_paused = False
+        self._closed = asyncio.get_running_loop().create_future()
+
+    def _abort_transport(self, reason: str) -> None:
+        """Give up a connection that never got through CONNACK (its late callbacks are ignored)."""
+        self._error = reason
+        if self._transport is not None:
+            self._transport.abort()
+        self._transport = None
+        self._protocol = None
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
+
+    async def disconnect(self) -> None:
+        """Send DISCONNECT (the broker drops the Will) and close; idempotent, never raises."""
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            self._closing = True
+            transport.write(_DISCONNECT)
+            transport.close()
+        await self._stop_keepalive()
+        if self._closed is not None and transport is not None:
+            with contextlib.suppress(TimeoutError, BrokerError):
+                async with asyncio.timeout(5):
+                    await asyncio.shield(self._closed)
+            if not self._closed.done():
+                transport.abort()
+        self._transport = None
+
+    def abort(self) -> None:
+        """Drop the connection without DISCONNECT, as a crash would (the broker publishes the Will)."""
+        if self._transport is not None:
+            self._error = self._error or "connection to the broker lost: aborted by this client"
+            self._transport.abort()
+
+    async def wait_closed(self) -> None:
+        """Return when the connection was closed by :meth:`disconnect`; BrokerError if it was lost."""
+        if self._closed is None:
+            return
+        await asyncio.shield(self._closed)
+        if self._error is not None:
+            raise BrokerError(self._error)
+
+    async def _stop_keepalive(self) -> None:
+        task, self._keepalive_task = self._keepalive_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.disconnect()
+
+    # -------------------------------------------------------------- state
+    @property
+    def connected(self) -> bool:
+        """CONNACK received and the connection neither lost nor being closed."""
+        t = self._transport
+        return t is not None and self._connack is None and self._error is None and not t.is_closing()
+
+    @property
+    def pending(self) -> int:
+        """Messages received and not yet taken."""
+        return len(self._messages)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: messages/bytes received, publishes sent, flow-control pauses, and a few gauges."""
+        return {
+            **self._counters,
+            "bad_topics": self._reader.bad_topics,
+            "pending": len(self._messages),
+            "inflight": len(self._acks),
+        }
+
+    # -------------------------------------------------------------- receiving
+    def take(self, limit: int = 2048) -> list[Message]:
+        """Up to ``limit`` received messages in arrival order, removed from the client."""
+        messages = self._messages
+        if len(messages) <= limit:
+            taken = messages.copy()
+            messages.clear()
+        else:
+            taken = messages[:limit]
+            del messages[:limit]
+        if self._read_paused and len(messages) < self.low_water:
+            self._read_paused = False
+            if self._transport is not None and not self._transport.is_closing():
+                self._transport.resume_reading()
+        return taken
+
+    async def wait_messages(self) -> None:
+        """Return once :meth:`take` has something; BrokerError when the connection has ended
+        and every message received before was taken.  For one consumer at a time."""
+        while not self._messages:
+            if self._transport is None or self._error is not None or self._closing:
+                raise BrokerError(self._error or ("connection closed" if self._closing else "not connected"))
+            waiter = asyncio.get_running_loop().create_future()
+            self._message_waiter = waiter
+            try:
+                await waiter
+            finally:
+                self._message_waiter = None
+
+    def _data_received(self, protocol: _Protocol, data: bytes) -> None:
+        if protocol is not self._protocol:
+            return  # a late chunk of an earlier connection
+        messages = self._messages
+        before = len(messages)
+        counters = self._counters
+        counters["bytes_received"] += len(data)
+        counters["reads"] += 1
+        reader = self._reader
+        try:
+            controls = reader.feed(data)
+        except BrokerError as exc:
+            self._fail(str(exc))
+            controls = []
+        if reader.replies:
+            if self._error is None:
+                self._write(bytes(reader.replies))
+            reader.replies.clear()
+        if controls:
+            self._handle_controls(controls)
+        received = len(messages) - before
+        if received:
+            counters["messages_received"] += received
+            waiter = self._message_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            if len(messages) >= self.high_water and not self._read_paused and self._error is None:
+                # back-pressure: the broker queues for us instead of our memory growing
+                self._read_paused = True
+                counters["pauses"] += 1
+                if self._transport is not None:
+                    self._transport.pause_reading()
+
+    def _handle_controls(self, controls: list[tuple[int, int, bytes]]) -> None:
+        for kind, _flags, body in controls:
+            if kind == CONNACK:
+                if self._connack is not None and not self._connack.done():
+                    self._connack.set_result(body[1])
+                continue
+            if kind == PINGRESP:
+                continue
+            if kind == PUBREC:  # our QoS 2 publish: release it, done at PUBCOMP
+                self._write(b"\x62\x02" + body[:2])
+                continue
+            packet_id = body[0] << 8 | body[1]
+            waiter = self._acks.pop(packet_id, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(body[2] if kind == SUBACK else 0)
+
+    def _connection_lost(self, protocol: _Protocol, exc: Exception | None) -> None:
+        if protocol is not self._protocol:
+            return
+        reason = "closed by the broker" if exc is None else getattr(exc, "strerror", None) or str(exc)
+        if not self._closing and self._error is None:
+            self._error = f"connection to the broker lost: {reason}"
+        error = self._error or "connection closed"
+        if self._connack is not None and not self._connack.done():
+            where = f"cannot connect to {self.settings.masked_url()}"
+            self._connack.set_exception(BrokerError(f"{where}: {reason} before CONNACK"))
+        for waiter in self._acks.values():
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(BrokerError(error))
+        self._acks.clear()
+        self._resume_writing()
+        if self._message_waiter is not None and not self._message_waiter.done():
+            self._message_waiter.set_result(None)  # wait_messages re-checks and raises
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
+        if self._keepalive_task is not None and self._keepalive_task is not asyncio.current_task():
+            self._keepalive_task.cancel()
+
+    def _fail(self, reason: str) -> None:
+        """End the connection for ``reason`` (a protocol error, a dead keepalive)."""
+        if self._error is None and not self._closing:
+            self._error = reason
+        if self._transport is not None:
+            self._transport.abort()
+
+    # -------------------------------------------------------------- sending
+    def _write(self, data: bytes) -> None:
+        assert self._transport is not None
+        self._transport.write(data)
+        self._sent_any = True
+
+    def _resume_writing(self) -> None:
+        self._write_paused = False
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _drain(self) -> None:
+        if self._write_paused:
+            waiter = asyncio.get_running_loop().create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
+
+    def _packet_id(self) -> int:
+        if len(self._acks) >= 65535:
+            raise BrokerError("no free packet id: 65535 acknowledgements outstanding")
+        while True:
+            self._next_id = self._next_id % 65535 + 1
+            if self._next_id not in self._acks:
+                return self._next_id
+
+    def publish_nowait(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
+        """Encode and write now (the transport buffers); False when not connected.
+
+        A QoS 1/2 message gets a packet id whose acknowledgement nobody awaits;
+        on a lost connection it is simply gone (clean session, no resend)."""
+        if not self.connected:
+            return False
+        packet_id = 0
+        if qos:
+            packet_id = self._packet_id()
+            self._acks[packet_id] = None
+        self._write(encode_publish(topic, payload, qos, retain, packet_id))
+        self._counters["publishes_sent"] += 1
+        return True
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 0,
+        retain: bool = False,
+        timeout: float = 10.0,  # noqa: ASYNC109 - the API takes per-call timeouts
+    ) -> None:
+        """Publish; QoS 0 returns once written (after a drain if the socket is full), QoS 1/2
+        once acknowledged.  BrokerError when not connected, lost, or not acknowledged in time."""
+        self._require_connected()
+        if not qos:
+            self._write(encode_publish(topic, payload, 0, retain))
+            self._counters["publishes_sent"] += 1
+            await self._drain()
+            if self._error is not None:
+                raise BrokerError(self._error)
+            return
+        packet_id = self._packet_id()
+        await self._request(
+            packet_id,
+            encode_publish(topic, payload, qos, retain, packet_id),
+            timeout,
+            "PUBACK" if qos == 1 else "PUBCOMP",
+        )
+        self._counters["publishes_sent"] += 1
+
+    async def subscribe(self, topic: str, qos: int = 0, timeout: float = 10.0) -> int:  # noqa: ASYNC109 - the API takes per-call timeouts
+        """Subscribe to one filter; return the granted QoS (BrokerError when refused, lost or late)."""
+        self._require_connected()
+        packet_id = self._packet_id()
+        granted = await self._request(packet_id, encode_subscribe(packet_id, topic, qos), timeout, "SUBACK")
+        if granted == 0x80:
+            raise BrokerError(f"broker refused the subscription to {topic!r}")
+        return granted
+
+    async def unsubscribe(self, topic: str, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - the API takes per-call timeouts
+        """Unsubscribe from one filter (BrokerError when lost or not acknowledged in time)."""
+        self._require_connected()
+        packet_id = self._packet_id()
+        await self._request(packet_id, encode_unsubscribe(packet_id, topic), timeout, "UNSUBACK")
+
+    def _require_connected(self) -> None:
+        if not self.connected:
+            raise BrokerError(self._error or "not connected")
+
+    async def _request(self, packet_id: int, packet: bytes, timeout: float, answer: str) -> int:  # noqa: ASYNC109 - the API takes per-call timeouts
+        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._acks[packet_id] = waiter
+        self._write(packet)
+        try:
+            async with asyncio.timeout(timeout):
+                return await waiter
+        except TimeoutError as exc:
+            raise BrokerError(f"no {answer} within {timeout:g} s") from exc
+        finally:
+            if self._acks.get(packet_id) is waiter:
+                del self._acks[packet_id]
+
+    # -------------------------------------------------------------- keepalive
+    async def _keepalive(self, protocol: _Protocol, keepalive: int) -> None:
+        """PINGREQ when either direction was quiet for keepalive/2 s; give up after 1.5x.
+
+        Activity is sampled on a timer (a byte counter and a flag), so the hot
+        paths never read the clock."""
+        tick = keepalive / 4
+        now = time.monotonic()
+        last_read = last_write = ping_sent = now
+        bytes_seen = self._counters["bytes_received"]
+        self._sent_any = False
+        while protocol is self._protocol:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            if self._counters["bytes_received"] != bytes_seen:
+                bytes_seen = self._counters["bytes_received"]
+                last_read = now
+            if self._sent_any:
+                self._sent_any = False
+                last_write = now
+            if now - last_read >= keepalive * 1.5:
+                self._fail(f"no PINGRESP within {keepalive * 1.5:g} s")
+                return
+            # a ping when we sent nothing for a while (the broker wants to hear from us) or
+            # heard nothing (is the broker still there?) -- one at a time for the latter
+            read_quiet = now - last_read >= keepalive / 2 and ping_sent < last_read
+            if now - last_write >= keepalive / 2 or read_quiet:
+                if self._transport is None or self._transport.is_closing():
+                    return
+                self._transport.write(_PINGREQ)
+                ping_sent = last_write = now
