@@ -28,6 +28,23 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
+from uns.mqttwire import (
+    CONNACK,
+    CONNECT,
+    DISCONNECT,
+    PINGREQ,
+    PUBACK,
+    PUBCOMP,
+    PUBLISH,
+    PUBREC,
+    PUBREL,
+    SUBACK,
+    SUBSCRIBE,
+    UNSUBACK,
+    UNSUBSCRIBE,
+    encode_remaining_length,
+)
+
 __all__ = [
     "MiniBroker",
     "MqttProtocolError",
@@ -38,31 +55,15 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MAX_REMAINING_LENGTH = 268_435_455  # four varint bytes, the spec's limit
 CONNECT_TIMEOUT = 10.0  # seconds a fresh connection has to send CONNECT
 _PROTOCOLS = {("MQTT", 4), ("MQIsdp", 3)}
 _CONNACK_BAD_PROTOCOL, _CONNACK_BAD_CLIENT_ID = 1, 2
 _PINGRESP = b"\xd0\x00"
 _ACKED_FLAGS = 0x02  # the fixed flag nibble of SUBSCRIBE, UNSUBSCRIBE and PUBREL [MQTT-2.2.2-1]
 
-CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
-SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 10, 11, 12, 13, 14
-
 
 class MqttProtocolError(Exception):
     """A client broke the protocol; only its connection is closed."""
-
-
-def encode_remaining_length(n: int) -> bytes:
-    """The spec's variable length integer: 7 bits per byte, low bits first."""
-    if not 0 <= n <= MAX_REMAINING_LENGTH:
-        raise ValueError(f"remaining length out of range: {n}")
-    out = bytearray()
-    while True:
-        n, digit = divmod(n, 128)
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def decode_remaining_length(data: bytes) -> tuple[int, int]:
