@@ -490,3 +490,17 @@ async def test_tls(tls_broker: tuple[Mosquitto, Path], ns: str) -> None:
     untrusted = FastClient(_settings(broker, tls=True), identifier=ns)
     with pytest.raises(BrokerError, match="TLS handshake failed: CERTIFICATE_VERIFY_FAILED"):
         await untrusted.connect()
+
+
+async def test_publish_nowait_refuses_beyond_the_write_buffer_bound(own_broker: Mosquitto, ns: str) -> None:
+    """A stalled broker must not make memory grow: beyond max_write_buffer, publish_nowait says no."""
+    async with _client(own_broker, ns, max_write_buffer=1 << 20) as client:
+        assert own_broker.proc is not None
+        own_broker.proc.send_signal(signal.SIGSTOP)  # the broker reads nothing: the socket fills
+        try:
+            results = [client.publish_nowait(f"{ns}/wb", b"x" * (256 << 10)) for _ in range(200)]
+            assert results[0] is True
+            assert results.count(False) > 0
+            assert client.stats["publishes_refused"] == results.count(False)
+        finally:
+            own_broker.proc.send_signal(signal.SIGCONT)

@@ -100,6 +100,7 @@ class FastClient:
         connect_timeout: float = 10.0,
         high_water: int = 20_000,
         low_water: int = 5_000,
+        max_write_buffer: int = 8 << 20,
     ) -> None:
         if not 0 <= low_water < high_water:
             raise ValueError("need 0 <= low_water < high_water")
@@ -110,6 +111,7 @@ class FastClient:
         self.connect_timeout = connect_timeout
         self.high_water = high_water
         self.low_water = low_water
+        self.max_write_buffer = max_write_buffer
         self._messages: list[Message] = []
         self._reader = PacketReader(self._messages)
         self._transport: asyncio.Transport | None = None
@@ -132,6 +134,7 @@ class FastClient:
             "reads": 0,  # data_received calls: messages_received / reads is the batch size
             "publishes_sent": 0,
             "pauses": 0,
+            "publishes_refused": 0,  # publish_nowait with the write buffer over max_write_buffer
         }
 
     # -------------------------------------------------------------- lifecycle
@@ -418,11 +421,17 @@ class FastClient:
                 return self._next_id
 
     def publish_nowait(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
-        """Encode and write now (the transport buffers); False when not connected.
+        """Encode and write now (the transport buffers); False when not connected, or
+        when more than ``max_write_buffer`` bytes already wait for the socket (a slow
+        broker: the caller queues or drops, counted, instead of memory growing).
 
         A QoS 1/2 message gets a packet id whose acknowledgement nobody awaits;
         on a lost connection it is simply gone (clean session, no resend)."""
         if not self.connected:
+            return False
+        assert self._transport is not None
+        if self._transport.get_write_buffer_size() > self.max_write_buffer:
+            self._counters["publishes_refused"] += 1
             return False
         packet_id = 0
         if qos:
