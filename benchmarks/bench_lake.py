@@ -6,10 +6,14 @@ Usage (from the repository root)::
 
 Measures, in one run:
 
-- ``add()``: cost per batch on the event loop, with the WAL (render rows,
-  marshal, one ``write``) and without it (render rows + in-memory buffer only);
+- ``add()``: CPU per batch on the event loop: ``add`` alone (takes references)
+  and ``add`` plus the once-per-loop-iteration WAL write (rows to columns,
+  marshal, one ``write``), for ten batches per loop iteration;
 - ``ingest``: rows/s from the first ``add`` until ``flush`` returned (all
-  committed to Delta), with the default segment size (50k rows);
+  committed to Delta), with the default segment size (50k rows), and the CPU
+  per row of the event-loop thread (``add`` + WAL writes) and of every other
+  thread (the commits: Arrow building, Parquet/Delta writing, fsync), with the
+  longest event-loop stall seen by a 1 ms ticker;
 - ``commit latency``: per segment commit (all tables, filesystem sync included);
 - ``lake lag``: from ``add`` of a marker row to a fresh ``connect()`` seeing it,
   under a steady load, for commit intervals of 1 s and 5 s (the default);
@@ -32,7 +36,7 @@ import time
 from pathlib import Path
 
 from lake import Lake, LakeConfig, LakeSink, connect
-from lake.tables import batch_rows, empty_rows
+from lake.tables import PendingRows, column_count
 from lake.wal import SegmentFile, encode_record
 from uns.events import Batch, ContextChange, Sample
 from uns.sparkplug.datatypes import DataType
@@ -88,45 +92,54 @@ def context_changes(count: int) -> Batch:
     return Batch(context=changes)
 
 
-def add_cost(batches: list[Batch], repeat: int = 7) -> tuple[float, float]:
-    """µs per add() without and with the WAL write (same row rendering); best of ``repeat``
-    rounds of 5000 batches (the machine may be shared: the minimum is the cost)."""
+def add_cost(batches: list[Batch], per_iteration: int = 10, repeat: int = 5) -> tuple[float, float]:
+    """CPU µs per batch of add() alone and of add() + the WAL write, ``per_iteration``
+    batches per record; best of ``repeat`` rounds of 5000 batches (the machine may be
+    shared: the minimum is the cost)."""
     sample = batches[:5_000]
-    without = with_wal = float("inf")
+    alone = with_wal = float("inf")
     with tempfile.TemporaryDirectory() as tmp:
         for n in range(repeat):
-            buffers = empty_rows()
-            start = time.perf_counter()
+            pending = PendingRows()
+            start = time.thread_time()
             for batch in sample:
-                rows = batch_rows(batch)
-                for buf, more in zip(buffers, rows, strict=True):
-                    buf.extend(more)
-            without = min(without, (time.perf_counter() - start) / len(sample) * 1e6)
+                pending.add(batch)
+            alone = min(alone, (time.thread_time() - start) / len(sample) * 1e6)
             seg = SegmentFile(Path(tmp), n)
-            buffers = empty_rows()
-            start = time.perf_counter()
-            for batch in sample:
-                rows = batch_rows(batch)
-                seg.append(encode_record(rows), len(rows[0]))
-                for buf, more in zip(buffers, rows, strict=True):
-                    buf.extend(more)
-            with_wal = min(with_wal, (time.perf_counter() - start) / len(sample) * 1e6)
+            start = time.thread_time()
+            for first in range(0, len(sample), per_iteration):
+                for batch in sample[first : first + per_iteration]:
+                    pending.add(batch)
+                columns = pending.take()
+                seg.append(encode_record(columns), sum(map(column_count, columns)))
+            with_wal = min(with_wal, (time.thread_time() - start) / len(sample) * 1e6)
             seg.close()
-    return without, with_wal
+    return alone, with_wal
 
 
 async def ingest(lake: Path, batches: list[Batch], rows: int) -> dict[str, float]:
     latencies: list[float] = []
+    stalls: list[float] = []
+
+    async def ticker() -> None:  # how long the event loop is kept from running (GIL, blocking)
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(0.001)
+            stalls.append(time.perf_counter() - t - 0.001)
+
     async with LakeSink(lake) as sink:
+        probe = asyncio.create_task(ticker())
         seen = 0
         start = time.perf_counter()
+        cpu_start, loop_start = time.process_time(), time.thread_time()
         add_time = 0.0
         for n, batch in enumerate(batches):
-            t = time.perf_counter()
+            t = time.thread_time()
             sink.add(batch)
-            add_time += time.perf_counter() - t
+            add_time += time.thread_time() - t
+            if n % 10 == 9:
+                await asyncio.sleep(0)  # the engine returns to the loop between socket reads
             if n % 200 == 0:
-                await asyncio.sleep(0)  # the engine awaits the broker between messages
                 commits = int(sink.stats()["segments_committed"])
                 if commits != seen:
                     seen = commits
@@ -135,9 +148,12 @@ async def ingest(lake: Path, batches: list[Batch], rows: int) -> dict[str, float
         wal_bytes = int(sink.stats()["wal_bytes"])
         wal_rows = int(sink.stats()["rows_pending"])
         await sink.flush()
+        loop_cpu = time.thread_time() - loop_start
+        all_cpu = time.process_time() - cpu_start
         latencies.append(float(sink.stats()["commit_latency_ms"]))
         total = time.perf_counter() - start
         stats = sink.stats()
+        probe.cancel()
     return {
         "rows": rows,
         "add_s": added,
@@ -148,6 +164,10 @@ async def ingest(lake: Path, batches: list[Batch], rows: int) -> dict[str, float
         "commit_ms_median": statistics.median(latencies),
         "commit_ms_max": max(latencies),
         "wal_bytes_per_row": wal_bytes / max(1, wal_rows),
+        "loop_cpu_us_per_row": loop_cpu / rows * 1e6,
+        "other_cpu_us_per_row": (all_cpu - loop_cpu) / rows * 1e6,
+        "stall_ms_p99": sorted(stalls)[int(len(stalls) * 0.99)] * 1000 if stalls else 0.0,
+        "stall_ms_max": max(stalls, default=0.0) * 1000,
     }
 
 
@@ -235,8 +255,11 @@ async def main() -> None:
         batches = make_batches(args.rows, args.batch)
         # The pre-built batches are not the engine's garbage: keep the collector off them.
         gc.freeze()
-        without, with_wal = add_cost(batches)
-        print(f"add() per batch of {args.batch}: {without:.1f} µs without WAL, {with_wal:.1f} µs with WAL")
+        alone, with_wal = add_cost(batches)
+        print(
+            f"add() per batch of {args.batch}: {alone:.2f} µs CPU alone, {with_wal:.1f} µs with its share "
+            f"of the WAL write (10 batches per record) = {with_wal / args.batch:.2f} µs per row"
+        )
 
         lake = base / "ingest"
         result = await ingest(lake, batches, args.rows)
@@ -246,6 +269,12 @@ async def main() -> None:
             f"{result['add_us_per_batch_in_loop']:.1f} µs/batch); {result['segments']:.0f} segments; "
             f"commit {result['commit_ms_median']:.0f} ms median, {result['commit_ms_max']:.0f} ms max; "
             f"WAL {result['wal_bytes_per_row']:.0f} B/row"
+        )
+        print(
+            f"CPU per row: event loop (add + WAL) {result['loop_cpu_us_per_row']:.2f} µs, other threads "
+            f"(commit) {result['other_cpu_us_per_row']:.2f} µs, total "
+            f"{result['loop_cpu_us_per_row'] + result['other_cpu_us_per_row']:.2f} µs; event-loop stalls "
+            f"p99 {result['stall_ms_p99']:.1f} ms, max {result['stall_ms_max']:.1f} ms"
         )
         async with LakeSink(lake) as sink:
             sink.add(context_changes(500))

@@ -1,7 +1,23 @@
 """LakeSink: the engine's crash-safe, non-blocking writer into the lake.
 
-``add(batch)`` renders the batch's rows to plain tuples, appends them as one
-record to the active WAL segment (one ``write`` call; no fsync) and returns.
+``add(batch)`` only takes references to the batch's rows and, once per
+event-loop iteration, schedules :meth:`LakeSink._write_pending` with
+``loop.call_soon``: that callback turns every row accepted since the last
+write into columns (:mod:`lake.tables`) and appends them to the active WAL
+segment as ONE record with one ``write`` (no fsync).  ``call_soon`` callbacks
+run before the loop next polls for I/O, so the record is in the kernel before
+the engine reads anything more from its socket.  The crash guarantee is
+therefore: every row ``add`` accepted is in the WAL -- and survives a process
+crash -- unless the process dies in the same loop iteration in which ``add``
+accepted it (that iteration's messages, which were read from the socket in it
+and never acknowledged to anyone, are lost with the process, as is the
+engine's receive queue).  With ``fsync_interval_s = 0`` the write (and an
+fsync) happens inside ``add`` instead.
+
+A failed write keeps the rows in memory (accepted rows are never dropped),
+makes the following ``add`` calls raise :class:`uns.errors.LakeBackpressure`
+and is retried by the ticker; ``flush`` writes pending rows first.
+
 In the background:
 
 - a ticker fsyncs open segments every ``fsync_interval_s`` (in a worker
@@ -31,7 +47,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from lake.tables import TableRows, batch_rows, empty_rows, plain_rows
+from lake.tables import PendingRows, TableColumns, column_count, empty_columns, extend_columns, plain_columns
 from lake.wal import SegmentFile, WalLock, encode_record, fsync_dir, list_segments
 from lake.writer import CommitResult, DeltaWriter
 from uns.errors import ConfigError, LakeBackpressure, LakeError
@@ -94,7 +110,7 @@ class _Sealed:
     size: int
     rows: int
     file: SegmentFile | None
-    data: TableRows | None = None  # the rows, while kept in memory (else read back from the file)
+    parts: list[TableColumns] | None = None  # its records' columns while in memory (else read from the file)
 
 
 class LakeSink:
@@ -109,7 +125,15 @@ class LakeSink:
         self._lock = WalLock(self._wal_dir)
         self._writer = DeltaWriter(self.root, self.config.writer_id)
         self._active: SegmentFile | None = None
-        self._active_data: TableRows = empty_rows()
+        # Rows accepted by add() and not yet in the WAL: the pending batches' objects, and
+        # (after a failed write) the columns that write could not get into the file.
+        self._active_parts: list[TableColumns] = []  # the columns of each record of the active segment
+        self._pending = PendingRows()
+        self._unwritten: TableColumns | None = None
+        self._write_scheduled = False
+        self._write_error = ""
+        self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._sealed: deque[_Sealed] = deque()
         self._next_number = 0
         self._running = False
@@ -144,6 +168,7 @@ class LakeSink:
             await asyncio.to_thread(self._open_blocking)
         except OSError as exc:
             raise LakeError(f"cannot open the lake at {self.root}: {exc}") from exc
+        self._loop = asyncio.get_running_loop()
         self._running = True
         self._tasks = [
             asyncio.create_task(self._commit_loop(), name="lake-committer"),
@@ -204,6 +229,12 @@ class LakeSink:
             if isinstance(outcome, Exception):
                 log.error("lake: background task failed: %r", outcome)
         self._tasks = []
+        try:
+            self._write()  # rows added after the final flush (none when used as documented)
+        except (LakeError, OSError) as exc:
+            lost = self._pending.rows + sum(map(column_count, self._unwritten or ()))
+            log.error("lake: %d accepted row(s) could not be written to the WAL: %s", lost, exc)  # noqa: TRY400
+        self._closed = True
         files = [s.file for s in self._sealed if s.file is not None]
         if self._active is not None:
             files.append(self._active)
@@ -219,7 +250,8 @@ class LakeSink:
 
     # ---------------------------------------------------------------- intake
     def add(self, batch: Batch) -> None:
-        """Take the batch into the WAL (non-blocking) or raise LakeBackpressure."""
+        """Accept the batch (non-blocking; it reaches the WAL before the loop next polls
+        for I/O) or raise LakeBackpressure (WAL full, or the last WAL write failed)."""
         if not self._running:
             raise LakeError("the lake sink is not running (use it as an async context manager)")
         if self._wal_bytes >= self.config.wal_max_bytes:
@@ -229,27 +261,88 @@ class LakeSink:
                 f"{'; ' + self._last_error if self._failing else ''})",
                 retry_after=self._retry_after(),
             )
-        rows = batch_rows(batch)
-        count = sum(len(t) for t in rows)
+        if self._write_error:
+            self._backpressure += 1
+            raise LakeBackpressure(
+                f"cannot write the lake write-ahead log: {self._write_error}", retry_after=self._tick_s()
+            )
+        count = self._pending.add(batch)
         if not count:
             return
-        record = _encode(rows)
+        self._rows_added += count
+        if self.config.fsync_interval_s == 0:
+            self._add_synced(count)
+        elif not self._write_scheduled:
+            self._write_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._write_pending)
+
+    def _add_synced(self, count: int) -> None:
+        """``fsync_interval_s = 0``: write and fsync inside add().  Nothing else is pending
+        here (a failed write makes add() refuse), so a failure refuses just this batch."""
         try:
-            seg = self._active or self._open_segment()
-            seg.append(record, count)
-            if self.config.fsync_interval_s == 0:
-                seg.fsync()
+            seg = self._write()
         except (LakeError, OSError) as exc:
-            if self._active is not None and self._active.broken:
-                self._seal()
+            self._unwritten = None
+            self._write_error = ""
+            self._rows_added -= count
             self._backpressure += 1
             raise LakeBackpressure(f"cannot write the lake write-ahead log: {exc}", retry_after=1.0) from exc
+        if seg is not None:
+            try:
+                seg.fsync()
+            except OSError as exc:  # the record is written (accepted): a later fsync or close retries
+                seg.unsynced = True
+                log.warning("lake: fsync of the write-ahead log failed: %s", exc)
+
+    def _write_pending(self) -> None:
+        """The loop callback add() schedules: every pending row into the WAL as one record."""
+        self._write_scheduled = False
+        if self._closed:
+            return
+        try:
+            self._write()
+        except (LakeError, OSError) as exc:
+            if not self._write_error:
+                # expected in a fault: one line, no traceback
+                log.error("lake: write-ahead log write failed; refusing batches until it works: %s", exc)  # noqa: TRY400
+            self._write_error = str(exc) or repr(exc)
+            self._last_error = f"write-ahead log: {self._write_error}"
+
+    def _write(self) -> SegmentFile | None:
+        """Write pending rows as one record (raises on failure; the rows stay pending)."""
+        columns = self._unwritten
+        if self._pending.rows:
+            more = self._pending.take()
+            if columns is None:
+                columns = more
+            else:
+                extend_columns(columns, more)
+        if columns is None:
+            return None
+        rows = sum(map(column_count, columns))
+        try:
+            record, columns = _encode(columns)
+            seg = self._active or self._open_segment()
+            seg.append(record, rows)
+        except BaseException:
+            if self._unwritten is None:  # keep the rows, as lists that later rows can extend
+                self._unwritten = empty_columns()
+                extend_columns(self._unwritten, columns)
+            if self._active is not None and self._active.broken:
+                self._seal()
+            raise
+        self._unwritten = None
+        self._write_error = ""
         self._wal_bytes += len(record)
-        self._rows_added += count
-        for buffer, more in zip(self._active_data, rows, strict=True):
-            buffer.extend(more)
+        self._active_parts.append(columns)
         if seg.rows >= self.config.commit_rows or seg.size >= self.config.segment_max_bytes:
             self._seal()
+        return seg
+
+    def _tick_s(self) -> float:
+        cfg = self.config
+        return max(0.02, min(0.25, cfg.commit_interval_s / 4, cfg.fsync_interval_s / 2 or 0.25))
 
     def _open_segment(self) -> SegmentFile:
         seg = SegmentFile(self._wal_dir, self._next_number)
@@ -261,15 +354,15 @@ class LakeSink:
 
     def _seal(self) -> None:
         seg, self._active = self._active, None
-        data: TableRows | None
-        data, self._active_data = self._active_data, empty_rows()
+        parts: list[TableColumns] | None
+        parts, self._active_parts = self._active_parts, []
         if seg is None:
             return
         # Keep the rows of at most two waiting segments in memory; a backlog (a sick
         # lake) is read back from the files, so memory stays bounded by the WAL on disk.
-        if sum(1 for s in self._sealed if s.data is not None) >= 2:
-            data = None
-        self._sealed.append(_Sealed(seg.number, seg.path, seg.size, seg.rows, seg, data))
+        if sum(1 for s in self._sealed if s.parts is not None) >= 2:
+            parts = None
+        self._sealed.append(_Sealed(seg.number, seg.path, seg.size, seg.rows, seg, parts))
         self._wake.set()
 
     def _retry_after(self) -> float:
@@ -282,6 +375,12 @@ class LakeSink:
         (the rows stay in the WAL and are committed later)."""
         if not self._running:
             return
+        try:
+            self._write()
+        except (LakeError, OSError) as exc:
+            self._write_error = str(exc) or repr(exc)
+            self._last_error = f"write-ahead log: {self._write_error}"
+            raise LakeError(f"lake flush failed: cannot write the write-ahead log: {exc}") from exc
         self._seal()
         if not self._sealed:
             return
@@ -299,9 +398,11 @@ class LakeSink:
     # ---------------------------------------------------------------- background
     async def _tick_loop(self) -> None:
         cfg = self.config
-        tick = max(0.02, min(0.25, cfg.commit_interval_s / 4, cfg.fsync_interval_s / 2 or 0.25))
+        tick = self._tick_s()
         while True:
             await asyncio.sleep(tick)
+            if self._write_error:
+                self._write_pending()  # retry the failed WAL write
             now = time.monotonic()
             seg = self._active
             if seg is not None and seg.rows and now - seg.opened_at >= cfg.commit_interval_s:
@@ -366,7 +467,7 @@ class LakeSink:
                 seg.file.close()  # fsyncs: a segment that waits for a sick lake must survive power loss
             except OSError as exc:
                 raise LakeError(f"cannot close WAL segment {seg.path.name}: {exc}") from exc
-        return self._writer.commit_segment(seg.number, seg.path, seg.data)
+        return self._writer.commit_segment(seg.number, seg.path, seg.parts)
 
     def _on_commit(self, seg: _Sealed, result: CommitResult, seconds: float) -> None:
         self._sealed.popleft()
@@ -406,12 +507,13 @@ class LakeSink:
     def state(self) -> str:
         if self._wal_bytes >= self.config.wal_max_bytes:
             return "full"
-        return "retrying" if self._failing else "ok"
+        return "retrying" if self._failing or self._write_error else "ok"
 
     def stats(self) -> dict[str, int | float | str]:
         """Counters and health: ``state`` is ``ok``, ``retrying`` (commits failing,
         WAL absorbing) or ``full`` (WAL at its bound, add() raises LakeBackpressure)."""
         pending_rows = sum(s.rows for s in self._sealed) + (self._active.rows if self._active else 0)
+        pending_rows += self._pending.rows + sum(map(column_count, self._unwritten or ()))
         return {
             "state": self.state,
             "rows_added": self._rows_added,
@@ -433,8 +535,10 @@ class LakeSink:
         }
 
 
-def _encode(rows: TableRows) -> bytes:
+def _encode(columns: TableColumns) -> tuple[bytes, TableColumns]:
+    """The record, and the columns it holds (coerced to builtins if marshal refused them)."""
     try:
-        return encode_record(rows)
-    except ValueError:  # a str/int subclass or a stray object: marshal takes only builtins
-        return encode_record(plain_rows(rows))
+        return encode_record(columns), columns
+    except ValueError:  # a str/int subclass, a DataSet, a stray object: marshal takes only builtins
+        plain = plain_columns(columns)
+        return encode_record(plain), plain

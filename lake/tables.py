@@ -1,11 +1,19 @@
-"""The lake's tables: explicit Arrow schemas, WAL row layouts and Arrow building.
+"""The lake's tables: explicit Arrow schemas and the write-ahead log's column layout.
 
-Rows travel in two steps.  :func:`batch_rows` turns a :class:`uns.events.Batch`
-into plain tuples (str, int, float, bool, bytes, None and one ``dict`` for the
-context), cheap enough for the receive path and serialisable with ``marshal``
-for the write-ahead log.  :func:`arrow_table` turns a segment's tuples of one
-table into an Arrow table with the table's explicit schema (no inference), in
-a worker thread.
+Rows travel in three steps, each as cheap as its place demands:
+
+1. :meth:`PendingRows.add` (on the event loop, in ``LakeSink.add``) only keeps
+   references to the batch's event objects;
+2. :meth:`PendingRows.take` (on the event loop, once per loop iteration) turns
+   every pending object into **columns** -- one sequence per field, in the order
+   of :data:`WAL_COLUMNS` -- with C-level attribute getters and no per-row
+   Python.  Measurement fields that the samples of one message share
+   (:data:`RUN_FIELDS`) are stored once per run of equal values, usually once
+   per message.  Values stay raw (a float stays a float); only datatypes become
+   plain ints.  Columns of plain builtins are what ``marshal`` writes to the
+   WAL, and what the segment keeps in memory for its commit;
+3. :func:`lake.to_arrow.arrow_table` renders values and builds the Arrow table
+   of a table's schema from those columns, in the commit's worker thread.
 
 Every table carries a ``date`` column (UTC date of its main timestamp) and is
 partitioned by it.  Timestamps are ``timestamp[ms, UTC]`` on the way in (Delta
@@ -14,12 +22,11 @@ stores them as microseconds; readers see ``TIMESTAMP WITH TIME ZONE``).
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any, Final
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from uns.events import Batch
 from uns.sparkplug.datatypes import DataType
@@ -28,14 +35,21 @@ from uns.values import value_double, value_text
 __all__ = [
     "CONTEXT_COLUMNS",
     "PARTITION_COLUMN",
+    "RENDERED",
+    "RUN_FIELDS",
+    "SAMPLE_FIELDS",
     "SCHEMAS",
     "TABLES",
     "TIME_COLUMN",
-    "TableRows",
-    "arrow_table",
-    "batch_rows",
-    "empty_rows",
-    "plain_rows",
+    "WAL_COLUMNS",
+    "PendingRows",
+    "TableColumns",
+    "batch_columns",
+    "column_count",
+    "empty_columns",
+    "extend_columns",
+    "plain_columns",
+    "rendered",
 ]
 
 #: Every table, in the order a segment commits them.
@@ -44,8 +58,9 @@ PARTITION_COLUMN: Final = "date"
 #: Context keys that get their own column in ``measurements`` (the rest is in ``context`` JSON).
 CONTEXT_COLUMNS: Final = ("batch_id", "order_id", "product", "recipe", "phase")
 
-#: One WAL record: a tuple of row lists, one list per table in ``TABLES`` order.
-TableRows = tuple[list[tuple[Any, ...]], ...]
+#: Rows of every table as columns: per table (in ``TABLES`` order) either ``[]`` (no rows)
+#: or one sequence per field of ``WAL_COLUMNS[table]``, all of one length.
+TableColumns = tuple[list[Sequence[Any]], ...]
 
 _TS = pa.timestamp("ms", tz="UTC")
 _DATE = pa.field(PARTITION_COLUMN, pa.date32())
@@ -139,46 +154,182 @@ TIME_COLUMN: Final = {
     "rejected": "received_at",
 }
 
-# Timestamps Delta can store (it keeps microseconds in an int64) and people mean:
-# year 1 .. 9999.  Outside that, a source clock is broken; the row is kept with ts NULL.
-_TS_MIN_MS: Final = -62_135_596_800_000
-_TS_MAX_MS: Final = 253_402_300_799_999
-_INT64_MAX: Final = 2**63 - 1
+#: Fields of a sample that differ between the samples of one message: one entry per row.
+#: ``value`` is the raw value (rendered at commit); ``datatype`` a plain int code.
+SAMPLE_FIELDS: Final = (
+    "ts", "metric", "datatype", "value", "unit", "quality", "is_historical", "is_transient", "alias",
+)  # fmt: skip
+#: Fields the samples of one message share: one entry per *run* of consecutive samples
+#: with equal values (usually one run per message), plus the ``run_length`` column.
+RUN_FIELDS: Final = (
+    "received_at", "path", "group_id", "edge_node_id", "device_id", "seq", "bdseq", "unmapped", "context",
+)  # fmt: skip
 
-_DATATYPE_NAMES: Final = {int(d): d.name for d in DataType}
+#: The columns of each table in a WAL record, in order: fields of the event objects
+#: (uns.events).  ``measurements`` has SAMPLE_FIELDS (per row), RUN_FIELDS (per run)
+#: and ``run_length`` (per run; the lengths add up to the rows).
+WAL_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
+    "measurements": (*SAMPLE_FIELDS, *RUN_FIELDS, "run_length"),
+    "context": ("ts", "received_at", "path", "key", "value", "source", "user", "reason"),
+    "metric_catalog": (
+        "group_id", "edge_node_id", "device_id", "path", "metric", "alias", "datatype", "unit",
+        "properties", "birth_ts", "bdseq",
+    ),
+    "sessions": ("ts", "group_id", "edge_node_id", "device_id", "event", "detail"),
+    "rejected": ("received_at", "topic", "payload", "error"),
+}  # fmt: skip
+
+#: A measurement value marshal cannot carry (a DataSet, a Template, a str subclass, ...)
+#: travels pre-rendered as ``(RENDERED, value_text, value_double)``.
+RENDERED: Final = "\x00uns-rendered"
+
+_GETTERS: Final = tuple(attrgetter(*WAL_COLUMNS[t]) for t in TABLES)
+_SAMPLE_GETTER: Final = attrgetter(*SAMPLE_FIELDS)
+_RUN_GETTER: Final = attrgetter(*RUN_FIELDS)
+_DATATYPE_FIELD: Final = {0: SAMPLE_FIELDS.index("datatype"), 2: 6}
+_REJECTED = TABLES.index("rejected")
+# IntEnum members (and equal plain ints) -> plain int, in C: ``map(_CODES.get, col, col)``
+# falls back to the value itself for codes outside the spec.
+_CODES: Final[dict[Any, int]] = {d: int(d) for d in DataType}
 
 
-def empty_rows() -> TableRows:
+def empty_columns() -> TableColumns:
     return tuple([] for _ in TABLES)
 
 
-def batch_rows(batch: Batch) -> TableRows:
-    """The batch as plain tuples, one list per table (in ``TABLES`` order).
+def column_count(columns: Sequence[Sequence[Any]]) -> int:
+    """Rows in one table's columns."""
+    return len(columns[0]) if columns else 0
 
-    Runs on the receive path: only attribute reads and the two value renderings."""
+
+def _sample_columns(samples: list[Any], sizes: list[int]) -> list[Sequence[Any]]:
+    """Measurement columns: per-row fields transposed, per-message fields as runs.
+
+    ``sizes`` are the sample counts of the batches (messages) in ``samples``.  A batch
+    whose samples share every RUN_FIELDS value (the engine's always do) is one run;
+    any other batch is one run per sample.  Per batch that is one C-level ``count``."""
+    cols: list[Sequence[Any]] = list(zip(*map(_SAMPLE_GETTER, samples), strict=True))
+    keys = list(map(_RUN_GETTER, samples))
+    runs: list[tuple[Any, ...]] = []
+    lengths: list[int] = []
+    pos = 0
+    for size in sizes:
+        key = keys[pos]
+        if size == 1 or keys[pos : pos + size].count(key) == size:
+            runs.append(key)
+            lengths.append(size)
+        else:
+            runs.extend(keys[pos : pos + size])
+            lengths.extend([1] * size)
+        pos += size
+    cols.extend(zip(*runs, strict=True))
+    cols.append(tuple(lengths))
+    return cols
+
+
+def _columns_of(index: int, objects: list[Any], sizes: list[int]) -> list[Sequence[Any]]:
+    if not objects:
+        return []
+    # One C-level getter call per object and a transposition: no Python per row.  Tuples,
+    # not lists: the garbage collector stops tracking a tuple of scalars after one pass,
+    # so a segment's columns waiting in memory for their commit cost it nothing.
+    cols: list[Sequence[Any]]
+    if index == 0:
+        cols = _sample_columns(objects, sizes)
+    else:
+        cols = list(zip(*map(_GETTERS[index], objects), strict=True))
+    field = _DATATYPE_FIELD.get(index)
+    if field is not None:
+        cols[field] = tuple(map(_CODES.get, cols[field], cols[field]))
+    if index == _REJECTED:
+        cols[2] = tuple(bytes(p) for p in cols[2])  # a memoryview/bytearray payload: an owned copy
+    return cols
+
+
+class PendingRows:
+    """Batches accepted by ``LakeSink.add`` and not yet in the WAL: only references to
+    their event objects (the engine does not touch a batch after delivering it)."""
+
+    __slots__ = ("_objects", "_sizes", "rows")
+
+    def __init__(self) -> None:
+        self._objects: tuple[list[Any], ...] = tuple([] for _ in TABLES)
+        self._sizes: list[int] = []  # samples per batch, in order
+        self.rows = 0
+
+    def add(self, batch: Batch) -> int:
+        """Take the batch's objects; returns its row count."""
+        samples, context, catalog, sessions, rejected = (
+            batch.samples, batch.context, batch.catalog, batch.sessions, batch.rejected
+        )  # fmt: skip
+        objects = self._objects
+        count = len(samples)
+        if count:
+            objects[0].extend(samples)
+            self._sizes.append(count)
+        if context or catalog or sessions or rejected:  # rare: births, context, faults
+            for index, more in ((1, context), (2, catalog), (3, sessions), (4, rejected)):
+                objects[index].extend(more)
+                count += len(more)
+        self.rows += count
+        return count
+
+    def take(self) -> TableColumns:
+        """Every pending row as columns; the buffer is empty afterwards."""
+        objects, self._objects = self._objects, tuple([] for _ in TABLES)
+        sizes, self._sizes = self._sizes, []
+        self.rows = 0
+        return tuple(_columns_of(i, objs, sizes) for i, objs in enumerate(objects))
+
+
+def batch_columns(batch: Batch) -> TableColumns:
+    """One batch as columns (what one WAL record of just this batch holds)."""
+    pending = PendingRows()
+    pending.add(batch)
+    return pending.take()
+
+
+def extend_columns(into: TableColumns, more: TableColumns) -> None:
+    """Append ``more``'s rows to ``into`` (whose column lists it may replace)."""
+    for table_cols, more_cols in zip(into, more, strict=True):
+        if not more_cols:
+            continue
+        if not table_cols:
+            table_cols.extend(list(c) for c in more_cols)
+            continue
+        for col, add in zip(table_cols, more_cols, strict=True):
+            col.extend(add)  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- plain builtins for marshal
+_SCALARS: Final = (str, int, float, bool, bytes, type(None))
+
+
+def rendered(value: Any) -> tuple[str, str | None, float | None]:
+    """The pre-rendered form of a value marshal cannot carry (see :data:`RENDERED`)."""
     try:
-        return _batch_rows(batch, value_text, value_double)
+        text = value_text(value)
     except Exception:  # a value no rendering knows must not stop intake: keep its repr
-        return _batch_rows(batch, _tolerant_text, _tolerant_double)
-
-
-def _tolerant_text(value: Any) -> str | None:
+        text = repr(value)
     try:
-        return value_text(value)
+        double = value_double(value)
     except Exception:
-        return repr(value)
+        double = None
+    return (RENDERED, text, double)
 
 
-def _tolerant_double(value: Any) -> float | None:
-    try:
-        return value_double(value)
-    except Exception:
-        return None
+def _plain_value(value: Any) -> Any:
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is list and all(type(v) in _SCALARS for v in value):
+        return value
+    return rendered(value)
 
 
 def _plain(value: Any) -> Any:
     """The value as exactly the builtin types marshal takes (subclasses and strays coerced)."""
-    if value is None or type(value) in (str, int, float, bool, bytes):
+    if type(value) in _SCALARS:
         return value
     if isinstance(value, bool):
         return bool(value)
@@ -193,220 +344,16 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def plain_rows(rows: TableRows) -> TableRows:
-    """``rows`` with every field coerced to a builtin type (when marshal refused them)."""
-    return tuple([tuple(_plain(v) for v in row) for row in table] for table in rows)
-
-
-def _batch_rows(
-    batch: Batch, vt: Callable[[Any], str | None], vd: Callable[[Any], float | None]
-) -> TableRows:
-    measurements: list[tuple[Any, ...]] = []
-    append = measurements.append
-    text: str | None
-    double: float | None
-    for s in batch.samples:
-        value: Any = s.value
-        kind = type(value)
-        # Inline the renderings of the common scalars (identical to value_text/value_double,
-        # which a test checks); everything else goes through them.
-        if kind is float:
-            text, double = repr(value), value
-        elif kind is int:
-            text, double = str(value), float(value)
-        elif kind is str:
-            text, double = value, None
-        else:
-            text, double = vt(value), vd(value)
-        append(
-            (
-                s.ts,
-                s.received_at,
-                s.path,
-                s.metric,
-                int(s.datatype),
-                double,
-                text,
-                s.unit,
-                s.quality,
-                s.is_historical,
-                s.is_transient,
-                s.group_id,
-                s.edge_node_id,
-                s.device_id,
-                s.seq,
-                s.bdseq,
-                s.alias,
-                s.unmapped,
-                s.context,
-            )
+def plain_columns(columns: TableColumns) -> TableColumns:
+    """``columns`` with every field coerced to builtin types (when marshal refused them):
+    measurement values that are not plain travel pre-rendered (see :data:`RENDERED`)."""
+    value_field = SAMPLE_FIELDS.index("value")
+    out: list[list[Sequence[Any]]] = []
+    for index, table_cols in enumerate(columns):
+        out.append(
+            [
+                list(map(_plain_value if (index, n) == (0, value_field) else _plain, col))
+                for n, col in enumerate(table_cols)
+            ]
         )
-    context = [
-        (c.ts, c.received_at, c.path, c.key, c.value, c.source, c.user, c.reason) for c in batch.context
-    ]
-    catalog = [
-        (
-            e.group_id,
-            e.edge_node_id,
-            e.device_id,
-            e.path,
-            e.metric,
-            e.alias,
-            int(e.datatype),
-            e.unit,
-            e.properties,
-            e.birth_ts,
-            e.bdseq,
-        )
-        for e in batch.catalog
-    ]
-    sessions = [(e.ts, e.group_id, e.edge_node_id, e.device_id, e.event, e.detail) for e in batch.sessions]
-    rejected = [(r.received_at, r.topic, bytes(r.payload), r.error) for r in batch.rejected]
-    return (measurements, context, catalog, sessions, rejected)
-
-
-# ---------------------------------------------------------------- Arrow building
-_DATATYPE_NAME_ARRAY: Final = pa.array([_DATATYPE_NAMES[c] for c in range(max(_DATATYPE_NAMES) + 1)])
-
-
-def _datatype_names(codes: list[Any]) -> pa.Array:
-    """Datatype codes as names, vectorised (a lookup by ``take``)."""
-    try:
-        return _DATATYPE_NAME_ARRAY.take(pa.array(codes, pa.int64()))
-    except (pa.ArrowException, OverflowError, TypeError):  # a code outside the spec's 0..34
-        return pa.array([None if c is None else _DATATYPE_NAMES.get(c, str(c)) for c in codes], pa.string())
-
-
-def _context_columns(contexts: Sequence[dict[str, str] | None]) -> list[pa.Array]:
-    """The five context columns and the JSON column, vectorised.
-
-    Few distinct contexts exist at a time and samples of one message share one
-    dict object, so rows are grouped by object identity in Arrow (no Python loop
-    per row), each distinct dict is rendered once (equal contents share one
-    rendering) and the columns are gathered with ``take``."""
-    # ``contexts`` keeps every dict alive, so identities are unique while we work.
-    encoded = pc.dictionary_encode(pa.array(list(map(id, contexts)), pa.uint64()))
-    by_id = {id(ctx): ctx for ctx in contexts}
-    rendered: dict[tuple[tuple[str, str], ...], tuple[str | None, ...]] = {}
-    uniques: list[tuple[str | None, ...]] = []
-    for ident in encoded.dictionary.to_pylist():
-        ctx = by_id[ident]
-        if not ctx:
-            uniques.append((None,) * (len(CONTEXT_COLUMNS) + 1))
-            continue
-        content = tuple(sorted(ctx.items()))
-        hit = rendered.get(content)
-        if hit is None:
-            text = json.dumps(dict(content), separators=(",", ":"), ensure_ascii=False)
-            hit = rendered[content] = (*(ctx.get(k) for k in CONTEXT_COLUMNS), text)
-        uniques.append(hit)
-    if not uniques:
-        return [pa.array([], pa.string()) for _ in range(len(CONTEXT_COLUMNS) + 1)]
-    return [_array(list(col), pa.string()).take(encoded.indices) for col in zip(*uniques, strict=True)]
-
-
-def _logical_columns(
-    table: str, rows: Sequence[tuple[Any, ...]], segment: int
-) -> dict[str, list[Any] | pa.Array]:
-    """Columns by name (without ``date``) from the WAL tuples of ``table``."""
-    cols: list[Any] = list(zip(*rows, strict=True))  # tuples: pa.array takes any sequence
-    if table == "measurements":
-        (ts, rec, path, metric, dtype, vdbl, vtxt, unit, qual, hist, trans, grp, node, dev, seq, bdseq, alias,
-         unmapped, ctx) = cols  # fmt: skip
-        ctx_cols = _context_columns(ctx)
-        value_text_array = _array(vtxt, pa.string())
-        return {
-            "ts": ts,
-            "received_at": rec,
-            "path": path,
-            "metric": metric,
-            "datatype": _datatype_names(dtype),
-            "value_double": vdbl,
-            "value_text": value_text_array,
-            "unit": unit,
-            "quality": qual,
-            "is_historical": hist,
-            "group_id": grp,
-            "edge_node_id": node,
-            "device_id": dev,
-            "seq": seq,
-            **dict(zip(CONTEXT_COLUMNS, ctx_cols[:-1], strict=True)),
-            "context": ctx_cols[-1],
-            "bdseq": bdseq,
-            "alias": alias,
-            "is_transient": trans,
-            "is_null": pc.is_null(value_text_array),
-            "unmapped": unmapped,
-        }
-    names = [f.name for f in SCHEMAS[table] if f.name != PARTITION_COLUMN]
-    if table == "context":
-        base = segment << 32
-        cols.append([base + i for i in range(len(rows))])
-    elif table == "metric_catalog":
-        cols[6] = _datatype_names(cols[6])
-    return dict(zip(names, cols, strict=True))
-
-
-def _plain_int64(v: Any) -> int | None:
-    """Sparkplug aliases are uint64: values above int64 keep their bits (two's complement)."""
-    if v is None:
-        return None
-    v = int(v)
-    if v > _INT64_MAX:
-        v -= 2**64
-    return v if -(2**63) <= v <= _INT64_MAX else None
-
-
-def _plain_text(v: Any) -> str | None:
-    # Lone surrogates (e.g. from a JSON "\ud800") cannot be UTF-8: they become U+FFFD, the
-    # rest of the text is kept (a pair of surrogates becomes the character it encodes).
-    return None if v is None else str(v).encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-
-
-def _plain_ts(v: Any) -> int | None:
-    if v is None or isinstance(v, bool) or not isinstance(v, int):
-        return None
-    return v if _TS_MIN_MS <= v <= _TS_MAX_MS else None
-
-
-_COERCE: Final[dict[pa.DataType, Callable[[Any], Any]]] = {
-    pa.string(): _plain_text,
-    pa.int64(): _plain_int64,
-    _TS: _plain_ts,
-    pa.float64(): lambda v: float(v) if isinstance(v, int | float) else None,
-    pa.bool_(): lambda v: None if v is None else bool(v),
-    pa.binary(): lambda v: None if v is None else bytes(v),
-}
-
-
-def _array(values: list[Any] | pa.Array, typ: pa.DataType) -> pa.Array:
-    """An Arrow array of exactly ``typ``.  A value Arrow or Delta cannot take
-    (surrogates, out-of-range integers or timestamps) must not block the whole
-    segment, so a failure retries with per-value coercion."""
-    if isinstance(values, pa.Array):
-        return values
-    try:
-        arr = pa.array(values, type=typ)
-    except (pa.ArrowException, OverflowError, TypeError, ValueError, UnicodeError):
-        return pa.array([_COERCE[typ](v) for v in values], type=typ)
-    if typ == _TS and len(arr):
-        lo_hi = pc.min_max(arr.cast(pa.int64()))
-        lo, hi = lo_hi["min"].as_py(), lo_hi["max"].as_py()
-        if lo is not None and (lo < _TS_MIN_MS or hi > _TS_MAX_MS):
-            return pa.array([_plain_ts(v) for v in values], type=typ)
-    return arr
-
-
-def arrow_table(table: str, rows: Sequence[tuple[Any, ...]], segment: int) -> pa.Table:
-    """The rows of one table from one WAL segment as an Arrow table of its schema."""
-    schema = SCHEMAS[table]
-    by_name = _logical_columns(table, rows, segment) if rows else {}
-    arrays = [_array(by_name.get(f.name, []), f.type) for f in schema if f.name != PARTITION_COLUMN]
-    # The date partition: UTC date of the table's main timestamp; a NULL (broken) source
-    # timestamp falls back to the receive time so the row still lands in a real partition.
-    names = [f.name for f in schema if f.name != PARTITION_COLUMN]
-    stamp = arrays[names.index(TIME_COLUMN[table])]
-    if table in ("measurements", "context"):
-        stamp = pc.coalesce(stamp, arrays[names.index("received_at")])
-    arrays.append(stamp.cast(pa.date32()))
-    return pa.Table.from_arrays(arrays, schema=schema)
+    return tuple(out)

@@ -1,18 +1,25 @@
 """The write-ahead log: numbered segment files of CRC-checked records.
 
 Layout: ``<lake>/_wal/<number:016d>.wal``.  A segment starts with the 8-byte
-magic ``UNSWAL1\\n``; then records, each::
+magic ``UNSWAL2\n``; then records, each::
 
     uint32 LE  payload length
     uint32 LE  CRC-32 of the payload
-    payload    marshal (format 4) of one TableRows tuple (one per Batch)
+    payload    marshal (format 4) of one TableColumns tuple: per table ``[]`` or
+               its columns (lists of plain values, see lake.tables.WAL_COLUMNS)
 
-A record is written with one ``write`` on an unbuffered descriptor, so once
-``append`` returns the record is in the kernel and survives a process crash;
-``fsync`` (run on an interval) makes it survive a power loss.  A crash in the
-middle of a write leaves a torn last record: :func:`read_segment` detects it
-(short header, short payload or CRC mismatch) and stops there.  A failed
-write is cut back off the file, so a torn record is never followed by good ones.
+A record holds every row the sink accepted in one event-loop iteration (the
+sink writes the rows pending since the last write as one record).  It is
+written with one ``write`` on an unbuffered descriptor, so once ``append``
+returns the record is in the kernel and survives a process crash; ``fsync``
+(run on an interval) makes it survive a power loss.  A crash in the middle
+of a write leaves a torn last record: :func:`read_segment` detects it (short
+header, short payload or CRC mismatch) and stops there.  A failed write is
+cut back off the file, so a torn record is never followed by good ones.
+
+Segments of the previous format (``UNSWAL1\n``: one record of row tuples per
+batch, values rendered) are still read, so a WAL left by an older version
+replays after an upgrade.
 
 The segment number is the commit unit: a segment's rows go to each Delta table
 in one commit carrying an app transaction ``(app_id, number)``.
@@ -29,11 +36,20 @@ import struct
 import threading
 import time
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, cast
 
-from lake.tables import TABLES, TableRows, empty_rows
+from lake.tables import (
+    RENDERED,
+    SAMPLE_FIELDS,
+    TABLES,
+    WAL_COLUMNS,
+    TableColumns,
+    empty_columns,
+    extend_columns,
+)
 from uns.errors import LakeError
 
 __all__ = [
@@ -49,7 +65,8 @@ __all__ = [
     "sync_filesystem",
 ]
 
-MAGIC: Final = b"UNSWAL1\n"
+MAGIC: Final = b"UNSWAL2\n"
+_MAGIC_V1: Final = b"UNSWAL1\n"
 _HEADER = struct.Struct("<II")
 _MARSHAL_VERSION: Final = 4  # stable since Python 3.4; newer Pythons still read it
 _SUFFIX: Final = ".wal"
@@ -72,9 +89,10 @@ def list_segments(wal_dir: Path) -> list[tuple[int, Path]]:
     return found
 
 
-def encode_record(rows: TableRows) -> bytes:
-    """One record (header + payload).  Rows hold only marshal-able plain values."""
-    payload = marshal.dumps(rows, _MARSHAL_VERSION)
+def encode_record(columns: TableColumns) -> bytes:
+    """One record (header + payload).  Raises ValueError unless the columns hold only
+    marshal-able plain values (then see lake.tables.plain_columns)."""
+    payload = marshal.dumps(columns, _MARSHAL_VERSION)
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
@@ -82,19 +100,28 @@ def encode_record(rows: TableRows) -> bytes:
 class SegmentRead:
     """What :func:`read_segment` found."""
 
-    rows: TableRows
+    parts: list[TableColumns]  # the columns of each good record
     records: int
     good_bytes: int  # bytes up to the end of the last good record
     torn_bytes: int  # bytes after it (a torn record from a crash, or damage)
+
+    @property
+    def columns(self) -> TableColumns:
+        """Every record's rows merged into one set of columns."""
+        merged = empty_columns()
+        for part in self.parts:
+            extend_columns(merged, part)
+        return merged
 
 
 def read_segment(path: Path) -> SegmentRead:
     """All good records of a segment, merged per table; a torn tail is ignored."""
     data = path.read_bytes()
-    rows = empty_rows()
-    if not data.startswith(MAGIC):
+    parts: list[TableColumns] = []
+    version = 2 if data.startswith(MAGIC) else 1 if data.startswith(_MAGIC_V1) else 0
+    if not version:
         # Crashed between creating the file and writing the magic: nothing was accepted.
-        return SegmentRead(rows, 0, 0, len(data))
+        return SegmentRead(parts, 0, 0, len(data))
     pos, records, end = len(MAGIC), 0, len(data)
     while pos + _HEADER.size <= end:
         length, crc = _HEADER.unpack_from(data, pos)
@@ -106,13 +133,65 @@ def read_segment(path: Path) -> SegmentRead:
             record = marshal.loads(payload)  # noqa: S302 - our own CRC-checked file, not foreign input
         except (ValueError, EOFError, TypeError):
             break
-        if not isinstance(record, tuple) or len(record) != len(TABLES):
+        more = _record_columns(record, version)
+        if more is None:
             break
-        for table_rows, more in zip(rows, record, strict=True):
-            table_rows.extend(more)
+        parts.append(more)
         pos = start + length
         records += 1
-    return SegmentRead(rows, records, pos, end - pos)
+    return SegmentRead(parts, records, pos, end - pos)
+
+
+def _record_columns(record: object, version: int) -> TableColumns | None:
+    """A record's columns (converted from the row tuples of format 1); None if malformed."""
+    if not isinstance(record, tuple) or len(record) != len(TABLES):
+        return None
+    if version == 1:
+        if not all(isinstance(rows, list) for rows in record):
+            return None
+        try:
+            record = tuple(_v1_columns(index, rows) for index, rows in enumerate(record))
+        except (TypeError, ValueError):  # rows of different lengths: not ours
+            return None
+    for table, cols in zip(TABLES, record, strict=True):
+        if not isinstance(cols, list | tuple):
+            return None
+        if cols and not _well_formed(table, cols):
+            return None
+    return cast("TableColumns", record)
+
+
+def _well_formed(table: str, cols: Sequence[Any]) -> bool:
+    if len(cols) != len(WAL_COLUMNS[table]) or not all(isinstance(c, list | tuple) for c in cols):
+        return False
+    lengths = [len(c) for c in cols]
+    if table != "measurements":
+        return len(set(lengths)) == 1
+    rows = len(SAMPLE_FIELDS)
+    run_lengths = cols[-1]
+    return (
+        len(set(lengths[:rows])) == 1
+        and len(set(lengths[rows:])) == 1
+        and all(type(n) is int and n > 0 for n in run_lengths)
+        and sum(run_lengths) == lengths[0]
+    )
+
+
+def _v1_columns(index: int, rows: list[tuple[object, ...]]) -> list[Sequence[object]]:
+    if not rows:
+        return []
+    cols: list[Sequence[object]] = list(zip(*rows, strict=True))
+    if index != 0:
+        return cols
+    # Format 1 measurement rows: ts, received_at, path, metric, datatype, value_double,
+    # value_text, unit, quality, is_historical, is_transient, group_id, edge_node_id,
+    # device_id, seq, bdseq, alias, unmapped, context -- rendered values, one run per row.
+    (ts, rec, path, metric, dtype, doubles, texts, unit, quality, hist, trans, group, node, device, seq,
+     bdseq, alias, unmapped, ctx) = cols  # fmt: skip
+    value = [(RENDERED, t, d) for d, t in zip(doubles, texts, strict=True)]
+    per_row = [ts, metric, dtype, value, unit, quality, hist, trans, alias]
+    per_run = [rec, path, group, node, device, seq, bdseq, unmapped, ctx]
+    return [*per_row, *per_run, [1] * len(rows)]
 
 
 class SegmentFile:

@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -25,7 +26,8 @@ from typing import Final
 from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
-from lake.tables import PARTITION_COLUMN, SCHEMAS, TABLES, TableRows, arrow_table
+from lake.tables import PARTITION_COLUMN, SCHEMAS, TABLES, TableColumns, column_count
+from lake.to_arrow import arrow_table_of_parts
 from lake.wal import read_segment, sync_filesystem
 from uns.errors import LakeError
 
@@ -127,25 +129,29 @@ class DeltaWriter:
                 newest = max(newest, version)
         return newest
 
-    def commit_segment(self, number: int, path: Path, rows: TableRows | None = None) -> CommitResult:
+    def commit_segment(
+        self, number: int, path: Path, parts: Sequence[TableColumns] | None = None
+    ) -> CommitResult:
         """Commit segment ``number`` (file ``path``) to every table that lacks it, then delete it.
 
-        ``rows`` are the segment's rows when the caller still holds them in
-        memory (the usual case); otherwise they are read back from the file."""
+        ``parts`` are the columns of the segment's records when the caller still
+        holds them in memory (the usual case); otherwise they are read back from the file."""
         torn = 0
-        if rows is None:
+        if parts is None:
             try:
                 read = read_segment(path)
             except OSError as exc:
                 raise LakeError(f"cannot read WAL segment {path.name}: {exc}") from exc
-            rows, torn = read.rows, read.torn_bytes
+            parts, torn = read.parts, read.torn_bytes
         written = commits = 0
-        for table, table_rows in zip(TABLES, rows, strict=True):
-            if not table_rows:
+        for index, table in enumerate(TABLES):
+            table_parts = [part[index] for part in parts if part[index]]
+            rows = sum(map(column_count, table_parts))
+            if not rows:
                 continue
             _hook(f"before:{table}")
-            if self._commit_table(table, table_rows, number):
-                written += len(table_rows)
+            if self._commit_table(table, table_parts, number):
+                written += rows
                 commits += 1
             _hook(f"after:{table}")
         _hook("before_delete")
@@ -156,14 +162,14 @@ class DeltaWriter:
             raise LakeError(f"cannot retire WAL segment {path.name}: {exc}") from exc
         return CommitResult(written, commits, torn)
 
-    def _commit_table(self, table: str, rows: list[tuple[object, ...]], number: int) -> bool:
+    def _commit_table(self, table: str, parts: Sequence[Sequence[Sequence[object]]], number: int) -> bool:
         txn_id = app_id(table, self.writer_id)
         dt = self._handle(table)
         try:
             done = dt.transaction_version(txn_id)
             if done is not None and done >= number:
                 return False  # committed before a crash or a failed retirement
-            data = arrow_table(table, rows, number)
+            data = arrow_table_of_parts(table, parts, number)
             write_deltalake(
                 dt,
                 data,

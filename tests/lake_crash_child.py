@@ -1,9 +1,10 @@
 """Helper processes for the lake's crash and concurrency tests (and the benchmark).
 
 ``python -m tests.lake_crash_child write LAKE START COUNT [COMMIT_INTERVAL_S] [FSYNC_INTERVAL_S]``
-    adds deterministic batches START..START+COUNT-1 to a LakeSink and prints
-    ``accepted <i>`` (flushed) after each ``add`` returned; then flushes and
-    prints ``done``.  The parent SIGKILLs it at some point, or the env hook
+    adds deterministic batches START..START+COUNT-1 to a LakeSink, ACCEPT_GROUP per
+    event-loop iteration, and prints ``accepted <i>`` (flushed) for each once the
+    loop has run past the iteration that added it (the sink's WAL guarantee); then
+    flushes and prints ``done``.  The parent SIGKILLs it at some point, or the env hook
     ``UNS_LAKE_TEST_HOOK`` (see lake/writer.py) kills it inside a commit.
 
 ``python -m tests.lake_crash_child read LAKE SECONDS``
@@ -26,6 +27,8 @@ from uns.sparkplug.datatypes import DataType
 
 BASE_TS = 1_735_689_600_000  # 2025-01-01T00:00:00Z
 SAMPLES_PER_BATCH = 5
+#: batches added per event-loop iteration (one WAL record each); reported as accepted after it
+ACCEPT_GROUP = 10
 _PATH = "acme/basel/pilot/granulation/gr-201"
 
 
@@ -68,12 +71,18 @@ def deterministic_batch(i: int, samples: int = SAMPLES_PER_BATCH) -> Batch:
 async def _write(lake: str, start: int, count: int, interval: float, fsync: float) -> None:
     config = LakeConfig(commit_interval_s=interval, commit_rows=2_000, fsync_interval_s=fsync)
     async with LakeSink(lake, config) as sink:
+        group: list[int] = []
         for i in range(start, start + count):
             sink.add(deterministic_batch(i))
-            sys.stdout.write(f"accepted {i}\n")
-            sys.stdout.flush()
-            if i % 10 == 0:
-                await asyncio.sleep(0.002)  # let the committer and ticker run, as the engine would
+            group.append(i)
+            if len(group) == ACCEPT_GROUP or i == start + count - 1:
+                # Let the loop run, as the engine would between socket reads: the sink writes
+                # the group's rows to the WAL before anything else runs, so they count as
+                # accepted only now (the sink's guarantee is per loop iteration).
+                await asyncio.sleep(0.002)
+                sys.stdout.write("".join(f"accepted {n}\n" for n in group))
+                sys.stdout.flush()
+                group = []
         await sink.flush()
     print("done", flush=True)
 

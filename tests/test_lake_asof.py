@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from lake import LakeSink, connect
 from lake.query import create_views
-from lake.tables import SCHEMAS, TABLES, arrow_table, batch_rows
+from lake.tables import SCHEMAS, TABLES, batch_columns
+from lake.to_arrow import arrow_table
 from uns.context import ContextStore
 from uns.events import Batch, ContextChange, Sample
 from uns.sparkplug.datatypes import DataType
@@ -32,9 +33,9 @@ def measurement(path: str, ts: int, context: dict[str, str] | None = None) -> Sa
 
 def load(con: duckdb.DuckDBPyConnection, samples: list[Sample], changes: list[ContextChange]) -> None:
     """Register in-memory tables under the names the views read (replacing earlier ones)."""
-    rows = batch_rows(Batch(samples=samples, context=changes))
-    for table, table_rows in zip(TABLES, rows, strict=True):
-        built = arrow_table(table, table_rows, segment=0) if table_rows else SCHEMAS[table].empty_table()
+    columns = batch_columns(Batch(samples=samples, context=changes))
+    for table, table_cols in zip(TABLES, columns, strict=True):
+        built = arrow_table(table, table_cols, segment=0) if table_cols else SCHEMAS[table].empty_table()
         con.register(f"_uns_{table}", built)
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import resource
 import shutil
 import time
 from pathlib import Path
@@ -224,6 +226,8 @@ async def test_flush_makes_everything_queryable_and_stats_add_up(tmp_path: Path)
     async with LakeSink(tmp_path, config) as sink:
         for i in range(500):
             sink.add(deterministic_batch(i))
+            if i % 10 == 9:
+                await asyncio.sleep(0)  # as the engine between socket reads: the WAL write runs
         stats = sink.stats()
         assert int(stats["rows_added"]) > 2_500
         assert stats["state"] == "ok"
@@ -349,7 +353,7 @@ async def test_shutdown_while_the_lake_is_broken_keeps_the_rows_for_the_next_sta
     repair_table(tmp_path, "measurements", aside)
     async with LakeSink(tmp_path, FAST) as again:
         await again.flush()
-        assert again.stats()["segments_replayed"] >= 1
+        assert int(again.stats()["segments_replayed"]) >= 1
     con = connect(tmp_path)
     rows = con.execute("SELECT count(*), count(DISTINCT (ts, metric)) FROM measurements").fetchone()
     sessions = con.execute("SELECT count(*) FROM sessions").fetchone()
@@ -400,3 +404,39 @@ async def test_add_outside_the_context_manager_is_an_error(tmp_path: Path) -> No
     with pytest.raises(LakeError, match="not running"):
         sink.add(deterministic_batch(0))
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def file_size_limit(limit: int) -> Any:
+    """A fault that stops root too: writes beyond ``limit`` bytes fail with EFBIG
+    (Python ignores SIGXFSZ).  Applies to the whole process while active."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+async def test_a_failing_wal_write_keeps_the_rows_and_pushes_back_until_it_works(tmp_path: Path) -> None:
+    accepted = 0
+    async with LakeSink(tmp_path, FAST) as sink:
+        with file_size_limit(4096):
+            with pytest.raises(LakeBackpressure, match="write-ahead log") as raised:  # noqa: PT012
+                for i in range(10_000):
+                    sink.add(deterministic_batch(i))
+                    accepted += 1
+                    await asyncio.sleep(0)  # one WAL record per batch
+            assert raised.value.retry_after > 0
+            assert sink.stats()["state"] == "retrying"
+            assert "write-ahead log" in str(sink.stats()["last_error"])
+            assert int(sink.stats()["rows_pending"]) > 0
+        await wait_for(lambda: sink.stats()["state"] == "ok")  # the ticker's retry wrote them
+        sink.add(deterministic_batch(accepted))  # the engine's retry of the refused batch
+        accepted += 1
+        await sink.flush()
+        assert sink.stats()["rows_committed"] == sink.stats()["rows_added"]
+    con = connect(tmp_path)
+    rows = con.execute("SELECT count(*), count(DISTINCT (ts, metric)) FROM measurements").fetchone()
+    con.close()
+    assert rows == (accepted * SAMPLES_PER_BATCH, accepted * SAMPLES_PER_BATCH)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import marshal
 import math
+import struct
+import zlib
 from pathlib import Path
 
 import pyarrow as pa
@@ -13,7 +16,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lake import LakeSink, connect
-from lake.tables import SCHEMAS, TABLES, arrow_table, batch_rows, empty_rows
+from lake.tables import (
+    SCHEMAS,
+    TABLES,
+    PendingRows,
+    batch_columns,
+    column_count,
+    empty_columns,
+    extend_columns,
+)
+from lake.to_arrow import arrow_table, arrow_table_of_parts
 from lake.wal import MAGIC, SegmentFile, encode_record, read_segment
 from tests.lake_crash_child import deterministic_batch
 from uns.events import Batch, ContextChange, Sample
@@ -58,10 +70,20 @@ def samples(draw: st.DrawFn) -> Sample:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(samples(), max_size=8))
-def test_rows_become_arrow_with_exact_values(batch_samples: list[Sample]) -> None:
-    rows = batch_rows(Batch(samples=batch_samples))
-    table = arrow_table("measurements", rows[0], segment=3)
+@given(st.lists(samples(), max_size=8), st.integers(0, 8), st.booleans())
+def test_rows_become_arrow_with_exact_values(batch_samples: list[Sample], split: int, shared: bool) -> None:
+    if shared:  # as the engine's: the samples of one message share every per-message field
+        head = batch_samples[0] if batch_samples else None
+        for s in batch_samples[1:]:
+            assert head is not None
+            s.group_id, s.device_id, s.seq, s.path = head.group_id, head.device_id, head.seq, head.path
+            s.received_at, s.context = head.received_at, head.context
+    # two messages: a message whose samples share every per-message field is one run
+    pending = PendingRows()
+    pending.add(Batch(samples=batch_samples[:split]))
+    pending.add(Batch(samples=batch_samples[split:]))
+    columns = pending.take()
+    table = arrow_table("measurements", columns[0], segment=3)
     assert table.schema == SCHEMAS["measurements"]
     got = table.to_pylist()
     for s, row in zip(batch_samples, got, strict=True):
@@ -74,6 +96,11 @@ def test_rows_become_arrow_with_exact_values(batch_samples: list[Sample]) -> Non
         assert row["datatype"] == s.datatype.name
         assert row["ts"] == dt.datetime.fromtimestamp(s.ts / 1000, dt.UTC)
         assert row["date"] == row["ts"].date()
+        # the fields a message's samples share travel as runs: each row keeps its own
+        assert (row["group_id"], row["device_id"], row["seq"], row["path"]) == (
+            s.group_id, s.device_id, s.seq, s.path
+        )  # fmt: skip
+        assert row["received_at"] == dt.datetime.fromtimestamp(s.received_at / 1000, dt.UTC)
         ctx = s.context or {}
         assert row["batch_id"] == ctx.get("batch_id")
         assert row["phase"] == ctx.get("phase")
@@ -89,8 +116,8 @@ def test_wal_reads_every_complete_record_and_ignores_a_torn_tail(
     seg = SegmentFile(wal, 7)
     ends = []
     for i in batches:
-        rows = batch_rows(deterministic_batch(i))
-        seg.append(encode_record(rows), sum(map(len, rows)))
+        columns = batch_columns(deterministic_batch(i))
+        seg.append(encode_record(columns), sum(map(column_count, columns)))
         ends.append(seg.size)
     seg.close()
     data = seg.path.read_bytes()
@@ -99,12 +126,11 @@ def test_wal_reads_every_complete_record_and_ignores_a_torn_tail(
     read = read_segment(seg.path)
     complete = sum(1 for end in ends if end <= cut)
     assert read.records == complete
-    expected = empty_rows()
+    expected = empty_columns()
     for i in batches[:complete]:
-        for acc, more in zip(expected, batch_rows(deterministic_batch(i)), strict=True):
-            acc.extend(more)
-    # marshal round trip: tuples stay tuples, the shared context dict stays equal
-    assert read.rows == expected
+        extend_columns(expected, batch_columns(deterministic_batch(i)))
+    # marshal round trip: values keep their types, the shared context dict stays equal
+    assert [[list(c) for c in t] for t in read.columns] == [[list(c) for c in t] for t in expected]
     assert read.good_bytes + read.torn_bytes == cut
     assert read.torn_bytes == (
         cut - ends[complete - 1] if complete else (cut if cut < len(MAGIC) else cut - 8)
@@ -114,7 +140,7 @@ def test_wal_reads_every_complete_record_and_ignores_a_torn_tail(
 def test_a_flipped_bit_ends_the_segment_at_the_damaged_record(tmp_path: Path) -> None:
     seg = SegmentFile(tmp_path, 1)
     for i in range(3):
-        seg.append(encode_record(batch_rows(deterministic_batch(i))), 1)
+        seg.append(encode_record(batch_columns(deterministic_batch(i))), 1)
     seg.close()
     data = bytearray(seg.path.read_bytes())
     data[-5] ^= 0x01  # inside the last record's payload: its CRC no longer matches
@@ -174,3 +200,63 @@ def test_every_table_builds_empty_with_its_schema() -> None:
         assert built.schema == SCHEMAS[table]
         assert built.num_rows == 0
         assert pa.types.is_date32(built.schema.field("date").type)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 9), min_size=1, max_size=8),
+    slice_rows=st.integers(1, 12),
+)
+def test_rows_in_parts_build_the_same_table_whatever_the_slicing(sizes: list[int], slice_rows: int) -> None:
+    """Records' columns are joined and cut into slices for Arrow: same rows, same order,
+    and the context table's ingest_order keeps counting across slices."""
+    batches = []
+    first = 0
+    for size in sizes:
+        batch = deterministic_batch(first, samples=size)
+        batch.context = [
+            ContextChange(1_735_689_600_000 + first + k, 1_735_689_600_000, "a", "phase", f"p{first + k}")
+            for k in range(size)
+        ]
+        batches.append(batch)
+        first += size
+    parts = [batch_columns(b) for b in batches]
+    merged = empty_columns()
+    for part in parts:
+        extend_columns(merged, part)
+    for index, table in enumerate(TABLES):
+        whole = arrow_table(table, merged[index], segment=2)
+        sliced = arrow_table_of_parts(
+            table, [p[index] for p in parts if p[index]], segment=2, slice_rows=slice_rows
+        )
+        assert sliced.to_pylist() == whole.to_pylist(), table
+    orders = arrow_table_of_parts("context", [p[1] for p in parts], 2, slice_rows=slice_rows)["ingest_order"]
+    assert orders.to_pylist() == [(2 << 32) + n for n in range(sum(sizes))]
+
+
+def test_a_segment_of_the_previous_wal_format_still_replays(tmp_path: Path) -> None:
+    """UNSWAL1 segments (row tuples, values rendered) left by an older version are read."""
+    ctx = {"batch_id": "B1"}
+    rows: tuple[list[tuple[object, ...]], ...] = (
+        [
+            (1_735_689_600_000, 1_735_689_600_001, "a/b", "m", int(DataType.Double), 0.5, "0.5", "degC",
+             "good", False, False, "G", "N", None, 3, 0, 7, False, ctx),
+            (1_735_689_600_002, 1_735_689_600_003, "a/b", "s", int(DataType.String), None, "txt", None,
+             "good", False, False, "G", "N", None, 4, 0, None, False, None),
+        ],
+        [(1_735_689_600_000, 1_735_689_600_000, "a", "phase", "dry", "test", None, None)],
+        [],
+        [(1_735_689_600_000, "G", "N", None, "birth", "")],
+        [],
+    )  # fmt: skip
+    payload = marshal.dumps(rows, 4)
+    path = tmp_path / "0000000000000001.wal"
+    path.write_bytes(b"UNSWAL1\n" + struct.pack("<II", len(payload), zlib.crc32(payload)) + payload)
+    read = read_segment(path)
+    assert (read.records, read.torn_bytes) == (1, 0)
+    table = arrow_table("measurements", read.columns[0], segment=1).to_pylist()
+    assert [(r["metric"], r["value_text"], r["value_double"], r["batch_id"]) for r in table] == [
+        ("m", "0.5", 0.5, "B1"),
+        ("s", "txt", None, None),
+    ]
+    assert arrow_table("sessions", read.columns[3], segment=1).num_rows == 1
