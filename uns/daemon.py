@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 from pathlib import Path
 
 from lake import LakeConfig, LakeSink
@@ -94,10 +95,15 @@ async def run_daemon(config: Config, *, stop: asyncio.Event | None = None) -> En
             installed.append(sig)
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
+    # The lake's commit thread builds Arrow columns under the GIL: a 1 ms switch interval
+    # (Python's default is 5 ms) gives the GIL back to the receive loop sooner.
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(switch_interval, 0.001))
     try:
         log.info("starting: %s", config.to_dict(masked=True))
         await engine.run(stop)
     finally:
+        sys.setswitchinterval(switch_interval)
         for sig in installed:
             loop.remove_signal_handler(sig)
     return engine
