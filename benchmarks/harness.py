@@ -2,7 +2,8 @@
 
 Usage (from the repository root; ``scripts/bench`` sets up and runs this)::
 
-    .venv/bin/python -m benchmarks.harness [--quick | --smoke] [--out bench-results]
+    .venv/bin/python -m benchmarks.harness [--quick | --smoke] [--out bench-results] \
+        [--soak SECONDS [--soak-rate METRICS_PER_S]]
 
 Everything runs on loopback and is started and stopped here: a private
 mosquitto, load generators (:mod:`benchmarks.loadgen`, one process each),
@@ -20,6 +21,10 @@ bare-subscriber ceiling and the republished-events listener
    to every node at once) and ``tag_scale`` (200,000 born metrics over 200
    nodes).  Then SIGTERM (the engine flushes) and the loss check: every
    generated sample must be in ``measurements`` exactly once.
+3. ``soak`` (only with ``--soak SECONDS``): a fresh lake-mode engine at
+   ``--soak-rate`` metrics/s (default 50,000) for that long, its RSS sampled
+   every few seconds: start/end/peak and the slope over the second half
+   (:func:`benchmarks.report.rss_trend`), then its own loss check.
 
 The report is JSON (``<out>/<timestamp>.json``) plus a table on stdout.
 """
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -44,7 +50,7 @@ import aiomqtt
 import psutil  # type: ignore[import-untyped]
 
 from benchmarks.procs import EngineProcess, LakeLagProbe, Subscriber, kill_children, run_generator
-from benchmarks.report import evaluate_targets, render_table
+from benchmarks.report import SOAK_RATE, evaluate_targets, render_table, rss_trend
 from benchmarks.subscribers import percentiles
 from uns.broker import running_mosquitto
 from uns.engine import Engine
@@ -62,6 +68,7 @@ RAMP_STEP_KEYS = (
     "peak_rss_mb",
 )
 MAX_BEHIND_S = 5.0  # stop a phase's generator once the engine is this many seconds of load behind
+SOAK_SAMPLE_S = 2.0  # the soak's RSS sampling interval (shorter for soaks under 40 s)
 
 
 @dataclass(frozen=True)
@@ -180,6 +187,9 @@ class Bench:
                 "received": got["messages"],
                 "behind_at_end_s": round(behind, 2),
                 "kept_up": got["messages"] >= report["messages"] and behind <= 1.0,
+                "generator_cpu_us_per_msg": round(
+                    report["data_cpu_s"] / max(report["data_messages"], 1) * 1e6, 2
+                ),
             }
             steps.append(step)
             if not step["kept_up"]:
@@ -217,6 +227,7 @@ class Bench:
                 group = f"{mode}-{name}"
                 res = await self.load_phase(engine, group, (nodes, devices, metrics), rate, seconds)
                 windows[name] = (res.pop("_t0_ms"), res.pop("_t1_ms"))
+                del res["_data_window"]
                 results[name] = res
             results["saturation"] = await self.ramp(engine, mode)
             if mode == "lake":
@@ -286,7 +297,10 @@ class Bench:
         report = gen.report
         self.expected[group] = self.expected.get(group, 0) + report["device_metrics"]
         gen_end = report["started"] + report["elapsed"]
-        t_done, m1 = await status.wait_metrics(m0 + report["device_metrics"], limit_s=max(90.0, seconds * 3))
+        t_done, m1 = await status.wait_metrics(
+            m0 + report["device_metrics"], limit_s=max(90.0, seconds * 3), alive=engine.running
+        )
+        engine.check_running()
         cpu1 = engine.cpu_seconds()
         processed = m1 - m0
         msgs = int(status.latest.get("counters", {}).get("messages", 0)) - msgs0
@@ -306,8 +320,12 @@ class Bench:
             "behind_at_end_s": round(max(0.0, t_done - gen_end), 2),
             "cpu_s_per_million_metrics": round((cpu1 - cpu0) / max(processed, 1) * 1e6, 2),
             "peak_rss_mb": round(engine.rss_peak_window / MB, 1),
+            "generator_cpu_us_per_msg": round(
+                report["data_cpu_s"] / max(report["data_messages"], 1) * 1e6, 2
+            ),
             "_t0_ms": int(t0 * 1000),
             "_t1_ms": int(t_done * 1000),
+            "_data_window": (report["started"], gen_end),
         }
         # kept up: ran the full time and processed everything within ~1 s (+ status resolution)
         out["kept_up"] = (
@@ -339,8 +357,8 @@ class Bench:
             res = await self.load_phase(
                 engine, f"{mode}-ramp-{rate // 1000}k", self.p.plant, rate, self.p.ramp_step_s
             )
-            t0, t1 = res.pop("_t0_ms"), res.pop("_t1_ms")
-            del t0, t1
+            for key in ("_t0_ms", "_t1_ms", "_data_window"):
+                del res[key]
             steps.append({k: res[k] for k in RAMP_STEP_KEYS})
             if not res["kept_up"]:
                 break
@@ -376,7 +394,8 @@ class Bench:
         )  # fmt: skip
         try:
             await asyncio.wait_for(born.wait(), 120)
-            t_first, m1 = await status.wait_metrics(m0 + born_metrics, limit_s=120)
+            t_first, m1 = await status.wait_metrics(m0 + born_metrics, limit_s=120, alive=engine.running)
+            engine.check_running()
             rss_after_birth = engine.rss_peak_window
             # every node at once: one connection, NCMDs back to back
             payload = Engine.rebirth_payload()
@@ -384,7 +403,8 @@ class Bench:
                 t_ncmd = time.time()
                 for n in range(nodes):
                     await c.publish(f"spBv1.0/{group}/NCMD/node-{n:03d}", payload, qos=0)
-            t_storm, m2 = await status.wait_metrics(m0 + 2 * born_metrics, limit_s=120)
+            t_storm, m2 = await status.wait_metrics(m0 + 2 * born_metrics, limit_s=120, alive=engine.running)
+            engine.check_running()
         finally:
             stop.set()
             gen = await task
@@ -402,6 +422,53 @@ class Bench:
             "peak_rss_mb": round(engine.rss_peak_window / MB, 1),
             "status_resolution_s": 0.25,
         }
+
+    # ------------------------------------------------------------------ soak
+    async def soak(self, seconds: float, rate: float) -> dict[str, Any]:
+        """A fresh lake-mode engine at ``rate`` metrics/s for ``seconds``: does its RSS grow?
+
+        The same load phase as the others (cut short once the engine is
+        ``MAX_BEHIND_S`` behind: then the soak did not run at its rate), with the
+        engine's RSS sampled every ``SOAK_SAMPLE_S`` seconds meanwhile."""
+        lake = self.workdir / "lake-soak"
+        engine = EngineProcess(port=self.port, lake=lake, mode="lake")
+        interval = min(SOAK_SAMPLE_S, max(0.25, seconds / 20))
+        samples: list[tuple[float, int]] = []  # (wall clock, RSS bytes)
+
+        async def sample_rss() -> None:
+            assert engine.ps is not None
+            with contextlib.suppress(psutil.Error):
+                while True:
+                    samples.append((time.time(), engine.ps.memory_info().rss))
+                    await asyncio.sleep(interval)
+
+        started = time.monotonic()
+        await engine.start()
+        sampler = asyncio.create_task(sample_rss())
+        try:
+            phase = await self.load_phase(engine, "soak", self.p.plant, rate, seconds)
+        finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+            stop_t = time.monotonic()
+            code = await engine.stop()
+        del phase["_t0_ms"], phase["_t1_ms"]
+        data_start, data_end = phase.pop("_data_window")
+        # the data window only: births before it and the drain after it are not the soak
+        series = [(round(t - data_start, 2), round(rss / MB, 1)) for t, rss in samples]
+        series = [(t, mb) for t, mb in series if 0 <= t <= data_end - data_start]
+        phase["rss"] = rss_trend(series, data_end - data_start)
+        phase["rss"]["interval_s"] = interval
+        phase["rss_series"] = series
+        phase["engine"] = {
+            "exit_code": code,
+            "shutdown_s": round(time.monotonic() - stop_t, 2),
+            "peak_rss_mb": round(engine.hwm_bytes / MB, 1),
+            "wall_s": round(time.monotonic() - started, 1),
+        }
+        phase["loss"] = self.loss_check(lake, ["soak"])
+        return phase
 
     # ------------------------------------------------------------------ loss
     def loss_check(self, lake: Path, groups: list[str]) -> dict[str, Any]:
@@ -434,7 +501,9 @@ class Bench:
         }
 
 
-async def run_bench(profile: Profile, workdir: Path) -> dict[str, Any]:
+async def run_bench(
+    profile: Profile, workdir: Path, *, soak_s: float = 0.0, soak_rate: float = SOAK_RATE
+) -> dict[str, Any]:
     started = time.time()
     result: dict[str, Any] = {
         "profile": profile.name,
@@ -448,12 +517,17 @@ async def run_bench(profile: Profile, workdir: Path) -> dict[str, Any]:
             result["modes"] = {}
             for mode in profile.modes:
                 result["modes"][mode] = await bench.mode(mode)
+            if soak_s > 0:
+                result["soak"] = await bench.soak(soak_s, soak_rate)
         finally:
             kill_children()
     result["elapsed_s"] = round(time.time() - started, 1)
+    checks = [m["loss"] for m in result["modes"].values()]
+    if "soak" in result:
+        checks.append(result["soak"]["loss"])
     result["loss"] = {
-        "missing": sum(m["loss"]["missing"] for m in result["modes"].values()),
-        "duplicates": sum(m["loss"]["duplicates"] for m in result["modes"].values()),
+        "missing": sum(c["missing"] for c in checks),
+        "duplicates": sum(c["duplicates"] for c in checks),
     }
     result["targets"] = evaluate_targets(result)
     return result
@@ -469,13 +543,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep the lakes and engine logs")
     parser.add_argument("--modes", default=None, help="comma-separated subset of lake,device,metric")
+    parser.add_argument(
+        "--soak",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="after the other phases, a lake-mode soak this long (0 = none; the target is 600)",
+    )
+    parser.add_argument(
+        "--soak-rate", type=float, default=SOAK_RATE, help="the soak's metrics/s (the target's is 50,000)"
+    )
     args = parser.parse_args(argv)
     profile = PROFILES["smoke" if args.smoke else "quick" if args.quick else "full"]
     if args.modes:
         profile = dataclasses.replace(profile, modes=tuple(args.modes.split(",")))
     workdir = Path(tempfile.mkdtemp(prefix="uns-bench-"))
     try:
-        result = asyncio.run(run_bench(profile, workdir))
+        result = asyncio.run(run_bench(profile, workdir, soak_s=args.soak, soak_rate=args.soak_rate))
     finally:
         if args.keep:
             print(f"kept {workdir}")

@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,19 +123,33 @@ class StatusWatcher:
             return False
         return True
 
-    async def wait_metrics(self, target: int, *, limit_s: float, quiet: float = 3.0) -> tuple[float, int]:
+    async def wait_metrics(
+        self,
+        target: int,
+        *,
+        limit_s: float,
+        quiet: float = 3.0,
+        alive: Callable[[], bool] = lambda: True,
+    ) -> tuple[float, int]:
         """Wait until ``counters.metrics`` >= target, or timeout, or the counter stood still
-        for ``quiet`` seconds of status documents (a busy engine publishes none: keep waiting).
+        for ``quiet`` seconds of status documents (a busy engine publishes none: keep waiting),
+        or ``alive()`` says the engine is gone (a dead engine publishes none either).
 
         Returns (wall time the final value was first seen, value)."""
         deadline = time.monotonic() + limit_s
         value, since = self.metrics, self.arrived
-        while self.metrics < target and time.monotonic() < deadline:
+        # the quiet span runs between status documents received during this wait: the one before
+        # it may be seconds old (an engine that held the GIL in a commit published none meanwhile)
+        unchanged_from: float | None = None
+        while self.metrics < target and time.monotonic() < deadline and alive():
             if not await self.next(0.5):
                 continue
             if self.metrics != value:
                 value, since = self.metrics, self.arrived
-            elif self.arrived - since > quiet:
+                unchanged_from = since
+            elif unchanged_from is None:
+                unchanged_from = self.arrived
+            elif self.arrived - unchanged_from > quiet:
                 break
         return since, value
 
@@ -209,6 +224,15 @@ class EngineProcess:
         except OSError:
             pass
         return 0
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    def check_running(self) -> None:
+        """Raise with the log's tail if the engine exited (a crash must not read as a slow engine)."""
+        if not self.running():
+            code = self.proc.returncode if self.proc is not None else None
+            raise RuntimeError(f"engine exited ({code}): {self.log_path.read_text()[-2000:]}")
 
     def cpu_seconds(self) -> float:
         assert self.ps is not None
