@@ -48,7 +48,10 @@ def _feed_all(reader: PacketReader, chunks: Iterator[bytes] | list[bytes]) -> li
     return controls
 
 
-topics = st.text(st.characters(exclude_characters="\x00"), min_size=1, max_size=30)
+# MQTT topics are UTF-8 without NUL: no lone surrogates (they have no UTF-8 form)
+topics = st.text(
+    st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), min_size=1, max_size=30
+)
 published = st.tuples(topics, st.binary(max_size=300), st.integers(0, 2), st.booleans())
 
 
