@@ -2,56 +2,124 @@
 
 Usage::
 
-    .venv/bin/python -m benchmarks.profile_engine [--messages 50000] [--mode lake|device|metric] [--profile]
+    .venv/bin/python -m benchmarks.profile_engine [--messages 40000] [--mode lake|device|metric]
+        [--path both|old|new] [--births 200x10x100] [--profile]
 
 Builds the engine as ``uns run`` does (``build_engine``; republish publishes
 into a no-op), feeds it the births and then pre-encoded 10-metric DDATA of the
-bench plant, and reports microseconds per message for ``process`` alone and
-for ``process`` + every sink's ``add``.  ``--profile`` prints the cProfile top
-functions.  What this does not include is the receive path (aiomqtt), which
-the harness's ceiling measures.
+bench plant, and reports CPU microseconds per message (``time.thread_time``, this thread only:
+wall clock is noisy on a shared machine) for ``process`` alone, DATA and
+DBIRTH, and wall microseconds for ``process`` + every sink's ``add``.
+
+``--path old`` is ``Engine.process`` as it is; ``--path new`` replaces its
+decode + ``SessionManager.handle`` block by ``SessionManager.handle_raw`` (the
+proposed engine change, :func:`proposed_process`).  ``--births`` sizes the
+birth scenario (nodes x devices x metrics per DBIRTH; the tag-scale scenario
+of the harness is 200x10x100).  ``--profile`` prints the cProfile top
+functions of the DATA phase.  What this does not include is the receive path
+(aiomqtt), which the harness's ceiling measures.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import io
 import pstats
 import tempfile
 import time
+import types
+from collections.abc import Iterator
 
 from uns.config import load_config
 from uns.daemon import build_engine
+from uns.engine import Engine
+from uns.errors import UnsError
+from uns.events import Batch, RebirthRequest, Rejected
 from uns.sparkplug import sparkplug_b_pb2 as pb
 from uns.sparkplug.datatypes import DataType
+from uns.sparkplug.topic import MessageType, Topic, parse_topic
 
-__all__ = ["main"]
+__all__ = ["main", "proposed_process"]
 
 
-def messages(
-    nodes: int, devices: int, metrics: int, count: int
-) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]]:
-    births: list[tuple[str, bytes]] = []
-    seqs = {}
-    ts = time.time_ns() // 1_000_000
+def proposed_process(
+    self: Engine, topic: str, payload: bytes, received_at: int
+) -> tuple[Batch, list[RebirthRequest]]:
+    """``Engine.process`` with the proposed decode block (``SessionManager.handle_raw``).
+
+    A copy of the engine's method for measuring until the lead adopts the change;
+    only the block between the markers differs."""
+    self.counters.messages += 1
+    if topic.startswith(self._context_prefix):
+        return self._process_context(topic, payload, received_at), []
+    parsed = self._topics.get(topic, False)
+    if parsed is False:
+        try:
+            parsed = parse_topic(topic)
+        except UnsError:
+            parsed = None
+        if len(self._topics) < 100_000:
+            self._topics[topic] = parsed
+    if parsed is None:
+        return self._reject(topic, payload, received_at, "not a Sparkplug B topic"), []
+    assert isinstance(parsed, Topic)
+    mtype = parsed.message_type
+    if mtype is MessageType.STATE:
+        self._process_state(parsed, payload, received_at)
+        return Batch(), []
+    if mtype is MessageType.NCMD or mtype is MessageType.DCMD:
+        self.counters.commands_ignored += 1
+        return Batch(), []
+    self.counters.sparkplug_messages += 1
+    # --- the proposed block
+    outcome, bad_metrics = self.sessions.handle_raw(
+        parsed, payload, received_at, max_decompressed_bytes=self.config.sparkplug.max_decompressed_bytes
+    )
+    if outcome.undecodable is not None:
+        self._rlog.warning(
+            f"decode:{parsed.node_key}", "undecodable payload on %s: %s", topic, outcome.undecodable
+        )
+    for _index, reason in bad_metrics:
+        outcome.batch.rejected.append(Rejected(received_at, topic, payload, f"undecodable: {reason}"))
+    # --- end of the proposed block
+    batch = outcome.batch
+    self._account(batch, outcome.rebirths)
+    return batch, outcome.rebirths
+
+
+def births(
+    nodes: int, devices: int, metrics: int, ts: int, *, group: str = "Prof"
+) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]], dict[str, int]]:
+    """(NBIRTHs, DBIRTHs, next seq per node) of a plant of Double metrics with aliases."""
+    nbirths: list[tuple[str, bytes]] = []
+    dbirths: list[tuple[str, bytes]] = []
+    seqs: dict[str, int] = {}
     for n in range(nodes):
         node = f"node-{n:03d}"
         p = pb.Payload(timestamp=ts, seq=0)
         p.metrics.add(name="bdSeq", timestamp=ts, datatype=int(DataType.Int64), long_value=0)
-        births.append((f"spBv1.0/Prof/NBIRTH/{node}", p.SerializeToString()))
+        nbirths.append((f"spBv1.0/{group}/NBIRTH/{node}", p.SerializeToString()))
         seq = 0
         for d in range(devices):
             seq += 1
-            b = pb.Payload(timestamp=ts, seq=seq)
+            b = pb.Payload(timestamp=ts, seq=seq % 256)
             for i in range(metrics):
                 b.metrics.add(
                     name=f"m{i:03d}", alias=d * metrics + i + 1, timestamp=ts, datatype=10, double_value=0.0
                 )
-            births.append((f"spBv1.0/Prof/DBIRTH/{node}/dev-{d:02d}", b.SerializeToString()))
-        seqs[node] = seq
-    data = []
+            dbirths.append((f"spBv1.0/{group}/DBIRTH/{node}/dev-{d:02d}", b.SerializeToString()))
+        seqs[node] = seq % 256
+    return nbirths, dbirths, seqs
+
+
+def data(
+    nodes: int, devices: int, metrics: int, count: int, ts: int, seqs: dict[str, int]
+) -> list[tuple[str, bytes]]:
+    """``count`` 10-metric DDATA round-robin over the devices, seqs continuing the births'."""
+    out = []
     units = [(n, d) for n in range(nodes) for d in range(devices)]
     for k in range(count):
         n, d = units[k % len(units)]
@@ -61,11 +129,18 @@ def messages(
         p = pb.Payload(timestamp=t, seq=seqs[node])
         for i in range(metrics):
             p.metrics.add(alias=d * metrics + i + 1, timestamp=t, double_value=k + i * 0.5)
-        data.append((f"spBv1.0/Prof/DDATA/{node}/dev-{d:02d}", p.SerializeToString()))
-    return births, data
+        out.append((f"spBv1.0/Prof/DDATA/{node}/dev-{d:02d}", p.SerializeToString()))
+    return out
 
 
-async def run(args: argparse.Namespace) -> None:
+@contextlib.contextmanager
+def cpu_timer(result: list[float]) -> Iterator[None]:
+    start = time.thread_time()
+    yield
+    result.append(time.thread_time() - start)
+
+
+async def run_path(args: argparse.Namespace, path: str) -> None:
     with tempfile.TemporaryDirectory(prefix="uns-prof-") as lake:
         env = {
             "UNS_LAKE": lake,
@@ -78,60 +153,83 @@ async def run(args: argparse.Namespace) -> None:
             return None
 
         engine.publish = publish  # type: ignore[method-assign]
-        births, data = messages(10, 10, 10, args.messages)
-        async with contextlib_stack(engine) as _:
-            for topic, payload in births:
-                batch, _r = engine.process(topic, payload, time.time_ns() // 1_000_000)
+        if path == "new":
+            engine.process = types.MethodType(proposed_process, engine)  # type: ignore[method-assign]
+        ts = time.time_ns() // 1_000_000
+        nbirths, dbirths, seqs = births(10, 10, 10, ts)
+        messages = data(10, 10, 10, args.messages, ts, seqs)
+        async with contextlib.AsyncExitStack() as stack:
+            for sink in engine.sinks:
+                await stack.enter_async_context(sink)
+            for topic, payload in nbirths + dbirths:
+                batch, _r = engine.process(topic, payload, ts)
                 for sink in engine.sinks:
                     sink.add(batch)
-            now = time.time_ns() // 1_000_000
-            t = time.perf_counter()
-            for topic, payload in data[: len(data) // 2]:
-                engine.process(topic, payload, now)
-            only = (time.perf_counter() - t) / (len(data) // 2) * 1e6
+            half = len(messages) // 2
+            cpu: list[float] = []
+            with cpu_timer(cpu):
+                for topic, payload in messages[:half]:
+                    engine.process(topic, payload, ts)
+            only = cpu[0] / half * 1e6
             prof = cProfile.Profile() if args.profile else None
+            rest = messages[half:]
             t = time.perf_counter()
             if prof:
                 prof.enable()
-            rest = data[len(data) // 2 :]
             for i, (topic, payload) in enumerate(rest):
-                batch, _r = engine.process(topic, payload, now)
+                batch, _r = engine.process(topic, payload, ts)
                 for sink in engine.sinks:
                     sink.add(batch)
                 if i % 500 == 0:
                     await asyncio.sleep(0)  # let the sinks' tasks run as they would
-            full = (time.perf_counter() - t) / len(rest) * 1e6
             if prof:
                 prof.disable()
-            print(
-                f"process only: {only:.1f} us/message; process + sinks add: {full:.1f} us/message "
-                f"({args.mode}; 10 metrics/message)"
-            )
-            if prof:
-                s = io.StringIO()
-                pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(25)
-                print(s.getvalue())
+            full = (time.perf_counter() - t) / len(rest) * 1e6
+        print(
+            f"[{path}] DATA: process only {only:.1f} us CPU/message; "
+            f"process + sinks add {full:.1f} us wall/message ({args.mode}; 10 metrics/message)"
+        )
+        if prof:
+            s = io.StringIO()
+            pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(25)
+            print(s.getvalue())
+    run_births(args, path)
 
 
-class contextlib_stack:  # noqa: N801 - a tiny helper: enter every sink
-    def __init__(self, engine: object) -> None:
-        import contextlib  # noqa: PLC0415
+def run_births(args: argparse.Namespace, path: str) -> None:
+    """The birth scenario through process() alone (no sinks): CPU per DBIRTH and per born metric."""
+    nodes, devices, metrics = (int(x) for x in args.births.split("x"))
+    engine = build_engine(load_config(None, env={"UNS_LAKE": "", "UNS_REPUBLISH_ENABLED": "false"}))
+    if path == "new":
+        engine.process = types.MethodType(proposed_process, engine)  # type: ignore[method-assign]
+    ts = time.time_ns() // 1_000_000
+    nbirths, dbirths, _ = births(nodes, devices, metrics, ts, group="Births")
+    cpu: list[float] = []
+    with cpu_timer(cpu):
+        for topic, payload in nbirths:
+            engine.process(topic, payload, ts)
+    with cpu_timer(cpu):
+        for topic, payload in dbirths:
+            engine.process(topic, payload, ts)
+    born = len(dbirths) * metrics
+    print(
+        f"[{path}] DBIRTH ({nodes}x{devices}x{metrics}, {born:,} born metrics): "
+        f"{cpu[1] / len(dbirths) * 1e6:.0f} us CPU/DBIRTH, {cpu[1] / born * 1e6:.2f} us/born metric, "
+        f"{cpu[0] + cpu[1]:.2f} s CPU for all births"
+    )
 
-        self.stack = contextlib.AsyncExitStack()
-        self.engine = engine
 
-    async def __aenter__(self) -> None:
-        for sink in self.engine.sinks:  # type: ignore[attr-defined]
-            await self.stack.enter_async_context(sink)
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stack.aclose()
+async def run(args: argparse.Namespace) -> None:
+    for path in ("old", "new") if args.path == "both" else (args.path,):
+        await run_path(args, path)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=40_000)
     parser.add_argument("--mode", choices=("lake", "device", "metric"), default="lake")
+    parser.add_argument("--path", choices=("both", "old", "new"), default="both")
+    parser.add_argument("--births", default="200x10x100", help="nodes x devices x metrics per DBIRTH")
     parser.add_argument("--profile", action="store_true")
     asyncio.run(run(parser.parse_args()))
 

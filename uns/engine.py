@@ -37,7 +37,6 @@ from uns.errors import (
     ContextError,
     EngineError,
     LakeBackpressure,
-    SparkplugDecodeError,
     UnsError,
 )
 from uns.events import Batch, RebirthRequest, Rejected, SessionEventKind, Sink
@@ -45,8 +44,7 @@ from uns.fastmqtt import FastClient, Message, Will
 from uns.model import PlantModel
 from uns.mqtt import Backoff
 from uns.normalize import Normalizer
-from uns.sparkplug.codec import decode_payload_lenient, encode_payload
-from uns.sparkplug.compression import is_compressed, unwrap_compressed_lenient
+from uns.sparkplug.codec import encode_payload
 from uns.sparkplug.datatypes import DataType
 from uns.sparkplug.payload import Metric, Payload
 from uns.sparkplug.session import SessionConfig, SessionManager
@@ -128,21 +126,15 @@ class Engine:
             self.counters.commands_ignored += 1
             return Batch(), []
         self.counters.sparkplug_messages += 1
-        try:
-            decoded, bad_metrics = decode_payload_lenient(payload)
-            if is_compressed(decoded):
-                decoded, bad_metrics = unwrap_compressed_lenient(
-                    decoded, self.config.sparkplug.max_decompressed_bytes
-                )
-        except SparkplugDecodeError as exc:
+        outcome, bad_metrics = self.sessions.handle_raw(
+            parsed, payload, received_at, max_decompressed_bytes=self.config.sparkplug.max_decompressed_bytes
+        )
+        if outcome.undecodable is not None:
             self._rlog.warning(
-                f"decode:{parsed.node_key}", "undecodable payload on %s: %s", topic, exc.reason
+                f"decode:{parsed.node_key}", "undecodable payload on %s: %s", topic, outcome.undecodable
             )
-            outcome = self.sessions.handle_undecodable(parsed, payload, exc.reason, received_at)
-        else:
-            outcome = self.sessions.handle(parsed, decoded, payload, received_at)
-            for _index, reason in bad_metrics:
-                outcome.batch.rejected.append(Rejected(received_at, topic, payload, f"undecodable: {reason}"))
+        for _index, reason in bad_metrics:
+            outcome.batch.rejected.append(Rejected(received_at, topic, payload, f"undecodable: {reason}"))
         batch = outcome.batch
         self._account(batch, outcome.rebirths)
         return batch, outcome.rebirths

@@ -3,7 +3,7 @@
 A born metric is precomputed once, at birth, so each DATA metric costs one
 lookup and one converter call: :class:`BornMetric` holds its name, alias,
 datatype, unit and the fast converter for its datatype.  The converters skip
-:meth:`Metric.value_as` when the raw wire value already is the typed value.
+:func:`convert_wire_value` when the raw wire value already is the typed value.
 The metric's properties are rendered once too: the engineering unit and a
 JSON object string for the catalog (:func:`describe_properties`), and the
 ``Quality`` property of each sample (:func:`property_quality`).
@@ -17,46 +17,54 @@ from dataclasses import dataclass
 from typing import Any
 
 from uns.events import Quality
-from uns.sparkplug.datatypes import SIGNED_WIDTH, UNSIGNED_WIDTH, DataType
-from uns.sparkplug.payload import DataSet, Metric, MetricValue, PropertySet, PropertyValue, Template
+from uns.sparkplug.convert import convert_wire_value
+from uns.sparkplug.datatypes import SIGNED_WIDTH, STRING_TYPES, UNSIGNED_WIDTH, DataType
+from uns.sparkplug.payload import DataSet, MetricValue, PropertySet, PropertyValue, Template
 from uns.values import json_value
 
-__all__ = ["FAST_CONVERTERS", "BornMetric", "Converter", "describe_properties", "property_quality"]
+__all__ = [
+    "FAST_CONVERTERS",
+    "WIRE_KINDS",
+    "BornMetric",
+    "Converter",
+    "describe_properties",
+    "property_quality",
+]
 
 _GOOD = Quality.GOOD
 #: property keys (any case) that carry the engineering unit
 _UNIT_KEYS = ("engunit", "engunits", "unit", "units")
 
-#: a DATA metric -> its value typed with the born datatype, or :class:`SparkplugDecodeError`
-Converter = Callable[[Metric], MetricValue]
+#: a DATA metric's raw wire value (``Metric.value`` of a metric decoded without
+#: datatype, never null) -> the value typed with the born datatype, or
+#: :class:`SparkplugDecodeError`; ``None`` (no value) stays ``None``
+Converter = Callable[[object], MetricValue]
 
 
 # --- value conversion, chosen once per born metric -------------------------------
 
 
 def _slow_converter(datatype: DataType) -> Converter:
-    def convert(metric: Metric) -> MetricValue:
-        return metric.value_as(datatype)
+    def convert(raw: object) -> MetricValue:
+        return convert_wire_value(raw, datatype)
 
     return convert
 
 
 def _type_converter(py_type: type, datatype: DataType) -> Converter:
     # the raw wire value already is the typed value when its Python type matches
-    def convert(metric: Metric) -> MetricValue:
-        value = metric.value
-        return value if type(value) is py_type else metric.value_as(datatype)
+    def convert(raw: object) -> MetricValue:
+        return raw if type(raw) is py_type else convert_wire_value(raw, datatype)  # type: ignore[return-value]
 
     return convert
 
 
 def _int_converter(limit: int, datatype: DataType) -> Converter:
     # masking and sign correction leave a non-negative value below the limit unchanged
-    def convert(metric: Metric) -> MetricValue:
-        value = metric.value
-        if type(value) is int and 0 <= value < limit:
-            return value
-        return metric.value_as(datatype)
+    def convert(raw: object) -> MetricValue:
+        if type(raw) is int and 0 <= raw < limit:
+            return raw
+        return convert_wire_value(raw, datatype)
 
     return convert
 
@@ -86,6 +94,33 @@ def _build_converters() -> dict[DataType, Converter]:
 FAST_CONVERTERS = _build_converters()
 
 
+def _build_wire_kinds() -> dict[DataType, str]:
+    kinds = {dt: "int_value" for dt in SIGNED_WIDTH if SIGNED_WIDTH[dt] <= 32}
+    kinds.update({dt: "int_value" for dt in UNSIGNED_WIDTH if UNSIGNED_WIDTH[dt] <= 32})
+    for dt in (DataType.Int64, DataType.UInt64, DataType.DateTime):
+        kinds[dt] = "long_value"
+    kinds[DataType.Float] = "float_value"
+    kinds[DataType.Double] = "double_value"
+    kinds[DataType.Boolean] = "boolean_value"
+    for dt in (DataType.String, DataType.Text, DataType.UUID):
+        kinds[dt] = "string_value"
+    return kinds
+
+
+#: datatype -> the protobuf ``value`` field senders use for it (scalars only): the
+#: fast DATA decoder reads that field first instead of asking which one is set
+WIRE_KINDS = _build_wire_kinds()
+
+# The wire value of these types needs no conversion: with no stated datatype the
+# fast converter returns it as it is; with the same datatype stated the codec's
+# converter only checks its Python type (a stated Float is rounded to 32 bits:
+# not listed).
+_EXACT_CODES: dict[DataType, tuple[int, ...]] = {
+    DataType.Float: (0,),
+    **{dt: (0, dt.value) for dt in (DataType.Double, DataType.Boolean, *STRING_TYPES)},
+}
+
+
 # --- born metrics and their properties ---------------------------------------------
 
 
@@ -99,6 +134,19 @@ class BornMetric:
     unit: str | None
     convert: Converter
     is_sample: bool
+    #: the ``value`` field DATA usually carries for this datatype (None: not a scalar)
+    wire_kind: str | None = None
+    #: stated wire datatype codes (0: none) for which a value read from ``wire_kind``
+    #: already is the typed value (both the converter and the codec return it unchanged)
+    exact_codes: tuple[int, ...] = ()
+
+    @classmethod
+    def define(
+        cls, name: str, alias: int | None, datatype: DataType, unit: str | None, is_sample: bool
+    ) -> BornMetric:
+        """The record of a metric a BIRTH defines, with its converters chosen."""
+        convert, kind = FAST_CONVERTERS[datatype], WIRE_KINDS.get(datatype)
+        return cls(name, alias, datatype, unit, convert, is_sample, kind, _EXACT_CODES.get(datatype, ()))
 
 
 def property_quality(props: PropertySet) -> str:

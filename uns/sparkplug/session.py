@@ -53,8 +53,11 @@ from uns.events import (
     SessionEvent,
     SessionEventKind,
 )
-from uns.sparkplug.births import FAST_CONVERTERS, BornMetric, describe_properties, property_quality
+from uns.sparkplug.births import BornMetric, describe_properties, property_quality
+from uns.sparkplug.codec import decode_payload_lenient
+from uns.sparkplug.compression import DEFAULT_MAX_SIZE, is_compressed, unwrap_compressed_lenient
 from uns.sparkplug.datatypes import DataType
+from uns.sparkplug.fastdata import data_samples, parse_data
 from uns.sparkplug.payload import Metric, MetricValue, Payload, Template
 from uns.sparkplug.reorder import REORDER_SPAN, Received, SeqPosition, SeqTracker
 from uns.sparkplug.topic import MessageType, Topic
@@ -100,6 +103,8 @@ class Outcome:
 
     batch: Batch = field(default_factory=Batch)
     rebirths: list[RebirthRequest] = field(default_factory=list)
+    #: :meth:`SessionManager.handle_raw` only: why the bytes could not be decoded (for the log)
+    undecodable: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +257,72 @@ class SessionManager:
             detail = f"{mtype.value} seq {payload.seq} > 255, used modulo 256"
             self._protocol_error_once(node, "seq>255", detail, received_at, out)
         return self._done(out)
+
+    def handle_raw(
+        self, topic: Topic, raw: bytes, received_at: int, *, max_decompressed_bytes: int = DEFAULT_MAX_SIZE
+    ) -> tuple[Outcome, list[tuple[int, str]]]:
+        """Decode and apply one message: ``(outcome, [(metric index, reason), ...])``.
+
+        The same as :func:`~uns.sparkplug.codec.decode_payload_lenient` (a
+        compression envelope unwrapped with at most ``max_decompressed_bytes``)
+        followed by :meth:`handle`, or :meth:`handle_undecodable` when the bytes
+        cannot be decoded (``outcome.undecodable`` then says why).  The second
+        item lists the metrics that could not be decoded; the caller records
+        them.  Ordinary in-order DATA takes a fast path that gives the same result.
+        """
+        mtype = topic.message_type
+        if mtype is _DDATA or mtype is _NDATA:
+            fast = self._fast_data(topic, raw, received_at)
+            if fast is not None:
+                return fast, []
+        try:
+            payload, bad_metrics = decode_payload_lenient(raw)
+            if is_compressed(payload):
+                payload, bad_metrics = unwrap_compressed_lenient(payload, max_decompressed_bytes)
+        except SparkplugDecodeError as exc:
+            out = self.handle_undecodable(topic, raw, exc.reason, received_at)
+            out.undecodable = exc.reason
+            return out, []
+        return self.handle(topic, payload, raw, received_at), bad_metrics
+
+    def _fast_data(self, topic: Topic, raw: bytes, received_at: int) -> Outcome | None:
+        """:meth:`handle` of an ordinary in-order DATA message of an online node or
+        device, without typed decoding; None (nothing changed) for anything else."""
+        node = self._nodes.get((topic.group_id, topic.edge_node_id))
+        if node is None or not node.own.online:
+            return None
+        tracker = node.tracker
+        if tracker.deadline is not None:  # a reorder buffer to look after
+            return None
+        if topic.message_type is _DDATA:
+            owner = node.devices.get(topic.device_id or "")
+            if owner is None or not owner.online:
+                return None
+        else:
+            owner = node.own
+        lean = parse_data(raw)
+        if lean is None:
+            return None
+        seq = lean.seq
+        if seq > 255 or (not seq and not lean.HasField("seq")):
+            return None
+        expected = tracker.expected
+        if expected is not None and seq != expected:
+            return None
+        payload_ts = lean.timestamp
+        if not payload_ts and not lean.HasField("timestamp"):
+            payload_ts = received_at
+        samples = data_samples(
+            lean.metrics, owner.by_alias, owner.by_name, node.group_id, node.edge_node_id, owner.device_id,
+            payload_ts, received_at, seq, node.bdseq,
+        )  # fmt: skip
+        if samples is None:
+            return None
+        tracker.processed(seq, hash(raw))
+        stats = self._stats
+        stats["messages"] += 1
+        stats["samples"] += len(samples)
+        return Outcome(Batch(samples))
 
     def handle_undecodable(self, topic: Topic, raw: bytes, error: str, received_at: int) -> Outcome:
         """Record bytes from a Sparkplug topic that could not be decoded, and ask for a rebirth."""
@@ -453,7 +524,7 @@ class SessionManager:
                 value, datatype = None, metric.datatype or record.datatype
             elif metric.datatype is None:
                 try:
-                    value = record.convert(metric)
+                    value = record.convert(metric.value)
                 except SparkplugDecodeError as exc:
                     self._reject(
                         out, msg, f"metric {record.name!r}: not a {record.datatype.name}: {exc.reason}"
@@ -561,7 +632,7 @@ class SessionManager:
             definition = isinstance(value, Template) and bool(value.is_definition)
             control = owner.device_id is None and (_is_bdseq(name) or name.startswith("Node Control/"))
             is_sample = not (control or definition)
-            record = BornMetric(name, alias, datatype, unit, FAST_CONVERTERS[datatype], is_sample)
+            record = BornMetric.define(name, alias, datatype, unit, is_sample)
             batch.catalog.append(
                 CatalogEntry(*ids, name, alias, datatype, birth_ts, node.bdseq, unit, properties)
             )
