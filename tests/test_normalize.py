@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -324,3 +325,75 @@ def test_bad_prefixes(prefix: str) -> None:
         check_prefix(prefix)
     with pytest.raises(ConfigError):
         Normalizer(PlantModel.empty(), ContextStore(), prefix=prefix)
+
+
+# ------------------------------------------------------------- enrichment against a reference
+
+
+def reference_enrich(model: PlantModel, store: ContextStore, batch: Batch) -> None:
+    """The straightforward enrichment (one resolve and one context lookup per sample)."""
+    for s in batch.samples:
+        resolved = model.resolve(s.group_id, s.edge_node_id, s.device_id)
+        s.path, s.unmapped = resolved.path, resolved.unmapped
+        key = resolved.context_keys.get(s.metric)
+        if key is not None:
+            value = None if s.value is None else str(s.value)
+            if store.value_at(s.path, key, s.ts) != value:
+                device = f"/{s.device_id}" if s.device_id is not None else ""
+                source = f"sparkplug:{s.group_id}/{s.edge_node_id}{device}/{s.metric}"
+                change = ContextChange(s.ts, s.received_at, s.path, key, value, source)
+                store.apply(change)
+                batch.context.append(change)
+        info = resolved.metrics.get(s.metric)
+        if info is not None:
+            s.metric = info.display_name
+            s.unit = info.unit if info.unit is not None else s.unit
+    for e in batch.catalog:
+        resolved = model.resolve(e.group_id, e.edge_node_id, e.device_id)
+        e.path = resolved.path
+        info = resolved.metrics.get(e.metric)
+        if info is not None:
+            e.metric = info.display_name
+            e.unit = info.unit if info.unit is not None else e.unit
+    for s in batch.samples:
+        s.context = store.at(s.path, s.ts)
+
+
+SOURCES = [("GRAN-Ctrl", "GR-201"), ("USP-Ctrl", "BR-101"), ("USP-Ctrl", None), ("Rogue", None)]
+METRICS = ["Batch/ID", "Batch/Phase", "BedTemp", "Temperature", "Other"]
+samples_st = st.builds(
+    lambda src, metric, value, ts: sample(metric, value, ts, node=src[0], device=src[1], datatype=DataType.String),  # noqa: E501
+    st.sampled_from(SOURCES),
+    st.sampled_from(METRICS),
+    st.sampled_from([None, "B1", "B2", "GRANULATING"]),
+    st.sampled_from([1_000, 2_000, 2_000, 3_000]),
+)
+#: a context event on a path (or its parent) between batches: (path, ts, key, value)
+events_st = st.tuples(
+    st.sampled_from([GR, "acme/basel/pilot", "acme/basel/pilot/usp"]),
+    st.sampled_from([500, 1_500, 2_000, 3_500]),
+    st.sampled_from(["batch_id", "operator"]),
+    st.sampled_from([None, "", "X"]),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.lists(samples_st, max_size=8), st.lists(events_st, max_size=2)), max_size=6))
+def test_enrich_equals_the_per_sample_reference(
+    model: PlantModel, steps: list[tuple[list[Sample], list[tuple[str, int, str, str | None]]]]
+) -> None:
+    store, ref_store = ContextStore(), ContextStore()
+    norm = Normalizer(model, store)
+    for samples, events in steps:
+        for path, ts, key, value in events:
+            for target in (store, ref_store):
+                target.apply(ContextChange(ts, ts, path, key, value, "test"))
+        got = Batch(samples=[dataclasses.replace(s) for s in samples])
+        want = Batch(samples=samples)
+        norm.enrich(got)
+        reference_enrich(model, ref_store, want)
+        assert got == want
+        # samples of one path and timestamp share one context object (the lake renders it once)
+        seen: dict[tuple[str, int], dict[str, str] | None] = {}
+        for s in got.samples:
+            assert seen.setdefault((s.path, s.ts), s.context) is s.context

@@ -1,4 +1,5 @@
-"""The republish sink against a real mosquitto: topics, payloads, modes, filters, overflow, broker loss."""
+"""The republish sink against a real mosquitto: topics, payloads, modes, filters, overflow, broker loss;
+and the event encoding it uses, byte for byte against json of the reference dicts."""
 
 from __future__ import annotations
 
@@ -11,17 +12,20 @@ from typing import Any
 import aiomqtt
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from uns.broker import Mosquitto
 from uns.context import ContextStore
 from uns.errors import ConfigError
-from uns.events import Batch, ContextChange, Sample
+from uns.events import Batch, ContextChange, Quality, Sample
 from uns.model import PlantModel, load_model
 from uns.normalize import Normalizer
 from uns.republish import RepublishConfig, RepublishSink
 from uns.sparkplug.datatypes import DataType
+from uns.sparkplug.payload import DataSet
 
-pytestmark = pytest.mark.integration
+integration = pytest.mark.integration  # the tests that need mosquitto
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = json.loads((ROOT / "schemas" / "uns-event.schema.json").read_text())
@@ -84,9 +88,26 @@ async def nothing_more(sub: aiomqtt.Client, wait: float = 0.3) -> None:
             await anext(sub.messages)
 
 
+class Handover:
+    """``publish_nowait`` as the engine does it with aiomqtt (paho's publish, no await),
+    with a switch that makes it refuse, as a client does whose buffer is full."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self.paho = client._client
+        self.refuse = False
+        self.calls = 0
+
+    def __call__(self, topic: str, payload: bytes, qos: int, retain: bool) -> bool:
+        self.calls += 1
+        if self.refuse:
+            return False
+        return bool(self.paho.publish(topic, payload, qos, retain).rc == 0)
+
+
 # ------------------------------------------------------------- modes
 
 
+@integration
 async def test_metric_mode_one_event_per_sample(
     model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
 ) -> None:
@@ -124,6 +145,7 @@ async def test_metric_mode_one_event_per_sample(
     assert stats["queue_depth"] == 0
 
 
+@integration
 async def test_device_mode_one_event_per_message_and_path(
     model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
 ) -> None:
@@ -147,6 +169,7 @@ async def test_device_mode_one_event_per_message_and_path(
     assert ev2["metrics"][0]["metric"] == "CPU/Load"
 
 
+@integration
 async def test_order_is_kept_under_load(
     model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
 ) -> None:
@@ -161,6 +184,7 @@ async def test_order_is_kept_under_load(
     assert [event["value"] for _, event in got] == [float(i) for i in range(count)]
 
 
+@integration
 async def test_order_is_kept_when_handing_over_without_waiting(
     model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
 ) -> None:
@@ -181,6 +205,109 @@ async def test_order_is_kept_when_handing_over_without_waiting(
     assert [event["value"] for _, event in got] == [float(i) for i in range(count)]
 
 
+@integration
+@pytest.mark.parametrize("mode", ["metric", "device"])
+async def test_qos0_events_are_handed_over_inside_add(
+    model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client, mode: str
+) -> None:
+    """No queue, no task hop: the events are with the client when add() returns."""
+    norm = normalizer(model, ns)
+    handover = Handover(client)
+    async with RepublishSink(
+        client.publish, norm, RepublishConfig(mode=mode), publish_nowait=handover
+    ) as sink:
+        await asyncio.sleep(0)
+        sink.add(enriched(norm, br_sample("Temperature", 1.0), br_sample("pH", 7.0)))
+        stats = sink.stats()
+        expected = 2 if mode == "metric" else 1
+        assert (stats["published"], stats["queue_depth"], handover.calls) == (expected, 0, expected)
+        got = await receive(subscriber, expected)
+    if mode == "metric":
+        assert [(topic, event["value"]) for topic, event in got] == [
+            (f"{ns}/{BR}/Temperature", 1.0),
+            (f"{ns}/{BR}/pH", 7.0),
+        ]
+    else:
+        assert got[0][0] == f"{ns}/{BR}"
+        assert [m["value"] for m in got[0][1]["metrics"]] == [1.0, 7.0]
+
+
+@integration
+async def test_refused_handover_queues_and_later_events_wait_behind(
+    model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
+) -> None:
+    norm = normalizer(model, ns)
+    handover = Handover(client)
+    async with RepublishSink(client.publish, norm, publish_nowait=handover) as sink:
+        await asyncio.sleep(0)
+        handover.refuse = True
+        sink.add(enriched(norm, br_sample("Temperature", 0.0), br_sample("Temperature", 1.0)))
+        assert (sink.stats()["published"], sink.stats()["queue_depth"]) == (0, 2)
+        handover.refuse = False
+        sink.add(enriched(norm, br_sample("Temperature", 2.0)))  # behind the queued ones: no overtaking
+        assert (sink.stats()["published"], sink.stats()["queue_depth"]) == (0, 3)
+        handover.refuse = True  # the task retries refused events through the awaited publish
+        await sink.flush()
+        assert (sink.stats()["published"], sink.stats()["queue_depth"]) == (3, 0)
+        handover.refuse = False
+        sink.add(enriched(norm, br_sample("Temperature", 3.0)))  # nothing queued: direct again
+        assert sink.stats()["published"] == 4
+        got = await receive(subscriber, 4)
+        assert sink.stats()["errors"] == 0
+    assert [event["value"] for _, event in got] == [0.0, 1.0, 2.0, 3.0]
+
+
+@integration
+async def test_refused_handover_fills_the_queue_and_drops_the_oldest(
+    model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
+) -> None:
+    norm = normalizer(model, ns)
+    handover = Handover(client)
+    handover.refuse = True
+    config = RepublishConfig(max_queue=3)
+    async with RepublishSink(client.publish, norm, config, publish_nowait=handover) as sink:
+        await asyncio.sleep(0)
+        for i in range(5):  # no await: the task cannot drain meanwhile
+            sink.add(enriched(norm, br_sample("Temperature", float(i))))
+        assert (sink.stats()["dropped_queue_full"], sink.stats()["queue_depth"]) == (2, 3)
+        handover.refuse = False
+        got = await receive(subscriber, 3)
+        await nothing_more(subscriber)
+    assert [event["value"] for _, event in got] == [2.0, 3.0, 4.0]
+    assert sink.stats()["published"] == 3
+
+
+@integration
+async def test_nothing_is_handed_over_before_the_sink_runs(
+    model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
+) -> None:
+    norm = normalizer(model, ns)
+    handover = Handover(client)
+    sink = RepublishSink(client.publish, norm, publish_nowait=handover)
+    sink.add(enriched(norm, br_sample("Temperature", 1.0)))
+    assert (handover.calls, sink.stats()["queue_depth"]) == (0, 1)
+    async with sink:
+        sink.add(enriched(norm, br_sample("Temperature", 2.0)))  # queued behind the first
+        got = await receive(subscriber, 2)
+    assert [event["value"] for _, event in got] == [1.0, 2.0]
+
+
+@integration
+async def test_qos1_never_takes_the_handover(
+    model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
+) -> None:
+    norm = normalizer(model, ns)
+    handover = Handover(client)
+    async with RepublishSink(client.publish, norm, RepublishConfig(qos=1), publish_nowait=handover) as sink:
+        sink.add(enriched(norm, br_sample("Temperature", 1.0)))
+        assert sink.stats()["queue_depth"] == 1
+        await sink.flush()
+        got = await receive(subscriber, 1)
+    assert handover.calls == 0
+    assert got[0][1]["value"] == 1.0
+
+
+@integration
 async def test_retained_qos1_events_reach_late_subscribers(
     broker: Mosquitto, model: PlantModel, ns: str, client: aiomqtt.Client
 ) -> None:
@@ -197,6 +324,7 @@ async def test_retained_qos1_events_reach_late_subscribers(
     await client.publish(topic, b"", qos=1, retain=True)  # leave the session broker clean
 
 
+@integration
 async def test_unmapped_sources_can_be_left_out(
     model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
 ) -> None:
@@ -216,6 +344,7 @@ async def test_unmapped_sources_can_be_left_out(
 # ------------------------------------------------------------- overflow and failures
 
 
+@integration
 async def test_full_queue_drops_the_oldest(
     model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
 ) -> None:
@@ -233,6 +362,7 @@ async def test_full_queue_drops_the_oldest(
     assert sink.stats()["published"] == 5
 
 
+@integration
 async def test_broker_loss_is_counted_and_the_sink_keeps_running(
     own_broker: Mosquitto, model: PlantModel, ns: str
 ) -> None:
@@ -259,6 +389,32 @@ async def test_broker_loss_is_counted_and_the_sink_keeps_running(
     assert sink.stats()["published"] == 1
 
 
+@integration
+async def test_broker_loss_with_handover_is_counted_and_bounded(
+    own_broker: Mosquitto, model: PlantModel, ns: str
+) -> None:
+    norm = normalizer(model, ns)
+    config = RepublishConfig(drain_timeout_s=1.0, max_queue=4)
+    async with aiomqtt.Client(own_broker.host, own_broker.port) as client:
+        handover = Handover(client)
+        async with RepublishSink(client.publish, norm, config, publish_nowait=handover) as sink:
+            await asyncio.sleep(0)
+            sink.add(enriched(norm, br_sample("Temperature", 1.0)))
+            assert sink.stats()["published"] == 1
+            own_broker.stop()
+            await asyncio.sleep(0.3)
+            for i in range(10):  # paho refuses (not connected): queued, drop-oldest beyond 4
+                sink.add(enriched(norm, br_sample("Temperature", float(i))))
+            assert (sink.stats()["queue_depth"], sink.stats()["dropped_queue_full"]) == (4, 6)
+            await sink.flush()  # the awaited publish fails for each: counted, not retried
+            stats = sink.stats()
+            assert (stats["errors"], stats["queue_depth"], stats["published"]) == (4, 0, 1)
+            assert "not currently connected" in str(stats["last_error"])
+            assert sink._task is not None
+            assert not sink._task.done()
+
+
+@integration
 async def test_publishing_resumes_when_the_broker_is_back(
     own_broker: Mosquitto, model: PlantModel, ns: str
 ) -> None:
@@ -292,6 +448,7 @@ async def test_publishing_resumes_when_the_broker_is_back(
     assert sink.stats()["errors"] == 1
 
 
+@integration
 async def test_exit_accounts_for_every_event(
     model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
 ) -> None:
@@ -304,10 +461,11 @@ async def test_exit_accounts_for_every_event(
         await asyncio.sleep(0)
     stats = sink.stats()
     assert stats["dropped_queue_full"] == 1_000
-    assert stats["published"] + stats["dropped_on_close"] + stats["dropped_queue_full"] == total
+    assert sum(int(stats[key]) for key in ("published", "dropped_on_close", "dropped_queue_full")) == total
     assert stats["queue_depth"] == 0
 
 
+@integration
 async def test_disabled_sink_does_nothing(model: PlantModel, ns: str, client: aiomqtt.Client) -> None:
     norm = normalizer(model, ns)
     async with RepublishSink(client.publish, norm, RepublishConfig(enabled=False)) as sink:
@@ -324,3 +482,117 @@ async def test_disabled_sink_does_nothing(model: PlantModel, ns: str, client: ai
 def test_bad_config(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ConfigError, match="republish"):
         RepublishConfig(**kwargs)
+
+
+# ------------------------------------------------------------- event encoding (pure)
+
+REFERENCE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+text = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
+names = (
+    st.sampled_from(["Temperature", "Headspace/Pressure", 'q"uote', "back\\slash", "tab\tnl\n", "ü€𝄞", ""])
+    | text
+)
+floats = st.floats(allow_nan=True, allow_infinity=True)
+values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    floats,
+    text,
+    st.binary(max_size=8),
+    st.lists(floats | st.integers(-5, 5), max_size=3),
+    st.lists(text | st.booleans(), max_size=3),
+    st.builds(
+        lambda rows: DataSet(["a", "b"], [DataType.Double, DataType.String], [[v, s] for v, s in rows]),
+        st.lists(st.tuples(floats, text), max_size=2),
+    ),
+)
+contexts: st.SearchStrategy[dict[str, str] | None] = st.one_of(
+    st.none(),
+    st.just({}),
+    st.just({"batch_id": "B-1"}),  # one shared dict object, as the context store hands out
+    st.dictionaries(st.sampled_from(["batch_id", "phase", 'k"ey']), text, max_size=3),
+)
+
+
+@st.composite
+def samples(draw: st.DrawFn, path: str | None = None) -> Sample:
+    device = draw(st.sampled_from(["BR-101", None, 'd"ev']))
+    sample = Sample(
+        draw(st.sampled_from(["PilotPlant", "Gr/oup"])),
+        draw(st.sampled_from(["USP-Ctrl", "nöde"])),
+        device,
+        draw(names),
+        draw(st.sampled_from([DataType.Double, DataType.Int64, DataType.String, DataType.DataSet])),
+        draw(values),
+        draw(st.integers(min_value=0, max_value=2**53)),
+        0,
+        quality=draw(st.sampled_from([Quality.GOOD, Quality.BAD, Quality.STALE])),
+        is_historical=draw(st.booleans()),
+        seq=draw(st.none() | st.integers(0, 255)),
+        bdseq=draw(st.none() | st.integers(0, 2**40)),
+        unit=draw(st.sampled_from([None, "degC", "µS/cm", 'in"ch'])),
+        context=draw(contexts),
+    )
+    sample.path = path if path is not None else draw(st.sampled_from([BR, "_unmapped/G/N+1", "ä/b"]))
+    return sample
+
+
+@given(sample=samples())
+@settings(max_examples=300, deadline=None)
+def test_encoded_event_is_byte_for_byte_json_of_event_json(sample: Sample) -> None:
+    # the same (path, metric) comes back with other units, types and sources: the fragment
+    # cache must notice; and an event that passes once must pass again from the cache
+    norm = Normalizer(PlantModel.empty(), ContextStore())
+    expected = REFERENCE.encode(norm.event_json(sample)).encode()
+    assert norm.encode_event(sample) == expected
+    assert norm.encode_event(sample) == expected
+
+
+@given(
+    path=st.sampled_from([BR, 'p/"q"']),
+    data=st.data(),
+)
+@settings(max_examples=300, deadline=None)
+def test_encoded_device_event_is_byte_for_byte_json_of_device_event_json(
+    path: str, data: st.DataObject
+) -> None:
+    group = data.draw(st.lists(samples(path), min_size=1, max_size=5))
+    norm = Normalizer(PlantModel.empty(), ContextStore())
+    expected = REFERENCE.encode(norm.device_event_json(group)).encode()
+    assert norm.encode_device_event(group) == expected
+    assert norm.encode_device_event(group) == expected
+
+
+def test_encoded_events_conform_and_name_their_fields(model: PlantModel) -> None:
+    norm = normalizer(model, "uns/v1")
+    batch = enriched(
+        norm,
+        br_sample("Temperature", 37.5),
+        br_sample("pH", float("nan"), ts=900, is_historical=True, quality=Quality.BAD),
+    )
+    first, second = batch.samples
+    second.context = {"batch_id": "B-0"}  # an older value under an older context
+    event = json.loads(norm.encode_event(first))
+    EVENT.validate(event)
+    assert list(event) == [
+        "ts",
+        "path",
+        "metric",
+        "value",
+        "datatype",
+        "unit",
+        "quality",
+        "historical",
+        "source",
+        "context",
+    ]
+    assert (event["value"], event["unit"], event["context"]) == (37.5, "degC", {"batch_id": "B-1"})
+    device = json.loads(norm.encode_device_event(batch.samples))
+    DEVICE_EVENT.validate(device)
+    assert (device["ts"], device["context"]) == (1_000, {"batch_id": "B-1"})
+    assert "context" not in device["metrics"][0]
+    assert device["metrics"][1]["context"] == {"batch_id": "B-0"}
+    assert (device["metrics"][1]["value"], device["metrics"][1]["quality"]) == ("NaN", "bad")
+    with pytest.raises(ValueError, match="at least one"):
+        norm.encode_device_event([])

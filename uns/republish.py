@@ -1,10 +1,20 @@
 """The republish sink: normalized JSON events back onto the broker, under ``<prefix>/``.
 
-``add(batch)`` never blocks and never fails: it filters the batch's samples
-and appends them to a bounded queue.  A named background task
-(``uns-republish``) encodes and publishes them through an injected async
-``publish(topic, payload, qos, retain)`` -- the engine passes aiomqtt's
-``client.publish``.
+``add(batch)`` never blocks and never fails.  It filters the batch's
+samples and then either
+
+- publishes them at once (QoS 0 with a ``publish_nowait(topic, payload, qos,
+  retain) -> bool`` that hands a message to the MQTT client without waiting,
+  e.g. ``Engine.publish_nowait``): encoded and handed over inside ``add``, no
+  queue and no task hop, so an event leaves with the message that carried it
+  -- as long as the client accepts (True) and nothing older is still queued;
+- or appends them to a bounded queue, which a named background task
+  (``uns-republish``) encodes and publishes in order: always at QoS 1/2 and
+  without ``publish_nowait`` (through the awaited ``publish(topic, payload,
+  qos, retain)``, e.g. aiomqtt's ``client.publish``), and at QoS 0 from the
+  first refused hand-over (client disconnected or its buffer full) until the
+  queue is empty again.  The task retries a refused event through the
+  awaited ``publish`` (which waits for the client, or fails when it is gone).
 
 Two modes (:class:`RepublishConfig`):
 
@@ -13,10 +23,14 @@ Two modes (:class:`RepublishConfig`):
 - ``device``: one event per received message and path on ``<prefix>/<path>``
   with all its metrics (``$defs/deviceEvent`` of the same schema).
 
-When the broker cannot keep up, the queue (``max_queue`` events) drops its
-*oldest* events and counts them (``dropped_queue_full``), with a
-rate-limited warning.  A failed publish (broker gone) is counted in
-``errors`` and not retried; the sink backs off briefly and keeps running.
+When the queue is full (``max_queue`` events: the broker or the client cannot
+keep up), it drops its *oldest* events and counts them
+(``dropped_queue_full``), with a rate-limited warning.  On the direct path
+the MQTT client's own buffer holds what the socket has not taken yet: a
+client that refuses beyond a bound sends the overflow to this queue.
+
+A failed publish (broker gone) is counted in ``errors`` and not retried; the
+sink backs off briefly and keeps running.
 Neither loses data for good: the lake sink has every sample.
 """
 
@@ -38,7 +52,7 @@ from uns.events import Batch, Sample
 from uns.model import PlantModel
 from uns.normalize import Normalizer
 
-__all__ = ["PublishFn", "RepublishConfig", "RepublishSink"]
+__all__ = ["PublishFn", "PublishNowaitFn", "RepublishConfig", "RepublishSink"]
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +104,20 @@ class RepublishConfig:
 _Item = Sample | tuple[Sample, ...]
 
 
+def _by_path(samples: list[Sample]) -> list[tuple[Sample, ...]]:
+    """Device mode: the samples of one message grouped by path, in first-seen order."""
+    path = samples[0].path
+    for sample in samples:
+        if sample.path != path:
+            break
+    else:  # the usual case: one device, one path
+        return [tuple(samples)]
+    by_path: dict[str, list[Sample]] = {}
+    for sample in samples:
+        by_path.setdefault(sample.path, []).append(sample)
+    return [tuple(group) for group in by_path.values()]
+
+
 class RepublishSink:
     """A :class:`uns.events.Sink` that publishes normalized events (see module doc)."""
 
@@ -107,6 +135,8 @@ class RepublishSink:
         self._publish_nowait = publish_nowait
         self._normalizer = normalizer or Normalizer(PlantModel.empty(), ContextStore())
         self.config = config or RepublishConfig()
+        # QoS 0 with a non-blocking client: add() publishes itself while nothing is queued
+        self._direct = publish_nowait is not None and self.config.qos == 0
         self._queue: deque[_Item] = deque()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
@@ -128,31 +158,59 @@ class RepublishSink:
     # ------------------------------------------------------------ Sink API
 
     def add(self, batch: Batch) -> None:
-        """Queue the batch's publishable samples; drops the oldest when full. Never blocks."""
+        """Publish the batch's wanted samples now, or queue them (see module doc). Never blocks."""
         config = self.config
         if not config.enabled or not batch.samples:
             return
-        samples = [s for s in batch.samples if self._wanted(s)]
-        self._filtered += len(batch.samples) - len(samples)
-        if not samples:
-            return
-        if config.mode == "metric":
-            self._enqueue(samples)
+        if config.include_historical and config.include_transient and config.include_unmapped:
+            samples = batch.samples
         else:
-            by_path: dict[str, list[Sample]] = {}
-            for sample in samples:
-                by_path.setdefault(sample.path, []).append(sample)
-            self._enqueue([tuple(group) for group in by_path.values()])
+            historical, transient, unmapped = (
+                config.include_historical,
+                config.include_transient,
+                config.include_unmapped,
+            )
+            samples = [
+                s
+                for s in batch.samples
+                if (historical or not s.is_historical)
+                and (transient or not s.is_transient)
+                and (unmapped or not s.unmapped)
+            ]
+            self._filtered += len(batch.samples) - len(samples)
+            if not samples:
+                return
+        items: Sequence[_Item] = samples if config.mode == "metric" else _by_path(samples)
+        if self._direct and not self._queue and not self._in_flight and self._task is not None:
+            sent = self._send_now(items)
+            if sent == len(items):
+                return
+            items = items[sent:]
+        self._enqueue(items)
         self._idle.clear()
         self._wakeup.set()
 
-    def _wanted(self, sample: Sample) -> bool:
-        config = self.config
-        if sample.is_historical and not config.include_historical:
-            return False
-        if sample.is_transient and not config.include_transient:
-            return False
-        return config.include_unmapped or not sample.unmapped
+    def _send_now(self, items: Sequence[_Item]) -> int:
+        """Encode and hand ``items`` to ``publish_nowait`` in order; returns how many were
+        done with (published, or failed: counted) before the first refusal."""
+        nowait = self._publish_nowait
+        assert nowait is not None
+        retain = self.config.retain
+        encode = self._encode
+        published = 0
+        for i, item in enumerate(items):
+            try:
+                topic, payload = encode(item)
+                sent = nowait(topic, payload, 0, retain)
+            except Exception as exc:  # one bad event must not stop the others; counted
+                self._error(exc)
+                continue
+            if not sent:
+                self._published += published
+                return i
+            published += 1
+        self._published += published
+        return len(items)
 
     def _enqueue(self, items: Sequence[_Item]) -> None:
         queue = self._queue
@@ -267,32 +325,25 @@ class RepublishSink:
     async def _publish_sequentially(self, chunk: list[_Item]) -> int:
         """QoS 0: publish in order; returns the number that failed.
 
-        With ``publish_nowait`` every message but the last is handed to the client
-        without waiting for its socket write (one wait per chunk instead of one
-        event-loop round trip per message); the client keeps them in order."""
+        With ``publish_nowait`` each message is handed to the client without
+        waiting for its socket write; one it refuses goes through the awaited
+        ``publish`` (which waits until the client takes it, or raises when the
+        connection is gone)."""
         config, publish, nowait = self.config, self._publish, self._publish_nowait
         failed = 0
         self._in_flight = len(chunk)
-        last = len(chunk) - 1
-        for i, item in enumerate(chunk):
+        for item in chunk:
             if self._closing:
                 break  # the rest counts as dropped on close
             try:
                 topic, payload = self._encode(item)
-                if nowait is not None and i < last:
-                    sent = nowait(topic, payload, config.qos, config.retain)
-                else:
+                if nowait is None or not nowait(topic, payload, config.qos, config.retain):
                     await publish(topic, payload, config.qos, config.retain)
-                    sent = True
             except Exception as exc:  # counted, the sink keeps running
                 failed += 1
                 self._error(exc)
             else:
-                if sent:
-                    self._published += 1
-                else:
-                    failed += 1
-                    self._error(RuntimeError(f"the MQTT client refused the publish to {topic}"))
+                self._published += 1
             self._in_flight -= 1
         return failed
 
