@@ -829,6 +829,9 @@ def test_nodes_view(born: Edge) -> None:
         ("pump", True, ["Speed"]),
     ]
     assert (node.next_seq, node.buffered, node.rebirths_requested) == (3, 0, 1)
+    assert born.mgr.node_counts() == (1, 1)
+    born.ndeath()
+    assert born.mgr.node_counts() == (0, 1)
 
 
 def test_stats_count_messages_samples_and_rejections(born: Edge) -> None:

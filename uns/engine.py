@@ -262,7 +262,7 @@ class Engine:
 
     # ------------------------------------------------------------------ status
     def status(self, *, online: bool = True) -> dict[str, Any]:
-        nodes = self.sessions.nodes()
+        nodes_online, nodes_known = self.sessions.node_counts()
         return {
             "host_id": self.host_id,
             "online": online,
@@ -271,8 +271,8 @@ class Engine:
             "connected": self._client is not None,
             "receive_queue": self._client.pending if self._client is not None else 0,
             "counters": self.counters.as_dict(),
-            "nodes_online": sum(1 for n in nodes if n.online),
-            "nodes_known": len(nodes),
+            "nodes_online": nodes_online,
+            "nodes_known": nodes_known,
             "sinks": {s.name: s.stats() for s in self.sinks},
         }
 

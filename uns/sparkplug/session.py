@@ -366,6 +366,11 @@ class SessionManager:
         """Snapshot of every node seen (sorted by group, edge node)."""
         return tuple(_node_info(n) for _, n in sorted(self._nodes.items()))
 
+    def node_counts(self) -> tuple[int, int]:
+        """(online, known) edge nodes: what a status document needs, without the
+        per-metric snapshot of :meth:`nodes` (200,000 born metrics take ~0.1 s to copy)."""
+        return sum(1 for n in self._nodes.values() if n.own.online), len(self._nodes)
+
     def stats(self) -> dict[str, int]:
         """Counters since start (messages, samples, rejected, rebirths, ...)."""
         return {**self._stats, "nodes": len(self._nodes), "buffering_nodes": len(self._buffering)}
