@@ -507,3 +507,20 @@ async def test_publish_nowait_refuses_beyond_the_write_buffer_bound(own_broker: 
             assert client.stats["publishes_refused"] == results.count(False)
         finally:
             own_broker.proc.send_signal(signal.SIGCONT)
+
+
+@pytest.mark.integration
+async def test_coalesced_publishes_keep_their_order_with_awaited_ones(broker: Mosquitto, ns: str) -> None:
+    """publish_nowait packets wait for the end of the loop iteration; an awaited publish
+    (or any other write) in between must not overtake them."""
+    async with _client(broker, f"{ns}-sub") as sub, _client(broker, f"{ns}-pub") as pub:
+        await sub.subscribe(f"{ns}/#", qos=1)
+        expected = []
+        for i in range(30):
+            if i % 7 == 3:
+                await pub.publish(f"{ns}/o", str(i).encode(), qos=1)
+            else:
+                assert pub.publish_nowait(f"{ns}/o", str(i).encode())
+            expected.append(str(i).encode())
+        got = await _receive(sub, len(expected))
+        assert [payload for _topic, payload, _qos, _retain in got] == expected

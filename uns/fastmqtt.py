@@ -127,6 +127,8 @@ class FastClient:
         self._read_paused = False
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
+        self._out: list[bytes] = []  # publish_nowait packets of this loop iteration
+        self._out_bytes = 0
         self._sent_any = False  # a packet was written since the keepalive timer last looked
         self._counters = {
             "messages_received": 0,
@@ -223,7 +225,7 @@ class FastClient:
         transport = self._transport
         if transport is not None and not transport.is_closing():
             self._closing = True
-            transport.write(DISCONNECT_PACKET)
+            self._write(DISCONNECT_PACKET)
             transport.close()
         await self._stop_keepalive()
         if self._closed is not None and transport is not None:
@@ -396,7 +398,35 @@ class FastClient:
     # -------------------------------------------------------------- sending
     def _write(self, data: bytes) -> None:
         assert self._transport is not None
+        if self._out:  # queued publishes go first: one stream, one order
+            self._out.append(data)
+            data = self._take_out()
         self._transport.write(data)
+        self._sent_any = True
+
+    def _queue_write(self, data: bytes) -> None:
+        """Coalesce: publishes of one event-loop iteration leave in one ``write`` (one
+        system call instead of one per message), before the loop next polls for I/O."""
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self._flush_out)
+        self._out.append(data)
+        self._out_bytes += len(data)
+
+    def _take_out(self) -> bytes:
+        data = b"".join(self._out)
+        self._out.clear()
+        self._out_bytes = 0
+        return data
+
+    def _flush_out(self) -> None:
+        if not self._out:
+            return
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            self._out.clear()  # the connection is gone: like bytes in a dead socket's buffer
+            self._out_bytes = 0
+            return
+        transport.write(self._take_out())
         self._sent_any = True
 
     def _resume_writing(self) -> None:
@@ -430,14 +460,14 @@ class FastClient:
         if not self.connected:
             return False
         assert self._transport is not None
-        if self._transport.get_write_buffer_size() > self.max_write_buffer:
+        if self._transport.get_write_buffer_size() + self._out_bytes > self.max_write_buffer:
             self._counters["publishes_refused"] += 1
             return False
         packet_id = 0
         if qos:
             packet_id = self._packet_id()
             self._acks[packet_id] = None
-        self._write(encode_publish(topic, payload, qos, retain, packet_id))
+        self._queue_write(encode_publish(topic, payload, qos, retain, packet_id))
         self._counters["publishes_sent"] += 1
         return True
 
@@ -529,5 +559,5 @@ class FastClient:
             if now - last_write >= keepalive / 2 or read_quiet:
                 if self._transport is None or self._transport.is_closing():
                     return
-                self._transport.write(PINGREQ_PACKET)
+                self._write(PINGREQ_PACKET)
                 ping_sent = last_write = now
