@@ -5,8 +5,9 @@ filter -- the most any aiomqtt-based host can receive on this machine, the
 denominator of the engine/ceiling ratio.  It ends when no message came for
 ``--idle`` seconds after the first one (or on SIGTERM).
 
-``events``: receives the engine's republished events (paho's synchronous
-loop, so the listener is not the slowest process) and measures the
+``events``: receives the engine's republished events (with the engine's own
+MQTT client, which reads many messages per wake-up: the listener must not be
+the slowest process, nor take CPU from the engine) and measures the
 end-to-end latency of each event: arrival wall clock minus the event's
 ``ts`` (the sample's source timestamp, set by the load generator just
 before it published).  Ends on SIGTERM or after ``--idle`` seconds without
@@ -89,57 +90,51 @@ async def _ceiling(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- events
-def _events(args: argparse.Namespace) -> dict[str, Any]:
-    import paho.mqtt.client as mqtt  # noqa: PLC0415
-    from paho.mqtt.enums import CallbackAPIVersion  # noqa: PLC0415
+async def _events(args: argparse.Namespace) -> dict[str, Any]:
+    from uns.fastmqtt import FastClient  # noqa: PLC0415 - only this mode needs it
+    from uns.mqtt import BrokerSettings  # noqa: PLC0415
 
-    state = {"events": 0, "metrics": 0, "first": 0.0, "last": 0.0, "bad": 0}
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    events = metrics = bad = 0
+    first = last = 0.0
     latencies: list[int] = []
-    stop = False
-
-    def on_stop(*_: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_stop)
-
-    def on_message(_c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
-        now = time.time_ns() // 1_000_000
-        topic = message.topic
-        if "/_engine/" in topic or "/_context/" in topic:
-            return
-        payload = message.payload
-        state["last"] = time.monotonic()
-        if not state["events"]:
-            state["first"] = state["last"]
-        state["events"] += 1
-        # both event shapes start with {"ts":<ms>, (normalize.event_json key order)
-        if payload.startswith(b'{"ts":'):
-            end = payload.index(b",", 6)
-            latencies.append(now - int(payload[6:end]))
-        else:
-            state["bad"] += 1
-        metrics = payload.count(b'"metric":')
-        state["metrics"] += metrics
-
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-events-{time.time_ns()}")
-    client.on_message = on_message
-    client.connect(args.host, args.port, keepalive=60)
-    client.subscribe(args.topic, qos=0)
-    client.loop(1.0)
-    print(json.dumps({"ready": True}), flush=True)
-    while not stop:
-        client.loop(0.1)
-        if state["events"] and time.monotonic() - state["last"] > args.idle:
-            break
-    client.disconnect()
-    span = state["last"] - state["first"]
+    settings = BrokerSettings(host=args.host, port=args.port, keepalive=60)
+    async with FastClient(settings, identifier=f"bench-events-{time.time_ns()}") as client:
+        await client.subscribe(args.topic, qos=0)
+        print(json.dumps({"ready": True}), flush=True)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.2):
+                    await client.wait_messages()
+            batch = client.take(4096)
+            if not batch:
+                if events and time.monotonic() - last > args.idle:
+                    break
+                continue
+            # one arrival time per socket read: the messages of a read arrived together
+            now = time.time_ns() // 1_000_000
+            last = time.monotonic()
+            if not events:
+                first = last
+            for topic, payload, _qos, _retain in batch:
+                if "/_engine/" in topic or "/_context/" in topic:
+                    continue
+                events += 1
+                # both event shapes start with {"ts":<ms>, (normalize.event_json key order)
+                if payload.startswith(b'{"ts":'):
+                    end = payload.index(b",", 6)
+                    latencies.append(now - int(payload[6:end]))
+                else:
+                    bad += 1
+                metrics += payload.count(b'"metric":')
+    span = last - first
     return {
-        "events": state["events"],
-        "metrics": state["metrics"],
-        "unparsed": state["bad"],
+        "events": events,
+        "metrics": metrics,
+        "unparsed": bad,
         "seconds": round(span, 3),
-        "events_per_s": round(state["events"] / span, 1) if span > 0 else 0.0,
+        "events_per_s": round(events / span, 1) if span > 0 else 0.0,
         "latency_ms": percentiles(latencies, (50, 95, 99)),
     }
 
@@ -152,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--topic", default="spBv1.0/#")
     parser.add_argument("--idle", type=float, default=3.0, help="end after this long without messages")
     args = parser.parse_args(argv)
-    result = asyncio.run(_ceiling(args)) if args.mode == "ceiling" else _events(args)
+    result = asyncio.run(_ceiling(args) if args.mode == "ceiling" else _events(args))
     print(json.dumps({"report": result}), flush=True)
     return 0
 
