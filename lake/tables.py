@@ -184,8 +184,8 @@ WAL_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
 RENDERED: Final = "\x00uns-rendered"
 
 _GETTERS: Final = tuple(attrgetter(*WAL_COLUMNS[t]) for t in TABLES)
-_SAMPLE_GETTER: Final = attrgetter(*SAMPLE_FIELDS)
-_RUN_GETTER: Final = attrgetter(*RUN_FIELDS)
+_SAMPLE_FIELD_GETTERS: Final = tuple(map(attrgetter, SAMPLE_FIELDS))
+_RUN_FIELD_GETTERS: Final = tuple(map(attrgetter, RUN_FIELDS))
 _DATATYPE_FIELD: Final = {0: SAMPLE_FIELDS.index("datatype"), 2: 6}
 _REJECTED = TABLES.index("rejected")
 # IntEnum members (and equal plain ints) -> plain int, in C: ``map(_CODES.get, col, col)``
@@ -207,22 +207,26 @@ def _sample_columns(samples: list[Any], sizes: list[int]) -> list[Sequence[Any]]
 
     ``sizes`` are the sample counts of the batches (messages) in ``samples``.  A batch
     whose samples share every RUN_FIELDS value (the engine's always do) is one run;
-    any other batch is one run per sample.  Per batch that is one C-level ``count``."""
-    cols: list[Sequence[Any]] = list(zip(*map(_SAMPLE_GETTER, samples), strict=True))
-    keys = list(map(_RUN_GETTER, samples))
-    runs: list[tuple[Any, ...]] = []
+    any other batch is one run per sample.  Column by column (one C-level ``map`` per
+    field) rather than a tuple per sample and a transposition: 1.7 instead of 2.7 us
+    per row, on the event loop's thread."""
+    cols: list[Sequence[Any]] = [tuple(map(get, samples)) for get in _SAMPLE_FIELD_GETTERS]
+    shared = [list(map(get, samples)) for get in _RUN_FIELD_GETTERS]
+    runs: list[list[Any]] = [[] for _ in shared]
     lengths: list[int] = []
     pos = 0
     for size in sizes:
-        key = keys[pos]
-        if size == 1 or keys[pos : pos + size].count(key) == size:
-            runs.append(key)
+        end = pos + size
+        if size == 1 or all(col[pos:end].count(col[pos]) == size for col in shared):
+            for run, col in zip(runs, shared, strict=True):
+                run.append(col[pos])
             lengths.append(size)
         else:
-            runs.extend(keys[pos : pos + size])
+            for run, col in zip(runs, shared, strict=True):
+                run.extend(col[pos:end])
             lengths.extend([1] * size)
-        pos += size
-    cols.extend(zip(*runs, strict=True))
+        pos = end
+    cols.extend(map(tuple, runs))
     cols.append(tuple(lengths))
     return cols
 
