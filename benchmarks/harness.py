@@ -21,7 +21,7 @@ bare-subscriber ceiling and the republished-events listener
    to every node at once) and ``tag_scale`` (200,000 born metrics over 200
    nodes).  Then SIGTERM (the engine flushes) and the loss check: every
    generated sample must be in ``measurements`` exactly once.
-3. ``soak`` (only with ``--soak SECONDS``): a fresh lake-mode engine at
+3. ``soak`` (600 s in the full run, or ``--soak SECONDS``; none with ``--quick``): a fresh lake-mode engine at
    ``--soak-rate`` metrics/s (default 50,000) for that long, its RSS sampled
    every few seconds: start/end/peak and the slope over the second half
    (:func:`benchmarks.report.rss_trend`), then its own loss check.
@@ -68,6 +68,7 @@ RAMP_STEP_KEYS = (
     "peak_rss_mb",
 )
 MAX_BEHIND_S = 5.0  # stop a phase's generator once the engine is this many seconds of load behind
+SOAK_TARGET_S = 600.0  # the soak: 10 minutes (the full run's default)
 SOAK_SAMPLE_S = 2.0  # the soak's RSS sampling interval (shorter for soaks under 40 s)
 
 
@@ -546,9 +547,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--soak",
         type=float,
-        default=0.0,
+        default=None,
         metavar="SECONDS",
-        help="after the other phases, a lake-mode soak this long (0 = none; the target is 600)",
+        help="after the other phases, a lake-mode soak this long (0 = none; default: the "
+        "target's 600 in the full run, none with --quick/--smoke)",
     )
     parser.add_argument(
         "--soak-rate", type=float, default=SOAK_RATE, help="the soak's metrics/s (the target's is 50,000)"
@@ -557,9 +559,10 @@ def main(argv: list[str] | None = None) -> int:
     profile = PROFILES["smoke" if args.smoke else "quick" if args.quick else "full"]
     if args.modes:
         profile = dataclasses.replace(profile, modes=tuple(args.modes.split(",")))
+    soak_s = args.soak if args.soak is not None else 0.0 if args.quick or args.smoke else SOAK_TARGET_S
     workdir = Path(tempfile.mkdtemp(prefix="uns-bench-"))
     try:
-        result = asyncio.run(run_bench(profile, workdir, soak_s=args.soak, soak_rate=args.soak_rate))
+        result = asyncio.run(run_bench(profile, workdir, soak_s=soak_s, soak_rate=args.soak_rate))
     finally:
         if args.keep:
             print(f"kept {workdir}")
