@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python -m benchmarks.profile_engine [--messages 40000] [--mode lake|device|metric]
-        [--path both|old|new] [--births 200x10x100] [--profile]
+        [--births 200x10x100] [--profile]
 
 Builds the engine as ``uns run`` does (``build_engine``; republish publishes
 into a no-op), feeds it the births and then pre-encoded 10-metric DDATA of the
@@ -11,13 +11,11 @@ bench plant, and reports CPU microseconds per message (``time.thread_time``, thi
 wall clock is noisy on a shared machine) for ``process`` alone, DATA and
 DBIRTH, and wall microseconds for ``process`` + every sink's ``add``.
 
-``--path old`` is ``Engine.process`` as it is; ``--path new`` replaces its
-decode + ``SessionManager.handle`` block by ``SessionManager.handle_raw`` (the
-proposed engine change, :func:`proposed_process`).  ``--births`` sizes the
+``--births`` sizes the
 birth scenario (nodes x devices x metrics per DBIRTH; the tag-scale scenario
 of the harness is 200x10x100).  ``--profile`` prints the cProfile top
 functions of the DATA phase.  What this does not include is the receive path
-(aiomqtt), which the harness's ceiling measures.
+(``uns.fastmqtt``; ``benchmarks/bench_fastmqtt.py`` measures it).
 """
 
 from __future__ import annotations
@@ -30,64 +28,14 @@ import io
 import pstats
 import tempfile
 import time
-import types
 from collections.abc import Iterator
 
 from uns.config import load_config
 from uns.daemon import build_engine
-from uns.engine import Engine
-from uns.errors import UnsError
-from uns.events import Batch, RebirthRequest, Rejected
 from uns.sparkplug import sparkplug_b_pb2 as pb
 from uns.sparkplug.datatypes import DataType
-from uns.sparkplug.topic import MessageType, Topic, parse_topic
 
-__all__ = ["main", "proposed_process"]
-
-
-def proposed_process(
-    self: Engine, topic: str, payload: bytes, received_at: int
-) -> tuple[Batch, list[RebirthRequest]]:
-    """``Engine.process`` with the proposed decode block (``SessionManager.handle_raw``).
-
-    A copy of the engine's method for measuring until the lead adopts the change;
-    only the block between the markers differs."""
-    self.counters.messages += 1
-    if topic.startswith(self._context_prefix):
-        return self._process_context(topic, payload, received_at), []
-    parsed = self._topics.get(topic, False)
-    if parsed is False:
-        try:
-            parsed = parse_topic(topic)
-        except UnsError:
-            parsed = None
-        if len(self._topics) < 100_000:
-            self._topics[topic] = parsed
-    if parsed is None:
-        return self._reject(topic, payload, received_at, "not a Sparkplug B topic"), []
-    assert isinstance(parsed, Topic)
-    mtype = parsed.message_type
-    if mtype is MessageType.STATE:
-        self._process_state(parsed, payload, received_at)
-        return Batch(), []
-    if mtype is MessageType.NCMD or mtype is MessageType.DCMD:
-        self.counters.commands_ignored += 1
-        return Batch(), []
-    self.counters.sparkplug_messages += 1
-    # --- the proposed block
-    outcome, bad_metrics = self.sessions.handle_raw(
-        parsed, payload, received_at, max_decompressed_bytes=self.config.sparkplug.max_decompressed_bytes
-    )
-    if outcome.undecodable is not None:
-        self._rlog.warning(
-            f"decode:{parsed.node_key}", "undecodable payload on %s: %s", topic, outcome.undecodable
-        )
-    for _index, reason in bad_metrics:
-        outcome.batch.rejected.append(Rejected(received_at, topic, payload, f"undecodable: {reason}"))
-    # --- end of the proposed block
-    batch = outcome.batch
-    self._account(batch, outcome.rebirths)
-    return batch, outcome.rebirths
+__all__ = ["main"]
 
 
 def births(
@@ -153,8 +101,6 @@ async def run_path(args: argparse.Namespace, path: str) -> None:
             return None
 
         engine.publish = publish  # type: ignore[method-assign]
-        if path == "new":
-            engine.process = types.MethodType(proposed_process, engine)  # type: ignore[method-assign]
         ts = time.time_ns() // 1_000_000
         nbirths, dbirths, seqs = births(10, 10, 10, ts)
         messages = data(10, 10, 10, args.messages, ts, seqs)
@@ -200,8 +146,6 @@ def run_births(args: argparse.Namespace, path: str) -> None:
     """The birth scenario through process() alone (no sinks): CPU per DBIRTH and per born metric."""
     nodes, devices, metrics = (int(x) for x in args.births.split("x"))
     engine = build_engine(load_config(None, env={"UNS_LAKE": "", "UNS_REPUBLISH_ENABLED": "false"}))
-    if path == "new":
-        engine.process = types.MethodType(proposed_process, engine)  # type: ignore[method-assign]
     ts = time.time_ns() // 1_000_000
     nbirths, dbirths, _ = births(nodes, devices, metrics, ts, group="Births")
     cpu: list[float] = []
@@ -220,15 +164,13 @@ def run_births(args: argparse.Namespace, path: str) -> None:
 
 
 async def run(args: argparse.Namespace) -> None:
-    for path in ("old", "new") if args.path == "both" else (args.path,):
-        await run_path(args, path)
+    await run_path(args, "engine")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=40_000)
     parser.add_argument("--mode", choices=("lake", "device", "metric"), default="lake")
-    parser.add_argument("--path", choices=("both", "old", "new"), default="both")
     parser.add_argument("--births", default="200x10x100", help="nodes x devices x metrics per DBIRTH")
     parser.add_argument("--profile", action="store_true")
     asyncio.run(run(parser.parse_args()))

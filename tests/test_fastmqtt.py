@@ -7,7 +7,6 @@ import contextlib
 import itertools
 import random
 import signal
-import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -18,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.test_tls import _make_pki
-from uns.broker import Mosquitto, free_port
+from uns.broker import Mosquitto, free_port, password_file
 from uns.errors import BrokerError
 from uns.fastmqtt import (
     FastClient,
@@ -319,11 +318,7 @@ async def test_connection_refused(ns: str) -> None:
 def password_broker() -> Iterator[Mosquitto]:
     with tempfile.TemporaryDirectory(prefix="uns-pw-") as tmp:
         d = Path(tmp)
-        subprocess.run(
-            ["mosquitto_passwd", "-c", "-b", str(d / "passwd"), "op", "s3cret"],
-            check=True,
-            capture_output=True,
-        )
+        password_file(d, "op", "s3cret")
         port = free_port()
         conf = (
             f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {d / 'passwd'}\n"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from uns.broker import Mosquitto, free_port
+from uns.broker import Mosquitto, free_port, password_file
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,11 +79,7 @@ def tls_broker() -> Iterator[tuple[Mosquitto, Path]]:
     with tempfile.TemporaryDirectory(prefix="uns-tls-") as tmp:
         d = Path(tmp)
         _make_pki(d)
-        subprocess.run(
-            ["mosquitto_passwd", "-c", "-b", str(d / "passwd"), "op", "s3cret"],
-            check=True,
-            capture_output=True,
-        )
+        password_file(d, "op", "s3cret")
         port = free_port()
         conf = (
             f"listener {port} 127.0.0.1\n"

@@ -19,7 +19,13 @@ from pathlib import Path
 
 from uns.errors import EngineError
 
-__all__ = ["Mosquitto", "find_mosquitto", "free_port", "running_mosquitto"]
+__all__ = [
+    "Mosquitto",
+    "find_mosquitto",
+    "free_port",
+    "password_file",
+    "running_mosquitto",
+]
 
 
 def find_mosquitto() -> str | None:
@@ -27,6 +33,15 @@ def find_mosquitto() -> str | None:
         if cand and os.access(cand, os.X_OK):
             return cand
     return None
+
+
+def password_file(directory: Path, user: str, password: str) -> Path:
+    """A mosquitto password file with one user (``mosquitto_passwd`` hashes the password)."""
+    path = directory / "passwd"
+    subprocess.run(
+        ["mosquitto_passwd", "-c", "-b", str(path), user, password], check=True, capture_output=True
+    )
+    return path
 
 
 def free_port() -> int:

@@ -303,16 +303,7 @@ class Normalizer:
         Per-event hot path: the text is assembled from fragments pre-rendered
         per (path, metric) and per context dict (see :class:`_Fragments`);
         only ts, value, quality, flags and seq are formatted per event."""
-        f = _FRAGMENTS.get((sample.path, sample.metric))
-        if (  # inline rather than a method: this runs for every event
-            f is None
-            or f.datatype != sample.datatype
-            or f.unit != sample.unit
-            or f.group != sample.group_id
-            or f.node != sample.edge_node_id
-            or f.device != sample.device_id
-        ):
-            f = _Fragments.of(sample)
+        f = _fragments(sample)
         value = sample.value
         # finite floats first: the common case; x - x is 0.0 only for finite x
         text = repr(value) if type(value) is float and value - value == 0.0 else _value_text(value)
@@ -345,16 +336,7 @@ class Normalizer:
         append = parts.append
         head: _Fragments | None = None
         for sample in samples:
-            f = _FRAGMENTS.get((sample.path, sample.metric))
-            if (
-                f is None
-                or f.datatype != sample.datatype
-                or f.unit != sample.unit
-                or f.group != sample.group_id
-                or f.node != sample.edge_node_id
-                or f.device != sample.device_id
-            ):
-                f = _Fragments.of(sample)
+            f = _fragments(sample)
             if sample is newest:
                 head = f  # its path and source head the event
             value = sample.value
@@ -376,6 +358,22 @@ class Normalizer:
 
 
 _sample_ts = attrgetter("ts")
+
+
+def _fragments(sample: Sample) -> _Fragments:
+    """The cached fragments of the sample's (path, metric), checked against the fields a
+    rebirth or a second source on the same path could change."""
+    f = _FRAGMENTS.get((sample.path, sample.metric))
+    if (
+        f is None
+        or f.datatype != sample.datatype
+        or f.unit != sample.unit
+        or f.group != sample.group_id
+        or f.node != sample.edge_node_id
+        or f.device != sample.device_id
+    ):
+        f = _Fragments.of(sample)
+    return f
 
 
 def _json_value(value: MetricValue) -> Any:
