@@ -89,8 +89,9 @@ async def nothing_more(sub: aiomqtt.Client, wait: float = 0.3) -> None:
 
 
 class Handover:
-    """``publish_nowait`` as the engine does it with aiomqtt (paho's publish, no await),
-    with a switch that makes it refuse, as a client does whose buffer is full."""
+    """``publish_nowait`` as the engine offers it (straight to the client, no await; here
+    paho's publish inside aiomqtt), with a switch that makes it refuse, as a client
+    does whose buffer is full."""
 
     def __init__(self, client: aiomqtt.Client) -> None:
         self.paho = client._client
@@ -170,33 +171,17 @@ async def test_device_mode_one_event_per_message_and_path(
 
 
 @integration
+@pytest.mark.parametrize("handover", [False, True], ids=["awaited", "handed-over"])
 async def test_order_is_kept_under_load(
-    model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
+    model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client, handover: bool
 ) -> None:
+    """Awaited publishes (64 in flight) and the engine's fast path (events handed to the
+    client from add(), no await) both keep the order of the samples."""
     norm = normalizer(model, ns)
     count = 2_000
-    async with RepublishSink(client.publish, norm, RepublishConfig(max_in_flight=64)) as sink:
-        for i in range(count):
-            sink.add(enriched(norm, br_sample("Temperature", float(i), ts=i)))
-        got = await receive(subscriber, count)
-        await sink.flush()
-        assert sink.stats()["published"] == count
-    assert [event["value"] for _, event in got] == [float(i) for i in range(count)]
-
-
-@integration
-async def test_order_is_kept_when_handing_over_without_waiting(
-    model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
-) -> None:
-    """The engine's fast path: all but the last message of a chunk go to paho directly."""
-    norm = normalizer(model, ns)
-    count = 2_000
-    paho = client._client
-
-    def nowait(topic: str, payload: bytes, qos: int, retain: bool) -> bool:
-        return bool(paho.publish(topic, payload, qos, retain).rc == 0)
-
-    async with RepublishSink(client.publish, norm, RepublishConfig(), publish_nowait=nowait) as sink:
+    nowait = Handover(client) if handover else None
+    config = RepublishConfig() if handover else RepublishConfig(max_in_flight=64)
+    async with RepublishSink(client.publish, norm, config, publish_nowait=nowait) as sink:
         for i in range(count):
             sink.add(enriched(norm, br_sample("Temperature", float(i), ts=i)))
         got = await receive(subscriber, count)

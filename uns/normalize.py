@@ -27,15 +27,15 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from json.encoder import encode_basestring
 from operator import attrgetter
 from typing import Any
 
 from uns.context import ContextStore
 from uns.errors import ConfigError
-from uns.events import Batch, ContextChange, Sample
-from uns.model import PlantModel, Resolved
+from uns.events import Batch, CatalogEntry, ContextChange, Sample
+from uns.model import MetricInfo, PlantModel, Resolved
 from uns.sparkplug.datatypes import DataType
 from uns.sparkplug.payload import MetricValue
 from uns.values import json_value, value_text
@@ -161,11 +161,7 @@ class Normalizer:
                 if key is not None:
                     self._context_metric(sample, key, batch)
             if has_infos:
-                info = resolved.metrics.get(sample.metric)
-                if info is not None:
-                    sample.metric = info.display_name
-                    if info.unit is not None:
-                        sample.unit = info.unit
+                _apply_metric_info(sample, resolved.metrics)
             ts = sample.ts
             if ts != context_ts or path is not context_path:
                 found = contexts.get((path, ts))
@@ -190,11 +186,7 @@ class Normalizer:
                 path, has_infos = resolved.path, bool(resolved.metrics)
             entry.path = path
             if has_infos:
-                info = resolved.metrics.get(entry.metric)
-                if info is not None:
-                    entry.metric = info.display_name
-                    if info.unit is not None:
-                        entry.unit = info.unit
+                _apply_metric_info(entry, resolved.metrics)
 
     def _context_metric(self, sample: Sample, key: str, batch: Batch) -> None:
         value = value_text(sample.value)
@@ -353,11 +345,20 @@ class Normalizer:
         return (
             f'{{"ts":{newest.ts}{head.path}{head.source}{"null" if seq is None else seq}'
             f',"bdseq":{"null" if bdseq is None else bdseq}}},"context":'
-            f"{_context_text(context) if context else '{}'},\"metrics\":[{''.join(parts)[1:]}]}}"
+            f'{_context_text(context) if context else "{}"},"metrics":[{"".join(parts)[1:]}]}}'
         ).encode()
 
 
 _sample_ts = attrgetter("ts")
+
+
+def _apply_metric_info(item: Sample | CatalogEntry, infos: Mapping[str, MetricInfo]) -> None:
+    """The plant model's display name and unit for the item's metric, if it has any."""
+    info = infos.get(item.metric)
+    if info is not None:
+        item.metric = info.display_name
+        if info.unit is not None:
+            item.unit = info.unit
 
 
 def _fragments(sample: Sample) -> _Fragments:
