@@ -171,6 +171,7 @@ class EngineProcess:
         self.log_path = lake.parent / f"engine-{mode}.log"
         self.exit_code: int | None = None
         self.hwm_bytes = 0
+        self._children_cpu: dict[int, float] = {}
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -205,25 +206,54 @@ class EngineProcess:
             await self.status.next(0.5)
         self._sampler = asyncio.create_task(self._sample())
 
+    def _tree(self) -> list[psutil.Process]:
+        """The engine and its child processes (the lake's commit worker)."""
+        assert self.ps is not None
+        try:
+            return [self.ps, *self.ps.children(recursive=True)]
+        except psutil.Error:
+            return [self.ps]
+
+    def _rss(self) -> int:
+        """RSS of the engine plus its children (their shared library pages count twice:
+        the figure errs high, never low)."""
+        total = 0
+        for proc in self._tree():
+            with contextlib.suppress(psutil.Error):
+                total += proc.memory_info().rss
+        return total
+
     async def _sample(self) -> None:
         assert self.ps is not None
         with contextlib.suppress(psutil.Error):
             while True:
-                rss = self.ps.memory_info().rss
+                rss = self._rss()
                 self.rss_peak_window = max(self.rss_peak_window, rss)
                 self.rss_samples.append(rss)
                 self.hwm_bytes = max(self.hwm_bytes, self._hwm())
+                self._child_cpu()
                 await asyncio.sleep(0.25)
 
     def _hwm(self) -> int:
-        """The kernel's peak RSS of the process (VmHWM), in bytes."""
-        try:
-            for line in Path(f"/proc/{self.proc.pid if self.proc else 0}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        return 0
+        """The kernel's peak RSS (VmHWM) of the engine plus that of each child, in bytes."""
+        total = 0
+        for proc in self._tree():
+            try:
+                for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1]) * 1024
+            except OSError:
+                pass
+        return total
+
+    def _child_cpu(self) -> float:
+        """CPU seconds of the engine's children, including ones that exited since
+        (the last figure seen of each)."""
+        for proc in self._tree()[1:]:
+            with contextlib.suppress(psutil.Error):
+                t = proc.cpu_times()
+                self._children_cpu[proc.pid] = float(t.user + t.system)
+        return sum(self._children_cpu.values())
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
@@ -235,12 +265,13 @@ class EngineProcess:
             raise RuntimeError(f"engine exited ({code}): {self.log_path.read_text()[-2000:]}")
 
     def cpu_seconds(self) -> float:
+        """CPU seconds of the engine and its children (the lake's commit worker)."""
         assert self.ps is not None
         try:
             t = self.ps.cpu_times()
         except psutil.Error:
             return 0.0
-        return float(t.user + t.system)
+        return float(t.user + t.system) + self._child_cpu()
 
     async def stop(self, limit_s: float = 60.0) -> int:
         """SIGTERM (the engine drains and flushes its sinks), then wait."""
