@@ -5,12 +5,23 @@
 - :class:`Lake`: maintenance (info, compact, vacuum) and a writer factory.
 
 See docs/lake.md for the guarantees, the views and their columns.
+
+The names load on first use: the engine's process needs the sink only, and
+never loads DuckDB, deltalake or pyarrow (its Delta commits run in the lake's
+commit worker process, :mod:`lake.worker`).
 """
 
-from lake.maintenance import Lake, TableInfo
-from lake.query import VIEWS, connect, refresh
-from lake.sink import LakeConfig, LakeSink
-from lake.tables import SCHEMAS, TABLES
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lake.maintenance import Lake, TableInfo
+    from lake.query import VIEWS, connect, refresh
+    from lake.schemas import SCHEMAS
+    from lake.sink import LakeConfig, LakeSink
+    from lake.tables import TABLES
 
 __all__ = [
     "SCHEMAS",
@@ -23,3 +34,28 @@ __all__ = [
     "connect",
     "refresh",
 ]
+
+_HOME = {
+    "Lake": "lake.maintenance",
+    "TableInfo": "lake.maintenance",
+    "VIEWS": "lake.query",
+    "connect": "lake.query",
+    "refresh": "lake.query",
+    "SCHEMAS": "lake.schemas",
+    "LakeConfig": "lake.sink",
+    "LakeSink": "lake.sink",
+    "TABLES": "lake.tables",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'lake' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -29,7 +29,8 @@ import pyarrow.dataset as ds
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
-from lake.tables import CONTEXT_COLUMNS, PARTITION_COLUMN, SCHEMAS, TABLES
+from lake.schemas import SCHEMAS
+from lake.tables import CONTEXT_COLUMNS, PARTITION_COLUMN, TABLES
 from uns.errors import LakeError
 
 __all__ = [

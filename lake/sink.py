@@ -45,13 +45,16 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from lake.tables import PendingRows, TableColumns, column_count, empty_columns, extend_columns, plain_columns
-from lake.wal import SegmentFile, WalLock, encode_record, fsync_dir, list_segments
-from lake.writer import CommitResult, DeltaWriter
+from lake.wal import CommitResult, SegmentFile, WalLock, encode_record, fsync_dir, list_segments
+from lake.worker import CommitWorker
 from uns.errors import ConfigError, LakeBackpressure, LakeError
 from uns.events import Batch
+
+if TYPE_CHECKING:  # deltalake and pyarrow load only where commits run (see lake.worker)
+    from lake.writer import DeltaWriter
 
 __all__ = ["LakeConfig", "LakeSink", "wal_dir_for"]
 
@@ -80,6 +83,12 @@ class LakeConfig:
     compact_interval_s: float = 3600.0
     #: distinguishes several writers of one lake (own WAL dir and app transaction ids)
     writer_id: str = ""
+    #: where Delta commits run: "process" (a worker process: Arrow and Parquet do not
+    #: compete with the engine for the GIL) or "thread" (a worker thread of this process)
+    commit_worker: str = "process"
+    #: the worker process hands over to a fresh one once its RSS passes this (MiB; 0 = never):
+    #: deltalake's native memory grows with every commit and only a new process frees it
+    commit_worker_max_rss_mb: int = 256
 
     def __post_init__(self) -> None:
         checks = {
@@ -90,6 +99,8 @@ class LakeConfig:
             "segment_max_bytes": self.segment_max_bytes > 0,
             "retry_initial_s": 0 < self.retry_initial_s <= self.retry_max_s,
             "compact_interval_s": self.compact_interval_s >= 0,
+            "commit_worker": self.commit_worker in ("process", "thread"),
+            "commit_worker_max_rss_mb": self.commit_worker_max_rss_mb >= 0,
             "writer_id": self.writer_id.replace("-", "").replace("_", "").isalnum() or not self.writer_id,
         }
         for key, ok in checks.items():
@@ -123,7 +134,7 @@ class LakeSink:
         self.config = config or LakeConfig()
         self._wal_dir = wal_dir_for(self.root, self.config.writer_id)
         self._lock = WalLock(self._wal_dir)
-        self._writer = DeltaWriter(self.root, self.config.writer_id)
+        self._writer: DeltaWriter | None = None  # the thread committer's (None with a worker process)
         self._active: SegmentFile | None = None
         # Rows accepted by add() and not yet in the WAL: the pending batches' objects, and
         # (after a failed write) the columns that write could not get into the file.
@@ -139,6 +150,7 @@ class LakeSink:
         self._running = False
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._worker: CommitWorker | None = None
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
         self._dir_dirty = False
@@ -164,11 +176,32 @@ class LakeSink:
 
     # ---------------------------------------------------------------- lifecycle
     async def __aenter__(self) -> Self:
+        self._loop = asyncio.get_running_loop()
         try:
-            await asyncio.to_thread(self._open_blocking)
+            await asyncio.to_thread(self._lock_wal)
         except OSError as exc:
             raise LakeError(f"cannot open the lake at {self.root}: {exc}") from exc
-        self._loop = asyncio.get_running_loop()
+        try:
+            if self.config.commit_worker == "process":
+                self._worker = CommitWorker(
+                    self.root, self.config.writer_id, self.config.commit_worker_max_rss_mb
+                )
+                await self._worker.start()
+                newest = int(await self._worker.call("open"))
+            else:
+                from lake.writer import DeltaWriter  # noqa: PLC0415 - see TYPE_CHECKING above
+
+                self._writer = DeltaWriter(self.root, self.config.writer_id)
+                newest = await asyncio.to_thread(self._writer.open_tables)
+            await asyncio.to_thread(self._find_segments, newest)
+        except BaseException as exc:
+            if self._worker is not None:
+                await self._worker.close()
+                self._worker = None
+            self._lock.release()
+            if isinstance(exc, OSError):
+                raise LakeError(f"cannot open the lake at {self.root}: {exc}") from exc
+            raise
         self._running = True
         self._tasks = [
             asyncio.create_task(self._commit_loop(), name="lake-committer"),
@@ -176,20 +209,18 @@ class LakeSink:
         ]
         return self
 
-    def _open_blocking(self) -> None:
+    def _lock_wal(self) -> None:
         self._wal_dir.mkdir(parents=True, exist_ok=True)
         self._lock.acquire()
-        try:
-            self._writer.ensure_tables()
-            newest = self._writer.committed_segment()
-            for number, path in list_segments(self._wal_dir):
-                size = path.stat().st_size
-                self._sealed.append(_Sealed(number, path, size, 0, None))
-                self._wal_bytes += size
-                newest = max(newest, number)
-        except BaseException:
-            self._lock.release()
-            raise
+
+    def _find_segments(self, newest: int) -> None:
+        """Queue the segments a previous run left (``newest``: the newest segment number
+        any table has recorded)."""
+        for number, path in list_segments(self._wal_dir):
+            size = path.stat().st_size
+            self._sealed.append(_Sealed(number, path, size, 0, None))
+            self._wal_bytes += size
+            newest = max(newest, number)
         self._segments_replayed = len(self._sealed)
         if self._sealed:
             log.info("lake: replaying %d write-ahead log segment(s)", len(self._sealed))
@@ -240,6 +271,8 @@ class LakeSink:
             files.append(self._active)
             self._active = None
         await asyncio.to_thread(self._close_files, files)
+        if self._worker is not None:
+            await self._worker.close()
         self._lock.release()
 
     @staticmethod
@@ -360,7 +393,7 @@ class LakeSink:
             return
         # Keep the rows of at most two waiting segments in memory; a backlog (a sick
         # lake) is read back from the files, so memory stays bounded by the WAL on disk.
-        if sum(1 for s in self._sealed if s.parts is not None) >= 2:
+        if self._worker is not None or sum(1 for s in self._sealed if s.parts is not None) >= 2:
             parts = None
         self._sealed.append(_Sealed(seg.number, seg.path, seg.size, seg.rows, seg, parts))
         self._wake.set()
@@ -435,7 +468,7 @@ class LakeSink:
             head = self._sealed[0]
             started = time.monotonic()
             try:
-                result = await asyncio.to_thread(self._commit_blocking, head)
+                result = await self._commit(head)
             except Exception as exc:  # LakeError, or a bug: either way retried, never dropped
                 error = exc if isinstance(exc, LakeError) else LakeError(f"commit failed: {exc!r}")
                 self._on_commit_error(error)
@@ -454,19 +487,36 @@ class LakeSink:
         self._last_compaction = time.monotonic()
         since = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
         try:
-            removed = await asyncio.to_thread(self._writer.compact_recent, since)
+            if self._writer is not None:
+                removed = await asyncio.to_thread(self._writer.compact_recent, since)
+            else:
+                assert self._worker is not None
+                removed = int(await self._worker.call("compact", since))
         except LakeError as exc:
             log.warning("lake: compaction failed (the data is safe; retried later): %s", exc)
             return
         self._compactions += 1
         log.debug("lake: compacted %d small files", removed)
 
-    def _commit_blocking(self, seg: _Sealed) -> CommitResult:
+    async def _commit(self, seg: _Sealed) -> CommitResult:
+        if self._worker is None:
+            return await asyncio.to_thread(self._commit_blocking, seg)
+        await asyncio.to_thread(self._close_segment, seg)
+        result = await self._worker.call("commit", seg.number, str(seg.path))
+        assert isinstance(result, CommitResult)
+        return result
+
+    @staticmethod
+    def _close_segment(seg: _Sealed) -> None:
         if seg.file is not None:
             try:
                 seg.file.close()  # fsyncs: a segment that waits for a sick lake must survive power loss
             except OSError as exc:
                 raise LakeError(f"cannot close WAL segment {seg.path.name}: {exc}") from exc
+
+    def _commit_blocking(self, seg: _Sealed) -> CommitResult:
+        assert self._writer is not None
+        self._close_segment(seg)
         return self._writer.commit_segment(seg.number, seg.path, seg.parts)
 
     def _on_commit(self, seg: _Sealed, result: CommitResult, seconds: float) -> None:
@@ -477,6 +527,8 @@ class LakeSink:
         self._backoff = self.config.retry_initial_s
         self._wal_bytes = max(0, self._wal_bytes - seg.size)
         self._rows_committed += result.rows_written
+        if seg.file is not None:  # sealed in this run: an interrupted attempt of ours committed these
+            self._rows_committed += result.rows_skipped
         self._commits += result.commits
         self._segments_committed += 1
         self._torn_bytes += result.torn_bytes
@@ -531,6 +583,10 @@ class LakeSink:
             "commit_latency_ms": self._commit_latency_ms,
             "backpressure": self._backpressure,
             "torn_bytes_ignored": self._torn_bytes,
+            "commit_worker": self.config.commit_worker,
+            "commit_worker_pid": self._worker.pid if self._worker else 0,
+            "commit_worker_restarts": self._worker.deaths if self._worker else 0,
+            "commit_worker_recycled": self._worker.recycled if self._worker else 0,
             "retry_in_s": round(max(0.0, self._retry_at - time.monotonic()), 2) if self._failing else 0.0,
         }
 

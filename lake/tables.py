@@ -1,4 +1,5 @@
-"""The lake's tables: explicit Arrow schemas and the write-ahead log's column layout.
+"""The lake's tables and the write-ahead log's column layout (their Arrow schemas are
+in :mod:`lake.schemas`, so the engine's process need not load pyarrow).
 
 Rows travel in three steps, each as cheap as its place demands:
 
@@ -13,7 +14,7 @@ Rows travel in three steps, each as cheap as its place demands:
    plain ints.  Columns of plain builtins are what ``marshal`` writes to the
    WAL, and what the segment keeps in memory for its commit;
 3. :func:`lake.to_arrow.arrow_table` renders values and builds the Arrow table
-   of a table's schema from those columns, in the commit's worker thread.
+   of a table's schema from those columns, in the lake's commit worker.
 
 Every table carries a ``date`` column (UTC date of its main timestamp) and is
 partitioned by it.  Timestamps are ``timestamp[ms, UTC]`` on the way in (Delta
@@ -26,8 +27,6 @@ from collections.abc import Sequence
 from operator import attrgetter
 from typing import Any, Final
 
-import pyarrow as pa
-
 from uns.events import Batch
 from uns.sparkplug.datatypes import DataType
 from uns.values import value_double, value_text
@@ -38,7 +37,6 @@ __all__ = [
     "RENDERED",
     "RUN_FIELDS",
     "SAMPLE_FIELDS",
-    "SCHEMAS",
     "TABLES",
     "TIME_COLUMN",
     "WAL_COLUMNS",
@@ -62,88 +60,6 @@ CONTEXT_COLUMNS: Final = ("batch_id", "order_id", "product", "recipe", "phase")
 #: or one sequence per field of ``WAL_COLUMNS[table]``, all of one length.
 TableColumns = tuple[list[Sequence[Any]], ...]
 
-_TS = pa.timestamp("ms", tz="UTC")
-_DATE = pa.field(PARTITION_COLUMN, pa.date32())
-
-SCHEMAS: Final[dict[str, pa.Schema]] = {
-    "measurements": pa.schema(
-        [
-            ("ts", _TS),
-            ("received_at", _TS),
-            ("path", pa.string()),
-            ("metric", pa.string()),
-            ("datatype", pa.string()),
-            ("value_double", pa.float64()),
-            ("value_text", pa.string()),
-            ("unit", pa.string()),
-            ("quality", pa.string()),
-            ("is_historical", pa.bool_()),
-            ("group_id", pa.string()),
-            ("edge_node_id", pa.string()),
-            ("device_id", pa.string()),
-            ("seq", pa.int64()),
-            *((key, pa.string()) for key in CONTEXT_COLUMNS),
-            ("context", pa.string()),  # JSON object of every context key known at ingest
-            ("bdseq", pa.int64()),
-            ("alias", pa.int64()),
-            ("is_transient", pa.bool_()),
-            ("is_null", pa.bool_()),
-            ("unmapped", pa.bool_()),
-            _DATE,
-        ]
-    ),
-    "context": pa.schema(
-        [
-            ("ts", _TS),
-            ("received_at", _TS),
-            ("path", pa.string()),
-            ("key", pa.string()),
-            ("value", pa.string()),
-            ("source", pa.string()),
-            ("user", pa.string()),
-            ("reason", pa.string()),
-            # Arrival order of the change (segment << 32 | row): breaks ties between equal timestamps.
-            ("ingest_order", pa.int64()),
-            _DATE,
-        ]
-    ),
-    "metric_catalog": pa.schema(
-        [
-            ("group_id", pa.string()),
-            ("edge_node_id", pa.string()),
-            ("device_id", pa.string()),
-            ("path", pa.string()),
-            ("metric", pa.string()),
-            ("alias", pa.int64()),
-            ("datatype", pa.string()),
-            ("unit", pa.string()),
-            ("properties", pa.string()),
-            ("birth_ts", _TS),
-            ("bdseq", pa.int64()),
-            _DATE,
-        ]
-    ),
-    "sessions": pa.schema(
-        [
-            ("ts", _TS),
-            ("group_id", pa.string()),
-            ("edge_node_id", pa.string()),
-            ("device_id", pa.string()),
-            ("event", pa.string()),
-            ("detail", pa.string()),
-            _DATE,
-        ]
-    ),
-    "rejected": pa.schema(
-        [
-            ("received_at", _TS),
-            ("topic", pa.string()),
-            ("payload", pa.binary()),
-            ("error", pa.string()),
-            _DATE,
-        ]
-    ),
-}
 
 #: The main timestamp of each table (its ``date`` partition comes from it).
 TIME_COLUMN: Final = {

@@ -1,4 +1,4 @@
-"""WAL columns -> Arrow tables of the lake's schemas (runs in the commit's worker thread).
+"""WAL columns -> Arrow tables of the lake's schemas (runs where commits run: the commit worker).
 
 The columns come straight from :mod:`lake.tables` (no transposition).  The
 work is done in slices of :data:`SLICE_ROWS` rows: every single C-level step
@@ -21,13 +21,13 @@ from typing import Any, Final
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lake.schemas import SCHEMAS
 from lake.tables import (
     CONTEXT_COLUMNS,
     PARTITION_COLUMN,
     RENDERED,
     RUN_FIELDS,
     SAMPLE_FIELDS,
-    SCHEMAS,
     TIME_COLUMN,
     WAL_COLUMNS,
 )

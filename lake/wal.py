@@ -54,6 +54,7 @@ from uns.errors import LakeError
 
 __all__ = [
     "MAGIC",
+    "CommitResult",
     "SegmentFile",
     "SegmentRead",
     "WalLock",
@@ -70,6 +71,16 @@ _MAGIC_V1: Final = b"UNSWAL1\n"
 _HEADER = struct.Struct("<II")
 _MARSHAL_VERSION: Final = 4  # stable since Python 3.4; newer Pythons still read it
 _SUFFIX: Final = ".wal"
+
+
+@dataclass(slots=True)
+class CommitResult:
+    """What committing one segment did (:meth:`lake.writer.DeltaWriter.commit_segment`)."""
+
+    rows_written: int  # rows newly committed (tables skipped as already committed excluded)
+    commits: int  # Delta commits made
+    torn_bytes: int  # bytes of a torn tail ignored in the segment
+    rows_skipped: int = 0  # rows of tables that had the segment already (an interrupted earlier attempt)
 
 
 def segment_path(wal_dir: Path, number: int) -> Path:

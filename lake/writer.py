@@ -1,4 +1,4 @@
-"""Committing WAL segments to the Delta tables, exactly once (blocking; runs in a worker thread).
+"""Committing WAL segments to the Delta tables, exactly once (blocking; runs in the commit worker).
 
 A segment's rows go to each table in one Delta commit that carries the app
 transaction ``(app_id(table), segment number)``.  Before writing, the table's
@@ -19,16 +19,16 @@ import os
 import signal
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
-from lake.tables import PARTITION_COLUMN, SCHEMAS, TABLES, TableColumns, column_count
+from lake.schemas import SCHEMAS
+from lake.tables import PARTITION_COLUMN, TABLES, TableColumns, column_count
 from lake.to_arrow import arrow_table_of_parts
-from lake.wal import read_segment, sync_filesystem
+from lake.wal import CommitResult, read_segment, sync_filesystem
 from uns.errors import LakeError
 
 __all__ = ["CommitResult", "DeltaWriter", "app_id", "writer_properties"]
@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 # <point> (before:<table>, after:<table>, before_delete); "sleep:<seconds>" pauses
 # between table commits.  Used by tests/lake_crash_child.py; empty in production.
 _TEST_HOOK: Final = os.environ.get("UNS_LAKE_TEST_HOOK", "")
+#: True in the commit worker process (lake.worker): a test kill then takes its parent too.
+IN_WORKER = False
 
 
 def _hook(point: str) -> None:
@@ -46,6 +48,8 @@ def _hook(point: str) -> None:
         return
     kind, _, arg = _TEST_HOOK.partition(":")
     if kind == "kill" and arg == point:
+        if IN_WORKER:
+            os.kill(os.getppid(), signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)
     elif kind == "sleep" and point.startswith("after:"):
         time.sleep(float(arg))
@@ -59,13 +63,6 @@ def app_id(table: str, writer_id: str = "") -> str:
 def writer_properties() -> WriterProperties:
     # zstd: a third smaller than snappy on measurement data at similar speed.
     return WriterProperties(compression="ZSTD", compression_level=3)
-
-
-@dataclass(slots=True)
-class CommitResult:
-    rows_written: int  # rows newly committed (tables skipped as already committed excluded)
-    commits: int  # Delta commits made
-    torn_bytes: int  # bytes of a torn tail ignored in the segment
 
 
 class DeltaWriter:
@@ -84,6 +81,12 @@ class DeltaWriter:
         """Create every missing table empty, so readers see all views from the start."""
         for table in TABLES:
             self._handle(table)
+
+    def open_tables(self) -> int:
+        """Create the missing tables; return the newest segment number any table has
+        recorded (-1 for none)."""
+        self.ensure_tables()
+        return self.committed_segment()
 
     def forget_handles(self) -> None:
         """Drop cached table state (after an error its state is not to be trusted)."""
@@ -143,7 +146,7 @@ class DeltaWriter:
             except OSError as exc:
                 raise LakeError(f"cannot read WAL segment {path.name}: {exc}") from exc
             parts, torn = read.parts, read.torn_bytes
-        written = commits = 0
+        written = commits = skipped = 0
         for index, table in enumerate(TABLES):
             table_parts = [part[index] for part in parts if part[index]]
             rows = sum(map(column_count, table_parts))
@@ -153,6 +156,8 @@ class DeltaWriter:
             if self._commit_table(table, table_parts, number):
                 written += rows
                 commits += 1
+            else:
+                skipped += rows
             _hook(f"after:{table}")
         _hook("before_delete")
         try:
@@ -160,7 +165,7 @@ class DeltaWriter:
             path.unlink(missing_ok=True)
         except OSError as exc:
             raise LakeError(f"cannot retire WAL segment {path.name}: {exc}") from exc
-        return CommitResult(written, commits, torn)
+        return CommitResult(written, commits, torn, skipped)
 
     def _commit_table(self, table: str, parts: Sequence[Sequence[Sequence[object]]], number: int) -> bool:
         txn_id = app_id(table, self.writer_id)

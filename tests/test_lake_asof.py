@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from lake import LakeSink, connect
 from lake.query import create_views
-from lake.tables import SCHEMAS, TABLES, batch_columns
+from lake.schemas import SCHEMAS
+from lake.tables import TABLES, batch_columns
 from lake.to_arrow import arrow_table
 from uns.context import ContextStore
 from uns.events import Batch, ContextChange, Sample

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lake import LakeSink, connect
+from lake.schemas import SCHEMAS
 from lake.tables import (
-    SCHEMAS,
     TABLES,
     PendingRows,
     batch_columns,

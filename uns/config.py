@@ -113,6 +113,8 @@ class LakeSection:
     wal_max_bytes: int = 1024**3
     compact_interval: float = 3600.0  # seconds between the writer's own compactions of recent partitions
     writer_id: str = ""  # distinct per engine when several engines write one lake
+    commit_worker: str = "process"  # Delta commits in a worker "process" (default) or a "thread"
+    commit_worker_max_rss_mb: int = 256  # the worker process hands over to a fresh one beyond this RSS
 
 
 @dataclass(frozen=True)
@@ -209,6 +211,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("engine.log_level must be debug, info, warning or error", key="engine.log_level")
     if cfg.republish.mode not in ("metric", "device"):
         raise ConfigError("republish.mode must be 'metric' or 'device'", key="republish.mode")
+    if cfg.lake.commit_worker not in ("process", "thread"):
+        raise ConfigError("lake.commit_worker must be 'process' or 'thread'", key="lake.commit_worker")
     if cfg.republish.qos not in (0, 1, 2):
         raise ConfigError("republish.qos must be 0, 1 or 2", key="republish.qos")
     positive = {
@@ -219,6 +223,7 @@ def _validate(cfg: Config) -> None:
         "lake.fsync_interval": cfg.lake.fsync_interval >= 0,
         "lake.wal_max_bytes": cfg.lake.wal_max_bytes > 0,
         "lake.compact_interval": cfg.lake.compact_interval > 0,
+        "lake.commit_worker_max_rss_mb": cfg.lake.commit_worker_max_rss_mb >= 0,
         "republish.max_queue": cfg.republish.max_queue > 0,
         "republish.max_in_flight": cfg.republish.max_in_flight > 0,
         "republish.drain_timeout_s": cfg.republish.drain_timeout_s >= 0,

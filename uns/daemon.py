@@ -58,6 +58,8 @@ def build_engine(config: Config, *, model: PlantModel | None = None) -> Engine:
                     wal_max_bytes=lc.wal_max_bytes,
                     compact_interval_s=lc.compact_interval,
                     writer_id=lc.writer_id,
+                    commit_worker=lc.commit_worker,
+                    commit_worker_max_rss_mb=lc.commit_worker_max_rss_mb,
                 ),
             )
         )

@@ -1,0 +1,94 @@
+"""The lake's tables as explicit Arrow schemas (see docs/lake.md for the columns)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import pyarrow as pa
+
+from lake.tables import CONTEXT_COLUMNS, PARTITION_COLUMN
+
+__all__ = ["SCHEMAS"]
+
+_TS = pa.timestamp("ms", tz="UTC")
+_DATE = pa.field(PARTITION_COLUMN, pa.date32())
+
+SCHEMAS: Final[dict[str, pa.Schema]] = {
+    "measurements": pa.schema(
+        [
+            ("ts", _TS),
+            ("received_at", _TS),
+            ("path", pa.string()),
+            ("metric", pa.string()),
+            ("datatype", pa.string()),
+            ("value_double", pa.float64()),
+            ("value_text", pa.string()),
+            ("unit", pa.string()),
+            ("quality", pa.string()),
+            ("is_historical", pa.bool_()),
+            ("group_id", pa.string()),
+            ("edge_node_id", pa.string()),
+            ("device_id", pa.string()),
+            ("seq", pa.int64()),
+            *((key, pa.string()) for key in CONTEXT_COLUMNS),
+            ("context", pa.string()),  # JSON object of every context key known at ingest
+            ("bdseq", pa.int64()),
+            ("alias", pa.int64()),
+            ("is_transient", pa.bool_()),
+            ("is_null", pa.bool_()),
+            ("unmapped", pa.bool_()),
+            _DATE,
+        ]
+    ),
+    "context": pa.schema(
+        [
+            ("ts", _TS),
+            ("received_at", _TS),
+            ("path", pa.string()),
+            ("key", pa.string()),
+            ("value", pa.string()),
+            ("source", pa.string()),
+            ("user", pa.string()),
+            ("reason", pa.string()),
+            # Arrival order of the change (segment << 32 | row): breaks ties between equal timestamps.
+            ("ingest_order", pa.int64()),
+            _DATE,
+        ]
+    ),
+    "metric_catalog": pa.schema(
+        [
+            ("group_id", pa.string()),
+            ("edge_node_id", pa.string()),
+            ("device_id", pa.string()),
+            ("path", pa.string()),
+            ("metric", pa.string()),
+            ("alias", pa.int64()),
+            ("datatype", pa.string()),
+            ("unit", pa.string()),
+            ("properties", pa.string()),
+            ("birth_ts", _TS),
+            ("bdseq", pa.int64()),
+            _DATE,
+        ]
+    ),
+    "sessions": pa.schema(
+        [
+            ("ts", _TS),
+            ("group_id", pa.string()),
+            ("edge_node_id", pa.string()),
+            ("device_id", pa.string()),
+            ("event", pa.string()),
+            ("detail", pa.string()),
+            _DATE,
+        ]
+    ),
+    "rejected": pa.schema(
+        [
+            ("received_at", _TS),
+            ("topic", pa.string()),
+            ("payload", pa.binary()),
+            ("error", pa.string()),
+            _DATE,
+        ]
+    ),
+}

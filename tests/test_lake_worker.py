@@ -1,0 +1,153 @@
+"""The lake's commit worker process (lake/worker.py) against a real lake on disk:
+it commits what the engine's process wrote, is restarted when it dies without a
+row lost or doubled, dies with its parent, and the thread committer writes the
+same lake."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil  # type: ignore[import-untyped]
+import pytest
+
+from lake import LakeConfig, LakeSink, connect
+from tests.lake_crash_child import SAMPLES_PER_BATCH, deterministic_batch
+from tests.test_lake_sink import wait_for
+from uns.config import load_config
+from uns.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def lake_rows(lake: Path) -> tuple[int, int]:
+    con = connect(lake)
+    try:
+        row = con.execute("SELECT count(*), count(DISTINCT (ts, metric)) FROM measurements").fetchone()
+    finally:
+        con.close()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+async def test_commits_run_in_a_worker_process(tmp_path: Path) -> None:
+    async with LakeSink(tmp_path, LakeConfig(commit_interval_s=0.05)) as sink:
+        await wait_for(lambda: int(sink.stats()["commit_worker_pid"]) != 0, within_s=30)
+        pid = int(sink.stats()["commit_worker_pid"])
+        assert pid != os.getpid()
+        assert psutil.Process(pid).ppid() == os.getpid()
+        for i in range(50):
+            sink.add(deterministic_batch(i))
+        await sink.flush()
+        stats = sink.stats()
+        assert stats["commit_worker"] == "process"
+        assert stats["rows_committed"] == stats["rows_added"]
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert lake_rows(tmp_path) == (50 * SAMPLES_PER_BATCH,) * 2
+
+
+async def test_a_killed_worker_is_restarted_and_nothing_is_lost_or_doubled(tmp_path: Path) -> None:
+    config = LakeConfig(commit_interval_s=0.02, commit_rows=200, retry_initial_s=0.05, retry_max_s=0.2)
+    async with LakeSink(tmp_path, config) as sink:
+        await wait_for(lambda: int(sink.stats()["commit_worker_pid"]) != 0, within_s=30)
+        batch = 0
+        for _ in range(3):  # kill it three times, each while segments keep coming
+            pid = int(sink.stats()["commit_worker_pid"])
+            for _ in range(200):
+                sink.add(deterministic_batch(batch))
+                batch += 1
+                if batch % 20 == 0:
+                    await asyncio.sleep(0.005)
+            os.kill(pid, signal.SIGKILL)
+            await wait_for(lambda p=pid: int(sink.stats()["commit_worker_pid"]) not in (0, p), within_s=30)
+        await sink.flush()
+        stats = sink.stats()
+        assert int(stats["commit_worker_restarts"]) == 3
+        assert int(stats["commit_errors"]) >= 1  # the commits the kills interrupted
+        assert stats["state"] == "ok"
+        assert stats["rows_committed"] == stats["rows_added"]
+    assert lake_rows(tmp_path) == (batch * SAMPLES_PER_BATCH,) * 2
+
+
+async def test_a_worker_past_its_memory_bound_hands_over_to_a_fresh_one(tmp_path: Path) -> None:
+    config = LakeConfig(commit_interval_s=0.02, commit_rows=100, commit_worker_max_rss_mb=1)
+    async with LakeSink(tmp_path, config) as sink:
+        for i in range(120):
+            sink.add(deterministic_batch(i))
+            if i % 30 == 29:
+                await sink.flush()
+        await sink.flush()
+        stats = sink.stats()
+        assert int(stats["commit_worker_recycled"]) >= 4  # every request: no worker fits in 1 MiB
+        assert stats["commit_worker_restarts"] == 0
+        assert stats["commit_errors"] == 0
+        assert stats["rows_committed"] == stats["rows_added"]
+    assert lake_rows(tmp_path) == (120 * SAMPLES_PER_BATCH,) * 2
+
+
+def test_the_worker_dies_with_its_parent(tmp_path: Path) -> None:
+    """A SIGKILLed engine must not leave a committer behind that could race its next start."""
+    lake = tmp_path / "lake"
+    argv = [sys.executable, "-m", "tests.lake_crash_child", "write", str(lake), "0", "10000000", "0.05"]
+    out = tmp_path / "child.out"
+    with out.open("wb") as sink:
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=sink, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        children: list[psutil.Process] = []
+        while time.monotonic() < deadline and proc.poll() is None:
+            children = psutil.Process(proc.pid).children(recursive=True)
+            if b"accepted" in out.read_bytes() and any(
+                "lake.worker" in " ".join(c.cmdline()) for c in children
+            ):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the writer child ended early or started no commit worker")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, f"still running after the parent's death: {alive}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def test_the_thread_committer_writes_the_same_lake(tmp_path: Path) -> None:
+    lakes = {}
+    for worker in ("thread", "process"):
+        lake = tmp_path / worker
+        async with LakeSink(lake, LakeConfig(commit_interval_s=0.05, commit_worker=worker)) as sink:
+            for i in range(300):
+                sink.add(deterministic_batch(i))
+                if i % 25 == 0:
+                    await asyncio.sleep(0)
+            await sink.flush()
+            assert sink.stats()["commit_worker"] == worker
+            assert (int(sink.stats()["commit_worker_pid"]) == 0) == (worker == "thread")
+        con = connect(lake)
+        lakes[worker] = con.execute(
+            "SELECT * EXCLUDE (received_at) FROM measurements ORDER BY ts, metric"
+        ).fetchall()
+        con.close()
+    assert len(lakes["thread"]) == 300 * SAMPLES_PER_BATCH
+    assert lakes["thread"] == lakes["process"]
+
+
+def test_the_commit_worker_setting_is_validated() -> None:
+    with pytest.raises(ConfigError, match="commit_worker"):
+        LakeConfig(commit_worker="fork")
+    with pytest.raises(ConfigError, match=r"lake\.commit_worker must be 'process' or 'thread'"):
+        load_config(None, env={"UNS_LAKE_COMMIT_WORKER": "fork"})
+    assert load_config(None, env={"UNS_LAKE_COMMIT_WORKER": "thread"}).lake.commit_worker == "thread"
+    assert load_config(None, env={}).lake.commit_worker == "process"
+    with pytest.raises(ConfigError):
+        LakeConfig(commit_worker_max_rss_mb=-1)
+    with pytest.raises(ConfigError, match="commit_worker_max_rss_mb"):
+        load_config(None, env={"UNS_LAKE_COMMIT_WORKER_MAX_RSS_MB": "-5"})
