@@ -434,13 +434,12 @@ class Bench:
         lake = self.workdir / "lake-soak"
         engine = EngineProcess(port=self.port, lake=lake, mode="lake")
         interval = min(SOAK_SAMPLE_S, max(0.25, seconds / 20))
-        samples: list[tuple[float, int]] = []  # (wall clock, RSS bytes)
+        samples: list[tuple[float, int]] = []  # (wall clock, RSS bytes of the engine + its children)
 
         async def sample_rss() -> None:
-            assert engine.ps is not None
             with contextlib.suppress(psutil.Error):
                 while True:
-                    samples.append((time.time(), engine.ps.memory_info().rss))
+                    samples.append((time.time(), engine.rss_bytes()))
                     await asyncio.sleep(interval)
 
         started = time.monotonic()
@@ -462,8 +461,11 @@ class Bench:
         phase["rss"] = rss_trend(series, data_end - data_start)
         phase["rss"]["interval_s"] = interval
         phase["rss_series"] = series
+        lake_stats = engine.status.latest.get("sinks", {}).get("lake", {})
         phase["engine"] = {
             "exit_code": code,
+            "commit_worker_recycled": lake_stats.get("commit_worker_recycled"),
+            "commit_worker_restarts": lake_stats.get("commit_worker_restarts"),
             "shutdown_s": round(time.monotonic() - stop_t, 2),
             "peak_rss_mb": round(engine.hwm_bytes / MB, 1),
             "wall_s": round(time.monotonic() - started, 1),

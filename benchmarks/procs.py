@@ -214,7 +214,7 @@ class EngineProcess:
         except psutil.Error:
             return [self.ps]
 
-    def _rss(self) -> int:
+    def rss_bytes(self) -> int:
         """RSS of the engine plus its children (their shared library pages count twice:
         the figure errs high, never low)."""
         total = 0
@@ -227,7 +227,7 @@ class EngineProcess:
         assert self.ps is not None
         with contextlib.suppress(psutil.Error):
             while True:
-                rss = self._rss()
+                rss = self.rss_bytes()
                 self.rss_peak_window = max(self.rss_peak_window, rss)
                 self.rss_samples.append(rss)
                 self.hwm_bytes = max(self.hwm_bytes, self._hwm())

@@ -281,7 +281,8 @@ def render_table(result: dict[str, Any]) -> str:
                 ]
             )
     parts.append(
-        "saturation ramp (10 metrics per DDATA; ceiling: msgs/s sent, received; engine: msgs/s, metrics/s)"
+        "saturation ramp (10 metrics per DDATA; ceiling: msgs/s sent, received; engine: msgs/s, metrics/s;"
+        " engine CPU and RSS: its process plus the lake's commit worker)"
     )
     parts.append(
         _rows(
@@ -392,6 +393,12 @@ def render_table(result: dict[str, Any]) -> str:
             f"second-half slope {rss.get('slope_mb_per_min')} MB/min; flat: {rss.get('flat')}"
         )
         parts.append(f"  ({rss.get('rule')})")
+        eng = soak.get("engine", {})
+        if eng.get("commit_worker_recycled") is not None:
+            parts.append(
+                f"  lake commit worker: replaced {eng['commit_worker_recycled']} time(s) at its RSS bound, "
+                f"died {eng.get('commit_worker_restarts')} time(s)"
+            )
         parts.append("")
     lrows = []
     loss_checks = list(result.get("modes", {}).items())

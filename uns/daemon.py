@@ -113,8 +113,9 @@ async def run_daemon(config: Config, *, stop: asyncio.Event | None = None) -> En
             installed.append(sig)
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
-    # The lake's commit thread builds Arrow columns under the GIL: a 1 ms switch interval
-    # (Python's default is 5 ms) gives the GIL back to the receive loop sooner.
+    # Threads that share the GIL with the receive loop (WAL fsyncs; the lake's commit
+    # thread with lake.commit_worker = "thread"): a 1 ms switch interval (Python's
+    # default is 5 ms) gives the GIL back to the receive loop sooner.
     switch_interval = sys.getswitchinterval()
     sys.setswitchinterval(min(switch_interval, 0.001))
     # Every sample is an object that lives until the lake's WAL write at the end of its
@@ -123,9 +124,9 @@ async def run_daemon(config: Config, *, stop: asyncio.Event | None = None) -> En
     # 200,000 in the tag-scale benchmark) are then traversed again and again.  Collecting
     # less often lets them die young; handling 200,000 born metrics took 2.7 s of CPU with
     # the defaults and 1.3-1.5 s with these (1.6 s with no collection at all).
-    # With these thresholds a full collection almost never runs on its own, and deltalake
-    # leaves reference cycles behind on every write (closures of its schema conversion):
-    # a full collection once a minute frees them (50-70 ms measured, at 50k-260k objects).
+    # With these thresholds a full collection almost never runs on its own: a full
+    # collection once a minute frees what cycles there are (50-70 ms measured, at 50k-260k
+    # objects; with the thread committer, deltalake leaves cycles behind on every write).
     gc_thresholds = gc.get_threshold()
     gc.set_threshold(20_000, 50, 100)
     collector = asyncio.create_task(_collect_garbage(GC_FULL_INTERVAL_S), name="uns-gc")
