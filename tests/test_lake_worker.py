@@ -90,6 +90,25 @@ async def test_a_worker_past_its_memory_bound_hands_over_to_a_fresh_one(tmp_path
     assert lake_rows(tmp_path) == (120 * SAMPLES_PER_BATCH,) * 2
 
 
+async def test_sigint_and_sigterm_leave_the_worker_to_the_engine(tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole process group and systemd's stop the whole cgroup: the
+    worker must stay until the engine's final flush is done."""
+    async with LakeSink(tmp_path, LakeConfig(commit_interval_s=0.05)) as sink:
+        sink.add(deterministic_batch(0))
+        await sink.flush()  # the worker is up (its signal handlers are set before it serves)
+        pid = int(sink.stats()["commit_worker_pid"])
+        os.kill(pid, signal.SIGINT)
+        os.kill(pid, signal.SIGTERM)
+        for i in range(1, 100):
+            sink.add(deterministic_batch(i))
+        await sink.flush()
+        stats = sink.stats()
+        assert stats["commit_worker_pid"] == pid
+        assert stats["commit_worker_restarts"] == 0
+        assert stats["commit_errors"] == 0
+    assert lake_rows(tmp_path) == (100 * SAMPLES_PER_BATCH,) * 2
+
+
 def test_the_worker_dies_with_its_parent(tmp_path: Path) -> None:
     """A SIGKILLed engine must not leave a committer behind that could race its next start."""
     lake = tmp_path / "lake"
