@@ -107,6 +107,12 @@ class CommitWorker:
                 code = await self._reap()
                 self.deaths += 1
                 raise LakeError(f"the lake commit worker died ({_exit_text(code)}) during {op}") from exc
+            except asyncio.CancelledError:
+                # Its reply would be read as the next request's: this worker is done.
+                self._proc = None
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                raise
             if retire:  # it outgrew max_rss_mb and exits; the next request starts a fresh one
                 self.recycled += 1
                 await self._finish(proc)

@@ -6,6 +6,7 @@ same lake."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import psutil  # type: ignore[import-untyped]
 import pytest
 
 from lake import LakeConfig, LakeSink, connect
+from lake.worker import CommitWorker
 from tests.lake_crash_child import SAMPLES_PER_BATCH, deterministic_batch
 from tests.test_lake_sink import wait_for
 from uns.config import load_config
@@ -107,6 +109,25 @@ async def test_sigint_and_sigterm_leave_the_worker_to_the_engine(tmp_path: Path)
         assert stats["commit_worker_restarts"] == 0
         assert stats["commit_errors"] == 0
     assert lake_rows(tmp_path) == (100 * SAMPLES_PER_BATCH,) * 2
+
+
+async def test_a_request_cancelled_in_flight_does_not_desynchronize_the_next(tmp_path: Path) -> None:
+    worker = CommitWorker(tmp_path, "")
+    await worker.start()
+    try:
+        first = worker.pid
+        assert await worker.call("ping") == first
+        pending = asyncio.create_task(worker.call("ping"))
+        await asyncio.sleep(0)  # the request is sent; the reply is not read yet
+        assert not pending.done()
+        pending.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pending
+        answer = await worker.call("ping")  # a fresh worker, not the stale reply
+        assert answer == worker.pid != first
+    finally:
+        await worker.close()
+    assert worker.pid == 0
 
 
 def test_the_worker_dies_with_its_parent(tmp_path: Path) -> None:
