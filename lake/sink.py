@@ -368,7 +368,8 @@ class LakeSink:
         self._unwritten = None
         self._write_error = ""
         self._wal_bytes += len(record)
-        self._active_parts.append(columns)
+        if self._worker is None:  # the thread committer takes the columns from memory
+            self._active_parts.append(columns)
         if seg.rows >= self.config.commit_rows or seg.size >= self.config.segment_max_bytes:
             self._seal()
         return seg
