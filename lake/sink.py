@@ -80,7 +80,7 @@ class LakeConfig:
     retry_max_s: float = 30.0
     #: merge the small files of today's and yesterday's partitions this often (0 = never;
     #: then run Lake.compact() yourself, or queries slow down as files pile up)
-    compact_interval_s: float = 3600.0
+    compact_interval_s: float = 120.0
     #: distinguishes several writers of one lake (own WAL dir and app transaction ids)
     writer_id: str = ""
     #: where Delta commits run: "process" (a worker process: Arrow and Parquet do not

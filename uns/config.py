@@ -111,7 +111,7 @@ class LakeSection:
     commit_interval: float = 5.0
     fsync_interval: float = 1.0
     wal_max_bytes: int = 1024**3
-    compact_interval: float = 3600.0  # seconds between the writer's own compactions of recent partitions
+    compact_interval: float = 120.0  # seconds between the writer's own compactions of recent partitions
     writer_id: str = ""  # distinct per engine when several engines write one lake
     commit_worker: str = "process"  # Delta commits in a worker "process" (default) or a "thread"
     commit_worker_max_rss_mb: int = 256  # the worker process hands over to a fresh one beyond this RSS
