@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import aiomqtt
 import psutil  # type: ignore[import-untyped]
@@ -396,9 +397,10 @@ class Subscriber:
 class LakeLagProbe(threading.Thread):
     """Polls ``<lake>/measurements`` for new Delta versions (see module doc).
 
-    Keeps (received_at, lag_ms) of every ``keep_every``-th row of each new file;
-    the lag is "first seen committed" minus ``received_at``, so it includes up to
-    one poll interval of probe delay."""
+    Reads each new commit of the Delta log and keeps (received_at, lag_ms) of every
+    ``keep_every``-th row of the files it added; the lag is "first seen committed"
+    minus ``received_at``, so it includes up to one poll interval of probe delay.
+    Compactions (OPTIMIZE commits) add files of old rows and are skipped."""
 
     def __init__(self, lake: Path, *, interval: float = 0.25, keep_every: int = 7) -> None:
         super().__init__(name="bench-lake-lag", daemon=True)
@@ -408,39 +410,36 @@ class LakeLagProbe(threading.Thread):
         self.samples: list[tuple[int, int]] = []
         self.versions = 0
         self._stop_event = threading.Event()
-        self._seen: set[str] = set()
 
     def run(self) -> None:
         import pyarrow as pa  # noqa: PLC0415
         import pyarrow.parquet as pq  # noqa: PLC0415
-        from deltalake import DeltaTable  # noqa: PLC0415
 
-        table = None
-        version = -1
+        log_dir = self.table / "_delta_log"
+        version = -1  # the newest version looked at
         while not self._stop_event.wait(self.interval):
             try:
-                if table is None:
-                    if not (self.table / "_delta_log").is_dir():
-                        continue
-                    table = DeltaTable(str(self.table))
-                else:
-                    table.update_incremental()
-                if table.version() == version:
-                    continue
                 seen_at = now_ms()
-                version = table.version()
-                self.versions += 1
-                for uri in table.file_uris():
-                    if uri in self._seen:
-                        continue
-                    self._seen.add(uri)
-                    received = pq.read_table(uri, columns=["received_at"]).column(0)
-                    # Delta keeps microseconds; back to ms since the epoch
-                    values = received.cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64()).to_pylist()
-                    values = values[:: self.keep_every]
-                    self.samples.extend((r, seen_at - r) for r in values if r is not None)
-            except Exception:
-                table = None
+                while (commit := log_dir / f"{version + 1:020d}.json").is_file():
+                    self.versions += 1
+                    for uri in self._new_data_files(commit):
+                        received = pq.read_table(uri, columns=["received_at"]).column(0)
+                        # Delta keeps microseconds; back to ms since the epoch
+                        values = received.cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64()).to_pylist()
+                        values = values[:: self.keep_every]
+                        self.samples.extend((r, seen_at - r) for r in values if r is not None)
+                    version += 1
+            except Exception:  # a commit file being written: read it again at the next poll
+                continue
+
+    def _new_data_files(self, commit: Path) -> list[str]:
+        """The files a Delta commit added with new rows: an OPTIMIZE (the writer's
+        compaction) adds files too, but of rows committed long before."""
+        actions = [json.loads(line) for line in commit.read_text().splitlines() if line.strip()]
+        operation = next((a["commitInfo"].get("operation", "") for a in actions if "commitInfo" in a), "")
+        if operation == "OPTIMIZE":
+            return []
+        return [str(self.table / unquote(a["add"]["path"])) for a in actions if "add" in a]
 
     def stop(self) -> None:
         self._stop_event.set()
