@@ -342,6 +342,11 @@ class Bench:
                 "metrics_received": events["metrics"],
                 "events_per_s": events["events_per_s"],
                 "latency_ms": events["latency_ms"],
+                # seconds since the phase's first DATA publish
+                "worst_seconds": [
+                    {"at_s": round(w["second"] - report["started"], 1), "max_ms": w["max_ms"]}
+                    for w in events.get("worst_seconds", [])
+                ],
                 "published": int(rp1.get("published", 0)) - int(rp0.get("published", 0)),
                 "dropped_queue_full": int(rp1.get("dropped_queue_full", 0))
                 - int(rp0.get("dropped_queue_full", 0)),

@@ -99,6 +99,7 @@ async def _events(args: argparse.Namespace) -> dict[str, Any]:
     events = metrics = bad = 0
     first = last = 0.0
     latencies: list[int] = []
+    worst: dict[int, int] = {}  # arrival second (wall clock) -> the worst latency that second
     settings = BrokerSettings(host=args.host, port=args.port, keepalive=60)
     async with FastClient(settings, identifier=f"bench-events-{time.time_ns()}") as client:
         await client.subscribe(args.topic, qos=0)
@@ -124,7 +125,11 @@ async def _events(args: argparse.Namespace) -> dict[str, Any]:
                 # both event shapes start with {"ts":<ms>, (normalize.event_json key order)
                 if payload.startswith(b'{"ts":'):
                     end = payload.index(b",", 6)
-                    latencies.append(now - int(payload[6:end]))
+                    latency = now - int(payload[6:end])
+                    latencies.append(latency)
+                    second = now // 1000
+                    if latency > worst.get(second, -1):
+                        worst[second] = latency
                 else:
                     bad += 1
                 metrics += payload.count(b'"metric":')
@@ -136,6 +141,10 @@ async def _events(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": round(span, 3),
         "events_per_s": round(events / span, 1) if span > 0 else 0.0,
         "latency_ms": percentiles(latencies, (50, 95, 99)),
+        # where the tail comes from: the five seconds with the worst latency (wall clock, ms)
+        "worst_seconds": [
+            {"second": sec, "max_ms": ms} for sec, ms in sorted(worst.items(), key=lambda kv: -kv[1])[:5]
+        ],
     }
 
 
