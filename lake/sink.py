@@ -89,6 +89,9 @@ class LakeConfig:
     #: the worker process hands over to a fresh one once its RSS passes this (MiB; 0 = never):
     #: deltalake's native memory grows with every commit and only a new process frees it
     commit_worker_max_rss_mb: int = 256
+    #: the worker process runs this much nicer than the engine (0-19): commits are
+    #: batch work that can wait a moment; the engine's receive loop and republish cannot
+    commit_worker_nice: int = 10
 
     def __post_init__(self) -> None:
         checks = {
@@ -101,6 +104,7 @@ class LakeConfig:
             "compact_interval_s": self.compact_interval_s >= 0,
             "commit_worker": self.commit_worker in ("process", "thread"),
             "commit_worker_max_rss_mb": self.commit_worker_max_rss_mb >= 0,
+            "commit_worker_nice": 0 <= self.commit_worker_nice <= 19,
             "writer_id": self.writer_id.replace("-", "").replace("_", "").isalnum() or not self.writer_id,
         }
         for key, ok in checks.items():
@@ -184,7 +188,10 @@ class LakeSink:
         try:
             if self.config.commit_worker == "process":
                 self._worker = CommitWorker(
-                    self.root, self.config.writer_id, self.config.commit_worker_max_rss_mb
+                    self.root,
+                    self.config.writer_id,
+                    self.config.commit_worker_max_rss_mb,
+                    nice=self.config.commit_worker_nice,
                 )
                 await self._worker.start()
                 newest = int(await self._worker.call("open"))

@@ -2,7 +2,7 @@
 process of their own, so they do not compete with the engine for its GIL.
 
 :class:`CommitWorker` (used by :class:`lake.sink.LakeSink`) starts
-``python -c <lake.worker.main> ROOT WRITER_ID PARENT_PID`` and sends it one request at
+``python -c <lake.worker.main> ROOT WRITER_ID PARENT_PID MAX_RSS_MB NICE`` and sends it one request at
 a time over its stdin: commit sealed WAL segment N (the worker reads it back
 from the file and commits it with :class:`lake.writer.DeltaWriter`, exactly as
 the in-process committer does: app transactions make it exactly-once), or
@@ -58,10 +58,11 @@ _ENTRY: Final = "import sys; from lake.worker import main; sys.exit(main(sys.arg
 class CommitWorker:
     """The engine's handle on one worker process (one request at a time)."""
 
-    def __init__(self, root: Path, writer_id: str, max_rss_mb: int = 0) -> None:
+    def __init__(self, root: Path, writer_id: str, max_rss_mb: int = 0, *, nice: int = 0) -> None:
         self.root = root
         self.writer_id = writer_id
         self.max_rss_mb = max_rss_mb
+        self.nice = nice
         self._proc: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
         self.starts = 0
@@ -79,7 +80,7 @@ class CommitWorker:
         env = dict(os.environ)
         env.setdefault("_RJEM_MALLOC_CONF", JEMALLOC_CONF)
         argv = [sys.executable, "-c", _ENTRY, str(self.root), self.writer_id, str(os.getpid())]
-        argv.append(str(self.max_rss_mb))
+        argv += [str(self.max_rss_mb), str(self.nice)]
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env
@@ -228,8 +229,15 @@ def _serve(
 
 
 def main(argv: list[str]) -> int:
-    root, writer_id, parent, max_rss_mb = argv
+    root, writer_id, parent, max_rss_mb, nice = argv
     libc = _die_with_parent(int(parent))
+    # Below the engine's priority: on a busy machine a commit burst (Arrow, Parquet, the
+    # Delta log; several native threads) then waits for the receive loop, not the other
+    # way round.  The WAL already holds the rows; a commit a few hundred ms later costs
+    # nothing but lake lag.
+    if int(nice) > 0:
+        with contextlib.suppress(OSError):
+            os.nice(int(nice))
     # Replies own the real stdout; anything else printed goes to stderr.
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)

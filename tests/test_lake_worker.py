@@ -191,3 +191,23 @@ def test_the_commit_worker_setting_is_validated() -> None:
         LakeConfig(commit_worker_max_rss_mb=-1)
     with pytest.raises(ConfigError, match="commit_worker_max_rss_mb"):
         load_config(None, env={"UNS_LAKE_COMMIT_WORKER_MAX_RSS_MB": "-5"})
+    for bad in (-1, 20):
+        with pytest.raises(ConfigError, match="commit_worker_nice"):
+            LakeConfig(commit_worker_nice=bad)
+        with pytest.raises(ConfigError, match="commit_worker_nice"):
+            load_config(None, env={"UNS_LAKE_COMMIT_WORKER_NICE": str(bad)})
+    assert load_config(None, env={}).lake.commit_worker_nice == 10
+    assert load_config(None, env={"UNS_LAKE_COMMIT_WORKER_NICE": "0"}).lake.commit_worker_nice == 0
+
+
+@pytest.mark.parametrize("nice", [0, 7])
+async def test_the_worker_runs_nicer_than_the_engine(tmp_path: Path, nice: int) -> None:
+    async with LakeSink(tmp_path, LakeConfig(commit_worker_nice=nice)) as sink:
+        await wait_for(lambda: int(sink.stats()["commit_worker_pid"]) != 0, within_s=30)
+        worker = psutil.Process(int(sink.stats()["commit_worker_pid"]))
+        # the worker sets its priority first thing; give it the moment to start
+        await wait_for(lambda: worker.nice() != os.nice(0) or nice == 0, within_s=30)
+        assert worker.nice() == min(19, os.nice(0) + nice)
+        sink.add(deterministic_batch(0))
+        await sink.flush()
+        assert sink.stats()["rows_committed"] == sink.stats()["rows_added"] > 0

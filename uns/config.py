@@ -115,6 +115,7 @@ class LakeSection:
     writer_id: str = ""  # distinct per engine when several engines write one lake
     commit_worker: str = "process"  # Delta commits in a worker "process" (default) or a "thread"
     commit_worker_max_rss_mb: int = 256  # the worker process hands over to a fresh one beyond this RSS
+    commit_worker_nice: int = 10  # the worker process runs this much nicer than the engine (0-19)
 
 
 @dataclass(frozen=True)
@@ -224,6 +225,7 @@ def _validate(cfg: Config) -> None:
         "lake.wal_max_bytes": cfg.lake.wal_max_bytes > 0,
         "lake.compact_interval": cfg.lake.compact_interval > 0,
         "lake.commit_worker_max_rss_mb": cfg.lake.commit_worker_max_rss_mb >= 0,
+        "lake.commit_worker_nice": 0 <= cfg.lake.commit_worker_nice <= 19,
         "republish.max_queue": cfg.republish.max_queue > 0,
         "republish.max_in_flight": cfg.republish.max_in_flight > 0,
         "republish.drain_timeout_s": cfg.republish.drain_timeout_s >= 0,

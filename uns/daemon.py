@@ -60,6 +60,7 @@ def build_engine(config: Config, *, model: PlantModel | None = None) -> Engine:
                     writer_id=lc.writer_id,
                     commit_worker=lc.commit_worker,
                     commit_worker_max_rss_mb=lc.commit_worker_max_rss_mb,
+                    commit_worker_nice=lc.commit_worker_nice,
                 ),
             )
         )
