@@ -120,3 +120,9 @@ def test_committed_config_schema_is_current_and_example_validates() -> None:
     example = tomllib.loads((root / "examples" / "uns.toml").read_text())
     jsonschema.validate(example, committed)
     load_config(root / "examples" / "uns.toml", env={})
+
+
+def test_lake_compaction_can_be_turned_off_but_not_negative() -> None:
+    assert load_config(None, env={"UNS_LAKE_COMPACT_INTERVAL": "0"}).lake.compact_interval == 0
+    with pytest.raises(ConfigError, match="compact_interval"):
+        load_config(None, env={"UNS_LAKE_COMPACT_INTERVAL": "-1"})

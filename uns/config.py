@@ -223,7 +223,7 @@ def _validate(cfg: Config) -> None:
         "lake.commit_interval": cfg.lake.commit_interval > 0,
         "lake.fsync_interval": cfg.lake.fsync_interval >= 0,
         "lake.wal_max_bytes": cfg.lake.wal_max_bytes > 0,
-        "lake.compact_interval": cfg.lake.compact_interval > 0,
+        "lake.compact_interval": cfg.lake.compact_interval >= 0,  # 0 = never (run `uns lake compact`)
         "lake.commit_worker_max_rss_mb": cfg.lake.commit_worker_max_rss_mb >= 0,
         "lake.commit_worker_nice": 0 <= cfg.lake.commit_worker_nice <= 19,
         "republish.max_queue": cfg.republish.max_queue > 0,
