@@ -421,13 +421,15 @@ class LakeLagProbe(threading.Thread):
             try:
                 seen_at = now_ms()
                 while (commit := log_dir / f"{version + 1:020d}.json").is_file():
-                    self.versions += 1
+                    found: list[tuple[int, int]] = []  # kept only once the whole commit was read
                     for uri in self._new_data_files(commit):
                         received = pq.read_table(uri, columns=["received_at"]).column(0)
                         # Delta keeps microseconds; back to ms since the epoch
                         values = received.cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64()).to_pylist()
                         values = values[:: self.keep_every]
-                        self.samples.extend((r, seen_at - r) for r in values if r is not None)
+                        found.extend((r, seen_at - r) for r in values if r is not None)
+                    self.samples.extend(found)
+                    self.versions += 1
                     version += 1
             except Exception:  # a commit file being written: read it again at the next poll
                 continue
