@@ -471,12 +471,22 @@ class Bench:
             "exit_code": code,
             "commit_worker_recycled": lake_stats.get("commit_worker_recycled"),
             "commit_worker_restarts": lake_stats.get("commit_worker_restarts"),
+            "compactions": lake_stats.get("compactions"),
+            "last_compaction_s": lake_stats.get("last_compaction_s"),
             "shutdown_s": round(time.monotonic() - stop_t, 2),
             "peak_rss_mb": round(engine.hwm_bytes / MB, 1),
             "wall_s": round(time.monotonic() - started, 1),
         }
         phase["loss"] = self.loss_check(lake, ["soak"])
+        phase["lake_files"] = self.data_files(lake)
         return phase
+
+    @staticmethod
+    def data_files(lake: Path) -> dict[str, int]:
+        """Data files per table at the end (compaction keeps the measurements' count low)."""
+        from lake.maintenance import Lake  # noqa: PLC0415 - deltalake only here
+
+        return {table: info.files for table, info in Lake(lake).info().items()}
 
     # ------------------------------------------------------------------ loss
     def loss_check(self, lake: Path, groups: list[str]) -> dict[str, Any]:

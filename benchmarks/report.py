@@ -399,6 +399,12 @@ def render_table(result: dict[str, Any]) -> str:
                 f"  lake commit worker: replaced {eng['commit_worker_recycled']} time(s) at its RSS bound, "
                 f"died {eng.get('commit_worker_restarts')} time(s)"
             )
+        if eng.get("compactions") is not None:
+            files = soak.get("lake_files", {}).get("measurements", "-")
+            parts.append(
+                f"  compactions {eng['compactions']} (the last took {eng.get('last_compaction_s')} s); "
+                f"measurements files at the end {files}; engine stopped in {eng.get('shutdown_s')} s"
+            )
         parts.append("")
     lrows = []
     loss_checks = list(result.get("modes", {}).items())

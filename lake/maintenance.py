@@ -123,6 +123,12 @@ class Lake:
         """Delete files no longer in the current version and replaced more than
         ``retention_hours`` ago; returns the files (to be) deleted per table.
 
+        With a retention of an hour or more this also deletes data files the Delta
+        log never referenced and that are older than the retention: the half-written
+        files of a commit or compaction that a kill interrupted (or that shutdown
+        abandoned).  Below an hour those are left alone, since a file a writer is
+        writing right now is not in the log yet either.
+
         A reader whose snapshot is older than the retention can fail once its
         files are gone, so a retention below the tables' configured minimum (7
         days unless changed) is refused unless ``enforce_retention=False``."""
@@ -138,6 +144,7 @@ class Lake:
                     retention_hours=int(retention_hours),
                     dry_run=dry_run,
                     enforce_retention_duration=enforce_retention,
+                    full=retention_hours >= 1,
                 )
                 if not dry_run:
                     delta.cleanup_metadata()  # log files beyond the log retention (30 days)

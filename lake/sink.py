@@ -45,7 +45,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Self, cast
 
 from lake.tables import PendingRows, TableColumns, column_count, empty_columns, extend_columns, plain_columns
 from lake.wal import CommitResult, SegmentFile, WalLock, encode_record, fsync_dir, list_segments
@@ -153,6 +153,8 @@ class LakeSink:
         self._next_number = 0
         self._running = False
         self._stopping = False
+        self._closing = False  # the final flush began: no compaction from now on
+        self._compaction: asyncio.Future[object] | None = None  # one in the worker process
         self._tasks: list[asyncio.Task[None]] = []
         self._worker: CommitWorker | None = None
         self._wake = asyncio.Event()
@@ -168,6 +170,9 @@ class LakeSink:
         self._commits = 0
         self._segments_committed = 0
         self._compactions = 0
+        self._compactions_abandoned = 0
+        self._compacting = False
+        self._compaction_s = 0.0
         self._last_compaction = time.monotonic()
         self._segments_replayed = 0
         self._commit_errors = 0
@@ -243,6 +248,7 @@ class LakeSink:
         if not self._running:
             return
         failure: LakeError | None = None
+        self._abandon_compaction()
         try:
             await self.flush()
         except LakeError as err:
@@ -490,21 +496,47 @@ class LakeSink:
     async def _maybe_compact(self) -> None:
         """Housekeeping between commits (same thread of work: never races our appends)."""
         interval = self.config.compact_interval_s
-        if not interval or time.monotonic() - self._last_compaction < interval or self._stopping:
+        if not interval or self._closing or self._stopping:
             return
-        self._last_compaction = time.monotonic()
+        if time.monotonic() - self._last_compaction < interval:
+            return
+        started = self._last_compaction = time.monotonic()
         since = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+        self._compacting = True
         try:
             if self._writer is not None:
                 removed = await asyncio.to_thread(self._writer.compact_recent, since)
             else:
                 assert self._worker is not None
-                removed = int(await self._worker.call("compact", since))
+                task = self._compaction = asyncio.ensure_future(self._worker.call("compact", since))
+                try:
+                    await asyncio.wait([task])
+                finally:
+                    self._compaction = None
+                    task.cancel()  # a no-op once done; if we were cancelled, so is it
+                if task.cancelled():  # by _abandon_compaction: the final flush is waiting
+                    self._compactions_abandoned += 1
+                    log.info("lake: compaction abandoned for the final flush (it commits next time)")
+                    return
+                removed = int(cast("int", task.result()))
         except LakeError as exc:
             log.warning("lake: compaction failed (the data is safe; retried later): %s", exc)
             return
+        finally:
+            self._compacting = False
         self._compactions += 1
-        log.debug("lake: compacted %d small files", removed)
+        self._compaction_s = time.monotonic() - started
+        log.debug("lake: compacted %d small files in %.1f s", removed, self._compaction_s)
+
+    def _abandon_compaction(self) -> None:
+        """No compaction from now on, and stop the one in progress in the worker process:
+        at shutdown the final flush must not wait for it.  Killing the worker is safe:
+        Delta commits a compaction atomically or not at all (a half-written file stays
+        unreferenced and the next compaction starts over).  A worker thread cannot be
+        stopped: with ``commit_worker = "thread"`` the flush waits."""
+        self._closing = True
+        if self._compaction is not None:
+            self._compaction.cancel()
 
     async def _commit(self, seg: _Sealed) -> CommitResult:
         if self._worker is None:
@@ -583,6 +615,9 @@ class LakeSink:
             "segments_committed": self._segments_committed,
             "segments_replayed": self._segments_replayed,
             "compactions": self._compactions,
+            "compacting": self._compacting,
+            "compactions_abandoned": self._compactions_abandoned,
+            "last_compaction_s": round(self._compaction_s, 2),
             "commit_errors": self._commit_errors,
             "last_error": self._last_error,
             "wal_bytes": self._wal_bytes,

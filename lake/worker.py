@@ -64,6 +64,7 @@ class CommitWorker:
         self.max_rss_mb = max_rss_mb
         self.nice = nice
         self._proc: asyncio.subprocess.Process | None = None
+        self._killed: list[asyncio.subprocess.Process] = []  # killed on a cancel, not yet reaped
         self._lock = asyncio.Lock()
         self.starts = 0
         self.deaths = 0  # workers that died under a request
@@ -109,10 +110,13 @@ class CommitWorker:
                 self.deaths += 1
                 raise LakeError(f"the lake commit worker died ({_exit_text(code)}) during {op}") from exc
             except asyncio.CancelledError:
-                # Its reply would be read as the next request's: this worker is done.
+                # Its reply would be read as the next request's: this worker is done (the
+                # next request starts a fresh one).  Whatever it was writing is not in the
+                # lake: a Delta commit is atomic.
                 self._proc = None
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
+                self._killed.append(proc)
                 raise
             if retire:  # it outgrew max_rss_mb and exits; the next request starts a fresh one
                 self.recycled += 1
@@ -144,6 +148,9 @@ class CommitWorker:
         async with self._lock:
             if self._proc is not None:
                 await self._finish(self._proc, timeout_s)
+            killed, self._killed = self._killed, []
+            for proc in killed:
+                await proc.wait()
 
 
 def _exit_text(code: int | None) -> str:

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import os
 import sys
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
+from deltalake import DeltaTable
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lake import Lake, LakeConfig, LakeSink, connect
+from lake.writer import MAX_TARGET_BYTES, MIN_TARGET_BYTES, DeltaWriter, recent_target_bytes
 from tests.lake_crash_child import BASE_TS, SAMPLES_PER_BATCH, deterministic_batch
+from tests.test_lake_sink import wait_for
 from uns.errors import LakeError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,6 +144,7 @@ async def test_readers_see_growing_duplicate_free_snapshots_during_writes_and_co
 
 async def test_the_writer_compacts_recent_partitions_itself(tmp_path: Path) -> None:
     now = int(time.time() * 1000)
+    today = dt.datetime.fromtimestamp(now / 1000, dt.UTC).date()
     config = LakeConfig(commit_interval_s=60, compact_interval_s=0.3)
     async with LakeSink(tmp_path, config) as sink:
         for i in range(12):
@@ -144,16 +153,102 @@ async def test_the_writer_compacts_recent_partitions_itself(tmp_path: Path) -> N
                 s.ts = now + i
             sink.add(batch)
             await sink.flush()  # one small file per flush
-        await asyncio.sleep(0.35)
-        sink.add(deterministic_batch(99))
-        await sink.flush()  # the commit after the interval triggers the compaction
-        # it runs right after that commit, in the sink's own task; a loaded machine may
-        # have made one earlier too, between the first flushes
-        for _ in range(100):
-            if int(sink.stats()["compactions"]) >= 1:
+        # A compaction runs right after a commit once the interval has passed, in the
+        # sink's own task (a loaded machine may have made one between the first flushes,
+        # and shutdown abandons one in progress): commit old rows until one ran after
+        # all 12 files were there.
+        old_batches = 0
+        for _ in range(40):
+            await asyncio.sleep(0.35)
+            sink.add(deterministic_batch(100 + old_batches))  # 2025: not a recent partition
+            old_batches += 1
+            await sink.flush()
+            await wait_for(lambda: not sink.stats()["compacting"], within_s=30)
+            if len(measurement_files(tmp_path, today)) == 1:
                 break
-            await asyncio.sleep(0.05)
         assert int(sink.stats()["compactions"]) >= 1
-    files = Lake(tmp_path).info()["measurements"].files
-    assert files <= 2  # today's partition merged; the 2025 row of batch 99 is old: left alone
-    assert counts(tmp_path) == (13 * SAMPLES_PER_BATCH,) * 2
+    assert len(measurement_files(tmp_path, today)) == 1  # today's partition merged
+    assert len(measurement_files(tmp_path)) == 1 + old_batches  # the old partition left alone
+    assert counts(tmp_path) == ((12 + old_batches) * SAMPLES_PER_BATCH,) * 2
+
+
+def measurement_files(lake: Path, day: dt.date | None = None) -> dict[str, int]:
+    """The measurements table's data files (of partition ``day``, default all) and their
+    row counts, from the Delta log."""
+    adds = pa.table(DeltaTable(lake / "measurements").get_add_actions(flatten=True))
+    rows = zip(
+        adds.column("path").to_pylist(),
+        adds.column("num_records").to_pylist(),
+        adds.column("partition.date").to_pylist(),
+        strict=True,
+    )
+    return {path: count for path, count, date in rows if day is None or date == day}
+
+
+async def test_the_writers_compaction_is_bounded_by_rows_not_by_the_whole_day(tmp_path: Path) -> None:
+    """deltalake merges every file below its byte target; for well-compressed data that
+    is the whole day, every time.  The writer's own compaction aims at files of
+    ``target_rows`` instead, so a second compaction rewrites only what is new."""
+    target_rows = 8_000
+    await fill(tmp_path, range(4_800), commits=12)  # 12 files of 2,000 rows, one partition
+    since = dt.date(2000, 1, 1)
+    DeltaWriter(tmp_path).compact_recent(since, target_rows=target_rows)
+    merged = measurement_files(tmp_path)
+    assert 2 <= len(merged) <= 6, merged  # not one file of all 24,000 rows
+    assert all(rows <= 2 * target_rows for rows in merged.values()), merged
+    assert sum(merged.values()) == 24_000
+
+    await fill(tmp_path, range(4_800, 5_600), commits=2)  # 2 new files of 2,000 rows
+    before = measurement_files(tmp_path)
+    DeltaWriter(tmp_path).compact_recent(since, target_rows=target_rows)
+    after = measurement_files(tmp_path)
+    rewritten = sum(rows for path, rows in before.items() if path not in after)
+    assert 4_000 <= rewritten <= 4_000 + target_rows, (before, after)  # the new files, at most one more
+    assert sum(after.values()) == 28_000
+    assert counts(tmp_path) == (5_600 * SAMPLES_PER_BATCH,) * 2
+
+
+@given(
+    sizes_rows=st.lists(st.tuples(st.integers(1, 10**9), st.integers(1, 10**8)), min_size=1, max_size=20),
+    target_rows=st.integers(1, 10**9),
+)
+def test_the_byte_target_scales_the_files_own_bytes_per_row(
+    sizes_rows: list[tuple[int, int]], target_rows: int
+) -> None:
+    sizes = [s for s, _ in sizes_rows]
+    rows = [r for _, r in sizes_rows]
+    target = recent_target_bytes(sizes, rows, target_rows)
+    assert MIN_TARGET_BYTES <= target <= MAX_TARGET_BYTES
+    exact = sum(sizes) * target_rows / sum(rows)  # the oracle, in exact-enough floats
+    if MIN_TARGET_BYTES + 1 < exact < MAX_TARGET_BYTES - 1:
+        assert abs(target - exact) <= 1
+    # more rows per file never asks for fewer bytes
+    assert recent_target_bytes(sizes, rows, target_rows + 1) >= target
+
+
+def test_the_byte_target_without_rows_is_deltalakes_default() -> None:
+    assert recent_target_bytes([], [], 1_000) == MAX_TARGET_BYTES
+    assert recent_target_bytes([100], [0], 1_000) == MAX_TARGET_BYTES
+
+
+async def test_vacuum_removes_files_the_log_never_referenced_once_they_are_old(tmp_path: Path) -> None:
+    """A commit or compaction that was killed (or abandoned at shutdown) leaves a data
+    file the Delta log never names; vacuum deletes it past the retention, but with a
+    retention under an hour never touches one that may be in the middle of a commit."""
+    await fill(tmp_path, range(20), commits=1)
+    partition = next(p for p in (tmp_path / "measurements").iterdir() if p.name.startswith("date="))
+    old = partition / "part-00000-killed-compaction.parquet"
+    fresh = partition / "part-00000-being-written.parquet"
+    old.write_bytes(b"PAR1 half written")
+    fresh.write_bytes(b"PAR1 half written")
+    three_hours_ago = time.time() - 3 * 3600
+    os.utime(old, (three_hours_ago, three_hours_ago))
+    lake = Lake(tmp_path)
+    assert lake.vacuum(0, enforce_retention=False)["measurements"] == []  # under an hour: left alone
+    assert old.exists()
+    assert fresh.exists()
+    removed = lake.vacuum(2, enforce_retention=False)["measurements"]
+    assert [Path(p).name for p in removed] == [old.name]
+    assert not old.exists()
+    assert fresh.exists()
+    assert counts(tmp_path) == (20 * SAMPLES_PER_BATCH,) * 2

@@ -130,6 +130,41 @@ async def test_a_request_cancelled_in_flight_does_not_desynchronize_the_next(tmp
     assert worker.pid == 0
 
 
+@pytest.mark.parametrize("commit_worker", ["process", "thread"])
+async def test_shutdown_abandons_a_compaction_in_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, commit_worker: str
+) -> None:
+    """A compaction can take long (a big day); the final flush must not wait for it.
+    The worker process is killed mid-compaction (Delta commits it whole or not at all)
+    and a fresh one commits the rest.  A thread cannot be stopped: there the flush waits."""
+    pause = 40.0 if commit_worker == "process" else 1.0
+    monkeypatch.setenv("UNS_LAKE_TEST_HOOK", f"compact_sleep:{pause}")
+    if commit_worker == "thread":
+        monkeypatch.setattr("lake.writer._TEST_HOOK", f"compact_sleep:{pause}")
+    config = LakeConfig(commit_interval_s=60, compact_interval_s=0.01, commit_worker=commit_worker)
+    sink = LakeSink(tmp_path, config)
+    async with sink:
+        sink.add(deterministic_batch(0))
+        await sink.flush()  # the commit after the interval starts a compaction, which sleeps
+        await wait_for(lambda: bool(sink.stats()["compacting"]), within_s=30)
+        for i in range(1, 100):
+            sink.add(deterministic_batch(i))
+        exiting = time.monotonic()
+    took = time.monotonic() - exiting
+    stats = sink.stats()
+    assert stats["rows_committed"] == stats["rows_added"]
+    assert stats["commit_errors"] == 0
+    if commit_worker == "process":
+        assert took < pause / 2, f"the final flush waited {took:.1f} s for the compaction"
+        assert stats["compactions_abandoned"] == 1
+        assert stats["compactions"] == 0
+    else:
+        assert took >= pause * 0.9
+        assert stats["compactions_abandoned"] == 0
+        assert stats["compactions"] == 1
+    assert lake_rows(tmp_path) == (100 * SAMPLES_PER_BATCH,) * 2
+
+
 def test_the_worker_dies_with_its_parent(tmp_path: Path) -> None:
     """A SIGKILLed engine must not leave a committer behind that could race its next start."""
     lake = tmp_path / "lake"
