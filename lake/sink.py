@@ -516,7 +516,7 @@ class LakeSink:
                     task.cancel()  # a no-op once done; if we were cancelled, so is it
                 if task.cancelled():  # by _abandon_compaction: the final flush is waiting
                     self._compactions_abandoned += 1
-                    log.info("lake: compaction abandoned for the final flush (it commits next time)")
+                    log.info("lake: compaction abandoned for the final flush (it runs again after a restart)")
                     return
                 removed = int(cast("int", task.result()))
         except LakeError as exc:

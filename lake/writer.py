@@ -169,6 +169,7 @@ class DeltaWriter:
         if f"partition.{PARTITION_COLUMN}" not in names or "num_records" not in names:
             return MAX_TARGET_BYTES
         day = since.isoformat()
+        recent = 0
         sizes: list[int] = []
         rows: list[int] = []
         for partition, size, count in zip(
@@ -177,10 +178,12 @@ class DeltaWriter:
             adds.column("num_records").to_pylist(),
             strict=True,
         ):
-            if partition is not None and str(partition) >= day and count:
-                sizes.append(int(size))
-                rows.append(int(count))
-        if not rows:
+            if partition is not None and str(partition) >= day:
+                recent += 1
+                if count:  # files without statistics (not ours) do not count
+                    sizes.append(int(size))
+                    rows.append(int(count))
+        if not recent:
             return None
         return recent_target_bytes(sizes, rows, target_rows)
 
