@@ -322,6 +322,9 @@ def lake_vacuum(
 ) -> None:
     """Delete files no longer referenced by versions within the retention period.
 
+    With a retention of an hour or more, also the data files a killed commit or
+    compaction left behind unreferenced, once they are older than the retention.
+
     Example: uns lake vacuum --lake ./lake --retention-hours 168
     """
     import lake as lake_pkg  # noqa: PLC0415
