@@ -505,28 +505,32 @@ class LakeSink:
         self._compacting = True
         try:
             if self._writer is not None:
-                removed = await asyncio.to_thread(self._writer.compact_recent, since)
+                removed: int | None = await asyncio.to_thread(self._writer.compact_recent, since)
             else:
-                assert self._worker is not None
-                task = self._compaction = asyncio.ensure_future(self._worker.call("compact", since))
-                try:
-                    await asyncio.wait([task])
-                finally:
-                    self._compaction = None
-                    task.cancel()  # a no-op once done; if we were cancelled, so is it
-                if task.cancelled():  # by _abandon_compaction: the final flush is waiting
-                    self._compactions_abandoned += 1
-                    log.info("lake: compaction abandoned for the final flush (it runs again after a restart)")
-                    return
-                removed = int(cast("int", task.result()))
+                removed = await self._compact_in_worker(since)
         except LakeError as exc:
             log.warning("lake: compaction failed (the data is safe; retried later): %s", exc)
             return
         finally:
             self._compacting = False
+        if removed is None:  # abandoned by _abandon_compaction: the final flush is waiting
+            self._compactions_abandoned += 1
+            log.info("lake: compaction abandoned for the final flush (it runs again after a restart)")
+            return
         self._compactions += 1
         self._compaction_s = time.monotonic() - started
         log.debug("lake: compacted %d small files in %.1f s", removed, self._compaction_s)
+
+    async def _compact_in_worker(self, since: dt.date) -> int | None:
+        """The worker process's compaction: files removed, or None when it was abandoned."""
+        assert self._worker is not None
+        task = self._compaction = asyncio.ensure_future(self._worker.call("compact", since))
+        try:
+            await asyncio.wait([task])
+        finally:
+            self._compaction = None
+            task.cancel()  # a no-op once done; if we were cancelled, so is it
+        return None if task.cancelled() else int(cast("int", task.result()))
 
     def _abandon_compaction(self) -> None:
         """No compaction from now on, and stop the one in progress in the worker process:
