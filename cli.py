@@ -66,7 +66,7 @@ def _setup_logging(level: str) -> None:
 def _broker_settings(broker: str | None) -> Any:
     """Broker settings for the short commands (watch, topics, sim, context set)."""
     from uns.config import load_config  # noqa: PLC0415 - keep `uns --help` fast
-    from uns.mqtt import quiet_client_logs  # noqa: PLC0415
+    from uns.mqtt.settings import quiet_client_logs  # noqa: PLC0415
 
     quiet_client_logs()
 
@@ -124,7 +124,7 @@ def run(
             typer.echo("")
         return
     _setup_logging(cfg.engine.log_level)
-    from uns.daemon import run_daemon  # noqa: PLC0415
+    from uns.engine.daemon import run_daemon  # noqa: PLC0415
 
     _guard(lambda: asyncio.run(run_daemon(cfg)))
 
@@ -145,7 +145,7 @@ def sim(
 
     Example: uns sim --broker mqtt://127.0.0.1:1883 --rate 20 --duration 60
     """
-    from uns.simcli import run_sim_cli  # noqa: PLC0415
+    from uns_cli.sim import run_sim_cli  # noqa: PLC0415
 
     settings = _guard(lambda: _broker_settings(broker))
     _guard(
@@ -174,7 +174,7 @@ def demo(
 
     Example: uns demo --duration 30 --lake ./demo-lake
     """
-    from uns.demo import run_demo  # noqa: PLC0415
+    from uns_cli.demo import run_demo  # noqa: PLC0415
 
     _guard(lambda: run_demo(duration=duration, lake=lake, echo=typer.echo))
 
@@ -193,7 +193,7 @@ def topics(
 
     Example: uns topics --broker mqtt://127.0.0.1:1883 --filter 'spBv1.0/#' --duration 10
     """
-    from uns.inspect import listen  # noqa: PLC0415
+    from uns_cli.inspect import listen  # noqa: PLC0415
 
     settings = _guard(lambda: _broker_settings(broker))
 
@@ -222,7 +222,7 @@ def watch(
 
     Example: uns watch 'spBv1.0/PilotPlant/#' --broker mqtt://127.0.0.1:1883
     """
-    from uns.inspect import MessageView, listen  # noqa: PLC0415
+    from uns_cli.inspect import MessageView, listen  # noqa: PLC0415
 
     settings = _guard(lambda: _broker_settings(broker))
 
@@ -258,7 +258,7 @@ def lake_sql(
     import duckdb  # noqa: PLC0415
 
     import lake as lake_pkg  # noqa: PLC0415
-    from uns.output import FORMATS, render_rows  # noqa: PLC0415
+    from uns_cli.output import FORMATS, render_rows  # noqa: PLC0415
 
     if fmt not in FORMATS:
         raise _fail(f"--format must be one of {', '.join(FORMATS)}")
@@ -282,7 +282,7 @@ def lake_info(lake: LakeOpt = None, fmt: FormatOpt = "table") -> None:
     Example: uns lake info --lake ./lake
     """
     import lake as lake_pkg  # noqa: PLC0415
-    from uns.output import render_rows  # noqa: PLC0415
+    from uns_cli.output import render_rows  # noqa: PLC0415
 
     path = _guard(lambda: _lake_path(lake))
     info = _guard(lambda: lake_pkg.Lake(path).info())
@@ -347,8 +347,8 @@ def context_show(
 
     Example: uns context show acme/basel/pilot/usp/br-101 --at 2026-11-25T10:00:00Z --lake ./lake
     """
-    from uns.contextcli import context_at  # noqa: PLC0415
-    from uns.output import render_rows  # noqa: PLC0415
+    from uns_cli.context import context_at  # noqa: PLC0415
+    from uns_cli.output import render_rows  # noqa: PLC0415
 
     lake_dir = _guard(lambda: _lake_path(lake))
     values = _guard(lambda: context_at(lake_dir, path, at))
@@ -372,7 +372,7 @@ def context_set(
 
     Example: uns context set acme/basel/pilot/usp/br-101 batch_id=B2026-0042 phase=growth --user jdoe
     """
-    from uns.contextcli import publish_context  # noqa: PLC0415
+    from uns_cli.context import publish_context  # noqa: PLC0415
 
     settings = _guard(lambda: _broker_settings(broker))
     topic = _guard(

@@ -19,7 +19,7 @@ import paho.mqtt.client as mqtt
 import psutil
 from paho.mqtt.enums import CallbackAPIVersion
 
-from uns.broker import running_mosquitto
+from uns.mqtt.mosquitto import running_mosquitto
 
 
 def main() -> None:

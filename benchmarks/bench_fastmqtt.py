@@ -1,4 +1,4 @@
-"""Receive throughput of uns.fastmqtt.FastClient vs a bare aiomqtt subscriber (a script, not a test).
+"""Receive throughput of uns.mqtt.client.FastClient vs a bare aiomqtt subscriber (a script, not a test).
 
     .venv/bin/python benchmarks/bench_fastmqtt.py [--messages 200000] [--size 200]
 
@@ -32,8 +32,8 @@ TOPIC = "bench/fastmqtt"
 
 # ---------------------------------------------------------------------- receivers (child processes)
 async def _receive_fast(port: int, count: int, idle: float) -> dict[str, Any]:
-    from uns.fastmqtt import FastClient  # noqa: PLC0415 - the child imports only what it measures
-    from uns.mqtt import BrokerSettings  # noqa: PLC0415
+    from uns.mqtt.client import FastClient  # noqa: PLC0415 - the child imports only what it measures
+    from uns.mqtt.settings import BrokerSettings  # noqa: PLC0415
 
     got = 0
     first_wall = first_cpu = 0.0
@@ -101,7 +101,7 @@ def _result(name: str, got: int, wall: float, cpu: float, **extra: Any) -> dict[
 # ---------------------------------------------------------------------- publisher (this process)
 def _publish(port: int, count: int, size: int) -> float:
     """Push ``count`` QoS 0 PUBLISHes through a raw socket; return the seconds it took."""
-    from uns.fastmqtt import encode_connect, encode_publish  # noqa: PLC0415
+    from uns.mqtt.client import encode_connect, encode_publish  # noqa: PLC0415
 
     rng = random.Random(0)
     packets = [encode_publish(f"{TOPIC}/node{i % 20}/dev{i % 7}", rng.randbytes(size)) for i in range(1000)]
@@ -153,7 +153,7 @@ def main() -> None:
         print(json.dumps(asyncio.run(receive(args.port, args.messages, args.idle))), flush=True)
         return
 
-    from uns.broker import running_mosquitto  # noqa: PLC0415
+    from uns.mqtt.mosquitto import running_mosquitto  # noqa: PLC0415
 
     results = []
     with running_mosquitto() as broker:

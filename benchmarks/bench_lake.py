@@ -38,7 +38,7 @@ from pathlib import Path
 from lake import Lake, LakeConfig, LakeSink, connect
 from lake.tables import PendingRows, column_count
 from lake.wal import SegmentFile, encode_record
-from uns.events import Batch, ContextChange, Sample
+from uns.core.events import Batch, ContextChange, Sample
 from uns.sparkplug.datatypes import DataType
 
 T0 = 1_767_225_600_000

@@ -44,12 +44,12 @@ from typing import Any
 import aiomqtt
 
 from benchmarks.procs import Subscriber
-from uns.broker import running_mosquitto
-from uns.context import ContextStore
-from uns.events import Batch, ContextChange, Sample
-from uns.model import load_model
-from uns.normalize import Normalizer
-from uns.republish import PublishNowaitFn, RepublishConfig, RepublishSink
+from uns.core.context import ContextStore
+from uns.core.events import Batch, ContextChange, Sample
+from uns.core.model import load_model
+from uns.core.normalize import Normalizer
+from uns.mqtt.mosquitto import running_mosquitto
+from uns.sinks.republish import PublishNowaitFn, RepublishConfig, RepublishSink
 from uns.sparkplug.datatypes import DataType
 
 ROOT = Path(__file__).resolve().parent.parent

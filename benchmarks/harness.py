@@ -52,8 +52,8 @@ import psutil  # type: ignore[import-untyped]
 from benchmarks.procs import EngineProcess, LakeLagProbe, Subscriber, kill_children, run_generator
 from benchmarks.report import SOAK_RATE, evaluate_targets, render_table, rss_trend
 from benchmarks.subscribers import percentiles
-from uns.broker import running_mosquitto
-from uns.engine import Engine
+from uns.engine.host import Engine
+from uns.mqtt.mosquitto import running_mosquitto
 
 __all__ = ["PROFILES", "Profile", "main", "run_bench"]
 

@@ -52,7 +52,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from uns.errors import BrokerError
-from uns.mqttwire import (
+from uns.mqtt.wire import (
     CONNACK,
     DISCONNECT_PACKET,
     PINGREQ_PACKET,
@@ -195,7 +195,7 @@ class DataTemplate:
 # ---------------------------------------------------------------------- the connection
 class WireClient:
     """A minimal blocking MQTT 3.1.1 client: QoS 0 out, rebirth commands in, nothing else
-    (packets encoded and parsed by :mod:`uns.mqttwire`, the engine's own codec).
+    (packets encoded and parsed by :mod:`uns.mqtt.wire`, the engine's own codec).
 
     The socket stays blocking for ``sendall`` (a broker that does not read slows the
     generator down, which reports the rate it reached); reads never block."""

@@ -15,7 +15,7 @@ DBIRTH, and wall microseconds for ``process`` + every sink's ``add``.
 birth scenario (nodes x devices x metrics per DBIRTH; the tag-scale scenario
 of the harness is 200x10x100).  ``--profile`` prints the cProfile top
 functions of the DATA phase.  What this does not include is the receive path
-(``uns.fastmqtt``; ``benchmarks/bench_fastmqtt.py`` measures it).
+(``uns.mqtt.client``; ``benchmarks/bench_fastmqtt.py`` measures it).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterator
 
 from uns.config import load_config
-from uns.daemon import build_engine
+from uns.engine.daemon import build_engine
 from uns.sparkplug import sparkplug_b_pb2 as pb
 from uns.sparkplug.datatypes import DataType
 

@@ -91,8 +91,8 @@ async def _ceiling(args: argparse.Namespace) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- events
 async def _events(args: argparse.Namespace) -> dict[str, Any]:
-    from uns.fastmqtt import FastClient  # noqa: PLC0415 - only this mode needs it
-    from uns.mqtt import BrokerSettings  # noqa: PLC0415
+    from uns.mqtt.client import FastClient  # noqa: PLC0415 - only this mode needs it
+    from uns.mqtt.settings import BrokerSettings  # noqa: PLC0415
 
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

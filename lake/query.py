@@ -10,7 +10,7 @@ new ``connect``) moves it to the newest versions.  A table that does not exist
 yet reads as empty with the right columns.
 
 ``measurements_asof`` recomputes the context columns from the ``context``
-table by event time, with the inheritance rules of :class:`uns.context.ContextStore`:
+table by event time, with the inheritance rules of :class:`uns.core.context.ContextStore`:
 a key set on a path applies below it unless a deeper path sets it; a clear
 (``value`` NULL) removes only that path's own value; an empty value hides the
 key; for equal timestamps the later arrival (``ingest_order``) wins.

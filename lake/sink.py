@@ -50,8 +50,8 @@ from typing import TYPE_CHECKING, Self, cast
 from lake.tables import PendingRows, TableColumns, column_count, empty_columns, extend_columns, plain_columns
 from lake.wal import CommitResult, SegmentFile, WalLock, encode_record, fsync_dir, list_segments
 from lake.worker import CommitWorker
+from uns.core.events import Batch
 from uns.errors import ConfigError, LakeBackpressure, LakeError
-from uns.events import Batch
 
 if TYPE_CHECKING:  # deltalake and pyarrow load only where commits run (see lake.worker)
     from lake.writer import DeltaWriter

@@ -27,9 +27,9 @@ from collections.abc import Sequence
 from operator import attrgetter
 from typing import Any, Final
 
-from uns.events import Batch
+from uns.core.events import Batch
+from uns.core.values import value_double, value_text
 from uns.sparkplug.datatypes import DataType
-from uns.values import value_double, value_text
 
 __all__ = [
     "CONTEXT_COLUMNS",
@@ -82,7 +82,7 @@ RUN_FIELDS: Final = (
 )  # fmt: skip
 
 #: The columns of each table in a WAL record, in order: fields of the event objects
-#: (uns.events).  ``measurements`` has SAMPLE_FIELDS (per row), RUN_FIELDS (per run)
+#: (uns.core.events).  ``measurements`` has SAMPLE_FIELDS (per row), RUN_FIELDS (per run)
 #: and ``run_length`` (per run; the lengths add up to the rows).
 WAL_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "measurements": (*SAMPLE_FIELDS, *RUN_FIELDS, "run_length"),

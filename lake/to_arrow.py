@@ -31,8 +31,8 @@ from lake.tables import (
     TIME_COLUMN,
     WAL_COLUMNS,
 )
+from uns.core.values import value_double, value_text
 from uns.sparkplug.datatypes import DataType
-from uns.values import value_double, value_text
 
 __all__ = ["SLICE_ROWS", "arrow_table", "arrow_table_of_parts", "render_values"]
 
@@ -67,7 +67,7 @@ def _render_one(value: Any) -> tuple[str | None, float | None]:
 
 
 def render_values(values: Sequence[Any]) -> tuple[list[str | None], list[float | None]]:
-    """``value_text`` and ``value_double`` of raw WAL values (identical to uns.values,
+    """``value_text`` and ``value_double`` of raw WAL values (identical to uns.core.values,
     which a test checks); floats and ints in C, everything else per value."""
     kinds = set(map(type, values))
     if kinds == {float}:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from uns.broker import Mosquitto, find_mosquitto, running_mosquitto
+from uns.mqtt.mosquitto import Mosquitto, find_mosquitto, running_mosquitto
 
 
 @pytest.fixture(scope="session")

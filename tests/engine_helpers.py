@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any, Self
 
-from uns.broker import Mosquitto
 from uns.config import Config, load_config
-from uns.engine import Engine
-from uns.events import Batch, Sample, SessionEvent
+from uns.core.events import Batch, Sample, SessionEvent
+from uns.engine.host import Engine
+from uns.mqtt.mosquitto import Mosquitto
 
 
 class CollectingSink:

@@ -25,7 +25,7 @@ from benchmarks.loadgen import (
     varint6,
 )
 from benchmarks.report import SOAK_FLAT_FRACTION, evaluate_targets, linear_slope, rss_trend
-from uns.mqttwire import PacketReader, encode_publish
+from uns.mqtt.wire import PacketReader, encode_publish
 from uns.sparkplug import sparkplug_b_pb2 as pb
 from uns.sparkplug.codec import decode_payload
 

@@ -7,7 +7,7 @@ import asyncio
 import aiomqtt
 import pytest
 
-from uns.broker import Mosquitto
+from uns.mqtt.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from tests.edge import RawEdge
-from uns.broker import Mosquitto, free_port
+from uns.mqtt.mosquitto import Mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()

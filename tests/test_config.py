@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from uns.config import config_json_schema, load_config
 from uns.errors import ConfigError
-from uns.mqtt import Backoff, parse_broker_url
+from uns.mqtt.settings import Backoff, parse_broker_url
 
 
 def test_defaults() -> None:

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from uns.context import ContextStore, decode_context_payload, parse_context_event
+from uns.core.context import ContextStore, decode_context_payload, parse_context_event
+from uns.core.events import ContextChange
 from uns.errors import ContextError
-from uns.events import ContextChange
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = json.loads((ROOT / "schemas" / "context-event.schema.json").read_text())

@@ -15,9 +15,9 @@ import pytest
 
 from tests.edge import RawEdge
 from tests.engine_helpers import CollectingSink, engine_config, running_engine, wait_for
-from uns.broker import Mosquitto
-from uns.engine import Engine
-from uns.events import SessionEventKind
+from uns.core.events import SessionEventKind
+from uns.engine.host import Engine
+from uns.mqtt.mosquitto import Mosquitto
 from uns.sparkplug.codec import decode_payload
 
 pytestmark = pytest.mark.integration

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 
 from tests.engine_helpers import CollectingSink, engine_config, running_engine, wait_for
-from uns.broker import Mosquitto
-from uns.engine import Engine
-from uns.events import SessionEventKind
+from uns.core.events import SessionEventKind
+from uns.engine.host import Engine
+from uns.mqtt.mosquitto import Mosquitto
 from uns.sim import EdgeNode, pilot_plant
 from uns.sim.sentlog import SentLog
 

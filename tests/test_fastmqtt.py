@@ -1,4 +1,4 @@
-"""uns.fastmqtt: the packet reader (pure, against its encoder) and the client against a real mosquitto."""
+"""uns.mqtt.client: the packet reader (pure, against its encoder) and the client against a real mosquitto."""
 
 from __future__ import annotations
 
@@ -17,9 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.test_tls import _make_pki
-from uns.broker import Mosquitto, free_port, password_file
 from uns.errors import BrokerError
-from uns.fastmqtt import (
+from uns.mqtt.client import (
     FastClient,
     Message,
     PacketReader,
@@ -27,7 +26,8 @@ from uns.fastmqtt import (
     encode_publish,
     encode_remaining_length,
 )
-from uns.mqtt import BrokerSettings
+from uns.mqtt.mosquitto import Mosquitto, free_port, password_file
+from uns.mqtt.settings import BrokerSettings
 
 SUBACK_QOS1 = b"\x90\x03\x00\x07\x01"
 PINGRESP = b"\xd0\x00"

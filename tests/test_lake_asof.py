@@ -18,8 +18,8 @@ from lake.query import create_views
 from lake.schemas import SCHEMAS
 from lake.tables import TABLES, batch_columns
 from lake.to_arrow import arrow_table
-from uns.context import ContextStore
-from uns.events import Batch, ContextChange, Sample
+from uns.core.context import ContextStore
+from uns.core.events import Batch, ContextChange, Sample
 from uns.sparkplug.datatypes import DataType
 
 T0 = 1_735_689_600_000

@@ -13,8 +13,8 @@ import pytest
 
 from lake import LakeSink, connect
 from lake.query import named_queries
-from uns.context import ContextStore
-from uns.events import Batch, CatalogEntry, ContextChange, Sample, SessionEvent
+from uns.core.context import ContextStore
+from uns.core.events import Batch, CatalogEntry, ContextChange, Sample, SessionEvent
 from uns.sparkplug.datatypes import DataType
 
 QUERIES = named_queries((Path(__file__).resolve().parent.parent / "examples" / "queries.sql").read_text())

@@ -16,11 +16,11 @@ import pytest
 from lake import LakeConfig, LakeSink, connect, refresh
 from lake.query import snapshot_versions
 from tests.lake_crash_child import BASE_TS, SAMPLES_PER_BATCH, deterministic_batch
+from uns.core.events import Batch, Sample
+from uns.core.values import value_double, value_text
 from uns.errors import ConfigError, LakeBackpressure, LakeError
-from uns.events import Batch, Sample
 from uns.sparkplug.datatypes import DataType
 from uns.sparkplug.payload import DataSet, Metric, Parameter, Template
-from uns.values import value_double, value_text
 
 FAST = LakeConfig(commit_interval_s=0.05, retry_initial_s=0.05, retry_max_s=0.2)
 

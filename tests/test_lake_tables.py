@@ -28,9 +28,9 @@ from lake.tables import (
 from lake.to_arrow import arrow_table, arrow_table_of_parts
 from lake.wal import MAGIC, SegmentFile, encode_record, read_segment
 from tests.lake_crash_child import deterministic_batch
-from uns.events import Batch, ContextChange, Sample
+from uns.core.events import Batch, ContextChange, Sample
+from uns.core.values import value_double, value_text
 from uns.sparkplug.datatypes import DataType
-from uns.values import value_double, value_text
 
 scalars = st.one_of(
     st.none(),

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 import lake
 from uns.config import load_config
-from uns.daemon import build_engine
-from uns.minibroker import (
+from uns.engine.daemon import build_engine
+from uns.mqtt.minibroker import (
     MiniBroker,
     MqttProtocolError,
     decode_remaining_length,

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from uns.core.model import MetricInfo, PlantModel, load_model, parse_model
 from uns.errors import ModelError
-from uns.model import MetricInfo, PlantModel, load_model, parse_model
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "pilot-plant.toml"

@@ -12,11 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from uns.context import ContextStore
-from uns.errors import ConfigError
-from uns.events import Batch, CatalogEntry, ContextChange, Quality, Sample
-from uns.model import PlantModel, load_model, parse_model
-from uns.normalize import (
+from uns.core.context import ContextStore
+from uns.core.events import Batch, CatalogEntry, ContextChange, Quality, Sample
+from uns.core.model import PlantModel, load_model, parse_model
+from uns.core.normalize import (
     Normalizer,
     check_prefix,
     sanitize_level,
@@ -24,6 +23,7 @@ from uns.normalize import (
     unsanitize_level,
     unsanitize_name,
 )
+from uns.errors import ConfigError
 from uns.sparkplug.datatypes import DataType
 from uns.sparkplug.payload import DataSet, Metric, MetricValue, Parameter, Template
 

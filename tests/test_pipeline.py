@@ -20,13 +20,13 @@ import pytest
 import lake
 from tests.edge import RawEdge
 from tests.engine_helpers import engine_config, wait_for
-from uns.broker import Mosquitto
-from uns.context import ContextStore
-from uns.daemon import build_engine
-from uns.engine import Engine
-from uns.events import ContextChange
+from uns.core.context import ContextStore
+from uns.core.events import ContextChange
+from uns.core.values import value_text
+from uns.engine.daemon import build_engine
+from uns.engine.host import Engine
+from uns.mqtt.mosquitto import Mosquitto
 from uns.sim import PILOT_PATHS, SimConfig, SimReport, run_sim
-from uns.values import value_text
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -15,13 +15,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from uns.broker import Mosquitto
-from uns.context import ContextStore
+from uns.core.context import ContextStore
+from uns.core.events import Batch, ContextChange, Quality, Sample
+from uns.core.model import PlantModel, load_model
+from uns.core.normalize import Normalizer
 from uns.errors import ConfigError
-from uns.events import Batch, ContextChange, Quality, Sample
-from uns.model import PlantModel, load_model
-from uns.normalize import Normalizer
-from uns.republish import RepublishConfig, RepublishSink
+from uns.mqtt.mosquitto import Mosquitto
+from uns.sinks.republish import RepublishConfig, RepublishSink
 from uns.sparkplug.datatypes import DataType
 from uns.sparkplug.payload import DataSet
 

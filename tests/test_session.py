@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from uns.core.events import CatalogEntry, Quality, Rejected, Sample, SessionEvent, SessionEventKind
 from uns.errors import ConfigError
-from uns.events import CatalogEntry, Quality, Rejected, Sample, SessionEvent, SessionEventKind
 from uns.sparkplug.datatypes import DataType
 from uns.sparkplug.payload import Metric, Parameter, Payload, PropertySet, PropertyValue, Template
 from uns.sparkplug.session import Outcome, SessionConfig, SessionManager

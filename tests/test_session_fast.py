@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.strategies import same
+from uns.core.events import Sample
 from uns.errors import SparkplugDecodeError
-from uns.events import Sample
 from uns.sparkplug import sparkplug_b_pb2 as pb
 from uns.sparkplug.codec import decode_payload_lenient, encode_payload
 from uns.sparkplug.compression import compress_payload, is_compressed, unwrap_compressed_lenient

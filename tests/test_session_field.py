@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from uns.events import Quality, SessionEventKind
+from uns.core.events import Quality, SessionEventKind
 from uns.sparkplug import sparkplug_b_pb2 as pb
 from uns.sparkplug.codec import decode_payload, encode_payload
 from uns.sparkplug.datatypes import DataType

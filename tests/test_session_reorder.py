@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.test_session import T0, TEMP, Edge, Msg, metric
-from uns.events import SessionEventKind
+from uns.core.events import SessionEventKind
 from uns.sparkplug.reorder import REORDER_SPAN
 from uns.sparkplug.session import Outcome, SessionConfig, SessionManager
 

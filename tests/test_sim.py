@@ -14,8 +14,8 @@ from typing import Any, Self
 import aiomqtt
 import pytest
 
-from uns.broker import Mosquitto
 from uns.errors import SparkplugDecodeError
+from uns.mqtt.mosquitto import Mosquitto
 from uns.sim import EdgeNode, SimConfig, SimReport, pilot_plant, run_sim
 from uns.sim.edge import BDSEQ_METRIC, GARBAGE, REBIRTH_METRIC
 from uns.sim.plant import PILOT_PATHS, bench_plant

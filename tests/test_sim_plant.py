@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from uns.context import decode_context_payload, parse_context_event
+from uns.core.context import decode_context_payload, parse_context_event
 from uns.errors import ConfigError
 from uns.sim.batch import BATCH_KEYS, BatchCycle, BatchRecipe, ContextEvent
 from uns.sim.edge import _wire_converter

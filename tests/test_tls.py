@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from uns.broker import Mosquitto, free_port, password_file
+from uns.mqtt.mosquitto import Mosquitto, free_port, password_file
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent

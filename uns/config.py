@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from uns.core.normalize import check_prefix
 from uns.errors import ConfigError
-from uns.mqtt import BrokerSettings, parse_broker_url
-from uns.normalize import check_prefix
+from uns.mqtt.settings import BrokerSettings, parse_broker_url
 
 __all__ = [
     "BrokerSection",

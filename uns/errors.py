@@ -127,4 +127,4 @@ class EngineError(UnsError):
 
 
 class BrokerError(UnsError):
-    """The MQTT connection could not be made, was refused, or was lost (uns.fastmqtt)."""
+    """The MQTT connection could not be made, was refused, or was lost (uns.mqtt.client)."""

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from typing import Any, Self
 import aiomqtt
 import paho.mqtt.client as mqtt
 
+from uns.clock import now_ms
 from uns.errors import SparkplugDecodeError, SparkplugStateError
 from uns.sim.batch import ContextEvent, ContextUpdate
 from uns.sim.faults import GARBAGE, FaultHooks
@@ -48,6 +48,7 @@ from uns.sim.sentlog import SentLog, SentSample
 from uns.sparkplug.arrays import pack_array
 from uns.sparkplug.codec import decode_payload, encode_payload
 from uns.sparkplug.datatypes import ARRAY_TYPES, SIGNED_WIDTH, DataType
+from uns.sparkplug.ncmd import REBIRTH_METRIC
 from uns.sparkplug.payload import Metric, MetricValue, Payload, PropertySet, PropertyValue
 from uns.sparkplug.state import parse_state
 
@@ -55,7 +56,6 @@ __all__ = ["BDSEQ_METRIC", "GARBAGE", "REBIRTH_METRIC", "EdgeNode", "now_ms"]
 
 NAMESPACE = "spBv1.0"
 BDSEQ_METRIC = "bdSeq"
-REBIRTH_METRIC = "Node Control/Rebirth"
 #: aiomqtt logs a warning per publish beyond this many awaiting confirmation; bursts are normal here
 PENDING_CALLS_WARNING = 1_000_000
 
@@ -68,10 +68,6 @@ def _queue_publish(client: aiomqtt.Client, topic: str, payload: bytes) -> None:
     info = client._client.publish(topic, payload, 0)
     if info.rc != mqtt.MQTT_ERR_SUCCESS:
         raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 WireConverter = Callable[[Any], MetricValue]

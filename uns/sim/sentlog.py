@@ -16,10 +16,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+from uns.core.values import json_value
 from uns.sim.batch import ContextEvent
 from uns.sparkplug.datatypes import DataType
 from uns.sparkplug.payload import MetricValue
-from uns.values import json_value
 
 __all__ = ["SentCounts", "SentLog", "SentSample"]
 

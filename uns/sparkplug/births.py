@@ -16,11 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from uns.events import Quality
+from uns.core.events import Quality
+from uns.core.values import json_value
 from uns.sparkplug.convert import convert_wire_value
 from uns.sparkplug.datatypes import SIGNED_WIDTH, STRING_TYPES, UNSIGNED_WIDTH, DataType
 from uns.sparkplug.payload import DataSet, MetricValue, PropertySet, PropertyValue, Template
-from uns.values import json_value
 
 __all__ = [
     "FAST_CONVERTERS",

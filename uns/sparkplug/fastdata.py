@@ -39,8 +39,8 @@ from typing import Any
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
+from uns.core.events import Quality, Sample
 from uns.errors import SparkplugDecodeError
-from uns.events import Quality, Sample
 from uns.sparkplug import sparkplug_b_pb2 as pb
 from uns.sparkplug.births import BornMetric
 from uns.sparkplug.convert import METRIC_CONVERTERS, PROPERTY_ONLY_TYPES

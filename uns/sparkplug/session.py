@@ -2,7 +2,7 @@
 
 :class:`SessionManager` tracks every edge node and device seen on the broker
 (SPARKPLUG.md §3, §5, §6) and turns each decoded message into an
-:class:`Outcome`: a :class:`uns.events.Batch` for the sinks and the rebirth
+:class:`Outcome`: a :class:`uns.core.events.Batch` for the sinks and the rebirth
 requests the I/O shell should send.  Time is an argument (ms, UTC).  What is
 kept of each born metric (and how its DATA values are typed) is in
 :mod:`uns.sparkplug.births`.
@@ -42,8 +42,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from uns.errors import ConfigError, SparkplugDecodeError
-from uns.events import (
+from uns.core.events import (
     Batch,
     CatalogEntry,
     Quality,
@@ -53,6 +52,7 @@ from uns.events import (
     SessionEvent,
     SessionEventKind,
 )
+from uns.errors import ConfigError, SparkplugDecodeError
 from uns.sparkplug.births import BornMetric, describe_properties, property_quality
 from uns.sparkplug.codec import decode_payload_lenient
 from uns.sparkplug.compression import DEFAULT_MAX_SIZE, is_compressed, unwrap_compressed_lenient

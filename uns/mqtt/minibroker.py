@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
-from uns.mqttwire import (
+from uns.mqtt.wire import (
     CONNACK,
     CONNECT,
     DISCONNECT,

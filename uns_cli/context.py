@@ -9,10 +9,10 @@ import time
 
 import aiomqtt
 
-from uns.context import ContextStore
+from uns.core.context import ContextStore
+from uns.core.events import ContextChange
 from uns.errors import ContextError, UnsError
-from uns.events import ContextChange
-from uns.mqtt import BrokerSettings, describe_mqtt_error, make_client
+from uns.mqtt.settings import BrokerSettings, describe_mqtt_error, make_client
 
 __all__ = ["build_event", "context_at", "parse_time", "publish_context"]
 

@@ -6,7 +6,7 @@ One task group of named tasks per broker connection::
     uns-timer     reorder timeouts (SessionManager.tick)
     uns-status    the retained status document on <prefix>/_engine/<host_id>/status
 
-The connection is :class:`uns.fastmqtt.FastClient`, which parses every packet
+The connection is :class:`uns.mqtt.client.FastClient`, which parses every packet
 of a socket read in one go; the receive task takes them as a list and
 processes them without an event-loop round per message.
 
@@ -30,8 +30,13 @@ import time
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
+from uns.clock import now_ms
 from uns.config import Config
-from uns.context import ContextStore
+from uns.core.context import ContextStore
+from uns.core.events import Batch, RebirthRequest, Rejected, SessionEventKind, Sink
+from uns.core.model import PlantModel
+from uns.core.normalize import Normalizer
+from uns.engine.status import Counters, RateLimitedLog
 from uns.errors import (
     BrokerError,
     ContextError,
@@ -39,27 +44,16 @@ from uns.errors import (
     LakeBackpressure,
     UnsError,
 )
-from uns.events import Batch, RebirthRequest, Rejected, SessionEventKind, Sink
-from uns.fastmqtt import FastClient, Message, Will
-from uns.model import PlantModel
-from uns.mqtt import Backoff
-from uns.normalize import Normalizer
-from uns.sparkplug.codec import encode_payload
-from uns.sparkplug.datatypes import DataType
-from uns.sparkplug.payload import Metric, Payload
+from uns.mqtt.client import FastClient, Message, Will
+from uns.mqtt.settings import Backoff
+from uns.sparkplug.ncmd import rebirth_payload
 from uns.sparkplug.session import SessionConfig, SessionManager
 from uns.sparkplug.state import format_state, parse_state
 from uns.sparkplug.topic import MessageType, Topic, parse_topic
-from uns.status import Counters, RateLimitedLog
 
-__all__ = ["Engine", "now_ms"]
+__all__ = ["Engine"]
 
 log = logging.getLogger("uns.engine")
-REBIRTH_METRIC = "Node Control/Rebirth"
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Engine:
@@ -238,14 +232,8 @@ class Engine:
 
     @staticmethod
     def rebirth_payload() -> bytes:
-        """NCMD Node Control/Rebirth=true: payload timestamp, no seq, Boolean, never aliased."""
-        ts = now_ms()
-        return encode_payload(
-            Payload(
-                timestamp=ts,
-                metrics=[Metric(name=REBIRTH_METRIC, timestamp=ts, datatype=DataType.Boolean, value=True)],
-            )
-        )
+        """NCMD Node Control/Rebirth=true, stamped now."""
+        return rebirth_payload(now_ms())
 
     async def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         """Publish through the current connection (used by the republish sink)."""

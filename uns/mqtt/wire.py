@@ -1,7 +1,7 @@
 """MQTT 3.1.1 packets: encoding and incremental parsing, no I/O.
 
-Shared by the engine's client (:mod:`uns.fastmqtt`) and the demo broker
-(:mod:`uns.minibroker`).  :class:`PacketReader` parses every complete packet
+Shared by the engine's client (:mod:`uns.mqtt.client`) and the demo broker
+(:mod:`uns.mqtt.minibroker`).  :class:`PacketReader` parses every complete packet
 of a received chunk in one loop; a packet split over several chunks is
 joined only once it is complete.
 """

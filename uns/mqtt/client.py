@@ -24,8 +24,8 @@ from types import TracebackType
 from typing import Self
 
 from uns.errors import BrokerError
-from uns.mqtt import BrokerSettings, tls_context
-from uns.mqttwire import (
+from uns.mqtt.settings import BrokerSettings, tls_context
+from uns.mqtt.wire import (
     CONNACK,
     CONNACK_REASONS,
     DISCONNECT_PACKET,

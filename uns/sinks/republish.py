@@ -46,11 +46,11 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
-from uns.context import ContextStore
+from uns.core.context import ContextStore
+from uns.core.events import Batch, Sample
+from uns.core.model import PlantModel
+from uns.core.normalize import Normalizer
 from uns.errors import ConfigError
-from uns.events import Batch, Sample
-from uns.model import PlantModel
-from uns.normalize import Normalizer
 
 __all__ = ["PublishFn", "PublishNowaitFn", "RepublishConfig", "RepublishSink"]
 
@@ -119,7 +119,7 @@ def _by_path(samples: list[Sample]) -> list[tuple[Sample, ...]]:
 
 
 class RepublishSink:
-    """A :class:`uns.events.Sink` that publishes normalized events (see module doc)."""
+    """A :class:`uns.core.events.Sink` that publishes normalized events (see module doc)."""
 
     name = "republish"
 

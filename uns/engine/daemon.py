@@ -14,11 +14,11 @@ from pathlib import Path
 
 from lake import LakeConfig, LakeSink
 from uns.config import Config
-from uns.engine import Engine
+from uns.core.events import Sink
+from uns.core.model import PlantModel, load_model
+from uns.engine.host import Engine
 from uns.errors import EngineError
-from uns.events import Sink
-from uns.model import PlantModel, load_model
-from uns.republish import RepublishConfig, RepublishSink
+from uns.sinks.republish import RepublishConfig, RepublishSink
 
 __all__ = ["build_engine", "check_lake_path", "run_daemon"]
 

@@ -2,7 +2,7 @@
 
 The broker is mosquitto on a free loopback port when the Debian package
 ``mosquitto`` is installed (``bash scripts/demo`` installs it when run as
-root), otherwise the in-process :class:`uns.minibroker.MiniBroker`.  The plant
+root), otherwise the in-process :class:`uns.mqtt.minibroker.MiniBroker`.  The plant
 and the engine run for ``duration`` seconds with a progress line, then stop
 cleanly (the engine flushes the lake); a summary and example queries follow.
 """
@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import lake
-from uns.broker import find_mosquitto, running_mosquitto
 from uns.config import load_config
-from uns.daemon import build_engine
-from uns.engine import Engine
+from uns.engine.daemon import build_engine
+from uns.engine.host import Engine
 from uns.errors import EngineError
-from uns.minibroker import MiniBroker
-from uns.output import render_rows
+from uns.mqtt.minibroker import MiniBroker
+from uns.mqtt.mosquitto import find_mosquitto, running_mosquitto
 from uns.sim import SimConfig, SimReport, run_sim
+from uns_cli.output import render_rows
 
 __all__ = ["DEMO_QUERIES", "examples_dir", "run_demo"]
 

@@ -19,22 +19,19 @@ from typing import Any
 
 import aiomqtt
 
-from uns.engine import Engine
+from uns.clock import now_ms
+from uns.core.events import SessionEventKind
+from uns.core.values import json_value, value_text
 from uns.errors import EngineError, UnsError
-from uns.events import SessionEventKind
-from uns.mqtt import BrokerSettings, describe_mqtt_error, make_client
+from uns.mqtt.settings import BrokerSettings, describe_mqtt_error, make_client
 from uns.sparkplug.codec import decode_payload_lenient
+from uns.sparkplug.ncmd import rebirth_payload, rebirth_topic
 from uns.sparkplug.payload import Payload
 from uns.sparkplug.session import SessionConfig, SessionManager
 from uns.sparkplug.state import parse_state
 from uns.sparkplug.topic import MessageType, Topic, parse_topic
-from uns.values import json_value, value_text
 
 __all__ = ["MessageView", "TopicTree", "describe", "listen"]
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass
@@ -250,7 +247,7 @@ def _short(value: Any, limit: int = 80) -> str:
 
 
 def describe(tree: TopicTree, topic: str, payload: bytes) -> MessageView:
-    return tree.feed(topic, payload, _now_ms())
+    return tree.feed(topic, payload, now_ms())
 
 
 async def listen(
@@ -300,10 +297,10 @@ async def _listen(
             raw = (
                 message.payload if isinstance(message.payload, bytes) else str(message.payload or "").encode()
             )
-            view = tree.feed(message.topic.value, raw, _now_ms())
+            view = tree.feed(message.topic.value, raw, now_ms())
             on_message(view)
             seen += 1
             if request_rebirth:
                 for group, node in tree.unborn - asked:
                     asked.add((group, node))
-                    await client.publish(f"spBv1.0/{group}/NCMD/{node}", Engine.rebirth_payload(), qos=0)
+                    await client.publish(rebirth_topic(group, node), rebirth_payload(now_ms()), qos=0)

@@ -30,8 +30,8 @@ from bisect import bisect_right
 from collections.abc import Mapping
 from typing import Any
 
+from uns.core.events import ContextChange
 from uns.errors import ContextError
-from uns.events import ContextChange
 
 __all__ = [
     "DEFAULT_WINDOW_MS",

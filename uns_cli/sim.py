@@ -8,7 +8,7 @@ import signal
 import sys
 from typing import Any
 
-from uns.mqtt import BrokerSettings, tls_context
+from uns.mqtt.settings import BrokerSettings, tls_context
 from uns.sim import SimConfig, SimReport, run_sim
 
 __all__ = ["mqtt_options", "run_sim_cli"]

@@ -8,7 +8,7 @@ before the sinks.  :meth:`~Normalizer.enrich`
    overrides (samples and catalog entries alike, so the lake and the broker
    use the same names);
 2. turns samples of context metrics (``Batch/ID`` -> ``batch_id``) into
-   :class:`~uns.events.ContextChange` entries of the batch and applies them to
+   :class:`~uns.core.events.ContextChange` entries of the batch and applies them to
    the context store -- before step 3, so a measurement in the same message at
    the same timestamp already carries the new context; a value equal to the
    one the path already holds is not repeated;
@@ -32,13 +32,13 @@ from json.encoder import encode_basestring
 from operator import attrgetter
 from typing import Any
 
-from uns.context import ContextStore
+from uns.core.context import ContextStore
+from uns.core.events import Batch, CatalogEntry, ContextChange, Sample
+from uns.core.model import MetricInfo, PlantModel, Resolved
+from uns.core.values import json_value, value_text
 from uns.errors import ConfigError
-from uns.events import Batch, CatalogEntry, ContextChange, Sample
-from uns.model import MetricInfo, PlantModel, Resolved
 from uns.sparkplug.datatypes import DataType
 from uns.sparkplug.payload import MetricValue
-from uns.values import json_value, value_text
 
 __all__ = [
     "DEFAULT_PREFIX",

@@ -1,0 +1,1 @@
+"""The asyncio shell: the host loop, its transport, the daemon, status counters."""

@@ -1,0 +1,1 @@
+"""Sinks beside the lake: the republisher and its JSON event encoders."""

@@ -1,0 +1,1 @@
+"""What the `uns` commands do (cli.py parses; these modules act and print)."""
