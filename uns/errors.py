@@ -18,6 +18,8 @@ Errors carry the data that explains them (topic, path, seq, file, ...).
     │   └── LakeBackpressure        the write-ahead log is full (.retry_after)
     ├── EngineError                 the engine cannot start or run (broker, lake path)
     └── BrokerError                 the MQTT connection failed, was refused or was lost
+        └── BrokerRefused           a refusal that retrying cannot heal (credentials, not
+                                    authorized, identifier rejected, TLS certificate)
 
 Foreign exceptions (protobuf, aiomqtt, deltalake, duckdb) are mapped to these
 in the one module that talks to that library, with ``raise ... from exc``.
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 __all__ = [
     "BrokerError",
+    "BrokerRefused",
     "ConfigError",
     "ContextError",
     "EngineError",
@@ -128,3 +131,9 @@ class EngineError(UnsError):
 
 class BrokerError(UnsError):
     """The MQTT connection could not be made, was refused, or was lost (uns.mqtt.client)."""
+
+
+class BrokerRefused(BrokerError):
+    """The broker (or its TLS certificate) refused us in a way that retrying cannot heal:
+    bad user name or password, not authorized, identifier rejected, a certificate that does
+    not verify.  ``uns run`` stops with one line instead of reconnecting forever."""

@@ -36,7 +36,7 @@ from uns.core.context import ContextStore
 from uns.core.events import Batch, RebirthRequest, Rejected, SessionEventKind, Sink
 from uns.core.model import PlantModel
 from uns.core.normalize import Normalizer
-from uns.engine.status import Counters, RateLimitedLog
+from uns.engine.status import Counters
 from uns.errors import (
     BrokerError,
     ContextError,
@@ -44,6 +44,7 @@ from uns.errors import (
     LakeBackpressure,
     UnsError,
 )
+from uns.logs import RateLimitedLog
 from uns.mqtt.client import FastClient, Message, Will
 from uns.mqtt.settings import Backoff
 from uns.sparkplug.ncmd import rebirth_payload

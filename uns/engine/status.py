@@ -1,13 +1,10 @@
-"""Engine health: counters, the retained status document, rate-limited logging."""
+"""Engine health: the counters of the retained status document."""
 
 from __future__ import annotations
 
-import logging
-import time
 from dataclasses import asdict, dataclass
-from typing import Any
 
-__all__ = ["Counters", "RateLimitedLog"]
+__all__ = ["Counters"]
 
 
 @dataclass
@@ -29,26 +26,3 @@ class Counters:
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
-
-
-class RateLimitedLog:
-    """Logs at most one line per key per ``interval`` seconds, counting the rest."""
-
-    def __init__(self, logger: logging.Logger, interval: float = 10.0) -> None:
-        self._logger = logger
-        self._interval = interval
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def warning(self, key: str, msg: str, *args: Any) -> None:
-        now = time.monotonic()
-        last = self._last.get(key)
-        if last is not None and now - last < self._interval:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        if len(self._last) > 10_000:  # bound memory for a flood of distinct sources
-            self._last.clear()
-        self._last[key] = now
-        more = self._suppressed.pop(key, 0)
-        suffix = f" ({more} similar suppressed)" if more else ""
-        self._logger.warning(msg + suffix, *args)
