@@ -46,8 +46,8 @@ import aiomqtt
 from benchmarks.procs import Subscriber
 from uns.core.context import ContextStore
 from uns.core.events import Batch, ContextChange, Sample
-from uns.core.model import load_model
 from uns.core.normalize import Normalizer
+from uns.engine.plant import load_model
 from uns.mqtt.mosquitto import running_mosquitto
 from uns.sinks.republish import PublishNowaitFn, RepublishConfig, RepublishSink
 from uns.sparkplug.datatypes import DataType

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from uns.core.model import MetricInfo, PlantModel, load_model, parse_model
+from uns.core.model import MetricInfo, PlantModel, parse_model
+from uns.engine.plant import load_model
 from uns.errors import ModelError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from uns.core.context import ContextStore
 from uns.core.events import Batch, CatalogEntry, ContextChange, Quality, Sample
-from uns.core.model import PlantModel, load_model, parse_model
+from uns.core.model import PlantModel, parse_model
 from uns.core.normalize import (
     Normalizer,
     check_prefix,
@@ -23,6 +23,7 @@ from uns.core.normalize import (
     unsanitize_level,
     unsanitize_name,
 )
+from uns.engine.plant import load_model
 from uns.errors import ConfigError
 from uns.sparkplug.datatypes import DataType
 from uns.sparkplug.payload import DataSet, Metric, MetricValue, Parameter, Template

@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 
 from uns.core.context import ContextStore
 from uns.core.events import Batch, ContextChange, Quality, Sample
-from uns.core.model import PlantModel, load_model
+from uns.core.model import PlantModel
 from uns.core.normalize import Normalizer
+from uns.engine.plant import load_model
 from uns.errors import ConfigError
 from uns.mqtt.mosquitto import Mosquitto
 from uns.sinks.republish import RepublishConfig, RepublishSink

@@ -7,7 +7,7 @@ paths such as ``acme/basel/pilot/usp/br-101``.  Per metric it may override the
 name and unit, give CPP limits, or mark the metric as context (a PLC's
 ``Batch/ID`` becomes ``batch_id`` of that path).
 
-:func:`load_model` validates the whole file before building anything, so a bad
+:func:`model_from_toml` validates the whole file before building anything, so a bad
 file is rejected whole with one :class:`~uns.errors.ModelError` naming the
 file, the key and (when it can be found) the line.
 
@@ -22,7 +22,6 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -36,7 +35,7 @@ __all__ = [
     "PlantModel",
     "Resolved",
     "SourceKey",
-    "load_model",
+    "model_from_toml",
     "parse_model",
 ]
 
@@ -93,7 +92,7 @@ _EMPTY_KEYS: Mapping[str, str] = MappingProxyType({})
 
 
 class PlantModel:
-    """A validated plant model.  Build it with :func:`load_model` or :meth:`empty`."""
+    """A validated plant model.  Build it with :func:`model_from_toml` or :meth:`empty`."""
 
     __slots__ = ("_equipment", "_sources", "_unmapped_cache", "file", "name")
 
@@ -153,18 +152,11 @@ class PlantModel:
 # --------------------------------------------------------------------------- loading
 
 
-def load_model(path: str | Path) -> PlantModel:
-    """Read, validate and build a plant model from a TOML file.
+def model_from_toml(text: str, *, file: str | None = None) -> PlantModel:
+    """Validate and build a plant model from the text of a TOML file.
 
     Raises :class:`~uns.errors.ModelError` (file, key path, line) for any
     problem; nothing of a bad file is used."""
-    file = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ModelError(f"cannot read the model file: {exc.strerror or exc}", file=file) from exc
-    except UnicodeDecodeError as exc:
-        raise ModelError(f"the model file is not UTF-8: {exc.reason}", file=file) from exc
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

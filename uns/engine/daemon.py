@@ -15,7 +15,8 @@ from pathlib import Path
 from lake import LakeConfig, LakeSink
 from uns.config import Config
 from uns.core.events import Sink
-from uns.core.model import PlantModel, load_model
+from uns.core.model import PlantModel
+from uns.engine.plant import load_model
 from uns.engine.host import Engine
 from uns.errors import EngineError
 from uns.sinks.republish import RepublishConfig, RepublishSink
