@@ -1,4 +1,4 @@
-"""The engine's configuration: one frozen, validated object.
+"""The engine's configuration: one frozen, validated object per section.
 
 Sources, lowest precedence first: built-in defaults, the TOML config file
 (``--config FILE`` or ``UNS_CONFIG``), ``UNS_*`` environment variables, command
@@ -8,6 +8,18 @@ used ones also have short names: ``UNS_BROKER``, ``UNS_LAKE``, ``UNS_MODEL``,
 ``UNS_HOST_ID``, ``UNS_PRIMARY``.  Secrets (the broker password, a password in
 the broker URL) are masked by :meth:`Config.to_dict` with ``masked=True``,
 which is what ``uns run --print-config`` and the logs show.
+
+Each section class is what its component takes (``LakeSink`` a
+:class:`LakeSection`, ``RepublishSink`` a :class:`RepublishSection`,
+``SessionManager`` a :class:`SparkplugSection`): its field defaults are the
+only defaults, and its ``__post_init__`` the only validation, raising
+:class:`~uns.errors.ConfigError` with ``key="section.key"``.  A few fields are
+tuning knobs for tests and benchmarks, not config-file keys (:func:`tuning`):
+the file, the environment, the schema and ``--print-config`` do not know them.
+
+Field types are limited to ``bool``, ``int``, ``float``, ``str`` and their
+``... | None``: text from the file or the environment is coerced by the
+annotation (:func:`key_type`), and the JSON schema uses the same mapping.
 """
 
 from __future__ import annotations
@@ -18,13 +30,15 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from types import NoneType
+from typing import Any, Final, TypeVar, get_args, get_type_hints
 
 from uns.core.normalize import check_prefix
 from uns.errors import ConfigError
 from uns.mqtt.settings import BrokerSettings, parse_broker_url
 
 __all__ = [
+    "SECTIONS",
     "BrokerSection",
     "Config",
     "ContextSection",
@@ -32,10 +46,15 @@ __all__ = [
     "LakeSection",
     "RepublishSection",
     "SparkplugSection",
+    "config_json_schema",
+    "file_keys",
+    "key_type",
     "load_config",
+    "tuning",
 ]
 
 SECRET_KEYS = frozenset({"broker.password"})
+_MASK: Final = "***"  # what a secret shows as
 ENV_SHORTCUTS = {
     "UNS_BROKER": "broker.url",
     "UNS_LAKE": "lake.path",
@@ -44,8 +63,22 @@ ENV_SHORTCUTS = {
     "UNS_PRIMARY": "engine.primary",
 }
 
+_T = TypeVar("_T")
+_FILE_KEY: Final = "uns.config.file_key"
 
-@dataclass(frozen=True)
+
+def tuning(default: _T) -> _T:
+    """A section field that is not a config-file key (a knob for tests and benchmarks):
+    validated with the section, unknown to the file, the environment and the schema."""
+    return field(default=default, metadata={_FILE_KEY: False})
+
+
+def _require(key: str, value: object, ok: bool, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} must be {rule}, got {value!r}", key=key)
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerSection:
     url: str = "mqtt://127.0.0.1:1883"
     username: str | None = None
@@ -59,6 +92,16 @@ class BrokerSection:
     reconnect_max: float = 30.0  # seconds, backoff cap
     connect_retries: int = -1  # attempts at start-up before giving up; -1 = forever
 
+    def __post_init__(self) -> None:
+        self.settings()  # raises ConfigError(key="broker.url") for a bad URL
+
+    def __repr__(self) -> str:  # neither the password nor one in the URL shows
+        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        shown["url"] = parse_broker_url(self.url).masked_url()
+        if self.password is not None:
+            shown["password"] = _MASK
+        return f"BrokerSection({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
     def settings(self) -> BrokerSettings:
         b = parse_broker_url(self.url).with_credentials(self.username, self.password)
         return dataclasses.replace(
@@ -71,7 +114,7 @@ class BrokerSection:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EngineSection:
     host_id: str = "uns"
     primary: bool = False
@@ -81,49 +124,138 @@ class EngineSection:
     on_reconnect: str = "wait"  # "wait" for births, or "rebirth" every known node
     log_level: str = "info"
 
+    def __post_init__(self) -> None:
+        _require(
+            "engine.host_id",
+            self.host_id,
+            bool(self.host_id) and not any(c in self.host_id for c in "+#/"),
+            "non-empty without '+', '#', '/'",
+        )
+        try:
+            check_prefix(self.prefix)
+        except ConfigError as exc:
+            raise ConfigError(f"engine.prefix: {exc}", key="engine.prefix") from exc
+        _require("engine.status_interval", self.status_interval, self.status_interval > 0, "> 0")
+        reconnect = self.on_reconnect
+        _require("engine.on_reconnect", reconnect, reconnect in ("wait", "rebirth"), "'wait' or 'rebirth'")
+        _require(
+            "engine.log_level",
+            self.log_level,
+            self.log_level.lower() in ("debug", "info", "warning", "error"),
+            "debug, info, warning or error",
+        )
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, slots=True)
 class SparkplugSection:
-    reorder_timeout_ms: int = 2000
-    rebirth_requests: bool = True
-    rebirth_min_interval_ms: int = 5000
-    max_decompressed_bytes: int = 16 * 1024 * 1024
+    """How the host reacts to gaps and errors (SPARKPLUG.md §3 "seq", "Rebirth request")."""
+
+    reorder_timeout_ms: int = 2000  # 0 = no buffering: a gap is given up (and a rebirth requested) at once
+    rebirth_requests: bool = True  # send rebirth requests at all (usually only the primary host does)
+    rebirth_min_interval_ms: int = 5000  # at most one rebirth request per node per interval
+    max_decompressed_bytes: int = 16 * 1024 * 1024  # bound for Tahu-compressed payloads
+    #: messages buffered per node before the holes are given up
+    max_reorder_buffer: int = tuning(1000)
+
+    def __post_init__(self) -> None:
+        for name in ("reorder_timeout_ms", "rebirth_min_interval_ms", "max_reorder_buffer"):
+            value = getattr(self, name)
+            _require(f"sparkplug.{name}", value, value >= 0, ">= 0")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RepublishSection:
+    """How normalized events are republished (see :mod:`uns.sinks.republish`)."""
+
     enabled: bool = True
     mode: str = "metric"  # "metric": one message per sample; "device": one per device update
     qos: int = 0
     retain: bool = False
-    include_historical: bool = False
+    include_historical: bool = False  # Sparkplug is_historical values: late backfill, usually not live
     include_transient: bool = True  # Sparkplug: transient values are shown, never historized
-    include_unmapped: bool = True
-    max_queue: int = 100_000
-    max_in_flight: int = 8  # concurrent publishes (aiomqtt warns beyond 10 outstanding)
-    drain_timeout_s: float = 5.0  # on shutdown, time to publish what is queued
+    include_unmapped: bool = True  # sources the plant model does not know, under _unmapped/
+    max_queue: int = 100_000  # events; when full the oldest are dropped and counted
+    # Publishes awaited together.  8 stays below aiomqtt's default
+    # pending_calls_threshold (10), above which it logs a warning per publish;
+    # raise both together for more throughput (benchmarks/bench_republish.py).
+    max_in_flight: int = 8
+    drain_timeout_s: float = 5.0  # on shutdown (and flush()), time to publish what is queued
+
+    def __post_init__(self) -> None:
+        _require("republish.mode", self.mode, self.mode in ("metric", "device"), "'metric' or 'device'")
+        _require("republish.qos", self.qos, self.qos in (0, 1, 2), "0, 1 or 2")
+        _require("republish.max_queue", self.max_queue, self.max_queue > 0, "> 0")
+        _require("republish.max_in_flight", self.max_in_flight, self.max_in_flight > 0, "> 0")
+        _require("republish.drain_timeout_s", self.drain_timeout_s, self.drain_timeout_s >= 0, ">= 0")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LakeSection:
+    """The lake writer (:class:`lake.LakeSink`; docs/lake.md explains the trade-offs).
+
+    ``path`` tells the daemon where the lake is; the sink writes where it is
+    given.  ``segment_max_bytes``, ``retry_initial_s`` and ``retry_max_s`` are
+    tuning fields, not config-file keys (:func:`tuning`)."""
+
     path: str | None = "./lake"  # empty = no lake
+    #: seal (and commit) the active WAL segment at this many rows ...
     commit_rows: int = 50_000
+    #: ... or when it is this many seconds old, whichever comes first
     commit_interval: float = 5.0
+    #: fsync the WAL this often (seconds); 0 = fsync inside every add() (slow, power-loss safe per batch)
     fsync_interval: float = 1.0
+    #: beyond this many bytes of uncommitted WAL, add() raises LakeBackpressure
     wal_max_bytes: int = 1024**3
-    compact_interval: float = 120.0  # seconds between the writer's own compactions of recent partitions
-    writer_id: str = ""  # distinct per engine when several engines write one lake
-    commit_worker: str = "process"  # Delta commits in a worker "process" (default) or a "thread"
-    commit_worker_max_rss_mb: int = 256  # the worker process hands over to a fresh one beyond this RSS
-    commit_worker_nice: int = 10  # the worker process runs this much nicer than the engine (0-19)
+    #: seconds between the writer's own compactions of recent partitions (0 = never;
+    #: then run `uns lake compact` yourself, or queries slow down as files pile up)
+    compact_interval: float = 120.0
+    #: distinct per engine when several engines write one lake (own WAL dir and app transaction ids)
+    writer_id: str = ""
+    #: where Delta commits run: "process" (a worker process: Arrow and Parquet do not
+    #: compete with the engine for the GIL) or "thread" (a worker thread of this process)
+    commit_worker: str = "process"
+    #: the worker process hands over to a fresh one once its RSS passes this (MiB; 0 = never):
+    #: deltalake's native memory grows with every commit and only a new process frees it
+    commit_worker_max_rss_mb: int = 256
+    #: the worker process runs this much nicer than the engine (0-19): commits are
+    #: batch work that can wait a moment; the engine's receive loop and republish cannot
+    commit_worker_nice: int = 10
+    #: seal a segment at this size too (bounds the memory of one commit)
+    segment_max_bytes: int = tuning(64 << 20)
+    #: commit retry backoff: first delay, doubling up to the cap (seconds)
+    retry_initial_s: float = tuning(0.5)
+    retry_max_s: float = tuning(30.0)
+
+    def __post_init__(self) -> None:
+        for name, ok, rule in (
+            ("commit_rows", self.commit_rows > 0, "> 0"),
+            ("commit_interval", self.commit_interval > 0, "> 0"),
+            ("fsync_interval", self.fsync_interval >= 0, ">= 0"),
+            ("wal_max_bytes", self.wal_max_bytes > 0, "> 0"),
+            ("compact_interval", self.compact_interval >= 0, ">= 0 (0 = never)"),
+            ("writer_id", _plain_id(self.writer_id), "letters, digits, '-' and '_'"),
+            ("commit_worker", self.commit_worker in ("process", "thread"), "'process' or 'thread'"),
+            ("commit_worker_max_rss_mb", self.commit_worker_max_rss_mb >= 0, ">= 0"),
+            ("commit_worker_nice", 0 <= self.commit_worker_nice <= 19, "0-19"),
+            ("segment_max_bytes", self.segment_max_bytes > 0, "> 0"),
+            ("retry_initial_s", 0 < self.retry_initial_s <= self.retry_max_s, "> 0 and <= retry_max_s"),
+        ):
+            _require(f"lake.{name}", getattr(self, name), ok, rule)
 
 
-@dataclass(frozen=True)
+def _plain_id(text: str) -> bool:
+    return not text or text.replace("-", "").replace("_", "").isalnum()
+
+
+@dataclass(frozen=True, slots=True)
 class ContextSection:
-    window_hours: float = 24.0
+    window_hours: float = 24.0  # context history kept in memory (the lake keeps all of it)
+
+    def __post_init__(self) -> None:
+        _require("context.window_hours", self.window_hours, self.window_hours > 0, "> 0")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Config:
     broker: BrokerSection = field(default_factory=BrokerSection)
     engine: EngineSection = field(default_factory=EngineSection)
@@ -133,38 +265,59 @@ class Config:
     context: ContextSection = field(default_factory=ContextSection)
 
     def to_dict(self, *, masked: bool = True) -> dict[str, dict[str, Any]]:
+        """The config-file keys and their values, section by section."""
         out: dict[str, dict[str, Any]] = {}
-        for f in dataclasses.fields(self):
-            section = dataclasses.asdict(getattr(self, f.name))
+        for name, cls in SECTIONS.items():
+            section_obj = getattr(self, name)
+            section = {f.name: getattr(section_obj, f.name) for f in file_keys(cls)}
             if masked:
                 for key, value in section.items():
-                    if f"{f.name}.{key}" in SECRET_KEYS and value is not None:
-                        section[key] = "***"
-                if f.name == "broker":
-                    section["url"] = self.broker.settings().masked_url() if _url_ok(self) else "***"
-            out[f.name] = section
+                    if f"{name}.{key}" in SECRET_KEYS and value is not None:
+                        section[key] = _MASK
+                if name == "broker":
+                    section["url"] = self.broker.settings().masked_url()
+            out[name] = section
         return out
 
 
-def _url_ok(cfg: Config) -> bool:
-    try:
-        parse_broker_url(cfg.broker.url)
-    except ConfigError:
-        return False
-    return True
+#: the sections by their name in the config file, in the file's order
+SECTIONS: Final[Mapping[str, type]] = {
+    f.name: hint for f, hint in zip(dataclasses.fields(Config), get_type_hints(Config).values(), strict=True)
+}
 
 
-_SECTION_TYPES = get_type_hints(Config)
+def file_keys(section: type) -> tuple[dataclasses.Field[Any], ...]:
+    """The fields of a section class that are config-file keys (all but :func:`tuning` ones)."""
+    return tuple(f for f in dataclasses.fields(section) if f.metadata.get(_FILE_KEY, True))
 
 
-def _coerce(key: str, value: Any, hint: Any, origin: str) -> Any:
-    text_hint = str(hint)
-    optional = "None" in text_hint
-    if value is None or (optional and isinstance(value, str) and value == "" and "str" not in text_hint):
+_SCALARS: Final[Mapping[type, str]] = {bool: "boolean", int: "integer", float: "number", str: "string"}
+
+
+def key_type(hint: Any) -> tuple[type, bool]:
+    """``(bool | int | float | str, optional)`` for a section field's annotation."""
+    args = get_args(hint)
+    optional = NoneType in args
+    rest = [a for a in args if a is not NoneType] if args else [hint]
+    if len(rest) != 1 or rest[0] not in _SCALARS:
+        raise TypeError(f"config fields are bool, int, float or str (or ... | None), not {hint!r}")
+    return rest[0], optional
+
+
+#: section -> key -> (type, optional), for every config-file key
+_KEYS: Final[Mapping[str, Mapping[str, tuple[type, bool]]]] = {
+    name: {f.name: key_type(get_type_hints(cls)[f.name]) for f in file_keys(cls)}
+    for name, cls in SECTIONS.items()
+}
+
+
+def _coerce(key: str, value: Any, kind: tuple[type, bool], origin: str) -> Any:
+    base, optional = kind
+    if value is None or (optional and value == ""):
         if optional:
             return None
         raise ConfigError(f"{origin}: {key} must not be empty", key=key)
-    if "bool" in text_hint:
+    if base is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
@@ -172,7 +325,7 @@ def _coerce(key: str, value: Any, hint: Any, origin: str) -> Any:
         if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"{origin}: {key} must be true or false, got {value!r}", key=key)
-    if "int" in text_hint and "float" not in text_hint:
+    if base is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, str):
@@ -181,7 +334,7 @@ def _coerce(key: str, value: Any, hint: Any, origin: str) -> Any:
             except ValueError:
                 pass
         raise ConfigError(f"{origin}: {key} must be an integer, got {value!r}", key=key)
-    if "float" in text_hint:
+    if base is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
         if isinstance(value, str):
@@ -191,50 +344,8 @@ def _coerce(key: str, value: Any, hint: Any, origin: str) -> Any:
                 pass
         raise ConfigError(f"{origin}: {key} must be a number, got {value!r}", key=key)
     if isinstance(value, str):
-        return value if value != "" or not optional else None
+        return value
     raise ConfigError(f"{origin}: {key} must be text, got {value!r}", key=key)
-
-
-def _validate(cfg: Config) -> None:
-    cfg.broker.settings()  # raises ConfigError for a bad URL
-    e = cfg.engine
-    if not e.host_id or any(c in e.host_id for c in "+#/"):
-        raise ConfigError(
-            f"engine.host_id {e.host_id!r} must be non-empty without '+', '#', '/'", key="engine.host_id"
-        )
-    try:
-        check_prefix(e.prefix)
-    except ConfigError as exc:
-        raise ConfigError(f"engine.prefix: {exc}", key="engine.prefix") from exc
-    if e.on_reconnect not in ("wait", "rebirth"):
-        raise ConfigError("engine.on_reconnect must be 'wait' or 'rebirth'", key="engine.on_reconnect")
-    if e.log_level.lower() not in ("debug", "info", "warning", "error"):
-        raise ConfigError("engine.log_level must be debug, info, warning or error", key="engine.log_level")
-    if cfg.republish.mode not in ("metric", "device"):
-        raise ConfigError("republish.mode must be 'metric' or 'device'", key="republish.mode")
-    if cfg.lake.commit_worker not in ("process", "thread"):
-        raise ConfigError("lake.commit_worker must be 'process' or 'thread'", key="lake.commit_worker")
-    if cfg.republish.qos not in (0, 1, 2):
-        raise ConfigError("republish.qos must be 0, 1 or 2", key="republish.qos")
-    positive = {
-        "sparkplug.rebirth_min_interval_ms": cfg.sparkplug.rebirth_min_interval_ms >= 0,
-        "sparkplug.reorder_timeout_ms": cfg.sparkplug.reorder_timeout_ms >= 0,
-        "lake.commit_rows": cfg.lake.commit_rows > 0,
-        "lake.commit_interval": cfg.lake.commit_interval > 0,
-        "lake.fsync_interval": cfg.lake.fsync_interval >= 0,
-        "lake.wal_max_bytes": cfg.lake.wal_max_bytes > 0,
-        "lake.compact_interval": cfg.lake.compact_interval >= 0,  # 0 = never (run `uns lake compact`)
-        "lake.commit_worker_max_rss_mb": cfg.lake.commit_worker_max_rss_mb >= 0,
-        "lake.commit_worker_nice": 0 <= cfg.lake.commit_worker_nice <= 19,
-        "republish.max_queue": cfg.republish.max_queue > 0,
-        "republish.max_in_flight": cfg.republish.max_in_flight > 0,
-        "republish.drain_timeout_s": cfg.republish.drain_timeout_s >= 0,
-        "engine.status_interval": cfg.engine.status_interval > 0,
-        "context.window_hours": cfg.context.window_hours > 0,
-    }
-    for key, ok in positive.items():
-        if not ok:
-            raise ConfigError(f"{key} is out of range", key=key)
 
 
 def load_config(
@@ -249,15 +360,14 @@ def load_config(
     are ignored (a flag that was not given).  Raises ConfigError naming the
     source and key of anything wrong."""
     env = os.environ if env is None else env
-    values: dict[str, dict[str, Any]] = {name: {} for name in _SECTION_TYPES}
-    hints = {name: get_type_hints(_SECTION_TYPES[name]) for name in _SECTION_TYPES}
+    values: dict[str, dict[str, Any]] = {name: {} for name in _KEYS}
 
     def put(dotted: str, value: Any, origin: str) -> None:
         section, _, key = dotted.partition(".")
-        if section not in hints or key not in hints[section]:
-            known = ", ".join(f"{s}.{k}" for s in hints for k in hints[s])
+        if section not in _KEYS or key not in _KEYS[section]:
+            known = ", ".join(f"{s}.{k}" for s in _KEYS for k in _KEYS[s])
             raise ConfigError(f"{origin}: unknown setting {dotted!r} (known: {known})", key=dotted)
-        values[section][key] = _coerce(dotted, value, hints[section][key], origin)
+        values[section][key] = _coerce(dotted, value, _KEYS[section][key], origin)
 
     source = file or env.get("UNS_CONFIG") or None
     if source is not None:
@@ -280,46 +390,32 @@ def load_config(
             put(ENV_SHORTCUTS[name], value, f"environment {name}")
             continue
         rest = name[4:].lower()
-        env_section = next((s for s in hints if rest.startswith(s + "_")), None)
+        env_section = next((s for s in _KEYS if rest.startswith(s + "_")), None)
         if env_section is not None:
             put(f"{env_section}.{rest[len(env_section) + 1 :]}", value, f"environment {name}")
     for dotted, value in (overrides or {}).items():
         if value is not None:
             put(dotted, value, "command line")
-    cfg = Config(**{name: _SECTION_TYPES[name](**vals) for name, vals in values.items()})
-    _validate(cfg)
-    return cfg
+    return Config(**{name: SECTIONS[name](**vals) for name, vals in values.items()})
 
 
 def config_json_schema() -> dict[str, Any]:
     """The JSON Schema of the config file (committed as schemas/config.schema.json)."""
 
-    def prop(hint: Any, default: Any) -> dict[str, Any]:
-        text = str(hint)
-        kinds: list[str] = []
-        if "bool" in text:
-            kinds.append("boolean")
-        elif "int" in text and "float" not in text:
-            kinds.append("integer")
-        elif "float" in text:
-            kinds.append("number")
-        else:
-            kinds.append("string")
-        if "None" in text:
-            kinds.append("null")
-        out: dict[str, Any] = {"type": kinds[0] if len(kinds) == 1 else kinds}
+    def prop(kind: tuple[type, bool], default: Any) -> dict[str, Any]:
+        base, optional = kind
+        out: dict[str, Any] = {"type": [_SCALARS[base], "null"] if optional else _SCALARS[base]}
         if default is not None:
             out["default"] = default
         return out
 
     sections: dict[str, Any] = {}
-    for name, cls in _SECTION_TYPES.items():
-        hints = get_type_hints(cls)
+    for name, cls in SECTIONS.items():
         defaults = cls()
         sections[name] = {
             "type": "object",
             "additionalProperties": False,
-            "properties": {k: prop(h, getattr(defaults, k)) for k, h in hints.items()},
+            "properties": {key: prop(kind, getattr(defaults, key)) for key, kind in _KEYS[name].items()},
         }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
