@@ -8,7 +8,7 @@ Usage (from the repository root)::
 Enriches pilot-plant samples (plant model + context) and, for each mode
 (``metric``: one event per sample, ``device``: one per message), measures
 
-- ``encode``: CPU microseconds per event of ``Normalizer.encode_*`` (and of
+- ``encode``: CPU microseconds per event of ``EventEncoder.encode_*`` (and of
   the reference rendering, ``json`` of ``event_json``, for comparison): the
   cost that does not depend on the MQTT client;
 - ``sink, null client``: CPU microseconds per event from the first ``add``
@@ -45,10 +45,11 @@ import aiomqtt
 
 from benchmarks.procs import Subscriber
 from uns.core.context import ContextStore
+from uns.core.enrich import Enricher
 from uns.core.events import Batch, ContextChange, Sample
-from uns.core.normalize import Normalizer
 from uns.engine.plant import load_model
 from uns.mqtt.mosquitto import running_mosquitto
+from uns.sinks.encoders import EventEncoder
 from uns.sinks.republish import PublishNowaitFn, RepublishConfig, RepublishSink
 from uns.sparkplug.datatypes import DataType
 
@@ -70,7 +71,7 @@ METRICS = [
 _REFERENCE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def make_batch(norm: Normalizer, b: int, batch_size: int, ts: int) -> Batch:
+def make_batch(enricher: Enricher, b: int, batch_size: int, ts: int) -> Batch:
     node, device = DEVICES[b % len(DEVICES)]
     batch = Batch(
         samples=[
@@ -89,13 +90,13 @@ def make_batch(norm: Normalizer, b: int, batch_size: int, ts: int) -> Batch:
             for i in range(batch_size)
         ]
     )
-    norm.enrich(batch)
+    enricher.enrich(batch)
     return batch
 
 
-def make_batches(norm: Normalizer, samples: int, batch_size: int) -> list[Batch]:
+def make_batches(enricher: Enricher, samples: int, batch_size: int) -> list[Batch]:
     ts = 1_767_225_600_000
-    return [make_batch(norm, b, batch_size, ts + b) for b in range(samples // batch_size)]
+    return [make_batch(enricher, b, batch_size, ts + b) for b in range(samples // batch_size)]
 
 
 def event_count(batches: list[Batch], mode: str) -> int:
@@ -105,30 +106,30 @@ def event_count(batches: list[Batch], mode: str) -> int:
 # ---------------------------------------------------------------------- CPU, no I/O
 
 
-def encode_cpu_us(norm: Normalizer, batches: list[Batch], mode: str, *, reference: bool) -> float:
-    """CPU us per event (best of 3) of topic + payload, the normalizer's or the reference's."""
+def encode_cpu_us(encoder: EventEncoder, batches: list[Batch], mode: str, *, reference: bool) -> float:
+    """CPU us per event (best of 3) of topic + payload, the encoder's or the reference's."""
     best = float("inf")
     for _ in range(3):
         start = time.thread_time()
         for batch in batches:
             if mode == "metric":
                 for sample in batch.samples:
-                    norm.topic_for(sample.path, sample.metric)
+                    encoder.topic_for(sample.path, sample.metric)
                     if reference:
-                        _REFERENCE.encode(norm.event_json(sample)).encode()
+                        _REFERENCE.encode(encoder.event_json(sample)).encode()
                     else:
-                        norm.encode_event(sample)
+                        encoder.encode_event(sample)
             else:
-                norm.device_topic(batch.samples[0].path)
+                encoder.device_topic(batch.samples[0].path)
                 if reference:
-                    _REFERENCE.encode(norm.device_event_json(batch.samples)).encode()
+                    _REFERENCE.encode(encoder.device_event_json(batch.samples)).encode()
                 else:
-                    norm.encode_device_event(batch.samples)
+                    encoder.encode_device_event(batch.samples)
         best = min(best, time.thread_time() - start)
     return best / event_count(batches, mode) * 1e6
 
 
-async def sink_cpu_us(norm: Normalizer, batches: list[Batch], mode: str, *, nowait: bool) -> float:
+async def sink_cpu_us(encoder: EventEncoder, batches: list[Batch], mode: str, *, nowait: bool) -> float:
     """CPU us per event of add() .. flush() with a client that does nothing (best of 3)."""
 
     async def publish(topic: str, payload: bytes, qos: int, retain: bool) -> None:
@@ -141,7 +142,7 @@ async def sink_cpu_us(norm: Normalizer, batches: list[Batch], mode: str, *, nowa
     for _ in range(3):
         config = RepublishConfig(mode=mode, max_queue=10**7, drain_timeout_s=600.0)
         fast: PublishNowaitFn | None = publish_nowait if nowait else None
-        async with RepublishSink(publish, norm, config, publish_nowait=fast) as sink:
+        async with RepublishSink(publish, encoder, config, publish_nowait=fast) as sink:
             await asyncio.sleep(0)
             start = time.process_time()
             for batch in batches:
@@ -166,7 +167,7 @@ def paho_nowait(client: aiomqtt.Client) -> PublishNowaitFn:
 
 
 async def throughput(
-    host: str, port: int, norm: Normalizer, batches: list[Batch], mode: str, in_flight: int | None
+    host: str, port: int, encoder: EventEncoder, batches: list[Batch], mode: str, in_flight: int | None
 ) -> dict[str, float]:
     """``in_flight`` None: with publish_nowait (the engine's way); else the awaited publish only."""
     expected = event_count(batches, mode)
@@ -189,7 +190,7 @@ async def throughput(
             mode=mode, max_in_flight=in_flight or 8, drain_timeout_s=600.0, max_queue=10**7
         )
         nowait = paho_nowait(pub) if in_flight is None else None
-        async with RepublishSink(pub.publish, norm, config, publish_nowait=nowait) as sink:
+        async with RepublishSink(pub.publish, encoder, config, publish_nowait=nowait) as sink:
             cpu = time.process_time()
             start = time.perf_counter()
             for batch in batches:
@@ -214,9 +215,13 @@ async def throughput(
     }
 
 
-async def raw_rate(host: str, port: int, norm: Normalizer, batches: list[Batch], in_flight: int) -> float:
+async def raw_rate(
+    host: str, port: int, encoder: EventEncoder, batches: list[Batch], in_flight: int
+) -> float:
     messages = [
-        (norm.topic_for(s.path, s.metric), norm.encode_event(s)) for batch in batches for s in batch.samples
+        (encoder.topic_for(s.path, s.metric), encoder.encode_event(s))
+        for batch in batches
+        for s in batch.samples
     ]
     async with aiomqtt.Client(host, port) as pub:
         pub.pending_calls_threshold = max(pub.pending_calls_threshold, in_flight)
@@ -227,7 +232,14 @@ async def raw_rate(host: str, port: int, norm: Normalizer, batches: list[Batch],
 
 
 async def latency(
-    host: str, port: int, norm: Normalizer, mode: str, rate: int, seconds: float, batch_size: int
+    host: str,
+    port: int,
+    enricher: Enricher,
+    encoder: EventEncoder,
+    mode: str,
+    rate: int,
+    seconds: float,
+    batch_size: int,
 ) -> dict[str, Any]:
     """Paced adds of wall-clock-stamped samples; a subscriber process measures arrival - ts."""
     subscriber = Subscriber("events", port=port, topic=f"{PREFIX}/#", idle=3.0)
@@ -237,7 +249,7 @@ async def latency(
     sent = 0
     async with aiomqtt.Client(host, port) as pub:
         config = RepublishConfig(mode=mode, drain_timeout_s=60.0)
-        async with RepublishSink(pub.publish, norm, config, publish_nowait=paho_nowait(pub)) as sink:
+        async with RepublishSink(pub.publish, encoder, config, publish_nowait=paho_nowait(pub)) as sink:
             cpu = time.process_time()
             start = time.monotonic()
             due = 0.0
@@ -245,7 +257,7 @@ async def latency(
                 due_now = int(elapsed / tick_s * per_tick) + 1
                 now_ms = time.time_ns() // 1_000_000
                 while due < due_now:
-                    sink.add(make_batch(norm, int(due), batch_size, now_ms))
+                    sink.add(make_batch(enricher, int(due), batch_size, now_ms))
                     due += 1
                     sent += 1
                 await asyncio.sleep(tick_s)
@@ -287,29 +299,30 @@ async def main() -> None:
     store.apply(ContextChange(0, 0, "acme/basel/pilot", "batch_id", "B-2026-0001"))
     store.apply(ContextChange(0, 0, "acme/basel/pilot", "product", "Tab-X 50 mg"))
     store.apply(ContextChange(0, 0, "acme/basel/pilot", "phase", "compression"))
-    norm = Normalizer(load_model(ROOT / "examples" / "pilot-plant.toml"), store, prefix=PREFIX)
-    batches = make_batches(norm, args.samples, args.batch)
+    enricher = Enricher(load_model(ROOT / "examples" / "pilot-plant.toml"), store)
+    encoder = EventEncoder(PREFIX)
+    batches = make_batches(enricher, args.samples, args.batch)
     for mode in ("metric", "device"):
-        fast = encode_cpu_us(norm, batches, mode, reference=False)
-        ref = encode_cpu_us(norm, batches, mode, reference=True)
+        fast = encode_cpu_us(encoder, batches, mode, reference=False)
+        ref = encode_cpu_us(encoder, batches, mode, reference=True)
         print(
             f"{mode:6s} encode: {fast:6.2f} us/event CPU ({1e6 / fast:>9,.0f} events/s); "
             f"reference json of event_json: {ref:6.2f} us/event"
         )
     for mode in ("metric", "device"):
         for nowait in (True, False):
-            us = await sink_cpu_us(norm, batches, mode, nowait=nowait)
+            us = await sink_cpu_us(encoder, batches, mode, nowait=nowait)
             how = "publish_nowait" if nowait else "awaited publish"
             print(f"{mode:6s} sink, null client, {how:15s}: {us:6.2f} us/event CPU (add .. flush)")
     if args.skip_broker:
         return
     with running_mosquitto() as broker:
         for in_flight in args.in_flight:
-            rate = await raw_rate(broker.host, broker.port, norm, batches, in_flight)
+            rate = await raw_rate(broker.host, broker.port, encoder, batches, in_flight)
             print(f"raw aiomqtt in-flight {in_flight:3d}: {rate:>8,.0f} messages/s")
         for mode in ("metric", "device"):
             for in_flight in (None, *args.in_flight):
-                r = await throughput(broker.host, broker.port, norm, batches, mode, in_flight)
+                r = await throughput(broker.host, broker.port, encoder, batches, mode, in_flight)
                 samples_per_s = r["delivered_per_s"] * (1 if mode == "metric" else args.batch)
                 how = "publish_nowait" if in_flight is None else f"in-flight {in_flight:3d}"
                 print(
@@ -320,7 +333,9 @@ async def main() -> None:
                     f"errors {r['errors']:.0f}"
                 )
         for mode, rate in (("device", args.rate), ("metric", args.rate), ("metric", args.metric_rate)):
-            lr = await latency(broker.host, broker.port, norm, mode, rate, args.seconds, args.batch)
+            lr = await latency(
+                broker.host, broker.port, enricher, encoder, mode, rate, args.seconds, args.batch
+            )
             lat = lr["latency_ms"]
             print(
                 f"{mode:6s} latency at {lr['metrics_per_s']:,.0f} metrics/s: "

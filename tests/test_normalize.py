@@ -1,4 +1,5 @@
-"""Normalized events: enrichment, topics and their reversible sanitizing, JSON Schema."""
+"""Normalized events: enrichment (uns.core.enrich), topics and their reversible sanitizing
+(uns.core.topics), their JSON and its schema (uns.sinks.encoders)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from uns.core.context import ContextStore
+from uns.core.enrich import Enricher
 from uns.core.events import Batch, CatalogEntry, ContextChange, Quality, Sample
 from uns.core.model import PlantModel, parse_model
-from uns.core.normalize import (
-    Normalizer,
+from uns.core.topics import (
+    TopicNames,
     check_prefix,
     sanitize_level,
     sanitize_name,
@@ -25,6 +27,7 @@ from uns.core.normalize import (
 )
 from uns.engine.plant import load_model
 from uns.errors import ConfigError
+from uns.sinks.encoders import EventEncoder
 from uns.sparkplug.datatypes import DataType
 from uns.sparkplug.payload import DataSet, Metric, MetricValue, Parameter, Template
 
@@ -61,7 +64,7 @@ def sample(
 def test_enrich_fills_path_unit_and_context(model: PlantModel) -> None:
     store = ContextStore()
     store.apply(ContextChange(0, 0, "acme/basel/pilot", "order_id", "PO-1"))
-    norm = Normalizer(model, store)
+    enricher = Enricher(model, store)
     batch = Batch(
         samples=[
             sample("Temperature", 37.0, 100, node="USP-Ctrl", device="BR-101"),
@@ -69,7 +72,7 @@ def test_enrich_fills_path_unit_and_context(model: PlantModel) -> None:
             sample("Heartbeat", 1, 100, node="Rogue", device=None, datatype=DataType.Int32),
         ]
     )
-    norm.enrich(batch)
+    enricher.enrich(batch)
     t, u, h = batch.samples
     assert (t.path, t.unit, t.unmapped, t.context) == (BR, "degC", False, {"order_id": "PO-1"})
     assert (u.path, u.unit) == (BR, "bar")  # no override: the BIRTH's unit stays
@@ -79,7 +82,7 @@ def test_enrich_fills_path_unit_and_context(model: PlantModel) -> None:
 
 def test_context_metric_becomes_context_of_its_path(model: PlantModel) -> None:
     store = ContextStore()
-    norm = Normalizer(model, store)
+    enricher = Enricher(model, store)
     birth = Batch(
         samples=[
             sample("BedTemp", 40.0, 1_000),
@@ -87,7 +90,7 @@ def test_context_metric_becomes_context_of_its_path(model: PlantModel) -> None:
             sample("Batch/Phase", "GRANULATING", 1_000, datatype=DataType.String),
         ]
     )
-    norm.enrich(birth)
+    enricher.enrich(birth)
     # the measurement in the same message, at the same timestamp, already carries the new context
     assert birth.samples[0].context == {"batch_id": "B-0042", "phase": "GRANULATING"}
     assert [(c.path, c.key, c.value, c.ts) for c in birth.context] == [
@@ -98,11 +101,11 @@ def test_context_metric_becomes_context_of_its_path(model: PlantModel) -> None:
     assert store.at(f"{GR}/module", 2_000) == {"batch_id": "B-0042", "phase": "GRANULATING"}
     # the same value again (a rebirth, a periodic report) is no new change
     again = Batch(samples=[sample("Batch/ID", "B-0042", 5_000, datatype=DataType.String)])
-    norm.enrich(again)
+    enricher.enrich(again)
     assert again.context == []
     # a null value clears the key
     end = Batch(samples=[sample("Batch/Phase", None, 6_000, datatype=DataType.String)])
-    norm.enrich(end)
+    enricher.enrich(end)
     assert [(c.key, c.value) for c in end.context] == [("phase", None)]
     assert store.at(GR, 6_000) == {"batch_id": "B-0042"}
     assert store.at(GR, 5_999) == {"batch_id": "B-0042", "phase": "GRANULATING"}
@@ -110,11 +113,11 @@ def test_context_metric_becomes_context_of_its_path(model: PlantModel) -> None:
 
 def test_late_measurement_gets_the_context_of_its_own_time(model: PlantModel) -> None:
     store = ContextStore()
-    norm = Normalizer(model, store)
-    norm.enrich(Batch(samples=[sample("Batch/ID", "B1", 1_000, datatype=DataType.String)]))
-    norm.enrich(Batch(samples=[sample("Batch/ID", "B2", 2_000, datatype=DataType.String)]))
+    enricher = Enricher(model, store)
+    enricher.enrich(Batch(samples=[sample("Batch/ID", "B1", 1_000, datatype=DataType.String)]))
+    enricher.enrich(Batch(samples=[sample("Batch/ID", "B2", 2_000, datatype=DataType.String)]))
     late = Batch(samples=[sample("BedTemp", 41.0, 1_500, is_historical=True), sample("BedTemp", 42.0, 2_500)])
-    norm.enrich(late)
+    enricher.enrich(late)
     assert [s.context for s in late.samples] == [{"batch_id": "B1"}, {"batch_id": "B2"}]
 
 
@@ -131,14 +134,14 @@ def test_display_name_renames_samples_and_catalog_entries() -> None:
             }
         ],
     }
-    norm = Normalizer(parse_model(doc), ContextStore())
+    enricher = Enricher(parse_model(doc), ContextStore())
     s = Sample("G", "N", "D", "DB10.TT101", DataType.Float, 20.5, 1, 1)
     entry = CatalogEntry("G", "N", "D", "DB10.TT101", 3, DataType.Float, 1, 0)
     batch = Batch(samples=[s], catalog=[entry])
-    norm.enrich(batch)
+    enricher.enrich(batch)
     assert (s.metric, s.unit, s.path) == ("Process/Temperature", "degC", "site/unit")
     assert (entry.metric, entry.unit, entry.path) == ("Process/Temperature", "degC", "site/unit")
-    assert norm.topic_for(s.path, s.metric) == "uns/v1/site/unit/Process/Temperature"
+    assert EventEncoder().topic_for(s.path, s.metric) == "uns/v1/site/unit/Process/Temperature"
 
 
 # ------------------------------------------------------------- events and schema
@@ -197,10 +200,10 @@ def test_every_datatype_is_covered() -> None:
 
 @pytest.mark.parametrize("datatype", list(DataType), ids=lambda d: d.name)
 def test_events_of_every_datatype_conform(datatype: DataType) -> None:
-    norm = Normalizer(PlantModel.empty(), ContextStore())
+    encoder = EventEncoder()
     s = sample("Folder/Value", VALUES[datatype], 1_000, datatype=datatype, quality=Quality.STALE)
-    norm.enrich(Batch(samples=[s]))
-    event = norm.event_json(s)
+    Enricher(PlantModel.empty(), ContextStore()).enrich(Batch(samples=[s]))
+    event = encoder.event_json(s)
     EVENT.validate(event)
     assert event["datatype"] == datatype.name
     assert event["source"] == {
@@ -211,29 +214,29 @@ def test_events_of_every_datatype_conform(datatype: DataType) -> None:
         "bdseq": 2,
     }
     assert event["quality"] == "stale"
-    encoded = norm.encode_event(s)
+    encoded = encoder.encode_event(s)
     assert json.loads(encoded) == json.loads(json.dumps(event))
     compact = json.dumps(json.loads(encoded), separators=(",", ":"), ensure_ascii=False)
     assert encoded == compact.encode()
 
 
 def test_exact_values_in_events() -> None:
-    norm = Normalizer(PlantModel.empty(), ContextStore())
+    encoder = EventEncoder()
     big = sample("c", 2**64 - 1, 1, datatype=DataType.UInt64)
     nan = sample("f", float("nan"), 1, datatype=DataType.Float)
     raw = sample("b", b"\x00\xff", 1, datatype=DataType.Bytes)
-    assert json.loads(norm.encode_event(big))["value"] == 2**64 - 1
-    assert json.loads(norm.encode_event(nan))["value"] == "NaN"
-    assert json.loads(norm.encode_event(raw))["value"] == "AP8="
+    assert json.loads(encoder.encode_event(big))["value"] == 2**64 - 1
+    assert json.loads(encoder.encode_event(nan))["value"] == "NaN"
+    assert json.loads(encoder.encode_event(raw))["value"] == "AP8="
 
 
 def test_event_fields(model: PlantModel) -> None:
     store = ContextStore()
     store.apply(ContextChange(0, 0, GR, "batch_id", "B7"))
-    norm = Normalizer(model, store, prefix="plant/uns")
+    encoder = EventEncoder("plant/uns")
     s = sample("BedTemp", 41.25, 123, is_historical=True)
-    norm.enrich(Batch(samples=[s]))
-    assert norm.event_json(s) == {
+    Enricher(model, store).enrich(Batch(samples=[s]))
+    assert encoder.event_json(s) == {
         "ts": 123,
         "path": GR,
         "metric": "BedTemp",
@@ -245,22 +248,22 @@ def test_event_fields(model: PlantModel) -> None:
         "source": {"group": "PilotPlant", "node": "GRAN-Ctrl", "device": "GR-201", "seq": 7, "bdseq": 2},
         "context": {"batch_id": "B7"},
     }
-    assert norm.topic_for(s.path, s.metric) == f"plant/uns/{GR}/BedTemp"
-    assert norm.device_topic(s.path) == f"plant/uns/{GR}"
+    assert encoder.topic_for(s.path, s.metric) == f"plant/uns/{GR}/BedTemp"
+    assert encoder.device_topic(s.path) == f"plant/uns/{GR}"
 
 
 def test_device_event_carries_differing_context_per_metric(model: PlantModel) -> None:
     store = ContextStore()
     store.apply(ContextChange(1_000, 0, GR, "batch_id", "B1"))
     store.apply(ContextChange(2_000, 0, GR, "batch_id", "B2"))
-    norm = Normalizer(model, store)
+    enricher = Enricher(model, store)
     samples = [
         sample("BedTemp", 41.0, 1_500, is_historical=True),
         sample("Power", 3.5, 2_500),
         sample("Batch/ID", "B2", 2_500, datatype=DataType.String),
     ]
-    norm.enrich(Batch(samples=samples))
-    event = norm.device_event_json(samples)
+    enricher.enrich(Batch(samples=samples))
+    event = EventEncoder.device_event_json(samples)
     DEVICE_EVENT.validate(event)
     assert (event["ts"], event["path"], event["context"]) == (2_500, GR, {"batch_id": "B2"})
     assert [m["metric"] for m in event["metrics"]] == ["BedTemp", "Power", "Batch/ID"]
@@ -269,7 +272,7 @@ def test_device_event_carries_differing_context_per_metric(model: PlantModel) ->
     assert event["metrics"][1]["unit"] == "kW"
     assert not EVENT.is_valid(event)
     with pytest.raises(ValueError, match="at least one"):
-        norm.device_event_json([])
+        EventEncoder.device_event_json([])
 
 
 def test_schemas_are_valid() -> None:
@@ -306,9 +309,9 @@ def test_sanitize_examples() -> None:
     assert sanitize_name("a+b/#/100%") == "a%2Bb/%23/100%25"
     assert sanitize_name("/lead//trail/") == "%/lead/%/trail/%"
     assert sanitize_name("") == "%"
-    norm = Normalizer(PlantModel.empty(), ContextStore(), prefix="uns/v1")
-    assert norm.topic_for("_unmapped/G/N+1", "/x") == "uns/v1/_unmapped/G/N%2B1/%/x"
-    assert norm.topic_for("_unmapped/G/N+1", "/x") is norm.topic_for("_unmapped/G/N+1", "/x")
+    topics = TopicNames("uns/v1")
+    assert topics.topic_for("_unmapped/G/N+1", "/x") == "uns/v1/_unmapped/G/N%2B1/%/x"
+    assert topics.topic_for("_unmapped/G/N+1", "/x") is topics.topic_for("_unmapped/G/N+1", "/x")
 
 
 @pytest.mark.parametrize("level", ["%2b", "%", "a%", "%zz", "a+b", "#"])
@@ -325,7 +328,9 @@ def test_bad_prefixes(prefix: str) -> None:
     with pytest.raises(ConfigError, match="prefix"):
         check_prefix(prefix)
     with pytest.raises(ConfigError):
-        Normalizer(PlantModel.empty(), ContextStore(), prefix=prefix)
+        TopicNames(prefix)
+    with pytest.raises(ConfigError):
+        EventEncoder(prefix)
 
 
 # ------------------------------------------------------------- enrichment against a reference
@@ -384,14 +389,14 @@ def test_enrich_equals_the_per_sample_reference(
     model: PlantModel, steps: list[tuple[list[Sample], list[tuple[str, int, str, str | None]]]]
 ) -> None:
     store, ref_store = ContextStore(), ContextStore()
-    norm = Normalizer(model, store)
+    enricher = Enricher(model, store)
     for samples, events in steps:
         for path, ts, key, value in events:
             for target in (store, ref_store):
                 target.apply(ContextChange(ts, ts, path, key, value, "test"))
         got = Batch(samples=[dataclasses.replace(s) for s in samples])
         want = Batch(samples=samples)
-        norm.enrich(got)
+        enricher.enrich(got)
         reference_enrich(model, ref_store, want)
         assert got == want
         # samples of one path and timestamp share one context object (the lake renders it once)

@@ -16,12 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from uns.core.context import ContextStore
+from uns.core.enrich import Enricher
 from uns.core.events import Batch, ContextChange, Quality, Sample
 from uns.core.model import PlantModel
-from uns.core.normalize import Normalizer
 from uns.engine.plant import load_model
 from uns.errors import ConfigError
 from uns.mqtt.mosquitto import Mosquitto
+from uns.sinks.encoders import EventEncoder
 from uns.sinks.republish import RepublishConfig, RepublishSink
 from uns.sparkplug.datatypes import DataType
 from uns.sparkplug.payload import DataSet
@@ -41,10 +42,10 @@ def model() -> PlantModel:
     return load_model(ROOT / "examples" / "pilot-plant.toml")
 
 
-def normalizer(model: PlantModel, ns: str) -> Normalizer:
+def pilot_enricher(model: PlantModel) -> Enricher:
     store = ContextStore()
     store.apply(ContextChange(0, 0, "acme/basel/pilot/usp", "batch_id", "B-1"))
-    return Normalizer(model, store, prefix=ns)
+    return Enricher(model, store)
 
 
 def br_sample(metric: str, value: float, ts: int = 1_000, **kw: Any) -> Sample:
@@ -53,9 +54,9 @@ def br_sample(metric: str, value: float, ts: int = 1_000, **kw: Any) -> Sample:
     )
 
 
-def enriched(norm: Normalizer, *samples: Sample) -> Batch:
+def enriched(enricher: Enricher, *samples: Sample) -> Batch:
     batch = Batch(samples=list(samples))
-    norm.enrich(batch)
+    enricher.enrich(batch)
     return batch
 
 
@@ -113,11 +114,11 @@ class Handover:
 async def test_metric_mode_one_event_per_sample(
     model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
 ) -> None:
-    norm = normalizer(model, ns)
-    async with RepublishSink(client.publish, norm) as sink:
+    enricher = pilot_enricher(model)
+    async with RepublishSink(client.publish, EventEncoder(ns)) as sink:
         sink.add(
             enriched(
-                norm,
+                enricher,
                 br_sample("Temperature", 37.1),
                 br_sample("Headspace/Pressure", 12.0),
                 br_sample("pH", 7.0, is_historical=True),  # not republished by default
@@ -151,14 +152,16 @@ async def test_metric_mode_one_event_per_sample(
 async def test_device_mode_one_event_per_message_and_path(
     model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
 ) -> None:
-    norm = normalizer(model, ns)
+    enricher = pilot_enricher(model)
     config = RepublishConfig(mode="device", include_historical=True)
-    async with RepublishSink(client.publish, norm, config) as sink:
+    async with RepublishSink(client.publish, EventEncoder(ns), config) as sink:
         sink.add(
-            enriched(norm, br_sample("Temperature", 37.1), br_sample("pH", 7.0, ts=900, is_historical=True))
+            enriched(
+                enricher, br_sample("Temperature", 37.1), br_sample("pH", 7.0, ts=900, is_historical=True)
+            )
         )
         node_metric = Sample("PilotPlant", "USP-Ctrl", None, "CPU/Load", DataType.Float, 5.5, 1_000, 1_000)
-        sink.add(enriched(norm, node_metric))
+        sink.add(enriched(enricher, node_metric))
         got = await receive(subscriber, 2)
         await nothing_more(subscriber)
     (topic1, ev1), (topic2, ev2) = got
@@ -178,13 +181,13 @@ async def test_order_is_kept_under_load(
 ) -> None:
     """Awaited publishes (64 in flight) and the engine's fast path (events handed to the
     client from add(), no await) both keep the order of the samples."""
-    norm = normalizer(model, ns)
+    enricher = pilot_enricher(model)
     count = 2_000
     nowait = Handover(client) if handover else None
     config = RepublishConfig() if handover else RepublishConfig(max_in_flight=64)
-    async with RepublishSink(client.publish, norm, config, publish_nowait=nowait) as sink:
+    async with RepublishSink(client.publish, EventEncoder(ns), config, publish_nowait=nowait) as sink:
         for i in range(count):
-            sink.add(enriched(norm, br_sample("Temperature", float(i), ts=i)))
+            sink.add(enriched(enricher, br_sample("Temperature", float(i), ts=i)))
         got = await receive(subscriber, count)
         await sink.flush()
         assert sink.stats()["published"] == count
@@ -197,13 +200,13 @@ async def test_qos0_events_are_handed_over_inside_add(
     model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client, mode: str
 ) -> None:
     """No queue, no task hop: the events are with the client when add() returns."""
-    norm = normalizer(model, ns)
+    enricher = pilot_enricher(model)
     handover = Handover(client)
     async with RepublishSink(
-        client.publish, norm, RepublishConfig(mode=mode), publish_nowait=handover
+        client.publish, EventEncoder(ns), RepublishConfig(mode=mode), publish_nowait=handover
     ) as sink:
         await asyncio.sleep(0)
-        sink.add(enriched(norm, br_sample("Temperature", 1.0), br_sample("pH", 7.0)))
+        sink.add(enriched(enricher, br_sample("Temperature", 1.0), br_sample("pH", 7.0)))
         stats = sink.stats()
         expected = 2 if mode == "metric" else 1
         assert (stats["published"], stats["queue_depth"], handover.calls) == (expected, 0, expected)
@@ -222,21 +225,21 @@ async def test_qos0_events_are_handed_over_inside_add(
 async def test_refused_handover_queues_and_later_events_wait_behind(
     model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
 ) -> None:
-    norm = normalizer(model, ns)
+    enricher = pilot_enricher(model)
     handover = Handover(client)
-    async with RepublishSink(client.publish, norm, publish_nowait=handover) as sink:
+    async with RepublishSink(client.publish, EventEncoder(ns), publish_nowait=handover) as sink:
         await asyncio.sleep(0)
         handover.refuse = True
-        sink.add(enriched(norm, br_sample("Temperature", 0.0), br_sample("Temperature", 1.0)))
+        sink.add(enriched(enricher, br_sample("Temperature", 0.0), br_sample("Temperature", 1.0)))
         assert (sink.stats()["published"], sink.stats()["queue_depth"]) == (0, 2)
         handover.refuse = False
-        sink.add(enriched(norm, br_sample("Temperature", 2.0)))  # behind the queued ones: no overtaking
+        sink.add(enriched(enricher, br_sample("Temperature", 2.0)))  # behind the queued ones: no overtaking
         assert (sink.stats()["published"], sink.stats()["queue_depth"]) == (0, 3)
         handover.refuse = True  # the task retries refused events through the awaited publish
         await sink.flush()
         assert (sink.stats()["published"], sink.stats()["queue_depth"]) == (3, 0)
         handover.refuse = False
-        sink.add(enriched(norm, br_sample("Temperature", 3.0)))  # nothing queued: direct again
+        sink.add(enriched(enricher, br_sample("Temperature", 3.0)))  # nothing queued: direct again
         assert sink.stats()["published"] == 4
         got = await receive(subscriber, 4)
         assert sink.stats()["errors"] == 0
@@ -247,14 +250,14 @@ async def test_refused_handover_queues_and_later_events_wait_behind(
 async def test_refused_handover_fills_the_queue_and_drops_the_oldest(
     model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
 ) -> None:
-    norm = normalizer(model, ns)
+    enricher = pilot_enricher(model)
     handover = Handover(client)
     handover.refuse = True
     config = RepublishConfig(max_queue=3)
-    async with RepublishSink(client.publish, norm, config, publish_nowait=handover) as sink:
+    async with RepublishSink(client.publish, EventEncoder(ns), config, publish_nowait=handover) as sink:
         await asyncio.sleep(0)
         for i in range(5):  # no await: the task cannot drain meanwhile
-            sink.add(enriched(norm, br_sample("Temperature", float(i))))
+            sink.add(enriched(enricher, br_sample("Temperature", float(i))))
         assert (sink.stats()["dropped_queue_full"], sink.stats()["queue_depth"]) == (2, 3)
         handover.refuse = False
         got = await receive(subscriber, 3)
@@ -267,13 +270,13 @@ async def test_refused_handover_fills_the_queue_and_drops_the_oldest(
 async def test_nothing_is_handed_over_before_the_sink_runs(
     model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
 ) -> None:
-    norm = normalizer(model, ns)
+    enricher = pilot_enricher(model)
     handover = Handover(client)
-    sink = RepublishSink(client.publish, norm, publish_nowait=handover)
-    sink.add(enriched(norm, br_sample("Temperature", 1.0)))
+    sink = RepublishSink(client.publish, EventEncoder(ns), publish_nowait=handover)
+    sink.add(enriched(enricher, br_sample("Temperature", 1.0)))
     assert (handover.calls, sink.stats()["queue_depth"]) == (0, 1)
     async with sink:
-        sink.add(enriched(norm, br_sample("Temperature", 2.0)))  # queued behind the first
+        sink.add(enriched(enricher, br_sample("Temperature", 2.0)))  # queued behind the first
         got = await receive(subscriber, 2)
     assert [event["value"] for _, event in got] == [1.0, 2.0]
 
@@ -282,10 +285,12 @@ async def test_nothing_is_handed_over_before_the_sink_runs(
 async def test_qos1_never_takes_the_handover(
     model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
 ) -> None:
-    norm = normalizer(model, ns)
+    enricher = pilot_enricher(model)
     handover = Handover(client)
-    async with RepublishSink(client.publish, norm, RepublishConfig(qos=1), publish_nowait=handover) as sink:
-        sink.add(enriched(norm, br_sample("Temperature", 1.0)))
+    async with RepublishSink(
+        client.publish, EventEncoder(ns), RepublishConfig(qos=1), publish_nowait=handover
+    ) as sink:
+        sink.add(enriched(enricher, br_sample("Temperature", 1.0)))
         assert sink.stats()["queue_depth"] == 1
         await sink.flush()
         got = await receive(subscriber, 1)
@@ -297,9 +302,9 @@ async def test_qos1_never_takes_the_handover(
 async def test_retained_qos1_events_reach_late_subscribers(
     broker: Mosquitto, model: PlantModel, ns: str, client: aiomqtt.Client
 ) -> None:
-    norm = normalizer(model, ns)
-    async with RepublishSink(client.publish, norm, RepublishConfig(qos=1, retain=True)) as sink:
-        sink.add(enriched(norm, br_sample("Temperature", 36.9)))
+    enricher = pilot_enricher(model)
+    async with RepublishSink(client.publish, EventEncoder(ns), RepublishConfig(qos=1, retain=True)) as sink:
+        sink.add(enriched(enricher, br_sample("Temperature", 36.9)))
         await sink.flush()
         assert sink.stats()["published"] == 1
     async with aiomqtt.Client(broker.host, broker.port) as late:
@@ -314,15 +319,17 @@ async def test_retained_qos1_events_reach_late_subscribers(
 async def test_unmapped_sources_can_be_left_out(
     model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
 ) -> None:
-    norm = normalizer(model, ns)
+    enricher = pilot_enricher(model)
     rogue = Sample("PilotPlant", "Rogue", "X", "m", DataType.Int32, 1, 5, 5)
-    async with RepublishSink(client.publish, norm, RepublishConfig(include_unmapped=False)) as sink:
-        sink.add(enriched(norm, rogue, br_sample("Temperature", 37.0)))
+    async with RepublishSink(
+        client.publish, EventEncoder(ns), RepublishConfig(include_unmapped=False)
+    ) as sink:
+        sink.add(enriched(enricher, rogue, br_sample("Temperature", 37.0)))
         got = await receive(subscriber, 1)
         await nothing_more(subscriber)
     assert got[0][0] == f"{ns}/{BR}/Temperature"
-    async with RepublishSink(client.publish, norm) as sink:
-        sink.add(enriched(norm, Sample("PilotPlant", "Rogue", "X", "m", DataType.Int32, 1, 5, 5)))
+    async with RepublishSink(client.publish, EventEncoder(ns)) as sink:
+        sink.add(enriched(enricher, Sample("PilotPlant", "Rogue", "X", "m", DataType.Int32, 1, 5, 5)))
         got = await receive(subscriber, 1)
     assert got[0][0] == f"{ns}/_unmapped/PilotPlant/Rogue/X/m"
 
@@ -334,11 +341,11 @@ async def test_unmapped_sources_can_be_left_out(
 async def test_full_queue_drops_the_oldest(
     model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
 ) -> None:
-    norm = normalizer(model, ns)
-    sink = RepublishSink(client.publish, norm, RepublishConfig(max_queue=5))
+    enricher = pilot_enricher(model)
+    sink = RepublishSink(client.publish, EventEncoder(ns), RepublishConfig(max_queue=5))
     for i in range(6):  # before the background task runs: nothing leaves the queue
-        sink.add(enriched(norm, br_sample("Temperature", float(i))))
-    sink.add(enriched(norm, br_sample("Temperature", 6.0), br_sample("Temperature", 7.0)))
+        sink.add(enriched(enricher, br_sample("Temperature", float(i))))
+    sink.add(enriched(enricher, br_sample("Temperature", 6.0), br_sample("Temperature", 7.0)))
     assert sink.stats()["dropped_queue_full"] == 3
     assert sink.stats()["queue_depth"] == 5
     async with sink:
@@ -352,19 +359,19 @@ async def test_full_queue_drops_the_oldest(
 async def test_broker_loss_is_counted_and_the_sink_keeps_running(
     own_broker: Mosquitto, model: PlantModel, ns: str
 ) -> None:
-    norm = normalizer(model, ns)
+    enricher = pilot_enricher(model)
     config = RepublishConfig(drain_timeout_s=1.0)
     async with (
         aiomqtt.Client(own_broker.host, own_broker.port) as client,
-        RepublishSink(client.publish, norm, config) as sink,
+        RepublishSink(client.publish, EventEncoder(ns), config) as sink,
     ):
-        sink.add(enriched(norm, br_sample("Temperature", 1.0)))
+        sink.add(enriched(enricher, br_sample("Temperature", 1.0)))
         await sink.flush()
         assert sink.stats()["published"] == 1
         own_broker.stop()
         await asyncio.sleep(0.3)
         for i in range(3):
-            sink.add(enriched(norm, br_sample("Temperature", float(i)), br_sample("pH", 7.0)))
+            sink.add(enriched(enricher, br_sample("Temperature", float(i)), br_sample("pH", 7.0)))
             await asyncio.sleep(0)
         await sink.flush()
         stats = sink.stats()
@@ -379,18 +386,18 @@ async def test_broker_loss_is_counted_and_the_sink_keeps_running(
 async def test_broker_loss_with_handover_is_counted_and_bounded(
     own_broker: Mosquitto, model: PlantModel, ns: str
 ) -> None:
-    norm = normalizer(model, ns)
+    enricher = pilot_enricher(model)
     config = RepublishConfig(drain_timeout_s=1.0, max_queue=4)
     async with aiomqtt.Client(own_broker.host, own_broker.port) as client:
         handover = Handover(client)
-        async with RepublishSink(client.publish, norm, config, publish_nowait=handover) as sink:
+        async with RepublishSink(client.publish, EventEncoder(ns), config, publish_nowait=handover) as sink:
             await asyncio.sleep(0)
-            sink.add(enriched(norm, br_sample("Temperature", 1.0)))
+            sink.add(enriched(enricher, br_sample("Temperature", 1.0)))
             assert sink.stats()["published"] == 1
             own_broker.stop()
             await asyncio.sleep(0.3)
             for i in range(10):  # paho refuses (not connected): queued, drop-oldest beyond 4
-                sink.add(enriched(norm, br_sample("Temperature", float(i))))
+                sink.add(enriched(enricher, br_sample("Temperature", float(i))))
             assert (sink.stats()["queue_depth"], sink.stats()["dropped_queue_full"]) == (4, 6)
             await sink.flush()  # the awaited publish fails for each: counted, not retried
             stats = sink.stats()
@@ -405,18 +412,18 @@ async def test_publishing_resumes_when_the_broker_is_back(
     own_broker: Mosquitto, model: PlantModel, ns: str
 ) -> None:
     # The engine reconnects with a new client; the sink keeps one publish callable.
-    norm = normalizer(model, ns)
+    enricher = pilot_enricher(model)
     current: dict[str, aiomqtt.Client] = {}
 
     async def publish(topic: str, payload: bytes, qos: int, retain: bool) -> None:
         await current["client"].publish(topic, payload, qos, retain)
 
-    async with RepublishSink(publish, norm, RepublishConfig(drain_timeout_s=2.0)) as sink:
+    async with RepublishSink(publish, EventEncoder(ns), RepublishConfig(drain_timeout_s=2.0)) as sink:
         async with aiomqtt.Client(own_broker.host, own_broker.port) as first:
             current["client"] = first
             own_broker.stop()
             await asyncio.sleep(0.3)
-            sink.add(enriched(norm, br_sample("Temperature", 1.0)))
+            sink.add(enriched(enricher, br_sample("Temperature", 1.0)))
             await sink.flush()
             assert sink.stats()["errors"] == 1
         own_broker.start()
@@ -426,7 +433,7 @@ async def test_publishing_resumes_when_the_broker_is_back(
         ):
             await sub.subscribe(f"{ns}/#", qos=1)
             current["client"] = second
-            sink.add(enriched(norm, br_sample("Temperature", 2.0)))
+            sink.add(enriched(enricher, br_sample("Temperature", 2.0)))
             got = await receive(sub, 1)
             await sink.flush()
     assert got[0][1]["value"] == 2.0
@@ -438,12 +445,14 @@ async def test_publishing_resumes_when_the_broker_is_back(
 async def test_exit_accounts_for_every_event(
     model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
 ) -> None:
-    norm = normalizer(model, ns)
+    enricher = pilot_enricher(model)
     total = 5_000
-    sink = RepublishSink(client.publish, norm, RepublishConfig(drain_timeout_s=0.0, max_queue=4_000))
+    sink = RepublishSink(
+        client.publish, EventEncoder(ns), RepublishConfig(drain_timeout_s=0.0, max_queue=4_000)
+    )
     async with sink:
         for i in range(total):
-            sink.add(enriched(norm, br_sample("Temperature", float(i))))
+            sink.add(enriched(enricher, br_sample("Temperature", float(i))))
         await asyncio.sleep(0)
     stats = sink.stats()
     assert stats["dropped_queue_full"] == 1_000
@@ -453,9 +462,9 @@ async def test_exit_accounts_for_every_event(
 
 @integration
 async def test_disabled_sink_does_nothing(model: PlantModel, ns: str, client: aiomqtt.Client) -> None:
-    norm = normalizer(model, ns)
-    async with RepublishSink(client.publish, norm, RepublishConfig(enabled=False)) as sink:
-        sink.add(enriched(norm, br_sample("Temperature", 37.0)))
+    enricher = pilot_enricher(model)
+    async with RepublishSink(client.publish, EventEncoder(ns), RepublishConfig(enabled=False)) as sink:
+        sink.add(enriched(enricher, br_sample("Temperature", 37.0)))
         await sink.flush()
         assert sink.stats()["queue_depth"] == 0
         assert sink._task is None
@@ -529,10 +538,10 @@ def samples(draw: st.DrawFn, path: str | None = None) -> Sample:
 def test_encoded_event_is_byte_for_byte_json_of_event_json(sample: Sample) -> None:
     # the same (path, metric) comes back with other units, types and sources: the fragment
     # cache must notice; and an event that passes once must pass again from the cache
-    norm = Normalizer(PlantModel.empty(), ContextStore())
-    expected = REFERENCE.encode(norm.event_json(sample)).encode()
-    assert norm.encode_event(sample) == expected
-    assert norm.encode_event(sample) == expected
+    encoder = EventEncoder()
+    expected = REFERENCE.encode(encoder.event_json(sample)).encode()
+    assert encoder.encode_event(sample) == expected
+    assert encoder.encode_event(sample) == expected
 
 
 @given(
@@ -544,22 +553,22 @@ def test_encoded_device_event_is_byte_for_byte_json_of_device_event_json(
     path: str, data: st.DataObject
 ) -> None:
     group = data.draw(st.lists(samples(path), min_size=1, max_size=5))
-    norm = Normalizer(PlantModel.empty(), ContextStore())
-    expected = REFERENCE.encode(norm.device_event_json(group)).encode()
-    assert norm.encode_device_event(group) == expected
-    assert norm.encode_device_event(group) == expected
+    encoder = EventEncoder()
+    expected = REFERENCE.encode(encoder.device_event_json(group)).encode()
+    assert encoder.encode_device_event(group) == expected
+    assert encoder.encode_device_event(group) == expected
 
 
 def test_encoded_events_conform_and_name_their_fields(model: PlantModel) -> None:
-    norm = normalizer(model, "uns/v1")
+    encoder = EventEncoder("uns/v1")
     batch = enriched(
-        norm,
+        pilot_enricher(model),
         br_sample("Temperature", 37.5),
         br_sample("pH", float("nan"), ts=900, is_historical=True, quality=Quality.BAD),
     )
     first, second = batch.samples
     second.context = {"batch_id": "B-0"}  # an older value under an older context
-    event = json.loads(norm.encode_event(first))
+    event = json.loads(encoder.encode_event(first))
     EVENT.validate(event)
     assert list(event) == [
         "ts",
@@ -574,11 +583,11 @@ def test_encoded_events_conform_and_name_their_fields(model: PlantModel) -> None
         "context",
     ]
     assert (event["value"], event["unit"], event["context"]) == (37.5, "degC", {"batch_id": "B-1"})
-    device = json.loads(norm.encode_device_event(batch.samples))
+    device = json.loads(encoder.encode_device_event(batch.samples))
     DEVICE_EVENT.validate(device)
     assert (device["ts"], device["context"]) == (1_000, {"batch_id": "B-1"})
     assert "context" not in device["metrics"][0]
     assert device["metrics"][1]["context"] == {"batch_id": "B-0"}
     assert (device["metrics"][1]["value"], device["metrics"][1]["quality"]) == ("NaN", "bad")
     with pytest.raises(ValueError, match="at least one"):
-        norm.encode_device_event([])
+        encoder.encode_device_event([])

@@ -33,7 +33,7 @@ from pathlib import Path
 from types import NoneType
 from typing import Any, Final, TypeVar, get_args, get_type_hints
 
-from uns.core.normalize import check_prefix
+from uns.core.topics import check_prefix
 from uns.errors import ConfigError
 from uns.mqtt.settings import BrokerSettings, parse_broker_url
 

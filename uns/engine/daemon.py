@@ -19,6 +19,7 @@ from uns.core.model import PlantModel
 from uns.engine.plant import load_model
 from uns.engine.host import Engine
 from uns.errors import EngineError
+from uns.sinks.encoders import EventEncoder
 from uns.sinks.republish import RepublishConfig, RepublishSink
 
 __all__ = ["build_engine", "check_lake_path", "run_daemon"]
@@ -71,7 +72,7 @@ def build_engine(config: Config, *, model: PlantModel | None = None) -> Engine:
         engine.sinks.append(
             RepublishSink(
                 engine.publish,
-                engine.normalizer,
+                EventEncoder(engine.prefix),
                 RepublishConfig(
                     enabled=True,
                     mode=rp.mode,

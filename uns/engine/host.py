@@ -33,9 +33,9 @@ from typing import Any
 from uns.clock import now_ms
 from uns.config import Config
 from uns.core.context import ContextStore
+from uns.core.enrich import Enricher
 from uns.core.events import Batch, RebirthRequest, Rejected, SessionEventKind, Sink
 from uns.core.model import PlantModel
-from uns.core.normalize import Normalizer
 from uns.engine.status import Counters
 from uns.errors import (
     BrokerError,
@@ -79,7 +79,7 @@ class Engine:
         self.context = ContextStore(window_ms=int(config.context.window_hours * 3_600_000))
         self.model = model or PlantModel.empty()
         self.prefix = config.engine.prefix
-        self.normalizer = Normalizer(self.model, self.context, prefix=self.prefix)
+        self.enricher = Enricher(self.model, self.context)
         self.sinks: list[Sink] = list(sinks)
         self.counters = Counters()
         self.host_id = config.engine.host_id
@@ -136,7 +136,7 @@ class Engine:
 
     def _account(self, batch: Batch, rebirths: list[RebirthRequest]) -> None:
         if batch.samples or batch.catalog:
-            self.normalizer.enrich(batch)
+            self.enricher.enrich(batch)
         self.counters.metrics += len(batch.samples)
         self.counters.context_changes += len(batch.context)
         if batch.rejected:

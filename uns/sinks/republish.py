@@ -46,11 +46,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
-from uns.core.context import ContextStore
 from uns.core.events import Batch, Sample
-from uns.core.model import PlantModel
-from uns.core.normalize import Normalizer
 from uns.errors import ConfigError
+from uns.sinks.encoders import EventEncoder
 
 __all__ = ["PublishFn", "PublishNowaitFn", "RepublishConfig", "RepublishSink"]
 
@@ -126,14 +124,14 @@ class RepublishSink:
     def __init__(
         self,
         publish: PublishFn,
-        normalizer: Normalizer | None = None,
+        encoder: EventEncoder | None = None,
         config: RepublishConfig | None = None,
         *,
         publish_nowait: PublishNowaitFn | None = None,
     ) -> None:
         self._publish = publish
         self._publish_nowait = publish_nowait
-        self._normalizer = normalizer or Normalizer(PlantModel.empty(), ContextStore())
+        self._encoder = encoder or EventEncoder()
         self.config = config or RepublishConfig()
         # QoS 0 with a non-blocking client: add() publishes itself while nothing is queued
         self._direct = publish_nowait is not None and self.config.qos == 0
@@ -317,10 +315,10 @@ class RepublishSink:
                 backoff = 0.0
 
     def _encode(self, item: _Item) -> tuple[str, bytes]:
-        normalizer = self._normalizer
+        encoder = self._encoder
         if isinstance(item, Sample):
-            return normalizer.topic_for(item.path, item.metric), normalizer.encode_event(item)
-        return normalizer.device_topic(item[0].path), normalizer.encode_device_event(item)
+            return encoder.topic_for(item.path, item.metric), encoder.encode_event(item)
+        return encoder.device_topic(item[0].path), encoder.encode_device_event(item)
 
     async def _publish_sequentially(self, chunk: list[_Item]) -> int:
         """QoS 0: publish in order; returns the number that failed.
