@@ -193,7 +193,7 @@ async def lake_lag(lake: Path, interval: float, load_rows_per_s: int, seconds: f
                 seen.setdefault(mark, now)
             time.sleep(0.05)
 
-    async with LakeSink(lake, LakeConfig(commit_interval_s=interval)) as sink:
+    async with LakeSink(lake, LakeConfig(commit_interval=interval)) as sink:
         thread = threading.Thread(target=reader, daemon=True)
         thread.start()
         per_tick = max(1, load_rows_per_s // 10 // 10)  # batches per 100 ms

@@ -1,6 +1,7 @@
 """The uns lake: Delta/Parquet tables, a crash-safe writer and a DuckDB query layer.
 
-- :class:`LakeSink` / :class:`LakeConfig`: the engine's writer (a Sink with a write-ahead log).
+- :class:`LakeSink`: the engine's writer (a Sink with a write-ahead log); :class:`LakeConfig`,
+  its settings, is the config file's ``[lake]`` section (:class:`uns.config.LakeSection`).
 - :func:`connect`: a DuckDB connection with the lake's views over one consistent snapshot.
 - :class:`Lake`: maintenance (info, compact, vacuum) and a writer factory.
 

@@ -11,7 +11,7 @@ therefore: every row ``add`` accepted is in the WAL -- and survives a process
 crash -- unless the process dies in the same loop iteration in which ``add``
 accepted it (that iteration's messages, which were read from the socket in it
 and never acknowledged to anyone, are lost with the process, as is the
-engine's receive queue).  With ``fsync_interval_s = 0`` the write (and an
+engine's receive queue).  With ``fsync_interval = 0`` the write (and an
 fsync) happens inside ``add`` instead.
 
 A failed write keeps the rows in memory (accepted rows are never dropped),
@@ -20,11 +20,15 @@ and is retried by the ticker; ``flush`` writes pending rows first.
 
 In the background:
 
-- a ticker fsyncs open segments every ``fsync_interval_s`` (in a worker
-  thread) and seals the active segment once it is ``commit_interval_s`` old;
+- a ticker fsyncs open segments every ``fsync_interval`` (in a worker
+  thread) and seals the active segment once it is ``commit_interval`` old;
   ``commit_rows`` / ``segment_max_bytes`` seal it from ``add`` directly;
-- a committer commits sealed segments in number order, each in a worker
-  thread (:class:`lake.writer.DeltaWriter`), and deletes them after success.
+- a committer commits sealed segments in number order, in the commit worker
+  process or a worker thread (:mod:`lake.committers`), and deletes them after
+  success; between commits it compacts recent partitions (:mod:`lake.compaction`).
+
+The settings are the config file's ``[lake]`` section,
+:class:`uns.config.LakeSection` (``lake.LakeConfig`` is the same class).
 
 On start, segments left by a previous run are committed first (exactly once,
 see :mod:`lake.writer`).  When commits fail the committer retries with capped
@@ -38,107 +42,47 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Self, cast
+from typing import Self
 
+from lake.committers import Sealed, committer_for
+from lake.compaction import CompactionSchedule
 from lake.tables import PendingRows, TableColumns, column_count, empty_columns, extend_columns, plain_columns
 from lake.wal import CommitResult, SegmentFile, WalLock, encode_record, fsync_dir, list_segments
-from lake.worker import CommitWorker
+from uns.config import LakeSection
 from uns.core.events import Batch
-from uns.errors import ConfigError, LakeBackpressure, LakeError
-
-if TYPE_CHECKING:  # deltalake and pyarrow load only where commits run (see lake.worker)
-    from lake.writer import DeltaWriter
+from uns.errors import LakeBackpressure, LakeError
 
 __all__ = ["LakeConfig", "LakeSink", "wal_dir_for"]
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LakeConfig:
-    """Settings of a :class:`LakeSink` (see docs/lake.md for the trade-offs)."""
-
-    #: seal (and commit) the active WAL segment at this many rows ...
-    commit_rows: int = 50_000
-    #: ... or when it is this old, whichever comes first
-    commit_interval_s: float = 5.0
-    #: fsync the WAL this often; 0 = fsync inside every add() (slow, power-loss safe per batch)
-    fsync_interval_s: float = 1.0
-    #: beyond this many bytes of uncommitted WAL, add() raises LakeBackpressure
-    wal_max_bytes: int = 1 << 30
-    #: seal a segment at this size too (bounds the memory of one commit)
-    segment_max_bytes: int = 64 << 20
-    #: commit retry backoff: first delay, doubling up to the cap
-    retry_initial_s: float = 0.5
-    retry_max_s: float = 30.0
-    #: merge the small files of today's and yesterday's partitions this often (0 = never;
-    #: then run Lake.compact() yourself, or queries slow down as files pile up)
-    compact_interval_s: float = 120.0
-    #: distinguishes several writers of one lake (own WAL dir and app transaction ids)
-    writer_id: str = ""
-    #: where Delta commits run: "process" (a worker process: Arrow and Parquet do not
-    #: compete with the engine for the GIL) or "thread" (a worker thread of this process)
-    commit_worker: str = "process"
-    #: the worker process hands over to a fresh one once its RSS passes this (MiB; 0 = never):
-    #: deltalake's native memory grows with every commit and only a new process frees it
-    commit_worker_max_rss_mb: int = 256
-    #: the worker process runs this much nicer than the engine (0-19): commits are
-    #: batch work that can wait a moment; the engine's receive loop and republish cannot
-    commit_worker_nice: int = 10
-
-    def __post_init__(self) -> None:
-        checks = {
-            "commit_rows": self.commit_rows > 0,
-            "commit_interval_s": self.commit_interval_s > 0,
-            "fsync_interval_s": self.fsync_interval_s >= 0,
-            "wal_max_bytes": self.wal_max_bytes > 0,
-            "segment_max_bytes": self.segment_max_bytes > 0,
-            "retry_initial_s": 0 < self.retry_initial_s <= self.retry_max_s,
-            "compact_interval_s": self.compact_interval_s >= 0,
-            "commit_worker": self.commit_worker in ("process", "thread"),
-            "commit_worker_max_rss_mb": self.commit_worker_max_rss_mb >= 0,
-            "commit_worker_nice": 0 <= self.commit_worker_nice <= 19,
-            "writer_id": self.writer_id.replace("-", "").replace("_", "").isalnum() or not self.writer_id,
-        }
-        for key, ok in checks.items():
-            if not ok:
-                raise ConfigError(f"invalid lake setting {key}={getattr(self, key)!r}", key=f"lake.{key}")
+#: the lake package's name for the ``[lake]`` section (one class: :class:`uns.config.LakeSection`)
+LakeConfig = LakeSection
 
 
 def wal_dir_for(root: Path, writer_id: str = "") -> Path:
     return root / (f"_wal-{writer_id}" if writer_id else "_wal")
 
 
-@dataclass(slots=True)
-class _Sealed:
-    """A segment waiting for its commit (``file`` is None for one left by an earlier run)."""
-
-    number: int
-    path: Path
-    size: int
-    rows: int
-    file: SegmentFile | None
-    parts: list[TableColumns] | None = None  # its records' columns while in memory (else read from the file)
-
-
 class LakeSink:
-    """Sink protocol implementation writing to the lake at ``path`` (an async context manager)."""
+    """Sink protocol implementation writing to the lake at ``path`` (an async context manager,
+    used once).  ``config.path`` is where the daemon found ``path``; the sink writes where
+    it is told."""
 
     name = "lake"
 
-    def __init__(self, path: str | Path, config: LakeConfig | None = None) -> None:
+    def __init__(self, path: str | Path, config: LakeSection | None = None) -> None:
         self.root = Path(path)
-        self.config = config or LakeConfig()
+        self.config = config or LakeSection()
         self._wal_dir = wal_dir_for(self.root, self.config.writer_id)
         self._lock = WalLock(self._wal_dir)
-        self._writer: DeltaWriter | None = None  # the thread committer's (None with a worker process)
+        self._committer = committer_for(self.root, self.config)
+        self._compaction = CompactionSchedule(self._committer, self.config.compact_interval)
         self._active: SegmentFile | None = None
         # Rows accepted by add() and not yet in the WAL: the pending batches' objects, and
         # (after a failed write) the columns that write could not get into the file.
@@ -149,14 +93,11 @@ class LakeSink:
         self._write_error = ""
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._sealed: deque[_Sealed] = deque()
+        self._sealed: deque[Sealed] = deque()
         self._next_number = 0
         self._running = False
         self._stopping = False
-        self._closing = False  # the final flush began: no compaction from now on
-        self._compaction: asyncio.Future[object] | None = None  # one in the worker process
         self._tasks: list[asyncio.Task[None]] = []
-        self._worker: CommitWorker | None = None
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
         self._dir_dirty = False
@@ -169,11 +110,6 @@ class LakeSink:
         self._rows_committed = 0
         self._commits = 0
         self._segments_committed = 0
-        self._compactions = 0
-        self._compactions_abandoned = 0
-        self._compacting = False
-        self._compaction_s = 0.0
-        self._last_compaction = time.monotonic()
         self._segments_replayed = 0
         self._commit_errors = 0
         self._last_error = ""
@@ -191,25 +127,10 @@ class LakeSink:
         except OSError as exc:
             raise LakeError(f"cannot open the lake at {self.root}: {exc}") from exc
         try:
-            if self.config.commit_worker == "process":
-                self._worker = CommitWorker(
-                    self.root,
-                    self.config.writer_id,
-                    self.config.commit_worker_max_rss_mb,
-                    nice=self.config.commit_worker_nice,
-                )
-                await self._worker.start()
-                newest = int(await self._worker.call("open"))
-            else:
-                from lake.writer import DeltaWriter  # noqa: PLC0415 - see TYPE_CHECKING above
-
-                self._writer = DeltaWriter(self.root, self.config.writer_id)
-                newest = await asyncio.to_thread(self._writer.open_tables)
+            newest = await self._committer.open()
             await asyncio.to_thread(self._find_segments, newest)
         except BaseException as exc:
-            if self._worker is not None:
-                await self._worker.close()
-                self._worker = None
+            await self._committer.close()
             self._lock.release()
             if isinstance(exc, OSError):
                 raise LakeError(f"cannot open the lake at {self.root}: {exc}") from exc
@@ -230,7 +151,7 @@ class LakeSink:
         any table has recorded)."""
         for number, path in list_segments(self._wal_dir):
             size = path.stat().st_size
-            self._sealed.append(_Sealed(number, path, size, 0, None))
+            self._sealed.append(Sealed(number, path, size, 0, None))
             self._wal_bytes += size
             newest = max(newest, number)
         self._segments_replayed = len(self._sealed)
@@ -248,7 +169,7 @@ class LakeSink:
         if not self._running:
             return
         failure: LakeError | None = None
-        self._abandon_compaction()
+        self._compaction.close()  # the final flush must not wait for a compaction
         try:
             await self.flush()
         except LakeError as err:
@@ -284,8 +205,7 @@ class LakeSink:
             files.append(self._active)
             self._active = None
         await asyncio.to_thread(self._close_files, files)
-        if self._worker is not None:
-            await self._worker.close()
+        await self._committer.close()
         self._lock.release()
 
     @staticmethod
@@ -316,7 +236,7 @@ class LakeSink:
         if not count:
             return
         self._rows_added += count
-        if self.config.fsync_interval_s == 0:
+        if self.config.fsync_interval == 0:
             self._add_synced(count)
         elif not self._write_scheduled:
             self._write_scheduled = True
@@ -324,7 +244,7 @@ class LakeSink:
             self._loop.call_soon(self._write_pending)
 
     def _add_synced(self, count: int) -> None:
-        """``fsync_interval_s = 0``: write and fsync inside add().  Nothing else is pending
+        """``fsync_interval = 0``: write and fsync inside add().  Nothing else is pending
         here (a failed write makes add() refuse), so a failure refuses just this batch."""
         try:
             seg = self._write()
@@ -381,7 +301,7 @@ class LakeSink:
         self._unwritten = None
         self._write_error = ""
         self._wal_bytes += len(record)
-        if self._worker is None:  # the thread committer takes the columns from memory
+        if self._committer.keeps_columns:
             self._active_parts.append(columns)
         if seg.rows >= self.config.commit_rows or seg.size >= self.config.segment_max_bytes:
             self._seal()
@@ -389,7 +309,7 @@ class LakeSink:
 
     def _tick_s(self) -> float:
         cfg = self.config
-        return max(0.02, min(0.25, cfg.commit_interval_s / 4, cfg.fsync_interval_s / 2 or 0.25))
+        return max(0.02, min(0.25, cfg.commit_interval / 4, cfg.fsync_interval / 2 or 0.25))
 
     def _open_segment(self) -> SegmentFile:
         seg = SegmentFile(self._wal_dir, self._next_number)
@@ -407,15 +327,15 @@ class LakeSink:
             return
         # Keep the rows of at most two waiting segments in memory; a backlog (a sick
         # lake) is read back from the files, so memory stays bounded by the WAL on disk.
-        if self._worker is not None or sum(1 for s in self._sealed if s.parts is not None) >= 2:
+        if not self._committer.keeps_columns or sum(1 for s in self._sealed if s.parts is not None) >= 2:
             parts = None
-        self._sealed.append(_Sealed(seg.number, seg.path, seg.size, seg.rows, seg, parts))
+        self._sealed.append(Sealed(seg.number, seg.path, seg.size, seg.rows, seg, parts))
         self._wake.set()
 
     def _retry_after(self) -> float:
         if self._failing:
             return max(0.1, min(self.config.retry_max_s, self._retry_at - time.monotonic()))
-        return min(1.0, self.config.commit_interval_s)
+        return min(1.0, self.config.commit_interval)
 
     async def flush(self) -> None:
         """Commit everything added so far; raises LakeError if a commit attempt fails meanwhile
@@ -452,9 +372,9 @@ class LakeSink:
                 self._write_pending()  # retry the failed WAL write
             now = time.monotonic()
             seg = self._active
-            if seg is not None and seg.rows and now - seg.opened_at >= cfg.commit_interval_s:
+            if seg is not None and seg.rows and now - seg.opened_at >= cfg.commit_interval:
                 self._seal()
-            if cfg.fsync_interval_s > 0 and now - self._last_fsync >= cfg.fsync_interval_s:
+            if cfg.fsync_interval > 0 and now - self._last_fsync >= cfg.fsync_interval:
                 self._last_fsync = now
                 files = [s.file for s in self._sealed if s.file is not None and s.file.unsynced]
                 if self._active is not None and self._active.unsynced:
@@ -482,7 +402,7 @@ class LakeSink:
             head = self._sealed[0]
             started = time.monotonic()
             try:
-                result = await self._commit(head)
+                result = await self._committer.commit(head)
             except Exception as exc:  # LakeError, or a bug: either way retried, never dropped
                 error = exc if isinstance(exc, LakeError) else LakeError(f"commit failed: {exc!r}")
                 self._on_commit_error(error)
@@ -491,79 +411,9 @@ class LakeSink:
                 continue
             self._on_commit(head, result, time.monotonic() - started)
             self._notify()
-            await self._maybe_compact()
+            await self._compaction.maybe_run()  # between commits: never races our appends
 
-    async def _maybe_compact(self) -> None:
-        """Housekeeping between commits (same thread of work: never races our appends)."""
-        interval = self.config.compact_interval_s
-        if not interval or self._closing or self._stopping:
-            return
-        if time.monotonic() - self._last_compaction < interval:
-            return
-        started = self._last_compaction = time.monotonic()
-        since = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
-        self._compacting = True
-        try:
-            if self._writer is not None:
-                removed: int | None = await asyncio.to_thread(self._writer.compact_recent, since)
-            else:
-                removed = await self._compact_in_worker(since)
-        except LakeError as exc:
-            log.warning("lake: compaction failed (the data is safe; retried later): %s", exc)
-            return
-        finally:
-            self._compacting = False
-        if removed is None:  # abandoned by _abandon_compaction: the final flush is waiting
-            self._compactions_abandoned += 1
-            log.info("lake: compaction abandoned for the final flush (it runs again after a restart)")
-            return
-        self._compactions += 1
-        self._compaction_s = time.monotonic() - started
-        log.debug("lake: compacted %d small files in %.1f s", removed, self._compaction_s)
-
-    async def _compact_in_worker(self, since: dt.date) -> int | None:
-        """The worker process's compaction: files removed, or None when it was abandoned."""
-        assert self._worker is not None
-        task = self._compaction = asyncio.ensure_future(self._worker.call("compact", since))
-        try:
-            await asyncio.wait([task])
-        finally:
-            self._compaction = None
-            task.cancel()  # a no-op once done; if we were cancelled, so is it
-        return None if task.cancelled() else int(cast("int", task.result()))
-
-    def _abandon_compaction(self) -> None:
-        """No compaction from now on, and stop the one in progress in the worker process:
-        at shutdown the final flush must not wait for it.  Killing the worker is safe:
-        Delta commits a compaction atomically or not at all (a half-written file stays
-        unreferenced and the next compaction starts over).  A worker thread cannot be
-        stopped: with ``commit_worker = "thread"`` the flush waits."""
-        self._closing = True
-        if self._compaction is not None:
-            self._compaction.cancel()
-
-    async def _commit(self, seg: _Sealed) -> CommitResult:
-        if self._worker is None:
-            return await asyncio.to_thread(self._commit_blocking, seg)
-        await asyncio.to_thread(self._close_segment, seg)
-        result = await self._worker.call("commit", seg.number, str(seg.path))
-        assert isinstance(result, CommitResult)
-        return result
-
-    @staticmethod
-    def _close_segment(seg: _Sealed) -> None:
-        if seg.file is not None:
-            try:
-                seg.file.close()  # fsyncs: a segment that waits for a sick lake must survive power loss
-            except OSError as exc:
-                raise LakeError(f"cannot close WAL segment {seg.path.name}: {exc}") from exc
-
-    def _commit_blocking(self, seg: _Sealed) -> CommitResult:
-        assert self._writer is not None
-        self._close_segment(seg)
-        return self._writer.commit_segment(seg.number, seg.path, seg.parts)
-
-    def _on_commit(self, seg: _Sealed, result: CommitResult, seconds: float) -> None:
+    def _on_commit(self, seg: Sealed, result: CommitResult, seconds: float) -> None:
         self._sealed.popleft()
         if self._failing:
             log.info("lake: commits work again (%d error(s) so far)", self._commit_errors)
@@ -610,6 +460,7 @@ class LakeSink:
         WAL absorbing) or ``full`` (WAL at its bound, add() raises LakeBackpressure)."""
         pending_rows = sum(s.rows for s in self._sealed) + (self._active.rows if self._active else 0)
         pending_rows += self._pending.rows + sum(map(column_count, self._unwritten or ()))
+        worker_pid, worker_restarts, worker_recycled = self._committer.worker_stats()
         return {
             "state": self.state,
             "rows_added": self._rows_added,
@@ -618,10 +469,10 @@ class LakeSink:
             "commits": self._commits,
             "segments_committed": self._segments_committed,
             "segments_replayed": self._segments_replayed,
-            "compactions": self._compactions,
-            "compacting": self._compacting,
-            "compactions_abandoned": self._compactions_abandoned,
-            "last_compaction_s": round(self._compaction_s, 2),
+            "compactions": self._compaction.done,
+            "compacting": self._compaction.running,
+            "compactions_abandoned": self._compaction.abandoned,
+            "last_compaction_s": round(self._compaction.last_s, 2),
             "commit_errors": self._commit_errors,
             "last_error": self._last_error,
             "wal_bytes": self._wal_bytes,
@@ -631,9 +482,9 @@ class LakeSink:
             "backpressure": self._backpressure,
             "torn_bytes_ignored": self._torn_bytes,
             "commit_worker": self.config.commit_worker,
-            "commit_worker_pid": self._worker.pid if self._worker else 0,
-            "commit_worker_restarts": self._worker.deaths if self._worker else 0,
-            "commit_worker_recycled": self._worker.recycled if self._worker else 0,
+            "commit_worker_pid": worker_pid,
+            "commit_worker_restarts": worker_restarts,
+            "commit_worker_recycled": worker_recycled,
             "retry_in_s": round(max(0.0, self._retry_at - time.monotonic()), 2) if self._failing else 0.0,
         }
 

@@ -69,7 +69,7 @@ def deterministic_batch(i: int, samples: int = SAMPLES_PER_BATCH) -> Batch:
 
 
 async def _write(lake: str, start: int, count: int, interval: float, fsync: float) -> None:
-    config = LakeConfig(commit_interval_s=interval, commit_rows=2_000, fsync_interval_s=fsync)
+    config = LakeConfig(commit_interval=interval, commit_rows=2_000, fsync_interval=fsync)
     async with LakeSink(lake, config) as sink:
         group: list[int] = []
         for i in range(start, start + count):

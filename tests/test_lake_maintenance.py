@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 async def fill(lake: Path, batches: range, *, commits: int) -> None:
     """Write ``batches`` in ``commits`` separate commits (many small files)."""
     per = max(1, len(batches) // commits)
-    async with LakeSink(lake, LakeConfig(commit_interval_s=60)) as sink:
+    async with LakeSink(lake, LakeConfig(commit_interval=60)) as sink:
         for n, i in enumerate(batches):
             sink.add(deterministic_batch(i))
             if n % per == per - 1:
@@ -102,7 +102,7 @@ async def test_readers_see_growing_duplicate_free_snapshots_during_writes_and_co
 ) -> None:
     lake = tmp_path / "lake"
     total = 0
-    async with LakeSink(lake, LakeConfig(commit_interval_s=0.05)) as sink:
+    async with LakeSink(lake, LakeConfig(commit_interval=0.05)) as sink:
         reader = await asyncio.create_subprocess_exec(
             *[sys.executable, "-m", "tests.lake_crash_child", "read", str(lake), "4.0"],
             cwd=ROOT,
@@ -145,7 +145,7 @@ async def test_readers_see_growing_duplicate_free_snapshots_during_writes_and_co
 async def test_the_writer_compacts_recent_partitions_itself(tmp_path: Path) -> None:
     now = int(time.time() * 1000)
     today = dt.datetime.fromtimestamp(now / 1000, dt.UTC).date()
-    config = LakeConfig(commit_interval_s=60, compact_interval_s=0.3)
+    config = LakeConfig(commit_interval=60, compact_interval=0.3)
     async with LakeSink(tmp_path, config) as sink:
         for i in range(12):
             batch = deterministic_batch(i)

@@ -22,7 +22,7 @@ from uns.errors import ConfigError, LakeBackpressure, LakeError
 from uns.sparkplug.datatypes import DataType
 from uns.sparkplug.payload import DataSet, Metric, Parameter, Template
 
-FAST = LakeConfig(commit_interval_s=0.05, retry_initial_s=0.05, retry_max_s=0.2)
+FAST = LakeConfig(commit_interval=0.05, retry_initial_s=0.05, retry_max_s=0.2)
 
 # Every datatype with its awkward values; None is a null of that datatype.
 VALUES: list[tuple[DataType, Any]] = [
@@ -222,7 +222,7 @@ async def test_views_have_contract_columns_once_written(tmp_path: Path) -> None:
 
 
 async def test_flush_makes_everything_queryable_and_stats_add_up(tmp_path: Path) -> None:
-    config = LakeConfig(commit_interval_s=60, commit_rows=1_000)
+    config = LakeConfig(commit_interval=60, commit_rows=1_000)
     async with LakeSink(tmp_path, config) as sink:
         for i in range(500):
             sink.add(deterministic_batch(i))
@@ -246,7 +246,7 @@ async def test_flush_makes_everything_queryable_and_stats_add_up(tmp_path: Path)
 
 
 async def test_segments_roll_on_time_without_flush(tmp_path: Path) -> None:
-    async with LakeSink(tmp_path, LakeConfig(commit_interval_s=0.1)) as sink:
+    async with LakeSink(tmp_path, LakeConfig(commit_interval=0.1)) as sink:
         sink.add(deterministic_batch(0))
         await wait_for(lambda: sink.stats()["rows_committed"] != 0)
         assert sink.stats()["rows_committed"] == SAMPLES_PER_BATCH + 4  # + one row in every other table
@@ -363,7 +363,7 @@ async def test_shutdown_while_the_lake_is_broken_keeps_the_rows_for_the_next_sta
 
 
 async def test_backpressure_beyond_the_wal_bound_then_recovery(tmp_path: Path) -> None:
-    config = LakeConfig(commit_interval_s=0.05, wal_max_bytes=40_000, retry_initial_s=0.05, retry_max_s=0.1)
+    config = LakeConfig(commit_interval=0.05, wal_max_bytes=40_000, retry_initial_s=0.05, retry_max_s=0.1)
     accepted = 0
     async with LakeSink(tmp_path, config) as sink:
         aside = break_table(tmp_path, "measurements")

@@ -38,7 +38,7 @@ def lake_rows(lake: Path) -> tuple[int, int]:
 
 
 async def test_commits_run_in_a_worker_process(tmp_path: Path) -> None:
-    async with LakeSink(tmp_path, LakeConfig(commit_interval_s=0.05)) as sink:
+    async with LakeSink(tmp_path, LakeConfig(commit_interval=0.05)) as sink:
         await wait_for(lambda: int(sink.stats()["commit_worker_pid"]) != 0, within_s=30)
         pid = int(sink.stats()["commit_worker_pid"])
         assert pid != os.getpid()
@@ -54,7 +54,7 @@ async def test_commits_run_in_a_worker_process(tmp_path: Path) -> None:
 
 
 async def test_a_killed_worker_is_restarted_and_nothing_is_lost_or_doubled(tmp_path: Path) -> None:
-    config = LakeConfig(commit_interval_s=0.02, commit_rows=200, retry_initial_s=0.05, retry_max_s=0.2)
+    config = LakeConfig(commit_interval=0.02, commit_rows=200, retry_initial_s=0.05, retry_max_s=0.2)
     async with LakeSink(tmp_path, config) as sink:
         await wait_for(lambda: int(sink.stats()["commit_worker_pid"]) != 0, within_s=30)
         batch = 0
@@ -77,7 +77,7 @@ async def test_a_killed_worker_is_restarted_and_nothing_is_lost_or_doubled(tmp_p
 
 
 async def test_a_worker_past_its_memory_bound_hands_over_to_a_fresh_one(tmp_path: Path) -> None:
-    config = LakeConfig(commit_interval_s=0.02, commit_rows=100, commit_worker_max_rss_mb=1)
+    config = LakeConfig(commit_interval=0.02, commit_rows=100, commit_worker_max_rss_mb=1)
     async with LakeSink(tmp_path, config) as sink:
         for i in range(120):
             sink.add(deterministic_batch(i))
@@ -95,7 +95,7 @@ async def test_a_worker_past_its_memory_bound_hands_over_to_a_fresh_one(tmp_path
 async def test_sigint_and_sigterm_leave_the_worker_to_the_engine(tmp_path: Path) -> None:
     """Ctrl-C reaches the whole process group and systemd's stop the whole cgroup: the
     worker must stay until the engine's final flush is done."""
-    async with LakeSink(tmp_path, LakeConfig(commit_interval_s=0.05)) as sink:
+    async with LakeSink(tmp_path, LakeConfig(commit_interval=0.05)) as sink:
         sink.add(deterministic_batch(0))
         await sink.flush()  # the worker is up (its signal handlers are set before it serves)
         pid = int(sink.stats()["commit_worker_pid"])
@@ -141,7 +141,7 @@ async def test_shutdown_abandons_a_compaction_in_progress(
     monkeypatch.setenv("UNS_LAKE_TEST_HOOK", f"compact_sleep:{pause}")
     if commit_worker == "thread":
         monkeypatch.setattr("lake.writer._TEST_HOOK", f"compact_sleep:{pause}")
-    config = LakeConfig(commit_interval_s=60, compact_interval_s=0.01, commit_worker=commit_worker)
+    config = LakeConfig(commit_interval=60, compact_interval=0.01, commit_worker=commit_worker)
     sink = LakeSink(tmp_path, config)
     async with sink:
         sink.add(deterministic_batch(0))
@@ -198,7 +198,7 @@ async def test_the_thread_committer_writes_the_same_lake(tmp_path: Path) -> None
     lakes = {}
     for worker in ("thread", "process"):
         lake = tmp_path / worker
-        async with LakeSink(lake, LakeConfig(commit_interval_s=0.05, commit_worker=worker)) as sink:
+        async with LakeSink(lake, LakeConfig(commit_interval=0.05, commit_worker=worker)) as sink:
             for i in range(300):
                 sink.add(deterministic_batch(i))
                 if i % 25 == 0:

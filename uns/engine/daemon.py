@@ -12,12 +12,12 @@ import sys
 import time
 from pathlib import Path
 
-from lake import LakeConfig, LakeSink
+from lake import LakeSink
 from uns.config import Config
 from uns.core.events import Sink
 from uns.core.model import PlantModel
-from uns.engine.plant import load_model
 from uns.engine.host import Engine
+from uns.engine.plant import load_model
 from uns.errors import EngineError
 from uns.sinks.encoders import EventEncoder
 from uns.sinks.republish import RepublishConfig, RepublishSink
@@ -48,24 +48,7 @@ def build_engine(config: Config, *, model: PlantModel | None = None) -> Engine:
         model = load_model(config.engine.model) if config.engine.model else PlantModel.empty()
     sinks: list[Sink] = []
     if config.lake.path:
-        lake_dir = check_lake_path(config.lake.path)
-        lc = config.lake
-        sinks.append(
-            LakeSink(
-                lake_dir,
-                LakeConfig(
-                    commit_rows=lc.commit_rows,
-                    commit_interval_s=lc.commit_interval,
-                    fsync_interval_s=lc.fsync_interval,
-                    wal_max_bytes=lc.wal_max_bytes,
-                    compact_interval_s=lc.compact_interval,
-                    writer_id=lc.writer_id,
-                    commit_worker=lc.commit_worker,
-                    commit_worker_max_rss_mb=lc.commit_worker_max_rss_mb,
-                    commit_worker_nice=lc.commit_worker_nice,
-                ),
-            )
-        )
+        sinks.append(LakeSink(check_lake_path(config.lake.path), config.lake))
     engine = Engine(config, sinks=sinks, model=model)
     rp = config.republish
     if rp.enabled:

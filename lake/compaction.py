@@ -1,0 +1,68 @@
+"""The lake writer's own compaction of recent partitions (``lake.compact_interval``).
+
+The writer commits one small file per table every ``commit_interval``; left
+alone, today's partition grows thousands of them and queries slow down.  So
+every ``compact_interval`` seconds (0 = never: then run ``uns lake compact``)
+the sink's committer task, between two commits, merges the small files of
+today's and yesterday's partitions (:meth:`lake.writer.DeltaWriter.compact_recent`).
+It runs in the committer's own line of work, so it never races the sink's
+appends.  At shutdown :meth:`CompactionSchedule.close` abandons one in
+progress where that is possible (see :mod:`lake.committers`), so that the final
+flush does not wait for it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+
+from lake.committers import Committer
+from uns.errors import LakeError
+
+__all__ = ["CompactionSchedule"]
+
+log = logging.getLogger("lake.sink")  # one logger for the writer's messages
+
+
+class CompactionSchedule:
+    """Runs the committer's compaction at most every ``interval_s`` seconds (0 = never)."""
+
+    def __init__(self, committer: Committer, interval_s: float) -> None:
+        self._committer = committer
+        self._interval_s = interval_s
+        self._closed = False
+        self._last = time.monotonic()
+        self.running = False
+        self.done = 0
+        self.abandoned = 0
+        self.last_s = 0.0  # how long the last completed one took
+
+    async def maybe_run(self) -> None:
+        """Compact if the interval has passed (call between commits)."""
+        if not self._interval_s or self._closed:
+            return
+        if time.monotonic() - self._last < self._interval_s:
+            return
+        started = self._last = time.monotonic()
+        since = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+        self.running = True
+        try:
+            removed = await self._committer.compact(since)
+        except LakeError as exc:
+            log.warning("lake: compaction failed (the data is safe; retried later): %s", exc)
+            return
+        finally:
+            self.running = False
+        if removed is None:  # abandoned by close(): the final flush is waiting
+            self.abandoned += 1
+            log.info("lake: compaction abandoned for the final flush (it runs again after a restart)")
+            return
+        self.done += 1
+        self.last_s = time.monotonic() - started
+        log.debug("lake: compacted %d small files in %.1f s", removed, self.last_s)
+
+    def close(self) -> None:
+        """No compaction from now on, and abandon the one in progress if the committer can."""
+        self._closed = True
+        self._committer.abandon_compaction()
