@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import tomllib
+import typing
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from uns.config import config_json_schema, load_config
+from uns.config import (
+    SECTIONS,
+    BrokerSection,
+    ContextSection,
+    EngineSection,
+    LakeSection,
+    RepublishSection,
+    SparkplugSection,
+    config_json_schema,
+    file_keys,
+    key_type,
+    load_config,
+)
 from uns.errors import ConfigError
 from uns.mqtt.settings import Backoff, parse_broker_url
 
@@ -126,3 +142,138 @@ def test_lake_compaction_can_be_turned_off_but_not_negative() -> None:
     assert load_config(None, env={"UNS_LAKE_COMPACT_INTERVAL": "0"}).lake.compact_interval == 0
     with pytest.raises(ConfigError, match="compact_interval"):
         load_config(None, env={"UNS_LAKE_COMPACT_INTERVAL": "-1"})
+
+
+# --- one config: the file, the schema and the section classes agree -------------------------
+
+
+def _file_fields() -> dict[str, dict[str, dataclasses.Field[Any]]]:
+    return {name: {f.name: f for f in file_keys(cls)} for name, cls in SECTIONS.items()}
+
+
+def test_every_example_key_is_a_section_field_and_every_field_is_in_the_example() -> None:
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "examples" / "uns.toml").read_text()
+    example = tomllib.loads(text)
+    # keys commented out in the example (secrets, TLS files) count as present: "# key = ..."
+    commented = {
+        (section, key)
+        for section, body in re.findall(r"^\[(\w+)\]\n(.*?)(?=^\[|\Z)", text, flags=re.M | re.S)
+        for key in re.findall(r"^# (\w+) = ", body, flags=re.M)
+    }
+    fields = _file_fields()
+    assert list(example) == list(fields), "sections, in the same order"
+    for section, keys in fields.items():
+        present = set(example[section]) | {k for s, k in commented if s == section}
+        assert present == set(keys), f"[{section}] in examples/uns.toml"
+        for key, value in example[section].items():
+            base, _ = key_type(_hints(section)[key])
+            assert isinstance(value, base) and not (base is int and isinstance(value, bool)), (
+                f"{section}.{key} = {value!r} is not {base.__name__}"
+            )
+
+
+def _hints(section: str) -> dict[str, Any]:
+    return typing.get_type_hints(SECTIONS[section])
+
+
+def test_every_schema_key_matches_a_section_field_with_its_type_and_default() -> None:
+    root = Path(__file__).resolve().parent.parent
+    schema = json.loads((root / "schemas" / "config.schema.json").read_text())
+    fields = _file_fields()
+    assert list(schema["properties"]) == list(fields)
+    json_type = {bool: "boolean", int: "integer", float: "number", str: "string"}
+    for section, keys in fields.items():
+        props = schema["properties"][section]["properties"]
+        assert list(props) == list(keys), f"schema keys of [{section}]"
+        defaults = SECTIONS[section]()
+        for key, spec in props.items():
+            base, optional = key_type(_hints(section)[key])
+            assert spec["type"] == ([json_type[base], "null"] if optional else json_type[base]), (
+                f"{section}.{key}"
+            )
+            default = getattr(defaults, key)
+            assert spec.get("default") == default, f"default of {section}.{key}"
+            assert keys[key].default == default  # the field's own default: the only one
+
+
+def test_tuning_fields_are_not_config_keys() -> None:
+    lake_keys = {f.name for f in file_keys(LakeSection)}
+    assert {"segment_max_bytes", "retry_initial_s", "retry_max_s"}.isdisjoint(lake_keys)
+    assert "segment_max_bytes" in {f.name for f in dataclasses.fields(LakeSection)}
+    with pytest.raises(ConfigError, match=r"unknown setting 'lake\.retry_max_s'"):
+        load_config(env={"UNS_LAKE_RETRY_MAX_S": "1"})
+    assert "retry_max_s" not in load_config(env={}).to_dict()["lake"]
+    with pytest.raises(ConfigError, match=r"lake\.retry_initial_s"):
+        LakeSection(retry_initial_s=5.0, retry_max_s=1.0)
+
+
+def test_the_lake_package_config_is_the_lake_section() -> None:
+    import lake  # noqa: PLC0415 - the package loads its names lazily
+
+    assert lake.LakeConfig is LakeSection
+
+
+@pytest.mark.parametrize(
+    ("section", "values", "key"),
+    [
+        (BrokerSection, {"url": "tcp://h"}, "broker.url"),
+        (EngineSection, {"host_id": "a/b"}, "engine.host_id"),
+        (EngineSection, {"prefix": "uns/+"}, "engine.prefix"),
+        (EngineSection, {"on_reconnect": "never"}, "engine.on_reconnect"),
+        (EngineSection, {"log_level": "loud"}, "engine.log_level"),
+        (EngineSection, {"status_interval": 0.0}, "engine.status_interval"),
+        (SparkplugSection, {"reorder_timeout_ms": -1}, "sparkplug.reorder_timeout_ms"),
+        (SparkplugSection, {"rebirth_min_interval_ms": -1}, "sparkplug.rebirth_min_interval_ms"),
+        (SparkplugSection, {"max_reorder_buffer": -1}, "sparkplug.max_reorder_buffer"),
+        (RepublishSection, {"qos": 3}, "republish.qos"),
+        (RepublishSection, {"mode": "batch"}, "republish.mode"),
+        (RepublishSection, {"max_queue": 0}, "republish.max_queue"),
+        (RepublishSection, {"max_in_flight": 0}, "republish.max_in_flight"),
+        (RepublishSection, {"drain_timeout_s": -1.0}, "republish.drain_timeout_s"),
+        (LakeSection, {"commit_rows": 0}, "lake.commit_rows"),
+        (LakeSection, {"commit_interval": 0.0}, "lake.commit_interval"),
+        (LakeSection, {"fsync_interval": -1.0}, "lake.fsync_interval"),
+        (LakeSection, {"wal_max_bytes": 0}, "lake.wal_max_bytes"),
+        (LakeSection, {"compact_interval": -1.0}, "lake.compact_interval"),
+        (LakeSection, {"writer_id": "../x"}, "lake.writer_id"),
+        (LakeSection, {"segment_max_bytes": 0}, "lake.segment_max_bytes"),
+        (ContextSection, {"window_hours": 0.0}, "context.window_hours"),
+    ],
+)
+def test_each_section_validates_itself(section: type, values: dict[str, Any], key: str) -> None:
+    """The section's constructor is the one place of validation, for the file and for code."""
+    with pytest.raises(ConfigError) as info:
+        section(**values)
+    assert info.value.key == key
+    assert key in str(info.value) or section is BrokerSection  # its message: "bad broker URL ..."
+
+
+def test_sections_are_frozen() -> None:
+    cfg = load_config(env={})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.lake.commit_rows = 1  # type: ignore[misc]
+
+
+def test_include_transient_has_one_default() -> None:
+    """The default `uns run` used (true) is the section's, and the sink reads the section."""
+    assert RepublishSection().include_transient is True
+    assert load_config(env={}).republish == RepublishSection()
+
+
+def test_key_types_come_from_the_annotations() -> None:
+    assert key_type(bool) == (bool, False)
+    assert key_type(str | None) == (str, True)
+    assert key_type(typing.Optional[int]) == (int, True)  # noqa: UP045 - the other spelling
+    with pytest.raises(TypeError):
+        key_type(list[str])
+    with pytest.raises(TypeError):
+        key_type(int | str)
+    # "interval" contains "int": a float key must not be read as an integer
+    assert load_config(env={"UNS_LAKE_COMMIT_INTERVAL": "2.5"}).lake.commit_interval == 2.5
+
+
+def test_print_config_shows_no_password_in_the_repr() -> None:
+    cfg = load_config(env={"UNS_BROKER": "mqtt://u:s3cret@h", "UNS_BROKER_PASSWORD": "other"})
+    assert "s3cret" not in repr(cfg)
+    assert "other" not in repr(cfg)

@@ -30,8 +30,8 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import NoneType
-from typing import Any, Final, TypeVar, get_args, get_type_hints
+from types import NoneType, UnionType
+from typing import Any, Final, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from uns.core.topics import check_prefix
 from uns.errors import ConfigError
@@ -296,9 +296,15 @@ _SCALARS: Final[Mapping[type, str]] = {bool: "boolean", int: "integer", float: "
 
 def key_type(hint: Any) -> tuple[type, bool]:
     """``(bool | int | float | str, optional)`` for a section field's annotation."""
-    args = get_args(hint)
+    origin = get_origin(hint)
+    if origin is Union or origin is UnionType:  # Optional[X] / X | None
+        args = get_args(hint)
+    elif origin is None:  # a plain type
+        args = (hint,)
+    else:  # a generic (list[str], ...): not a config type
+        args = ()
     optional = NoneType in args
-    rest = [a for a in args if a is not NoneType] if args else [hint]
+    rest = [a for a in args if a is not NoneType]
     if len(rest) != 1 or rest[0] not in _SCALARS:
         raise TypeError(f"config fields are bool, int, float or str (or ... | None), not {hint!r}")
     return rest[0], optional
