@@ -44,13 +44,14 @@ from typing import Any
 import aiomqtt
 
 from benchmarks.procs import Subscriber
+from uns.config import RepublishSection
 from uns.core.context import ContextStore
 from uns.core.enrich import Enricher
 from uns.core.events import Batch, ContextChange, Sample
 from uns.engine.plant import load_model
 from uns.mqtt.mosquitto import running_mosquitto
 from uns.sinks.encoders import EventEncoder
-from uns.sinks.republish import PublishNowaitFn, RepublishConfig, RepublishSink
+from uns.sinks.republish import PublishNowaitFn, RepublishSink
 from uns.sparkplug.datatypes import DataType
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,7 +141,7 @@ async def sink_cpu_us(encoder: EventEncoder, batches: list[Batch], mode: str, *,
 
     best = float("inf")
     for _ in range(3):
-        config = RepublishConfig(mode=mode, max_queue=10**7, drain_timeout_s=600.0)
+        config = RepublishSection(mode=mode, max_queue=10**7, drain_timeout_s=600.0)
         fast: PublishNowaitFn | None = publish_nowait if nowait else None
         async with RepublishSink(publish, encoder, config, publish_nowait=fast) as sink:
             await asyncio.sleep(0)
@@ -186,7 +187,7 @@ async def throughput(
                     return
 
         counter = asyncio.create_task(count(), name="bench-subscriber")
-        config = RepublishConfig(
+        config = RepublishSection(
             mode=mode, max_in_flight=in_flight or 8, drain_timeout_s=600.0, max_queue=10**7
         )
         nowait = paho_nowait(pub) if in_flight is None else None
@@ -248,7 +249,7 @@ async def latency(
     per_tick = rate * tick_s / batch_size  # messages (batches) per tick, fractional
     sent = 0
     async with aiomqtt.Client(host, port) as pub:
-        config = RepublishConfig(mode=mode, drain_timeout_s=60.0)
+        config = RepublishSection(mode=mode, drain_timeout_s=60.0)
         async with RepublishSink(pub.publish, encoder, config, publish_nowait=paho_nowait(pub)) as sink:
             cpu = time.process_time()
             start = time.monotonic()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,15 +16,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from uns.config import RepublishSection
 from uns.core.context import ContextStore
 from uns.core.enrich import Enricher
 from uns.core.events import Batch, ContextChange, Quality, Sample
 from uns.core.model import PlantModel
 from uns.engine.plant import load_model
-from uns.errors import ConfigError
 from uns.mqtt.mosquitto import Mosquitto
 from uns.sinks.encoders import EventEncoder
-from uns.sinks.republish import RepublishConfig, RepublishSink
+from uns.sinks.republish import RepublishSink
 from uns.sparkplug.datatypes import DataType
 from uns.sparkplug.payload import DataSet
 
@@ -115,14 +116,15 @@ async def test_metric_mode_one_event_per_sample(
     model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
 ) -> None:
     enricher = pilot_enricher(model)
-    async with RepublishSink(client.publish, EventEncoder(ns)) as sink:
+    config = RepublishSection(include_transient=False)
+    async with RepublishSink(client.publish, EventEncoder(ns), config) as sink:
         sink.add(
             enriched(
                 enricher,
                 br_sample("Temperature", 37.1),
                 br_sample("Headspace/Pressure", 12.0),
                 br_sample("pH", 7.0, is_historical=True),  # not republished by default
-                br_sample("DO", 40.0, is_transient=True),  # nor this
+                br_sample("DO", 40.0, is_transient=True),  # nor this, with include_transient=False
             )
         )
         await sink.flush()
@@ -153,7 +155,7 @@ async def test_device_mode_one_event_per_message_and_path(
     model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
 ) -> None:
     enricher = pilot_enricher(model)
-    config = RepublishConfig(mode="device", include_historical=True)
+    config = RepublishSection(mode="device", include_historical=True)
     async with RepublishSink(client.publish, EventEncoder(ns), config) as sink:
         sink.add(
             enriched(
@@ -184,7 +186,7 @@ async def test_order_is_kept_under_load(
     enricher = pilot_enricher(model)
     count = 2_000
     nowait = Handover(client) if handover else None
-    config = RepublishConfig() if handover else RepublishConfig(max_in_flight=64)
+    config = RepublishSection() if handover else RepublishSection(max_in_flight=64)
     async with RepublishSink(client.publish, EventEncoder(ns), config, publish_nowait=nowait) as sink:
         for i in range(count):
             sink.add(enriched(enricher, br_sample("Temperature", float(i), ts=i)))
@@ -203,7 +205,7 @@ async def test_qos0_events_are_handed_over_inside_add(
     enricher = pilot_enricher(model)
     handover = Handover(client)
     async with RepublishSink(
-        client.publish, EventEncoder(ns), RepublishConfig(mode=mode), publish_nowait=handover
+        client.publish, EventEncoder(ns), RepublishSection(mode=mode), publish_nowait=handover
     ) as sink:
         await asyncio.sleep(0)
         sink.add(enriched(enricher, br_sample("Temperature", 1.0), br_sample("pH", 7.0)))
@@ -253,7 +255,7 @@ async def test_refused_handover_fills_the_queue_and_drops_the_oldest(
     enricher = pilot_enricher(model)
     handover = Handover(client)
     handover.refuse = True
-    config = RepublishConfig(max_queue=3)
+    config = RepublishSection(max_queue=3)
     async with RepublishSink(client.publish, EventEncoder(ns), config, publish_nowait=handover) as sink:
         await asyncio.sleep(0)
         for i in range(5):  # no await: the task cannot drain meanwhile
@@ -288,7 +290,7 @@ async def test_qos1_never_takes_the_handover(
     enricher = pilot_enricher(model)
     handover = Handover(client)
     async with RepublishSink(
-        client.publish, EventEncoder(ns), RepublishConfig(qos=1), publish_nowait=handover
+        client.publish, EventEncoder(ns), RepublishSection(qos=1), publish_nowait=handover
     ) as sink:
         sink.add(enriched(enricher, br_sample("Temperature", 1.0)))
         assert sink.stats()["queue_depth"] == 1
@@ -303,7 +305,7 @@ async def test_retained_qos1_events_reach_late_subscribers(
     broker: Mosquitto, model: PlantModel, ns: str, client: aiomqtt.Client
 ) -> None:
     enricher = pilot_enricher(model)
-    async with RepublishSink(client.publish, EventEncoder(ns), RepublishConfig(qos=1, retain=True)) as sink:
+    async with RepublishSink(client.publish, EventEncoder(ns), RepublishSection(qos=1, retain=True)) as sink:
         sink.add(enriched(enricher, br_sample("Temperature", 36.9)))
         await sink.flush()
         assert sink.stats()["published"] == 1
@@ -322,7 +324,7 @@ async def test_unmapped_sources_can_be_left_out(
     enricher = pilot_enricher(model)
     rogue = Sample("PilotPlant", "Rogue", "X", "m", DataType.Int32, 1, 5, 5)
     async with RepublishSink(
-        client.publish, EventEncoder(ns), RepublishConfig(include_unmapped=False)
+        client.publish, EventEncoder(ns), RepublishSection(include_unmapped=False)
     ) as sink:
         sink.add(enriched(enricher, rogue, br_sample("Temperature", 37.0)))
         got = await receive(subscriber, 1)
@@ -342,7 +344,7 @@ async def test_full_queue_drops_the_oldest(
     model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
 ) -> None:
     enricher = pilot_enricher(model)
-    sink = RepublishSink(client.publish, EventEncoder(ns), RepublishConfig(max_queue=5))
+    sink = RepublishSink(client.publish, EventEncoder(ns), RepublishSection(max_queue=5))
     for i in range(6):  # before the background task runs: nothing leaves the queue
         sink.add(enriched(enricher, br_sample("Temperature", float(i))))
     sink.add(enriched(enricher, br_sample("Temperature", 6.0), br_sample("Temperature", 7.0)))
@@ -360,7 +362,7 @@ async def test_broker_loss_is_counted_and_the_sink_keeps_running(
     own_broker: Mosquitto, model: PlantModel, ns: str
 ) -> None:
     enricher = pilot_enricher(model)
-    config = RepublishConfig(drain_timeout_s=1.0)
+    config = RepublishSection(drain_timeout_s=1.0)
     async with (
         aiomqtt.Client(own_broker.host, own_broker.port) as client,
         RepublishSink(client.publish, EventEncoder(ns), config) as sink,
@@ -387,7 +389,7 @@ async def test_broker_loss_with_handover_is_counted_and_bounded(
     own_broker: Mosquitto, model: PlantModel, ns: str
 ) -> None:
     enricher = pilot_enricher(model)
-    config = RepublishConfig(drain_timeout_s=1.0, max_queue=4)
+    config = RepublishSection(drain_timeout_s=1.0, max_queue=4)
     async with aiomqtt.Client(own_broker.host, own_broker.port) as client:
         handover = Handover(client)
         async with RepublishSink(client.publish, EventEncoder(ns), config, publish_nowait=handover) as sink:
@@ -418,7 +420,7 @@ async def test_publishing_resumes_when_the_broker_is_back(
     async def publish(topic: str, payload: bytes, qos: int, retain: bool) -> None:
         await current["client"].publish(topic, payload, qos, retain)
 
-    async with RepublishSink(publish, EventEncoder(ns), RepublishConfig(drain_timeout_s=2.0)) as sink:
+    async with RepublishSink(publish, EventEncoder(ns), RepublishSection(drain_timeout_s=2.0)) as sink:
         async with aiomqtt.Client(own_broker.host, own_broker.port) as first:
             current["client"] = first
             own_broker.stop()
@@ -448,7 +450,7 @@ async def test_exit_accounts_for_every_event(
     enricher = pilot_enricher(model)
     total = 5_000
     sink = RepublishSink(
-        client.publish, EventEncoder(ns), RepublishConfig(drain_timeout_s=0.0, max_queue=4_000)
+        client.publish, EventEncoder(ns), RepublishSection(drain_timeout_s=0.0, max_queue=4_000)
     )
     async with sink:
         for i in range(total):
@@ -463,20 +465,31 @@ async def test_exit_accounts_for_every_event(
 @integration
 async def test_disabled_sink_does_nothing(model: PlantModel, ns: str, client: aiomqtt.Client) -> None:
     enricher = pilot_enricher(model)
-    async with RepublishSink(client.publish, EventEncoder(ns), RepublishConfig(enabled=False)) as sink:
+    async with RepublishSink(client.publish, EventEncoder(ns), RepublishSection(enabled=False)) as sink:
         sink.add(enriched(enricher, br_sample("Temperature", 37.0)))
         await sink.flush()
         assert sink.stats()["queue_depth"] == 0
         assert sink._task is None
 
 
-@pytest.mark.parametrize(
-    "kwargs",
-    [{"qos": 3}, {"mode": "topic"}, {"max_queue": 0}, {"max_in_flight": 0}, {"drain_timeout_s": -1.0}],
-)
-def test_bad_config(kwargs: dict[str, Any]) -> None:
-    with pytest.raises(ConfigError, match="republish"):
-        RepublishConfig(**kwargs)
+def test_queue_full_and_publish_errors_are_logged_at_most_once_per_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def publish(topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        raise AssertionError("not started: nothing is published")
+
+    enricher = Enricher(PlantModel.empty(), ContextStore())
+    sink = RepublishSink(publish, config=RepublishSection(max_queue=2))
+    with caplog.at_level(logging.WARNING, logger="uns.sinks.republish"):
+        for i in range(5):
+            sink.add(enriched(enricher, br_sample("Temperature", float(i))))
+        for _ in range(3):
+            sink._error(OSError("gone"))
+    assert sink.stats()["dropped_queue_full"] == 3
+    assert [r.getMessage() for r in caplog.records] == [
+        "republish: queue full (2 events), dropped the 1 oldest (1 so far); the lake still has every sample",
+        "republish: publish failed: OSError: gone (1 failed so far); the lake still has every sample",
+    ]
 
 
 # ------------------------------------------------------------- event encoding (pure)

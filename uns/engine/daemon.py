@@ -20,7 +20,7 @@ from uns.engine.host import Engine
 from uns.engine.plant import load_model
 from uns.errors import EngineError
 from uns.sinks.encoders import EventEncoder
-from uns.sinks.republish import RepublishConfig, RepublishSink
+from uns.sinks.republish import RepublishSink
 
 __all__ = ["build_engine", "check_lake_path", "run_daemon"]
 
@@ -56,18 +56,7 @@ def build_engine(config: Config, *, model: PlantModel | None = None) -> Engine:
             RepublishSink(
                 engine.publish,
                 EventEncoder(engine.prefix),
-                RepublishConfig(
-                    enabled=True,
-                    mode=rp.mode,
-                    qos=rp.qos,
-                    retain=rp.retain,
-                    include_historical=rp.include_historical,
-                    include_transient=rp.include_transient,
-                    include_unmapped=rp.include_unmapped,
-                    max_queue=rp.max_queue,
-                    max_in_flight=rp.max_in_flight,
-                    drain_timeout_s=rp.drain_timeout_s,
-                ),
+                rp,
                 publish_nowait=engine.publish_nowait,
             )
         )

@@ -11,17 +11,20 @@ samples and then either
 - or appends them to a bounded queue, which a named background task
   (``uns-republish``) encodes and publishes in order: always at QoS 1/2 and
   without ``publish_nowait`` (through the awaited ``publish(topic, payload,
-  qos, retain)``, e.g. aiomqtt's ``client.publish``), and at QoS 0 from the
+  qos, retain)``, e.g. ``Engine.publish``), and at QoS 0 from the
   first refused hand-over (client disconnected or its buffer full) until the
   queue is empty again.  The task retries a refused event through the
   awaited ``publish`` (which waits for the client, or fails when it is gone).
 
-Two modes (:class:`RepublishConfig`):
+Its settings are the config file's ``[republish]`` section
+(:class:`uns.config.RepublishSection`, validated there), among them two modes:
 
 - ``metric``: one event per sample on ``<prefix>/<path>/<metric>``
   (``schemas/uns-event.schema.json``);
 - ``device``: one event per received message and path on ``<prefix>/<path>``
   with all its metrics (``$defs/deviceEvent`` of the same schema).
+
+Topics and payloads come from an :class:`uns.sinks.encoders.EventEncoder`.
 
 When the queue is full (``max_queue`` events: the broker or the client cannot
 keep up), it drops its *oldest* events and counts them
@@ -39,63 +42,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
+from uns.config import RepublishSection
 from uns.core.events import Batch, Sample
-from uns.errors import ConfigError
+from uns.logs import RateLimitedLog
 from uns.sinks.encoders import EventEncoder
 
-__all__ = ["PublishFn", "PublishNowaitFn", "RepublishConfig", "RepublishSink"]
+__all__ = ["PublishFn", "PublishNowaitFn", "RepublishSink"]
 
 log = logging.getLogger(__name__)
 
-#: ``publish(topic, payload, qos, retain)``, e.g. aiomqtt's ``Client.publish``
+#: ``publish(topic, payload, qos, retain)``, e.g. ``Engine.publish``
 PublishFn = Callable[[str, bytes, int, bool], Awaitable[None]]
 #: hands a QoS 0 message to the MQTT client without waiting for the socket write; False = refused
 PublishNowaitFn = Callable[[str, bytes, int, bool], bool]
 
-_WARN_INTERVAL_S = 10.0
 _QOS0_CHUNK = 256  # QoS 0 events published per turn of the republish task
 _BACKOFF_MIN_S = 0.05
 _BACKOFF_MAX_S = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class RepublishConfig:
-    """How normalized events are republished (``[republish]`` in the config file)."""
-
-    enabled: bool = True
-    qos: int = 0
-    retain: bool = False
-    include_historical: bool = False  # Sparkplug is_historical values: late backfill, usually not live
-    include_transient: bool = False  # Sparkplug is_transient values
-    include_unmapped: bool = True  # sources the plant model does not know, under _unmapped/
-    mode: str = "metric"  # "metric" or "device" (checked below; a str like the config file's)
-    max_queue: int = 100_000  # events (messages to publish)
-    # Publishes awaited together.  8 stays below aiomqtt's default
-    # pending_calls_threshold (10), above which it logs a warning per publish;
-    # raise both together for more throughput (benchmarks/bench_republish.py).
-    max_in_flight: int = 8
-    drain_timeout_s: float = 5.0  # how long flush()/exit wait for the queue to empty
-
-    def __post_init__(self) -> None:
-        if self.qos not in (0, 1, 2):
-            raise ConfigError(f"republish qos must be 0, 1 or 2, not {self.qos!r}", key="republish.qos")
-        if self.mode not in ("metric", "device"):
-            raise ConfigError(
-                f"republish mode must be 'metric' or 'device', not {self.mode!r}", key="republish.mode"
-            )
-        if self.max_queue < 1:
-            raise ConfigError("republish max_queue must be at least 1", key="republish.max_queue")
-        if self.max_in_flight < 1:
-            raise ConfigError("republish max_in_flight must be at least 1", key="republish.max_in_flight")
-        if self.drain_timeout_s < 0:
-            raise ConfigError("republish drain_timeout_s must be >= 0", key="republish.drain_timeout_s")
 
 
 # a queued event: one sample (metric mode) or the samples of one message and path (device mode)
@@ -125,14 +93,14 @@ class RepublishSink:
         self,
         publish: PublishFn,
         encoder: EventEncoder | None = None,
-        config: RepublishConfig | None = None,
+        config: RepublishSection | None = None,
         *,
         publish_nowait: PublishNowaitFn | None = None,
     ) -> None:
         self._publish = publish
         self._publish_nowait = publish_nowait
         self._encoder = encoder or EventEncoder()
-        self.config = config or RepublishConfig()
+        self.config = config or RepublishSection()
         # QoS 0 with a non-blocking client: add() publishes itself while nothing is queued
         self._direct = publish_nowait is not None and self.config.qos == 0
         self._queue: deque[_Item] = deque()
@@ -148,10 +116,7 @@ class RepublishSink:
         self._filtered = 0
         self._errors = 0
         self._last_error = ""
-        self._drops_unreported = 0
-        self._errors_unreported = 0
-        self._last_drop_warning = 0.0
-        self._last_error_warning = 0.0
+        self._rlog = RateLimitedLog(log)
 
     # ------------------------------------------------------------ Sink API
 
@@ -220,8 +185,14 @@ class RepublishSink:
                 queue.popleft()
             items = items[overflow - from_queue :]
             self._dropped_full += overflow
-            self._drops_unreported += overflow
-            self._warn_drops()
+            self._rlog.warning(
+                "queue full",
+                "republish: queue full (%d events), dropped the %d oldest (%d so far); "
+                "the lake still has every sample",
+                self.config.max_queue,
+                overflow,
+                self._dropped_full,
+            )
         queue.extend(items)
 
     async def flush(self) -> None:
@@ -286,8 +257,8 @@ class RepublishSink:
 
     async def _run(self) -> None:
         backoff = 0.0
-        # ``_closing`` and not only cancellation ends this loop: Python 3.11's wait_for (inside
-        # aiomqtt's publish) can swallow a cancellation that races the publish completing.
+        # ``_closing`` and not only cancellation ends this loop: an awaited publish may swallow
+        # a cancellation that races its completion (Python 3.11's asyncio.wait_for does).
         while not self._closing:
             if not self._queue:
                 self._idle.set()
@@ -382,25 +353,10 @@ class RepublishSink:
 
     def _error(self, exc: Exception) -> None:
         self._errors += 1
-        self._errors_unreported += 1
         self._last_error = f"{type(exc).__name__}: {exc}"
-        now = time.monotonic()
-        if now - self._last_error_warning >= _WARN_INTERVAL_S:
-            log.warning(
-                "republish: %d publish errors (last: %s); the lake still has every sample",
-                self._errors_unreported,
-                self._last_error,
-            )
-            self._errors_unreported = 0
-            self._last_error_warning = now
-
-    def _warn_drops(self) -> None:
-        now = time.monotonic()
-        if now - self._last_drop_warning >= _WARN_INTERVAL_S:
-            log.warning(
-                "republish: queue full (%d), dropped %d oldest events; the lake still has every sample",
-                self.config.max_queue,
-                self._drops_unreported,
-            )
-            self._drops_unreported = 0
-            self._last_drop_warning = now
+        self._rlog.warning(
+            "publish error",
+            "republish: publish failed: %s (%d failed so far); the lake still has every sample",
+            self._last_error,
+            self._errors,
+        )
