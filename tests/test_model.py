@@ -241,9 +241,10 @@ def models(draw: st.DrawFn) -> dict[str, Any]:
                 "node": n,
                 **({} if d is None else {"device": d}),
                 "path": draw(st.sampled_from(paths)),
-                "metrics": {"m/1": {"unit": "u", "low": 0, "high": 1}, "x": {"context": "batch_id"}},
+                # sources that share a path need different metric names: number them per source
+                "metrics": {f"m/{i}": {"unit": "u", "low": 0, "high": 1}, f"x{i}": {"context": "batch_id"}},
             }
-            for g, n, d in sources
+            for i, (g, n, d) in enumerate(sources)
         ],
     }
 
@@ -253,9 +254,46 @@ def models(draw: st.DrawFn) -> dict[str, Any]:
 def test_generated_models_load_conform_and_resolve(doc: dict[str, Any]) -> None:
     assert VALIDATOR.is_valid(doc)
     model = parse_model(doc)
-    for entry in doc["source"]:
+    for i, entry in enumerate(doc["source"]):
         resolved = model.resolve(entry["group"], entry["node"], entry.get("device"))
         assert resolved.path == entry["path"]
         assert not resolved.unmapped
-        assert resolved.context_keys == {"x": "batch_id"}
-        assert resolved.metrics["m/1"] == MetricInfo("m/1", "u", 0.0, 1.0)
+        assert resolved.context_keys == {f"x{i}": "batch_id"}
+        assert resolved.metrics[f"m/{i}"] == MetricInfo(f"m/{i}", "u", 0.0, 1.0)
+
+
+def test_a_context_key_the_store_refuses_is_a_model_error() -> None:
+    """The model is checked completely: a context key that the context store would refuse
+    at the first birth (too long, a control character) is refused when the model loads."""
+    for bad in ("k" * 129, "bad\tkey", "a/b"):
+        doc = {
+            "equipment": {"a": {}},
+            "source": [{"group": "g", "node": "n", "path": "a", "metrics": {"m": {"context": bad}}}],
+        }
+        with pytest.raises(ModelError, match="context key") as info:
+            parse_model(doc)
+        assert info.value.key == "source[0].metrics.m.context"
+    ok = {
+        "equipment": {"a": {}},
+        "source": [{"group": "g", "node": "n", "path": "a", "metrics": {"m": {"context": "k" * 128}}}],
+    }
+    assert parse_model(ok).resolve("g", "n", None).context_keys == {"m": "k" * 128}
+
+
+def test_sources_sharing_a_path_need_different_metric_names() -> None:
+    def doc(second: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "equipment": {"a": {}},
+            "source": [
+                {"group": "g", "node": "n1", "path": "a", "metrics": {"Temp": {"unit": "degC"}}},
+                {"group": "g", "node": "n2", "path": "a", "metrics": second},
+            ],
+        }
+
+    with pytest.raises(ModelError, match="also a metric of source g/n1") as info:
+        parse_model(doc({"Temp": {}}))
+    assert info.value.key == "source[1].metrics.Temp"
+    with pytest.raises(ModelError, match="'Temp' on 'a'"):
+        parse_model(doc({"T2": {"display_name": "Temp"}}))  # the UNS name counts, not the Sparkplug one
+    model = parse_model(doc({"Pressure": {}}))
+    assert model.resolve("g", "n2", None).path == "a"

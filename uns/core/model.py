@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from uns.errors import ModelError
+from uns.core.context import check_context_key
+from uns.errors import ContextError, ModelError
 
 __all__ = [
     "MODEL_FORMAT",
@@ -48,7 +49,6 @@ SourceKey = tuple[str, str, str | None]
 # Model path segments are plain so that model topics never need escaping; a
 # leading "_" or "." is reserved for the engine's own trees (_unmapped, _context, _engine).
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_CONTEXT_KEY_FORBIDDEN = frozenset("/+#")
 _SPARKPLUG_ID_FORBIDDEN = frozenset("/+#")
 # Resolutions of unmapped sources are cached too; a misbehaving plant that
 # invents ids must not grow the cache without bound.
@@ -249,6 +249,7 @@ class _Validator:
         if not isinstance(array, list):
             raise _Invalid(["source"], "must be an array of tables ([[source]])")
         out: dict[SourceKey, Resolved] = {}
+        shown_on_path: dict[tuple[str, str], SourceKey] = {}  # (path, UNS metric name) -> its source
         for index, entry in enumerate(array):
             key: list[str | int] = ["source", index]
             if not isinstance(entry, dict):
@@ -269,6 +270,14 @@ class _Validator:
             if source in out:
                 raise _Invalid(key, f"source {_source_text(source)} is mapped twice")
             metrics, context_keys = self._metrics(entry.get("metrics", {}), [*key, "metrics"])
+            for metric, info in metrics.items():
+                other = shown_on_path.setdefault((path, info.display_name), source)
+                if other != source:
+                    raise _Invalid(
+                        [*key, "metrics", metric],
+                        f"UNS name {info.display_name!r} on {path!r} is also a metric of source "
+                        f"{_source_text(other)}: sources sharing a path need different metric names",
+                    )
             out[source] = Resolved(
                 path=path,
                 unmapped=False,
@@ -367,8 +376,12 @@ def _check_metric_name(key: list[str | int], name: str) -> None:
 
 
 def _check_context_key(key: list[str | int], name: str) -> None:
-    if _CONTEXT_KEY_FORBIDDEN.intersection(name):
-        raise _Invalid(key, f"context key {name!r} must not contain '/', '+' or '#'")
+    """The context store's own rule (docs/model.md §4), so a metric marked as context can
+    never produce a key the store refuses while the engine runs."""
+    try:
+        check_context_key(name)
+    except ContextError as exc:
+        raise _Invalid(key, str(exc)) from None
 
 
 # ------------------------------------------------------------------ error lines
