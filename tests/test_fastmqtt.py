@@ -1,10 +1,9 @@
-"""uns.mqtt.client: the packet reader (pure, against its encoder) and the client against a real mosquitto."""
+"""uns.mqtt.client.FastClient against a real mosquitto (its codec is tested in test_wire.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import random
 import signal
 import tempfile
@@ -13,144 +12,12 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from tests.test_tls import _make_pki
 from uns.errors import BrokerError
-from uns.mqtt.client import (
-    FastClient,
-    Message,
-    PacketReader,
-    Will,
-    encode_publish,
-    encode_remaining_length,
-)
+from uns.mqtt.client import FastClient, Message, Will
 from uns.mqtt.mosquitto import Mosquitto, free_port, password_file
 from uns.mqtt.settings import BrokerSettings
-
-SUBACK_QOS1 = b"\x90\x03\x00\x07\x01"
-PINGRESP = b"\xd0\x00"
-
-
-# ====================================================================== pure packet reader
-def _chunks(data: bytes, cuts: list[int]) -> Iterator[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-    for a, b in itertools.pairwise(points):
-        yield data[a:b]
-
-
-def _feed_all(reader: PacketReader, chunks: Iterator[bytes] | list[bytes]) -> list[tuple[int, int, bytes]]:
-    controls = []
-    for chunk in chunks:
-        controls.extend(reader.feed(chunk))
-    return controls
-
-
-# MQTT topics are UTF-8 without NUL: no lone surrogates (they have no UTF-8 form)
-topics = st.text(
-    st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), min_size=1, max_size=30
-)
-published = st.tuples(topics, st.binary(max_size=300), st.integers(0, 2), st.booleans())
-
-
-def _stream(messages: list[Message]) -> tuple[bytes, bytes]:
-    """The packets for ``messages`` with control packets between them, and the replies owed."""
-    out, replies = [], b""
-    for i, (topic, payload, qos, retain) in enumerate(messages):
-        packet_id = i + 1
-        out.append(encode_publish(topic, payload, qos, retain, packet_id))
-        if qos:
-            replies += bytes((0x40 if qos == 1 else 0x50, 2)) + packet_id.to_bytes(2, "big")
-        if i % 3 == 0:
-            out.append(PINGRESP)
-    out.append(SUBACK_QOS1)
-    return b"".join(out), replies
-
-
-@settings(max_examples=150, deadline=None)
-@given(st.lists(published, max_size=25), st.lists(st.integers(0, 10_000), max_size=30))
-def test_any_chunking_gives_the_encoded_messages(messages: list[Message], cuts: list[int]) -> None:
-    stream, replies = _stream(messages)
-    reader = PacketReader()
-    controls = _feed_all(reader, _chunks(stream, cuts))
-    assert reader.messages == messages
-    assert bytes(reader.replies) == replies
-    assert controls[-1] == (9, 0, SUBACK_QOS1[2:])
-    assert [c for c in controls if c[0] == 13] == [(13, 0, b"")] * ((len(messages) + 2) // 3)
-    assert reader.buffered == 0
-
-
-@settings(max_examples=20, deadline=None)
-@given(st.lists(published, min_size=1, max_size=8))
-def test_byte_by_byte_gives_the_same_messages(messages: list[Message]) -> None:
-    stream, replies = _stream(messages)
-    reader = PacketReader()
-    _feed_all(reader, [stream[i : i + 1] for i in range(len(stream))])
-    assert reader.messages == messages
-    assert bytes(reader.replies) == replies
-
-
-@pytest.mark.parametrize("size", [125, 126, 16_381, 16_382, 2_097_149, 2_097_150])
-def test_remaining_length_boundaries(size: int) -> None:
-    # topic "t" takes 3 bytes: remaining lengths 128, 16384 and 2097152 need 2, 3 and 4 length bytes
-    packet = encode_publish("t", bytes(size), 0)
-    assert len(encode_remaining_length(size + 3)) == len(packet) - size - 4
-    reader = PacketReader()
-    _feed_all(reader, _chunks(packet, [1, 2, 3, size // 2]))
-    assert reader.messages == [("t", bytes(size), 0, False)]
-
-
-def test_large_packet_in_many_chunks_is_joined_once() -> None:
-    payload = random.Random(7).randbytes(1 << 20)
-    packet = encode_publish("big", payload, 1, True, 42) + PINGRESP
-    reader = PacketReader()
-    chunks = [packet[i : i + 65536] for i in range(0, len(packet), 65536)]
-    for chunk in chunks[:-1]:
-        reader.feed(chunk)
-        assert not reader.messages
-    assert reader.feed(chunks[-1]) == [(13, 0, b"")]
-    assert reader.messages == [("big", payload, 1, True)]
-    assert bytes(reader.replies) == b"\x40\x02\x00\x2a"
-
-
-def test_qos2_is_delivered_once_until_released() -> None:
-    reader = PacketReader()
-    packet = encode_publish("q2", b"x", 2, False, 5)
-    dup = encode_publish("q2", b"x", 2, False, 5, dup=True)
-    reader.feed(packet + dup)  # a resend before PUBREL is the same message
-    assert reader.messages == [("q2", b"x", 2, False)]
-    assert reader.feed(b"\x62\x02\x00\x05") == []  # PUBREL: answered with PUBCOMP, not returned
-    assert bytes(reader.replies) == b"\x50\x02\x00\x05" * 2 + b"\x70\x02\x00\x05"
-    reader.feed(packet)  # the id is free again: a new message
-    assert len(reader.messages) == 2
-
-
-def test_bad_utf8_topic_is_replaced_and_counted() -> None:
-    reader = PacketReader()
-    reader.feed(b"\x30\x05\x00\x02\xff\xfeP")
-    assert reader.messages == [("\ufffd\ufffd", b"P", 0, False)]
-    assert reader.bad_topics == 1
-
-
-@pytest.mark.parametrize(
-    ("raw", "why"),
-    [
-        (b"\x30\xff\xff\xff\xff\x01", "remaining length longer than 4 bytes"),
-        (b"\x30\x04\x00\x09abcd", "topic longer than the packet"),
-        (b"\x32\x03\x00\x01t", "topic longer than the packet"),  # QoS 1 without a packet id
-        (b"\x30\x01\x00", "PUBLISH without a topic"),
-        (b"\x36\x05\x00\x01t\x00\x01", "QoS 3"),
-        (b"\x10\x00", "unexpected packet type 1"),
-        (b"\x40\x03\x00\x01\x00", "packet type 4 of 3 bytes"),
-    ],
-)
-def test_malformed_packets_are_protocol_errors(raw: bytes, why: str) -> None:
-    reader = PacketReader()
-    good = encode_publish("ok", b"1")
-    with pytest.raises(BrokerError, match=f"protocol error from the broker: .*{why}"):
-        reader.feed(good + raw)
-    assert reader.messages == [("ok", b"1", 0, False)]  # what came before is kept
 
 
 def test_settings_are_validated() -> None:

@@ -1,4 +1,4 @@
-"""The in-process MQTT 3.1.1 broker: wire format, routing, Wills, robustness, and the engine on top."""
+"""The in-process MQTT 3.1.1 broker: topic matching, routing, Wills, robustness, and the engine on top."""
 
 from __future__ import annotations
 
@@ -16,13 +16,8 @@ from hypothesis import strategies as st
 import lake
 from uns.config import load_config
 from uns.engine.daemon import build_engine
-from uns.mqtt.minibroker import (
-    MiniBroker,
-    MqttProtocolError,
-    decode_remaining_length,
-    encode_remaining_length,
-    topic_matches,
-)
+from uns.mqtt.minibroker import MiniBroker, topic_matches
+from uns.mqtt.wire import encode_remaining_length
 from uns.sim import SimConfig, run_sim
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,41 +25,7 @@ NOT_SAMPLES = ("bdSeq", "Node Control/")
 WAIT = 5.0
 
 
-# -- wire format and matching (pure) ------------------------------------------------------------
-
-# the table in MQTT 3.1.1 section 2.2.3
-SPEC_LENGTHS = [
-    (0, "00"),
-    (127, "7f"),
-    (128, "8001"),
-    (16_383, "ff7f"),
-    (16_384, "808001"),
-    (2_097_151, "ffff7f"),
-    (2_097_152, "80808001"),
-    (268_435_455, "ffffff7f"),
-]
-
-
-@pytest.mark.parametrize(("value", "hex_bytes"), SPEC_LENGTHS)
-def test_remaining_length_matches_the_spec_table(value: int, hex_bytes: str) -> None:
-    assert encode_remaining_length(value).hex() == hex_bytes
-    assert decode_remaining_length(bytes.fromhex(hex_bytes) + b"\xaa") == (value, len(hex_bytes) // 2)
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.integers(0, 268_435_455), st.binary(max_size=3))
-def test_remaining_length_round_trips(value: int, tail: bytes) -> None:
-    encoded = encode_remaining_length(value)
-    assert decode_remaining_length(encoded + tail) == (value, len(encoded))
-
-
-def test_remaining_length_limits() -> None:
-    with pytest.raises(ValueError):
-        encode_remaining_length(268_435_456)
-    with pytest.raises(MqttProtocolError):
-        decode_remaining_length(b"\x80\x80\x80\x80\x01")
-    with pytest.raises(MqttProtocolError):
-        decode_remaining_length(b"\x80\x80")
+# -- topic matching (pure) ------------------------------------------------------------------------
 
 
 def _oracle_match(topic_filter: str, topic: str) -> bool:

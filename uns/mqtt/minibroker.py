@@ -1,7 +1,8 @@
 """A small in-process MQTT 3.1.1 broker for ``uns demo`` when mosquitto is not installed.
 
 Fine for a demo, not for production load.  Written from the MQTT 3.1.1 spec
-(OASIS, 2014) and kept to what aiomqtt/paho and Sparkplug B use:
+(OASIS, 2014); packets are split, parsed and encoded by :mod:`uns.mqtt.wire`,
+the codec the client uses too.  It covers what MQTT clients and Sparkplug B use:
 
 - CONNECT (protocol level 4 "MQTT" and level 3 "MQIsdp"), credentials accepted
   and ignored, Will message, keepalive (connection dropped after 1.5x), client
@@ -24,58 +25,46 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
 from uns.mqtt.wire import (
-    CONNACK,
     CONNECT,
     DISCONNECT,
     PINGREQ,
+    PINGRESP_PACKET,
     PUBACK,
     PUBCOMP,
     PUBLISH,
     PUBREC,
     PUBREL,
-    SUBACK,
     SUBSCRIBE,
     UNSUBACK,
     UNSUBSCRIBE,
-    encode_remaining_length,
+    FrameReader,
+    MqttProtocolError,
+    Will,
+    encode_ack,
+    encode_connack,
+    encode_publish,
+    encode_suback,
+    fixed_flags_ok,
+    parse_ack,
+    parse_connect,
+    parse_publish,
+    parse_subscribe,
+    parse_unsubscribe,
 )
 
-__all__ = [
-    "MiniBroker",
-    "MqttProtocolError",
-    "decode_remaining_length",
-    "encode_remaining_length",
-    "topic_matches",
-]
+__all__ = ["MiniBroker", "topic_matches"]
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0  # seconds a fresh connection has to send CONNECT
-_PROTOCOLS = {("MQTT", 4), ("MQIsdp", 3)}
-_CONNACK_BAD_PROTOCOL, _CONNACK_BAD_CLIENT_ID = 1, 2
-_PINGRESP = b"\xd0\x00"
-_ACKED_FLAGS = 0x02  # the fixed flag nibble of SUBSCRIBE, UNSUBSCRIBE and PUBREL [MQTT-2.2.2-1]
-
-
-class MqttProtocolError(Exception):
-    """A client broke the protocol; only its connection is closed."""
-
-
-def decode_remaining_length(data: bytes) -> tuple[int, int]:
-    """(value, bytes used) of the varint at the start of ``data``."""
-    value = 0
-    for i, byte in enumerate(data[:4]):
-        value |= (byte & 0x7F) << (7 * i)
-        if not byte & 0x80:
-            return value, i + 1
-    if len(data) >= 4:
-        raise MqttProtocolError("remaining length longer than four bytes")
-    raise MqttProtocolError("remaining length truncated")
+_CONNACK_BAD_CLIENT_ID = 2
+_READ_SIZE = 1 << 16
 
 
 def topic_matches(topic_filter: str, topic: str) -> bool:
@@ -105,74 +94,23 @@ def _valid_filter(topic_filter: str) -> bool:
     )
 
 
-def _packet(kind: int, flags: int, body: bytes) -> bytes:
-    return bytes([kind << 4 | flags]) + encode_remaining_length(len(body)) + body
+class _Inbox:
+    """The packets from one client, one at a time, in the order they were sent."""
 
+    def __init__(self, reader: asyncio.StreamReader, max_size: int) -> None:
+        self.reader = reader
+        self.frames = FrameReader(max_size)
+        self.packets: deque[tuple[int, int, bytes]] = deque()
 
-def _mqtt_string(text: str) -> bytes:
-    raw = text.encode()
-    return len(raw).to_bytes(2, "big") + raw
-
-
-class _Body:
-    """A cursor over one packet's bytes; any overrun is a protocol error."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data, self.pos = data, 0
-
-    def take(self, n: int) -> bytes:
-        if self.pos + n > len(self.data):
-            raise MqttProtocolError("packet shorter than its fields")
-        chunk = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return chunk
-
-    def u8(self) -> int:
-        return self.take(1)[0]
-
-    def u16(self) -> int:
-        return int.from_bytes(self.take(2), "big")
-
-    def binary(self) -> bytes:
-        return self.take(self.u16())
-
-    def string(self) -> str:
-        try:
-            text = self.binary().decode()
-        except UnicodeDecodeError as exc:
-            raise MqttProtocolError("string is not UTF-8") from exc
-        if "\x00" in text:
-            raise MqttProtocolError("string contains U+0000")
-        return text
-
-    def rest(self) -> bytes:
-        return self.take(len(self.data) - self.pos)
-
-    @property
-    def done(self) -> bool:
-        return self.pos >= len(self.data)
-
-
-async def _read_packet(reader: asyncio.StreamReader, max_size: int) -> tuple[int, int, _Body]:
-    header = await reader.readexactly(2)  # type byte and the first length byte
-    byte, length, shift = header[1], header[1] & 0x7F, 7
-    while byte & 0x80:
-        if shift > 21:
-            raise MqttProtocolError("remaining length longer than four bytes")
-        byte = (await reader.readexactly(1))[0]
-        length |= (byte & 0x7F) << shift
-        shift += 7
-    if length > max_size:
-        raise MqttProtocolError(f"packet of {length} bytes exceeds the {max_size} byte limit")
-    return header[0] >> 4, header[0] & 0x0F, _Body(await reader.readexactly(length))
-
-
-@dataclass
-class _Will:
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
+    async def next(self, timeout: float | None) -> tuple[int, int, bytes]:  # noqa: ASYNC109 - keepalive deadline
+        """The next ``(type, flags, body)``; TimeoutError when the client was silent for ``timeout`` s."""
+        while not self.packets:
+            async with asyncio.timeout(timeout):
+                data = await self.reader.read(_READ_SIZE)
+            if not data:
+                raise ConnectionError("closed by the client")
+            self.packets.extend(self.frames.feed(data))
+        return self.packets.popleft()
 
 
 @dataclass(eq=False)
@@ -181,7 +119,7 @@ class _Client:
 
     client_id: str
     writer: asyncio.StreamWriter
-    will: _Will | None
+    will: Will | None
     keepalive: int
     subscriptions: dict[str, tuple[list[str], int]] = field(default_factory=dict)
     outbox: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
@@ -193,10 +131,9 @@ class _Client:
     def send(self, data: bytes) -> None:
         self.outbox.put_nowait(data)
 
-    def deliver(self, topic: bytes, payload: bytes, qos: int, retain: bool) -> None:
-        flags = qos << 1 | int(retain)
-        packet_id = next(self.packet_ids).to_bytes(2, "big") if qos else b""
-        self.send(_packet(PUBLISH, flags, topic + packet_id + payload))
+    def deliver(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        packet_id = next(self.packet_ids) if qos else 0
+        self.send(encode_publish(topic, payload, qos, retain, packet_id))
 
     def best_qos(self, topic_levels: list[str]) -> int:
         """The highest QoS of this client's filters matching the topic, -1 if none."""
@@ -259,12 +196,13 @@ class MiniBroker:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         client: _Client | None = None
         name = "?"
+        inbox = _Inbox(reader, self.max_packet_size)
         try:
-            client = await self._connect(reader, writer)
+            client = await self._connect(inbox, writer)
             if client is not None:
                 name = client.client_id
-                await self._session(client, reader)
-        except (MqttProtocolError, asyncio.IncompleteReadError, ConnectionError, TimeoutError) as exc:
+                await self._session(client, inbox)
+        except (MqttProtocolError, ConnectionError, TimeoutError) as exc:
             log.debug("minibroker: closing %s: %r", name, exc)
         except Exception:  # a bug here must cost one connection, never the broker
             log.exception("minibroker: closing %s after an internal error", name)
@@ -273,30 +211,19 @@ class MiniBroker:
             if client is not None:
                 await self._end(client)
 
-    async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> _Client | None:
-        async with asyncio.timeout(CONNECT_TIMEOUT):
-            kind, _, body = await _read_packet(reader, self.max_packet_size)
-        if kind != CONNECT:
+    async def _connect(self, inbox: _Inbox, writer: asyncio.StreamWriter) -> _Client | None:
+        kind, flags, body = await inbox.next(CONNECT_TIMEOUT)
+        if kind != CONNECT or flags:
             raise MqttProtocolError("first packet is not CONNECT")
-        protocol, level, flags, keepalive = body.string(), body.u8(), body.u8(), body.u16()
-        if (protocol, level) not in _PROTOCOLS:
-            await self._refuse(writer, _CONNACK_BAD_PROTOCOL)
-            return None
-        if flags & 0x01:
-            raise MqttProtocolError("reserved CONNECT flag set")
-        client_id = body.string()
-        will = None
-        if flags & 0x04:
-            topic, payload, will_qos = body.string(), body.binary(), flags >> 3 & 0x03
-            if will_qos == 3 or not topic or "+" in topic or "#" in topic:
-                raise MqttProtocolError("invalid Will")
-            will = _Will(topic, payload, will_qos, bool(flags & 0x20))
-        if flags & 0x80:
-            body.string()  # user name: accepted, not checked
-        if flags & 0x40:
-            body.binary()  # password: accepted, not checked
+        try:
+            connect = parse_connect(body)
+        except MqttProtocolError as exc:
+            if exc.connack is not None:
+                await self._refuse(writer, exc.connack)
+            raise
+        client_id = connect.client_id
         if not client_id:
-            if not flags & 0x02:
+            if not connect.clean_session:
                 await self._refuse(writer, _CONNACK_BAD_CLIENT_ID)  # [MQTT-3.1.3-8]
                 return None
             client_id = f"minibroker-anon-{next(self._anonymous)}"
@@ -307,92 +234,81 @@ class MiniBroker:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5):
                     await previous.done.wait()
-        client = _Client(client_id, writer, will, keepalive)
+        client = _Client(client_id, writer, connect.will, connect.keepalive)
         client.writer_task = asyncio.create_task(client.write_loop(), name=f"minibroker-write-{client_id}")
         self._tasks.add(client.writer_task)  # so __aexit__ waits for it too
         client.writer_task.add_done_callback(self._tasks.discard)
         self._clients[client_id] = client
-        client.send(_packet(CONNACK, 0, b"\x00\x00"))
+        client.send(encode_connack(0))
         return client
 
     async def _refuse(self, writer: asyncio.StreamWriter, code: int) -> None:
-        writer.write(_packet(CONNACK, 0, bytes([0, code])))
+        writer.write(encode_connack(code))
         with contextlib.suppress(ConnectionError):
             await writer.drain()
 
-    async def _session(self, client: _Client, reader: asyncio.StreamReader) -> None:
+    async def _session(self, client: _Client, inbox: _Inbox) -> None:
         deadline = client.keepalive * 1.5 if client.keepalive else None  # [MQTT-3.1.2-24]
         while True:
-            async with asyncio.timeout(deadline):
-                kind, flags, body = await _read_packet(reader, self.max_packet_size)
-            if kind in (SUBSCRIBE, UNSUBSCRIBE, PUBREL) and flags != _ACKED_FLAGS:
-                raise MqttProtocolError(f"packet type {kind} with flags {flags:#x}")
+            kind, flags, body = await inbox.next(deadline)
+            if not fixed_flags_ok(kind, flags):
+                raise MqttProtocolError(f"packet type {kind} with flags {flags:#x}")  # [MQTT-2.2.2-2]
             if kind == PUBLISH:
                 self._on_publish(client, flags, body)
             elif kind in (PUBACK, PUBCOMP):
-                body.u16()  # no retransmission, so nothing to forget
+                parse_ack(body)  # no retransmission, so nothing to forget
             elif kind == PUBREC:  # only if a client answers our QoS 1 as if it were 2
-                client.send(_packet(PUBREL, 0x02, body.take(2)))
+                client.send(encode_ack(PUBREL, parse_ack(body)))
             elif kind == PUBREL:
-                packet_id = body.take(2)
-                client.incoming_qos2.discard(int.from_bytes(packet_id, "big"))
-                client.send(_packet(PUBCOMP, 0, packet_id))
+                packet_id = parse_ack(body)
+                client.incoming_qos2.discard(packet_id)
+                client.send(encode_ack(PUBCOMP, packet_id))
             elif kind == SUBSCRIBE:
                 self._on_subscribe(client, body)
             elif kind == UNSUBSCRIBE:
-                packet_id = body.take(2)
-                while not body.done:
-                    client.subscriptions.pop(body.string(), None)
-                client.send(_packet(UNSUBACK, 0, packet_id))
+                packet_id, filters = parse_unsubscribe(body)
+                for topic_filter in filters:
+                    client.subscriptions.pop(topic_filter, None)
+                client.send(encode_ack(UNSUBACK, packet_id))
             elif kind == PINGREQ:
-                client.send(_PINGRESP)
+                client.send(PINGRESP_PACKET)
             elif kind == DISCONNECT:
                 client.will = None  # a clean disconnect discards the Will [MQTT-3.14.4-3]
                 return
             else:
                 raise MqttProtocolError(f"unexpected packet type {kind}")
 
-    def _on_publish(self, client: _Client, flags: int, body: _Body) -> None:
+    def _on_publish(self, client: _Client, flags: int, body: bytes) -> None:
+        topic, packet_id, payload = parse_publish(flags, body)
         qos, retain = flags >> 1 & 0x03, bool(flags & 0x01)
-        topic = body.string()
-        if qos == 3 or not topic or "+" in topic or "#" in topic:
-            raise MqttProtocolError("invalid PUBLISH")
-        packet_id = body.take(2) if qos else b""
-        payload = body.rest()
         if qos == 1:
-            client.send(_packet(PUBACK, 0, packet_id))
+            client.send(encode_ack(PUBACK, packet_id))
         elif qos == 2:
-            client.send(_packet(PUBREC, 0, packet_id))
-            number = int.from_bytes(packet_id, "big")
-            if number in client.incoming_qos2:
+            client.send(encode_ack(PUBREC, packet_id))
+            if packet_id in client.incoming_qos2:
                 return  # a resend before PUBREL: already delivered once
-            client.incoming_qos2.add(number)
+            client.incoming_qos2.add(packet_id)
         self.publish(topic, payload, qos, retain)
 
-    def _on_subscribe(self, client: _Client, body: _Body) -> None:
-        packet_id = body.take(2)
-        granted = bytearray()
+    def _on_subscribe(self, client: _Client, body: bytes) -> None:
+        packet_id, requested = parse_subscribe(body)
+        granted = []
         new: list[tuple[list[str], int]] = []
-        while not body.done:
-            topic_filter, requested = body.string(), body.u8()
-            if requested > 2:
-                raise MqttProtocolError("SUBSCRIBE QoS above 2")
+        for topic_filter, wanted in requested:
             if not _valid_filter(topic_filter):
                 granted.append(0x80)
                 continue
-            qos = min(requested, 1)
+            qos = min(wanted, 1)
             levels = topic_filter.split("/")
             client.subscriptions[topic_filter] = (levels, qos)
             granted.append(qos)
             new.append((levels, qos))
-        if not granted:
-            raise MqttProtocolError("SUBSCRIBE without topic filters")  # [MQTT-3.8.3-3]
-        client.send(_packet(SUBACK, 0, packet_id + bytes(granted)))
+        client.send(encode_suback(packet_id, granted))
         for topic, (payload, retained_qos) in self._retained.items():
             topic_levels = topic.split("/")
             qos = max((q for levels, q in new if _match(levels, topic_levels)), default=-1)
             if qos >= 0:
-                client.deliver(_mqtt_string(topic), payload, min(qos, retained_qos), retain=True)
+                client.deliver(topic, payload, min(qos, retained_qos), retain=True)
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         """Route a message as if a client had published it (also used for Wills)."""
@@ -401,11 +317,11 @@ class MiniBroker:
                 self._retained[topic] = (payload, min(qos, 1))
             else:
                 self._retained.pop(topic, None)  # [MQTT-3.3.1-10]
-        topic_levels, encoded = topic.split("/"), _mqtt_string(topic)
+        topic_levels = topic.split("/")
         for client in self._clients.values():
             best = client.best_qos(topic_levels)
             if best >= 0:
-                client.deliver(encoded, payload, min(qos, best, 1), retain=False)
+                client.deliver(topic, payload, min(qos, best, 1), retain=False)
 
     async def _end(self, client: _Client) -> None:
         if self._clients.get(client.client_id) is client:

@@ -1,13 +1,21 @@
-"""MQTT 3.1.1 packets: encoding and incremental parsing, no I/O.
+"""MQTT 3.1.1 packets for both ends of a connection: encoders, body parsers and stream readers, no I/O.
 
-Shared by the engine's client (:mod:`uns.mqtt.client`) and the demo broker
-(:mod:`uns.mqtt.minibroker`).  :class:`PacketReader` parses every complete packet
-of a received chunk in one loop; a packet split over several chunks is
-joined only once it is complete.
+The project's one wire codec: the client (:mod:`uns.mqtt.client`), the demo
+broker (:mod:`uns.mqtt.minibroker`) and the benchmark load generator use it.
+
+- ``encode_*`` builds every packet either side sends;
+- ``parse_*`` reads the body of a packet whose fields the receiver needs;
+  malformed bytes raise :class:`MqttProtocolError`;
+- two incremental readers split a byte stream into packets.
+  :class:`PacketReader` is the client's hot path: it turns every complete
+  PUBLISH of a received chunk into a tuple in one loop and answers QoS 1/2
+  itself.  :class:`FrameReader` returns every packet in arrival order, as a
+  broker needs (a SUBSCRIBE followed by a PUBLISH must be handled in that order).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from uns.errors import BrokerError
@@ -22,6 +30,7 @@ __all__ = [
     "PINGREQ",
     "PINGREQ_PACKET",
     "PINGRESP",
+    "PINGRESP_PACKET",
     "PUBACK",
     "PUBCOMP",
     "PUBLISH",
@@ -31,14 +40,29 @@ __all__ = [
     "SUBSCRIBE",
     "UNSUBACK",
     "UNSUBSCRIBE",
+    "Connect",
+    "FrameReader",
     "Message",
+    "MqttProtocolError",
     "PacketReader",
     "Will",
+    "decode_remaining_length",
+    "encode_ack",
+    "encode_connack",
     "encode_connect",
     "encode_publish",
     "encode_remaining_length",
+    "encode_suback",
     "encode_subscribe",
     "encode_unsubscribe",
+    "fixed_flags_ok",
+    "parse_ack",
+    "parse_connack",
+    "parse_connect",
+    "parse_publish",
+    "parse_suback",
+    "parse_subscribe",
+    "parse_unsubscribe",
 ]
 
 #: (topic, payload, qos, retain) of one received PUBLISH
@@ -56,8 +80,25 @@ CONNACK_REASONS = {
     5: "not authorized",
 }
 PINGREQ_PACKET = b"\xc0\x00"
+PINGRESP_PACKET = b"\xd0\x00"
 DISCONNECT_PACKET = b"\xe0\x00"
 MAX_REMAINING_LENGTH = 268_435_455  # four varint bytes
+#: the protocol names and levels whose CONNECT has the 3.1.1 layout (3.1 is "MQIsdp" level 3)
+PROTOCOLS = frozenset({("MQTT", 4), ("MQIsdp", 3)})
+_FLAGS_TWO = frozenset({PUBREL, SUBSCRIBE, UNSUBSCRIBE})  # fixed header flags 0b0010 [MQTT-2.2.2-1]
+_ACKS = frozenset({PUBACK, PUBREC, PUBREL, PUBCOMP, UNSUBACK})
+
+
+class MqttProtocolError(BrokerError):
+    """The peer sent bytes that break MQTT 3.1.1; the connection cannot go on.
+
+    ``connack`` is the return code a broker answers a bad CONNECT with before
+    closing (1: unacceptable protocol version), ``None`` to just close."""
+
+    def __init__(self, reason: str, *, connack: int | None = None) -> None:
+        super().__init__(f"protocol error: {reason}")
+        self.reason = reason
+        self.connack = connack
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +109,20 @@ class Will:
     payload: bytes
     qos: int = 0
     retain: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    """The fields of a CONNECT packet."""
+
+    client_id: str
+    keepalive: int
+    clean_session: bool = True
+    will: Will | None = None
+    username: str | None = None
+    password: bytes | None = None  # binary data in MQTT, not a string
+    protocol: str = "MQTT"
+    level: int = 4
 
 
 # ------------------------------------------------------------------ encoding
@@ -120,6 +175,11 @@ def encode_connect(
     return _packet(CONNECT << 4, header + payload)
 
 
+def encode_connack(code: int = 0, *, session_present: bool = False) -> bytes:
+    """A CONNACK: return code 0 accepts, 1-5 refuse (:data:`CONNACK_REASONS`)."""
+    return bytes((CONNACK << 4, 2, 1 if session_present else 0, code))
+
+
 def encode_publish(
     topic: str, payload: bytes, qos: int = 0, retain: bool = False, packet_id: int = 0, dup: bool = False
 ) -> bytes:
@@ -132,6 +192,13 @@ def encode_publish(
     return bytes((first,)) + encode_remaining_length(body_len) + head + payload
 
 
+def encode_ack(kind: int, packet_id: int) -> bytes:
+    """PUBACK, PUBREC, PUBREL, PUBCOMP or UNSUBACK: a packet id and nothing else."""
+    if kind not in _ACKS:
+        raise ValueError(f"packet type {kind} is not an acknowledgement")
+    return bytes((kind << 4 | (0x02 if kind == PUBREL else 0), 2)) + packet_id.to_bytes(2, "big")
+
+
 def encode_subscribe(packet_id: int, topic: str, qos: int) -> bytes:
     """A SUBSCRIBE packet for one filter."""
     return _packet(
@@ -139,14 +206,175 @@ def encode_subscribe(packet_id: int, topic: str, qos: int) -> bytes:
     )
 
 
+def encode_suback(packet_id: int, codes: Sequence[int]) -> bytes:
+    """A SUBACK: per filter the granted QoS, or 0x80 for a refusal."""
+    return _packet(SUBACK << 4, packet_id.to_bytes(2, "big") + bytes(codes))
+
+
 def encode_unsubscribe(packet_id: int, topic: str) -> bytes:
     """An UNSUBSCRIBE packet for one filter."""
     return _packet(UNSUBSCRIBE << 4 | 0x02, packet_id.to_bytes(2, "big") + _string(topic.encode()))
 
 
-# ------------------------------------------------------------------ decoding
-def _long_length(buf: bytes, pos: int, n: int) -> tuple[int, int]:
-    """(remaining length, body start) of the packet at ``pos``; start -1 when incomplete."""
+# ------------------------------------------------------------------ parsing packet bodies
+def fixed_flags_ok(kind: int, flags: int) -> bool:
+    """Whether the fixed header's flag nibble is the one the spec fixes for ``kind`` (PUBLISH: any)."""
+    return kind == PUBLISH or flags == (0x02 if kind in _FLAGS_TWO else 0)
+
+
+def decode_remaining_length(data: bytes) -> tuple[int, int]:
+    """(value, bytes used) of the variable length integer at the start of ``data``."""
+    length, start = _varint(data, -1, len(data))
+    if start < 0:
+        raise MqttProtocolError("remaining length truncated")
+    return length, start
+
+
+class _Cursor:
+    """Reads the fields of one packet body in order; any overrun is a protocol error."""
+
+    __slots__ = ("data", "pos", "what")
+
+    def __init__(self, data: bytes, what: str) -> None:
+        self.data, self.pos, self.what = data, 0, what
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > len(self.data):
+            raise MqttProtocolError(f"{self.what} shorter than its fields")
+        chunk = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return chunk
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def u16(self) -> int:
+        return int.from_bytes(self.take(2), "big")
+
+    def packet_id(self) -> int:
+        packet_id = self.u16()
+        if not packet_id:
+            raise MqttProtocolError(f"{self.what} with packet id 0")  # [MQTT-2.3.1-1]
+        return packet_id
+
+    def binary(self) -> bytes:
+        return self.take(self.u16())
+
+    def string(self) -> str:
+        try:
+            text = self.binary().decode()
+        except UnicodeDecodeError as exc:
+            raise MqttProtocolError(f"{self.what} with a string that is not UTF-8") from exc
+        if "\x00" in text:
+            raise MqttProtocolError(f"{self.what} with a string containing U+0000")  # [MQTT-1.5.3-2]
+        return text
+
+    def rest(self) -> bytes:
+        return self.take(len(self.data) - self.pos)
+
+    @property
+    def done(self) -> bool:
+        return self.pos >= len(self.data)
+
+    def end(self) -> None:
+        if not self.done:
+            raise MqttProtocolError(f"{self.what} longer than its fields")
+
+
+def _topic_name_ok(topic: str) -> bool:
+    return bool(topic) and "+" not in topic and "#" not in topic  # [MQTT-3.3.2-2]
+
+
+def parse_connect(body: bytes) -> Connect:
+    """The fields of a CONNECT body.  An unknown protocol raises with ``connack=1``."""
+    c = _Cursor(body, "CONNECT")
+    protocol, level = c.string(), c.u8()
+    if (protocol, level) not in PROTOCOLS:
+        raise MqttProtocolError(f"protocol {protocol!r} level {level}", connack=1)
+    flags, keepalive = c.u8(), c.u16()
+    if flags & 0x01:
+        raise MqttProtocolError("reserved CONNECT flag set")  # [MQTT-3.1.2-3]
+    client_id = c.string()
+    will = None
+    if flags & 0x04:
+        topic, payload, qos = c.string(), c.binary(), flags >> 3 & 0x03
+        if qos == 3 or not _topic_name_ok(topic):
+            raise MqttProtocolError("invalid Will")
+        will = Will(topic, payload, qos, bool(flags & 0x20))
+    elif flags & 0x38:
+        raise MqttProtocolError("Will QoS or retain without a Will")  # [MQTT-3.1.2-13, -15]
+    if flags & 0x40 and not flags & 0x80:
+        raise MqttProtocolError("password without a user name")  # [MQTT-3.1.2-22]
+    username = c.string() if flags & 0x80 else None
+    password = c.binary() if flags & 0x40 else None
+    c.end()
+    return Connect(client_id, keepalive, bool(flags & 0x02), will, username, password, protocol, level)
+
+
+def parse_connack(body: bytes) -> tuple[bool, int]:
+    """(session present, return code) of a CONNACK body."""
+    if len(body) != 2:
+        raise MqttProtocolError(f"CONNACK of {len(body)} bytes")
+    return bool(body[0] & 0x01), body[1]
+
+
+def parse_publish(flags: int, body: bytes) -> tuple[str, int, bytes]:
+    """(topic, packet id or 0 at QoS 0, payload) of a PUBLISH from a client, strictly checked."""
+    qos = flags >> 1 & 0x03
+    if qos == 3:
+        raise MqttProtocolError("PUBLISH with QoS 3")  # [MQTT-3.3.1-4]
+    c = _Cursor(body, "PUBLISH")
+    topic = c.string()
+    if not _topic_name_ok(topic):
+        raise MqttProtocolError(f"PUBLISH to {topic!r}, which is not a topic name")
+    packet_id = c.packet_id() if qos else 0
+    return topic, packet_id, c.rest()
+
+
+def parse_ack(body: bytes, what: str = "acknowledgement") -> int:
+    """The packet id of a PUBACK, PUBREC, PUBREL, PUBCOMP or UNSUBACK body."""
+    if len(body) != 2:
+        raise MqttProtocolError(f"{what} of {len(body)} bytes")
+    return body[0] << 8 | body[1]
+
+
+def parse_subscribe(body: bytes) -> tuple[int, list[tuple[str, int]]]:
+    """(packet id, [(filter, requested QoS)]) of a SUBSCRIBE body; at least one filter."""
+    c = _Cursor(body, "SUBSCRIBE")
+    packet_id = c.packet_id()
+    filters = []
+    while not c.done:
+        topic_filter, qos = c.string(), c.u8()
+        if qos > 2:
+            raise MqttProtocolError("SUBSCRIBE QoS above 2")  # [MQTT-3.8.3-4]
+        filters.append((topic_filter, qos))
+    if not filters:
+        raise MqttProtocolError("SUBSCRIBE without topic filters")  # [MQTT-3.8.3-3]
+    return packet_id, filters
+
+
+def parse_suback(body: bytes) -> tuple[int, list[int]]:
+    """(packet id, [granted QoS or 0x80]) of a SUBACK body."""
+    if len(body) < 3:
+        raise MqttProtocolError("SUBACK without a return code")
+    return body[0] << 8 | body[1], list(body[2:])
+
+
+def parse_unsubscribe(body: bytes) -> tuple[int, list[str]]:
+    """(packet id, [filter]) of an UNSUBSCRIBE body; at least one filter."""
+    c = _Cursor(body, "UNSUBSCRIBE")
+    packet_id = c.packet_id()
+    filters = []
+    while not c.done:
+        filters.append(c.string())
+    if not filters:
+        raise MqttProtocolError("UNSUBSCRIBE without topic filters")  # [MQTT-3.10.3-2]
+    return packet_id, filters
+
+
+# ------------------------------------------------------------------ stream readers
+def _varint(buf: bytes, pos: int, n: int) -> tuple[int, int]:
+    """(remaining length, body start) for the fixed header at ``pos``; start -1 when incomplete."""
     length = 0
     for i in range(4):
         if pos + 1 + i >= n:
@@ -155,45 +383,100 @@ def _long_length(buf: bytes, pos: int, n: int) -> tuple[int, int]:
         length |= (byte & 0x7F) << (7 * i)
         if byte < 0x80:
             return length, pos + 2 + i
-    raise BrokerError("protocol error from the broker: remaining length longer than 4 bytes")
+    raise MqttProtocolError("remaining length longer than 4 bytes")
 
 
-class PacketReader:
-    """Splits the byte stream from the broker into packets (no I/O).
+class _Stream:
+    """Holds the start of a packet that has not fully arrived; joins it once it is complete."""
 
-    :meth:`feed` appends every complete PUBLISH to ``messages``, handles the
-    inbound QoS 1/2 handshakes itself (the acknowledgements collect in
-    ``replies``, to be written in one go), and returns the other packets as
-    ``(type, flags, body)``.  A malformed packet raises :class:`BrokerError`;
-    the messages before it are kept.
-    """
-
-    def __init__(self, messages: list[Message] | None = None) -> None:
-        self.messages: list[Message] = [] if messages is None else messages
-        #: PUBACK / PUBREC / PUBCOMP bytes owed to the broker
-        self.replies = bytearray()
-        #: topics that were not valid UTF-8 (decoded with U+FFFD instead)
-        self.bad_topics = 0
-        self._held: list[bytes] = []  # the start of an incomplete packet
+    def __init__(self) -> None:
+        self._held: list[bytes] = []
         self._held_len = 0
         self._need = 0  # bytes the incomplete packet needs in all (0: header not complete yet)
-        self._qos2_open: set[int] = set()  # QoS 2 ids delivered, PUBREL not yet received
 
     @property
     def buffered(self) -> int:
         """Bytes of an incomplete packet waiting for the rest."""
         return self._held_len
 
+    def _join(self, data: bytes) -> bytes | None:
+        """``data`` after what was held back; None while a large packet is still incomplete."""
+        self._held.append(data)
+        self._held_len += len(data)
+        if self._held_len < self._need:
+            return None  # a large packet arriving in pieces: join only once it is complete
+        buf = b"".join(self._held)
+        self._held.clear()
+        self._held_len = self._need = 0
+        return buf
+
+    def _hold(self, buf: bytes, pos: int, end: int) -> None:
+        """Keep ``buf[pos:]``, the start of the packet that ends at ``end`` (if known)."""
+        if pos < len(buf):
+            rest = buf[pos:]
+            self._held.append(rest)
+            self._held_len = len(rest)
+            self._need = end - pos if end > pos else 0
+
+
+class FrameReader(_Stream):
+    """Splits a byte stream into ``(type, flags, body)`` packets, all of them, in order.
+
+    A packet announcing more than ``max_size`` bytes is refused as soon as its
+    header arrives, so a peer cannot make us hold more than that."""
+
+    def __init__(self, max_size: int = MAX_REMAINING_LENGTH) -> None:
+        super().__init__()
+        self.max_size = max_size
+
+    def feed(self, data: bytes) -> list[tuple[int, int, bytes]]:
+        buf = self._join(data) if self._held else data
+        if buf is None:
+            return []
+        n, pos, end = len(buf), 0, 0
+        packets = []
+        while n - pos >= 2:
+            length, start = _varint(buf, pos, n)
+            if start < 0:
+                end = 0
+                break
+            if length > self.max_size:
+                raise MqttProtocolError(f"packet of {length} bytes exceeds the {self.max_size} byte limit")
+            end = start + length
+            if end > n:
+                break
+            packets.append((buf[pos] >> 4, buf[pos] & 0x0F, buf[start:end]))
+            pos = end
+        self._hold(buf, pos, end)
+        return packets
+
+
+class PacketReader(_Stream):
+    """Splits the byte stream from the broker into packets (the client's side, no I/O).
+
+    :meth:`feed` appends every complete PUBLISH to ``messages``, handles the
+    inbound QoS 1/2 handshakes itself (the acknowledgements collect in
+    ``replies``, to be written in one go), and returns the other packets as
+    ``(type, flags, body)``.  A malformed packet raises :class:`MqttProtocolError`;
+    the messages before it are kept.
+    """
+
+    def __init__(self, messages: list[Message] | None = None) -> None:
+        super().__init__()
+        self.messages: list[Message] = [] if messages is None else messages
+        #: PUBACK / PUBREC / PUBCOMP bytes owed to the broker
+        self.replies = bytearray()
+        #: topics that were not valid UTF-8 (decoded with U+FFFD instead)
+        self.bad_topics = 0
+        self._qos2_open: set[int] = set()  # QoS 2 ids delivered, PUBREL not yet received
+
     def feed(self, data: bytes) -> list[tuple[int, int, bytes]]:
         """Parse ``data`` (plus what an earlier call held back); return the non-PUBLISH packets."""
         if self._held:
-            self._held.append(data)
-            self._held_len += len(data)
-            if self._held_len < self._need:
-                return []  # a large packet arriving in pieces: join only once it is complete
-            buf = b"".join(self._held)
-            self._held.clear()
-            self._held_len = self._need = 0
+            joined = self._join(data)
+            if joined is None:
+                return []
+            buf = joined
         else:
             buf = data
         n = len(buf)
@@ -212,7 +495,7 @@ class PacketReader:
                 start = pos + 3
                 length = (byte & 0x7F) | buf[pos + 2] << 7
             else:
-                length, start = _long_length(buf, pos, n)
+                length, start = _varint(buf, pos, n)
                 if start < 0:
                     end = 0  # the header itself is incomplete
                     break
@@ -221,12 +504,12 @@ class PacketReader:
                 break
             if first >> 4 == 3:  # PUBLISH (a literal: no global lookup per packet)
                 if length < 2:
-                    raise BrokerError("protocol error from the broker: PUBLISH without a topic")
+                    raise MqttProtocolError("PUBLISH without a topic")
                 topic_end = start + 2 + (buf[start] << 8 | buf[start + 1])
                 qos = first >> 1 & 3
                 payload_start = topic_end + 2 if qos else topic_end
                 if payload_start > end:
-                    raise BrokerError("protocol error from the broker: PUBLISH topic longer than the packet")
+                    raise MqttProtocolError("PUBLISH topic longer than the packet")
                 raw_topic = buf[start + 2 : topic_end]
                 try:
                     topic = raw_topic.decode()
@@ -243,18 +526,14 @@ class PacketReader:
             else:
                 self._control(first, buf[start:end], controls)
             pos = end
-        if pos < n:
-            rest = buf[pos:]
-            self._held.append(rest)
-            self._held_len = len(rest)
-            self._need = end - pos if end > pos else 0
+        self._hold(buf, pos, end)
         return controls
 
     def _publish_qos2(
         self, buf: bytes, first: int, topic: str, topic_end: int, payload_start: int, end: int
     ) -> None:
         if first & 0x06 == 0x06:
-            raise BrokerError("protocol error from the broker: PUBLISH with QoS 3")
+            raise MqttProtocolError("PUBLISH with QoS 3")
         packet_id = buf[topic_end:payload_start]
         self.replies += b"\x50\x02" + packet_id
         key = int.from_bytes(packet_id, "big")
@@ -265,15 +544,13 @@ class PacketReader:
     def _control(self, first: int, body: bytes, controls: list[tuple[int, int, bytes]]) -> None:
         kind = first >> 4
         if kind == PUBREL:
-            if len(body) != 2:
-                raise BrokerError("protocol error from the broker: PUBREL of wrong length")
-            self._qos2_open.discard(int.from_bytes(body, "big"))
+            self._qos2_open.discard(parse_ack(body, "PUBREL"))
             self.replies += b"\x70\x02" + body
             return
         if kind in (CONNACK, PUBACK, PUBREC, PUBCOMP, UNSUBACK) and len(body) != 2:
-            raise BrokerError(f"protocol error from the broker: packet type {kind} of {len(body)} bytes")
+            raise MqttProtocolError(f"packet type {kind} of {len(body)} bytes")
         if kind == SUBACK and len(body) < 3:
-            raise BrokerError("protocol error from the broker: SUBACK without a return code")
+            raise MqttProtocolError("SUBACK without a return code")
         if kind not in (CONNACK, PUBACK, PUBREC, PUBCOMP, SUBACK, UNSUBACK, PINGRESP):
-            raise BrokerError(f"protocol error from the broker: unexpected packet type {kind}")
+            raise MqttProtocolError(f"unexpected packet type {kind}")
         controls.append((kind, first & 0x0F, body))
