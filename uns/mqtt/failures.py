@@ -1,0 +1,74 @@
+"""Why a connection attempt failed, and whether trying again can help.
+
+The one place that maps socket, TLS and CONNACK failures to the error tree:
+:class:`~uns.errors.BrokerRefused` for the answers a broker gives again on
+every attempt (bad credentials, not authorized, identifier rejected, a
+certificate that does not verify, TLS settings that cannot work), plain
+:class:`~uns.errors.BrokerError` for what may heal (nobody listening yet, a
+timeout, "server unavailable", a connection cut short).  A reconnect loop
+retries the latter and stops at the former.
+
+The messages do not name the broker: the caller knows which one it dialled
+and says so once.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+from uns.errors import BrokerError, BrokerRefused, ConfigError
+from uns.mqtt.wire import CONNACK_REASONS
+
+__all__ = ["FINAL_CONNACK_CODES", "connack_failure", "socket_failure", "tls_settings_failure"]
+
+#: CONNACK return codes that a retry gets again.  3 ("server unavailable") is
+#: the broker saying "not now"; 1 means it does not speak MQTT 3.1.1, which no
+#: retry changes either.
+FINAL_CONNACK_CODES = frozenset({1, 2, 4, 5})
+
+# A TLS session cut short (EOF, reset mid-handshake) says nothing about the
+# settings; any other TLS error is a verdict on them (certificate, protocol
+# version, cipher) and comes back the same every time.
+_CUT_SHORT = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+
+
+def connack_failure(code: int) -> BrokerError:
+    """The error for a CONNACK that did not accept the connection (``code`` > 0)."""
+    reason = CONNACK_REASONS.get(code, f"return code {code}")
+    cls = BrokerRefused if code in FINAL_CONNACK_CODES else BrokerError
+    return cls(f"broker refused the connection: {reason}")
+
+
+def socket_failure(
+    exc: BaseException, *, before_connack: bool = False, tls_without_certificate: bool = False
+) -> BrokerError:
+    """The error for an exception from opening the connection, or, with
+    ``before_connack``, for the connection ending before the broker answered.
+
+    With TLS 1.3 a broker checks the client certificate after the handshake; one
+    that wants a certificate we do not have sends an alert and closes, and as our
+    CONNECT is still unread there, the close is a reset that may overtake the alert.
+    A reset alone proves nothing (a restarting broker resets too), so it stays a
+    BrokerError, with a hint when we came without a certificate."""
+    if isinstance(exc, ssl.SSLError):
+        text = str(exc.reason or exc)
+        if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+            text += f" ({exc.verify_message})"
+        # after the handshake: e.g. TLS 1.3, where the broker rejects our certificate afterwards
+        text = f"TLS error before CONNACK: {text}" if before_connack else f"TLS handshake failed: {text}"
+        return (BrokerError if isinstance(exc, _CUT_SHORT) else BrokerRefused)(text)
+    if isinstance(exc, ConnectionRefusedError):
+        text = "connection refused"
+    else:
+        text = (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or type(exc).__name__
+    if not before_connack:
+        return BrokerError(text)
+    hint = ""
+    if tls_without_certificate and isinstance(exc, ConnectionResetError):
+        hint = " (a broker that requires a client certificate resets the connection of a client without one)"
+    return BrokerError(f"connection lost before CONNACK: {text}{hint}")
+
+
+def tls_settings_failure(exc: ConfigError) -> BrokerRefused:
+    """TLS files that cannot be loaded: no attempt can succeed until the settings change."""
+    return BrokerRefused(f"bad TLS settings: {exc}")

@@ -1,0 +1,128 @@
+"""The sending side of one MQTT connection: bytes on their way out, acknowledgements awaited.
+
+:class:`Outbox` coalesces: the packets queued in one event-loop iteration
+leave in one ``write`` (one system call instead of one per message), and a
+packet written at once never overtakes them.  It also carries the transport's
+back-pressure (``pause_writing``/``resume_writing``) to whoever awaits
+:meth:`Outbox.drain`.
+
+:class:`Inflight` hands out packet ids and remembers who waits for each one's
+acknowledgement (PUBACK, PUBCOMP, SUBACK, UNSUBACK).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from uns.errors import BrokerError
+
+__all__ = ["Inflight", "Outbox"]
+
+
+class Outbox:
+    """Writes to one transport, in one order, with coalescing and back-pressure."""
+
+    __slots__ = ("_drain_waiters", "_queued", "_queued_bytes", "paused", "sent_any", "transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.paused = False
+        #: something was written since the keepalive timer last looked (it resets the flag)
+        self.sent_any = False
+        self._queued: list[bytes] = []
+        self._queued_bytes = 0
+        self._drain_waiters: list[asyncio.Future[None]] = []
+
+    @property
+    def buffered(self) -> int:
+        """Bytes queued here or in the transport, not yet taken by the socket."""
+        return self.transport.get_write_buffer_size() + self._queued_bytes
+
+    def write(self, data: bytes) -> None:
+        """Write now; whatever was queued before goes first (one stream, one order)."""
+        if self._queued:
+            self._queued.append(data)
+            data = self._take()
+        self.transport.write(data)
+        self.sent_any = True
+
+    def queue(self, data: bytes) -> None:
+        """Write at the end of this event-loop iteration, together with the others queued."""
+        if not self._queued:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._queued.append(data)
+        self._queued_bytes += len(data)
+
+    def _take(self) -> bytes:
+        data = b"".join(self._queued)
+        self._queued.clear()
+        self._queued_bytes = 0
+        return data
+
+    def _flush(self) -> None:
+        if not self._queued:
+            return
+        if self.transport.is_closing():
+            self._take()  # the connection is gone: like bytes in a dead socket's buffer
+            return
+        self.transport.write(self._take())
+        self.sent_any = True
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        """The transport's buffer drained (or the connection ended): release the waiters."""
+        self.paused = False
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def drain(self) -> None:
+        """Return once the transport takes more (at once unless it asked us to pause)."""
+        if self.paused:
+            waiter = asyncio.get_running_loop().create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
+
+
+class Inflight:
+    """Packet ids in use, each with the future waiting for its acknowledgement (or None)."""
+
+    __slots__ = ("_next", "_waiters")
+
+    def __init__(self) -> None:
+        self._waiters: dict[int, asyncio.Future[int] | None] = {}
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self._waiters)
+
+    def allocate(self, waiter: asyncio.Future[int] | None) -> int:
+        """A free packet id for a packet whose acknowledgement ``waiter`` gets (None: nobody waits)."""
+        if len(self._waiters) >= 65535:
+            raise BrokerError("no free packet id: 65535 acknowledgements outstanding")
+        while True:
+            self._next = self._next % 65535 + 1
+            if self._next not in self._waiters:
+                self._waiters[self._next] = waiter
+                return self._next
+
+    def resolve(self, packet_id: int, value: int) -> None:
+        """The acknowledgement of ``packet_id`` arrived, carrying ``value`` (SUBACK: granted QoS)."""
+        waiter = self._waiters.pop(packet_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(value)
+
+    def forget(self, packet_id: int, waiter: asyncio.Future[int]) -> None:
+        """Give up waiting (timeout, cancellation); the id is free again."""
+        if self._waiters.get(packet_id) is waiter:
+            del self._waiters[packet_id]
+
+    def fail_all(self, reason: str) -> None:
+        """The connection ended: every waiter gets a BrokerError, every id is free."""
+        for waiter in self._waiters.values():
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(BrokerError(reason))
+        self._waiters.clear()
