@@ -66,9 +66,6 @@ def _setup_logging(level: str) -> None:
 def _broker_settings(broker: str | None) -> Any:
     """Broker settings for the short commands (watch, topics, sim, context set)."""
     from uns.config import load_config  # noqa: PLC0415 - keep `uns --help` fast
-    from uns.mqtt.settings import quiet_client_logs  # noqa: PLC0415
-
-    quiet_client_logs()
 
     return load_config(overrides={"broker.url": broker}).broker.settings()
 

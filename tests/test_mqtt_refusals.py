@@ -3,13 +3,16 @@
 A reconnect loop retries a BrokerError and stops at a BrokerRefused, so each
 class is pinned down here: CONNACK codes from a server that answers exactly
 what a test tells it to, then real refusals from mosquitto (password file,
-TLS) and the minibroker.
+TLS) and the minibroker, and the one line the CLI prints for them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,6 +26,8 @@ from uns.mqtt.minibroker import MiniBroker
 from uns.mqtt.mosquitto import Mosquitto, free_port, password_file
 from uns.mqtt.settings import BrokerSettings
 from uns.mqtt.wire import encode_connack
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @contextlib.asynccontextmanager
@@ -193,3 +198,36 @@ async def test_tls_refusals_are_final(guarded_broker: tuple[Mosquitto, Path, int
         else:
             assert str(no_certificate).startswith("connection lost before CONNACK: Connection reset by peer")
             assert "requires a client certificate" in str(no_certificate)
+
+
+# ---------------------------------------------------------------- the CLI: one line, exit 1
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("command", "prefix"),
+    [
+        (["watch", "#", "--count", "1"], "cannot reach the broker at"),
+        (["topics", "--duration", "1"], "cannot reach the broker at"),
+        (["context", "set", "acme/site", "batch_id=B-1"], "cannot publish to"),
+    ],
+    ids=["watch", "topics", "context-set"],
+)
+def test_cli_stops_at_a_refusal_with_one_line(
+    guarded_broker: tuple[Mosquitto, Path, int], command: list[str], prefix: str
+) -> None:
+    broker = guarded_broker[0]
+    url = f"mqtt://op:wrong@127.0.0.1:{broker.port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNS_")}
+    r = subprocess.run(
+        [sys.executable, "-m", "cli", *command, "--broker", url],
+        env=env,
+        cwd=ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"uns: error: {prefix} mqtt://op:***@127.0.0.1:{broker.port}: broker refused")
+    assert "wrong" not in r.stderr

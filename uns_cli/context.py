@@ -7,12 +7,11 @@ import datetime as dt
 import json
 import time
 
-import aiomqtt
-
 from uns.core.context import ContextStore
 from uns.core.events import ContextChange
-from uns.errors import ContextError, UnsError
-from uns.mqtt.settings import BrokerSettings, describe_mqtt_error, make_client
+from uns.errors import BrokerError, BrokerRefused, ContextError, UnsError
+from uns.mqtt.client import FastClient
+from uns.mqtt.settings import BrokerSettings
 
 __all__ = ["build_event", "context_at", "parse_time", "publish_context"]
 
@@ -65,20 +64,23 @@ def publish_context(
     ts: str | None = None,
     prefix: str = "uns/v1",
 ) -> str:
-    """Validate and publish one context event (QoS 1); return the topic."""
+    """Validate and publish one context event (QoS 1, acknowledged); return the topic.
+
+    BrokerRefused or BrokerError, naming the broker, when it cannot be published."""
     event = build_event(pairs, clear, user=user, reason=reason, ts=parse_time(ts))
     # The same validation the engine applies: a bad event never leaves this machine.
     ContextStore().apply_event(path, event, parse_time(None))
     topic = f"{prefix}/_context/{path.strip('/')}"
 
     async def send() -> None:
-        async with make_client(broker, identifier=f"uns-ctx-{time.time_ns() % 10**9}") as client:
+        async with FastClient(broker, identifier=f"uns-ctx-{time.time_ns() % 10**9}") as client:
             await client.publish(topic, json.dumps(event).encode(), qos=1)
 
     try:
         asyncio.run(send())
-    except aiomqtt.MqttError as exc:
-        raise UnsError(f"cannot publish to {broker.masked_url()}: {describe_mqtt_error(exc)}") from exc
+    except BrokerError as exc:  # one attempt: the CLI prints one line naming the broker
+        cls = BrokerRefused if isinstance(exc, BrokerRefused) else BrokerError
+        raise cls(f"cannot publish to {broker.masked_url()}: {exc}") from exc
     return topic
 
 

@@ -17,17 +17,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiomqtt
-
 from uns.clock import now_ms
+from uns.config import SparkplugSection
 from uns.core.events import SessionEventKind
 from uns.core.values import json_value, value_text
-from uns.errors import EngineError, UnsError
-from uns.mqtt.settings import BrokerSettings, describe_mqtt_error, make_client
+from uns.errors import BrokerError, BrokerRefused, UnsError
+from uns.mqtt.client import FastClient
+from uns.mqtt.settings import BrokerSettings
 from uns.sparkplug.codec import decode_payload_lenient
 from uns.sparkplug.ncmd import rebirth_payload, rebirth_topic
 from uns.sparkplug.payload import Payload
-from uns.sparkplug.session import SessionConfig, SessionManager
+from uns.sparkplug.session import SessionManager
 from uns.sparkplug.state import parse_state
 from uns.sparkplug.topic import MessageType, Topic, parse_topic
 
@@ -104,7 +104,7 @@ class TopicTree:
     """The plant as seen so far: groups / nodes / devices / metrics with last values."""
 
     def __init__(self) -> None:
-        self.sessions = SessionManager(SessionConfig(reorder_timeout_ms=0, rebirth_min_interval_ms=0))
+        self.sessions = SessionManager(SparkplugSection(reorder_timeout_ms=0, rebirth_min_interval_ms=0))
         self.nodes: dict[tuple[str, str], NodeView] = {}
         self.units: dict[tuple[str, str, str | None, str], str] = {}
         self.uns_topics: dict[str, Any] = {}
@@ -261,14 +261,16 @@ async def listen(
     tree: TopicTree | None = None,
 ) -> TopicTree:
     """Subscribe to ``filters`` and feed every message to a TopicTree, calling
-    ``on_message`` with its decoded view; stop after ``duration`` s or ``count`` messages."""
+    ``on_message`` with its decoded view; stop after ``duration`` s or ``count`` messages.
+
+    One attempt, no reconnect: BrokerRefused (bad credentials, certificates) or
+    BrokerError, either naming the broker, for the CLI's one line."""
     tree = tree or TopicTree()
     try:
         await _listen(broker, filters, tree, on_message, duration, count, request_rebirth)
-    except aiomqtt.MqttError as exc:
-        raise EngineError(
-            f"cannot reach the broker at {broker.masked_url()}: {describe_mqtt_error(exc)}"
-        ) from exc
+    except BrokerError as exc:
+        cls = BrokerRefused if isinstance(exc, BrokerRefused) else BrokerError
+        raise cls(f"cannot reach the broker at {broker.masked_url()}: {exc}") from exc
     return tree
 
 
@@ -283,23 +285,21 @@ async def _listen(
 ) -> None:
     seen = 0
     asked: set[tuple[str, str]] = set()
-    client = make_client(broker, identifier=f"uns-inspect-{time.time_ns() % 10**9}")
-    async with client:
+    async with FastClient(broker, identifier=f"uns-inspect-{time.time_ns() % 10**9}") as client:
         for f in filters:
             await client.subscribe(f, qos=1)
         deadline = None if duration is None else time.monotonic() + duration
         while count is None or seen < count:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                message = await asyncio.wait_for(anext(client.messages), timeout)
+                async with asyncio.timeout(timeout):
+                    await client.wait_messages()
             except TimeoutError:
                 break
-            raw = (
-                message.payload if isinstance(message.payload, bytes) else str(message.payload or "").encode()
-            )
-            view = tree.feed(message.topic.value, raw, now_ms())
-            on_message(view)
-            seen += 1
+            limit = 2048 if count is None else count - seen
+            for topic, payload, _qos, _retain in client.take(limit):
+                on_message(tree.feed(topic, payload, now_ms()))
+                seen += 1
             if request_rebirth:
                 for group, node in tree.unborn - asked:
                     asked.add((group, node))

@@ -1,4 +1,4 @@
-"""Broker URLs and aiomqtt client construction (the one place that knows aiomqtt's options).
+"""Where and how to reach the broker: its URL, credentials, TLS, keepalive; reconnect backoff.
 
 ``mqtt://[user[:pass]@]host[:port]`` (default port 1883) or ``mqtts://...``
 (TLS, default port 8883).  Username and password may also come from the config;
@@ -7,55 +7,19 @@ a password is never printed: :meth:`BrokerSettings.masked_url` hides it.
 
 from __future__ import annotations
 
-import logging
 import random
 import ssl
 from dataclasses import dataclass, replace
 from urllib.parse import unquote, urlsplit
-
-import aiomqtt
 
 from uns.errors import ConfigError
 
 __all__ = [
     "Backoff",
     "BrokerSettings",
-    "describe_mqtt_error",
-    "make_client",
     "parse_broker_url",
-    "quiet_client_logs",
     "tls_context",
 ]
-
-
-class _LastError(logging.Handler):
-    """Remembers the MQTT client library's last error (e.g. a TLS alert) for error messages."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.last: str | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.last = record.getMessage()
-
-
-#: the logger handed to every aiomqtt client (paho's own messages)
-client_log = logging.getLogger("uns.mqtt")
-_last_error = _LastError()
-client_log.addHandler(_last_error)
-
-
-def quiet_client_logs() -> None:
-    """For short CLI commands: keep paho's messages off stderr; they end up in
-    :func:`describe_mqtt_error` instead, as part of one clear line."""
-    client_log.propagate = False
-
-
-def describe_mqtt_error(exc: BaseException) -> str:
-    """The error text plus the client library's last logged error, if it adds anything."""
-    text = str(exc) or exc.__class__.__name__
-    last = _last_error.last
-    return f"{text} ({last})" if last and last not in text else text
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +92,9 @@ def _mask(url: str) -> str:
 
 
 def tls_context(b: BrokerSettings) -> ssl.SSLContext:
+    """The TLS context for ``b``: its CA file (else the system's), its client certificate.
+
+    ConfigError when a file cannot be loaded."""
     try:
         ctx = ssl.create_default_context(cafile=b.ca_file)
         if b.cert_file:
@@ -138,32 +105,6 @@ def tls_context(b: BrokerSettings) -> ssl.SSLContext:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     return ctx
-
-
-def make_client(
-    b: BrokerSettings,
-    *,
-    identifier: str,
-    will: aiomqtt.Will | None = None,
-    clean_session: bool = True,
-    max_queued_incoming: int | None = None,
-) -> aiomqtt.Client:
-    """An aiomqtt client for ``b`` (MQTT 3.1.1, clean session as Sparkplug requires)."""
-    return aiomqtt.Client(
-        b.host,
-        b.port,
-        username=b.username,
-        password=b.password,
-        identifier=identifier,
-        will=will,
-        clean_session=clean_session,
-        keepalive=b.keepalive,
-        tls_context=tls_context(b) if b.tls else None,
-        tls_insecure=b.tls_insecure if b.tls else None,
-        max_queued_incoming_messages=max_queued_incoming,
-        timeout=10,
-        logger=client_log,
-    )
 
 
 class Backoff:
