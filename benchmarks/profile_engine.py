@@ -108,7 +108,7 @@ async def run_path(args: argparse.Namespace, path: str) -> None:
             for sink in engine.sinks:
                 await stack.enter_async_context(sink)
             for topic, payload in nbirths + dbirths:
-                batch, _r = engine.process(topic, payload, ts)
+                batch, _r, _p = engine.process(topic, payload, ts)
                 for sink in engine.sinks:
                     sink.add(batch)
             half = len(messages) // 2
@@ -123,7 +123,7 @@ async def run_path(args: argparse.Namespace, path: str) -> None:
             if prof:
                 prof.enable()
             for i, (topic, payload) in enumerate(rest):
-                batch, _r = engine.process(topic, payload, ts)
+                batch, _r, _p = engine.process(topic, payload, ts)
                 for sink in engine.sinks:
                     sink.add(batch)
                 if i % 500 == 0:

@@ -1,4 +1,4 @@
-"""Running an Engine inside a test against the real mosquitto."""
+"""Running an Engine inside a test: against the real mosquitto, or an in-memory broker."""
 
 from __future__ import annotations
 
@@ -20,15 +20,18 @@ class CollectingSink:
 
     name = "collect"
 
-    def __init__(self) -> None:
+    def __init__(self, on_flush: Callable[[], None] | None = None) -> None:
         self.batches: list[Batch] = []
         self.flushes = 0
+        self._on_flush = on_flush  # lets a test place the flush among the broker's events
 
     def add(self, batch: Batch) -> None:
         self.batches.append(batch)
 
     async def flush(self) -> None:
         self.flushes += 1
+        if self._on_flush is not None:
+            self._on_flush()
 
     def stats(self) -> dict[str, int | float | str]:
         return {"batches": len(self.batches)}
@@ -53,9 +56,11 @@ class CollectingSink:
         return [e for e in self.sessions if e.event == kind]
 
 
-def engine_config(broker: Mosquitto, ns: str, **overrides: Any) -> Config:
+def engine_config(broker: Mosquitto | str, ns: str, **overrides: Any) -> Config:
+    """A quick-reconnecting engine without lake or republish, in namespace ``ns``
+    (``broker`` is a mosquitto or a URL, e.g. for :class:`uns.engine.memory.MemoryBroker`)."""
     values: dict[str, Any] = {
-        "broker.url": broker.url,
+        "broker.url": broker if isinstance(broker, str) else broker.url,
         "engine.host_id": ns,
         "engine.prefix": f"{ns}/uns",
         "lake.path": "",

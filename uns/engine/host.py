@@ -6,18 +6,30 @@ One task group of named tasks per broker connection::
     uns-timer     reorder timeouts (SessionManager.tick)
     uns-status    the retained status document on <prefix>/_engine/<host_id>/status
 
-The connection is :class:`uns.mqtt.client.FastClient`, which parses every packet
-of a socket read in one go; the receive task takes them as a list and
-processes them without an event-loop round per message.
+What to do with each message is decided by :class:`~uns.engine.dispatch.Dispatcher`
+(no I/O); this module carries the decisions out.  The connection is a
+:class:`~uns.engine.transport.Transport` made by the factory the engine is given:
+:class:`uns.mqtt.client.FastClient` in production, which parses every packet of a
+socket read in one go, so the receive task takes them as a list and processes them
+without an event-loop round per message; :class:`uns.engine.memory.MemoryBroker` in
+the unit tests.
 
 The receive path never waits on a sink, except when a sink says it is full
 (``LakeBackpressure``): then processing pauses for ``retry_after`` while new
-messages wait in the client's buffer (documented policy; counted as
+messages wait in the transport's buffer (documented policy; counted as
 ``backpressure_waits``, the buffer depth is ``receive_queue`` in the status).
-Once that buffer reaches its high-water mark the client stops reading the
+Once that buffer reaches its high-water mark the transport stops reading the
 socket, so the broker queues instead of the engine's memory growing.
+
+Connecting: a dropped or refused socket is retried with capped, jittered
+backoff (forever, or ``broker.connect_retries`` times before the first
+connection); a refusal that retrying cannot heal (:class:`~uns.errors.BrokerRefused`:
+bad credentials, not authorized, a certificate that does not verify) ends
+:meth:`Engine.run` at once with an :class:`~uns.errors.EngineError`, at start-up
+and after a reconnect alike.
+
 Shutdown order: stop intake, drain what was already received, flush the
-sinks, publish STATE offline (primary host), disconnect.
+sinks, publish status and STATE offline (primary host), disconnect.
 """
 
 from __future__ import annotations
@@ -34,23 +46,18 @@ from uns.clock import now_ms
 from uns.config import Config
 from uns.core.context import ContextStore
 from uns.core.enrich import Enricher
-from uns.core.events import Batch, RebirthRequest, Rejected, SessionEventKind, Sink
+from uns.core.events import Batch, RebirthRequest, Sink
 from uns.core.model import PlantModel
+from uns.engine.dispatch import Decision, Dispatcher
 from uns.engine.status import Counters
-from uns.errors import (
-    BrokerError,
-    ContextError,
-    EngineError,
-    LakeBackpressure,
-    UnsError,
-)
+from uns.engine.transport import Message, Publish, Transport, TransportFactory
+from uns.errors import BrokerError, BrokerRefused, EngineError, LakeBackpressure
 from uns.logs import RateLimitedLog
-from uns.mqtt.client import FastClient, Message, Will
-from uns.mqtt.settings import Backoff
+from uns.mqtt.client import FastClient, Will
+from uns.mqtt.settings import Backoff, BrokerSettings
 from uns.sparkplug.ncmd import rebirth_payload
-from uns.sparkplug.session import SessionConfig, SessionManager
-from uns.sparkplug.state import format_state, parse_state
-from uns.sparkplug.topic import MessageType, Topic, parse_topic
+from uns.sparkplug.session import SessionManager
+from uns.sparkplug.state import format_state
 
 __all__ = ["Engine"]
 
@@ -58,7 +65,10 @@ log = logging.getLogger("uns.engine")
 
 
 class Engine:
-    """A Sparkplug B host application feeding sinks.  Use :meth:`run`."""
+    """A Sparkplug B host application feeding sinks.  Use :meth:`run`.
+
+    ``transport`` makes the broker connections (default :class:`~uns.mqtt.client.FastClient`);
+    pass a :class:`~uns.engine.memory.MemoryBroker` to run the engine without a broker."""
 
     def __init__(
         self,
@@ -66,16 +76,10 @@ class Engine:
         *,
         sinks: Sequence[Sink] = (),
         model: PlantModel | None = None,
+        transport: TransportFactory = FastClient,
     ) -> None:
         self.config = config
-        sp = config.sparkplug
-        self.sessions = SessionManager(
-            SessionConfig(
-                reorder_timeout_ms=sp.reorder_timeout_ms,
-                rebirth_on_error=sp.rebirth_requests,
-                rebirth_min_interval_ms=sp.rebirth_min_interval_ms,
-            )
-        )
+        self.sessions = SessionManager(config.sparkplug)
         self.context = ContextStore(window_ms=int(config.context.window_hours * 3_600_000))
         self.model = model or PlantModel.empty()
         self.prefix = config.engine.prefix
@@ -85,104 +89,34 @@ class Engine:
         self.host_id = config.engine.host_id
         self.state_topic = f"spBv1.0/STATE/{self.host_id}"
         self.status_topic = f"{self.prefix}/_engine/{self.host_id}/status"
-        self._context_prefix = f"{self.prefix}/_context/"
-        self._topics: dict[str, Topic | None] = {}
-        self._client: FastClient | None = None
-        self._state_ts: int | None = None  # T of the current connection's Will and online STATE
-        self._pending: list[tuple[str, bytes, int, bool]] = []  # publishes decided by process()
+        self.dispatch = Dispatcher(
+            config,
+            sessions=self.sessions,
+            context=self.context,
+            enricher=self.enricher,
+            counters=self.counters,
+        )
+        self._transport = transport
+        # The connection state, in one field: the transport of the live session (subscribed,
+        # STATE birth sent), None otherwise.  Only _set_client changes it.
+        self._client: Transport | None = None
+        #: set while a session is live (follows ``_client``): what callers wait on
+        self.connected = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
         self._rlog = RateLimitedLog(log)
         self._started = time.monotonic()
-        self.connected = asyncio.Event()
-        self.ever_connected = False
 
-    # ------------------------------------------------------------------ pure-ish dispatch
-    def process(self, topic: str, payload: bytes, received_at: int) -> tuple[Batch, list[RebirthRequest]]:
-        """Handle one received message; never raises for bad input."""
-        self.counters.messages += 1
-        if topic.startswith(self._context_prefix):
-            return self._process_context(topic, payload, received_at), []
-        parsed = self._topics.get(topic, False)
-        if parsed is False:
-            try:
-                parsed = parse_topic(topic)
-            except UnsError:
-                parsed = None
-            if len(self._topics) < 100_000:
-                self._topics[topic] = parsed
-        if parsed is None:
-            return self._reject(topic, payload, received_at, "not a Sparkplug B topic"), []
-        assert isinstance(parsed, Topic)
-        mtype = parsed.message_type
-        if mtype is MessageType.STATE:
-            self._process_state(parsed, payload, received_at)
-            return Batch(), []
-        if mtype is MessageType.NCMD or mtype is MessageType.DCMD:
-            self.counters.commands_ignored += 1
-            return Batch(), []
-        self.counters.sparkplug_messages += 1
-        outcome, bad_metrics = self.sessions.handle_raw(
-            parsed, payload, received_at, max_decompressed_bytes=self.config.sparkplug.max_decompressed_bytes
-        )
-        if outcome.undecodable is not None:
-            self._rlog.warning(
-                f"decode:{parsed.node_key}", "undecodable payload on %s: %s", topic, outcome.undecodable
-            )
-        for _index, reason in bad_metrics:
-            outcome.batch.rejected.append(Rejected(received_at, topic, payload, f"undecodable: {reason}"))
-        batch = outcome.batch
-        self._account(batch, outcome.rebirths)
-        return batch, outcome.rebirths
+    def _set_client(self, client: Transport | None) -> None:
+        self._client = client
+        if client is None:
+            self.connected.clear()
+        else:
+            self.connected.set()
 
-    def _account(self, batch: Batch, rebirths: list[RebirthRequest]) -> None:
-        if batch.samples or batch.catalog:
-            self.enricher.enrich(batch)
-        self.counters.metrics += len(batch.samples)
-        self.counters.context_changes += len(batch.context)
-        if batch.rejected:
-            self.counters.rejected += len(batch.rejected)
-        for ev in batch.sessions:
-            if ev.event == SessionEventKind.SEQ_GAP:
-                self.counters.seq_gaps += 1
-        self.counters.rebirths_requested += len(rebirths)
-
-    def _reject(self, topic: str, payload: bytes, received_at: int, reason: str) -> Batch:
-        self.counters.rejected += 1
-        self._rlog.warning(f"reject:{topic}", "rejected message on %s: %s", topic, reason)
-        return Batch(rejected=[Rejected(received_at, topic, payload, reason)])
-
-    def _process_context(self, topic: str, payload: bytes, received_at: int) -> Batch:
-        self.counters.context_events += 1
-        path = topic[len(self._context_prefix) :]
-        try:
-            event = json.loads(payload)
-        except (ValueError, UnicodeDecodeError) as exc:
-            return self._reject(topic, payload, received_at, f"context event is not valid JSON: {exc}")
-        if not isinstance(event, dict):
-            return self._reject(topic, payload, received_at, "context event must be a JSON object")
-        try:
-            changes = self.context.apply_event(path, event, received_at)
-        except ContextError as exc:
-            return self._reject(topic, payload, received_at, exc.reason)
-        self.counters.context_changes += len(changes)
-        return Batch(context=changes)
-
-    def _process_state(self, topic: Topic, payload: bytes, received_at: int) -> None:
-        self.counters.host_states_seen += 1
-        try:
-            state = parse_state(payload)
-        except UnsError as exc:
-            self._rlog.warning(f"state:{topic}", "bad STATE on %s: %s", topic, exc)
-            return
-        if (
-            topic.host_id == self.host_id
-            and not topic.legacy
-            and self.config.engine.primary
-            and not state.online
-            and self._state_ts is not None
-        ):
-            # Someone (or our old Will) says we are offline while we are connected: re-assert.
-            self._pending.append((self.state_topic, format_state(True, self._state_ts), 1, True))
+    def process(self, topic: str, payload: bytes, received_at: int) -> Decision:
+        """Decide what one received message means: (batch, rebirth requests, publishes).
+        Pure of I/O; :meth:`run` carries the decision out (see :class:`Dispatcher`)."""
+        return self.dispatch.process(topic, payload, received_at)
 
     # ------------------------------------------------------------------ sinks
     async def _deliver(self, batch: Batch) -> None:
@@ -215,16 +149,16 @@ class Engine:
                     self.counters.backpressure_waits += 1
                     await asyncio.sleep(again.retry_after)
 
-    def _act(self, rebirths: list[RebirthRequest]) -> None:
+    # ------------------------------------------------------------------ sending
+    def _act(
+        self, client: Transport, rebirths: Sequence[RebirthRequest], publishes: Sequence[Publish]
+    ) -> None:
         """Send what processing decided: rebirth requests (QoS 0, straight to the socket
-        buffer) and STATE re-assertions (QoS 1, in the background: a PUBACK may queue
-        behind a backlog of received messages and must never stall the receive path)."""
-        client = self._client
-        pending, self._pending = self._pending, []
-        if client is None:
-            return
-        for topic, payload, qos, retain in pending:
-            self._spawn(client.publish(topic, payload, qos=qos, retain=retain), f"publish {topic}")
+        buffer) and other publishes such as the STATE re-assertion (QoS 1, in the
+        background: a PUBACK may queue behind a backlog of received messages and must
+        never stall the receive path)."""
+        for p in publishes:
+            self._spawn(client.publish(p.topic, p.payload, qos=p.qos, retain=p.retain), f"publish {p.topic}")
         for req in rebirths:
             log.info("requesting rebirth of %s/%s: %s", req.group_id, req.edge_node_id, req.reason)
             client.publish_nowait(
@@ -237,33 +171,18 @@ class Engine:
         return rebirth_payload(now_ms())
 
     async def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
-        """Publish through the current connection (used by the republish sink)."""
+        """Publish through the live session (used by the republish sink); EngineError when
+        there is none, so nothing leaves before the session's STATE birth."""
         client = self._client
         if client is None:
             raise EngineError("not connected to the broker")
         await client.publish(topic, payload, qos=qos, retain=retain)
 
     def publish_nowait(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
-        """Hand a message to the connection's socket buffer without waiting; False when
-        not connected (the caller queues or counts it)."""
+        """Hand a message to the live session's socket buffer without waiting; False when
+        there is none (the caller queues or counts it)."""
         client = self._client
         return client is not None and client.publish_nowait(topic, payload, qos, retain)
-
-    # ------------------------------------------------------------------ status
-    def status(self, *, online: bool = True) -> dict[str, Any]:
-        nodes_online, nodes_known = self.sessions.node_counts()
-        return {
-            "host_id": self.host_id,
-            "online": online,
-            "ts": now_ms(),
-            "uptime_s": round(time.monotonic() - self._started, 1),
-            "connected": self._client is not None,
-            "receive_queue": self._client.pending if self._client is not None else 0,
-            "counters": self.counters.as_dict(),
-            "nodes_online": nodes_online,
-            "nodes_known": nodes_known,
-            "sinks": {s.name: s.stats() for s in self.sinks},
-        }
 
     def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
         """Run a publish in the background; a failure is logged, never fatal to the session."""
@@ -277,30 +196,50 @@ class Engine:
 
         task.add_done_callback(done)
 
-    async def _publish_status(self, *, online: bool = True) -> None:
+    # ------------------------------------------------------------------ status
+    def status(self, *, online: bool = True) -> dict[str, Any]:
+        """The status document (retained on ``<prefix>/_engine/<host_id>/status``)."""
+        nodes_online, nodes_known = self.sessions.node_counts()
+        client = self._client
+        return {
+            "host_id": self.host_id,
+            "online": online,
+            "ts": now_ms(),
+            "uptime_s": round(time.monotonic() - self._started, 1),
+            "connected": client is not None,
+            "receive_queue": client.pending if client is not None else 0,
+            "counters": self.counters.as_dict(),
+            "nodes_online": nodes_online,
+            "nodes_known": nodes_known,
+            "sinks": {s.name: s.stats() for s in self.sinks},
+        }
+
+    async def _publish_status(self, client: Transport, *, online: bool = True) -> None:
         """The retained status document.  Periodic ones go at QoS 0: a QoS 1 PUBACK can
         queue behind a backlog of incoming messages and time the connection out."""
-        if self._client is not None:
-            body = json.dumps(self.status(online=online), separators=(",", ":")).encode()
-            await self._client.publish(self.status_topic, body, qos=0 if online else 1, retain=True)
+        body = json.dumps(self.status(online=online), separators=(",", ":")).encode()
+        await client.publish(self.status_topic, body, qos=0 if online else 1, retain=True)
 
     # ------------------------------------------------------------------ loops
-    async def _receive(self, client: FastClient) -> None:
-        """Take every message the client has parsed since the last wake-up and process
-        them in one go: one event-loop round per socket read, not per message."""
-        while True:
-            await client.wait_messages()
-            await self._handle_messages(client.take(self.CHUNK))
-            if client.pending:
-                await asyncio.sleep(0)  # let the timer, status and sink tasks have their turn
-
     #: messages processed per turn of the receive task
     CHUNK = 1024
 
-    async def _handle_messages(self, messages: list[Message]) -> None:
+    async def _receive(self, client: Transport) -> None:
+        """Take every message the transport has parsed since the last wake-up and process
+        them in one go: one event-loop round per socket read, not per message."""
+        while True:
+            await client.wait_messages()
+            await self._handle_messages(client, client.take(self.CHUNK))
+            if client.pending:
+                await asyncio.sleep(0)  # let the timer, status and sink tasks have their turn
+
+    async def _handle_messages(self, client: Transport, messages: list[Message]) -> None:
+        """The hot path: no await unless a sink pushes back."""
+        process = self.dispatch.process
         sinks = self.sinks
+        clock = time.time_ns
         for topic, payload, _qos, _retain in messages:
-            batch, rebirths = self.process(topic, payload, time.time_ns() // 1_000_000)
+            batch, rebirths, publishes = process(topic, payload, clock() // 1_000_000)
             if batch:
                 for index, sink in enumerate(sinks):
                     try:
@@ -308,53 +247,48 @@ class Engine:
                     except LakeBackpressure as exc:
                         await self._deliver_after_backpressure(batch, index, exc)
                         break
-            if rebirths or self._pending:
-                self._act(rebirths)
+            if rebirths or publishes:
+                self._act(client, rebirths, publishes)
 
-    async def _timer(self) -> None:
+    async def _timer(self, client: Transport) -> None:
         while True:
             deadline = self.sessions.next_deadline()
             now = now_ms()
             delay = 0.25 if deadline is None else max(0.0, min(0.25, (deadline - now) / 1000))
             await asyncio.sleep(delay)
-            outcome = self.sessions.tick(now_ms())
-            if outcome.batch or outcome.rebirths:
-                self._account(outcome.batch, outcome.rebirths)
-                await self._deliver(outcome.batch)
-                self._act(outcome.rebirths)
+            batch, rebirths = self.dispatch.tick(now_ms())
+            if batch or rebirths:
+                await self._deliver(batch)
+                self._act(client, rebirths, ())
 
-    async def _status_loop(self) -> None:
+    async def _status_loop(self, client: Transport) -> None:
         while True:
             try:
-                await self._publish_status()
+                await self._publish_status(client)
             except BrokerError as exc:  # a lost connection is noticed by the receive loop
                 self._rlog.warning("status", "status publish failed: %s", exc)
             await asyncio.sleep(self.config.engine.status_interval)
 
-    async def _session(self, client: FastClient, stop: asyncio.Event) -> None:
-        """One broker connection: subscribe, STATE online, loops until stop or error."""
+    async def _session(self, client: Transport, stop: asyncio.Event, *, reconnect: bool) -> None:
+        """One broker connection: subscribe, STATE online, loops until stop (then drain) or
+        a BrokerError (the connection is lost)."""
         # Sparkplug: subscribe to the namespace and our own STATE before any publish.
         await client.subscribe("spBv1.0/#", qos=0)
         await client.subscribe(self.state_topic, qos=1)
-        await client.subscribe(f"{self._context_prefix}#", qos=1)
-        if self.config.engine.primary and self._state_ts is not None:
-            await client.publish(self.state_topic, format_state(True, self._state_ts), qos=1, retain=True)
-        if self.ever_connected:
+        await client.subscribe(f"{self.dispatch.context_prefix}#", qos=1)
+        state_ts = self.dispatch.state_ts
+        if state_ts is not None:
+            await client.publish(self.state_topic, format_state(True, state_ts), qos=1, retain=True)
+        if reconnect:
             self.counters.reconnects += 1
             if self.config.engine.on_reconnect == "rebirth":
-                self._act(
-                    [
-                        RebirthRequest(n.group_id, n.edge_node_id, "host reconnected")
-                        for n in self.sessions.nodes()
-                    ]
-                )
-        self.ever_connected = True
-        self.connected.set()
+                self._act(client, self.dispatch.rebirth_all("host reconnected"), ())
+        self._set_client(client)
         log.info("connected to %s as host %s", self.config.broker.settings().masked_url(), self.host_id)
         tasks = [
             asyncio.create_task(self._receive(client), name="uns-receive"),
-            asyncio.create_task(self._timer(), name="uns-timer"),
-            asyncio.create_task(self._status_loop(), name="uns-status"),
+            asyncio.create_task(self._timer(client), name="uns-timer"),
+            asyncio.create_task(self._status_loop(client), name="uns-status"),
         ]
         stopper = asyncio.create_task(stop.wait(), name="uns-stop")
         try:
@@ -368,73 +302,91 @@ class Engine:
             raise BrokerError("connection loop ended unexpectedly")
         await self._drain(client)
 
-    async def _drain(self, client: FastClient) -> None:
-        """Stop intake, process what was already received, flush sinks, STATE offline."""
+    async def _drain(self, client: Transport) -> None:
+        """Stop intake, process what was already received, flush sinks, status and STATE offline."""
         with contextlib.suppress(BrokerError):
             await client.unsubscribe("spBv1.0/#")
-            await client.unsubscribe(f"{self._context_prefix}#")
+            await client.unsubscribe(f"{self.dispatch.context_prefix}#")
         drained = 0
         while messages := client.take(self.CHUNK):
-            await self._handle_messages(messages)
+            await self._handle_messages(client, messages)
             drained += len(messages)
         if drained:
             log.info("drained %d messages received before stop", drained)
         for sink in self.sinks:
             await sink.flush()
         with contextlib.suppress(BrokerError):
-            await self._publish_status(online=False)
-            if self.config.engine.primary and self._state_ts is not None:
+            await self._publish_status(client, online=False)
+            if self.dispatch.state_ts is not None:
                 await client.publish(self.state_topic, format_state(False, now_ms()), qos=1, retain=True)
 
+    async def _lost(self, client: Transport, exc: BrokerError) -> None:
+        """The connection dropped: use what arrived before the loss, then mark every node
+        and device offline and stale (their data can no longer be trusted to be current)."""
+        log.warning("lost the broker: %s", exc)
+        while messages := client.take(self.CHUNK):
+            await self._handle_messages(client, messages)
+        await self._deliver(self.dispatch.broker_lost(now_ms()))
+
+    def _new_transport(self, settings: BrokerSettings) -> Transport:
+        """A fresh connection with a fresh T: the Will and the STATE birth carry the same one."""
+        will = None
+        if self.config.engine.primary:
+            self.dispatch.state_ts = now_ms()
+            will = Will(self.state_topic, format_state(False, self.dispatch.state_ts), qos=1, retain=True)
+        return self._transport(settings, identifier=f"uns-{self.host_id}", will=will)
+
     async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Connect (and reconnect) until ``stop`` is set; then shut down in order."""
+        """Connect (and reconnect) until ``stop`` is set; then shut down in order.
+
+        Raises EngineError when the broker refuses us for good (BrokerRefused) or, before
+        the first connection, after ``broker.connect_retries`` failed attempts."""
         stop = stop or asyncio.Event()
-        cfg = self.config.broker
-        broker = cfg.settings()
-        backoff = Backoff(cfg.reconnect_min, cfg.reconnect_max)
-        failures = 0
         async with contextlib.AsyncExitStack() as stack:
             for sink in self.sinks:
                 await stack.enter_async_context(sink)
-            while not stop.is_set():
-                self._state_ts = now_ms()
-                will = None
-                if self.config.engine.primary:
-                    will = Will(self.state_topic, format_state(False, self._state_ts), qos=1, retain=True)
-                client = FastClient(broker, identifier=f"uns-{self.host_id}", will=will)
-                try:
-                    await client.connect()
-                    self._client = client
-                    failures = 0
-                    backoff.reset()
-                    await self._session(client, stop)
-                except BrokerError as exc:
-                    failures += 1
-                    was = self._client is not None
-                    self._client = None
-                    self.connected.clear()
-                    if was:
-                        log.warning("lost the broker: %s", exc)
-                        # whatever arrived before the loss is processed, not dropped
-                        while messages := client.take(self.CHUNK):
-                            await self._handle_messages(messages)
-                        outcome = self.sessions.disconnected(now_ms())
-                        self._account(outcome.batch, [])
-                        await self._deliver(outcome.batch)
-                    elif not self.ever_connected and 0 <= cfg.connect_retries < failures:
-                        where = broker.masked_url()
-                        raise EngineError(
-                            f"cannot reach the broker at {where} after {failures} attempts: {exc}"
-                        ) from exc
-                    else:
-                        self._rlog.warning("connect", "cannot connect to %s: %s", broker.masked_url(), exc)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), backoff.next())
-                finally:
-                    self._client = None
-                    self.connected.clear()
-                    await client.disconnect()
+            await self._connection_loop(stop)
             log.info("engine stopped: %s", json.dumps(self.counters.as_dict()))
+
+    async def _connection_loop(self, stop: asyncio.Event) -> None:
+        """Connect, serve, and after a failed attempt or a lost connection wait (capped,
+        jittered backoff) and connect again, until ``stop``; see the module doc for when not."""
+        cfg = self.config.broker
+        settings = cfg.settings()
+        where = settings.masked_url()
+        backoff = Backoff(cfg.reconnect_min, cfg.reconnect_max)
+        failures = 0
+        served = False  # a connection got through CONNACK: later ones are reconnects
+        while not stop.is_set():
+            client = self._new_transport(settings)
+            try:
+                await client.connect()
+            except BrokerRefused as exc:  # the same answer on every attempt: say so once and stop
+                await client.disconnect()
+                raise EngineError(f"cannot connect to {where}: {exc}") from exc
+            except BrokerError as exc:
+                await client.disconnect()
+                failures += 1
+                if not served and 0 <= cfg.connect_retries < failures:
+                    raise EngineError(
+                        f"cannot reach the broker at {where} after {failures} attempts: {exc}"
+                    ) from exc
+                self._rlog.warning("connect", "cannot connect to %s: %s", where, exc)
+            else:
+                failures = 0
+                backoff.reset()
+                reconnect, served = served, True
+                try:
+                    await self._session(client, stop, reconnect=reconnect)
+                except BrokerError as exc:
+                    self._set_client(None)  # at once: nothing more is handed to a dead connection
+                    await self._lost(client, exc)
+                finally:
+                    self._set_client(None)
+                    await client.disconnect()
+            if not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff.next())
 
 
 async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:

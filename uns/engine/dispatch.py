@@ -1,0 +1,171 @@
+"""What the engine decides for each message it receives -- no I/O, no asyncio.
+
+:meth:`Dispatcher.process` routes one MQTT message by topic (Sparkplug,
+STATE, commands, context events), runs it through the host sessions and
+the enrichment, and returns everything it decided as one value, a
+:data:`Decision`: the batch for the sinks, the rebirth requests and the
+other publishes (the STATE re-assertion).  The I/O shell
+(:mod:`uns.engine.host`) carries those out; nothing is left behind in a side
+channel, so a test can call ``process`` and see all of it.
+
+``process`` is the hot path (100k metrics/s): no awaits, and nothing is
+allocated for a DATA message beyond what the sessions produce -- the empty
+rebirth and publish sequences are one shared tuple.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from uns.config import Config
+from uns.core.context import ContextStore, decode_context_payload
+from uns.core.enrich import Enricher
+from uns.core.events import Batch, RebirthRequest, Rejected, SessionEventKind
+from uns.engine.status import Counters
+from uns.engine.transport import Publish
+from uns.errors import ContextError, UnsError
+from uns.logs import RateLimitedLog
+from uns.sparkplug.session import SessionManager
+from uns.sparkplug.state import format_state, parse_state
+from uns.sparkplug.topic import MessageType, Topic, parse_topic
+
+__all__ = ["Decision", "Dispatcher"]
+
+log = logging.getLogger("uns.engine")
+
+#: (batch for the sinks, rebirth requests, other publishes) -- all that one message decided
+Decision = tuple[Batch, Sequence[RebirthRequest], Sequence[Publish]]
+
+_NONE: tuple[()] = ()  # the shared "nothing to send" of a decision
+_TOPIC_CACHE_MAX = 100_000  # parsed topics kept (a flood of distinct bad topics stays bounded)
+
+
+class Dispatcher:
+    """Per-message decisions of a Sparkplug host; the engine owns one (see module doc)."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        sessions: SessionManager,
+        context: ContextStore,
+        enricher: Enricher,
+        counters: Counters,
+    ) -> None:
+        self.sessions = sessions
+        self.context = context
+        self.enricher = enricher
+        self.counters = counters
+        self.host_id = config.engine.host_id
+        self.state_topic = f"spBv1.0/STATE/{self.host_id}"
+        self.context_prefix = f"{config.engine.prefix}/_context/"
+        #: T of our STATE birth (and Will) on the current connection; None when we publish no
+        #: STATE (not the primary host) or have not connected yet.  Set by the engine.
+        self.state_ts: int | None = None
+        self._max_decompressed = config.sparkplug.max_decompressed_bytes
+        self._topics: dict[str, Topic | None] = {}
+        self._rlog = RateLimitedLog(log)
+
+    def process(self, topic: str, payload: bytes, received_at: int) -> Decision:
+        """Handle one received message; never raises for bad input (it is rejected, counted)."""
+        self.counters.messages += 1
+        if topic.startswith(self.context_prefix):
+            return self._process_context(topic, payload, received_at), _NONE, _NONE
+        parsed = self._topics.get(topic, False)
+        if parsed is False:
+            try:
+                parsed = parse_topic(topic)
+            except UnsError:
+                parsed = None
+            if len(self._topics) < _TOPIC_CACHE_MAX:
+                self._topics[topic] = parsed
+        if parsed is None:
+            return self._reject(topic, payload, received_at, "not a Sparkplug B topic"), _NONE, _NONE
+        assert isinstance(parsed, Topic)
+        mtype = parsed.message_type
+        if mtype is MessageType.STATE:
+            return Batch(), _NONE, self._process_state(parsed, payload)
+        if mtype is MessageType.NCMD or mtype is MessageType.DCMD:
+            self.counters.commands_ignored += 1  # ours echoed back, or another host's
+            return Batch(), _NONE, _NONE
+        self.counters.sparkplug_messages += 1
+        outcome, bad_metrics = self.sessions.handle_raw(
+            parsed, payload, received_at, max_decompressed_bytes=self._max_decompressed
+        )
+        if outcome.undecodable is not None:
+            self._rlog.warning(
+                f"decode:{parsed.node_key}", "undecodable payload on %s: %s", topic, outcome.undecodable
+            )
+        batch = outcome.batch
+        for _index, reason in bad_metrics:
+            batch.rejected.append(Rejected(received_at, topic, payload, f"undecodable: {reason}"))
+        self.account(batch, outcome.rebirths)
+        return batch, outcome.rebirths, _NONE
+
+    def tick(self, now_ms: int) -> tuple[Batch, list[RebirthRequest]]:
+        """Expire the reorder timeouts due at ``now_ms`` (what they released, and rebirths)."""
+        outcome = self.sessions.tick(now_ms)
+        if outcome.batch or outcome.rebirths:
+            self.account(outcome.batch, outcome.rebirths)
+        return outcome.batch, outcome.rebirths
+
+    def broker_lost(self, now_ms: int) -> Batch:
+        """The connection is gone: every node and device offline and stale (SPARKPLUG.md §3.7)."""
+        outcome = self.sessions.disconnected(now_ms)
+        self.account(outcome.batch, ())
+        return outcome.batch
+
+    def rebirth_all(self, reason: str) -> list[RebirthRequest]:
+        """A rebirth request for every node known (``engine.on_reconnect = "rebirth"``)."""
+        requests = [RebirthRequest(n.group_id, n.edge_node_id, reason) for n in self.sessions.nodes()]
+        self.counters.rebirths_requested += len(requests)
+        return requests
+
+    def account(self, batch: Batch, rebirths: Sequence[RebirthRequest]) -> None:
+        """Enrich ``batch`` (paths, context) and count what it holds."""
+        if batch.samples or batch.catalog:
+            self.enricher.enrich(batch)
+        counters = self.counters
+        counters.metrics += len(batch.samples)
+        counters.context_changes += len(batch.context)
+        if batch.rejected:
+            counters.rejected += len(batch.rejected)
+        for ev in batch.sessions:
+            if ev.event == SessionEventKind.SEQ_GAP:
+                counters.seq_gaps += 1
+        counters.rebirths_requested += len(rebirths)
+
+    def _reject(self, topic: str, payload: bytes, received_at: int, reason: str) -> Batch:
+        self.counters.rejected += 1
+        self._rlog.warning(f"reject:{topic}", "rejected message on %s: %s", topic, reason)
+        return Batch(rejected=[Rejected(received_at, topic, payload, reason)])
+
+    def _process_context(self, topic: str, payload: bytes, received_at: int) -> Batch:
+        self.counters.context_events += 1
+        path = topic[len(self.context_prefix) :]
+        try:
+            changes = self.context.apply_event(path, decode_context_payload(payload, path=path), received_at)
+        except ContextError as exc:
+            return self._reject(topic, payload, received_at, exc.reason)
+        self.counters.context_changes += len(changes)
+        return Batch(context=changes)
+
+    def _process_state(self, topic: Topic, payload: bytes) -> Sequence[Publish]:
+        """Another host's STATE is only counted; our own saying offline while we are online
+        (someone else, or our old Will arriving late) is answered by re-asserting online with
+        the same T (SPARKPLUG.md §3 rule 4)."""
+        self.counters.host_states_seen += 1
+        try:
+            state = parse_state(payload)
+        except UnsError as exc:
+            self._rlog.warning(f"state:{topic}", "bad STATE on %s: %s", topic, exc)
+            return _NONE
+        if (
+            topic.host_id == self.host_id
+            and not topic.legacy
+            and not state.online
+            and self.state_ts is not None
+        ):
+            return (Publish(self.state_topic, format_state(True, self.state_ts), 1, True),)
+        return _NONE
