@@ -1,8 +1,10 @@
 """The time-correct context store: which batch/order/phase was valid when (pure).
 
 Context (``batch_id``, ``order_id``, ``phase``, ...) is set on ISA-95 paths by
-context events and by Sparkplug context metrics.  :meth:`ContextStore.at`
-answers "what context applied to this path at this source timestamp":
+context events and by Sparkplug context metrics.  Keys follow the ISA-88/95
+vocabulary of ``docs/model.md`` where it fits, but any valid key is accepted,
+so the code keeps no list of them.  :meth:`ContextStore.at` answers "what
+context applied to this path at this source timestamp":
 
 - **By timestamp, not by arrival.**  Answers are as if all changes had
   arrived in timestamp order; for equal timestamps the later arrival wins.
@@ -35,7 +37,6 @@ from uns.errors import ContextError
 
 __all__ = [
     "DEFAULT_WINDOW_MS",
-    "KNOWN_KEYS",
     "ContextStore",
     "check_context_key",
     "check_context_path",
@@ -44,26 +45,6 @@ __all__ = [
 ]
 
 DEFAULT_WINDOW_MS = 24 * 3600 * 1000
-
-#: ISA-88/ISA-95 vocabulary; other keys are allowed too.
-KNOWN_KEYS = frozenset(
-    {
-        "batch_id",
-        "lot",
-        "order_id",
-        "product",
-        "recipe",
-        "recipe_version",
-        "procedure",
-        "unit_procedure",
-        "operation",
-        "phase",
-        "phase_state",
-        "equipment_state",
-        "operator",
-        "shift",
-    }
-)
 
 MAX_KEY_LENGTH = 128
 MAX_VALUE_LENGTH = 4096
@@ -97,7 +78,8 @@ def check_context_path(path: object) -> str:
 
 
 def decode_context_payload(payload: bytes, *, path: str | None = None) -> dict[str, Any]:
-    """The JSON object of an MQTT context event, or :class:`ContextError`."""
+    """The JSON object of an MQTT context event, or :class:`ContextError` (whose ``reason``
+    the engine records for the rejected message)."""
     try:
         event = json.loads(payload)
     except (UnicodeDecodeError, ValueError) as exc:
