@@ -35,10 +35,38 @@ encodes and :mod:`uns.sparkplug.convert` holds the per-datatype value rules
 both share.  :func:`encode_payload` and :func:`convert_wire_value` are
 re-exported here, so ``uns.sparkplug.codec`` stays the one import for both
 directions.
+
+Speed.  Every protobuf field read is a call into upb, and building each
+object through its dataclass ``__init__`` costs more than its fields do, so
+the decoder reads as few fields as it can:
+
+* Most payloads are ordinary DATA: metrics with a name or alias, timestamp,
+  maybe a datatype and one scalar value.  :func:`_decode_plain` parses those
+  bytes twice with two lean schemas built from the real one (same field
+  numbers and wire types): one gives each metric's plain fields, the other
+  (:data:`_Summary`) parses every metric into *one* message (protobuf merges
+  repeats of a singular message field), so one ``HasField`` per payload tells
+  whether any metric has a name, a datatype, a flag, or a field the lean path
+  leaves to the full one (metadata, properties, bytes, DataSet, Template,
+  extension).  When nothing is unusual it builds the metrics from the few
+  fields present; when anything is, or a value does not convert, it returns
+  None and the full path decodes the same bytes again, so every error, and
+  every answer, is the full path's (``tests/test_codec_speed_api.py`` checks
+  the two agree).
+* The full path (:func:`_decode_metric`, births and everything else) reads
+  what it must and skips converter calls for values that already have their
+  Python type.
+* Both build :class:`Metric` and :class:`PropertyValue` with
+  ``object.__new__`` and slot stores (:func:`_new_metric`): the same objects
+  as their constructors give, at half the cost.
 """
 
 from __future__ import annotations
 
+from dataclasses import fields
+from typing import Any
+
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
 from uns.errors import SparkplugDecodeError
@@ -50,9 +78,10 @@ from uns.sparkplug.convert import (
     METRIC_CONVERTERS,
     PROPERTY_CONVERTERS,
     PROPERTY_ONLY_TYPES,
+    Converter,
     convert_wire_value,
 )
-from uns.sparkplug.datatypes import DataType
+from uns.sparkplug.datatypes import SIGNED_WIDTH, UNSIGNED_WIDTH, DataType
 from uns.sparkplug.encode import encode_payload
 from uns.sparkplug.payload import (
     DataSet,
@@ -80,6 +109,319 @@ __all__ = [
 _STATED_TYPE: list[DataType | None] = [None, *(DataType(code) for code in range(1, len(DataType)))]
 _MAX_CODE = len(_STATED_TYPE) - 1
 _DATATYPE_BY_CODE: dict[int, DataType] = {d.value: d for d in DataType}
+
+
+def _by_code(table: dict[DataType, Converter]) -> list[Converter | None]:
+    """A converter table indexed by wire code (a list index is cheaper than an enum-keyed dict)."""
+    return [None if dt is None else table.get(dt) for dt in _STATED_TYPE]
+
+
+_METRIC_CONVERTER: list[Converter | None] = _by_code(METRIC_CONVERTERS)
+_PROPERTY_CONVERTER: list[Converter | None] = _by_code(PROPERTY_CONVERTERS)
+
+
+def _unchanged_tables() -> tuple[list[type | None], list[int]]:
+    """Per wire code: the Python type of the wire values the converter returns
+    unchanged, and for integer types the bound below which they are unchanged.
+
+    Wire integers are unsigned (uint32/uint64 fields), so one below half the
+    range of a signed type, or within an unsigned one, is its own typed value.
+    Skipping the converter call for those is most of the conversion cost.
+    """
+    exact: list[type | None] = [None] * len(_STATED_TYPE)
+    below = [0] * len(_STATED_TYPE)
+    for dt, kind in (
+        (DataType.Double, float),
+        (DataType.Boolean, bool),
+        (DataType.String, str),
+        (DataType.Text, str),
+        (DataType.UUID, str),
+    ):
+        exact[dt] = kind
+    for dt, width in SIGNED_WIDTH.items():
+        exact[dt], below[dt] = int, 1 << (width - 1)
+    for dt, width in UNSIGNED_WIDTH.items():
+        exact[dt], below[dt] = int, 1 << width
+    exact[DataType.DateTime], below[DataType.DateTime] = int, 1 << 63
+    return exact, below
+
+
+_EXACT, _INT_BELOW = _unchanged_tables()
+
+
+def _typed(code: int, value: object, converters: list[Converter | None], what: str) -> MetricValue:
+    """``value`` (not None) as stated datatype ``code`` (not 0): the converter's
+    answer, without calling it when the value is already that."""
+    exact = _EXACT[code]
+    if type(value) is exact and (exact is not int or value < _INT_BELOW[code]):  # type: ignore[operator]
+        return value  # type: ignore[return-value]  # what the converter would return
+    convert = converters[code]
+    if convert is None:
+        raise SparkplugDecodeError(f"{DataType(code).name} is not a {what} datatype")
+    return convert(value)
+
+
+#: per wire code, the value field a sender usually fills for it (this codec's
+#: encoder does): read first, it saves the WhichOneof when it holds a truthy value
+_USUAL_FIELD: list[str] = ["double_value"] * len(_STATED_TYPE)
+for _dt, _width in (*SIGNED_WIDTH.items(), *UNSIGNED_WIDTH.items()):
+    _USUAL_FIELD[_dt] = "int_value" if _width <= 32 else "long_value"
+for _dt, _field in (
+    (DataType.DateTime, "long_value"),
+    (DataType.Float, "float_value"),
+    (DataType.Boolean, "boolean_value"),
+    (DataType.String, "string_value"),
+    (DataType.Text, "string_value"),
+    (DataType.UUID, "string_value"),
+):
+    _USUAL_FIELD[_dt] = _field
+_PROPERTY_ONLY_CODES = frozenset(dt.value for dt in PROPERTY_ONLY_TYPES)
+
+
+# ---------------------------------------------------------------- building objects
+
+_new = object.__new__
+# _new_metric and the plain path set every slot of Metric themselves: that is only the
+# same object as Metric(...) gives while Metric has exactly these fields and no __post_init__
+assert [f.name for f in fields(Metric)] == [
+    "name", "alias", "timestamp", "datatype", "is_historical",
+    "is_transient", "is_null", "metadata", "properties", "value",
+]  # fmt: skip
+assert [f.name for f in fields(PropertyValue)] == ["type", "value", "is_null"]
+assert not hasattr(Metric, "__post_init__")
+assert not hasattr(PropertyValue, "__post_init__")
+
+
+def _new_metric(
+    name: str | None,
+    alias: int | None,
+    timestamp: int | None,
+    datatype: DataType | None,
+    is_historical: bool,
+    is_transient: bool,
+    is_null: bool,
+    metadata: MetaData | None,
+    properties: PropertySet | None,
+    value: MetricValue,
+) -> Metric:
+    """``Metric(...)`` without the dataclass ``__init__`` (see the module docstring)."""
+    metric: Metric = _new(Metric)
+    metric.name = name
+    metric.alias = alias
+    metric.timestamp = timestamp
+    metric.datatype = datatype
+    metric.is_historical = is_historical
+    metric.is_transient = is_transient
+    metric.is_null = is_null
+    metric.metadata = metadata
+    metric.properties = properties
+    metric.value = value
+    return metric
+
+
+def _new_property(type_: DataType | None, value: object, is_null: bool) -> PropertyValue:
+    prop: PropertyValue = _new(PropertyValue)
+    prop.type = type_
+    prop.value = value  # type: ignore[assignment]  # checked by the caller's converter
+    prop.is_null = is_null
+    return prop
+
+
+# ---------------------------------------------------------------- the plain path's schemas
+
+_F = descriptor_pb2.FieldDescriptorProto
+_LEAN_PACKAGE = "uns.codec.lean"
+#: metric fields the plain path reads (with presence)
+_METRIC_READ = ("name", "alias", "timestamp", "datatype")
+_METRIC_FLAGS = ("is_historical", "is_transient", "is_null")
+#: the scalar members of the value oneof (bytes_value is for arrays, Bytes and File:
+#: left to the full path with the message-typed ones)
+_METRIC_SCALARS = ("int_value", "long_value", "float_value", "double_value", "boolean_value", "string_value")
+
+
+def _add_field(
+    out: descriptor_pb2.DescriptorProto, full: Any, kind: int, oneof: str | None = None
+) -> descriptor_pb2.FieldDescriptorProto:
+    """Declare ``full``'s field (same number, so same wire type as long as ``kind`` keeps it)."""
+    field = out.field.add(name=full.name, number=full.number, label=_F.LABEL_OPTIONAL, type=kind)
+    if oneof == "":  # proto3 ``optional``: a oneof of its own, declared after the real ones
+        field.proto3_optional = True
+        oneof = f"_{full.name}"
+        out.oneof_decl.add(name=oneof)
+    if oneof is not None:
+        field.oneof_index = [o.name for o in out.oneof_decl].index(oneof)
+    return field
+
+
+def _unparsed(full: Any) -> int:
+    """A length-delimited type that is kept as is: bytes (no UTF-8 check, no nested parse)."""
+    return _F.TYPE_BYTES if full.type in (_F.TYPE_STRING, _F.TYPE_MESSAGE) else full.type
+
+
+def _lean_schemas() -> tuple[Any, Any]:
+    """The two message classes of the plain path (see the module docstring).
+
+    ``Payload``: timestamp and seq with presence, uuid and body in oneof
+    ``unusual``; each metric with :data:`_METRIC_READ` (presence), the flags,
+    and the scalar values in oneof ``value``; the other metric fields are not
+    declared (``Summary`` tells when any is there).  The schema is proto3, so
+    protobuf refuses a name or string value that is not UTF-8 (the full path
+    then decides).
+
+    ``Summary``: field 2 as a singular message, so all metrics merge into one:
+    name and datatype with presence (some metric has it), the flags in oneof
+    ``flags``, the fields the plain path does not handle in oneof ``unusual``
+    (bytes, not parsed), and the rest declared only so they are not kept as
+    unknown fields.
+    """
+    file = descriptor_pb2.FileDescriptorProto(
+        name="uns_codec_lean.proto", package=_LEAN_PACKAGE, syntax="proto3"
+    )
+    full_payload = pb.Payload.DESCRIPTOR
+    full_metric = full_payload.nested_types_by_name["Metric"]
+
+    payload = file.message_type.add(name="Payload")
+    metric = payload.nested_type.add(name="Metric")
+    metric.oneof_decl.add(name="value")
+    for field in full_metric.fields:
+        if field.name in _METRIC_SCALARS:
+            _add_field(metric, field, field.type, "value")
+        elif field.name in _METRIC_FLAGS:
+            _add_field(metric, field, field.type)
+    for field in full_metric.fields:
+        if field.name in _METRIC_READ:
+            _add_field(metric, field, field.type, "")
+    payload.oneof_decl.add(name="unusual")
+    for field in full_payload.fields:
+        if field.name == "metrics":
+            lean = _add_field(payload, field, _F.TYPE_MESSAGE)
+            lean.label = _F.LABEL_REPEATED
+            lean.type_name = f".{_LEAN_PACKAGE}.Payload.Metric"
+        elif field.name not in ("timestamp", "seq"):
+            _add_field(payload, field, _unparsed(field), "unusual")
+    for field in full_payload.fields:
+        if field.name in ("timestamp", "seq"):
+            _add_field(payload, field, field.type, "")
+
+    summary = file.message_type.add(name="Summary")
+    merged = summary.nested_type.add(name="Merged")
+    merged.oneof_decl.add(name="flags")
+    merged.oneof_decl.add(name="unusual")
+    for field in full_metric.fields:
+        if field.name in _METRIC_FLAGS:
+            _add_field(merged, field, field.type, "flags")
+        elif field.name in ("alias", "timestamp", *_METRIC_SCALARS):
+            _add_field(merged, field, _unparsed(field))
+        elif field.name not in ("name", "datatype"):
+            _add_field(merged, field, _unparsed(field), "unusual")
+    for field in full_metric.fields:
+        if field.name in ("name", "datatype"):
+            _add_field(merged, field, _unparsed(field), "")
+    lean = _add_field(summary, full_payload.fields_by_name["metrics"], _F.TYPE_MESSAGE)
+    lean.type_name = f".{_LEAN_PACKAGE}.Summary.Merged"
+
+    pool = descriptor_pool.DescriptorPool()  # private: nothing else sees these names
+    pool.Add(file)
+    return (
+        message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_LEAN_PACKAGE}.Payload")),
+        message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_LEAN_PACKAGE}.Summary")),
+    )
+
+
+_LeanPayload, _Summary = _lean_schemas()
+_parse_lean = _LeanPayload.FromString
+_parse_summary = _Summary.FromString
+#: what a protobuf parse may raise on bad input (upb: DecodeError; the rest for
+#: non-bytes input and deep nesting)
+_PARSE_ERRORS = (DecodeError, RecursionError, TypeError, ValueError)
+
+
+def _decode_plain(data: bytes) -> Payload | None:
+    """The payload of an ordinary DATA message; None when the full path must decide."""
+    try:
+        merged = _parse_summary(data).metrics
+        if merged.HasField("unusual"):
+            return None
+        msg = _parse_lean(data)
+    except _PARSE_ERRORS:
+        return None
+    if msg.HasField("unusual"):
+        return None
+    named = merged.HasField("name")
+    typed = merged.HasField("datatype")
+    flagged = merged.HasField("flags")
+    metrics: list[Metric] = []
+    append = metrics.append
+    name: str | None = None
+    datatype: DataType | None = None
+    is_historical = is_transient = is_null = False
+    for m in msg.metrics:
+        # a truthy read proves the field is there; HasField only for the falsy ones
+        if named:
+            name = m.name
+            if not name and not m.HasField("name"):
+                name = None
+        alias: int | None = m.alias
+        if not alias and not m.HasField("alias"):
+            alias = None
+        timestamp: int | None = m.timestamp
+        if not timestamp and not m.HasField("timestamp"):
+            timestamp = None
+        # the value oneof holds one field at most, so a truthy read is the one;
+        # only a falsy value (or none) needs WhichOneof
+        if typed:
+            code = m.datatype
+            if code > _MAX_CODE:
+                return None
+            datatype = _STATED_TYPE[code]
+            value: Any = getattr(m, _USUAL_FIELD[code])
+        else:
+            value = m.double_value or m.int_value
+        if not value:
+            kind = m.WhichOneof("value")
+            value = None if kind is None else getattr(m, kind)
+        if flagged:
+            is_historical = m.is_historical
+            is_transient = m.is_transient
+            is_null = m.is_null
+            if is_null:
+                value = None
+        if datatype is not None:
+            if value is None:
+                if code in _PROPERTY_ONLY_CODES:
+                    return None
+            else:
+                exact = _EXACT[code]
+                if type(value) is not exact or (exact is int and value >= _INT_BELOW[code]):
+                    convert = _METRIC_CONVERTER[code]
+                    assert convert is not None  # every datatype has a metric converter
+                    try:
+                        value = convert(value)
+                    except SparkplugDecodeError:
+                        return None
+        # _new_metric inlined: this loop is the hot path of every DATA payload
+        metric: Metric = _new(Metric)
+        metric.name = name
+        metric.alias = alias
+        metric.timestamp = timestamp
+        metric.datatype = datatype
+        metric.is_historical = is_historical
+        metric.is_transient = is_transient
+        metric.is_null = is_null
+        metric.metadata = None
+        metric.properties = None
+        metric.value = value
+        append(metric)
+    timestamp = msg.timestamp
+    if not timestamp and not msg.HasField("timestamp"):
+        timestamp = None
+    seq: int | None = msg.seq
+    if not seq and not msg.HasField("seq"):
+        seq = None
+    return Payload(timestamp, metrics, seq, None, None)
+
+
+# ---------------------------------------------------------------- the full path
 
 
 def _datatype(code: int) -> DataType | None:
@@ -130,7 +472,7 @@ def _decode_property_set(ps: pb.Payload.PropertySet, depth: int) -> PropertySet:
         raise SparkplugDecodeError(f"PropertySet has {len(keys)} keys but {len(values)} values")
     items: dict[str, PropertyValue] = {}
     # every metric of a BIRTH carries properties: the scalar case is inlined
-    for key, pv in zip(keys, values, strict=True):
+    for key, pv in zip(keys, values):  # noqa: B905 - lengths checked just above
         if type(key) is not str:
             raise SparkplugDecodeError("property key is not valid UTF-8")
         if key in items:
@@ -143,7 +485,7 @@ def _decode_property_set(ps: pb.Payload.PropertySet, depth: int) -> PropertySet:
         is_null = pv.is_null
         raw: object
         if is_null or kind is None:
-            items[key] = PropertyValue(dt, None, is_null)
+            items[key] = _new_property(dt, None, is_null)
             continue
         if kind in _NESTED_PROPERTY_KINDS:
             raw = _decode_nested_property(pv, kind, depth)
@@ -152,11 +494,8 @@ def _decode_property_set(ps: pb.Payload.PropertySet, depth: int) -> PropertySet:
             if kind == "string_value" and type(raw) is not str:
                 raise SparkplugDecodeError("string value is not valid UTF-8")  # upb gives bytes
         if dt is not None:
-            convert = PROPERTY_CONVERTERS.get(dt)
-            if convert is None:
-                raise SparkplugDecodeError(f"{dt.name} is not a property datatype")
-            raw = convert(raw)
-        items[key] = PropertyValue(dt, raw, False)  # type: ignore[arg-type]  # checked by the converter
+            raw = _typed(code, raw, _PROPERTY_CONVERTER, "property")
+        items[key] = _new_property(dt, raw, False)
     return PropertySet(items)
 
 
@@ -238,8 +577,8 @@ def _decode_template(t: pb.Payload.Template, depth: int) -> Template:
 
 
 def _decode_metric(m: pb.Payload.Metric, depth: int) -> Metric:
-    # hot path: plain field reads are cheaper than HasField, which is asked only
-    # when a read gives the default (absent, or really "" / 0)
+    # plain field reads are cheaper than HasField, which is asked only when a
+    # read gives the default (absent, or really "" / 0)
     name: str | None = m.name
     if type(name) is not str:
         raise SparkplugDecodeError("metric name is not valid UTF-8")
@@ -270,10 +609,10 @@ def _decode_metric(m: pb.Payload.Metric, depth: int) -> Metric:
             if kind == "string_value" and type(value) is not str:
                 raise SparkplugDecodeError("string value is not valid UTF-8")  # upb gives bytes
         if dt is not None:
-            value = METRIC_CONVERTERS[dt](value)
-    elif dt in PROPERTY_ONLY_TYPES:
-        raise SparkplugDecodeError(f"{dt.name} is not a valid metric datatype")
-    return Metric(
+            value = _typed(code, value, _METRIC_CONVERTER, "metric")
+    elif code in _PROPERTY_ONLY_CODES:
+        raise SparkplugDecodeError(f"{DataType(code).name} is not a valid metric datatype")
+    return _new_metric(
         name,
         alias,
         timestamp,
@@ -292,7 +631,7 @@ def _parse_envelope(data: bytes) -> pb.Payload:
     msg = pb.Payload()
     try:
         msg.ParseFromString(data)
-    except (DecodeError, RecursionError, TypeError, ValueError) as exc:
+    except _PARSE_ERRORS as exc:
         raise SparkplugDecodeError(f"not a Sparkplug B protobuf payload: {exc}") from exc
     return msg
 
@@ -306,6 +645,14 @@ def _metric_label(m: pb.Payload.Metric, index: int) -> str:
 
 
 def _decode(data: bytes, *, lenient: bool) -> tuple[Payload, list[tuple[int, str]]]:
+    plain = _decode_plain(data)
+    if plain is not None:
+        return plain, []  # nothing in it the full path would reject
+    return _decode_full(data, lenient=lenient)
+
+
+def _decode_full(data: bytes, *, lenient: bool) -> tuple[Payload, list[tuple[int, str]]]:
+    """Decode with the full schema: every payload, the reference :func:`_decode_plain` must match."""
     msg = _parse_envelope(data)
     metrics: list[Metric] = []
     rejected: list[tuple[int, str]] = []
