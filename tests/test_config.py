@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import uns.config as config_module
 from uns.config import (
     SECTIONS,
     BrokerSection,
@@ -78,6 +79,43 @@ def test_bad_config_names_file_and_key(tmp_path: Path, text: str, needle: str) -
     with pytest.raises(ConfigError) as info:
         load_config(f, env={})
     assert needle in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "[lake]\n# rows per commit\ncommit_rows = 0\n",
+            "bad.toml line 3: lake.commit_rows must be > 0, got 0",
+        ),
+        (
+            "[engine]\nhost_id = 'a'\n\n[republish]\nmode = \"sometimes\"\n",
+            "bad.toml line 5: republish.mode must be 'metric' or 'device', got 'sometimes'",
+        ),
+        (
+            "[lake]\ncommit_worker_nice = 25\n",
+            "bad.toml line 2: lake.commit_worker_nice must be 0-19, got 25",
+        ),
+    ],
+)
+def test_a_value_out_of_range_names_file_line_key_and_rule(tmp_path: Path, text: str, expected: str) -> None:
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(f, env={})
+    assert str(info.value) == f"{tmp_path}/{expected}"
+
+
+def test_a_value_out_of_range_names_the_variable_or_the_flag() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(env={"UNS_REPUBLISH_MODE": "foo"})
+    assert str(info.value) == (
+        "environment UNS_REPUBLISH_MODE: republish.mode must be 'metric' or 'device', got 'foo'"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(env={}, overrides={"lake.commit_rows": 0})
+    assert str(info.value) == "command line: lake.commit_rows must be > 0, got 0"
+    assert info.value.key == "lake.commit_rows"
 
 
 def test_missing_file() -> None:
@@ -277,3 +315,20 @@ def test_print_config_shows_no_password_in_the_repr() -> None:
     cfg = load_config(env={"UNS_BROKER": "mqtt://u:s3cret@h", "UNS_BROKER_PASSWORD": "other"})
     assert "s3cret" not in repr(cfg)
     assert "other" not in repr(cfg)
+
+
+def test_the_example_shows_the_defaults_or_says_it_does_not() -> None:
+    """examples/uns.toml is the reference with defaults: a value that is not the default is
+    marked "(default: ...)" on its line."""
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "examples" / "uns.toml").read_text()
+    example = tomllib.loads(text)
+    defaults = config_module.Config()
+    differ = []
+    for section, table in example.items():
+        for key, value in table.items():
+            if value != getattr(getattr(defaults, section), key):
+                line = next(ln for ln in text.splitlines() if ln.startswith(f"{key} ="))
+                if "(default:" not in line:
+                    differ.append(f"{section}.{key}")
+    assert not differ, f"examples/uns.toml: not the default and not marked: {differ}"

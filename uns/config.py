@@ -175,9 +175,8 @@ class RepublishSection:
     include_transient: bool = True  # Sparkplug: transient values are shown, never historized
     include_unmapped: bool = True  # sources the plant model does not know, under _unmapped/
     max_queue: int = 100_000  # events; when full the oldest are dropped and counted
-    # Publishes awaited together.  8 stays below aiomqtt's default
-    # pending_calls_threshold (10), above which it logs a warning per publish;
-    # raise both together for more throughput (benchmarks/bench_republish.py).
+    # QoS 1/2 publishes awaited together (each waits for its PUBACK/PUBCOMP); more
+    # overlap the broker's round trips (benchmarks/bench_republish.py measures it)
     max_in_flight: int = 8
     drain_timeout_s: float = 5.0  # on shutdown (and flush()), time to publish what is queued
 
@@ -367,6 +366,7 @@ def load_config(
     source and key of anything wrong."""
     env = os.environ if env is None else env
     values: dict[str, dict[str, Any]] = {name: {} for name in _KEYS}
+    origins: dict[str, str] = {}  # dotted key -> where its value came from, for error messages
 
     def put(dotted: str, value: Any, origin: str) -> None:
         section, _, key = dotted.partition(".")
@@ -374,12 +374,14 @@ def load_config(
             known = ", ".join(f"{s}.{k}" for s in _KEYS for k in _KEYS[s])
             raise ConfigError(f"{origin}: unknown setting {dotted!r} (known: {known})", key=dotted)
         values[section][key] = _coerce(dotted, value, _KEYS[section][key], origin)
+        origins[dotted] = origin
 
     source = file or env.get("UNS_CONFIG") or None
     if source is not None:
         path = Path(source)
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
+            data = tomllib.loads(text)
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
         except tomllib.TOMLDecodeError as exc:
@@ -388,7 +390,8 @@ def load_config(
             if not isinstance(table, dict):
                 raise ConfigError(f"{path}: top-level key {section!r} must be a [section]", key=section)
             for key, value in table.items():
-                put(f"{section}.{key}", value, str(path))
+                line = _line_of(text, section, key)
+                put(f"{section}.{key}", value, f"{path} line {line}" if line else str(path))
     for name, value in env.items():
         if not name.startswith("UNS_") or name == "UNS_CONFIG":
             continue
@@ -402,7 +405,28 @@ def load_config(
     for dotted, value in (overrides or {}).items():
         if value is not None:
             put(dotted, value, "command line")
-    return Config(**{name: SECTIONS[name](**vals) for name, vals in values.items()})
+    sections: dict[str, Any] = {}
+    for name, vals in values.items():
+        try:
+            sections[name] = SECTIONS[name](**vals)
+        except ConfigError as exc:  # a range or choice: say where the bad value was written
+            origin = origins.get(exc.key or "")
+            if origin is None:
+                raise
+            raise ConfigError(f"{origin}: {exc}", key=exc.key) from exc
+    return Config(**sections)
+
+
+def _line_of(text: str, section: str, key: str) -> int | None:
+    """The 1-based line of ``key = ...`` inside ``[section]`` of a TOML text, if it can be found."""
+    current = None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if line.startswith("["):
+            current = line.strip("[] \t").split("#")[0].strip().strip("\"'")
+        elif current == section and line.partition("=")[0].strip().strip("\"'") == key:
+            return number
+    return None
 
 
 def config_json_schema() -> dict[str, Any]:
