@@ -100,6 +100,9 @@ def run(
 ) -> None:
     """Run the engine until SIGINT/SIGTERM, then flush everything and exit 0.
 
+    A lost or unreachable broker is retried; one that refuses the credentials,
+    the authorization or the TLS certificate stops it with one line and exit 1.
+
     Example: uns run --broker mqtt://127.0.0.1:1883 --lake /var/lib/uns/lake --model plant.toml --primary
     """
     from uns.config import load_config  # noqa: PLC0415

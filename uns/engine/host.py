@@ -363,7 +363,7 @@ class Engine:
                 await client.connect()
             except BrokerRefused as exc:  # the same answer on every attempt: say so once and stop
                 await client.disconnect()
-                raise EngineError(f"cannot connect to {where}: {exc}") from exc
+                raise EngineError(f"cannot reach the broker at {where}: {exc}") from exc
             except BrokerError as exc:
                 await client.disconnect()
                 failures += 1
