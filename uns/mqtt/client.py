@@ -10,8 +10,8 @@ one event-loop iteration leave in one ``write`` (:mod:`uns.mqtt.outbound`).
 Scope: MQTT 3.1.1 (protocol level 4); clean or persistent sessions (nothing
 is retransmitted: on a lost connection every pending acknowledgement fails
 with :class:`~uns.errors.BrokerError`); QoS 0/1/2 in both directions; a Will;
-keepalive; back-pressure by pausing the socket when too many messages wait to
-be taken.  No reconnect: the caller makes a new connection and decides, by
+keepalive (:mod:`uns.mqtt.keepalive`); back-pressure by pausing the socket
+when too many messages wait to be taken.  No reconnect: the caller makes a new connection and decides, by
 the error's class, whether to (:mod:`uns.mqtt.failures`).
 """
 
@@ -19,18 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from types import TracebackType
 from typing import Self
 
 from uns.errors import BrokerError, ConfigError
 from uns.mqtt.failures import connack_failure, socket_failure, tls_settings_failure
+from uns.mqtt.keepalive import keep_alive
 from uns.mqtt.outbound import Inflight, Outbox
 from uns.mqtt.settings import BrokerSettings, tls_context
 from uns.mqtt.wire import (
     CONNACK,
     DISCONNECT_PACKET,
-    PINGREQ_PACKET,
     PINGRESP,
     PUBREC,
     PUBREL,
@@ -201,9 +200,14 @@ class FastClient:
             raise refusal
         self.session_present = session_present
         if s.keepalive > 0:
-            self._keepalive_task = asyncio.create_task(
-                self._keepalive(protocol, s.keepalive), name=f"mqtt keepalive {self.identifier}"
+            alive = keep_alive(
+                protocol.outbox,
+                s.keepalive,
+                bytes_received=lambda: self._counters["bytes_received"],
+                current=lambda: protocol is self._protocol,
+                fail=self._fail,
             )
+            self._keepalive_task = asyncio.create_task(alive, name=f"mqtt keepalive {self.identifier}")
 
     def _reset(self) -> None:
         """Fresh per-connection state; received messages stay until taken."""
@@ -487,36 +491,3 @@ class FastClient:
             raise BrokerError(f"no {answer} within {timeout:g} s") from exc
         finally:
             self._inflight.forget(packet_id, waiter)
-
-    # -------------------------------------------------------------- keepalive
-    async def _keepalive(self, protocol: _Protocol, keepalive: int) -> None:
-        """PINGREQ when either direction was quiet for keepalive/2 s; give up after 1.5x.
-
-        Activity is sampled on a timer (a byte counter and a flag), so the hot
-        paths never read the clock."""
-        tick = keepalive / 4
-        now = time.monotonic()
-        last_read = last_write = ping_sent = now
-        bytes_seen = self._counters["bytes_received"]
-        outbox = protocol.outbox
-        outbox.sent_any = False
-        while protocol is self._protocol:
-            await asyncio.sleep(tick)
-            now = time.monotonic()
-            if self._counters["bytes_received"] != bytes_seen:
-                bytes_seen = self._counters["bytes_received"]
-                last_read = now
-            if outbox.sent_any:
-                outbox.sent_any = False
-                last_write = now
-            if now - last_read >= keepalive * 1.5:
-                self._fail(f"no PINGRESP within {keepalive * 1.5:g} s")
-                return
-            # a ping when we sent nothing for a while (the broker wants to hear from us) or
-            # heard nothing (is the broker still there?) -- one at a time for the latter
-            read_quiet = now - last_read >= keepalive / 2 and ping_sent < last_read
-            if now - last_write >= keepalive / 2 or read_quiet:
-                if outbox.transport.is_closing():
-                    return
-                outbox.write(PINGREQ_PACKET)
-                ping_sent = last_write = now
