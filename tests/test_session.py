@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from uns.config import SparkplugSection
 from uns.core.events import CatalogEntry, Quality, Rejected, Sample, SessionEvent, SessionEventKind
-from uns.errors import ConfigError
 from uns.sparkplug.datatypes import DataType
+from uns.sparkplug.outcome import Outcome
 from uns.sparkplug.payload import Metric, Parameter, Payload, PropertySet, PropertyValue, Template
-from uns.sparkplug.session import Outcome, SessionConfig, SessionManager
+from uns.sparkplug.session import SessionManager
 from uns.sparkplug.topic import MessageType, Topic
 
 K = SessionEventKind
@@ -145,7 +146,7 @@ COUNT = metric("Count", 7, alias=2, dt=DataType.UInt32)
 
 @pytest.fixture
 def mgr() -> SessionManager:
-    return SessionManager()
+    return SessionManager(SparkplugSection())
 
 
 @pytest.fixture
@@ -159,15 +160,6 @@ def born(edge: Edge) -> Edge:
     edge.nbirth(TEMP, COUNT)
     edge.dbirth("pump", metric("Speed", 1.0, alias=10, dt=DataType.Float))
     return edge
-
-
-# --- configuration ---------------------------------------------------------------------
-
-
-def test_config_rejects_negative_values() -> None:
-    with pytest.raises(ConfigError) as info:
-        SessionConfig(reorder_timeout_ms=-1)
-    assert info.value.key == "reorder_timeout_ms"
 
 
 # --- NBIRTH ----------------------------------------------------------------------------
@@ -598,7 +590,7 @@ def test_rebirth_rate_limit_is_per_node(mgr: SessionManager) -> None:
 
 
 def test_rebirth_requests_can_be_disabled() -> None:
-    edge = Edge(SessionManager(SessionConfig(rebirth_on_error=False)))
+    edge = Edge(SessionManager(SparkplugSection(rebirth_requests=False)))
     out = edge.ndata(metric("x", 1.0))
     assert out.rebirths == []
     assert events(out, K.REBIRTH_REQUESTED) == []
@@ -678,7 +670,7 @@ def test_second_hole_runs_its_own_timer(born: Edge) -> None:
 
 
 def test_timeout_zero_gives_the_gap_up_at_once_and_keeps_the_message() -> None:
-    edge = Edge(SessionManager(SessionConfig(reorder_timeout_ms=0)))
+    edge = Edge(SessionManager(SparkplugSection(reorder_timeout_ms=0)))
     edge.nbirth(TEMP)
     edge.next_seq()
     out = edge.ndata(metric(None, 2.0, alias=1))
@@ -720,7 +712,7 @@ def test_message_arriving_after_its_gap_was_given_up_is_rejected_with_rebirth(bo
 
 
 def test_full_reorder_buffer_gives_up_and_requests_rebirth() -> None:
-    edge = Edge(SessionManager(SessionConfig(max_reorder_buffer=3)))
+    edge = Edge(SessionManager(SparkplugSection(max_reorder_buffer=3)))
     edge.nbirth(TEMP)
     edge.next_seq()
     outs = [edge.ndata(metric(None, float(i), alias=1)) for i in range(4)]

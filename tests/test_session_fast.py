@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.strategies import same
+from uns.config import SparkplugSection
 from uns.core.events import Sample
 from uns.errors import SparkplugDecodeError
 from uns.sparkplug import sparkplug_b_pb2 as pb
@@ -25,8 +26,9 @@ from uns.sparkplug.codec import decode_payload_lenient, encode_payload
 from uns.sparkplug.compression import compress_payload, is_compressed, unwrap_compressed_lenient
 from uns.sparkplug.datatypes import DataType
 from uns.sparkplug.fastdata import data_samples, parse_data
+from uns.sparkplug.outcome import Outcome
 from uns.sparkplug.payload import Metric, MetricValue, Payload
-from uns.sparkplug.session import Outcome, SessionConfig, SessionManager
+from uns.sparkplug.session import SessionManager
 from uns.sparkplug.topic import Topic, parse_topic
 
 T0 = 1_700_000_000_000
@@ -245,7 +247,7 @@ def serialize(
 class Pair:
     """The manager under test and the oracle's, fed the same messages."""
 
-    def __init__(self, config: SessionConfig) -> None:
+    def __init__(self, config: SparkplugSection) -> None:
         self.fast = SessionManager(config)
         self.typed = SessionManager(config)
         self.now = T0
@@ -286,7 +288,7 @@ def test_handle_raw_equals_the_typed_path_over_generated_streams(
     stream: list[tuple[tuple[str, str | None, dict[str, object], list[dict[str, object]], bytes], int, int]],
     reorder_timeout_ms: int,
 ) -> None:
-    pair = Pair(SessionConfig(reorder_timeout_ms=reorder_timeout_ms))
+    pair = Pair(SparkplugSection(reorder_timeout_ms=reorder_timeout_ms))
     pair.births()
     for (kind, device, envelope, metrics, tail), step, event in stream:
         pair.now += step
@@ -312,7 +314,7 @@ def test_handle_raw_equals_the_typed_path_over_generated_streams(
 
 
 def test_ordinary_data_gives_the_typed_samples_without_fallback_differences() -> None:
-    pair = Pair(SessionConfig())
+    pair = Pair(SparkplugSection())
     pair.births()
     p = pb.Payload(timestamp=T0 + 1, seq=2)
     p.metrics.add(alias=10, timestamp=T0 + 2, float_value=0.5)
@@ -334,7 +336,7 @@ def test_ordinary_data_gives_the_typed_samples_without_fallback_differences() ->
 
 
 def test_handle_raw_unwraps_compression_and_reports_undecodable_bytes() -> None:
-    pair = Pair(SessionConfig())
+    pair = Pair(SparkplugSection())
     pair.births()
     inner = Payload(timestamp=T0, seq=2, metrics=[Metric(alias=11, value=5)])
     out = pair.feed(topic("DDATA", DEVICE), encode_payload(compress_payload(inner, "GZIP")))
@@ -345,7 +347,7 @@ def test_handle_raw_unwraps_compression_and_reports_undecodable_bytes() -> None:
 
 
 def test_bad_metrics_are_returned_for_the_caller_to_record() -> None:
-    pair = Pair(SessionConfig())
+    pair = Pair(SparkplugSection())
     pair.births()
     p = pb.Payload(timestamp=T0, seq=2)
     p.metrics.add(alias=11, int_value=5)
@@ -368,7 +370,7 @@ def test_parse_data_answers_only_for_ordinary_payloads() -> None:
 
 
 def test_data_samples_refuses_what_the_typed_path_treats_specially() -> None:
-    mgr = SessionManager()
+    mgr = SessionManager(SparkplugSection())
     mgr.handle_raw(topic("NBIRTH"), birth(NODE_METRICS, 0, bdseq=True), T0)
     own = mgr._nodes[(GROUP, NODE)].own
 
@@ -397,7 +399,7 @@ def test_data_samples_refuses_what_the_typed_path_treats_specially() -> None:
 def test_every_scalar_type_with_boundary_values_matches_the_typed_path() -> None:
     """A sweep over the born scalar types: each boundary value of its wire field, with
     and without the datatype stated (the fast path passes some values through as they are)."""
-    pair = Pair(SessionConfig())
+    pair = Pair(SparkplugSection())
     pair.births()
     boundaries: dict[str, list[object]] = {
         "int_value": [0, 1, 127, 128, 255, 256, 2**15, 2**16, 2**31 - 1, 2**31, 2**32 - 1],

@@ -11,12 +11,14 @@ import random
 
 import pytest
 
+from uns.config import SparkplugSection
 from uns.core.events import Quality, SessionEventKind
 from uns.sparkplug import sparkplug_b_pb2 as pb
 from uns.sparkplug.codec import decode_payload, encode_payload
 from uns.sparkplug.datatypes import DataType
+from uns.sparkplug.outcome import Outcome
 from uns.sparkplug.payload import Metric, Payload
-from uns.sparkplug.session import Outcome, SessionManager
+from uns.sparkplug.session import SessionManager
 from uns.sparkplug.topic import parse_topic
 
 K = SessionEventKind
@@ -28,7 +30,7 @@ class Wire:
     """Feeds raw protobuf bytes through decode_payload into one SessionManager."""
 
     def __init__(self, mgr: SessionManager | None = None) -> None:
-        self.mgr = mgr or SessionManager()
+        self.mgr = mgr or SessionManager(SparkplugSection())
         self.now = T0
 
     def send(self, mtype: str, data: bytes, device: str | None = None, *, at: int | None = None) -> Outcome:

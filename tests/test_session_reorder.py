@@ -11,9 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.test_session import T0, TEMP, Edge, Msg, metric
+from uns.config import SparkplugSection
 from uns.core.events import SessionEventKind
+from uns.sparkplug.outcome import Outcome
 from uns.sparkplug.reorder import REORDER_SPAN
-from uns.sparkplug.session import Outcome, SessionConfig, SessionManager
+from uns.sparkplug.session import SessionManager
 
 TIMEOUT = 2000
 MAX_RUN = REORDER_SPAN - 6  # a run the buffer can always hold
@@ -21,7 +23,7 @@ MAX_RUN = REORDER_SPAN - 6  # a run the buffer can always hold
 seq_bases = st.integers(0, 255) | st.sampled_from([250, 254, 255])  # favour wrap-around
 
 
-def node_sending(n: int, s0: int, config: SessionConfig) -> tuple[Edge, list[Msg]]:
+def node_sending(n: int, s0: int, config: SparkplugSection) -> tuple[Edge, list[Msg]]:
     edge = Edge(SessionManager(config))
     edge.nbirth(TEMP, seq=s0)
     return edge, [edge.msg("NDATA", metric(None, float(i), alias=1)) for i in range(n)]
@@ -36,7 +38,7 @@ def released(outs: list[Outcome]) -> list[int]:
 def test_any_arrival_order_within_the_window_is_released_in_seq_order(
     s0: int, n: int, data: st.DataObject
 ) -> None:
-    edge, msgs = node_sending(n, s0, SessionConfig(reorder_timeout_ms=TIMEOUT))
+    edge, msgs = node_sending(n, s0, SparkplugSection(reorder_timeout_ms=TIMEOUT))
     order = data.draw(st.permutations(range(n)))
     outs = []
     for k, i in enumerate(order):
@@ -52,7 +54,7 @@ def test_any_arrival_order_within_the_window_is_released_in_seq_order(
 @settings(max_examples=150, deadline=None)
 @given(s0=seq_bases, n=st.integers(2, MAX_RUN), data=st.data())
 def test_messages_missing_beyond_the_timeout_cause_a_rebirth(s0: int, n: int, data: st.DataObject) -> None:
-    edge, msgs = node_sending(n, s0, SessionConfig(reorder_timeout_ms=TIMEOUT))
+    edge, msgs = node_sending(n, s0, SparkplugSection(reorder_timeout_ms=TIMEOUT))
     # the last message always arrives, otherwise nothing shows that the others are missing
     lost = data.draw(st.sets(st.integers(0, n - 2), min_size=1, max_size=n - 1))
     arriving = data.draw(st.permutations([i for i in range(n) if i not in lost]))
@@ -71,7 +73,7 @@ def test_messages_missing_beyond_the_timeout_cause_a_rebirth(s0: int, n: int, da
 @settings(max_examples=150, deadline=None)
 @given(s0=seq_bases, n=st.integers(1, MAX_RUN), data=st.data())
 def test_without_buffering_only_ever_newer_messages_are_used(s0: int, n: int, data: st.DataObject) -> None:
-    edge, msgs = node_sending(n, s0, SessionConfig(reorder_timeout_ms=0))
+    edge, msgs = node_sending(n, s0, SparkplugSection(reorder_timeout_ms=0))
     order = data.draw(st.permutations(range(n)))
     outs = [edge.deliver(msgs[i], at=T0) for i in order]
     newest = -1
@@ -102,7 +104,7 @@ def deliveries(draw: st.DrawFn, n: int) -> list[tuple[int, int]]:
 def test_nothing_is_lost_and_order_holds_under_loss_duplicates_and_delay(
     s0: int, n: int, data: st.DataObject
 ) -> None:
-    edge, msgs = node_sending(n, s0, SessionConfig(reorder_timeout_ms=TIMEOUT, rebirth_min_interval_ms=0))
+    edge, msgs = node_sending(n, s0, SparkplugSection(reorder_timeout_ms=TIMEOUT, rebirth_min_interval_ms=0))
     plan = data.draw(deliveries(n))
     now = T0
     outs = []

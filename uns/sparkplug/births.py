@@ -1,4 +1,4 @@
-"""What the host keeps of each metric a BIRTH defines (pure, used by :mod:`uns.sparkplug.session`).
+"""What the host keeps of each metric a BIRTH defines (pure; :mod:`uns.sparkplug.lifecycle` defines them).
 
 A born metric is precomputed once, at birth, so each DATA metric costs one
 lookup and one converter call: :class:`BornMetric` holds its name, alias,
