@@ -122,7 +122,7 @@ async def _events(args: argparse.Namespace) -> dict[str, Any]:
                 if "/_engine/" in topic or "/_context/" in topic:
                     continue
                 events += 1
-                # both event shapes start with {"ts":<ms>, (normalize.event_json key order)
+                # both event shapes start with {"ts":<ms>, (EventEncoder.event_json key order)
                 if payload.startswith(b'{"ts":'):
                     end = payload.index(b",", 6)
                     latency = now - int(payload[6:end])
