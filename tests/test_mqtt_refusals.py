@@ -3,13 +3,15 @@
 A reconnect loop retries a BrokerError and stops at a BrokerRefused, so each
 class is pinned down here: CONNACK codes from a server that answers exactly
 what a test tells it to, then real refusals from mosquitto (password file,
-TLS) and the minibroker, and the one line the CLI prints for them.
+TLS) and the minibroker, and the one line the CLI prints for them (topics,
+watch, context set, sim).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import subprocess
 import sys
@@ -26,6 +28,7 @@ from uns.mqtt.minibroker import MiniBroker
 from uns.mqtt.mosquitto import Mosquitto, free_port, password_file
 from uns.mqtt.settings import BrokerSettings
 from uns.mqtt.wire import encode_connack
+from uns.sim import SimConfig, run_sim
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -208,8 +211,9 @@ async def test_tls_refusals_are_final(guarded_broker: tuple[Mosquitto, Path, int
         (["watch", "#", "--count", "1"], "cannot reach the broker at"),
         (["topics", "--duration", "1"], "cannot reach the broker at"),
         (["context", "set", "acme/site", "batch_id=B-1"], "cannot publish to"),
+        (["sim", "--duration", "1"], "cannot reach the broker at"),
     ],
-    ids=["watch", "topics", "context-set"],
+    ids=["watch", "topics", "context-set", "sim"],
 )
 def test_cli_stops_at_a_refusal_with_one_line(
     guarded_broker: tuple[Mosquitto, Path, int], command: list[str], prefix: str
@@ -228,6 +232,24 @@ def test_cli_stops_at_a_refusal_with_one_line(
     )
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
-    assert lines[0].startswith(f"uns: error: {prefix} mqtt://op:***@127.0.0.1:{broker.port}: broker refused")
+    error = [line for line in lines if line.startswith("uns: error: ")]
+    assert error == lines[-1:], r.stderr  # the last line, and the only one (uns sim announces itself first)
+    assert len(lines) == (2 if command[0] == "sim" else 1), r.stderr
+    where = f"{prefix} mqtt://op:***@127.0.0.1:{broker.port}"
+    assert error[0].startswith(f"uns: error: {where}: broker refused the connection: ")
     assert "wrong" not in r.stderr
+
+
+# ---------------------------------------------------------------- the simulator
+@pytest.mark.integration
+async def test_sim_runs_with_credentials_and_stops_at_a_refusal(
+    guarded_broker: tuple[Mosquitto, Path, int],
+) -> None:
+    _, pki, port = guarded_broker
+    good = _tls_settings(pki, port)  # user name, password and client certificate over TLS
+    report = await run_sim(SimConfig(broker=good, group_id="refusals", rate=100, duration=0.5))
+    assert report.data_messages > 0
+    assert report.deaths == 3
+    wrong = dataclasses.replace(good, password="wrong")
+    with pytest.raises(BrokerRefused, match=r"bad user name or password|not authorized"):
+        await run_sim(SimConfig(broker=wrong, group_id="refusals", rate=100, duration=0.5))

@@ -1,4 +1,4 @@
-"""The simulated plants, batch cycles and context events (pure: no broker)."""
+"""The simulated plants, batch cycles, context events and one node's messages (pure: no broker)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 
 from uns.core.context import decode_context_payload, parse_context_event
 from uns.errors import ConfigError
+from uns.mqtt.settings import BrokerSettings
 from uns.sim.batch import BATCH_KEYS, BatchCycle, BatchRecipe, ContextEvent
-from uns.sim.edge import _wire_converter
+from uns.sim.node import SparkplugNode, _wire_converter
 from uns.sim.plant import PILOT_PATHS, Granulator, NodeModel, Plant, TabletPress, bench_plant, pilot_plant
 from uns.sim.runner import SimConfig
 from uns.sim.sentlog import SentLog, SentSample
@@ -351,7 +352,6 @@ def test_sent_log_writes_json_lines(tmp_path: Path) -> None:
         {"group_id": "a+"},
         {"prefix": "uns/#"},
         {"port": 0},
-        {"mqtt_options": {"identifier": "x"}},
     ],
 )
 def test_sim_config_is_validated(kwargs: dict[str, object]) -> None:
@@ -360,9 +360,23 @@ def test_sim_config_is_validated(kwargs: dict[str, object]) -> None:
 
 
 def test_sim_config_repr_masks_the_password() -> None:
-    config = SimConfig(mqtt_options={"username": "u", "password": "s3cret"})
+    config = SimConfig(broker=BrokerSettings(username="u", password="s3cret"))
     assert "s3cret" not in repr(config)
-    assert "u" in repr(config)
+    assert "mqtt://u:***@127.0.0.1:1883" in repr(config)
+
+
+def test_sim_config_host_and_port_replace_the_brokers() -> None:
+    tls = BrokerSettings(host="plant", port=8883, tls=True, username="u", ca_file="ca.crt")
+    assert SimConfig(broker=tls).settings == tls
+    moved = SimConfig(broker=tls, host="127.0.0.1", port=18883).settings
+    assert (moved.host, moved.port, moved.tls, moved.username, moved.ca_file) == (
+        "127.0.0.1",
+        18883,
+        True,
+        "u",
+        "ca.crt",
+    )
+    assert SimConfig().settings == BrokerSettings()
 
 
 def test_node_model_device_lookup() -> None:
@@ -370,3 +384,68 @@ def test_node_model_device_lookup() -> None:
     assert node.device("BR-102").device_id == "BR-102"
     with pytest.raises(KeyError):
         node.device("BR-999")
+
+
+# ---------------------------------------------------------------- one node's messages (no connection)
+def _node(**kwargs: object) -> SparkplugNode:
+    ticks = iter(range(1_000_000, 2_000_000, 10))
+    return SparkplugNode(pilot_plant("G").nodes[0], group_id="G", clock=lambda: next(ticks), **kwargs)  # type: ignore[arg-type]
+
+
+def _decoded(messages: list[tuple[str, bytes]]) -> list[tuple[str, Payload]]:
+    return [(topic.split("/", 2)[2], decode_payload(payload)) for topic, payload in messages]
+
+
+def test_bdseq_advances_only_when_a_connection_succeeds() -> None:
+    node = _node(bd_seq=255)
+    first, _ = node._next_session()
+    assert node._next_session()[0] == first == 255  # a failed attempt changes nothing
+    bd_seq, ndeath = node._next_session()
+    node._session_started(bd_seq, ndeath)
+    assert (node.bd_seq, node.will_payload) == (255, ndeath)
+    assert decode_payload(ndeath).metrics[0].value == 255
+    assert decode_payload(ndeath).seq is None
+    assert node._next_session()[0] == 0  # wraps after 255
+
+
+def test_births_data_deaths_share_one_seq_stream() -> None:
+    node = _node(report_by_exception=False)
+    births = _decoded(node._births(dbirth_first=False))
+    assert [(t, p.seq) for t, p in births] == [
+        ("NBIRTH/USP-Ctrl", 0),
+        ("DBIRTH/USP-Ctrl/BR-101", 1),
+        ("DBIRTH/USP-Ctrl/BR-102", 2),
+    ]
+    assert {m.name for m in births[0][1].metrics} >= {"bdSeq", "Node Control/Rebirth"}
+    data = _decoded(node._step(node.model.units(), sending=True))
+    assert [(t, p.seq) for t, p in data] == [
+        ("NDATA/USP-Ctrl", 3),
+        ("DDATA/USP-Ctrl/BR-101", 4),
+        ("DDATA/USP-Ctrl/BR-102", 5),
+    ]
+    assert all(m.name is None and m.alias is not None for _, p in data for m in p.metrics)
+    assert _decoded([node._device_dead("BR-102")])[0][1].seq == 6
+    assert [t for t, _ in _decoded(node._step(node.model.units(), sending=True))] == [
+        "NDATA/USP-Ctrl",
+        "DDATA/USP-Ctrl/BR-101",
+    ]  # a dead device is silent
+    reborn = _decoded([node._device_reborn("BR-102")])
+    assert [(t, p.seq) for t, p in reborn] == [("DBIRTH/USP-Ctrl/BR-102", 9)]
+    swapped = [t for t, _ in _decoded(node._births(dbirth_first=True))]
+    assert swapped[:2] == ["DBIRTH/USP-Ctrl/BR-101", "NBIRTH/USP-Ctrl"]
+    assert (node.log.counts.births, node.log.counts.deaths, node.log.counts.data_messages) == (7, 1, 5)
+
+
+def test_data_kept_while_not_sending_goes_out_later_as_history() -> None:
+    node = _node(report_by_exception=False, store_limit=4)
+    node._births(dbirth_first=False)
+    for _ in range(2):
+        assert node._step(node.model.units(), sending=False) == []  # 3 units x 2 steps, 4 kept
+    assert node.log.counts.dropped_messages == 2
+    stored = _decoded(node._stored_messages())
+    assert node._stored_messages() == []
+    assert [p.seq for _, p in stored] == [3, 4, 5, 6]  # seq taken when sent, not when measured
+    assert all(m.is_historical for _, p in stored for m in p.metrics)
+    for _, payload in stored:  # measured before it was sent
+        assert payload.timestamp is not None
+        assert all(m.timestamp is not None and m.timestamp < payload.timestamp for m in payload.metrics)

@@ -24,6 +24,7 @@ from uns.engine.host import Engine
 from uns.errors import EngineError
 from uns.mqtt.minibroker import MiniBroker
 from uns.mqtt.mosquitto import find_mosquitto, running_mosquitto
+from uns.mqtt.settings import parse_broker_url
 from uns.sim import SimConfig, SimReport, run_sim
 from uns_cli.output import render_rows
 
@@ -91,10 +92,8 @@ async def _run(duration: float, lake_dir: Path, broker_url: str, echo: Echo) -> 
     stop_engine = asyncio.Event()
     engine_task = asyncio.create_task(engine.run(stop_engine), name="demo-engine")
     await asyncio.wait_for(engine.connected.wait(), 15)
-    host, port = broker_url.removeprefix("mqtt://").split(":")
     sim_config = SimConfig(
-        host=host,
-        port=int(port),
+        broker=parse_broker_url(broker_url),
         plant="pilot",
         rate=40.0,
         duration=duration,

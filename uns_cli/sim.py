@@ -6,25 +6,12 @@ import asyncio
 import contextlib
 import signal
 import sys
-from typing import Any
 
-from uns.mqtt.settings import BrokerSettings, tls_context
+from uns.errors import BrokerError, BrokerRefused
+from uns.mqtt.settings import BrokerSettings
 from uns.sim import SimConfig, SimReport, run_sim
 
-__all__ = ["mqtt_options", "run_sim_cli"]
-
-
-def mqtt_options(broker: BrokerSettings) -> dict[str, Any]:
-    """aiomqtt keyword arguments (credentials, TLS) for the simulator's clients."""
-    opts: dict[str, Any] = {}
-    if broker.username is not None:
-        opts["username"] = broker.username
-    if broker.password is not None:
-        opts["password"] = broker.password
-    if broker.tls:
-        opts["tls_context"] = tls_context(broker)
-        opts["tls_insecure"] = broker.tls_insecure
-    return opts
+__all__ = ["run_sim_cli"]
 
 
 def _line(r: SimReport) -> str:
@@ -46,10 +33,12 @@ def run_sim_cli(
     group: str | None,
     prefix: str,
 ) -> SimReport:
+    """Run until ``duration`` (0: until Ctrl-C) with a progress line on stderr; the final report.
+
+    BrokerError (BrokerRefused when retrying cannot help) naming the broker when
+    the plant cannot connect or is refused while reconnecting."""
     config = SimConfig(
-        host=broker.host,
-        port=broker.port,
-        mqtt_options=mqtt_options(broker),
+        broker=broker,
         plant="bench" if nodes > 0 else "pilot",
         group_id=group,
         nodes=max(nodes, 1),
@@ -66,16 +55,27 @@ def run_sim_cli(
         plant = f"load plant: {nodes} nodes x {devices} devices x {metrics} metrics"
     print(f"uns sim: {plant} -> {broker.masked_url()} at {rate:g} msg/s; Ctrl-C stops", file=sys.stderr)
 
+    progress_shown = False
+
+    def progress(r: SimReport) -> None:
+        nonlocal progress_shown
+        progress_shown = True
+        print(_line(r), end="", file=sys.stderr)
+
     async def go() -> SimReport:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
-        return await run_sim(
-            config, stop=stop, on_progress=lambda r: print(_line(r), end="", file=sys.stderr)
-        )
+        return await run_sim(config, stop=stop, on_progress=progress)
 
-    report = asyncio.run(go())
+    try:
+        report = asyncio.run(go())
+    except BrokerError as exc:  # the CLI prints one line: say which broker
+        if progress_shown:
+            print(file=sys.stderr)  # end the progress line first
+        cls = BrokerRefused if isinstance(exc, BrokerRefused) else BrokerError
+        raise cls(f"cannot reach the broker at {broker.masked_url()}: {exc}") from exc
     print(_line(report), file=sys.stderr)
     return report

@@ -2,7 +2,8 @@
 
 - :mod:`uns.sim.plant`: plant definitions and deterministic value models (pure)
 - :mod:`uns.sim.batch`: ISA-88 batch/phase cycles and context events (pure)
-- :mod:`uns.sim.edge`: one edge node on its own MQTT connection, with fault hooks
+- :mod:`uns.sim.node`: what one edge node sends: births, DATA, deaths, seq, bdSeq (pure)
+- :mod:`uns.sim.edge`: that node on its own MQTT connection, with fault hooks
 - :mod:`uns.sim.faults`: the fault-injection hooks an edge node inherits
 - :mod:`uns.sim.runner`: many nodes at a target rate; :func:`run_sim`
 - :mod:`uns.sim.sentlog`: what was published, for exactly-once checks

@@ -1,15 +1,13 @@
 """One simulated Sparkplug B edge node on its own MQTT connection (the I/O shell).
 
-It behaves like a field edge node (SPARKPLUG.md sections 2, 3 and 6):
+The messages and their order come from :class:`uns.sim.node.SparkplugNode`;
+this class puts them on a :class:`uns.mqtt.client.FastClient` connection and
+behaves like a field edge node (SPARKPLUG.md sections 2, 3 and 6):
 
-- one aiomqtt connection, clean session; bdSeq +1 per connection (0..255),
-  carried in the NBIRTH and in the NDEATH registered as the Will (QoS 1, not
-  retained, no seq);
-- NBIRTH (seq 0) with every node metric, ``bdSeq`` and ``Node Control/Rebirth``,
-  then a DBIRTH per device; aliases node-wide; seq +1 mod 256 on every DBIRTH,
-  NDATA, DDATA and DDEATH;
-- DATA alias-only and without datatype, metric timestamps set; only changed
-  values (report by exception) or every value per message;
+- one connection per session, clean session, the NDEATH (QoS 1, not
+  retained) registered as the Will; a clean :meth:`EdgeNode.stop` publishes
+  the NDEATH, then DISCONNECTs; :meth:`EdgeNode.kill` drops the socket
+  without DISCONNECT, so the broker publishes the Will;
 - answers NCMD ``Node Control/Rebirth`` by republishing its births (same bdSeq);
 - with a primary host id it follows ``spBv1.0/STATE/<id>``: births wait for the
   host, and DATA made while the host is away (or the broker is unreachable) is
@@ -19,131 +17,65 @@ It behaves like a field edge node (SPARKPLUG.md sections 2, 3 and 6):
 - fault hooks (``skip_seq``, ``swap_next_two``, ...; :mod:`uns.sim.faults`)
   misbehave on purpose, at the moment a test calls them, the way field devices do.
 
-DATA values travel as their raw wire form, as field nodes send them: signed
-integers masked to their width (Int16 -3 as 65533), arrays packed into bytes,
-Floats in ``double_value`` (the value is float32-exact, so a host reading it
-with the BIRTH's datatype gets the same number).
+QoS 0 messages of one call are queued in the client and written together
+with the last one, which waits while the socket is full: a slow broker slows
+the node down instead of its memory growing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-from collections import deque
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+import dataclasses
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, Self
-
-import aiomqtt
-import paho.mqtt.client as mqtt
+from typing import Self
 
 from uns.clock import now_ms
-from uns.errors import SparkplugDecodeError, SparkplugStateError
-from uns.sim.batch import ContextEvent, ContextUpdate
+from uns.errors import BrokerError, SparkplugDecodeError, SparkplugStateError
+from uns.mqtt.client import FastClient, Will
+from uns.mqtt.settings import BrokerSettings
+from uns.sim.batch import ContextEvent
 from uns.sim.faults import GARBAGE, FaultHooks
-from uns.sim.plant import MetricDef, NodeModel, UnitModel
-from uns.sim.sentlog import SentLog, SentSample
-from uns.sparkplug.arrays import pack_array
-from uns.sparkplug.codec import decode_payload, encode_payload
-from uns.sparkplug.datatypes import ARRAY_TYPES, SIGNED_WIDTH, DataType
+from uns.sim.node import BDSEQ_METRIC, NAMESPACE, SparkplugNode
+from uns.sim.plant import NodeModel, UnitModel
+from uns.sim.sentlog import SentLog
+from uns.sparkplug.codec import decode_payload
 from uns.sparkplug.ncmd import REBIRTH_METRIC
-from uns.sparkplug.payload import Metric, MetricValue, Payload, PropertySet, PropertyValue
 from uns.sparkplug.state import parse_state
 
-__all__ = ["BDSEQ_METRIC", "GARBAGE", "REBIRTH_METRIC", "EdgeNode", "now_ms"]
-
-NAMESPACE = "spBv1.0"
-BDSEQ_METRIC = "bdSeq"
-#: aiomqtt logs a warning per publish beyond this many awaiting confirmation; bursts are normal here
-PENDING_CALLS_WARNING = 1_000_000
+__all__ = ["BDSEQ_METRIC", "GARBAGE", "REBIRTH_METRIC", "EdgeNode", "broker_settings", "now_ms"]
 
 
-def _queue_publish(client: aiomqtt.Client, topic: str, payload: bytes) -> None:
-    """Hand a QoS 0 message to paho without waiting for it to be written.
-
-    aiomqtt (pinned <2.6) keeps its paho client in ``_client``; this and
-    :meth:`EdgeNode.kill` are the only places that reach into it."""
-    info = client._client.publish(topic, payload, 0)
-    if info.rc != mqtt.MQTT_ERR_SUCCESS:
-        raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
-
-
-WireConverter = Callable[[Any], MetricValue]
-
-
-def _wire_converter(datatype: DataType) -> WireConverter | None:
-    """How a typed value becomes the raw value an untyped DATA metric carries."""
-    width = SIGNED_WIDTH.get(datatype)
-    if width is not None:
-        mask = (1 << width) - 1
-        return lambda value: value & mask
-    if datatype is DataType.DateTime:
-        return lambda value: value & 0xFFFF_FFFF_FFFF_FFFF
-    if datatype in ARRAY_TYPES:
-        return lambda value: pack_array(datatype, value)
-    return None
+def broker_settings(
+    broker: BrokerSettings | None, host: str | None = None, port: int | None = None
+) -> BrokerSettings:
+    """``broker`` (credentials, TLS, keepalive; default a plain local broker) with
+    ``host``/``port`` in place of its own when given."""
+    settings = broker or BrokerSettings()
+    if host is not None:
+        settings = dataclasses.replace(settings, host=host)
+    if port is not None:
+        settings = dataclasses.replace(settings, port=port)
+    return settings
 
 
-@dataclass(frozen=True, slots=True)
-class _BornMetric:
-    """A metric as the births declare it."""
-
-    definition: MetricDef
-    alias: int
-    wire: WireConverter | None
-
-    @property
-    def name(self) -> str:
-        return self.definition.name
-
-    def properties(self) -> PropertySet | None:
-        d = self.definition
-        items: dict[str, PropertyValue] = {}
-        if d.unit is not None:
-            items["engUnit"] = PropertyValue(DataType.String, d.unit)
-        if d.low is not None:
-            items["engLow"] = PropertyValue(DataType.Double, float(d.low))
-        if d.high is not None:
-            items["engHigh"] = PropertyValue(DataType.Double, float(d.high))
-        return PropertySet(items) if items else None
-
-
-@dataclass(slots=True)
-class _Unit:
-    """Per-unit publishing state: its born metrics and what was last sent."""
-
-    model: UnitModel
-    metrics: list[_BornMetric]
-    last_sent: dict[str, MetricValue] = field(default_factory=dict)
-    alive: bool = True  # False after device_death() until device_birth()
-    last_ts: int = 0  # timestamp of the last step
-
-
-@dataclass(slots=True)
-class _Stored:
-    """A DATA message held back (store and forward): its time and typed values."""
-
-    device_id: str | None
-    ts: int
-    values: list[tuple[_BornMetric, MetricValue]]
-
-
-class EdgeNode(FaultHooks):
+class EdgeNode(SparkplugNode, FaultHooks):
     """A Sparkplug B edge node with its devices, driven by :meth:`publish_data`.
 
     Use as an async context manager (``start`` on entry, clean ``stop`` on exit
-    unless :meth:`kill` was called)."""
+    unless :meth:`kill` was called).  Connection errors are
+    :class:`~uns.errors.BrokerError` (:class:`~uns.errors.BrokerRefused` when
+    the broker will not take this node however often it tries)."""
 
     def __init__(
         self,
         model: NodeModel,
         *,
         group_id: str,
-        host: str = "127.0.0.1",
-        port: int = 1883,
-        mqtt_options: Mapping[str, Any] | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        broker: BrokerSettings | None = None,
         report_by_exception: bool = True,
         step_seconds: float = 1.0,
         primary_host_id: str | None = None,
@@ -154,64 +86,32 @@ class EdgeNode(FaultHooks):
         store_limit: int = 10_000,
         clock: Callable[[], int] = now_ms,
     ) -> None:
-        self.model = model
-        self.group_id = group_id
-        self.node_id = model.node_id
-        self.host = host
-        self.port = port
-        self.mqtt_options = dict(mqtt_options or {})
-        self.report_by_exception = report_by_exception
-        self.step_seconds = step_seconds
+        super().__init__(
+            model,
+            group_id=group_id,
+            report_by_exception=report_by_exception,
+            step_seconds=step_seconds,
+            bd_seq=bd_seq,
+            sent_log=sent_log,
+            on_context=on_context,
+            store_limit=store_limit,
+            clock=clock,
+        )
+        #: where and how to connect (host/port given here win over ``broker``'s)
+        self.broker = broker_settings(broker, host, port)
         self.primary_host_id = primary_host_id
-        self.log = sent_log if sent_log is not None else SentLog()
-        self.on_context = on_context
         self.client_id = client_id or f"sim-{group_id}-{self.node_id}"
-        self.clock = clock
-        self._next_bd_seq = bd_seq % 256
-        self._ndeath = b""  # the Will of the current connection
-        self.bd_seq = self._next_bd_seq  # of the current (or next) connection
-        self.seq = 0  # the last seq used
         self._born = asyncio.Event()
         self.host_online = primary_host_id is None
         self._host_timestamp: int | None = None
-        self._client: aiomqtt.Client | None = None
+        self._client: FastClient | None = None
         self._listener: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one of births, DATA, death or fault at a time: keeps seq order
-        self._store: deque[_Stored] = deque()
-        self._store_limit = store_limit
-        self._context_started = False
-        self._units: dict[str | None, _Unit] = {}
-        if model.own is not None:
-            self._units[None] = self._unit_state(model.own)
-        for device in model.devices:
-            self._units[device.device_id] = self._unit_state(device)
-
-    def _unit_state(self, unit: UnitModel) -> _Unit:
-        born = [
-            _BornMetric(m, self.model.aliases[(unit.device_id, m.name)], _wire_converter(m.datatype))
-            for m in unit.metrics
-        ]
-        return _Unit(unit, born)
-
-    # ---------------------------------------------------------------- topics
-
-    def topic(self, message_type: str, device_id: str | None = None) -> str:
-        base = f"{NAMESPACE}/{self.group_id}/{message_type}/{self.node_id}"
-        return base if device_id is None else f"{base}/{device_id}"
-
-    @property
-    def device_ids(self) -> list[str]:
-        return [d for d in self._units if d is not None]
-
-    @property
-    def will_payload(self) -> bytes:
-        """The NDEATH registered as the Will of the current connection (what a clean stop sends)."""
-        return self._ndeath
 
     @property
     def connected(self) -> bool:
-        """Whether the MQTT session is up (the command listener still runs)."""
-        return self._client is not None and self._listener is not None and not self._listener.done()
+        """Whether the MQTT session is up."""
+        return self._client is not None and self._client.connected
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -224,11 +124,6 @@ class EdgeNode(FaultHooks):
     ) -> None:
         await self.stop()
 
-    def _ndeath_payload(self, bd_seq: int, ts: int) -> bytes:
-        return encode_payload(
-            Payload(timestamp=ts, metrics=[Metric(name=BDSEQ_METRIC, datatype=DataType.Int64, value=bd_seq)])
-        )
-
     async def start(self, *, dbirth_first: bool = False) -> None:
         """Connect (a new bdSeq), subscribe to commands, publish the births.
 
@@ -237,24 +132,20 @@ class EdgeNode(FaultHooks):
         if self._client is not None:
             await self._drop_client()
         self._born.clear()
-        bd_seq = self._next_bd_seq
-        ndeath = self._ndeath_payload(bd_seq, self.clock())
-        options: dict[str, Any] = {"identifier": self.client_id, "clean_session": True, **self.mqtt_options}
-        will = aiomqtt.Will(self.topic("NDEATH"), ndeath, qos=1, retain=False)
-        client = aiomqtt.Client(self.host, self.port, will=will, **options)
-        client.pending_calls_threshold = PENDING_CALLS_WARNING
-        await client.__aenter__()
-        # a failed attempt leaves bdSeq alone: the next NBIRTH follows the last one seen
-        self.bd_seq, self._ndeath = bd_seq, ndeath
-        self._next_bd_seq = (bd_seq + 1) % 256
-        self._client = client
+        bd_seq, ndeath = self._next_session()
+        will = Will(self.topic("NDEATH"), ndeath, qos=1, retain=False)
+        client = FastClient(self.broker, identifier=self.client_id, will=will, clean_session=True)
         try:
+            await client.connect()
+            self._session_started(bd_seq, ndeath)
+            self._client = client
             await client.subscribe(self.topic("NCMD"), qos=1)
             await client.subscribe(self.topic("DCMD", "+"), qos=1)
             if self.primary_host_id is not None:
                 self.host_online = False
                 await client.subscribe(f"{NAMESPACE}/STATE/{self.primary_host_id}", qos=1)
         except BaseException:
+            self._client = client
             await self._drop_client()
             raise
         self._listener = asyncio.create_task(self._listen(client), name=f"sim-edge-{self.node_id}-commands")
@@ -266,12 +157,11 @@ class EdgeNode(FaultHooks):
 
     async def stop(self) -> None:
         """Clean shutdown: publish the NDEATH (the Will's payload), then DISCONNECT."""
-        client = self._client
-        if client is None:
+        if self._client is None:
             return
         if self.connected:
             async with self._lock:
-                with contextlib.suppress(aiomqtt.MqttError):
+                with contextlib.suppress(BrokerError):
                     await self._send([(self.topic("NDEATH"), self._ndeath)], qos=1)
                     self.log.counts.deaths += 1
                 self._born.clear()
@@ -282,13 +172,9 @@ class EdgeNode(FaultHooks):
         client = self._client
         if client is None:
             return
-        # aiomqtt has no public way to lose a connection on purpose; paho's socket does it
-        sock = client._client.socket()
-        if isinstance(sock, socket.socket):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+        client.abort()
         if self._listener is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._listener), timeout=5)
         self._born.clear()
         await self._drop_client()
@@ -301,8 +187,7 @@ class EdgeNode(FaultHooks):
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
         if client is not None:
-            with contextlib.suppress(aiomqtt.MqttError):
-                await client.__aexit__(None, None, None)
+            await client.disconnect()
 
     @property
     def born(self) -> bool:
@@ -315,12 +200,12 @@ class EdgeNode(FaultHooks):
 
     # ---------------------------------------------------------------- incoming
 
-    async def _listen(self, client: aiomqtt.Client) -> None:
-        with contextlib.suppress(aiomqtt.MqttError):  # the connection ended; stop/kill/the runner decide
-            async for message in client.messages:
-                payload = message.payload
-                if isinstance(payload, bytes | bytearray):
-                    await self._on_message(message.topic.value, bytes(payload))
+    async def _listen(self, client: FastClient) -> None:
+        with contextlib.suppress(BrokerError):  # the connection ended; stop/kill/the runner decide
+            while True:
+                await client.wait_messages()
+                for topic, payload, _qos, _retain in client.take():
+                    await self._on_message(topic, payload)
 
     async def _on_message(self, topic: str, payload: bytes) -> None:
         if topic == self.topic("NCMD"):
@@ -349,89 +234,12 @@ class EdgeNode(FaultHooks):
                     await self._flush_store()
         # DCMD: the simulated devices have no writable metrics; commands are ignored
 
-    # ---------------------------------------------------------------- births
-
-    def _birth_metrics(self, unit: _Unit, ts: int) -> list[Metric]:
-        values = unit.model.values
-        return [
-            Metric(
-                name=m.name,
-                alias=m.alias,
-                timestamp=ts,
-                datatype=m.definition.datatype,
-                value=values[m.name],
-                properties=m.properties(),
-            )
-            for m in unit.metrics
-        ]
+    # ---------------------------------------------------------------- outgoing
 
     async def _publish_births(self, *, dbirth_first: bool) -> None:
-        """NBIRTH (seq 0) and every live device's DBIRTH; the caller holds the lock."""
-        ts = self._fresh_ts(self._units.values())
-        node_metrics = [
-            Metric(name=BDSEQ_METRIC, timestamp=ts, datatype=DataType.Int64, value=self.bd_seq),
-            Metric(name=REBIRTH_METRIC, timestamp=ts, datatype=DataType.Boolean, value=False),
-        ]
-        own = self._units.get(None)
-        if own is not None:
-            node_metrics += self._birth_metrics(own, ts)
-        self.seq = 0
-        nbirth = Payload(timestamp=ts, metrics=node_metrics, seq=0)
-        messages = [(self.topic("NBIRTH"), encode_payload(nbirth))]
-        self._log_birth(None, "NBIRTH", ts, 0)
-        for device_id in self.device_ids:
-            unit = self._units[device_id]
-            if unit.alive:
-                messages.append(self._dbirth(device_id, ts))
-        if dbirth_first and len(messages) > 1:
-            messages[0], messages[1] = messages[1], messages[0]
-        await self._send(messages)
-        self.log.counts.births += len(messages)
+        """NBIRTH and DBIRTHs, then DATA may flow; the caller holds the lock."""
+        await self._send(self._births(dbirth_first=dbirth_first))
         self._born.set()
-
-    def _dbirth(self, device_id: str, ts: int) -> tuple[str, bytes]:
-        unit = self._units[device_id]
-        seq = self._next_seq()
-        payload = Payload(timestamp=ts, metrics=self._birth_metrics(unit, ts), seq=seq)
-        self._log_birth(device_id, "DBIRTH", ts, seq)
-        return self.topic("DBIRTH", device_id), encode_payload(payload)
-
-    def _log_birth(self, device_id: str | None, message_type: str, ts: int, seq: int) -> None:
-        unit = self._units.get(device_id)
-        if unit is None:
-            return
-        unit.last_sent = dict(unit.model.values)
-        self.log.counts.metrics += len(unit.metrics)
-        if self.log.detailed:
-            self.log.add_samples(
-                self._sample(device_id, m, unit.model.values[m.name], ts, seq, message_type, historical=False)
-                for m in unit.metrics
-            )
-
-    def _sample(
-        self,
-        device_id: str | None,
-        metric: _BornMetric,
-        value: MetricValue,
-        ts: int,
-        seq: int,
-        message_type: str,
-        *,
-        historical: bool,
-    ) -> SentSample:
-        return SentSample(
-            self.group_id,
-            self.node_id,
-            device_id,
-            metric.name,
-            ts,
-            value,
-            metric.definition.datatype,
-            seq,
-            message_type,
-            self.bd_seq,
-            historical,
-        )
 
     async def rebirth(self, *, dbirth_first: bool = False) -> None:
         """Stop DATA, republish NBIRTH (same bdSeq, seq from 0) and all DBIRTHs, resume."""
@@ -441,35 +249,12 @@ class EdgeNode(FaultHooks):
     async def device_death(self, device_id: str) -> None:
         """Publish a DDEATH (in the seq stream); the device sends nothing until :meth:`device_birth`."""
         async with self._lock:
-            unit = self._units[device_id]
-            unit.alive = False
-            payload = Payload(timestamp=self.clock(), seq=self._next_seq())
-            await self._send([(self.topic("DDEATH", device_id), encode_payload(payload))])
-            self.log.counts.deaths += 1
+            await self._send([self._device_dead(device_id)])
 
     async def device_birth(self, device_id: str) -> None:
         """Bring a dead device back with a new DBIRTH."""
         async with self._lock:
-            unit = self._units[device_id]
-            unit.alive = True
-            await self._send([self._dbirth(device_id, self._fresh_ts([unit]))])
-            self.log.counts.births += 1
-
-    # ---------------------------------------------------------------- data
-
-    def _fresh_ts(self, units: Iterable[_Unit]) -> int:
-        """A timestamp later than every sample of ``units`` so far, now if possible.
-
-        A sample is then identified by (metric, timestamp), births included."""
-        chosen = list(units)
-        ts = max(self.clock(), max((u.last_ts + 1 for u in chosen), default=0))
-        for unit in chosen:
-            unit.last_ts = ts
-        return ts
-
-    def _next_seq(self) -> int:
-        self.seq = (self.seq + 1) % 256
-        return self.seq
+            await self._send([self._device_reborn(device_id)])
 
     async def publish_data(self, units: Sequence[UnitModel] | None = None) -> int:
         """Step each unit once (``step_seconds`` of simulated time) and send its DATA.
@@ -478,137 +263,36 @@ class EdgeNode(FaultHooks):
         messages published (stored ones not included)."""
         chosen = self.model.units() if units is None else units
         async with self._lock:
-            now = self.clock()
-            sending = self.born and self.host_online and self.connected
-            messages: list[tuple[str, bytes]] = []
-            for model in chosen:
-                unit = self._units[model.device_id]
-                # one sample per metric and ms: a unit stepped faster than 1 kHz runs ahead of the clock
-                ts = unit.last_ts = max(now, unit.last_ts + 1)
-                update = model.step(self.step_seconds)
-                if update is not None:
-                    self._emit_context(model, update, ts)
-                if not unit.alive:
-                    continue
-                values = self._changed(unit)
-                if not values:
-                    continue
-                if sending:
-                    messages.append(self._data_message(model.device_id, ts, values, historical=False))
-                else:
-                    self._keep(_Stored(model.device_id, ts, values))
+            messages = self._step(chosen, sending=self.born and self.host_online and self.connected)
             if messages:
                 await self._send(messages)
             return len(messages)
 
-    def _changed(self, unit: _Unit) -> list[tuple[_BornMetric, MetricValue]]:
-        values, last = unit.model.values, unit.last_sent
-        if self.report_by_exception:
-            changed = [(m, values[m.name]) for m in unit.metrics if last.get(m.name) != values[m.name]]
-        else:
-            changed = [(m, values[m.name]) for m in unit.metrics]
-        for m, value in changed:
-            last[m.name] = value
-        return changed
-
-    def _data_message(
-        self,
-        device_id: str | None,
-        ts: int,
-        values: list[tuple[_BornMetric, MetricValue]],
-        *,
-        historical: bool,
-    ) -> tuple[str, bytes]:
-        seq = self._next_seq()
-        metrics = [
-            Metric(
-                alias=m.alias,
-                timestamp=ts,
-                value=value if m.wire is None else m.wire(value),
-                is_historical=historical,
-            )
-            for m, value in values
-        ]
-        message_type = "NDATA" if device_id is None else "DDATA"
-        counts = self.log.counts
-        counts.data_messages += 1
-        counts.metrics += len(metrics)
-        counts.historical_messages += historical
-        if self.log.detailed:
-            self.log.add_samples(
-                self._sample(device_id, m, value, ts, seq, message_type, historical=historical)
-                for m, value in values
-            )
-        payload = Payload(timestamp=self.clock() if historical else ts, metrics=metrics, seq=seq)
-        return self.topic(message_type, device_id), encode_payload(payload)
-
-    def _keep(self, stored: _Stored) -> None:
-        if len(self._store) >= self._store_limit:
-            self._store.popleft()
-            self.log.counts.dropped_messages += 1
-        self._store.append(stored)
-
     async def _flush_store(self) -> None:
         """Send stored DATA as historical; the caller holds the lock."""
-        if not self._store:
-            return
-        messages = []
-        while self._store:
-            s = self._store.popleft()
-            messages.append(self._data_message(s.device_id, s.ts, s.values, historical=True))
-        await self._send(messages)
+        if self._store:
+            await self._send(self._stored_messages())
 
     async def _send(self, messages: Sequence[tuple[str, bytes]], *, qos: int = 0) -> None:
-        """Publish in order; returns when the last message has left (QoS 0) or is acknowledged."""
+        """Publish in order; return once the last message is written (QoS 0) or acknowledged.
+
+        BrokerError when not connected or lost meanwhile."""
         client = self._client
-        if client is None:
-            raise RuntimeError(f"edge node {self.node_id} is not connected")
+        if client is None or not client.connected:
+            raise BrokerError(f"edge node {self.node_id} is not connected")
+        if not messages:
+            return
         self.log.counts.messages += len(messages)
-        if qos == 0:
-            # aiomqtt awaits every publish and scans all pending calls each time, which
-            # caps a burst at a few thousand messages/s; paho sends its queue in order,
-            # so queue all but the last and await only the last one.
-            for topic, payload in messages[:-1]:
-                _queue_publish(client, topic, payload)
-            await self._confirmed(client.publish(messages[-1][0], messages[-1][1], qos=0))
-        else:
+        if qos:
             for topic, payload in messages:
-                await self._confirmed(client.publish(topic, payload, qos=qos))
-
-    async def _confirmed(self, publish: Coroutine[Any, Any, None]) -> None:
-        """Await a publish, but give up as soon as the connection is lost.
-
-        aiomqtt would wait for the confirmation until its timeout (10 s) when the
-        socket closes under a queued message; the listener ends at once."""
-        listener = self._listener
-        task = asyncio.ensure_future(publish)
-        if listener is None or listener is asyncio.current_task():  # a rebirth answering an NCMD
-            await task
+                await client.publish(topic, payload, qos=qos)
             return
-        await asyncio.wait((task, listener), return_when=asyncio.FIRST_COMPLETED)
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await task
-            raise aiomqtt.MqttError(f"edge node {self.node_id} lost the broker while publishing")
-        task.result()
-
-    # ---------------------------------------------------------------- context
-
-    def _emit_context(self, unit: UnitModel, update: ContextUpdate, ts: int) -> None:
-        if self.on_context is None or unit.path is None:
-            return
-        self.on_context(
-            ContextEvent(unit.path, ts, set=dict(update.set), clear=update.clear, reason=update.reason)
-        )
-
-    def _emit_initial_context(self) -> None:
-        """The context of every unit as the simulation starts (once per node object)."""
-        if self._context_started:
-            return
-        self._context_started = True
-        ts = self.clock()
-        for unit in self.model.units():
-            update = unit.context_now()
-            if update is not None:
-                self._emit_context(unit, update, ts)
+        *head, (last_topic, last_payload) = messages
+        for topic, payload in head:
+            if not client.publish_nowait(topic, payload):
+                # the write buffer is full (or the connection just went): wait for the
+                # socket, in order, or raise BrokerError
+                await client.publish(topic, payload)
+        # written now, with all queued before it, and waiting while the socket is full: what
+        # the sent log counts has left the process, even if kill() follows at once
+        await client.publish(last_topic, last_payload)

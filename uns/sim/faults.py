@@ -17,8 +17,8 @@ from uns.sim.sentlog import SentLog
 from uns.sparkplug.codec import encode_payload
 from uns.sparkplug.payload import Metric, MetricValue, Payload
 
-if TYPE_CHECKING:  # for types only: uns.sim.edge imports this module
-    from uns.sim.edge import _BornMetric, _Unit
+if TYPE_CHECKING:  # for types only: the hooks reach into the node's state
+    from uns.sim.node import _BornMetric, _Unit
 
 __all__ = ["GARBAGE", "FaultHooks"]
 
