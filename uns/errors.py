@@ -18,10 +18,11 @@ Errors carry the data that explains them (topic, path, seq, file, ...).
     │   └── LakeBackpressure        the write-ahead log is full (.retry_after)
     ├── EngineError                 the engine cannot start or run (broker, lake path)
     └── BrokerError                 the MQTT connection failed, was refused or was lost
-        └── BrokerRefused           a refusal that retrying cannot heal (credentials, not
-                                    authorized, identifier rejected, TLS certificate)
+        ├── BrokerRefused           a refusal that retrying cannot heal (credentials, not
+        │                           authorized, identifier rejected, TLS certificate)
+        └── MqttProtocolError       bytes that break MQTT 3.1.1 (uns.mqtt.wire; .reason)
 
-Foreign exceptions (protobuf, aiomqtt, deltalake, duckdb) are mapped to these
+Foreign exceptions (protobuf, sockets and TLS, deltalake, duckdb) are mapped to these
 in the one module that talks to that library, with ``raise ... from exc``.
 """
 
