@@ -101,7 +101,7 @@ def _result(name: str, got: int, wall: float, cpu: float, **extra: Any) -> dict[
 # ---------------------------------------------------------------------- publisher (this process)
 def _publish(port: int, count: int, size: int) -> float:
     """Push ``count`` QoS 0 PUBLISHes through a raw socket; return the seconds it took."""
-    from uns.mqtt.client import encode_connect, encode_publish  # noqa: PLC0415
+    from uns.mqtt.wire import encode_connect, encode_publish  # noqa: PLC0415
 
     rng = random.Random(0)
     packets = [encode_publish(f"{TOPIC}/node{i % 20}/dev{i % 7}", rng.randbytes(size)) for i in range(1000)]

@@ -420,7 +420,8 @@ class FastClient:
         outbox = self._outbox
         if outbox is None or not self.connected:
             return False
-        if outbox.buffered > self.max_write_buffer:
+        # bytes not yet taken by the socket (inline: this runs once per message)
+        if outbox.transport.get_write_buffer_size() + outbox.queued_bytes > self.max_write_buffer:
             self._counters["publishes_refused"] += 1
             return False
         packet_id = self._inflight.allocate(None) if qos else 0

@@ -22,7 +22,7 @@ __all__ = ["Inflight", "Outbox"]
 class Outbox:
     """Writes to one transport, in one order, with coalescing and back-pressure."""
 
-    __slots__ = ("_drain_waiters", "_queued", "_queued_bytes", "paused", "sent_any", "transport")
+    __slots__ = ("_drain_waiters", "_queued", "paused", "queued_bytes", "sent_any", "transport")
 
     def __init__(self, transport: asyncio.Transport) -> None:
         self.transport = transport
@@ -30,13 +30,9 @@ class Outbox:
         #: something was written since the keepalive timer last looked (it resets the flag)
         self.sent_any = False
         self._queued: list[bytes] = []
-        self._queued_bytes = 0
+        #: bytes queued for the end of this loop iteration (not yet in the transport)
+        self.queued_bytes = 0
         self._drain_waiters: list[asyncio.Future[None]] = []
-
-    @property
-    def buffered(self) -> int:
-        """Bytes queued here or in the transport, not yet taken by the socket."""
-        return self.transport.get_write_buffer_size() + self._queued_bytes
 
     def write(self, data: bytes) -> None:
         """Write now; whatever was queued before goes first (one stream, one order)."""
@@ -51,12 +47,12 @@ class Outbox:
         if not self._queued:
             asyncio.get_running_loop().call_soon(self._flush)
         self._queued.append(data)
-        self._queued_bytes += len(data)
+        self.queued_bytes += len(data)
 
     def _take(self) -> bytes:
         data = b"".join(self._queued)
         self._queued.clear()
-        self._queued_bytes = 0
+        self.queued_bytes = 0
         return data
 
     def _flush(self) -> None:
