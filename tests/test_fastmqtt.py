@@ -104,6 +104,7 @@ async def test_acknowledged_publish_and_receive(broker: Mosquitto, ns: str, qos:
 async def test_received_messages_are_acknowledged(broker: Mosquitto, ns: str, qos: int) -> None:
     # with a persistent session mosquitto would redeliver whatever we did not acknowledge
     async with _client(broker, f"{ns}-sub", clean_session=False) as sub:
+        assert not sub.session_present  # a new identifier: nothing stored yet
         await sub.subscribe(f"{ns}/a", qos=qos)
         async with _client(broker, f"{ns}-pub") as pub:
             for i in range(20):
@@ -111,10 +112,11 @@ async def test_received_messages_are_acknowledged(broker: Mosquitto, ns: str, qo
         assert len(await _receive(sub, 20)) == 20
         await asyncio.sleep(0.1)  # let the last acknowledgements reach mosquitto
     async with _client(broker, f"{ns}-sub", clean_session=False) as sub:
+        assert sub.session_present  # the CONNACK says the broker kept our subscription
         await asyncio.sleep(0.5)
         assert sub.pending == 0
-    async with _client(broker, f"{ns}-sub", clean_session=True):
-        pass  # drop the stored session
+    async with _client(broker, f"{ns}-sub", clean_session=True) as sub:
+        assert not sub.session_present  # a clean session drops the stored one
 
 
 @pytest.mark.integration
