@@ -1,1 +1,2 @@
-"""MQTT: broker settings, the one wire codec, the engine's client, the demo broker, a test mosquitto."""
+"""MQTT: broker settings, the one wire codec, the client (engine, CLI, simulator), the demo broker,
+a test mosquitto."""
