@@ -2,9 +2,9 @@
 
     .venv/bin/python benchmarks/bench_codec.py [--seconds 1.0] [--rounds 3]
 
-Three payloads shaped like what the engine receives: a 10-metric DDATA with
-aliases and no datatype, the same DDATA with datatypes, and a 200-metric
-DBIRTH with names, datatypes and properties.  For each: payloads/s and
+Payloads shaped like what the engine receives: a 10-metric DDATA with aliases
+and no datatype, the same DDATA with datatypes, and a 200-metric DBIRTH with
+names, datatypes and properties (and once without).  For each: payloads/s and
 metrics/s of ``decode_payload`` and ``encode_payload``, the cost of decode
 relative to a bare protobuf ``ParseFromString`` of the same bytes (the floor:
 what any Python decoder pays before touching a value), and, when pysparkplug
@@ -26,16 +26,19 @@ How the comparison is kept fair:
   device's DBIRTH, so for the DDATA without datatypes it gets one, as its
   users do; uns keeps the raw wire values there (``Metric.value_as`` types
   them).  Its ``DBirth.decode`` skips the metrics' properties, which uns
-  decodes, so on the DBIRTH it does less work.
+  decodes, so on the DBIRTH with properties it does less work; the DBIRTH
+  without them compares like for like.
 
-pysparkplug (0.6.1) pins ``paho-mqtt<2``, which aiomqtt (uns) cannot use, so
-install it without its dependencies: decoding never imports paho's client
-code paths that changed (``pip install --no-deps pysparkplug==0.6.1``).
+pysparkplug 0.6.1 pins ``paho-mqtt<2``, and aiomqtt (uns) needs paho-mqtt 2,
+so install it without its dependencies: ``pip install --no-deps
+pysparkplug==0.6.1`` (its decoders work with paho-mqtt 2; only its MQTT client
+wants paho 1, and protobuf, its other dependency, is there already).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.metadata
 import importlib.util
 import json
@@ -162,6 +165,10 @@ def cases() -> list[Case]:
             )
         )
     dbirth = Payload(timestamp=T0, seq=0, metrics=birth_metrics)
+    # the same without properties, which pysparkplug does not decode: like for like
+    bare_birth = Payload(
+        timestamp=T0, seq=0, metrics=[dataclasses.replace(m, properties=None) for m in birth_metrics]
+    )
 
     def case(label: str, payload: Payload, ps_class: str, birth: Payload | None = None) -> Case:
         data = encode_payload(payload)
@@ -171,6 +178,7 @@ def cases() -> list[Case]:
         case("DDATA, aliases, no datatype", ddata(typed=False), "DData", ddata_birth),
         case("DDATA, aliases, datatypes", ddata(typed=True), "DData"),
         case("DBIRTH, names, datatypes, properties", dbirth, "DBirth"),
+        case("DBIRTH, names, datatypes, no properties", bare_birth, "DBirth"),
     ]
 
 

@@ -28,6 +28,7 @@ from uns.sparkplug import (
     Payload,
     PropertySet,
     PropertyValue,
+    convert_wire_value,
     decode_payload,
     encode_payload,
 )
@@ -36,6 +37,10 @@ from uns.sparkplug.codec import _decode_full, _decode_plain
 
 CHECK = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 T0 = 1_700_000_000_000
+
+
+def wire(*metrics: pb.Payload.Metric) -> bytes:
+    return pb.Payload(timestamp=T0, metrics=list(metrics)).SerializeToString()
 
 
 def full_or_error(data: bytes) -> Payload | SparkplugDecodeError:
@@ -288,3 +293,57 @@ def test_fast_path_metrics_are_ordinary_metrics() -> None:
     decoded.value = 2.0
     assert decoded.value == 2.0
     assert decoded.value_as(DataType.Double) == 2.0
+
+
+# ---------------------------------------------------------------- values the converters are skipped for
+
+BOUNDARY_FIELDS = [
+    (dt, field, raw)
+    for dt in (*FITTING["long_value"], D.Int16, D.UInt8, D.UInt16, D.Boolean, D.Double, D.String)
+    for field, raw in [
+        *(("int_value", v) for v in (0, 1, 127, 128, 255, 256, 2**15, 2**16, 2**31 - 1, 2**31, 2**32 - 1)),
+        *(("long_value", v) for v in (2**32, 2**63 - 1, 2**63, 2**64 - 1)),
+        ("double_value", 1.5),
+        ("boolean_value", True),
+        ("string_value", "x"),
+    ]
+]
+
+
+def decoded_or_refused(data: bytes, pick: Any) -> object:
+    """``pick`` of the decoded payload, with its type (True is not 1 here), or the refusal."""
+    try:
+        value = pick(decode_payload(data))
+    except SparkplugDecodeError:
+        return SparkplugDecodeError
+    return type(value), value
+
+
+@pytest.mark.parametrize(("dt", "field", "raw"), BOUNDARY_FIELDS)
+def test_skipped_converters_give_the_converters_answer(dt: DataType, field: str, raw: object) -> None:
+    """Values decode as ``convert_wire_value`` types them, on each path that may skip it."""
+    try:
+        typed = convert_wire_value(raw, dt)
+        expected: object = type(typed), typed
+    except SparkplugDecodeError:
+        expected = SparkplugDecodeError
+    plain = pb.Payload.Metric(alias=1, datatype=dt, **{field: raw})
+    assert _decode_plain(wire(plain)) is not None or expected is SparkplugDecodeError
+    assert decoded_or_refused(wire(plain), lambda p: p.metrics[0].value) == expected
+    # with properties the metric takes the full path; the property's own value too
+    full = pb.Payload.Metric(alias=1, datatype=dt, properties=pb.Payload.PropertySet(), **{field: raw})
+    assert _decode_plain(wire(full)) is None
+    assert decoded_or_refused(wire(full), lambda p: p.metrics[0].value) == expected
+    props = pb.Payload.PropertySet(keys=["k"], values=[pb.Payload.PropertyValue(type=dt, **{field: raw})])
+    in_property = pb.Payload.Metric(alias=1, properties=props)
+    got = decoded_or_refused(wire(in_property), lambda p: p.metrics[0].properties.items["k"].value)
+    assert got == expected
+
+
+@pytest.mark.parametrize("dt", [D.String, D.Int32, None])
+def test_property_string_not_utf8_is_refused(dt: DataType | None) -> None:
+    string_value = lfield(8, b"\xc3")  # a lone lead byte
+    value = string_value if dt is None else varint(1 << 3) + varint(dt) + string_value
+    data = lfield(2, b"\x10\x01" + lfield(9, lfield(1, b"k") + lfield(2, value)))  # alias 1, properties
+    with pytest.raises(SparkplugDecodeError, match="not valid UTF-8"):
+        decode_payload(data)

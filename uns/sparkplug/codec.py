@@ -56,9 +56,9 @@ the decoder reads as few fields as it can:
 * The full path (:func:`_decode_metric`, births and everything else) reads
   what it must and skips converter calls for values that already have their
   Python type.
-* Both build :class:`Metric` and :class:`PropertyValue` with
-  ``object.__new__`` and slot stores (:func:`_new_metric`): the same objects
-  as their constructors give, at half the cost.
+* Both build :class:`Metric`, :class:`PropertyValue` and
+  :class:`PropertySet` with ``object.__new__`` and slot stores: the same
+  objects as their constructors give, at half the cost.
 """
 
 from __future__ import annotations
@@ -161,70 +161,37 @@ def _typed(code: int, value: object, converters: list[Converter | None], what: s
     return convert(value)
 
 
-#: per wire code, the value field a sender usually fills for it (this codec's
-#: encoder does): read first, it saves the WhichOneof when it holds a truthy value
-_USUAL_FIELD: list[str] = ["double_value"] * len(_STATED_TYPE)
-for _dt, _width in (*SIGNED_WIDTH.items(), *UNSIGNED_WIDTH.items()):
-    _USUAL_FIELD[_dt] = "int_value" if _width <= 32 else "long_value"
-for _dt, _field in (
-    (DataType.DateTime, "long_value"),
-    (DataType.Float, "float_value"),
-    (DataType.Boolean, "boolean_value"),
-    (DataType.String, "string_value"),
-    (DataType.Text, "string_value"),
-    (DataType.UUID, "string_value"),
-):
-    _USUAL_FIELD[_dt] = _field
+def _usual_fields() -> list[str]:
+    """Per wire code, the value field a sender usually fills for it (this codec's
+    encoder does).  Read first, it saves the WhichOneof when it holds a truthy
+    value: the oneof holds one field at most, so that is the one."""
+    usual = ["double_value"] * len(_STATED_TYPE)
+    for dt, width in (*SIGNED_WIDTH.items(), *UNSIGNED_WIDTH.items()):
+        usual[dt] = "int_value" if width <= 32 else "long_value"
+    usual[DataType.DateTime] = "long_value"
+    usual[DataType.Float] = "float_value"
+    usual[DataType.Boolean] = "boolean_value"
+    for dt in (DataType.String, DataType.Text, DataType.UUID):
+        usual[dt] = "string_value"
+    return usual
+
+
+_USUAL_FIELD = _usual_fields()
 _PROPERTY_ONLY_CODES = frozenset(dt.value for dt in PROPERTY_ONLY_TYPES)
 
 
 # ---------------------------------------------------------------- building objects
 
 _new = object.__new__
-# _new_metric and the plain path set every slot of Metric themselves: that is only the
-# same object as Metric(...) gives while Metric has exactly these fields and no __post_init__
+# the decoder makes these with _new and sets every slot itself: that gives the same
+# object as the constructor only while they have exactly these fields and no __post_init__
 assert [f.name for f in fields(Metric)] == [
     "name", "alias", "timestamp", "datatype", "is_historical",
     "is_transient", "is_null", "metadata", "properties", "value",
 ]  # fmt: skip
 assert [f.name for f in fields(PropertyValue)] == ["type", "value", "is_null"]
-assert not hasattr(Metric, "__post_init__")
-assert not hasattr(PropertyValue, "__post_init__")
-
-
-def _new_metric(
-    name: str | None,
-    alias: int | None,
-    timestamp: int | None,
-    datatype: DataType | None,
-    is_historical: bool,
-    is_transient: bool,
-    is_null: bool,
-    metadata: MetaData | None,
-    properties: PropertySet | None,
-    value: MetricValue,
-) -> Metric:
-    """``Metric(...)`` without the dataclass ``__init__`` (see the module docstring)."""
-    metric: Metric = _new(Metric)
-    metric.name = name
-    metric.alias = alias
-    metric.timestamp = timestamp
-    metric.datatype = datatype
-    metric.is_historical = is_historical
-    metric.is_transient = is_transient
-    metric.is_null = is_null
-    metric.metadata = metadata
-    metric.properties = properties
-    metric.value = value
-    return metric
-
-
-def _new_property(type_: DataType | None, value: object, is_null: bool) -> PropertyValue:
-    prop: PropertyValue = _new(PropertyValue)
-    prop.type = type_
-    prop.value = value  # type: ignore[assignment]  # checked by the caller's converter
-    prop.is_null = is_null
-    return prop
+assert [f.name for f in fields(PropertySet)] == ["items"]
+assert not any(hasattr(cls, "__post_init__") for cls in (Metric, PropertyValue, PropertySet))
 
 
 # ---------------------------------------------------------------- the plain path's schemas
@@ -355,7 +322,7 @@ def _decode_plain(data: bytes) -> Payload | None:
     name: str | None = None
     datatype: DataType | None = None
     is_historical = is_transient = is_null = False
-    for m in msg.metrics:
+    for m in msg.metrics[:]:  # (a slice: iterating the container ends in a costly IndexError)
         # a truthy read proves the field is there; HasField only for the falsy ones
         if named:
             name = m.name
@@ -399,7 +366,7 @@ def _decode_plain(data: bytes) -> Payload | None:
                         value = convert(value)
                     except SparkplugDecodeError:
                         return None
-        # _new_metric inlined: this loop is the hot path of every DATA payload
+        # Metric(...) without __init__ (module docstring)
         metric: Metric = _new(Metric)
         metric.name = name
         metric.alias = alias
@@ -468,11 +435,15 @@ def _decode_property_set(ps: pb.Payload.PropertySet, depth: int) -> PropertySet:
     if depth > MAX_NESTING:
         raise SparkplugDecodeError(f"PropertySet nesting deeper than {MAX_NESTING}")
     keys, values = ps.keys, ps.values
-    if len(keys) != len(values):
-        raise SparkplugDecodeError(f"PropertySet has {len(keys)} keys but {len(values)} values")
+    count = len(keys)
+    if count != len(values):
+        raise SparkplugDecodeError(f"PropertySet has {count} keys but {len(values)} values")
     items: dict[str, PropertyValue] = {}
-    # every metric of a BIRTH carries properties: the scalar case is inlined
-    for key, pv in zip(keys, values):  # noqa: B905 - lengths checked just above
+    # every metric of a BIRTH carries properties: the scalar case is inlined.  By
+    # index: iterating (or slicing) the containers costs more, the end of an
+    # iteration is an IndexError that upb formats a message for
+    for index in range(count):
+        key, pv = keys[index], values[index]
         if type(key) is not str:
             raise SparkplugDecodeError("property key is not valid UTF-8")
         if key in items:
@@ -480,23 +451,35 @@ def _decode_property_set(ps: pb.Payload.PropertySet, depth: int) -> PropertySet:
         code = pv.type
         if code > _MAX_CODE:
             raise SparkplugDecodeError(f"unknown datatype code {code}")
-        dt = _STATED_TYPE[code]
-        kind = pv.WhichOneof("value")
-        is_null = pv.is_null
-        raw: object
-        if is_null or kind is None:
-            items[key] = _new_property(dt, None, is_null)
+        prop: PropertyValue = _new(PropertyValue)  # PropertyValue(...) without __init__
+        prop.type = dt = _STATED_TYPE[code]
+        prop.is_null = is_null = pv.is_null
+        prop.value = None
+        items[key] = prop
+        if is_null:
             continue
-        if kind in _NESTED_PROPERTY_KINDS:
-            raw = _decode_nested_property(pv, kind, depth)
-        else:
-            raw = getattr(pv, kind)
-            if kind == "string_value" and type(raw) is not str:
-                raise SparkplugDecodeError("string value is not valid UTF-8")  # upb gives bytes
+        # the value oneof holds one field at most: a truthy read of the field its
+        # type usually travels in is the value; anything else asks WhichOneof
+        raw: object = getattr(pv, _USUAL_FIELD[code])
+        if not raw:
+            kind = pv.WhichOneof("value")
+            if kind is None:
+                continue
+            raw = (
+                _decode_nested_property(pv, kind, depth)
+                if kind in _NESTED_PROPERTY_KINDS
+                else getattr(pv, kind)
+            )
+        if type(raw) is bytes:  # upb's answer for a string_value that is not UTF-8
+            raise SparkplugDecodeError("string value is not valid UTF-8")
         if dt is not None:
-            raw = _typed(code, raw, _PROPERTY_CONVERTER, "property")
-        items[key] = _new_property(dt, raw, False)
-    return PropertySet(items)
+            exact = _EXACT[code]  # _typed's own check inlined: most values need no converter
+            if type(raw) is not exact or (exact is int and raw >= _INT_BELOW[code]):  # type: ignore[operator]
+                raw = _typed(code, raw, _PROPERTY_CONVERTER, "property")
+        prop.value = raw  # type: ignore[assignment]  # checked by the converter
+    result: PropertySet = _new(PropertySet)
+    result.items = items
+    return result
 
 
 _NESTED_PROPERTY_KINDS = frozenset({"propertyset_value", "propertysets_value", "extension_value"})
@@ -595,35 +578,43 @@ def _decode_metric(m: pb.Payload.Metric, depth: int) -> Metric:
         raise SparkplugDecodeError(f"unknown datatype code {code}")
     dt = _STATED_TYPE[code]
     is_null = m.is_null
-    kind = m.WhichOneof("value")
     value: MetricValue = None
-    if kind is not None and not is_null:
-        if kind == "template_value":
-            value = _decode_template(m.template_value, depth + 1)
-        elif kind == "dataset_value":
-            value = _decode_dataset(m.dataset_value)
-        elif kind == "extension_value":
-            raise SparkplugDecodeError("metric extension values are not supported")
-        else:
-            value = getattr(m, kind)
-            if kind == "string_value" and type(value) is not str:
-                raise SparkplugDecodeError("string value is not valid UTF-8")  # upb gives bytes
-        if dt is not None:
+    if not is_null:
+        # a truthy read of the field the type usually travels in is the value
+        # (the oneof holds one field at most); anything else asks WhichOneof
+        usual = _USUAL_FIELD[code]
+        value = getattr(m, usual)
+        kind: str | None = usual
+        if not value:
+            kind = m.WhichOneof("value")
+            if kind is None:
+                value = None
+            elif kind == "template_value":
+                value = _decode_template(m.template_value, depth + 1)
+            elif kind == "dataset_value":
+                value = _decode_dataset(m.dataset_value)
+            elif kind == "extension_value":
+                raise SparkplugDecodeError("metric extension values are not supported")
+            else:
+                value = getattr(m, kind)
+        if kind == "string_value" and type(value) is not str:
+            raise SparkplugDecodeError("string value is not valid UTF-8")  # upb gives bytes
+        if kind is not None and dt is not None:
             value = _typed(code, value, _METRIC_CONVERTER, "metric")
-    elif code in _PROPERTY_ONLY_CODES:
+    if value is None and code in _PROPERTY_ONLY_CODES:
         raise SparkplugDecodeError(f"{DataType(code).name} is not a valid metric datatype")
-    return _new_metric(
-        name,
-        alias,
-        timestamp,
-        dt,
-        m.is_historical,
-        m.is_transient,
-        is_null,
-        _decode_metadata(m.metadata) if m.HasField("metadata") else None,
-        _decode_property_set(m.properties, depth + 1) if m.HasField("properties") else None,
-        value,
-    )
+    metric: Metric = _new(Metric)  # Metric(...) without __init__ (module docstring)
+    metric.name = name
+    metric.alias = alias
+    metric.timestamp = timestamp
+    metric.datatype = dt
+    metric.is_historical = m.is_historical
+    metric.is_transient = m.is_transient
+    metric.is_null = is_null
+    metric.metadata = _decode_metadata(m.metadata) if m.HasField("metadata") else None
+    metric.properties = _decode_property_set(m.properties, depth + 1) if m.HasField("properties") else None
+    metric.value = value
+    return metric
 
 
 def _parse_envelope(data: bytes) -> pb.Payload:
@@ -656,7 +647,7 @@ def _decode_full(data: bytes, *, lenient: bool) -> tuple[Payload, list[tuple[int
     msg = _parse_envelope(data)
     metrics: list[Metric] = []
     rejected: list[tuple[int, str]] = []
-    for index, m in enumerate(msg.metrics):
+    for index, m in enumerate(msg.metrics[:]):  # (a slice, as in _decode_plain)
         try:
             metrics.append(_decode_metric(m, 0))
         except SparkplugDecodeError as exc:
