@@ -56,9 +56,10 @@ the decoder reads as few fields as it can:
 * The full path (:func:`_decode_metric`, births and everything else) reads
   what it must and skips converter calls for values that already have their
   Python type.
-* Both build :class:`Metric`, :class:`PropertyValue` and
-  :class:`PropertySet` with ``object.__new__`` and slot stores: the same
-  objects as their constructors give, at half the cost.
+* Both build :class:`Metric`, :class:`PropertyValue`, :class:`PropertySet`
+  (and the plain path its :class:`Payload`) with ``object.__new__`` and slot
+  stores: the same objects as their constructors give, at half the cost (the
+  import-time asserts below hold the field lists to that).
 """
 
 from __future__ import annotations
@@ -191,7 +192,8 @@ assert [f.name for f in fields(Metric)] == [
 ]  # fmt: skip
 assert [f.name for f in fields(PropertyValue)] == ["type", "value", "is_null"]
 assert [f.name for f in fields(PropertySet)] == ["items"]
-assert not any(hasattr(cls, "__post_init__") for cls in (Metric, PropertyValue, PropertySet))
+assert [f.name for f in fields(Payload)] == ["timestamp", "metrics", "seq", "uuid", "body"]
+assert not any(hasattr(cls, "__post_init__") for cls in (Metric, PropertyValue, PropertySet, Payload))
 
 
 # ---------------------------------------------------------------- the plain path's schemas
@@ -301,6 +303,11 @@ _parse_summary = _Summary.FromString
 #: what a protobuf parse may raise on bad input (upb: DecodeError; the rest for
 #: non-bytes input and deep nesting)
 _PARSE_ERRORS = (DecodeError, RecursionError, TypeError, ValueError)
+#: per wire code, what the plain path's loop needs in one index: datatype, usual field,
+#: and the unchanged type and bound (see _unchanged_tables)
+_PLAIN_INFO: list[tuple[DataType | None, str, type | None, int]] = list(
+    zip(_STATED_TYPE, _USUAL_FIELD, _EXACT, _INT_BELOW, strict=True)
+)
 
 
 def _decode_plain(data: bytes) -> Payload | None:
@@ -322,6 +329,7 @@ def _decode_plain(data: bytes) -> Payload | None:
     name: str | None = None
     datatype: DataType | None = None
     is_historical = is_transient = is_null = False
+    info = _PLAIN_INFO
     for m in msg.metrics[:]:  # (a slice: iterating the container ends in a costly IndexError)
         # a truthy read proves the field is there; HasField only for the falsy ones
         if named:
@@ -340,8 +348,8 @@ def _decode_plain(data: bytes) -> Payload | None:
             code = m.datatype
             if code > _MAX_CODE:
                 return None
-            datatype = _STATED_TYPE[code]
-            value: Any = getattr(m, _USUAL_FIELD[code])
+            datatype, usual, exact, below = info[code]
+            value: Any = getattr(m, usual)
         else:
             value = m.double_value or m.int_value
         if not value:
@@ -357,15 +365,13 @@ def _decode_plain(data: bytes) -> Payload | None:
             if value is None:
                 if code in _PROPERTY_ONLY_CODES:
                     return None
-            else:
-                exact = _EXACT[code]
-                if type(value) is not exact or (exact is int and value >= _INT_BELOW[code]):
-                    convert = _METRIC_CONVERTER[code]
-                    assert convert is not None  # every datatype has a metric converter
-                    try:
-                        value = convert(value)
-                    except SparkplugDecodeError:
-                        return None
+            elif type(value) is not exact or (exact is int and value >= below):
+                convert = _METRIC_CONVERTER[code]
+                assert convert is not None  # every datatype has a metric converter
+                try:
+                    value = convert(value)
+                except SparkplugDecodeError:
+                    return None
         # Metric(...) without __init__ (module docstring)
         metric: Metric = _new(Metric)
         metric.name = name
@@ -385,7 +391,13 @@ def _decode_plain(data: bytes) -> Payload | None:
     seq: int | None = msg.seq
     if not seq and not msg.HasField("seq"):
         seq = None
-    return Payload(timestamp, metrics, seq, None, None)
+    payload: Payload = _new(Payload)  # Payload(...) without __init__
+    payload.timestamp = timestamp
+    payload.metrics = metrics
+    payload.seq = seq
+    payload.uuid = None
+    payload.body = None
+    return payload
 
 
 # ---------------------------------------------------------------- the full path
