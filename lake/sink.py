@@ -422,7 +422,7 @@ class LakeSink:
         self._wal_bytes = max(0, self._wal_bytes - seg.size)
         self._rows_committed += result.rows_written
         if seg.file is not None:  # sealed in this run: an interrupted attempt of ours committed these
-            self._rows_committed += result.rows_skipped
+            self._rows_committed += seg.rows if result.already_retired else result.rows_skipped
         self._commits += result.commits
         self._segments_committed += 1
         self._torn_bytes += result.torn_bytes

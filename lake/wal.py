@@ -81,6 +81,9 @@ class CommitResult:
     commits: int  # Delta commits made
     torn_bytes: int  # bytes of a torn tail ignored in the segment
     rows_skipped: int = 0  # rows of tables that had the segment already (an interrupted earlier attempt)
+    #: the segment's file was already gone: an earlier attempt committed it and deleted it,
+    #: and was interrupted before it could say so (a killed commit worker)
+    already_retired: bool = False
 
 
 def segment_path(wal_dir: Path, number: int) -> Path:

@@ -56,8 +56,10 @@ MIN_TARGET_BYTES: Final = 64 << 10
 MAX_TARGET_BYTES: Final = 100 << 20
 
 # Test-only fault injection, read once: "kill:<point>" SIGKILLs this process at
-# <point> (before:<table>, after:<table>, before_delete); "sleep:<seconds>" pauses
-# between table commits; "compact_sleep:<seconds>" pauses before a compaction.
+# <point> (before:<table>, after:<table>, before_delete, after_delete);
+# "kill_worker:<point>:<flag file>" SIGKILLs only the commit worker, once (the flag
+# file records that it happened); "sleep:<seconds>" pauses between table commits;
+# "compact_sleep:<seconds>" pauses before a compaction.
 # Used by tests/lake_crash_child.py and tests/test_lake_worker.py; empty in production.
 _TEST_HOOK: Final = os.environ.get("UNS_LAKE_TEST_HOOK", "")
 #: True in the commit worker process (lake.worker): a test kill then takes its parent too.
@@ -72,6 +74,11 @@ def _hook(point: str) -> None:
         if IN_WORKER:
             os.kill(os.getppid(), signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)
+    elif kind == "kill_worker" and IN_WORKER and arg.partition(":")[0] == point:
+        flag = Path(arg.partition(":")[2])
+        if not flag.exists():
+            flag.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
     elif (kind == "sleep" and point.startswith("after:")) or (kind == "compact_sleep" and point == "compact"):
         time.sleep(float(arg))
 
@@ -207,6 +214,12 @@ class DeltaWriter:
         if parts is None:
             try:
                 read = read_segment(path)
+            except FileNotFoundError:
+                # A segment's file is deleted only after every table holding its rows has
+                # committed it (below), so a missing one was committed by an earlier attempt
+                # that died before it could report (a killed worker process).
+                log.warning("lake: WAL segment %s is already retired (committed before)", path.name)
+                return CommitResult(0, 0, 0, already_retired=True)
             except OSError as exc:
                 raise LakeError(f"cannot read WAL segment {path.name}: {exc}") from exc
             parts, torn = read.parts, read.torn_bytes
@@ -229,6 +242,7 @@ class DeltaWriter:
             path.unlink(missing_ok=True)
         except OSError as exc:
             raise LakeError(f"cannot retire WAL segment {path.name}: {exc}") from exc
+        _hook("after_delete")
         return CommitResult(written, commits, torn, skipped)
 
     def _commit_table(self, table: str, parts: Sequence[Sequence[Sequence[object]]], number: int) -> bool:

@@ -76,6 +76,29 @@ async def test_a_killed_worker_is_restarted_and_nothing_is_lost_or_doubled(tmp_p
     assert lake_rows(tmp_path) == (batch * SAMPLES_PER_BATCH,) * 2
 
 
+async def test_a_worker_killed_after_retiring_a_segment_is_not_stuck_on_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker commits a segment, deletes its file and dies before it can reply: the
+    retry finds no file.  That segment is committed (files go only after their commits),
+    so the sink moves on: no error loop, nothing lost, nothing doubled."""
+    flag = tmp_path / "killed-once"
+    monkeypatch.setenv("UNS_LAKE_TEST_HOOK", f"kill_worker:after_delete:{flag}")
+    lake_dir = tmp_path / "lake"
+    config = LakeConfig(commit_interval=0.02, commit_rows=100, retry_initial_s=0.05, retry_max_s=0.2)
+    async with LakeSink(lake_dir, config) as sink:
+        for i in range(30):
+            sink.add(deterministic_batch(i))
+        await wait_for(flag.exists, within_s=30)  # the kill happened
+        await wait_for(lambda: sink.stats()["rows_committed"] == sink.stats()["rows_added"], within_s=30)
+        await sink.flush()
+        stats = sink.stats()
+        assert int(stats["commit_worker_restarts"]) == 1
+        assert stats["state"] == "ok"
+        assert stats["rows_committed"] == stats["rows_added"]
+    assert lake_rows(lake_dir) == (30 * SAMPLES_PER_BATCH,) * 2
+
+
 async def test_a_worker_past_its_memory_bound_hands_over_to_a_fresh_one(tmp_path: Path) -> None:
     config = LakeConfig(commit_interval=0.02, commit_rows=100, commit_worker_max_rss_mb=1)
     async with LakeSink(tmp_path, config) as sink:
