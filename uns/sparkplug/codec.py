@@ -64,6 +64,7 @@ the decoder reads as few fields as it can:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
@@ -184,6 +185,10 @@ _PROPERTY_ONLY_CODES = frozenset(dt.value for dt in PROPERTY_ONLY_TYPES)
 # ---------------------------------------------------------------- building objects
 
 _new = object.__new__
+#: upb's message methods, called unbound (``_has_field(m, "alias")``): ``m.HasField``
+#: first looks the name up as a field of ``m``, then binds a method; this skips both
+_has_field: Callable[[Any, str], bool] = pb.Payload.HasField
+_which_oneof: Callable[[Any, str], str | None] = pb.Payload.WhichOneof
 # the decoder makes these with _new and sets every slot itself: that gives the same
 # object as the constructor only while they have exactly these fields and no __post_init__
 assert [f.name for f in fields(Metric)] == [
@@ -314,16 +319,16 @@ def _decode_plain(data: bytes) -> Payload | None:
     """The payload of an ordinary DATA message; None when the full path must decide."""
     try:
         merged = _parse_summary(data).metrics
-        if merged.HasField("unusual"):
+        if _has_field(merged, "unusual"):
             return None
         msg = _parse_lean(data)
     except _PARSE_ERRORS:
         return None
-    if msg.HasField("unusual"):
+    if _has_field(msg, "unusual"):
         return None
-    named = merged.HasField("name")
-    typed = merged.HasField("datatype")
-    flagged = merged.HasField("flags")
+    named = _has_field(merged, "name")
+    typed = _has_field(merged, "datatype")
+    flagged = _has_field(merged, "flags")
     metrics: list[Metric] = []
     append = metrics.append
     name: str | None = None
@@ -334,13 +339,13 @@ def _decode_plain(data: bytes) -> Payload | None:
         # a truthy read proves the field is there; HasField only for the falsy ones
         if named:
             name = m.name
-            if not name and not m.HasField("name"):
+            if not name and not _has_field(m, "name"):
                 name = None
         alias: int | None = m.alias
-        if not alias and not m.HasField("alias"):
+        if not alias and not _has_field(m, "alias"):
             alias = None
         timestamp: int | None = m.timestamp
-        if not timestamp and not m.HasField("timestamp"):
+        if not timestamp and not _has_field(m, "timestamp"):
             timestamp = None
         # the value oneof holds one field at most, so a truthy read is the one;
         # only a falsy value (or none) needs WhichOneof
@@ -353,7 +358,7 @@ def _decode_plain(data: bytes) -> Payload | None:
         else:
             value = m.double_value or m.int_value
         if not value:
-            kind = m.WhichOneof("value")
+            kind = _which_oneof(m, "value")
             value = None if kind is None else getattr(m, kind)
         if flagged:
             is_historical = m.is_historical
@@ -361,11 +366,12 @@ def _decode_plain(data: bytes) -> Payload | None:
             is_null = m.is_null
             if is_null:
                 value = None
-        if datatype is not None:
+        if datatype is not None and (type(value) is not exact or (exact is int and value >= below)):
+            # not already its typed value (None is not either)
             if value is None:
                 if code in _PROPERTY_ONLY_CODES:
                     return None
-            elif type(value) is not exact or (exact is int and value >= below):
+            else:
                 convert = _METRIC_CONVERTER[code]
                 assert convert is not None  # every datatype has a metric converter
                 try:
@@ -386,10 +392,10 @@ def _decode_plain(data: bytes) -> Payload | None:
         metric.value = value
         append(metric)
     timestamp = msg.timestamp
-    if not timestamp and not msg.HasField("timestamp"):
+    if not timestamp and not _has_field(msg, "timestamp"):
         timestamp = None
     seq: int | None = msg.seq
-    if not seq and not msg.HasField("seq"):
+    if not seq and not _has_field(msg, "seq"):
         seq = None
     payload: Payload = _new(Payload)  # Payload(...) without __init__
     payload.timestamp = timestamp
@@ -474,7 +480,7 @@ def _decode_property_set(ps: pb.Payload.PropertySet, depth: int) -> PropertySet:
         # type usually travels in is the value; anything else asks WhichOneof
         raw: object = getattr(pv, _USUAL_FIELD[code])
         if not raw:
-            kind = pv.WhichOneof("value")
+            kind = _which_oneof(pv, "value")
             if kind is None:
                 continue
             raw = (
@@ -577,13 +583,13 @@ def _decode_metric(m: pb.Payload.Metric, depth: int) -> Metric:
     name: str | None = m.name
     if type(name) is not str:
         raise SparkplugDecodeError("metric name is not valid UTF-8")
-    if not name and not m.HasField("name"):
+    if not name and not _has_field(m, "name"):
         name = None
     alias: int | None = m.alias
-    if not alias and not m.HasField("alias"):
+    if not alias and not _has_field(m, "alias"):
         alias = None
     timestamp: int | None = m.timestamp
-    if not timestamp and not m.HasField("timestamp"):
+    if not timestamp and not _has_field(m, "timestamp"):
         timestamp = None
     code = m.datatype
     if code > _MAX_CODE:
@@ -598,7 +604,7 @@ def _decode_metric(m: pb.Payload.Metric, depth: int) -> Metric:
         value = getattr(m, usual)
         kind: str | None = usual
         if not value:
-            kind = m.WhichOneof("value")
+            kind = _which_oneof(m, "value")
             if kind is None:
                 value = None
             elif kind == "template_value":
@@ -623,8 +629,8 @@ def _decode_metric(m: pb.Payload.Metric, depth: int) -> Metric:
     metric.is_historical = m.is_historical
     metric.is_transient = m.is_transient
     metric.is_null = is_null
-    metric.metadata = _decode_metadata(m.metadata) if m.HasField("metadata") else None
-    metric.properties = _decode_property_set(m.properties, depth + 1) if m.HasField("properties") else None
+    metric.metadata = _decode_metadata(m.metadata) if _has_field(m, "metadata") else None
+    metric.properties = _decode_property_set(m.properties, depth + 1) if _has_field(m, "properties") else None
     metric.value = value
     return metric
 
