@@ -1,6 +1,6 @@
 """The decoder's fast path for plain DATA payloads gives exactly what the full path gives.
 
-``decode_payload`` first tries :func:`uns.sparkplug.codec._decode_plain` (two
+``decode_payload`` first tries :func:`uns.sparkplug.plain.decode_plain` (two
 lean parses, a few field reads per metric) and falls back to
 :func:`uns.sparkplug.codec._decode_full` when it returns None.  Its answers
 are only right if, for every input, it either returns the full path's payload
@@ -33,7 +33,8 @@ from uns.sparkplug import (
     encode_payload,
 )
 from uns.sparkplug import sparkplug_b_pb2 as pb
-from uns.sparkplug.codec import _decode_full, _decode_plain
+from uns.sparkplug.codec import _decode_full
+from uns.sparkplug.plain import decode_plain as _decode_plain
 
 CHECK = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 T0 = 1_700_000_000_000

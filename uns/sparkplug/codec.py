@@ -30,7 +30,8 @@ Wire conventions (decode accepts what field libraries send, encode is canonical)
 * ``is_null`` wins over a value: a null metric decodes to ``None`` and
   encodes without a value field.
 
-The codec is three modules: this one decodes, :mod:`uns.sparkplug.encode`
+The codec is five modules: this one decodes (with :mod:`uns.sparkplug.plain`, the
+fast path, and :mod:`uns.sparkplug.decodetables`, what both paths look up), :mod:`uns.sparkplug.encode`
 encodes and :mod:`uns.sparkplug.convert` holds the per-datatype value rules
 both share.  :func:`encode_payload` and :func:`convert_wire_value` are
 re-exported here, so ``uns.sparkplug.codec`` stays the one import for both
@@ -41,7 +42,7 @@ object through its dataclass ``__init__`` costs more than its fields do, so
 the decoder reads as few fields as it can:
 
 * Most payloads are ordinary DATA: metrics with a name or alias, timestamp,
-  maybe a datatype and one scalar value.  :func:`_decode_plain` parses those
+  maybe a datatype and one scalar value.  :func:`uns.sparkplug.plain.decode_plain` parses those
   bytes twice with two lean schemas built from the real one (same field
   numbers and wire types): one gives each metric's plain fields, the other
   (:data:`_Summary`) parses every metric into *one* message (protobuf merges
@@ -64,26 +65,31 @@ the decoder reads as few fields as it can:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import fields
-from typing import Any
-
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from google.protobuf.message import DecodeError
-
 from uns.errors import SparkplugDecodeError
 from uns.sparkplug import sparkplug_b_pb2 as pb
 from uns.sparkplug.convert import (
     BASIC_CONVERTERS,
     BASIC_TYPES,
     MAX_NESTING,
-    METRIC_CONVERTERS,
-    PROPERTY_CONVERTERS,
-    PROPERTY_ONLY_TYPES,
-    Converter,
     convert_wire_value,
 )
-from uns.sparkplug.datatypes import SIGNED_WIDTH, UNSIGNED_WIDTH, DataType
+from uns.sparkplug.datatypes import DataType
+from uns.sparkplug.decodetables import (
+    DATATYPE_BY_CODE,
+    EXACT,
+    INT_BELOW,
+    MAX_CODE,
+    METRIC_CONVERTER,
+    PARSE_ERRORS,
+    PROPERTY_CONVERTER,
+    PROPERTY_ONLY_CODES,
+    STATED_TYPE,
+    USUAL_FIELD,
+    has_field,
+    new_object,
+    typed_value,
+    which_oneof,
+)
 from uns.sparkplug.encode import encode_payload
 from uns.sparkplug.payload import (
     DataSet,
@@ -97,6 +103,7 @@ from uns.sparkplug.payload import (
     PropertyValue,
     Template,
 )
+from uns.sparkplug.plain import decode_plain
 
 __all__ = [
     "MAX_NESTING",
@@ -106,313 +113,14 @@ __all__ = [
     "encode_payload",
 ]
 
-#: datatype by wire code; 0 (Unknown) means "not stated", like an absent field,
-#: so reading the field without HasField gives the right answer either way
-_STATED_TYPE: list[DataType | None] = [None, *(DataType(code) for code in range(1, len(DataType)))]
-_MAX_CODE = len(_STATED_TYPE) - 1
-_DATATYPE_BY_CODE: dict[int, DataType] = {d.value: d for d in DataType}
-
-
-def _by_code(table: dict[DataType, Converter]) -> list[Converter | None]:
-    """A converter table indexed by wire code (a list index is cheaper than an enum-keyed dict)."""
-    return [None if dt is None else table.get(dt) for dt in _STATED_TYPE]
-
-
-_METRIC_CONVERTER: list[Converter | None] = _by_code(METRIC_CONVERTERS)
-_PROPERTY_CONVERTER: list[Converter | None] = _by_code(PROPERTY_CONVERTERS)
-
-
-def _unchanged_tables() -> tuple[list[type | None], list[int]]:
-    """Per wire code: the Python type of the wire values the converter returns
-    unchanged, and for integer types the bound below which they are unchanged.
-
-    Wire integers are unsigned (uint32/uint64 fields), so one below half the
-    range of a signed type, or within an unsigned one, is its own typed value.
-    Skipping the converter call for those is most of the conversion cost.
-    """
-    exact: list[type | None] = [None] * len(_STATED_TYPE)
-    below = [0] * len(_STATED_TYPE)
-    for dt, kind in (
-        (DataType.Double, float),
-        (DataType.Boolean, bool),
-        (DataType.String, str),
-        (DataType.Text, str),
-        (DataType.UUID, str),
-    ):
-        exact[dt] = kind
-    for dt, width in SIGNED_WIDTH.items():
-        exact[dt], below[dt] = int, 1 << (width - 1)
-    for dt, width in UNSIGNED_WIDTH.items():
-        exact[dt], below[dt] = int, 1 << width
-    exact[DataType.DateTime], below[DataType.DateTime] = int, 1 << 63
-    return exact, below
-
-
-_EXACT, _INT_BELOW = _unchanged_tables()
-
-
-def _typed(code: int, value: object, converters: list[Converter | None], what: str) -> MetricValue:
-    """``value`` (not None) as stated datatype ``code`` (not 0): the converter's
-    answer, without calling it when the value is already that."""
-    exact = _EXACT[code]
-    if type(value) is exact and (exact is not int or value < _INT_BELOW[code]):  # type: ignore[operator]
-        return value  # type: ignore[return-value]  # what the converter would return
-    convert = converters[code]
-    if convert is None:
-        raise SparkplugDecodeError(f"{DataType(code).name} is not a {what} datatype")
-    return convert(value)
-
-
-def _usual_fields() -> list[str]:
-    """Per wire code, the value field a sender usually fills for it (this codec's
-    encoder does).  Read first, it saves the WhichOneof when it holds a truthy
-    value: the oneof holds one field at most, so that is the one."""
-    usual = ["double_value"] * len(_STATED_TYPE)
-    for dt, width in (*SIGNED_WIDTH.items(), *UNSIGNED_WIDTH.items()):
-        usual[dt] = "int_value" if width <= 32 else "long_value"
-    usual[DataType.DateTime] = "long_value"
-    usual[DataType.Float] = "float_value"
-    usual[DataType.Boolean] = "boolean_value"
-    for dt in (DataType.String, DataType.Text, DataType.UUID):
-        usual[dt] = "string_value"
-    return usual
-
-
-_USUAL_FIELD = _usual_fields()
-_PROPERTY_ONLY_CODES = frozenset(dt.value for dt in PROPERTY_ONLY_TYPES)
-
-
-# ---------------------------------------------------------------- building objects
-
-_new = object.__new__
-#: upb's message methods, called unbound (``_has_field(m, "alias")``): ``m.HasField``
-#: first looks the name up as a field of ``m``, then binds a method; this skips both
-_has_field: Callable[[Any, str], bool] = pb.Payload.HasField
-_which_oneof: Callable[[Any, str], str | None] = pb.Payload.WhichOneof
-# the decoder makes these with _new and sets every slot itself: that gives the same
-# object as the constructor only while they have exactly these fields and no __post_init__
-assert [f.name for f in fields(Metric)] == [
-    "name", "alias", "timestamp", "datatype", "is_historical",
-    "is_transient", "is_null", "metadata", "properties", "value",
-]  # fmt: skip
-assert [f.name for f in fields(PropertyValue)] == ["type", "value", "is_null"]
-assert [f.name for f in fields(PropertySet)] == ["items"]
-assert [f.name for f in fields(Payload)] == ["timestamp", "metrics", "seq", "uuid", "body"]
-assert not any(hasattr(cls, "__post_init__") for cls in (Metric, PropertyValue, PropertySet, Payload))
-
-
-# ---------------------------------------------------------------- the plain path's schemas
-
-_F = descriptor_pb2.FieldDescriptorProto
-_LEAN_PACKAGE = "uns.codec.lean"
-#: metric fields the plain path reads (with presence)
-_METRIC_READ = ("name", "alias", "timestamp", "datatype")
-_METRIC_FLAGS = ("is_historical", "is_transient", "is_null")
-#: the scalar members of the value oneof (bytes_value is for arrays, Bytes and File:
-#: left to the full path with the message-typed ones)
-_METRIC_SCALARS = ("int_value", "long_value", "float_value", "double_value", "boolean_value", "string_value")
-
-
-def _add_field(
-    out: descriptor_pb2.DescriptorProto, full: Any, kind: int, oneof: str | None = None
-) -> descriptor_pb2.FieldDescriptorProto:
-    """Declare ``full``'s field (same number, so same wire type as long as ``kind`` keeps it)."""
-    field = out.field.add(name=full.name, number=full.number, label=_F.LABEL_OPTIONAL, type=kind)
-    if oneof == "":  # proto3 ``optional``: a oneof of its own, declared after the real ones
-        field.proto3_optional = True
-        oneof = f"_{full.name}"
-        out.oneof_decl.add(name=oneof)
-    if oneof is not None:
-        field.oneof_index = [o.name for o in out.oneof_decl].index(oneof)
-    return field
-
-
-def _unparsed(full: Any) -> int:
-    """A length-delimited type that is kept as is: bytes (no UTF-8 check, no nested parse)."""
-    return _F.TYPE_BYTES if full.type in (_F.TYPE_STRING, _F.TYPE_MESSAGE) else full.type
-
-
-def _lean_schemas() -> tuple[Any, Any]:
-    """The two message classes of the plain path (see the module docstring).
-
-    ``Payload``: timestamp and seq with presence, uuid and body in oneof
-    ``unusual``; each metric with :data:`_METRIC_READ` (presence), the flags,
-    and the scalar values in oneof ``value``; the other metric fields are not
-    declared (``Summary`` tells when any is there).  The schema is proto3, so
-    protobuf refuses a name or string value that is not UTF-8 (the full path
-    then decides).
-
-    ``Summary``: field 2 as a singular message, so all metrics merge into one:
-    name and datatype with presence (some metric has it), the flags in oneof
-    ``flags``, the fields the plain path does not handle in oneof ``unusual``
-    (bytes, not parsed), and the rest declared only so they are not kept as
-    unknown fields.
-    """
-    file = descriptor_pb2.FileDescriptorProto(
-        name="uns_codec_lean.proto", package=_LEAN_PACKAGE, syntax="proto3"
-    )
-    full_payload = pb.Payload.DESCRIPTOR
-    full_metric = full_payload.nested_types_by_name["Metric"]
-
-    payload = file.message_type.add(name="Payload")
-    metric = payload.nested_type.add(name="Metric")
-    metric.oneof_decl.add(name="value")
-    for field in full_metric.fields:
-        if field.name in _METRIC_SCALARS:
-            _add_field(metric, field, field.type, "value")
-        elif field.name in _METRIC_FLAGS:
-            _add_field(metric, field, field.type)
-    for field in full_metric.fields:
-        if field.name in _METRIC_READ:
-            _add_field(metric, field, field.type, "")
-    payload.oneof_decl.add(name="unusual")
-    for field in full_payload.fields:
-        if field.name == "metrics":
-            lean = _add_field(payload, field, _F.TYPE_MESSAGE)
-            lean.label = _F.LABEL_REPEATED
-            lean.type_name = f".{_LEAN_PACKAGE}.Payload.Metric"
-        elif field.name not in ("timestamp", "seq"):
-            _add_field(payload, field, _unparsed(field), "unusual")
-    for field in full_payload.fields:
-        if field.name in ("timestamp", "seq"):
-            _add_field(payload, field, field.type, "")
-
-    summary = file.message_type.add(name="Summary")
-    merged = summary.nested_type.add(name="Merged")
-    merged.oneof_decl.add(name="flags")
-    merged.oneof_decl.add(name="unusual")
-    for field in full_metric.fields:
-        if field.name in _METRIC_FLAGS:
-            _add_field(merged, field, field.type, "flags")
-        elif field.name in ("alias", "timestamp", *_METRIC_SCALARS):
-            _add_field(merged, field, _unparsed(field))
-        elif field.name not in ("name", "datatype"):
-            _add_field(merged, field, _unparsed(field), "unusual")
-    for field in full_metric.fields:
-        if field.name in ("name", "datatype"):
-            _add_field(merged, field, _unparsed(field), "")
-    lean = _add_field(summary, full_payload.fields_by_name["metrics"], _F.TYPE_MESSAGE)
-    lean.type_name = f".{_LEAN_PACKAGE}.Summary.Merged"
-
-    pool = descriptor_pool.DescriptorPool()  # private: nothing else sees these names
-    pool.Add(file)
-    return (
-        message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_LEAN_PACKAGE}.Payload")),
-        message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_LEAN_PACKAGE}.Summary")),
-    )
-
-
-_LeanPayload, _Summary = _lean_schemas()
-_parse_lean = _LeanPayload.FromString
-_parse_summary = _Summary.FromString
-#: what a protobuf parse may raise on bad input (upb: DecodeError; the rest for
-#: non-bytes input and deep nesting)
-_PARSE_ERRORS = (DecodeError, RecursionError, TypeError, ValueError)
-#: per wire code, what the plain path's loop needs in one index: datatype, usual field,
-#: and the unchanged type and bound (see _unchanged_tables)
-_PLAIN_INFO: list[tuple[DataType | None, str, type | None, int]] = list(
-    zip(_STATED_TYPE, _USUAL_FIELD, _EXACT, _INT_BELOW, strict=True)
-)
-
-
-def _decode_plain(data: bytes) -> Payload | None:
-    """The payload of an ordinary DATA message; None when the full path must decide."""
-    try:
-        merged = _parse_summary(data).metrics
-        if _has_field(merged, "unusual"):
-            return None
-        msg = _parse_lean(data)
-    except _PARSE_ERRORS:
-        return None
-    if _has_field(msg, "unusual"):
-        return None
-    named = _has_field(merged, "name")
-    typed = _has_field(merged, "datatype")
-    flagged = _has_field(merged, "flags")
-    metrics: list[Metric] = []
-    append = metrics.append
-    name: str | None = None
-    datatype: DataType | None = None
-    is_historical = is_transient = is_null = False
-    info = _PLAIN_INFO
-    for m in msg.metrics[:]:  # (a slice: iterating the container ends in a costly IndexError)
-        # a truthy read proves the field is there; HasField only for the falsy ones
-        if named:
-            name = m.name
-            if not name and not _has_field(m, "name"):
-                name = None
-        alias: int | None = m.alias
-        if not alias and not _has_field(m, "alias"):
-            alias = None
-        timestamp: int | None = m.timestamp
-        if not timestamp and not _has_field(m, "timestamp"):
-            timestamp = None
-        # the value oneof holds one field at most, so a truthy read is the one;
-        # only a falsy value (or none) needs WhichOneof
-        if typed:
-            code = m.datatype
-            if code > _MAX_CODE:
-                return None
-            datatype, usual, exact, below = info[code]
-            value: Any = getattr(m, usual)
-        else:
-            value = m.double_value or m.int_value
-        if not value:
-            kind = _which_oneof(m, "value")
-            value = None if kind is None else getattr(m, kind)
-        if flagged:
-            is_historical = m.is_historical
-            is_transient = m.is_transient
-            is_null = m.is_null
-            if is_null:
-                value = None
-        if datatype is not None and (type(value) is not exact or (exact is int and value >= below)):
-            # not already its typed value (None is not either)
-            if value is None:
-                if code in _PROPERTY_ONLY_CODES:
-                    return None
-            else:
-                convert = _METRIC_CONVERTER[code]
-                assert convert is not None  # every datatype has a metric converter
-                try:
-                    value = convert(value)
-                except SparkplugDecodeError:
-                    return None
-        # Metric(...) without __init__ (module docstring)
-        metric: Metric = _new(Metric)
-        metric.name = name
-        metric.alias = alias
-        metric.timestamp = timestamp
-        metric.datatype = datatype
-        metric.is_historical = is_historical
-        metric.is_transient = is_transient
-        metric.is_null = is_null
-        metric.metadata = None
-        metric.properties = None
-        metric.value = value
-        append(metric)
-    timestamp = msg.timestamp
-    if not timestamp and not _has_field(msg, "timestamp"):
-        timestamp = None
-    seq: int | None = msg.seq
-    if not seq and not _has_field(msg, "seq"):
-        seq = None
-    payload: Payload = _new(Payload)  # Payload(...) without __init__
-    payload.timestamp = timestamp
-    payload.metrics = metrics
-    payload.seq = seq
-    payload.uuid = None
-    payload.body = None
-    return payload
-
 
 # ---------------------------------------------------------------- the full path
 
 
 def _datatype(code: int) -> DataType | None:
-    if code > _MAX_CODE:
+    if code > MAX_CODE:
         raise SparkplugDecodeError(f"unknown datatype code {code}")
-    return _STATED_TYPE[code]
+    return STATED_TYPE[code]
 
 
 def _wire_value(holder: object, kind: str) -> object:
@@ -467,10 +175,10 @@ def _decode_property_set(ps: pb.Payload.PropertySet, depth: int) -> PropertySet:
         if key in items:
             raise SparkplugDecodeError(f"duplicate property key {key!r}")
         code = pv.type
-        if code > _MAX_CODE:
+        if code > MAX_CODE:
             raise SparkplugDecodeError(f"unknown datatype code {code}")
-        prop: PropertyValue = _new(PropertyValue)  # PropertyValue(...) without __init__
-        prop.type = dt = _STATED_TYPE[code]
+        prop: PropertyValue = new_object(PropertyValue)  # PropertyValue(...) without __init__
+        prop.type = dt = STATED_TYPE[code]
         prop.is_null = is_null = pv.is_null
         prop.value = None
         items[key] = prop
@@ -478,9 +186,9 @@ def _decode_property_set(ps: pb.Payload.PropertySet, depth: int) -> PropertySet:
             continue
         # the value oneof holds one field at most: a truthy read of the field its
         # type usually travels in is the value; anything else asks WhichOneof
-        raw: object = getattr(pv, _USUAL_FIELD[code])
+        raw: object = getattr(pv, USUAL_FIELD[code])
         if not raw:
-            kind = _which_oneof(pv, "value")
+            kind = which_oneof(pv, "value")
             if kind is None:
                 continue
             raw = (
@@ -491,11 +199,11 @@ def _decode_property_set(ps: pb.Payload.PropertySet, depth: int) -> PropertySet:
         if type(raw) is bytes:  # upb's answer for a string_value that is not UTF-8
             raise SparkplugDecodeError("string value is not valid UTF-8")
         if dt is not None:
-            exact = _EXACT[code]  # _typed's own check inlined: most values need no converter
-            if type(raw) is not exact or (exact is int and raw >= _INT_BELOW[code]):  # type: ignore[operator]
-                raw = _typed(code, raw, _PROPERTY_CONVERTER, "property")
+            exact = EXACT[code]  # typed_value's own check inlined: most values need no converter
+            if type(raw) is not exact or (exact is int and raw >= INT_BELOW[code]):  # type: ignore[operator]
+                raw = typed_value(code, raw, PROPERTY_CONVERTER, "property")
         prop.value = raw  # type: ignore[assignment]  # checked by the converter
-    result: PropertySet = _new(PropertySet)
+    result: PropertySet = new_object(PropertySet)
     result.items = items
     return result
 
@@ -530,7 +238,7 @@ def _decode_dataset(ds: pb.Payload.DataSet) -> DataSet:
     columns = [_text(c, "DataSet column name") for c in ds.columns]
     types: list[DataType] = []
     for code in ds.types:
-        dt = _DATATYPE_BY_CODE.get(code)
+        dt = DATATYPE_BY_CODE.get(code)
         if dt is None or dt not in BASIC_TYPES:
             raise SparkplugDecodeError(f"DataSet column type {code} is not a basic type")
         types.append(dt)
@@ -583,28 +291,28 @@ def _decode_metric(m: pb.Payload.Metric, depth: int) -> Metric:
     name: str | None = m.name
     if type(name) is not str:
         raise SparkplugDecodeError("metric name is not valid UTF-8")
-    if not name and not _has_field(m, "name"):
+    if not name and not has_field(m, "name"):
         name = None
     alias: int | None = m.alias
-    if not alias and not _has_field(m, "alias"):
+    if not alias and not has_field(m, "alias"):
         alias = None
     timestamp: int | None = m.timestamp
-    if not timestamp and not _has_field(m, "timestamp"):
+    if not timestamp and not has_field(m, "timestamp"):
         timestamp = None
     code = m.datatype
-    if code > _MAX_CODE:
+    if code > MAX_CODE:
         raise SparkplugDecodeError(f"unknown datatype code {code}")
-    dt = _STATED_TYPE[code]
+    dt = STATED_TYPE[code]
     is_null = m.is_null
     value: MetricValue = None
     if not is_null:
         # a truthy read of the field the type usually travels in is the value
         # (the oneof holds one field at most); anything else asks WhichOneof
-        usual = _USUAL_FIELD[code]
+        usual = USUAL_FIELD[code]
         value = getattr(m, usual)
         kind: str | None = usual
         if not value:
-            kind = _which_oneof(m, "value")
+            kind = which_oneof(m, "value")
             if kind is None:
                 value = None
             elif kind == "template_value":
@@ -618,10 +326,10 @@ def _decode_metric(m: pb.Payload.Metric, depth: int) -> Metric:
         if kind == "string_value" and type(value) is not str:
             raise SparkplugDecodeError("string value is not valid UTF-8")  # upb gives bytes
         if kind is not None and dt is not None:
-            value = _typed(code, value, _METRIC_CONVERTER, "metric")
-    if value is None and code in _PROPERTY_ONLY_CODES:
+            value = typed_value(code, value, METRIC_CONVERTER, "metric")
+    if value is None and code in PROPERTY_ONLY_CODES:
         raise SparkplugDecodeError(f"{DataType(code).name} is not a valid metric datatype")
-    metric: Metric = _new(Metric)  # Metric(...) without __init__ (module docstring)
+    metric: Metric = new_object(Metric)  # Metric(...) without __init__ (module docstring)
     metric.name = name
     metric.alias = alias
     metric.timestamp = timestamp
@@ -629,8 +337,8 @@ def _decode_metric(m: pb.Payload.Metric, depth: int) -> Metric:
     metric.is_historical = m.is_historical
     metric.is_transient = m.is_transient
     metric.is_null = is_null
-    metric.metadata = _decode_metadata(m.metadata) if _has_field(m, "metadata") else None
-    metric.properties = _decode_property_set(m.properties, depth + 1) if _has_field(m, "properties") else None
+    metric.metadata = _decode_metadata(m.metadata) if has_field(m, "metadata") else None
+    metric.properties = _decode_property_set(m.properties, depth + 1) if has_field(m, "properties") else None
     metric.value = value
     return metric
 
@@ -640,7 +348,7 @@ def _parse_envelope(data: bytes) -> pb.Payload:
     msg = pb.Payload()
     try:
         msg.ParseFromString(data)
-    except _PARSE_ERRORS as exc:
+    except PARSE_ERRORS as exc:
         raise SparkplugDecodeError(f"not a Sparkplug B protobuf payload: {exc}") from exc
     return msg
 
@@ -654,7 +362,7 @@ def _metric_label(m: pb.Payload.Metric, index: int) -> str:
 
 
 def _decode(data: bytes, *, lenient: bool) -> tuple[Payload, list[tuple[int, str]]]:
-    plain = _decode_plain(data)
+    plain = decode_plain(data)
     if plain is not None:
         return plain, []  # nothing in it the full path would reject
     return _decode_full(data, lenient=lenient)
