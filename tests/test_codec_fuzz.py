@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.protowire import lfield, varint, vfield
 from tests.strategies import payloads, same
 from uns.errors import SparkplugDecodeError
 from uns.sparkplug import DataType, Payload, decode_payload, decode_payload_lenient, encode_payload
@@ -24,27 +25,6 @@ from uns.sparkplug import sparkplug_b_pb2 as pb
 from uns.sparkplug.codec import MAX_NESTING
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-# ---------------------------------------------------------------- protobuf wire helpers
-
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        if not n:
-            out.append(low)
-            return bytes(out)
-        out.append(low | 0x80)
-
-
-def vfield(number: int, value: int) -> bytes:
-    return varint(number << 3) + varint(value)
-
-
-def lfield(number: int, body: bytes) -> bytes:
-    return varint(number << 3 | 2) + varint(len(body)) + body
 
 
 def check_decodes_or_refuses(data: bytes) -> None:

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.protowire import lfield, varint
 from tests.strategies import payloads, same
 from uns.errors import SparkplugDecodeError
 from uns.sparkplug import (
@@ -65,20 +66,6 @@ def check_agrees(data: bytes) -> Payload | None:
 
 
 # ---------------------------------------------------------------- wire-level DATA metrics
-
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        if not n:
-            out.append(low)
-            return bytes(out)
-        out.append(low | 0x80)
-
-
-def lfield(number: int, body: bytes) -> bytes:
-    return varint(number << 3 | 2) + varint(len(body)) + body
 
 
 u64 = st.integers(min_value=0, max_value=2**64 - 1)
