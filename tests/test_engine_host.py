@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 
 import aiomqtt
 import pytest
@@ -26,6 +28,24 @@ pytestmark = pytest.mark.integration
 async def _collect_ncmd(client: aiomqtt.Client, into: list[tuple[str, bytes]]) -> None:
     async for msg in client.messages:
         into.append((msg.topic.value, bytes(msg.payload)))  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def _born_edge_hearing_ncmd(
+    engine: Engine, broker: Mosquitto, ns: str
+) -> AsyncIterator[tuple[RawEdge, list[tuple[str, bytes]]]]:
+    """``engine`` running, edge node N1 and its device D1 born, and the NCMDs sent to the group."""
+    cmds: list[tuple[str, bytes]] = []
+    async with running_engine(engine), aiomqtt.Client(broker.host, broker.port) as c:
+        await c.subscribe(f"spBv1.0/{ns}/NCMD/#", qos=0)
+        listener = asyncio.create_task(_collect_ncmd(c, cmds))
+        edge = RawEdge(c, ns, "N1")
+        await edge.nbirth()
+        await edge.dbirth("D1")
+        try:
+            yield edge, cmds
+        finally:
+            listener.cancel()
 
 
 async def test_births_data_and_death_are_tracked(broker: Mosquitto, ns: str) -> None:
@@ -75,17 +95,10 @@ async def test_seq_gap_filled_within_reorder_timeout(broker: Mosquitto, ns: str)
 async def test_seq_gap_timeout_requests_rebirth(broker: Mosquitto, ns: str) -> None:
     sink = CollectingSink()
     engine = Engine(engine_config(broker, ns, **{"sparkplug.reorder_timeout_ms": 300}), sinks=[sink])
-    cmds: list[tuple[str, bytes]] = []
-    async with running_engine(engine), aiomqtt.Client(broker.host, broker.port) as c:
-        await c.subscribe(f"spBv1.0/{ns}/NCMD/#", qos=0)
-        listener = asyncio.create_task(_collect_ncmd(c, cmds))
-        edge = RawEdge(c, ns, "N1")
-        await edge.nbirth()
-        await edge.dbirth("D1")
+    async with _born_edge_hearing_ncmd(engine, broker, ns) as (edge, cmds):
         edge.next_seq()  # seq 2 is never sent
         await edge.ddata("D1", 5.0)
         await wait_for(lambda: bool(cmds), what="NCMD rebirth")
-        listener.cancel()
     topic, raw = cmds[0]
     assert topic == f"spBv1.0/{ns}/NCMD/N1"
     p = decode_payload(raw)
@@ -98,16 +111,9 @@ async def test_seq_gap_timeout_requests_rebirth(broker: Mosquitto, ns: str) -> N
 async def test_unknown_alias_requests_rebirth(broker: Mosquitto, ns: str) -> None:
     sink = CollectingSink()
     engine = Engine(engine_config(broker, ns), sinks=[sink])
-    cmds: list[tuple[str, bytes]] = []
-    async with running_engine(engine), aiomqtt.Client(broker.host, broker.port) as c:
-        await c.subscribe(f"spBv1.0/{ns}/NCMD/#", qos=0)
-        listener = asyncio.create_task(_collect_ncmd(c, cmds))
-        edge = RawEdge(c, ns, "N1")
-        await edge.nbirth()
-        await edge.dbirth("D1")
+    async with _born_edge_hearing_ncmd(engine, broker, ns) as (edge, cmds):
         await edge.ddata("D1", 1.0, alias=99)
         await wait_for(lambda: bool(cmds), what="NCMD rebirth")
-        listener.cancel()
     assert any("99" in r.error for b in sink.batches for r in b.rejected)
 
 
