@@ -24,6 +24,8 @@ from tests.edge import RawEdge
 from uns.mqtt.mosquitto import Mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+#: the `uns` command, as a child process runs it from this checkout
+UNS = (sys.executable, "-m", "cli")
 runner = CliRunner()
 
 
@@ -78,12 +80,24 @@ def _uns(
     *args: str, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cli", *args],
+        [*UNS, *args],
         capture_output=True,
         text=True,
         env=env or _env(),
         timeout=timeout,
         check=False,
+        cwd=ROOT,
+    )
+
+
+async def _uns_started(*args: str) -> asyncio.subprocess.Process:
+    """`uns *args` started in the background, stdout and stderr piped."""
+    return await asyncio.create_subprocess_exec(
+        *UNS,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=_env(),
         cwd=ROOT,
     )
 
@@ -133,9 +147,7 @@ def test_unwritable_lake_path(tmp_path: Path, broker: Mosquitto) -> None:
 def test_run_stops_cleanly_on_sigterm(tmp_path: Path, broker: Mosquitto, ns: str) -> None:
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "cli",
+            *UNS,
             "run",
             "--broker",
             broker.url,
@@ -176,23 +188,7 @@ async def test_watch_topics_and_context_against_a_real_broker(broker: Mosquitto,
             await edge.dbirth("D1")
             await edge.ddata("D1", 36.6)
 
-    watch = asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "cli",
-        "watch",
-        f"spBv1.0/{ns}/#",
-        "--broker",
-        broker.url,
-        "--count",
-        "3",
-        "--json",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=_env(),
-        cwd=ROOT,
-    )
-    proc = await watch
+    proc = await _uns_started("watch", f"spBv1.0/{ns}/#", "--broker", broker.url, "--count", "3", "--json")
     await publish_plant()
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err
@@ -201,21 +197,8 @@ async def test_watch_topics_and_context_against_a_real_broker(broker: Mosquitto,
     assert lines[2]["metrics"][0]["name"] == "Temperature"  # alias resolved from the DBIRTH
     assert lines[2]["metrics"][0]["value"] == 36.6
 
-    topics = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "cli",
-        "topics",
-        "--broker",
-        broker.url,
-        "--filter",
-        f"spBv1.0/{ns}/#",
-        "--duration",
-        "4",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=_env(),
-        cwd=ROOT,
+    topics = await _uns_started(
+        "topics", "--broker", broker.url, "--filter", f"spBv1.0/{ns}/#", "--duration", "4"
     )
     async with aiomqtt.Client(broker.host, broker.port) as c:
         await asyncio.sleep(1.5)
