@@ -87,30 +87,29 @@ class Profile:
     modes: tuple[str, ...] = ("lake", "device", "metric")
 
 
+_FULL = Profile(
+    "full",
+    latency_rate=20_000,
+    latency_s=20,
+    throughput={"lake": (100_000, 60), "device": (80_000, 30), "metric": (40_000, 30)},
+    ramp=(20_000, 40_000, 60_000, 80_000, 100_000, 120_000, 150_000, 200_000),
+    ramp_step_s=8,
+    plant=(10, 10, 10),
+    large_birth=(10, 1, 1000),
+    storm=(100, 10, 10),
+    scale=(200, 10, 100),
+)
+
 PROFILES = {
-    "full": Profile(
-        "full",
-        latency_rate=20_000,
-        latency_s=20,
-        throughput={"lake": (100_000, 60), "device": (80_000, 30), "metric": (40_000, 30)},
-        ramp=(20_000, 40_000, 60_000, 80_000, 100_000, 120_000, 150_000, 200_000),
-        ramp_step_s=8,
-        plant=(10, 10, 10),
-        large_birth=(10, 1, 1000),
-        storm=(100, 10, 10),
-        scale=(200, 10, 100),
-    ),
-    "quick": Profile(
-        "quick",
-        latency_rate=20_000,
+    "full": _FULL,
+    # the full run's plant shapes and rates, for shorter phases and a shorter ramp
+    "quick": dataclasses.replace(
+        _FULL,
+        name="quick",
         latency_s=6,
         throughput={"lake": (100_000, 8), "device": (80_000, 6), "metric": (40_000, 6)},
         ramp=(20_000, 40_000, 60_000, 80_000, 100_000, 150_000),
         ramp_step_s=4,
-        plant=(10, 10, 10),
-        large_birth=(10, 1, 1000),
-        storm=(100, 10, 10),
-        scale=(200, 10, 100),
     ),
     "smoke": Profile(
         "smoke",
