@@ -560,3 +560,98 @@ async def test_memory_transport_pauses_at_high_water_and_resumes_below_low_water
     )
     assert got == list(range(3, 10))
     assert isinstance(sub, MemoryTransport)
+
+
+# ------------------------------------------------------------------ nothing ends the receive loop
+
+
+class BrokenSink(CollectingSink):
+    """A sink with a bug: every batch it is given raises."""
+
+    name = "broken"
+
+    def add(self, batch: Batch) -> None:
+        raise ValueError("a bug in this sink")
+
+
+async def test_a_message_that_hits_a_bug_is_rejected_and_the_loop_goes_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """docs: "a bad plant model can stop the engine" (issue 22): whatever one message
+    does to the host logic costs that message only."""
+    broker = MemoryBroker()
+    sink = CollectingSink()
+    engine = Engine(config(), sinks=[sink], transport=broker)
+    real = engine.sessions.handle_raw
+
+    def handle_raw(topic: Any, payload: bytes, received_at: int, **kw: Any) -> Any:
+        if topic.device_id == "BAD":
+            raise RuntimeError("boom")
+        return real(topic, payload, received_at, **kw)
+
+    monkeypatch.setattr(engine.sessions, "handle_raw", handle_raw)
+    async with running_engine(engine):
+        edge = await edge_node(broker)
+        await edge.nbirth()
+        await edge.dbirth("BAD")
+        await edge.dbirth("D1")
+        await edge.ddata("D1", 5.0)
+        await wait_for(lambda: any(s.value == 5.0 for s in sink.samples), what="data after the bad message")
+    (rejected,) = [r for b in sink.batches for r in b.rejected]
+    assert rejected.topic == f"spBv1.0/{NS}/DBIRTH/N1/BAD"
+    assert rejected.error == "internal error: RuntimeError: boom"
+    assert engine.counters.internal_errors == 1
+    assert any("error handling a message on" in r.message and r.exc_info for r in caplog.records)
+
+
+async def test_a_sink_that_raises_is_counted_and_the_others_still_get_every_batch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broker = MemoryBroker()
+    good = CollectingSink()
+    engine = Engine(config(), sinks=[BrokenSink(), good], transport=broker)
+    async with running_engine(engine):
+        edge = await edge_node(broker)
+        await edge.nbirth()
+        await edge.dbirth("D1")
+        for v in (1.0, 2.0):
+            await edge.ddata("D1", v)
+        await wait_for(lambda: any(s.value == 2.0 for s in good.samples), what="data in the good sink")
+    assert engine.counters.sink_errors >= 4  # NBIRTH, DBIRTH, two DDATA (and the deaths at stop)
+    assert sum("sink broken failed to take a batch" in r.message for r in caplog.records) == 1  # rate-limited
+
+
+async def test_rejects_from_the_sessions_are_logged_too(caplog: pytest.LogCaptureFixture) -> None:
+    """README: every message that cannot be used is "counted, logged (rate-limited per
+    source) and stored" -- an unknown alias included, with rebirth requests off."""
+    broker = MemoryBroker()
+    sink = CollectingSink()
+    engine = Engine(config(**{"sparkplug.rebirth_requests": False}), sinks=[sink], transport=broker)
+    async with running_engine(engine):
+        edge = await edge_node(broker)
+        await edge.nbirth()
+        await edge.dbirth("D1")
+        await edge.ddata("D1", 1.0, alias=99)
+        await wait_for(lambda: any(b.rejected for b in sink.batches), what="the reject")
+    assert not ncmds(broker)
+    lines = [r.message for r in caplog.records if r.levelname == "WARNING"]
+    assert any(f"rejected on spBv1.0/{NS}/DDATA/N1/D1" in m and "alias 99" in m for m in lines), lines
+
+
+async def test_a_reconnect_is_a_session_event_for_every_known_node() -> None:
+    """docs/lake.md lists `reconnected` among the sessions table's events."""
+    broker = MemoryBroker()
+    sink = CollectingSink()
+    engine = Engine(config(), sinks=[sink], transport=broker)
+    async with running_engine(engine):
+        for node in ("N1", "N2"):
+            edge = await edge_node(broker, node)
+            await edge.nbirth()
+        await wait_for(lambda: len(sink.events(SessionEventKind.BIRTH)) == 2, what="births")
+        broker.drop(ENGINE)
+        await wait_for(lambda: len(sink.events(SessionEventKind.RECONNECTED)) == 2, what="reconnected")
+    events = sink.events(SessionEventKind.RECONNECTED)
+    assert sorted(e.edge_node_id for e in events) == ["N1", "N2"]
+    assert {e.detail for e in events} == {"host reconnected to the broker"}
+    disconnected = sink.events(SessionEventKind.DISCONNECTED)
+    assert min(e.ts for e in events) >= max(e.ts for e in disconnected)

@@ -19,6 +19,16 @@ class RateLimitedLog:
         self._suppressed: dict[str, int] = {}
 
     def warning(self, key: str, msg: str, *args: Any) -> None:
+        self._log(logging.WARNING, key, msg, args, exc_info=False)
+
+    def error(self, key: str, msg: str, *args: Any) -> None:
+        self._log(logging.ERROR, key, msg, args, exc_info=False)
+
+    def exception(self, key: str, msg: str, *args: Any) -> None:
+        """An error with the traceback of the exception being handled."""
+        self._log(logging.ERROR, key, msg, args, exc_info=True)
+
+    def _log(self, level: int, key: str, msg: str, args: tuple[Any, ...], *, exc_info: bool) -> None:
         now = time.monotonic()
         last = self._last.get(key)
         if last is not None and now - last < self._interval:
@@ -29,4 +39,4 @@ class RateLimitedLog:
         self._last[key] = now
         more = self._suppressed.pop(key, 0)
         suffix = f" ({more} similar suppressed)" if more else ""
-        self._logger.warning(msg + suffix, *args)
+        self._logger.log(level, msg + suffix, *args, exc_info=exc_info)

@@ -68,7 +68,20 @@ class Dispatcher:
         self._rlog = RateLimitedLog(log)
 
     def process(self, topic: str, payload: bytes, received_at: int) -> Decision:
-        """Handle one received message; never raises for bad input (it is rejected, counted)."""
+        """Handle one received message; never raises (bad input is rejected and counted).
+
+        Whatever goes wrong with one message -- a bug here, in the sessions or in the
+        enrichment included -- costs that message (a ``rejected`` row naming the error, a
+        rate-limited log line with the traceback), never the receive loop."""
+        try:
+            return self._process(topic, payload, received_at)
+        except Exception as exc:  # the loop must outlive any one message
+            self.counters.internal_errors += 1
+            self._rlog.exception(f"internal:{type(exc).__name__}", "error handling a message on %s", topic)
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            return Batch(rejected=[Rejected(received_at, topic, payload, reason)]), _NONE, _NONE
+
+    def _process(self, topic: str, payload: bytes, received_at: int) -> Decision:
         self.counters.messages += 1
         if topic.startswith(self.context_prefix):
             return self._process_context(topic, payload, received_at), _NONE, _NONE
@@ -116,6 +129,12 @@ class Dispatcher:
         self.account(outcome.batch, ())
         return outcome.batch
 
+    def broker_back(self, now_ms: int) -> Batch:
+        """The connection is back: a ``reconnected`` session event for every known node."""
+        outcome = self.sessions.reconnected(now_ms)
+        self.account(outcome.batch, ())
+        return outcome.batch
+
     def rebirth_all(self, reason: str) -> list[RebirthRequest]:
         """A rebirth request for every node known (``engine.on_reconnect = "rebirth"``)."""
         requests = [RebirthRequest(n.group_id, n.edge_node_id, reason) for n in self.sessions.nodes()]
@@ -131,6 +150,10 @@ class Dispatcher:
         counters.context_changes += len(batch.context)
         if batch.rejected:
             counters.rejected += len(batch.rejected)
+            for rejected in batch.rejected:  # each is also a row of the lake's rejected table
+                self._rlog.warning(
+                    f"reject:{rejected.topic}", "rejected on %s: %s", rejected.topic, rejected.error
+                )
         for ev in batch.sessions:
             if ev.event == SessionEventKind.SEQ_GAP:
                 counters.seq_gaps += 1

@@ -127,6 +127,14 @@ class Engine:
                 except LakeBackpressure as exc:
                     await self._deliver_after_backpressure(batch, index, exc)
                     return
+                except Exception as exc:  # a sink's bug must not end the loop
+                    self._sink_failed(sink, exc)
+
+    def _sink_failed(self, sink: Sink, exc: Exception) -> None:
+        """A sink raised something other than back-pressure: a bug.  The other sinks still get
+        the batch; this one's loss is counted (``sink_errors``) and logged with the traceback."""
+        self.counters.sink_errors += 1
+        self._rlog.exception(f"sink:{sink.name}", "sink %s failed to take a batch: %s", sink.name, exc)
 
     async def _deliver_after_backpressure(self, batch: Batch, index: int, exc: LakeBackpressure) -> None:
         """Sink ``index`` is full: wait as it asks, retry it, then hand the batch to the rest."""
@@ -247,6 +255,8 @@ class Engine:
                     except LakeBackpressure as exc:
                         await self._deliver_after_backpressure(batch, index, exc)
                         break
+                    except Exception as exc:  # a sink's bug must not end the loop
+                        self._sink_failed(sink, exc)
             if rebirths or publishes:
                 self._act(client, rebirths, publishes)
 
@@ -281,6 +291,7 @@ class Engine:
             await client.publish(self.state_topic, format_state(True, state_ts), qos=1, retain=True)
         if reconnect:
             self.counters.reconnects += 1
+            await self._deliver(self.dispatch.broker_back(now_ms()))
             if self.config.engine.on_reconnect == "rebirth":
                 self._act(client, self.dispatch.rebirth_all("host reconnected"), ())
         self._set_client(client)

@@ -23,6 +23,8 @@ class Counters:
     context_events: int = 0
     context_changes: int = 0
     backpressure_waits: int = 0  # times intake paused because a sink was full
+    internal_errors: int = 0  # messages that hit a bug (rejected with the error; the loop goes on)
+    sink_errors: int = 0  # batches a sink failed to take with an unexpected error (logged)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

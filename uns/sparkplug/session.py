@@ -272,6 +272,15 @@ class SessionManager:
                 go_offline(node, now_ms, out, why, "host lost the broker", device_deaths=False)
         return self._done(out)
 
+    def reconnected(self, now_ms: int) -> Outcome:
+        """The host has the broker again: a ``reconnected`` event for every node it knows
+        (each waits for a birth, or a rebirth request, before its data counts again)."""
+        out = Outcome()
+        for node in self._nodes.values():
+            why = "host reconnected to the broker"
+            session_event(out, now_ms, node, None, SessionEventKind.RECONNECTED, why)
+        return self._done(out)
+
     def nodes(self) -> tuple[NodeInfo, ...]:
         """Snapshot of every node seen (sorted by group, edge node)."""
         return tuple(node_info(n) for _, n in sorted(self._nodes.items()))
