@@ -301,12 +301,8 @@ def tls_broker() -> Iterator[tuple[Mosquitto, Path]]:
             f"cafile {d / 'ca.crt'}\ncertfile {d / 'server.crt'}\nkeyfile {d / 'server.key'}\n"
             "allow_anonymous true\nuser root\n"
         )
-        b = Mosquitto(port=port, workdir=d, listener_conf=conf)
-        b.start()
-        try:
+        with Mosquitto(port=port, workdir=d, listener_conf=conf) as b:
             yield b, d
-        finally:
-            b.stop()
 
 
 @pytest.mark.integration

@@ -147,12 +147,8 @@ def guarded_broker() -> Iterator[tuple[Mosquitto, Path, int]]:
             f"cafile {d / 'ca.crt'}\ncertfile {d / 'server.crt'}\nkeyfile {d / 'server.key'}\n"
             "require_certificate true\n"
         )
-        broker = Mosquitto(port=plain, workdir=d, listener_conf=conf)
-        broker.start()
-        try:
+        with Mosquitto(port=plain, workdir=d, listener_conf=conf) as broker:
             yield broker, d, tls
-        finally:
-            broker.stop()
 
 
 def _tls_settings(pki: Path, port: int, *, cert: bool = True, ca: bool = True) -> BrokerSettings:

@@ -88,12 +88,8 @@ def tls_broker() -> Iterator[tuple[Mosquitto, Path]]:
             f"password_file {d / 'passwd'}\n"
             "user root\n"  # read the test's private key files when started as root
         )
-        broker = Mosquitto(port=port, workdir=d, listener_conf=conf)
-        broker.start()
-        try:
+        with Mosquitto(port=port, workdir=d, listener_conf=conf) as broker:
             yield broker, d
-        finally:
-            broker.stop()
 
 
 def _env(pki: Path, *, cert: bool = True) -> dict[str, str]:

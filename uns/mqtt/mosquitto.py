@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 from uns.errors import EngineError
 
@@ -52,7 +54,13 @@ def free_port() -> int:
 
 @dataclass
 class Mosquitto:
-    """A running mosquitto; ``stop()``/``start()`` simulate a broker restart on the same port."""
+    """A running mosquitto; ``stop()``/``start()`` simulate a broker restart on the same port.
+
+    As a context manager it is started on entry and stopped on exit::
+
+        with Mosquitto(port=free_port(), workdir=d, listener_conf=conf) as broker:
+            ...
+    """
 
     port: int
     workdir: Path
@@ -92,6 +100,18 @@ class Mosquitto:
         self.stop()
         raise EngineError(f"mosquitto did not accept connections on port {self.port} within {timeout}s")
 
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
@@ -111,10 +131,8 @@ class Mosquitto:
 
 @contextlib.contextmanager
 def running_mosquitto(port: int | None = None) -> Iterator[Mosquitto]:
-    with tempfile.TemporaryDirectory(prefix="uns-mosq-") as d:
-        broker = Mosquitto(port=port or free_port(), workdir=Path(d))
-        broker.start()
-        try:
-            yield broker
-        finally:
-            broker.stop()
+    with (
+        tempfile.TemporaryDirectory(prefix="uns-mosq-") as d,
+        Mosquitto(port=port or free_port(), workdir=Path(d)) as broker,
+    ):
+        yield broker
