@@ -20,6 +20,7 @@ from uns.core.events import Quality
 from uns.core.values import json_value
 from uns.sparkplug.convert import convert_wire_value
 from uns.sparkplug.datatypes import SIGNED_WIDTH, STRING_TYPES, UNSIGNED_WIDTH, DataType
+from uns.sparkplug.decodetables import WIRE_KINDS
 from uns.sparkplug.payload import DataSet, MetricValue, PropertySet, PropertyValue, Template
 
 __all__ = [
@@ -92,24 +93,6 @@ def _build_converters() -> dict[DataType, Converter]:
 
 #: datatype -> the converter every born metric of that datatype uses
 FAST_CONVERTERS = _build_converters()
-
-
-def _build_wire_kinds() -> dict[DataType, str]:
-    kinds = {dt: "int_value" for dt in SIGNED_WIDTH if SIGNED_WIDTH[dt] <= 32}
-    kinds.update({dt: "int_value" for dt in UNSIGNED_WIDTH if UNSIGNED_WIDTH[dt] <= 32})
-    for dt in (DataType.Int64, DataType.UInt64, DataType.DateTime):
-        kinds[dt] = "long_value"
-    kinds[DataType.Float] = "float_value"
-    kinds[DataType.Double] = "double_value"
-    kinds[DataType.Boolean] = "boolean_value"
-    for dt in (DataType.String, DataType.Text, DataType.UUID):
-        kinds[dt] = "string_value"
-    return kinds
-
-
-#: datatype -> the protobuf ``value`` field senders use for it (scalars only): the
-#: fast DATA decoder reads that field first instead of asking which one is set
-WIRE_KINDS = _build_wire_kinds()
 
 # The wire value of these types needs no conversion: with no stated datatype the
 # fast converter returns it as it is; with the same datatype stated the codec's

@@ -44,6 +44,7 @@ __all__ = [
     "PROPERTY_ONLY_CODES",
     "STATED_TYPE",
     "USUAL_FIELD",
+    "WIRE_KINDS",
     "by_code",
     "has_field",
     "new_object",
@@ -108,18 +109,34 @@ def typed_value(code: int, value: object, converters: list[Converter | None], wh
     return convert(value)
 
 
-def usual_fields() -> list[str]:
-    """Per wire code, the value field a sender usually fills for it (this codec's
-    encoder does).  Read first, it saves the WhichOneof when it holds a truthy
-    value: the oneof holds one field at most, so that is the one."""
-    usual = ["double_value"] * len(STATED_TYPE)
-    for dt, width in (*SIGNED_WIDTH.items(), *UNSIGNED_WIDTH.items()):
-        usual[dt] = "int_value" if width <= 32 else "long_value"
-    usual[DataType.DateTime] = "long_value"
-    usual[DataType.Float] = "float_value"
-    usual[DataType.Boolean] = "boolean_value"
+def wire_kinds() -> dict[DataType, str]:
+    """Per scalar datatype, the protobuf ``value`` field a sender usually fills
+    for it (this codec's encoder does)."""
+    kinds = {
+        dt: "int_value" if width <= 32 else "long_value"
+        for dt, width in (*SIGNED_WIDTH.items(), *UNSIGNED_WIDTH.items())
+    }
+    kinds[DataType.DateTime] = "long_value"
+    kinds[DataType.Float] = "float_value"
+    kinds[DataType.Double] = "double_value"
+    kinds[DataType.Boolean] = "boolean_value"
     for dt in (DataType.String, DataType.Text, DataType.UUID):
-        usual[dt] = "string_value"
+        kinds[dt] = "string_value"
+    return kinds
+
+
+#: datatype -> the protobuf ``value`` field senders use for it (scalars only): the
+#: fast DATA decoder reads that field first instead of asking which one is set
+WIRE_KINDS = wire_kinds()
+
+
+def usual_fields() -> list[str]:
+    """:data:`WIRE_KINDS` indexed by wire code (``double_value`` for the others).
+    Read first, it saves the WhichOneof when it holds a truthy value: the oneof
+    holds one field at most, so that is the one."""
+    usual = ["double_value"] * len(STATED_TYPE)
+    for dt, field in WIRE_KINDS.items():
+        usual[dt] = field
     return usual
 
 
