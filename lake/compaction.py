@@ -8,7 +8,9 @@ today's and yesterday's partitions (:meth:`lake.writer.DeltaWriter.compact_recen
 It runs in the committer's own line of work, so it never races the sink's
 appends.  At shutdown :meth:`CompactionSchedule.close` abandons one in
 progress where that is possible (see :mod:`lake.committers`), so that the final
-flush does not wait for it.
+flush does not wait for it, and leaves a marker file (``compaction-due`` in the
+writer's WAL directory): the next start then compacts after its first commit
+instead of a whole ``compact_interval`` later.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from pathlib import Path
 
 from lake.committers import Committer
 from uns.errors import LakeError
@@ -28,11 +31,14 @@ log = logging.getLogger("lake.sink")  # one logger for the writer's messages
 class CompactionSchedule:
     """Runs the committer's compaction at most every ``interval_s`` seconds (0 = never)."""
 
-    def __init__(self, committer: Committer, interval_s: float) -> None:
+    def __init__(self, committer: Committer, interval_s: float, *, due_marker: Path | None = None) -> None:
         self._committer = committer
         self._interval_s = interval_s
         self._closed = False
+        self._due_marker = due_marker
         self._last = time.monotonic()
+        if due_marker is not None and due_marker.exists():
+            self._last = float("-inf")  # the last run abandoned one: compact at the first chance
         self.running = False
         self.done = 0
         self.abandoned = 0
@@ -56,11 +62,26 @@ class CompactionSchedule:
             self.running = False
         if removed is None:  # abandoned by close(): the final flush is waiting
             self.abandoned += 1
+            self._mark_due(True)
             log.info("lake: compaction abandoned for the final flush (it runs again after a restart)")
             return
+        self._mark_due(False)
         self.done += 1
         self.last_s = time.monotonic() - started
         log.debug("lake: compacted %d small files in %.1f s", removed, self.last_s)
+
+    def _mark_due(self, due: bool) -> None:
+        """Record (or clear) that a compaction is owed to the next start."""
+        marker = self._due_marker
+        if marker is None:
+            return
+        try:
+            if due:
+                marker.touch()
+            else:
+                marker.unlink(missing_ok=True)
+        except OSError as exc:  # only the schedule suffers: the next one comes at its interval
+            log.warning("lake: cannot %s %s: %s", "write" if due else "remove", marker, exc)
 
     def close(self) -> None:
         """No compaction from now on, and abandon the one in progress if the committer can."""

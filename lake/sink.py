@@ -82,7 +82,9 @@ class LakeSink:
         self._wal_dir = wal_dir_for(self.root, self.config.writer_id)
         self._lock = WalLock(self._wal_dir)
         self._committer = committer_for(self.root, self.config)
-        self._compaction = CompactionSchedule(self._committer, self.config.compact_interval)
+        self._compaction = CompactionSchedule(
+            self._committer, self.config.compact_interval, due_marker=self._wal_dir / "compaction-due"
+        )
         self._active: SegmentFile | None = None
         # Rows accepted by add() and not yet in the WAL: the pending batches' objects, and
         # (after a failed write) the columns that write could not get into the file.

@@ -18,6 +18,7 @@ import psutil  # type: ignore[import-untyped]
 import pytest
 
 from lake import LakeConfig, LakeSink, connect
+from lake.sink import wal_dir_for
 from lake.worker import CommitWorker
 from tests.lake_crash_child import SAMPLES_PER_BATCH, deterministic_batch
 from tests.test_lake_sink import wait_for
@@ -177,15 +178,29 @@ async def test_shutdown_abandons_a_compaction_in_progress(
     stats = sink.stats()
     assert stats["rows_committed"] == stats["rows_added"]
     assert stats["commit_errors"] == 0
+    due = wal_dir_for(tmp_path) / "compaction-due"
     if commit_worker == "process":
         assert took < pause / 2, f"the final flush waited {took:.1f} s for the compaction"
         assert stats["compactions_abandoned"] == 1
         assert stats["compactions"] == 0
+        assert due.exists()
     else:
         assert took >= pause * 0.9
         assert stats["compactions_abandoned"] == 0
         assert stats["compactions"] == 1
+        assert not due.exists()
     assert lake_rows(tmp_path) == (100 * SAMPLES_PER_BATCH,) * 2
+    if commit_worker == "process":
+        # "the compaction runs again at the next start" (docs/lake.md): after the first
+        # commit, not a whole compact_interval later
+        monkeypatch.delenv("UNS_LAKE_TEST_HOOK")
+        later = LakeSink(tmp_path, LakeConfig(commit_interval=60, compact_interval=3600))
+        async with later:
+            later.add(deterministic_batch(100))
+            await later.flush()
+            await wait_for(lambda: later.stats()["compactions"] == 1, within_s=30)
+        assert not due.exists()
+        assert lake_rows(tmp_path) == (101 * SAMPLES_PER_BATCH,) * 2
 
 
 def test_the_worker_dies_with_its_parent(tmp_path: Path) -> None:
