@@ -1,4 +1,4 @@
-"""Sparkplug B array packing: the verified vectors of SPARKPLUG.md, round trips, malformed input."""
+"""Sparkplug B array packing: the verified vectors of docs/sparkplug.md, round trips, malformed input."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The committed sparkplug_b_pb2 matches the schema, and the schema matches SPARKPLUG.md section 1."""
+"""The committed sparkplug_b_pb2 matches the schema, and the schema matches docs/sparkplug.md section 1."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_generated_module_is_what_gen_proto_produces(tmp_path: Path) -> None:
 P = pb.Payload.DESCRIPTOR
 REPEATED = "repeated"
 
-#: (message, field name, number, protobuf type, repeated) as in the SPARKPLUG.md table
+#: (message, field name, number, protobuf type, repeated) as in the docs/sparkplug.md table
 FIELDS = [
     (P, "timestamp", 1, FieldDescriptor.TYPE_UINT64, False),
     (P, "metrics", 2, FieldDescriptor.TYPE_MESSAGE, True),

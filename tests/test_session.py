@@ -1,4 +1,4 @@
-"""Unit tests of the Sparkplug host session state machine (SPARKPLUG.md §3): one rule per test."""
+"""Unit tests of the Sparkplug host session state machine (docs/sparkplug.md §3): one rule per test."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What real edge nodes put on the wire (SPARKPLUG.md §5, §6), through the real codec.
+"""What real edge nodes put on the wire (docs/sparkplug.md §5, §6), through the real codec.
 
 Each test builds protobuf bytes the way a field library does, decodes them with
 :func:`uns.sparkplug.codec.decode_payload` as the engine does, and checks the

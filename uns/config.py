@@ -148,7 +148,7 @@ class EngineSection:
 
 @dataclass(frozen=True, slots=True)
 class SparkplugSection:
-    """How the host reacts to gaps and errors (SPARKPLUG.md §3 "seq", "Rebirth request")."""
+    """How the host reacts to gaps and errors (docs/sparkplug.md §3 "seq", "Rebirth request")."""
 
     reorder_timeout_ms: int = 2000  # 0 = no buffering: a gap is given up (and a rebirth requested) at once
     rebirth_requests: bool = True  # send rebirth requests at all (usually only the primary host does)

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import time
 
+from uns.clock import now_ms
 from uns.core.context import ContextStore
 from uns.core.events import ContextChange
 from uns.errors import BrokerError, BrokerRefused, ContextError, UnsError
@@ -19,7 +20,7 @@ __all__ = ["build_event", "context_at", "parse_time", "publish_context"]
 def parse_time(text: str | None) -> int:
     """Epoch ms from ``None`` (now), digits (epoch ms) or an ISO 8601 time (UTC if no zone)."""
     if text is None:
-        return time.time_ns() // 1_000_000
+        return now_ms()
     if text.strip().lstrip("-").isdigit():
         return int(text)
     try:

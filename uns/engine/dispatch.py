@@ -124,7 +124,7 @@ class Dispatcher:
         return outcome.batch, outcome.rebirths
 
     def broker_lost(self, now_ms: int) -> Batch:
-        """The connection is gone: every node and device offline and stale (SPARKPLUG.md §3.7)."""
+        """The connection is gone: every node and device offline and stale (docs/sparkplug.md §3.7)."""
         outcome = self.sessions.disconnected(now_ms)
         self.account(outcome.batch, ())
         return outcome.batch
@@ -177,7 +177,7 @@ class Dispatcher:
     def _process_state(self, topic: Topic, payload: bytes) -> Sequence[Publish]:
         """Another host's STATE is only counted; our own saying offline while we are online
         (someone else, or our old Will arriving late) is answered by re-asserting online with
-        the same T (SPARKPLUG.md §3 rule 4)."""
+        the same T (docs/sparkplug.md §3 rule 4)."""
         self.counters.host_states_seen += 1
         try:
             state = parse_state(payload)

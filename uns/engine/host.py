@@ -402,8 +402,9 @@ class Engine:
 
 async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
     """Cancel and await tasks, cancelling again while any survives: Python 3.11's
-    ``wait_for`` (inside aiomqtt's publish) can swallow a cancellation that races
-    its completion, and a loop that swallowed one would otherwise run on forever."""
+    ``wait_for`` (in a publish that waits for its acknowledgement) can swallow a
+    cancellation that races its completion, and a loop that swallowed one would
+    otherwise run on forever."""
     pending = {t for t in tasks if not t.done()}
     while pending:
         for task in pending:

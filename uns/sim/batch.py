@@ -5,7 +5,7 @@ batch walks through the unit's phases, each phase lasting ``phase_seconds`` of
 simulated time, then the unit stands idle for one more phase length before the
 next batch starts.  Every change of phase yields one :class:`ContextUpdate`;
 the simulator stamps it with the sample time and a path and publishes it as a
-context event (DESIGN.md: ``ts``, ``set``, ``clear``, ``source``, ``user``,
+context event (docs/contracts.md: ``ts``, ``set``, ``clear``, ``source``, ``user``,
 ``reason``).
 
 Each update carries the whole batch context (batch, order, product, recipe,

@@ -2,7 +2,7 @@
 
 The messages and their order come from :class:`uns.sim.node.SparkplugNode`;
 this class puts them on a :class:`uns.mqtt.client.FastClient` connection and
-behaves like a field edge node (SPARKPLUG.md sections 2, 3 and 6):
+behaves like a field edge node (docs/sparkplug.md sections 2, 3 and 6):
 
 - one connection per session, clean session, the NDEATH (QoS 1, not
   retained) registered as the Will; a clean :meth:`EdgeNode.stop` publishes

@@ -2,7 +2,7 @@
 
 :class:`SparkplugNode` holds the node's session state (bdSeq, seq, aliases,
 what each unit last sent, DATA kept while it cannot send) and builds the
-messages of SPARKPLUG.md sections 2, 3 and 6:
+messages of docs/sparkplug.md sections 2, 3 and 6:
 
 - bdSeq +1 per connection (0..255), carried in the NBIRTH and in the NDEATH
   registered as the Will (no seq);

@@ -1,6 +1,6 @@
 """Sparkplug B array datatypes (codes 22..34) packed into ``bytes_value``.
 
-Layout (SPARKPLUG.md section 1, checked against the verified vectors there):
+Layout (docs/sparkplug.md section 1, checked against the verified vectors there):
 
 * numeric arrays: elements packed little-endian back to back
   (``<b <h <i <q <B <H <I <Q <f <d``; DateTimeArray is ``<q`` ms since epoch);

@@ -6,7 +6,7 @@ Decoding takes untrusted bytes.  It returns a :class:`Payload` or raises
 datatype needs before it is used.  Memory stays proportional to the input, and
 Template/PropertySet nesting deeper than :data:`MAX_NESTING` is refused.
 
-One bad metric must not cost the whole payload (SPARKPLUG.md section 6):
+One bad metric must not cost the whole payload (docs/sparkplug.md section 6):
 :func:`decode_payload_lenient` keeps the good metrics and reports the bad ones
 by index; :func:`decode_payload` is the strict form and raises on the first.
 

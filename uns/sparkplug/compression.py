@@ -1,4 +1,4 @@
-"""The Eclipse Tahu compression envelope (SPARKPLUG.md section 6).
+"""The Eclipse Tahu compression envelope (docs/sparkplug.md section 6).
 
 A compressed payload is an ordinary payload with ``uuid == "SPBV1.0_COMPRESSED"``,
 ``body`` = the compressed bytes of the inner payload, and optionally one String

@@ -53,7 +53,7 @@ def protocol_error_once(node: NodeState, key: str, detail: str, ts: int, out: Ou
 
 
 class RebirthPolicy:
-    """When the host asks an edge node for a rebirth (SPARKPLUG.md §3 "Rebirth request"):
+    """When the host asks an edge node for a rebirth (docs/sparkplug.md §3 "Rebirth request"):
     only when ``enabled`` (usually only the primary host), at most once per node per
     ``min_interval_ms``.  Counts into the session manager's ``stats``."""
 

@@ -1,7 +1,7 @@
 """Per-edge-node seq tracking and the reorder buffer (pure: no I/O, no clocks).
 
 Sparkplug B numbers every DBIRTH, NDATA, DDATA and DDEATH of one edge node
-with a single counter 0..255 that wraps (SPARKPLUG.md §3).  A host must buffer
+with a single counter 0..255 that wraps (docs/sparkplug.md §3).  A host must buffer
 messages that arrive after a gap, release them when the gap fills and give up
 (rebirth) when a Reorder Timeout expires.  :class:`SeqTracker` holds that state
 for one node; the session manager decides what to do with each verdict.

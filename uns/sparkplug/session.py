@@ -1,7 +1,7 @@
 """Sparkplug B 3.0 host session state machine (pure: no I/O, no asyncio, no clocks).
 
 :class:`SessionManager` tracks every edge node and device seen on the broker
-(SPARKPLUG.md §3, §5, §6) and turns each decoded message into an
+(docs/sparkplug.md §3, §5, §6) and turns each decoded message into an
 :class:`Outcome`: a :class:`uns.core.events.Batch` for the sinks and the rebirth
 requests the I/O shell should send.  Time is an argument (ms, UTC).  Its
 settings are the config's ``[sparkplug]`` section, taken as any object with
@@ -96,7 +96,7 @@ _STAT_NAMES = (
 
 class SessionSettings(Protocol):
     """What the sessions take from the config's ``[sparkplug]`` section
-    (:class:`uns.config.SparkplugSection` has these; SPARKPLUG.md §3 "seq", "Rebirth request")."""
+    (:class:`uns.config.SparkplugSection` has these; docs/sparkplug.md §3 "seq", "Rebirth request")."""
 
     @property
     def reorder_timeout_ms(self) -> int:

@@ -1,4 +1,4 @@
-"""Host Application STATE payloads (SPARKPLUG.md sections 2, 3 and 5.9).
+"""Host Application STATE payloads (docs/sparkplug.md sections 2, 3 and 5.9).
 
 Sparkplug 3.0 publishes ``{"online": bool, "timestamp": int}`` as UTF-8 JSON
 on ``spBv1.0/STATE/<host_id>``; hosts before 3.0 published the bare words
