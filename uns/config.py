@@ -330,24 +330,17 @@ def _coerce(key: str, value: Any, kind: tuple[type, bool], origin: str) -> Any:
         if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"{origin}: {key} must be true or false, got {value!r}", key=key)
-    if base is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
+    if base is int or base is float:
+        # an integer is also a number; a bool is neither (TOML ``true`` is not 1)
+        if isinstance(value, int if base is int else int | float) and not isinstance(value, bool):
+            return base(value)
         if isinstance(value, str):
             try:
-                return int(value)
+                return base(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{origin}: {key} must be an integer, got {value!r}", key=key)
-    if base is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{origin}: {key} must be a number, got {value!r}", key=key)
+        what = "an integer" if base is int else "a number"
+        raise ConfigError(f"{origin}: {key} must be {what}, got {value!r}", key=key)
     if isinstance(value, str):
         return value
     raise ConfigError(f"{origin}: {key} must be text, got {value!r}", key=key)
