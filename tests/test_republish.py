@@ -43,7 +43,9 @@ def model() -> PlantModel:
     return load_model(ROOT / "examples" / "pilot-plant.toml")
 
 
-def pilot_enricher(model: PlantModel) -> Enricher:
+@pytest.fixture
+def enricher(model: PlantModel) -> Enricher:
+    """The pilot plant's enricher, with batch_id B-1 set on the USP area."""
     store = ContextStore()
     store.apply(ContextChange(0, 0, "acme/basel/pilot/usp", "batch_id", "B-1"))
     return Enricher(model, store)
@@ -113,9 +115,8 @@ class Handover:
 
 @integration
 async def test_metric_mode_one_event_per_sample(
-    model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
+    enricher: Enricher, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
 ) -> None:
-    enricher = pilot_enricher(model)
     config = RepublishSection(include_transient=False)
     async with RepublishSink(client.publish, EventEncoder(ns), config) as sink:
         sink.add(
@@ -152,9 +153,8 @@ async def test_metric_mode_one_event_per_sample(
 
 @integration
 async def test_device_mode_one_event_per_message_and_path(
-    model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
+    enricher: Enricher, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
 ) -> None:
-    enricher = pilot_enricher(model)
     config = RepublishSection(mode="device", include_historical=True)
     async with RepublishSink(client.publish, EventEncoder(ns), config) as sink:
         sink.add(
@@ -179,11 +179,10 @@ async def test_device_mode_one_event_per_message_and_path(
 @integration
 @pytest.mark.parametrize("handover", [False, True], ids=["awaited", "handed-over"])
 async def test_order_is_kept_under_load(
-    model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client, handover: bool
+    enricher: Enricher, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client, handover: bool
 ) -> None:
     """Awaited publishes (64 in flight) and the engine's fast path (events handed to the
     client from add(), no await) both keep the order of the samples."""
-    enricher = pilot_enricher(model)
     count = 2_000
     nowait = Handover(client) if handover else None
     config = RepublishSection() if handover else RepublishSection(max_in_flight=64)
@@ -199,10 +198,9 @@ async def test_order_is_kept_under_load(
 @integration
 @pytest.mark.parametrize("mode", ["metric", "device"])
 async def test_qos0_events_are_handed_over_inside_add(
-    model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client, mode: str
+    enricher: Enricher, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client, mode: str
 ) -> None:
     """No queue, no task hop: the events are with the client when add() returns."""
-    enricher = pilot_enricher(model)
     handover = Handover(client)
     async with RepublishSink(
         client.publish, EventEncoder(ns), RepublishSection(mode=mode), publish_nowait=handover
@@ -225,9 +223,8 @@ async def test_qos0_events_are_handed_over_inside_add(
 
 @integration
 async def test_refused_handover_queues_and_later_events_wait_behind(
-    model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
+    enricher: Enricher, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
 ) -> None:
-    enricher = pilot_enricher(model)
     handover = Handover(client)
     async with RepublishSink(client.publish, EventEncoder(ns), publish_nowait=handover) as sink:
         await asyncio.sleep(0)
@@ -250,9 +247,8 @@ async def test_refused_handover_queues_and_later_events_wait_behind(
 
 @integration
 async def test_refused_handover_fills_the_queue_and_drops_the_oldest(
-    model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
+    enricher: Enricher, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
 ) -> None:
-    enricher = pilot_enricher(model)
     handover = Handover(client)
     handover.refuse = True
     config = RepublishSection(max_queue=3)
@@ -270,9 +266,8 @@ async def test_refused_handover_fills_the_queue_and_drops_the_oldest(
 
 @integration
 async def test_nothing_is_handed_over_before_the_sink_runs(
-    model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
+    enricher: Enricher, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
 ) -> None:
-    enricher = pilot_enricher(model)
     handover = Handover(client)
     sink = RepublishSink(client.publish, EventEncoder(ns), publish_nowait=handover)
     sink.add(enriched(enricher, br_sample("Temperature", 1.0)))
@@ -285,9 +280,8 @@ async def test_nothing_is_handed_over_before_the_sink_runs(
 
 @integration
 async def test_qos1_never_takes_the_handover(
-    model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
+    enricher: Enricher, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
 ) -> None:
-    enricher = pilot_enricher(model)
     handover = Handover(client)
     async with RepublishSink(
         client.publish, EventEncoder(ns), RepublishSection(qos=1), publish_nowait=handover
@@ -302,9 +296,8 @@ async def test_qos1_never_takes_the_handover(
 
 @integration
 async def test_retained_qos1_events_reach_late_subscribers(
-    broker: Mosquitto, model: PlantModel, ns: str, client: aiomqtt.Client
+    broker: Mosquitto, enricher: Enricher, ns: str, client: aiomqtt.Client
 ) -> None:
-    enricher = pilot_enricher(model)
     async with RepublishSink(client.publish, EventEncoder(ns), RepublishSection(qos=1, retain=True)) as sink:
         sink.add(enriched(enricher, br_sample("Temperature", 36.9)))
         await sink.flush()
@@ -319,9 +312,8 @@ async def test_retained_qos1_events_reach_late_subscribers(
 
 @integration
 async def test_unmapped_sources_can_be_left_out(
-    model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
+    enricher: Enricher, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
 ) -> None:
-    enricher = pilot_enricher(model)
     rogue = Sample("PilotPlant", "Rogue", "X", "m", DataType.Int32, 1, 5, 5)
     async with RepublishSink(
         client.publish, EventEncoder(ns), RepublishSection(include_unmapped=False)
@@ -341,9 +333,8 @@ async def test_unmapped_sources_can_be_left_out(
 
 @integration
 async def test_full_queue_drops_the_oldest(
-    model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
+    enricher: Enricher, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
 ) -> None:
-    enricher = pilot_enricher(model)
     sink = RepublishSink(client.publish, EventEncoder(ns), RepublishSection(max_queue=5))
     for i in range(6):  # before the background task runs: nothing leaves the queue
         sink.add(enriched(enricher, br_sample("Temperature", float(i))))
@@ -359,9 +350,8 @@ async def test_full_queue_drops_the_oldest(
 
 @integration
 async def test_broker_loss_is_counted_and_the_sink_keeps_running(
-    own_broker: Mosquitto, model: PlantModel, ns: str
+    own_broker: Mosquitto, enricher: Enricher, ns: str
 ) -> None:
-    enricher = pilot_enricher(model)
     config = RepublishSection(drain_timeout_s=1.0)
     async with (
         aiomqtt.Client(own_broker.host, own_broker.port) as client,
@@ -386,9 +376,8 @@ async def test_broker_loss_is_counted_and_the_sink_keeps_running(
 
 @integration
 async def test_broker_loss_with_handover_is_counted_and_bounded(
-    own_broker: Mosquitto, model: PlantModel, ns: str
+    own_broker: Mosquitto, enricher: Enricher, ns: str
 ) -> None:
-    enricher = pilot_enricher(model)
     config = RepublishSection(drain_timeout_s=1.0, max_queue=4)
     async with aiomqtt.Client(own_broker.host, own_broker.port) as client:
         handover = Handover(client)
@@ -411,10 +400,9 @@ async def test_broker_loss_with_handover_is_counted_and_bounded(
 
 @integration
 async def test_publishing_resumes_when_the_broker_is_back(
-    own_broker: Mosquitto, model: PlantModel, ns: str
+    own_broker: Mosquitto, enricher: Enricher, ns: str
 ) -> None:
     # The engine reconnects with a new client; the sink keeps one publish callable.
-    enricher = pilot_enricher(model)
     current: dict[str, aiomqtt.Client] = {}
 
     async def publish(topic: str, payload: bytes, qos: int, retain: bool) -> None:
@@ -445,9 +433,8 @@ async def test_publishing_resumes_when_the_broker_is_back(
 
 @integration
 async def test_exit_accounts_for_every_event(
-    model: PlantModel, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
+    enricher: Enricher, ns: str, client: aiomqtt.Client, subscriber: aiomqtt.Client
 ) -> None:
-    enricher = pilot_enricher(model)
     total = 5_000
     sink = RepublishSink(
         client.publish, EventEncoder(ns), RepublishSection(drain_timeout_s=0.0, max_queue=4_000)
@@ -463,8 +450,7 @@ async def test_exit_accounts_for_every_event(
 
 
 @integration
-async def test_disabled_sink_does_nothing(model: PlantModel, ns: str, client: aiomqtt.Client) -> None:
-    enricher = pilot_enricher(model)
+async def test_disabled_sink_does_nothing(enricher: Enricher, ns: str, client: aiomqtt.Client) -> None:
     async with RepublishSink(client.publish, EventEncoder(ns), RepublishSection(enabled=False)) as sink:
         sink.add(enriched(enricher, br_sample("Temperature", 37.0)))
         await sink.flush()
@@ -572,10 +558,10 @@ def test_encoded_device_event_is_byte_for_byte_json_of_device_event_json(
     assert encoder.encode_device_event(group) == expected
 
 
-def test_encoded_events_conform_and_name_their_fields(model: PlantModel) -> None:
+def test_encoded_events_conform_and_name_their_fields(enricher: Enricher) -> None:
     encoder = EventEncoder("uns/v1")
     batch = enriched(
-        pilot_enricher(model),
+        enricher,
         br_sample("Temperature", 37.5),
         br_sample("pH", float("nan"), ts=900, is_historical=True, quality=Quality.BAD),
     )
