@@ -31,6 +31,13 @@ pytestmark = pytest.mark.integration
 WAIT = 5.0  # seconds a test waits for expected messages
 
 
+def sim_config(broker: Mosquitto, ns: str, **options: Any) -> SimConfig:
+    """The simulator against ``broker``: Sparkplug group ``ns`` and UNS prefix ``{ns}/uns`` unless given."""
+    options.setdefault("group_id", ns)
+    options.setdefault("prefix", f"{ns}/uns")
+    return SimConfig(host=broker.host, port=broker.port, **options)
+
+
 @dataclass(frozen=True)
 class Received:
     topic: str
@@ -422,18 +429,8 @@ async def test_primary_host_gates_births_and_store_and_forward(broker: Mosquitto
 
 
 async def test_run_sim_publishes_what_it_logs_and_context_events(broker: Mosquitto, ns: str) -> None:
-    prefix = f"{ns}/uns"
-    config = SimConfig(
-        host=broker.host,
-        port=broker.port,
-        group_id=ns,
-        prefix=prefix,
-        rate=300,
-        duration=1.5,
-        context_interval=0.15,
-        keep_samples=True,
-        seed=3,
-    )
+    config = sim_config(broker, ns, rate=300, duration=1.5, context_interval=0.15, keep_samples=True, seed=3)
+    prefix = config.prefix
     async with Wire(broker, f"spBv1.0/{ns}/#", f"{prefix}/#") as wire:
         progress = []
         report = await run_sim(config, on_progress=progress.append)
@@ -497,17 +494,8 @@ async def test_run_sim_publishes_what_it_logs_and_context_events(broker: Mosquit
 
 
 async def test_late_context_is_published_after_its_timestamp(broker: Mosquitto, ns: str) -> None:
-    prefix = f"{ns}/uns"
-    config = SimConfig(
-        host=broker.host,
-        port=broker.port,
-        group_id=ns,
-        prefix=prefix,
-        rate=50,
-        duration=0.6,
-        context_interval=0.2,
-        context_delay=0.5,
-    )
+    config = sim_config(broker, ns, rate=50, duration=0.6, context_interval=0.2, context_delay=0.5)
+    prefix = config.prefix
     async with Wire(broker, f"{prefix}/#") as wire:
         report = await run_sim(config)
         await wire.wait(lambda ms: len(ms) >= report.context_events)
@@ -519,16 +507,7 @@ async def test_late_context_is_published_after_its_timestamp(broker: Mosquitto, 
 
 async def test_runs_with_the_same_seed_publish_the_same_values(broker: Mosquitto, ns: str) -> None:
     def config(group: str, seed: int) -> SimConfig:
-        return SimConfig(
-            host=broker.host,
-            port=broker.port,
-            group_id=group,
-            prefix=f"{ns}/uns",
-            rate=200,
-            duration=0.6,
-            seed=seed,
-            keep_samples=True,
-        )
+        return sim_config(broker, ns, group_id=group, rate=200, duration=0.6, seed=seed, keep_samples=True)
 
     a, b, c = await asyncio.gather(
         run_sim(config(f"{ns}-a", 5)), run_sim(config(f"{ns}-b", 5)), run_sim(config(f"{ns}-c", 6))
@@ -551,18 +530,16 @@ async def test_runs_with_the_same_seed_publish_the_same_values(broker: Mosquitto
 
 
 async def test_bench_plant_sends_fixed_metrics_per_message(broker: Mosquitto, ns: str) -> None:
-    config = SimConfig(
-        host=broker.host,
-        port=broker.port,
+    config = sim_config(
+        broker,
+        ns,
         plant="bench",
-        group_id=ns,
         nodes=3,
         devices=2,
         metrics=7,
         rate=600,
         duration=0.5,
         report_by_exception=False,
-        prefix=f"{ns}/uns",
     )
     async with Wire(broker, f"spBv1.0/{ns}/#") as wire:
         report = await run_sim(config)
@@ -578,7 +555,7 @@ async def test_bench_plant_sends_fixed_metrics_per_message(broker: Mosquitto, ns
 
 async def test_stop_event_ends_an_open_ended_run(broker: Mosquitto, ns: str) -> None:
     stop = asyncio.Event()
-    config = SimConfig(host=broker.host, port=broker.port, group_id=ns, prefix=f"{ns}/uns", rate=100)
+    config = sim_config(broker, ns, rate=100)
     task = asyncio.create_task(run_sim(config, stop=stop))
     await asyncio.sleep(0.4)
     stop.set()
@@ -588,15 +565,7 @@ async def test_stop_event_ends_an_open_ended_run(broker: Mosquitto, ns: str) -> 
 
 
 async def test_nodes_reconnect_after_a_broker_restart(own_broker: Mosquitto, ns: str) -> None:
-    config = SimConfig(
-        host=own_broker.host,
-        port=own_broker.port,
-        group_id=ns,
-        prefix=f"{ns}/uns",
-        rate=100,
-        duration=3.0,
-        keep_samples=True,
-    )
+    config = sim_config(own_broker, ns, rate=100, duration=3.0, keep_samples=True)
     task = asyncio.create_task(run_sim(config))
     await asyncio.sleep(0.5)
     own_broker.stop()
