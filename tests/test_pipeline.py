@@ -94,14 +94,7 @@ async def test_every_sample_reaches_the_lake_once_with_its_context(
     lake_dir = tmp_path / "lake"
     engine = build_engine(_pilot_config(own_broker, lake_dir))
     events: list[tuple[str, dict[str, Any]]] = []
-    sim = _sim(
-        own_broker,
-        rate=60,
-        duration=6,
-        seed=5,
-        context_interval=1.0,
-        keep_samples=True,
-    )
+    sim = _sim(own_broker, rate=60, duration=6, seed=5, context_interval=1.0, keep_samples=True)
     async with aiomqtt.Client(own_broker.host, own_broker.port) as sub:
         await sub.subscribe("uns/v1/acme/#", qos=0)
         listener = asyncio.create_task(_collect(sub, events))
@@ -160,13 +153,7 @@ async def test_late_context_is_corrected_by_measurements_asof(own_broker: Mosqui
     lake_dir = tmp_path / "lake"
     engine = build_engine(_pilot_config(own_broker, lake_dir))
     sim = _sim(
-        own_broker,
-        rate=60,
-        duration=5,
-        seed=9,
-        context_interval=1.5,
-        context_delay=1.0,
-        keep_samples=True,
+        own_broker, rate=60, duration=5, seed=9, context_interval=1.5, context_delay=1.0, keep_samples=True
     )
     async with _engine(engine):
         report = await run_sim(sim)
@@ -240,14 +227,7 @@ async def test_sigkill_at_any_moment_loses_and_duplicates_nothing(
     own_broker: Mosquitto, tmp_path: Path
 ) -> None:
     lake_dir = tmp_path / "lake"
-    sim = _sim(
-        own_broker,
-        rate=80,
-        duration=16,
-        seed=11,
-        context_interval=2.0,
-        keep_samples=True,
-    )
+    sim = _sim(own_broker, rate=80, duration=16, seed=11, context_interval=2.0, keep_samples=True)
     windows: list[tuple[int, int]] = []  # (from, to) ms when the engine was surely up and subscribed
     online_at: list[int] = []  # arrival times of the engine's status documents
 
