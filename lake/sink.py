@@ -364,6 +364,33 @@ class LakeSink:
             progress = self._progress
             await progress.wait()
 
+    async def durable(self) -> None:
+        """Return once every row added so far is in the WAL and fsynced (a crash, even a power
+        loss, keeps it): what the engine waits for before it acknowledges a context message.
+        With ``fsync_interval > 0`` this forces the fsync now instead of at the next tick.
+        Raises LakeError when the write or the fsync fails (the caller does not acknowledge)."""
+        if not self._running:
+            raise LakeError("the lake sink is not running")
+        try:
+            self._write()
+        except (LakeError, OSError) as exc:
+            self._write_error = str(exc) or repr(exc)
+            self._last_error = f"write-ahead log: {self._write_error}"
+            raise LakeError(f"cannot write the lake write-ahead log: {exc}") from exc
+        files = [s.file for s in self._sealed if s.file is not None and s.file.unsynced]
+        if self._active is not None and self._active.unsynced:
+            files.append(self._active)
+        dir_dirty, self._dir_dirty = self._dir_dirty, False
+        if not files and not dir_dirty:
+            return
+        try:
+            await asyncio.to_thread(self._fsync_blocking, files, dir_dirty)
+        except OSError as exc:
+            self._dir_dirty = self._dir_dirty or dir_dirty
+            for f in files:
+                f.unsynced = True
+            raise LakeError(f"fsync of the lake write-ahead log failed: {exc}") from exc
+
     # ---------------------------------------------------------------- background
     async def _tick_loop(self) -> None:
         cfg = self.config

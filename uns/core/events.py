@@ -17,6 +17,7 @@ __all__ = [
     "Batch",
     "CatalogEntry",
     "ContextChange",
+    "DurableSink",
     "Quality",
     "RebirthRequest",
     "Rejected",
@@ -125,7 +126,9 @@ class Rejected:
 
 @dataclass(slots=True)
 class ContextChange:
-    """One applied context change: ``value`` None means the key was cleared."""
+    """One applied context change: ``value`` None means the key was cleared.
+    ``event_id`` is the identity of the context event it came from (every change of
+    one event carries it; None for changes not from an event, e.g. context metrics)."""
 
     ts: int
     received_at: int
@@ -135,6 +138,7 @@ class ContextChange:
     source: str = ""
     user: str | None = None
     reason: str | None = None
+    event_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -189,3 +193,12 @@ class Sink(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+
+class DurableSink(Sink, Protocol):
+    """A sink that can say when what it took survives a crash (the lake: in the WAL and
+    fsynced).  Optional: the engine acknowledges a context message to the broker only
+    after ``durable()`` of every sink that has it returned; a sink without it counts as
+    durable at once."""
+
+    async def durable(self) -> None: ...

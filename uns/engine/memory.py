@@ -14,8 +14,14 @@ the engine can tell the difference:
   with the retain flag; a Will published when a connection is lost or
   aborted, never on a clean disconnect; a second connection with the same
   identifier takes the session over (the first is lost, its Will published);
-- clean sessions only: subscriptions and queued messages end with the
-  connection.
+- clean sessions end with the connection; a persistent one (``clean_session=False``,
+  kept by identifier as mosquitto does with ``persistence true``) keeps its
+  subscriptions, queues QoS 1/2 messages while its client is away (QoS 0 ones are
+  dropped, mosquitto's ``queue_qos0_messages false``), and on the next connection
+  (``session_present``) first redelivers the messages it sent but never got a PUBACK
+  for (same packet id, DUP: logged as ``redeliver``), then the queued ones;
+- ``manual_ack=True``: QoS 1 messages are acknowledged by the client
+  (:meth:`MemoryTransport.take_held`, :meth:`MemoryTransport.ack_all`), not on receipt.
 
 And it does what a test needs of a broker on demand: refuse connections
 (:meth:`MemoryBroker.refuse`), lose them (:meth:`MemoryBroker.drop`), hold
@@ -31,12 +37,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, NamedTuple
 
 from uns.errors import BrokerError
 from uns.mqtt.minibroker import topic_matches
 from uns.mqtt.settings import BrokerSettings, parse_broker_url
-from uns.mqtt.wire import Message, Will
+from uns.mqtt.wire import HeldMessage, Message, Will
 
 if TYPE_CHECKING:
     from uns.engine.transport import Transport, TransportFactory
@@ -48,7 +55,9 @@ class LogEntry(NamedTuple):
     """One thing a client did, as the broker saw it.
 
     ``action`` is connect, refused, subscribe, unsubscribe, publish, disconnect,
-    lost (the connection dropped without DISCONNECT) or will (its Will, published)."""
+    lost (the connection dropped without DISCONNECT), will (its Will, published),
+    redeliver (an unacknowledged message sent again on reconnect, with DUP) or ack
+    (a PUBACK the client sent itself, ``manual_ack``; ``qos`` is the packet id)."""
 
     client: str
     action: str
@@ -56,6 +65,25 @@ class LogEntry(NamedTuple):
     payload: bytes = b""
     qos: int = 0
     retain: bool = False
+
+
+class _Session:
+    """What the broker keeps of a persistent session between connections."""
+
+    def __init__(self) -> None:
+        self.subscriptions: dict[str, int] = {}
+        #: QoS 1/2 messages routed while the client was away (or not reading)
+        self.queued: deque[Message] = deque()
+        #: packet id -> message sent to a manual_ack client and not acknowledged yet, in order
+        self.unacked: dict[int, Message] = {}
+        self.next_id = 0
+
+    def allocate(self, message: Message) -> int:
+        while True:
+            self.next_id = self.next_id % 65535 + 1
+            if self.next_id not in self.unacked:
+                self.unacked[self.next_id] = message
+                return self.next_id
 
 
 class MemoryBroker:
@@ -81,13 +109,23 @@ class MemoryBroker:
         #: connection attempts, refused ones included
         self.connects = 0
         self._clients: dict[str, MemoryTransport] = {}
+        #: identifier -> its persistent session (``clean_session=False``)
+        self.sessions: dict[str, _Session] = {}
         self._refusals: deque[BrokerError] = deque()
         self._refusing: BrokerError | None = None
         self._holding_acks = False
         self._held: list[tuple[MemoryTransport, asyncio.Future[None]]] = []
 
     # ------------------------------------------------------------ factory
-    def __call__(self, settings: BrokerSettings, *, identifier: str, will: Will | None) -> MemoryTransport:
+    def __call__(
+        self,
+        settings: BrokerSettings,
+        *,
+        identifier: str,
+        will: Will | None,
+        clean_session: bool = True,
+        manual_ack: bool = False,
+    ) -> MemoryTransport:
         """A new, unconnected connection (the engine's ``TransportFactory``)."""
         return MemoryTransport(
             self,
@@ -96,15 +134,35 @@ class MemoryBroker:
             settings=settings,
             high_water=self.high_water,
             low_water=self.low_water,
+            clean_session=clean_session,
+            manual_ack=manual_ack,
         )
 
     def client(
-        self, identifier: str, *, will: Will | None = None, high_water: int = 20_000, low_water: int = 5_000
+        self,
+        identifier: str,
+        *,
+        will: Will | None = None,
+        high_water: int = 20_000,
+        low_water: int = 5_000,
+        clean_session: bool = True,
+        manual_ack: bool = False,
     ) -> MemoryTransport:
         """A new, unconnected connection for a test's own edge node or listener."""
         return MemoryTransport(
-            self, identifier=identifier, will=will, high_water=high_water, low_water=low_water
+            self,
+            identifier=identifier,
+            will=will,
+            high_water=high_water,
+            low_water=low_water,
+            clean_session=clean_session,
+            manual_ack=manual_ack,
         )
+
+    def forget_sessions(self) -> None:
+        """Drop every persistent session and what it queued, as a broker restarted
+        without persistence does (use after :meth:`drop`)."""
+        self.sessions.clear()
 
     # ------------------------------------------------------------ what tests ask of it
     def refuse(self, error: BrokerError | None, *, times: int | None = None) -> None:
@@ -165,6 +223,29 @@ class MemoryBroker:
             self._lose(old, "connection to the broker lost: session taken over")
         self._clients[client.identifier] = client
         self.log.append(LogEntry(client.identifier, "connect"))
+        if client.clean_session:
+            self.sessions.pop(client.identifier, None)
+            client.session_present = False
+            return
+        session = self.sessions.get(client.identifier)
+        client.session_present = session is not None
+        if session is None:
+            session = self.sessions[client.identifier] = _Session()
+        client.subscriptions = session.subscriptions
+        client._session = session
+
+    def _resume(self, client: MemoryTransport) -> None:
+        """A persistent session's client is back: unacknowledged messages again (DUP), then
+        what was queued while it was away."""
+        session = client._session
+        if session is None:
+            return
+        for packet_id, (topic, payload, qos, retain) in list(session.unacked.items()):
+            self.log.append(LogEntry(client.identifier, "redeliver", topic, payload, qos, retain))
+            client._deliver((topic, payload, qos, retain, packet_id))
+        queued, session.queued = session.queued, deque()
+        for message in queued:
+            client._deliver(client._hold(message))
 
     def _disconnect(self, client: MemoryTransport) -> None:
         if self._clients.get(client.identifier) is client:
@@ -197,7 +278,13 @@ class MemoryBroker:
         for client in list(self._clients.values()):
             best = max((q for f, q in client.subscriptions.items() if topic_matches(f, topic)), default=-1)
             if best >= 0:
-                client._deliver((topic, payload, min(qos, best), False))
+                client._deliver(client._hold((topic, payload, min(qos, best), False)))
+        for identifier, session in self.sessions.items():
+            if identifier in self._clients:
+                continue
+            best = max((q for f, q in session.subscriptions.items() if topic_matches(f, topic)), default=-1)
+            if min(qos, best) > 0:  # a session away: QoS 1/2 queue, QoS 0 is dropped
+                session.queued.append((topic, payload, min(qos, best), False))
 
     def _subscribe(self, client: MemoryTransport, topic_filter: str, qos: int) -> int:
         granted = qos
@@ -205,7 +292,7 @@ class MemoryBroker:
         self.log.append(LogEntry(client.identifier, "subscribe", topic_filter, qos=granted))
         for topic, (payload, retained_qos) in list(self.retained.items()):
             if topic_matches(topic_filter, topic):
-                client._deliver((topic, payload, min(granted, retained_qos), True))
+                client._deliver(client._hold((topic, payload, min(granted, retained_qos), True)))
         return granted
 
     def _unsubscribe(self, client: MemoryTransport, topic_filter: str) -> None:
@@ -221,6 +308,12 @@ class MemoryBroker:
             elif not waiter.done():
                 waiter.set_exception(BrokerError(reason))
         self._held = keep
+
+    def _ack(self, client: MemoryTransport, packet_ids: list[int]) -> None:
+        session = client._session
+        for packet_id in packet_ids:
+            if session is not None and session.unacked.pop(packet_id, None) is not None:
+                self.log.append(LogEntry(client.identifier, "ack", qos=packet_id))
 
     async def _acknowledged(self, client: MemoryTransport) -> None:
         if self._holding_acks:
@@ -241,10 +334,17 @@ class MemoryTransport:
         settings: BrokerSettings | None = None,
         high_water: int = 20_000,
         low_water: int = 5_000,
+        clean_session: bool = True,
+        manual_ack: bool = False,
     ) -> None:
         if not 0 <= low_water < high_water:
             raise ValueError("need 0 <= low_water < high_water")
         self.broker = broker
+        self.clean_session = clean_session
+        self.manual_ack = manual_ack
+        #: the broker had a session for us (from the last connect)
+        self.session_present = False
+        self._session: _Session | None = None
         self.identifier = identifier
         self.will = will
         self.settings = settings or parse_broker_url("mqtt://memory")
@@ -254,8 +354,8 @@ class MemoryTransport:
         self.subscriptions: dict[str, int] = {}
         #: times delivery paused because ``high_water`` messages waited
         self.pauses = 0
-        self._messages: list[Message] = []
-        self._queued: deque[Message] = deque()  # what the broker holds while we do not read
+        self._messages: list[HeldMessage] = []
+        self._queued: deque[HeldMessage] = deque()  # what the broker holds while we do not read
         self._paused = False
         self._live = False
         self._error: str | None = None
@@ -267,8 +367,10 @@ class MemoryTransport:
             return
         await asyncio.sleep(0)  # a network round trip: other tasks run meanwhile
         self._error = None
+        self._session = None
         self.broker._connect(self)
         self._live = True
+        self.broker._resume(self)
 
     async def disconnect(self) -> None:
         if self._live:
@@ -336,6 +438,9 @@ class MemoryTransport:
                 self._wake = None
 
     def take(self, limit: int = 2048) -> list[Message]:
+        return [m[:4] for m in self.take_held(limit)]
+
+    def take_held(self, limit: int = 2048) -> list[HeldMessage]:
         messages = self._messages
         taken = messages[:limit]
         del messages[:limit]
@@ -346,8 +451,26 @@ class MemoryTransport:
                 self._deliver(queued.popleft())
         return taken
 
+    def ack(self, packet_id: int) -> bool:
+        return self.ack_all((packet_id,))
+
+    def ack_all(self, packet_ids: Iterable[int]) -> bool:
+        ids = [i for i in packet_ids if i]
+        if not ids:
+            return True
+        if not self._live:
+            return False
+        self.broker._ack(self, ids)
+        return True
+
     # ------------------------------------------------------------ called by the broker
-    def _deliver(self, message: Message) -> None:
+    def _hold(self, message: Message) -> HeldMessage:
+        """The message with the packet id this client acknowledges it by (0: none owed)."""
+        if self.manual_ack and message[2] == 1 and self._session is not None:
+            return (*message, self._session.allocate(message))
+        return (*message, 0)
+
+    def _deliver(self, message: HeldMessage) -> None:
         if self._paused:
             self._queued.append(message)
             return
@@ -361,8 +484,14 @@ class MemoryTransport:
     def _ended(self, reason: str) -> None:
         self._live = False
         self._error = reason
-        self.subscriptions.clear()
-        self._queued.clear()  # a clean session: what the broker held for us is gone
+        session, self._session = self._session, None
+        if session is None:
+            self.subscriptions.clear()
+            self._queued.clear()  # a clean session: what the broker held for us is gone
+        else:  # the broker keeps what it held back, and the session's subscriptions
+            self.subscriptions = {}
+            session.queued.extend(m[:4] for m in self._queued if m[4] == 0 and m[2] > 0)
+            self._queued.clear()
         self._paused = False
         if self._wake is not None:
             self._wake.set()

@@ -18,9 +18,11 @@ from __future__ import annotations
 from typing import NamedTuple, Protocol
 
 from uns.mqtt.settings import BrokerSettings
-from uns.mqtt.wire import Message, Will
+from collections.abc import Iterable
 
-__all__ = ["Message", "Publish", "Transport", "TransportFactory", "Will"]
+from uns.mqtt.wire import HeldMessage, Message, Will
+
+__all__ = ["HeldMessage", "Message", "Publish", "Transport", "TransportFactory", "Will"]
 
 
 class Publish(NamedTuple):
@@ -41,6 +43,11 @@ class Transport(Protocol):
     @property
     def connected(self) -> bool:
         """CONNACK received and the connection neither lost nor being closed."""
+        ...
+
+    @property
+    def session_present(self) -> bool:
+        """The broker kept a session for us (``clean_session=False``), from the last CONNACK."""
         ...
 
     @property
@@ -84,10 +91,28 @@ class Transport(Protocol):
         broker while too many messages wait, and reads again once they are taken."""
         ...
 
+    def take_held(self, limit: int = 2048) -> list[HeldMessage]:
+        """``manual_ack``: as :meth:`take`, each message with the packet id to acknowledge
+        it by (0: nothing is owed)."""
+        ...
+
+    def ack_all(self, packet_ids: Iterable[int]) -> bool:
+        """``manual_ack``: PUBACK these messages, in the order taken; False when their
+        connection is gone (the broker redelivers them to the persistent session)."""
+        ...
+
 
 class TransportFactory(Protocol):
     """Makes one (unconnected) transport per connection attempt.
 
     :class:`~uns.mqtt.client.FastClient` is one: ``FastClient(settings, identifier=..., will=...)``."""
 
-    def __call__(self, settings: BrokerSettings, *, identifier: str, will: Will | None) -> Transport: ...
+    def __call__(
+        self,
+        settings: BrokerSettings,
+        *,
+        identifier: str,
+        will: Will | None,
+        clean_session: bool = True,
+        manual_ack: bool = False,
+    ) -> Transport: ...

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from types import TracebackType
+from collections.abc import Iterable
 from typing import Self
 
 from uns.errors import BrokerError, ConfigError
@@ -31,9 +32,12 @@ from uns.mqtt.wire import (
     CONNACK,
     DISCONNECT_PACKET,
     PINGRESP,
+    PUBACK,
     PUBREC,
     PUBREL,
     SUBACK,
+    HeldAckReader,
+    HeldMessage,
     Message,
     MqttProtocolError,
     PacketReader,
@@ -47,7 +51,7 @@ from uns.mqtt.wire import (
     parse_suback,
 )
 
-__all__ = ["FastClient", "Message", "Will"]
+__all__ = ["FastClient", "HeldMessage", "Message", "Will"]
 
 
 class _Protocol(asyncio.Protocol):
@@ -100,6 +104,7 @@ class FastClient:
         identifier: str,
         will: Will | None = None,
         clean_session: bool = True,
+        manual_ack: bool = False,
         connect_timeout: float = 10.0,
         high_water: int = 20_000,
         low_water: int = 5_000,
@@ -111,6 +116,10 @@ class FastClient:
         self.identifier = identifier
         self.will = will
         self.clean_session = clean_session
+        #: QoS 1 PUBLISHes are acknowledged by the caller (:meth:`take_held`, :meth:`ack`),
+        #: not on receipt; with ``clean_session=False`` the broker redelivers the
+        #: unacknowledged ones on the next connection
+        self.manual_ack = manual_ack
         self.connect_timeout = connect_timeout
         self.high_water = high_water
         self.low_water = low_water
@@ -119,6 +128,7 @@ class FastClient:
         self.session_present = False
         self._messages: list[Message] = []
         self._reader = PacketReader(self._messages)
+        self._ids: list[int] | None = None  # manual_ack: the packet id of each message, same index
         self._transport: asyncio.Transport | None = None
         self._protocol: _Protocol | None = None
         self._outbox: Outbox | None = None
@@ -211,7 +221,13 @@ class FastClient:
 
     def _reset(self) -> None:
         """Fresh per-connection state; received messages stay until taken."""
-        self._reader = PacketReader(self._messages)
+        if self.manual_ack:
+            reader = HeldAckReader(self._messages)
+            # messages of an earlier connection cannot be acknowledged on this one
+            reader.packet_ids.extend([0] * len(self._messages))
+            self._reader, self._ids = reader, reader.packet_ids
+        else:
+            self._reader = PacketReader(self._messages)
         self._inflight = Inflight()
         self._error = None
         self._closing = False
@@ -300,7 +316,10 @@ class FastClient:
 
     # -------------------------------------------------------------- receiving
     def take(self, limit: int = 2048) -> list[Message]:
-        """Up to ``limit`` received messages in arrival order, removed from the client."""
+        """Up to ``limit`` received messages in arrival order, removed from the client.
+        (With ``manual_ack`` their packet ids are dropped: use :meth:`take_held`.)"""
+        if self._ids is not None:
+            return [held[:4] for held in self.take_held(limit)]
         messages = self._messages
         if len(messages) <= limit:
             taken = messages.copy()
@@ -313,6 +332,39 @@ class FastClient:
             if self._transport is not None and not self._transport.is_closing():
                 self._transport.resume_reading()
         return taken
+
+    def take_held(self, limit: int = 2048) -> list[HeldMessage]:
+        """``manual_ack`` mode: as :meth:`take`, each message with its packet id, which the
+        caller passes to :meth:`ack` once the message is safe (0: nothing is owed)."""
+        ids = self._ids
+        if ids is None:
+            return [(*m, 0) for m in self.take(limit)]
+        count = min(limit, len(ids))
+        taken_ids = ids[:count]
+        del ids[:count]
+        self._ids = None  # take()'s flow control, without its manual_ack branch
+        try:
+            taken = self.take(limit)
+        finally:
+            self._ids = ids
+        return [(t, p, q, r, i) for (t, p, q, r), i in zip(taken, taken_ids, strict=True)]
+
+    def ack(self, packet_id: int) -> bool:
+        """Send the PUBACK of a QoS 1 message :meth:`take_held` gave (0 is ignored).
+
+        Acknowledge in the order the messages were taken [MQTT-4.6.0-2].  False when the
+        connection it came on is gone: then the broker (persistent session) redelivers it."""
+        return self.ack_all((packet_id,))
+
+    def ack_all(self, packet_ids: Iterable[int]) -> bool:
+        """:meth:`ack` for several messages in their order, in one write."""
+        packets = b"".join(encode_ack(PUBACK, i) for i in packet_ids if i)
+        if not packets:
+            return True
+        if self._outbox is None or not self.connected:
+            return False
+        self._write(packets)
+        return True
 
     async def wait_messages(self) -> None:
         """Return once :meth:`take` has something; BrokerError when the connection has ended

@@ -68,6 +68,11 @@ class Mosquitto:
     proc: subprocess.Popen[bytes] | None = None
     #: replaces the default anonymous plain-TCP listener (e.g. a TLS listener with a password file)
     listener_conf: str | None = None
+    #: keep sessions and queued QoS 1 messages across a restart (the production setting for
+    #: durable context intake: ``persistence true``), saved in ``workdir`` on stop and every second
+    persistence: bool = False
+    #: lines added to the config (e.g. ``max_queued_messages 10``)
+    extra_conf: str = ""
 
     @property
     def url(self) -> str:
@@ -79,14 +84,17 @@ class Mosquitto:
             raise EngineError("mosquitto is not installed: run 'apt-get install mosquitto' (as root)")
         conf = self.workdir / "mosquitto.conf"
         listener = self.listener_conf or f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+        persistence = (
+            f"persistence true\npersistence_location {self.workdir}/\nautosave_interval 1\n"
+            if self.persistence
+            else "persistence false\n"
+        )
         conf.write_text(
-            listener + "\n"
-            "persistence false\n"
-            "max_queued_messages 0\n"
+            listener + "\n" + persistence + "max_queued_messages 0\n"
             "max_inflight_messages 0\n"
             "log_dest stderr\n"
             "log_type error\n"
-            "log_type warning\n"
+            "log_type warning\n" + self.extra_conf
         )
         with (self.workdir / "mosquitto.log").open("ab") as log:
             self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=log, stderr=log)

@@ -30,6 +30,7 @@ __all__ = [
     "UNSUBACK",
     "UNSUBSCRIBE",
     "Connect",
+    "HeldMessage",
     "Message",
     "MqttProtocolError",
     "Will",
@@ -55,6 +56,10 @@ __all__ = [
 
 #: (topic, payload, qos, retain) of one received PUBLISH
 Message = tuple[str, bytes, int, bool]
+
+#: (topic, payload, qos, retain, packet_id) of a PUBLISH whose acknowledgement the receiver
+#: sends itself, later (packet_id 0: nothing is owed, QoS 0 or 2)
+HeldMessage = tuple[str, bytes, int, bool, int]
 
 CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
 SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 10, 11, 12, 13, 14

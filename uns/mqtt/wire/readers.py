@@ -21,7 +21,7 @@ from uns.mqtt.wire.packets import (
     remaining_length_at,
 )
 
-__all__ = ["FrameReader", "PacketReader"]
+__all__ = ["FrameReader", "HeldAckReader", "PacketReader"]
 
 
 class _Stream:
@@ -192,3 +192,68 @@ class PacketReader(_Stream):
         if kind not in (CONNACK, PUBACK, PUBREC, PUBCOMP, SUBACK, UNSUBACK, PINGRESP):
             raise MqttProtocolError(f"unexpected packet type {kind}")
         controls.append((kind, first & 0x0F, body))
+
+
+class HeldAckReader(PacketReader):
+    """A :class:`PacketReader` that does not acknowledge QoS 1 PUBLISHes: the caller does,
+    once it has made each message safe (a persistent session's at-least-once intake).
+
+    Every PUBLISH is appended to ``messages`` as usual and its packet id to ``packet_ids``
+    at the same index (0 for QoS 0; QoS 2 is acknowledged here as before, also 0).  A
+    separate, plainer loop than :meth:`PacketReader.feed`, so that the measurement
+    path's reader pays nothing for this mode."""
+
+    def __init__(self, messages: list[Message] | None = None) -> None:
+        super().__init__(messages)
+        #: the packet id of each message in ``messages`` (same index), 0 when nothing is owed
+        self.packet_ids: list[int] = []
+
+    def feed(self, data: bytes) -> list[tuple[int, int, bytes]]:
+        if self._held:
+            joined = self._join(data)
+            if joined is None:
+                return []
+            buf = joined
+        else:
+            buf = data
+        n, pos, end = len(buf), 0, 0
+        controls: list[tuple[int, int, bytes]] = []
+        while n - pos >= 2:
+            length, start = remaining_length_at(buf, pos, n)
+            if start < 0:
+                end = 0
+                break
+            end = start + length
+            if end > n:
+                break
+            first = buf[pos]
+            if first >> 4 == 3:
+                self._publish(buf, first, start, end)
+            else:
+                self._control(first, buf[start:end], controls)
+            pos = end
+        self._hold(buf, pos, end)
+        return controls
+
+    def _publish(self, buf: bytes, first: int, start: int, end: int) -> None:
+        if end - start < 2:
+            raise MqttProtocolError("PUBLISH without a topic")
+        topic_end = start + 2 + (buf[start] << 8 | buf[start + 1])
+        qos = first >> 1 & 3
+        payload_start = topic_end + 2 if qos else topic_end
+        if payload_start > end:
+            raise MqttProtocolError("PUBLISH topic longer than the packet")
+        raw_topic = buf[start + 2 : topic_end]
+        try:
+            topic = raw_topic.decode()
+        except UnicodeDecodeError:
+            self.bad_topics += 1
+            topic = raw_topic.decode(errors="replace")
+        if qos == 2:
+            before = len(self.messages)
+            self._publish_qos2(buf, first, topic, topic_end, payload_start, end)
+            if len(self.messages) > before:
+                self.packet_ids.append(0)
+            return
+        self.messages.append((topic, buf[payload_start:end], qos, first & 1 == 1))
+        self.packet_ids.append(buf[topic_end] << 8 | buf[topic_end + 1] if qos else 0)
