@@ -15,11 +15,10 @@ engine's run loop makes a new one from the factory (clean session, new Will).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import NamedTuple, Protocol
 
 from uns.mqtt.settings import BrokerSettings
-from collections.abc import Iterable
-
 from uns.mqtt.wire import HeldMessage, Message, Will
 
 __all__ = ["HeldMessage", "Message", "Publish", "Transport", "TransportFactory", "Will"]

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from types import TracebackType
 from collections.abc import Iterable
+from types import TracebackType
 from typing import Self
 
 from uns.errors import BrokerError, ConfigError
