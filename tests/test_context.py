@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from uns.core.context import ContextStore, decode_context_payload, parse_context_event
+from uns.core.context import ContextStore, decode_context_payload, event_id, parse_context_event
 from uns.core.events import ContextChange
 from uns.errors import ContextError
 
@@ -239,7 +239,8 @@ def test_apply_event_sets_and_clears_with_audit_fields() -> None:
     )
     assert store.at(UNIT, 1000)["batch_id"] == "B-42"
     cleared = store.apply_event(UNIT, {"clear": ["batch_id"]}, received_at=3000)
-    assert cleared == [ContextChange(3000, 3000, UNIT, "batch_id", None)]
+    ident = event_id(UNIT, {"ts": 3000, "clear": ["batch_id"]})  # ts: the receive time
+    assert cleared == [ContextChange(3000, 3000, UNIT, "batch_id", None, event_id=ident)]
     assert "batch_id" not in store.at(UNIT, 3000)
 
 
@@ -269,6 +270,10 @@ BAD_EVENTS: list[tuple[Any, str]] = [
     ({"set": {"a": "x"}, "source": None}, "source must be"),
     ({"set": {"a": "x" * 5000}}, "longer than"),
     ([1, 2], "JSON object"),
+    ({"id": "", "set": {"a": "x"}}, "id must be a string of 1-128"),
+    ({"id": "x" * 129, "set": {"a": "x"}}, "id must be a string of 1-128"),
+    ({"id": 7, "set": {"a": "x"}}, "id must be a string of 1-128"),
+    ({"id": None, "set": {"a": "x"}}, "id must be a string of 1-128"),
 ]
 
 
@@ -294,6 +299,8 @@ GOOD_EVENTS: list[dict[str, Any]] = [
     {"ts": 0, "clear": ["phase"]},
     {"ts": 17, "set": {"n": 1, "f": -2.5e3, "b": False}, "clear": ["x"], "source": "ebr", "user": None},
     {"set": {"ключ": "значение"}, "reason": "unicode is fine"},
+    {"id": "x" * 128, "set": {"a": "b"}},
+    {"id": "mes/4711#2", "clear": ["a"]},
     *SCHEMA["examples"],
 ]
 

@@ -24,6 +24,7 @@ change on the path and its ancestors) is one dict lookup.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -41,6 +42,7 @@ __all__ = [
     "check_context_key",
     "check_context_path",
     "decode_context_payload",
+    "event_id",
     "parse_context_event",
 ]
 
@@ -49,7 +51,9 @@ DEFAULT_WINDOW_MS = 24 * 3600 * 1000
 MAX_KEY_LENGTH = 128
 MAX_VALUE_LENGTH = 4096
 MAX_TEXT_LENGTH = 4096  # source, user, reason
-_EVENT_FIELDS = frozenset({"ts", "set", "clear", "source", "user", "reason"})
+MAX_ID_LENGTH = 128
+AUTO_ID_PREFIX = "auto-"
+_EVENT_FIELDS = frozenset({"id", "ts", "set", "clear", "source", "user", "reason"})
 _FORBIDDEN = frozenset("/+#")
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 _LAST = sys.maxsize  # sorts after every arrival number at the same timestamp
@@ -284,8 +288,44 @@ def _merge(chain: list[tuple[str, dict[str, _History]]], ts: int | None) -> dict
 # ------------------------------------------------------------------ event parsing
 
 
+def event_id(path: str, event: Mapping[str, Any]) -> str:
+    """The identity of a context event: its ``id``, or a deterministic one of its content.
+
+    Without ``id``: ``"auto-"`` and the first 32 hex digits of the SHA-256 of the
+    canonical JSON (sorted keys, no spaces, UTF-8) of ``{"path", "ts", "set", "clear"
+    (sorted), "source", "user", "reason"}``, absent fields as the engine reads them
+    (``set`` {}, ``clear`` [], ``source`` "", ``user`` and ``reason`` null).  An event
+    without ``ts`` gets the receive time from the engine, so pass the event with the
+    ``ts`` it was applied at (``uns context set`` always sends one).  Raises
+    :class:`ContextError` for an ``id`` that is not a string of 1-128 characters."""
+    if "id" in event:
+        return _check_id(event["id"])
+    content = {
+        "path": path,
+        "ts": event.get("ts"),
+        "set": event.get("set", {}),
+        "clear": sorted(event.get("clear", [])),
+        "source": event.get("source", ""),
+        "user": event.get("user"),
+        "reason": event.get("reason"),
+    }
+    try:
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise ContextError(f"cannot identify the event: {exc}") from exc
+    digest = hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+    return AUTO_ID_PREFIX + digest[:32]
+
+
+def _check_id(value: object) -> str:
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_ID_LENGTH:
+        raise ContextError(f"id must be a string of 1-{MAX_ID_LENGTH} characters, not {value!r:.80}")
+    return value
+
+
 def parse_context_event(path: str, event: Mapping[str, Any], received_at: int) -> list[ContextChange]:
-    """The changes of a context event, validated whole (see the schema)."""
+    """The changes of a context event, validated whole (see the schema); each carries the
+    event's :func:`event_id` (with ``ts`` the receive time when the event has none)."""
     try:
         return _parse(path, event, received_at)
     except ContextError as exc:
@@ -315,12 +355,11 @@ def _parse(path: str, event: Mapping[str, Any], received_at: int) -> list[Contex
     source = _text(event, "source", nullable=False) or ""
     user = _text(event, "user", nullable=True)
     reason = _text(event, "reason", nullable=True)
-    changes: list[ContextChange] = []
+    ident = _check_id(event["id"]) if "id" in event else None
+    values: list[tuple[str, str | None]] = []
     for key, value in to_set.items():
         check_context_key(key)
-        changes.append(
-            ContextChange(ts, received_at, path, key, _scalar_text(key, value), source, user, reason)
-        )
+        values.append((key, _scalar_text(key, value)))
     cleared: set[str] = set()
     for key in to_clear:
         check_context_key(key)
@@ -328,8 +367,10 @@ def _parse(path: str, event: Mapping[str, Any], received_at: int) -> list[Contex
             raise ContextError(f"key {key!r} is both set and cleared")
         if key not in cleared:
             cleared.add(key)
-            changes.append(ContextChange(ts, received_at, path, key, None, source, user, reason))
-    return changes
+            values.append((key, None))
+    if ident is None:
+        ident = event_id(path, event if "ts" in event else {**event, "ts": ts})
+    return [ContextChange(ts, received_at, path, k, v, source, user, reason, ident) for k, v in values]
 
 
 def _text(event: Mapping[str, Any], name: str, *, nullable: bool) -> str | None:
