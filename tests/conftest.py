@@ -10,6 +10,17 @@ import pytest
 
 from uns.mqtt.mosquitto import Mosquitto, find_mosquitto, running_mosquitto
 
+#: fixtures that start a real mosquitto: a test using one is an integration test, marked or not
+BROKER_FIXTURES = frozenset({"broker", "own_broker"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``pytest -m "not integration"`` must run without mosquitto: mark every test that
+    needs one through the broker fixtures, so a forgotten marker cannot break that."""
+    for item in items:
+        if BROKER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
 
 @pytest.fixture(scope="session")
 def broker() -> Iterator[Mosquitto]:
