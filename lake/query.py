@@ -25,16 +25,19 @@ from typing import Final
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
 from lake.schemas import SCHEMAS
-from lake.tables import CONTEXT_COLUMNS, PARTITION_COLUMN, TABLES
+from lake.tables import CONTEXT_COLUMNS, PARTITION_COLUMN, TABLES, WAL_COLUMNS
+from lake.wal import list_segments, read_segment
 from uns.errors import LakeError
 
 __all__ = [
     "VIEWS",
+    "applied_context_ids",
     "asof_view_sql",
     "connect",
     "create_views",
@@ -151,6 +154,10 @@ def _dataset(root: Path, table: str, version: int | None) -> tuple[object, int |
     try:
         dt = DeltaTable(path) if version is None else DeltaTable(path, version=version)
         schema = pa.schema(dt.schema().to_arrow())
+        # A table of an older lake lacks the columns added since: they read as NULL.
+        for field in SCHEMAS[table]:
+            if field.name not in schema.names:
+                schema = schema.append(field)
         dataset = ds.dataset(
             dt.file_uris(),
             schema=schema,
@@ -212,6 +219,43 @@ def snapshot_versions(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """The Delta version each view of the connection reads (tables not created yet are absent)."""
     rows = con.execute("SELECT getvariable('uns_lake_versions')").fetchall()
     return dict(rows[0][0]) if rows and rows[0][0] else {}
+
+
+def applied_context_ids(path: str | Path) -> set[str]:
+    """The ids of the context events the lake holds (its context table's distinct
+    ``event_id``, also of rows still in any writer's write-ahead log): what an engine
+    starting on this lake must not apply again.  Empty for a lake without a context table."""
+    root = Path(path)
+    ids: set[str] = set()
+    if not root.is_dir():
+        return ids
+    data, _version = _dataset(root, "context", None)
+    table = data if isinstance(data, pa.Table) else data.to_table(columns=["event_id"])  # type: ignore[attr-defined]
+    column = table.column("event_id")
+    ids.update(v for v in pc.unique(column).to_pylist() if v is not None)
+    ids.update(_wal_context_ids(root))
+    return ids
+
+
+def _wal_context_ids(root: Path) -> set[str]:
+    """Context event ids in the write-ahead logs (``_wal``, ``_wal-<writer id>``): rows
+    accepted before a crash and committed only when their writer starts again."""
+    ids: set[str] = set()
+    index = TABLES.index("context")
+    field = WAL_COLUMNS["context"].index("event_id")
+    for wal_dir in sorted(root.glob("_wal*")):
+        if not wal_dir.is_dir():
+            continue
+        for _number, segment in list_segments(wal_dir):
+            try:
+                parts = read_segment(segment).parts
+            except OSError:  # committed and deleted meanwhile: then it is in the table
+                continue
+            for part in parts:
+                cols = part[index]
+                if len(cols) > field:
+                    ids.update(v for v in cols[field] if isinstance(v, str))
+    return ids
 
 
 _NAME_LINE = re.compile(r"^--\s*name:\s*(\S+)\s*$", re.MULTILINE)

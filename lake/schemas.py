@@ -52,6 +52,9 @@ SCHEMAS: Final[dict[str, pa.Schema]] = {
             ("reason", pa.string()),
             # Arrival order of the change (segment << 32 | row): breaks ties between equal timestamps.
             ("ingest_order", pa.int64()),
+            # The context event the change came from (every change of one event carries it;
+            # NULL in lakes written before it existed).
+            ("event_id", pa.string()),
             _DATE,
         ]
     ),

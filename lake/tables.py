@@ -40,6 +40,7 @@ __all__ = [
     "TABLES",
     "TIME_COLUMN",
     "WAL_COLUMNS",
+    "WAL_WIDTHS",
     "PendingRows",
     "TableColumns",
     "batch_columns",
@@ -86,7 +87,7 @@ RUN_FIELDS: Final = (
 #: and ``run_length`` (per run; the lengths add up to the rows).
 WAL_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "measurements": (*SAMPLE_FIELDS, *RUN_FIELDS, "run_length"),
-    "context": ("ts", "received_at", "path", "key", "value", "source", "user", "reason"),
+    "context": ("ts", "received_at", "path", "key", "value", "source", "user", "reason", "event_id"),
     "metric_catalog": (
         "group_id", "edge_node_id", "device_id", "path", "metric", "alias", "datatype", "unit",
         "properties", "birth_ts", "bdseq",
@@ -94,6 +95,12 @@ WAL_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "sessions": ("ts", "group_id", "edge_node_id", "device_id", "event", "detail"),
     "rejected": ("received_at", "topic", "payload", "error"),
 }  # fmt: skip
+
+#: Column counts a WAL record of each table may also have: a segment written before a
+#: column was added (the context table's ``event_id``) replays with that column NULL.
+WAL_WIDTHS: Final[dict[str, frozenset[int]]] = {
+    table: frozenset({len(WAL_COLUMNS[table]), *({8} if table == "context" else ())}) for table in TABLES
+}
 
 #: A measurement value marshal cannot carry (a DataSet, a Template, a str subclass, ...)
 #: travels pre-rendered as ``(RENDERED, value_text, value_double)``.

@@ -267,6 +267,14 @@ def _slice_batch(
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
+def _widened(part: Sequence[Sequence[Any]], width: int) -> Sequence[Sequence[Any]]:
+    """The columns of a WAL record written before the table's last columns were added
+    (see lake.tables.WAL_WIDTHS), with those columns NULL."""
+    if not part or len(part) >= width:
+        return part
+    return [*part, *([None] * len(part[0]) for _ in range(width - len(part)))]
+
+
 def arrow_table(table: str, columns: Sequence[Sequence[Any]], segment: int) -> pa.Table:
     """The rows of one table (its columns in ``WAL_COLUMNS`` order, or ``[]`` for none)
     from WAL segment ``segment`` as an Arrow table of its schema."""
@@ -279,6 +287,9 @@ def arrow_table_of_parts(
     """Like :func:`arrow_table` for rows given as consecutive parts (the columns of each
     WAL record, as read from a segment), built ``slice_rows`` rows at a time."""
     contexts = _ContextRenderer()
+    width = len(WAL_COLUMNS[table])
+    if any(part and len(part) < width for part in parts):  # a segment older than a column
+        parts = [_widened(part, width) for part in parts]
     batches = [
         _slice_batch(table, cols, first, segment, contexts) for first, cols in _slices(parts, slice_rows)
     ]

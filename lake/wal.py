@@ -45,7 +45,7 @@ from lake.tables import (
     RENDERED,
     SAMPLE_FIELDS,
     TABLES,
-    WAL_COLUMNS,
+    WAL_WIDTHS,
     TableColumns,
     empty_columns,
     extend_columns,
@@ -176,7 +176,7 @@ def _record_columns(record: object, version: int) -> TableColumns | None:
 
 
 def _well_formed(table: str, cols: Sequence[Any]) -> bool:
-    if len(cols) != len(WAL_COLUMNS[table]) or not all(isinstance(c, list | tuple) for c in cols):
+    if len(cols) not in WAL_WIDTHS[table] or not all(isinstance(c, list | tuple) for c in cols):
         return False
     lengths = [len(c) for c in cols]
     if table != "measurements":

@@ -257,6 +257,7 @@ class DeltaWriter:
                 dt,
                 data,
                 mode="append",
+                schema_mode="merge",  # a table of an older lake gets the columns added since
                 writer_properties=self._props,
                 commit_properties=CommitProperties(app_transactions=[Transaction(txn_id, number)]),
             )

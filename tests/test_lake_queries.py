@@ -9,10 +9,16 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
+from deltalake import DeltaTable, write_deltalake
 
-from lake import LakeSink, connect
-from lake.query import named_queries
+from lake import Lake, LakeConfig, LakeSink, connect
+from lake.query import applied_context_ids, named_queries
+from lake.schemas import SCHEMAS
+from lake.tables import batch_columns
+from lake.to_arrow import arrow_table
+from lake.wal import MAGIC, encode_record
 from uns.core.context import ContextStore
 from uns.core.events import Batch, CatalogEntry, ContextChange, Sample, SessionEvent
 from uns.sparkplug.datatypes import DataType
@@ -199,3 +205,54 @@ def test_batch_completeness(plant_lake: Path) -> None:
     ]
     assert rows[1]["longest_gap"] == timedelta(seconds=len(DEAD) + 1)
     assert rows[1]["metrics"] == len(METRICS)
+
+
+# ------------------------------------------------------------------ context event ids
+
+
+def _change(second: float, key: str, value: str | None, ident: str | None) -> ContextChange:
+    return ContextChange(ms(second), ms(second), GRAN, key, value, "mes", None, None, ident)
+
+
+def _old_context_table(root: Path) -> None:
+    """A context table as lakes written before event ids have it (no event_id column)."""
+    old_schema = pa.schema([f for f in SCHEMAS["context"] if f.name != "event_id"])
+    table = DeltaTable.create(root / "context", old_schema, partition_by=["date"])
+    rows = arrow_table("context", batch_columns(Batch(context=[_change(0, "batch_id", "B-old", None)]))[1], 1)
+    write_deltalake(table, rows.drop_columns(["event_id"]), mode="append")
+
+
+async def test_an_old_lake_without_event_ids_opens_and_is_written(tmp_path: Path) -> None:
+    _old_context_table(tmp_path)
+    con = connect(tmp_path)
+    assert con.execute("SELECT value, event_id FROM context").fetchall() == [("B-old", None)]
+    con.close()
+    assert applied_context_ids(tmp_path) == set()
+    async with LakeSink(tmp_path, LakeConfig(commit_interval=0.05)) as sink:
+        sink.add(Batch(context=[_change(1, "phase", "dry_mix", "e-1"), _change(1, "lot", "L1", "e-1")]))
+        await sink.flush()
+        sink.add(Batch(context=[_change(2, "phase", "drying", "e-2")]))
+    con = connect(tmp_path)
+    rows = con.execute("SELECT value, event_id FROM context ORDER BY ts, key").fetchall()
+    assert rows == [("B-old", None), ("L1", "e-1"), ("dry_mix", "e-1"), ("drying", "e-2")]
+    con.close()
+    assert applied_context_ids(tmp_path) == {"e-1", "e-2"}
+    Lake(tmp_path).compact()  # old files without the column merge with new ones
+    con = connect(tmp_path)
+    assert con.execute("SELECT count(*), count(event_id) FROM context").fetchone() == (4, 3)
+    con.close()
+
+
+def test_applied_context_ids_of_no_lake_and_an_empty_one(tmp_path: Path) -> None:
+    assert applied_context_ids(tmp_path / "nothing") == set()
+    assert applied_context_ids(tmp_path) == set()
+
+
+def test_applied_context_ids_include_rows_still_in_the_wal(tmp_path: Path) -> None:
+    """Rows accepted before a crash are committed when their writer starts again, which is
+    after the engine loaded the ids: so the ids come from the WAL too."""
+    wal = tmp_path / "_wal-a"
+    wal.mkdir()
+    record = encode_record(batch_columns(Batch(context=[_change(1, "phase", "x", "in-wal")])))
+    (wal / "0000000000000007.wal").write_bytes(MAGIC + record)
+    assert applied_context_ids(tmp_path) == {"in-wal"}

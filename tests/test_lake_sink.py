@@ -155,6 +155,7 @@ CONTRACT: dict[str, dict[str, str]] = {
         "source": "VARCHAR",
         "user": "VARCHAR",
         "reason": "VARCHAR",
+        "event_id": "VARCHAR",
     },
     "metric_catalog": {
         "group_id": "VARCHAR",

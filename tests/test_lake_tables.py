@@ -260,3 +260,23 @@ def test_a_segment_of_the_previous_wal_format_still_replays(tmp_path: Path) -> N
         ("s", "txt", None, None),
     ]
     assert arrow_table("sessions", read.columns[3], segment=1).num_rows == 1
+    # a context row from before event ids: the column reads as NULL
+    assert arrow_table("context", read.columns[1], segment=1).to_pylist()[0]["event_id"] is None
+
+
+def test_a_context_record_without_event_ids_still_replays(tmp_path: Path) -> None:
+    """A UNSWAL2 segment written before the context table had ``event_id`` (8 columns)."""
+    old = batch_columns(Batch(context=[ContextChange(1_735_689_600_000, 1_735_689_600_001, "a", "k", "v")]))
+    record = tuple(list(cols[:8]) if i == TABLES.index("context") else cols for i, cols in enumerate(old))
+    path = tmp_path / "0000000000000001.wal"
+    path.write_bytes(MAGIC + encode_record(record))
+    read = read_segment(path)
+    assert (read.records, read.torn_bytes) == (1, 0)
+    rows = arrow_table_of_parts("context", [p[1] for p in read.parts], 1).to_pylist()
+    assert [(r["key"], r["value"], r["event_id"]) for r in rows] == [("k", "v", None)]
+
+
+def test_context_rows_carry_their_event_id() -> None:
+    change = ContextChange(1_735_689_600_000, 1_735_689_600_001, "a", "k", "v", "mes", None, None, "mes-1")
+    rows = arrow_table("context", batch_columns(Batch(context=[change]))[1], segment=3).to_pylist()
+    assert rows[0]["event_id"] == "mes-1"
