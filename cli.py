@@ -355,6 +355,37 @@ def context_show(
     typer.echo(render_rows(["key", "value"], sorted(values.items()), fmt))
 
 
+def _wait_seconds(path: str, pairs: list[str], wait: bool) -> tuple[str, list[str], float | None]:
+    """``--wait [SECONDS]``: the flag takes an optional number, which the parser hands over
+    as a positional; a bare number among the KEY=VALUE pairs is the wait."""
+    if not wait:
+        return path, pairs, None
+
+    def number(token: str) -> float | None:
+        try:
+            value = float(token)
+        except ValueError:
+            return None
+        return value if value > 0 and "=" not in token else None
+
+    for i, token in enumerate(pairs):
+        seconds = number(token)
+        if seconds is not None:
+            return path, pairs[:i] + pairs[i + 1 :], seconds
+    seconds = number(path)
+    if seconds is not None and pairs and "=" not in pairs[0]:
+        return pairs[0], pairs[1:], seconds  # `set --wait 5 PATH KEY=VALUE`
+    from uns_cli.context import DEFAULT_WAIT_S  # noqa: PLC0415
+
+    return path, pairs, DEFAULT_WAIT_S
+
+
+HostIdOpt = Annotated[
+    str | None,
+    typer.Option("--host-id", help="wait for this engine's acknowledgement only (default: any engine)"),
+]
+
+
 @context_app.command("set")
 def context_set(
     path: Annotated[str, typer.Argument(help="ISA-95 path the context applies to (and everything below)")],
@@ -367,20 +398,117 @@ def context_set(
         str | None, typer.Option("--ts", help="time the change took effect (epoch ms or ISO)")
     ] = None,
     prefix: Annotated[str, typer.Option(help="UNS prefix")] = "uns/v1",
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            help="wait for the engine's acknowledgement: --wait [SECONDS] (default 10 s); "
+            "exit 0 applied or duplicate, 1 rejected, 3 no engine answered",
+        ),
+    ] = False,
+    host_id: HostIdOpt = None,
+    event_id: Annotated[
+        str | None, typer.Option("--id", help="the event's id, 1-128 characters (default with --wait: new)")
+    ] = None,
 ) -> None:
     """Publish a context event (validated before it is sent) on <prefix>/_context/<path>.
 
-    Example: uns context set acme/basel/pilot/usp/br-101 batch_id=B2026-0042 phase=growth --user jdoe
+    With --wait the event gets an id and the command waits for an engine to
+    acknowledge it on <prefix>/_engine/<host id>/context_ack.
+
+    Example: uns context set acme/basel/pilot/usp/br-101 batch_id=B2026-0042 phase=growth --user jdoe --wait 5
     """
     from uns_cli.context import publish_context  # noqa: PLC0415
 
+    path, pairs, seconds = _wait_seconds(path, pairs, wait)
     settings = _guard(lambda: _broker_settings(broker))
-    topic = _guard(
+    result = _guard(
         lambda: publish_context(
-            settings, path, pairs, clear or [], user=user, reason=reason, ts=ts, prefix=prefix
+            settings,
+            path,
+            pairs,
+            clear or [],
+            user=user,
+            reason=reason,
+            ts=ts,
+            prefix=prefix,
+            wait=seconds,
+            host_id=host_id,
+            event_id=event_id,
         )
     )
-    typer.echo(f"published to {topic}")
+    if not result.waited:
+        typer.echo(f"published to {result.topic}")
+        return
+    ack = result.ack
+    if ack is None:
+        typer.echo(
+            f"uns: no engine acknowledged event {result.event_id} within {seconds:g} s "
+            f"(published to {result.topic}; is an engine with prefix {prefix!r} running?)",
+            err=True,
+        )
+        raise typer.Exit(3)
+    engine = f"engine {ack.host_id}" if ack.host_id else "the engine"
+    if ack.status == "rejected":
+        raise _fail(f"{engine} rejected event {ack.id}: {ack.reason or 'no reason given'}")
+    if ack.status == "duplicate":
+        typer.echo(f"duplicate: {engine} had already applied event {ack.id}; nothing changed")
+    else:
+        typer.echo(f"applied by {engine} (event {ack.id}, {result.topic})")
+
+
+@context_app.command("import")
+def context_import(
+    file: Annotated[str, typer.Argument(help="JSON Lines (.jsonl) or CSV (.csv) file of context events")],
+    broker: BrokerOpt = None,
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="report and skip bad lines instead of sending nothing")
+    ] = False,
+    wait: Annotated[
+        float,
+        typer.Option(
+            "--wait", help="seconds to wait for each event's acknowledgement (0: do not wait)", min=0
+        ),
+    ] = 10.0,
+    host_id: HostIdOpt = None,
+    prefix: Annotated[str, typer.Option(help="UNS prefix")] = "uns/v1",
+    in_flight: Annotated[
+        int, typer.Option("--in-flight", help="events published and not yet acknowledged, at most", min=1)
+    ] = 1000,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="progress bar on stderr (default: on a terminal)")
+    ] = sys.stderr.isatty(),
+) -> None:
+    """Import context events from a file, each acknowledged by the engine; safe to repeat.
+
+    JSON Lines: one context event per line with its "path" (and optionally its
+    "id"). CSV: header ts,path,key,value,user,reason; consecutive rows with the
+    same ts, path, user and reason form one event. Every line is validated
+    first; nothing is sent if one is bad (unless --skip-bad). Each event gets
+    an id (its own, or one derived from its content), so importing a file
+    again changes nothing. Exit 0 all applied or duplicates, 1 some rejected
+    (or bad lines), 3 acknowledgements missing.
+
+    Example: uns context import batches.csv --broker mqtt://127.0.0.1:1883 --wait 30
+    """
+    from uns_cli.importer import run_import  # noqa: PLC0415
+
+    settings = _guard(lambda: _broker_settings(broker))
+    code = _guard(
+        lambda: run_import(
+            settings,
+            file,
+            prefix=prefix,
+            host_id=host_id,
+            wait=wait,
+            skip_bad=skip_bad,
+            in_flight=in_flight,
+            progress=progress,
+            echo=typer.echo,
+        )
+    )
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()
