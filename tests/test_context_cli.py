@@ -513,3 +513,20 @@ def test_an_unreachable_broker_is_one_line() -> None:
     assert r.returncode == 1
     assert r.stderr.strip().startswith("uns: error: cannot publish to mqtt://127.0.0.1:")
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.integration
+def test_the_import_benchmark_runs_small() -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_context_import", "--events", "300", "--format", "csv"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+        check=False,
+        cwd=ROOT,
+    )
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout[r.stdout.index("{") :])
+    assert "300 events: 300 applied" in result["first"]["summary"]
+    assert "300 events: 0 applied, 300 duplicates" in result["second"]["summary"]

@@ -232,7 +232,12 @@ async def _send(
         tasks = [asyncio.create_task(receive()), asyncio.create_task(expire())]
         try:
             for out in events:
-                await _first(slots.acquire(), tasks)
+                if slots.locked():  # the window is full: wait for an answer (or a lost connection)
+                    await _first(slots.acquire(), tasks)
+                else:
+                    await slots.acquire()
+                    if tasks[0].done():
+                        await _first(asyncio.sleep(0), tasks)  # the receiver ended: raise why
                 if out.id in acks:  # answered already (a repeat of an earlier event)
                     slots.release()
                     continue

@@ -111,8 +111,10 @@ class _Collector:
             return
         path = path.strip().strip("/")
         try:
-            parse_context_event(path, event, 0)
-            eid = event_id(path, event)
+            changes = parse_context_event(path, event, 0)
+            # the changes carry the event's id; without a ts they would carry the receive time's
+            eid = changes[0].event_id if changes and "ts" in event else None
+            eid = eid or event_id(path, event)
         except ContextError as exc:
             bad.append(BadLine(line, exc.reason, last))
             return
@@ -370,6 +372,7 @@ def run_import(
 
     ``echo(text, err=True)`` writes to stderr (typer.echo's signature)."""
     ack_topic = ack_filter(prefix, host_id)
+    started = time.perf_counter()
     parsed = read_events(file)
     for bad in parsed.bad:
         echo(f"{file}: {bad}", err=True)
@@ -383,7 +386,6 @@ def run_import(
     outgoing = [
         Outgoing(f"{prefix}/_context/{ev.path}", json.dumps(ev.event).encode(), ev.id) for ev in parsed.events
     ]
-    started = time.perf_counter()
     acks = _send_with_progress(broker, outgoing, ack_topic, wait, in_flight, progress)
     summary = summarize(parsed, acks, waited=wait > 0)
     summary.skipped = len(parsed.bad)
