@@ -79,6 +79,7 @@ async def running_engine(engine: Engine) -> AsyncIterator[Engine]:
     task = asyncio.create_task(engine.run(stop), name="test-engine")
     try:
         await asyncio.wait_for(engine.connected.wait(), 10)
+        await asyncio.wait_for(engine.context_intake.connected.wait(), 10)
         yield engine
     finally:
         stop.set()

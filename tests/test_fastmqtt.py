@@ -344,3 +344,30 @@ async def test_coalesced_publishes_keep_their_order_with_awaited_ones(broker: Mo
             expected.append(str(i).encode())
         got = await _receive(sub, len(expected))
         assert [payload for _topic, payload, _qos, _retain in got] == expected
+
+
+@pytest.mark.integration
+async def test_manual_ack_leaves_qos1_unacknowledged_until_acked(broker: Mosquitto, ns: str) -> None:
+    # the context intake's mode: PUBACK only once the message is safe; mosquitto redelivers the rest
+    async with _client(broker, f"{ns}-sub", clean_session=False, manual_ack=True) as sub:
+        await sub.subscribe(f"{ns}/a", qos=1)
+        async with _client(broker, f"{ns}-pub") as pub:
+            for i in range(6):
+                await pub.publish(f"{ns}/a", bytes([i]), qos=1)
+        await _eventually(lambda: sub.pending == 6)
+        held = sub.take_held()
+        assert [(m[1], m[2]) for m in held] == [(bytes([i]), 1) for i in range(6)]
+        assert all(m[4] for m in held) and len({m[4] for m in held}) == 6
+        assert sub.ack_all(m[4] for m in held[:3])  # the first three are safe, in order
+        await asyncio.sleep(0.2)  # let the acknowledgements reach mosquitto
+    async with _client(broker, f"{ns}-sub", clean_session=False, manual_ack=True) as sub:
+        assert sub.session_present
+        await _eventually(lambda: sub.pending == 3)
+        again = sub.take_held()
+        assert [m[1] for m in again] == [bytes([i]) for i in range(3, 6)]
+        assert sub.ack(again[0][4]) and sub.ack_all(m[4] for m in again[1:])
+        await asyncio.sleep(0.2)
+    async with _client(broker, f"{ns}-sub", clean_session=False, manual_ack=True) as sub:
+        await asyncio.sleep(0.5)
+        assert sub.pending == 0  # all acknowledged: nothing comes again
+    assert not sub.ack(1)  # the connection is gone: nothing to acknowledge on

@@ -1,10 +1,15 @@
 """The asyncio engine: the I/O shell around the pure Sparkplug host sessions.
 
-One task group of named tasks per broker connection::
+Two broker connections, each in its own named task:
 
-    uns-receive   MQTT messages -> dispatch -> sessions -> enrich -> sinks
-    uns-timer     reorder timeouts (SessionManager.tick)
-    uns-status    the retained status document on <prefix>/_engine/<host_id>/status
+    uns-connection  the Sparkplug host session (clean session, client id ``uns-<host_id>``),
+                    with one task group of named tasks per connection:
+        uns-receive   MQTT messages -> dispatch -> sessions -> enrich -> sinks
+        uns-timer     reorder timeouts (SessionManager.tick)
+        uns-status    the retained status document on <prefix>/_engine/<host_id>/status
+    uns-context     context events (``<prefix>/_context/#``) on a persistent session
+                    (client id ``uns-<host_id>-context``), each acknowledged only once
+                    durable in the lake: :mod:`uns.engine.context_intake`
 
 What to do with each message is decided by :class:`~uns.engine.dispatch.Dispatcher`
 (no I/O); this module carries the decisions out.  The connection is a
@@ -48,6 +53,7 @@ from uns.core.context import ContextStore
 from uns.core.enrich import Enricher
 from uns.core.events import Batch, RebirthRequest, Sink
 from uns.core.model import PlantModel
+from uns.engine.context_intake import ContextIntake
 from uns.engine.dispatch import Decision, Dispatcher
 from uns.engine.status import Counters
 from uns.engine.transport import Message, Publish, Transport, TransportFactory
@@ -105,6 +111,8 @@ class Engine:
         self._background: set[asyncio.Task[None]] = set()
         self._rlog = RateLimitedLog(log)
         self._started = time.monotonic()
+        #: the context connection (a persistent session: context is never lost)
+        self.context_intake = ContextIntake(self)
 
     def _set_client(self, client: Transport | None) -> None:
         self._client = client
@@ -285,7 +293,6 @@ class Engine:
         # Sparkplug: subscribe to the namespace and our own STATE before any publish.
         await client.subscribe("spBv1.0/#", qos=0)
         await client.subscribe(self.state_topic, qos=1)
-        await client.subscribe(f"{self.dispatch.context_prefix}#", qos=1)
         state_ts = self.dispatch.state_ts
         if state_ts is not None:
             await client.publish(self.state_topic, format_state(True, state_ts), qos=1, retain=True)
@@ -317,7 +324,6 @@ class Engine:
         """Stop intake, process what was already received, flush sinks, status and STATE offline."""
         with contextlib.suppress(BrokerError):
             await client.unsubscribe("spBv1.0/#")
-            await client.unsubscribe(f"{self.dispatch.context_prefix}#")
         drained = 0
         while messages := client.take(self.CHUNK):
             await self._handle_messages(client, messages)
@@ -356,8 +362,31 @@ class Engine:
         async with contextlib.AsyncExitStack() as stack:
             for sink in self.sinks:
                 await stack.enter_async_context(sink)
-            await self._connection_loop(stop)
+            await self._run_connections(stop)
             log.info("engine stopped: %s", json.dumps(self.counters.as_dict()))
+
+    async def _run_connections(self, stop: asyncio.Event) -> None:
+        """The Sparkplug connection and the context connection, each in its named task.  When
+        one ends with an error the other is stopped in order (drained, flushed, acknowledged)
+        and the error is raised."""
+        halt = asyncio.Event()  # stop, or one of the two failed
+        tasks = [
+            asyncio.create_task(self._connection_loop(halt), name="uns-connection"),
+            asyncio.create_task(self.context_intake.run(halt), name="uns-context"),
+        ]
+        stopper = asyncio.create_task(stop.wait(), name="uns-run-stop")
+        try:
+            pending: set[asyncio.Task[Any]] = {*tasks, stopper}
+            while any(not t.done() for t in tasks):
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if stopper in done or any(t in done and t.exception() is not None for t in tasks):
+                    halt.set()
+        finally:
+            halt.set()
+            await _cancel_all([*tasks, stopper])
+        for task in tasks:
+            if not task.cancelled() and (error := task.exception()) is not None:
+                raise error
 
     async def _connection_loop(self, stop: asyncio.Event) -> None:
         """Connect, serve, and after a failed attempt or a lost connection wait (capped,

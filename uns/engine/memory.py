@@ -111,7 +111,8 @@ class MemoryBroker:
         self._clients: dict[str, MemoryTransport] = {}
         #: identifier -> its persistent session (``clean_session=False``)
         self.sessions: dict[str, _Session] = {}
-        self._refusals: deque[BrokerError] = deque()
+        self._refusals: list[BrokerError] = []
+        self._refused: dict[str, int] = {}  # identifier -> how many of _refusals it has had
         self._refusing: BrokerError | None = None
         self._holding_acks = False
         self._held: list[tuple[MemoryTransport, asyncio.Future[None]]] = []
@@ -166,13 +167,14 @@ class MemoryBroker:
 
     # ------------------------------------------------------------ what tests ask of it
     def refuse(self, error: BrokerError | None, *, times: int | None = None) -> None:
-        """Make connection attempts fail with ``error``: the next ``times`` ones (queued after
-        earlier ``times`` refusals), or all of them from now on (``times=None``) until
-        ``refuse(None)``."""
+        """Make connection attempts fail with ``error``: the next ``times`` ones of each client
+        identifier (queued after earlier ``times`` refusals; an engine's two connections
+        each get them), or all of them from now on (``times=None``) until ``refuse(None)``."""
         if times is None:
             self._refusing = error
             if error is None:
                 self._refusals.clear()
+                self._refused.clear()
         elif error is not None:
             self._refusals.extend([error] * times)
 
@@ -214,7 +216,12 @@ class MemoryBroker:
     # ------------------------------------------------------------ what connections ask of it
     def _connect(self, client: MemoryTransport) -> None:
         self.connects += 1
-        error = self._refusals.popleft() if self._refusals else self._refusing
+        had = self._refused.get(client.identifier, 0)
+        if had < len(self._refusals):
+            self._refused[client.identifier] = had + 1
+            error: BrokerError | None = self._refusals[had]
+        else:
+            error = self._refusing
         if error is not None:
             self.log.append(LogEntry(client.identifier, "refused", payload=str(error).encode()))
             raise error

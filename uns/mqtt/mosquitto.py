@@ -86,6 +86,8 @@ class Mosquitto:
         listener = self.listener_conf or f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
         persistence = (
             f"persistence true\npersistence_location {self.workdir}/\nautosave_interval 1\n"
+            # started as root, mosquitto drops to its own user, who cannot write our workdir
+            + ("user root\n" if os.geteuid() == 0 else "")
             if self.persistence
             else "persistence false\n"
         )
