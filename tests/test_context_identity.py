@@ -13,7 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.engine_helpers import CollectingSink, engine_config, running_engine, wait_for
 from uns.core.context import event_id, parse_context_event
+from uns.engine.dispatch import Decision, Dispatcher
+from uns.engine.host import Engine
+from uns.engine.memory import MemoryBroker
 from uns.errors import ContextError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,3 +148,166 @@ def test_the_schema_takes_an_id() -> None:
     assert not EVENT_VALIDATOR.is_valid({"id": "", "set": {"k": "v"}})
     assert not EVENT_VALIDATOR.is_valid({"id": "x" * 129, "set": {"k": "v"}})
     assert not EVENT_VALIDATOR.is_valid({"id": 1, "set": {"k": "v"}})
+
+
+# ------------------------------------------------------------------ the dispatcher
+
+NS = "ident"
+PREFIX = f"{NS}/uns"
+TOPIC = f"{PREFIX}/_context/{UNIT}"
+ACK_TOPIC = f"{PREFIX}/_engine/{NS}/context_ack"
+
+
+def dispatcher(applied: tuple[str, ...] = ()) -> Dispatcher:
+    engine = Engine(engine_config("mqtt://memory:1883", NS), transport=MemoryBroker())
+    engine.dispatch.remember_applied(applied)
+    return engine.dispatch
+
+
+def ack_of(decision: Decision) -> dict[str, Any]:
+    _batch, rebirths, publishes = decision
+    assert not rebirths
+    (publish,) = publishes
+    assert (publish.topic, publish.qos, publish.retain) == (ACK_TOPIC, 1, False)
+    ack: dict[str, Any] = json.loads(publish.payload)
+    ACK_VALIDATOR.validate(ack)
+    return ack
+
+
+def test_an_event_is_applied_once_and_acknowledged_each_time() -> None:
+    d = dispatcher()
+    payload = b'{"id": "mes-1", "ts": 10, "set": {"batch_id": "B1"}, "clear": ["phase"]}'
+    first = d.process_context(TOPIC, payload, 100)
+    assert ack_of(first) == {
+        "id": "mes-1", "status": "applied", "reason": None, "path": UNIT, "host_id": NS, "ts": 100
+    }  # fmt: skip
+    assert [(c.key, c.value, c.event_id) for c in first[0].context] == [
+        ("batch_id", "B1", "mes-1"),
+        ("phase", None, "mes-1"),
+    ]
+    again = d.process_context(TOPIC, payload, 200)
+    assert ack_of(again) == {
+        "id": "mes-1", "status": "duplicate", "reason": "already applied",
+        "path": UNIT, "host_id": NS, "ts": 200,
+    }  # fmt: skip
+    assert not again[0]  # nothing for the lake
+    # the same id with other content is still the same event
+    assert ack_of(d.process_context(TOPIC, b'{"id": "mes-1", "set": {"batch_id": "B9"}}', 300))["status"] == (
+        "duplicate"
+    )
+    assert d.context.at(UNIT, 10**6) == {"batch_id": "B1"}
+    c = d.counters
+    assert (c.context_events, c.context_changes, c.context_duplicates, c.messages) == (3, 2, 2, 3)
+
+
+def test_an_event_without_id_is_recognised_by_its_content_when_it_has_a_ts() -> None:
+    d = dispatcher()
+    with_ts = b'{"ts": 10, "set": {"batch_id": "B1"}, "source": "mes"}'
+    ack = ack_of(d.process_context(TOPIC, with_ts, 100))
+    assert ack["status"] == "applied"
+    assert ack["id"] == event_id(UNIT, json.loads(with_ts))
+    assert ack_of(d.process_context(TOPIC, with_ts, 999))["status"] == "duplicate"
+    without_ts = b'{"set": {"batch_id": "B2"}}'
+    assert ack_of(d.process_context(TOPIC, without_ts, 100))["status"] == "applied"
+    assert ack_of(d.process_context(TOPIC, without_ts, 100))["status"] == "duplicate"  # same receive ms
+    assert ack_of(d.process_context(TOPIC, without_ts, 101))["status"] == "applied"  # a new event
+
+
+def test_ids_found_in_the_lake_are_not_applied_again() -> None:
+    d = dispatcher(applied=("mes-1",))
+    decision = d.process_context(TOPIC, b'{"id": "mes-1", "set": {"batch_id": "B1"}}', 100)
+    assert ack_of(decision)["status"] == "duplicate"
+    assert not decision[0] and d.context.entry_count == 0
+
+
+def test_a_retained_delivery_is_never_applied() -> None:
+    d = dispatcher()
+    for payload in (b'{"id": "mes-7", "set": {"batch_id": "B1"}}', b'{"ts": 5, "set": {"a": "b"}}', b"{nope"):
+        decision = d.process_context(TOPIC, payload, 100, retained=True)
+        ack = ack_of(decision)
+        assert (ack["status"], ack["reason"]) == ("duplicate", "retained copy")
+        assert not decision[0]
+    assert ack_of(d.process_context(TOPIC, b'{"id": "mes-7", "set": {"a": "b"}}', 100, retained=True))[
+        "id"
+    ] == ("mes-7")
+    assert d.context.entry_count == 0
+    assert d.counters.context_retained_ignored == 4
+    # the same event delivered live is applied (the retained copy did not count as applied)
+    assert ack_of(d.process_context(TOPIC, b'{"id": "mes-7", "set": {"batch_id": "B1"}}', 100))["status"] == (
+        "applied"
+    )
+
+
+@pytest.mark.parametrize(
+    ("payload", "ident", "fragment"),
+    [
+        (b"{nope", None, "not JSON"),
+        (b"[1]", None, "a context event must be a JSON object"),
+        (b'{"id": "", "set": {"a": "b"}}', None, "id must be a string of 1-128 characters"),
+        (b'{"id": 5, "set": {"a": "b"}}', None, "id must be a string of 1-128 characters"),
+        (b'{"id": "mes-2", "set": {"a/b": "x"}}', "mes-2", "must not contain"),
+        (b'{"ts": -1, "set": {"a": "b"}}', "auto-", "ts must be"),
+    ],
+)
+def test_a_malformed_event_is_rejected_with_its_reason(
+    payload: bytes, ident: str | None, fragment: str
+) -> None:
+    d = dispatcher()
+    decision = d.process_context(TOPIC, payload, 100)
+    ack = ack_of(decision)
+    assert ack["status"] == "rejected" and fragment in ack["reason"]
+    assert (ack["id"] is None) if ident is None else ack["id"].startswith(ident)
+    (rejected,) = decision[0].rejected
+    assert rejected.error == ack["reason"] and rejected.topic == TOPIC
+    assert not decision[0].context
+    # rejected ids are not remembered: a corrected event with the same id applies
+    if ident == "mes-2":
+        assert (
+            ack_of(d.process_context(TOPIC, b'{"id": "mes-2", "set": {"a": "x"}}', 101))["status"]
+            == "applied"
+        )
+
+
+def test_process_routes_context_topics_to_process_context_as_live_deliveries() -> None:
+    d = dispatcher()
+    payload = b'{"id": "mes-3", "set": {"batch_id": "B1"}}'
+    assert ack_of(d.process(TOPIC, payload, 100))["status"] == "applied"
+    assert ack_of(d.process(TOPIC, payload, 100))["status"] == "duplicate"
+    assert d.counters.messages == 2
+
+
+def test_the_ack_schema_examples_validate() -> None:
+    jsonschema.Draft202012Validator.check_schema(ACK_SCHEMA)
+    for example in ACK_SCHEMA["examples"]:
+        ACK_VALIDATOR.validate(example)
+
+
+# ------------------------------------------------------------------ over the in-memory transport
+
+
+async def test_the_engine_publishes_an_ack_per_event_and_applies_each_id_once() -> None:
+    broker = MemoryBroker()
+    sink = CollectingSink()
+    engine = Engine(engine_config("mqtt://memory:1883", NS), sinks=[sink], transport=broker)
+    async with running_engine(engine):
+        mes = broker.client("mes")
+        await mes.connect()
+        event = b'{"id": "mes-9", "ts": 5, "set": {"batch_id": "B-1"}}'
+        await mes.publish(TOPIC, event, qos=1)
+        await mes.publish(TOPIC, event, qos=1)  # a redelivery
+        await mes.publish(TOPIC, b"{nope", qos=1)
+        await mes.publish(TOPIC, event, qos=1, retain=True)  # the broker keeps a copy ...
+        late = broker.client("late")  # ... which a new subscriber would get; the engine
+        await late.connect()  # gets it live (retain flag clear) and it is a duplicate
+        await wait_for(lambda: len(broker.published(ACK_TOPIC)) == 4)
+    acks = [json.loads(e.payload) for e in broker.published(ACK_TOPIC)]
+    for ack in acks:
+        ACK_VALIDATOR.validate(ack)
+    assert [(a["id"], a["status"]) for a in acks] == [
+        ("mes-9", "applied"),
+        ("mes-9", "duplicate"),
+        (None, "rejected"),
+        ("mes-9", "duplicate"),
+    ]
+    assert all((e.qos, e.retain) == (1, False) for e in broker.published(ACK_TOPIC))
+    assert [(c.key, c.event_id) for b in sink.batches for c in b.context] == [("batch_id", "mes-9")]

@@ -13,16 +13,17 @@ import time
 from pathlib import Path
 
 from lake import LakeSink
+from lake.query import applied_context_ids
 from uns.config import Config
 from uns.core.events import Sink
 from uns.core.model import PlantModel
 from uns.engine.host import Engine
 from uns.engine.plant import load_model
-from uns.errors import EngineError
+from uns.errors import EngineError, LakeError
 from uns.sinks.encoders import EventEncoder
 from uns.sinks.republish import RepublishSink
 
-__all__ = ["build_engine", "check_lake_path", "run_daemon"]
+__all__ = ["build_engine", "check_lake_path", "load_applied_context_ids", "run_daemon"]
 
 log = logging.getLogger("uns.daemon")
 
@@ -47,9 +48,13 @@ def build_engine(config: Config, *, model: PlantModel | None = None) -> Engine:
     if model is None:
         model = load_model(config.engine.model) if config.engine.model else PlantModel.empty()
     sinks: list[Sink] = []
+    applied: set[str] = set()
     if config.lake.path:
-        sinks.append(LakeSink(check_lake_path(config.lake.path), config.lake))
+        lake_dir = check_lake_path(config.lake.path)
+        sinks.append(LakeSink(lake_dir, config.lake))
+        applied = load_applied_context_ids(lake_dir)
     engine = Engine(config, sinks=sinks, model=model)
+    engine.dispatch.remember_applied(applied)
     rp = config.republish
     if rp.enabled:
         engine.sinks.append(
@@ -61,6 +66,19 @@ def build_engine(config: Config, *, model: PlantModel | None = None) -> Engine:
             )
         )
     return engine
+
+
+def load_applied_context_ids(lake_dir: Path) -> set[str]:
+    """The context event ids the lake already holds: the engine applies none of them again
+    (docs/model.md section 4).  Read once at start, so an engine sees what engines that wrote
+    the lake before it wrote; two engines applying the same new id at the same moment are
+    not coordinated."""
+    try:
+        ids = applied_context_ids(lake_dir)
+    except LakeError as exc:
+        raise EngineError(f"cannot read the context event ids of the lake at {lake_dir}: {exc}") from exc
+    log.info("lake %s holds %d context event ids (not applied again)", lake_dir, len(ids))
+    return ids
 
 
 #: seconds between the daemon's full garbage collections (see run_daemon)

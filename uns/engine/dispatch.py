@@ -11,15 +11,25 @@ channel, so a test can call ``process`` and see all of it.
 ``process`` is the hot path (100k metrics/s): no awaits, and nothing is
 allocated for a DATA message beyond what the sessions produce -- the empty
 rebirth and publish sequences are one shared tuple.
+
+Context events (:meth:`Dispatcher.process_context`) are applied at most once
+per event id (:func:`uns.core.context.event_id`): the dispatcher keeps every id
+applied (seeded at start with the ids the lake already holds), a repeat is not
+applied again, and a retained delivery (the broker's copy of an event already
+seen) is never applied.  Each context event is answered with an
+acknowledgement (``schemas/context-ack.schema.json``) on
+``<prefix>/_engine/<host_id>/context_ack``, among the decision's publishes.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from uns.config import Config
-from uns.core.context import ContextStore, decode_context_payload
+from uns.core.context import ContextStore, decode_context_payload, event_id, parse_context_event
 from uns.core.enrich import Enricher
 from uns.core.events import Batch, RebirthRequest, Rejected, SessionEventKind
 from uns.engine.status import Counters
@@ -30,7 +40,7 @@ from uns.sparkplug.session import SessionManager
 from uns.sparkplug.state import format_state, parse_state
 from uns.sparkplug.topic import MessageType, Topic, parse_topic
 
-__all__ = ["Decision", "Dispatcher"]
+__all__ = ["APPLIED", "DUPLICATE", "REJECTED", "Decision", "Dispatcher"]
 
 log = logging.getLogger("uns.engine")
 
@@ -39,6 +49,11 @@ Decision = tuple[Batch, Sequence[RebirthRequest], Sequence[Publish]]
 
 _NONE: tuple[()] = ()  # the shared "nothing to send" of a decision
 _TOPIC_CACHE_MAX = 100_000  # parsed topics kept (a flood of distinct bad topics stays bounded)
+
+#: ``status`` of a context acknowledgement
+APPLIED, DUPLICATE, REJECTED = "applied", "duplicate", "rejected"
+ALREADY_APPLIED = "already applied"
+RETAINED_COPY = "retained copy"
 
 
 class Dispatcher:
@@ -52,6 +67,7 @@ class Dispatcher:
         context: ContextStore,
         enricher: Enricher,
         counters: Counters,
+        applied_ids: Iterable[str] = (),
     ) -> None:
         self.sessions = sessions
         self.context = context
@@ -60,6 +76,9 @@ class Dispatcher:
         self.host_id = config.engine.host_id
         self.state_topic = f"spBv1.0/STATE/{self.host_id}"
         self.context_prefix = f"{config.engine.prefix}/_context/"
+        self.context_ack_topic = f"{config.engine.prefix}/_engine/{self.host_id}/context_ack"
+        #: ids of the context events applied (by this engine, or found in the lake at start)
+        self.applied_ids: set[str] = set(applied_ids)
         #: T of our STATE birth (and Will) on the current connection; None when we publish no
         #: STATE (not the primary host) or have not connected yet.  Set by the engine.
         self.state_ts: int | None = None
@@ -82,9 +101,9 @@ class Dispatcher:
             return Batch(rejected=[Rejected(received_at, topic, payload, reason)]), _NONE, _NONE
 
     def _process(self, topic: str, payload: bytes, received_at: int) -> Decision:
-        self.counters.messages += 1
         if topic.startswith(self.context_prefix):
-            return self._process_context(topic, payload, received_at), _NONE, _NONE
+            return self.process_context(topic, payload, received_at)
+        self.counters.messages += 1
         parsed = self._topics.get(topic, False)
         if parsed is False:
             try:
@@ -164,15 +183,76 @@ class Dispatcher:
         self._rlog.warning(f"reject:{topic}", "rejected message on %s: %s", topic, reason)
         return Batch(rejected=[Rejected(received_at, topic, payload, reason)])
 
-    def _process_context(self, topic: str, payload: bytes, received_at: int) -> Batch:
+    def remember_applied(self, ids: Iterable[str]) -> None:
+        """Context event ids applied elsewhere (the lake's, at start): never applied again."""
+        self.applied_ids.update(ids)
+
+    def process_context(
+        self, topic: str, payload: bytes, received_at: int, *, retained: bool = False
+    ) -> Decision:
+        """One context event: applied at most once per id, always acknowledged.
+
+        Returns the changes (for the lake's context table) when the event is applied,
+        a ``rejected`` row when it is malformed, nothing when it is a duplicate (its id
+        was applied before) or a ``retained`` delivery (the broker's copy of an event
+        already seen: never applied, counted as ``context_retained_ignored``), and in
+        every case the acknowledgement among the publishes.  Never raises."""
+        self.counters.messages += 1
         self.counters.context_events += 1
-        path = topic[len(self.context_prefix) :]
+        path = topic[len(self.context_prefix) :] if topic.startswith(self.context_prefix) else topic
         try:
-            changes = self.context.apply_event(path, decode_context_payload(payload, path=path), received_at)
+            return self._process_context(topic, path, payload, received_at, retained)
+        except Exception as exc:  # as process(): one message costs only itself
+            self.counters.internal_errors += 1
+            self._rlog.exception(f"internal:{type(exc).__name__}", "error handling a message on %s", topic)
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            batch = Batch(rejected=[Rejected(received_at, topic, payload, reason)])
+            return batch, _NONE, (self._ack(None, REJECTED, reason, path, received_at),)
+
+    def _process_context(
+        self, topic: str, path: str, payload: bytes, received_at: int, retained: bool
+    ) -> Decision:
+        try:
+            event = decode_context_payload(payload, path=path)
         except ContextError as exc:
-            return self._reject(topic, payload, received_at, exc.reason)
+            if retained:
+                self.counters.context_retained_ignored += 1
+                return Batch(), _NONE, (self._ack(None, DUPLICATE, RETAINED_COPY, path, received_at),)
+            ack = self._ack(None, REJECTED, exc.reason, path, received_at)
+            return self._reject(topic, payload, received_at, exc.reason), _NONE, (ack,)
+        if retained:
+            self.counters.context_retained_ignored += 1
+            ack = self._ack(_id_of(path, event, received_at), DUPLICATE, RETAINED_COPY, path, received_at)
+            return Batch(), _NONE, (ack,)
+        try:
+            changes = parse_context_event(path, event, received_at)
+        except ContextError as exc:
+            ack = self._ack(_id_of(path, event, received_at), REJECTED, exc.reason, path, received_at)
+            return self._reject(topic, payload, received_at, exc.reason), _NONE, (ack,)
+        ident = changes[0].event_id
+        assert ident is not None  # every change of an event carries its id
+        if ident in self.applied_ids:
+            self.counters.context_duplicates += 1
+            return Batch(), _NONE, (self._ack(ident, DUPLICATE, ALREADY_APPLIED, path, received_at),)
+        for change in changes:
+            self.context.apply(change)
+        self.applied_ids.add(ident)
         self.counters.context_changes += len(changes)
-        return Batch(context=changes)
+        return Batch(context=changes), _NONE, (self._ack(ident, APPLIED, None, path, received_at),)
+
+    def _ack(self, ident: str | None, status: str, reason: str | None, path: str, ts: int) -> Publish:
+        """The acknowledgement of one context event (``schemas/context-ack.schema.json``);
+        ``ts`` is when the engine decided (the event's receive time)."""
+        body = {
+            "id": ident,
+            "status": status,
+            "reason": reason,
+            "path": path,
+            "host_id": self.host_id,
+            "ts": ts,
+        }
+        payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "replace")
+        return Publish(self.context_ack_topic, payload, 1, False)
 
     def _process_state(self, topic: Topic, payload: bytes) -> Sequence[Publish]:
         """Another host's STATE is only counted; our own saying offline while we are online
@@ -192,3 +272,11 @@ class Dispatcher:
         ):
             return (Publish(self.state_topic, format_state(True, self.state_ts), 1, True),)
         return _NONE
+
+
+def _id_of(path: str, event: dict[str, Any], received_at: int) -> str | None:
+    """The id of an event that may be malformed, for its acknowledgement (None if it has none)."""
+    try:
+        return event_id(path, event if "ts" in event else {**event, "ts": received_at})
+    except (ContextError, TypeError, ValueError):
+        return None

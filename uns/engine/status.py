@@ -20,8 +20,10 @@ class Counters:
     reconnects: int = 0
     commands_ignored: int = 0  # NCMD/DCMD seen on spBv1.0/# (ours echoed back, or other hosts')
     host_states_seen: int = 0
-    context_events: int = 0
+    context_events: int = 0  # messages on <prefix>/_context/# (each one acknowledged)
     context_changes: int = 0
+    context_duplicates: int = 0  # context events whose id was applied before (not applied again)
+    context_retained_ignored: int = 0  # retained deliveries of context events (never applied)
     backpressure_waits: int = 0  # times intake paused because a sink was full
     internal_errors: int = 0  # messages that hit a bug (rejected with the error; the loop goes on)
     sink_errors: int = 0  # batches a sink failed to take with an unexpected error (logged)
