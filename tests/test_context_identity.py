@@ -3,6 +3,7 @@ at-most-once application, retained copies, and the acknowledgements (issue 15)."
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from pathlib import Path
@@ -13,12 +14,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lake import connect
 from tests.engine_helpers import CollectingSink, engine_config, running_engine, wait_for
 from uns.core.context import event_id, parse_context_event
+from uns.engine.daemon import build_engine
 from uns.engine.dispatch import Decision, Dispatcher
 from uns.engine.host import Engine
 from uns.engine.memory import MemoryBroker
 from uns.errors import ContextError
+from uns.mqtt.client import FastClient
+from uns.mqtt.mosquitto import Mosquitto
+from uns.mqtt.settings import BrokerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 ACK_SCHEMA = json.loads((ROOT / "schemas" / "context-ack.schema.json").read_text())
@@ -311,3 +317,104 @@ async def test_the_engine_publishes_an_ack_per_event_and_applies_each_id_once() 
     ]
     assert all((e.qos, e.retain) == (1, False) for e in broker.published(ACK_TOPIC))
     assert [(c.key, c.event_id) for b in sink.batches for c in b.context] == [("batch_id", "mes-9")]
+
+
+# ------------------------------------------------------------------ real mosquitto, real lake
+
+
+async def _collect_acks(client: FastClient, into: list[dict[str, Any]]) -> None:
+    while True:
+        await client.wait_messages()
+        into.extend(json.loads(payload) for _topic, payload, _qos, _retain in client.take())
+
+
+@pytest.mark.integration
+async def test_a_restarted_engine_on_the_same_lake_applies_redelivered_events_once(
+    broker: Mosquitto, ns: str, tmp_path: Path
+) -> None:
+    """uns run's engine (build_engine), stopped and started again on one lake: the same
+    events published again are acknowledged as duplicates and the lake has them once."""
+    lake_dir = tmp_path / "lake"
+    config = engine_config(broker, ns, **{"lake.path": str(lake_dir), "lake.commit_interval": 0.2})
+    topic = f"{ns}/uns/_context/{UNIT}"
+    ack_topic = f"{ns}/uns/_engine/{ns}/context_ack"
+    events = [
+        b'{"id": "mes-1", "ts": 1767261600000, "set": {"batch_id": "B-1"}, "source": "mes"}',
+        b'{"id": "mes-2", "ts": 1767261601000, "set": {"phase": "dry_mix"}, "clear": ["lot"]}',
+        b'{"ts": 1767261602000, "set": {"operator": "jdoe"}}',  # no id: identified by content
+    ]
+    expected_ids = ["mes-1", "mes-2", event_id(UNIT, json.loads(events[2]))]
+    acks: list[dict[str, Any]] = []
+    settings_ = BrokerSettings(host=broker.host, port=broker.port)
+    async with (
+        FastClient(settings_, identifier=f"{ns}-observer") as observer,
+        FastClient(settings_, identifier=f"{ns}-mes") as mes,
+    ):
+        await observer.subscribe(ack_topic, qos=1)
+        listener = asyncio.create_task(_collect_acks(observer, acks))
+        try:
+            for round_, status in enumerate(("applied", "duplicate")):
+                engine = build_engine(config)
+                assert engine.dispatch.applied_ids == (set() if round_ == 0 else set(expected_ids))
+                async with running_engine(engine):
+                    for payload in events:
+                        await mes.publish(topic, payload, qos=1)
+                    want = 3 * (round_ + 1)
+                    await wait_for(lambda want=want: len(acks) == want, timeout=20, what="acks")
+                batch = acks[3 * round_ :]
+                for ack in batch:
+                    ACK_VALIDATOR.validate(ack)
+                assert [(a["id"], a["status"], a["path"], a["host_id"]) for a in batch] == [
+                    (ident, status, UNIT, ns) for ident in expected_ids
+                ]
+                if status == "duplicate":
+                    assert {a["reason"] for a in batch} == {"already applied"}
+                    assert engine.counters.context_duplicates == 3
+                    assert engine.counters.context_changes == 0
+        finally:
+            listener.cancel()
+    con = connect(lake_dir)
+    try:
+        rows = con.execute("SELECT key, value, event_id FROM context ORDER BY ts, key").fetchall()
+    finally:
+        con.close()
+    assert rows == [
+        ("batch_id", "B-1", "mes-1"),
+        ("lot", None, "mes-2"),
+        ("phase", "dry_mix", "mes-2"),
+        ("operator", "jdoe", expected_ids[2]),
+    ]
+
+
+@pytest.mark.integration
+async def test_a_retained_context_event_is_not_applied_when_the_engine_subscribes(
+    broker: Mosquitto, ns: str
+) -> None:
+    """The broker's retained copy arrives with the retain flag at every subscription: it is
+    acknowledged as a duplicate and changes nothing."""
+    config = engine_config(broker, ns)
+    topic = f"{ns}/uns/_context/{UNIT}"
+    acks: list[dict[str, Any]] = []
+    settings_ = BrokerSettings(host=broker.host, port=broker.port)
+    async with (
+        FastClient(settings_, identifier=f"{ns}-observer") as observer,
+        FastClient(settings_, identifier=f"{ns}-mes") as mes,
+    ):
+        await observer.subscribe(f"{ns}/uns/_engine/{ns}/context_ack", qos=1)
+        listener = asyncio.create_task(_collect_acks(observer, acks))
+        try:
+            await mes.publish(topic, b'{"id": "kept", "set": {"batch_id": "B-1"}}', qos=1, retain=True)
+            sink = CollectingSink()
+            engine = Engine(config, sinks=[sink])
+            async with running_engine(engine):
+                await wait_for(lambda: len(acks) == 1, timeout=10, what="the ack")
+            assert (acks[0]["id"], acks[0]["status"], acks[0]["reason"]) == (
+                "kept",
+                "duplicate",
+                "retained copy",
+            )
+            assert engine.counters.context_retained_ignored == 1
+            assert not [c for b in sink.batches for c in b.context]
+        finally:
+            listener.cancel()
+            await mes.publish(topic, b"", qos=1, retain=True)  # delete the retained copy
