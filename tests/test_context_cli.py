@@ -11,6 +11,7 @@ import io
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -530,3 +531,74 @@ def test_the_import_benchmark_runs_small() -> None:
     result = json.loads(r.stdout[r.stdout.index("{") :])
     assert "300 events: 300 applied" in result["first"]["summary"]
     assert "300 events: 0 applied, 300 duplicates" in result["second"]["summary"]
+
+
+# until the engine's acknowledgements (issue 15, the engine side) are in, only the responder answers
+_ENGINE_ACKS = "context_ack" in (ROOT / "uns" / "engine" / "dispatch.py").read_text()
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not _ENGINE_ACKS, reason="the engine does not acknowledge context events yet")
+async def test_set_wait_and_import_against_the_real_engine(
+    broker: Mosquitto, ns: str, tmp_path: Path
+) -> None:
+    lake_dir = tmp_path / "lake"
+    host_id = f"ctx-{ns[-8:]}"
+    env = _env() | {"UNS_ENGINE_PREFIX": ns}
+    engine = await asyncio.create_subprocess_exec(
+        *UNS,
+        "run",
+        "--broker",
+        broker.url,
+        "--lake",
+        str(lake_dir),
+        "--host-id",
+        host_id,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=ROOT,
+    )
+    assert engine.stderr is not None
+    log: list[str] = []
+    drain: asyncio.Task[bytes] | None = None
+    try:
+        async with asyncio.timeout(30):
+            while not any("context intake connected" in line for line in log):
+                line = (await engine.stderr.readline()).decode()
+                assert line, "".join(log)
+                log.append(line)
+        drain = asyncio.create_task(engine.stderr.read())
+        await _check_set_and_import(broker, ns, tmp_path, dedupes=True)
+        r = await _uns(
+            "context",
+            "set",
+            "acme/x",
+            "k=v",
+            "--broker",
+            broker.url,
+            "--prefix",
+            ns,
+            "--wait",
+            "5",
+            "--host-id",
+            host_id,
+        )
+        assert r.returncode == 0, r.stderr
+        assert f"applied by engine {host_id}" in r.stdout
+    finally:
+        engine.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(engine.wait(), 60)
+    err = (await drain).decode() if drain is not None else ""
+    assert engine.returncode == 0, err
+    # each event once in the lake, though every one was sent twice
+    r = await _uns(
+        "lake",
+        "sql",
+        "SELECT count(*) AS n, count(DISTINCT event_id) AS e FROM context",
+        "--lake",
+        str(lake_dir),
+        "--format",
+        "json",
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == [{"n": 1 + 30 * 2 + 40 + 1, "e": 1 + 30 + 40 + 1}]
