@@ -18,11 +18,30 @@ from uns.errors import BrokerError
 from uns.mqtt.client import FastClient, Message, Will
 from uns.mqtt.mosquitto import Mosquitto, free_port
 from uns.mqtt.settings import BrokerSettings
+from uns.mqtt.wire import HeldAckReader, PacketReader, encode_publish
 
 
 def test_settings_are_validated() -> None:
     with pytest.raises(ValueError, match="low_water"):
         FastClient(BrokerSettings(), identifier="x", high_water=10, low_water=10)
+
+
+def test_held_ack_reader_owes_no_puback_and_gives_each_message_its_packet_id() -> None:
+    stream = (
+        encode_publish("t/a", b"zero", 0, False, 0)
+        + encode_publish("t/b", b"one", 1, True, 7)
+        + encode_publish("t/c", b"two", 2, False, 9)
+        + encode_publish("t/d", b"one again", 1, False, 300)
+    )
+    held = HeldAckReader()
+    for i in range(0, len(stream), 5):  # in pieces, as a socket delivers it
+        held.feed(stream[i : i + 5])
+    plain = PacketReader()
+    plain.feed(stream)
+    assert held.messages == plain.messages  # the same messages ...
+    assert held.packet_ids == [0, 7, 0, 300]  # ... each with the id to acknowledge it by
+    assert bytes(held.replies) == b"\x50\x02\x00\x09"  # only QoS 2's PUBREC: QoS 1 waits for ack()
+    assert bytes(plain.replies) == b"\x40\x02\x00\x07\x50\x02\x00\x09\x40\x02\x01\x2c"
 
 
 # ====================================================================== against mosquitto
