@@ -30,6 +30,7 @@ from uns.engine import daemon as uns_daemon
 from uns.engine.dispatch import Dispatcher
 from uns.engine.host import Engine
 from uns.engine.memory import MemoryBroker
+from uns.errors import BrokerRefused, EngineError, LakeError
 from uns.mqtt.client import FastClient
 from uns.mqtt.mosquitto import Mosquitto, free_port
 from uns.mqtt.settings import BrokerSettings
@@ -199,6 +200,51 @@ async def test_a_crash_before_the_acknowledgement_means_redelivery() -> None:
         await wait_for(lambda: len(acks(broker)) == 3, what="acknowledged")
     assert values(after) == ["B-0", "B-1", "B-2"]
     assert len([e for e in broker.actions(INTAKE) if e.action == "redeliver"]) == 3
+
+
+async def test_a_refusal_of_the_context_connection_stops_the_engine_in_order() -> None:
+    broker = MemoryBroker()
+    broker.refuse(BrokerRefused("broker refused the connection: not authorized"), identifier=INTAKE)
+    sink = CollectingSink()
+    engine = Engine(config(), sinks=[sink], transport=broker)
+    with pytest.raises(
+        EngineError, match=r"^cannot reach the broker at mqtt://memory:1883: .*not authorized$"
+    ):
+        await asyncio.wait_for(engine.run(), 5)
+    assert [e.action for e in broker.actions(INTAKE)] == ["refused"]  # not retried
+    main = [e.action for e in broker.actions(f"uns-{NS}")]
+    if main:  # the Sparkplug session, if it got up, was shut down in order
+        assert main[0] == "connect" and main[-1] == "disconnect"
+
+
+class FailingOnceSink(CollectingSink):
+    """durable() fails once (a full disk, say), then works."""
+
+    name = "failing"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 1
+
+    async def durable(self) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise LakeError("fsync of the lake write-ahead log failed: no space left on device")
+
+
+async def test_a_batch_that_cannot_be_made_durable_is_not_acknowledged_and_comes_again() -> None:
+    broker = MemoryBroker()
+    sink = FailingOnceSink()
+    engine = Engine(config(), sinks=[sink], transport=broker)
+    async with running_engine(engine):
+        mes = broker.client("mes")
+        await mes.connect()
+        await mes.publish(f"{CONTEXT}/acme/line1", event(0), qos=1)
+        await wait_for(lambda: len(acks(broker)) == 1, what="acknowledged after the retry")
+    assert [e.action for e in broker.actions(INTAKE)].count("connect") >= 2  # a new connection ...
+    assert [e.payload for e in broker.actions(INTAKE) if e.action == "redeliver"] == [
+        event(0)
+    ]  # ... got it again
 
 
 @needs_dedupe

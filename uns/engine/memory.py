@@ -114,6 +114,7 @@ class MemoryBroker:
         self._refusals: list[BrokerError] = []
         self._refused: dict[str, int] = {}  # identifier -> how many of _refusals it has had
         self._refusing: BrokerError | None = None
+        self._refusing_for: dict[str, BrokerError] = {}  # refuse(identifier=...)
         self._holding_acks = False
         self._held: list[tuple[MemoryTransport, asyncio.Future[None]]] = []
 
@@ -166,10 +167,20 @@ class MemoryBroker:
         self.sessions.clear()
 
     # ------------------------------------------------------------ what tests ask of it
-    def refuse(self, error: BrokerError | None, *, times: int | None = None) -> None:
+    def refuse(
+        self, error: BrokerError | None, *, times: int | None = None, identifier: str | None = None
+    ) -> None:
         """Make connection attempts fail with ``error``: the next ``times`` ones of each client
         identifier (queued after earlier ``times`` refusals; an engine's two connections
-        each get them), or all of them from now on (``times=None``) until ``refuse(None)``."""
+        each get them), or all of them from now on (``times=None``) until ``refuse(None)``.
+        With ``identifier``: every attempt of that client only, until ``refuse(None,
+        identifier=...)`` (``times`` is ignored)."""
+        if identifier is not None:
+            if error is None:
+                self._refusing_for.pop(identifier, None)
+            else:
+                self._refusing_for[identifier] = error
+            return
         if times is None:
             self._refusing = error
             if error is None:
@@ -221,7 +232,7 @@ class MemoryBroker:
             self._refused[client.identifier] = had + 1
             error: BrokerError | None = self._refusals[had]
         else:
-            error = self._refusing
+            error = self._refusing_for.get(client.identifier, self._refusing)
         if error is not None:
             self.log.append(LogEntry(client.identifier, "refused", payload=str(error).encode()))
             raise error
