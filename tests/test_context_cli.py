@@ -602,3 +602,36 @@ async def test_set_wait_and_import_against_the_real_engine(
     )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == [{"n": 1 + 30 * 2 + 40 + 1, "e": 1 + 30 + 40 + 1}]
+
+
+@pytest.mark.integration
+async def test_a_broker_lost_during_an_import_is_one_line_and_exit_1(
+    own_broker: Mosquitto, tmp_path: Path
+) -> None:
+    file = _write_jsonl(tmp_path / "many.jsonl", 3000)
+    proc = await asyncio.create_subprocess_exec(
+        *UNS,
+        "context",
+        "import",
+        str(file),
+        "--broker",
+        own_broker.url,
+        "--prefix",
+        "lost",
+        "--wait",
+        "30",
+        "--in-flight",
+        "10",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=_env(),
+        cwd=ROOT,
+    )
+    await asyncio.sleep(2.0)  # connected, window full: nobody answers
+    own_broker.kill()
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1, (out, err)
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    # "connection to the broker lost" (or, on a slow machine, no connection yet)
+    assert lines[0].startswith(f"uns: error: cannot publish to {own_broker.url}: "), lines

@@ -190,14 +190,14 @@ async def _send(
             return acks
         wanted = {out.id for out in events}
         pending: dict[str, float] = {}  # id -> deadline (monotonic)
-        given_up = 0
+        given_up: set[str] = set()  # unanswered within ``wait`` (a late answer still counts)
         slots = asyncio.Semaphore(in_flight)
         idle = asyncio.Event()  # nothing in flight
         idle.set()
 
         def answered() -> None:
             if on_answer is not None:
-                on_answer(len(acks) + given_up)
+                on_answer(len(acks) + len(given_up))
 
         async def receive() -> None:
             while True:
@@ -207,6 +207,7 @@ async def _send(
                     if ack is None or ack.id not in wanted or ack.id in acks:
                         continue
                     acks[ack.id] = ack
+                    given_up.discard(ack.id)
                     if pending.pop(ack.id, None) is not None:
                         slots.release()
                         if not pending:
@@ -214,7 +215,6 @@ async def _send(
                     answered()
 
         async def expire() -> None:
-            nonlocal given_up
             while True:
                 await asyncio.sleep(min(0.1, wait / 4))
                 now = time.monotonic()
@@ -222,7 +222,7 @@ async def _send(
                 for eid in late:
                     del pending[eid]
                     slots.release()
-                    given_up += 1
+                    given_up.add(eid)
                 if late:
                     if not pending:
                         idle.set()
