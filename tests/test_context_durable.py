@@ -143,7 +143,8 @@ async def test_context_is_acknowledged_only_once_the_sinks_say_it_is_durable() -
         assert acks(broker) == []  # in the sink, not yet durable: not acknowledged
         sink.gate.set()
         await wait_for(lambda: len(acks(broker)) == 3, what="acknowledged")
-    assert engine.context_intake.acknowledged == 3
+        doc = engine.status()["context_intake"]
+        assert doc == {"connected": True, "acknowledged": 3, "sessions_resumed": 0}
     assert engine.connected.is_set() is False
 
 

@@ -78,6 +78,14 @@ class ContextIntake:
         decision: Decision = process_context(topic, payload, received_at, retained=retained)
         return decision
 
+    def stats(self) -> dict[str, int | bool]:
+        """For the status document: the session is up, messages acknowledged, sessions resumed."""
+        return {
+            "connected": self.connected.is_set(),
+            "acknowledged": self.acknowledged,
+            "sessions_resumed": self.sessions_resumed,
+        }
+
     # ------------------------------------------------------------------ connection loop
     async def run(self, stop: asyncio.Event) -> None:
         engine = self.engine

@@ -228,6 +228,7 @@ class Engine:
             "nodes_online": nodes_online,
             "nodes_known": nodes_known,
             "sinks": {s.name: s.stats() for s in self.sinks},
+            "context_intake": self.context_intake.stats(),
         }
 
     async def _publish_status(self, client: Transport, *, online: bool = True) -> None:
