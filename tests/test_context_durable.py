@@ -391,6 +391,7 @@ async def test_engine_killed_mid_stream(persistent_broker: Mosquitto, tmp_path: 
     await wait_session(daemon)
     await asyncio.sleep(3)  # the queued messages arrive right after the session is up
     assert await asyncio.to_thread(daemon.stop) == 0
+    assert "(session resumed)" in daemon.log.read_text()
     expect_once(lake_dir, 400)
 
 
@@ -407,5 +408,22 @@ async def test_broker_restarted_while_events_are_queued(persistent_broker: Mosqu
     daemon.start()
     await wait_session(daemon)
     await asyncio.sleep(3)  # the queued messages arrive right after the session is up
+    assert await asyncio.to_thread(daemon.stop) == 0
+    expect_once(lake_dir, 200)
+    assert "(session resumed)" in daemon.log.read_text()
+
+
+@pytest.mark.integration
+async def test_broker_restarted_under_a_running_engine(persistent_broker: Mosquitto, tmp_path: Path) -> None:
+    lake_dir = tmp_path / "lake"
+    daemon = Daemon(persistent_broker, lake_dir, tmp_path / "uns.log")
+    daemon.start()
+    await wait_session(daemon)
+    await publish_events(persistent_broker, 0, 150)  # some still unacknowledged at the restart
+    persistent_broker.stop()
+    persistent_broker.start()
+    await wait_session(daemon)  # the engine reconnected to its kept session
+    await publish_events(persistent_broker, 150, 50)
+    await asyncio.sleep(3)
     assert await asyncio.to_thread(daemon.stop) == 0
     expect_once(lake_dir, 200)
