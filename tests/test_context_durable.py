@@ -427,3 +427,30 @@ async def test_broker_restarted_under_a_running_engine(persistent_broker: Mosqui
     await asyncio.sleep(3)
     assert await asyncio.to_thread(daemon.stop) == 0
     expect_once(lake_dir, 200)
+
+
+@pytest.mark.integration
+async def test_beyond_the_broker_queue_limit_messages_are_dropped_by_the_broker(tmp_path: Path) -> None:
+    # the documented limit: what the broker drops the engine never sees
+    with tempfile.TemporaryDirectory(prefix="uns-mosq-") as d:
+        limited = Mosquitto(
+            port=free_port(),
+            workdir=Path(d),
+            persistence=True,
+            extra_conf="max_queued_messages 10\nlog_type notice\n",
+        )
+        with limited:
+            lake_dir = tmp_path / "lake"
+            daemon = Daemon(limited, lake_dir, tmp_path / "uns.log")
+            daemon.start()
+            await wait_session(daemon)
+            assert await asyncio.to_thread(daemon.stop) == 0
+            await publish_events(limited, 0, 50)  # the engine is away: 10 are queued
+            daemon.start()
+            await wait_session(daemon)
+            await asyncio.sleep(3)
+            assert await asyncio.to_thread(daemon.stop) == 0
+            broker_log = (Path(d) / "mosquitto.log").read_text()
+    rows = context_rows(lake_dir)
+    assert 0 < len(rows) < 50 and "B-0" in rows  # the oldest are kept, the newer dropped
+    assert "Outgoing messages are being dropped for client uns-ctx-context" in broker_log
