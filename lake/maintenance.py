@@ -11,6 +11,7 @@ until :meth:`Lake.vacuum` removes those older than the retention.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -131,7 +132,9 @@ class Lake:
 
         A reader whose snapshot is older than the retention can fail once its
         files are gone, so a retention below the tables' configured minimum (7
-        days unless changed) is refused unless ``enforce_retention=False``."""
+        days unless changed) is refused unless ``enforce_retention=False``.  A fraction of
+        an hour is rounded up to the next whole hour (deltalake counts whole hours), so
+        nothing younger than asked is deleted."""
         if retention_hours < 0:
             raise LakeError("retention_hours must be >= 0")
         result: dict[str, list[str]] = {}
@@ -141,7 +144,8 @@ class Lake:
                 continue
             try:
                 result[table] = delta.vacuum(
-                    retention_hours=int(retention_hours),
+                    # deltalake counts whole hours: round up, so a file younger than asked stays
+                    retention_hours=math.ceil(retention_hours),
                     dry_run=dry_run,
                     enforce_retention_duration=enforce_retention,
                     full=retention_hours >= 1,

@@ -259,6 +259,9 @@ class LakeSink:
         if seg is not None:
             try:
                 seg.fsync()
+                if self._dir_dirty:  # a new segment: its directory entry needs its own fsync
+                    fsync_dir(self._wal_dir)
+                    self._dir_dirty = False
             except OSError as exc:  # the record is written (accepted): a later fsync or close retries
                 seg.unsynced = True
                 log.warning("lake: fsync of the write-ahead log failed: %s", exc)

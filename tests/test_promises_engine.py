@@ -295,12 +295,6 @@ async def test_status_counters_are_logged_at_stop(caplog: pytest.LogCaptureFixtu
     assert counters["messages"] >= 3 and counters["rejected"] >= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="README 'Health' says the status (..., sink states) is 'also logged at stop', but "
-    "Engine.run logs only 'engine stopped: <counters>' (uns/engine/host.py, run): no sink "
-    "states, nodes or receive_queue in the log",
-)
 async def test_sink_states_are_logged_at_stop_too(caplog: pytest.LogCaptureFixture) -> None:
     """README.md, "Health": "... seq gaps, reconnects, sink states), also logged at stop"."""
     caplog.set_level(logging.DEBUG)
@@ -494,13 +488,6 @@ def _parent(pid: int) -> int:
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(
-    strict=True,
-    reason="since a421175 (issue 15) uns/engine/daemon.py imports lake.query "
-    "(`from lake.query import applied_context_ids`, to seed the applied context ids at start): "
-    "duckdb and pyarrow load with it, deltalake when the context table is read, all in the "
-    "engine's own process (importing uns.engine.daemon alone takes max RSS from 28 to 106 MB)",
-)
 async def test_uns_run_keeps_pyarrow_deltalake_and_duckdb_out_of_the_engine_process(
     broker: Mosquitto, ns: str, tmp_path: Path
 ) -> None:

@@ -80,8 +80,10 @@ async def test_fsync_interval_0_writes_and_fsyncs_the_wal_inside_every_add(
             sink.add(deterministic_batch(i))  # no await after it: nothing else may run
             segment = only_segment(tmp_path)
             assert read_segment(segment).records == i + 1, "the record is not in the file when add returns"
-            # one fsync, of the segment, with this add's record already in it
-            assert spy.calls[before:] == [(str(segment), segment.stat().st_size)], i
+            # one fsync of the segment, with this add's record already in it (and, for the
+            # add that created the segment, one of the directory that holds its name)
+            files = [call for call in spy.calls[before:] if call[0] != str(segment.parent)]
+            assert files == [(str(segment), segment.stat().st_size)], i
         monkeypatch.undo()
         await sink.flush()
     rows = query(tmp_path, "SELECT count(*), count(DISTINCT (ts, metric)) FROM measurements")
@@ -109,14 +111,6 @@ async def test_with_a_positive_fsync_interval_add_neither_writes_nor_fsyncs_befo
         monkeypatch.undo()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with fsync_interval = 0 the WAL directory is never fsynced after a new segment "
-    "file is created: lake/sink.py _open_segment sets _dir_dirty, but only _tick_loop fsyncs "
-    "the directory, and only when fsync_interval > 0; add() fsyncs the file alone (POSIX "
-    "fsync(2): the directory entry needs its own fsync), so a power loss can lose a new "
-    "segment although its add() returned",
-)
 async def test_fsync_interval_0_makes_a_new_segments_directory_entry_durable_inside_add(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -348,12 +342,6 @@ async def test_uns_lake_compact_and_vacuum_from_the_command_line(tmp_path: Path)
     assert measurement_rows(tmp_path) == rows
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lake/maintenance.py Lake.vacuum passes retention_hours=int(retention_hours) to "
-    "deltalake: --retention-hours 0.5 (the option is a float) becomes 0 and deletes files "
-    "replaced seconds ago instead of keeping those younger than half an hour",
-)
 async def test_uns_lake_vacuum_keeps_files_younger_than_a_fractional_retention(tmp_path: Path) -> None:
     """cli.py, `uns lake vacuum --help`: "--retention-hours FLOAT  keep files needed by
     versions younger than this"; docs/lake.md §5: "delete replaced (and never-committed)

@@ -5,21 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 from lake import LakeSink
-from lake.query import applied_context_ids
 from uns.config import Config
 from uns.core.events import Sink
 from uns.core.model import PlantModel
 from uns.engine.host import Engine
 from uns.engine.plant import load_model
-from uns.errors import EngineError, LakeError
+from uns.errors import EngineError
 from uns.sinks.encoders import EventEncoder
 from uns.sinks.republish import RepublishSink
 
@@ -68,15 +69,42 @@ def build_engine(config: Config, *, model: PlantModel | None = None) -> Engine:
     return engine
 
 
+#: reads the ids in a child process (see load_applied_context_ids); prints them as a JSON list
+_READ_IDS = (
+    "import json, sys\n"
+    "from lake.query import applied_context_ids\n"
+    "from uns.errors import LakeError\n"
+    "try:\n"
+    "    ids = applied_context_ids(sys.argv[1])\n"
+    "except LakeError as exc:\n"
+    "    sys.exit(str(exc))\n"
+    "json.dump(sorted(ids), sys.stdout)\n"
+)
+
+
 def load_applied_context_ids(lake_dir: Path) -> set[str]:
     """The context event ids the lake already holds: the engine applies none of them again
     (docs/model.md section 4).  Read once at start, so an engine sees what engines that wrote
     the lake before it wrote; two engines applying the same new id at the same moment are
-    not coordinated."""
+    not coordinated.
+
+    The read runs in a child process: DuckDB, deltalake and pyarrow stay out of the
+    engine's own process (they live in the lake's commit worker), as lake/__init__.py
+    promises, and so does the memory they would keep (about 80 MB)."""
     try:
-        ids = applied_context_ids(lake_dir)
-    except LakeError as exc:
+        done = subprocess.run(
+            [sys.executable, "-c", _READ_IDS, str(lake_dir)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
         raise EngineError(f"cannot read the context event ids of the lake at {lake_dir}: {exc}") from exc
+    if done.returncode != 0:
+        why = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        raise EngineError(f"cannot read the context event ids of the lake at {lake_dir}: {why}")
+    ids = set(json.loads(done.stdout))
     log.info("lake %s holds %d context event ids (not applied again)", lake_dir, len(ids))
     return ids
 

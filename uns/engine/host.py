@@ -364,7 +364,8 @@ class Engine:
             for sink in self.sinks:
                 await stack.enter_async_context(sink)
             await self._run_connections(stop)
-            log.info("engine stopped: %s", json.dumps(self.counters.as_dict()))
+            stopped = {"counters": self.counters.as_dict(), "sinks": {s.name: s.stats() for s in self.sinks}}
+            log.info("engine stopped: %s", json.dumps(stopped))
 
     async def _run_connections(self, stop: asyncio.Event) -> None:
         """The Sparkplug connection and the context connection, each in its named task.  When
