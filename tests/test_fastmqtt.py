@@ -390,3 +390,27 @@ async def test_manual_ack_leaves_qos1_unacknowledged_until_acked(broker: Mosquit
         await asyncio.sleep(0.5)
         assert sub.pending == 0  # all acknowledged: nothing comes again
     assert not sub.ack(1)  # the connection is gone: nothing to acknowledge on
+
+
+@pytest.mark.integration
+async def test_a_token_of_an_earlier_connection_acknowledges_nothing(broker: Mosquitto, ns: str) -> None:
+    sub = FastClient(_settings(broker), identifier=f"{ns}-sub", clean_session=False, manual_ack=True)
+    await sub.connect()
+    await sub.subscribe(f"{ns}/a", qos=1)
+    async with _client(broker, f"{ns}-pub") as pub:
+        await pub.publish(f"{ns}/a", b"x", qos=1)
+    await _eventually(lambda: sub.pending == 1)
+    (old,) = sub.take_held()
+    await sub.disconnect()
+    await sub.connect()  # the same client again: the broker sends the message again, same packet id
+    await _eventually(lambda: sub.pending == 1)
+    (new,) = sub.take_held()
+    assert new[1] == b"x" and new[4] & 0xFFFF == old[4] & 0xFFFF and new[4] != old[4]
+    assert not sub.ack(old[4])  # stale: not sent
+    assert sub.ack(new[4])
+    await asyncio.sleep(0.2)
+    await sub.disconnect()
+    await sub.connect()
+    await asyncio.sleep(0.3)
+    assert sub.pending == 0
+    await sub.disconnect()

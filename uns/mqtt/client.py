@@ -129,6 +129,7 @@ class FastClient:
         self._messages: list[Message] = []
         self._reader = PacketReader(self._messages)
         self._ids: list[int] | None = None  # manual_ack: the packet id of each message, same index
+        self._generation = 0  # connections made: a token of take_held names its connection
         self._transport: asyncio.Transport | None = None
         self._protocol: _Protocol | None = None
         self._outbox: Outbox | None = None
@@ -221,6 +222,7 @@ class FastClient:
 
     def _reset(self) -> None:
         """Fresh per-connection state; received messages stay until taken."""
+        self._generation += 1
         if self.manual_ack:
             reader = HeldAckReader(self._messages)
             # messages of an earlier connection cannot be acknowledged on this one
@@ -334,8 +336,10 @@ class FastClient:
         return taken
 
     def take_held(self, limit: int = 2048) -> list[HeldMessage]:
-        """``manual_ack`` mode: as :meth:`take`, each message with its packet id, which the
-        caller passes to :meth:`ack` once the message is safe (0: nothing is owed)."""
+        """``manual_ack`` mode: as :meth:`take`, each message with the token to acknowledge it
+        by, which the caller passes to :meth:`ack` once the message is safe (0: nothing is
+        owed).  The token is the packet id (low 16 bits) and the connection it came on, so
+        acknowledging after a reconnect never acknowledges another message by mistake."""
         ids = self._ids
         if ids is None:
             return [(*m, 0) for m in self.take(limit)]
@@ -347,10 +351,11 @@ class FastClient:
             taken = self.take(limit)
         finally:
             self._ids = ids
-        return [(t, p, q, r, i) for (t, p, q, r), i in zip(taken, taken_ids, strict=True)]
+        gen = self._generation << 16
+        return [(t, p, q, r, i | gen if i else 0) for (t, p, q, r), i in zip(taken, taken_ids, strict=True)]
 
     def ack(self, packet_id: int) -> bool:
-        """Send the PUBACK of a QoS 1 message :meth:`take_held` gave (0 is ignored).
+        """Send the PUBACK of a QoS 1 message by the token :meth:`take_held` gave (0 is ignored).
 
         Acknowledge in the order the messages were taken [MQTT-4.6.0-2].  False when the
         connection it came on is gone: then the broker (persistent session) redelivers it."""
@@ -358,13 +363,15 @@ class FastClient:
 
     def ack_all(self, packet_ids: Iterable[int]) -> bool:
         """:meth:`ack` for several messages in their order, in one write."""
-        packets = b"".join(encode_ack(PUBACK, i) for i in packet_ids if i)
-        if not packets:
+        tokens = [i for i in packet_ids if i]
+        if not tokens:
             return True
         if self._outbox is None or not self.connected:
             return False
-        self._write(packets)
-        return True
+        current = [i & 0xFFFF for i in tokens if i >> 16 == self._generation]
+        if current:
+            self._write(b"".join(encode_ack(PUBACK, i) for i in current))
+        return len(current) == len(tokens)
 
     async def wait_messages(self) -> None:
         """Return once :meth:`take` has something; BrokerError when the connection has ended
