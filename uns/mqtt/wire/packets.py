@@ -58,7 +58,8 @@ __all__ = [
 Message = tuple[str, bytes, int, bool]
 
 #: (topic, payload, qos, retain, packet_id) of a PUBLISH whose acknowledgement the receiver
-#: sends itself, later (packet_id 0: nothing is owed, QoS 0 or 2)
+#: sends itself, later (packet_id 0: nothing is owed, QoS 0 or 2; FastClient.take_held
+#: adds the connection above the low 16 bits, so a stale id acknowledges nothing)
 HeldMessage = tuple[str, bytes, int, bool, int]
 
 CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
