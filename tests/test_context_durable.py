@@ -148,6 +148,27 @@ async def test_context_is_acknowledged_only_once_the_sinks_say_it_is_durable() -
     assert engine.connected.is_set() is False
 
 
+async def test_at_shutdown_what_was_received_is_processed_made_durable_acknowledged_then_disconnected() -> (
+    None
+):
+    broker = MemoryBroker()
+    sink = GatedSink()
+    sink.gate.set()
+    engine = Engine(config(), sinks=[sink], transport=broker)
+    stop = asyncio.Event()
+    task = asyncio.create_task(engine.run(stop))
+    await wait_for(engine.context_intake.connected.is_set, what="context session")
+    mes = broker.client("mes")
+    await mes.connect()
+    for i in range(5):
+        assert mes.publish_nowait(f"{CONTEXT}/acme/line1", event(i), qos=1)
+    stop.set()  # the five are in the intake's buffer, not yet taken
+    await asyncio.wait_for(task, 5)
+    assert values(sink) == [f"B-{i}" for i in range(5)]
+    done = [e.action for e in broker.actions(INTAKE) if e.action != "publish"]  # publish: the answers
+    assert done == ["connect", "subscribe"] + ["ack"] * 5 + ["disconnect"]  # never an unsubscribe
+
+
 async def test_the_main_sparkplug_session_does_not_take_context() -> None:
     broker = MemoryBroker()
     engine = Engine(config(), transport=broker)
