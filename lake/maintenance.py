@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
+from lake.locks import compaction_lock
 from lake.query import connect
 from lake.sink import LakeConfig, LakeSink
 from lake.tables import PARTITION_COLUMN, TABLES, TIME_COLUMN
@@ -99,19 +100,21 @@ class Lake:
         filters = [(PARTITION_COLUMN, ">=", since.isoformat())] if since else None
         props = writer_properties()
         result: dict[str, dict[str, Any]] = {}
-        for table in TABLES:
-            delta = self._table(table)
-            if delta is None:
-                continue
-            try:
-                opts: dict[str, Any] = {"partition_filters": filters, "writer_properties": props}
-                if z_order:
-                    metrics = delta.optimize.z_order(list(ZORDER_COLUMNS[table]), **opts)
-                else:
-                    metrics = delta.optimize.compact(**opts)
-            except Exception as exc:
-                raise LakeError(f"compaction of {table} failed: {exc}", table=table) from exc
-            result[table] = metrics
+        # one compaction of the lake at a time (lake/locks.py): waits for a writer's own
+        with compaction_lock(self.root, wait=True):
+            for table in TABLES:
+                delta = self._table(table)  # opened under the lock: plans on the table as it is
+                if delta is None:
+                    continue
+                try:
+                    opts: dict[str, Any] = {"partition_filters": filters, "writer_properties": props}
+                    if z_order:
+                        metrics = delta.optimize.z_order(list(ZORDER_COLUMNS[table]), **opts)
+                    else:
+                        metrics = delta.optimize.compact(**opts)
+                except Exception as exc:
+                    raise LakeError(f"compaction of {table} failed: {exc}", table=table) from exc
+                result[table] = metrics
         return result
 
     def vacuum(

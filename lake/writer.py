@@ -26,6 +26,7 @@ import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
+from lake.locks import compaction_lock
 from lake.schemas import SCHEMAS
 from lake.tables import PARTITION_COLUMN, TABLES, TableColumns, column_count
 from lake.to_arrow import arrow_table_of_parts
@@ -149,22 +150,27 @@ class DeltaWriter:
         """Merge the small files of partitions from ``since`` on, in every table (the
         writer's own housekeeping: a file per table per segment adds up), into files of
         about ``target_rows`` rows.  Returns the number of files removed."""
-        _hook("compact")
         removed = 0
         filters = [(PARTITION_COLUMN, ">=", since.isoformat())]
-        for table in TABLES:
-            dt_ = self._handle(table)
-            try:
-                target = self._target_bytes(dt_, since, target_rows)
-                if target is None:
-                    continue  # nothing recent
-                metrics = dt_.optimize.compact(
-                    partition_filters=filters, target_size=target, writer_properties=self._props
-                )
-            except Exception as exc:
-                self._handles.pop(table, None)
-                raise LakeError(f"compaction of {table} failed: {exc}", table=table) from exc
-            removed += int(metrics.get("numFilesRemoved", 0))
+        with compaction_lock(self.root, wait=False) as held:
+            if not held:  # another compaction of this lake runs (lake/locks.py): next round
+                log.info("lake: another compaction of this lake is running; this one waits a round")
+                return 0
+            _hook("compact")
+            for table in TABLES:
+                self._handles.pop(table, None)  # plan on the table as it is now, not as cached
+                dt_ = self._handle(table)
+                try:
+                    target = self._target_bytes(dt_, since, target_rows)
+                    if target is None:
+                        continue  # nothing recent
+                    metrics = dt_.optimize.compact(
+                        partition_filters=filters, target_size=target, writer_properties=self._props
+                    )
+                except Exception as exc:
+                    self._handles.pop(table, None)
+                    raise LakeError(f"compaction of {table} failed: {exc}", table=table) from exc
+                removed += int(metrics.get("numFilesRemoved", 0))
         return removed
 
     @staticmethod

@@ -1,0 +1,48 @@
+"""One compaction of a lake at a time, across processes on this machine.
+
+Two compactions of one table that overlap in time keep rows twice: each plans on
+the files it saw, and Delta accepts an OPTIMIZE that removes files another
+OPTIMIZE has already removed (its removes carry no data change, so they are no
+conflict), so both merged files stay.  That happens with two writers of one lake
+(each compacts the recent partitions, the other's files too) and with
+``uns lake compact`` beside a running engine.  So every compaction holds an
+exclusive lock on ``<lake>/.uns-compaction.lock`` and plans on the table as it is
+once it holds it.  The writer's own compaction does not wait: when another holds
+the lock it skips that round (``Lake.compact`` waits).  ``flock`` serializes the
+processes of one machine; writers on several machines (object storage) need
+compaction from one place only (docs/lake.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from uns.errors import LakeError
+
+__all__ = ["LOCK_NAME", "compaction_lock"]
+
+LOCK_NAME = ".uns-compaction.lock"
+
+
+@contextlib.contextmanager
+def compaction_lock(root: Path, *, wait: bool) -> Iterator[bool]:
+    """Hold the lake's compaction lock: yields True once held, or False at once when
+    ``wait`` is false and another process holds it.  Released on exit (and by the
+    kernel when the holder dies, so a killed compaction never leaves it taken)."""
+    try:
+        fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise LakeError(f"cannot open the compaction lock of {root}: {exc}") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
