@@ -298,9 +298,9 @@ def lake_compact(
         bool, typer.Option("--z-order", help="also sort by path and time (rewrites partitions)")
     ] = False,
 ) -> None:
-    """Merge small files and sort by path and time within each partition.
+    """Merge small files within each partition (with --z-order also sort them by path and time).
 
-    Example: uns lake compact --lake ./lake
+    Waits for a compaction the engine is running on the same lake.  Example: uns lake compact --lake ./lake
     """
     import lake as lake_pkg  # noqa: PLC0415
 
