@@ -154,6 +154,10 @@ class ContextIntake:
         # stop: what was received is processed, made durable and acknowledged
         while held := client.take_held(self.CHUNK):
             await self._handle(client, held)
+        # and the answers to it (context_ack) leave before the disconnect, within reason
+        answers = set(self.engine._background)
+        if answers:
+            await asyncio.wait(answers, timeout=2.0)
 
     # ------------------------------------------------------------------ one batch
     async def _handle(self, client: Transport, held: list[HeldMessage]) -> None:
