@@ -16,6 +16,7 @@ import pytest
 from lake import LakeConfig, LakeSink, connect, refresh
 from lake.query import snapshot_versions
 from tests.lake_crash_child import BASE_TS, SAMPLES_PER_BATCH, deterministic_batch
+from tests.lake_helpers import break_table, repair_table
 from uns.core.events import Batch, Sample
 from uns.core.values import value_double, value_text
 from uns.errors import ConfigError, LakeBackpressure, LakeError
@@ -289,20 +290,6 @@ def test_config_is_validated() -> None:
         LakeConfig(commit_rows=0)
     with pytest.raises(ConfigError):
         LakeConfig(writer_id="../x")
-
-
-def break_table(lake: Path, table: str) -> Path:
-    """A fault that stops root too (chmod does not): the table directory is moved away
-    and a regular file takes its place, so every write below it fails (ENOTDIR)."""
-    aside = lake / f".{table}.aside"
-    (lake / table).rename(aside)
-    (lake / table).write_bytes(b"not a directory")
-    return aside
-
-
-def repair_table(lake: Path, table: str, aside: Path) -> None:
-    (lake / table).unlink()
-    aside.rename(lake / table)
 
 
 async def wait_for(predicate: Any, within_s: float = 15.0) -> None:

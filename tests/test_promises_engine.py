@@ -24,11 +24,11 @@ from typing import Any
 import aiomqtt
 import pytest
 
-import lake
 import uns.logs
 from lake import LakeConfig, LakeSink
 from tests.edge import RawEdge
 from tests.engine_helpers import CollectingSink, engine_config, running_engine, wait_for
+from tests.lake_helpers import break_table, query, repair_table
 from uns.engine.daemon import build_engine
 from uns.engine.host import Engine
 from uns.engine.memory import MemoryBroker
@@ -91,27 +91,6 @@ async def retained(broker: Mosquitto, topic: str) -> dict[str, Any]:
                     assert isinstance(body, dict)
                     return body
     raise AssertionError("unreachable")
-
-
-def break_table(root: Path, table: str) -> Path:
-    """A fault that stops root too: the table directory moves aside, a file takes its place."""
-    aside = root / f".{table}.aside"
-    (root / table).rename(aside)
-    (root / table).write_bytes(b"not a directory")
-    return aside
-
-
-def repair_table(root: Path, table: str, aside: Path) -> None:
-    (root / table).unlink()
-    aside.rename(root / table)
-
-
-def query(root: Path, sql: str) -> list[tuple[Any, ...]]:
-    con = lake.connect(root)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 # ------------------------------------------------------------------ 1. back-pressure

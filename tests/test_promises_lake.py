@@ -23,18 +23,11 @@ import lake
 from lake import Lake, LakeConfig, LakeSink
 from lake.wal import read_segment
 from tests.lake_crash_child import SAMPLES_PER_BATCH, deterministic_batch
+from tests.lake_helpers import query
 from uns.core.events import Batch, CatalogEntry, ContextChange, Rejected, Sample, SessionEvent
 from uns.sparkplug.datatypes import DataType
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def query(root: Path, sql: str) -> list[tuple[Any, ...]]:
-    con = lake.connect(root)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 # ------------------------------------------------------------------ 6. fsync_interval = 0
