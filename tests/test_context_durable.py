@@ -27,7 +27,6 @@ from tests.engine_helpers import CollectingSink, engine_config, running_engine, 
 from uns.config import Config
 from uns.core.events import Batch, ContextChange
 from uns.engine import daemon as uns_daemon
-from uns.engine.dispatch import Dispatcher
 from uns.engine.host import Engine
 from uns.engine.memory import MemoryBroker
 from uns.errors import BrokerRefused, EngineError, LakeError
@@ -39,10 +38,6 @@ NS = "ctx"
 CONTEXT = f"{NS}/uns/_context"
 INTAKE = f"uns-{NS}-context"  # the engine's persistent context session
 ROOT = Path(__file__).resolve().parent.parent
-
-#: the lake keeps each event once by its id: the dispatcher's dedupe (issue 15-B)
-DEDUPES = hasattr(Dispatcher, "process_context")
-needs_dedupe = pytest.mark.skipif(not DEDUPES, reason="dedupe by event id (15-B) not in yet")
 
 
 def config(**overrides: Any) -> Config:
@@ -269,7 +264,6 @@ async def test_a_batch_that_cannot_be_made_durable_is_not_acknowledged_and_comes
     ]  # ... got it again
 
 
-@needs_dedupe
 async def test_redelivered_events_are_in_the_lake_once(tmp_path: Path) -> None:
     broker = MemoryBroker()
     lake_dir = tmp_path / "lake"
@@ -375,8 +369,7 @@ def expect_once(lake_dir: Path, count: int) -> None:
     rows = context_rows(lake_dir)
     missing = sorted(set(range(count)) - {int(k[2:]) for k in rows})
     assert not missing, f"lost: {missing[:20]}"
-    if DEDUPES:
-        assert {k: n for k, n in rows.items() if n != 1} == {}, "duplicates"
+    assert {k: n for k, n in rows.items() if n != 1} == {}, "duplicates"
 
 
 @pytest.mark.integration

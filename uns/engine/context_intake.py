@@ -38,7 +38,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from uns.core.events import RebirthRequest
-from uns.engine.dispatch import Decision
 from uns.engine.transport import HeldMessage, Publish, Transport
 from uns.errors import BrokerError, BrokerRefused, EngineError, LakeError
 from uns.mqtt.settings import Backoff
@@ -67,16 +66,6 @@ class ContextIntake:
         self.acknowledged = 0
         #: connections that found the broker's session kept for us (``session_present``)
         self.sessions_resumed = 0
-
-    def _process(self, topic: str, payload: bytes, received_at: int, retained: bool) -> Decision:
-        """``Dispatcher.process_context`` (dedupe by event id, the acknowledgement message);
-        ``Dispatcher.process`` where that is not there yet."""
-        dispatch = self.engine.dispatch
-        process_context = getattr(dispatch, "process_context", None)
-        if process_context is None:
-            return dispatch.process(topic, payload, received_at)
-        decision: Decision = process_context(topic, payload, received_at, retained=retained)
-        return decision
 
     def stats(self) -> dict[str, int | bool]:
         """For the status document: the session is up, messages acknowledged, sessions resumed."""
@@ -165,13 +154,15 @@ class ContextIntake:
         if not held:
             return
         engine = self.engine
-        process = self._process
+        process = engine.dispatch.process_context
         clock = time.time_ns
         ids: list[int] = []
         rebirths: list[RebirthRequest] = []
         publishes: list[Publish] = []
         for topic, payload, _qos, retain, packet_id in held:
-            batch, more_rebirths, more_publishes = process(topic, payload, clock() // 1_000_000, retain)
+            batch, more_rebirths, more_publishes = process(
+                topic, payload, clock() // 1_000_000, retained=retain
+            )
             await engine._deliver(batch)
             ids.append(packet_id)
             rebirths.extend(more_rebirths)
