@@ -355,31 +355,6 @@ def context_show(
     typer.echo(render_rows(["key", "value"], sorted(values.items()), fmt))
 
 
-def _wait_seconds(path: str, pairs: list[str], wait: bool) -> tuple[str, list[str], float | None]:
-    """``--wait [SECONDS]``: the flag takes an optional number, which the parser hands over
-    as a positional; a bare number among the KEY=VALUE pairs is the wait."""
-    if not wait:
-        return path, pairs, None
-
-    def number(token: str) -> float | None:
-        try:
-            value = float(token)
-        except ValueError:
-            return None
-        return value if value > 0 and "=" not in token else None
-
-    for i, token in enumerate(pairs):
-        seconds = number(token)
-        if seconds is not None:
-            return path, pairs[:i] + pairs[i + 1 :], seconds
-    seconds = number(path)
-    if seconds is not None and pairs and "=" not in pairs[0]:
-        return pairs[0], pairs[1:], seconds  # `set --wait 5 PATH KEY=VALUE`
-    from uns_cli.context import DEFAULT_WAIT_S  # noqa: PLC0415
-
-    return path, pairs, DEFAULT_WAIT_S
-
-
 HostIdOpt = Annotated[
     str | None,
     typer.Option("--host-id", help="wait for this engine's acknowledgement only (default: any engine)"),
@@ -418,9 +393,9 @@ def context_set(
 
     Example: uns context set acme/basel/pilot/usp/br-101 batch_id=B2026-0042 phase=growth --user jdoe --wait 5
     """
-    from uns_cli.context import publish_context  # noqa: PLC0415
+    from uns_cli.context import publish_context, split_wait  # noqa: PLC0415
 
-    path, pairs, seconds = _wait_seconds(path, pairs, wait)
+    path, pairs, seconds = split_wait(path, pairs, wait)
     settings = _guard(lambda: _broker_settings(broker))
     result = _guard(
         lambda: publish_context(

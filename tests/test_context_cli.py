@@ -24,13 +24,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cli import _wait_seconds
 from uns.core.context import decode_context_payload, event_id, parse_context_event
 from uns.errors import ContextError
 from uns.mqtt.client import FastClient
 from uns.mqtt.mosquitto import Mosquitto, free_port
 from uns.mqtt.settings import BrokerSettings
-from uns_cli.context import DEFAULT_WAIT_S, ack_filter, parse_ack, parse_time
+from uns_cli.context import DEFAULT_WAIT_S, ack_filter, parse_ack, parse_time, split_wait
 from uns_cli.importer import CSV_SOURCE, ImportSummary, parse_csv, parse_jsonl, summarize
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -272,11 +271,11 @@ def test_iso_times_parse_to_the_exact_millisecond(ms: int) -> None:
 
 
 def test_wait_takes_an_optional_number_of_seconds() -> None:
-    assert _wait_seconds("a/b", ["k=v"], False) == ("a/b", ["k=v"], None)
-    assert _wait_seconds("a/b", ["k=v"], True) == ("a/b", ["k=v"], DEFAULT_WAIT_S)
-    assert _wait_seconds("a/b", ["k=v", "2.5"], True) == ("a/b", ["k=v"], 2.5)
-    assert _wait_seconds("a/b", ["3", "k=v"], True) == ("a/b", ["k=v"], 3.0)
-    assert _wait_seconds("4", ["a/b", "k=v"], True) == ("a/b", ["k=v"], 4.0)
+    assert split_wait("a/b", ["k=v"], False) == ("a/b", ["k=v"], None)
+    assert split_wait("a/b", ["k=v"], True) == ("a/b", ["k=v"], DEFAULT_WAIT_S)
+    assert split_wait("a/b", ["k=v", "2.5"], True) == ("a/b", ["k=v"], 2.5)
+    assert split_wait("a/b", ["3", "k=v"], True) == ("a/b", ["k=v"], 3.0)
+    assert split_wait("4", ["a/b", "k=v"], True) == ("a/b", ["k=v"], 4.0)
 
 
 def test_acks_are_parsed_by_the_contract_and_anything_else_ignored() -> None:

@@ -372,39 +372,45 @@ def expect_once(lake_dir: Path, count: int) -> None:
     assert {k: n for k, n in rows.items() if n != 1} == {}, "duplicates"
 
 
+async def running_daemon(broker: Mosquitto, lake_dir: Path, tmp_path: Path) -> Daemon:
+    """`uns run` on ``lake_dir``, started and with its context session up."""
+    daemon = Daemon(broker, lake_dir, tmp_path / "uns.log")
+    daemon.start()
+    await wait_session(daemon)
+    return daemon
+
+
+async def take_the_queue(daemon: Daemon) -> None:
+    """Start the engine again, let the broker hand over what it queued, stop it cleanly."""
+    daemon.start()
+    await wait_session(daemon)
+    await asyncio.sleep(3)  # the queued messages arrive right after the session is up
+    assert await asyncio.to_thread(daemon.stop) == 0
+
+
 @pytest.mark.integration
 async def test_engine_stopped_while_events_are_published(
     persistent_broker: Mosquitto, tmp_path: Path
 ) -> None:
     lake_dir = tmp_path / "lake"
-    daemon = Daemon(persistent_broker, lake_dir, tmp_path / "uns.log")
-    daemon.start()
-    await wait_session(daemon)
+    daemon = await running_daemon(persistent_broker, lake_dir, tmp_path)
     publishing = asyncio.create_task(publish_events(persistent_broker, 0, 300, pace=0.005))
     await asyncio.sleep(0.5)
     assert await asyncio.to_thread(daemon.stop) == 0
     await publishing  # the rest are queued by the broker for the engine's session
-    daemon.start()
-    await wait_session(daemon)
-    await asyncio.sleep(3)  # the queued messages arrive right after the session is up
-    assert await asyncio.to_thread(daemon.stop) == 0
+    await take_the_queue(daemon)
     expect_once(lake_dir, 300)
 
 
 @pytest.mark.integration
 async def test_engine_killed_mid_stream(persistent_broker: Mosquitto, tmp_path: Path) -> None:
     lake_dir = tmp_path / "lake"
-    daemon = Daemon(persistent_broker, lake_dir, tmp_path / "uns.log")
-    daemon.start()
-    await wait_session(daemon)
+    daemon = await running_daemon(persistent_broker, lake_dir, tmp_path)
     publishing = asyncio.create_task(publish_events(persistent_broker, 0, 400, pace=0.003))
     await asyncio.sleep(0.6)
     await asyncio.to_thread(daemon.stop, signal.SIGKILL)
     await publishing
-    daemon.start()
-    await wait_session(daemon)
-    await asyncio.sleep(3)  # the queued messages arrive right after the session is up
-    assert await asyncio.to_thread(daemon.stop) == 0
+    await take_the_queue(daemon)
     assert "(session resumed)" in daemon.log.read_text()
     expect_once(lake_dir, 400)
 
@@ -412,17 +418,12 @@ async def test_engine_killed_mid_stream(persistent_broker: Mosquitto, tmp_path: 
 @pytest.mark.integration
 async def test_broker_restarted_while_events_are_queued(persistent_broker: Mosquitto, tmp_path: Path) -> None:
     lake_dir = tmp_path / "lake"
-    daemon = Daemon(persistent_broker, lake_dir, tmp_path / "uns.log")
-    daemon.start()
-    await wait_session(daemon)
+    daemon = await running_daemon(persistent_broker, lake_dir, tmp_path)
     assert await asyncio.to_thread(daemon.stop) == 0  # the session exists, the engine is away
     await publish_events(persistent_broker, 0, 200)  # queued for it
     persistent_broker.stop()  # saves the sessions and their queues (persistence true)
     persistent_broker.start()
-    daemon.start()
-    await wait_session(daemon)
-    await asyncio.sleep(3)  # the queued messages arrive right after the session is up
-    assert await asyncio.to_thread(daemon.stop) == 0
+    await take_the_queue(daemon)
     expect_once(lake_dir, 200)
     assert "(session resumed)" in daemon.log.read_text()
 
@@ -430,9 +431,7 @@ async def test_broker_restarted_while_events_are_queued(persistent_broker: Mosqu
 @pytest.mark.integration
 async def test_broker_restarted_under_a_running_engine(persistent_broker: Mosquitto, tmp_path: Path) -> None:
     lake_dir = tmp_path / "lake"
-    daemon = Daemon(persistent_broker, lake_dir, tmp_path / "uns.log")
-    daemon.start()
-    await wait_session(daemon)
+    daemon = await running_daemon(persistent_broker, lake_dir, tmp_path)
     await publish_events(persistent_broker, 0, 150)  # some still unacknowledged at the restart
     persistent_broker.stop()
     persistent_broker.start()

@@ -39,6 +39,7 @@ __all__ = [
     "parse_time",
     "publish_context",
     "send_events",
+    "split_wait",
 ]
 
 #: seconds ``--wait`` waits for an acknowledgement when given without a value
@@ -329,3 +330,26 @@ def context_at(lake_dir: str, path: str, at: str | None) -> dict[str, str]:
     for ts, received_at, cpath, key, value, source, user, reason in rows:
         store.apply(ContextChange(int(ts), int(received_at), cpath, key, value, source or "", user, reason))
     return store.at(path.strip("/"), when)
+
+
+def split_wait(path: str, pairs: list[str], wait: bool) -> tuple[str, list[str], float | None]:
+    """``--wait [SECONDS]``: the flag takes an optional number, which the parser hands over
+    as a positional; a bare number among the KEY=VALUE pairs is the wait."""
+    if not wait:
+        return path, pairs, None
+
+    def number(token: str) -> float | None:
+        try:
+            value = float(token)
+        except ValueError:
+            return None
+        return value if value > 0 and "=" not in token else None
+
+    for i, token in enumerate(pairs):
+        seconds = number(token)
+        if seconds is not None:
+            return path, pairs[:i] + pairs[i + 1 :], seconds
+    seconds = number(path)
+    if seconds is not None and pairs and "=" not in pairs[0]:
+        return pairs[0], pairs[1:], seconds  # `set --wait 5 PATH KEY=VALUE`
+    return path, pairs, DEFAULT_WAIT_S

@@ -19,20 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
 from types import TracebackType
 from typing import Self
 
 from uns.errors import BrokerError, ConfigError
+from uns.mqtt.acks import ManualAcks
 from uns.mqtt.failures import connack_failure, socket_failure, tls_settings_failure
 from uns.mqtt.keepalive import keep_alive
-from uns.mqtt.outbound import Inflight, Outbox
+from uns.mqtt.outbound import ClientProtocol, Inflight, Outbox
 from uns.mqtt.settings import BrokerSettings, tls_context
 from uns.mqtt.wire import (
     CONNACK,
     DISCONNECT_PACKET,
     PINGRESP,
-    PUBACK,
     PUBREC,
     PUBREL,
     SUBACK,
@@ -54,33 +53,7 @@ from uns.mqtt.wire import (
 __all__ = ["FastClient", "HeldMessage", "Message", "Will"]
 
 
-class _Protocol(asyncio.Protocol):
-    """Forwards the transport's callbacks to its client; owns the connection's :class:`Outbox`."""
-
-    outbox: Outbox
-
-    def __init__(self, client: FastClient) -> None:
-        self.client = client
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.outbox = Outbox(transport)
-
-    def data_received(self, data: bytes) -> None:
-        self.client._data_received(self, data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.outbox.resume()  # a publish waiting for the socket to drain learns of the loss now
-        self.client._connection_lost(self, exc)
-
-    def pause_writing(self) -> None:
-        self.outbox.pause()
-
-    def resume_writing(self) -> None:
-        self.outbox.resume()
-
-
-class FastClient:
+class FastClient(ManualAcks):
     """One MQTT 3.1.1 connection; received messages wait in order until :meth:`take`.
 
     ::
@@ -131,7 +104,7 @@ class FastClient:
         self._ids: list[int] | None = None  # manual_ack: the packet id of each message, same index
         self._generation = 0  # connections made: a token of take_held names its connection
         self._transport: asyncio.Transport | None = None
-        self._protocol: _Protocol | None = None
+        self._protocol: ClientProtocol | None = None
         self._outbox: Outbox | None = None
         self._connack: asyncio.Future[tuple[bool, int]] | None = None
         self._inflight = Inflight()
@@ -173,7 +146,7 @@ class FastClient:
             async with asyncio.timeout(self.connect_timeout):
                 try:
                     transport, protocol = await loop.create_connection(
-                        lambda: _Protocol(self),
+                        lambda: ClientProtocol(self),
                         s.host,
                         s.port,
                         ssl=ssl_context,
@@ -335,44 +308,6 @@ class FastClient:
                 self._transport.resume_reading()
         return taken
 
-    def take_held(self, limit: int = 2048) -> list[HeldMessage]:
-        """``manual_ack`` mode: as :meth:`take`, each message with the token to acknowledge it
-        by, which the caller passes to :meth:`ack` once the message is safe (0: nothing is
-        owed).  The token is the packet id (low 16 bits) and the connection it came on, so
-        acknowledging after a reconnect never acknowledges another message by mistake."""
-        ids = self._ids
-        if ids is None:
-            return [(*m, 0) for m in self.take(limit)]
-        count = min(limit, len(ids))
-        taken_ids = ids[:count]
-        del ids[:count]
-        self._ids = None  # take()'s flow control, without its manual_ack branch
-        try:
-            taken = self.take(limit)
-        finally:
-            self._ids = ids
-        gen = self._generation << 16
-        return [(t, p, q, r, i | gen if i else 0) for (t, p, q, r), i in zip(taken, taken_ids, strict=True)]
-
-    def ack(self, packet_id: int) -> bool:
-        """Send the PUBACK of a QoS 1 message by the token :meth:`take_held` gave (0 is ignored).
-
-        Acknowledge in the order the messages were taken [MQTT-4.6.0-2].  False when the
-        connection it came on is gone: then the broker (persistent session) redelivers it."""
-        return self.ack_all((packet_id,))
-
-    def ack_all(self, packet_ids: Iterable[int]) -> bool:
-        """:meth:`ack` for several messages in their order, in one write."""
-        tokens = [i for i in packet_ids if i]
-        if not tokens:
-            return True
-        if self._outbox is None or not self.connected:
-            return False
-        current = [i & 0xFFFF for i in tokens if i >> 16 == self._generation]
-        if current:
-            self._write(b"".join(encode_ack(PUBACK, i) for i in current))
-        return len(current) == len(tokens)
-
     async def wait_messages(self) -> None:
         """Return once :meth:`take` has something; BrokerError when the connection has ended
         and every message received before was taken.  For one consumer at a time."""
@@ -386,7 +321,7 @@ class FastClient:
             finally:
                 self._message_waiter = None
 
-    def _data_received(self, protocol: _Protocol, data: bytes) -> None:
+    def _data_received(self, protocol: ClientProtocol, data: bytes) -> None:
         if protocol is not self._protocol:
             return  # a late chunk of an earlier connection
         messages = self._messages
@@ -432,7 +367,7 @@ class FastClient:
             elif kind != PINGRESP:  # PUBACK, PUBCOMP, UNSUBACK
                 self._inflight.resolve(body[0] << 8 | body[1], 0)
 
-    def _connection_lost(self, protocol: _Protocol, exc: Exception | None) -> None:
+    def _connection_lost(self, protocol: ClientProtocol, exc: Exception | None) -> None:
         if protocol is not self._protocol:
             return
         reason = "closed by the broker" if exc is None else getattr(exc, "strerror", None) or str(exc)

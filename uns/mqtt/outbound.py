@@ -1,4 +1,8 @@
-"""The sending side of one MQTT connection: bytes on their way out, acknowledgements awaited.
+"""The socket side of one MQTT connection: bytes on their way out, acknowledgements awaited.
+
+:class:`ClientProtocol` is the asyncio protocol of the connection: it hands
+received bytes and the loss of the connection to its client and owns the
+connection's :class:`Outbox`.
 
 :class:`Outbox` coalesces: the packets queued in one event-loop iteration
 leave in one ``write`` (one system call instead of one per message), and a
@@ -13,10 +17,11 @@ acknowledgement (PUBACK, PUBCOMP, SUBACK, UNSUBACK).
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 from uns.errors import BrokerError
 
-__all__ = ["Inflight", "Outbox"]
+__all__ = ["ClientProtocol", "Inflight", "Outbox", "ProtocolOwner"]
 
 
 class Outbox:
@@ -122,3 +127,37 @@ class Inflight:
             if waiter is not None and not waiter.done():
                 waiter.set_exception(BrokerError(reason))
         self._waiters.clear()
+
+
+class ProtocolOwner(Protocol):
+    """What :class:`ClientProtocol` calls on its client (``uns.mqtt.client.FastClient``)."""
+
+    def _data_received(self, protocol: ClientProtocol, data: bytes) -> None: ...
+
+    def _connection_lost(self, protocol: ClientProtocol, exc: Exception | None) -> None: ...
+
+
+class ClientProtocol(asyncio.Protocol):
+    """Forwards the transport's callbacks to its client; owns the connection's :class:`Outbox`."""
+
+    outbox: Outbox
+
+    def __init__(self, client: ProtocolOwner) -> None:
+        self.client = client
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.outbox = Outbox(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.client._data_received(self, data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.outbox.resume()  # a publish waiting for the socket to drain learns of the loss now
+        self.client._connection_lost(self, exc)
+
+    def pause_writing(self) -> None:
+        self.outbox.pause()
+
+    def resume_writing(self) -> None:
+        self.outbox.resume()
