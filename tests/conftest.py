@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import re
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from uns.mqtt.mosquitto import Mosquitto, find_mosquitto, running_mosquitto
+from uns.mqtt.mosquitto import Mosquitto, find_mosquitto, free_port, running_mosquitto
 
 #: fixtures that start a real mosquitto: a test using one is an integration test, marked or not
-BROKER_FIXTURES = frozenset({"broker", "own_broker"})
+BROKER_FIXTURES = frozenset({"broker", "own_broker", "persistent_broker"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -46,3 +48,13 @@ def ns(request: pytest.FixtureRequest) -> str:
     session broker never see each other's messages."""
     name = re.sub(r"[^A-Za-z0-9_-]", "_", request.node.name)[:40]
     return f"t-{name}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def persistent_broker() -> Iterator[Mosquitto]:
+    """A private mosquitto with persistence on (sessions and queues survive its restart),
+    as production runs it for context (README: "Context that is never lost")."""
+    with tempfile.TemporaryDirectory(prefix="uns-mosq-") as d, Mosquitto(
+        port=free_port(), workdir=Path(d), persistence=True
+    ) as broker:
+        yield broker

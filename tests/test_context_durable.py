@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -355,14 +354,6 @@ async def publish_events(broker: Mosquitto, start: int, count: int, pace: float 
             await mes.publish(f"{CONTEXT}/acme/line1", event(i), qos=1)
             if pace:
                 await asyncio.sleep(pace)
-
-
-@pytest.fixture
-def persistent_broker() -> Iterator[Mosquitto]:
-    with tempfile.TemporaryDirectory(prefix="uns-mosq-") as d:
-        broker = Mosquitto(port=free_port(), workdir=Path(d), persistence=True)
-        with broker:
-            yield broker
 
 
 def expect_once(lake_dir: Path, count: int) -> None:

@@ -18,9 +18,8 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ import pytest
 
 from lake import connect
 from uns.clock import now_ms
-from uns.mqtt.mosquitto import Mosquitto, free_port
+from uns.mqtt.mosquitto import Mosquitto
 from uns.sim import EdgeNode
 from uns.sim.plant import bench_plant
 from uns.sim.sentlog import SentLog
@@ -146,14 +145,6 @@ def context_cli(broker: Mosquitto, batch: str, ts: int, *, wait: bool) -> subpro
     if wait:
         argv += ["--wait", "15", "--host-id", HOST]
     return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=40, check=False)
-
-
-@pytest.fixture
-def persistent_broker() -> Iterator[Mosquitto]:
-    with tempfile.TemporaryDirectory(prefix="uns-mosq-") as d:
-        broker = Mosquitto(port=free_port(), workdir=Path(d), persistence=True)
-        with broker:
-            yield broker
 
 
 async def steps(node: EdgeNode, count: int) -> None:

@@ -129,34 +129,29 @@ class MemoryBroker:
         manual_ack: bool = False,
     ) -> MemoryTransport:
         """A new, unconnected connection (the engine's ``TransportFactory``)."""
-        return MemoryTransport(
-            self,
-            identifier=identifier,
-            will=will,
-            settings=settings,
-            high_water=self.high_water,
-            low_water=self.low_water,
-            clean_session=clean_session,
-            manual_ack=manual_ack,
-        )
+        flags = {"clean_session": clean_session, "manual_ack": manual_ack}
+        return self.client(identifier, will=will, settings=settings, **flags)
 
     def client(
         self,
         identifier: str,
         *,
         will: Will | None = None,
-        high_water: int = 20_000,
-        low_water: int = 5_000,
+        high_water: int | None = None,
+        low_water: int | None = None,
         clean_session: bool = True,
         manual_ack: bool = False,
+        settings: BrokerSettings | None = None,
     ) -> MemoryTransport:
-        """A new, unconnected connection for a test's own edge node or listener."""
+        """A new, unconnected connection for a test's own edge node or listener (the broker's
+        own water marks unless given)."""
         return MemoryTransport(
             self,
             identifier=identifier,
             will=will,
-            high_water=high_water,
-            low_water=low_water,
+            settings=settings,
+            high_water=self.high_water if high_water is None else high_water,
+            low_water=self.low_water if low_water is None else low_water,
             clean_session=clean_session,
             manual_ack=manual_ack,
         )
