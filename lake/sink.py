@@ -1,41 +1,23 @@
 """LakeSink: the engine's crash-safe, non-blocking writer into the lake.
 
-``add(batch)`` only takes references to the batch's rows and, once per
-event-loop iteration, schedules :meth:`LakeSink._write_pending` with
-``loop.call_soon``: that callback turns every row accepted since the last
-write into columns (:mod:`lake.tables`) and appends them to the active WAL
-segment as ONE record with one ``write`` (no fsync).  ``call_soon`` callbacks
-run before the loop next polls for I/O, so the record is in the kernel before
-the engine reads anything more from its socket.  The crash guarantee is
-therefore: every row ``add`` accepted is in the WAL -- and survives a process
-crash -- unless the process dies in the same loop iteration in which ``add``
-accepted it (that iteration's messages, which were read from the socket in it
-and never acknowledged to anyone, are lost with the process, as is the
-engine's receive queue).  With ``fsync_interval = 0`` the write (and an
-fsync) happens inside ``add`` instead.
+``add(batch)`` only takes references to the batch's rows and schedules, once per
+event-loop iteration, :meth:`LakeSink._write_pending` (``loop.call_soon``): every
+row accepted since the last write becomes ONE record appended to the active WAL
+segment with one ``write``, before the loop next polls for I/O -- so every row
+``add`` accepted survives a process crash unless the process dies in that same
+iteration.  With ``fsync_interval = 0`` the write and its fsync happen inside
+``add``.  A failed write keeps the rows (never dropped), makes ``add`` raise
+:class:`uns.errors.LakeBackpressure` and is retried by the ticker.
 
-A failed write keeps the rows in memory (accepted rows are never dropped),
-makes the following ``add`` calls raise :class:`uns.errors.LakeBackpressure`
-and is retried by the ticker; ``flush`` writes pending rows first.
-
-In the background:
-
-- a ticker fsyncs open segments every ``fsync_interval`` (in a worker
-  thread) and seals the active segment once it is ``commit_interval`` old;
-  ``commit_rows`` / ``segment_max_bytes`` seal it from ``add`` directly;
-- a committer commits sealed segments in number order, in the commit worker
-  process or a worker thread (:mod:`lake.committers`), and deletes them after
-  success; between commits it compacts recent partitions (:mod:`lake.compaction`).
-
-The settings are the config file's ``[lake]`` section,
-:class:`uns.config.LakeSection` (``lake.LakeConfig`` is the same class).
-
-On start, segments left by a previous run are committed first (exactly once,
-see :mod:`lake.writer`).  When commits fail the committer retries with capped
-exponential backoff while ``add`` keeps filling the WAL; once the WAL reaches
-``wal_max_bytes``, ``add`` raises :class:`uns.errors.LakeBackpressure` and the
-engine stops reading from the broker (which queues) until it drains.
-Nothing is ever dropped silently.
+In the background a ticker fsyncs every ``fsync_interval`` and seals the active
+segment at ``commit_interval`` (``commit_rows``/``segment_max_bytes`` seal it from
+``add``), and a committer commits sealed segments in number order in the commit
+worker (:mod:`lake.committers`), exactly once (:mod:`lake.writer`), deletes them,
+and compacts recent partitions between commits (:mod:`lake.compaction`).  Failing
+commits are retried with capped backoff while the WAL absorbs; at
+``wal_max_bytes`` ``add`` pushes back and the engine stops reading the broker.
+Segments a previous run left are committed first.  Settings: the ``[lake]``
+section, :class:`uns.config.LakeSection`.  The whole story: docs/lake.md §3-5.
 """
 
 from __future__ import annotations
@@ -51,8 +33,16 @@ from typing import Self
 
 from lake.committers import Sealed, committer_for
 from lake.compaction import CompactionSchedule
-from lake.tables import PendingRows, TableColumns, column_count, empty_columns, extend_columns, plain_columns
-from lake.wal import CommitResult, SegmentFile, WalLock, encode_record, fsync_dir, list_segments
+from lake.tables import PendingRows, TableColumns, column_count, empty_columns, extend_columns
+from lake.wal import (
+    CommitResult,
+    SegmentFile,
+    WalLock,
+    encode_columns,
+    fsync_dir,
+    list_segments,
+    wal_dir_for,
+)
 from uns.config import LakeSection
 from uns.core.events import Batch
 from uns.errors import LakeBackpressure, LakeError
@@ -63,10 +53,6 @@ log = logging.getLogger(__name__)
 
 #: the lake package's name for the ``[lake]`` section (one class: :class:`uns.config.LakeSection`)
 LakeConfig = LakeSection
-
-
-def wal_dir_for(root: Path, writer_id: str = "") -> Path:
-    return root / (f"_wal-{writer_id}" if writer_id else "_wal")
 
 
 class LakeSink:
@@ -293,7 +279,7 @@ class LakeSink:
             return None
         rows = sum(map(column_count, columns))
         try:
-            record, columns = _encode(columns)
+            record, columns = encode_columns(columns)
             seg = self._active or self._open_segment()
             seg.append(record, rows)
         except BaseException:
@@ -347,12 +333,7 @@ class LakeSink:
         (the rows stay in the WAL and are committed later)."""
         if not self._running:
             return
-        try:
-            self._write()
-        except (LakeError, OSError) as exc:
-            self._write_error = str(exc) or repr(exc)
-            self._last_error = f"write-ahead log: {self._write_error}"
-            raise LakeError(f"lake flush failed: cannot write the write-ahead log: {exc}") from exc
+        self._write_now("lake flush failed: cannot write the write-ahead log")
         self._seal()
         if not self._sealed:
             return
@@ -374,12 +355,24 @@ class LakeSink:
         Raises LakeError when the write or the fsync fails (the caller does not acknowledge)."""
         if not self._running:
             raise LakeError("the lake sink is not running")
+        self._write_now("cannot write the lake write-ahead log")
+        try:
+            await self._sync()
+        except OSError as exc:
+            raise LakeError(f"fsync of the lake write-ahead log failed: {exc}") from exc
+
+    def _write_now(self, what: str) -> None:
+        """Write the pending rows now; a failure is remembered and raised as ``what: reason``."""
         try:
             self._write()
         except (LakeError, OSError) as exc:
             self._write_error = str(exc) or repr(exc)
             self._last_error = f"write-ahead log: {self._write_error}"
-            raise LakeError(f"cannot write the lake write-ahead log: {exc}") from exc
+            raise LakeError(f"{what}: {exc}") from exc
+
+    async def _sync(self) -> None:
+        """fsync every segment written since its last fsync, and the directory if a segment
+        was created, in a worker thread; on OSError they stay marked for the next attempt."""
         files = [s.file for s in self._sealed if s.file is not None and s.file.unsynced]
         if self._active is not None and self._active.unsynced:
             files.append(self._active)
@@ -388,11 +381,11 @@ class LakeSink:
             return
         try:
             await asyncio.to_thread(self._fsync_blocking, files, dir_dirty)
-        except OSError as exc:
+        except OSError:
             self._dir_dirty = self._dir_dirty or dir_dirty
             for f in files:
                 f.unsynced = True
-            raise LakeError(f"fsync of the lake write-ahead log failed: {exc}") from exc
+            raise
 
     # ---------------------------------------------------------------- background
     async def _tick_loop(self) -> None:
@@ -408,16 +401,10 @@ class LakeSink:
                 self._seal()
             if cfg.fsync_interval > 0 and now - self._last_fsync >= cfg.fsync_interval:
                 self._last_fsync = now
-                files = [s.file for s in self._sealed if s.file is not None and s.file.unsynced]
-                if self._active is not None and self._active.unsynced:
-                    files.append(self._active)
-                dir_dirty, self._dir_dirty = self._dir_dirty, False
-                if files or dir_dirty:
-                    try:
-                        await asyncio.to_thread(self._fsync_blocking, files, dir_dirty)
-                    except OSError as exc:
-                        self._dir_dirty = self._dir_dirty or dir_dirty
-                        log.warning("lake: fsync of the write-ahead log failed: %s", exc)
+                try:
+                    await self._sync()
+                except OSError as exc:
+                    log.warning("lake: fsync of the write-ahead log failed: %s", exc)
 
     def _fsync_blocking(self, files: list[SegmentFile], dir_dirty: bool) -> None:
         for f in files:
@@ -519,12 +506,3 @@ class LakeSink:
             "commit_worker_recycled": worker_recycled,
             "retry_in_s": round(max(0.0, self._retry_at - time.monotonic()), 2) if self._failing else 0.0,
         }
-
-
-def _encode(columns: TableColumns) -> tuple[bytes, TableColumns]:
-    """The record, and the columns it holds (coerced to builtins if marshal refused them)."""
-    try:
-        return encode_record(columns), columns
-    except ValueError:  # a str/int subclass, a DataSet, a stray object: marshal takes only builtins
-        plain = plain_columns(columns)
-        return encode_record(plain), plain

@@ -49,6 +49,7 @@ from lake.tables import (
     TableColumns,
     empty_columns,
     extend_columns,
+    plain_columns,
 )
 from uns.errors import LakeError
 
@@ -58,12 +59,14 @@ __all__ = [
     "SegmentFile",
     "SegmentRead",
     "WalLock",
+    "encode_columns",
     "encode_record",
     "fsync_dir",
     "list_segments",
     "read_segment",
     "segment_path",
     "sync_filesystem",
+    "wal_dir_for",
 ]
 
 MAGIC: Final = b"UNSWAL2\n"
@@ -327,3 +330,17 @@ class WalLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def wal_dir_for(root: Path, writer_id: str = "") -> Path:
+    """The write-ahead log directory of one writer of the lake at ``root``."""
+    return root / (f"_wal-{writer_id}" if writer_id else "_wal")
+
+
+def encode_columns(columns: TableColumns) -> tuple[bytes, TableColumns]:
+    """The record, and the columns it holds (coerced to builtins if marshal refused them)."""
+    try:
+        return encode_record(columns), columns
+    except ValueError:  # a str/int subclass, a DataSet, a stray object: marshal takes only builtins
+        plain = plain_columns(columns)
+        return encode_record(plain), plain

@@ -18,7 +18,7 @@ import psutil  # type: ignore[import-untyped]
 import pytest
 
 from lake import LakeConfig, LakeSink, connect
-from lake.sink import wal_dir_for
+from lake.wal import wal_dir_for
 from lake.worker import CommitWorker
 from tests.lake_crash_child import SAMPLES_PER_BATCH, deterministic_batch
 from tests.test_lake_sink import wait_for
