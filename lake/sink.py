@@ -38,8 +38,10 @@ from lake.wal import (
     CommitResult,
     SegmentFile,
     WalLock,
+    close_segments,
     encode_columns,
     fsync_dir,
+    fsync_segments,
     list_segments,
     wal_dir_for,
 )
@@ -192,15 +194,9 @@ class LakeSink:
         if self._active is not None:
             files.append(self._active)
             self._active = None
-        await asyncio.to_thread(self._close_files, files)
+        await asyncio.to_thread(close_segments, files)
         await self._committer.close()
         self._lock.release()
-
-    @staticmethod
-    def _close_files(files: list[SegmentFile]) -> None:
-        for f in files:
-            with contextlib.suppress(OSError):
-                f.close()
 
     # ---------------------------------------------------------------- intake
     def add(self, batch: Batch) -> None:
@@ -380,7 +376,7 @@ class LakeSink:
         if not files and not dir_dirty:
             return
         try:
-            await asyncio.to_thread(self._fsync_blocking, files, dir_dirty)
+            await asyncio.to_thread(fsync_segments, files, self._wal_dir if dir_dirty else None)
         except OSError:
             self._dir_dirty = self._dir_dirty or dir_dirty
             for f in files:
@@ -405,12 +401,6 @@ class LakeSink:
                     await self._sync()
                 except OSError as exc:
                     log.warning("lake: fsync of the write-ahead log failed: %s", exc)
-
-    def _fsync_blocking(self, files: list[SegmentFile], dir_dirty: bool) -> None:
-        for f in files:
-            f.fsync()
-        if dir_dirty:
-            fsync_dir(self._wal_dir)
 
     async def _commit_loop(self) -> None:
         while not (self._stopping and (not self._sealed or self._failing)):

@@ -59,9 +59,11 @@ __all__ = [
     "SegmentFile",
     "SegmentRead",
     "WalLock",
+    "close_segments",
     "encode_columns",
     "encode_record",
     "fsync_dir",
+    "fsync_segments",
     "list_segments",
     "read_segment",
     "segment_path",
@@ -344,3 +346,18 @@ def encode_columns(columns: TableColumns) -> tuple[bytes, TableColumns]:
     except ValueError:  # a str/int subclass, a DataSet, a stray object: marshal takes only builtins
         plain = plain_columns(columns)
         return encode_record(plain), plain
+
+
+def fsync_segments(files: list[SegmentFile], wal_dir: Path | None) -> None:
+    """fsync each segment file, then ``wal_dir`` (when a segment was created in it)."""
+    for f in files:
+        f.fsync()
+    if wal_dir is not None:
+        fsync_dir(wal_dir)
+
+
+def close_segments(files: list[SegmentFile]) -> None:
+    """Close segment files at shutdown; a failure to close one never stops the others."""
+    for f in files:
+        with contextlib.suppress(OSError):
+            f.close()
