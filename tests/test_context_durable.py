@@ -28,6 +28,7 @@ from uns.core.events import Batch, ContextChange
 from uns.engine import daemon as uns_daemon
 from uns.engine.host import Engine
 from uns.engine.memory import MemoryBroker
+from uns.engine.memory_client import MemoryTransport
 from uns.errors import BrokerRefused, EngineError, LakeError
 from uns.mqtt.client import FastClient
 from uns.mqtt.mosquitto import Mosquitto, free_port
@@ -61,6 +62,13 @@ class GatedSink(CollectingSink):
     async def durable(self) -> None:
         self.durable_calls += 1
         await self.gate.wait()
+
+
+async def connected(broker: MemoryBroker, client_id: str) -> MemoryTransport:
+    """A connected client of the in-memory broker (the MES publishing context)."""
+    client = broker.client(client_id)
+    await client.connect()
+    return client
 
 
 def acks(broker: MemoryBroker) -> list[int]:
@@ -128,8 +136,7 @@ async def test_context_is_acknowledged_only_once_the_sinks_say_it_is_durable() -
     sink = GatedSink()
     engine = Engine(config(), sinks=[sink], transport=broker)
     async with running_engine(engine):
-        mes = broker.client("mes")
-        await mes.connect()
+        mes = await connected(broker, "mes")
         for i in range(3):
             await mes.publish(f"{CONTEXT}/acme/line1", event(i), qos=1)
         await wait_for(lambda: len(values(sink)) == 3 and sink.durable_calls > 0, what="processed")
@@ -152,8 +159,7 @@ async def test_at_shutdown_what_was_received_is_processed_made_durable_acknowled
     stop = asyncio.Event()
     task = asyncio.create_task(engine.run(stop))
     await wait_for(engine.context_intake.connected.is_set, what="context session")
-    mes = broker.client("mes")
-    await mes.connect()
+    mes = await connected(broker, "mes")
     for i in range(5):
         assert mes.publish_nowait(f"{CONTEXT}/acme/line1", event(i), qos=1)
     stop.set()  # the five are in the intake's buffer, not yet taken
@@ -179,8 +185,7 @@ async def test_events_published_while_the_engine_is_stopped_arrive_at_the_next_s
     first = CollectingSink()
     async with running_engine(Engine(config(), sinks=[first], transport=broker)):
         pass
-    mes = broker.client("mes")
-    await mes.connect()
+    mes = await connected(broker, "mes")
     for i in range(5):
         await mes.publish(f"{CONTEXT}/acme/line1", event(i), qos=1)
     second = CollectingSink()
@@ -200,8 +205,7 @@ async def test_a_crash_before_the_acknowledgement_means_redelivery() -> None:
     engine = Engine(config(), sinks=[sink], transport=broker)
     task = asyncio.create_task(engine.run())
     await wait_for(engine.context_intake.connected.is_set, what="context session")
-    mes = broker.client("mes")
-    await mes.connect()
+    mes = await connected(broker, "mes")
     for i in range(3):
         await mes.publish(f"{CONTEXT}/acme/line1", event(i), qos=1)
     await wait_for(lambda: len(values(sink)) == 3, what="processed")
@@ -253,8 +257,7 @@ async def test_a_batch_that_cannot_be_made_durable_is_not_acknowledged_and_comes
     sink = FailingOnceSink()
     engine = Engine(config(), sinks=[sink], transport=broker)
     async with running_engine(engine):
-        mes = broker.client("mes")
-        await mes.connect()
+        mes = await connected(broker, "mes")
         await mes.publish(f"{CONTEXT}/acme/line1", event(0), qos=1)
         await wait_for(lambda: len(acks(broker)) == 1, what="acknowledged after the retry")
     assert [e.action for e in broker.actions(INTAKE)].count("connect") >= 2  # a new connection ...
@@ -271,8 +274,7 @@ async def test_redelivered_events_are_in_the_lake_once(tmp_path: Path) -> None:
     engine = Engine(config(), sinks=[lake, gated], transport=broker)
     task = asyncio.create_task(engine.run())
     await wait_for(engine.context_intake.connected.is_set, what="context session")
-    mes = broker.client("mes")
-    await mes.connect()
+    mes = await connected(broker, "mes")
     for i in range(3):
         await mes.publish(f"{CONTEXT}/acme/line1", event(i), qos=1)
     await wait_for(lambda: len(values(gated)) == 3, what="processed")
