@@ -22,13 +22,12 @@ from typing import Any
 import pytest
 
 from lake import LakeSink, connect
-from tests.engine_helpers import CollectingSink, engine_config, running_engine, wait_for
+from tests.engine_helpers import CollectingSink, connected, engine_config, on_memory, running_engine, wait_for
 from uns.config import Config
 from uns.core.events import Batch, ContextChange
 from uns.engine import daemon as uns_daemon
 from uns.engine.host import Engine
 from uns.engine.memory import MemoryBroker
-from uns.engine.memory_client import MemoryTransport
 from uns.errors import BrokerRefused, EngineError, LakeError
 from uns.mqtt.client import FastClient
 from uns.mqtt.mosquitto import Mosquitto, free_port
@@ -62,13 +61,6 @@ class GatedSink(CollectingSink):
     async def durable(self) -> None:
         self.durable_calls += 1
         await self.gate.wait()
-
-
-async def connected(broker: MemoryBroker, client_id: str) -> MemoryTransport:
-    """A connected client of the in-memory broker (the MES publishing context)."""
-    client = broker.client(client_id)
-    await client.connect()
-    return client
 
 
 def acks(broker: MemoryBroker) -> list[int]:
@@ -132,10 +124,8 @@ async def test_without_manual_ack_a_persistent_session_acknowledges_on_receipt()
 
 
 async def test_context_is_acknowledged_only_once_the_sinks_say_it_is_durable() -> None:
-    broker = MemoryBroker()
     sink = GatedSink()
-    engine = Engine(config(), sinks=[sink], transport=broker)
-    async with running_engine(engine):
+    async with on_memory(config(), sink) as (broker, engine):
         mes = await connected(broker, "mes")
         for i in range(3):
             await mes.publish(f"{CONTEXT}/acme/line1", event(i), qos=1)
@@ -170,9 +160,7 @@ async def test_at_shutdown_what_was_received_is_processed_made_durable_acknowled
 
 
 async def test_the_main_sparkplug_session_does_not_take_context() -> None:
-    broker = MemoryBroker()
-    engine = Engine(config(), transport=broker)
-    async with running_engine(engine):
+    async with on_memory(config()) as (broker, _engine):
         main = broker.connection(f"uns-{NS}")
         intake = broker.connection(INTAKE)
         assert main is not None and intake is not None
@@ -253,10 +241,8 @@ class FailingOnceSink(CollectingSink):
 
 
 async def test_a_batch_that_cannot_be_made_durable_is_not_acknowledged_and_comes_again() -> None:
-    broker = MemoryBroker()
     sink = FailingOnceSink()
-    engine = Engine(config(), sinks=[sink], transport=broker)
-    async with running_engine(engine):
+    async with on_memory(config(), sink) as (broker, _engine):
         mes = await connected(broker, "mes")
         await mes.publish(f"{CONTEXT}/acme/line1", event(0), qos=1)
         await wait_for(lambda: len(acks(broker)) == 1, what="acknowledged after the retry")
