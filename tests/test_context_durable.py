@@ -63,6 +63,13 @@ class GatedSink(CollectingSink):
         await self.gate.wait()
 
 
+async def publish_context(broker: MemoryBroker, count: int) -> None:
+    """The MES publishes events 0 .. count-1 for acme/line1, at QoS 1."""
+    mes = await connected(broker, "mes")
+    for i in range(count):
+        await mes.publish(f"{CONTEXT}/acme/line1", event(i), qos=1)
+
+
 def acks(broker: MemoryBroker) -> list[int]:
     return [e.qos for e in broker.actions(INTAKE) if e.action == "ack"]
 
@@ -126,9 +133,7 @@ async def test_without_manual_ack_a_persistent_session_acknowledges_on_receipt()
 async def test_context_is_acknowledged_only_once_the_sinks_say_it_is_durable() -> None:
     sink = GatedSink()
     async with on_memory(config(), sink) as (broker, engine):
-        mes = await connected(broker, "mes")
-        for i in range(3):
-            await mes.publish(f"{CONTEXT}/acme/line1", event(i), qos=1)
+        await publish_context(broker, 3)
         await wait_for(lambda: len(values(sink)) == 3 and sink.durable_calls > 0, what="processed")
         await asyncio.sleep(0.05)
         assert acks(broker) == []  # in the sink, not yet durable: not acknowledged
@@ -173,9 +178,7 @@ async def test_events_published_while_the_engine_is_stopped_arrive_at_the_next_s
     first = CollectingSink()
     async with running_engine(Engine(config(), sinks=[first], transport=broker)):
         pass
-    mes = await connected(broker, "mes")
-    for i in range(5):
-        await mes.publish(f"{CONTEXT}/acme/line1", event(i), qos=1)
+    await publish_context(broker, 5)
     second = CollectingSink()
     engine = Engine(config(), sinks=[second], transport=broker)
     async with running_engine(engine):
@@ -193,9 +196,7 @@ async def test_a_crash_before_the_acknowledgement_means_redelivery() -> None:
     engine = Engine(config(), sinks=[sink], transport=broker)
     task = asyncio.create_task(engine.run())
     await wait_for(engine.context_intake.connected.is_set, what="context session")
-    mes = await connected(broker, "mes")
-    for i in range(3):
-        await mes.publish(f"{CONTEXT}/acme/line1", event(i), qos=1)
+    await publish_context(broker, 3)
     await wait_for(lambda: len(values(sink)) == 3, what="processed")
     task.cancel()  # the process dies ...
     broker.drop()  # ... and its sockets with it
@@ -243,8 +244,7 @@ class FailingOnceSink(CollectingSink):
 async def test_a_batch_that_cannot_be_made_durable_is_not_acknowledged_and_comes_again() -> None:
     sink = FailingOnceSink()
     async with on_memory(config(), sink) as (broker, _engine):
-        mes = await connected(broker, "mes")
-        await mes.publish(f"{CONTEXT}/acme/line1", event(0), qos=1)
+        await publish_context(broker, 1)
         await wait_for(lambda: len(acks(broker)) == 1, what="acknowledged after the retry")
     assert [e.action for e in broker.actions(INTAKE)].count("connect") >= 2  # a new connection ...
     assert [e.payload for e in broker.actions(INTAKE) if e.action == "redeliver"] == [
@@ -260,9 +260,7 @@ async def test_redelivered_events_are_in_the_lake_once(tmp_path: Path) -> None:
     engine = Engine(config(), sinks=[lake, gated], transport=broker)
     task = asyncio.create_task(engine.run())
     await wait_for(engine.context_intake.connected.is_set, what="context session")
-    mes = await connected(broker, "mes")
-    for i in range(3):
-        await mes.publish(f"{CONTEXT}/acme/line1", event(i), qos=1)
+    await publish_context(broker, 3)
     await wait_for(lambda: len(values(gated)) == 3, what="processed")
     await lake.durable()  # in the lake's WAL, but never acknowledged to the broker
     task.cancel()
