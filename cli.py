@@ -93,6 +93,10 @@ def run(
     primary: Annotated[
         bool | None, typer.Option("--primary/--no-primary", help="act as the Sparkplug primary host (STATE)")
     ] = None,
+    groups: Annotated[
+        str | None,
+        typer.Option("--groups", help="host only these Sparkplug groups, G1,G2 (env UNS_ENGINE_GROUPS)"),
+    ] = None,
     log_level: Annotated[str | None, typer.Option("--log-level", help="debug, info, warning, error")] = None,
     print_config: Annotated[
         bool, typer.Option("--print-config", help="show the effective config and exit")
@@ -113,6 +117,7 @@ def run(
         "engine.model": model,
         "engine.host_id": host_id,
         "engine.primary": primary,
+        "engine.groups": groups,
         "engine.log_level": log_level,
     }
     cfg = _guard(lambda: load_config(config, overrides=overrides))

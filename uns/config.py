@@ -123,6 +123,8 @@ class EngineSection:
     status_interval: float = 10.0  # seconds between retained status publishes
     on_reconnect: str = "wait"  # "wait" for births, or "rebirth" every known node
     log_level: str = "info"
+    #: the Sparkplug groups this engine hosts, comma-separated ("" = every group): the shard
+    groups: str = ""
 
     def __post_init__(self) -> None:
         _require(
@@ -144,6 +146,13 @@ class EngineSection:
             self.log_level.lower() in ("debug", "info", "warning", "error"),
             "debug, info, warning or error",
         )
+        bad = [g for g in self.group_list if not _group_name(g)]
+        _require("engine.groups", self.groups, not bad, "Sparkplug group ids (no '+', '#', '/', not STATE)")
+
+    @property
+    def group_list(self) -> tuple[str, ...]:
+        """The groups of :attr:`groups`, in order, without duplicates (empty: every group)."""
+        return tuple(dict.fromkeys(g.strip() for g in self.groups.split(",") if g.strip()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +249,10 @@ class LakeSection:
             ("retry_initial_s", 0 < self.retry_initial_s <= self.retry_max_s, "> 0 and <= retry_max_s"),
         ):
             _require(f"lake.{name}", getattr(self, name), ok, rule)
+
+
+def _group_name(text: str) -> bool:
+    return text != "STATE" and not any(c in text for c in "+#/")
 
 
 def _plain_id(text: str) -> bool:

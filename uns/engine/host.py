@@ -64,6 +64,7 @@ from uns.mqtt.settings import Backoff, BrokerSettings
 from uns.sparkplug.ncmd import rebirth_payload
 from uns.sparkplug.session import SessionManager
 from uns.sparkplug.state import format_state
+from uns.sparkplug.topic import namespace_filters
 
 __all__ = ["Engine"]
 
@@ -95,6 +96,10 @@ class Engine:
         self.host_id = config.engine.host_id
         self.state_topic = f"spBv1.0/STATE/{self.host_id}"
         self.status_topic = f"{self.prefix}/_engine/{self.host_id}/status"
+        #: the Sparkplug groups this engine hosts (its shard; empty: every group)
+        self.groups: tuple[str, ...] = config.engine.group_list
+        #: what the Sparkplug connection subscribes: ``spBv1.0/<group>/#`` per group, or all
+        self.namespace_filters = namespace_filters(self.groups)
         self.dispatch = Dispatcher(
             config,
             sessions=self.sessions,
@@ -219,6 +224,7 @@ class Engine:
         client = self._client
         return {
             "host_id": self.host_id,
+            "groups": list(self.groups),
             "online": online,
             "ts": now_ms(),
             "uptime_s": round(time.monotonic() - self._started, 1),
@@ -291,8 +297,10 @@ class Engine:
     async def _session(self, client: Transport, stop: asyncio.Event, *, reconnect: bool) -> None:
         """One broker connection: subscribe, STATE online, loops until stop (then drain) or
         a BrokerError (the connection is lost)."""
-        # Sparkplug: subscribe to the namespace and our own STATE before any publish.
-        await client.subscribe("spBv1.0/#", qos=0)
+        # Sparkplug: subscribe to the namespace (our shard's groups) and our own STATE before
+        # any publish.
+        for topic_filter in self.namespace_filters:
+            await client.subscribe(topic_filter, qos=0)
         await client.subscribe(self.state_topic, qos=1)
         state_ts = self.dispatch.state_ts
         if state_ts is not None:
@@ -324,7 +332,8 @@ class Engine:
     async def _drain(self, client: Transport) -> None:
         """Stop intake, process what was already received, flush sinks, status and STATE offline."""
         with contextlib.suppress(BrokerError):
-            await client.unsubscribe("spBv1.0/#")
+            for topic_filter in self.namespace_filters:
+                await client.unsubscribe(topic_filter)
         drained = 0
         while messages := client.take(self.CHUNK):
             await self._handle_messages(client, messages)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from uns.errors import SparkplugTopicError
 
-__all__ = ["NAMESPACE", "MessageType", "Topic", "parse_topic"]
+__all__ = ["NAMESPACE", "MessageType", "Topic", "namespace_filters", "parse_topic"]
 
 NAMESPACE = "spBv1.0"
 
@@ -105,3 +105,10 @@ def parse_topic(topic: str) -> Topic:
         raise SparkplugTopicError(topic, f"{mtype.value} needs a device id")
     _check_id(topic, "device id", parts[4])
     return Topic(mtype, parts[1], parts[3], parts[4])
+
+
+def namespace_filters(groups: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The subscriptions of a host for ``groups`` (every group when empty): one
+    ``spBv1.0/<group>/#`` per group, or ``spBv1.0/#``.  A shard of groups does not see
+    other hosts' STATE (``spBv1.0/STATE/...``); a host subscribes its own apart."""
+    return tuple(f"{NAMESPACE}/{g}/#" for g in groups) if groups else (f"{NAMESPACE}/#",)
