@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Final
 
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
+from deltalake import DeltaTable, Transaction, WriterProperties
 from deltalake.exceptions import TableNotFoundError
 
 from lake.locks import compaction_lock
 from lake.schemas import SCHEMAS
+from lake.sharing import commit_with_retries, write_rows
 from lake.tables import PARTITION_COLUMN, TABLES, TableColumns, column_count
 from lake.to_arrow import arrow_table_of_parts
 from lake.wal import CommitResult, read_segment, sync_filesystem
@@ -253,21 +254,20 @@ class DeltaWriter:
 
     def _commit_table(self, table: str, parts: Sequence[Sequence[Sequence[object]]], number: int) -> bool:
         txn_id = app_id(table, self.writer_id)
-        dt = self._handle(table)
-        try:
+        data: list[pa.Table] = []  # built once, kept across conflict retries
+
+        def attempt() -> bool:
+            dt = self._handle(table)
             done = dt.transaction_version(txn_id)
             if done is not None and done >= number:
                 return False  # committed before a crash or a failed retirement
-            data = arrow_table_of_parts(table, parts, number)
-            write_deltalake(
-                dt,
-                data,
-                mode="append",
-                schema_mode="merge",  # a table of an older lake gets the columns added since
-                writer_properties=self._props,
-                commit_properties=CommitProperties(app_transactions=[Transaction(txn_id, number)]),
-            )
+            if not data:
+                data.append(arrow_table_of_parts(table, parts, number))
+            write_rows(table, dt, data[0], Transaction(txn_id, number), self._props)
+            return True
+
+        try:  # another writer of the lake may win a commit race: retried (lake/sharing.py)
+            return commit_with_retries(attempt, lambda: self._handles.pop(table, None), what=table)
         except Exception as exc:  # any failure: the segment stays in the WAL and is retried
             self._handles.pop(table, None)
             raise LakeError(f"commit of WAL segment {number} to {table} failed: {exc}", table=table) from exc
-        return True
