@@ -74,7 +74,11 @@ def write_rows(table: str, dt: DeltaTable, data: pa.Table, txn: Transaction, pro
 
 
 def commit_with_retries(
-    attempt: Callable[[], _T], on_conflict: Callable[[], None], *, what: str, retries: int = CONFLICT_RETRIES
+    attempt: Callable[[], _T],
+    on_conflict: Callable[[], object],
+    *,
+    what: str,
+    retries: int = CONFLICT_RETRIES,
 ) -> _T:
     """Run ``attempt`` (one optimistic commit); when another writer won the race, call
     ``on_conflict`` (drop the stale table state) and try again, after a short random
