@@ -38,7 +38,10 @@ BrokerOpt = Annotated[
     str | None,
     typer.Option("--broker", "-b", help="mqtt://[user[:pass]@]host[:port] or mqtts://... (env UNS_BROKER)"),
 ]
-LakeOpt = Annotated[str | None, typer.Option("--lake", help="lake directory (env UNS_LAKE; default ./lake)")]
+LakeOpt = Annotated[
+    str | None,
+    typer.Option("--lake", help="lake directory or s3://bucket/prefix (env UNS_LAKE)"),
+]
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table, csv or json")]
 
 
@@ -70,13 +73,10 @@ def _broker_settings(broker: str | None) -> Any:
     return load_config(overrides={"broker.url": broker}).broker.settings()
 
 
-def _lake_path(lake: str | None) -> str:
-    from uns.config import load_config  # noqa: PLC0415
+def _lake_path(lake: str | None) -> Any:
+    from uns_cli.lake_cmds import lake_store  # noqa: PLC0415
 
-    path = load_config(overrides={"lake.path": lake}).lake.path
-    if not path:
-        raise UnsError("no lake configured: pass --lake DIR or set UNS_LAKE")
-    return path
+    return lake_store(lake)
 
 
 @app.command()
@@ -256,28 +256,13 @@ def lake_sql(
     lake: LakeOpt = None,
     fmt: FormatOpt = "table",
 ) -> None:
-    """Run a DuckDB query against the lake's views.
+    """Run a DuckDB query against the lake's views (a directory or s3://bucket/prefix).
 
     Example: uns lake sql "SELECT batch_id, count(*) FROM measurements GROUP BY 1" --lake ./lake
     """
-    import duckdb  # noqa: PLC0415
+    from uns_cli import lake_cmds  # noqa: PLC0415
 
-    import lake as lake_pkg  # noqa: PLC0415
-    from uns_cli.output import FORMATS, render_rows  # noqa: PLC0415
-
-    if fmt not in FORMATS:
-        raise _fail(f"--format must be one of {', '.join(FORMATS)}")
-    path = _guard(lambda: _lake_path(lake))
-    con = _guard(lambda: lake_pkg.connect(path))
-    try:
-        cur = con.execute(query)
-        columns = [d[0] for d in cur.description or []]
-        rows = cur.fetchall()
-    except duckdb.Error as exc:
-        raise _fail(str(exc)) from None
-    finally:
-        con.close()
-    typer.echo(render_rows(columns, rows, fmt))
+    typer.echo(_guard(lambda: lake_cmds.sql(lake, query, fmt)))
 
 
 @lake_app.command("info")
@@ -286,14 +271,9 @@ def lake_info(lake: LakeOpt = None, fmt: FormatOpt = "table") -> None:
 
     Example: uns lake info --lake ./lake
     """
-    import lake as lake_pkg  # noqa: PLC0415
-    from uns_cli.output import render_rows  # noqa: PLC0415
+    from uns_cli import lake_cmds  # noqa: PLC0415
 
-    path = _guard(lambda: _lake_path(lake))
-    info = _guard(lambda: lake_pkg.Lake(path).info())
-    rows = [ti.as_dict() for ti in info.values()]
-    columns = list(rows[0]) if rows else ["table"]
-    typer.echo(render_rows(columns, [[r.get(c) for c in columns] for r in rows], fmt))
+    typer.echo(_guard(lambda: lake_cmds.info(lake, fmt)))
 
 
 @lake_app.command("compact")
@@ -307,11 +287,9 @@ def lake_compact(
 
     Waits for a compaction the engine is running on the same lake.  Example: uns lake compact --lake ./lake
     """
-    import lake as lake_pkg  # noqa: PLC0415
+    from uns_cli import lake_cmds  # noqa: PLC0415
 
-    path = _guard(lambda: _lake_path(lake))
-    result = _guard(lambda: lake_pkg.Lake(path).compact(z_order=z_order))
-    typer.echo(json.dumps(result, indent=2, default=str))
+    typer.echo(_guard(lambda: lake_cmds.compact(lake, z_order=z_order)))
 
 
 @lake_app.command("vacuum")
@@ -332,13 +310,9 @@ def lake_vacuum(
 
     Example: uns lake vacuum --lake ./lake --retention-hours 168
     """
-    import lake as lake_pkg  # noqa: PLC0415
+    from uns_cli import lake_cmds  # noqa: PLC0415
 
-    path = _guard(lambda: _lake_path(lake))
-    result = _guard(
-        lambda: lake_pkg.Lake(path).vacuum(retention_hours, dry_run=dry_run, enforce_retention=not force)
-    )
-    typer.echo(json.dumps(result, indent=2, default=str))
+    typer.echo(_guard(lambda: lake_cmds.vacuum(lake, retention_hours, dry_run=dry_run, force=force)))
 
 
 @context_app.command("show")

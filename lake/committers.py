@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
 
+from lake.storage import LakeStore
 from lake.tables import TableColumns
 from lake.wal import CommitResult, SegmentFile
 from lake.worker import CommitWorker
@@ -84,7 +85,7 @@ class ProcessCommitter:
 
     keeps_columns = False
 
-    def __init__(self, root: Path, config: LakeSection) -> None:
+    def __init__(self, root: LakeStore, config: LakeSection) -> None:
         self._worker = CommitWorker(
             root, config.writer_id, config.commit_worker_max_rss_mb, nice=config.commit_worker_nice
         )
@@ -129,7 +130,7 @@ class ThreadCommitter:
 
     keeps_columns = True
 
-    def __init__(self, root: Path, config: LakeSection) -> None:
+    def __init__(self, root: LakeStore, config: LakeSection) -> None:
         self._root = root
         self._writer_id = config.writer_id
         self._writer: DeltaWriter | None = None
@@ -162,7 +163,7 @@ class ThreadCommitter:
         return 0, 0, 0
 
 
-def committer_for(root: Path, config: LakeSection) -> Committer:
+def committer_for(root: LakeStore, config: LakeSection) -> Committer:
     """The committer ``config.commit_worker`` names."""
     if config.commit_worker == "process":
         return ProcessCommitter(root, config)

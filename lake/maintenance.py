@@ -25,6 +25,7 @@ from deltalake.exceptions import TableNotFoundError
 from lake.locks import compaction_lock
 from lake.query import connect
 from lake.sink import LakeConfig, LakeSink
+from lake.storage import LakeStore, as_store
 from lake.tables import PARTITION_COLUMN, TABLES, TIME_COLUMN
 from lake.writer import writer_properties
 from uns.errors import LakeError
@@ -64,21 +65,22 @@ class TableInfo:
 
 
 class Lake:
-    """A lake directory: open a writer or a query connection, inspect and maintain it."""
+    """A lake (a directory or an object-store URL, see :mod:`lake.storage`): open a writer
+    or a query connection, inspect and maintain it."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.root = Path(path)
+    def __init__(self, path: str | Path | LakeStore) -> None:
+        self.store = as_store(path)
 
     def sink(self, config: LakeConfig | None = None) -> LakeSink:
         """The engine's writer for this lake (use as ``async with``)."""
-        return LakeSink(self.root, config)
+        return LakeSink(self.store, config)
 
     def connect(self) -> duckdb.DuckDBPyConnection:
-        return connect(self.root)
+        return connect(self.store)
 
     def _table(self, table: str) -> DeltaTable | None:
         try:
-            return DeltaTable(self.root / table)
+            return DeltaTable(self.store.table_uri(table), storage_options=self.store.delta_options())
         except TableNotFoundError:
             return None
         except Exception as exc:
@@ -101,7 +103,7 @@ class Lake:
         props = writer_properties()
         result: dict[str, dict[str, Any]] = {}
         # one compaction of the lake at a time (lake/locks.py): waits for a writer's own
-        with compaction_lock(self.root, wait=True):
+        with compaction_lock(self.store.lock_dir(), wait=True):
             for table in TABLES:
                 delta = self._table(table)  # opened under the lock: plans on the table as it is
                 if delta is None:

@@ -31,6 +31,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
 from lake.schemas import SCHEMAS
+from lake.storage import LakeStore, as_store
 from lake.tables import CONTEXT_COLUMNS, PARTITION_COLUMN, TABLES, WAL_COLUMNS
 from lake.wal import list_segments, read_segment
 from uns.errors import LakeError
@@ -49,6 +50,8 @@ __all__ = [
 VIEWS: Final = ("measurements", "measurements_asof", "context", "metric_catalog", "sessions", "rejected")
 
 _PATH_VARIABLE: Final = "uns_lake_path"
+#: the store (with its options) of each lake URL connected in this process, for refresh()
+_STORES: dict[str, LakeStore] = {}
 
 
 def _source(table: str) -> str:
@@ -142,61 +145,75 @@ def create_views(con: duckdb.DuckDBPyConnection) -> None:
 _HIVE_DATE = ds.partitioning(pa.schema([(PARTITION_COLUMN, pa.date32())]), flavor="hive")
 
 
-def _dataset(root: Path, table: str, version: int | None) -> tuple[object, int | None]:
+def _dataset(store: LakeStore, table: str, version: int | None) -> tuple[object, int | None]:
     """The table's pyarrow dataset at ``version`` (newest if None), or an empty table.
 
     Built from the version's file list and the table schema: no file is opened
     here.  (``DeltaTable.to_pyarrow_dataset`` does the same but costs ~7 ms per
     file in Python, too slow for tables of thousands of small files.)  The
     ``date`` partition value comes from the hive-style directory the writer
-    put each file in."""
-    path = root / table
+    put each file in.  A remote lake's files are read through the pyarrow filesystem of
+    its store (:meth:`lake.storage.LakeStore.arrow_filesystem`)."""
+    path = store.table_uri(table)
     try:
-        dt = DeltaTable(path) if version is None else DeltaTable(path, version=version)
+        dt = DeltaTable(path, version=version, storage_options=store.delta_options())
         schema = pa.schema(dt.schema().to_arrow())
         # A table of an older lake lacks the columns added since: they read as NULL.
         for field in SCHEMAS[table]:
             if field.name not in schema.names:
                 schema = schema.append(field)
         dataset = ds.dataset(
-            dt.file_uris(),
+            [store.arrow_path(uri) for uri in dt.file_uris()],
             schema=schema,
             format="parquet",
             partitioning=_HIVE_DATE,
-            partition_base_dir=str(path),
+            partition_base_dir=store.arrow_path(path),
+            filesystem=store.arrow_filesystem() if store.remote else None,
         )
     except TableNotFoundError:
         if version is not None:
-            raise LakeError(f"table {table} does not exist in {root}", table=table) from None
+            raise LakeError(f"table {table} does not exist in {store}", table=table) from None
         return SCHEMAS[table].empty_table(), None
     except Exception as exc:
         raise LakeError(f"cannot read table {table}: {exc}", table=table) from exc
     return dataset, dt.version()
 
 
-def _register(con: duckdb.DuckDBPyConnection, root: Path, versions: Mapping[str, int] | None) -> None:
+def _register(con: duckdb.DuckDBPyConnection, store: LakeStore, versions: Mapping[str, int] | None) -> None:
     pinned: dict[str, int] = {}
     for table in TABLES:
-        data, version = _dataset(root, table, (versions or {}).get(table))
+        data, version = _dataset(store, table, (versions or {}).get(table))
+        if table == "context" and isinstance(data, ds.Dataset):
+            # The context table's files are written by a Delta MERGE (lake/sharing.py), whose
+            # Parquet declares its text columns as Arrow string_view; a filter DuckDB pushes
+            # into the dataset scan then meets string against string_view and fails.  Context
+            # changes are few: read the snapshot's rows once, as the table's own types.
+            data = data.to_table()
         con.register(_source(table), data)
         if version is not None:
             pinned[table] = version
     con.execute("SET VARIABLE uns_lake_versions = ?", [pinned])
 
 
-def connect(path: str | Path, *, versions: Mapping[str, int] | None = None) -> duckdb.DuckDBPyConnection:
+def connect(
+    path: str | Path | LakeStore, *, versions: Mapping[str, int] | None = None
+) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the lake's views (see docs/lake.md).
 
-    ``versions`` pins tables to older Delta versions (time travel), e.g.
-    ``{"measurements": 12}``.  Timestamps display in UTC."""
-    root = Path(path)
-    if not root.is_dir():
-        raise LakeError(f"no lake at {root}")
+    ``path`` is the lake's directory or URL (``s3://bucket/prefix``; a
+    :class:`lake.storage.LakeStore` carries store options).  ``versions`` pins tables to
+    older Delta versions (time travel), e.g. ``{"measurements": 12}``.  Timestamps
+    display in UTC."""
+    store = as_store(path)
+    if not store.exists():
+        raise LakeError(f"no lake at {store}")
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        con.execute(f"SET VARIABLE {_PATH_VARIABLE} = ?", [str(root.resolve())])
-        _register(con, root, versions)
+        url = store.url if store.remote else str(store.local.resolve())
+        con.execute(f"SET VARIABLE {_PATH_VARIABLE} = ?", [url])
+        _STORES[url] = store
+        _register(con, store, versions)
         create_views(con)
     except BaseException:
         con.close()
@@ -211,7 +228,8 @@ def refresh(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     rows = con.execute(f"SELECT getvariable('{_PATH_VARIABLE}')").fetchall()
     if not rows or rows[0][0] is None:
         raise LakeError("not a lake connection (use lake.connect)")
-    _register(con, Path(rows[0][0]), None)
+    url = rows[0][0]
+    _register(con, _STORES.get(url) or as_store(url), None)
     return snapshot_versions(con)
 
 
@@ -221,29 +239,32 @@ def snapshot_versions(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     return dict(rows[0][0]) if rows and rows[0][0] else {}
 
 
-def applied_context_ids(path: str | Path) -> set[str]:
+def applied_context_ids(path: str | Path | LakeStore, wal_dir: Path | None = None) -> set[str]:
     """The ids of the context events the lake holds (its context table's distinct
-    ``event_id``, also of rows still in any writer's write-ahead log): what an engine
-    starting on this lake must not apply again.  Empty for a lake without a context table."""
-    root = Path(path)
+    ``event_id``, also of rows still in any writer's write-ahead log under the lake's
+    directory, and in ``wal_dir``): what an engine starting on this lake must not apply
+    again.  Empty for a lake without a context table."""
+    store = as_store(path)
     ids: set[str] = set()
-    if not root.is_dir():
+    if not store.exists():
         return ids
-    data, _version = _dataset(root, "context", None)
+    data, _version = _dataset(store, "context", None)
     table = data if isinstance(data, pa.Table) else data.to_table(columns=["event_id"])  # type: ignore[attr-defined]
     column = table.column("event_id")
     ids.update(v for v in pc.unique(column).to_pylist() if v is not None)
-    ids.update(_wal_context_ids(root))
+    wal_dirs = [] if store.remote else sorted(store.local.glob("_wal*"))
+    ids.update(_wal_context_ids([*wal_dirs, *([wal_dir] if wal_dir else [])]))
     return ids
 
 
-def _wal_context_ids(root: Path) -> set[str]:
-    """Context event ids in the write-ahead logs (``_wal``, ``_wal-<writer id>``): rows
-    accepted before a crash and committed only when their writer starts again."""
+def _wal_context_ids(wal_dirs: list[Path]) -> set[str]:
+    """Context event ids in the write-ahead logs (``_wal``, ``_wal-<writer id>``, a
+    ``lake.wal_dir``): rows accepted before a crash and committed only when their writer
+    starts again."""
     ids: set[str] = set()
     index = TABLES.index("context")
     field = WAL_COLUMNS["context"].index("event_id")
-    for wal_dir in sorted(root.glob("_wal*")):
+    for wal_dir in wal_dirs:
         if not wal_dir.is_dir():
             continue
         for _number, segment in list_segments(wal_dir):

@@ -54,7 +54,9 @@ def write_rows(table: str, dt: DeltaTable, data: pa.Table, txn: Transaction, pro
     """Commit ``data`` to ``dt`` in one Delta commit carrying ``txn``: context by a MERGE
     that skips the changes already stored, every other table by an append."""
     commit = CommitProperties(app_transactions=[txn])
-    if table != "context":
+    # A context table of a lake older than event ids has no event_id column to match on:
+    # its first commit appends (and so adds the column); it holds no id to skip yet.
+    if table != "context" or "event_id" not in {f.name for f in dt.schema().fields}:
         # schema_mode "merge": a table of an older lake gets the columns added since
         write_deltalake(
             dt, data, mode="append", schema_mode="merge", writer_properties=props, commit_properties=commit

@@ -33,6 +33,7 @@ from typing import Self
 
 from lake.committers import Sealed, committer_for
 from lake.compaction import CompactionSchedule
+from lake.storage import LakeStore, as_store, wal_dir_of
 from lake.tables import PendingRows, TableColumns, column_count, empty_columns, extend_columns
 from lake.wal import (
     CommitResult,
@@ -64,12 +65,14 @@ class LakeSink:
 
     name = "lake"
 
-    def __init__(self, path: str | Path, config: LakeSection | None = None) -> None:
-        self.root = Path(path)
+    def __init__(self, path: str | Path | LakeStore, config: LakeSection | None = None) -> None:
         self.config = config or LakeSection()
-        self._wal_dir = wal_dir_for(self.root, self.config.writer_id)
+        #: the lake: a directory or an object store (lake/storage.py; the WAL is always local)
+        self.store = as_store(path, self.config.storage)
+        self.root = self.store.url
+        self._wal_dir = wal_dir_of(self.store, self.config)
         self._lock = WalLock(self._wal_dir)
-        self._committer = committer_for(self.root, self.config)
+        self._committer = committer_for(self.store, self.config)
         self._compaction = CompactionSchedule(
             self._committer, self.config.compact_interval, due_marker=self._wal_dir / "compaction-due"
         )

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
+from lake.storage import OPTIONS_ENV, LakeStore, as_store, store_from_env
 from uns.errors import LakeError
 
 __all__ = ["JEMALLOC_CONF", "CommitWorker", "main"]
@@ -58,8 +59,8 @@ _ENTRY: Final = "import sys; from lake.worker import main; sys.exit(main(sys.arg
 class CommitWorker:
     """The engine's handle on one worker process (one request at a time)."""
 
-    def __init__(self, root: Path, writer_id: str, max_rss_mb: int = 0, *, nice: int = 0) -> None:
-        self.root = root
+    def __init__(self, root: Path | LakeStore, writer_id: str, max_rss_mb: int = 0, *, nice: int = 0) -> None:
+        self.store = as_store(root)
         self.writer_id = writer_id
         self.max_rss_mb = max_rss_mb
         self.nice = nice
@@ -80,7 +81,8 @@ class CommitWorker:
         """Start the process (it imports deltalake in the background; requests wait for it)."""
         env = dict(os.environ)
         env.setdefault("_RJEM_MALLOC_CONF", JEMALLOC_CONF)
-        argv = [sys.executable, "-c", _ENTRY, str(self.root), self.writer_id, str(os.getpid())]
+        env[OPTIONS_ENV] = self.store.options_json()  # not in argv: ps shows argv to everyone
+        argv = [sys.executable, "-c", _ENTRY, self.store.url, self.writer_id, str(os.getpid())]
         argv += [str(self.max_rss_mb), str(self.nice)]
         try:
             self._proc = await asyncio.create_subprocess_exec(
@@ -183,7 +185,7 @@ def _rss_mb() -> float:
 
 
 def _serve(
-    inp: BinaryIO, out: BinaryIO, root: Path, writer_id: str, libc: ctypes.CDLL | None, max_rss_mb: int
+    inp: BinaryIO, out: BinaryIO, root: LakeStore, writer_id: str, libc: ctypes.CDLL | None, max_rss_mb: int
 ) -> None:
     from lake import writer as writer_module  # noqa: PLC0415 - deltalake: in the worker only
 
@@ -255,5 +257,5 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with contextlib.suppress(BrokenPipeError):
-        _serve(sys.stdin.buffer, out, Path(root), writer_id, libc, int(max_rss_mb))
+        _serve(sys.stdin.buffer, out, store_from_env(root), writer_id, libc, int(max_rss_mb))
     return 0

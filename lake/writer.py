@@ -29,6 +29,7 @@ from deltalake.exceptions import TableNotFoundError
 from lake.locks import compaction_lock
 from lake.schemas import SCHEMAS
 from lake.sharing import commit_with_retries, write_rows
+from lake.storage import LakeStore, as_store
 from lake.tables import PARTITION_COLUMN, TABLES, TableColumns, column_count
 from lake.to_arrow import arrow_table_of_parts
 from lake.wal import CommitResult, read_segment, sync_filesystem
@@ -108,14 +109,14 @@ def writer_properties() -> WriterProperties:
 class DeltaWriter:
     """The lake's tables, for one writer (one WAL).  Not thread-safe: one commit at a time."""
 
-    def __init__(self, root: Path, writer_id: str = "") -> None:
-        self.root = root
+    def __init__(self, root: Path | str | LakeStore, writer_id: str = "") -> None:
+        self.store = as_store(root)  # a directory or an object store (lake/storage.py)
         self.writer_id = writer_id
         self._handles: dict[str, DeltaTable] = {}
         self._props = writer_properties()
 
-    def table_path(self, table: str) -> Path:
-        return self.root / table
+    def table_path(self, table: str) -> str:
+        return self.store.table_uri(table)
 
     def ensure_tables(self) -> None:
         """Create every missing table empty, so readers see all views from the start."""
@@ -139,9 +140,15 @@ class DeltaWriter:
         path = self.table_path(table)
         try:
             try:
-                dt = DeltaTable(path)
+                dt = DeltaTable(path, storage_options=self.store.delta_options())
             except TableNotFoundError:
-                dt = DeltaTable.create(path, SCHEMAS[table], partition_by=[PARTITION_COLUMN], mode="ignore")
+                dt = DeltaTable.create(
+                    path,
+                    SCHEMAS[table],
+                    partition_by=[PARTITION_COLUMN],
+                    mode="ignore",
+                    storage_options=self.store.delta_options(),
+                )
         except Exception as exc:  # deltalake raises its own, OSError and pyarrow errors alike
             raise LakeError(f"cannot open table {table}: {exc}", table=table) from exc
         self._handles[table] = dt
@@ -153,7 +160,7 @@ class DeltaWriter:
         about ``target_rows`` rows.  Returns the number of files removed."""
         removed = 0
         filters = [(PARTITION_COLUMN, ">=", since.isoformat())]
-        with compaction_lock(self.root, wait=False) as held:
+        with compaction_lock(self.store.lock_dir(), wait=False) as held:
             if not held:  # another compaction of this lake runs (lake/locks.py): next round
                 log.info("lake: another compaction of this lake is running; this one waits a round")
                 return 0
@@ -245,7 +252,8 @@ class DeltaWriter:
             _hook(f"after:{table}")
         _hook("before_delete")
         try:
-            sync_filesystem(self.root)
+            if not self.store.remote:  # an object store has the commit once its PUT returned
+                sync_filesystem(self.store.local)
             path.unlink(missing_ok=True)
         except OSError as exc:
             raise LakeError(f"cannot retire WAL segment {path.name}: {exc}") from exc

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.s3_server import S3Server, running_s3
 from uns.mqtt.mosquitto import Mosquitto, find_mosquitto, free_port, running_mosquitto
 
 #: fixtures that start a real mosquitto: a test using one is an integration test, marked or not
@@ -59,3 +60,19 @@ def persistent_broker() -> Iterator[Mosquitto]:
         Mosquitto(port=free_port(), workdir=Path(d), persistence=True) as broker,
     ):
         yield broker
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """One local S3-compatible server (moto) for the whole test session, on loopback."""
+    with running_s3() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_lake(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The URL of a lake in a fresh bucket, with the AWS_* environment pointing at the server
+    (this process's and so the commit worker's)."""
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    return f"s3://{s3_server.new_bucket()}/plant/lake"

@@ -24,7 +24,7 @@ def repair_table(root: Path, table: str, aside: Path) -> None:
     aside.rename(root / table)
 
 
-def query(root: Path, sql: str) -> list[tuple[Any, ...]]:
+def query(root: Path | str, sql: str) -> list[tuple[Any, ...]]:
     """``sql`` over the lake's views, on a connection of its own."""
     con = lake.connect(root)
     try:

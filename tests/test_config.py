@@ -29,6 +29,7 @@ from uns.config import (
     key_type,
     load_config,
 )
+from uns.config_options import OPTIONS_SCHEMA, option_tables
 from uns.errors import ConfigError
 from uns.mqtt.settings import Backoff, parse_broker_url
 
@@ -222,7 +223,9 @@ def test_every_schema_key_matches_a_section_field_with_its_type_and_default() ->
     assert list(schema["properties"]) == list(fields)
     json_type = {bool: "boolean", int: "integer", float: "number", str: "string"}
     for section, keys in fields.items():
-        props = schema["properties"][section]["properties"]
+        props = dict(schema["properties"][section]["properties"])
+        for table in option_tables(SECTIONS[section]):  # [lake.storage]: an object, not a key
+            assert props.pop(table) == OPTIONS_SCHEMA
         assert list(props) == list(keys), f"schema keys of [{section}]"
         defaults = SECTIONS[section]()
         for key, spec in props.items():
@@ -233,6 +236,28 @@ def test_every_schema_key_matches_a_section_field_with_its_type_and_default() ->
             default = getattr(defaults, key)
             assert spec.get("default") == default, f"default of {section}.{key}"
             assert keys[key].default == default  # the field's own default: the only one
+
+
+def test_storage_options_come_from_a_table_and_their_secrets_never_show(tmp_path: Path) -> None:
+    file = tmp_path / "uns.toml"
+    text = '[lake]\npath = "s3://b/p"\n[lake.storage]\nAWS_REGION = "eu-1"\naws_allow_http = true\n'
+    file.write_text(text + 'aws_secret_access_key = "s3cr3t"\n')
+    jsonschema.validate(tomllib.loads(file.read_text()), config_json_schema())
+    cfg = load_config(file, env={})
+    assert dict(cfg.lake.storage) == {
+        "aws_region": "eu-1",
+        "aws_allow_http": "true",
+        "aws_secret_access_key": "s3cr3t",
+    }
+    assert cfg.to_dict()["lake"]["storage"]["aws_secret_access_key"] == "***"
+    assert cfg.to_dict(masked=False)["lake"]["storage"]["aws_secret_access_key"] == "s3cr3t"
+    assert "s3cr3t" not in repr(cfg)
+    file.write_text('[broker.storage]\nx = "y"\n')
+    with pytest.raises(ConfigError, match="unknown setting"):
+        load_config(file, env={})
+    file.write_text("[lake.storage]\nx = [1]\n")
+    with pytest.raises(ConfigError, match=r"lake\.storage\.x must be text"):
+        load_config(file, env={})
 
 
 def test_tuning_fields_are_not_config_keys() -> None:

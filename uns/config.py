@@ -33,6 +33,15 @@ from pathlib import Path
 from types import NoneType, UnionType
 from typing import Any, Final, TypeVar, Union, get_args, get_origin, get_type_hints
 
+from uns.config_options import FILE_KEY as _FILE_KEY
+from uns.config_options import (
+    MASK,
+    OPTIONS_SCHEMA,
+    masked_options,
+    option_table,
+    option_tables,
+    parse_options,
+)
 from uns.core.topics import check_prefix
 from uns.errors import ConfigError
 from uns.mqtt.settings import BrokerSettings, parse_broker_url
@@ -54,7 +63,7 @@ __all__ = [
 ]
 
 SECRET_KEYS = frozenset({"broker.password"})
-_MASK: Final = "***"  # what a secret shows as
+_MASK: Final = MASK  # what a secret shows as
 ENV_SHORTCUTS = {
     "UNS_BROKER": "broker.url",
     "UNS_LAKE": "lake.path",
@@ -64,7 +73,6 @@ ENV_SHORTCUTS = {
 }
 
 _T = TypeVar("_T")
-_FILE_KEY: Final = "uns.config.file_key"
 
 
 def tuning(default: _T) -> _T:
@@ -219,6 +227,9 @@ class LakeSection:
     compact_interval: float = 120.0
     #: distinct per engine when several engines write one lake (own WAL dir and app transaction ids)
     writer_id: str = ""
+    #: the write-ahead log's directory (default: <path>/_wal[-<writer_id>]); required, on a
+    #: local disk, when ``path`` is an object-store URL (s3://bucket/prefix)
+    wal_dir: str | None = None
     #: where Delta commits run: "process" (a worker process: Arrow and Parquet do not
     #: compete with the engine for the GIL) or "thread" (a worker thread of this process)
     commit_worker: str = "process"
@@ -233,6 +244,8 @@ class LakeSection:
     #: commit retry backoff: first delay, doubling up to the cap (seconds)
     retry_initial_s: float = tuning(0.5)
     retry_max_s: float = tuning(30.0)
+    #: object-store options for a remote ``path`` (``[lake.storage]``: aws_region, aws_endpoint_url, ...)
+    storage: tuple[tuple[str, str], ...] = option_table()
 
     def __post_init__(self) -> None:
         for name, ok, rule in (
@@ -288,6 +301,9 @@ class Config:
                         section[key] = _MASK
                 if name == "broker":
                     section["url"] = self.broker.settings().masked_url()
+            for key in option_tables(cls):
+                options = getattr(section_obj, key)
+                section[key] = masked_options(options) if masked else dict(options)
             out[name] = section
         return out
 
@@ -396,6 +412,9 @@ def load_config(
             if not isinstance(table, dict):
                 raise ConfigError(f"{path}: top-level key {section!r} must be a [section]", key=section)
             for key, value in table.items():
+                if isinstance(value, dict) and key in option_tables(SECTIONS.get(section, Config)):
+                    values[section][key] = parse_options(f"{section}.{key}", value, str(path))
+                    continue
                 line = _line_of(text, section, key)
                 put(f"{section}.{key}", value, f"{path} line {line}" if line else str(path))
     for name, value in env.items():
@@ -448,11 +467,9 @@ def config_json_schema() -> dict[str, Any]:
     sections: dict[str, Any] = {}
     for name, cls in SECTIONS.items():
         defaults = cls()
-        sections[name] = {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {key: prop(kind, getattr(defaults, key)) for key, kind in _KEYS[name].items()},
-        }
+        props = {key: prop(kind, getattr(defaults, key)) for key, kind in _KEYS[name].items()}
+        props.update({key: dict(OPTIONS_SCHEMA) for key in option_tables(cls)})
+        sections[name] = {"type": "object", "additionalProperties": False, "properties": props}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://uns.invalid/schemas/config.schema.json",

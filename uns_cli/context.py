@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from uns.clock import now_ms
 from uns.core.context import ContextStore
@@ -24,6 +24,9 @@ from uns.core.events import ContextChange
 from uns.errors import BrokerError, BrokerRefused, ContextError, UnsError
 from uns.mqtt.client import FastClient
 from uns.mqtt.settings import BrokerSettings
+
+if TYPE_CHECKING:
+    from lake.storage import LakeStore
 
 __all__ = [
     "ACK_STATUSES",
@@ -312,7 +315,7 @@ def publish_context(
     return SetResult(topic, event_id, acks.get(out.id), wait is not None)
 
 
-def context_at(lake_dir: str, path: str, at: str | None) -> dict[str, str]:
+def context_at(lake_dir: str | LakeStore, path: str, at: str | None) -> dict[str, str]:
     """The context valid at ``path`` at time ``at``, replayed from the lake's context table."""
     import lake  # noqa: PLC0415 - the lake pulls in duckdb/pyarrow
 

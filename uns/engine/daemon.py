@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from lake import LakeSink
+from lake.storage import OPTIONS_ENV, LakeStore, as_store
 from uns.config import Config
 from uns.core.events import Sink
 from uns.core.model import PlantModel
@@ -51,9 +52,12 @@ def build_engine(config: Config, *, model: PlantModel | None = None) -> Engine:
     sinks: list[Sink] = []
     applied: set[str] = set()
     if config.lake.path:
-        lake_dir = check_lake_path(config.lake.path)
-        sinks.append(LakeSink(lake_dir, config.lake))
-        applied = load_applied_context_ids(lake_dir)
+        store = LakeStore(config.lake.path, config.lake.storage)  # a directory or an object store
+        if not store.remote:
+            check_lake_path(config.lake.path)
+        sinks.append(LakeSink(store, config.lake))
+        wal_dir = Path(config.lake.wal_dir) if config.lake.wal_dir else None
+        applied = load_applied_context_ids(store, wal_dir)
     engine = Engine(config, sinks=sinks, model=model)
     engine.dispatch.remember_applied(applied)
     rp = config.republish
@@ -72,17 +76,19 @@ def build_engine(config: Config, *, model: PlantModel | None = None) -> Engine:
 #: reads the ids in a child process (see load_applied_context_ids); prints them as a JSON list
 _READ_IDS = (
     "import json, sys\n"
+    "from pathlib import Path\n"
     "from lake.query import applied_context_ids\n"
+    "from lake.storage import store_from_env\n"
     "from uns.errors import LakeError\n"
     "try:\n"
-    "    ids = applied_context_ids(sys.argv[1])\n"
+    "    ids = applied_context_ids(store_from_env(sys.argv[1]), Path(sys.argv[2]) if sys.argv[2] else None)\n"
     "except LakeError as exc:\n"
     "    sys.exit(str(exc))\n"
     "json.dump(sorted(ids), sys.stdout)\n"
 )
 
 
-def load_applied_context_ids(lake_dir: Path) -> set[str]:
+def load_applied_context_ids(lake_dir: Path | LakeStore, wal_dir: Path | None = None) -> set[str]:
     """The context event ids the lake already holds: the engine applies none of them again
     (docs/model.md section 4).  Read once at start, so an engine sees what engines that wrote
     the lake before it wrote; two engines applying the same new id at the same moment are
@@ -91,13 +97,15 @@ def load_applied_context_ids(lake_dir: Path) -> set[str]:
     The read runs in a child process: DuckDB, deltalake and pyarrow stay out of the
     engine's own process (they live in the lake's commit worker), as lake/__init__.py
     promises, and so does the memory they would keep (about 80 MB)."""
+    store = as_store(lake_dir)
     try:
         done = subprocess.run(
-            [sys.executable, "-c", _READ_IDS, str(lake_dir)],
+            [sys.executable, "-c", _READ_IDS, store.url, str(wal_dir or "")],
             capture_output=True,
             text=True,
             timeout=300,
             check=False,
+            env={**os.environ, OPTIONS_ENV: store.options_json()},  # not argv: ps shows it
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise EngineError(f"cannot read the context event ids of the lake at {lake_dir}: {exc}") from exc

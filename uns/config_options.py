@@ -1,0 +1,71 @@
+"""Tables of text options inside a config section (``[lake.storage]``), for :mod:`uns.config`.
+
+A section field made with :func:`option_table` is not a key of its own: the file gives it
+as a TOML table of ``name = value`` (text, numbers and booleans become text, names lower
+case), it has no environment variable (the store's own, such as ``AWS_REGION``, are read
+by the library that uses the options), the JSON schema has it as an object, and no repr
+shows it.  Values whose name says they are secret (:func:`secret_option`) are masked
+wherever they are shown (``uns run --print-config``, logs, the status document).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import field
+from typing import Any, Final
+
+from uns.errors import ConfigError
+
+__all__ = [
+    "FILE_KEY",
+    "MASK",
+    "OPTIONS_SCHEMA",
+    "masked_options",
+    "option_table",
+    "option_tables",
+    "parse_options",
+    "secret_option",
+]
+
+#: field metadata: False for a section field that is not a config-file key
+FILE_KEY: Final = "uns.config.file_key"
+#: what a secret shows as
+MASK: Final = "***"
+_OPTIONS: Final = "uns.config.options"
+#: words in an option's name that make its value a secret
+_SECRET_WORDS: Final = ("secret", "token", "password", "account_key", "sas", "private", "credential")
+#: the JSON schema of an option table
+OPTIONS_SCHEMA: Final[Mapping[str, Any]] = {
+    "type": "object",
+    "additionalProperties": {"type": ["string", "boolean", "integer", "number"]},
+}
+
+
+def option_table() -> Any:
+    """A section field given as a table of text options: name -> value pairs, sorted."""
+    return field(default=(), repr=False, metadata={FILE_KEY: False, _OPTIONS: True})
+
+
+def option_tables(section: type) -> tuple[str, ...]:
+    """The option-table fields of a section class."""
+    return tuple(f.name for f in dataclasses.fields(section) if f.metadata.get(_OPTIONS))
+
+
+def secret_option(name: str) -> bool:
+    return any(word in name.lower() for word in _SECRET_WORDS)
+
+
+def masked_options(options: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """The options as a dict, secrets masked."""
+    return {k: MASK if secret_option(k) else v for k, v in options}
+
+
+def parse_options(dotted: str, table: Mapping[str, Any], origin: str) -> tuple[tuple[str, str], ...]:
+    """A TOML table as option pairs; ConfigError for a value that is not a scalar."""
+    out: dict[str, str] = {}
+    for name, value in table.items():
+        if not isinstance(value, str | bool | int | float):
+            raise ConfigError(f"{origin}: {dotted}.{name} must be text, a number or true/false", key=dotted)
+        out[str(name).lower()] = str(value).lower() if isinstance(value, bool) else str(value)
+    return tuple(sorted(out.items()))
