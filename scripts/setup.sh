@@ -39,6 +39,11 @@ if [ -n "$extras" ] && ! command -v openssl >/dev/null 2>&1; then
         say "openssl is missing (needed by the TLS tests): run 'sudo apt-get install openssl'"; exit 1; fi
 fi
 
+# 2c. iproute2: the cross-host scale-out test builds network namespaces (skipped without root)
+if [ -n "$extras" ] && is_root && ! command -v ip >/dev/null 2>&1; then
+    apt_install iproute2
+fi
+
 # 3. virtualenv + packages
 if [ ! -x .venv/bin/python ]; then
     if ! "$py" -m venv .venv 2>/dev/null; then
