@@ -35,7 +35,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import json
 import os
 import platform
 import shutil
@@ -50,12 +49,12 @@ import aiomqtt
 import psutil  # type: ignore[import-untyped]
 
 from benchmarks.procs import EngineProcess, LakeLagProbe, Subscriber, kill_children, run_generator
-from benchmarks.report import SOAK_RATE, evaluate_targets, render_table, rss_trend
+from benchmarks.report import SOAK_RATE, evaluate_targets, render_table, rss_trend, save_report
 from benchmarks.subscribers import percentiles
 from uns.engine.host import Engine
 from uns.mqtt.mosquitto import running_mosquitto
 
-__all__ = ["PROFILES", "Profile", "main", "run_bench"]
+__all__ = ["PROFILES", "Profile", "lake_loss", "main", "run_bench"]
 
 MB = 1024 * 1024
 RAMP_STEP_KEYS = (
@@ -489,33 +488,39 @@ class Bench:
 
     # ------------------------------------------------------------------ loss
     def loss_check(self, lake: Path, groups: list[str]) -> dict[str, Any]:
-        from lake.query import connect  # noqa: PLC0415 - pyarrow/duckdb only here
+        return lake_loss(lake, {g: self.expected[g] for g in groups})
 
-        con = connect(lake)
-        try:
-            rows = con.execute(
-                "SELECT group_id, count(*), count(DISTINCT (edge_node_id, device_id, metric, ts)) "
-                "FROM measurements WHERE device_id IS NOT NULL GROUP BY group_id"
-            ).fetchall()
-        finally:
-            con.close()
-        found = {g: (int(n), int(d)) for g, n, d in rows}
-        per_group = {}
-        for g in groups:
-            rows_n, distinct = found.get(g, (0, 0))
-            per_group[g] = {
-                "generated": self.expected[g],
-                "rows": rows_n,
-                "distinct": distinct,
-                "missing": self.expected[g] - distinct,
-                "duplicates": rows_n - distinct,
-            }
-        return {
-            "groups": per_group,
-            "missing": sum(v["missing"] for v in per_group.values()),
-            "duplicates": sum(v["duplicates"] for v in per_group.values()),
-            "unexpected_groups": sorted(set(found) - set(groups)),
+
+def lake_loss(lake: Path, expected: dict[str, int]) -> dict[str, Any]:
+    """Per group of ``expected`` (group -> device samples generated): samples missing from
+    the lake's measurements and samples in it more than once; groups not expected."""
+    from lake.query import connect  # noqa: PLC0415 - pyarrow/duckdb only here
+
+    con = connect(lake)
+    try:
+        rows = con.execute(
+            "SELECT group_id, count(*), count(DISTINCT (edge_node_id, device_id, metric, ts)) "
+            "FROM measurements WHERE device_id IS NOT NULL GROUP BY group_id"
+        ).fetchall()
+    finally:
+        con.close()
+    found = {g: (int(n), int(d)) for g, n, d in rows}
+    per_group = {}
+    for g, generated in expected.items():
+        rows_n, distinct = found.get(g, (0, 0))
+        per_group[g] = {
+            "generated": generated,
+            "rows": rows_n,
+            "distinct": distinct,
+            "missing": generated - distinct,
+            "duplicates": rows_n - distinct,
         }
+    return {
+        "groups": per_group,
+        "missing": sum(v["missing"] for v in per_group.values()),
+        "duplicates": sum(v["duplicates"] for v in per_group.values()),
+        "unexpected_groups": sorted(set(found) - set(expected)),
+    }
 
 
 async def run_bench(
@@ -584,11 +589,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{time.strftime('%Y%m%d-%H%M%S')}-{profile.name}.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(render_table(result))
-    print(f"\nreport: {path}")
+    save_report(args.out, profile.name, result, render_table(result))
     return 0
 
 

@@ -160,16 +160,24 @@ class EngineProcess:
     """``uns run`` in its own process (see module doc)."""
 
     def __init__(
-        self, *, port: int, lake: Path, mode: str, host_id: str = "bench", prefix: str = "uns/v1"
+        self,
+        *,
+        port: int,
+        lake: Path,
+        mode: str,
+        host_id: str = "bench",
+        prefix: str = "uns/v1",
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.port, self.lake, self.mode, self.host_id, self.prefix = port, lake, mode, host_id, prefix
+        self.extra_env = extra_env or {}  # more UNS_* settings (the shard benchmark's groups)
         self.proc: asyncio.subprocess.Process | None = None
         self.ps: psutil.Process | None = None
         self.status = StatusWatcher(port, f"{prefix}/_engine/{host_id}/status")
         self.rss_peak_window = 0  # bytes; reset by the harness per phase
         self.rss_samples: list[int] = []
         self._sampler: asyncio.Task[None] | None = None
-        self.log_path = lake.parent / f"engine-{mode}.log"
+        self.log_path = lake.parent / f"engine-{mode}-{host_id}.log"
         self.exit_code: int | None = None
         self.hwm_bytes = 0
         self._children_cpu: dict[int, float] = {}
@@ -188,6 +196,7 @@ class EngineProcess:
                 "UNS_REPUBLISH_MODE": "device" if self.mode == "device" else "metric",
             }
         )
+        env.update(self.extra_env)
         env.pop("UNS_CONFIG", None)
         return env
 

@@ -1,7 +1,10 @@
-"""The harness's verdicts against the issue-7 targets, and the readable table."""
+"""The harness's verdicts against the issue-7 targets, the readable table, the saved report."""
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -13,6 +16,7 @@ __all__ = [
     "linear_slope",
     "render_table",
     "rss_trend",
+    "save_report",
 ]
 
 #: the generator paces in 5 ms ticks; a run offering 100,000/s measures ~99,95x/s
@@ -438,3 +442,13 @@ def render_table(result: dict[str, Any]) -> str:
     ]
     parts.append(_rows(["target", "bar", "measured", "verdict"], trows))
     return "\n".join(parts)
+
+
+def save_report(out: Path, profile: str, result: dict[str, Any], table: str) -> Path:
+    """Write ``result`` as ``<out>/<timestamp>-<profile>.json`` and print ``table`` and the path."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{time.strftime('%Y%m%d-%H%M%S')}-{profile}.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(table)
+    print(f"\nreport: {path}")
+    return path

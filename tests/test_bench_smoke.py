@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -131,10 +132,10 @@ def test_rss_trend_is_flat_when_the_growth_is_under_the_rule(
 
 # ---------------------------------------------------------------------- end to end
 @pytest.mark.integration
-def test_smoke_run_reports_every_key_and_no_loss(tmp_path: Path) -> None:
-    soak_args = ["--soak", "2", "--soak-rate", "2000"]
+def _bench(tmp_path: Path, module: str, *args: str) -> tuple[str, dict[str, Any]]:
+    """Run ``benchmarks.<module>``; its printed table and its JSON report."""
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.harness", "--smoke", "--out", str(tmp_path), *soak_args],
+        [sys.executable, "-m", f"benchmarks.{module}", "--out", str(tmp_path), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -142,9 +143,13 @@ def test_smoke_run_reports_every_key_and_no_loss(tmp_path: Path) -> None:
         check=False,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "verdict" in out.stdout  # the table was printed
     (path,) = tmp_path.glob("*.json")
-    report = json.loads(path.read_text())
+    return out.stdout, json.loads(path.read_text())
+
+
+def test_smoke_run_reports_every_key_and_no_loss(tmp_path: Path) -> None:
+    table, report = _bench(tmp_path, "harness", "--smoke", "--soak", "2", "--soak-rate", "2000")
+    assert "verdict" in table  # the table was printed
     assert {"machine", "ceiling", "modes", "targets", "loss", "soak"} <= set(report)
     assert report["ceiling"]["max_sustained_msgs_per_s"] > 0
     assert set(report["modes"]) == {"lake", "device"}
@@ -176,3 +181,16 @@ def test_smoke_run_reports_every_key_and_no_loss(tmp_path: Path) -> None:
     assert report["targets"] == evaluate_targets(report)
     assert report["loss"] == {"missing": 0, "duplicates": 0}
     assert all(g["generated"] > 0 for m in report["modes"].values() for g in m["loss"]["groups"].values())
+
+
+@pytest.mark.slow
+def test_the_shards_benchmark_compares_one_engine_with_two_and_loses_nothing(tmp_path: Path) -> None:
+    table, report = _bench(tmp_path, "bench_shards", "--rate", "500", "--seconds", "2")
+    assert "two engines" in table
+    one, two = report["setups"]["one"], report["setups"]["two"]
+    assert (one["engines"], two["engines"]) == (1, 2)
+    assert two["groups_per_engine"] == [["two-S1"], ["two-S2"]]
+    for setup in (one, two):
+        assert setup["generated_metrics"] > 0 and setup["missing"] == setup["duplicates"] == 0, setup
+        assert setup["aggregate_lossless_metrics_per_s"] > 0 and setup["cpu_s_per_million_metrics"] > 0
+    assert report["cpu_per_metric_two_over_one"] > 0
