@@ -70,6 +70,8 @@ class Lake:
 
     def __init__(self, path: str | Path | LakeStore) -> None:
         self.store = as_store(path)
+        #: the lake's directory (a local lake; for a remote one its URL as a path: use ``store``)
+        self.root = Path(self.store.url)
 
     def sink(self, config: LakeConfig | None = None) -> LakeSink:
         """The engine's writer for this lake (use as ``async with``)."""

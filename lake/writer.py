@@ -111,6 +111,8 @@ class DeltaWriter:
 
     def __init__(self, root: Path | str | LakeStore, writer_id: str = "") -> None:
         self.store = as_store(root)  # a directory or an object store (lake/storage.py)
+        #: the lake's directory (a local lake; for a remote one its URL as a path: use ``store``)
+        self.root = Path(self.store.url)
         self.writer_id = writer_id
         self._handles: dict[str, DeltaTable] = {}
         self._props = writer_properties()

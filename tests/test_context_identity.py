@@ -219,11 +219,18 @@ def test_an_event_without_id_is_recognised_by_its_content_when_it_has_a_ts() -> 
     assert ack_of(d.process_context(TOPIC, without_ts, 101))["status"] == "applied"  # a new event
 
 
-def test_ids_found_in_the_lake_are_not_applied_again() -> None:
+def test_ids_found_in_the_lake_are_not_stored_again_but_reach_this_engines_memory_once() -> None:
+    """Another run or another shard of the lake stored it (a redelivery, or an event queued
+    for this engine while it was away): nothing for the lake, the engine's own context store
+    gets it once (its live enrichment needs it), acknowledged as a duplicate each time."""
     d = dispatcher(applied=("mes-1",))
-    decision = d.process_context(TOPIC, b'{"id": "mes-1", "set": {"batch_id": "B1"}}', 100)
-    assert ack_of(decision)["status"] == "duplicate"
-    assert not decision[0] and d.context.entry_count == 0
+    for received_at in (100, 200):
+        decision = d.process_context(
+            TOPIC, b'{"id": "mes-1", "ts": 50, "set": {"batch_id": "B1"}}', received_at
+        )
+        assert ack_of(decision)["status"] == "duplicate"
+        assert not decision[0]
+    assert d.context.at(UNIT, 60) == {"batch_id": "B1"} and d.context.entry_count == 1
 
 
 def test_a_retained_delivery_is_never_applied() -> None:

@@ -212,5 +212,10 @@ async def test_three_engine_hosts_share_one_lake_through_a_kill_and_restart(
 
     wrong = {key: batch for key, batch in got.items() if batch != valid_at(key[2])}
     assert not wrong, f"samples with the wrong batch: {sorted(wrong.items())[:10]}"
+    # engine 2's own (live) enrichment after its restart: B-3 came from its queued session
+    # although the other shards had stored it meanwhile
+    t3 = batches[-1][0]
+    live = "SELECT DISTINCT batch_id FROM measurements WHERE group_id = 'G2' AND epoch_ms(ts) >= ?"
+    assert query(tmp_path / "lake", live.replace("?", str(t3))) == [("B-3",)]
     changes = query(tmp_path / "lake", "SELECT event_id, count(*) FROM context GROUP BY ALL ORDER BY 1")
     assert changes == [("ev-B-1", 1), ("ev-B-2", 1), ("ev-B-3", 1)]  # three writers, once each

@@ -79,6 +79,9 @@ class Dispatcher:
         self.context_ack_topic = f"{config.engine.prefix}/_engine/{self.host_id}/context_ack"
         #: ids of the context events applied (by this engine, or found in the lake at start)
         self.applied_ids: set[str] = set(applied_ids)
+        #: ids another run or another engine stored in the lake that this process has not yet
+        #: applied to its own context store (see remember_applied)
+        self._stored_elsewhere: set[str] = set()
         #: T of our STATE birth (and Will) on the current connection; None when we publish no
         #: STATE (not the primary host) or have not connected yet.  Set by the engine.
         self.state_ts: int | None = None
@@ -184,8 +187,13 @@ class Dispatcher:
         return Batch(rejected=[Rejected(received_at, topic, payload, reason)])
 
     def remember_applied(self, ids: Iterable[str]) -> None:
-        """Context event ids applied elsewhere (the lake's, at start): never applied again."""
+        """Context event ids applied elsewhere (the lake's, at start): never stored again.
+        One that arrives (a redelivery, or an event another shard of the lake stored while
+        this engine was away) still updates this engine's own context store once, so its
+        live enrichment has it; it is acknowledged as a duplicate and writes nothing."""
+        ids = set(ids) - self.applied_ids
         self.applied_ids.update(ids)
+        self._stored_elsewhere.update(ids)
 
     def process_context(
         self, topic: str, payload: bytes, received_at: int, *, retained: bool = False
@@ -232,6 +240,10 @@ class Dispatcher:
         ident = changes[0].event_id
         assert ident is not None  # every change of an event carries its id
         if ident in self.applied_ids:
+            if ident in self._stored_elsewhere:  # in the lake, not yet in this engine's memory
+                self._stored_elsewhere.discard(ident)
+                for change in changes:
+                    self.context.apply(change)
             self.counters.context_duplicates += 1
             return Batch(), _NONE, (self._ack(ident, DUPLICATE, ALREADY_APPLIED, path, received_at),)
         for change in changes:
