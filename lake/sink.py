@@ -69,7 +69,7 @@ class LakeSink:
         self.config = config or LakeSection()
         #: the lake: a directory or an object store (lake/storage.py; the WAL is always local)
         self.store = as_store(path, self.config.storage)
-        self.root = self.store.url
+        self.root = Path(self.store.url)  # a local lake's directory (use store for a remote one)
         self._wal_dir = wal_dir_of(self.store, self.config)
         self._lock = WalLock(self._wal_dir)
         self._committer = committer_for(self.store, self.config)
@@ -118,7 +118,7 @@ class LakeSink:
         try:
             await asyncio.to_thread(self._lock_wal)
         except OSError as exc:
-            raise LakeError(f"cannot open the lake at {self.root}: {exc}") from exc
+            raise LakeError(f"cannot open the lake at {self.store}: {exc}") from exc
         try:
             newest = await self._committer.open()
             await asyncio.to_thread(self._find_segments, newest)
@@ -126,7 +126,7 @@ class LakeSink:
             await self._committer.close()
             self._lock.release()
             if isinstance(exc, OSError):
-                raise LakeError(f"cannot open the lake at {self.root}: {exc}") from exc
+                raise LakeError(f"cannot open the lake at {self.store}: {exc}") from exc
             raise
         self._running = True
         self._tasks = [
