@@ -5,16 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lake
 from lake.batches import batch_info, list_batches
 from uns.batch.spec import Spec, parse_spec
 from uns.config import load_config
-from uns.engine.plant import load_model
 from uns.errors import BatchError, UnsError
-from uns_cli.batch_report import ReportRequest, build_report, generate_report
 from uns_cli.output import render_rows
+
+if TYPE_CHECKING:
+    from uns_cli.batch_report import ReportRequest
 
 __all__ = ["batch_list", "batch_report", "batch_show", "load_spec"]
 
@@ -64,6 +65,9 @@ def load_spec(path: str | None) -> Spec:
 def _request(
     cfg: Any, batch_id: str, *, spec: str | None, metrics: tuple[str, ...] = (), reference: str | None = None
 ) -> ReportRequest:
+    from uns.engine.plant import load_model  # noqa: PLC0415 - `uns batch list` needs neither
+    from uns_cli.batch_report import ReportRequest  # noqa: PLC0415
+
     model = load_model(cfg.engine.model) if cfg.engine.model else None
     return ReportRequest(
         batch_id,
@@ -77,6 +81,8 @@ def _request(
 
 def batch_show(lake_dir: str | None, batch_id: str, *, spec: str | None, echo: Echo) -> None:
     """A terminal summary: units, phases with durations, exceptions, completeness."""
+    from uns_cli.batch_report import build_report  # noqa: PLC0415
+
     cfg = _settings(lake_dir)
     con = lake.connect(cfg.lake.path)
     try:
@@ -123,6 +129,8 @@ def batch_report(
     echo: Echo,
 ) -> Path:
     """Write the report (default file: ``<batch>.<format>``); prints its path and verdict."""
+    from uns_cli.batch_report import generate_report  # noqa: PLC0415
+
     cfg = _settings(lake_dir)
     data, verdict = generate_report(
         cfg.lake.path, _request(cfg, batch_id, spec=spec, metrics=metrics, reference=reference), fmt
