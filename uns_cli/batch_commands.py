@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import lake
 from lake.batches import batch_info, list_batches
 from uns.batch.spec import Spec, parse_spec
+from uns.batch.times import iso
 from uns.config import load_config
 from uns.errors import BatchError, UnsError
 from uns_cli.output import render_rows
@@ -48,7 +49,8 @@ def batch_list(
         columns, rows = list_batches(con, since=_since(since), product=product, open_only=open_only)
     finally:
         con.close()
-    echo(render_rows(columns, rows, fmt))
+    shown = [tuple(iso(v) if isinstance(v, datetime) else v for v in row) for row in rows]
+    echo(render_rows(columns, shown, fmt))
 
 
 def load_spec(path: str | None) -> Spec:
@@ -96,8 +98,8 @@ def batch_show(lake_dir: str | None, batch_id: str, *, spec: str | None, echo: E
     duration = "-" if b["duration_s"] is None else f"{b['duration_s']:g} s"
     echo(f"  start {b['start']}  end {b['end'] or 'open'}  duration {duration}")
     echo(f"  units {', '.join(b['units'])}")
-    rows = [(p["path"], p["phase"], p["start"], p["end"] or "open") for p in doc["phases"]]
-    echo(render_rows(["path", "phase", "start", "end"], rows, "table"))
+    rows = [(p["path"], p["phase"], p["start"], p["end"] or "open", _seconds(p)) for p in doc["phases"]]
+    echo(render_rows(["path", "phase", "start", "end", "duration_s"], rows, "table"))
     metrics = doc["completeness"]["metrics"]
     received = sum(m["received"] for m in metrics)
     expected = sum(m["expected"] for m in metrics)
@@ -115,6 +117,13 @@ def batch_show(lake_dir: str | None, batch_id: str, *, spec: str | None, echo: E
         + (f" ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))})" if kinds else "")
     )
     echo(f"  verdict: {doc['verdict']}")
+
+
+def _seconds(phase: dict[str, Any]) -> float | None:
+    if phase["end"] is None:
+        return None
+    start, end = (datetime.fromisoformat(phase[k].replace("Z", "+00:00")) for k in ("start", "end"))
+    return round((end - start).total_seconds(), 3)
 
 
 def batch_report(
