@@ -75,7 +75,9 @@ def trend_svg(p: Parameter, info: BatchInfo, *, reference: str | None = None) ->
     end = ms(info.end) if info.end is not None else int(p.plot_x.max()) + 1 if len(p.plot_x) else t0 + 1
     div, unit = _scale(end - t0)
     with mpl.rc_context(_SVG_RC):  # type: ignore[arg-type]
-        fig = Figure(figsize=(9.0, 2.6), dpi=100, layout="constrained")
+        # fixed margins: a constrained layout would draw every figure twice
+        fig = Figure(figsize=(9.0, 2.6), dpi=100)
+        fig.subplots_adjust(left=0.08, right=0.99, top=0.88, bottom=0.17)
         ax = fig.add_subplot()
         for n, i in enumerate(p.segments):
             seg = info.segments[i]
