@@ -3,7 +3,7 @@
 - :func:`find_excursions`: consecutive samples outside a limit form one excursion
   (split where the direction or the phase changes); its level is ``action`` when any
   sample passed an action limit, else ``alert``.  Limits are inclusive: a value equal
-  to a limit is inside.  NaN is never outside.
+  to a limit is inside.  A non-finite value (NaN, an infinity) is never outside.
 - :func:`describe`: samples, min, max, mean and sample standard deviation (over the
   finite values; ``samples`` counts every value).
 - :func:`find_gaps`: the stretches longer than twice the expected interval without a
@@ -64,11 +64,12 @@ def find_excursions(
     n = len(values)
     if n == 0:
         return []
+    finite = np.isfinite(values)
     with np.errstate(invalid="ignore"):
-        above_action = values > action_high
-        below_action = values < action_low
-        above = above_action | (values > alert_high)
-        below = below_action | (values < alert_low)
+        above_action = (values > action_high) & finite
+        below_action = (values < action_low) & finite
+        above = above_action | ((values > alert_high) & finite)
+        below = below_action | ((values < alert_low) & finite)
     state = np.where(above, 1, np.where(below, -1, 0)).astype(np.int8)
     action = above_action | below_action
     change = (state[1:] != state[:-1]) | (group[1:] != group[:-1])
