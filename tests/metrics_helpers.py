@@ -6,9 +6,15 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.engine_helpers import engine_config
+from uns.engine.daemon import build_engine
+from uns.engine.metrics import EngineMetrics
 
 #: the suffixes the text format adds to a family's name
 SUFFIXES = ("_total", "_bucket", "_sum", "_count", "_created", "_info")
@@ -60,3 +66,12 @@ async def scrape(base: str) -> dict[str, dict[tuple[tuple[str, str], ...], float
 async def ready(base: str) -> tuple[int, dict[str, Any]]:
     status, _, body = await get(f"{base}/readyz")
     return status, json.loads(body)
+
+
+def full_scrape(lake_dir: Path) -> str:
+    """A scrape of an engine with a lake and the republisher (every family there is), not
+    started: what a Prometheus server sees first."""
+    cfg = engine_config(
+        "mqtt://127.0.0.1:1", "scrape", **{"lake.path": str(lake_dir), "republish.enabled": True}
+    )
+    return generate_latest(EngineMetrics(build_engine(cfg)).registry).decode()

@@ -9,14 +9,12 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from prometheus_client import generate_latest
 
 from tests.edge import now_ms
 from tests.engine_helpers import CollectingSink, running_engine, wait_for
-from tests.metrics_helpers import family_name, get, parse, ready, scrape, value
+from tests.metrics_helpers import family_name, full_scrape, get, parse, ready, scrape, value
 from tests.test_engine_unit import NS, config, ddeath, edge_node
 from uns.config import parse_listen
-from uns.engine.daemon import build_engine
 from uns.engine.host import Engine
 from uns.engine.http import HttpEndpoint
 from uns.engine.memory import MemoryBroker
@@ -91,10 +89,7 @@ def test_every_family_is_the_documented_contract(tmp_path: Path) -> None:
     """A scrape of an engine with a lake and the republisher has exactly METRIC_NAMES (and
     the process's own ``process_*``); the README and docs/operations.md name each of them,
     and no ``uns_*`` metric that does not exist."""
-    cfg = config(**{"lake.path": str(tmp_path / "lake"), "republish.enabled": True})
-    engine = build_engine(cfg)
-    text = generate_latest(EngineMetrics(engine).registry).decode()
-    names = {family_name(name) for name in parse(text)}
+    names = {family_name(name) for name in parse(full_scrape(tmp_path / "lake"))}
     assert {n for n in names if n.startswith("uns_")} == set(METRIC_NAMES)
     assert {n for n in names if not n.startswith("uns_")} <= {n for n in names if n.startswith("process_")}
     for doc in (ROOT / "README.md", ROOT / "docs" / "operations.md"):
