@@ -67,7 +67,7 @@ async def _notify_loop(notifier: Notifier, engine: Engine, readiness: Readiness,
     interval = min(STATUS_INTERVAL_S, notifier.watchdog_s / 2) if notifier.watchdog_s else STATUS_INTERVAL_S
     shown = ""
     while True:
-        lines = ["WATCHDOG=1"] if notifier.watchdog_s else []
+        lines = []
         if stop.is_set():
             status = "stopping: draining and flushing the lake"
             if shown != status:
@@ -82,6 +82,8 @@ async def _notify_loop(notifier: Notifier, engine: Engine, readiness: Readiness,
         if status != shown:
             lines.append(f"STATUS={status}")
             shown = status
+        if notifier.watchdog_s:
+            lines.append("WATCHDOG=1")
         if lines:
             notifier.notify(*lines)
         # wake at once for the moments that matter (the sinks open, a stop), else each interval
