@@ -108,6 +108,8 @@ def run(
     the authorization or the TLS certificate stops it with one line and exit 1.
 
     Example: uns run --broker mqtt://127.0.0.1:1883 --lake /var/lib/uns/lake --model plant.toml --primary
+
+    Monitoring: --http 127.0.0.1:9464 serves /metrics, /healthz and /readyz; --log-format json.
     """
     from uns.config import load_config  # noqa: PLC0415
 

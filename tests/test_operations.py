@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
+import logging
 import os
+import re
 import signal
 import socket
 import uuid
@@ -25,6 +28,7 @@ from tests.test_cli import ROOT, UNS, _env
 from uns.config import Config
 from uns.engine.daemon import run_daemon
 from uns.engine.sdnotify import Notifier
+from uns.logs import setup_logging
 from uns.mqtt.mosquitto import Mosquitto, free_port
 
 Scrape = dict[str, dict[tuple[tuple[str, str], ...], float]]
@@ -239,3 +243,34 @@ def test_the_watchdog_is_ours_only_when_systemd_says_so(env: dict[str, str], wat
     assert notifier.enabled == bool(env)
     if not env:
         assert notifier.notify("READY=1") is False  # run by hand: nothing is sent
+
+
+def test_json_log_lines_carry_fields_and_tracebacks() -> None:
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    setup_logging("debug", "json", stream)
+    try:
+        log = logging.getLogger("uns.test")
+        log.info("rejected on %s: %s", "spBv1.0/g/NDATA/n", "undecodable", extra={"topic": "t", "n": 3})
+        try:
+            _fail("boom \u00e9")
+        except ValueError:
+            log.exception("it broke")
+        log.debug("multi\nline")
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    docs = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert len(docs) == 3  # one object per line, a newline in a message included
+    first, second, third = docs
+    assert first["message"] == "rejected on spBv1.0/g/NDATA/n: undecodable"
+    assert (first["level"], first["logger"], first["topic"], first["n"]) == ("info", "uns.test", "t", 3)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first["time"])
+    assert second["level"] == "error"
+    assert "ValueError: boom \u00e9" in second["exception"]
+    assert third["message"] == "multi\nline"
+
+
+def _fail(message: str) -> None:
+    raise ValueError(message)
