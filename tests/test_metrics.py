@@ -3,12 +3,16 @@ scrape shows move exactly as the traffic says; the names are the documented cont
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client.metrics_core import Metric as Family
+from prometheus_client.registry import Collector
 
 from tests.edge import now_ms
 from tests.engine_helpers import CollectingSink, running_engine, wait_for
@@ -137,3 +141,22 @@ def test_bad_listen_addresses_name_the_key(text: str) -> None:
     with pytest.raises(ConfigError) as err:
         config(**{"engine.http_listen": text})
     assert err.value.key == "engine.http_listen"
+
+
+class _Broken(Collector):
+    def collect(self) -> Iterator[Family]:
+        raise RuntimeError("a bug in a collector")
+
+
+async def test_bad_requests_and_a_broken_collector_cost_only_their_answer() -> None:
+    engine = Engine(config(), sinks=[CollectingSink()], transport=MemoryBroker())
+    metrics = EngineMetrics(engine)
+    async with HttpEndpoint("127.0.0.1:0", metrics) as http:
+        assert http.answer(b"POST /metrics HTTP/1.1\r\n\r\n")[0] == 405
+        assert http.answer(b"garbage\r\n\r\n")[0] == 400
+        assert http.answer(b"HEAD /healthz HTTP/1.0\r\n\r\n")[0] == 200
+        metrics.registry.register(_Broken())
+        base = f"http://127.0.0.1:{http.port}"
+        status, _, body = await get(f"{base}/metrics")
+        assert (status, json.loads(body)) == (500, {"error": "RuntimeError: a bug in a collector"})
+        assert (await get(f"{base}/healthz"))[0] == 200

@@ -28,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from uns.config import parse_listen
 from uns.engine.metrics import EngineMetrics
 from uns.errors import EngineError
+from uns.logs import RateLimitedLog
 
 __all__ = ["HttpEndpoint"]
 
@@ -40,6 +41,7 @@ _REASONS = {
     200: "OK",
     400: "Bad Request",
     404: "Not Found",
+    500: "Internal Server Error",
     405: "Method Not Allowed",
     503: "Service Unavailable",
 }
@@ -53,6 +55,7 @@ class HttpEndpoint:
         self.metrics = metrics
         self._server: asyncio.Server | None = None
         self._started = time.monotonic()
+        self._rlog = RateLimitedLog(log)
 
     async def start(self) -> None:
         try:
@@ -80,7 +83,11 @@ class HttpEndpoint:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _HEAD_TIMEOUT_S)
-            status, content_type, body = self.answer(head)
+            try:
+                status, content_type, body = self.answer(head)
+            except Exception as exc:  # a bug in a collector costs this answer, not the engine
+                self._rlog.exception("answer", "cannot answer %r: %s", head[:80], exc)
+                status, content_type, body = 500, _JSON, _json({"error": f"{type(exc).__name__}: {exc}"})
             method = head.split(b" ", 1)[0]
             writer.write(_response(status, content_type, b"" if method == b"HEAD" else body, len(body)))
             await writer.drain()
