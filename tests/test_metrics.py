@@ -7,6 +7,7 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -23,6 +24,7 @@ from uns.engine.host import Engine
 from uns.engine.http import HttpEndpoint
 from uns.engine.memory import MemoryBroker
 from uns.engine.metrics import METRIC_NAMES, EngineMetrics
+from uns.engine.readiness import lake_reasons
 from uns.engine.status import REJECT_REASONS, reject_reason
 from uns.errors import ConfigError
 from uns.sparkplug.codec import encode_payload
@@ -160,3 +162,28 @@ async def test_bad_requests_and_a_broken_collector_cost_only_their_answer() -> N
         status, _, body = await get(f"{base}/metrics")
         assert (status, json.loads(body)) == (500, {"error": "RuntimeError: a bug in a collector"})
         assert (await get(f"{base}/healthz"))[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("stats", "reasons"),
+    [
+        ({"state": "ok", "rows_pending": 0, "last_commit_ms": 0}, []),
+        ({"state": "ok", "rows_pending": 5, "last_commit_ms": 950_000}, []),  # committed 50 s ago
+        (
+            {"state": "ok", "rows_pending": 5, "last_commit_ms": 900_000},
+            ["lake not committing: rows wait and no commit for 100 s"],
+        ),
+        (
+            {"state": "ok", "rows_pending": 5, "last_commit_ms": 0},
+            ["lake not committing: rows wait and no commit for 200 s"],
+        ),
+        ({"state": "retrying", "last_error": "disk full"}, ["lake retrying: disk full"]),
+        (
+            {"state": "degraded", "degraded_reason": "no space left", "last_error": "x"},
+            ["lake degraded: no space left"],
+        ),
+        ({"state": "full", "last_error": ""}, ["lake full"]),
+    ],
+)
+def test_the_lake_makes_the_engine_not_ready(stats: dict[str, Any], reasons: list[str]) -> None:
+    assert lake_reasons(stats, since=800.0, stall_s=60.0, now=1000.0) == reasons

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -85,8 +86,8 @@ class MeteredCommitter:
     def abandon_compaction(self) -> None:
         self.inner.abandon_compaction()
 
-    async def close(self) -> None:
-        await self.inner.close()
+    async def close(self, *args: Any, **kwargs: Any) -> None:
+        await self.inner.close(*args, **kwargs)  # whatever the sink passes (a stop deadline)
 
     def worker_stats(self) -> tuple[int, int, int]:
         return self.inner.worker_stats()

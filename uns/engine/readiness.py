@@ -6,9 +6,10 @@ Not ready, with a reason each (the 503 answer's JSON lists them):
 - ``starting``: the sinks are not open yet (the lake replays its write-ahead log);
 - ``not connected to the broker``: the Sparkplug session is down (retrying);
 - ``context session not connected``: the context events' session is down;
-- ``lake <state>: <last error>``: the lake sink's ``state`` is not ``ok``
-  (``retrying``: commits fail and the WAL absorbs; ``full``: intake pauses;
-  any other state a later lake adds, such as ``degraded``, counts the same);
+- ``lake <state>: <reason>``: the lake sink's ``state`` is not ``ok``
+  (``degraded`` or ``retrying``: WAL writes or commits fail and are retried,
+  the WAL absorbs; ``full``: intake pauses); the reason is the sink's
+  ``degraded_reason``, else its ``last_error``;
 - ``lake not committing``: rows wait and no commit succeeded for
   ``max(60 s, 10 x lake.commit_interval)``.
 """
@@ -16,11 +17,12 @@ Not ready, with a reason each (the 503 answer's JSON lists them):
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from uns.engine.host import Engine
 
-__all__ = ["Readiness"]
+__all__ = ["Readiness", "lake_reasons"]
 
 
 class Readiness:
@@ -42,20 +44,26 @@ class Readiness:
             reasons.append("context session not connected")
         for sink in engine.sinks:
             if sink.name == "lake":
-                reasons.extend(self._lake(sink.stats()))
+                reasons.extend(lake_reasons(sink.stats(), since=self.since, stall_s=self.stall_s))
         return not reasons, reasons
-
-    def _lake(self, stats: dict[str, Any]) -> list[str]:
-        state = stats.get("state", "ok")
-        if state != "ok":
-            error = stats.get("last_error") or ""
-            return [f"lake {state}: {error}" if error else f"lake {state}"]
-        last = stats.get("last_commit_ms", 0) / 1000 or self.since
-        if stats.get("rows_pending", 0) and time.time() - max(last, self.since) > self.stall_s:
-            return [f"lake not committing: rows wait and no commit for {time.time() - last:.0f} s"]
-        return []
 
     def document(self) -> dict[str, Any]:
         """The JSON body of ``/readyz``."""
         ready, reasons = self.check()
         return {"ready": ready, "reasons": reasons, "host_id": self.engine.host_id}
+
+
+def lake_reasons(
+    stats: Mapping[str, Any], *, since: float, stall_s: float, now: float | None = None
+) -> list[str]:
+    """Why the lake makes the engine not ready (none: it is fine), from its ``stats()``;
+    ``since``: when the engine started (Unix time), ``now`` defaults to the clock."""
+    now = time.time() if now is None else now
+    state = stats.get("state", "ok")
+    if state != "ok":
+        error = stats.get("degraded_reason") or stats.get("last_error") or ""
+        return [f"lake {state}: {error}" if error else f"lake {state}"]
+    last = max(stats.get("last_commit_ms", 0) / 1000, since)
+    if stats.get("rows_pending", 0) and now - last > stall_s:
+        return [f"lake not committing: rows wait and no commit for {now - last:.0f} s"]
+    return []
