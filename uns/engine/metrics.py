@@ -11,6 +11,7 @@ and a test checks the docs against a real scrape.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -77,8 +78,9 @@ METRIC_NAMES = (
 )
 
 
+@functools.cache
 def _version() -> str:
-    """The installed version of uns (``uns --version`` prints the same)."""
+    """The installed version of uns (``uns --version`` prints the same); read once, not per scrape."""
     try:
         return importlib.metadata.version("uns")
     except importlib.metadata.PackageNotFoundError:
