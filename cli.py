@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import sys
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -17,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from uns.errors import UnsError
+from uns_cli.batch_cli import batch_app
 
 T = TypeVar("T")
 
@@ -33,6 +33,7 @@ lake_app = typer.Typer(
 context_app = typer.Typer(help="Read and publish batch/equipment context.", no_args_is_help=True)
 app.add_typer(lake_app, name="lake")
 app.add_typer(context_app, name="context")
+app.add_typer(batch_app, name="batch")  # its commands: uns_cli/batch_cli.py (cli.py is at its size limit)
 
 BrokerOpt = Annotated[
     str | None,
@@ -58,12 +59,10 @@ def _guard(fn: Callable[[], T]) -> T:
         raise _fail(str(exc)) from None
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _setup_logging(level: str, log_format: str = "text") -> None:
+    from uns.logs import setup_logging  # noqa: PLC0415
+
+    setup_logging(level, log_format)
 
 
 def _broker_settings(broker: str | None) -> Any:
@@ -98,6 +97,13 @@ def run(
         typer.Option("--groups", help="host only these Sparkplug groups, G1,G2 (env UNS_ENGINE_GROUPS)"),
     ] = None,
     log_level: Annotated[str | None, typer.Option("--log-level", help="debug, info, warning, error")] = None,
+    log_format: Annotated[
+        str | None, typer.Option("--log-format", help="text, or json: one JSON object per line")
+    ] = None,
+    http: Annotated[
+        str | None,
+        typer.Option("--http", metavar="ADDR", help="serve /metrics, /healthz, /readyz on host:port"),
+    ] = None,
     print_config: Annotated[
         bool, typer.Option("--print-config", help="show the effective config and exit")
     ] = False,
@@ -108,6 +114,8 @@ def run(
     the authorization or the TLS certificate stops it with one line and exit 1.
 
     Example: uns run --broker mqtt://127.0.0.1:1883 --lake /var/lib/uns/lake --model plant.toml --primary
+
+    Monitoring: --http 127.0.0.1:9464 serves /metrics, /healthz and /readyz; --log-format json.
     """
     from uns.config import load_config  # noqa: PLC0415
 
@@ -119,6 +127,8 @@ def run(
         "engine.primary": primary,
         "engine.groups": groups,
         "engine.log_level": log_level,
+        "engine.log_format": log_format,
+        "engine.http_listen": http,
     }
     cfg = _guard(lambda: load_config(config, overrides=overrides))
     if print_config:
@@ -128,7 +138,7 @@ def run(
                 typer.echo(f"{key} = {json.dumps(value)}")
             typer.echo("")
         return
-    _setup_logging(cfg.engine.log_level)
+    _setup_logging(cfg.engine.log_level, cfg.engine.log_format)
     from uns.engine.daemon import run_daemon  # noqa: PLC0415
 
     _guard(lambda: asyncio.run(run_daemon(cfg)))
@@ -145,10 +155,16 @@ def sim(
     seed: Annotated[int, typer.Option(help="seed for deterministic values")] = 1,
     group: Annotated[str | None, typer.Option(help="Sparkplug group id")] = None,
     prefix: Annotated[str, typer.Option(help="UNS prefix for context events")] = "uns/v1",
+    excursion: Annotated[
+        list[str] | None, typer.Option(help="BATCH:METRIC=VALUE[:PHASE] (docs/batches.md)")
+    ] = None,
+    death: Annotated[list[str] | None, typer.Option(help="BATCH: its edge node dies mid-batch")] = None,
+    gap: Annotated[list[str] | None, typer.Option(help="BATCH[:SECONDS]: its unit sends nothing")] = None,
+    correct_context: Annotated[list[str] | None, typer.Option(help="BATCH: a late recipe correction")] = None,
 ) -> None:
     """Simulate a pharma plant as Sparkplug B edge nodes, with batch context events.
 
-    Example: uns sim --broker mqtt://127.0.0.1:1883 --rate 20 --duration 60
+    Example: uns sim --broker mqtt://127.0.0.1:1883 --rate 20 --duration 60 --excursion B2026-0005:pH=7.6
     """
     from uns_cli.sim import run_sim_cli  # noqa: PLC0415
 
@@ -164,6 +180,7 @@ def sim(
             seed=seed,
             group=group,
             prefix=prefix,
+            faults={"excursion": excursion, "death": death, "gap": gap, "correct_context": correct_context},
         )
     )
 

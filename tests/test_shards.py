@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import generate_latest
 from typer.testing import CliRunner
 
 from cli import app
@@ -21,9 +22,10 @@ from tests.engine_helpers import CollectingSink, connected, engine_config, runni
 from uns.config import Config, load_config
 from uns.engine.host import Engine
 from uns.engine.memory import MemoryBroker
+from uns.engine.metrics import EngineMetrics
 from uns.errors import ConfigError
 from uns.mqtt.minibroker import topic_matches
-from uns.sparkplug.topic import namespace_filters
+from uns.sparkplug.topic import group_list, namespace_filters
 
 NS = "shard"
 CONTEXT = f"{NS}/uns/_context"
@@ -39,11 +41,11 @@ def config(host_id: str, groups: str, **overrides: Any) -> Config:
 
 
 def test_groups_come_from_the_file_the_environment_and_the_command_line() -> None:
-    assert load_config(env={}).engine.group_list == ()
+    assert group_list(load_config(env={}).engine.groups) == ()
     env = load_config(env={"UNS_ENGINE_GROUPS": " line1, line2,line1 ,"})
-    assert env.engine.group_list == ("line1", "line2")  # trimmed, in order, once each
+    assert group_list(env.engine.groups) == ("line1", "line2")  # trimmed, in order, once each
     flag = load_config(env={"UNS_ENGINE_GROUPS": "a"}, overrides={"engine.groups": "b,c"})
-    assert flag.engine.group_list == ("b", "c")
+    assert group_list(flag.engine.groups) == ("b", "c")
 
 
 @pytest.mark.parametrize("bad", ["a/b", "line+", "#", "STATE", "ok,STATE"])
@@ -103,3 +105,11 @@ async def test_two_shards_split_the_groups_and_both_take_every_context_event() -
         assert [c.event_id for b in sink.batches for c in b.context] == ["ev-1"]  # every engine
         assert status[name]["groups"] == [f"line{name}"]
         assert engines[name].groups == (f"line{name}",)
+        metrics = generate_latest(EngineMetrics(engines[name]).registry).decode()
+        assert f'groups="line{name}"' in metrics  # uns_info names the shard
+
+
+def test_an_engine_of_every_group_says_so_in_its_metrics() -> None:
+    engine = Engine(config("host-all", ""), transport=MemoryBroker())
+    assert engine.groups == () and engine.namespace_filters == ("spBv1.0/#",)
+    assert 'groups="all"' in generate_latest(EngineMetrics(engine).registry).decode()

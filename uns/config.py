@@ -33,21 +33,15 @@ from pathlib import Path
 from types import NoneType, UnionType
 from typing import Any, Final, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from uns.config_options import FILE_KEY as _FILE_KEY
-from uns.config_options import (
-    MASK,
-    OPTIONS_SCHEMA,
-    masked_options,
-    option_table,
-    option_tables,
-    parse_options,
-)
+import uns.config_options as opts
 from uns.core.topics import check_prefix
 from uns.errors import ConfigError
 from uns.mqtt.settings import BrokerSettings, parse_broker_url
+from uns.sparkplug.topic import group_list, valid_group_id
 
 __all__ = [
     "SECTIONS",
+    "BatchSection",
     "BrokerSection",
     "Config",
     "ContextSection",
@@ -59,11 +53,12 @@ __all__ = [
     "file_keys",
     "key_type",
     "load_config",
+    "parse_listen",
     "tuning",
 ]
 
 SECRET_KEYS = frozenset({"broker.password"})
-_MASK: Final = MASK  # what a secret shows as
+_MASK: Final = opts.MASK  # what a secret shows as
 ENV_SHORTCUTS = {
     "UNS_BROKER": "broker.url",
     "UNS_LAKE": "lake.path",
@@ -73,6 +68,7 @@ ENV_SHORTCUTS = {
 }
 
 _T = TypeVar("_T")
+_FILE_KEY: Final = opts.FILE_KEY
 
 
 def tuning(default: _T) -> _T:
@@ -131,6 +127,9 @@ class EngineSection:
     status_interval: float = 10.0  # seconds between retained status publishes
     on_reconnect: str = "wait"  # "wait" for births, or "rebirth" every known node
     log_level: str = "info"
+    log_format: str = "text"  # "json": one JSON object per line (journald, Loki, Elastic)
+    #: host:port of the HTTP endpoint (/metrics, /healthz, /readyz); "" = none
+    http_listen: str = ""
     #: the Sparkplug groups this engine hosts, comma-separated ("" = every group): the shard
     groups: str = ""
 
@@ -154,13 +153,12 @@ class EngineSection:
             self.log_level.lower() in ("debug", "info", "warning", "error"),
             "debug, info, warning or error",
         )
-        bad = [g for g in self.group_list if not _group_name(g)]
-        _require("engine.groups", self.groups, not bad, "Sparkplug group ids (no '+', '#', '/', not STATE)")
-
-    @property
-    def group_list(self) -> tuple[str, ...]:
-        """The groups of :attr:`groups`, in order, without duplicates (empty: every group)."""
-        return tuple(dict.fromkeys(g.strip() for g in self.groups.split(",") if g.strip()))
+        fmt = self.log_format
+        _require("engine.log_format", fmt, fmt in ("text", "json"), "'text' or 'json'")
+        if self.http_listen:
+            parse_listen(self.http_listen)  # raises ConfigError(key="engine.http_listen")
+        ok = all(map(valid_group_id, group_list(self.groups)))
+        _require("engine.groups", self.groups, ok, "Sparkplug group ids (no '+', '#', '/', not STATE)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,8 +225,7 @@ class LakeSection:
     compact_interval: float = 120.0
     #: distinct per engine when several engines write one lake (own WAL dir and app transaction ids)
     writer_id: str = ""
-    #: the write-ahead log's directory (default: <path>/_wal[-<writer_id>]); required, on a
-    #: local disk, when ``path`` is an object-store URL (s3://bucket/prefix)
+    #: the WAL's directory (default <path>/_wal[-<writer_id>]); required for an s3://... path
     wal_dir: str | None = None
     #: where Delta commits run: "process" (a worker process: Arrow and Parquet do not
     #: compete with the engine for the GIL) or "thread" (a worker thread of this process)
@@ -245,7 +242,7 @@ class LakeSection:
     retry_initial_s: float = tuning(0.5)
     retry_max_s: float = tuning(30.0)
     #: object-store options for a remote ``path`` (``[lake.storage]``: aws_region, aws_endpoint_url, ...)
-    storage: tuple[tuple[str, str], ...] = option_table()
+    storage: tuple[tuple[str, str], ...] = opts.option_table()
 
     def __post_init__(self) -> None:
         for name, ok, rule in (
@@ -264,8 +261,18 @@ class LakeSection:
             _require(f"lake.{name}", getattr(self, name), ok, rule)
 
 
-def _group_name(text: str) -> bool:
-    return text != "STATE" and not any(c in text for c in "+#/")
+def parse_listen(text: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port``; an empty host listens on every interface) as (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    _require(
+        "engine.http_listen",
+        text,
+        bool(sep) and port.isdigit() and int(port) <= 65535 and not any(c in host for c in "[]/ "),
+        "host:port (e.g. 127.0.0.1:9464)",
+    )
+    return host, int(port)
 
 
 def _plain_id(text: str) -> bool:
@@ -281,6 +288,17 @@ class ContextSection:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchSection:
+    """Batch reports (``uns batch report``; docs/batches.md)."""
+
+    spec: str | None = None  # the spec file (limits, expected intervals); --spec overrides it
+    late_context_s: float = 5.0  # context received this much after its time is late
+
+    def __post_init__(self) -> None:
+        _require("batch.late_context_s", self.late_context_s, self.late_context_s >= 0, ">= 0")
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     broker: BrokerSection = field(default_factory=BrokerSection)
     engine: EngineSection = field(default_factory=EngineSection)
@@ -288,6 +306,7 @@ class Config:
     republish: RepublishSection = field(default_factory=RepublishSection)
     lake: LakeSection = field(default_factory=LakeSection)
     context: ContextSection = field(default_factory=ContextSection)
+    batch: BatchSection = field(default_factory=BatchSection)
 
     def to_dict(self, *, masked: bool = True) -> dict[str, dict[str, Any]]:
         """The config-file keys and their values, section by section."""
@@ -301,9 +320,9 @@ class Config:
                         section[key] = _MASK
                 if name == "broker":
                     section["url"] = self.broker.settings().masked_url()
-            for key in option_tables(cls):
+            for key in opts.option_tables(cls):
                 options = getattr(section_obj, key)
-                section[key] = masked_options(options) if masked else dict(options)
+                section[key] = opts.masked_options(options) if masked else dict(options)
             out[name] = section
         return out
 
@@ -412,8 +431,8 @@ def load_config(
             if not isinstance(table, dict):
                 raise ConfigError(f"{path}: top-level key {section!r} must be a [section]", key=section)
             for key, value in table.items():
-                if isinstance(value, dict) and key in option_tables(SECTIONS.get(section, Config)):
-                    values[section][key] = parse_options(f"{section}.{key}", value, str(path))
+                if isinstance(value, dict) and key in opts.option_tables(SECTIONS.get(section, Config)):
+                    values[section][key] = opts.parse_options(f"{section}.{key}", value, str(path))
                     continue
                 line = _line_of(text, section, key)
                 put(f"{section}.{key}", value, f"{path} line {line}" if line else str(path))
@@ -468,7 +487,7 @@ def config_json_schema() -> dict[str, Any]:
     for name, cls in SECTIONS.items():
         defaults = cls()
         props = {key: prop(kind, getattr(defaults, key)) for key, kind in _KEYS[name].items()}
-        props.update({key: dict(OPTIONS_SCHEMA) for key in option_tables(cls)})
+        props.update({key: dict(opts.OPTIONS_SCHEMA) for key in opts.option_tables(cls)})
         sections[name] = {"type": "object", "additionalProperties": False, "properties": props}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -64,7 +64,7 @@ from uns.mqtt.settings import Backoff, BrokerSettings
 from uns.sparkplug.ncmd import rebirth_payload
 from uns.sparkplug.session import SessionManager
 from uns.sparkplug.state import format_state
-from uns.sparkplug.topic import namespace_filters
+from uns.sparkplug.topic import group_list, namespace_filters
 
 __all__ = ["Engine"]
 
@@ -97,7 +97,7 @@ class Engine:
         self.state_topic = f"spBv1.0/STATE/{self.host_id}"
         self.status_topic = f"{self.prefix}/_engine/{self.host_id}/status"
         #: the Sparkplug groups this engine hosts (its shard; empty: every group)
-        self.groups: tuple[str, ...] = config.engine.group_list
+        self.groups: tuple[str, ...] = group_list(config.engine.groups)
         #: what the Sparkplug connection subscribes: ``spBv1.0/<group>/#`` per group, or all
         self.namespace_filters = namespace_filters(self.groups)
         self.dispatch = Dispatcher(
@@ -113,6 +113,8 @@ class Engine:
         self._client: Transport | None = None
         #: set while a session is live (follows ``_client``): what callers wait on
         self.connected = asyncio.Event()
+        #: set while :meth:`run` runs with its sinks open (what readiness waits for)
+        self.running = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
         self._rlog = RateLimitedLog(log)
         self._started = time.monotonic()
@@ -218,18 +220,23 @@ class Engine:
         task.add_done_callback(done)
 
     # ------------------------------------------------------------------ status
+    @property
+    def receive_queue(self) -> int:
+        """Messages received and not processed yet (0 without a live session)."""
+        client = self._client
+        return client.pending if client is not None else 0
+
     def status(self, *, online: bool = True) -> dict[str, Any]:
         """The status document (retained on ``<prefix>/_engine/<host_id>/status``)."""
         nodes_online, nodes_known = self.sessions.node_counts()
-        client = self._client
         return {
             "host_id": self.host_id,
             "groups": list(self.groups),
             "online": online,
             "ts": now_ms(),
             "uptime_s": round(time.monotonic() - self._started, 1),
-            "connected": client is not None,
-            "receive_queue": client.pending if client is not None else 0,
+            "connected": self.connected.is_set(),
+            "receive_queue": self.receive_queue,
             "counters": self.counters.as_dict(),
             "nodes_online": nodes_online,
             "nodes_known": nodes_known,
@@ -372,6 +379,8 @@ class Engine:
         async with contextlib.AsyncExitStack() as stack:
             for sink in self.sinks:
                 await stack.enter_async_context(sink)
+            self.running.set()
+            stack.callback(self.running.clear)
             await self._run_connections(stop)
             stopped = {"counters": self.counters.as_dict(), "sinks": {s.name: s.stats() for s in self.sinks}}
             log.info("engine stopped: %s", json.dumps(stopped))

@@ -15,7 +15,15 @@ from dataclasses import dataclass
 
 from uns.errors import SparkplugTopicError
 
-__all__ = ["NAMESPACE", "MessageType", "Topic", "namespace_filters", "parse_topic"]
+__all__ = [
+    "NAMESPACE",
+    "MessageType",
+    "Topic",
+    "group_list",
+    "namespace_filters",
+    "parse_topic",
+    "valid_group_id",
+]
 
 NAMESPACE = "spBv1.0"
 
@@ -112,3 +120,13 @@ def namespace_filters(groups: tuple[str, ...] = ()) -> tuple[str, ...]:
     ``spBv1.0/<group>/#`` per group, or ``spBv1.0/#``.  A shard of groups does not see
     other hosts' STATE (``spBv1.0/STATE/...``); a host subscribes its own apart."""
     return tuple(f"{NAMESPACE}/{g}/#" for g in groups) if groups else (f"{NAMESPACE}/#",)
+
+
+def group_list(text: str) -> tuple[str, ...]:
+    """Comma-separated group ids (``engine.groups``), in order, each once (empty: every group)."""
+    return tuple(dict.fromkeys(g.strip() for g in text.split(",") if g.strip()))
+
+
+def valid_group_id(group: str) -> bool:
+    """A group id a host can subscribe to on its own: no wildcard, no level, not STATE."""
+    return group != "STATE" and not any(c in group for c in "+#/")
