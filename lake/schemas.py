@@ -55,6 +55,8 @@ SCHEMAS: Final[dict[str, pa.Schema]] = {
             # The context event the change came from (every change of one event carries it;
             # NULL in lakes written before it existed).
             ("event_id", pa.string()),
+            # The trusted key that signed the event (NULL: unsigned, or a lake from before).
+            ("signer", pa.string()),
             _DATE,
         ]
     ),

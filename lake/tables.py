@@ -87,7 +87,9 @@ RUN_FIELDS: Final = (
 #: and ``run_length`` (per run; the lengths add up to the rows).
 WAL_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "measurements": (*SAMPLE_FIELDS, *RUN_FIELDS, "run_length"),
-    "context": ("ts", "received_at", "path", "key", "value", "source", "user", "reason", "event_id"),
+    "context": (
+        "ts", "received_at", "path", "key", "value", "source", "user", "reason", "event_id", "signer",
+    ),
     "metric_catalog": (
         "group_id", "edge_node_id", "device_id", "path", "metric", "alias", "datatype", "unit",
         "properties", "birth_ts", "bdseq",
@@ -97,9 +99,10 @@ WAL_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
 }  # fmt: skip
 
 #: Column counts a WAL record of each table may also have: a segment written before a
-#: column was added (the context table's ``event_id``) replays with that column NULL.
+#: column was added (the context table's ``event_id``, then ``signer``) replays with the
+#: missing columns NULL.
 WAL_WIDTHS: Final[dict[str, frozenset[int]]] = {
-    table: frozenset({len(WAL_COLUMNS[table]), *({8} if table == "context" else ())}) for table in TABLES
+    table: frozenset({len(WAL_COLUMNS[table]), *({8, 9} if table == "context" else ())}) for table in TABLES
 }
 
 #: A measurement value marshal cannot carry (a DataSet, a Template, a str subclass, ...)
