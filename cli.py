@@ -15,6 +15,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
+from uns_cli.batch_cli import batch_app
 from uns_cli.cli_common import BrokerOpt, FormatOpt, LakeOpt
 from uns_cli.cli_common import broker_settings as _broker_settings
 from uns_cli.cli_common import fail as _fail
@@ -38,6 +39,7 @@ lake_app = typer.Typer(
 app.add_typer(lake_app, name="lake")
 app.add_typer(context_app, name="context")  # its commands: uns_cli/context_cli.py
 app.add_typer(keys_app, name="keys")  # uns_cli/keys_cli.py
+app.add_typer(batch_app, name="batch")  # uns_cli/batch_cli.py
 
 
 def _setup_logging(level: str) -> None:
@@ -109,10 +111,16 @@ def sim(
     seed: Annotated[int, typer.Option(help="seed for deterministic values")] = 1,
     group: Annotated[str | None, typer.Option(help="Sparkplug group id")] = None,
     prefix: Annotated[str, typer.Option(help="UNS prefix for context events")] = "uns/v1",
+    excursion: Annotated[
+        list[str] | None, typer.Option(help="BATCH:METRIC=VALUE[:PHASE] (docs/batches.md)")
+    ] = None,
+    death: Annotated[list[str] | None, typer.Option(help="BATCH: its edge node dies mid-batch")] = None,
+    gap: Annotated[list[str] | None, typer.Option(help="BATCH[:SECONDS]: its unit sends nothing")] = None,
+    correct_context: Annotated[list[str] | None, typer.Option(help="BATCH: a late recipe correction")] = None,
 ) -> None:
     """Simulate a pharma plant as Sparkplug B edge nodes, with batch context events.
 
-    Example: uns sim --broker mqtt://127.0.0.1:1883 --rate 20 --duration 60
+    Example: uns sim --broker mqtt://127.0.0.1:1883 --rate 20 --duration 60 --excursion B2026-0005:pH=7.6
     """
     from uns_cli.sim import run_sim_cli  # noqa: PLC0415
 
@@ -128,6 +136,7 @@ def sim(
             seed=seed,
             group=group,
             prefix=prefix,
+            faults={"excursion": excursion, "death": death, "gap": gap, "correct_context": correct_context},
         )
     )
 

@@ -40,6 +40,7 @@ from uns.mqtt.settings import BrokerSettings, parse_broker_url
 __all__ = [
     "SECTIONS",
     "AuditSection",
+    "BatchSection",
     "BrokerSection",
     "Config",
     "ContextSection",
@@ -258,6 +259,17 @@ class ContextSection:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchSection:
+    """Batch reports (``uns batch report``; docs/batches.md)."""
+
+    spec: str | None = None  # the spec file (limits, expected intervals); --spec overrides it
+    late_context_s: float = 5.0  # context received this much after its time is late
+
+    def __post_init__(self) -> None:
+        _require("batch.late_context_s", self.late_context_s, self.late_context_s >= 0, ">= 0")
+
+
+@dataclass(frozen=True, slots=True)
 class AuditSection:
     """Signatures (uns.keyring): where the trusted public keys are."""
 
@@ -273,6 +285,7 @@ class Config:
     republish: RepublishSection = field(default_factory=RepublishSection)
     lake: LakeSection = field(default_factory=LakeSection)
     context: ContextSection = field(default_factory=ContextSection)
+    batch: BatchSection = field(default_factory=BatchSection)
     audit: AuditSection = field(default_factory=AuditSection)
 
     def __post_init__(self) -> None:
