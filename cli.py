@@ -11,14 +11,15 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
-from uns.errors import UnsError
-
-T = TypeVar("T")
+from uns_cli.audit_commands import audit_app
+from uns_cli.commands import FormatOpt, LakeOpt
+from uns_cli.commands import fail as _fail
+from uns_cli.commands import guard as _guard
+from uns_cli.commands import lake_path as _lake_path
 
 app = typer.Typer(
     name="uns",
@@ -33,26 +34,12 @@ lake_app = typer.Typer(
 context_app = typer.Typer(help="Read and publish batch/equipment context.", no_args_is_help=True)
 app.add_typer(lake_app, name="lake")
 app.add_typer(context_app, name="context")
+app.add_typer(audit_app, name="audit")
 
 BrokerOpt = Annotated[
     str | None,
     typer.Option("--broker", "-b", help="mqtt://[user[:pass]@]host[:port] or mqtts://... (env UNS_BROKER)"),
 ]
-LakeOpt = Annotated[str | None, typer.Option("--lake", help="lake directory (env UNS_LAKE; default ./lake)")]
-FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table, csv or json")]
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"uns: error: {message}", err=True)
-    return typer.Exit(1)
-
-
-def _guard(fn: Callable[[], T]) -> T:
-    """Run ``fn``; a UnsError becomes one line on stderr and exit 1."""
-    try:
-        return fn()
-    except UnsError as exc:
-        raise _fail(str(exc)) from None
 
 
 def _setup_logging(level: str) -> None:
@@ -68,15 +55,6 @@ def _broker_settings(broker: str | None) -> Any:
     from uns.config import load_config  # noqa: PLC0415 - keep `uns --help` fast
 
     return load_config(overrides={"broker.url": broker}).broker.settings()
-
-
-def _lake_path(lake: str | None) -> str:
-    from uns.config import load_config  # noqa: PLC0415
-
-    path = load_config(overrides={"lake.path": lake}).lake.path
-    if not path:
-        raise UnsError("no lake configured: pass --lake DIR or set UNS_LAKE")
-    return path
 
 
 @app.command()
