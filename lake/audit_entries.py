@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import importlib.metadata
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -75,17 +76,25 @@ def os_user() -> str:
 
 
 # ---------------------------------------------------------------- engine start / stop
+def software_version() -> str:
+    """The installed ``uns`` distribution's version."""
+    try:
+        return importlib.metadata.version("uns")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def engine_event(
     kind: str,
     *,
-    version: str,
+    version: str | None = None,
     config: Mapping[str, Any] | None = None,
     files: Mapping[str, str | None] | None = None,
 ) -> AuditEvent:
     """An ``engine_start``/``engine_stop`` event: the software version and, at start, the
     SHA-256 of the effective configuration (secrets masked: ``config`` must come masked)
     and of each file it names (``files``: role -> path; a missing file hashes as NULL)."""
-    detail: dict[str, Any] = {"version": version, "pid": os.getpid()}
+    detail: dict[str, Any] = {"version": version or software_version(), "pid": os.getpid()}
     if config is not None:
         detail["config"] = config
         detail["config_sha256"] = hashlib.sha256(detail_json(config).encode()).hexdigest()

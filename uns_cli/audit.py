@@ -33,7 +33,7 @@ WHERE ($since IS NULL OR epoch_ms(a.ts) >= $since)
        OR (a.kind = 'context_change' AND json_extract_string(a.detail, '$.key') = 'batch_id'
            AND $batch IN (json_extract_string(a.detail, '$.new'), json_extract_string(a.detail, '$.old')))
        OR (a.kind = 'context_change' AND EXISTS (
-           SELECT 1 FROM b, (SELECT CAST(json_extract_string(a.detail, '$.valid_from') AS TIMESTAMPTZ) AS valid)
+           SELECT 1 FROM b, (SELECT json_extract_string(a.detail, '$.valid_from')::TIMESTAMPTZ AS valid)
            WHERE (a.subject = b.path OR starts_with(a.subject, b.path || '/'))
              AND valid >= b.start AND (b.stop IS NULL OR valid < b.stop))))
 ORDER BY a.ts, a.writer_id, a.seq

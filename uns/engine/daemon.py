@@ -16,7 +16,6 @@ from pathlib import Path
 
 from lake import LakeSink
 from lake.audit_entries import engine_event
-from uns import __version__
 from uns.config import Config
 from uns.core.events import Sink
 from uns.core.model import PlantModel
@@ -54,10 +53,8 @@ def audited(sink: LakeSink, config: Config) -> LakeSink:
         "ca_file": config.broker.ca_file,
         "cert_file": config.broker.cert_file,
     }
-    sink.record_audit(
-        engine_event("engine_start", version=__version__, config=config.to_dict(masked=True), files=files)
-    )
-    sink.on_stop = lambda: engine_event("engine_stop", version=__version__)
+    sink.record_audit(engine_event("engine_start", config=config.to_dict(masked=True), files=files))
+    sink.on_stop = lambda: engine_event("engine_stop")
     return sink
 
 
