@@ -11,20 +11,19 @@ import contextlib
 import json
 import logging
 import sys
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
 
+from uns_cli.audit_commands import audit_app
 from uns_cli.batch_cli import batch_app
-from uns_cli.cli_common import BrokerOpt, FormatOpt, LakeOpt
-from uns_cli.cli_common import broker_settings as _broker_settings
-from uns_cli.cli_common import fail as _fail
-from uns_cli.cli_common import guard as _guard
-from uns_cli.cli_common import lake_path as _lake_path
+from uns_cli.commands import BrokerOpt, FormatOpt, LakeOpt
+from uns_cli.commands import broker_settings as _broker_settings
+from uns_cli.commands import fail as _fail
+from uns_cli.commands import guard as _guard
+from uns_cli.commands import lake_path as _lake_path
 from uns_cli.context_cli import context_app
 from uns_cli.keys_cli import keys_app
-
-T = TypeVar("T")
 
 app = typer.Typer(
     name="uns",
@@ -40,6 +39,7 @@ app.add_typer(lake_app, name="lake")
 app.add_typer(context_app, name="context")  # its commands: uns_cli/context_cli.py
 app.add_typer(keys_app, name="keys")  # uns_cli/keys_cli.py
 app.add_typer(batch_app, name="batch")  # uns_cli/batch_cli.py
+app.add_typer(audit_app, name="audit")
 
 
 def _setup_logging(level: str) -> None:

@@ -5,6 +5,7 @@ node death with a 30-second hole in the data during the second batch."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -155,8 +156,21 @@ def run(lake: Path, name: str) -> list[dict[str, object]]:
         con.close()
 
 
-def test_the_file_has_the_four_queries() -> None:
-    assert list(QUERIES) == ["batch_timeline", "phase_statistics", "excursions", "batch_completeness"]
+def test_the_file_has_the_five_queries() -> None:
+    assert list(QUERIES) == [
+        "batch_timeline", "phase_statistics", "excursions", "batch_completeness", "trace_measurements"
+    ]  # fmt: skip
+
+
+def test_trace_measurements_names_message_segment_and_audit_entry(plant_lake: Path) -> None:
+    rows = run(plant_lake, "trace_measurements")
+    assert len(rows) == 100
+    first = rows[0]
+    assert first["topic"] == "spBv1.0/PilotPlant/DDATA/GRAN-Ctrl/GR-201"
+    assert (first["seq"], first["bdseq"], first["wal_writer"]) == (0, 0, "")
+    assert first["received_at"] == dt.datetime.fromtimestamp((T0 + 40) / 1000, dt.UTC)
+    assert all(r["audit_seq"] is not None and len(str(r["audit_hash"])) == 64 for r in rows)
+    assert all(isinstance(r["wal_segment"], int) for r in rows)
 
 
 def test_batch_timeline(plant_lake: Path) -> None:

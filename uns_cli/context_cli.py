@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from uns_cli.cli_common import BrokerOpt, FormatOpt, LakeOpt, broker_settings, fail, guard, lake_path
+from uns_cli.commands import BrokerOpt, FormatOpt, LakeOpt, broker_settings, fail, guard, lake_path
 
 __all__ = ["context_app"]
 

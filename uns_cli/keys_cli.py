@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from uns_cli.cli_common import guard
+from uns_cli.commands import guard
 
 __all__ = ["ConfigOpt", "keys_app"]
 

@@ -1,6 +1,7 @@
-"""What every typer module of the command line shares: the common options, and one line
-on stderr plus exit 1 for a :class:`uns.errors.UnsError`.  Imports nothing but typer and
-the error tree until a command runs (``uns --help`` stays fast)."""
+"""What every ``uns`` command shares: the ``--broker``, ``--lake`` and ``--format``
+options, one line for a domain error, the broker settings and the lake directory from
+the options or the config.  Imports nothing but typer and the error tree until a command
+runs (``uns --help`` stays fast)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,7 @@ import typer
 
 from uns.errors import UnsError
 
-__all__ = [
-    "BrokerOpt",
-    "FormatOpt",
-    "LakeOpt",
-    "broker_settings",
-    "fail",
-    "guard",
-    "lake_path",
-]
+__all__ = ["BrokerOpt", "FormatOpt", "LakeOpt", "broker_settings", "fail", "guard", "lake_path"]
 
 T = TypeVar("T")
 
@@ -32,7 +25,6 @@ FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table, csv or js
 
 
 def fail(message: str) -> typer.Exit:
-    """Print ``uns: error: message`` on stderr; the Exit(1) to raise."""
     typer.echo(f"uns: error: {message}", err=True)
     return typer.Exit(1)
 
@@ -53,8 +45,7 @@ def broker_settings(broker: str | None) -> Any:
 
 
 def lake_path(lake: str | None) -> str:
-    """The lake directory of ``--lake``, the environment or the config; UnsError if none."""
-    from uns.config import load_config  # noqa: PLC0415
+    from uns.config import load_config  # noqa: PLC0415 - keep `uns --help` fast
 
     path = load_config(overrides={"lake.path": lake}).lake.path
     if not path:
