@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Final
 
 from uns.errors import UnsError
@@ -40,14 +41,20 @@ ORDER BY a.ts, a.writer_id, a.seq
 """
 
 
-def verify_lines(lake_dir: str) -> tuple[int, list[str]]:
-    """``uns audit verify``: (0, [summary]) when intact, else (1, one line per finding)."""
-    from lake.audit_verify import verify  # noqa: PLC0415 - deltalake only when asked
+def verify_lines(lake_dir: str, trusted_keys: str | None = None) -> tuple[int, list[str]]:
+    """``uns audit verify``: (0, [summary]) when intact, else (1, one line per finding).
+    The digital signatures of the trail (batch signatures, lake.signatures) are checked
+    against the public keys in ``trusted_keys`` (the config's audit.trusted_keys)."""
+    from lake.audit_verify import read_chain, verify  # noqa: PLC0415 - deltalake only when asked
+    from lake.signatures import signature_findings  # noqa: PLC0415
+    from uns.keyring import load_trusted_keys  # noqa: PLC0415
 
     report = verify(lake_dir)
-    if report.findings:
-        return 1, report.findings
-    return 0, [report.summary()]
+    signed, wrong = signature_findings(read_chain(Path(lake_dir)), load_trusted_keys(trusted_keys))
+    findings = report.findings + wrong
+    if findings:
+        return 1, findings
+    return 0, [f"{report.summary()}; {signed} digital signature{'s' if signed != 1 else ''} verified"]
 
 
 def audit_log(

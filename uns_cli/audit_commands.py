@@ -15,15 +15,19 @@ audit_app = typer.Typer(help="The lake's audit trail: verify it, read it.", no_a
 
 @audit_app.command("verify")
 def audit_verify(lake: LakeOpt = None) -> None:
-    """Recompute the audit hash chains and every data file's SHA-256; exit 0 with a
+    """Recompute the audit hash chains and every data file's SHA-256, and check every
+    digital signature against the trusted keys (audit.trusted_keys); exit 0 with a
     summary when the lake is intact, 1 with one line per finding.
 
     Example: uns audit verify --lake ./lake
     """
     from uns_cli.audit import verify_lines  # noqa: PLC0415
 
+    from uns.config import load_config  # noqa: PLC0415
+
     path = guard(lambda: lake_path(lake))
-    code, lines = guard(lambda: verify_lines(path))
+    trusted = guard(lambda: load_config().audit.trusted_keys)
+    code, lines = guard(lambda: verify_lines(path, trusted))
     for line in lines:
         typer.echo(line)
     if code:

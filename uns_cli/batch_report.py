@@ -29,6 +29,7 @@ from uns.core.model import PlantModel
 from uns.errors import BatchError
 from uns_cli.batch_exceptions import completeness_and_exceptions
 from uns_cli.batch_parameters import Parameter, parameters, reference_overlay
+from uns_cli.batch_signatures import attach_signatures
 
 __all__ = ["FORMATS", "Report", "ReportRequest", "build_report", "generate_report"]
 
@@ -123,6 +124,7 @@ def generate_report(lake_path: str | Path, request: ReportRequest, fmt: str = "h
     con = lake.connect(lake_path)
     try:
         report = build_report(con, request)
+        attach_signatures(con, report.document)  # and whether each still covers the report
     finally:
         con.close()
     verdict = str(report.document["verdict"])
