@@ -242,11 +242,15 @@ def session_events(
     con: duckdb.DuckDBPyConnection, sources: set[tuple[str, str, str | None]], info: BatchInfo
 ) -> list[tuple[datetime, str, str, str | None, str, str | None]]:
     """Lifecycle events of the batch's sources inside its window: ``(ts, group, node,
-    device, event, detail)``; a node's own row counts for all its devices."""
+    device, event, detail)``; a node's own row counts for all its devices.  A birth is
+    listed only when the source was born before (a rebirth, not its first birth)."""
     nodes = {(g, n) for g, n, _ in sources}
     rows = con.execute(
-        f"""SELECT ts, group_id, edge_node_id, device_id, event, detail FROM sessions
-            WHERE event IN ({", ".join("?" for _ in SESSION_EVENTS)})
+        f"""SELECT ts, group_id, edge_node_id, device_id, event, detail FROM (
+                SELECT *, row_number() OVER (
+                    PARTITION BY group_id, edge_node_id, device_id, event ORDER BY ts) > 1 AS again
+                FROM sessions)
+            WHERE event IN ({", ".join("?" for _ in SESSION_EVENTS)}) AND (event <> 'birth' OR again)
               AND ts >= ? AND (CAST(? AS TIMESTAMPTZ) IS NULL OR ts <= ?)
             ORDER BY ts, group_id, edge_node_id, device_id NULLS FIRST""",  # noqa: S608
         [*SESSION_EVENTS, info.start, info.end, info.end],

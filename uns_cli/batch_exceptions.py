@@ -20,7 +20,7 @@ from uns_cli.batch_parameters import Parameter
 __all__ = ["SESSION_SEVERITY", "completeness_and_exceptions"]
 
 #: severity of the exception of a sessions event (the others: medium); the kind is the
-#: event's name, but a birth inside a batch is a ``rebirth`` (the source restarted)
+#: event's name, but a birth inside a batch, after an earlier one, is a ``rebirth`` (the source restarted)
 SESSION_SEVERITY: Final = {"death": "high", "birth": "low"}
 
 
@@ -88,7 +88,10 @@ def _sessions(events: list[tuple[Any, ...]]) -> tuple[list[dict[str, Any]], list
         )
         grouped.setdefault((ts, group, node, event), []).append(device)
     exceptions = []
+    deaths = {(ts, group, node) for ts, group, node, event in grouped if event == "death"}
     for (ts, group, node, event), devices in grouped.items():
+        if event == "stale" and (ts, group, node) in deaths:
+            continue  # the death marked its data stale: one exception, the death
         kind, severity = "rebirth" if event == "birth" else event, SESSION_SEVERITY.get(event, "medium")
         named = [d for d in devices if d is not None]
         what = f"{group}/{node}" + (f" ({', '.join(named)})" if named else "")
@@ -167,7 +170,8 @@ def completeness_and_exceptions(
             severity = "high" if e["level"] == "action" else "medium"
             message = (
                 f"{e['level']} excursion of {e['metric']} on {e['path']} ({e['phase'] or 'no phase'}): "
-                f"{e['samples']} samples {'above' if e['direction'] == 'high' else 'below'} {e['limit']:g}, "
+                f"{e['samples']} sample{'s' if e['samples'] != 1 else ''} "
+                f"{'above' if e['direction'] == 'high' else 'below'} {e['limit']:g}, "
                 f"peak {e['peak']:g}"
             )
             exceptions.append(
@@ -185,9 +189,13 @@ def completeness_and_exceptions(
         exceptions.append(
             {"kind": "rejected", "severity": "medium", "ts": r["received_at"], "message": message}
         )
+    by_path: dict[str, list[dict[str, Any]]] = {}
     for h in historical:
-        message = f"{h['samples']} historical (store-and-forward) samples of {h['metric']} on {h['path']}"
-        exceptions.append(_exception("historical", "low", h["first"], message))
+        by_path.setdefault(str(h["path"]), []).append(h)
+    for path, rows in by_path.items():
+        count, names = sum(h["samples"] for h in rows), ", ".join(h["metric"] for h in rows)
+        message = f"{count} historical (store-and-forward) samples on {path} ({names})"
+        exceptions.append(_exception("historical", "low", min(h["first"] for h in rows), message))
     exceptions += context_exceptions
     completeness = {
         "metrics": metrics,

@@ -134,25 +134,25 @@ class Injector:
         def on_context(event: ContextEvent) -> None:
             batch = event.set.get("batch_id")
             key = (event.path, batch or "")
-            if batch and key in self._corrected:
+            wanted = batch and any(f.kind == "correct_context" and f.batch_id == batch for f in self.faults)
+            correction = None
+            if wanted and event.reason == "batch start":
+                self._starts[key] = event.ts
+            elif wanted and self._correction_due(key, event):
+                self._corrected[key] = f"{event.set.get('recipe', '')} (corrected)"
+                correction = ContextEvent(
+                    event.path,
+                    self._starts[key],
+                    set={"recipe": self._corrected[key]},
+                    source=event.source,
+                    user=CORRECTION_USER,
+                    reason=CORRECTION_REASON,
+                )
+            if batch and key in self._corrected:  # from now on the MES sends the corrected recipe
                 event = dataclasses.replace(event, set={**event.set, "recipe": self._corrected[key]})
             submit(event)
-            if not batch or not any(f.kind == "correct_context" and f.batch_id == batch for f in self.faults):
-                return
-            if event.reason == "batch start":
-                self._starts[key] = event.ts
-            elif self._correction_due(key, event):
-                self._corrected[key] = f"{event.set.get('recipe', '')} (corrected)"
-                submit(
-                    ContextEvent(
-                        event.path,
-                        self._starts[key],
-                        set={"recipe": self._corrected[key]},
-                        source=event.source,
-                        user=CORRECTION_USER,
-                        reason=CORRECTION_REASON,
-                    )
-                )
+            if correction is not None:
+                submit(correction)
 
         return on_context
 
