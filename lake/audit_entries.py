@@ -109,7 +109,7 @@ def engine_event(
         hashed[role] = {"path": str(name), "sha256": digest}
     if hashed:
         detail["files"] = hashed
-    return AuditEvent(int(time.time() * 1000), kind, SYSTEM, "", "engine", detail_json(detail))
+    return AuditEvent(kind, "engine", detail_json(detail), SYSTEM, "", int(time.time() * 1000))
 
 
 def _flat(prefix: str, value: Any, out: dict[str, Any]) -> None:

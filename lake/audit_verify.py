@@ -35,16 +35,13 @@ import pyarrow.dataset as ds
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
-from lake.audit import AUDIT
+from lake.audit import AUDIT, DATA_TABLES
 from lake.deltalog import local_path
 from lake.hashing import ChainRow, chain_findings, file_sha256, ts_micros
-from lake.tables import TABLES
 from uns.errors import LakeError
 
 __all__ = ["DATA_TABLES", "VerifyReport", "read_chain", "verify"]
 
-#: the tables whose files the audit trail accounts for (the audit table is its own chain)
-DATA_TABLES: Final = tuple(t for t in TABLES if t != AUDIT)
 _THREADS: Final = 4
 
 

@@ -113,6 +113,7 @@ class Lake:
         entries = [self._maintenance_entry(what, user, reason)]
         # one compaction of the lake at a time (lake/locks.py): waits for a writer's own
         with compaction_lock(self.root, wait=True):
+            audit.reconcile()
             try:
                 for table in TABLES:
                     delta = self._table(table)  # opened under the lock: plans on the table as it is

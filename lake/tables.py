@@ -100,7 +100,7 @@ WAL_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "sessions": ("ts", "group_id", "edge_node_id", "device_id", "event", "detail"),
     "rejected": ("received_at", "topic", "payload", "error"),
     # what the engine records itself (start, stop); seq and the hashes are added at commit
-    "audit": ("ts", "kind", "actor", "reason", "subject", "detail"),
+    "audit": ("kind", "subject", "detail", "actor", "reason", "ts"),
 }  # fmt: skip
 
 #: Column counts a WAL record of each table may also have: a segment written before a
@@ -129,12 +129,12 @@ class AuditEvent:
     """An entry for the audit trail that travels through the WAL (``ts`` in epoch ms,
     ``detail`` JSON text); the commit gives it its ``seq`` and hashes (lake.audit)."""
 
-    ts: int
     kind: str
-    actor: str
-    reason: str
     subject: str
     detail: str
+    actor: str
+    reason: str
+    ts: int
 
 
 def empty_columns() -> TableColumns:

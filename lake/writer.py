@@ -131,6 +131,12 @@ class DeltaWriter:
         """Create the missing tables; return the newest segment number any table has
         recorded (-1 for none)."""
         self.ensure_tables()
+        with compaction_lock(self.root, wait=False) as held:
+            if held:  # no compaction runs: one without its audit entry was interrupted (lake.audit)
+                try:
+                    self.audit.reconcile()
+                except LakeError as exc:  # the trail is behind, not the data: verify will say so
+                    log.warning("lake: %s", exc)
         return self.committed_segment()
 
     def forget_handles(self) -> None:
@@ -163,6 +169,7 @@ class DeltaWriter:
                 log.info("lake: another compaction of this lake is running; this one waits a round")
                 return 0
             _hook("compact")
+            self.audit.reconcile()
             for table in TABLES:
                 self._handles.pop(table, None)  # plan on the table as it is now, not as cached
                 dt_ = self._handle(table)
@@ -182,7 +189,7 @@ class DeltaWriter:
                     self._handles.pop(table, None)
                     after = self._handle(table).version()
                     reason = "the writer's compaction of recent partitions (lake.compact_interval)"
-                    self.audit.record(self.audit.compaction_entries(table, before, after, SYSTEM, reason))
+                    self.audit.record_compaction(table, before, after, SYSTEM, reason)
         return removed
 
     @staticmethod

@@ -256,3 +256,19 @@ def test_measurement_rows_carry_their_writer_and_segment(lake: Path) -> None:
     assert segments == [("", 0), ("", 1), ("", 2)]
     table = DeltaTable(lake / "measurements").to_pyarrow_table()
     assert pc.all(pc.is_valid(table["wal_segment"])).as_py()
+
+
+async def test_a_compaction_interrupted_before_its_audit_entry_is_recorded_at_the_next_start(
+    lake: Path,
+) -> None:
+    """Shutdown abandons a compaction by killing the commit worker; between the OPTIMIZE
+    commit and its audit entry that leaves files the trail does not know, until the next
+    start records the compaction (its row checksums prove nothing changed)."""
+    DeltaTable(lake / "measurements").optimize.compact()  # committed, no audit entry (the kill)
+    code, lines = verify_lines(str(lake))
+    assert code == 1
+    assert any("data file without an audit entry" in line for line in lines)
+    await write(lake, range(500, 510), segments=1)  # the next start of the writer
+    assert_intact(lake)
+    (detail,) = [json.loads(d) for (d,) in query(lake, "SELECT detail FROM audit WHERE kind = 'compaction'")]
+    assert detail["checksum_before"] == detail["checksum_after"]
