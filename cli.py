@@ -315,6 +315,35 @@ def lake_vacuum(
 
 
 @app.command()
+def validate(
+    out: Annotated[
+        str | None,
+        typer.Option("--out", help="directory for the evidence (default: ./uns-validation-<time>)"),
+    ] = None,
+    broker: Annotated[
+        str | None,
+        typer.Option("--broker", "-b", help="run the OQ on this broker, in a namespace of its own"),
+    ] = None,
+    only: Annotated[str | None, typer.Option("--only", help="iq or oq: run one part only")] = None,
+) -> None:
+    """Qualify this installation: IQ (Python, uns, dependencies and their files against their
+    RECORD, schemas, config) and OQ (a simulated plant with faults, a killed engine, the lake,
+    the batch report, the audit trail, signatures). Writes JSON, HTML and PDF evidence with
+    the SHA-256 of each artifact; exit 0 only when every check passed (docs/gxp.md).
+
+    Example: uns validate --out /srv/validation/uns-2026-12-02
+    """
+    import datetime as dt  # noqa: PLC0415
+
+    from uns_cli.validate import run_validation  # noqa: PLC0415
+
+    target = out or f"uns-validation-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}"
+    code = _guard(lambda: run_validation(target, broker=broker, only=only, echo=typer.echo))
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
 def version() -> None:
     """Print the uns version.  Example: uns version"""
     import uns  # noqa: PLC0415

@@ -21,9 +21,8 @@ def audit_verify(lake: LakeOpt = None) -> None:
 
     Example: uns audit verify --lake ./lake
     """
-    from uns_cli.audit import verify_lines  # noqa: PLC0415
-
     from uns.config import load_config  # noqa: PLC0415
+    from uns_cli.audit import verify_lines  # noqa: PLC0415
 
     path = guard(lambda: lake_path(lake))
     trusted = guard(lambda: load_config().audit.trusted_keys)

@@ -100,9 +100,7 @@ def batch_report(
 @batch_app.command("sign")
 def batch_sign(
     batch: BatchArg,
-    meaning: Annotated[
-        str, typer.Option("--meaning", help="reviewed, approved or rejected")
-    ],
+    meaning: Annotated[str, typer.Option("--meaning", help="reviewed, approved or rejected")],
     user: Annotated[str, typer.Option("--user", help="the signer's printed name")],
     reason: Annotated[str | None, typer.Option("--reason", help="the signer's comment")] = None,
     key: Annotated[
