@@ -74,7 +74,7 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _operational(out: Path, broker: str | None, echo: Echo) -> tuple[list[Check], list[Path]]:
+def _operational(out: Path, broker: str | None, echo: Echo) -> tuple[list[Check], list[Path], dict[str, str]]:
     from uns_cli.validate_oq import operate  # noqa: PLC0415
     from uns_cli.validate_oq_checks import oq_checks, report_html  # noqa: PLC0415
 
@@ -83,13 +83,15 @@ def _operational(out: Path, broker: str | None, echo: Echo) -> tuple[list[Check]
     op = operate(work, broker)
     checks = oq_checks(op)
     shutil.rmtree(work / "lake-tampered", ignore_errors=True)
+    shutil.rmtree(work / "keys", ignore_errors=True)  # the OQ's throw-away private keys
     log = work / "engine.log"
     log.write_text("\n".join(op.logs) + "\n", encoding="utf-8")
     artifacts = [log]
     report = report_html(op)
     if report is not None:
         artifacts.append(report)
-    return checks, artifacts
+    namespace = {"tag": op.tag, "group": op.group, "prefix": op.prefix, "host_id": op.host_id}
+    return checks, artifacts, namespace
 
 
 def run_validation(
@@ -112,8 +114,9 @@ def run_validation(
     if only in (None, "iq"):
         echo("IQ: Python, uns, dependencies, installed files against their RECORD, schemas, config ...")
         checks += iq_checks()
+    oq_namespace: dict[str, str] = {}
     if only in (None, "oq"):
-        more, files = _operational(target, broker, echo)
+        more, files, oq_namespace = _operational(target, broker, echo)
         checks += more
         artifacts += files
     passed = all(c.passed for c in checks)
@@ -127,6 +130,7 @@ def run_validation(
         "environment": _environment(broker),
         "checks": [c.to_dict() for c in checks],
         "requirements_not_run": sorted(set(REQUIREMENTS) - {c.requirement for c in checks}),
+        "oq_namespace": oq_namespace,
         "artifacts": [
             {"file": str(p.relative_to(target)), "sha256": _sha256(p), "bytes": p.stat().st_size}
             for p in artifacts

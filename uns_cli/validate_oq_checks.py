@@ -197,8 +197,10 @@ def _signature(op: Operation) -> Check:
     flagged = bool(ours) and not ours[0]["covers_current"]
     verified = code == 0 and lines[0].endswith("1 digital signature verified")
     ok = op.signature_seq is not None and verified and flagged
+    said = lines[0].rsplit(";", 1)[-1].strip() if lines else "-"
     detail = (
-        f"audit verify: {lines[0][-40:] if lines else '-'}; signature flagged after the change: {flagged}"
+        f"signature uns-cli #{op.signature_seq} of {BATCH} (approved, key {SIGNER}); audit verify: {said}; "
+        f"after a signed back-dated context change the report says it no longer covers the report: {flagged}"
     )
     return Check("OQ-11", ok, detail, {"signatures": sigs})
 
