@@ -9,77 +9,24 @@ detail, never the end of the run.
 from __future__ import annotations
 
 import time
+import tomllib
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any, Final
 
 __all__ = ["REQUIREMENTS", "Check", "run_check"]
 
-#: requirement id -> (what the system must do, the regulation or practice it serves)
-REQUIREMENTS: Final[dict[str, tuple[str, str]]] = {
-    "IQ-01": ("A supported Python (CPython 3.11 or newer) runs uns", "GAMP 5 IQ: platform"),
-    "IQ-02": ("The uns distribution is installed, in the version of the running code", "GAMP 5 IQ: version"),
-    "IQ-03": (
-        "Every runtime dependency is installed in a version its requirement allows",
-        "GAMP 5 IQ: configuration items",
-    ),
-    "IQ-04": (
-        "Every installed file of uns has the SHA-256 of its record (RECORD), and the running "
-        "code is that installed code (not an editable checkout, not a shadowing copy)",
-        "Part 11 §11.10(a); Annex 11 §4",
-    ),
-    "IQ-05": (
-        "Every installed file of every runtime dependency has the SHA-256 of its record",
-        "Part 11 §11.10(a); Annex 11 §4",
-    ),
-    "IQ-06": (
-        "The shipped JSON Schemas are present, well-formed, and the config schema is the code's",
-        "GAMP 5 IQ: interfaces",
-    ),
-    "IQ-07": ("The effective configuration loads, and its trusted keys can be read", "Annex 11 §4.8"),
-    "OQ-01": (
-        "Sparkplug B data is stored once per sample with its ISA-95 path from the plant model",
-        "ALCOA+ original, complete",
-    ),
-    "OQ-02": (
-        "Each sample carries the batch context valid at its own timestamp",
-        "ALCOA+ attributable; 21 CFR 211.188",
-    ),
-    "OQ-03": ("A Sparkplug seq gap is detected and recorded", "ALCOA+ complete"),
-    "OQ-04": ("A device death and its rebirth are recorded in order", "ALCOA+ complete"),
-    "OQ-05": ("A message that cannot be used is kept, with the reason, in rejected", "ALCOA+ complete"),
-    "OQ-06": (
-        "A late context correction is kept beside the original, with who and why, and corrects history",
-        "Part 11 §11.10(e); Annex 11 §9",
-    ),
-    "OQ-07": (
-        "The batch report lists a CPP excursion and the device death as exceptions",
-        "21 CFR 211.188, 211.192 (review by exception)",
-    ),
-    "OQ-08": (
-        "A killed engine loses no context event and stores none twice; it starts again on its lake",
-        "ALCOA+ complete, enduring; Annex 11 §7",
-    ),
-    "OQ-09": (
-        "uns audit verify finds the lake intact: hash chains and every data file's SHA-256",
-        "Part 11 §11.10(c), (e); Annex 11 §7.1",
-    ),
-    "OQ-10": (
-        "uns audit verify names a data file changed behind the writer's back",
-        "Part 11 §11.10(c), (e); Annex 11 §7.1",
-    ),
-    "OQ-11": (
-        "A batch signature records signer, time, meaning and report hash, verifies with the "
-        "trusted key, and is flagged when the report content changes",
-        "Part 11 §11.50, §11.70; Annex 11 §14",
-    ),
-    "OQ-12": (
-        "With context.require_signature, only context signed by a trusted key is applied; the "
-        "signer is stored, the rest rejected with the reason",
-        "ALCOA+ attributable; Part 11 §11.10(d)",
-    ),
-}
+
+def _requirements() -> dict[str, tuple[str, str]]:
+    text = resources.files("uns_cli").joinpath("validation_requirements.toml").read_text(encoding="utf-8")
+    return {req: (str(entry["text"]), str(entry["regulation"])) for req, entry in tomllib.loads(text).items()}
+
+
+#: requirement id -> (what the system must do, the regulation or practice it serves),
+#: from uns_cli/validation_requirements.toml
+REQUIREMENTS: Final[dict[str, tuple[str, str]]] = _requirements()
 
 
 @dataclass(slots=True)

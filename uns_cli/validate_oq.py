@@ -33,7 +33,6 @@ import os
 import signal
 import sys
 import uuid
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final
@@ -74,40 +73,23 @@ INTRUDER: Final = "oq-intruder"
 _READY: Final = "context intake connected"
 
 
-@dataclass(slots=True)
 class Operation:
-    """What one OQ run did and left behind."""
+    """What one OQ run did and left behind (its namespace and files derive from ``tag``)."""
 
-    work: Path
-    broker_url: str
-    tag: str
-    own_broker: bool
-    lake: Path = field(init=False)
-    group: str = field(init=False)
-    gap_group: str = field(init=False)
-    prefix: str = field(init=False)
-    host_id: str = field(init=False)
-    spec: Path = field(init=False)
-    trusted: Path = field(init=False)
-    signer_key: Path = field(init=False)
-    sim: SimReport | None = None
-    #: exit codes of the engine processes, in start order (-9: the killed one)
-    exits: list[int | None] = field(default_factory=list)
-    #: answers to the signed-context events: what was sent -> the engine's acknowledgement
-    signed_context: dict[str, Ack | None] = field(default_factory=dict)
-    signature_seq: int | None = None
-    problems: list[str] = field(default_factory=list)
-    logs: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.lake = self.work / "lake"
-        self.group = f"UnsVal{self.tag}"
-        self.gap_group = f"UnsValGap{self.tag}"
-        self.prefix = f"uns-validate-{self.tag}/v1"
-        self.host_id = f"uns-validate-{self.tag}"
-        self.spec = self.work / "spec.toml"
-        self.trusted = self.work / "trusted-keys"
-        self.signer_key = self.work / "keys" / f"{SIGNER}.key"
+    def __init__(self, work: Path, broker_url: str, tag: str, own_broker: bool) -> None:
+        self.work, self.broker_url, self.tag, self.own_broker = work, broker_url, tag, own_broker
+        names = ("lake", "spec.toml", "trusted-keys", f"keys/{SIGNER}.key")
+        self.lake, self.spec, self.trusted, self.signer_key = (work / name for name in names)
+        self.group, self.gap_group = f"UnsVal{tag}", f"UnsValGap{tag}"
+        self.prefix, self.host_id = f"uns-validate-{tag}/v1", f"uns-validate-{tag}"
+        self.sim: SimReport | None = None
+        #: exit codes of the engine processes, in start order (-9: the killed one)
+        self.exits: list[int | None] = []
+        #: answers to the signed-context events: what was sent -> the engine's acknowledgement
+        self.signed_context: dict[str, Ack | None] = {}
+        self.signature_seq: int | None = None
+        self.problems: list[str] = []
+        self.logs: list[str] = []
 
 
 def _toml(values: dict[str, dict[str, Any]]) -> str:
