@@ -13,12 +13,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import numpy as np
 import pyarrow as pa
-from numpy.typing import NDArray
+import pyarrow.compute as pc
+
+if TYPE_CHECKING:  # NumPy loads with the samples, not for `uns batch list`
+    import numpy as np
+    from numpy.typing import NDArray
 
 from lake.batch_views import SEGMENTS_VIEW
 from uns.errors import BatchError
@@ -154,60 +157,70 @@ class BatchSamples:
 
 def batch_samples(con: duckdb.DuckDBPyConnection, info: BatchInfo) -> BatchSamples:
     """The batch's numeric samples: below its units, inside its window, and in one of its
-    segments (a sample whose path is in another batch at that time is not the batch's)."""
-    under, params = _under("m.path", info.units)
-    window = "m.ts >= ? AND (CAST(? AS TIMESTAMPTZ) IS NULL OR m.ts < ?)"
-    window_params = [info.start, info.end, info.end]
-    # Only our own clauses are interpolated; values are parameters.
-    sql = f"""
-WITH seg AS (
-    SELECT (row_number() OVER (ORDER BY start, path) - 1)::INTEGER AS seg_id, path AS q, start, "end"
-    FROM {SEGMENTS_VIEW} WHERE batch_id = ?
-),
-batch_paths AS (SELECT DISTINCT path FROM context WHERE key IN ('batch_id', 'phase')),
-win AS (
-    SELECT m.path, m.metric, m.ts, m.value_double, m.is_historical FROM measurements m
-    WHERE {under} AND {window} AND m.value_double IS NOT NULL
-),
-series AS (
-    SELECT path, metric, (row_number() OVER (ORDER BY path, metric) - 1)::INTEGER AS sid
-    FROM (SELECT DISTINCT path, metric FROM win)
-),
-mq AS (
-    SELECT s.path, arg_max(b.path, length(b.path)) AS q
-    FROM (SELECT DISTINCT path FROM series) s
-    JOIN batch_paths b ON s.path = b.path OR starts_with(s.path, b.path || '/')
-    GROUP BY s.path
-)
-SELECT sr.sid, epoch_ms(w.ts) AS t, w.value_double AS v, sg.seg_id, coalesce(w.is_historical, false) AS h
-FROM win w
-JOIN series sr ON sr.path = w.path AND sr.metric = w.metric
-JOIN mq ON mq.path = w.path
-ASOF JOIN seg sg ON sg.q = mq.q AND w.ts >= sg.start
-WHERE sg."end" IS NULL OR w.ts < sg."end"
-ORDER BY sr.sid, w.ts
-"""  # noqa: S608
+    segments (a sample whose path is in another batch at that time is not the batch's).
+
+    One scan of ``measurements``; the rest is NumPy over its columns: each sample's
+    path is mapped to its deepest batch path (what ``measurements_asof`` maps it to),
+    its time to that path's segment of the batch, and the samples are ordered by series
+    (path, metric) and time."""
+    import numpy as np  # noqa: PLC0415
+
+    under, params = _under("path", info.units)
+    sql = f"""SELECT path, metric, epoch_ms(ts) AS t, value_double AS v, coalesce(is_historical, false) AS h
+              FROM measurements
+              WHERE {under} AND ts >= ? AND (CAST(? AS TIMESTAMPTZ) IS NULL OR ts < ?)
+                AND value_double IS NOT NULL"""  # noqa: S608 - only our own clauses
     try:
-        table: pa.Table = con.sql(sql, params=[info.batch_id, *params, *window_params]).to_arrow_table()
-        names = con.execute(
-            f"""SELECT DISTINCT m.path, m.metric FROM measurements m
-                WHERE {under} AND {window} AND m.value_double IS NOT NULL ORDER BY 1, 2""",  # noqa: S608
-            [*params, *window_params],
-        ).fetchall()
+        table: pa.Table = con.sql(sql, params=[*params, info.start, info.end, info.end]).to_arrow_table()
+        batch_paths = [r[0] for r in con.execute(
+            "SELECT DISTINCT path FROM context WHERE key IN ('batch_id', 'phase')").fetchall()]  # fmt: skip
     except duckdb.Error as exc:
         raise BatchError(f"cannot read the samples of batch {info.batch_id}: {exc}") from exc
-
-    def column(name: str, dtype: Any) -> Any:
-        return table.column(name).to_numpy().astype(dtype, copy=False)
-
+    paths, path_code = _codes(table.column("path"))
+    metrics, metric_code = _codes(table.column("metric"))
+    ts = table.column("t").to_numpy().astype(np.int64, copy=False)
+    # the segment of each sample: per deepest batch path, the batch's last segment started at or before it
+    segment = np.full(len(ts), -1, dtype=np.int32)
+    for code, path in enumerate(paths):
+        above = [b for b in batch_paths if path == b or path.startswith(b + "/")]
+        mine = [i for i, seg in enumerate(info.segments) if above and seg.path == max(above, key=len)]
+        if not mine:
+            continue
+        rows = np.flatnonzero(path_code == code)
+        starts = np.array([_ms(info.segments[i].start) for i in mine], dtype=np.int64)
+        ends = np.array([_ms(e) if (e := info.segments[i].end) is not None else 2**62 for i in mine])
+        local = np.searchsorted(starts, ts[rows], side="right") - 1
+        inside = (local >= 0) & (ts[rows] < ends[np.maximum(local, 0)])
+        segment[rows[inside]] = np.array(mine, dtype=np.int32)[local[inside]]
+    # series ids in (path, metric) order, then every sample ordered by series and time
+    pairs = path_code.astype(np.int64) * max(len(metrics), 1) + metric_code
+    present = np.flatnonzero(np.bincount(pairs, minlength=len(paths) * len(metrics)))
+    named = sorted((paths[p // len(metrics)], metrics[p % len(metrics)], p) for p in present.tolist())
+    rank = np.zeros(max(len(paths) * len(metrics), 1), dtype=np.int64)
+    rank[[p for _, _, p in named]] = np.arange(len(named))
+    sid = rank[pairs]
+    keep = np.flatnonzero(segment >= 0)
+    order = keep[np.argsort((sid[keep] << 42) | (ts[keep] - (ts.min() if len(ts) else 0)), kind="stable")]
     return BatchSamples(
-        series=[(p, m) for p, m in names],
-        sid=column("sid", np.int32),
-        ts=column("t", np.int64),
-        value=column("v", np.float64),
-        segment=column("seg_id", np.int32),
-        historical=column("h", np.bool_),
+        series=[(p, m) for p, m, _ in named],
+        sid=sid[order].astype(np.int32),
+        ts=ts[order],
+        value=table.column("v").to_numpy()[order],
+        segment=segment[order],
+        historical=table.column("h").to_numpy(zero_copy_only=False)[order],
     )
+
+
+def _ms(moment: datetime) -> int:
+    return round(moment.timestamp() * 1000)
+
+
+def _codes(column: pa.ChunkedArray) -> tuple[list[str], Any]:
+    """The distinct values of a string column and each row's index among them."""
+    import numpy as np  # noqa: PLC0415
+
+    encoded = pc.dictionary_encode(column).combine_chunks()
+    return encoded.dictionary.to_pylist(), encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def catalog_entries(

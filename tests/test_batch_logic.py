@@ -31,6 +31,8 @@ def scan_excursions(
 
     def side(i: int) -> tuple[int, bool]:
         v = values[i]
+        if not math.isfinite(v):
+            return 0, False
         xl, al, ah, xh = limits[i]
         if v > xh or v > ah:
             return 1, v > xh
@@ -77,7 +79,7 @@ limit_sets = st.sampled_from(
 @given(
     st.lists(
         st.tuples(
-            st.one_of(st.integers(-2, 12).map(float), st.just(NAN)),
+            st.one_of(st.integers(-2, 12).map(float), st.sampled_from([NAN, math.inf, -math.inf])),
             st.integers(0, 2),
         ),
         max_size=60,

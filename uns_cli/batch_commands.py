@@ -5,16 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lake
 from lake.batches import batch_info, list_batches
 from uns.batch.spec import Spec, parse_spec
+from uns.batch.times import iso
 from uns.config import load_config
-from uns.engine.plant import load_model
 from uns.errors import BatchError, UnsError
-from uns_cli.batch_report import ReportRequest, build_report, generate_report
 from uns_cli.output import render_rows
+
+if TYPE_CHECKING:
+    from uns_cli.batch_report import ReportRequest
 
 __all__ = ["batch_list", "batch_report", "batch_show", "batch_sign", "load_spec"]
 
@@ -47,7 +49,8 @@ def batch_list(
         columns, rows = list_batches(con, since=_since(since), product=product, open_only=open_only)
     finally:
         con.close()
-    echo(render_rows(columns, rows, fmt))
+    shown = [tuple(iso(v) if isinstance(v, datetime) else v for v in row) for row in rows]
+    echo(render_rows(columns, shown, fmt))
 
 
 def load_spec(path: str | None) -> Spec:
@@ -64,6 +67,9 @@ def load_spec(path: str | None) -> Spec:
 def _request(
     cfg: Any, batch_id: str, *, spec: str | None, metrics: tuple[str, ...] = (), reference: str | None = None
 ) -> ReportRequest:
+    from uns.engine.plant import load_model  # noqa: PLC0415 - `uns batch list` needs neither
+    from uns_cli.batch_report import ReportRequest  # noqa: PLC0415
+
     model = load_model(cfg.engine.model) if cfg.engine.model else None
     return ReportRequest(
         batch_id,
@@ -77,6 +83,8 @@ def _request(
 
 def batch_show(lake_dir: str | None, batch_id: str, *, spec: str | None, echo: Echo) -> None:
     """A terminal summary: units, phases with durations, exceptions, completeness."""
+    from uns_cli.batch_report import build_report  # noqa: PLC0415
+
     cfg = _settings(lake_dir)
     con = lake.connect(cfg.lake.path)
     try:
@@ -90,8 +98,8 @@ def batch_show(lake_dir: str | None, batch_id: str, *, spec: str | None, echo: E
     duration = "-" if b["duration_s"] is None else f"{b['duration_s']:g} s"
     echo(f"  start {b['start']}  end {b['end'] or 'open'}  duration {duration}")
     echo(f"  units {', '.join(b['units'])}")
-    rows = [(p["path"], p["phase"], p["start"], p["end"] or "open") for p in doc["phases"]]
-    echo(render_rows(["path", "phase", "start", "end"], rows, "table"))
+    rows = [(p["path"], p["phase"], p["start"], p["end"] or "open", _seconds(p)) for p in doc["phases"]]
+    echo(render_rows(["path", "phase", "start", "end", "duration_s"], rows, "table"))
     metrics = doc["completeness"]["metrics"]
     received = sum(m["received"] for m in metrics)
     expected = sum(m["expected"] for m in metrics)
@@ -111,6 +119,13 @@ def batch_show(lake_dir: str | None, batch_id: str, *, spec: str | None, echo: E
     echo(f"  verdict: {doc['verdict']}")
 
 
+def _seconds(phase: dict[str, Any]) -> float | None:
+    if phase["end"] is None:
+        return None
+    start, end = (datetime.fromisoformat(phase[k].replace("Z", "+00:00")) for k in ("start", "end"))
+    return round((end - start).total_seconds(), 3)
+
+
 def batch_report(
     lake_dir: str | None,
     batch_id: str,
@@ -123,6 +138,8 @@ def batch_report(
     echo: Echo,
 ) -> Path:
     """Write the report (default file: ``<batch>.<format>``); prints its path and verdict."""
+    from uns_cli.batch_report import generate_report  # noqa: PLC0415
+
     cfg = _settings(lake_dir)
     data, verdict = generate_report(
         cfg.lake.path, _request(cfg, batch_id, spec=spec, metrics=metrics, reference=reference), fmt
@@ -149,6 +166,7 @@ def batch_sign(
 ) -> int:
     """Sign the batch's report in the audit trail (uns_cli.batch_signatures); prints what
     was signed.  Returns the signature entry's seq."""
+    from uns_cli.batch_report import build_report  # noqa: PLC0415
     from uns_cli.batch_signatures import sign_batch  # noqa: PLC0415
 
     cfg = _settings(lake_dir)

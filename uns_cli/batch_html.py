@@ -15,7 +15,6 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, Final
 
 import jinja2
-import numpy as np
 from matplotlib.figure import Figure
 
 from uns.batch.times import ms
@@ -26,7 +25,7 @@ if TYPE_CHECKING:
     from uns_cli.batch_parameters import Parameter
     from uns_cli.batch_report import Report
 
-__all__ = ["CHROMIUM_ARGS", "find_chromium", "render_html", "render_pdf", "trend_svg"]
+__all__ = ["CHROMIUM_ARGS", "find_chromium", "render_html", "render_pdf", "timeline_svg", "trend_svg"]
 
 #: how the report's Chromium starts: headless, no sandbox (root), nothing fetched in the background
 CHROMIUM_ARGS: Final = (
@@ -75,7 +74,9 @@ def trend_svg(p: Parameter, info: BatchInfo, *, reference: str | None = None) ->
     end = ms(info.end) if info.end is not None else int(p.plot_x.max()) + 1 if len(p.plot_x) else t0 + 1
     div, unit = _scale(end - t0)
     with mpl.rc_context(_SVG_RC):  # type: ignore[arg-type]
-        fig = Figure(figsize=(9.0, 2.6), dpi=100, layout="constrained")
+        # fixed margins: a constrained layout would draw every figure twice
+        fig = Figure(figsize=(9.0, 2.6), dpi=100)
+        fig.subplots_adjust(left=0.08, right=0.99, top=0.88, bottom=0.17)
         ax = fig.add_subplot()
         for n, i in enumerate(p.segments):
             seg = info.segments[i]
@@ -131,6 +132,45 @@ def trend_svg(p: Parameter, info: BatchInfo, *, reference: str | None = None) ->
     return text[text.index("<svg") :]
 
 
+def timeline_svg(info: BatchInfo) -> str:
+    """The phases of the batch on each of its paths, as bars on one time axis (SVG)."""
+    import matplotlib as mpl  # noqa: PLC0415
+
+    t0 = ms(info.start)
+    phased = [s for s in info.segments if s.phase is not None]
+    end = max([ms(s.end) for s in phased if s.end is not None] + [t0 + 1])
+    end = ms(info.end) if info.end is not None else end
+    div, unit = _scale(end - t0)
+    paths = list(dict.fromkeys(s.path for s in phased))
+    colours = {
+        p: _PHASE_COLOURS[i % len(_PHASE_COLOURS)]
+        for i, p in enumerate(dict.fromkeys(s.phase for s in phased))
+    }
+    with mpl.rc_context(_SVG_RC):  # type: ignore[arg-type]
+        fig = Figure(figsize=(9.0, 0.5 + 0.45 * max(len(paths), 1)), dpi=100)
+        fig.subplots_adjust(
+            left=0.3, right=0.99, top=0.95, bottom=0.5 / (0.5 + 0.45 * max(len(paths), 1)) + 0.05
+        )
+        ax = fig.add_subplot()
+        for row, path in enumerate(paths):
+            for s in (s for s in phased if s.path == path):
+                a = (ms(s.start) - t0) / div
+                b = ((ms(s.end) if s.end is not None else end) - t0) / div
+                ax.broken_barh(
+                    [(a, b - a)], (row - 0.4, 0.8), facecolors=colours[s.phase], edgecolors="#555555"
+                )
+                ax.text((a + b) / 2, row, s.phase or "", ha="center", va="center", fontsize=7)
+        ax.set_yticks(range(len(paths)), paths, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlim(0, (end - t0) / div)
+        ax.set_xlabel(f"time since batch start ({unit})", fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+        buf = io.StringIO()
+        fig.savefig(buf, format="svg", metadata={"Date": None})
+    text = buf.getvalue()
+    return text[text.index("<svg") :]
+
+
 def _ms_of(stamp: str) -> int:
     from datetime import datetime  # noqa: PLC0415
 
@@ -163,6 +203,8 @@ def _num(value: Any) -> str:
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "open"
+    if seconds < 60:
+        return f"{seconds:.3f} s"
     whole = round(seconds)
     return f"{whole // 3600:d}:{whole // 60 % 60:02d}:{whole % 60:02d}"
 
@@ -182,7 +224,9 @@ def render_html(report: Report) -> str:
     return (
         _environment()
         .get_template("batch_report.html.j2")
-        .render(doc=doc, batch=doc["batch"], parameters=rows, phases=phases, np=np)
+        .render(
+            doc=doc, batch=doc["batch"], parameters=rows, phases=phases, timeline=timeline_svg(report.info)
+        )
     )
 
 

@@ -1,9 +1,9 @@
 """The parameters of a batch report: limits, statistics per phase, excursions, plot series.
 
-A series (one metric on one path) is a parameter when limits apply to it in
-some phase (the spec's most specific entry, else the plant model's
-``low``/``high``, else the BIRTH's ``engLow``/``engHigh``), or when it was asked
-for with ``--metric``.  Statistics and excursions use every sample; only the
+A series (one metric on one path) is a parameter when limits or an expected
+interval apply to it in some phase (the spec's most specific entry, else the
+plant model's ``low``/``high``, else the BIRTH's ``engLow``/``engHigh``), or
+when it was asked for with ``--metric``.  Statistics and excursions use every sample; only the
 plotted series is downsampled (min/max per pixel column).
 """
 
@@ -124,7 +124,10 @@ def parameters(
         limits = {
             i: _limits_for(info, info.segments[i], path, metric, spec, model_limits, birth) for i in segs
         }
-        if metric not in metrics and not any(lim is not None and lim.any for lim in limits.values()):
+        wanted = metric in metrics or any(
+            lim is not None and (lim.any or lim.expected_interval_s is not None) for lim in limits.values()
+        )
+        if not wanted:
             continue
         out.append(_parameter(info, samples, lo, hi, path, metric, entry, limits, segs))
     return out

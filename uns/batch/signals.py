@@ -3,7 +3,7 @@
 - :func:`find_excursions`: consecutive samples outside a limit form one excursion
   (split where the direction or the phase changes); its level is ``action`` when any
   sample passed an action limit, else ``alert``.  Limits are inclusive: a value equal
-  to a limit is inside.  NaN is never outside.
+  to a limit is inside.  A non-finite value (NaN, an infinity) is never outside.
 - :func:`describe`: samples, min, max, mean and sample standard deviation (over the
   finite values; ``samples`` counts every value).
 - :func:`find_gaps`: the stretches longer than twice the expected interval without a
@@ -64,11 +64,12 @@ def find_excursions(
     n = len(values)
     if n == 0:
         return []
+    finite = np.isfinite(values)
     with np.errstate(invalid="ignore"):
-        above_action = values > action_high
-        below_action = values < action_low
-        above = above_action | (values > alert_high)
-        below = below_action | (values < alert_low)
+        above_action = (values > action_high) & finite
+        below_action = (values < action_low) & finite
+        above = above_action | ((values > alert_high) & finite)
+        below = below_action | ((values < alert_low) & finite)
     state = np.where(above, 1, np.where(below, -1, 0)).astype(np.int8)
     action = above_action | below_action
     change = (state[1:] != state[:-1]) | (group[1:] != group[:-1])
@@ -135,16 +136,25 @@ def find_gaps(ts: Ints, start_ms: int, end_ms: int, interval_s: float) -> list[t
 
 def minmax_downsample(x: Ints, y: Floats, columns: int) -> tuple[Ints, Floats]:
     """At most ``2 * columns`` points of a time-ordered series: per column of equal width
-    over ``x``'s range, its lowest and its highest sample, in time order.  Non-finite
-    values are left out."""
+    over ``x``'s range, its lowest and its highest sample (the first of equals), in time
+    order.  Non-finite values are left out."""
     keep = np.isfinite(y)
     x, y = x[keep], y[keep]
     if len(x) <= 2 * columns:
         return x, y
     span = int(x[-1] - x[0]) + 1
-    column = ((x - x[0]) * columns // span).astype(np.int64)
-    order = np.lexsort((y, column))  # by column, then by value
-    first_of_column = np.concatenate(([True], column[order][1:] != column[order][:-1]))
-    last_of_column = np.concatenate((first_of_column[1:], [True]))
-    chosen = np.unique(np.concatenate((order[first_of_column], order[last_of_column])))
-    return x[chosen], y[chosen]
+    column = ((x - x[0]) * columns // span).astype(np.int64)  # non-decreasing: x is sorted
+    starts = np.concatenate(([0], np.flatnonzero(column[1:] != column[:-1]) + 1))
+    which = np.repeat(np.arange(len(starts)), np.diff(np.concatenate((starts, [len(x)]))))
+    chosen = [
+        _first_per_group(y == reduce.reduceat(y, starts)[which], which) for reduce in (np.minimum, np.maximum)
+    ]
+    picked = np.unique(np.concatenate(chosen))
+    return x[picked], y[picked]
+
+
+def _first_per_group(hit: NDArray[np.bool_], group: Ints) -> Ints:
+    """The first index where ``hit`` holds, per value of the non-decreasing ``group``."""
+    idx = np.flatnonzero(hit)
+    first = np.concatenate(([True], group[idx][1:] != group[idx][:-1]))
+    return idx[first]
