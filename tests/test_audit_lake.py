@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import jsonschema
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -63,9 +64,24 @@ def files_of(lake: Path, table: str) -> list[str]:
     return sorted(pa.table(DeltaTable(lake / table).get_add_actions(flatten=True))["path"].to_pylist())
 
 
+SCHEMA = json.loads(
+    (Path(__file__).resolve().parent.parent / "schemas" / "audit-detail.schema.json").read_text()
+)
+DETAIL_OF = {
+    "engine_start": "engine",
+    "engine_stop": "engine",
+    "catalog_new": "catalog",
+    "schema_drift": "catalog",
+}
+
+
 def assert_intact(lake: Path) -> str:
+    """verify says intact, and every entry's detail matches schemas/audit-detail.schema.json."""
     code, lines = verify_lines(str(lake))
     assert (code, len(lines)) == (0, 1), "\n".join(lines)
+    for kind, detail in query(lake, "SELECT kind, detail FROM audit"):
+        schema = {**SCHEMA, "$ref": f"#/$defs/{DETAIL_OF.get(kind, kind)}"}
+        jsonschema.Draft202012Validator(schema).validate(json.loads(detail))
     return lines[0]
 
 
