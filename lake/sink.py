@@ -127,6 +127,7 @@ class LakeSink(AuditIntake):
                 raise LakeError(f"cannot open the lake at {self.root}: {exc}") from exc
             raise
         self._running = True
+        self._compaction.start()
         self._tasks = [
             asyncio.create_task(self._commit_loop(), name="lake-committer"),
             asyncio.create_task(self._tick_loop(), name="lake-ticker"),

@@ -242,10 +242,10 @@ async def test_engine_start_stop_and_what_changed_since_the_last_start(tmp_path:
     start = next(r[-1] for r in rows if r[3] == "engine_start")
     assert start["config"]["broker"]["password"] == "***"
     assert "s3cret" not in json.dumps([r[-1] for r in rows])
-    assert len(start["config_sha256"]) == 64 and len(start["files"]["model"]["sha256"]) == 64
+    assert len(start["config_sha256"]) == 64 and len(start["files"]["engine.model"]["sha256"]) == 64
     changed = next(r[-1] for r in rows if r[3] == "config_changed")
     assert changed["config"] == {"lake.commit_rows": [10_000, 20_000]}
-    assert list(changed["files"]) == ["model"]
+    assert list(changed["files"]) == ["engine.model"]
     assert_intact(lake)
 
 
