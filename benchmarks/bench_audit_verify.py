@@ -54,7 +54,8 @@ def segment_columns(first: int, rows: int) -> tuple[list[Any], ...]:
         "unmapped": [False] * runs,
         "context": [None] * runs,
     }
-    measurements = [per_row[f] for f in SAMPLE_FIELDS] + [per_run[f] for f in RUN_FIELDS] + [[PER_MESSAGE] * runs]
+    measurements = [per_row[f] for f in SAMPLE_FIELDS] + [per_run[f] for f in RUN_FIELDS]
+    measurements.append([PER_MESSAGE] * runs)
     return (measurements, *([] for _ in TABLES[1:]))
 
 

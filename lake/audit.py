@@ -25,7 +25,6 @@ Delta commit and before the WAL segment is deleted.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import logging
 import time
@@ -51,6 +50,7 @@ from lake.audit_entries import (
     entry,
     os_user,
 )
+from lake.audit_state import catalog_rows, latest_births, latest_context
 from lake.deltalog import CommitActions, commit_actions, find_txn_commit, local_path
 from lake.hashing import GENESIS, file_sha256, link
 from lake.locks import audit_lock
@@ -65,6 +65,7 @@ __all__ = [
     "DATA_TABLES",
     "AuditRecorder",
     "audit_app_id",
+    "cli_recorder",
     "record_report",
     "row_checksum",
 ]
@@ -168,7 +169,7 @@ class AuditRecorder:
         self._table = table
         self._tail: tuple[int, str] | None = None
         self._context: dict[tuple[str, str], str | None] | None = None
-        self._births: dict[Device, Definitions] = {}
+        self._births: dict[Device, Definitions] | None = None
         self._last_start: Mapping[str, Any] | None = None
         self._last_start_known = False
         self._reconciled: dict[str, int] = {}  # table -> newest version looked at by reconcile()
@@ -177,7 +178,7 @@ class AuditRecorder:
         """Drop what is cached (after a failure it is not to be trusted)."""
         self._tail = None
         self._context = None
-        self._births = {}
+        self._births = None
         self._last_start_known = False
 
     # ---------------------------------------------------------------- the chain
@@ -253,7 +254,7 @@ class AuditRecorder:
         for table in tables:
             entries.append(self._data_commit(now, table, number))
         entries.extend(self._context_changes(now, number, parts))
-        entries.extend(self._catalog_changes(now, number, parts))
+        entries.extend(self._catalog_changes(now, parts))
         return self.record(entries, txn)
 
     def _data_commit(self, now: int, table: str, number: int) -> Entry:
@@ -296,57 +297,18 @@ class AuditRecorder:
         if not ctx_parts:
             return []
         if self._context is None:  # the latest value per path and key before this segment
-            table = self._table("context")
-            older = pc.field("ingest_order") < (number << 32)
-            known = ds.dataset(table.file_uris(), format="parquet").to_table(
-                columns=["path", "key", "value", "ingest_order"], filter=older
-            ) if table.file_uris() else None  # fmt: skip
-            state: dict[tuple[str, str], str | None] = {}
-            if known is not None:
-                known = known.sort_by("ingest_order")
-                for path, key, value in zip(
-                    *(known[c].to_pylist() for c in ("path", "key", "value")), strict=True
-                ):
-                    state[(path, key)] = value
-            self._context = state
+            self._context = latest_context(self._table("context"), number << 32)
         rows = arrow_table_of_parts("context", ctx_parts, number).to_pylist()
         return context_entries(rows, self._context, now)
 
-    def _catalog_changes(self, now: int, number: int, parts: Sequence[TableColumns]) -> list[Entry]:
+    def _catalog_changes(self, now: int, parts: Sequence[TableColumns]) -> list[Entry]:
         index = TABLES.index("metric_catalog")
-        cat_parts = [part[index] for part in parts if part[index]]
-        if not cat_parts:
+        grouped = births(catalog_rows([part[index] for part in parts if part[index]]))
+        if not grouped:
             return []
-        grouped = births(arrow_table_of_parts("metric_catalog", cat_parts, number).to_pylist())
-        firsts: dict[Device, dt.datetime] = {}
-        for device, birth_ts, _bdseq, _path, _defs in grouped:
-            firsts.setdefault(device, birth_ts)
-        cold = [d for d in firsts if d not in self._births]
-        if cold:
-            self._births.update(self._previous_births(cold, firsts))
+        if self._births is None:  # each device's newest birth before this segment's
+            self._births = latest_births(self._table("metric_catalog"), min(b[1] for b in grouped))
         return catalog_entries(grouped, self._births, now)
-
-    def _previous_births(
-        self, devices: list[Device], before: Mapping[Device, dt.datetime]
-    ) -> dict[Device, Definitions]:
-        """Each device's definitions at its newest birth older than ``before[device]``
-        (from the table: also right when this segment's rows are in it already)."""
-        table = self._table("metric_catalog")
-        if not table.file_uris():
-            return {}
-        cols = ["group_id", "edge_node_id", "device_id", "metric", "datatype", "unit", "birth_ts"]
-        rows = ds.dataset(table.file_uris(), format="parquet").to_table(columns=cols).to_pylist()
-        newest: dict[Device, Any] = {}
-        defs: dict[tuple[Device, Any], Definitions] = {}
-        wanted = set(devices)
-        for row in rows:
-            device = (row["group_id"], row["edge_node_id"], row["device_id"])
-            if device not in wanted or row["birth_ts"] >= before[device]:
-                continue
-            defs.setdefault((device, row["birth_ts"]), {})[row["metric"]] = (row["datatype"], row["unit"])
-            if device not in newest or row["birth_ts"] > newest[device]:
-                newest[device] = row["birth_ts"]
-        return {device: defs[(device, ts)] for device, ts in newest.items()}
 
     # ---------------------------------------------------------------- compaction, vacuum
     def reconcile(self) -> int:
@@ -445,9 +407,17 @@ def record_report(
     what it is about (``subject``: a batch id, a path) and who made it (default: the OS
     user).  Returns the entry's ``seq`` in the :data:`CLI_WRITER` chain.  For the batch
     reports of ``uns batch`` (issue 16) and anyone else who renders a record of the lake."""
+    audit = cli_recorder(Path(lake))
+    body = {"sha256": sha256, **(detail or {})}
+    audit.record([entry(_now_us(), "report", subject, body, actor=actor or os_user())])
+    return audit.tail()[0]
+
+
+def cli_recorder(root: Path) -> AuditRecorder:
+    """The chain of what is run by hand and of reports (writer id :data:`CLI_WRITER`); the
+    lake's tables are created if missing (a command may come before the first engine)."""
     from lake.writer import DeltaWriter  # noqa: PLC0415 - lake.writer imports this module
 
-    writer = DeltaWriter(Path(lake), CLI_WRITER)
-    body = {"sha256": sha256, **(detail or {})}
-    writer.audit.record([entry(_now_us(), "report", subject, body, actor=actor or os_user())])
-    return writer.audit.tail()[0]
+    writer = DeltaWriter(root, CLI_WRITER)
+    writer.ensure_tables()
+    return writer.audit

@@ -36,6 +36,7 @@ __all__ = [
     "data_commit_entry",
     "engine_event",
     "entry",
+    "named_files",
     "os_user",
 ]
 
@@ -110,6 +111,17 @@ def engine_event(
     if hashed:
         detail["files"] = hashed
     return AuditEvent(kind, "engine", detail_json(detail), SYSTEM, "", int(time.time() * 1000))
+
+
+def named_files(config: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """The files a configuration (``Config.to_dict()``) names, by ``section.key``: the plant
+    model, spec files, certificates (``*_file``; not the private key's)."""
+    return {
+        f"{section}.{key}": str(value)
+        for section, keys in config.items()
+        for key, value in keys.items()
+        if value and (key in ("model", "spec") or key.endswith("_file")) and key != "key_file"
+    }
 
 
 def _flat(prefix: str, value: Any, out: dict[str, Any]) -> None:

@@ -33,6 +33,16 @@ class AuditIntake:
         if self._running and not self._write_scheduled:
             self._schedule_write()
 
+    def _write_early_events(self) -> None:
+        """At the start: write what was recorded before it (the engine's start)."""
+        if self._pending.rows:
+            self._schedule_write()
+
+    def _record_stop(self) -> None:
+        """At the stop, before the final flush: record ``on_stop()``'s event."""
+        if self.on_stop is not None:
+            self.record_audit(self.on_stop())
+
     def _schedule_write(self) -> None:
         self._write_scheduled = True
         assert self._loop is not None

@@ -74,7 +74,11 @@ def commit_actions(table_dir: Path, version: int) -> CommitActions | None:
 
 
 def find_txn_commit(table_dir: Path, app: str, number: int, newest: int) -> CommitActions | None:
-    """The commit at or below version ``newest`` that recorded app transaction ``(app, number)``."""
+    """The commit that recorded app transaction ``(app, number)``, looked for from version
+    ``newest`` (moved on to the log's real newest, should a cached handle lag) backwards."""
+    log = table_dir / "_delta_log"
+    while (log / f"{newest + 1:020d}.json").exists():
+        newest += 1
     for version in range(newest, max(-1, newest - MAX_LOOKBACK), -1):
         actions = commit_actions(table_dir, version)
         if actions is None:

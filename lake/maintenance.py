@@ -23,13 +23,13 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
-from lake.audit import AUDIT, CLI_WRITER, AuditRecorder
+from lake.audit import AUDIT, AuditRecorder, cli_recorder
 from lake.audit_entries import Entry, entry, os_user
 from lake.locks import compaction_lock
 from lake.query import connect
 from lake.sink import LakeConfig, LakeSink
 from lake.tables import PARTITION_COLUMN, TABLES, TIME_COLUMN
-from lake.writer import DeltaWriter, writer_properties
+from lake.writer import writer_properties
 from uns.errors import LakeError
 
 __all__ = ["DEFAULT_RETENTION_HOURS", "ZORDER_COLUMNS", "Lake", "TableInfo"]
@@ -140,7 +140,7 @@ class Lake:
 
     def _audit(self) -> AuditRecorder:
         """The chain of what is run by hand (writer id ``uns-cli``)."""
-        return DeltaWriter(self.root, CLI_WRITER).audit
+        return cli_recorder(self.root)
 
     @staticmethod
     def _maintenance_entry(what: dict[str, Any], user: str, reason: str) -> Entry:

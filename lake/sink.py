@@ -127,12 +127,12 @@ class LakeSink(AuditIntake):
                 raise LakeError(f"cannot open the lake at {self.root}: {exc}") from exc
             raise
         self._running = True
+        self._compaction.start()
         self._tasks = [
             asyncio.create_task(self._commit_loop(), name="lake-committer"),
             asyncio.create_task(self._tick_loop(), name="lake-ticker"),
         ]
-        if self._pending.rows:  # audit events recorded before the start
-            self._schedule_write()
+        self._write_early_events()
         return self
 
     def _lock_wal(self) -> None:
@@ -162,8 +162,7 @@ class LakeSink(AuditIntake):
         if not self._running:
             return
         failure: LakeError | None = None
-        if self.on_stop is not None:
-            self.record_audit(self.on_stop())
+        self._record_stop()
         self._compaction.close()  # the final flush must not wait for a compaction
         try:
             await self.flush()

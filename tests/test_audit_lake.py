@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import jsonschema
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -63,9 +64,24 @@ def files_of(lake: Path, table: str) -> list[str]:
     return sorted(pa.table(DeltaTable(lake / table).get_add_actions(flatten=True))["path"].to_pylist())
 
 
+SCHEMA = json.loads(
+    (Path(__file__).resolve().parent.parent / "schemas" / "audit-detail.schema.json").read_text()
+)
+DETAIL_OF = {
+    "engine_start": "engine",
+    "engine_stop": "engine",
+    "catalog_new": "catalog",
+    "schema_drift": "catalog",
+}
+
+
 def assert_intact(lake: Path) -> str:
+    """verify says intact, and every entry's detail matches schemas/audit-detail.schema.json."""
     code, lines = verify_lines(str(lake))
     assert (code, len(lines)) == (0, 1), "\n".join(lines)
+    for kind, detail in query(lake, "SELECT kind, detail FROM audit"):
+        schema = {**SCHEMA, "$ref": f"#/$defs/{DETAIL_OF.get(kind, kind)}"}
+        jsonschema.Draft202012Validator(schema).validate(json.loads(detail))
     return lines[0]
 
 
@@ -226,10 +242,10 @@ async def test_engine_start_stop_and_what_changed_since_the_last_start(tmp_path:
     start = next(r[-1] for r in rows if r[3] == "engine_start")
     assert start["config"]["broker"]["password"] == "***"
     assert "s3cret" not in json.dumps([r[-1] for r in rows])
-    assert len(start["config_sha256"]) == 64 and len(start["files"]["model"]["sha256"]) == 64
+    assert len(start["config_sha256"]) == 64 and len(start["files"]["engine.model"]["sha256"]) == 64
     changed = next(r[-1] for r in rows if r[3] == "config_changed")
     assert changed["config"] == {"lake.commit_rows": [10_000, 20_000]}
-    assert list(changed["files"]) == ["model"]
+    assert list(changed["files"]) == ["engine.model"]
     assert_intact(lake)
 
 

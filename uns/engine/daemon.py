@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from lake import LakeSink
-from lake.audit_entries import engine_event
+from lake.audit_entries import engine_event, named_files
 from uns.config import Config
 from uns.core.events import Sink
 from uns.core.model import PlantModel
@@ -48,12 +48,8 @@ def check_lake_path(path: str) -> Path:
 def audited(sink: LakeSink, config: Config) -> LakeSink:
     """The sink, recording the engine's start now and its stop at the end (the audit trail):
     the version, the effective configuration with secrets masked, and the files it names."""
-    files = {
-        "model": config.engine.model,
-        "ca_file": config.broker.ca_file,
-        "cert_file": config.broker.cert_file,
-    }
-    sink.record_audit(engine_event("engine_start", config=config.to_dict(masked=True), files=files))
+    effective = config.to_dict(masked=True)
+    sink.record_audit(engine_event("engine_start", config=effective, files=named_files(effective)))
     sink.on_stop = lambda: engine_event("engine_stop")
     return sink
 
