@@ -165,6 +165,10 @@ async def test_sign_verify_a_changed_report_is_flagged_and_bad_keys_are_refused(
     r = _uns("batch", "sign", "B-NONE", "--meaning", "approved", "--user", "X", *lake_opt, env=env)
     assert r.returncode == 1
 
+    schema = json.loads((ROOT / "schemas" / "audit-detail.schema.json").read_text())
+    for row in read_chain(lake_dir):
+        if row.kind == "signature":
+            jsonschema.validate(json.loads(row.detail), {**schema, "$ref": "#/$defs/signature"})
     verified = _uns("audit", "verify", *lake_opt, env=env)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert verified.stdout.strip().endswith("; 1 digital signature verified")
