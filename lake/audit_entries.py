@@ -188,6 +188,7 @@ def context_entries(
             "user": row["user"],
             "source": row["source"],
             "event_id": row["event_id"],
+            "signer": row.get("signer"),  # the trusted key that signed the event (issue 18)
             "valid_from": row["ts"],
             "received_at": row["received_at"],
             "ingest_order": row["ingest_order"],

@@ -22,6 +22,7 @@ from lake import connect
 from tests.engine_helpers import engine_config, running_engine
 from tests.test_context_identity import EVENT_VALIDATOR, events
 from uns.config import load_config
+from uns.core.context import event_id
 from uns.core.signing import canonical_json, event_signing_bytes, sign_event, verify_event
 from uns.engine.daemon import build_engine
 from uns.engine.dispatch import Dispatcher
@@ -30,6 +31,7 @@ from uns.engine.memory import MemoryBroker
 from uns.errors import ConfigError, EngineError, SignatureError
 from uns.keyring import load_private_key, load_trusted_keys, new_key_pair
 from uns.mqtt.mosquitto import Mosquitto
+from uns_cli.importer import parse_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -172,6 +174,20 @@ def test_require_signature_needs_a_trusted_keys_directory(tmp_path: Path) -> Non
         Engine(config, transport=MemoryBroker())
 
 
+def test_an_event_signed_at_its_source_is_imported_as_signed() -> None:
+    """uns context import without --key keeps a JSON Lines event's signature valid: an
+    event signed without an id is sent as it is (the engine derives the same id)."""
+    signed = sign_event(KEY, "qa-line1", PATH, {"ts": 7, "set": {"lot": "L-7"}, "source": "mes"})
+    with_id = sign_event(KEY, "qa-line1", PATH, {"id": "mes-9", "ts": 8, "set": {"lot": "L-8"}})
+    parsed = parse_jsonl("\n".join(json.dumps({"path": PATH, **e}) for e in (signed, with_id)))
+    assert not parsed.bad
+    first, second = parsed.events
+    assert first.event == signed and first.id == event_id(PATH, signed)
+    assert second.event == with_id and second.id == "mes-9"
+    for ev in parsed.events:
+        assert verify_event(PATH, ev.event, TRUSTED, required=True) == "qa-line1"
+
+
 # ------------------------------------------------------------------ key files
 
 
@@ -285,9 +301,14 @@ async def test_signed_context_is_applied_with_its_signer_and_the_rest_rejected_w
     try:
         changes = con.execute("SELECT key, value, signer FROM context ORDER BY key").fetchall()
         errors = con.execute("SELECT error FROM rejected ORDER BY error").fetchall()
+        audited = con.execute(
+            "SELECT json_extract_string(detail, '$.key'), json_extract_string(detail, '$.signer') "
+            "FROM audit WHERE kind = 'context_change' ORDER BY 1"
+        ).fetchall()
     finally:
         con.close()
     assert changes == [("batch_id", "B-1", "qa-jdoe"), ("lot", "L-1", "qa-jdoe")]
+    assert audited == [("batch_id", "qa-jdoe"), ("lot", "qa-jdoe")]  # the audit trail names the signer too
     assert [e for (e,) in errors] == [
         "signed by key 'intruder', which is not among the trusted keys",
         "unsigned event: context.require_signature is on",
