@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from uns.errors import UnsError
 from uns_cli.validate_checks import REQUIREMENTS, Check, run_check
 from uns_cli.validate_iq import check_own_files
 from uns_cli.validate_oq import Operation
@@ -55,6 +56,21 @@ def test_an_editable_install_cannot_be_qualified() -> None:
     check = check_own_files()
     assert not check.passed
     assert "editable install" in check.detail or "not an installed file of uns" in check.detail
+
+
+def test_an_unreachable_broker_fails_every_oq_requirement_saying_why(tmp_path: Path) -> None:
+    from uns_cli.validate import run_validation  # noqa: PLC0415
+
+    lines: list[str] = []
+    code = run_validation(tmp_path / "out", broker="mqtt://127.0.0.1:1", only="oq", echo=lines.append)
+    assert code == 1
+    doc = json.loads((tmp_path / "out" / "validation.json").read_text())
+    assert [c["requirement"] for c in doc["checks"]] == [r for r in REQUIREMENTS if r.startswith("OQ")]
+    assert all(c["result"] == "fail" and "the OQ run stopped" in c["detail"] for c in doc["checks"])
+    assert doc["environment"]["broker"] == "mqtt://127.0.0.1:1"
+    assert lines[-1].startswith("uns validate: FAILED: OQ-01, OQ-02")
+    with pytest.raises(UnsError, match="not empty"):
+        run_validation(tmp_path / "out", only="iq")
 
 
 # ------------------------------------------------------------------ a fresh install

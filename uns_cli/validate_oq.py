@@ -39,6 +39,7 @@ from typing import Any, Final
 
 from uns.core.signing import sign_event
 from uns.keyring import load_private_key, new_key_pair
+from uns.mqtt.client import FastClient
 from uns.mqtt.settings import parse_broker_url
 from uns.sim.edge import EdgeNode
 from uns.sim.inject import BatchFault
@@ -90,6 +91,8 @@ class Operation:
         self.signature_seq: int | None = None
         self.problems: list[str] = []
         self.logs: list[str] = []
+        #: every engine process started (the run ends each, also when it fails)
+        self.processes: list[asyncio.subprocess.Process] = []
 
 
 def _toml(values: dict[str, dict[str, Any]]) -> str:
@@ -148,6 +151,7 @@ class _Engine:
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE, env=env,
         )  # fmt: skip
+        self.op.processes.append(self.proc)
         assert self.proc.stderr is not None
         async with asyncio.timeout(60):
             while True:
@@ -271,25 +275,33 @@ async def _signed_context(op: Operation, signed: Path) -> None:
 
 
 async def _operate(op: Operation) -> None:
-    plain, signed = _prepare(op)
-    await _plant(op, plain)
-    await asyncio.to_thread(_sign_batch, op)
-    await _signed_context(op, signed)
+    try:
+        # the broker first: an engine would retry an unreachable one for ever
+        async with FastClient(parse_broker_url(op.broker_url), identifier=f"val-{op.tag}-probe"):
+            pass
+        plain, signed = _prepare(op)
+        await _plant(op, plain)
+        await asyncio.to_thread(_sign_batch, op)
+        await _signed_context(op, signed)
+    finally:  # a run that failed half-way leaves no engine behind
+        for proc in op.processes:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
 
 
 def operate(work: Path, broker_url: str | None) -> Operation:
     """Run the OQ scenario in ``work`` on a private mosquitto, or on ``broker_url``."""
     tag = uuid.uuid4().hex[:8]
+    op = Operation(work, broker_url or "", tag, broker_url is None)
+    work.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
-        own = broker_url is None
-        if own:
-            from uns.mqtt.mosquitto import running_mosquitto  # noqa: PLC0415
-
-            broker_url = stack.enter_context(running_mosquitto()).url
-        assert broker_url is not None
-        op = Operation(work, broker_url, tag, own)
         try:
+            if op.own_broker:
+                from uns.mqtt.mosquitto import running_mosquitto  # noqa: PLC0415
+
+                op.broker_url = stack.enter_context(running_mosquitto()).url
             asyncio.run(_operate(op))
         except Exception as exc:  # the checks then fail, naming what is missing
             op.problems.append(f"the OQ run stopped: {type(exc).__name__}: {exc}")
-        return op
+    return op
