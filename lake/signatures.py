@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any, Final
 from lake.audit import CLI_WRITER
 from lake.audit_entries import entry
 from lake.hashing import ChainRow
-from uns.batch.times import iso
 from uns.core.signing import canonical_json, signature_block, verify_block
 from uns.errors import SignatureError
 
@@ -115,9 +114,10 @@ class BatchSignature:
     key: str | None  # the signing key's name; None: signed without a key
 
     def to_dict(self, current_sha256: str | None) -> dict[str, Any]:
-        """For the report: ``covers_current`` says whether it signed the report as it is now."""
+        """For the report: ``covers_current`` says whether it signed the report as it is now
+        (``signed_at`` in epoch microseconds; the report writes it as ISO 8601)."""
         return {
-            "signed_at": iso(self.ts_us // 1000),
+            "signed_at": self.ts_us,
             "user": self.user,
             "meaning": self.meaning,
             "reason": self.reason,

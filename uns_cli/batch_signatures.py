@@ -21,6 +21,7 @@ import duckdb
 
 import lake
 from lake.signatures import batch_signatures, record_signature
+from uns.batch.times import iso
 from uns.errors import SignatureError
 
 __all__ = ["VOLATILE_HEADER", "attach_signatures", "report_content_sha256", "sign_batch"]
@@ -42,7 +43,10 @@ def attach_signatures(con: duckdb.DuckDBPyConnection, document: dict[str, Any]) 
     report as it is now) and ``content_sha256`` to the report document."""
     current = report_content_sha256(document)
     batch_id = document["batch"]["batch_id"]
-    document["signatures"] = [s.to_dict(current) for s in batch_signatures(con, batch_id)]
+    signatures = [s.to_dict(current) for s in batch_signatures(con, batch_id)]
+    for signature in signatures:
+        signature["signed_at"] = iso(signature["signed_at"] // 1000)
+    document["signatures"] = signatures
     document["content_sha256"] = current
 
 
