@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from uns_cli.audit_commands import audit_app
+from uns_cli.batch_cli import batch_app
 from uns_cli.commands import FormatOpt, LakeOpt
 from uns_cli.commands import fail as _fail
 from uns_cli.commands import guard as _guard
@@ -33,7 +34,8 @@ lake_app = typer.Typer(
 context_app = typer.Typer(help="Read and publish batch/equipment context.", no_args_is_help=True)
 app.add_typer(lake_app, name="lake")
 app.add_typer(context_app, name="context")
-app.add_typer(audit_app, name="audit")
+app.add_typer(batch_app, name="batch")  # its commands: uns_cli/batch_cli.py
+app.add_typer(audit_app, name="audit")  # its commands: uns_cli/audit_commands.py
 
 BrokerOpt = Annotated[
     str | None,
@@ -126,10 +128,16 @@ def sim(
     seed: Annotated[int, typer.Option(help="seed for deterministic values")] = 1,
     group: Annotated[str | None, typer.Option(help="Sparkplug group id")] = None,
     prefix: Annotated[str, typer.Option(help="UNS prefix for context events")] = "uns/v1",
+    excursion: Annotated[
+        list[str] | None, typer.Option(help="BATCH:METRIC=VALUE[:PHASE] (docs/batches.md)")
+    ] = None,
+    death: Annotated[list[str] | None, typer.Option(help="BATCH: its edge node dies mid-batch")] = None,
+    gap: Annotated[list[str] | None, typer.Option(help="BATCH[:SECONDS]: its unit sends nothing")] = None,
+    correct_context: Annotated[list[str] | None, typer.Option(help="BATCH: a late recipe correction")] = None,
 ) -> None:
     """Simulate a pharma plant as Sparkplug B edge nodes, with batch context events.
 
-    Example: uns sim --broker mqtt://127.0.0.1:1883 --rate 20 --duration 60
+    Example: uns sim --broker mqtt://127.0.0.1:1883 --rate 20 --duration 60 --excursion B2026-0005:pH=7.6
     """
     from uns_cli.sim import run_sim_cli  # noqa: PLC0415
 
@@ -145,6 +153,7 @@ def sim(
             seed=seed,
             group=group,
             prefix=prefix,
+            faults={"excursion": excursion, "death": death, "gap": gap, "correct_context": correct_context},
         )
     )
 
