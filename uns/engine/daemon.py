@@ -21,6 +21,8 @@ from uns.core.events import Sink
 from uns.core.model import PlantModel
 from uns.engine.host import Engine
 from uns.engine.plant import load_model
+from uns.engine.readiness import Readiness
+from uns.engine.sdnotify import systemd_notifications
 from uns.errors import EngineError
 from uns.sinks.encoders import EventEncoder
 from uns.sinks.republish import RepublishSink
@@ -132,6 +134,21 @@ async def _collect_garbage(interval: float) -> None:
         log.debug("full garbage collection: %d objects in %.1f ms", found, took_ms)
 
 
+async def _serve_operations(stack: contextlib.AsyncExitStack, engine: Engine, stop: asyncio.Event) -> None:
+    """The HTTP endpoint (``engine.http_listen``) and systemd's notifications, for as long
+    as ``stack`` is open (README "Monitoring")."""
+    listen = engine.config.engine.http_listen
+    readiness = Readiness(engine)
+    if listen:
+        # prometheus-client only when asked: importing it takes ~0.15 s of every start
+        from uns.engine.http import HttpEndpoint  # noqa: PLC0415
+        from uns.engine.metrics import EngineMetrics  # noqa: PLC0415
+
+        metrics = EngineMetrics(engine, readiness)
+        await stack.enter_async_context(HttpEndpoint(listen, metrics))
+    await stack.enter_async_context(systemd_notifications(engine, readiness, stop))
+
+
 async def run_daemon(config: Config, *, stop: asyncio.Event | None = None) -> Engine:
     """Run the engine until ``stop`` is set or SIGINT/SIGTERM arrives; return it (for its counters)."""
     engine = build_engine(config)
@@ -163,7 +180,9 @@ async def run_daemon(config: Config, *, stop: asyncio.Event | None = None) -> En
     collector = asyncio.create_task(_collect_garbage(GC_FULL_INTERVAL_S), name="uns-gc")
     try:
         log.info("starting: %s", config.to_dict(masked=True))
-        await engine.run(stop)
+        async with contextlib.AsyncExitStack() as operations:
+            await _serve_operations(operations, engine, stop)
+            await engine.run(stop)
     finally:
         collector.cancel()
         with contextlib.suppress(asyncio.CancelledError):
