@@ -154,12 +154,6 @@ def _register(con: duckdb.DuckDBPyConnection, store: LakeStore, versions: Mappin
     pinned: dict[str, int] = {}
     for table in TABLES:
         data, version = _dataset(store, table, (versions or {}).get(table))
-        if table == "context" and isinstance(data, ds.Dataset):
-            # The context table's files are written by a Delta MERGE (lake/sharing.py), whose
-            # Parquet declares its text columns as Arrow string_view; a filter DuckDB pushes
-            # into the dataset scan then meets string against string_view and fails.  Context
-            # changes are few: read the snapshot's rows once, as the table's own types.
-            data = data.to_table()
         con.register(_source(table), data)
         if version is not None:
             pinned[table] = version

@@ -11,14 +11,15 @@ says which stores provide it).
   disjoint (their own groups), and a blind append never conflicts with another writer's
   append or compaction; deltalake rebases it on the newer version by itself.
 - **Context**: every engine takes every context event, so every writer holds the same
-  changes.  :func:`write_rows` stores them with a Delta MERGE that inserts only the
-  changes whose ``(event_id, path, key)`` the table does not hold yet.  Two writers
-  merging the same event at once conflict (the later one's MERGE read files the earlier
-  one added): the later one fails with :class:`~deltalake.exceptions.CommitFailedError`,
-  and :func:`commit_with_retries` runs it again on the newer version, where it finds
-  the rows and inserts nothing.  So each context change is stored once, however many
-  engines wrote it.  (A change without an event id, from a WAL older than event ids,
-  is inserted as it is.)
+  changes.  :func:`write_rows` commits a segment's context changes together with one Delta
+  app transaction per context event, ``(uns-context-<event id>, 1)``, and leaves out the
+  events whose app transaction the table already records.  Two writers committing the
+  same event at once conflict (Delta lets only one commit set an app transaction id at a
+  time): the later one fails with :class:`~deltalake.exceptions.CommitFailedError`, and
+  :func:`commit_with_retries` runs it again on the newer version, where the event is
+  recorded and left out.  So each context change is stored once, however many engines
+  wrote it, by plain appends.  (A change without an event id, from a WAL older than
+  event ids, is appended as it is.)
 
 Every commit carries the writer's app transaction ``(app_id, segment)`` as before, so
 a retried or replayed segment is still committed once per writer (:mod:`lake.writer`).
@@ -33,46 +34,52 @@ from collections.abc import Callable
 from typing import Final, TypeVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
-__all__ = ["CONFLICT_RETRIES", "CONTEXT_KEY", "commit_with_retries", "write_rows"]
+__all__ = ["CONFLICT_RETRIES", "CONTEXT_APP_PREFIX", "commit_with_retries", "write_rows"]
 
 log = logging.getLogger("lake.sink")
 
 #: attempts at one table commit that lost its race to another writer (then the error stands
 #: and the sink's own backoff retries the segment)
 CONFLICT_RETRIES: Final = 20
-#: what makes a context change the same change whoever wrote it (``date`` lets the
-#: merge read only the partition of the change's own day)
-CONTEXT_KEY: Final = ("event_id", "path", "key", "date")
+#: the app transaction that records a context event as stored (whoever stored it)
+CONTEXT_APP_PREFIX: Final = "uns-context-"
 
 _T = TypeVar("_T")
 
 
 def write_rows(table: str, dt: DeltaTable, data: pa.Table, txn: Transaction, props: WriterProperties) -> None:
-    """Commit ``data`` to ``dt`` in one Delta commit carrying ``txn``: context by a MERGE
-    that skips the changes already stored, every other table by an append."""
-    commit = CommitProperties(app_transactions=[txn])
-    # A context table of a lake older than event ids has no event_id column to match on:
-    # its first commit appends (and so adds the column); it holds no id to skip yet.
-    if table != "context" or "event_id" not in {f.name for f in dt.schema().fields}:
-        # schema_mode "merge": a table of an older lake gets the columns added since
-        write_deltalake(
-            dt, data, mode="append", schema_mode="merge", writer_properties=props, commit_properties=commit
-        )
-        return
-    predicate = " AND ".join(f"t.{c} = s.{c}" for c in CONTEXT_KEY)
-    merger = dt.merge(
+    """Append ``data`` to ``dt`` in one Delta commit carrying ``txn``; context changes of
+    events the table already records are left out, the others carry their events' app
+    transactions (see above)."""
+    txns = [txn]
+    if table == "context":
+        # every event stored already (by another writer): an empty commit still records
+        # this writer's segment (its app transaction; the audit trail's data commit)
+        data, events = _unstored(dt, data)
+        txns += [Transaction(f"{CONTEXT_APP_PREFIX}{e}", 1) for e in events]
+    # schema_mode "merge": a table of an older lake gets the columns added since
+    write_deltalake(
+        dt,
         data,
-        predicate,
-        source_alias="s",
-        target_alias="t",
-        merge_schema=True,
+        mode="append",
+        schema_mode="merge",
         writer_properties=props,
-        commit_properties=commit,
+        commit_properties=CommitProperties(app_transactions=txns),
     )
-    merger.when_not_matched_insert_all().execute()
+
+
+def _unstored(dt: DeltaTable, data: pa.Table) -> tuple[pa.Table, list[str]]:
+    """The changes of events the table does not record yet, and those events' ids."""
+    ids = sorted({e for e in data.column("event_id").to_pylist() if e is not None})
+    stored = [e for e in ids if dt.transaction_version(f"{CONTEXT_APP_PREFIX}{e}") is not None]
+    if stored:
+        keep = pc.invert(pc.fill_null(pc.is_in(data.column("event_id"), pa.array(stored)), False))
+        data = data.filter(keep)
+    return data, [e for e in ids if e not in set(stored)]
 
 
 def commit_with_retries(

@@ -31,6 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from lake.audit_intake import AuditIntake
 from lake.committers import Sealed, committer_for
 from lake.compaction import CompactionSchedule
 from lake.storage import LakeStore, as_store, wal_dir_of
@@ -58,7 +59,7 @@ log = logging.getLogger(__name__)
 LakeConfig = LakeSection
 
 
-class LakeSink:
+class LakeSink(AuditIntake):
     """Sink protocol implementation writing to the lake at ``path`` (an async context manager,
     used once).  ``config.path`` is where the daemon found ``path``; the sink writes where
     it is told."""
@@ -129,10 +130,12 @@ class LakeSink:
                 raise LakeError(f"cannot open the lake at {self.store}: {exc}") from exc
             raise
         self._running = True
+        self._compaction.start()
         self._tasks = [
             asyncio.create_task(self._commit_loop(), name="lake-committer"),
             asyncio.create_task(self._tick_loop(), name="lake-ticker"),
         ]
+        self._write_early_events()
         return self
 
     def _lock_wal(self) -> None:
@@ -162,6 +165,7 @@ class LakeSink:
         if not self._running:
             return
         failure: LakeError | None = None
+        self._record_stop()
         self._compaction.close()  # the final flush must not wait for a compaction
         try:
             await self.flush()
@@ -226,9 +230,7 @@ class LakeSink:
         if self.config.fsync_interval == 0:
             self._add_synced(count)
         elif not self._write_scheduled:
-            self._write_scheduled = True
-            assert self._loop is not None
-            self._loop.call_soon(self._write_pending)
+            self._schedule_write()
 
     def _add_synced(self, count: int) -> None:
         """``fsync_interval = 0``: write and fsync inside add().  Nothing else is pending

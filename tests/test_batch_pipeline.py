@@ -5,6 +5,7 @@ report lists exactly those — as JSON, as HTML opened in a real headless Chromi
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ from playwright.sync_api import sync_playwright
 from uns.engine.plant import load_model
 from uns.mqtt.mosquitto import running_mosquitto
 from uns.sim.inject import BatchFault
+from uns_cli.audit import audit_log
 from uns_cli.batch_commands import load_spec
 from uns_cli.batch_html import CHROMIUM_ARGS, find_chromium
 from uns_cli.batch_report import ReportRequest, generate_report
@@ -102,6 +104,13 @@ def test_the_json_report_lists_exactly_the_injected_faults(plant_lake: Path, spe
     assert metric["received"] < metric["expected"] or metric["expected"] > 0
     assert {"death", "birth"} <= {s["event"] for s in doc["completeness"]["session_events"]}
     assert doc["verdict"] == f"{len(doc['exceptions'])} exceptions"
+    # the batch's audit trail (issue 17): the correction of its recipe is an entry of it
+    assert any(
+        a["kind"] == "context_change"
+        and a["detail"]["key"] == "recipe"
+        and a["detail"]["new"].endswith("(corrected)")
+        for a in doc["audit_trail"]
+    ), doc["audit_trail"]
     # the context changes of the batch carry who made them and why
     assert any(
         c["user"] == "qa.reviewer" and c["reason"].startswith("correction") for c in doc["context_changes"]
@@ -114,6 +123,10 @@ def test_the_untouched_reference_batch_has_no_exceptions(plant_lake: Path, spec_
     )
     data, verdict = generate_report(plant_lake, request, "json")
     assert verdict == "no exceptions", json.loads(data)["exceptions"]
+    # every report made is in the audit trail by its SHA-256 (issue 17)
+    digest = hashlib.sha256(data).hexdigest()
+    entries = audit_log(str(plant_lake), kind="report", batch=REFERENCE, parse_detail=True)
+    assert any(e[-1]["sha256"] == digest and e[-1]["format"] == "json" for e in entries)
 
 
 def test_the_html_report_in_a_real_browser(plant_lake: Path, spec_file: Path, tmp_path: Path) -> None:
@@ -130,6 +143,7 @@ def test_the_html_report_in_a_real_browser(plant_lake: Path, spec_file: Path, tm
         rows = page.locator("#exceptions tbody tr").all_inner_texts()
         verdict = page.locator("#verdict").inner_text()
         legend = page.locator("section.parameter").first.inner_text()
+        audit = page.locator("#audit-trail tbody tr").all_inner_texts()
         browser.close()
     assert requests == [html.as_uri()]  # nothing but the file itself: no other host, no other file
     assert plots == len(doc["parameters"]) >= 5  # one plot per parameter
@@ -137,6 +151,7 @@ def test_the_html_report_in_a_real_browser(plant_lake: Path, spec_file: Path, tm
     assert any("excursion" in r and "Temperature" in r for r in rows)
     assert verdict == f"Verdict: {doc['verdict']}"
     assert f"reference {REFERENCE}" in legend
+    assert any("context_change" in r and "recipe" in r for r in audit)
 
 
 @pytest.mark.skipif(shutil.which("pdftotext") is None, reason="poppler-utils (pdftotext) is not installed")

@@ -98,8 +98,8 @@ async def test_writers_committing_at_once_lose_and_double_nothing_and_store_cont
 
 
 def test_a_context_change_already_in_the_table_is_not_stored_again(tmp_path: Path) -> None:
-    """The MERGE by (event_id, path, key, date): a second writer's copy inserts nothing,
-    a change without an event id (an old WAL) is inserted as it is."""
+    """An event the table records (its app transaction uns-context-<id>) is left out of a
+    second writer's commit; a change without an event id (an old WAL) is appended as it is."""
     writer = DeltaWriter(tmp_path, "a")
     writer.ensure_tables()
     day = dt.datetime.fromtimestamp(BASE_TS / 1000, dt.UTC).date()

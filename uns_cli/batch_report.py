@@ -11,6 +11,7 @@ completeness and the exceptions, :mod:`uns_cli.batch_html` renders HTML and PDF.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,14 +22,17 @@ import duckdb
 
 import lake
 import uns
+from lake.audit import record_report
 from lake.batches import BatchInfo, batch_info, batch_samples, catalog_entries
 from lake.query import snapshot_versions
 from uns.batch.spec import Spec
 from uns.batch.times import iso
 from uns.core.model import PlantModel
 from uns.errors import BatchError
+from uns_cli.audit import LOG_COLUMNS, audit_log
 from uns_cli.batch_exceptions import completeness_and_exceptions
 from uns_cli.batch_parameters import Parameter, parameters, reference_overlay
+from uns_cli.batch_signatures import attach_signatures
 
 __all__ = ["FORMATS", "Report", "ReportRequest", "build_report", "generate_report"]
 
@@ -114,6 +118,18 @@ def _header(
     }
 
 
+def audit_trail(con: duckdb.DuckDBPyConnection, batch_id: str) -> list[dict[str, Any]]:
+    """The batch's entries of the lake's audit trail (``uns audit log --batch``), oldest first:
+    the context changes that set or ran inside the batch, its reports and signatures."""
+    if not con.execute("SELECT 1 FROM duckdb_views() WHERE view_name = 'audit'").fetchone():
+        return []  # a lake written before the audit trail existed
+    rows = audit_log(con, batch=batch_id, parse_detail=True)
+    entries = [dict(zip(LOG_COLUMNS, row, strict=True)) for row in rows]
+    for entry in entries:
+        entry["ts"] = iso(entry["ts"])
+    return entries
+
+
 def generate_report(lake_path: str | Path, request: ReportRequest, fmt: str = "html") -> tuple[bytes, str]:
     """The report of ``request.batch_id`` in ``fmt`` (html, json or pdf) and its verdict.
 
@@ -123,12 +139,19 @@ def generate_report(lake_path: str | Path, request: ReportRequest, fmt: str = "h
     con = lake.connect(lake_path)
     try:
         report = build_report(con, request)
+        attach_signatures(con, report.document)  # and whether each still covers the report
+        report.document["audit_trail"] = audit_trail(con, request.batch_id)
     finally:
         con.close()
     verdict = str(report.document["verdict"])
     if fmt == "json":
-        return (json.dumps(report.document, indent=2, ensure_ascii=False) + "\n").encode(), verdict
-    from uns_cli.batch_html import render_html, render_pdf  # noqa: PLC0415 - matplotlib/jinja2 load here
+        data = (json.dumps(report.document, indent=2, ensure_ascii=False) + "\n").encode()
+    else:
+        from uns_cli.batch_html import render_html, render_pdf  # noqa: PLC0415 - matplotlib/jinja2 load here
 
-    html = render_html(report)
-    return (html.encode() if fmt == "html" else render_pdf(html)), verdict
+        html = render_html(report)
+        data = html.encode() if fmt == "html" else render_pdf(html)
+    # the audit trail records every report made, by its SHA-256 (docs/gxp.md)
+    detail = {"batch_id": request.batch_id, "format": fmt, "verdict": verdict}
+    record_report(lake_path, hashlib.sha256(data).hexdigest(), request.batch_id, detail=detail)
+    return data, verdict

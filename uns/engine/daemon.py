@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from lake import LakeSink
+from lake.audit_entries import engine_event, named_files
 from lake.storage import OPTIONS_ENV, LakeStore, as_store
 from uns.config import Config
 from uns.core.events import Sink
@@ -47,6 +48,15 @@ def check_lake_path(path: str) -> Path:
     return p
 
 
+def audited(sink: LakeSink, config: Config) -> LakeSink:
+    """The sink, recording the engine's start now and its stop at the end (the audit trail):
+    the version, the effective configuration with secrets masked, and the files it names."""
+    effective = config.to_dict(masked=True)
+    sink.record_audit(engine_event("engine_start", config=effective, files=named_files(effective)))
+    sink.on_stop = lambda: engine_event("engine_stop")
+    return sink
+
+
 def build_engine(config: Config, *, model: PlantModel | None = None) -> Engine:
     """The engine with the sinks the config asks for (lake first, then republish)."""
     if model is None:
@@ -57,7 +67,7 @@ def build_engine(config: Config, *, model: PlantModel | None = None) -> Engine:
         store = LakeStore(config.lake.path, config.lake.storage)  # a directory or an object store
         if not store.remote:
             check_lake_path(config.lake.path)
-        sinks.append(LakeSink(store, config.lake))
+        sinks.append(audited(LakeSink(store, config.lake), config))
         wal_dir = Path(config.lake.wal_dir) if config.lake.wal_dir else None
         applied = load_applied_context_ids(store, wal_dir)
     engine = Engine(config, sinks=sinks, model=model)
