@@ -33,9 +33,12 @@ from typing import Self
 
 from lake.committers import Sealed, committer_for
 from lake.compaction import CompactionSchedule
+from lake.health import SinkHealth
 from lake.tables import PendingRows, TableColumns, column_count, empty_columns, extend_columns
 from lake.wal import (
+    OS_FILES,
     CommitResult,
+    FileLayer,
     SegmentFile,
     WalLock,
     close_segments,
@@ -43,6 +46,7 @@ from lake.wal import (
     fsync_dir,
     fsync_segments,
     list_segments,
+    open_segment,
     wal_dir_for,
 )
 from uns.config import LakeSection
@@ -64,9 +68,12 @@ class LakeSink:
 
     name = "lake"
 
-    def __init__(self, path: str | Path, config: LakeSection | None = None) -> None:
+    def __init__(
+        self, path: str | Path, config: LakeSection | None = None, *, files: FileLayer = OS_FILES
+    ) -> None:
         self.root = Path(path)
         self.config = config or LakeSection()
+        self._files = files  # the WAL's system calls (tests inject faults)
         self._wal_dir = wal_dir_for(self.root, self.config.writer_id)
         self._lock = WalLock(self._wal_dir)
         self._committer = committer_for(self.root, self.config)
@@ -78,9 +85,10 @@ class LakeSink:
         # (after a failed write) the columns that write could not get into the file.
         self._active_parts: list[TableColumns] = []  # the columns of each record of the active segment
         self._pending = PendingRows()
+        self._pending_batches = 0
         self._unwritten: TableColumns | None = None
+        self._unwritten_batches = 0
         self._write_scheduled = False
-        self._write_error = ""
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sealed: deque[Sealed] = deque()
@@ -92,17 +100,14 @@ class LakeSink:
         self._progress = asyncio.Event()
         self._dir_dirty = False
         self._last_fsync = time.monotonic()
+        self._stop_by: float | None = None  # monotonic deadline of a bounded stop (stop_by())
         # health and counters (see stats())
-        self._failing = False
-        self._backoff = self.config.retry_initial_s
-        self._retry_at = 0.0
+        self._health = SinkHealth(self.config.retry_initial_s, self.config.retry_max_s)
         self._rows_added = 0
         self._rows_committed = 0
         self._commits = 0
         self._segments_committed = 0
         self._segments_replayed = 0
-        self._commit_errors = 0
-        self._last_error = ""
         self._wal_bytes = 0
         self._last_commit_ms = 0
         self._commit_latency_ms = 0.0
@@ -161,7 +166,12 @@ class LakeSink:
         failure: LakeError | None = None
         self._compaction.close()  # the final flush must not wait for a compaction
         try:
-            await self.flush()
+            async with asyncio.timeout(self._until_stop()):
+                await self.flush()
+        except TimeoutError:
+            why = self._health.last_error or "busy"
+            failure = LakeError(f"lake flush did not finish by the stop deadline: {why}")
+            log.error("lake: %s; rows stay in the WAL for the next start", failure)  # noqa: TRY400
         except LakeError as err:
             failure = err
             # expected in a fault: one line, no traceback
@@ -179,7 +189,12 @@ class LakeSink:
             if task.get_name() == "lake-ticker":
                 task.cancel()
         # The committer is not cancelled: it finishes the commit in progress (a worker
-        # thread cannot be cancelled) and then sees _stopping.
+        # thread cannot be cancelled) and then sees _stopping -- unless a bounded stop's
+        # deadline passes first (a Delta commit is atomic: an abandoned one is retried).
+        _, late = await asyncio.wait(self._tasks, timeout=self._until_stop())
+        for task in late:
+            log.warning("lake: abandoning %s at the stop deadline", task.get_name())
+            task.cancel()
         for outcome in await asyncio.gather(*self._tasks, return_exceptions=True):
             if isinstance(outcome, Exception):
                 log.error("lake: background task failed: %r", outcome)
@@ -195,8 +210,22 @@ class LakeSink:
             files.append(self._active)
             self._active = None
         await asyncio.to_thread(close_segments, files)
-        await self._committer.close()
+        await self._committer.close(max(1.0, self._until_stop() or 30.0))
         self._lock.release()
+
+    def stop_by(self, deadline: float) -> None:
+        """Bound the shutdown: the final flush and the wait for a commit in progress end at
+        ``deadline`` (``time.monotonic()``); what is not committed stays in the WAL."""
+        self._stop_by = deadline
+
+    def _until_stop(self) -> float | None:
+        """Seconds left before the stop deadline (None: no deadline)."""
+        return None if self._stop_by is None else max(0.0, self._stop_by - time.monotonic())
+
+    @property
+    def unwritten_batches(self) -> int:
+        """Batches ``add`` accepted that are not in the WAL (pending, or their write failed)."""
+        return self._pending_batches + self._unwritten_batches
 
     # ---------------------------------------------------------------- intake
     def add(self, batch: Batch) -> None:
@@ -204,22 +233,26 @@ class LakeSink:
         for I/O) or raise LakeBackpressure (WAL full, or the last WAL write failed)."""
         if not self._running:
             raise LakeError("the lake sink is not running (use it as an async context manager)")
+        health = self._health
         if self._wal_bytes >= self.config.wal_max_bytes:
             self._backpressure += 1
             raise LakeBackpressure(
                 f"lake write-ahead log full ({self._wal_bytes} bytes uncommitted"
-                f"{'; ' + self._last_error if self._failing else ''})",
+                f"{'; ' + health.last_error if health.commits.failing else ''})",
                 retry_after=self._retry_after(),
             )
-        if self._write_error:
+        if health.write_error:
             self._backpressure += 1
+            wait = health.wal.wait(time.monotonic())
             raise LakeBackpressure(
-                f"cannot write the lake write-ahead log: {self._write_error}", retry_after=self._tick_s()
+                f"cannot write the lake write-ahead log: {health.write_error}",
+                retry_after=max(self._tick_s(), wait),
             )
         count = self._pending.add(batch)
         if not count:
             return
         self._rows_added += count
+        self._pending_batches += 1
         if self.config.fsync_interval == 0:
             self._add_synced(count)
         elif not self._write_scheduled:
@@ -234,7 +267,8 @@ class LakeSink:
             seg = self._write()
         except (LakeError, OSError) as exc:
             self._unwritten = None
-            self._write_error = ""
+            self._unwritten_batches = 0
+            self._health.wal_works()  # this batch is refused (the caller retries it), nothing waits
             self._rows_added -= count
             self._backpressure += 1
             raise LakeBackpressure(f"cannot write the lake write-ahead log: {exc}", retry_after=1.0) from exc
@@ -256,15 +290,13 @@ class LakeSink:
         try:
             self._write()
         except (LakeError, OSError) as exc:
-            if not self._write_error:
-                # expected in a fault: one line, no traceback
-                log.error("lake: write-ahead log write failed; refusing batches until it works: %s", exc)  # noqa: TRY400
-            self._write_error = str(exc) or repr(exc)
-            self._last_error = f"write-ahead log: {self._write_error}"
+            self._health.wal_failed(exc)
 
     def _write(self) -> SegmentFile | None:
         """Write pending rows as one record (raises on failure; the rows stay pending)."""
         columns = self._unwritten
+        batches, self._pending_batches = self._pending_batches, 0
+        self._unwritten_batches += batches
         if self._pending.rows:
             more = self._pending.take()
             if columns is None:
@@ -286,7 +318,9 @@ class LakeSink:
                 self._seal()
             raise
         self._unwritten = None
-        self._write_error = ""
+        self._unwritten_batches = 0
+        if self._health.write_error:
+            self._health.wal_works()
         self._wal_bytes += len(record)
         if self._committer.keeps_columns:
             self._active_parts.append(columns)
@@ -299,8 +333,10 @@ class LakeSink:
         return max(0.02, min(0.25, cfg.commit_interval / 4, cfg.fsync_interval / 2 or 0.25))
 
     def _open_segment(self) -> SegmentFile:
-        seg = SegmentFile(self._wal_dir, self._next_number)
-        self._next_number += 1
+        number = self._next_number
+        self._next_number += 1  # used up even when the open fails: its file may stay behind
+        seg = open_segment(self._wal_dir, number, self._files)
+        self._next_number = seg.number + 1
         self._wal_bytes += seg.size
         self._active = seg
         self._dir_dirty = True
@@ -320,8 +356,8 @@ class LakeSink:
         self._wake.set()
 
     def _retry_after(self) -> float:
-        if self._failing:
-            return max(0.1, min(self.config.retry_max_s, self._retry_at - time.monotonic()))
+        if self._health.commits.failing:
+            return max(0.1, min(self.config.retry_max_s, self._health.commits.wait(time.monotonic())))
         return min(1.0, self.config.commit_interval)
 
     async def flush(self) -> None:
@@ -334,11 +370,11 @@ class LakeSink:
         if not self._sealed:
             return
         target = self._sealed[-1].number
-        errors_before = self._commit_errors
+        errors_before = self._health.commit_errors
         self._wake.set()  # skip a backoff wait: try now
         while self._sealed and self._sealed[0].number <= target:
-            if self._commit_errors > errors_before:
-                raise LakeError(f"lake flush failed: {self._last_error}")
+            if self._health.commit_errors > errors_before:
+                raise LakeError(f"lake flush failed: {self._health.last_error}")
             if self._tasks and self._tasks[0].done():
                 raise LakeError("lake committer stopped")
             progress = self._progress
@@ -362,8 +398,7 @@ class LakeSink:
         try:
             self._write()
         except (LakeError, OSError) as exc:
-            self._write_error = str(exc) or repr(exc)
-            self._last_error = f"write-ahead log: {self._write_error}"
+            self._health.wal_failed(exc)
             raise LakeError(f"{what}: {exc}") from exc
 
     async def _sync(self) -> None:
@@ -389,9 +424,9 @@ class LakeSink:
         tick = self._tick_s()
         while True:
             await asyncio.sleep(tick)
-            if self._write_error:
-                self._write_pending()  # retry the failed WAL write
             now = time.monotonic()
+            if self._health.write_error and self._health.wal.due(now):
+                self._write_pending()  # retry the failed WAL write
             seg = self._active
             if seg is not None and seg.rows and now - seg.opened_at >= cfg.commit_interval:
                 self._seal()
@@ -403,7 +438,7 @@ class LakeSink:
                     log.warning("lake: fsync of the write-ahead log failed: %s", exc)
 
     async def _commit_loop(self) -> None:
-        while not (self._stopping and (not self._sealed or self._failing)):
+        while not (self._stopping and (not self._sealed or self._health.commits.failing)):
             if not self._sealed:
                 self._wake.clear()
                 await self._wake.wait()
@@ -414,7 +449,7 @@ class LakeSink:
                 result = await self._committer.commit(head)
             except Exception as exc:  # LakeError, or a bug: either way retried, never dropped
                 error = exc if isinstance(exc, LakeError) else LakeError(f"commit failed: {exc!r}")
-                self._on_commit_error(error)
+                self._health.commit_failed(error)
                 self._notify()
                 await self._backoff_wait()
                 continue
@@ -424,10 +459,7 @@ class LakeSink:
 
     def _on_commit(self, seg: Sealed, result: CommitResult, seconds: float) -> None:
         self._sealed.popleft()
-        if self._failing:
-            log.info("lake: commits work again (%d error(s) so far)", self._commit_errors)
-        self._failing = False
-        self._backoff = self.config.retry_initial_s
+        self._health.commit_works()
         self._wal_bytes = max(0, self._wal_bytes - seg.size)
         self._rows_committed += result.rows_written
         if seg.file is not None:  # sealed in this run: an interrupted attempt of ours committed these
@@ -438,17 +470,8 @@ class LakeSink:
         self._last_commit_ms = int(time.time() * 1000)
         self._commit_latency_ms = round(seconds * 1000, 1)
 
-    def _on_commit_error(self, exc: LakeError) -> None:
-        self._commit_errors += 1
-        self._last_error = str(exc)
-        if not self._failing:
-            log.error("lake: commit failed, retrying with backoff: %s", exc)
-        self._failing = True
-        self._retry_at = time.monotonic() + self._backoff
-
     async def _backoff_wait(self) -> None:
-        delay = self._backoff
-        self._backoff = min(self.config.retry_max_s, self._backoff * 2)
+        delay = self._health.commits.wait(time.monotonic())
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=delay)
@@ -462,11 +485,12 @@ class LakeSink:
     def state(self) -> str:
         if self._wal_bytes >= self.config.wal_max_bytes:
             return "full"
-        return "retrying" if self._failing or self._write_error else "ok"
+        return "degraded" if self._health.degraded.active else "ok"
 
     def stats(self) -> dict[str, int | float | str]:
-        """Counters and health: ``state`` is ``ok``, ``retrying`` (commits failing,
-        WAL absorbing) or ``full`` (WAL at its bound, add() raises LakeBackpressure)."""
+        """Counters and health: ``state`` is ``ok``, ``degraded`` (WAL writes or commits
+        fail and are retried; ``degraded_reason``, ``degraded_since_ms``) or ``full`` (WAL
+        at its bound, add() raises LakeBackpressure); docs/lake.md section 4."""
         pending_rows = sum(s.rows for s in self._sealed) + (self._active.rows if self._active else 0)
         pending_rows += self._pending.rows + sum(map(column_count, self._unwritten or ()))
         worker_pid, worker_restarts, worker_recycled = self._committer.worker_stats()
@@ -482,8 +506,7 @@ class LakeSink:
             "compacting": self._compaction.running,
             "compactions_abandoned": self._compaction.abandoned,
             "last_compaction_s": round(self._compaction.last_s, 2),
-            "commit_errors": self._commit_errors,
-            "last_error": self._last_error,
+            **self._health.stats(),
             "wal_bytes": self._wal_bytes,
             "wal_segments": len(self._sealed) + (1 if self._active else 0),
             "last_commit_ms": self._last_commit_ms,
@@ -494,5 +517,5 @@ class LakeSink:
             "commit_worker_pid": worker_pid,
             "commit_worker_restarts": worker_restarts,
             "commit_worker_recycled": worker_recycled,
-            "retry_in_s": round(max(0.0, self._retry_at - time.monotonic()), 2) if self._failing else 0.0,
+            "batches_unwritten": self.unwritten_batches,
         }
