@@ -123,8 +123,12 @@ class EngineSection:
     status_interval: float = 10.0  # seconds between retained status publishes
     on_reconnect: str = "wait"  # "wait" for births, or "rebirth" every known node
     log_level: str = "info"
+    #: SIGTERM/SIGINT end the process within this many seconds, whatever the lake does
+    #: (below systemd's default stop timeout of 90 s); see docs/lake.md section 4
+    stop_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
+        _require("engine.stop_timeout_s", self.stop_timeout_s, self.stop_timeout_s >= 1, ">= 1")
         _require(
             "engine.host_id",
             self.host_id,
