@@ -371,7 +371,9 @@ class WalLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        # read-only: flock needs no write access, and a descriptor open for writing would
+        # keep the file system from being remounted read-only (tests/test_lake_disk.py)
+        fd = os.open(self._path, os.O_RDONLY | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:

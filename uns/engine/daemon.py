@@ -172,7 +172,7 @@ async def run_daemon(config: Config, *, stop: asyncio.Event | None = None) -> En
     except LakeError as exc:  # the lake's final flush failed: said below, in one line
         failure = exc
     finally:
-        watchdog.cancel()
+        # the watchdog stays armed: the interpreter's own exit (joining threads) counts too
         collector.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await collector

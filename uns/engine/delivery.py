@@ -114,10 +114,9 @@ class SinkDelivery:
             return 0
         (batch, index, rest), self._leftover = self._leftover, None
         retry = LakeBackpressure("the stop interrupted the wait", retry_after=0.0)
-        if await self._deliver_after_backpressure(batch, index, retry):
-            await self._handle_messages(client, rest)
-        else:
-            self.unpersisted += 1 + len(rest)
+        if not await self._deliver_after_backpressure(batch, index, retry):
+            self.unpersisted += 1
+        await self._handle_messages(client, rest)  # in order (their seq follows), or given up too
         return 1 + len(rest)
 
     def _begin_stop(self) -> None:

@@ -92,10 +92,6 @@ class Watchdog:
             self._timer.daemon = True
             self._timer.start()
 
-    def cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-
     def _fire(self) -> None:
         try:
             log.error("stop timeout reached, exiting now: %s", self._line())
