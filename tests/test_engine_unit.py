@@ -328,6 +328,33 @@ async def test_every_sink_that_pushes_back_is_waited_for() -> None:
 # ------------------------------------------------------------------ shutdown
 
 
+async def test_a_stop_while_a_sink_stays_full_ends_within_the_timeout_and_counts_what_it_gave_up() -> None:
+    """docs/lake.md §4 "Stopping on a broken disk": the engine waits for the full sink until
+    half of engine.stop_timeout_s, then gives up every message it received and counts it."""
+    broker = MemoryBroker(high_water=50, low_water=10)
+    full = FullSink()
+    engine = Engine(config(**{"engine.stop_timeout_s": 2.0}), sinks=[full], transport=broker)
+    n = 200
+    stop = asyncio.Event()
+    task = asyncio.create_task(engine.run(stop))
+    await asyncio.wait_for(engine.connected.wait(), 5)
+    edge = await edge_node(broker)
+    await edge.nbirth()
+    await edge.dbirth("D1")
+    for i in range(n):
+        await edge.ddata("D1", float(i))
+    await wait_for(lambda: full.refusals >= 3, what="the sink pushing back")
+    started = time.monotonic()
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    took = time.monotonic() - started
+    assert 1.0 <= took < 2.0  # gave up at 1 s (half the timeout), well before 2 s
+    assert not full.batches
+    # everything the engine received: what it held, and what the broker handed over while
+    # the stop drained its connection (the memory broker delivers its queue as it is taken)
+    assert engine.lost_messages() == 2 + n
+
+
 async def test_shutdown_drains_then_flushes_then_says_offline_then_disconnects() -> None:
     broker = MemoryBroker()
     flushed_at: list[int] = []

@@ -36,6 +36,8 @@ class SinkDelivery:
     stopping: StopBudget | None
     #: received messages given up at a stop's deadline (a sink kept pushing back)
     unpersisted: int
+    #: a stop gave messages up: the rest it drains are only counted
+    gave_up: bool
     # a batch and the rest of its chunk whose delivery a stop interrupted (see _deliver_leftover)
     _leftover: tuple[Batch, int, list[Message]] | None
     _client: Transport | None
@@ -106,6 +108,7 @@ class SinkDelivery:
             raise
         if not delivered:
             self.unpersisted += len(messages) - position
+            self.gave_up = True
         return delivered
 
     async def _deliver_leftover(self, client: Transport) -> int:
@@ -114,10 +117,20 @@ class SinkDelivery:
             return 0
         (batch, index, rest), self._leftover = self._leftover, None
         retry = LakeBackpressure("the stop interrupted the wait", retry_after=0.0)
-        if not await self._deliver_after_backpressure(batch, index, retry):
-            self.unpersisted += 1
-        await self._handle_messages(client, rest)  # in order (their seq follows), or given up too
+        if await self._deliver_after_backpressure(batch, index, retry):
+            await self._handle_messages(client, rest)
+        else:
+            self.unpersisted += 1 + len(rest)
+            self.gave_up = True
         return 1 + len(rest)
+
+    async def _drain_received(self, client: Transport, messages: list[Message]) -> None:
+        """At a stop: process received messages -- or, once the stop gave up on a sink, count
+        them unprocessed (processing some and not others would only make seq gaps)."""
+        if self.gave_up:
+            self.unpersisted += len(messages)
+        else:
+            await self._handle_messages(client, messages)
 
     def _begin_stop(self) -> None:
         """Start the stop's clock (engine.stop_timeout_s) and tell the sinks their deadline."""

@@ -116,6 +116,7 @@ class Engine(SinkDelivery):
         self.context_intake = ContextIntake(self)
         self.stopping = None  # a stop in progress: its deadlines (uns.engine.delivery)
         self.unpersisted = 0
+        self.gave_up = False
         self._leftover = None
 
     def _set_client(self, client: Transport | None) -> None:
@@ -294,7 +295,7 @@ class Engine(SinkDelivery):
                 await client.unsubscribe("spBv1.0/#")
         drained = await self._deliver_leftover(client)
         while messages := client.take(self.CHUNK):
-            await self._handle_messages(client, messages)
+            await self._drain_received(client, messages)
             drained += len(messages)
         if drained:
             log.info("drained %d messages received before stop", drained)
@@ -315,7 +316,7 @@ class Engine(SinkDelivery):
         and device offline and stale (their data can no longer be trusted to be current)."""
         log.warning("lost the broker: %s", exc)
         while messages := client.take(self.CHUNK):
-            await self._handle_messages(client, messages)
+            await self._drain_received(client, messages)
         await self._deliver(self.dispatch.broker_lost(now_ms()))
 
     def _new_transport(self, settings: BrokerSettings) -> Transport:
