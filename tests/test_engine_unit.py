@@ -328,6 +328,21 @@ async def test_every_sink_that_pushes_back_is_waited_for() -> None:
 # ------------------------------------------------------------------ shutdown
 
 
+async def run_with_data(
+    engine: Engine, broker: MemoryBroker, n: int
+) -> tuple[asyncio.Event, asyncio.Task[None]]:
+    """Run the engine (stopped by setting the event) and send it a node, a device and ``n`` DDATA."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(engine.run(stop))
+    await asyncio.wait_for(engine.connected.wait(), 5)
+    edge = await edge_node(broker)
+    await edge.nbirth()
+    await edge.dbirth("D1")
+    for v in range(n):
+        await edge.ddata("D1", float(v))
+    return stop, task
+
+
 async def test_a_stop_while_a_sink_stays_full_ends_within_the_timeout_and_counts_what_it_gave_up() -> None:
     """docs/lake.md §4 "Stopping on a broken disk": the engine waits for the full sink until
     half of engine.stop_timeout_s, then gives up every message it received and counts it."""
@@ -335,14 +350,7 @@ async def test_a_stop_while_a_sink_stays_full_ends_within_the_timeout_and_counts
     full = FullSink()
     engine = Engine(config(**{"engine.stop_timeout_s": 2.0}), sinks=[full], transport=broker)
     n = 200
-    stop = asyncio.Event()
-    task = asyncio.create_task(engine.run(stop))
-    await asyncio.wait_for(engine.connected.wait(), 5)
-    edge = await edge_node(broker)
-    await edge.nbirth()
-    await edge.dbirth("D1")
-    for i in range(n):
-        await edge.ddata("D1", float(i))
+    stop, task = await run_with_data(engine, broker, n)
     await wait_for(lambda: full.refusals >= 3, what="the sink pushing back")
     started = time.monotonic()
     stop.set()
@@ -360,14 +368,7 @@ async def test_shutdown_drains_then_flushes_then_says_offline_then_disconnects()
     flushed_at: list[int] = []
     sink = CollectingSink(on_flush=lambda: flushed_at.append(len(broker.log)))
     engine = Engine(config(**{"engine.primary": True}), sinks=[sink], transport=broker)
-    stop = asyncio.Event()
-    task = asyncio.create_task(engine.run(stop))
-    await asyncio.wait_for(engine.connected.wait(), 5)
-    edge = await edge_node(broker)
-    await edge.nbirth()
-    await edge.dbirth("D1")
-    for v in range(100):
-        await edge.ddata("D1", float(v))
+    stop, task = await run_with_data(engine, broker, 100)
     stop.set()  # the 102 messages are still waiting in the engine's transport
     await asyncio.wait_for(task, 5)
     assert len([s for s in sink.samples if s.metric == "Temperature"]) == 101  # drained, not dropped
