@@ -155,7 +155,7 @@ class SinkHealth:
             self._healthy_again()
 
     def _healthy_again(self) -> None:
-        if self.write_error or self.commits.failing:
+        if self.wal.failing or self.commits.failing:
             return
         seconds = self.degraded.leave(_wall_ms())
         if seconds is not None:

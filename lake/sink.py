@@ -268,7 +268,8 @@ class LakeSink:
         except (LakeError, OSError) as exc:
             self._unwritten = None
             self._unwritten_batches = 0
-            self._health.wal_works()  # this batch is refused (the caller retries it), nothing waits
+            self._health.wal_failed(exc)
+            self._health.write_error = ""  # this batch is refused (the caller retries it): nothing waits
             self._rows_added -= count
             self._backpressure += 1
             raise LakeBackpressure(f"cannot write the lake write-ahead log: {exc}", retry_after=1.0) from exc
@@ -319,7 +320,7 @@ class LakeSink:
             raise
         self._unwritten = None
         self._unwritten_batches = 0
-        if self._health.write_error:
+        if self._health.wal.failing:
             self._health.wal_works()
         self._wal_bytes += len(record)
         if self._committer.keeps_columns:

@@ -220,12 +220,25 @@ class FileLayer:
     """The system calls a segment file makes, one object so tests can inject faults
     (tests/test_lake_faults.py); :data:`OS_FILES` is the real one."""
 
-    open = staticmethod(os.open)
-    write = staticmethod(os.write)
-    ftruncate = staticmethod(os.ftruncate)
-    fsync = staticmethod(os.fsync)
-    close = staticmethod(os.close)
-    unlink = staticmethod(os.unlink)
+    # each looks ``os`` up when called, so a test that patches ``os`` is seen too
+
+    def open(self, path: Path, flags: int, mode: int) -> int:
+        return os.open(path, flags, mode)
+
+    def write(self, fd: int, data: memoryview) -> int:
+        return os.write(fd, data)
+
+    def ftruncate(self, fd: int, length: int) -> None:
+        os.ftruncate(fd, length)
+
+    def fsync(self, fd: int) -> None:
+        os.fsync(fd)
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+
+    def unlink(self, path: Path) -> None:
+        os.unlink(path)
 
 
 OS_FILES: Final = FileLayer()

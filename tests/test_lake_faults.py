@@ -95,13 +95,13 @@ class FailingFiles(FileLayer):
         self.failing = False
         self.write_attempts = 0
 
-    def write(self, fd: int, data: memoryview | bytes) -> int:  # type: ignore[override]
+    def write(self, fd: int, data: memoryview) -> int:
         self.write_attempts += 1
         if self.failing and (not self.magic_only or bytes(data) == MAGIC):
             raise OSError(self.error, os.strerror(self.error))
         return os.write(fd, data)
 
-    def unlink(self, path: str | Path) -> None:  # type: ignore[override]
+    def unlink(self, path: Path) -> None:
         if self.failing and self.unlink_fails:
             raise OSError(self.error, os.strerror(self.error))
         os.unlink(path)
