@@ -54,7 +54,8 @@ def ns(request: pytest.FixtureRequest) -> str:
 def persistent_broker() -> Iterator[Mosquitto]:
     """A private mosquitto with persistence on (sessions and queues survive its restart),
     as production runs it for context (README: "Context that is never lost")."""
-    with tempfile.TemporaryDirectory(prefix="uns-mosq-") as d, Mosquitto(
-        port=free_port(), workdir=Path(d), persistence=True
-    ) as broker:
+    with (
+        tempfile.TemporaryDirectory(prefix="uns-mosq-") as d,
+        Mosquitto(port=free_port(), workdir=Path(d), persistence=True) as broker,
+    ):
         yield broker

@@ -11,7 +11,8 @@ from typing import Any, Self
 
 from uns.config import Config, load_config
 from uns.core.events import Batch, Sample, SessionEvent
-from uns.engine.host import Engine
+from uns.engine.host import Engine, Sink
+from uns.engine.memory import MemoryBroker, MemoryTransport
 from uns.mqtt.mosquitto import Mosquitto
 
 
@@ -71,6 +72,21 @@ def engine_config(broker: Mosquitto | str, ns: str, **overrides: Any) -> Config:
     }
     values.update(overrides)
     return load_config(env={}, overrides=values)
+
+
+async def connected(broker: MemoryBroker, client_id: str) -> MemoryTransport:
+    """A connected client of the in-memory broker (an edge node, the MES, another host)."""
+    client = broker.client(client_id)
+    await client.connect()
+    return client
+
+
+@contextlib.asynccontextmanager
+async def on_memory(config: Config, *sinks: Sink) -> AsyncIterator[tuple[MemoryBroker, Engine]]:
+    """An engine running against a fresh in-memory broker, with ``sinks``."""
+    broker = MemoryBroker()
+    async with running_engine(Engine(config, sinks=sinks, transport=broker)) as engine:
+        yield broker, engine
 
 
 @contextlib.asynccontextmanager

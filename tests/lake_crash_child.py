@@ -18,6 +18,7 @@ and metric ``m<j>``; the other tables carry ``i`` in their timestamp as well.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 import time
 
@@ -32,31 +33,18 @@ ACCEPT_GROUP = 10
 _PATH = "acme/basel/pilot/granulation/gr-201"
 
 
+def _sample(i: int, j: int, ts: int, ctx: dict[str, str]) -> Sample:
+    """Measurement ``j`` of batch ``i``: an integer counter first, then doubles."""
+    dtype, value = (DataType.Double, i * 0.5 + j) if j else (DataType.Int64, i)
+    sample = Sample("PilotPlant", "GRAN-Ctrl", "GR-201", f"m{j}", dtype, value, ts, ts + 3, seq=i % 256)
+    return dataclasses.replace(sample, bdseq=0, alias=j, path=_PATH, unit="degC", context=ctx)
+
+
 def deterministic_batch(i: int, samples: int = SAMPLES_PER_BATCH) -> Batch:
     """Batch ``i``: ``samples`` measurements, plus now and then a row for every other table."""
     ts = BASE_TS + i
     ctx = {"batch_id": f"B{i // 100}", "phase": "dry_mix" if i % 2 else "granulate"}
-    batch = Batch(
-        samples=[
-            Sample(
-                group_id="PilotPlant",
-                edge_node_id="GRAN-Ctrl",
-                device_id="GR-201",
-                metric=f"m{j}",
-                datatype=DataType.Double if j else DataType.Int64,
-                value=(i * 0.5 + j) if j else i,
-                ts=ts,
-                received_at=ts + 3,
-                seq=i % 256,
-                bdseq=0,
-                alias=j,
-                path=_PATH,
-                unit="degC",
-                context=ctx,
-            )
-            for j in range(samples)
-        ]
-    )
+    batch = Batch(samples=[_sample(i, j, ts, ctx) for j in range(samples)])
     if i % 7 == 0:
         batch.sessions.append(SessionEvent(ts, "PilotPlant", "GRAN-Ctrl", None, "seq_gap", f"batch {i}"))
         batch.context.append(ContextChange(ts, ts + 1, _PATH, "phase", ctx["phase"], source="test"))

@@ -21,17 +21,9 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from uns import sparkplug as sp
+from uns.sparkplug import convert
 from uns.sparkplug.datatypes import ARRAY_TYPES, SIGNED_WIDTH, UNSIGNED_WIDTH, DataType
-from uns.sparkplug.payload import (
-    DataSet,
-    MetaData,
-    Metric,
-    Parameter,
-    Payload,
-    PropertySet,
-    PropertyValue,
-    Template,
-)
 
 __all__ = [
     "BASIC_TYPES",
@@ -48,17 +40,7 @@ __all__ = [
     "templates",
 ]
 
-BASIC_TYPES: tuple[DataType, ...] = (
-    *SIGNED_WIDTH,
-    *UNSIGNED_WIDTH,
-    DataType.Float,
-    DataType.Double,
-    DataType.Boolean,
-    DataType.String,
-    DataType.DateTime,
-    DataType.Text,
-    DataType.UUID,
-)
+BASIC_TYPES: tuple[DataType, ...] = tuple(sorted(convert.BASIC_TYPES))
 #: every datatype a metric may declare
 METRIC_TYPES: tuple[DataType, ...] = tuple(
     dt for dt in DataType if dt not in (DataType.Unknown, DataType.PropertySet, DataType.PropertySetList)
@@ -122,55 +104,55 @@ def array_values(dt: DataType) -> st.SearchStrategy[list[Any]]:
 
 
 @st.composite
-def datasets(draw: st.DrawFn) -> DataSet:
+def datasets(draw: st.DrawFn) -> sp.DataSet:
     types = draw(st.lists(st.sampled_from(BASIC_TYPES), max_size=4))
     columns = draw(st.lists(names, min_size=len(types), max_size=len(types)))
     cell = [st.none() | basic_values(dt) for dt in types]
     rows = draw(st.lists(st.tuples(*cell).map(list), max_size=4))
     num = draw(st.sampled_from([None, len(columns)]))
-    return DataSet(columns, types, rows, num)
+    return sp.DataSet(columns, types, rows, num)
 
 
 @functools.cache
-def property_sets(depth: int = 1) -> st.SearchStrategy[PropertySet]:
+def property_sets(depth: int = 1) -> st.SearchStrategy[sp.PropertySet]:
     typed = st.sampled_from(BASIC_TYPES).flatmap(
-        lambda dt: st.builds(PropertyValue, st.just(dt), basic_values(dt))
+        lambda dt: st.builds(sp.PropertyValue, st.just(dt), basic_values(dt))
     )
     options = [
         typed,
-        st.builds(PropertyValue, st.none(), raw_scalars),
-        st.builds(PropertyValue, st.sampled_from([None, *BASIC_TYPES]), st.none(), st.booleans()),
+        st.builds(sp.PropertyValue, st.none(), raw_scalars),
+        st.builds(sp.PropertyValue, st.sampled_from([None, *BASIC_TYPES]), st.none(), st.booleans()),
     ]
     if depth < MAX_DEPTH:
         inner = property_sets(depth + 1)
         set_type = st.sampled_from([None, DataType.PropertySet])
         list_type = st.sampled_from([None, DataType.PropertySetList])
         options += [
-            st.builds(PropertyValue, set_type, inner),
-            st.builds(PropertyValue, list_type, st.lists(inner, max_size=2)),
+            st.builds(sp.PropertyValue, set_type, inner),
+            st.builds(sp.PropertyValue, list_type, st.lists(inner, max_size=2)),
         ]
     values = st.one_of(options)
-    return st.dictionaries(names, values, max_size=3).map(PropertySet)
+    return st.dictionaries(names, values, max_size=3).map(sp.PropertySet)
 
 
 metadata = st.builds(
-    MetaData,
+    sp.MetaData,
     *(st.none() | s for s in (st.booleans(), texts, u64, u64, texts, texts, texts, texts)),
 )
 
 
 @functools.cache
-def parameters() -> st.SearchStrategy[Parameter]:
+def parameters() -> st.SearchStrategy[sp.Parameter]:
     typed = st.sampled_from(BASIC_TYPES).flatmap(
-        lambda dt: st.builds(Parameter, st.none() | names, st.just(dt), st.none() | basic_values(dt))
+        lambda dt: st.builds(sp.Parameter, st.none() | names, st.just(dt), st.none() | basic_values(dt))
     )
-    return typed | st.builds(Parameter, st.none() | names, st.none(), st.none() | raw_scalars)
+    return typed | st.builds(sp.Parameter, st.none() | names, st.none(), st.none() | raw_scalars)
 
 
 @functools.cache
-def templates(depth: int = 1) -> st.SearchStrategy[Template]:
+def templates(depth: int = 1) -> st.SearchStrategy[sp.Template]:
     return st.builds(
-        Template,
+        sp.Template,
         st.none() | texts,
         st.lists(metrics(depth), max_size=3),
         st.lists(parameters(), max_size=3),
@@ -189,21 +171,21 @@ def metric_values(dt: DataType, depth: int = 0) -> st.SearchStrategy[Any]:
     if dt is DataType.DataSet:
         return datasets()
     if dt is DataType.Template:
-        return templates(depth + 1) if depth < MAX_DEPTH else st.builds(Template)
+        return templates(depth + 1) if depth < MAX_DEPTH else st.builds(sp.Template)
     return basic_values(dt)
 
 
 def _untyped_values(depth: int) -> st.SearchStrategy[Any]:
-    nested = templates(depth + 1) if depth < MAX_DEPTH else st.builds(Template)
+    nested = templates(depth + 1) if depth < MAX_DEPTH else st.builds(sp.Template)
     return st.one_of(raw_scalars, st.binary(max_size=16), datasets(), nested)
 
 
 @functools.cache
-def metrics(depth: int = 0, typed: bool | None = None) -> st.SearchStrategy[Metric]:
+def metrics(depth: int = 0, typed: bool | None = None) -> st.SearchStrategy[sp.Metric]:
     """Metrics of every datatype (``typed=False``: no datatype, raw values as in DATA)."""
 
     @st.composite
-    def build(draw: st.DrawFn) -> Metric:
+    def build(draw: st.DrawFn) -> sp.Metric:
         is_typed = draw(st.booleans()) if typed is None else typed
         dt = draw(st.sampled_from(METRIC_TYPES)) if is_typed else None
         is_null = draw(st.booleans())
@@ -212,7 +194,7 @@ def metrics(depth: int = 0, typed: bool | None = None) -> st.SearchStrategy[Metr
         else:
             values = metric_values(dt, depth) if dt is not None else _untyped_values(depth)
             value = draw(st.none() | values) if draw(st.integers(0, 9)) == 0 else draw(values)
-        return Metric(
+        return sp.Metric(
             name=draw(st.none() | names),
             alias=draw(st.none() | u64),
             timestamp=draw(st.none() | u64),
@@ -229,11 +211,11 @@ def metrics(depth: int = 0, typed: bool | None = None) -> st.SearchStrategy[Metr
 
 
 def payloads(
-    max_metrics: int = 6, metric: st.SearchStrategy[Metric] | None = None
-) -> st.SearchStrategy[Payload]:
+    max_metrics: int = 6, metric: st.SearchStrategy[sp.Metric] | None = None
+) -> st.SearchStrategy[sp.Payload]:
     """Whole payloads; pass ``metric`` to draw the metrics from another strategy."""
     return st.builds(
-        Payload,
+        sp.Payload,
         st.none() | u64,
         st.lists(metric if metric is not None else metrics(), max_size=max_metrics),
         st.none() | u64,

@@ -10,23 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.strategies import METRIC_TYPES, metric_values, metrics, payloads, same
+from uns import sparkplug as sp
 from uns.errors import SparkplugDecodeError, SparkplugEncodeError
-from uns.sparkplug import (
-    DataSet,
-    DataType,
-    MetaData,
-    Metric,
-    Parameter,
-    Payload,
-    PropertySet,
-    PropertyValue,
-    Template,
-    convert_wire_value,
-    decode_payload,
-    decode_payload_lenient,
-    encode_payload,
-)
+from uns.sparkplug import DataType, convert_wire_value, decode_payload, decode_payload_lenient, encode_payload
 from uns.sparkplug import sparkplug_b_pb2 as pb
+from uns.sparkplug.payload import DataSet, Metric, Payload, PropertySet, PropertyValue
 
 D = DataType
 ROUND_TRIP = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -213,7 +201,7 @@ def test_file_keeps_bytes_and_metadata() -> None:
     md = pb.Payload.MetaData(file_name="batch.pdf", file_type="pdf", size=3, md5="abc", is_multi_part=False)
     metric = one(pb.Payload.Metric(name="f", datatype=D.File, bytes_value=b"%PD", metadata=md))
     assert metric.value == b"%PD"
-    assert metric.metadata == MetaData(
+    assert metric.metadata == sp.MetaData(
         is_multi_part=False, size=3, file_name="batch.pdf", file_type="pdf", md5="abc"
     )
 
@@ -390,13 +378,15 @@ def test_template_definition_and_instance_with_nested_members() -> None:
         )
     )
     pump = p.metrics[0].value
-    assert pump == Template(
+    assert pump == sp.Template(
         version="1.0",
         is_definition=True,
-        parameters=[Parameter("limit", D.Int16, -3)],
+        parameters=[sp.Parameter("limit", D.Int16, -3)],
         metrics=[
             Metric("speed", datatype=D.Float, value=0.0),
-            Metric("motor", datatype=D.Template, value=Template(template_ref="Motor", is_definition=False)),
+            Metric(
+                "motor", datatype=D.Template, value=sp.Template(template_ref="Motor", is_definition=False)
+            ),
         ],
     )
     member_metric = p.metrics[1].value.metrics[0]  # type: ignore[union-attr]

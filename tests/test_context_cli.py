@@ -358,17 +358,20 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("UNS_")}
 
 
-async def _uns(*args: str) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(
-        subprocess.run,
-        [*UNS, *args],
-        capture_output=True,
-        text=True,
-        env=_env(),
-        timeout=120,
-        check=False,
-        cwd=ROOT,
+def _at(broker: Mosquitto, ns: str) -> tuple[str, ...]:
+    """The broker and topic prefix options every context command takes here."""
+    return ("--broker", broker.url, "--prefix", ns)
+
+
+def _run(argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run a command from the checkout without the caller's UNS_* settings."""
+    return subprocess.run(
+        argv, capture_output=True, text=True, env=_env(), timeout=timeout, check=False, cwd=ROOT
     )
+
+
+async def _uns(*args: str) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(_run, [*UNS, *args])
 
 
 def _write_csv(path: Path, n: int) -> Path:
@@ -427,9 +430,7 @@ async def test_set_wait_and_import_against_the_test_responder(
     async with responding(broker, Responder(ns)) as responder:
         await _check_set_and_import(broker, ns, tmp_path, dedupes=True)
         # rejected: exit 1 with the engine's reason
-        r = await _uns(
-            "context", "set", "acme/x", "forbidden=1", "--broker", broker.url, "--prefix", ns, "--wait", "5"
-        )
+        r = await _uns("context", "set", "acme/x", "forbidden=1", *_at(broker, ns), "--wait", "5")
         assert r.returncode == 1
         assert r.stderr.strip().startswith("uns: error: engine test-host rejected event cli-")
         assert "key refused by this test engine" in r.stderr
@@ -439,76 +440,51 @@ async def test_set_wait_and_import_against_the_test_responder(
             '{"path": "a/b", "ts": 1, "set": {"ok": "1"}}\n'
             '{"path": "a/b", "ts": 2, "set": {"forbidden": "1"}}\n'
         )
-        r = await _uns("context", "import", str(bad), "--broker", broker.url, "--prefix", ns)
+        r = await _uns("context", "import", str(bad), *_at(broker, ns))
         assert r.returncode == 1
         assert "line 2: rejected: key refused" in r.stderr
         assert "1 applied, 0 duplicates, 1 rejected, 0 unanswered" in r.stdout
         # --host-id of another engine: nobody answers
         r = await _uns(
-            "context",
-            "set",
-            "acme/x",
-            "k=v",
-            "--broker",
-            broker.url,
-            "--prefix",
-            ns,
-            "--wait",
-            "1",
-            "--host-id",
-            "other",
+            "context", "set", "acme/x", "k=v", *_at(broker, ns), "--wait", "1", "--host-id", "other"
         )
         assert r.returncode == 3
         # a file with a bad line: nothing is sent; --skip-bad sends the rest
         mixed = tmp_path / "mixed.jsonl"
         mixed.write_text('{"path": "a/c", "ts": 1, "set": {"k": "v"}}\n{"path": "a/c", "ts": 1}\n')
         before = responder.received
-        r = await _uns("context", "import", str(mixed), "--broker", broker.url, "--prefix", ns)
+        r = await _uns("context", "import", str(mixed), *_at(broker, ns))
         assert r.returncode == 1
         assert "line 2: a context event needs at least one key" in r.stderr
         assert "nothing was sent" in r.stderr
         assert responder.received == before
-        r = await _uns("context", "import", str(mixed), "--broker", broker.url, "--prefix", ns, "--skip-bad")
+        r = await _uns("context", "import", str(mixed), *_at(broker, ns), "--skip-bad")
         assert r.returncode == 0, r.stderr
         assert "1 events: 1 applied, 0 duplicates, 0 rejected, 0 unanswered, 1 bad skipped" in r.stdout
 
 
 @pytest.mark.integration
 async def test_no_engine_answering_is_exit_3(broker: Mosquitto, ns: str, tmp_path: Path) -> None:
-    r = await _uns("context", "set", "acme/x", "k=v", "--broker", broker.url, "--prefix", ns, "--wait", "1")
+    r = await _uns("context", "set", "acme/x", "k=v", *_at(broker, ns), "--wait", "1")
     assert r.returncode == 3
     assert "no engine acknowledged event cli-" in r.stderr
     assert "within 1 s" in r.stderr
     r = await _uns(
-        "context",
-        "import",
-        str(_write_csv(tmp_path / "c.csv", 5)),
-        "--broker",
-        broker.url,
-        "--prefix",
-        ns,
-        "--wait",
-        "1",
+        "context", "import", str(_write_csv(tmp_path / "c.csv", 5)), *_at(broker, ns), "--wait", "1"
     )
     assert r.returncode == 3
     assert "5 events: 0 applied, 0 duplicates, 0 rejected, 5 unanswered" in r.stdout
     assert "Importing the file again is safe" in r.stderr
     # without --wait, set publishes as before
-    r = await _uns("context", "set", "acme/x", "k=v", "--broker", broker.url, "--prefix", ns)
+    r = await _uns("context", "set", "acme/x", "k=v", *_at(broker, ns))
     assert r.returncode == 0
     assert r.stdout.strip() == f"published to {ns}/_context/acme/x"
 
 
 @pytest.mark.integration
 def test_an_unreachable_broker_is_one_line() -> None:
-    r = subprocess.run(
-        [*UNS, "context", "set", "a/b", "k=v", "--wait", "--broker", f"mqtt://127.0.0.1:{free_port()}"],
-        capture_output=True,
-        text=True,
-        env=_env(),
-        timeout=60,
-        check=False,
-        cwd=ROOT,
+    r = _run(
+        [*UNS, "context", "set", "a/b", "k=v", "--wait", "--broker", f"mqtt://127.0.0.1:{free_port()}"], 60
     )
     assert r.returncode == 1
     assert r.stderr.strip().startswith("uns: error: cannot publish to mqtt://127.0.0.1:")
@@ -517,15 +493,7 @@ def test_an_unreachable_broker_is_one_line() -> None:
 
 @pytest.mark.integration
 def test_the_import_benchmark_runs_small() -> None:
-    r = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_context_import", "--events", "300", "--format", "csv"],
-        capture_output=True,
-        text=True,
-        env=_env(),
-        timeout=120,
-        check=False,
-        cwd=ROOT,
-    )
+    r = _run([sys.executable, "-m", "benchmarks.bench_context_import", "--events", "300", "--format", "csv"])
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout[r.stdout.index("{") :])
     assert "300 events: 300 applied" in result["first"]["summary"]
@@ -569,18 +537,7 @@ async def test_set_wait_and_import_against_the_real_engine(
         drain = asyncio.create_task(engine.stderr.read())
         await _check_set_and_import(broker, ns, tmp_path, dedupes=True)
         r = await _uns(
-            "context",
-            "set",
-            "acme/x",
-            "k=v",
-            "--broker",
-            broker.url,
-            "--prefix",
-            ns,
-            "--wait",
-            "5",
-            "--host-id",
-            host_id,
+            "context", "set", "acme/x", "k=v", *_at(broker, ns), "--wait", "5", "--host-id", host_id
         )
         assert r.returncode == 0, r.stderr
         assert f"applied by engine {host_id}" in r.stdout

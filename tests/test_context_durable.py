@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from lake import LakeSink, connect
-from tests.engine_helpers import CollectingSink, engine_config, running_engine, wait_for
+from tests.engine_helpers import CollectingSink, connected, engine_config, on_memory, running_engine, wait_for
 from uns.config import Config
 from uns.core.events import Batch, ContextChange
 from uns.engine import daemon as uns_daemon
@@ -61,6 +61,13 @@ class GatedSink(CollectingSink):
     async def durable(self) -> None:
         self.durable_calls += 1
         await self.gate.wait()
+
+
+async def publish_context(broker: MemoryBroker, count: int) -> None:
+    """The MES publishes events 0 .. count-1 for acme/line1, at QoS 1."""
+    mes = await connected(broker, "mes")
+    for i in range(count):
+        await mes.publish(f"{CONTEXT}/acme/line1", event(i), qos=1)
 
 
 def acks(broker: MemoryBroker) -> list[int]:
@@ -124,14 +131,9 @@ async def test_without_manual_ack_a_persistent_session_acknowledges_on_receipt()
 
 
 async def test_context_is_acknowledged_only_once_the_sinks_say_it_is_durable() -> None:
-    broker = MemoryBroker()
     sink = GatedSink()
-    engine = Engine(config(), sinks=[sink], transport=broker)
-    async with running_engine(engine):
-        mes = broker.client("mes")
-        await mes.connect()
-        for i in range(3):
-            await mes.publish(f"{CONTEXT}/acme/line1", event(i), qos=1)
+    async with on_memory(config(), sink) as (broker, engine):
+        await publish_context(broker, 3)
         await wait_for(lambda: len(values(sink)) == 3 and sink.durable_calls > 0, what="processed")
         await asyncio.sleep(0.05)
         assert acks(broker) == []  # in the sink, not yet durable: not acknowledged
@@ -152,8 +154,7 @@ async def test_at_shutdown_what_was_received_is_processed_made_durable_acknowled
     stop = asyncio.Event()
     task = asyncio.create_task(engine.run(stop))
     await wait_for(engine.context_intake.connected.is_set, what="context session")
-    mes = broker.client("mes")
-    await mes.connect()
+    mes = await connected(broker, "mes")
     for i in range(5):
         assert mes.publish_nowait(f"{CONTEXT}/acme/line1", event(i), qos=1)
     stop.set()  # the five are in the intake's buffer, not yet taken
@@ -164,9 +165,7 @@ async def test_at_shutdown_what_was_received_is_processed_made_durable_acknowled
 
 
 async def test_the_main_sparkplug_session_does_not_take_context() -> None:
-    broker = MemoryBroker()
-    engine = Engine(config(), transport=broker)
-    async with running_engine(engine):
+    async with on_memory(config()) as (broker, _engine):
         main = broker.connection(f"uns-{NS}")
         intake = broker.connection(INTAKE)
         assert main is not None and intake is not None
@@ -179,10 +178,7 @@ async def test_events_published_while_the_engine_is_stopped_arrive_at_the_next_s
     first = CollectingSink()
     async with running_engine(Engine(config(), sinks=[first], transport=broker)):
         pass
-    mes = broker.client("mes")
-    await mes.connect()
-    for i in range(5):
-        await mes.publish(f"{CONTEXT}/acme/line1", event(i), qos=1)
+    await publish_context(broker, 5)
     second = CollectingSink()
     engine = Engine(config(), sinks=[second], transport=broker)
     async with running_engine(engine):
@@ -200,10 +196,7 @@ async def test_a_crash_before_the_acknowledgement_means_redelivery() -> None:
     engine = Engine(config(), sinks=[sink], transport=broker)
     task = asyncio.create_task(engine.run())
     await wait_for(engine.context_intake.connected.is_set, what="context session")
-    mes = broker.client("mes")
-    await mes.connect()
-    for i in range(3):
-        await mes.publish(f"{CONTEXT}/acme/line1", event(i), qos=1)
+    await publish_context(broker, 3)
     await wait_for(lambda: len(values(sink)) == 3, what="processed")
     task.cancel()  # the process dies ...
     broker.drop()  # ... and its sockets with it
@@ -249,13 +242,9 @@ class FailingOnceSink(CollectingSink):
 
 
 async def test_a_batch_that_cannot_be_made_durable_is_not_acknowledged_and_comes_again() -> None:
-    broker = MemoryBroker()
     sink = FailingOnceSink()
-    engine = Engine(config(), sinks=[sink], transport=broker)
-    async with running_engine(engine):
-        mes = broker.client("mes")
-        await mes.connect()
-        await mes.publish(f"{CONTEXT}/acme/line1", event(0), qos=1)
+    async with on_memory(config(), sink) as (broker, _engine):
+        await publish_context(broker, 1)
         await wait_for(lambda: len(acks(broker)) == 1, what="acknowledged after the retry")
     assert [e.action for e in broker.actions(INTAKE)].count("connect") >= 2  # a new connection ...
     assert [e.payload for e in broker.actions(INTAKE) if e.action == "redeliver"] == [
@@ -271,10 +260,7 @@ async def test_redelivered_events_are_in_the_lake_once(tmp_path: Path) -> None:
     engine = Engine(config(), sinks=[lake, gated], transport=broker)
     task = asyncio.create_task(engine.run())
     await wait_for(engine.context_intake.connected.is_set, what="context session")
-    mes = broker.client("mes")
-    await mes.connect()
-    for i in range(3):
-        await mes.publish(f"{CONTEXT}/acme/line1", event(i), qos=1)
+    await publish_context(broker, 3)
     await wait_for(lambda: len(values(gated)) == 3, what="processed")
     await lake.durable()  # in the lake's WAL, but never acknowledged to the broker
     task.cancel()

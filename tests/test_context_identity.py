@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lake import connect
-from tests.engine_helpers import CollectingSink, engine_config, running_engine, wait_for
+from tests.engine_helpers import CollectingSink, connected, engine_config, on_memory, running_engine, wait_for
 from uns.core.context import event_id, parse_context_event
 from uns.engine.daemon import build_engine
 from uns.engine.dispatch import Decision, Dispatcher
@@ -292,12 +292,9 @@ def test_the_ack_schema_examples_validate() -> None:
 
 
 async def test_the_engine_publishes_an_ack_per_event_and_applies_each_id_once() -> None:
-    broker = MemoryBroker()
     sink = CollectingSink()
-    engine = Engine(engine_config("mqtt://memory:1883", NS), sinks=[sink], transport=broker)
-    async with running_engine(engine):
-        mes = broker.client("mes")
-        await mes.connect()
+    async with on_memory(engine_config("mqtt://memory:1883", NS), sink) as (broker, _engine):
+        mes = await connected(broker, "mes")
         event = b'{"id": "mes-9", "ts": 5, "set": {"batch_id": "B-1"}}'
         await mes.publish(TOPIC, event, qos=1)
         await mes.publish(TOPIC, event, qos=1)  # a redelivery

@@ -17,7 +17,7 @@ from typing import Any, Self
 import pytest
 
 from tests.edge import RawEdge, now_ms
-from tests.engine_helpers import CollectingSink, engine_config, running_engine, wait_for
+from tests.engine_helpers import CollectingSink, connected, engine_config, on_memory, running_engine, wait_for
 from uns.config import Config
 from uns.core.events import Batch, SessionEventKind
 from uns.engine.host import Engine
@@ -43,8 +43,7 @@ def config(url: str = "mqtt://memory:1883", **overrides: Any) -> Config:
 
 
 async def edge_node(broker: MemoryBroker, node: str = "N1", **kw: Any) -> RawEdge:
-    client = broker.client(f"edge-{node}")
-    await client.connect()
+    client = await connected(broker, f"edge-{node}")
     return RawEdge(client, NS, node, **kw)  # type: ignore[arg-type]  # a MemoryTransport publishes alike
 
 
@@ -70,9 +69,7 @@ def ncmds(broker: MemoryBroker, node: str = "N1") -> list[LogEntry]:
 
 
 async def test_session_start_subscribes_before_the_state_birth_which_carries_the_will_timestamp() -> None:
-    broker = MemoryBroker()
-    engine = Engine(config(**{"engine.primary": True}), transport=broker)
-    async with running_engine(engine):
+    async with on_memory(config(**{"engine.primary": True})) as (broker, _engine):
         client = broker.connection(ENGINE)
         assert client is not None and client.will is not None
         assert actions(broker)[:4] == [
@@ -92,9 +89,7 @@ async def test_session_start_subscribes_before_the_state_birth_which_carries_the
 
 
 async def test_a_non_primary_host_has_no_will_and_publishes_no_state() -> None:
-    broker = MemoryBroker()
-    engine = Engine(config(), transport=broker)
-    async with running_engine(engine):
+    async with on_memory(config()) as (broker, _engine):
         client = broker.connection(ENGINE)
         assert client is not None and client.will is None
         await wait_for(lambda: bool(broker.published(STATUS)), what="status")
@@ -103,10 +98,8 @@ async def test_a_non_primary_host_has_no_will_and_publishes_no_state() -> None:
 
 
 async def test_births_data_and_deaths_reach_the_sinks() -> None:
-    broker = MemoryBroker()
     sink = CollectingSink()
-    engine = Engine(config(), sinks=[sink], transport=broker)
-    async with running_engine(engine):
+    async with on_memory(config(), sink) as (broker, engine):
         edge = await edge_node(broker)
         await edge.nbirth()
         await edge.dbirth("D1")
@@ -130,12 +123,9 @@ async def test_births_data_and_deaths_reach_the_sinks() -> None:
 
 
 async def test_context_events_are_applied_and_bad_ones_rejected_with_their_reason() -> None:
-    broker = MemoryBroker()
     sink = CollectingSink()
-    engine = Engine(config(), sinks=[sink], transport=broker)
-    async with running_engine(engine):
-        mes = broker.client("mes")
-        await mes.connect()
+    async with on_memory(config(), sink) as (broker, engine):
+        mes = await connected(broker, "mes")
         await mes.publish(f"{CONTEXT}/acme/line1", b'{"ts": 5, "set": {"batch_id": "B-1"}}', qos=1)
         await mes.publish(f"{CONTEXT}/acme/line1", b"{nope", qos=1)
         await mes.publish(f"{CONTEXT}/acme/line1", b"[1]", qos=1)
@@ -154,12 +144,9 @@ async def test_context_events_are_applied_and_bad_ones_rejected_with_their_reaso
 
 
 async def test_own_commands_echoed_back_are_ignored_and_garbage_is_rejected() -> None:
-    broker = MemoryBroker()
     sink = CollectingSink()
-    engine = Engine(config(**{"sparkplug.rebirth_requests": False}), sinks=[sink], transport=broker)
-    async with running_engine(engine):
-        other = broker.client("other-host")
-        await other.connect()
+    async with on_memory(config(**{"sparkplug.rebirth_requests": False}), sink) as (broker, engine):
+        other = await connected(broker, "other-host")
         await other.publish(f"spBv1.0/{NS}/NCMD/N1", Engine.rebirth_payload())
         await other.publish(f"spBv1.0/{NS}/BOGUS/N1", b"\x00")
         await other.publish(f"spBv1.0/{NS}/DDATA/N1/D1", b"\xff\xff\xff")
@@ -190,10 +177,8 @@ def test_process_returns_the_state_reassertion_instead_of_keeping_it_aside() -> 
 
 
 async def test_own_offline_state_is_reasserted_without_stalling_the_receive_path() -> None:
-    broker = MemoryBroker()
     sink = CollectingSink()
-    engine = Engine(config(**{"engine.primary": True}), sinks=[sink], transport=broker)
-    async with running_engine(engine):
+    async with on_memory(config(**{"engine.primary": True}), sink) as (broker, _engine):
         (birth,) = broker.published(STATE)
         edge = await edge_node(broker)
         await edge.nbirth()
@@ -214,9 +199,7 @@ async def test_own_offline_state_is_reasserted_without_stalling_the_receive_path
 
 
 async def test_rebirth_requests_are_throttled_per_node() -> None:
-    broker = MemoryBroker()
-    engine = Engine(config(**{"sparkplug.rebirth_min_interval_ms": 300}), transport=broker)
-    async with running_engine(engine):
+    async with on_memory(config(**{"sparkplug.rebirth_min_interval_ms": 300})) as (broker, engine):
         edge = await edge_node(broker)
         await edge.nbirth()
         await edge.dbirth("D1")
@@ -238,9 +221,7 @@ async def test_rebirth_requests_are_throttled_per_node() -> None:
 
 
 async def test_no_rebirth_requests_when_they_are_off() -> None:
-    broker = MemoryBroker()
-    engine = Engine(config(**{"sparkplug.rebirth_requests": False}), transport=broker)
-    async with running_engine(engine):
+    async with on_memory(config(**{"sparkplug.rebirth_requests": False})) as (broker, engine):
         edge = await edge_node(broker)
         await edge.ddata("D1", 1.0)  # DATA before any birth
         await wait_for(lambda: engine.counters.messages >= 1)
@@ -248,10 +229,8 @@ async def test_no_rebirth_requests_when_they_are_off() -> None:
 
 
 async def test_reorder_timeout_requests_a_rebirth_from_the_timer() -> None:
-    broker = MemoryBroker()
     sink = CollectingSink()
-    engine = Engine(config(**{"sparkplug.reorder_timeout_ms": 100}), sinks=[sink], transport=broker)
-    async with running_engine(engine):
+    async with on_memory(config(**{"sparkplug.reorder_timeout_ms": 100}), sink) as (broker, engine):
         edge = await edge_node(broker)
         await edge.nbirth()
         await edge.dbirth("D1")
@@ -312,10 +291,8 @@ async def test_a_full_sink_pauses_intake_and_the_broker_queues_until_it_drains()
 
 
 async def test_every_sink_that_pushes_back_is_waited_for() -> None:
-    broker = MemoryBroker()
     first, second = CollectingSink(), FullSink()
-    engine = Engine(config(), sinks=[first, second], transport=broker)
-    async with running_engine(engine):
+    async with on_memory(config(), first, second) as (broker, engine):
         edge = await edge_node(broker)
         await edge.nbirth()
         await wait_for(lambda: second.refusals >= 3)
@@ -439,9 +416,7 @@ async def test_a_lost_connection_makes_everything_stale_and_the_engine_reconnect
 
 
 async def test_a_session_taken_over_is_a_lost_connection() -> None:
-    broker = MemoryBroker()
-    engine = Engine(config(), transport=broker)
-    async with running_engine(engine):
+    async with on_memory(config()) as (broker, engine):
         intruder = broker.client(ENGINE)
         await intruder.connect()  # same client id: the broker drops the engine
         await wait_for(lambda: engine.counters.reconnects == 1, what="reconnect")
@@ -534,9 +509,7 @@ async def test_a_transient_refusal_code_is_retried() -> None:
 
 
 async def test_the_status_document_is_retained_and_says_offline_last() -> None:
-    broker = MemoryBroker()
-    engine = Engine(config(), transport=broker)
-    async with running_engine(engine):
+    async with on_memory(config()) as (broker, _engine):
         await wait_for(lambda: len(broker.published(STATUS)) >= 2, what="two status documents")
         doc = json.loads(broker.published(STATUS)[0].payload)
         assert doc["connected"] is True and doc["online"] is True and doc["host_id"] == NS
@@ -639,10 +612,8 @@ async def test_a_message_that_hits_a_bug_is_rejected_and_the_loop_goes_on(
 async def test_a_sink_that_raises_is_counted_and_the_others_still_get_every_batch(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    broker = MemoryBroker()
     good = CollectingSink()
-    engine = Engine(config(), sinks=[BrokenSink(), good], transport=broker)
-    async with running_engine(engine):
+    async with on_memory(config(), BrokenSink(), good) as (broker, engine):
         edge = await edge_node(broker)
         await edge.nbirth()
         await edge.dbirth("D1")
@@ -656,10 +627,8 @@ async def test_a_sink_that_raises_is_counted_and_the_others_still_get_every_batc
 async def test_rejects_from_the_sessions_are_logged_too(caplog: pytest.LogCaptureFixture) -> None:
     """README: every message that cannot be used is "counted, logged (rate-limited per
     source) and stored" -- an unknown alias included, with rebirth requests off."""
-    broker = MemoryBroker()
     sink = CollectingSink()
-    engine = Engine(config(**{"sparkplug.rebirth_requests": False}), sinks=[sink], transport=broker)
-    async with running_engine(engine):
+    async with on_memory(config(**{"sparkplug.rebirth_requests": False}), sink) as (broker, _engine):
         edge = await edge_node(broker)
         await edge.nbirth()
         await edge.dbirth("D1")
@@ -672,10 +641,8 @@ async def test_rejects_from_the_sessions_are_logged_too(caplog: pytest.LogCaptur
 
 async def test_a_reconnect_is_a_session_event_for_every_known_node() -> None:
     """docs/lake.md lists `reconnected` among the sessions table's events."""
-    broker = MemoryBroker()
     sink = CollectingSink()
-    engine = Engine(config(), sinks=[sink], transport=broker)
-    async with running_engine(engine):
+    async with on_memory(config(), sink) as (broker, _engine):
         for node in ("N1", "N2"):
             edge = await edge_node(broker, node)
             await edge.nbirth()

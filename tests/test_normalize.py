@@ -368,7 +368,9 @@ def reference_enrich(model: PlantModel, store: ContextStore, batch: Batch) -> No
 SOURCES = [("GRAN-Ctrl", "GR-201"), ("USP-Ctrl", "BR-101"), ("USP-Ctrl", None), ("Rogue", None)]
 METRICS = ["Batch/ID", "Batch/Phase", "BedTemp", "Temperature", "Other"]
 samples_st = st.builds(
-    lambda src, metric, value, ts: sample(metric, value, ts, node=src[0], device=src[1], datatype=DataType.String),  # noqa: E501
+    lambda src, metric, value, ts: sample(
+        metric, value, ts, node=src[0], device=src[1], datatype=DataType.String
+    ),
     st.sampled_from(SOURCES),
     st.sampled_from(METRICS),
     st.sampled_from([None, "B1", "B2", "GRANULATING"]),

@@ -27,7 +27,7 @@ import pytest
 import uns.logs
 from lake import LakeConfig, LakeSink
 from tests.edge import RawEdge
-from tests.engine_helpers import CollectingSink, engine_config, running_engine, wait_for
+from tests.engine_helpers import CollectingSink, connected, engine_config, on_memory, running_engine, wait_for
 from tests.lake_helpers import break_table, query, repair_table
 from uns.engine.daemon import build_engine
 from uns.engine.host import Engine
@@ -245,8 +245,7 @@ def _memory_config(**overrides: Any) -> Any:
 
 async def _run_briefly(engine: Engine, broker: MemoryBroker) -> None:
     async with running_engine(engine):
-        edge_client = broker.client("edge")
-        await edge_client.connect()
+        edge_client = await connected(broker, "edge")
         edge = RawEdge(edge_client, "plant", "N1")  # type: ignore[arg-type]  # publishes alike
         await edge.nbirth()
         await edge.dbirth("D1")
@@ -341,12 +340,9 @@ async def test_rejected_messages_are_logged_rate_limited_per_source(caplog: pyte
     """README.md, "Nothing is lost silently": "every message that cannot be used ... is
     counted, logged (rate-limited per source) and stored in the lake's `rejected` table"."""
     caplog.set_level(logging.WARNING, logger="uns.engine")
-    broker = MemoryBroker()
     sink = CollectingSink()
-    engine = Engine(_memory_config(), sinks=[sink], transport=broker)
-    async with running_engine(engine):
-        other = broker.client("garbage")
-        await other.connect()
+    async with on_memory(_memory_config(), sink) as (broker, engine):
+        other = await connected(broker, "garbage")
         for _ in range(25):
             await other.publish("spBv1.0/plant/BOGUS/N1", b"\x00")
             await other.publish("spBv1.0/plant/BOGUS/N2", b"\x01")

@@ -12,15 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from uns.errors import BrokerError
+from uns.mqtt import wire
 from uns.mqtt.wire import (
-    CONNACK,
-    PINGRESP_PACKET,
-    PUBACK,
-    PUBCOMP,
-    PUBREC,
-    PUBREL,
-    SUBACK,
-    UNSUBACK,
     Connect,
     FrameReader,
     Message,
@@ -47,7 +40,7 @@ from uns.mqtt.wire import (
 )
 
 SUBACK_QOS1 = b"\x90\x03\x00\x07\x01"
-PINGRESP = PINGRESP_PACKET
+PINGRESP = wire.PINGRESP_PACKET
 
 
 # ====================================================================== remaining length
@@ -289,7 +282,7 @@ def test_several_filters_in_one_subscribe() -> None:
     present=st.booleans(),
     packet_id=packet_ids,
     granted=st.lists(st.sampled_from([0, 1, 2, 0x80]), min_size=1, max_size=8),
-    ack=st.sampled_from([PUBACK, PUBREC, PUBCOMP, UNSUBACK]),
+    ack=st.sampled_from([wire.PUBACK, wire.PUBREC, wire.PUBCOMP, wire.UNSUBACK]),
     cuts=st.lists(st.integers(0, 100), max_size=5),
 )
 def test_what_a_broker_sends_is_what_the_client_reads(
@@ -299,22 +292,22 @@ def test_what_a_broker_sends_is_what_the_client_reads(
         encode_connack(code, session_present=present)
         + encode_suback(packet_id, granted)
         + encode_ack(ack, packet_id)
-        + PINGRESP_PACKET
+        + wire.PINGRESP_PACKET
     )
     controls = _feed_all(PacketReader(), _chunks(stream, cuts))
-    assert [kind for kind, _, _ in controls] == [CONNACK, SUBACK, ack, 13]
+    assert [kind for kind, _, _ in controls] == [wire.CONNACK, wire.SUBACK, ack, 13]
     assert parse_connack(controls[0][2]) == (present, code)
     assert parse_suback(controls[1][2]) == (packet_id, granted)
     assert parse_ack(controls[2][2]) == packet_id
 
 
 def test_pubrel_carries_its_fixed_flags() -> None:
-    assert encode_ack(PUBREL, 5) == b"\x62\x02\x00\x05"  # section 3.6.1
-    assert encode_ack(PUBCOMP, 5) == b"\x70\x02\x00\x05"
-    assert fixed_flags_ok(PUBREL, 2) and not fixed_flags_ok(PUBREL, 0)
-    assert fixed_flags_ok(PUBACK, 0) and not fixed_flags_ok(PUBACK, 2)
+    assert encode_ack(wire.PUBREL, 5) == b"\x62\x02\x00\x05"  # section 3.6.1
+    assert encode_ack(wire.PUBCOMP, 5) == b"\x70\x02\x00\x05"
+    assert fixed_flags_ok(wire.PUBREL, 2) and not fixed_flags_ok(wire.PUBREL, 0)
+    assert fixed_flags_ok(wire.PUBACK, 0) and not fixed_flags_ok(wire.PUBACK, 2)
     with pytest.raises(ValueError):
-        encode_ack(CONNACK, 1)
+        encode_ack(wire.CONNACK, 1)
 
 
 # ====================================================================== the broker's FrameReader

@@ -190,8 +190,19 @@ def _encode_metric_value(dt: DataType | None, value: object, out: pb.Payload.Met
         _encode_scalar(dt, value, out)
 
 
+#: the payload's optional fields, copied as they are when set (None: absent from the wire)
+_PAYLOAD_FIELDS = ("timestamp", "seq", "uuid", "body")
+
+
+def _copy_present(src: Payload, out: pb.Payload, fields: tuple[str, ...]) -> None:
+    for field in fields:
+        value = getattr(src, field)
+        if value is not None:
+            setattr(out, field, value)
+
+
 def _encode_metric(metric: Metric, out: pb.Payload.Metric, depth: int) -> None:
-    dt = metric.datatype
+    dt = metric.datatype  # field by field, not through _copy_present: this runs once per metric
     if metric.name is not None:
         out.name = metric.name
     if metric.alias is not None:
@@ -220,16 +231,9 @@ def encode_payload(p: Payload) -> bytes:
     """Encode a payload; a value that does not fit its datatype raises :class:`SparkplugEncodeError`."""
     msg = pb.Payload()
     try:
-        if p.timestamp is not None:
-            msg.timestamp = p.timestamp
+        _copy_present(p, msg, _PAYLOAD_FIELDS)
         for metric in p.metrics:
             _encode_metric(metric, msg.metrics.add(), 0)
-        if p.seq is not None:
-            msg.seq = p.seq
-        if p.uuid is not None:
-            msg.uuid = p.uuid
-        if p.body is not None:
-            msg.body = p.body
         return msg.SerializeToString()
     except (TypeError, ValueError, AttributeError, OverflowError, RecursionError) as exc:
         # protobuf refuses a wrong Python type or an out-of-range field (name, alias, seq, ...)
