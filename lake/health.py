@@ -162,6 +162,17 @@ class SinkHealth:
             errors = self.commit_errors
             log.info("lake: healthy again after %.1f s degraded, %d commit errors", seconds, errors)
 
+    def state(self, *, wal_full: bool) -> str:
+        if wal_full:
+            return "full"
+        return "degraded" if self.degraded.active else "ok"
+
+    def full_retry_after(self, commit_interval: float) -> float:
+        """When to offer rows again to a WAL at its bound: at the next commit attempt."""
+        if self.commits.failing:
+            return max(0.1, min(self.commits.maximum, self.commits.wait(time.monotonic())))
+        return min(1.0, commit_interval)
+
     def stats(self) -> dict[str, int | float | str]:
         now = time.monotonic()
         return {

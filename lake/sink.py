@@ -1,23 +1,16 @@
 """LakeSink: the engine's crash-safe, non-blocking writer into the lake.
 
-``add(batch)`` only takes references to the batch's rows and schedules, once per
-event-loop iteration, :meth:`LakeSink._write_pending` (``loop.call_soon``): every
-row accepted since the last write becomes ONE record appended to the active WAL
-segment with one ``write``, before the loop next polls for I/O -- so every row
-``add`` accepted survives a process crash unless the process dies in that same
-iteration.  With ``fsync_interval = 0`` the write and its fsync happen inside
-``add``.  A failed write keeps the rows (never dropped), makes ``add`` raise
-:class:`uns.errors.LakeBackpressure` and is retried by the ticker.
-
-In the background a ticker fsyncs every ``fsync_interval`` and seals the active
-segment at ``commit_interval`` (``commit_rows``/``segment_max_bytes`` seal it from
-``add``), and a committer commits sealed segments in number order in the commit
-worker (:mod:`lake.committers`), exactly once (:mod:`lake.writer`), deletes them,
-and compacts recent partitions between commits (:mod:`lake.compaction`).  Failing
-commits are retried with capped backoff while the WAL absorbs; at
-``wal_max_bytes`` ``add`` pushes back and the engine stops reading the broker.
-Segments a previous run left are committed first.  Settings: the ``[lake]``
-section, :class:`uns.config.LakeSection`.  The whole story: docs/lake.md §3-5.
+``add(batch)`` only takes references to the batch's rows; once per event-loop
+iteration (``loop.call_soon``) every row accepted since becomes ONE record
+appended to the active WAL segment, before the loop next polls for I/O (with
+``fsync_interval = 0``: inside ``add``, fsynced).  A ticker fsyncs and seals
+segments; a committer commits sealed segments in number order in the commit
+worker (:mod:`lake.committers`), exactly once (:mod:`lake.writer`), deletes them
+and compacts between commits (:mod:`lake.compaction`).  Failing WAL writes and
+commits degrade the sink and are retried with capped backoff (:mod:`lake.health`);
+while the WAL cannot take rows (failing, or at ``wal_max_bytes``) ``add`` raises
+:class:`uns.errors.LakeBackpressure`.  Settings: :class:`uns.config.LakeSection`.
+The whole story: docs/lake.md sections 3-5.
 """
 
 from __future__ import annotations
@@ -142,8 +135,7 @@ class LakeSink:
         self._lock.acquire()
 
     def _find_segments(self, newest: int) -> None:
-        """Queue the segments a previous run left (``newest``: the newest segment number
-        any table has recorded)."""
+        """Queue the segments a previous run left (``newest``: the newest number any table has)."""
         for number, path in list_segments(self._wal_dir):
             size = path.stat().st_size
             self._sealed.append(Sealed(number, path, size, 0, None))
@@ -168,14 +160,11 @@ class LakeSink:
         try:
             async with asyncio.timeout(self._until_stop()):
                 await self.flush()
-        except TimeoutError:
+        except (LakeError, TimeoutError) as err:  # TimeoutError: a bounded stop's deadline
             why = self._health.last_error or "busy"
-            failure = LakeError(f"lake flush did not finish by the stop deadline: {why}")
-            log.error("lake: %s; rows stay in the WAL for the next start", failure)  # noqa: TRY400
-        except LakeError as err:
-            failure = err
+            failure = err if isinstance(err, LakeError) else LakeError(f"not done by the deadline: {why}")
             # expected in a fault: one line, no traceback
-            log.error("lake: final flush failed; rows stay in the WAL for the next start: %s", err)  # noqa: TRY400
+            log.error("lake: final flush failed; rows stay in the WAL for the next start: %s", failure)  # noqa: TRY400
         finally:
             await self._stop()
         if failure is not None and exc_type is None:
@@ -188,8 +177,7 @@ class LakeSink:
         for task in self._tasks:
             if task.get_name() == "lake-ticker":
                 task.cancel()
-        # The committer is not cancelled: it finishes the commit in progress (a worker
-        # thread cannot be cancelled) and then sees _stopping -- unless a bounded stop's
+        # The committer finishes the commit in progress, then sees _stopping -- unless a stop's
         # deadline passes first (a Delta commit is atomic: an abandoned one is retried).
         _, late = await asyncio.wait(self._tasks, timeout=self._until_stop())
         for task in late:
@@ -214,12 +202,10 @@ class LakeSink:
         self._lock.release()
 
     def stop_by(self, deadline: float) -> None:
-        """Bound the shutdown: the final flush and the wait for a commit in progress end at
-        ``deadline`` (``time.monotonic()``); what is not committed stays in the WAL."""
+        """Bound the shutdown: final flush and commit in progress end at ``deadline`` (monotonic)."""
         self._stop_by = deadline
 
-    def _until_stop(self) -> float | None:
-        """Seconds left before the stop deadline (None: no deadline)."""
+    def _until_stop(self) -> float | None:  # seconds left before the stop deadline (None: none)
         return None if self._stop_by is None else max(0.0, self._stop_by - time.monotonic())
 
     @property
@@ -357,9 +343,7 @@ class LakeSink:
         self._wake.set()
 
     def _retry_after(self) -> float:
-        if self._health.commits.failing:
-            return max(0.1, min(self.config.retry_max_s, self._health.commits.wait(time.monotonic())))
-        return min(1.0, self.config.commit_interval)
+        return self._health.full_retry_after(self.config.commit_interval)
 
     async def flush(self) -> None:
         """Commit everything added so far; raises LakeError if a commit attempt fails meanwhile
@@ -484,14 +468,11 @@ class LakeSink:
     # ---------------------------------------------------------------- health
     @property
     def state(self) -> str:
-        if self._wal_bytes >= self.config.wal_max_bytes:
-            return "full"
-        return "degraded" if self._health.degraded.active else "ok"
+        """``ok``, ``degraded`` (WAL writes or commits fail, retried) or ``full`` (WAL at its bound)."""
+        return self._health.state(wal_full=self._wal_bytes >= self.config.wal_max_bytes)
 
     def stats(self) -> dict[str, int | float | str]:
-        """Counters and health: ``state`` is ``ok``, ``degraded`` (WAL writes or commits
-        fail and are retried; ``degraded_reason``, ``degraded_since_ms``) or ``full`` (WAL
-        at its bound, add() raises LakeBackpressure); docs/lake.md section 4."""
+        """Counters and health (docs/lake.md section 4)."""
         pending_rows = sum(s.rows for s in self._sealed) + (self._active.rows if self._active else 0)
         pending_rows += self._pending.rows + sum(map(column_count, self._unwritten or ()))
         worker_pid, worker_restarts, worker_recycled = self._committer.worker_stats()
@@ -503,10 +484,7 @@ class LakeSink:
             "commits": self._commits,
             "segments_committed": self._segments_committed,
             "segments_replayed": self._segments_replayed,
-            "compactions": self._compaction.done,
-            "compacting": self._compaction.running,
-            "compactions_abandoned": self._compaction.abandoned,
-            "last_compaction_s": round(self._compaction.last_s, 2),
+            **self._compaction.stats(),
             **self._health.stats(),
             "wal_bytes": self._wal_bytes,
             "wal_segments": len(self._sealed) + (1 if self._active else 0),
