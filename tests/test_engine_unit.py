@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 from types import TracebackType
 from typing import Any, Self
@@ -654,3 +656,21 @@ async def test_a_reconnect_is_a_session_event_for_every_known_node() -> None:
     assert {e.detail for e in events} == {"host reconnected to the broker"}
     disconnected = sink.events(SessionEventKind.DISCONNECTED)
     assert min(e.ts for e in events) >= max(e.ts for e in disconnected)
+
+
+def test_the_stop_watchdog_ends_a_stuck_process_with_exit_1_and_its_line() -> None:
+    """uns.engine.stopping: armed by the signal handler, it ends the process whatever the
+    event loop is doing (here: blocked in a sleep that would last 30 s)."""
+    code = (
+        "import logging, time\n"
+        "from uns.engine.stopping import Watchdog\n"
+        "logging.basicConfig()\n"
+        "Watchdog(0.3, lambda: '7 received message(s) could not be persisted').arm()\n"
+        "time.sleep(30)\n"
+    )
+    started = time.monotonic()
+    argv = [sys.executable, "-c", code]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
+    assert time.monotonic() - started < 10
+    assert done.returncode == 1
+    assert "stop timeout reached, exiting now: 7 received message(s) could not be persisted" in done.stderr

@@ -94,7 +94,11 @@ class Watchdog:
 
     def _fire(self) -> None:
         try:
-            log.error("stop timeout reached, exiting now: %s", self._line())
+            try:
+                line = self._line()  # read from this thread while the loop runs: best effort
+            except Exception as exc:  # whatever it is, the process ends now
+                line = f"stopped with the lake unwritable (the count could not be read: {exc!r})"
+            log.error("stop timeout reached, exiting now: %s", line)
             for handler in logging.getLogger().handlers:
                 handler.flush()
             sys.stderr.flush()
