@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import sys
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -55,12 +54,10 @@ def _guard(fn: Callable[[], T]) -> T:
         raise _fail(str(exc)) from None
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _setup_logging(level: str, log_format: str = "text") -> None:
+    from uns.logs import setup_logging  # noqa: PLC0415
+
+    setup_logging(level, log_format)
 
 
 def _broker_settings(broker: str | None) -> Any:
@@ -94,6 +91,13 @@ def run(
         bool | None, typer.Option("--primary/--no-primary", help="act as the Sparkplug primary host (STATE)")
     ] = None,
     log_level: Annotated[str | None, typer.Option("--log-level", help="debug, info, warning, error")] = None,
+    log_format: Annotated[
+        str | None, typer.Option("--log-format", help="text, or json: one JSON object per line")
+    ] = None,
+    http: Annotated[
+        str | None,
+        typer.Option("--http", metavar="ADDR", help="serve /metrics, /healthz, /readyz on host:port"),
+    ] = None,
     print_config: Annotated[
         bool, typer.Option("--print-config", help="show the effective config and exit")
     ] = False,
@@ -106,6 +110,8 @@ def run(
     the authorization or the TLS certificate stops it with one line and exit 1.
 
     Example: uns run --broker mqtt://127.0.0.1:1883 --lake /var/lib/uns/lake --model plant.toml --primary
+
+    Monitoring: --http 127.0.0.1:9464 serves /metrics, /healthz and /readyz; --log-format json.
     """
     from uns.config import load_config  # noqa: PLC0415
 
@@ -116,6 +122,8 @@ def run(
         "engine.host_id": host_id,
         "engine.primary": primary,
         "engine.log_level": log_level,
+        "engine.log_format": log_format,
+        "engine.http_listen": http,
     }
     cfg = _guard(lambda: load_config(config, overrides=overrides))
     if print_config:
@@ -125,7 +133,7 @@ def run(
                 typer.echo(f"{key} = {json.dumps(value)}")
             typer.echo("")
         return
-    _setup_logging(cfg.engine.log_level)
+    _setup_logging(cfg.engine.log_level, cfg.engine.log_format)
     from uns.engine.daemon import run_daemon  # noqa: PLC0415
 
     _guard(lambda: asyncio.run(run_daemon(cfg)))

@@ -155,10 +155,11 @@ def machine_info() -> dict[str, Any]:
 class Bench:
     """One run: a broker, then the ceiling and the modes (see module doc)."""
 
-    def __init__(self, profile: Profile, port: int, workdir: Path) -> None:
+    def __init__(self, profile: Profile, port: int, workdir: Path, *, scrape_s: float = 0.0) -> None:
         self.p = profile
         self.port = port
         self.workdir = workdir
+        self.scrape_s = scrape_s  # > 0: every engine serves /metrics, scraped this often
         self.expected: dict[str, int] = {}  # group -> device metric samples generated
         self.group_phase: dict[str, str] = {}
 
@@ -210,7 +211,7 @@ class Bench:
     # ------------------------------------------------------------------ one mode
     async def mode(self, mode: str) -> dict[str, Any]:
         lake = self.workdir / f"lake-{mode}"
-        engine = EngineProcess(port=self.port, lake=lake, mode=mode)
+        engine = EngineProcess(port=self.port, lake=lake, mode=mode, scrape_s=self.scrape_s)
         probe = LakeLagProbe(lake)
         results: dict[str, Any] = {}
         windows: dict[str, tuple[int, int]] = {}
@@ -246,6 +247,7 @@ class Bench:
             "peak_rss_mb": round(engine.hwm_bytes / MB, 1),
             "wall_s": round(time.monotonic() - started, 1),
             "lake_versions_seen": probe.versions,
+            "scrapes": engine.scrapes,
         }
         for name, (t0, t1) in windows.items():
             lags = probe.lags_between(t0, t1)
@@ -519,16 +521,22 @@ class Bench:
 
 
 async def run_bench(
-    profile: Profile, workdir: Path, *, soak_s: float = 0.0, soak_rate: float = SOAK_RATE
+    profile: Profile,
+    workdir: Path,
+    *,
+    soak_s: float = 0.0,
+    soak_rate: float = SOAK_RATE,
+    scrape_s: float = 0.0,
 ) -> dict[str, Any]:
     started = time.time()
     result: dict[str, Any] = {
         "profile": profile.name,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "machine": machine_info(),
+        "scrape_s": scrape_s,
     }
     with running_mosquitto() as broker:
-        bench = Bench(profile, broker.port, workdir)
+        bench = Bench(profile, broker.port, workdir, scrape_s=scrape_s)
         try:
             result["ceiling"] = await bench.ceiling()
             result["modes"] = {}
@@ -571,6 +579,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--soak-rate", type=float, default=SOAK_RATE, help="the soak's metrics/s (the target's is 50,000)"
     )
+    parser.add_argument(
+        "--scrape",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="turn on the engine's HTTP endpoint and GET /metrics this often (0 = endpoint off)",
+    )
     args = parser.parse_args(argv)
     profile = PROFILES["smoke" if args.smoke else "quick" if args.quick else "full"]
     if args.modes:
@@ -578,7 +593,9 @@ def main(argv: list[str] | None = None) -> int:
     soak_s = args.soak if args.soak is not None else 0.0 if args.quick or args.smoke else SOAK_TARGET_S
     workdir = Path(tempfile.mkdtemp(prefix="uns-bench-"))
     try:
-        result = asyncio.run(run_bench(profile, workdir, soak_s=soak_s, soak_rate=args.soak_rate))
+        result = asyncio.run(
+            run_bench(profile, workdir, soak_s=soak_s, soak_rate=args.soak_rate, scrape_s=args.scrape)
+        )
     finally:
         if args.keep:
             print(f"kept {workdir}")

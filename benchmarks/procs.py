@@ -5,6 +5,8 @@
   through its retained status document (counters, sink stats);
 - :func:`run_generator`: one :mod:`benchmarks.loadgen` process;
 - :class:`Subscriber`: one :mod:`benchmarks.subscribers` process;
+- :class:`Scraper`: ``GET /metrics`` of the engine every few seconds, as Prometheus does
+  (``--scrape``: the endpoint's cost is measured with it on and off);
 - :class:`LakeLagProbe`: a thread that notices each new Delta version of
   ``measurements`` and records, for the rows of the files it added, how long
   after ``received_at`` they became queryable.
@@ -29,10 +31,13 @@ from urllib.parse import unquote
 import aiomqtt
 import psutil  # type: ignore[import-untyped]
 
+from uns.mqtt.mosquitto import free_port
+
 __all__ = [
     "CHILDREN",
     "EngineProcess",
     "LakeLagProbe",
+    "Scraper",
     "StatusWatcher",
     "Subscriber",
     "kill_children",
@@ -155,14 +160,71 @@ class StatusWatcher:
         return since, value
 
 
+# ---------------------------------------------------------------------- scraper
+class Scraper:
+    """``GET /metrics`` on ``127.0.0.1:port`` every ``interval`` seconds, each timed."""
+
+    def __init__(self, port: int, interval: float) -> None:
+        self.port, self.interval = port, interval
+        self.took_ms: list[float] = []
+        self.errors = 0
+        self.bytes = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            started = time.perf_counter()
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.write(b"GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n")
+                body = await asyncio.wait_for(reader.read(), 10)  # the engine closes the connection
+                writer.close()
+            except (OSError, TimeoutError):
+                body = b""
+            if body.startswith(b"HTTP/1.1 200"):
+                self.bytes = len(body)
+                self.took_ms.append((time.perf_counter() - started) * 1e3)
+            else:
+                self.errors += 1
+            await asyncio.sleep(self.interval)
+
+    async def stop(self) -> dict[str, Any]:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        took = sorted(self.took_ms)
+        return {
+            "interval_s": self.interval,
+            "scrapes": len(took),
+            "errors": self.errors,
+            "bytes": self.bytes,
+            "p50_ms": round(took[len(took) // 2], 2) if took else None,
+            "max_ms": round(took[-1], 2) if took else None,
+        }
+
+
 # ---------------------------------------------------------------------- engine
 class EngineProcess:
     """``uns run`` in its own process (see module doc)."""
 
     def __init__(
-        self, *, port: int, lake: Path, mode: str, host_id: str = "bench", prefix: str = "uns/v1"
+        self,
+        *,
+        port: int,
+        lake: Path,
+        mode: str,
+        host_id: str = "bench",
+        prefix: str = "uns/v1",
+        scrape_s: float = 0.0,
     ) -> None:
         self.port, self.lake, self.mode, self.host_id, self.prefix = port, lake, mode, host_id, prefix
+        #: with scrape_s > 0 the engine serves /metrics and it is scraped that often
+        self.scraper = Scraper(free_port(), scrape_s) if scrape_s > 0 else None
+        self.scrapes: dict[str, Any] | None = None
         self.proc: asyncio.subprocess.Process | None = None
         self.ps: psutil.Process | None = None
         self.status = StatusWatcher(port, f"{prefix}/_engine/{host_id}/status")
@@ -188,6 +250,10 @@ class EngineProcess:
                 "UNS_REPUBLISH_MODE": "device" if self.mode == "device" else "metric",
             }
         )
+        if self.scraper is not None:
+            env["UNS_ENGINE_HTTP_LISTEN"] = f"127.0.0.1:{self.scraper.port}"
+        else:
+            env.pop("UNS_ENGINE_HTTP_LISTEN", None)
         env.pop("UNS_CONFIG", None)
         return env
 
@@ -206,6 +272,8 @@ class EngineProcess:
                 raise RuntimeError(f"engine did not come up: {self.log_path.read_text()[-2000:]}")
             await self.status.next(0.5)
         self._sampler = asyncio.create_task(self._sample())
+        if self.scraper is not None:
+            self.scraper.start()
 
     def _tree(self) -> list[psutil.Process]:
         """The engine and its child processes (the lake's commit worker)."""
@@ -280,6 +348,8 @@ class EngineProcess:
             self._sampler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sampler
+        if self.scraper is not None:
+            self.scrapes = await self.scraper.stop()
         assert self.proc is not None
         self.hwm_bytes = max(self.hwm_bytes, self._hwm())
         if self.proc.returncode is None:

@@ -245,6 +245,17 @@ def render_table(result: dict[str, Any]) -> str:
         f"Python {m.get('python')}, {m.get('mosquitto')}",
         "",
     ]
+    if result.get("scrape_s"):
+        scrapes = {mode: res["engine"].get("scrapes") or {} for mode, res in result.get("modes", {}).items()}
+        parts.append(
+            f"GET /metrics every {result['scrape_s']} s: "
+            + "; ".join(
+                f"{mode} {s.get('scrapes')} scrapes ({s.get('errors')} failed), "
+                f"p50 {s.get('p50_ms')} ms, max {s.get('max_ms')} ms"
+                for mode, s in scrapes.items()
+            )
+        )
+        parts.append("")
     c = result.get("ceiling", {})
     parts.append(
         "ceiling (bare aiomqtt subscriber, same ramp): kept up to "

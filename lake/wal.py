@@ -92,6 +92,8 @@ class CommitResult:
     #: the segment's file was already gone: an earlier attempt committed it and deleted it,
     #: and was interrupted before it could say so (a killed commit worker)
     already_retired: bool = False
+    #: (table, rows newly committed) for each table that got rows (what ``rows_written`` sums)
+    tables: tuple[tuple[str, int], ...] = ()
 
 
 def segment_path(wal_dir: Path, number: int) -> Path:

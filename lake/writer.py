@@ -238,6 +238,7 @@ class DeltaWriter:
                 raise LakeError(f"cannot read WAL segment {path.name}: {exc}") from exc
             parts, torn = read.parts, read.torn_bytes
         written = commits = skipped = 0
+        by_table: list[tuple[str, int]] = []
         for index, table in enumerate(TABLES):
             table_parts = [part[index] for part in parts if part[index]]
             rows = sum(map(column_count, table_parts))
@@ -247,6 +248,7 @@ class DeltaWriter:
             if self._commit_table(table, table_parts, number):
                 written += rows
                 commits += 1
+                by_table.append((table, rows))
             else:
                 skipped += rows
             _hook(f"after:{table}")
@@ -257,7 +259,7 @@ class DeltaWriter:
         except OSError as exc:
             raise LakeError(f"cannot retire WAL segment {path.name}: {exc}") from exc
         _hook("after_delete")
-        return CommitResult(written, commits, torn, skipped)
+        return CommitResult(written, commits, torn, skipped, tables=tuple(by_table))
 
     def _commit_table(self, table: str, parts: Sequence[Sequence[Sequence[object]]], number: int) -> bool:
         txn_id = app_id(table, self.writer_id)

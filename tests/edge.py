@@ -68,6 +68,13 @@ class RawEdge:
     async def ddata(self, device: str, value: float, *, alias: int = 1) -> None:
         await self.client.publish(self.topic("DDATA", device), self.ddata_payload(value, alias=alias), qos=0)
 
+    async def born_with_data(self, device: str, count: int) -> None:
+        """NBIRTH, DBIRTH of ``device``, then ``count`` DDATA of Temperature (0.0, 1.0, ...)."""
+        await self.nbirth()
+        await self.dbirth(device)
+        for v in range(count):
+            await self.ddata(device, float(v))
+
     async def ndeath(self, bdseq: int | None = None) -> None:
         b = self.bdseq if bdseq is None else bdseq
         payload = Payload(

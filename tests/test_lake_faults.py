@@ -13,12 +13,17 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import generate_latest
 
 from lake import LakeConfig, LakeSink
 from lake.health import VANISHED, Degraded, Retry, fault_cause
 from lake.wal import MAGIC, FileLayer, list_segments, open_segment, read_segment, segment_path
+from tests.engine_helpers import engine_config
 from tests.lake_crash_child import SAMPLES_PER_BATCH, deterministic_batch
 from tests.lake_helpers import query
+from tests.metrics_helpers import parse, value
+from uns.engine.host import Engine
+from uns.engine.metrics import EngineMetrics
 from uns.errors import LakeBackpressure, LakeError
 
 FAST = LakeConfig(commit_interval=0.05, retry_initial_s=0.05, retry_max_s=0.2, compact_interval=0)
@@ -215,6 +220,12 @@ async def test_a_vanished_table_directory_is_waited_for_not_made_anew(tmp_path: 
         assert stats["state"] == "degraded"
         assert str(stats["degraded_reason"]).startswith(VANISHED)
         assert not (tmp_path / "measurements").exists()
+        # what the engine's /metrics says of it (docs/operations.md)
+        engine = Engine(engine_config("mqtt://127.0.0.1:1", "faults"), sinks=[sink])
+        scraped = parse(generate_latest(EngineMetrics(engine).registry).decode())
+        assert value(scraped, "uns_lake_state", state="degraded") == 1
+        since = value(scraped, "uns_lake_degraded_since_timestamp_seconds")
+        assert since == int(sink.stats()["degraded_since_ms"]) / 1000 > 0
         aside.rename(tmp_path / "measurements")
         await wait_for(lambda: sink.stats()["state"] == "ok")
         await sink.flush()

@@ -488,11 +488,7 @@ async def test_uns_run_keeps_pyarrow_deltalake_and_duckdb_out_of_the_engine_proc
         try:
             await wait_for_doc(status, lambda d: d["sinks"]["lake"]["commit_worker_pid"] > 0, "the worker")
             async with aiomqtt.Client(broker.host, broker.port) as c:
-                edge = RawEdge(c, ns, "N1")
-                await edge.nbirth()
-                await edge.dbirth("D1")
-                for v in range(20):
-                    await edge.ddata("D1", float(v))
+                await RawEdge(c, ns, "N1").born_with_data("D1", 20)
             done = await wait_for_doc(
                 status,
                 lambda d: (

@@ -50,6 +50,7 @@ __all__ = [
     "file_keys",
     "key_type",
     "load_config",
+    "parse_listen",
     "tuning",
 ]
 
@@ -123,6 +124,9 @@ class EngineSection:
     status_interval: float = 10.0  # seconds between retained status publishes
     on_reconnect: str = "wait"  # "wait" for births, or "rebirth" every known node
     log_level: str = "info"
+    log_format: str = "text"  # "json": one JSON object per line (journald, Loki, Elastic)
+    #: host:port of the HTTP endpoint (/metrics, /healthz, /readyz); "" = none
+    http_listen: str = ""
     #: SIGTERM/SIGINT end the process within this many seconds, whatever the lake does
     #: (below systemd's default stop timeout of 90 s); see docs/lake.md section 4
     stop_timeout_s: float = 30.0
@@ -148,6 +152,10 @@ class EngineSection:
             self.log_level.lower() in ("debug", "info", "warning", "error"),
             "debug, info, warning or error",
         )
+        fmt = self.log_format
+        _require("engine.log_format", fmt, fmt in ("text", "json"), "'text' or 'json'")
+        if self.http_listen:
+            parse_listen(self.http_listen)  # raises ConfigError(key="engine.http_listen")
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +252,20 @@ class LakeSection:
             ("retry_initial_s", 0 < self.retry_initial_s <= self.retry_max_s, "> 0 and <= retry_max_s"),
         ):
             _require(f"lake.{name}", getattr(self, name), ok, rule)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port``; an empty host listens on every interface) as (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    _require(
+        "engine.http_listen",
+        text,
+        bool(sep) and port.isdigit() and int(port) <= 65535 and not any(c in host for c in "[]/ "),
+        "host:port (e.g. 127.0.0.1:9464)",
+    )
+    return host, int(port)
 
 
 def _plain_id(text: str) -> bool:

@@ -20,6 +20,8 @@ from uns.core.events import Sink
 from uns.core.model import PlantModel
 from uns.engine.host import Engine
 from uns.engine.plant import load_model
+from uns.engine.readiness import Readiness
+from uns.engine.sdnotify import systemd_notifications
 from uns.engine.stopping import Watchdog, unpersisted_line
 from uns.errors import EngineError, LakeError
 from uns.sinks.encoders import EventEncoder
@@ -123,6 +125,21 @@ async def _collect_garbage(interval: float) -> None:
         log.debug("full garbage collection: %d objects in %.1f ms", found, took_ms)
 
 
+async def _serve_operations(stack: contextlib.AsyncExitStack, engine: Engine, stop: asyncio.Event) -> None:
+    """The HTTP endpoint (``engine.http_listen``) and systemd's notifications, for as long
+    as ``stack`` is open (README "Monitoring")."""
+    listen = engine.config.engine.http_listen
+    readiness = Readiness(engine)
+    if listen:
+        # prometheus-client only when asked: importing it takes ~0.15 s of every start
+        from uns.engine.http import HttpEndpoint  # noqa: PLC0415
+        from uns.engine.metrics import EngineMetrics  # noqa: PLC0415
+
+        metrics = EngineMetrics(engine, readiness)
+        await stack.enter_async_context(HttpEndpoint(listen, metrics))
+    await stack.enter_async_context(systemd_notifications(engine, readiness, stop))
+
+
 async def run_daemon(config: Config, *, stop: asyncio.Event | None = None) -> Engine:
     """Run the engine until ``stop`` is set or SIGINT/SIGTERM arrives; return it (for its counters).
 
@@ -168,7 +185,9 @@ async def run_daemon(config: Config, *, stop: asyncio.Event | None = None) -> En
     failure: LakeError | None = None
     try:
         log.info("starting: %s", config.to_dict(masked=True))
-        await engine.run(stop)
+        async with contextlib.AsyncExitStack() as operations:
+            await _serve_operations(operations, engine, stop)
+            await engine.run(stop)
     except LakeError as exc:  # the lake's final flush failed: said below, in one line
         failure = exc
     finally:

@@ -83,6 +83,7 @@ class Dispatcher:
         #: STATE (not the primary host) or have not connected yet.  Set by the engine.
         self.state_ts: int | None = None
         self._max_decompressed = config.sparkplug.max_decompressed_bytes
+        self._by_type = counters.messages_by_type
         self._topics: dict[str, Topic | None] = {}
         self._rlog = RateLimitedLog(log)
 
@@ -96,6 +97,7 @@ class Dispatcher:
             return self._process(topic, payload, received_at)
         except Exception as exc:  # the loop must outlive any one message
             self.counters.internal_errors += 1
+            self.counters.rejected_by_reason["internal"] += 1
             self._rlog.exception(f"internal:{type(exc).__name__}", "error handling a message on %s", topic)
             reason = f"internal error: {type(exc).__name__}: {exc}"
             return Batch(rejected=[Rejected(received_at, topic, payload, reason)]), _NONE, _NONE
@@ -116,12 +118,12 @@ class Dispatcher:
             return self._reject(topic, payload, received_at, "not a Sparkplug B topic"), _NONE, _NONE
         assert isinstance(parsed, Topic)
         mtype = parsed.message_type
+        self._by_type[mtype._value_] += 1  # a str key: an Enum member hashes in Python, slowly
         if mtype is MessageType.STATE:
             return Batch(), _NONE, self._process_state(parsed, payload)
         if mtype is MessageType.NCMD or mtype is MessageType.DCMD:
             self.counters.commands_ignored += 1  # ours echoed back, or another host's
             return Batch(), _NONE, _NONE
-        self.counters.sparkplug_messages += 1
         outcome, bad_metrics = self.sessions.handle_raw(
             parsed, payload, received_at, max_decompressed_bytes=self._max_decompressed
         )
@@ -168,18 +170,33 @@ class Dispatcher:
         counters.metrics += len(batch.samples)
         counters.context_changes += len(batch.context)
         if batch.rejected:
-            counters.rejected += len(batch.rejected)
+            counters.count_rejected([r.error for r in batch.rejected])
             for rejected in batch.rejected:  # each is also a row of the lake's rejected table
                 self._rlog.warning(
                     f"reject:{rejected.topic}", "rejected on %s: %s", rejected.topic, rejected.error
                 )
         for ev in batch.sessions:
-            if ev.event == SessionEventKind.SEQ_GAP:
+            kind = ev.event
+            if kind == SessionEventKind.SEQ_GAP:
                 counters.seq_gaps += 1
+            elif kind == SessionEventKind.BIRTH:
+                if ev.device_id is None:
+                    counters.node_births += 1
+                else:
+                    counters.device_births += 1
+            elif kind == SessionEventKind.DEATH:
+                if ev.device_id is None:
+                    counters.node_deaths += 1
+                else:
+                    counters.device_deaths += 1
         counters.rebirths_requested += len(rebirths)
 
-    def _reject(self, topic: str, payload: bytes, received_at: int, reason: str) -> Batch:
-        self.counters.rejected += 1
+    def _reject(
+        self, topic: str, payload: bytes, received_at: int, reason: str, *, context: bool = False
+    ) -> Batch:
+        self.counters.count_rejected([reason], context=context)
+        if context:
+            self.counters.context_rejected += 1
         self._rlog.warning(f"reject:{topic}", "rejected message on %s: %s", topic, reason)
         return Batch(rejected=[Rejected(received_at, topic, payload, reason)])
 
@@ -204,6 +221,8 @@ class Dispatcher:
             return self._process_context(topic, path, payload, received_at, retained)
         except Exception as exc:  # as process(): one message costs only itself
             self.counters.internal_errors += 1
+            self.counters.rejected_by_reason["internal"] += 1
+            self.counters.context_rejected += 1
             self._rlog.exception(f"internal:{type(exc).__name__}", "error handling a message on %s", topic)
             reason = f"internal error: {type(exc).__name__}: {exc}"
             batch = Batch(rejected=[Rejected(received_at, topic, payload, reason)])
@@ -219,7 +238,7 @@ class Dispatcher:
                 self.counters.context_retained_ignored += 1
                 return Batch(), _NONE, (self._ack(None, DUPLICATE, RETAINED_COPY, path, received_at),)
             ack = self._ack(None, REJECTED, exc.reason, path, received_at)
-            return self._reject(topic, payload, received_at, exc.reason), _NONE, (ack,)
+            return self._reject(topic, payload, received_at, exc.reason, context=True), _NONE, (ack,)
         if retained:
             self.counters.context_retained_ignored += 1
             ack = self._ack(_id_of(path, event, received_at), DUPLICATE, RETAINED_COPY, path, received_at)
@@ -228,7 +247,7 @@ class Dispatcher:
             changes = parse_context_event(path, event, received_at)
         except ContextError as exc:
             ack = self._ack(_id_of(path, event, received_at), REJECTED, exc.reason, path, received_at)
-            return self._reject(topic, payload, received_at, exc.reason), _NONE, (ack,)
+            return self._reject(topic, payload, received_at, exc.reason, context=True), _NONE, (ack,)
         ident = changes[0].event_id
         assert ident is not None  # every change of an event carries its id
         if ident in self.applied_ids:
@@ -237,6 +256,7 @@ class Dispatcher:
         for change in changes:
             self.context.apply(change)
         self.applied_ids.add(ident)
+        self.counters.context_applied += 1
         self.counters.context_changes += len(changes)
         return Batch(context=changes), _NONE, (self._ack(ident, APPLIED, None, path, received_at),)
 

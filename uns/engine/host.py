@@ -109,6 +109,8 @@ class Engine(SinkDelivery):
         self._client: Transport | None = None
         #: set while a session is live (follows ``_client``): what callers wait on
         self.connected = asyncio.Event()
+        #: set while :meth:`run` runs with its sinks open (what readiness waits for)
+        self.running = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
         self._rlog = RateLimitedLog(log)
         self._started = time.monotonic()
@@ -179,17 +181,22 @@ class Engine(SinkDelivery):
         task.add_done_callback(done)
 
     # ------------------------------------------------------------------ status
+    @property
+    def receive_queue(self) -> int:
+        """Messages received and not processed yet (0 without a live session)."""
+        client = self._client
+        return client.pending if client is not None else 0
+
     def status(self, *, online: bool = True) -> dict[str, Any]:
         """The status document (retained on ``<prefix>/_engine/<host_id>/status``)."""
         nodes_online, nodes_known = self.sessions.node_counts()
-        client = self._client
         return {
             "host_id": self.host_id,
             "online": online,
             "ts": now_ms(),
             "uptime_s": round(time.monotonic() - self._started, 1),
-            "connected": client is not None,
-            "receive_queue": client.pending if client is not None else 0,
+            "connected": self.connected.is_set(),
+            "receive_queue": self.receive_queue,
             "counters": self.counters.as_dict(),
             "nodes_online": nodes_online,
             "nodes_known": nodes_known,
@@ -336,6 +343,8 @@ class Engine(SinkDelivery):
         async with contextlib.AsyncExitStack() as stack:
             for sink in self.sinks:
                 await stack.enter_async_context(sink)
+            self.running.set()
+            stack.callback(self.running.clear)
             await self._run_connections(stop)
             stopped = {"counters": self.counters.as_dict(), "sinks": {s.name: s.stats() for s in self.sinks}}
             log.info("engine stopped: %s", json.dumps(stopped))
