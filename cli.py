@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from uns.errors import UnsError
+from uns_cli.batch_cli import batch_app
 
 T = TypeVar("T")
 
@@ -32,6 +33,7 @@ lake_app = typer.Typer(
 context_app = typer.Typer(help="Read and publish batch/equipment context.", no_args_is_help=True)
 app.add_typer(lake_app, name="lake")
 app.add_typer(context_app, name="context")
+app.add_typer(batch_app, name="batch")  # its commands: uns_cli/batch_cli.py (cli.py is at its size limit)
 
 BrokerOpt = Annotated[
     str | None,
@@ -150,10 +152,16 @@ def sim(
     seed: Annotated[int, typer.Option(help="seed for deterministic values")] = 1,
     group: Annotated[str | None, typer.Option(help="Sparkplug group id")] = None,
     prefix: Annotated[str, typer.Option(help="UNS prefix for context events")] = "uns/v1",
+    excursion: Annotated[
+        list[str] | None, typer.Option(help="BATCH:METRIC=VALUE[:PHASE] (docs/batches.md)")
+    ] = None,
+    death: Annotated[list[str] | None, typer.Option(help="BATCH: its edge node dies mid-batch")] = None,
+    gap: Annotated[list[str] | None, typer.Option(help="BATCH[:SECONDS]: its unit sends nothing")] = None,
+    correct_context: Annotated[list[str] | None, typer.Option(help="BATCH: a late recipe correction")] = None,
 ) -> None:
     """Simulate a pharma plant as Sparkplug B edge nodes, with batch context events.
 
-    Example: uns sim --broker mqtt://127.0.0.1:1883 --rate 20 --duration 60
+    Example: uns sim --broker mqtt://127.0.0.1:1883 --rate 20 --duration 60 --excursion B2026-0005:pH=7.6
     """
     from uns_cli.sim import run_sim_cli  # noqa: PLC0415
 
@@ -169,6 +177,7 @@ def sim(
             seed=seed,
             group=group,
             prefix=prefix,
+            faults={"excursion": excursion, "death": death, "gap": gap, "correct_context": correct_context},
         )
     )
 

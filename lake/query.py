@@ -30,8 +30,10 @@ import pyarrow.dataset as ds
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
+from lake.batch_views import BATCH_VIEWS, batch_views_sql
 from lake.schemas import SCHEMAS
 from lake.tables import CONTEXT_COLUMNS, PARTITION_COLUMN, TABLES, WAL_COLUMNS
+from lake.timeline import timeline_ctes
 from lake.wal import list_segments, read_segment
 from uns.errors import LakeError
 
@@ -46,7 +48,9 @@ __all__ = [
     "snapshot_versions",
 ]
 
-VIEWS: Final = ("measurements", "measurements_asof", "context", "metric_catalog", "sessions", "rejected")
+VIEWS: Final = (
+    "measurements", "measurements_asof", "context", "metric_catalog", "sessions", "rejected", *BATCH_VIEWS,
+)  # fmt: skip
 
 _PATH_VARIABLE: Final = "uns_lake_path"
 
@@ -72,9 +76,6 @@ def asof_view_sql() -> str:
     context path (all context that can apply to it applies to that path too),
     and measurements meet the timeline in one ASOF join."""
     m, c = _source("measurements"), _source("context")
-    pivots = ",\n        ".join(
-        f"max(e.value) FILTER (WHERE e.key = '{k}') AS \"{k}\"" for k in CONTEXT_COLUMNS
-    )
     outer = ", ".join(
         f't."{name}"' if name in (*CONTEXT_COLUMNS, "context") else f'm."{name}"'
         for name in _columns("measurements")
@@ -82,39 +83,7 @@ def asof_view_sql() -> str:
     # Only our own constant table and column names are interpolated.
     return f"""
 CREATE OR REPLACE VIEW measurements_asof AS
-WITH
-ctx AS (  -- one change per (path, key, ts): the later arrival wins
-    SELECT path, key, ts, value FROM {c}
-    QUALIFY row_number() OVER (PARTITION BY path, key, ts ORDER BY ingest_order DESC) = 1
-),
-ctx_paths AS (SELECT DISTINCT path FROM ctx),
-ctx_anc AS (  -- each context path with its ancestors-or-self among the context paths
-    SELECT q.path AS q, a.path AS a, length(a.path) AS depth
-    FROM ctx_paths q JOIN ctx_paths a ON q.path = a.path OR starts_with(q.path, a.path || '/')
-),
-changes AS (SELECT DISTINCT an.q, x.ts FROM ctx x JOIN ctx_anc an ON x.path = an.a),
-pairs AS (SELECT DISTINCT path, key FROM ctx),
-grid AS (
-    SELECT ch.q, ch.ts, an.a, an.depth, p.key
-    FROM changes ch JOIN ctx_anc an ON an.q = ch.q JOIN pairs p ON p.path = an.a
-),
-state AS (  -- the value each ancestor holds at each change instant (NULL: cleared)
-    SELECT g.q, g.ts, g.key, g.depth, x.value
-    FROM grid g ASOF JOIN ctx x ON x.path = g.a AND x.key = g.key AND x.ts <= g.ts
-),
-effective AS (  -- the deepest set value wins; an empty value hides the key
-    SELECT q, ts, key, nullif(arg_max(value, depth), '') AS value
-    FROM state WHERE value IS NOT NULL GROUP BY q, ts, key
-),
-timeline AS (
-    SELECT ch.q, ch.ts,
-        {pivots},
-        CAST(to_json(map_from_entries(
-            list(struct_pack(k := e.key, v := e.value) ORDER BY e.key) FILTER (WHERE e.value IS NOT NULL)
-        )) AS VARCHAR) AS context
-    FROM changes ch LEFT JOIN effective e ON e.q = ch.q AND e.ts = ch.ts
-    GROUP BY ch.q, ch.ts
-),
+WITH {timeline_ctes(c)},
 m_paths AS (SELECT DISTINCT path FROM {m}),
 m_q AS (  -- the deepest context path at or above each measurement path
     SELECT mp.path, arg_max(cp.path, length(cp.path)) AS q
@@ -137,6 +106,8 @@ def create_views(con: duckdb.DuckDBPyConnection) -> None:
         columns = _quoted(_columns(table))
         con.execute(f'CREATE OR REPLACE VIEW "{table}" AS SELECT {columns} FROM {_source(table)}')  # noqa: S608
     con.execute(asof_view_sql())
+    for sql in batch_views_sql(_source("context")):
+        con.execute(sql)
 
 
 _HIVE_DATE = ds.partitioning(pa.schema([(PARTITION_COLUMN, pa.date32())]), flavor="hive")

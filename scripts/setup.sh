@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set-up shared by scripts/demo and scripts/test: a virtualenv in .venv with uns
-# installed (editable), and mosquitto (installed with apt-get when we are root).
+# installed (editable), mosquitto, and Debian's chromium and poppler-utils for batch
+# reports (PDF, and the tests that open the HTML report); apt-get installs them when we are root.
 # Usage: bash scripts/setup.sh [--dev]     Idempotent; re-installs when pyproject.toml changes.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -37,6 +38,15 @@ fi
 if [ -n "$extras" ] && ! command -v openssl >/dev/null 2>&1; then
     if is_root; then apt_install openssl; else
         say "openssl is missing (needed by the TLS tests): run 'sudo apt-get install openssl'"; exit 1; fi
+fi
+
+# 2c. chromium (PDF batch reports; the tests open HTML reports in it) and pdftotext (tests)
+missing=""
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v pdftotext >/dev/null 2>&1 || missing="$missing poppler-utils"
+if [ -n "$missing" ]; then
+    if is_root; then apt_install $missing; else
+        say "for PDF batch reports and their tests run 'sudo apt-get install$missing'"; fi
 fi
 
 # 3. virtualenv + packages

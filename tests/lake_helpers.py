@@ -5,9 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import lake
+import duckdb
 
-__all__ = ["break_table", "query", "repair_table"]
+import lake
+from lake.query import create_views
+from lake.schemas import SCHEMAS
+from lake.tables import TABLES, batch_columns
+from lake.to_arrow import arrow_table
+from uns.core.events import Batch, ContextChange, Sample
+
+__all__ = ["break_table", "load_tables", "query", "repair_table", "views_connection"]
 
 
 def break_table(root: Path, table: str) -> Path:
@@ -31,3 +38,20 @@ def query(root: Path, sql: str) -> list[tuple[Any, ...]]:
         return con.execute(sql).fetchall()
     finally:
         con.close()
+
+
+def load_tables(con: duckdb.DuckDBPyConnection, samples: list[Sample], changes: list[ContextChange]) -> None:
+    """Register in-memory tables under the names the views read (replacing earlier ones)."""
+    columns = batch_columns(Batch(samples=samples, context=changes))
+    for table, table_cols in zip(TABLES, columns, strict=True):
+        built = arrow_table(table, table_cols, segment=0) if table_cols else SCHEMAS[table].empty_table()
+        con.register(f"_uns_{table}", built)
+
+
+def views_connection(samples: list[Sample], changes: list[ContextChange]) -> duckdb.DuckDBPyConnection:
+    """The real view SQL over in-memory tables (no Delta): fast enough for hypothesis."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    load_tables(con, samples, changes)
+    create_views(con)
+    return con

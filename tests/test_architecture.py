@@ -30,21 +30,22 @@ ALLOWED: dict[str, frozenset[str]] = {
     "sinks": frozenset({"errors", "util", "config", "core", "core.vocabulary", "sparkplug"}),
     "lake": frozenset({"errors", "util", "config", "core", "core.vocabulary", "sparkplug"}),
     "sim": frozenset({"errors", "util", "mqtt", "core.vocabulary", "sparkplug"}),
+    "batch": frozenset({"errors"}),  # uns.batch: the batch report's pure logic (specs, excursions, ...)
     "engine": frozenset(
         {"errors", "util", "config", "mqtt", "core", "core.vocabulary", "sparkplug", "sinks", "lake"}
     ),
     "uns_cli": frozenset(
         {"errors", "util", "config", "mqtt", "core", "core.vocabulary", "sparkplug", "sinks", "lake", "sim"}
-        | {"engine", "package"}
+        | {"engine", "package", "batch"}
     ),
     "cli": frozenset(
         {"errors", "util", "config", "mqtt", "core", "core.vocabulary", "sparkplug", "sinks", "lake", "sim"}
-        | {"engine", "package", "uns_cli"}
+        | {"engine", "package", "uns_cli", "batch"}
     ),
     "package": frozenset(),  # uns/__init__.py: the version
 }
 
-PURE_LAYERS = frozenset({"sparkplug", "core", "core.vocabulary"})
+PURE_LAYERS = frozenset({"sparkplug", "core", "core.vocabulary", "batch"})
 #: standard modules that mean I/O, concurrency or a clock
 IMPURE_MODULES = frozenset(
     {
@@ -87,7 +88,7 @@ def layer_of(module: str) -> str | None:
         return "util"
     if second == "core":
         return "core.vocabulary" if parts[2:3] in (["events"], ["values"]) else "core"
-    if second in ("errors", "config", "sparkplug", "mqtt", "sinks", "sim", "engine"):
+    if second in ("errors", "config", "sparkplug", "mqtt", "sinks", "sim", "engine", "batch"):
         return second
     raise AssertionError(f"{module}: a module outside the layout; add it to docs/architecture.md and here")
 

@@ -25,6 +25,10 @@ def _check(out: list[str], lake_dir: Path) -> None:
     assert rows is not None
     assert rows[0] > 100
     assert rows[1] >= 5  # the four units and the process-cell-level node metrics
+    # it ends with the HTML report of the batch it spoilt on purpose: its path and verdict
+    report = lake_dir.parent / "uns-demo-B2026-0002.html"
+    assert out[-1] == f"  {report}: 1 exception", out[-3:]
+    assert "action excursion of Temperature" in report.read_text()
 
 
 def test_demo_on_mosquitto(tmp_path: Path) -> None:

@@ -14,10 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lake import LakeSink, connect
-from lake.query import create_views
 from lake.schemas import SCHEMAS
-from lake.tables import TABLES, batch_columns
-from lake.to_arrow import arrow_table
+from tests.lake_helpers import load_tables as load
+from tests.lake_helpers import views_connection as asof_connection
 from uns.core.context import ContextStore
 from uns.core.events import Batch, ContextChange, Sample
 from uns.sparkplug.datatypes import DataType
@@ -30,23 +29,6 @@ KEYS = ["batch_id", "phase", "lot"]
 
 def measurement(path: str, ts: int, context: dict[str, str] | None = None) -> Sample:
     return Sample("G", "N", None, "temp", DataType.Double, 1.0, ts, ts, path=path, context=context)
-
-
-def load(con: duckdb.DuckDBPyConnection, samples: list[Sample], changes: list[ContextChange]) -> None:
-    """Register in-memory tables under the names the views read (replacing earlier ones)."""
-    columns = batch_columns(Batch(samples=samples, context=changes))
-    for table, table_cols in zip(TABLES, columns, strict=True):
-        built = arrow_table(table, table_cols, segment=0) if table_cols else SCHEMAS[table].empty_table()
-        con.register(f"_uns_{table}", built)
-
-
-def asof_connection(samples: list[Sample], changes: list[ContextChange]) -> duckdb.DuckDBPyConnection:
-    """The real view SQL over in-memory tables (no Delta): fast enough for hypothesis."""
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    load(con, samples, changes)
-    create_views(con)
-    return con
 
 
 @pytest.fixture(scope="module")

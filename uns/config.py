@@ -39,6 +39,7 @@ from uns.mqtt.settings import BrokerSettings, parse_broker_url
 
 __all__ = [
     "SECTIONS",
+    "BatchSection",
     "BrokerSection",
     "Config",
     "ContextSection",
@@ -281,6 +282,17 @@ class ContextSection:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchSection:
+    """Batch reports (``uns batch report``; docs/batches.md)."""
+
+    spec: str | None = None  # the spec file (limits, expected intervals); --spec overrides it
+    late_context_s: float = 5.0  # context received this much after its time is late
+
+    def __post_init__(self) -> None:
+        _require("batch.late_context_s", self.late_context_s, self.late_context_s >= 0, ">= 0")
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     broker: BrokerSection = field(default_factory=BrokerSection)
     engine: EngineSection = field(default_factory=EngineSection)
@@ -288,6 +300,7 @@ class Config:
     republish: RepublishSection = field(default_factory=RepublishSection)
     lake: LakeSection = field(default_factory=LakeSection)
     context: ContextSection = field(default_factory=ContextSection)
+    batch: BatchSection = field(default_factory=BatchSection)
 
     def to_dict(self, *, masked: bool = True) -> dict[str, dict[str, Any]]:
         """The config-file keys and their values, section by section."""

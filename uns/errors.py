@@ -17,6 +17,7 @@ Errors carry the data that explains them (topic, path, seq, file, ...).
     ├── LakeError                   the lake cannot be read or written (.table)
     │   └── LakeBackpressure        the write-ahead log is full (.retry_after)
     ├── EngineError                 the engine cannot start or run (broker, lake path)
+    ├── BatchError                  an unknown batch, a bad spec file, a report that cannot be made
     └── BrokerError                 the MQTT connection failed, was refused or was lost
         ├── BrokerRefused           a refusal that retrying cannot heal (credentials, not
         │                           authorized, identifier rejected, TLS certificate)
@@ -29,6 +30,7 @@ in the one module that talks to that library, with ``raise ... from exc``.
 from __future__ import annotations
 
 __all__ = [
+    "BatchError",
     "BrokerError",
     "BrokerRefused",
     "ConfigError",
@@ -128,6 +130,14 @@ class LakeBackpressure(LakeError):
 
 class EngineError(UnsError):
     """The engine cannot start or keep running (broker unreachable, lake unwritable)."""
+
+
+class BatchError(UnsError):
+    """A batch is unknown, a specification file is wrong, or a report cannot be made."""
+
+    def __init__(self, message: str, *, file: str | None = None) -> None:
+        super().__init__(f"{file}: {message}" if file else message)
+        self.file = file
 
 
 class BrokerError(UnsError):

@@ -4,7 +4,9 @@ The broker is mosquitto on a free loopback port when the Debian package
 ``mosquitto`` is installed (``bash scripts/demo`` installs it when run as
 root), otherwise the in-process :class:`uns.mqtt.minibroker.MiniBroker`.  The plant
 and the engine run for ``duration`` seconds with a progress line, then stop
-cleanly (the engine flushes the lake); a summary and example queries follow.
+cleanly (the engine flushes the lake); a summary and example queries follow, and
+the HTML batch report of the second bioreactor's first batch (:data:`DEMO_BATCH`,
+with a temperature excursion injected), whose path and verdict end the output.
 """
 
 from __future__ import annotations
@@ -21,14 +23,22 @@ import lake
 from uns.config import load_config
 from uns.engine.daemon import build_engine
 from uns.engine.host import Engine
+from uns.engine.plant import load_model
 from uns.errors import EngineError
 from uns.mqtt.minibroker import MiniBroker
 from uns.mqtt.mosquitto import find_mosquitto, running_mosquitto
 from uns.mqtt.settings import parse_broker_url
 from uns.sim import SimConfig, SimReport, run_sim
+from uns.sim.inject import BatchFault
+from uns_cli.batch_commands import load_spec
+from uns_cli.batch_report import ReportRequest, generate_report
 from uns_cli.output import render_rows
 
-__all__ = ["DEMO_QUERIES", "examples_dir", "run_demo"]
+__all__ = ["DEMO_BATCH", "DEMO_QUERIES", "examples_dir", "run_demo", "run_plant"]
+
+#: the batch the demo reports on, and what it spoils in it (docs/batches.md §5)
+DEMO_BATCH = "B2026-0002"
+DEMO_FAULTS = (BatchFault("excursion", DEMO_BATCH, metric="Temperature", value=38.2),)
 
 Echo = Callable[[str], Any]
 
@@ -75,7 +85,18 @@ def _progress(echo: Echo, t0: float, sim: SimReport | None, engine: Engine) -> N
     )
 
 
-async def _run(duration: float, lake_dir: Path, broker_url: str, echo: Echo) -> tuple[Engine, SimReport]:
+async def run_plant(
+    duration: float,
+    lake_dir: Path,
+    broker_url: str,
+    echo: Echo,
+    *,
+    faults: tuple[BatchFault, ...] = DEMO_FAULTS,
+    phase_seconds: float | None = None,
+) -> tuple[Engine, SimReport]:
+    """The engine (pilot plant model, lake in ``lake_dir``) and the simulated pilot plant for
+    ``duration`` seconds (batch phases of ``phase_seconds``, default a tenth of it, at least
+    1 s), then the engine stopped once its intake is quiet."""
     config = load_config(
         env={},
         overrides={
@@ -98,9 +119,10 @@ async def _run(duration: float, lake_dir: Path, broker_url: str, echo: Echo) -> 
         rate=40.0,
         duration=duration,
         seed=2026,
-        context_interval=max(1.0, duration / 10),
+        context_interval=phase_seconds or max(1.0, duration / 10),
         primary_host_id="uns-demo",
         context_delay=0.0,
+        faults=faults,
     )
     t0 = time.monotonic()
     last: list[SimReport] = []
@@ -137,6 +159,23 @@ def run_demo(*, duration: float = 20.0, lake: str | None = None, echo: Echo = pr
         _summary(engine, sim, lake_dir, echo)
         if lake is None:
             echo("(the lake was temporary; pass --lake DIR to keep it and query it with `uns lake sql`)")
+        _report(lake_dir, Path(tempfile.gettempdir()) if lake is None else lake_dir.parent, echo)
+
+
+def _report(lake_dir: Path, where: Path, echo: Echo) -> None:
+    """Write the demo batch's HTML report; echo its path and verdict."""
+    examples = examples_dir()
+    request = ReportRequest(
+        DEMO_BATCH,
+        spec=load_spec(str(examples / "pilot-spec.toml")),
+        model=load_model(examples / "pilot-plant.toml"),
+    )
+    data, verdict = generate_report(lake_dir, request, "html")
+    target = where / f"uns-demo-{DEMO_BATCH}.html"
+    target.write_bytes(data)
+    echo("")
+    echo(f"Batch report of {DEMO_BATCH} (uns batch report {DEMO_BATCH} --spec examples/pilot-spec.toml):")
+    echo(f"  {target}: {verdict}")
 
 
 async def _with_broker(duration: float, lake_dir: Path, echo: Echo) -> tuple[Engine, SimReport]:
@@ -144,13 +183,13 @@ async def _with_broker(duration: float, lake_dir: Path, echo: Echo) -> tuple[Eng
     if find_mosquitto() is not None:
         with running_mosquitto() as broker:
             echo(f"uns demo: mosquitto on {broker.url}, lake in {lake_dir}, pilot plant for {duration:g} s")
-            return await _run(duration, lake_dir, broker.url, echo)
+            return await run_plant(duration, lake_dir, broker.url, echo)
     async with MiniBroker() as mini:
         echo(
             f"uns demo: mosquitto is not installed, using the in-process MiniBroker on {mini.url} "
             f"(fine for a demo, not for production); lake in {lake_dir}, pilot plant for {duration:g} s"
         )
-        return await _run(duration, lake_dir, mini.url, echo)
+        return await run_plant(duration, lake_dir, mini.url, echo)
 
 
 def _summary(engine: Engine, sim: SimReport, lake_dir: Path, echo: Echo) -> None:

@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import signal
 import sys
+from collections.abc import Mapping, Sequence
 
 from uns.errors import BrokerError, BrokerRefused
 from uns.mqtt.settings import BrokerSettings
 from uns.sim import SimConfig, SimReport, run_sim
+from uns.sim.inject import parse_fault
 
 __all__ = ["run_sim_cli"]
 
@@ -32,6 +34,7 @@ def run_sim_cli(
     seed: int,
     group: str | None,
     prefix: str,
+    faults: Mapping[str, Sequence[str] | None] | None = None,
 ) -> SimReport:
     """Run until ``duration`` (0: until Ctrl-C) with a progress line on stderr; the final report.
 
@@ -49,6 +52,9 @@ def run_sim_cli(
         seed=seed,
         prefix=prefix,
         report_by_exception=nodes == 0,
+        faults=tuple(
+            parse_fault(kind, text) for kind, texts in (faults or {}).items() for text in texts or ()
+        ),
     )
     plant = "pilot plant (PilotPlant: USP-Ctrl/BR-101,BR-102, GRAN-Ctrl/GR-201, TAB-Ctrl/TP-301)"
     if nodes > 0:

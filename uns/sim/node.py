@@ -303,7 +303,7 @@ class SparkplugNode:
             update = model.step(self.step_seconds)
             if update is not None:
                 self._emit_context(model, update, ts)
-            if not unit.alive:
+            if not unit.alive or model.muted:
                 continue
             values = self._changed(unit)
             if not values:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import random
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -87,6 +88,7 @@ class UnitModel:
         self.rng = rng
         self.sim_seconds = 0.0
         self.values: dict[str, MetricValue] = {}
+        self.muted = False  # a fault (uns.sim.inject): the unit sends nothing while set
 
     def step(self, dt: float) -> ContextUpdate | None:
         """Advance by ``dt`` simulated seconds, update ``values``; a context change if any."""
@@ -111,11 +113,15 @@ class BatchUnit(UnitModel):
     def __init__(self, device_id: str, rng: random.Random, *, path: str, cycle: BatchCycle) -> None:
         super().__init__(device_id, rng, path=path)
         self.cycle = cycle
+        #: faults applied after each step (uns.sim.inject.Injector.apply)
+        self.injections: list[Callable[[BatchUnit], None]] = []
 
     def step(self, dt: float) -> ContextUpdate | None:
         super().step(dt)
         update = self.cycle.advance(dt)
         self.update_values(dt)
+        for inject in self.injections:
+            inject(self)
         return update
 
     def context_now(self) -> ContextUpdate | None:

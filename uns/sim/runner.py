@@ -37,6 +37,7 @@ from uns.mqtt.client import FastClient
 from uns.mqtt.settings import BrokerSettings
 from uns.sim.batch import ContextEvent
 from uns.sim.edge import EdgeNode, broker_settings
+from uns.sim.inject import BatchFault, Injector
 from uns.sim.plant import PILOT_GROUP, Plant, UnitModel, bench_plant, pilot_plant
 from uns.sim.sentlog import SentLog, SentSample
 
@@ -74,6 +75,8 @@ class SimConfig:
     sent_log_path: str | None = None  # JSON lines of every sample and context event
     keep_samples: bool = False  # keep every sample in memory (SimReport.samples)
     client_id_prefix: str = "sim"
+    #: batches spoilt on purpose (pilot plant; uns.sim.inject)
+    faults: tuple[BatchFault, ...] = ()
 
     def __post_init__(self) -> None:
         checks = [
@@ -231,6 +234,8 @@ class _Runner:
     def __init__(self, config: SimConfig, plant: Plant, log: SentLog, context: ContextPublisher) -> None:
         self.config = config
         self.log = log
+        self.injector = Injector(config.faults)
+        self.injector.attach(plant)
         self.units: list[tuple[EdgeNode, UnitModel]] = []
         unit_count = sum(len(n.units()) for n in plant.nodes)
         step_seconds = unit_count / config.rate  # simulated time runs at wall-clock speed
@@ -244,7 +249,7 @@ class _Runner:
                 primary_host_id=config.primary_host_id,
                 bd_seq=config.bd_seq,
                 sent_log=log,
-                on_context=context.submit,
+                on_context=self.injector.observe(context.submit),
                 client_id=f"{config.client_id_prefix}-{plant.group_id}-{model.node_id}",
             )
             for model in plant.nodes
@@ -266,6 +271,14 @@ class _Runner:
             chosen.setdefault(node, []).append(unit)
         self._cursor = (self._cursor + count) % total
         return chosen
+
+    async def inject_deaths(self) -> None:
+        """Kill the edge nodes whose batch fault says so now; they come back a second later."""
+        for unit in self.injector.take_deaths():
+            for node in self.nodes:
+                if unit in node.model.devices and node.connected:
+                    await node.kill()
+                    self.revive(node)
 
     async def drive(self, node: EdgeNode, units: list[UnitModel]) -> None:
         if not node.connected:
@@ -372,6 +385,7 @@ async def run_sim(
                     if count:
                         chosen = runner.take(count)
                         await asyncio.gather(*(runner.drive(node, units) for node, units in chosen.items()))
+                        await runner.inject_deaths()
                     await context.publish_due()
                     if on_progress is not None and now >= next_progress:
                         next_progress = now + 1.0

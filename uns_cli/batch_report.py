@@ -1,0 +1,134 @@
+"""The batch report: one batch read from one lake snapshot, reviewed by exception.
+
+:func:`generate_report` is the one entry point: it returns the report's bytes
+in the asked format (``json``, ``html``, ``pdf``), so whatever must happen for
+every generated report (an audit record of its SHA-256, say) is one line there.
+:func:`build_report` puts the content together (docs/batches.md lists it; the
+JSON form is ``schemas/batch-report.schema.json``); :mod:`uns_cli.batch_parameters`
+computes the per-parameter part, :mod:`uns_cli.batch_exceptions` the
+completeness and the exceptions, :mod:`uns_cli.batch_html` renders HTML and PDF.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+import lake
+import uns
+from lake.batches import BatchInfo, batch_info, batch_samples, catalog_entries
+from lake.query import snapshot_versions
+from uns.batch.spec import Spec
+from uns.batch.times import iso
+from uns.core.model import PlantModel
+from uns.errors import BatchError
+from uns_cli.batch_exceptions import completeness_and_exceptions
+from uns_cli.batch_parameters import Parameter, parameters, reference_overlay
+
+__all__ = ["FORMATS", "Report", "ReportRequest", "build_report", "generate_report"]
+
+FORMATS = ("html", "json", "pdf")
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRequest:
+    """What to report on and against what."""
+
+    batch_id: str
+    spec: Spec = field(default_factory=Spec)
+    model: PlantModel | None = None
+    metrics: tuple[str, ...] = ()  # further numeric metrics to report (--metric)
+    reference: str | None = None  # golden batch (--reference)
+    late_context_s: float = 5.0
+    now: datetime | None = None  # the report time (default: now)
+
+
+@dataclass(slots=True)
+class Report:
+    """The report's content (``document``: the JSON object) and what only plots need."""
+
+    document: dict[str, Any]
+    parameters: list[Parameter]
+    info: BatchInfo
+    reference: BatchInfo | None = None
+
+
+def build_report(con: duckdb.DuckDBPyConnection, request: ReportRequest) -> Report:
+    """Read the batch (and its reference) from ``con``'s snapshot and review it."""
+    info = batch_info(con, request.batch_id)
+    reference = batch_info(con, request.reference) if request.reference else None
+    samples = batch_samples(con, info)
+    catalog = catalog_entries(con, info.units)
+    params = parameters(info, samples, catalog, request.spec, request.model, request.metrics)
+    if reference is not None:
+        reference_overlay(params, info, reference, batch_samples(con, reference))
+    now = request.now or datetime.now(UTC)
+    completeness, exceptions, context = completeness_and_exceptions(
+        con, info, samples, params, catalog, late_context_s=request.late_context_s
+    )
+    exceptions.sort(key=lambda e: (e["ts"], e["kind"], e["message"]))
+    count = len(exceptions)
+    document: dict[str, Any] = {
+        "batch": _header(info, request, now, snapshot_versions(con)),
+        "phases": [
+            {"path": s.path, "phase": s.phase, "start": iso(s.start), "end": iso(s.end)}
+            for s in info.segments
+            if s.phase is not None
+        ],
+        "parameters": [p.to_dict() for p in params],
+        "excursions": [e for p in params for e in p.excursions],
+        "completeness": completeness,
+        "context_changes": context,
+        "exceptions": exceptions,
+        "verdict": "no exceptions" if count == 0 else f"{count} exception{'s' if count != 1 else ''}",
+    }
+    return Report(document, params, info, reference)
+
+
+def _header(
+    info: BatchInfo, request: ReportRequest, now: datetime, versions: dict[str, int]
+) -> dict[str, Any]:
+    duration = None if info.end is None else round((info.end - info.start).total_seconds(), 3)
+    spec = request.spec
+    return {
+        "batch_id": info.batch_id,
+        "product": info.product,
+        "recipe": info.recipe,
+        "order_id": info.order_id,
+        "units": list(info.units),
+        "start": iso(info.start),
+        "end": iso(info.end),
+        "duration_s": duration,
+        "status": info.status,
+        "report_time": iso(now),
+        "software_version": f"uns {uns.__version__}",
+        "lake_versions": dict(sorted(versions.items())),
+        "spec": {"file": spec.file, "name": spec.name, "version": spec.version},
+        "reference_batch": request.reference,
+        "late_context_s": request.late_context_s,
+    }
+
+
+def generate_report(lake_path: str | Path, request: ReportRequest, fmt: str = "html") -> tuple[bytes, str]:
+    """The report of ``request.batch_id`` in ``fmt`` (html, json or pdf) and its verdict.
+
+    Every report the command line makes comes from here."""
+    if fmt not in FORMATS:
+        raise BatchError(f"unknown report format {fmt!r} (html, json or pdf)")
+    con = lake.connect(lake_path)
+    try:
+        report = build_report(con, request)
+    finally:
+        con.close()
+    verdict = str(report.document["verdict"])
+    if fmt == "json":
+        return (json.dumps(report.document, indent=2, ensure_ascii=False) + "\n").encode(), verdict
+    from uns_cli.batch_html import render_html, render_pdf  # noqa: PLC0415 - matplotlib/jinja2 load here
+
+    html = render_html(report)
+    return (html.encode() if fmt == "html" else render_pdf(html)), verdict
