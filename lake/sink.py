@@ -160,11 +160,11 @@ class LakeSink:
         try:
             async with asyncio.timeout(self._until_stop()):
                 await self.flush()
-        except (LakeError, TimeoutError) as err:  # TimeoutError: a bounded stop's deadline
-            why = self._health.last_error or "busy"
-            failure = err if isinstance(err, LakeError) else LakeError(f"not done by the deadline: {why}")
+        except (LakeError, TimeoutError) as err:  # the stop's deadline on a healthy lake: no failure
+            if isinstance(err, LakeError) or self._health.degraded.active:
+                failure = err if isinstance(err, LakeError) else LakeError(self._health.degraded.reason)
             # expected in a fault: one line, no traceback
-            log.error("lake: final flush failed; rows stay in the WAL for the next start: %s", failure)  # noqa: TRY400
+            log.error("lake: final flush not done; rows stay in the WAL: %s", failure or "stop deadline")  # noqa: TRY400
         finally:
             await self._stop()
         if failure is not None and exc_type is None:
@@ -198,7 +198,7 @@ class LakeSink:
             files.append(self._active)
             self._active = None
         await asyncio.to_thread(close_segments, files)
-        await self._committer.close(max(1.0, self._until_stop() or 30.0))
+        await self._committer.close(30.0 if self._stop_by is None else max(1.0, self._until_stop() or 0.0))
         self._lock.release()
 
     def stop_by(self, deadline: float) -> None:
