@@ -9,16 +9,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sys
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
 
-from uns.errors import UnsError
+from uns_cli.audit_commands import audit_app
 from uns_cli.batch_cli import batch_app
-
-T = TypeVar("T")
+from uns_cli.commands import BrokerOpt, FormatOpt, LakeOpt
+from uns_cli.commands import broker_settings as _broker_settings
+from uns_cli.commands import fail as _fail
+from uns_cli.commands import guard as _guard
+from uns_cli.commands import lake_path as _lake_path
+from uns_cli.context_cli import context_app
+from uns_cli.keys_cli import keys_app
 
 app = typer.Typer(
     name="uns",
@@ -30,52 +33,17 @@ app = typer.Typer(
 lake_app = typer.Typer(
     help="Query and maintain the lake (Delta tables read with DuckDB).", no_args_is_help=True
 )
-context_app = typer.Typer(help="Read and publish batch/equipment context.", no_args_is_help=True)
 app.add_typer(lake_app, name="lake")
-app.add_typer(context_app, name="context")
-app.add_typer(batch_app, name="batch")  # its commands: uns_cli/batch_cli.py (cli.py is at its size limit)
-
-BrokerOpt = Annotated[
-    str | None,
-    typer.Option("--broker", "-b", help="mqtt://[user[:pass]@]host[:port] or mqtts://... (env UNS_BROKER)"),
-]
-LakeOpt = Annotated[str | None, typer.Option("--lake", help="lake directory (env UNS_LAKE; default ./lake)")]
-FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table, csv or json")]
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"uns: error: {message}", err=True)
-    return typer.Exit(1)
-
-
-def _guard(fn: Callable[[], T]) -> T:
-    """Run ``fn``; a UnsError becomes one line on stderr and exit 1."""
-    try:
-        return fn()
-    except UnsError as exc:
-        raise _fail(str(exc)) from None
+app.add_typer(context_app, name="context")  # its commands: uns_cli/context_cli.py
+app.add_typer(keys_app, name="keys")  # uns_cli/keys_cli.py
+app.add_typer(batch_app, name="batch")  # uns_cli/batch_cli.py
+app.add_typer(audit_app, name="audit")
 
 
 def _setup_logging(level: str, log_format: str = "text") -> None:
     from uns.logs import setup_logging  # noqa: PLC0415
 
     setup_logging(level, log_format)
-
-
-def _broker_settings(broker: str | None) -> Any:
-    """Broker settings for the short commands (watch, topics, sim, context set)."""
-    from uns.config import load_config  # noqa: PLC0415 - keep `uns --help` fast
-
-    return load_config(overrides={"broker.url": broker}).broker.settings()
-
-
-def _lake_path(lake: str | None) -> str:
-    from uns.config import load_config  # noqa: PLC0415
-
-    path = load_config(overrides={"lake.path": lake}).lake.path
-    if not path:
-        raise UnsError("no lake configured: pass --lake DIR or set UNS_LAKE")
-    return path
 
 
 @app.command()
@@ -355,152 +323,31 @@ def lake_vacuum(
     typer.echo(json.dumps(result, indent=2, default=str))
 
 
-@context_app.command("show")
-def context_show(
-    path: Annotated[str, typer.Argument(help="ISA-95 path, e.g. acme/basel/pilot/usp/br-101")],
-    at: Annotated[str | None, typer.Option("--at", help="epoch ms or ISO time (default: now)")] = None,
-    lake: LakeOpt = None,
-    fmt: FormatOpt = "table",
-) -> None:
-    """Show the context valid at PATH (inherited from its ancestors) at a time, from the lake.
-
-    Example: uns context show acme/basel/pilot/usp/br-101 --at 2026-11-25T10:00:00Z --lake ./lake
-    """
-    from uns_cli.context import context_at  # noqa: PLC0415
-    from uns_cli.output import render_rows  # noqa: PLC0415
-
-    lake_dir = _guard(lambda: _lake_path(lake))
-    values = _guard(lambda: context_at(lake_dir, path, at))
-    typer.echo(render_rows(["key", "value"], sorted(values.items()), fmt))
-
-
-HostIdOpt = Annotated[
-    str | None,
-    typer.Option("--host-id", help="wait for this engine's acknowledgement only (default: any engine)"),
-]
-
-
-@context_app.command("set")
-def context_set(
-    path: Annotated[str, typer.Argument(help="ISA-95 path the context applies to (and everything below)")],
-    pairs: Annotated[list[str], typer.Argument(metavar="KEY=VALUE...", help="context keys to set")],
-    broker: BrokerOpt = None,
-    clear: Annotated[list[str] | None, typer.Option("--clear", help="keys to clear")] = None,
-    user: Annotated[str | None, typer.Option(help="who sets it (audit trail)")] = None,
-    reason: Annotated[str | None, typer.Option(help="why (audit trail)")] = None,
-    ts: Annotated[
-        str | None, typer.Option("--ts", help="time the change took effect (epoch ms or ISO)")
+@app.command()
+def validate(
+    out: Annotated[
+        str | None,
+        typer.Option("--out", help="directory for the evidence (default: ./uns-validation-<time>)"),
     ] = None,
-    prefix: Annotated[str, typer.Option(help="UNS prefix")] = "uns/v1",
-    wait: Annotated[
-        bool,
-        typer.Option(
-            "--wait",
-            help="wait for the engine's acknowledgement: --wait [SECONDS] (default 10 s); "
-            "exit 0 applied or duplicate, 1 rejected, 3 no engine answered",
-        ),
-    ] = False,
-    host_id: HostIdOpt = None,
-    event_id: Annotated[
-        str | None, typer.Option("--id", help="the event's id, 1-128 characters (default with --wait: new)")
+    broker: Annotated[
+        str | None,
+        typer.Option("--broker", "-b", help="run the OQ on this broker, in a namespace of its own"),
     ] = None,
+    only: Annotated[str | None, typer.Option("--only", help="iq or oq: run one part only")] = None,
 ) -> None:
-    """Publish a context event (validated before it is sent) on <prefix>/_context/<path>.
+    """Qualify this installation: IQ (Python, uns, dependencies and their files against their
+    RECORD, schemas, config) and OQ (a simulated plant with faults, a killed engine, the lake,
+    the batch report, the audit trail, signatures). Writes JSON, HTML and PDF evidence with
+    the SHA-256 of each artifact; exit 0 only when every check passed (docs/gxp.md).
 
-    With --wait the event gets an id and the command waits for an engine to
-    acknowledge it on <prefix>/_engine/<host id>/context_ack.
-
-    Example: uns context set acme/basel/pilot/usp/br-101 batch_id=B2026-0042 phase=growth --user jdoe --wait 5
+    Example: uns validate --out /srv/validation/uns-2026-12-02
     """
-    from uns_cli.context import publish_context, split_wait  # noqa: PLC0415
+    import datetime as dt  # noqa: PLC0415
 
-    path, pairs, seconds = split_wait(path, pairs, wait)
-    settings = _guard(lambda: _broker_settings(broker))
-    result = _guard(
-        lambda: publish_context(
-            settings,
-            path,
-            pairs,
-            clear or [],
-            user=user,
-            reason=reason,
-            ts=ts,
-            prefix=prefix,
-            wait=seconds,
-            host_id=host_id,
-            event_id=event_id,
-        )
-    )
-    if not result.waited:
-        typer.echo(f"published to {result.topic}")
-        return
-    ack = result.ack
-    if ack is None:
-        typer.echo(
-            f"uns: no engine acknowledged event {result.event_id} within {seconds:g} s "
-            f"(published to {result.topic}; is an engine with prefix {prefix!r} running?)",
-            err=True,
-        )
-        raise typer.Exit(3)
-    engine = f"engine {ack.host_id}" if ack.host_id else "the engine"
-    if ack.status == "rejected":
-        raise _fail(f"{engine} rejected event {ack.id}: {ack.reason or 'no reason given'}")
-    if ack.status == "duplicate":
-        typer.echo(f"duplicate: {engine} had already applied event {ack.id}; nothing changed")
-    else:
-        typer.echo(f"applied by {engine} (event {ack.id}, {result.topic})")
+    from uns_cli.validate import run_validation  # noqa: PLC0415
 
-
-@context_app.command("import")
-def context_import(
-    file: Annotated[str, typer.Argument(help="JSON Lines (.jsonl) or CSV (.csv) file of context events")],
-    broker: BrokerOpt = None,
-    skip_bad: Annotated[
-        bool, typer.Option("--skip-bad", help="report and skip bad lines instead of sending nothing")
-    ] = False,
-    wait: Annotated[
-        float,
-        typer.Option(
-            "--wait", help="seconds to wait for each event's acknowledgement (0: do not wait)", min=0
-        ),
-    ] = 10.0,
-    host_id: HostIdOpt = None,
-    prefix: Annotated[str, typer.Option(help="UNS prefix")] = "uns/v1",
-    in_flight: Annotated[
-        int, typer.Option("--in-flight", help="events published and not yet acknowledged, at most", min=1)
-    ] = 1000,
-    progress: Annotated[
-        bool, typer.Option("--progress/--no-progress", help="progress bar on stderr (default: on a terminal)")
-    ] = sys.stderr.isatty(),
-) -> None:
-    """Import context events from a file, each acknowledged by the engine; safe to repeat.
-
-    JSON Lines: one context event per line with its "path" (and optionally its
-    "id"). CSV: header ts,path,key,value,user,reason; consecutive rows with the
-    same ts, path, user and reason form one event. Every line is validated
-    first; nothing is sent if one is bad (unless --skip-bad). Each event gets
-    an id (its own, or one derived from its content), so importing a file
-    again changes nothing. Exit 0 all applied or duplicates, 1 some rejected
-    (or bad lines), 3 acknowledgements missing.
-
-    Example: uns context import batches.csv --broker mqtt://127.0.0.1:1883 --wait 30
-    """
-    from uns_cli.importer import run_import  # noqa: PLC0415
-
-    settings = _guard(lambda: _broker_settings(broker))
-    code = _guard(
-        lambda: run_import(
-            settings,
-            file,
-            prefix=prefix,
-            host_id=host_id,
-            wait=wait,
-            skip_bad=skip_bad,
-            in_flight=in_flight,
-            progress=progress,
-            echo=typer.echo,
-        )
-    )
+    target = out or f"uns-validation-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}"
+    code = _guard(lambda: run_validation(target, broker=broker, only=only, echo=typer.echo))
     if code:
         raise typer.Exit(code)
 

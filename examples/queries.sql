@@ -178,3 +178,21 @@ FROM windows AS w
 JOIN gaps AS g USING (path, batch_id)
 JOIN session_events AS e USING (path, batch_id)
 ORDER BY w.path, w.batch_start;
+
+-- name: trace_measurements
+-- Where each measurement row came from (docs/gxp.md, "Traceability"): the broker
+-- message (its topic rebuilt from the Sparkplug ids, receive time, seq, bdSeq), the
+-- writer and WAL segment it was committed from, and the audit entry that recorded
+-- that segment's commit to the measurements table (with the files' SHA-256).
+SELECT m.ts, m.path, m.metric, m.value_text,
+       'spBv1.0/' || m.group_id || '/' || CASE WHEN m.device_id IS NULL THEN 'N' ELSE 'D' END
+           || 'DATA/' || m.edge_node_id || coalesce('/' || m.device_id, '') AS topic,
+       m.received_at, m.seq, m.bdseq, m.wal_writer, m.wal_segment,
+       a.seq AS audit_seq, a.hash AS audit_hash, a.ts AS committed_at
+FROM measurements m
+LEFT JOIN audit a
+       ON a.kind = 'data_commit' AND a.subject = 'measurements' AND a.writer_id = m.wal_writer
+      AND CAST(json_extract(a.detail, '$.segment') AS BIGINT) = m.wal_segment
+WHERE m.path = 'acme/basel/pilot/granulation/gr-201'
+ORDER BY m.ts, m.metric
+LIMIT 100;

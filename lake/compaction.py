@@ -44,6 +44,12 @@ class CompactionSchedule:
         self.abandoned = 0
         self.last_s = 0.0  # how long the last completed one took
 
+    def start(self) -> None:
+        """The writer runs from now on: the first interval counts from here, not from
+        construction (opening the lake can take a while)."""
+        if self._last != float("-inf"):
+            self._last = time.monotonic()
+
     async def maybe_run(self) -> None:
         """Compact if the interval has passed (call between commits)."""
         if not self._interval_s or self._closed:

@@ -23,20 +23,31 @@ from pathlib import Path
 
 from uns.errors import LakeError
 
-__all__ = ["LOCK_NAME", "compaction_lock"]
+__all__ = ["LOCK_NAME", "audit_lock", "compaction_lock"]
 
 LOCK_NAME = ".uns-compaction.lock"
 
 
-@contextlib.contextmanager
-def compaction_lock(root: Path, *, wait: bool) -> Iterator[bool]:
+def compaction_lock(root: Path, *, wait: bool) -> contextlib.AbstractContextManager[bool]:
     """Hold the lake's compaction lock: yields True once held, or False at once when
     ``wait`` is false and another process holds it.  Released on exit (and by the
     kernel when the holder dies, so a killed compaction never leaves it taken)."""
+    return _flock(root / LOCK_NAME, wait=wait, what="compaction")
+
+
+def audit_lock(root: Path, writer_id: str) -> contextlib.AbstractContextManager[bool]:
+    """Hold the lock of one writer's audit chain (waits): reading its tail and appending
+    to it is one step, also when a replaced commit worker is not quite dead yet or two
+    ``uns`` commands record at once."""
+    return _flock(root / f".uns-audit-{writer_id or 'default'}.lock", wait=True, what="audit")
+
+
+@contextlib.contextmanager
+def _flock(path: Path, *, wait: bool, what: str) -> Iterator[bool]:
     try:
-        fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise LakeError(f"cannot open the compaction lock of {root}: {exc}") from exc
+        raise LakeError(f"cannot open the {what} lock of {path.parent}: {exc}") from exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))

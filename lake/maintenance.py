@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -22,6 +23,8 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
+from lake.audit import AUDIT, AuditRecorder, cli_recorder
+from lake.audit_entries import Entry, entry, os_user
 from lake.locks import compaction_lock
 from lake.query import connect
 from lake.sink import LakeConfig, LakeSink
@@ -40,6 +43,7 @@ ZORDER_COLUMNS: Final = {
     "metric_catalog": ("path", "birth_ts"),
     "sessions": ("edge_node_id", "ts"),
     "rejected": ("topic", "received_at"),
+    "audit": ("writer_id", "seq"),
 }
 
 
@@ -92,30 +96,55 @@ class Lake:
             out[table] = TableInfo(table, exists=False) if delta is None else _table_info(table, delta)
         return out
 
-    def compact(self, *, z_order: bool = False, since: dt.date | None = None) -> dict[str, dict[str, Any]]:
+    def compact(
+        self, *, z_order: bool = False, since: dt.date | None = None, reason: str = ""
+    ) -> dict[str, dict[str, Any]]:
         """Merge small files of every table (partitions from ``since`` on, default all).
 
         ``z_order`` also sorts by :data:`ZORDER_COLUMNS` (rewrites whole partitions:
-        slower, best once a day is complete).  Returns Delta's metrics per table."""
+        slower, best once a day is complete).  Returns Delta's metrics per table.  The
+        audit trail gets a ``maintenance`` entry (the OS user, ``reason``) and a
+        ``compaction`` entry per table rewritten, under the writer id ``uns-cli``."""
         filters = [(PARTITION_COLUMN, ">=", since.isoformat())] if since else None
         props = writer_properties()
         result: dict[str, dict[str, Any]] = {}
+        audit, user = self._audit(), os_user()
+        what = {"command": "compact", "z_order": z_order, "since": since.isoformat() if since else None}
+        entries = [self._maintenance_entry(what, user, reason)]
         # one compaction of the lake at a time (lake/locks.py): waits for a writer's own
         with compaction_lock(self.root, wait=True):
-            for table in TABLES:
-                delta = self._table(table)  # opened under the lock: plans on the table as it is
-                if delta is None:
-                    continue
-                try:
-                    opts: dict[str, Any] = {"partition_filters": filters, "writer_properties": props}
-                    if z_order:
-                        metrics = delta.optimize.z_order(list(ZORDER_COLUMNS[table]), **opts)
-                    else:
-                        metrics = delta.optimize.compact(**opts)
-                except Exception as exc:
-                    raise LakeError(f"compaction of {table} failed: {exc}", table=table) from exc
-                result[table] = metrics
+            audit.reconcile()
+            try:
+                for table in TABLES:
+                    delta = self._table(table)  # opened under the lock: plans on the table as it is
+                    if delta is None:
+                        continue
+                    before = delta.version()
+                    try:
+                        opts: dict[str, Any] = {"partition_filters": filters, "writer_properties": props}
+                        if z_order:
+                            metrics = delta.optimize.z_order(list(ZORDER_COLUMNS[table]), **opts)
+                        else:
+                            metrics = delta.optimize.compact(**opts)
+                    except Exception as exc:
+                        raise LakeError(f"compaction of {table} failed: {exc}", table=table) from exc
+                    result[table] = metrics
+                    if table != AUDIT and metrics.get("numFilesRemoved"):
+                        after = DeltaTable(self.root / table).version()
+                        entries += audit.compaction_entries(
+                            table, before, after, user, reason or "uns lake compact"
+                        )
+            finally:
+                audit.record(entries)
         return result
+
+    def _audit(self) -> AuditRecorder:
+        """The chain of what is run by hand (writer id ``uns-cli``)."""
+        return cli_recorder(self.root)
+
+    @staticmethod
+    def _maintenance_entry(what: dict[str, Any], user: str, reason: str) -> Entry:
+        return entry(time.time_ns() // 1000, "maintenance", "lake", what, actor=user, reason=reason)
 
     def vacuum(
         self,
@@ -141,6 +170,26 @@ class Lake:
         if retention_hours < 0:
             raise LakeError("retention_hours must be >= 0")
         result: dict[str, list[str]] = {}
+        try:
+            self._vacuum(result, retention_hours, enforce_retention=enforce_retention, dry_run=dry_run)
+        finally:
+            if not dry_run:  # what was deleted, by whom (the audit trail; a dry run changes nothing)
+                user = os_user()
+                what = {"command": "vacuum", "retention_hours": retention_hours, "enforce": enforce_retention}
+                entries = [self._maintenance_entry(what, user, "")]
+                now = time.time_ns() // 1000
+                for table, files in result.items():
+                    if files:
+                        body = {"table": table, "deleted": sorted(files)}
+                        entries.append(
+                            entry(now, "vacuum", table, body, actor=user, reason="uns lake vacuum")
+                        )
+                self._audit().record(entries)
+        return result
+
+    def _vacuum(
+        self, result: dict[str, list[str]], retention_hours: float, *, enforce_retention: bool, dry_run: bool
+    ) -> None:
         for table in TABLES:
             delta = self._table(table)
             if delta is None:
@@ -157,7 +206,6 @@ class Lake:
                     delta.cleanup_metadata()  # log files beyond the log retention (30 days)
             except Exception as exc:
                 raise LakeError(f"vacuum of {table} failed: {exc}", table=table) from exc
-        return result
 
 
 def _utc(ms: int | None) -> dt.datetime | None:

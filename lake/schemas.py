@@ -37,6 +37,10 @@ SCHEMAS: Final[dict[str, pa.Schema]] = {
             ("is_transient", pa.bool_()),
             ("is_null", pa.bool_()),
             ("unmapped", pa.bool_()),
+            # where the row came from (traceability, docs/gxp.md): the writer and its WAL
+            # segment; set by the commit, constant per file as written
+            ("wal_writer", pa.string()),
+            ("wal_segment", pa.int64()),
             _DATE,
         ]
     ),
@@ -55,6 +59,8 @@ SCHEMAS: Final[dict[str, pa.Schema]] = {
             # The context event the change came from (every change of one event carries it;
             # NULL in lakes written before it existed).
             ("event_id", pa.string()),
+            # The trusted key that signed the event (NULL: unsigned, or a lake from before).
+            ("signer", pa.string()),
             _DATE,
         ]
     ),
@@ -91,6 +97,22 @@ SCHEMAS: Final[dict[str, pa.Schema]] = {
             ("topic", pa.string()),
             ("payload", pa.binary()),
             ("error", pa.string()),
+            _DATE,
+        ]
+    ),
+    # the audit trail (lake.audit; docs/lake.md and docs/gxp.md)
+    "audit": pa.schema(
+        [
+            ("writer_id", pa.string()),
+            ("seq", pa.int64()),  # gapless per writer_id, from 1
+            ("ts", pa.timestamp("us", tz="UTC")),  # when the entry was recorded
+            ("kind", pa.string()),
+            ("actor", pa.string()),
+            ("reason", pa.string()),
+            ("subject", pa.string()),
+            ("detail", pa.string()),  # JSON object
+            ("prev_hash", pa.string()),
+            ("hash", pa.string()),  # SHA-256 of the canonical form (lake.hashing)
             _DATE,
         ]
     ),

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from lake.audit_intake import AuditIntake
 from lake.committers import Sealed, committer_for
 from lake.compaction import CompactionSchedule
 from lake.health import SinkHealth
@@ -54,7 +55,7 @@ log = logging.getLogger(__name__)
 LakeConfig = LakeSection
 
 
-class LakeSink:
+class LakeSink(AuditIntake):
     """Sink protocol implementation writing to the lake at ``path`` (an async context manager,
     used once).  ``config.path`` is where the daemon found ``path``; the sink writes where
     it is told."""
@@ -78,9 +79,8 @@ class LakeSink:
         # (after a failed write) the columns that write could not get into the file.
         self._active_parts: list[TableColumns] = []  # the columns of each record of the active segment
         self._pending = PendingRows()
-        self._pending_batches = 0
         self._unwritten: TableColumns | None = None
-        self._unwritten_batches = 0
+        self._pending_batches = self._unwritten_batches = 0  # the batches of those rows
         self._write_scheduled = False
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -124,10 +124,12 @@ class LakeSink:
                 raise LakeError(f"cannot open the lake at {self.root}: {exc}") from exc
             raise
         self._running = True
+        self._compaction.start()
         self._tasks = [
             asyncio.create_task(self._commit_loop(), name="lake-committer"),
             asyncio.create_task(self._tick_loop(), name="lake-ticker"),
         ]
+        self._write_early_events()
         return self
 
     def _lock_wal(self) -> None:
@@ -156,6 +158,7 @@ class LakeSink:
         if not self._running:
             return
         failure: LakeError | None = None
+        self._record_stop()
         self._compaction.close()  # the final flush must not wait for a compaction
         try:
             async with asyncio.timeout(self._until_stop()):
@@ -242,9 +245,7 @@ class LakeSink:
         if self.config.fsync_interval == 0:
             self._add_synced(count)
         elif not self._write_scheduled:
-            self._write_scheduled = True
-            assert self._loop is not None
-            self._loop.call_soon(self._write_pending)
+            self._schedule_write()
 
     def _add_synced(self, count: int) -> None:
         """``fsync_interval = 0``: write and fsync inside add().  Nothing else is pending
@@ -252,8 +253,7 @@ class LakeSink:
         try:
             seg = self._write()
         except (LakeError, OSError) as exc:
-            self._unwritten = None
-            self._unwritten_batches = 0
+            self._unwritten, self._unwritten_batches = None, 0
             self._health.wal_failed(exc)
             self._health.write_error = ""  # this batch is refused (the caller retries it): nothing waits
             self._rows_added -= count

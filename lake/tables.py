@@ -24,6 +24,7 @@ stores them as microseconds; readers see ``TIMESTAMP WITH TIME ZONE``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, Final
 
@@ -41,6 +42,7 @@ __all__ = [
     "TIME_COLUMN",
     "WAL_COLUMNS",
     "WAL_WIDTHS",
+    "AuditEvent",
     "PendingRows",
     "TableColumns",
     "batch_columns",
@@ -52,7 +54,7 @@ __all__ = [
 ]
 
 #: Every table, in the order a segment commits them.
-TABLES: Final = ("measurements", "context", "metric_catalog", "sessions", "rejected")
+TABLES: Final = ("measurements", "context", "metric_catalog", "sessions", "rejected", "audit")
 PARTITION_COLUMN: Final = "date"
 #: Context keys that get their own column in ``measurements`` (the rest is in ``context`` JSON).
 CONTEXT_COLUMNS: Final = ("batch_id", "order_id", "product", "recipe", "phase")
@@ -69,6 +71,7 @@ TIME_COLUMN: Final = {
     "metric_catalog": "birth_ts",
     "sessions": "ts",
     "rejected": "received_at",
+    "audit": "ts",
 }
 
 #: Fields of a sample that differ between the samples of one message: one entry per row.
@@ -87,19 +90,24 @@ RUN_FIELDS: Final = (
 #: and ``run_length`` (per run; the lengths add up to the rows).
 WAL_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "measurements": (*SAMPLE_FIELDS, *RUN_FIELDS, "run_length"),
-    "context": ("ts", "received_at", "path", "key", "value", "source", "user", "reason", "event_id"),
+    "context": (
+        "ts", "received_at", "path", "key", "value", "source", "user", "reason", "event_id", "signer",
+    ),
     "metric_catalog": (
         "group_id", "edge_node_id", "device_id", "path", "metric", "alias", "datatype", "unit",
         "properties", "birth_ts", "bdseq",
     ),
     "sessions": ("ts", "group_id", "edge_node_id", "device_id", "event", "detail"),
     "rejected": ("received_at", "topic", "payload", "error"),
+    # what the engine records itself (start, stop); seq and the hashes are added at commit
+    "audit": ("kind", "subject", "detail", "actor", "reason", "ts"),
 }  # fmt: skip
 
 #: Column counts a WAL record of each table may also have: a segment written before a
-#: column was added (the context table's ``event_id``) replays with that column NULL.
+#: column was added (the context table's ``event_id``, then ``signer``) replays with the
+#: missing columns NULL.
 WAL_WIDTHS: Final[dict[str, frozenset[int]]] = {
-    table: frozenset({len(WAL_COLUMNS[table]), *({8} if table == "context" else ())}) for table in TABLES
+    table: frozenset({len(WAL_COLUMNS[table]), *({8, 9} if table == "context" else ())}) for table in TABLES
 }
 
 #: A measurement value marshal cannot carry (a DataSet, a Template, a str subclass, ...)
@@ -114,6 +122,19 @@ _REJECTED = TABLES.index("rejected")
 # IntEnum members (and equal plain ints) -> plain int, in C: ``map(_CODES.get, col, col)``
 # falls back to the value itself for codes outside the spec.
 _CODES: Final[dict[Any, int]] = {d: int(d) for d in DataType}
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """An entry for the audit trail that travels through the WAL (``ts`` in epoch ms,
+    ``detail`` JSON text); the commit gives it its ``seq`` and hashes (lake.audit)."""
+
+    kind: str
+    subject: str
+    detail: str
+    actor: str
+    reason: str
+    ts: int
 
 
 def empty_columns() -> TableColumns:
@@ -200,6 +221,11 @@ class PendingRows:
                 count += len(more)
         self.rows += count
         return count
+
+    def add_audit(self, event: AuditEvent) -> None:
+        """Take one audit event (rare: engine start and stop)."""
+        self._objects[TABLES.index("audit")].append(event)
+        self.rows += 1
 
     def take(self) -> TableColumns:
         """Every pending row as columns; the buffer is empty afterwards."""

@@ -242,12 +242,20 @@ def _joined(group: list[Sequence[Sequence[Any]]]) -> list[Sequence[Any]]:
 
 
 def _slice_batch(
-    table: str, columns: list[Sequence[Any]], first: int, segment: int, contexts: _ContextRenderer
+    table: str,
+    columns: list[Sequence[Any]],
+    first: int,
+    segment: int,
+    contexts: _ContextRenderer,
+    writer: str,
 ) -> pa.RecordBatch:
     schema = SCHEMAS[table]
     by_name: dict[str, Sequence[Any] | pa.Array]
     if table == "measurements":
         by_name = _measurement_columns(columns, contexts)
+        rows = len(columns[0])
+        by_name["wal_writer"] = pa.array([writer], pa.string()).take(pa.array([0] * rows, pa.int32()))
+        by_name["wal_segment"] = pa.array([segment], pa.int64()).take(pa.array([0] * rows, pa.int32()))
     else:
         cols = dict(zip(WAL_COLUMNS[table], columns, strict=True))
         by_name = dict(cols)
@@ -275,14 +283,19 @@ def _widened(part: Sequence[Sequence[Any]], width: int) -> Sequence[Sequence[Any
     return [*part, *([None] * len(part[0]) for _ in range(width - len(part)))]
 
 
-def arrow_table(table: str, columns: Sequence[Sequence[Any]], segment: int) -> pa.Table:
+def arrow_table(table: str, columns: Sequence[Sequence[Any]], segment: int, writer: str = "") -> pa.Table:
     """The rows of one table (its columns in ``WAL_COLUMNS`` order, or ``[]`` for none)
-    from WAL segment ``segment`` as an Arrow table of its schema."""
-    return arrow_table_of_parts(table, [columns], segment)
+    from WAL segment ``segment`` of writer ``writer`` as an Arrow table of its schema."""
+    return arrow_table_of_parts(table, [columns], segment, writer=writer)
 
 
 def arrow_table_of_parts(
-    table: str, parts: Sequence[Sequence[Sequence[Any]]], segment: int, *, slice_rows: int = SLICE_ROWS
+    table: str,
+    parts: Sequence[Sequence[Sequence[Any]]],
+    segment: int,
+    *,
+    slice_rows: int = SLICE_ROWS,
+    writer: str = "",
 ) -> pa.Table:
     """Like :func:`arrow_table` for rows given as consecutive parts (the columns of each
     WAL record, as read from a segment), built ``slice_rows`` rows at a time."""
@@ -291,6 +304,7 @@ def arrow_table_of_parts(
     if any(part and len(part) < width for part in parts):  # a segment older than a column
         parts = [_widened(part, width) for part in parts]
     batches = [
-        _slice_batch(table, cols, first, segment, contexts) for first, cols in _slices(parts, slice_rows)
+        _slice_batch(table, cols, first, segment, contexts, writer)
+        for first, cols in _slices(parts, slice_rows)
     ]
     return pa.Table.from_batches(batches, schema=SCHEMAS[table])

@@ -168,6 +168,8 @@ def read_segment(path: Path) -> SegmentRead:
 
 def _record_columns(record: object, version: int) -> TableColumns | None:
     """A record's columns (converted from the row tuples of format 1); None if malformed."""
+    if isinstance(record, tuple) and len(record) == len(TABLES) - 1:  # written before the audit table
+        record = (*record, [])
     if not isinstance(record, tuple) or len(record) != len(TABLES):
         return None
     if version == 1:

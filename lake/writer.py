@@ -26,6 +26,8 @@ import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
+from lake.audit import AUDIT, AuditRecorder
+from lake.audit_entries import SYSTEM
 from lake.health import VANISHED
 from lake.locks import compaction_lock
 from lake.schemas import SCHEMAS
@@ -44,6 +46,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_AUDIT_INDEX: Final = TABLES.index(AUDIT)
 
 #: The writer's own compaction merges small files into files of about this many rows.
 #: deltalake merges every file below its byte target (100 MiB by default) again and
@@ -113,6 +117,8 @@ class DeltaWriter:
         self.writer_id = writer_id
         self._handles: dict[str, DeltaTable] = {}
         self._props = writer_properties()
+        #: this writer's chain in the audit table (lake.audit)
+        self.audit = AuditRecorder(root, writer_id, self._handle)
 
     def table_path(self, table: str) -> Path:
         return self.root / table
@@ -126,6 +132,12 @@ class DeltaWriter:
         """Create the missing tables; return the newest segment number any table has
         recorded (-1 for none)."""
         self.ensure_tables()
+        with compaction_lock(self.root, wait=False) as held:
+            if held:  # no compaction runs: one without its audit entry was interrupted (lake.audit)
+                try:
+                    self.audit.reconcile()
+                except LakeError as exc:  # the trail is behind, not the data: verify will say so
+                    log.warning("lake: %s", exc)
         return self.committed_segment()
 
     def forget_handles(self) -> None:
@@ -165,6 +177,7 @@ class DeltaWriter:
                 log.info("lake: another compaction of this lake is running; this one waits a round")
                 return 0
             _hook("compact")
+            self.audit.reconcile()
             for table in TABLES:
                 self._handles.pop(table, None)  # plan on the table as it is now, not as cached
                 dt_ = self._handle(table)
@@ -172,6 +185,7 @@ class DeltaWriter:
                     target = self._target_bytes(dt_, since, target_rows)
                     if target is None:
                         continue  # nothing recent
+                    before = dt_.version()
                     metrics = dt_.optimize.compact(
                         partition_filters=filters, target_size=target, writer_properties=self._props
                     )
@@ -179,6 +193,11 @@ class DeltaWriter:
                     self._handles.pop(table, None)
                     raise LakeError(f"compaction of {table} failed: {exc}", table=table) from exc
                 removed += int(metrics.get("numFilesRemoved", 0))
+                if table != AUDIT and metrics.get("numFilesRemoved"):  # the chain covers the audit rows
+                    self._handles.pop(table, None)
+                    after = self._handle(table).version()
+                    reason = "the writer's compaction of recent partitions (lake.compact_interval)"
+                    self.audit.record_compaction(table, before, after, SYSTEM, reason)
         return removed
 
     @staticmethod
@@ -238,13 +257,15 @@ class DeltaWriter:
                 raise LakeError(f"cannot read WAL segment {path.name}: {exc}") from exc
             parts, torn = read.parts, read.torn_bytes
         written = commits = skipped = 0
+        with_rows: list[str] = []
         by_table: list[tuple[str, int]] = []
         for index, table in enumerate(TABLES):
             table_parts = [part[index] for part in parts if part[index]]
             rows = sum(map(column_count, table_parts))
-            if not rows:
+            if not rows or table == AUDIT:
                 continue
             _hook(f"before:{table}")
+            with_rows.append(table)
             if self._commit_table(table, table_parts, number):
                 written += rows
                 commits += 1
@@ -252,6 +273,17 @@ class DeltaWriter:
             else:
                 skipped += rows
             _hook(f"after:{table}")
+        # The audit trail last: the engine's own events, and the entries of the commits above.
+        events = sum(column_count(part[_AUDIT_INDEX]) for part in parts if part[_AUDIT_INDEX])
+        _hook(f"before:{AUDIT}")
+        if self.audit.commit_segment(number, parts, with_rows):
+            written += events
+            commits += 1
+            if events:
+                by_table.append((AUDIT, events))
+        else:
+            skipped += events
+        _hook(f"after:{AUDIT}")
         _hook("before_delete")
         try:
             sync_filesystem(self.root)
@@ -268,7 +300,7 @@ class DeltaWriter:
             done = dt.transaction_version(txn_id)
             if done is not None and done >= number:
                 return False  # committed before a crash or a failed retirement
-            data = arrow_table_of_parts(table, parts, number)
+            data = arrow_table_of_parts(table, parts, number, writer=self.writer_id)
             write_deltalake(
                 dt,
                 data,

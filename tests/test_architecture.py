@@ -86,6 +86,8 @@ def layer_of(module: str) -> str | None:
     second = parts[1]
     if second in ("clock", "logs"):
         return "util"
+    if second == "keyring":  # key files: read where the config points, used from lake up
+        return "config"
     if second == "core":
         return "core.vocabulary" if parts[2:3] in (["events"], ["values"]) else "core"
     if second in ("errors", "config", "sparkplug", "mqtt", "sinks", "sim", "engine", "batch"):

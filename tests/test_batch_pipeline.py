@@ -5,6 +5,7 @@ report lists exactly those — as JSON, as HTML opened in a real headless Chromi
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ from playwright.sync_api import sync_playwright
 from uns.engine.plant import load_model
 from uns.mqtt.mosquitto import running_mosquitto
 from uns.sim.inject import BatchFault
+from uns_cli.audit import audit_log
 from uns_cli.batch_commands import load_spec
 from uns_cli.batch_html import CHROMIUM_ARGS, find_chromium
 from uns_cli.batch_report import ReportRequest, generate_report
@@ -114,6 +116,10 @@ def test_the_untouched_reference_batch_has_no_exceptions(plant_lake: Path, spec_
     )
     data, verdict = generate_report(plant_lake, request, "json")
     assert verdict == "no exceptions", json.loads(data)["exceptions"]
+    # every report made is in the audit trail by its SHA-256 (issue 17)
+    digest = hashlib.sha256(data).hexdigest()
+    entries = audit_log(str(plant_lake), kind="report", batch=REFERENCE, parse_detail=True)
+    assert any(e[-1]["sha256"] == digest and e[-1]["format"] == "json" for e in entries)
 
 
 def test_the_html_report_in_a_real_browser(plant_lake: Path, spec_file: Path, tmp_path: Path) -> None:

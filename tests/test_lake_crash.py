@@ -1,6 +1,8 @@
 """Exactly-once under crashes: a writer process is SIGKILLed at random moments and
 inside commits (before, between and after table commits, before the WAL segment
-is deleted); after a restart every row it had accepted is in the lake exactly once.
+is deleted); after a restart every row it had accepted is in the lake exactly once,
+and the audit trail is intact: its chain has no gap or duplicate, each commit is
+recorded once (issue 17).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lake import LakeSink, connect
+from lake.audit_verify import verify
 from tests.lake_crash_child import ACCEPT_GROUP, BASE_TS, SAMPLES_PER_BATCH
+from tests.lake_helpers import query
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_SPAN = 1_000_000  # batch numbers of run r are r*RUN_SPAN + k: runs never collide
@@ -114,9 +118,24 @@ def assert_exactly_once(lake: Path, runs: list[ChildRun]) -> None:
             assert run.accepted
             assert mine[-1] == run.last_accepted
     expected_sessions = {i for i in present if i % 7 == 0}
+    assert_audit_intact(lake)
     assert dict(sessions) == dict.fromkeys(expected_sessions, 1)
     assert dict(context) == dict.fromkeys(expected_sessions, 1)
     assert dict(catalog) == {i: 1 for i in present if i % 11 == 0}
+
+
+def assert_audit_intact(lake: Path) -> None:
+    """The audit chain has no gap and no duplicate (verify), and every table's commit of
+    every segment is recorded exactly once."""
+    report = verify(lake)
+    assert report.findings == []
+    assert report.files > 0
+    twice = query(
+        lake,
+        "SELECT subject, json_extract(detail, '$.segment') AS s, count(*) FROM audit"
+        " WHERE kind = 'data_commit' GROUP BY ALL HAVING count(*) > 1",
+    )
+    assert twice == []
 
 
 async def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) -> None:
@@ -139,6 +158,8 @@ async def test_sigkill_inside_commits_then_replay_is_exactly_once(tmp_path: Path
         "kill:before:measurements",
         "kill:after:measurements",
         "kill:after:context",
+        "kill:before:audit",  # the data tables have the segment, the audit trail not yet
+        "kill:after:audit",
         "kill:before_delete",
     ]
     runs = []

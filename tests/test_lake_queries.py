@@ -5,6 +5,7 @@ node death with a 30-second hole in the data during the second batch."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -155,8 +156,21 @@ def run(lake: Path, name: str) -> list[dict[str, object]]:
         con.close()
 
 
-def test_the_file_has_the_four_queries() -> None:
-    assert list(QUERIES) == ["batch_timeline", "phase_statistics", "excursions", "batch_completeness"]
+def test_the_file_has_the_five_queries() -> None:
+    assert list(QUERIES) == [
+        "batch_timeline", "phase_statistics", "excursions", "batch_completeness", "trace_measurements"
+    ]  # fmt: skip
+
+
+def test_trace_measurements_names_message_segment_and_audit_entry(plant_lake: Path) -> None:
+    rows = run(plant_lake, "trace_measurements")
+    assert len(rows) == 100
+    first = rows[0]
+    assert first["topic"] == "spBv1.0/PilotPlant/DDATA/GRAN-Ctrl/GR-201"
+    assert (first["seq"], first["bdseq"], first["wal_writer"]) == (0, 0, "")
+    assert first["received_at"] == dt.datetime.fromtimestamp((T0 + 40) / 1000, dt.UTC)
+    assert all(r["audit_seq"] is not None and len(str(r["audit_hash"])) == 64 for r in rows)
+    assert all(isinstance(r["wal_segment"], int) for r in rows)
 
 
 def test_batch_timeline(plant_lake: Path) -> None:
@@ -214,32 +228,42 @@ def _change(second: float, key: str, value: str | None, ident: str | None) -> Co
     return ContextChange(ms(second), ms(second), GRAN, key, value, "mes", None, None, ident)
 
 
-def _old_context_table(root: Path) -> None:
-    """A context table as lakes written before event ids have it (no event_id column)."""
-    old_schema = pa.schema([f for f in SCHEMAS["context"] if f.name != "event_id"])
+def _old_context_table(root: Path, missing: tuple[str, ...]) -> None:
+    """A context table as lakes written before some of its columns have it (``missing``)."""
+    old_schema = pa.schema([f for f in SCHEMAS["context"] if f.name not in missing])
     table = DeltaTable.create(root / "context", old_schema, partition_by=["date"])
     rows = arrow_table("context", batch_columns(Batch(context=[_change(0, "batch_id", "B-old", None)]))[1], 1)
-    write_deltalake(table, rows.drop_columns(["event_id"]), mode="append")
+    write_deltalake(table, rows.drop_columns(list(missing)), mode="append")
 
 
-async def test_an_old_lake_without_event_ids_opens_and_is_written(tmp_path: Path) -> None:
-    _old_context_table(tmp_path)
+@pytest.mark.parametrize("missing", [("event_id", "signer"), ("signer",)])
+async def test_an_old_lake_without_the_newer_context_columns_opens_and_is_written(
+    tmp_path: Path, missing: tuple[str, ...]
+) -> None:
+    _old_context_table(tmp_path, missing)
     con = connect(tmp_path)
-    assert con.execute("SELECT value, event_id FROM context").fetchall() == [("B-old", None)]
+    assert con.execute("SELECT value, event_id, signer FROM context").fetchall() == [("B-old", None, None)]
     con.close()
     assert applied_context_ids(tmp_path) == set()
     async with LakeSink(tmp_path, LakeConfig(commit_interval=0.05)) as sink:
         sink.add(Batch(context=[_change(1, "phase", "dry_mix", "e-1"), _change(1, "lot", "L1", "e-1")]))
         await sink.flush()
-        sink.add(Batch(context=[_change(2, "phase", "drying", "e-2")]))
+        signed = _change(2, "phase", "drying", "e-2")
+        signed.signer = "qa-jdoe"
+        sink.add(Batch(context=[signed]))
     con = connect(tmp_path)
-    rows = con.execute("SELECT value, event_id FROM context ORDER BY ts, key").fetchall()
-    assert rows == [("B-old", None), ("L1", "e-1"), ("dry_mix", "e-1"), ("drying", "e-2")]
+    rows = con.execute("SELECT value, event_id, signer FROM context ORDER BY ts, key").fetchall()
+    assert rows == [
+        ("B-old", None, None),
+        ("L1", "e-1", None),
+        ("dry_mix", "e-1", None),
+        ("drying", "e-2", "qa-jdoe"),
+    ]
     con.close()
     assert applied_context_ids(tmp_path) == {"e-1", "e-2"}
-    Lake(tmp_path).compact()  # old files without the column merge with new ones
+    Lake(tmp_path).compact()  # old files without the columns merge with new ones
     con = connect(tmp_path)
-    assert con.execute("SELECT count(*), count(event_id) FROM context").fetchone() == (4, 3)
+    assert con.execute("SELECT count(*), count(event_id), count(signer) FROM context").fetchone() == (4, 3, 1)
     con.close()
 
 

@@ -157,6 +157,7 @@ CONTRACT: dict[str, dict[str, str]] = {
         "user": "VARCHAR",
         "reason": "VARCHAR",
         "event_id": "VARCHAR",
+        "signer": "VARCHAR",
     },
     "metric_catalog": {
         "group_id": "VARCHAR",

@@ -264,19 +264,27 @@ def test_a_segment_of_the_previous_wal_format_still_replays(tmp_path: Path) -> N
     assert arrow_table("context", read.columns[1], segment=1).to_pylist()[0]["event_id"] is None
 
 
-def test_a_context_record_without_event_ids_still_replays(tmp_path: Path) -> None:
-    """A UNSWAL2 segment written before the context table had ``event_id`` (8 columns)."""
-    old = batch_columns(Batch(context=[ContextChange(1_735_689_600_000, 1_735_689_600_001, "a", "k", "v")]))
-    record = tuple(list(cols[:8]) if i == TABLES.index("context") else cols for i, cols in enumerate(old))
+@pytest.mark.parametrize("width", [8, 9])
+def test_a_context_record_from_before_its_last_columns_still_replays(tmp_path: Path, width: int) -> None:
+    """A UNSWAL2 segment written before the context table had ``event_id`` (8 columns) or
+    ``signer`` (9 columns): the missing columns read as NULL."""
+    change = ContextChange(1_735_689_600_000, 1_735_689_600_001, "a", "k", "v", "", None, None, "e-1", "qa")
+    old = batch_columns(Batch(context=[change]))
+    record = tuple(list(cols[:width]) if i == TABLES.index("context") else cols for i, cols in enumerate(old))
     path = tmp_path / "0000000000000001.wal"
     path.write_bytes(MAGIC + encode_record(record))
     read = read_segment(path)
     assert (read.records, read.torn_bytes) == (1, 0)
     rows = arrow_table_of_parts("context", [p[1] for p in read.parts], 1).to_pylist()
-    assert [(r["key"], r["value"], r["event_id"]) for r in rows] == [("k", "v", None)]
+    expected_id = "e-1" if width > 8 else None
+    assert [(r["key"], r["value"], r["event_id"], r["signer"]) for r in rows] == [
+        ("k", "v", expected_id, None)
+    ]
 
 
-def test_context_rows_carry_their_event_id() -> None:
-    change = ContextChange(1_735_689_600_000, 1_735_689_600_001, "a", "k", "v", "mes", None, None, "mes-1")
+def test_context_rows_carry_their_event_id_and_signer() -> None:
+    change = ContextChange(
+        1_735_689_600_000, 1_735_689_600_001, "a", "k", "v", "mes", None, None, "mes-1", "qa-jdoe"
+    )
     rows = arrow_table("context", batch_columns(Batch(context=[change]))[1], segment=3).to_pylist()
-    assert rows[0]["event_id"] == "mes-1"
+    assert (rows[0]["event_id"], rows[0]["signer"]) == ("mes-1", "qa-jdoe")

@@ -255,6 +255,7 @@ async def test_sigkill_at_any_moment_loses_and_duplicates_nothing(
                 started = int(time.time() * 1000)
                 proc = _start_engine_process(own_broker, lake_dir)
             report = await sim_task
+            await engine_up(started)  # a SIGTERM before its signal handlers exist just kills it
             await asyncio.sleep(2)
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(proc.wait, 60) == 0

@@ -39,6 +39,7 @@ from uns.mqtt.settings import BrokerSettings, parse_broker_url
 
 __all__ = [
     "SECTIONS",
+    "AuditSection",
     "BatchSection",
     "BrokerSection",
     "Config",
@@ -276,6 +277,8 @@ def _plain_id(text: str) -> bool:
 @dataclass(frozen=True, slots=True)
 class ContextSection:
     window_hours: float = 24.0  # context history kept in memory (the lake keeps all of it)
+    #: context events must be signed by a trusted key (audit.trusted_keys); others are rejected
+    require_signature: bool = False
 
     def __post_init__(self) -> None:
         _require("context.window_hours", self.window_hours, self.window_hours > 0, "> 0")
@@ -293,6 +296,14 @@ class BatchSection:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditSection:
+    """Signatures (uns.keyring): where the trusted public keys are."""
+
+    #: directory of the trusted Ed25519 public keys, one <name>.pub each (None: no key is trusted)
+    trusted_keys: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     broker: BrokerSection = field(default_factory=BrokerSection)
     engine: EngineSection = field(default_factory=EngineSection)
@@ -301,6 +312,14 @@ class Config:
     lake: LakeSection = field(default_factory=LakeSection)
     context: ContextSection = field(default_factory=ContextSection)
     batch: BatchSection = field(default_factory=BatchSection)
+    audit: AuditSection = field(default_factory=AuditSection)
+
+    def __post_init__(self) -> None:
+        if self.context.require_signature and not self.audit.trusted_keys:
+            raise ConfigError(
+                "context.require_signature needs audit.trusted_keys (the directory of the trusted keys)",
+                key="context.require_signature",
+            )
 
     def to_dict(self, *, masked: bool = True) -> dict[str, dict[str, Any]]:
         """The config-file keys and their values, section by section."""

@@ -14,6 +14,8 @@ Errors carry the data that explains them (topic, path, seq, file, ...).
     │   └── SparkplugStateError     a STATE payload that is neither 3.0 JSON nor legacy
     ├── ModelError                  a plant model that cannot be loaded (.file, .key)
     ├── ContextError                a context event that cannot be applied (.reason)
+    ├── SignatureError              a signature missing, malformed, untrusted or not
+    │                               verifying, or a key file unusable (.reason)
     ├── LakeError                   the lake cannot be read or written (.table)
     │   └── LakeBackpressure        the write-ahead log is full (.retry_after)
     ├── EngineError                 the engine cannot start or run (broker, lake path)
@@ -39,6 +41,7 @@ __all__ = [
     "LakeBackpressure",
     "LakeError",
     "ModelError",
+    "SignatureError",
     "SparkplugDecodeError",
     "SparkplugEncodeError",
     "SparkplugError",
@@ -110,6 +113,16 @@ class ContextError(UnsError):
         super().__init__(f"bad context event{f' for {path}' if path else ''}: {reason}")
         self.reason = reason
         self.path = path
+
+
+class SignatureError(UnsError):
+    """A signature is missing where one is required, malformed, by a key that is not
+    trusted, or does not verify; or a key file cannot be used (uns.core.signing,
+    uns.keyring).  ``reason`` is the plain explanation a rejection records."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class LakeError(UnsError):

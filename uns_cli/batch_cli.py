@@ -95,3 +95,30 @@ def batch_report(
             echo=typer.echo,
         )
     )
+
+
+@batch_app.command("sign")
+def batch_sign(
+    batch: BatchArg,
+    meaning: Annotated[str, typer.Option("--meaning", help="reviewed, approved or rejected")],
+    user: Annotated[str, typer.Option("--user", help="the signer's printed name")],
+    reason: Annotated[str | None, typer.Option("--reason", help="the signer's comment")] = None,
+    key: Annotated[
+        str | None, typer.Option("--key", help="Ed25519 private key file (uns keys new): a digital signature")
+    ] = None,
+    lake: LakeOpt = None,
+    spec: SpecOpt = None,
+) -> None:
+    """Sign the batch's report: an audit entry with the signer, time, meaning and the
+    SHA-256 of the report content; with --key also an Ed25519 signature that
+    `uns audit verify` checks against the trusted keys.
+
+    Example: uns batch sign B2026-0001 --meaning approved --user "J. Doe" --key ~/.uns/qa-jdoe.key
+    """
+    from uns_cli.batch_commands import batch_sign as work  # noqa: PLC0415
+
+    _run(
+        lambda: work(
+            lake, batch, spec=spec, meaning=meaning, user=user, reason=reason, key=key, echo=typer.echo
+        )
+    )

@@ -18,7 +18,7 @@ from uns_cli.output import render_rows
 if TYPE_CHECKING:
     from uns_cli.batch_report import ReportRequest
 
-__all__ = ["batch_list", "batch_report", "batch_show", "load_spec"]
+__all__ = ["batch_list", "batch_report", "batch_show", "batch_sign", "load_spec"]
 
 Echo = Callable[[str], Any]
 
@@ -151,3 +151,35 @@ def batch_report(
         raise BatchError(f"cannot write the report to {target}: {exc.strerror or exc}") from exc
     echo(f"{target}: {verdict}")
     return target
+
+
+def batch_sign(
+    lake_dir: str | None,
+    batch_id: str,
+    *,
+    spec: str | None,
+    meaning: str,
+    user: str,
+    reason: str | None,
+    key: str | None,
+    echo: Echo,
+) -> int:
+    """Sign the batch's report in the audit trail (uns_cli.batch_signatures); prints what
+    was signed.  Returns the signature entry's seq."""
+    from uns_cli.batch_report import build_report  # noqa: PLC0415
+    from uns_cli.batch_signatures import sign_batch  # noqa: PLC0415
+
+    cfg = _settings(lake_dir)
+    request = _request(cfg, batch_id, spec=spec)
+
+    def document(con: Any) -> dict[str, Any]:
+        batch_info(con, batch_id)  # an unknown batch: one line
+        return build_report(con, request).document
+
+    seq, sha = sign_batch(
+        cfg, document, batch_id, meaning=meaning, user=user, reason=reason, key=key,
+        spec_file=request.spec.file,
+    )  # fmt: skip
+    how = f"digitally, key {Path(key).name.removesuffix('.key')}" if key else "electronically, no key"
+    echo(f"{batch_id}: {meaning} by {user} ({how}); report content sha256 {sha}; audit entry uns-cli #{seq}")
+    return seq

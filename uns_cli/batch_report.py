@@ -11,6 +11,7 @@ completeness and the exceptions, :mod:`uns_cli.batch_html` renders HTML and PDF.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ import duckdb
 
 import lake
 import uns
+from lake.audit import record_report
 from lake.batches import BatchInfo, batch_info, batch_samples, catalog_entries
 from lake.query import snapshot_versions
 from uns.batch.spec import Spec
@@ -29,6 +31,7 @@ from uns.core.model import PlantModel
 from uns.errors import BatchError
 from uns_cli.batch_exceptions import completeness_and_exceptions
 from uns_cli.batch_parameters import Parameter, parameters, reference_overlay
+from uns_cli.batch_signatures import attach_signatures
 
 __all__ = ["FORMATS", "Report", "ReportRequest", "build_report", "generate_report"]
 
@@ -123,12 +126,18 @@ def generate_report(lake_path: str | Path, request: ReportRequest, fmt: str = "h
     con = lake.connect(lake_path)
     try:
         report = build_report(con, request)
+        attach_signatures(con, report.document)  # and whether each still covers the report
     finally:
         con.close()
     verdict = str(report.document["verdict"])
     if fmt == "json":
-        return (json.dumps(report.document, indent=2, ensure_ascii=False) + "\n").encode(), verdict
-    from uns_cli.batch_html import render_html, render_pdf  # noqa: PLC0415 - matplotlib/jinja2 load here
+        data = (json.dumps(report.document, indent=2, ensure_ascii=False) + "\n").encode()
+    else:
+        from uns_cli.batch_html import render_html, render_pdf  # noqa: PLC0415 - matplotlib/jinja2 load here
 
-    html = render_html(report)
-    return (html.encode() if fmt == "html" else render_pdf(html)), verdict
+        html = render_html(report)
+        data = html.encode() if fmt == "html" else render_pdf(html)
+    # the audit trail records every report made, by its SHA-256 (docs/gxp.md)
+    detail = {"batch_id": request.batch_id, "format": fmt, "verdict": verdict}
+    record_report(lake_path, hashlib.sha256(data).hexdigest(), request.batch_id, detail=detail)
+    return data, verdict

@@ -21,7 +21,9 @@ from typing import Any
 from uns.clock import now_ms
 from uns.core.context import ContextStore
 from uns.core.events import ContextChange
+from uns.core.signing import sign_event
 from uns.errors import BrokerError, BrokerRefused, ContextError, UnsError
+from uns.keyring import load_private_key
 from uns.mqtt.client import FastClient
 from uns.mqtt.settings import BrokerSettings
 
@@ -294,17 +296,22 @@ def publish_context(
     wait: float | None = None,
     host_id: str | None = None,
     event_id: str | None = None,
+    key: str | None = None,
 ) -> SetResult:
     """Validate and publish one context event (QoS 1, acknowledged by the broker).
 
     With ``wait`` (seconds) the event gets an id (``event_id`` or a fresh one)
-    and the engine's acknowledgement is awaited that long.  BrokerRefused or
+    and the engine's acknowledgement is awaited that long.  With ``key`` (a private
+    key file, :mod:`uns.keyring`) the event is signed.  BrokerRefused or
     BrokerError, naming the broker, when it cannot be published."""
     if wait is not None and event_id is None:
         event_id = new_event_id()
     event = build_event(pairs, clear, user=user, reason=reason, ts=parse_time(ts), event_id=event_id)
     # The same validation the engine applies: a bad event never leaves this machine.
     ContextStore().apply_event(path, event, parse_time(None))
+    if key is not None:
+        name, private = load_private_key(key)
+        event = sign_event(private, name, path, event)
     topic = f"{prefix}/_context/{path.strip('/')}"
     ack_topic = ack_filter(prefix, host_id) if wait is not None else None
     out = Outgoing(topic, json.dumps(event).encode(), event_id or "")

@@ -36,7 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from uns.core.context import event_id, parse_context_event
+from uns.core.signing import SIGNATURE_FIELD, sign_event
 from uns.errors import ContextError, UnsError
+from uns.keyring import load_private_key
 from uns.mqtt.settings import BrokerSettings
 from uns_cli.context import Ack, Outgoing, ack_filter, parse_time, send_events
 
@@ -127,7 +129,10 @@ class _Collector:
                 bad.append(BadLine(line, f"id {eid!r} is already used by line {earlier[0]}", last))
             return
         self._seen[eid] = (line, path, body)
-        self.parsed.events.append(ImportEvent(line, last, path, {"id": eid, **body}, eid))
+        # an event signed at its source without an id keeps its content as signed (the
+        # engine derives the same id from it)
+        sent = event if SIGNATURE_FIELD in event and "id" not in event else {"id": eid, **body}
+        self.parsed.events.append(ImportEvent(line, last, path, sent, eid))
 
 
 # ------------------------------------------------------------------ JSON Lines
@@ -367,11 +372,15 @@ def run_import(
     in_flight: int = 1000,
     progress: bool = False,
     echo: Callable[..., Any] = print,
+    key: str | None = None,
 ) -> int:
     """Validate, publish and await ``file``'s events; print a summary; return the exit code.
 
-    ``echo(text, err=True)`` writes to stderr (typer.echo's signature)."""
+    With ``key`` (a private key file, :mod:`uns.keyring`) every event is signed by it
+    (a signature it had is replaced).  ``echo(text, err=True)`` writes to stderr
+    (typer.echo's signature)."""
     ack_topic = ack_filter(prefix, host_id)
+    signing = load_private_key(key) if key is not None else None
     started = time.perf_counter()
     parsed = read_events(file)
     for bad in parsed.bad:
@@ -383,9 +392,10 @@ def run_import(
             err=True,
         )
         return 1
-    outgoing = [
-        Outgoing(f"{prefix}/_context/{ev.path}", json.dumps(ev.event).encode(), ev.id) for ev in parsed.events
-    ]
+    outgoing = []
+    for ev in parsed.events:
+        body = ev.event if signing is None else sign_event(signing[1], signing[0], ev.path, ev.event)
+        outgoing.append(Outgoing(f"{prefix}/_context/{ev.path}", json.dumps(body).encode(), ev.id))
     acks = _send_with_progress(broker, outgoing, ack_topic, wait, in_flight, progress)
     summary = summarize(parsed, acks, waited=wait > 0)
     summary.skipped = len(parsed.bad)

@@ -53,7 +53,7 @@ MAX_VALUE_LENGTH = 4096
 MAX_TEXT_LENGTH = 4096  # source, user, reason
 MAX_ID_LENGTH = 128
 AUTO_ID_PREFIX = "auto-"
-_EVENT_FIELDS = frozenset({"id", "ts", "set", "clear", "source", "user", "reason"})
+_EVENT_FIELDS = frozenset({"id", "ts", "set", "clear", "source", "user", "reason", "signature"})
 _FORBIDDEN = frozenset("/+#")
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 _LAST = sys.maxsize  # sorts after every arrival number at the same timestamp
@@ -323,18 +323,22 @@ def _check_id(value: object) -> str:
     return value
 
 
-def parse_context_event(path: str, event: Mapping[str, Any], received_at: int) -> list[ContextChange]:
+def parse_context_event(
+    path: str, event: Mapping[str, Any], received_at: int, *, signer: str | None = None
+) -> list[ContextChange]:
     """The changes of a context event, validated whole (see the schema); each carries the
-    event's :func:`event_id` (with ``ts`` the receive time when the event has none)."""
+    event's :func:`event_id` (with ``ts`` the receive time when the event has none) and
+    ``signer``, the key whose signature the caller verified (:mod:`uns.core.signing`;
+    the ``signature`` field itself is not checked here)."""
     try:
-        return _parse(path, event, received_at)
+        return _parse(path, event, received_at, signer)
     except ContextError as exc:
         if exc.path is None:
             raise ContextError(exc.reason, path=path if isinstance(path, str) else None) from None
         raise
 
 
-def _parse(path: str, event: Mapping[str, Any], received_at: int) -> list[ContextChange]:
+def _parse(path: str, event: Mapping[str, Any], received_at: int, signer: str | None) -> list[ContextChange]:
     check_context_path(path)
     if not isinstance(event, Mapping):
         raise ContextError("a context event must be a JSON object")
@@ -370,7 +374,9 @@ def _parse(path: str, event: Mapping[str, Any], received_at: int) -> list[Contex
             values.append((key, None))
     if ident is None:
         ident = event_id(path, event if "ts" in event else {**event, "ts": ts})
-    return [ContextChange(ts, received_at, path, k, v, source, user, reason, ident) for k, v in values]
+    return [
+        ContextChange(ts, received_at, path, k, v, source, user, reason, ident, signer) for k, v in values
+    ]
 
 
 def _text(event: Mapping[str, Any], name: str, *, nullable: bool) -> str | None:

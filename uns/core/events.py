@@ -128,7 +128,8 @@ class Rejected:
 class ContextChange:
     """One applied context change: ``value`` None means the key was cleared.
     ``event_id`` is the identity of the context event it came from (every change of
-    one event carries it; None for changes not from an event, e.g. context metrics)."""
+    one event carries it; None for changes not from an event, e.g. context metrics).
+    ``signer`` names the trusted key that signed the event, None for an unsigned one."""
 
     ts: int
     received_at: int
@@ -139,6 +140,8 @@ class ContextChange:
     user: str | None = None
     reason: str | None = None
     event_id: str | None = None
+    #: the trusted key that signed the event (uns.core.signing); None when unsigned
+    signer: str | None = None
 
 
 @dataclass(slots=True)

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from lake import LakeSink
+from lake.audit_entries import engine_event, named_files
 from uns.config import Config
 from uns.core.events import Sink
 from uns.core.model import PlantModel
@@ -47,6 +48,15 @@ def check_lake_path(path: str) -> Path:
     return p
 
 
+def audited(sink: LakeSink, config: Config) -> LakeSink:
+    """The sink, recording the engine's start now and its stop at the end (the audit trail):
+    the version, the effective configuration with secrets masked, and the files it names."""
+    effective = config.to_dict(masked=True)
+    sink.record_audit(engine_event("engine_start", config=effective, files=named_files(effective)))
+    sink.on_stop = lambda: engine_event("engine_stop")
+    return sink
+
+
 def build_engine(config: Config, *, model: PlantModel | None = None) -> Engine:
     """The engine with the sinks the config asks for (lake first, then republish)."""
     if model is None:
@@ -55,7 +65,7 @@ def build_engine(config: Config, *, model: PlantModel | None = None) -> Engine:
     applied: set[str] = set()
     if config.lake.path:
         lake_dir = check_lake_path(config.lake.path)
-        sinks.append(LakeSink(lake_dir, config.lake))
+        sinks.append(audited(LakeSink(lake_dir, config.lake), config))
         applied = load_applied_context_ids(lake_dir)
     engine = Engine(config, sinks=sinks, model=model)
     engine.dispatch.remember_applied(applied)

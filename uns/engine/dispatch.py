@@ -19,26 +19,36 @@ applied again, and a retained delivery (the broker's copy of an event already
 seen) is never applied.  Each context event is answered with an
 acknowledgement (``schemas/context-ack.schema.json``) on
 ``<prefix>/_engine/<host_id>/context_ack``, among the decision's publishes.
+
+A context event's ``signature`` (:mod:`uns.core.signing`) is checked against the
+trusted keys before anything else of the event: a bad one, or none while
+``context.require_signature`` is on, rejects the event with the reason; the
+signer's key name goes with each change into the lake (the context table's
+``signer``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from uns.config import Config
 from uns.core.context import ContextStore, decode_context_payload, event_id, parse_context_event
 from uns.core.enrich import Enricher
 from uns.core.events import Batch, RebirthRequest, Rejected, SessionEventKind
+from uns.core.signing import verify_event
 from uns.engine.status import Counters
 from uns.engine.transport import Publish
-from uns.errors import ContextError, UnsError
+from uns.errors import ContextError, SignatureError, UnsError
 from uns.logs import RateLimitedLog
 from uns.sparkplug.session import SessionManager
 from uns.sparkplug.state import format_state, parse_state
 from uns.sparkplug.topic import MessageType, Topic, parse_topic
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 __all__ = ["APPLIED", "DUPLICATE", "REJECTED", "Decision", "Dispatcher"]
 
@@ -68,6 +78,7 @@ class Dispatcher:
         enricher: Enricher,
         counters: Counters,
         applied_ids: Iterable[str] = (),
+        trusted_keys: Mapping[str, Ed25519PublicKey] | None = None,
     ) -> None:
         self.sessions = sessions
         self.context = context
@@ -79,6 +90,9 @@ class Dispatcher:
         self.context_ack_topic = f"{config.engine.prefix}/_engine/{self.host_id}/context_ack"
         #: ids of the context events applied (by this engine, or found in the lake at start)
         self.applied_ids: set[str] = set(applied_ids)
+        #: the public keys context signatures are checked against, by name (uns.keyring)
+        self.trusted_keys: Mapping[str, Ed25519PublicKey] = trusted_keys or {}
+        self.require_signature = config.context.require_signature
         #: T of our STATE birth (and Will) on the current connection; None when we publish no
         #: STATE (not the primary host) or have not connected yet.  Set by the engine.
         self.state_ts: int | None = None
@@ -244,8 +258,9 @@ class Dispatcher:
             ack = self._ack(_id_of(path, event, received_at), DUPLICATE, RETAINED_COPY, path, received_at)
             return Batch(), _NONE, (ack,)
         try:
-            changes = parse_context_event(path, event, received_at)
-        except ContextError as exc:
+            signer = verify_event(path, event, self.trusted_keys, required=self.require_signature)
+            changes = parse_context_event(path, event, received_at, signer=signer)
+        except (ContextError, SignatureError) as exc:
             ack = self._ack(_id_of(path, event, received_at), REJECTED, exc.reason, path, received_at)
             return self._reject(topic, payload, received_at, exc.reason, context=True), _NONE, (ack,)
         ident = changes[0].event_id

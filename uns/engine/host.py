@@ -47,6 +47,8 @@ import time
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from uns.clock import now_ms
 from uns.config import Config
 from uns.core.context import ContextStore
@@ -58,7 +60,8 @@ from uns.engine.delivery import SinkDelivery
 from uns.engine.dispatch import Decision, Dispatcher
 from uns.engine.status import Counters
 from uns.engine.transport import Message, Publish, Transport, TransportFactory
-from uns.errors import BrokerError, BrokerRefused, EngineError, LakeBackpressure, LakeError
+from uns.errors import BrokerError, BrokerRefused, EngineError, LakeBackpressure, LakeError, SignatureError
+from uns.keyring import load_trusted_keys
 from uns.logs import RateLimitedLog
 from uns.mqtt.client import FastClient, Will
 from uns.mqtt.settings import Backoff, BrokerSettings
@@ -102,6 +105,7 @@ class Engine(SinkDelivery):
             context=self.context,
             enricher=self.enricher,
             counters=self.counters,
+            trusted_keys=_trusted_keys(config),
         )
         self._transport = transport
         # The connection state, in one field: the transport of the live session (subscribed,
@@ -428,3 +432,12 @@ async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
     for task in tasks:  # retrieve results so nothing is logged as never retrieved
         if not task.cancelled():
             task.exception()
+
+
+def _trusted_keys(config: Config) -> dict[str, Ed25519PublicKey]:
+    """The public keys of ``audit.trusted_keys`` (read once, at start: restart the engine
+    after adding or removing a key); EngineError when they cannot be read."""
+    try:
+        return load_trusted_keys(config.audit.trusted_keys)
+    except SignatureError as exc:
+        raise EngineError(f"cannot start: {exc}") from exc

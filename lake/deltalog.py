@@ -1,0 +1,88 @@
+"""Reading single commits of a Delta table's log (``_delta_log/<version>.json``).
+
+The audit trail records, for each commit the lake makes, the files it added (and,
+for a compaction, removed).  Those are the ``add`` and ``remove`` actions of the
+commit's JSON file; the commit of one WAL segment is the one whose ``txn`` action
+carries the segment's app transaction.  Only the few newest commits are ever read
+(the one just made, or the one an interrupted attempt made moments ago), so this
+reads the JSON files directly instead of loading the table's whole history.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+from urllib.parse import unquote
+
+__all__ = ["AddedFile", "CommitActions", "commit_actions", "find_txn_commit", "local_path"]
+
+#: how far back :func:`find_txn_commit` looks (commits of one writer are recent)
+MAX_LOOKBACK: Final = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class AddedFile:
+    """A data file a commit added: its path relative to the table, size, rows."""
+
+    path: str
+    size: int
+    rows: int
+
+
+@dataclass(slots=True)
+class CommitActions:
+    """What one commit of a table did."""
+
+    version: int
+    operation: str = ""
+    adds: list[AddedFile] = field(default_factory=list)
+    removes: list[str] = field(default_factory=list)
+    txns: dict[str, int] = field(default_factory=dict)
+
+
+def local_path(table_dir: Path, path: str) -> Path:
+    """A log path (URL-encoded, relative to the table) as a file below ``table_dir``."""
+    return table_dir / unquote(path)
+
+
+def commit_actions(table_dir: Path, version: int) -> CommitActions | None:
+    """The actions of commit ``version`` (None when its JSON file is not there)."""
+    try:
+        text = (table_dir / "_delta_log" / f"{version:020d}.json").read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    out = CommitActions(version)
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        action = json.loads(line)
+        if "add" in action:
+            add = action["add"]
+            stats = json.loads(add.get("stats") or "{}")
+            out.adds.append(
+                AddedFile(add["path"], int(add.get("size") or 0), int(stats.get("numRecords") or 0))
+            )
+        elif "remove" in action:
+            out.removes.append(action["remove"]["path"])
+        elif "txn" in action:
+            out.txns[action["txn"]["appId"]] = int(action["txn"]["version"])
+        elif "commitInfo" in action:
+            out.operation = str(action["commitInfo"].get("operation") or "")
+    return out
+
+
+def find_txn_commit(table_dir: Path, app: str, number: int, newest: int) -> CommitActions | None:
+    """The commit that recorded app transaction ``(app, number)``, looked for from version
+    ``newest`` (moved on to the log's real newest, should a cached handle lag) backwards."""
+    log = table_dir / "_delta_log"
+    while (log / f"{newest + 1:020d}.json").exists():
+        newest += 1
+    for version in range(newest, max(-1, newest - MAX_LOOKBACK), -1):
+        actions = commit_actions(table_dir, version)
+        if actions is None:
+            return None
+        if actions.txns.get(app) == number:
+            return actions
+    return None
