@@ -104,6 +104,13 @@ def test_the_json_report_lists_exactly_the_injected_faults(plant_lake: Path, spe
     assert metric["received"] < metric["expected"] or metric["expected"] > 0
     assert {"death", "birth"} <= {s["event"] for s in doc["completeness"]["session_events"]}
     assert doc["verdict"] == f"{len(doc['exceptions'])} exceptions"
+    # the batch's audit trail (issue 17): the correction of its recipe is an entry of it
+    assert any(
+        a["kind"] == "context_change"
+        and a["detail"]["key"] == "recipe"
+        and a["detail"]["new"].endswith("(corrected)")
+        for a in doc["audit_trail"]
+    ), doc["audit_trail"]
     # the context changes of the batch carry who made them and why
     assert any(
         c["user"] == "qa.reviewer" and c["reason"].startswith("correction") for c in doc["context_changes"]
@@ -136,6 +143,7 @@ def test_the_html_report_in_a_real_browser(plant_lake: Path, spec_file: Path, tm
         rows = page.locator("#exceptions tbody tr").all_inner_texts()
         verdict = page.locator("#verdict").inner_text()
         legend = page.locator("section.parameter").first.inner_text()
+        audit = page.locator("#audit-trail tbody tr").all_inner_texts()
         browser.close()
     assert requests == [html.as_uri()]  # nothing but the file itself: no other host, no other file
     assert plots == len(doc["parameters"]) >= 5  # one plot per parameter
@@ -143,6 +151,7 @@ def test_the_html_report_in_a_real_browser(plant_lake: Path, spec_file: Path, tm
     assert any("excursion" in r and "Temperature" in r for r in rows)
     assert verdict == f"Verdict: {doc['verdict']}"
     assert f"reference {REFERENCE}" in legend
+    assert any("context_change" in r and "recipe" in r for r in audit)
 
 
 @pytest.mark.skipif(shutil.which("pdftotext") is None, reason="poppler-utils (pdftotext) is not installed")

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from uns.errors import UnsError
 from uns_cli.context import parse_time
+
+if TYPE_CHECKING:
+    import duckdb
 
 __all__ = ["LOG_COLUMNS", "audit_log", "verify_lines"]
 
@@ -58,7 +61,7 @@ def verify_lines(lake_dir: str, trusted_keys: str | None = None) -> tuple[int, l
 
 
 def audit_log(
-    lake_dir: str,
+    lake_dir: str | duckdb.DuckDBPyConnection,
     *,
     since: str | None = None,
     until: str | None = None,
@@ -69,7 +72,8 @@ def audit_log(
     parse_detail: bool = False,
 ) -> list[list[Any]]:
     """The audit entries matching every filter given, in time order (``detail`` as JSON text,
-    or parsed with ``parse_detail``)."""
+    or parsed with ``parse_detail``).  ``lake_dir`` may be an open lake connection: the batch
+    report reads its batch's entries from the snapshot the rest of the report comes from."""
     import lake  # noqa: PLC0415
 
     params = {
@@ -82,13 +86,14 @@ def audit_log(
     }
     import duckdb  # noqa: PLC0415
 
-    con = lake.connect(lake_dir)
+    con = lake.connect(lake_dir) if isinstance(lake_dir, str) else lake_dir
     try:
         rows = con.execute(_SQL, params).fetchall()
     except duckdb.Error as exc:
         raise UnsError(f"cannot read the audit trail: {exc}") from exc
     finally:
-        con.close()
+        if con is not lake_dir:
+            con.close()
     out = [list(r) for r in rows]
     if parse_detail:
         for r in out:

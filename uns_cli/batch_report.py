@@ -29,6 +29,7 @@ from uns.batch.spec import Spec
 from uns.batch.times import iso
 from uns.core.model import PlantModel
 from uns.errors import BatchError
+from uns_cli.audit import LOG_COLUMNS, audit_log
 from uns_cli.batch_exceptions import completeness_and_exceptions
 from uns_cli.batch_parameters import Parameter, parameters, reference_overlay
 from uns_cli.batch_signatures import attach_signatures
@@ -117,6 +118,18 @@ def _header(
     }
 
 
+def audit_trail(con: duckdb.DuckDBPyConnection, batch_id: str) -> list[dict[str, Any]]:
+    """The batch's entries of the lake's audit trail (``uns audit log --batch``), oldest first:
+    the context changes that set or ran inside the batch, its reports and signatures."""
+    if not con.execute("SELECT 1 FROM duckdb_views() WHERE view_name = 'audit'").fetchone():
+        return []  # a lake written before the audit trail existed
+    rows = audit_log(con, batch=batch_id, parse_detail=True)
+    entries = [dict(zip(LOG_COLUMNS, row, strict=True)) for row in rows]
+    for entry in entries:
+        entry["ts"] = iso(entry["ts"])
+    return entries
+
+
 def generate_report(lake_path: str | Path, request: ReportRequest, fmt: str = "html") -> tuple[bytes, str]:
     """The report of ``request.batch_id`` in ``fmt`` (html, json or pdf) and its verdict.
 
@@ -127,6 +140,7 @@ def generate_report(lake_path: str | Path, request: ReportRequest, fmt: str = "h
     try:
         report = build_report(con, request)
         attach_signatures(con, report.document)  # and whether each still covers the report
+        report.document["audit_trail"] = audit_trail(con, request.batch_id)
     finally:
         con.close()
     verdict = str(report.document["verdict"])

@@ -3,7 +3,8 @@
 **What is signed** is the report's *content*: the report document (the JSON form,
 ``schemas/batch-report.schema.json``) without what changes with every rendering --
 ``batch.report_time``, ``batch.lake_versions`` (they move whenever anything is
-committed) and the ``signatures`` themselves -- as canonical JSON (sorted keys, no
+committed), the ``signatures`` themselves and the ``audit_trail`` (each report made
+and each signature is an entry of it) -- as canonical JSON (sorted keys, no
 spaces, UTF-8), hashed with SHA-256 (:func:`report_content_sha256`).  The same data
 and the same spec give the same hash, whatever the format or time of the report; a
 changed value, a late context correction, a new exception change it, and the report
@@ -28,11 +29,14 @@ __all__ = ["VOLATILE_HEADER", "attach_signatures", "report_content_sha256", "sig
 
 #: header fields that differ between two renderings of the same content
 VOLATILE_HEADER: Final = ("report_time", "lake_versions")
+#: what a signature does not cover: the signatures, the hash itself and the audit trail
+#: (every generated report and every signature is an entry of it)
+UNSIGNED: Final = ("signatures", "content_sha256", "audit_trail")
 
 
 def report_content_sha256(document: dict[str, Any]) -> str:
     """The SHA-256 (hex) of the report content a signature covers (see the module doc)."""
-    content = {k: v for k, v in document.items() if k not in ("signatures", "content_sha256")}
+    content = {k: v for k, v in document.items() if k not in UNSIGNED}
     content["batch"] = {k: v for k, v in document["batch"].items() if k not in VOLATILE_HEADER}
     text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
