@@ -74,7 +74,9 @@ def run(
         bool, typer.Option("--print-config", help="show the effective config and exit")
     ] = False,
 ) -> None:
-    """Run the engine until SIGINT/SIGTERM, then flush everything and exit 0.
+    """Run the engine until SIGINT/SIGTERM, then flush everything and exit 0 (within
+    engine.stop_timeout_s; exit 1 with one line counting the received messages that could
+    not be persisted when the lake stays unwritable).
 
     A lost or unreachable broker is retried; one that refuses the credentials,
     the authorization or the TLS certificate stops it with one line and exit 1.

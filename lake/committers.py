@@ -73,7 +73,9 @@ class Committer(Protocol):
 
     def abandon_compaction(self) -> None: ...
 
-    async def close(self) -> None: ...
+    async def close(self, timeout_s: float = 30.0) -> None:
+        """Release the worker: it finishes its request, or is killed after ``timeout_s``."""
+        ...
 
     def worker_stats(self) -> tuple[int, int, int]:
         """The worker process's pid, restarts and recycles (zeros without one)."""
@@ -118,8 +120,8 @@ class ProcessCommitter:
         if self._compaction is not None:
             self._compaction.cancel()
 
-    async def close(self) -> None:
-        await self._worker.close()
+    async def close(self, timeout_s: float = 30.0) -> None:
+        await self._worker.close(timeout_s)
 
     def worker_stats(self) -> tuple[int, int, int]:
         return self._worker.pid, self._worker.deaths, self._worker.recycled
@@ -156,7 +158,7 @@ class ThreadCommitter:
     def abandon_compaction(self) -> None:
         """A worker thread cannot be stopped: a compaction in progress runs to its end."""
 
-    async def close(self) -> None:
+    async def close(self, timeout_s: float = 30.0) -> None:
         """Nothing to release: the thread's tables are plain files."""
 
     def worker_stats(self) -> tuple[int, int, int]:

@@ -89,6 +89,14 @@ class CompactionSchedule:
         except OSError as exc:  # only the schedule suffers: the next one comes at its interval
             log.warning("lake: cannot %s %s: %s", "write" if due else "remove", marker, exc)
 
+    def stats(self) -> dict[str, int | float | str]:
+        return {
+            "compactions": self.done,
+            "compacting": self.running,
+            "compactions_abandoned": self.abandoned,
+            "last_compaction_s": round(self.last_s, 2),
+        }
+
     def close(self) -> None:
         """No compaction from now on, and abandon the one in progress if the committer can."""
         self._closed = True

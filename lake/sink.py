@@ -1,23 +1,16 @@
 """LakeSink: the engine's crash-safe, non-blocking writer into the lake.
 
-``add(batch)`` only takes references to the batch's rows and schedules, once per
-event-loop iteration, :meth:`LakeSink._write_pending` (``loop.call_soon``): every
-row accepted since the last write becomes ONE record appended to the active WAL
-segment with one ``write``, before the loop next polls for I/O -- so every row
-``add`` accepted survives a process crash unless the process dies in that same
-iteration.  With ``fsync_interval = 0`` the write and its fsync happen inside
-``add``.  A failed write keeps the rows (never dropped), makes ``add`` raise
-:class:`uns.errors.LakeBackpressure` and is retried by the ticker.
-
-In the background a ticker fsyncs every ``fsync_interval`` and seals the active
-segment at ``commit_interval`` (``commit_rows``/``segment_max_bytes`` seal it from
-``add``), and a committer commits sealed segments in number order in the commit
-worker (:mod:`lake.committers`), exactly once (:mod:`lake.writer`), deletes them,
-and compacts recent partitions between commits (:mod:`lake.compaction`).  Failing
-commits are retried with capped backoff while the WAL absorbs; at
-``wal_max_bytes`` ``add`` pushes back and the engine stops reading the broker.
-Segments a previous run left are committed first.  Settings: the ``[lake]``
-section, :class:`uns.config.LakeSection`.  The whole story: docs/lake.md §3-5.
+``add(batch)`` only takes references to the batch's rows; once per event-loop
+iteration (``loop.call_soon``) every row accepted since becomes ONE record
+appended to the active WAL segment, before the loop next polls for I/O (with
+``fsync_interval = 0``: inside ``add``, fsynced).  A ticker fsyncs and seals
+segments; a committer commits sealed segments in number order in the commit
+worker (:mod:`lake.committers`), exactly once (:mod:`lake.writer`), deletes them
+and compacts between commits (:mod:`lake.compaction`).  Failing WAL writes and
+commits degrade the sink and are retried with capped backoff (:mod:`lake.health`);
+while the WAL cannot take rows (failing, or at ``wal_max_bytes``) ``add`` raises
+:class:`uns.errors.LakeBackpressure`.  Settings: :class:`uns.config.LakeSection`.
+The whole story: docs/lake.md sections 3-5.
 """
 
 from __future__ import annotations
@@ -34,10 +27,13 @@ from typing import Self
 from lake.audit_intake import AuditIntake
 from lake.committers import Sealed, committer_for
 from lake.compaction import CompactionSchedule
+from lake.health import SinkHealth
 from lake.storage import LakeStore, as_store, wal_dir_of
 from lake.tables import PendingRows, TableColumns, column_count, empty_columns, extend_columns
 from lake.wal import (
+    OS_FILES,
     CommitResult,
+    FileLayer,
     SegmentFile,
     WalLock,
     close_segments,
@@ -45,6 +41,7 @@ from lake.wal import (
     fsync_dir,
     fsync_segments,
     list_segments,
+    open_segment,
     wal_dir_for,
 )
 from uns.config import LakeSection
@@ -66,11 +63,14 @@ class LakeSink(AuditIntake):
 
     name = "lake"
 
-    def __init__(self, path: str | Path | LakeStore, config: LakeSection | None = None) -> None:
+    def __init__(
+        self, path: str | Path | LakeStore, config: LakeSection | None = None, *, files: FileLayer = OS_FILES
+    ) -> None:
         self.config = config or LakeSection()
         #: the lake: a directory or an object store (lake/storage.py; the WAL is always local)
         self.store = as_store(path, self.config.storage)
         self.root = Path(self.store.url)  # a local lake's directory (use store for a remote one)
+        self._files = files  # the WAL's system calls (tests inject faults)
         self._wal_dir = wal_dir_of(self.store, self.config)
         self._lock = WalLock(self._wal_dir)
         self._committer = committer_for(self.store, self.config)
@@ -83,8 +83,8 @@ class LakeSink(AuditIntake):
         self._active_parts: list[TableColumns] = []  # the columns of each record of the active segment
         self._pending = PendingRows()
         self._unwritten: TableColumns | None = None
+        self._pending_batches = self._unwritten_batches = 0  # the batches of those rows
         self._write_scheduled = False
-        self._write_error = ""
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sealed: deque[Sealed] = deque()
@@ -96,17 +96,14 @@ class LakeSink(AuditIntake):
         self._progress = asyncio.Event()
         self._dir_dirty = False
         self._last_fsync = time.monotonic()
+        self._stop_by: float | None = None  # monotonic deadline of a bounded stop (stop_by())
         # health and counters (see stats())
-        self._failing = False
-        self._backoff = self.config.retry_initial_s
-        self._retry_at = 0.0
+        self._health = SinkHealth(self.config.retry_initial_s, self.config.retry_max_s)
         self._rows_added = 0
         self._rows_committed = 0
         self._commits = 0
         self._segments_committed = 0
         self._segments_replayed = 0
-        self._commit_errors = 0
-        self._last_error = ""
         self._wal_bytes = 0
         self._last_commit_ms = 0
         self._commit_latency_ms = 0.0
@@ -143,8 +140,7 @@ class LakeSink(AuditIntake):
         self._lock.acquire()
 
     def _find_segments(self, newest: int) -> None:
-        """Queue the segments a previous run left (``newest``: the newest segment number
-        any table has recorded)."""
+        """Queue the segments a previous run left (``newest``: the newest number any table has)."""
         for number, path in list_segments(self._wal_dir):
             size = path.stat().st_size
             self._sealed.append(Sealed(number, path, size, 0, None))
@@ -168,11 +164,13 @@ class LakeSink(AuditIntake):
         self._record_stop()
         self._compaction.close()  # the final flush must not wait for a compaction
         try:
-            await self.flush()
-        except LakeError as err:
-            failure = err
+            async with asyncio.timeout(self._until_stop()):
+                await self.flush()
+        except (LakeError, TimeoutError) as err:  # the stop's deadline on a healthy lake: no failure
+            if isinstance(err, LakeError) or self._health.degraded.active:
+                failure = err if isinstance(err, LakeError) else LakeError(self._health.degraded.reason)
             # expected in a fault: one line, no traceback
-            log.error("lake: final flush failed; rows stay in the WAL for the next start: %s", err)  # noqa: TRY400
+            log.error("lake: final flush not done; rows stay in the WAL: %s", failure or "stop deadline")  # noqa: TRY400
         finally:
             await self._stop()
         if failure is not None and exc_type is None:
@@ -185,8 +183,12 @@ class LakeSink(AuditIntake):
         for task in self._tasks:
             if task.get_name() == "lake-ticker":
                 task.cancel()
-        # The committer is not cancelled: it finishes the commit in progress (a worker
-        # thread cannot be cancelled) and then sees _stopping.
+        # The committer finishes the commit in progress, then sees _stopping -- unless a stop's
+        # deadline passes first (a Delta commit is atomic: an abandoned one is retried).
+        _, late = await asyncio.wait(self._tasks, timeout=self._until_stop())
+        for task in late:
+            log.warning("lake: abandoning %s at the stop deadline", task.get_name())
+            task.cancel()
         for outcome in await asyncio.gather(*self._tasks, return_exceptions=True):
             if isinstance(outcome, Exception):
                 log.error("lake: background task failed: %r", outcome)
@@ -202,8 +204,20 @@ class LakeSink(AuditIntake):
             files.append(self._active)
             self._active = None
         await asyncio.to_thread(close_segments, files)
-        await self._committer.close()
+        await self._committer.close(30.0 if self._stop_by is None else max(1.0, self._until_stop() or 0.0))
         self._lock.release()
+
+    def stop_by(self, deadline: float) -> None:
+        """Bound the shutdown: final flush and commit in progress end at ``deadline`` (monotonic)."""
+        self._stop_by = deadline
+
+    def _until_stop(self) -> float | None:  # seconds left before the stop deadline (None: none)
+        return None if self._stop_by is None else max(0.0, self._stop_by - time.monotonic())
+
+    @property
+    def unwritten_batches(self) -> int:
+        """Batches ``add`` accepted that are not in the WAL (pending, or their write failed)."""
+        return self._pending_batches + self._unwritten_batches
 
     # ---------------------------------------------------------------- intake
     def add(self, batch: Batch) -> None:
@@ -211,22 +225,26 @@ class LakeSink(AuditIntake):
         for I/O) or raise LakeBackpressure (WAL full, or the last WAL write failed)."""
         if not self._running:
             raise LakeError("the lake sink is not running (use it as an async context manager)")
+        health = self._health
         if self._wal_bytes >= self.config.wal_max_bytes:
             self._backpressure += 1
             raise LakeBackpressure(
                 f"lake write-ahead log full ({self._wal_bytes} bytes uncommitted"
-                f"{'; ' + self._last_error if self._failing else ''})",
+                f"{'; ' + health.last_error if health.commits.failing else ''})",
                 retry_after=self._retry_after(),
             )
-        if self._write_error:
+        if health.write_error:
             self._backpressure += 1
+            wait = health.wal.wait(time.monotonic())
             raise LakeBackpressure(
-                f"cannot write the lake write-ahead log: {self._write_error}", retry_after=self._tick_s()
+                f"cannot write the lake write-ahead log: {health.write_error}",
+                retry_after=max(self._tick_s(), wait),
             )
         count = self._pending.add(batch)
         if not count:
             return
         self._rows_added += count
+        self._pending_batches += 1
         if self.config.fsync_interval == 0:
             self._add_synced(count)
         elif not self._write_scheduled:
@@ -238,8 +256,9 @@ class LakeSink(AuditIntake):
         try:
             seg = self._write()
         except (LakeError, OSError) as exc:
-            self._unwritten = None
-            self._write_error = ""
+            self._unwritten, self._unwritten_batches = None, 0
+            self._health.wal_failed(exc)
+            self._health.write_error = ""  # this batch is refused (the caller retries it): nothing waits
             self._rows_added -= count
             self._backpressure += 1
             raise LakeBackpressure(f"cannot write the lake write-ahead log: {exc}", retry_after=1.0) from exc
@@ -261,15 +280,13 @@ class LakeSink(AuditIntake):
         try:
             self._write()
         except (LakeError, OSError) as exc:
-            if not self._write_error:
-                # expected in a fault: one line, no traceback
-                log.error("lake: write-ahead log write failed; refusing batches until it works: %s", exc)  # noqa: TRY400
-            self._write_error = str(exc) or repr(exc)
-            self._last_error = f"write-ahead log: {self._write_error}"
+            self._health.wal_failed(exc)
 
     def _write(self) -> SegmentFile | None:
         """Write pending rows as one record (raises on failure; the rows stay pending)."""
         columns = self._unwritten
+        batches, self._pending_batches = self._pending_batches, 0
+        self._unwritten_batches += batches
         if self._pending.rows:
             more = self._pending.take()
             if columns is None:
@@ -291,7 +308,9 @@ class LakeSink(AuditIntake):
                 self._seal()
             raise
         self._unwritten = None
-        self._write_error = ""
+        self._unwritten_batches = 0
+        if self._health.wal.failing:
+            self._health.wal_works()
         self._wal_bytes += len(record)
         if self._committer.keeps_columns:
             self._active_parts.append(columns)
@@ -304,8 +323,10 @@ class LakeSink(AuditIntake):
         return max(0.02, min(0.25, cfg.commit_interval / 4, cfg.fsync_interval / 2 or 0.25))
 
     def _open_segment(self) -> SegmentFile:
-        seg = SegmentFile(self._wal_dir, self._next_number)
-        self._next_number += 1
+        number = self._next_number
+        self._next_number += 1  # used up even when the open fails: its file may stay behind
+        seg = open_segment(self._wal_dir, number, self._files)
+        self._next_number = seg.number + 1
         self._wal_bytes += seg.size
         self._active = seg
         self._dir_dirty = True
@@ -325,9 +346,7 @@ class LakeSink(AuditIntake):
         self._wake.set()
 
     def _retry_after(self) -> float:
-        if self._failing:
-            return max(0.1, min(self.config.retry_max_s, self._retry_at - time.monotonic()))
-        return min(1.0, self.config.commit_interval)
+        return self._health.full_retry_after(self.config.commit_interval)
 
     async def flush(self) -> None:
         """Commit everything added so far; raises LakeError if a commit attempt fails meanwhile
@@ -339,11 +358,11 @@ class LakeSink(AuditIntake):
         if not self._sealed:
             return
         target = self._sealed[-1].number
-        errors_before = self._commit_errors
+        errors_before = self._health.commit_errors
         self._wake.set()  # skip a backoff wait: try now
         while self._sealed and self._sealed[0].number <= target:
-            if self._commit_errors > errors_before:
-                raise LakeError(f"lake flush failed: {self._last_error}")
+            if self._health.commit_errors > errors_before:
+                raise LakeError(f"lake flush failed: {self._health.last_error}")
             if self._tasks and self._tasks[0].done():
                 raise LakeError("lake committer stopped")
             progress = self._progress
@@ -367,8 +386,7 @@ class LakeSink(AuditIntake):
         try:
             self._write()
         except (LakeError, OSError) as exc:
-            self._write_error = str(exc) or repr(exc)
-            self._last_error = f"write-ahead log: {self._write_error}"
+            self._health.wal_failed(exc)
             raise LakeError(f"{what}: {exc}") from exc
 
     async def _sync(self) -> None:
@@ -394,9 +412,9 @@ class LakeSink(AuditIntake):
         tick = self._tick_s()
         while True:
             await asyncio.sleep(tick)
-            if self._write_error:
-                self._write_pending()  # retry the failed WAL write
             now = time.monotonic()
+            if self._health.write_error and self._health.wal.due(now):
+                self._write_pending()  # retry the failed WAL write
             seg = self._active
             if seg is not None and seg.rows and now - seg.opened_at >= cfg.commit_interval:
                 self._seal()
@@ -408,7 +426,7 @@ class LakeSink(AuditIntake):
                     log.warning("lake: fsync of the write-ahead log failed: %s", exc)
 
     async def _commit_loop(self) -> None:
-        while not (self._stopping and (not self._sealed or self._failing)):
+        while not (self._stopping and (not self._sealed or self._health.commits.failing)):
             if not self._sealed:
                 self._wake.clear()
                 await self._wake.wait()
@@ -419,7 +437,7 @@ class LakeSink(AuditIntake):
                 result = await self._committer.commit(head)
             except Exception as exc:  # LakeError, or a bug: either way retried, never dropped
                 error = exc if isinstance(exc, LakeError) else LakeError(f"commit failed: {exc!r}")
-                self._on_commit_error(error)
+                self._health.commit_failed(error)
                 self._notify()
                 await self._backoff_wait()
                 continue
@@ -429,10 +447,7 @@ class LakeSink(AuditIntake):
 
     def _on_commit(self, seg: Sealed, result: CommitResult, seconds: float) -> None:
         self._sealed.popleft()
-        if self._failing:
-            log.info("lake: commits work again (%d error(s) so far)", self._commit_errors)
-        self._failing = False
-        self._backoff = self.config.retry_initial_s
+        self._health.commit_works()
         self._wal_bytes = max(0, self._wal_bytes - seg.size)
         self._rows_committed += result.rows_written
         if seg.file is not None:  # sealed in this run: an interrupted attempt of ours committed these
@@ -443,17 +458,8 @@ class LakeSink(AuditIntake):
         self._last_commit_ms = int(time.time() * 1000)
         self._commit_latency_ms = round(seconds * 1000, 1)
 
-    def _on_commit_error(self, exc: LakeError) -> None:
-        self._commit_errors += 1
-        self._last_error = str(exc)
-        if not self._failing:
-            log.error("lake: commit failed, retrying with backoff: %s", exc)
-        self._failing = True
-        self._retry_at = time.monotonic() + self._backoff
-
     async def _backoff_wait(self) -> None:
-        delay = self._backoff
-        self._backoff = min(self.config.retry_max_s, self._backoff * 2)
+        delay = self._health.commits.wait(time.monotonic())
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=delay)
@@ -465,13 +471,11 @@ class LakeSink(AuditIntake):
     # ---------------------------------------------------------------- health
     @property
     def state(self) -> str:
-        if self._wal_bytes >= self.config.wal_max_bytes:
-            return "full"
-        return "retrying" if self._failing or self._write_error else "ok"
+        """``ok``, ``degraded`` (WAL writes or commits fail, retried) or ``full`` (WAL at its bound)."""
+        return self._health.state(wal_full=self._wal_bytes >= self.config.wal_max_bytes)
 
     def stats(self) -> dict[str, int | float | str]:
-        """Counters and health: ``state`` is ``ok``, ``retrying`` (commits failing,
-        WAL absorbing) or ``full`` (WAL at its bound, add() raises LakeBackpressure)."""
+        """Counters and health (docs/lake.md section 4)."""
         pending_rows = sum(s.rows for s in self._sealed) + (self._active.rows if self._active else 0)
         pending_rows += self._pending.rows + sum(map(column_count, self._unwritten or ()))
         worker_pid, worker_restarts, worker_recycled = self._committer.worker_stats()
@@ -483,12 +487,8 @@ class LakeSink(AuditIntake):
             "commits": self._commits,
             "segments_committed": self._segments_committed,
             "segments_replayed": self._segments_replayed,
-            "compactions": self._compaction.done,
-            "compacting": self._compaction.running,
-            "compactions_abandoned": self._compaction.abandoned,
-            "last_compaction_s": round(self._compaction.last_s, 2),
-            "commit_errors": self._commit_errors,
-            "last_error": self._last_error,
+            **self._compaction.stats(),
+            **self._health.stats(),
             "wal_bytes": self._wal_bytes,
             "wal_segments": len(self._sealed) + (1 if self._active else 0),
             "last_commit_ms": self._last_commit_ms,
@@ -499,5 +499,5 @@ class LakeSink(AuditIntake):
             "commit_worker_pid": worker_pid,
             "commit_worker_restarts": worker_restarts,
             "commit_worker_recycled": worker_recycled,
-            "retry_in_s": round(max(0.0, self._retry_at - time.monotonic()), 2) if self._failing else 0.0,
+            "batches_unwritten": self.unwritten_batches,
         }

@@ -55,7 +55,9 @@ from uns.errors import LakeError
 
 __all__ = [
     "MAGIC",
+    "OS_FILES",
     "CommitResult",
+    "FileLayer",
     "SegmentFile",
     "SegmentRead",
     "WalLock",
@@ -65,6 +67,7 @@ __all__ = [
     "fsync_dir",
     "fsync_segments",
     "list_segments",
+    "open_segment",
     "read_segment",
     "segment_path",
     "sync_filesystem",
@@ -217,34 +220,73 @@ def _v1_columns(index: int, rows: list[tuple[object, ...]]) -> list[Sequence[obj
     return [*per_row, *per_run, [1] * len(rows)]
 
 
-class SegmentFile:
-    """The active segment: appended to by the event loop, fsynced by a worker thread."""
+class FileLayer:
+    """The system calls a segment file makes, one object so tests can inject faults
+    (tests/test_lake_faults.py); :data:`OS_FILES` is the real one."""
 
-    def __init__(self, wal_dir: Path, number: int) -> None:
+    # each looks ``os`` up when called, so a test that patches ``os`` is seen too
+
+    def open(self, path: Path, flags: int, mode: int) -> int:
+        return os.open(path, flags, mode)
+
+    def write(self, fd: int, data: memoryview) -> int:
+        return os.write(fd, data)
+
+    def ftruncate(self, fd: int, length: int) -> None:
+        os.ftruncate(fd, length)
+
+    def fsync(self, fd: int) -> None:
+        os.fsync(fd)
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+
+    def unlink(self, path: Path) -> None:
+        os.unlink(path)
+
+
+OS_FILES: Final = FileLayer()
+
+
+class SegmentFile:
+    """The active segment: appended to by the event loop, fsynced by a worker thread.
+
+    Created with ``O_EXCL``: FileExistsError when ``number``'s file exists (never reuse a
+    number, see :func:`open_segment`).  When the magic cannot be written (disk full) the
+    file is removed again and LakeError raised."""
+
+    def __init__(self, wal_dir: Path, number: int, files: FileLayer = OS_FILES) -> None:
         self.number = number
         # fsync runs in worker threads while the loop may seal and close: never on a closed fd.
         self._lock = threading.Lock()
+        self._files = files
         self.path = segment_path(wal_dir, number)
         self.rows = 0
         self.opened_at = time.monotonic()
         self.unsynced = False
-        # O_EXCL: a number is never reused, even after a crash left its file behind.
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        self._fd = files.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         self.size = 0
         self.broken = False
-        self.append(MAGIC, 0)
+        try:
+            self.append(MAGIC, 0)
+        except LakeError:
+            self.close(sync=False)
+            with contextlib.suppress(OSError):  # if it stays, it holds no record: replayed as empty
+                files.unlink(self.path)
+            raise
 
     def append(self, record: bytes, rows: int) -> None:
         """Write one record; on failure cut it back off and raise LakeError."""
         view = memoryview(record)
         start = self.size
+        files = self._files
         try:
             while view:
-                n = os.write(self._fd, view)
+                n = files.write(self._fd, view)
                 view = view[n:]
         except OSError as exc:
             try:
-                os.ftruncate(self._fd, start)
+                files.ftruncate(self._fd, start)
             except OSError:
                 self.broken = True  # a torn record would hide later ones: never append again
             raise LakeError(f"write-ahead log write failed: {exc.strerror or exc}") from exc
@@ -261,7 +303,7 @@ class SegmentFile:
             if self._fd < 0:
                 return
             self.unsynced = False
-            os.fsync(self._fd)
+            self._files.fsync(self._fd)
 
     def close(self, *, sync: bool = True) -> None:
         """Close (after an fsync unless ``sync`` is False); safe to call twice."""
@@ -271,11 +313,33 @@ class SegmentFile:
             fd, self._fd = self._fd, -1
             try:
                 if sync and self.unsynced:
-                    os.fsync(fd)
+                    self._files.fsync(fd)
                     self.unsynced = False
             finally:
                 with contextlib.suppress(OSError):
-                    os.close(fd)
+                    self._files.close(fd)
+
+
+#: numbers tried past files that exist before open_segment gives up
+_MAX_SKIPS: Final = 1000
+
+
+def open_segment(wal_dir: Path, number: int, files: FileLayer = OS_FILES) -> SegmentFile:
+    """A new segment at ``number`` or, when a file of that number exists (left by a failed
+    attempt or a crash), at the next free number: a number whose file exists is never
+    reused, so a record can never land in a file an earlier run or attempt began.
+
+    Raises LakeError (the disk is full, read-only, failing); the caller then burns
+    ``number`` and asks for the next one on its retry."""
+    for candidate in range(number, number + _MAX_SKIPS):
+        try:
+            return SegmentFile(wal_dir, candidate, files)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            name = segment_path(wal_dir, candidate).name
+            raise LakeError(f"cannot create WAL segment {name}: {exc}") from exc
+    raise LakeError(f"no free WAL segment number from {number} to {number + _MAX_SKIPS - 1} in {wal_dir}")
 
 
 def fsync_dir(path: Path) -> None:
@@ -324,7 +388,9 @@ class WalLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        # read-only: flock needs no write access, and a descriptor open for writing would
+        # keep the file system from being remounted read-only (tests/test_lake_disk.py)
+        fd = os.open(self._path, os.O_RDONLY | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:

@@ -28,6 +28,7 @@ from deltalake.exceptions import TableNotFoundError
 
 from lake.audit import AUDIT, AuditRecorder
 from lake.audit_entries import SYSTEM
+from lake.health import VANISHED
 from lake.locks import compaction_lock
 from lake.schemas import SCHEMAS
 from lake.sharing import commit_with_retries, write_rows
@@ -130,7 +131,7 @@ class DeltaWriter:
     def ensure_tables(self) -> None:
         """Create every missing table empty, so readers see all views from the start."""
         for table in TABLES:
-            self._handle(table)
+            self._handle(table, create=True)
 
     def open_tables(self) -> int:
         """Create the missing tables; return the newest segment number any table has
@@ -148,7 +149,10 @@ class DeltaWriter:
         """Drop cached table state (after an error its state is not to be trusted)."""
         self._handles.clear()
 
-    def _handle(self, table: str) -> DeltaTable:
+    def _handle(self, table: str, *, create: bool = False) -> DeltaTable:
+        """The table (cached); ``create`` it when missing -- only at start (ensure_tables): a
+        table that vanishes later (a lost mount, a deleted directory) is a fault to wait out,
+        not a table to make anew where the lake no longer is."""
         dt = self._handles.get(table)
         if dt is not None:
             return dt
@@ -157,6 +161,8 @@ class DeltaWriter:
             try:
                 dt = DeltaTable(path, storage_options=self.store.delta_options())
             except TableNotFoundError:
+                if not create:
+                    raise LakeError(f"{VANISHED}: {table} (at {path})", table=table) from None
                 dt = DeltaTable.create(
                     path,
                     SCHEMAS[table],
@@ -164,6 +170,8 @@ class DeltaWriter:
                     mode="ignore",
                     storage_options=self.store.delta_options(),
                 )
+        except LakeError:
+            raise
         except Exception as exc:  # deltalake raises its own, OSError and pyarrow errors alike
             raise LakeError(f"cannot open table {table}: {exc}", table=table) from exc
         self._handles[table] = dt

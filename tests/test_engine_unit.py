@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 from types import TracebackType
 from typing import Any, Self
@@ -305,19 +307,47 @@ async def test_every_sink_that_pushes_back_is_waited_for() -> None:
 # ------------------------------------------------------------------ shutdown
 
 
-async def test_shutdown_drains_then_flushes_then_says_offline_then_disconnects() -> None:
-    broker = MemoryBroker()
-    flushed_at: list[int] = []
-    sink = CollectingSink(on_flush=lambda: flushed_at.append(len(broker.log)))
-    engine = Engine(config(**{"engine.primary": True}), sinks=[sink], transport=broker)
+async def run_with_data(
+    engine: Engine, broker: MemoryBroker, n: int
+) -> tuple[asyncio.Event, asyncio.Task[None]]:
+    """Run the engine (stopped by setting the event) and send it a node, a device and ``n`` DDATA."""
     stop = asyncio.Event()
     task = asyncio.create_task(engine.run(stop))
     await asyncio.wait_for(engine.connected.wait(), 5)
     edge = await edge_node(broker)
     await edge.nbirth()
     await edge.dbirth("D1")
-    for v in range(100):
+    for v in range(n):
         await edge.ddata("D1", float(v))
+    return stop, task
+
+
+async def test_a_stop_while_a_sink_stays_full_ends_within_the_timeout_and_counts_what_it_gave_up() -> None:
+    """docs/lake.md §4 "Stopping on a broken disk": the engine waits for the full sink until
+    half of engine.stop_timeout_s, then gives up every message it received and counts it."""
+    broker = MemoryBroker(high_water=50, low_water=10)
+    full = FullSink()
+    engine = Engine(config(**{"engine.stop_timeout_s": 2.0}), sinks=[full], transport=broker)
+    n = 200
+    stop, task = await run_with_data(engine, broker, n)
+    await wait_for(lambda: full.refusals >= 3, what="the sink pushing back")
+    started = time.monotonic()
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    took = time.monotonic() - started
+    assert 1.0 <= took < 2.0  # gave up at 1 s (half the timeout), well before 2 s
+    assert not full.batches
+    # everything the engine received: what it held, and what the broker handed over while
+    # the stop drained its connection (the memory broker delivers its queue as it is taken)
+    assert engine.lost_messages() == 2 + n
+
+
+async def test_shutdown_drains_then_flushes_then_says_offline_then_disconnects() -> None:
+    broker = MemoryBroker()
+    flushed_at: list[int] = []
+    sink = CollectingSink(on_flush=lambda: flushed_at.append(len(broker.log)))
+    engine = Engine(config(**{"engine.primary": True}), sinks=[sink], transport=broker)
+    stop, task = await run_with_data(engine, broker, 100)
     stop.set()  # the 102 messages are still waiting in the engine's transport
     await asyncio.wait_for(task, 5)
     assert len([s for s in sink.samples if s.metric == "Temperature"]) == 101  # drained, not dropped
@@ -626,3 +656,21 @@ async def test_a_reconnect_is_a_session_event_for_every_known_node() -> None:
     assert {e.detail for e in events} == {"host reconnected to the broker"}
     disconnected = sink.events(SessionEventKind.DISCONNECTED)
     assert min(e.ts for e in events) >= max(e.ts for e in disconnected)
+
+
+def test_the_stop_watchdog_ends_a_stuck_process_with_exit_1_and_its_line() -> None:
+    """uns.engine.stopping: armed by the signal handler, it ends the process whatever the
+    event loop is doing (here: blocked in a sleep that would last 30 s)."""
+    code = (
+        "import logging, time\n"
+        "from uns.engine.stopping import Watchdog\n"
+        "logging.basicConfig()\n"
+        "Watchdog(0.3, lambda: '7 received message(s) could not be persisted').arm()\n"
+        "time.sleep(30)\n"
+    )
+    started = time.monotonic()
+    argv = [sys.executable, "-c", code]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
+    assert time.monotonic() - started < 10
+    assert done.returncode == 1
+    assert "stop timeout reached, exiting now: 7 received message(s) could not be persisted" in done.stderr

@@ -311,7 +311,7 @@ async def test_failing_commits_are_retried_and_catch_up_exactly_once(tmp_path: P
                 await asyncio.sleep(0.06)  # several segments pile up behind the failing one
         await wait_for(lambda: int(sink.stats()["commit_errors"]) >= 2)
         stats = sink.stats()
-        assert stats["state"] == "retrying"
+        assert stats["state"] == "degraded"
         assert "measurements" in str(stats["last_error"])
         assert int(stats["wal_segments"]) >= 2
         with pytest.raises(LakeError, match="flush failed"):
@@ -417,7 +417,7 @@ async def test_a_failing_wal_write_keeps_the_rows_and_pushes_back_until_it_works
                     accepted += 1
                     await asyncio.sleep(0)  # one WAL record per batch
             assert raised.value.retry_after > 0
-            assert sink.stats()["state"] == "retrying"
+            assert sink.stats()["state"] == "degraded"
             assert "write-ahead log" in str(sink.stats()["last_error"])
             assert int(sink.stats()["rows_pending"]) > 0
         await wait_for(lambda: sink.stats()["state"] == "ok")  # the ticker's retry wrote them

@@ -131,10 +131,14 @@ class EngineSection:
     log_format: str = "text"  # "json": one JSON object per line (journald, Loki, Elastic)
     #: host:port of the HTTP endpoint (/metrics, /healthz, /readyz); "" = none
     http_listen: str = ""
+    #: SIGTERM/SIGINT end the process within this many seconds, whatever the lake does
+    #: (below systemd's default stop timeout of 90 s); see docs/lake.md section 4
+    stop_timeout_s: float = 30.0
     #: the Sparkplug groups this engine hosts, comma-separated ("" = every group): the shard
     groups: str = ""
 
     def __post_init__(self) -> None:
+        _require("engine.stop_timeout_s", self.stop_timeout_s, self.stop_timeout_s >= 1, ">= 1")
         _require(
             "engine.host_id",
             self.host_id,

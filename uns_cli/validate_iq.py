@@ -99,7 +99,11 @@ def _record_findings(dist: md.Distribution) -> tuple[int, int, list[str]]:
 
 
 def _editable(dist: md.Distribution) -> str | None:
-    """The source directory of an editable install, None for a real one."""
+    """The source directory of an editable install, None for a real one.  Metadata without
+    a RECORD is a source checkout's ``uns.egg-info`` (``pip install -e`` writes it beside the
+    code, and a process started in the checkout finds it first): editable too."""
+    if dist.read_text("RECORD") is None:  # no installer wrote it: uns.egg-info of a checkout
+        return Path(str(dist.locate_file(""))).as_uri()
     text = dist.read_text("direct_url.json")
     if not text:
         return None

@@ -163,7 +163,8 @@ class ContextIntake:
             batch, more_rebirths, more_publishes = process(
                 topic, payload, clock() // 1_000_000, retained=retain
             )
-            await engine._deliver(batch)
+            if not await engine._deliver(batch):  # a stop gave it up: never acknowledge it
+                raise BrokerError("context not acknowledged: the stop ended before the lake took it")
             ids.append(packet_id)
             rebirths.extend(more_rebirths)
             publishes.extend(more_publishes)

@@ -24,7 +24,8 @@ from uns.engine.host import Engine
 from uns.engine.plant import load_model
 from uns.engine.readiness import Readiness
 from uns.engine.sdnotify import systemd_notifications
-from uns.errors import EngineError
+from uns.engine.stopping import Watchdog, unpersisted_line
+from uns.errors import EngineError, LakeError
 from uns.sinks.encoders import EventEncoder
 from uns.sinks.republish import RepublishSink
 
@@ -158,14 +159,27 @@ async def _serve_operations(stack: contextlib.AsyncExitStack, engine: Engine, st
 
 
 async def run_daemon(config: Config, *, stop: asyncio.Event | None = None) -> Engine:
-    """Run the engine until ``stop`` is set or SIGINT/SIGTERM arrives; return it (for its counters)."""
+    """Run the engine until ``stop`` is set or SIGINT/SIGTERM arrives; return it (for its counters).
+
+    A signal also arms the stop watchdog (``engine.stop_timeout_s``, uns.engine.stopping).
+    EngineError with one line when received messages could not be persisted (the lake
+    stayed unwritable)."""
     engine = build_engine(config)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    watchdog = Watchdog(
+        max(0.5, config.engine.stop_timeout_s - 0.5),
+        lambda: unpersisted_line(engine.lost_messages(), _lake_fault(engine)),
+    )
+
+    def on_signal() -> None:
+        watchdog.arm()
+        stop.set()
+
     installed = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
             installed.append(sig)
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
@@ -186,12 +200,16 @@ async def run_daemon(config: Config, *, stop: asyncio.Event | None = None) -> En
     gc_thresholds = gc.get_threshold()
     gc.set_threshold(20_000, 50, 100)
     collector = asyncio.create_task(_collect_garbage(GC_FULL_INTERVAL_S), name="uns-gc")
+    failure: LakeError | None = None
     try:
         log.info("starting: %s", config.to_dict(masked=True))
         async with contextlib.AsyncExitStack() as operations:
             await _serve_operations(operations, engine, stop)
             await engine.run(stop)
+    except LakeError as exc:  # the lake's final flush failed: said below, in one line
+        failure = exc
     finally:
+        # the watchdog stays armed: the interpreter's own exit (joining threads) counts too
         collector.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await collector
@@ -199,4 +217,16 @@ async def run_daemon(config: Config, *, stop: asyncio.Event | None = None) -> En
         gc.set_threshold(*gc_thresholds)
         for sig in installed:
             loop.remove_signal_handler(sig)
+    lost = engine.lost_messages()
+    if failure is not None or lost:
+        raise EngineError(unpersisted_line(lost, _lake_fault(engine) or str(failure or "")))
     return engine
+
+
+def _lake_fault(engine: Engine) -> str:
+    """Why a sink is degraded (its ``degraded_reason``), or ""."""
+    for sink in engine.sinks:
+        reason = sink.stats().get("degraded_reason")
+        if reason:
+            return str(reason)
+    return ""

@@ -53,13 +53,14 @@ from uns.clock import now_ms
 from uns.config import Config
 from uns.core.context import ContextStore
 from uns.core.enrich import Enricher
-from uns.core.events import Batch, RebirthRequest, Sink
+from uns.core.events import RebirthRequest, Sink
 from uns.core.model import PlantModel
 from uns.engine.context_intake import ContextIntake
+from uns.engine.delivery import SinkDelivery
 from uns.engine.dispatch import Decision, Dispatcher
 from uns.engine.status import Counters
 from uns.engine.transport import Message, Publish, Transport, TransportFactory
-from uns.errors import BrokerError, BrokerRefused, EngineError, LakeBackpressure, SignatureError
+from uns.errors import BrokerError, BrokerRefused, EngineError, LakeBackpressure, LakeError, SignatureError
 from uns.keyring import load_trusted_keys
 from uns.logs import RateLimitedLog
 from uns.mqtt.client import FastClient, Will
@@ -74,7 +75,7 @@ __all__ = ["Engine"]
 log = logging.getLogger("uns.engine")
 
 
-class Engine:
+class Engine(SinkDelivery):
     """A Sparkplug B host application feeding sinks.  Use :meth:`run`.
 
     ``transport`` makes the broker connections (default :class:`~uns.mqtt.client.FastClient`);
@@ -124,6 +125,10 @@ class Engine:
         self._started = time.monotonic()
         #: the context connection (a persistent session: context is never lost)
         self.context_intake = ContextIntake(self)
+        self.stopping = None  # a stop in progress: its deadlines (uns.engine.delivery)
+        self.unpersisted = 0
+        self.gave_up = False
+        self._leftover = None
 
     def _set_client(self, client: Transport | None) -> None:
         self._client = client
@@ -136,45 +141,6 @@ class Engine:
         """Decide what one received message means: (batch, rebirth requests, publishes).
         Pure of I/O; :meth:`run` carries the decision out (see :class:`Dispatcher`)."""
         return self.dispatch.process(topic, payload, received_at)
-
-    # ------------------------------------------------------------------ sinks
-    async def _deliver(self, batch: Batch) -> None:
-        if batch:
-            for index, sink in enumerate(self.sinks):
-                try:
-                    sink.add(batch)
-                except LakeBackpressure as exc:
-                    await self._deliver_after_backpressure(batch, index, exc)
-                    return
-                except Exception as exc:  # a sink's bug must not end the loop
-                    self._sink_failed(sink, exc)
-
-    def _sink_failed(self, sink: Sink, exc: Exception) -> None:
-        """A sink raised something other than back-pressure: a bug.  The other sinks still get
-        the batch; this one's loss is counted (``sink_errors``) and logged with the traceback."""
-        self.counters.sink_errors += 1
-        self._rlog.exception(f"sink:{sink.name}", "sink %s failed to take a batch: %s", sink.name, exc)
-
-    async def _deliver_after_backpressure(self, batch: Batch, index: int, exc: LakeBackpressure) -> None:
-        """Sink ``index`` is full: wait as it asks, retry it, then hand the batch to the rest."""
-        sink = self.sinks[index]
-        while True:
-            self.counters.backpressure_waits += 1
-            self._rlog.warning(f"bp:{sink.name}", "sink %s is full, pausing intake: %s", sink.name, exc)
-            await asyncio.sleep(exc.retry_after)
-            try:
-                sink.add(batch)
-                break
-            except LakeBackpressure as again:
-                exc = again
-        for later in self.sinks[index + 1 :]:
-            while True:
-                try:
-                    later.add(batch)
-                    break
-                except LakeBackpressure as again:
-                    self.counters.backpressure_waits += 1
-                    await asyncio.sleep(again.retry_after)
 
     # ------------------------------------------------------------------ sending
     def _act(
@@ -272,14 +238,15 @@ class Engine:
         process = self.dispatch.process
         sinks = self.sinks
         clock = time.time_ns
-        for topic, payload, _qos, _retain in messages:
+        for position, (topic, payload, _qos, _retain) in enumerate(messages):
             batch, rebirths, publishes = process(topic, payload, clock() // 1_000_000)
             if batch:
                 for index, sink in enumerate(sinks):
                     try:
                         sink.add(batch)
                     except LakeBackpressure as exc:
-                        await self._deliver_after_backpressure(batch, index, exc)
+                        if not await self._deliver_held(batch, index, exc, messages, position):
+                            return
                         break
                     except Exception as exc:  # a sink's bug must not end the loop
                         self._sink_failed(sink, exc)
@@ -342,28 +309,34 @@ class Engine:
 
     async def _drain(self, client: Transport) -> None:
         """Stop intake, process what was already received, flush sinks, status and STATE offline."""
-        with contextlib.suppress(BrokerError):
-            for topic_filter in self.namespace_filters:
-                await client.unsubscribe(topic_filter)
-        drained = 0
+        with contextlib.suppress(BrokerError, TimeoutError):
+            async with asyncio.timeout(self._stop_left()):
+                for topic_filter in self.namespace_filters:
+                    await client.unsubscribe(topic_filter)
+        drained = await self._deliver_leftover(client)
         while messages := client.take(self.CHUNK):
-            await self._handle_messages(client, messages)
+            await self._drain_received(client, messages)
             drained += len(messages)
         if drained:
             log.info("drained %d messages received before stop", drained)
         for sink in self.sinks:
-            await sink.flush()
-        with contextlib.suppress(BrokerError):
-            await self._publish_status(client, online=False)
-            if self.dispatch.state_ts is not None:
-                await client.publish(self.state_topic, format_state(False, now_ms()), qos=1, retain=True)
+            try:
+                async with asyncio.timeout(self._stop_left(3600.0)):
+                    await sink.flush()
+            except (LakeError, TimeoutError) as exc:  # the sink's own exit says it once more
+                log.warning("sink %s could not flush at the stop: %s", sink.name, exc or "stop deadline")
+        with contextlib.suppress(BrokerError, TimeoutError):
+            async with asyncio.timeout(self._stop_left()):
+                await self._publish_status(client, online=False)
+                if self.dispatch.state_ts is not None:
+                    await client.publish(self.state_topic, format_state(False, now_ms()), qos=1, retain=True)
 
     async def _lost(self, client: Transport, exc: BrokerError) -> None:
         """The connection dropped: use what arrived before the loss, then mark every node
         and device offline and stale (their data can no longer be trusted to be current)."""
         log.warning("lost the broker: %s", exc)
         while messages := client.take(self.CHUNK):
-            await self._handle_messages(client, messages)
+            await self._drain_received(client, messages)
         await self._deliver(self.dispatch.broker_lost(now_ms()))
 
     def _new_transport(self, settings: BrokerSettings) -> Transport:
@@ -404,8 +377,10 @@ class Engine:
             while any(not t.done() for t in tasks):
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 if stopper in done or any(t in done and t.exception() is not None for t in tasks):
+                    self._begin_stop()
                     halt.set()
         finally:
+            self._begin_stop()
             halt.set()
             await _cancel_all([*tasks, stopper])
         for task in tasks:

@@ -30,7 +30,7 @@ from uns.engine.status import REJECT_REASONS
 __all__ = ["METRIC_NAMES", "EngineCollector", "EngineMetrics"]
 
 #: the lake sink's states (``uns_lake_state``); a state the lake reports beyond these is added
-LAKE_STATES = ("ok", "retrying", "full", "degraded")
+LAKE_STATES = ("ok", "degraded", "full")
 
 #: every metric family the engine exports (Prometheus adds ``_total`` to counters and
 #: ``_bucket``/``_sum``/``_count`` to histograms in the text format)
@@ -63,6 +63,7 @@ METRIC_NAMES = (
     "uns_republish_queue_events",
     "uns_republish_errors",
     "uns_lake_state",
+    "uns_lake_degraded_since_timestamp_seconds",
     "uns_lake_rows_committed",
     "uns_lake_rows_pending",
     "uns_lake_wal_bytes",
@@ -251,6 +252,9 @@ def _lake(stats: Mapping[str, Any]) -> Iterator[Metric]:
     yield _labelled(
         GaugeMetricFamily("uns_lake_state", "1 for the lake sink's current state", labels=["state"]), states
     )
+    since = stats.get("degraded_since_ms", 0) / 1000
+    doc = "When the lake became degraded (0: it is not)"
+    yield _gauge("uns_lake_degraded_since_timestamp_seconds", doc, since)
     yield _gauge("uns_lake_rows_pending", "Rows accepted and not committed yet", stats["rows_pending"])
     yield _gauge("uns_lake_wal_bytes", "Bytes of write-ahead log not committed yet", stats["wal_bytes"])
     yield _gauge("uns_lake_wal_segments", "Write-ahead log segments not committed yet", stats["wal_segments"])

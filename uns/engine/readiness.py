@@ -7,8 +7,8 @@ Not ready, with a reason each (the 503 answer's JSON lists them):
 - ``not connected to the broker``: the Sparkplug session is down (retrying);
 - ``context session not connected``: the context events' session is down;
 - ``lake <state>: <reason>``: the lake sink's ``state`` is not ``ok``
-  (``degraded`` or ``retrying``: WAL writes or commits fail and are retried,
-  the WAL absorbs; ``full``: intake pauses); the reason is the sink's
+  (``degraded``: WAL writes or commits fail and are retried -- the WAL absorbs,
+  or intake pauses while it cannot be written; ``full``: intake pauses); the reason is the sink's
   ``degraded_reason``, else its ``last_error``;
 - ``lake not committing``: rows wait and no commit succeeded for
   ``max(60 s, 10 x lake.commit_interval)``.

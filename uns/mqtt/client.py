@@ -11,7 +11,9 @@ Scope: MQTT 3.1.1 (protocol level 4); clean or persistent sessions (nothing
 is retransmitted: on a lost connection every pending acknowledgement fails
 with :class:`~uns.errors.BrokerError`); QoS 0/1/2 in both directions; a Will;
 keepalive (:mod:`uns.mqtt.keepalive`); back-pressure by pausing the socket
-when too many messages wait to be taken.  No reconnect: the caller makes a new connection and decides, by
+when ``high_water`` messages wait to be taken (the broker then queues for us, up
+to its own limits; the connection, our pings and our publishes go on however
+long the pause: docs/lake.md section 4).  No reconnect: the caller makes a new connection and decides, by
 the error's class, whether to (:mod:`uns.mqtt.failures`).
 """
 
@@ -25,7 +27,7 @@ from typing import Self
 from uns.errors import BrokerError, ConfigError
 from uns.mqtt.acks import ManualAcks
 from uns.mqtt.failures import connack_failure, socket_failure, tls_settings_failure
-from uns.mqtt.keepalive import keep_alive
+from uns.mqtt.keepalive import bound_unacknowledged, keep_alive
 from uns.mqtt.outbound import ClientProtocol, Inflight, Outbox
 from uns.mqtt.settings import BrokerSettings, tls_context
 from uns.mqtt.wire import (
@@ -184,12 +186,14 @@ class FastClient(ManualAcks):
             raise refusal
         self.session_present = session_present
         if s.keepalive > 0:
+            bound_unacknowledged(transport.get_extra_info("socket"), s.keepalive)
             alive = keep_alive(
                 protocol.outbox,
                 s.keepalive,
                 bytes_received=lambda: self._counters["bytes_received"],
                 current=lambda: protocol is self._protocol,
                 fail=self._fail,
+                reading_paused=lambda: self._read_paused,
             )
             self._keepalive_task = asyncio.create_task(alive, name=f"mqtt keepalive {self.identifier}")
 
