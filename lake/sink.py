@@ -42,13 +42,12 @@ from lake.wal import (
     fsync_segments,
     list_segments,
     open_segment,
-    wal_dir_for,
 )
 from uns.config import LakeSection
 from uns.core.events import Batch
 from uns.errors import LakeBackpressure, LakeError
 
-__all__ = ["LakeConfig", "LakeSink", "wal_dir_for"]
+__all__ = ["LakeConfig", "LakeSink"]
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +56,8 @@ LakeConfig = LakeSection
 
 
 class LakeSink(AuditIntake):
-    """Sink protocol implementation writing to the lake at ``path`` (an async context manager,
-    used once).  ``config.path`` is where the daemon found ``path``; the sink writes where
-    it is told."""
+    """Sink protocol implementation writing to the lake at ``path`` (a directory or an object
+    store, lake/storage.py; the WAL is always local), an async context manager used once."""
 
     name = "lake"
 
@@ -67,7 +65,6 @@ class LakeSink(AuditIntake):
         self, path: str | Path | LakeStore, config: LakeSection | None = None, *, files: FileLayer = OS_FILES
     ) -> None:
         self.config = config or LakeSection()
-        #: the lake: a directory or an object store (lake/storage.py; the WAL is always local)
         self.store = as_store(path, self.config.storage)
         self.root = Path(self.store.url)  # a local lake's directory (use store for a remote one)
         self._files = files  # the WAL's system calls (tests inject faults)
