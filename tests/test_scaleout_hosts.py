@@ -67,7 +67,7 @@ class HostEngine(EngineProcess):
             **os.environ,
             "UNS_ENGINE_PREFIX": PREFIX,
             "UNS_LAKE_WRITER_ID": f"e{n}",
-            "UNS_LAKE_COMMIT_INTERVAL": "1.0",  # a kill finds rows in the WAL only
+            "UNS_LAKE_COMMIT_INTERVAL": "3.0",  # a kill finds rows in the WAL only
             "UNS_LAKE_FSYNC_INTERVAL": "0.2",
             "UNS_REPUBLISH_ENABLED": "false",
             "UNS_BROKER_RECONNECT_MAX": "1.0",
