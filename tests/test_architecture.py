@@ -86,7 +86,7 @@ def layer_of(module: str) -> str | None:
     second = parts[1]
     if second in ("clock", "logs"):
         return "util"
-    if second in ("config_options", "keyring"):  # [lake.storage] option tables; key files
+    if second in ("config_options", "config_schema", "keyring"):  # [lake.storage] option tables; key files
         return "config"
     if second == "core":
         return "core.vocabulary" if parts[2:3] in (["events"], ["values"]) else "core"

@@ -24,12 +24,12 @@ from uns.config import (
     LakeSection,
     RepublishSection,
     SparkplugSection,
-    config_json_schema,
     file_keys,
     key_type,
     load_config,
 )
 from uns.config_options import OPTIONS_SCHEMA, option_tables
+from uns.config_schema import config_json_schema
 from uns.errors import ConfigError
 from uns.mqtt.settings import Backoff, parse_broker_url
 

@@ -50,7 +50,6 @@ __all__ = [
     "LakeSection",
     "RepublishSection",
     "SparkplugSection",
-    "config_json_schema",
     "file_keys",
     "key_type",
     "load_config",
@@ -494,29 +493,3 @@ def _line_of(text: str, section: str, key: str) -> int | None:
         elif current == section and line.partition("=")[0].strip().strip("\"'") == key:
             return number
     return None
-
-
-def config_json_schema() -> dict[str, Any]:
-    """The JSON Schema of the config file (committed as schemas/config.schema.json)."""
-
-    def prop(kind: tuple[type, bool], default: Any) -> dict[str, Any]:
-        base, optional = kind
-        out: dict[str, Any] = {"type": [_SCALARS[base], "null"] if optional else _SCALARS[base]}
-        if default is not None:
-            out["default"] = default
-        return out
-
-    sections: dict[str, Any] = {}
-    for name, cls in SECTIONS.items():
-        defaults = cls()
-        props = {key: prop(kind, getattr(defaults, key)) for key, kind in _KEYS[name].items()}
-        props.update({key: dict(opts.OPTIONS_SCHEMA) for key in opts.option_tables(cls)})
-        sections[name] = {"type": "object", "additionalProperties": False, "properties": props}
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": "https://uns.invalid/schemas/config.schema.json",
-        "title": "uns engine configuration (TOML)",
-        "type": "object",
-        "additionalProperties": False,
-        "properties": sections,
-    }

@@ -179,7 +179,7 @@ def check_dependency_files() -> Check:
 
 
 def check_schemas() -> Check:
-    from uns.config import config_json_schema  # noqa: PLC0415
+    from uns.config_schema import config_json_schema  # noqa: PLC0415
 
     folder = resources.files("uns_cli").joinpath("schemas")
     findings: list[str] = []
