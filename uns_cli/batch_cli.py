@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from uns.errors import UnsError
+from uns_cli.commands import FormatOpt, LakeOpt, guard
 
 __all__ = ["batch_app"]
 
@@ -15,20 +15,10 @@ batch_app = typer.Typer(
     help="Batches: list them, summarise one, write its review-by-exception report.", no_args_is_help=True
 )
 
-LakeOpt = Annotated[str | None, typer.Option("--lake", help="lake directory (env UNS_LAKE; default ./lake)")]
 SpecOpt = Annotated[
     str | None, typer.Option("--spec", help="spec file with limits (default: batch.spec of the config)")
 ]
 BatchArg = Annotated[str, typer.Argument(metavar="BATCH", help="batch id, e.g. B2026-0001")]
-
-
-def _run(work: object) -> None:
-    """Call ``work``; a UnsError becomes one line on stderr and exit 1."""
-    try:
-        work()  # type: ignore[operator]
-    except UnsError as exc:
-        typer.echo(f"uns: error: {exc}", err=True)
-        raise typer.Exit(1) from None
 
 
 @batch_app.command("list")
@@ -39,7 +29,7 @@ def batch_list(
     ] = None,
     product: Annotated[str | None, typer.Option("--product", help="only batches of this product")] = None,
     open_only: Annotated[bool, typer.Option("--open", help="only batches still running")] = False,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv or json")] = "table",
+    fmt: FormatOpt = "table",
 ) -> None:
     """One line per batch (newest first): product, recipe, order, units, start, end, duration, status.
 
@@ -47,7 +37,7 @@ def batch_list(
     """
     from uns_cli.batch_commands import batch_list as work  # noqa: PLC0415
 
-    _run(lambda: work(lake, since=since, product=product, open_only=open_only, fmt=fmt, echo=typer.echo))
+    guard(lambda: work(lake, since=since, product=product, open_only=open_only, fmt=fmt, echo=typer.echo))
 
 
 @batch_app.command("show")
@@ -58,7 +48,7 @@ def batch_show(batch: BatchArg, lake: LakeOpt = None, spec: SpecOpt = None) -> N
     """
     from uns_cli.batch_commands import batch_show as work  # noqa: PLC0415
 
-    _run(lambda: work(lake, batch, spec=spec, echo=typer.echo))
+    guard(lambda: work(lake, batch, spec=spec, echo=typer.echo))
 
 
 @batch_app.command("report")
@@ -83,7 +73,7 @@ def batch_report(
     """
     from uns_cli.batch_commands import batch_report as work  # noqa: PLC0415
 
-    _run(
+    guard(
         lambda: work(
             lake,
             batch,
@@ -117,7 +107,7 @@ def batch_sign(
     """
     from uns_cli.batch_commands import batch_sign as work  # noqa: PLC0415
 
-    _run(
+    guard(
         lambda: work(
             lake, batch, spec=spec, meaning=meaning, user=user, reason=reason, key=key, echo=typer.echo
         )
