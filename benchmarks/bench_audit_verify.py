@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lake.audit_verify import verify
-from lake.tables import RUN_FIELDS, SAMPLE_FIELDS, TABLES
-from lake.writer import DeltaWriter
+from uns.audit.verify import verify
+from uns.lake.tables import RUN_FIELDS, SAMPLE_FIELDS, TABLES
+from uns.lake.writer import DeltaWriter
 from uns.sparkplug.datatypes import DataType
 
 BASE_TS = 1_767_225_600_000  # 2026-01-01T00:00:00Z

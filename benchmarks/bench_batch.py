@@ -38,10 +38,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import write_deltalake
 
-import lake
-from lake.batches import list_batches
-from lake.schemas import SCHEMAS
-from uns_cli.batch_report import ReportRequest, generate_report
+from uns import lake
+from uns.batch.queries import list_batches
+from uns.batch.report import ReportRequest, generate_report
+from uns.lake.schemas import SCHEMAS
 
 T0 = 1_764_576_000_000  # 2025-12-01T08:00:00Z
 UNIT = "acme/basel/pilot/usp/br-901"
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.repeat):
             t = time.perf_counter()
             out = subprocess.run(
-                [sys.executable, "-m", "cli", "batch", "list", "--lake", str(list_lake), "--format", "csv"],
+                [sys.executable, "-m", "uns", "batch", "list", "--lake", str(list_lake), "--format", "csv"],
                 capture_output=True, text=True, check=True,
             )  # fmt: skip
             runs.append(time.perf_counter() - t)

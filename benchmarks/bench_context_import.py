@@ -133,7 +133,7 @@ def answering(against: str, url: str, host: str, port: int, workdir: Path) -> It
 
 def run_import(file: Path, url: str, in_flight: int) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("UNS_")}
-    cmd = [sys.executable, "-m", "cli", "context", "import", str(file), "--broker", url]
+    cmd = [sys.executable, "-m", "uns", "context", "import", str(file), "--broker", url]
     cmd += ["--prefix", PREFIX, "--in-flight", str(in_flight), "--wait", "30", "--no-progress"]
     started = time.perf_counter()
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)

@@ -36,7 +36,7 @@ def main() -> None:
             UNS_HOST_ID="bench",
             UNS_ENGINE_STATUS_INTERVAL="0.25",
         )
-        engine = subprocess.Popen([sys.executable, "-m", "cli", "run"], env=env, stderr=subprocess.DEVNULL)
+        engine = subprocess.Popen([sys.executable, "-m", "uns", "run"], env=env, stderr=subprocess.DEVNULL)
         status: dict[str, object] = {}
 
         def on_message(_c: object, _u: object, msg: mqtt.MQTTMessage) -> None:

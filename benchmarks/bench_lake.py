@@ -35,10 +35,10 @@ import threading
 import time
 from pathlib import Path
 
-from lake import Lake, LakeConfig, LakeSink, connect
-from lake.tables import PendingRows, column_count
-from lake.wal import SegmentFile, encode_record
 from uns.core.events import Batch, ContextChange, Sample
+from uns.lake import Lake, LakeConfig, LakeSink, connect
+from uns.lake.tables import PendingRows, column_count
+from uns.lake.wal import SegmentFile, encode_record
 from uns.sparkplug.datatypes import DataType
 
 T0 = 1_767_225_600_000

@@ -484,7 +484,7 @@ class Bench:
     @staticmethod
     def data_files(lake: Path) -> dict[str, int]:
         """Data files per table at the end (compaction keeps the measurements' count low)."""
-        from lake.maintenance import Lake  # noqa: PLC0415 - deltalake only here
+        from uns.lake.maintenance import Lake  # noqa: PLC0415 - deltalake only here
 
         return {table: info.files for table, info in Lake(lake).info().items()}
 
@@ -496,7 +496,7 @@ class Bench:
 def lake_loss(lake: Path, expected: dict[str, int]) -> dict[str, Any]:
     """Per group of ``expected`` (group -> device samples generated): samples missing from
     the lake's measurements and samples in it more than once; groups not expected."""
-    from lake.query import connect  # noqa: PLC0415 - pyarrow/duckdb only here
+    from uns.lake.query import connect  # noqa: PLC0415 - pyarrow/duckdb only here
 
     con = connect(lake)
     try:

@@ -22,8 +22,8 @@ import dataclasses
 import sys
 import time
 
-from lake import LakeConfig, LakeSink, connect
 from uns.core.events import Batch, CatalogEntry, ContextChange, Rejected, Sample, SessionEvent
+from uns.lake import LakeConfig, LakeSink, connect
 from uns.sparkplug.datatypes import DataType
 
 BASE_TS = 1_735_689_600_000  # 2025-01-01T00:00:00Z

@@ -7,12 +7,12 @@ from typing import Any
 
 import duckdb
 
-import lake
-from lake.query import create_views
-from lake.schemas import SCHEMAS
-from lake.tables import TABLES, batch_columns
-from lake.to_arrow import arrow_table
+from uns import lake
 from uns.core.events import Batch, ContextChange, Sample
+from uns.lake.query import create_views
+from uns.lake.schemas import SCHEMAS
+from uns.lake.tables import TABLES, batch_columns
+from uns.lake.to_arrow import arrow_table
 
 __all__ = ["break_table", "load_tables", "query", "repair_table", "views_connection"]
 

@@ -22,7 +22,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from uns import sparkplug as sp
-from uns.sparkplug import convert
+from uns.sparkplug import payload as convert
 from uns.sparkplug.datatypes import ARRAY_TYPES, SIGNED_WIDTH, UNSIGNED_WIDTH, DataType
 
 __all__ = [

@@ -1,14 +1,19 @@
 """The layout's rules, checked over the imports (docs/architecture.md draws them).
 
-Dependencies point one way: cli -> uns_cli -> engine -> sinks/lake -> config ->
-mqtt/core -> sparkplug -> errors.  The pure layers (uns.core, uns.sparkplug) import
-no asyncio, sockets, files, processes, threads or clocks.  No I/O happens here:
+Dependencies point one way: the faces (uns.cli; the web workspace) -> validation, demo ->
+batch, audit, client -> engine -> sinks/lake -> config -> mqtt/core -> sparkplug -> errors.
+The library never imports a face, and a face imports nothing of the world but the
+standard library and its command-line toolkit (so it cannot hold a query, a renderer or
+a signature: those are library calls a test can reach).  No module takes part in an import
+circle.  The pure layers (uns.core, uns.sparkplug, the batch report's logic) import no
+asyncio, sockets, files, processes, threads or clocks.  No I/O happens here:
 the test reads the source files and parses them with :mod:`ast`.
 """
 
 from __future__ import annotations
 
 import ast
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,9 +22,14 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 #: layer -> the layers it may import (its own layer is always allowed)
+_BASE = frozenset({"errors", "util", "config", "mqtt", "core", "core.vocabulary", "sparkplug"})
+#: everything but the faces (and the validation and demo that use the whole library)
+_LIBRARY = _BASE | {
+    "sinks", "lake", "sim", "engine", "engine.plant", "batch", "batch.logic", "audit", "client", "render",
+}  # fmt: skip
 ALLOWED: dict[str, frozenset[str]] = {
     "errors": frozenset(),
-    "util": frozenset({"errors"}),  # uns.clock, uns.logs: shell helpers with no uns dependencies
+    "util": frozenset({"errors"}),  # uns.clock, uns.logs, uns.output: shell helpers
     # The host sessions of uns.sparkplug emit the pipeline's events (uns.core.events and the
     # value helpers of uns.core.values); that is the one way up, and both sides are pure.
     "sparkplug": frozenset({"errors", "core.vocabulary"}),
@@ -27,25 +37,29 @@ ALLOWED: dict[str, frozenset[str]] = {
     "core": frozenset({"errors", "sparkplug", "core.vocabulary"}),
     "mqtt": frozenset({"errors", "util"}),
     "config": frozenset({"errors", "util", "mqtt", "core", "core.vocabulary", "sparkplug"}),
-    "sinks": frozenset({"errors", "util", "config", "core", "core.vocabulary", "sparkplug"}),
-    "lake": frozenset({"errors", "util", "config", "core", "core.vocabulary", "sparkplug"}),
+    "sinks": _BASE - {"mqtt"},
+    "lake": _BASE - {"mqtt"},
     "sim": frozenset({"errors", "util", "mqtt", "core.vocabulary", "sparkplug"}),
-    "batch": frozenset({"errors"}),  # uns.batch: the batch report's pure logic (specs, excursions, ...)
-    "engine": frozenset(
-        {"errors", "util", "config", "mqtt", "core", "core.vocabulary", "sparkplug", "sinks", "lake"}
-    ),
-    "uns_cli": frozenset(
-        {"errors", "util", "config", "mqtt", "core", "core.vocabulary", "sparkplug", "sinks", "lake", "sim"}
-        | {"engine", "package", "batch"}
-    ),
-    "cli": frozenset(
-        {"errors", "util", "config", "mqtt", "core", "core.vocabulary", "sparkplug", "sinks", "lake", "sim"}
-        | {"engine", "package", "uns_cli", "batch"}
-    ),
+    "batch.logic": frozenset({"errors"}),  # uns.batch.{spec,signals,times}: the report's pure logic
+    "render": frozenset({"errors"}),  # uns.pdf: HTML printed by Chromium
+    "engine.plant": frozenset({"errors", "core"}),  # the plant model file, read
+    "engine": _BASE | {"sinks", "lake", "engine.plant"},
+    # library features over the lake, which both faces call
+    "audit": _BASE | {"lake"},
+    "client": _BASE | {"lake"},  # talking to a running engine: context events, inspection
+    "batch": _BASE | {"lake", "audit", "batch.logic", "render", "engine.plant"},
+    "demo": _LIBRARY,
+    "validation": _LIBRARY | {"demo", "package"},
+    # the faces: they may import the whole library; the library never imports them
+    "cli": _LIBRARY | {"validation", "demo", "package"},
+    "entry": frozenset({"cli"}),  # uns/__main__.py
     "package": frozenset(),  # uns/__init__.py: the version
 }
 
-PURE_LAYERS = frozenset({"sparkplug", "core", "core.vocabulary", "batch"})
+PURE_LAYERS = frozenset({"sparkplug", "core", "core.vocabulary", "batch.logic"})
+#: what a face may import of the world outside uns and the standard library: nothing that
+#: would hold logic (queries, rendering, crypto, files of the lake)
+FACE_FOREIGN = frozenset({"typer", "click", "rich"})
 #: standard modules that mean I/O, concurrency or a clock
 IMPURE_MODULES = frozenset(
     {
@@ -74,38 +88,43 @@ IMPURE_CALLS = frozenset({"open", "now", "utcnow", "today", "time_ns", "monotoni
 def layer_of(module: str) -> str | None:
     """The layer of a module of this project, None for a foreign module."""
     parts = module.split(".")
-    top = parts[0]
-    if top == "cli":
-        return "cli"
-    if top in ("uns_cli", "lake"):
-        return top
-    if top != "uns":
+    if parts[0] != "uns":
         return None
     if len(parts) == 1:
         return "package"
     second = parts[1]
-    if second in ("clock", "logs"):
+    third = parts[2] if len(parts) > 2 else ""
+    if second == "__main__":
+        return "entry"
+    if second in ("clock", "logs", "output"):
         return "util"
+    if second == "pdf":
+        return "render"
     if second in ("config_options", "config_schema", "keyring"):  # [lake.storage] option tables; key files
         return "config"
     if second == "core":
-        return "core.vocabulary" if parts[2:3] in (["events"], ["values"]) else "core"
-    if second in ("errors", "config", "sparkplug", "mqtt", "sinks", "sim", "engine", "batch"):
+        return "core.vocabulary" if third in ("events", "values") else "core"
+    if second == "batch" and third in ("spec", "signals", "times"):
+        return "batch.logic"
+    if second == "engine" and third == "plant":
+        return "engine.plant"
+    if second in (
+        "errors", "config", "sparkplug", "mqtt", "sinks", "lake", "sim", "engine", "batch", "audit",
+        "client", "validation", "demo", "cli",
+    ):  # fmt: skip
         return second
     raise AssertionError(f"{module}: a module outside the layout; add it to docs/architecture.md and here")
 
 
 def modules() -> Iterator[tuple[str, Path]]:
-    for base in ("uns", "uns_cli", "lake"):
-        for path in sorted((ROOT / base).rglob("*.py")):
-            if path.name.endswith("_pb2.py"):
-                continue
-            rel = path.relative_to(ROOT).with_suffix("")
-            parts = list(rel.parts)
-            if parts[-1] == "__init__":
-                parts.pop()
-            yield ".".join(parts), path
-    yield "cli", ROOT / "cli.py"
+    for path in sorted((ROOT / "uns").rglob("*.py")):
+        if path.name.endswith("_pb2.py"):
+            continue
+        rel = path.relative_to(ROOT).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        yield ".".join(parts), path
 
 
 def imports(source: str) -> Iterator[tuple[int, str]]:
@@ -116,7 +135,11 @@ def imports(source: str) -> Iterator[tuple[int, str]]:
                 yield node.lineno, alias.name
         elif isinstance(node, ast.ImportFrom) and node.module is not None:
             assert node.level == 0, f"line {node.lineno}: use absolute imports"
-            yield node.lineno, node.module
+            if node.module == "uns":  # from uns import lake: the module uns.lake
+                for alias in node.names:
+                    yield node.lineno, f"uns.{alias.name}"
+            else:
+                yield node.lineno, node.module
 
 
 def wrong_imports(name: str, source: str) -> list[str]:
@@ -126,7 +149,8 @@ def wrong_imports(name: str, source: str) -> list[str]:
     wrong = []
     for line, target in imports(source):
         theirs = layer_of(target)
-        if theirs is not None and theirs != own and theirs not in ALLOWED[own]:
+        # uns/__init__.py holds the version only: anyone may read it
+        if theirs not in (None, own, "package") and theirs not in ALLOWED[own]:
             wrong.append(f"{name}:{line}: {own} must not import {target} ({theirs})")
     return wrong
 
@@ -182,8 +206,108 @@ def test_the_checks_catch_a_violation() -> None:
         "uns.core.probe:5: calls time_ns()",
     ]
     assert wrong_imports("uns.engine.host", "from uns.core.events import Batch\n") == []
-    assert wrong_imports("lake.sink", "import uns_cli.output\n") == [
-        "lake.sink:1: lake must not import uns_cli.output (uns_cli)"
+    assert wrong_imports("uns.lake.sink", "import uns.cli.output\n") == [
+        "uns.lake.sink:1: lake must not import uns.cli.output (cli)"
     ]
+    assert face_foreign_imports("uns.cli.x", "import duckdb\nimport typer\nimport json\n") == [
+        "uns.cli.x:1: a face must not import duckdb (put the work in the library)"
+    ]
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     with pytest.raises(AssertionError):
         layer_of("uns.somewhere_new")
+
+
+FACES = [(m, p) for m, p in MODULES if layer_of(m) == "cli"]
+
+
+def face_foreign_imports(name: str, source: str) -> list[str]:
+    """The imports of a face module from outside uns, the standard library and its toolkit."""
+    return [
+        f"{name}:{line}: a face must not import {target} (put the work in the library)"
+        for line, target in imports(source)
+        if layer_of(target) is None
+        and target.split(".")[0] not in sys.stdlib_module_names
+        and target.split(".")[0] not in FACE_FOREIGN
+    ]
+
+
+@pytest.mark.parametrize(("name", "path"), FACES, ids=[m for m, _ in FACES])
+def test_a_face_holds_no_logic(name: str, path: Path) -> None:
+    wrong = face_foreign_imports(name, path.read_text(encoding="utf-8"))
+    assert not wrong, "\n".join(wrong)
+
+
+def _graph() -> dict[str, set[str]]:
+    """module -> the modules of uns it imports (lazy and TYPE_CHECKING imports count)."""
+    names = {m for m, _ in MODULES}
+
+    def resolve(target: str) -> str | None:
+        while target and target not in names:
+            target = target.rpartition(".")[0]
+        return target or None
+
+    graph: dict[str, set[str]] = {}
+    for name, path in MODULES:
+        out: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                targets = [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            for target in targets:
+                found = resolve(target)
+                # a package's __init__ importing its own modules is not a circle
+                if found and found != name and not name.startswith(found + "."):
+                    out.add(found)
+        graph[name] = out
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles (strongly connected components of more than one module), sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(found)
+
+
+def test_no_import_circles() -> None:
+    assert cycles(_graph()) == []
+
+
+def test_one_top_level_import_package() -> None:
+    """A wheel installs ``uns`` and nothing else importable (tests/test_validate.py builds and
+    installs one); here: the build's package list is ``uns`` and its subpackages."""
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert 'include = ["uns", "uns.*"]' in text
+    assert "py-modules" not in text
+    assert not (ROOT / "lake" / "__init__.py").exists()
+    assert not list((ROOT / "lake").glob("*.py"))

@@ -10,8 +10,8 @@ import json
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from lake.audit_entries import births, catalog_entries, config_changes, context_entries
-from lake.hashing import GENESIS, ChainRow, canonical, chain_findings, link, row_hash
+from uns.lake.audit_entries import births, catalog_entries, config_changes, context_entries
+from uns.lake.hashing import GENESIS, ChainRow, canonical, chain_findings, link, row_hash
 
 _TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
 _ENTRY = st.tuples(st.integers(0, 2**62), _TEXT, _TEXT, _TEXT, _TEXT, _TEXT)

@@ -21,17 +21,17 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from lake import Lake, LakeConfig, LakeSink
-from lake.audit import record_report
-from lake.audit_entries import os_user
-from lake.writer import DeltaWriter
 from tests.lake_crash_child import deterministic_batch
 from tests.lake_helpers import query
+from uns.audit.trail import audit_log, verify_lines
 from uns.config import load_config
 from uns.core.events import Batch, CatalogEntry
 from uns.engine.daemon import audited
+from uns.lake import Lake, LakeConfig, LakeSink
+from uns.lake.audit_entries import os_user
+from uns.lake.manual import record_report
+from uns.lake.writer import DeltaWriter
 from uns.sparkplug.datatypes import DataType
-from uns_cli.audit import audit_log, verify_lines
 
 CONFIG = LakeConfig(commit_interval=60, commit_rows=10_000, commit_worker="thread", compact_interval=0)
 

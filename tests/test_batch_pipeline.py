@@ -17,14 +17,14 @@ import jsonschema
 import pytest
 from playwright.sync_api import sync_playwright
 
+from uns.audit.trail import audit_log
+from uns.batch.api import load_spec
+from uns.batch.report import ReportRequest, generate_report
+from uns.demo import run_plant
 from uns.engine.plant import load_model
 from uns.mqtt.mosquitto import running_mosquitto
+from uns.pdf import CHROMIUM_ARGS, find_chromium
 from uns.sim.inject import BatchFault
-from uns_cli.audit import audit_log
-from uns_cli.batch_commands import load_spec
-from uns_cli.batch_html import CHROMIUM_ARGS, find_chromium
-from uns_cli.batch_report import ReportRequest, generate_report
-from uns_cli.demo import run_plant
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -174,7 +174,7 @@ def test_the_pdf_report_has_the_same_pages(plant_lake: Path, spec_file: Path, tm
 def test_the_commands(plant_lake: Path, spec_file: Path, tmp_path: Path) -> None:
     def uns(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "cli", *args], capture_output=True, text=True, cwd=ROOT, check=False
+            [sys.executable, "-m", "uns", *args], capture_output=True, text=True, cwd=ROOT, check=False
         )
 
     listed = uns("batch", "list", "--lake", str(plant_lake), "--format", "json", "--product", "mAb-A")

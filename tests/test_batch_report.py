@@ -11,11 +11,11 @@ import jsonschema
 import pytest
 
 from tests.lake_helpers import views_connection
+from uns.batch.report import ReportRequest, build_report
 from uns.batch.spec import parse_spec
 from uns.core.events import ContextChange, Sample
 from uns.errors import BatchError
 from uns.sparkplug.datatypes import DataType
-from uns_cli.batch_report import ReportRequest, build_report
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_764_583_200_000  # 2025-12-01T10:00:00Z

@@ -18,15 +18,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from cli import app
-from lake import LakeConfig, LakeSink
-from lake.audit_verify import read_chain
-from lake.signatures import signature_findings, signed_content
+from uns.audit.signatures import signature_findings, signed_content
+from uns.audit.verify import read_chain
+from uns.batch.signing import report_content_sha256
+from uns.cli.app import app
 from uns.core.events import Batch, ContextChange, Sample
 from uns.core.signing import canonical_json
 from uns.keyring import load_trusted_keys, new_key_pair
+from uns.lake import LakeConfig, LakeSink
 from uns.sparkplug.datatypes import DataType
-from uns_cli.batch_signatures import report_content_sha256
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT_SCHEMA = json.loads((ROOT / "schemas" / "batch-report.schema.json").read_text())

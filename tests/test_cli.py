@@ -19,13 +19,13 @@ import typer.main
 from typer.core import TyperGroup
 from typer.testing import CliRunner
 
-from cli import app
 from tests.edge import RawEdge
+from uns.cli.app import app
 from uns.mqtt.mosquitto import Mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 #: the `uns` command, as a child process runs it from this checkout
-UNS = (sys.executable, "-m", "cli")
+UNS = (sys.executable, "-m", "uns")
 runner = CliRunner()
 
 

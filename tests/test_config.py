@@ -272,7 +272,7 @@ def test_tuning_fields_are_not_config_keys() -> None:
 
 
 def test_the_lake_package_config_is_the_lake_section() -> None:
-    import lake  # noqa: PLC0415 - the package loads its names lazily
+    from uns import lake  # noqa: PLC0415 - the package loads its names lazily
 
     assert lake.LakeConfig is LakeSection
 

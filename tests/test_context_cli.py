@@ -24,16 +24,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from uns.client.context import DEFAULT_WAIT_S, ack_filter, parse_ack, split_wait
+from uns.client.importer import CSV_SOURCE, ImportSummary, parse_csv, parse_jsonl, summarize
+from uns.clock import parse_time
 from uns.core.context import decode_context_payload, event_id, parse_context_event
 from uns.errors import ContextError
 from uns.mqtt.client import FastClient
 from uns.mqtt.mosquitto import Mosquitto, free_port
 from uns.mqtt.settings import BrokerSettings
-from uns_cli.context import DEFAULT_WAIT_S, ack_filter, parse_ack, parse_time, split_wait
-from uns_cli.importer import CSV_SOURCE, ImportSummary, parse_csv, parse_jsonl, summarize
 
 ROOT = Path(__file__).resolve().parent.parent
-UNS = (sys.executable, "-m", "cli")
+UNS = (sys.executable, "-m", "uns")
 
 # ------------------------------------------------------------------ pure: JSON Lines
 

@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 
-from lake import LakeSink, connect
 from tests.engine_helpers import CollectingSink, connected, engine_config, on_memory, running_engine, wait_for
 from uns.config import Config
 from uns.core.events import Batch, ContextChange
@@ -29,6 +28,7 @@ from uns.engine import daemon as uns_daemon
 from uns.engine.host import Engine
 from uns.engine.memory import MemoryBroker
 from uns.errors import BrokerRefused, EngineError, LakeError
+from uns.lake import LakeSink, connect
 from uns.mqtt.client import FastClient
 from uns.mqtt.mosquitto import Mosquitto, free_port
 from uns.mqtt.settings import BrokerSettings
@@ -302,7 +302,7 @@ class Daemon:
     """``uns run`` as a process of its own (stopped with SIGTERM, or SIGKILLed)."""
 
     def __init__(self, broker: Mosquitto, lake_dir: Path, log: Path) -> None:
-        self.argv = [sys.executable, "-m", "cli", "run", "--broker", broker.url, "--lake", str(lake_dir)]
+        self.argv = [sys.executable, "-m", "uns", "run", "--broker", broker.url, "--lake", str(lake_dir)]
         self.argv += ["--host-id", NS, "--log-level", "info"]
         self.env = {**os.environ, "UNS_ENGINE_PREFIX": f"{NS}/uns", "UNS_LAKE_FSYNC_INTERVAL": "1.0"}
         self.log = log

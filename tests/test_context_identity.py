@@ -14,7 +14,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lake import connect
 from tests.engine_helpers import CollectingSink, connected, engine_config, on_memory, running_engine, wait_for
 from uns.core.context import event_id, parse_context_event
 from uns.engine.daemon import build_engine
@@ -22,6 +21,7 @@ from uns.engine.dispatch import Decision, Dispatcher
 from uns.engine.host import Engine
 from uns.engine.memory import MemoryBroker
 from uns.errors import ContextError
+from uns.lake import connect
 from uns.mqtt.client import FastClient
 from uns.mqtt.mosquitto import Mosquitto
 from uns.mqtt.settings import BrokerSettings

@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from lake import connect
 from uns.clock import now_ms
+from uns.lake import connect
 from uns.mqtt.mosquitto import Mosquitto
 from uns.sim import EdgeNode
 from uns.sim.plant import bench_plant
@@ -63,7 +63,7 @@ class Engine:
         model.write_text(MODEL)
         self.lake = tmp / "lake"
         self.log = tmp / "uns.log"
-        self.argv = [sys.executable, "-m", "cli", "run", "--broker", broker.url, "--lake", str(self.lake)]
+        self.argv = [sys.executable, "-m", "uns", "run", "--broker", broker.url, "--lake", str(self.lake)]
         self.argv += ["--model", str(model), "--host-id", HOST, "--log-level", "info"]
         self.env = {
             **os.environ,
@@ -140,7 +140,7 @@ def stored_samples(lake_dir: Path) -> set[tuple[str, int, bool]]:
 
 def context_cli(broker: Mosquitto, batch: str, ts: int, *, wait: bool) -> subprocess.CompletedProcess[str]:
     """``uns context set UNIT batch_id=<batch> --ts <ts> --id ctx-<batch>``, with ``--wait`` or not."""
-    argv = [sys.executable, "-m", "cli", "context", "set", UNIT, f"batch_id={batch}", "--ts", str(ts)]
+    argv = [sys.executable, "-m", "uns", "context", "set", UNIT, f"batch_id={batch}", "--ts", str(ts)]
     argv += ["--id", f"ctx-{batch}", "--broker", broker.url, "--prefix", PREFIX, "--reason", "test"]
     if wait:
         argv += ["--wait", "15", "--host-id", HOST]

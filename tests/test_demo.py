@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-import lake
-import uns_cli.demo
-from uns_cli.demo import run_demo
+import uns.demo
+from uns import lake
+from uns.demo import run_demo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -39,7 +39,7 @@ def test_demo_on_mosquitto(tmp_path: Path) -> None:
 
 
 def test_demo_falls_back_to_the_in_process_broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(uns_cli.demo, "find_mosquitto", lambda: None)  # as on a machine without mosquitto
+    monkeypatch.setattr(uns.demo, "find_mosquitto", lambda: None)  # as on a machine without mosquitto
     out: list[str] = []
     run_demo(duration=4, lake=str(tmp_path / "lake"), echo=out.append)
     assert "in-process MiniBroker" in out[0]

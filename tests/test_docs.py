@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import typer.main
 
-import cli
-import lake
+from uns import lake
+from uns.cli import app as cli
 from uns.config import ENV_SHORTCUTS, Config
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -180,7 +180,7 @@ async def test_will_after_sigkill_has_the_birth_timestamp(broker: Mosquitto, ns:
         "UNS_LAKE": "",
         "UNS_REPUBLISH_ENABLED": "false",
     }
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "run"], env=env, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "uns", "run"], env=env, stderr=subprocess.DEVNULL)
     try:
         state_topic = f"spBv1.0/STATE/{ns}"
         online = await _retained(broker, state_topic, timeout=20)

@@ -55,7 +55,7 @@ def test_uns_run_stops_at_a_refusal_with_one_line_and_exit_1(
     env.update(UNS_LAKE="", UNS_REPUBLISH_ENABLED="false")
     started = time.monotonic()
     r = subprocess.run(
-        [sys.executable, "-m", "cli", "run", "--broker", url, "--log-level", log_level],
+        [sys.executable, "-m", "uns", "run", "--broker", url, "--log-level", log_level],
         env=env,
         cwd=ROOT,
         check=False,

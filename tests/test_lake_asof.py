@@ -13,12 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lake import LakeSink, connect
-from lake.schemas import SCHEMAS
 from tests.lake_helpers import load_tables as load
 from tests.lake_helpers import views_connection as asof_connection
 from uns.core.context import ContextStore
 from uns.core.events import Batch, ContextChange, Sample
+from uns.lake import LakeSink, connect
+from uns.lake.schemas import SCHEMAS
 from uns.sparkplug.datatypes import DataType
 
 T0 = 1_735_689_600_000

@@ -15,10 +15,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lake import LakeSink, connect
-from lake.audit_verify import verify
 from tests.lake_crash_child import ACCEPT_GROUP, BASE_TS, SAMPLES_PER_BATCH
 from tests.lake_helpers import query
+from uns.audit.verify import verify
+from uns.lake import LakeSink, connect
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_SPAN = 1_000_000  # batch numbers of run r are r*RUN_SPAN + k: runs never collide

@@ -32,9 +32,6 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from lake import LakeConfig, LakeSink
-from lake.tables import SAMPLE_FIELDS
-from lake.wal import list_segments, read_segment
 from tests.edge import RawEdge, now_ms
 from tests.engine_helpers import engine_config, running_engine, wait_for
 from tests.lake_crash_child import SAMPLES_PER_BATCH
@@ -42,6 +39,9 @@ from tests.lake_helpers import query
 from tests.test_context_durable import Daemon, wait_session
 from tests.test_lake_faults import add_until_accepted
 from uns.engine.host import Engine
+from uns.lake import LakeConfig, LakeSink
+from uns.lake.tables import SAMPLE_FIELDS
+from uns.lake.wal import list_segments, read_segment
 from uns.mqtt.client import FastClient
 from uns.mqtt.mosquitto import Mosquitto
 from uns.sparkplug.codec import encode_payload

@@ -15,9 +15,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
 
-from lake import LakeConfig, LakeSink
-from lake.health import VANISHED, Degraded, Retry, fault_cause
-from lake.wal import MAGIC, FileLayer, list_segments, open_segment, read_segment, segment_path
 from tests.engine_helpers import engine_config
 from tests.lake_crash_child import SAMPLES_PER_BATCH, deterministic_batch
 from tests.lake_helpers import query
@@ -25,6 +22,9 @@ from tests.metrics_helpers import parse, value
 from uns.engine.host import Engine
 from uns.engine.metrics import EngineMetrics
 from uns.errors import LakeBackpressure, LakeError
+from uns.lake import LakeConfig, LakeSink
+from uns.lake.health import VANISHED, Degraded, Retry, fault_cause
+from uns.lake.wal import MAGIC, FileLayer, list_segments, open_segment, read_segment, segment_path
 
 FAST = LakeConfig(commit_interval=0.05, retry_initial_s=0.05, retry_max_s=0.2, compact_interval=0)
 

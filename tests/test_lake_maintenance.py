@@ -15,11 +15,11 @@ from deltalake import DeltaTable
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lake import Lake, LakeConfig, LakeSink, connect
-from lake.writer import MAX_TARGET_BYTES, MIN_TARGET_BYTES, DeltaWriter, recent_target_bytes
 from tests.lake_crash_child import BASE_TS, SAMPLES_PER_BATCH, deterministic_batch
 from tests.test_lake_sink import wait_for
 from uns.errors import LakeError
+from uns.lake import Lake, LakeConfig, LakeSink, connect
+from uns.lake.writer import MAX_TARGET_BYTES, MIN_TARGET_BYTES, DeltaWriter, recent_target_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,14 +14,14 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from lake import Lake, LakeConfig, LakeSink, connect
-from lake.query import applied_context_ids, named_queries
-from lake.schemas import SCHEMAS
-from lake.tables import batch_columns
-from lake.to_arrow import arrow_table
-from lake.wal import MAGIC, encode_record
 from uns.core.context import ContextStore
 from uns.core.events import Batch, CatalogEntry, ContextChange, Sample, SessionEvent
+from uns.lake import Lake, LakeConfig, LakeSink, connect
+from uns.lake.query import applied_context_ids, named_queries
+from uns.lake.schemas import SCHEMAS
+from uns.lake.tables import batch_columns
+from uns.lake.to_arrow import arrow_table
+from uns.lake.wal import MAGIC, encode_record
 from uns.sparkplug.datatypes import DataType
 
 QUERIES = named_queries((Path(__file__).resolve().parent.parent / "examples" / "queries.sql").read_text())

@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import lake
-from cli import app
-from lake.storage import LakeStore, wal_dir_of
 from tests.lake_crash_child import SAMPLES_PER_BATCH, deterministic_batch
 from tests.s3_server import SECRET, S3Server
+from uns import lake
+from uns.cli.app import app
 from uns.config import LakeSection, load_config
 from uns.core.events import Batch, ContextChange
 from uns.engine.daemon import build_engine
 from uns.errors import LakeError
+from uns.lake.storage import LakeStore, wal_dir_of
 
 BATCHES = 12
 ROWS = BATCHES * SAMPLES_PER_BATCH

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from lake import LakeConfig, LakeSink, connect, refresh
-from lake.query import snapshot_versions
 from tests.lake_crash_child import BASE_TS, SAMPLES_PER_BATCH, deterministic_batch
 from tests.lake_helpers import break_table, repair_table
 from uns.core.events import Batch, Sample
 from uns.core.values import value_double, value_text
 from uns.errors import ConfigError, LakeBackpressure, LakeError
+from uns.lake import LakeConfig, LakeSink, connect, refresh
+from uns.lake.query import snapshot_versions
 from uns.sparkplug.datatypes import DataType
 from uns.sparkplug.payload import DataSet, Metric, Parameter, Template
 

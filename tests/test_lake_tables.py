@@ -15,9 +15,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lake import LakeSink, connect
-from lake.schemas import SCHEMAS
-from lake.tables import (
+from tests.lake_crash_child import deterministic_batch
+from uns.core.events import Batch, ContextChange, Sample
+from uns.core.values import value_double, value_text
+from uns.lake import LakeSink, connect
+from uns.lake.schemas import SCHEMAS
+from uns.lake.tables import (
     TABLES,
     PendingRows,
     batch_columns,
@@ -25,11 +28,8 @@ from lake.tables import (
     empty_columns,
     extend_columns,
 )
-from lake.to_arrow import arrow_table, arrow_table_of_parts
-from lake.wal import MAGIC, SegmentFile, encode_record, read_segment
-from tests.lake_crash_child import deterministic_batch
-from uns.core.events import Batch, ContextChange, Sample
-from uns.core.values import value_double, value_text
+from uns.lake.to_arrow import arrow_table, arrow_table_of_parts
+from uns.lake.wal import MAGIC, SegmentFile, encode_record, read_segment
 from uns.sparkplug.datatypes import DataType
 
 scalars = st.one_of(

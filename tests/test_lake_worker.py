@@ -17,13 +17,13 @@ from pathlib import Path
 import psutil  # type: ignore[import-untyped]
 import pytest
 
-from lake import LakeConfig, LakeSink, connect
-from lake.wal import wal_dir_for
-from lake.worker import CommitWorker
 from tests.lake_crash_child import SAMPLES_PER_BATCH, deterministic_batch
 from tests.test_lake_sink import wait_for
 from uns.config import load_config
 from uns.errors import ConfigError
+from uns.lake import LakeConfig, LakeSink, connect
+from uns.lake.wal import wal_dir_for
+from uns.lake.worker import CommitWorker
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -164,7 +164,7 @@ async def test_shutdown_abandons_a_compaction_in_progress(
     pause = 40.0 if commit_worker == "process" else 1.0
     monkeypatch.setenv("UNS_LAKE_TEST_HOOK", f"compact_sleep:{pause}")
     if commit_worker == "thread":
-        monkeypatch.setattr("lake.writer._TEST_HOOK", f"compact_sleep:{pause}")
+        monkeypatch.setattr("uns.lake.writer._TEST_HOOK", f"compact_sleep:{pause}")
     config = LakeConfig(commit_interval=60, compact_interval=0.01, commit_worker=commit_worker)
     sink = LakeSink(tmp_path, config)
     async with sink:

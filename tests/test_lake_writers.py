@@ -13,12 +13,12 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, Transaction
 
-from lake import LakeConfig, LakeSink
-from lake.sharing import write_rows
-from lake.to_arrow import arrow_table
-from lake.writer import DeltaWriter, writer_properties
 from tests.lake_helpers import query
 from uns.core.events import Batch, ContextChange, Sample
+from uns.lake import LakeConfig, LakeSink
+from uns.lake.sharing import write_rows
+from uns.lake.to_arrow import arrow_table
+from uns.lake.writer import DeltaWriter, writer_properties
 from uns.sparkplug.datatypes import DataType
 
 WRITERS = 3

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import lake
+from uns import lake
 from uns.config import load_config
 from uns.engine.daemon import build_engine
 from uns.mqtt.minibroker import MiniBroker, topic_matches

@@ -218,7 +218,7 @@ def test_cli_stops_at_a_refusal_with_one_line(
     url = f"mqtt://op:wrong@127.0.0.1:{broker.port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("UNS_")}
     r = subprocess.run(
-        [sys.executable, "-m", "cli", *command, "--broker", url],
+        [sys.executable, "-m", "uns", *command, "--broker", url],
         env=env,
         cwd=ROOT,
         check=False,

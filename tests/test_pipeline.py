@@ -17,9 +17,9 @@ from typing import Any
 import aiomqtt
 import pytest
 
-import lake
 from tests.edge import RawEdge
 from tests.engine_helpers import engine_config, wait_for
+from uns import lake
 from uns.core.context import ContextStore
 from uns.core.events import ContextChange
 from uns.core.values import value_text
@@ -219,7 +219,7 @@ def _start_engine_process(broker: Mosquitto, lake_dir: Path) -> subprocess.Popen
         UNS_ENGINE_ON_RECONNECT="rebirth",
     )
     return subprocess.Popen(
-        [sys.executable, "-m", "cli", "run"], env=env, cwd=ROOT, stderr=subprocess.DEVNULL
+        [sys.executable, "-m", "uns", "run"], env=env, cwd=ROOT, stderr=subprocess.DEVNULL
     )
 
 

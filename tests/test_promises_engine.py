@@ -25,13 +25,13 @@ import aiomqtt
 import pytest
 
 import uns.logs
-from lake import LakeConfig, LakeSink
 from tests.edge import RawEdge
 from tests.engine_helpers import CollectingSink, connected, engine_config, on_memory, running_engine, wait_for
 from tests.lake_helpers import break_table, query, repair_table
 from uns.engine.daemon import build_engine
 from uns.engine.host import Engine
 from uns.engine.memory import MemoryBroker
+from uns.lake import LakeConfig, LakeSink
 from uns.logs import RateLimitedLog
 from uns.mqtt.mosquitto import Mosquitto
 from uns.sparkplug.codec import decode_payload
@@ -479,7 +479,7 @@ async def test_uns_run_keeps_pyarrow_deltalake_and_duckdb_out_of_the_engine_proc
         UNS_LAKE_COMMIT_INTERVAL="0.2",
         UNS_BROKER_RECONNECT_MIN="0.1",
     )
-    argv = [sys.executable, "-X", "importtime", "-m", "cli", "run"]
+    argv = [sys.executable, "-X", "importtime", "-m", "uns", "run"]
     argv += ["--broker", broker.url, "--lake", str(root), "--host-id", ns]
     stderr_path = tmp_path / "stderr.txt"
     async with collected(broker, status_topic(ns)) as status:
@@ -518,7 +518,7 @@ async def test_uns_run_keeps_pyarrow_deltalake_and_duckdb_out_of_the_engine_proc
     # importtime lists what `import` statements load (not a module importlib.import_module
     # loads itself, such as lake.sink behind lake's lazy names: its imports are listed);
     # the native libraries mapped into the process, checked above, cover any way in
-    assert {"uns.engine.host", "lake.committers", "lake.worker"} <= set(imported)
+    assert {"uns.engine.host", "uns.lake.committers", "uns.lake.worker"} <= set(imported)
     heavy = sorted({m for m in imported if m.split(".")[0] in _HEAVY})
     assert heavy == [], f"the engine's process imported {heavy}"
     rows = query(root, "SELECT count(*) FROM measurements WHERE metric = 'Temperature'")

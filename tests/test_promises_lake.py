@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 from deltalake import DeltaTable
 
-import lake
-from lake import Lake, LakeConfig, LakeSink
-from lake.wal import read_segment
 from tests.lake_crash_child import SAMPLES_PER_BATCH, deterministic_batch
 from tests.lake_helpers import query
+from uns import lake
 from uns.core.events import Batch, CatalogEntry, ContextChange, Rejected, Sample, SessionEvent
+from uns.lake import Lake, LakeConfig, LakeSink
+from uns.lake.wal import read_segment
 from uns.sparkplug.datatypes import DataType
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -254,7 +254,7 @@ async def test_two_writers_compacting_recent_partitions_themselves_keep_every_ro
 def uns(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("UNS_")}
     return subprocess.run(
-        [sys.executable, "-m", "cli", *args],
+        [sys.executable, "-m", "uns", *args],
         capture_output=True,
         text=True,
         env=env,

@@ -60,7 +60,7 @@ class HostEngine(EngineProcess):
     def __init__(self, net: HostNetwork, n: int, tmp: Path) -> None:
         self.lake = tmp / "lake"
         self.log = tmp / f"engine-{n}.log"
-        argv = [sys.executable, "-m", "cli", "run", "--groups", GROUPS[n - 1], "--host-id", f"e{n}"]
+        argv = [sys.executable, "-m", "uns", "run", "--groups", GROUPS[n - 1], "--host-id", f"e{n}"]
         argv += ["--broker", f"mqtt://{net.broker_for(n)}:1883", "--lake", str(self.lake), "--primary"]
         self.argv = net.run_in(net.engine_ns[n - 1], [*argv, "--model", str(_model(tmp))])
         self.env = {
@@ -113,7 +113,7 @@ def broker_host(network: HostNetwork, tmp_path: Path) -> Iterator[str]:
 
 def _set_batch(broker: str, batch: str, ts: int) -> None:
     """The MES: ``uns context set acme/site batch_id=<batch>`` (event id ev-<batch>), QoS 1."""
-    argv = [sys.executable, "-m", "cli", "context", "set", SITE, f"batch_id={batch}", "--ts", str(ts)]
+    argv = [sys.executable, "-m", "uns", "context", "set", SITE, f"batch_id={batch}", "--ts", str(ts)]
     argv += ["--id", f"ev-{batch}", "--broker", f"mqtt://{broker}:1883", "--prefix", PREFIX]
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from prometheus_client import generate_latest
 from typer.testing import CliRunner
 
-from cli import app
 from tests.edge import RawEdge
 from tests.engine_helpers import CollectingSink, connected, engine_config, running_engine, wait_for
+from uns.cli.app import app
 from uns.config import Config, load_config
 from uns.engine.host import Engine
 from uns.engine.memory import MemoryBroker

@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lake import connect
 from tests.engine_helpers import engine_config, running_engine
 from tests.test_context_identity import EVENT_VALIDATOR, events
+from uns.client.importer import parse_jsonl
 from uns.config import load_config
 from uns.core.context import event_id
 from uns.core.signing import canonical_json, event_signing_bytes, sign_event, verify_event
@@ -30,8 +30,8 @@ from uns.engine.host import Engine
 from uns.engine.memory import MemoryBroker
 from uns.errors import ConfigError, EngineError, SignatureError
 from uns.keyring import load_private_key, load_trusted_keys, new_key_pair
+from uns.lake import connect
 from uns.mqtt.mosquitto import Mosquitto
-from uns_cli.importer import parse_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -228,7 +228,7 @@ def test_unusable_key_files_are_named(tmp_path: Path) -> None:
 
 def _uns(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cli", *args],
+        [sys.executable, "-m", "uns", *args],
         capture_output=True,
         text=True,
         env=env,

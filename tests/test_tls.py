@@ -103,7 +103,7 @@ def _env(pki: Path, *, cert: bool = True) -> dict[str, str]:
 
 def _uns(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "cli", *args],
+        [sys.executable, "-m", "uns", *args],
         env=env,
         cwd=ROOT,
         text=True,

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from uns.errors import UnsError
-from uns_cli.validate_checks import REQUIREMENTS, Check, run_check
-from uns_cli.validate_iq import check_own_files
-from uns_cli.validate_oq import Operation
-from uns_cli.validate_oq_checks import CHECKS
+from uns.validation.checks import REQUIREMENTS, Check, run_check
+from uns.validation.iq import check_own_files
+from uns.validation.oq import Operation
+from uns.validation.oq_checks import CHECKS
 
 ROOT = Path(__file__).resolve().parent.parent
 _SKIP = shutil.ignore_patterns(
@@ -41,7 +41,7 @@ def test_a_check_that_breaks_fails_its_requirement_with_the_error() -> None:
 
 
 def test_every_requirement_has_one_check_and_is_in_the_traceability_matrix() -> None:
-    from uns_cli.validate_iq import iq_checks  # noqa: PLC0415
+    from uns.validation.iq import iq_checks  # noqa: PLC0415
 
     matrix = (ROOT / "docs" / "gxp.md").read_text()
     oq = [req for req, _fn in CHECKS]
@@ -59,7 +59,7 @@ def test_an_editable_install_cannot_be_qualified() -> None:
 
 
 def test_an_unreachable_broker_fails_every_oq_requirement_saying_why(tmp_path: Path) -> None:
-    from uns_cli.validate import run_validation  # noqa: PLC0415
+    from uns.validation.run import run_validation  # noqa: PLC0415
 
     lines: list[str] = []
     code = run_validation(tmp_path / "out", broker="mqtt://127.0.0.1:1", only="oq", echo=lines.append)
@@ -102,10 +102,29 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return base / "venv"
 
 
+@pytest.mark.integration
+def test_the_wheel_installs_one_import_package_and_the_command(venv: Path) -> None:
+    """One package (issue 26): ``uns`` and the ``uns`` command, no ``lake``, ``cli`` or ``uns_cli``;
+    the lake's declarative definition and the report templates ship inside it."""
+    (site,) = (venv / "lib").glob("python3*/site-packages")
+    (record,) = site.glob("uns-*.dist-info/RECORD")
+    tops = {line.split("/", 1)[0].split(",", 1)[0] for line in record.read_text().splitlines()}
+    assert {t for t in tops if not t.endswith(".dist-info") and t != ".."} == {"uns"}
+    assert (venv / "bin" / "uns").exists()
+    assert (site / "uns" / "lake" / "definition" / "tables.toml").is_file()
+    assert (site / "uns" / "lake" / "definition" / "views" / "measurements_asof.sql").is_file()
+    assert (site / "uns" / "batch" / "templates" / "batch_report.html.j2").is_file()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    for name in ("lake", "cli", "uns_cli"):
+        probe = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({name!r}) is not None)"
+        done = subprocess.run([str(venv / "bin" / "python"), "-I", "-c", probe], env=env, check=False)
+        assert done.returncode == 0, f"{name} is importable from the wheel install"
+
+
 def _validate(venv: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("UNS_") and k != "PYTHONPATH"}
     return subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "cli", "validate", *args], capture_output=True, text=True,
+        [str(venv / "bin" / "python"), "-m", "uns", "validate", *args], capture_output=True, text=True,
         env=env, timeout=300, check=False, cwd=venv.parent,
     )  # fmt: skip
 
@@ -149,7 +168,7 @@ def test_validate_passes_on_a_fresh_install_and_files_its_evidence(venv: Path, t
 def _html_in_a_browser(page_file: Path) -> None:
     from playwright.sync_api import sync_playwright  # noqa: PLC0415
 
-    from uns_cli.batch_html import CHROMIUM_ARGS, find_chromium  # noqa: PLC0415
+    from uns.pdf import CHROMIUM_ARGS, find_chromium  # noqa: PLC0415
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=find_chromium(), args=CHROMIUM_ARGS)

@@ -215,7 +215,7 @@ class LakeSection:
     given.  ``segment_max_bytes``, ``retry_initial_s`` and ``retry_max_s`` are
     tuning fields, not config-file keys (:func:`tuning`)."""
 
-    path: str | None = "./lake"  # empty = no lake
+    path: str | None = "./uns-lake"  # empty = no lake; never ./lake (docs/lake.md)
     #: seal (and commit) the active WAL segment at this many rows ...
     commit_rows: int = 50_000
     #: ... or when it is this many seconds old, whichever comes first

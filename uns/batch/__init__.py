@@ -6,5 +6,5 @@
   min/max-per-pixel downsampling of plotted series, with NumPy over every sample
 
 No I/O here: the lake queries are in :mod:`lake.batches`, the report is put
-together and rendered in :mod:`uns_cli.batch_report`.
+together and rendered in :mod:`uns.batch.report`.
 """

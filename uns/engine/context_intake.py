@@ -35,19 +35,46 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-from uns.core.events import RebirthRequest
+from uns.config import Config
+from uns.core.events import Batch, RebirthRequest
+from uns.engine.dispatch import Dispatcher
 from uns.engine.transport import HeldMessage, Publish, Transport
 from uns.errors import BrokerError, BrokerRefused, EngineError, LakeError
-from uns.mqtt.settings import Backoff
+from uns.mqtt.settings import Backoff, BrokerSettings
 
-if TYPE_CHECKING:
-    from uns.engine.host import Engine
-
-__all__ = ["ContextIntake"]
+__all__ = ["ContextIntake", "IntakeHost"]
 
 log = logging.getLogger("uns.engine.context")
+
+
+class IntakeHost(Protocol):
+    """What the context intake needs of its engine (:class:`uns.engine.host.Engine` is one)."""
+
+    host_id: str
+    config: Config
+    dispatch: Dispatcher
+
+    @property
+    def sinks(self) -> Sequence[object]: ...
+
+    def open_transport(self, settings: BrokerSettings, *, identifier: str, manual_ack: bool) -> Transport:
+        """A persistent-session transport (clean_session false, no Will)."""
+
+    def warn_limited(self, key: str, message: str, *args: Any) -> None:
+        """A warning, rate-limited per ``key``."""
+
+    async def deliver(self, batch: Batch) -> bool:
+        """Hand a batch to the sinks; False when a stop gave it up."""
+
+    def act(
+        self, client: Transport, rebirths: Sequence[RebirthRequest], publishes: Sequence[Publish]
+    ) -> None:
+        """Send what processing decided."""
+
+    def background(self) -> set[asyncio.Task[None]]:
+        """The publishes still in flight."""
 
 
 class ContextIntake:
@@ -56,7 +83,7 @@ class ContextIntake:
     #: messages processed (and acknowledged together) per turn
     CHUNK = 256
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: IntakeHost) -> None:
         self.engine = engine
         self.identifier = f"uns-{engine.host_id}-context"
         self.topic = f"{engine.dispatch.context_prefix}#"
@@ -83,9 +110,7 @@ class ContextIntake:
         where = settings.masked_url()
         backoff = Backoff(cfg.reconnect_min, cfg.reconnect_max)
         while not stop.is_set():
-            client = engine._transport(
-                settings, identifier=self.identifier, will=None, clean_session=False, manual_ack=True
-            )
+            client = engine.open_transport(settings, identifier=self.identifier, manual_ack=True)
             try:
                 await client.connect()
             except BrokerRefused as exc:
@@ -95,7 +120,7 @@ class ContextIntake:
                 await client.disconnect()
                 # broker.connect_retries is the Sparkplug connection's to enforce: this one
                 # retries until the engine stops
-                engine._rlog.warning("context-connect", "context intake cannot connect to %s: %s", where, exc)
+                engine.warn_limited("context-connect", "context intake cannot connect to %s: %s", where, exc)
             else:
                 backoff.reset()
                 try:
@@ -144,7 +169,7 @@ class ContextIntake:
         while held := client.take_held(self.CHUNK):
             await self._handle(client, held)
         # and the answers to it (context_ack) leave before the disconnect, within reason
-        answers = set(self.engine._background)
+        answers = self.engine.background()
         if answers:
             await asyncio.wait(answers, timeout=2.0)
 
@@ -163,7 +188,7 @@ class ContextIntake:
             batch, more_rebirths, more_publishes = process(
                 topic, payload, clock() // 1_000_000, retained=retain
             )
-            if not await engine._deliver(batch):  # a stop gave it up: never acknowledge it
+            if not await engine.deliver(batch):  # a stop gave it up: never acknowledge it
                 raise BrokerError("context not acknowledged: the stop ended before the lake took it")
             ids.append(packet_id)
             rebirths.extend(more_rebirths)
@@ -172,7 +197,7 @@ class ContextIntake:
         if client.ack_all(ids):
             self.acknowledged += sum(1 for i in ids if i)
         if rebirths or publishes:
-            engine._act(client, rebirths, publishes)
+            engine.act(client, rebirths, publishes)
 
     @staticmethod
     async def _durable(sinks: Sequence[object]) -> None:

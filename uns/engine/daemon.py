@@ -14,9 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-from lake import LakeSink
-from lake.audit_entries import engine_event, named_files
-from lake.storage import OPTIONS_ENV, LakeStore, as_store
 from uns.config import Config
 from uns.core.events import Sink
 from uns.core.model import PlantModel
@@ -26,6 +23,9 @@ from uns.engine.readiness import Readiness
 from uns.engine.sdnotify import systemd_notifications
 from uns.engine.stopping import Watchdog, unpersisted_line
 from uns.errors import EngineError, LakeError
+from uns.lake import LakeSink
+from uns.lake.audit_entries import engine_event, named_files
+from uns.lake.storage import OPTIONS_ENV, LakeStore, as_store
 from uns.sinks.encoders import EventEncoder
 from uns.sinks.republish import RepublishSink
 
@@ -90,8 +90,8 @@ def build_engine(config: Config, *, model: PlantModel | None = None) -> Engine:
 _READ_IDS = (
     "import json, sys\n"
     "from pathlib import Path\n"
-    "from lake.query import applied_context_ids\n"
-    "from lake.storage import store_from_env\n"
+    "from uns.lake.query import applied_context_ids\n"
+    "from uns.lake.storage import store_from_env\n"
     "from uns.errors import LakeError\n"
     "try:\n"
     "    ids = applied_context_ids(store_from_env(sys.argv[1]), Path(sys.argv[2]) if sys.argv[2] else None)\n"

@@ -53,7 +53,7 @@ from uns.clock import now_ms
 from uns.config import Config
 from uns.core.context import ContextStore
 from uns.core.enrich import Enricher
-from uns.core.events import RebirthRequest, Sink
+from uns.core.events import Batch, RebirthRequest, Sink
 from uns.core.model import PlantModel
 from uns.engine.context_intake import ContextIntake
 from uns.engine.delivery import SinkDelivery
@@ -143,7 +143,7 @@ class Engine(SinkDelivery):
         return self.dispatch.process(topic, payload, received_at)
 
     # ------------------------------------------------------------------ sending
-    def _act(
+    def act(
         self, client: Transport, rebirths: Sequence[RebirthRequest], publishes: Sequence[Publish]
     ) -> None:
         """Send what processing decided: rebirth requests (QoS 0, straight to the socket
@@ -157,6 +157,22 @@ class Engine(SinkDelivery):
             client.publish_nowait(
                 f"spBv1.0/{req.group_id}/NCMD/{req.edge_node_id}", self.rebirth_payload(), qos=0, retain=False
             )
+
+    # ------------------------------------------------------------------ for the context intake
+    def open_transport(self, settings: BrokerSettings, *, identifier: str, manual_ack: bool) -> Transport:
+        """A persistent-session transport without a Will (the context connection)."""
+        return self._transport(
+            settings, identifier=identifier, will=None, clean_session=False, manual_ack=manual_ack
+        )
+
+    def warn_limited(self, key: str, message: str, *args: Any) -> None:
+        self._rlog.warning(key, message, *args)
+
+    async def deliver(self, batch: Batch) -> bool:
+        return await self._deliver(batch)
+
+    def background(self) -> set[asyncio.Task[None]]:
+        return set(self._background)
 
     @staticmethod
     def rebirth_payload() -> bytes:
@@ -251,7 +267,7 @@ class Engine(SinkDelivery):
                     except Exception as exc:  # a sink's bug must not end the loop
                         self._sink_failed(sink, exc)
             if rebirths or publishes:
-                self._act(client, rebirths, publishes)
+                self.act(client, rebirths, publishes)
 
     async def _timer(self, client: Transport) -> None:
         while True:
@@ -262,7 +278,7 @@ class Engine(SinkDelivery):
             batch, rebirths = self.dispatch.tick(now_ms())
             if batch or rebirths:
                 await self._deliver(batch)
-                self._act(client, rebirths, ())
+                self.act(client, rebirths, ())
 
     async def _status_loop(self, client: Transport) -> None:
         while True:
@@ -287,7 +303,7 @@ class Engine(SinkDelivery):
             self.counters.reconnects += 1
             await self._deliver(self.dispatch.broker_back(now_ms()))
             if self.config.engine.on_reconnect == "rebirth":
-                self._act(client, self.dispatch.rebirth_all("host reconnected"), ())
+                self.act(client, self.dispatch.rebirth_all("host reconnected"), ())
         self._set_client(client)
         log.info("connected to %s as host %s", self.config.broker.settings().masked_url(), self.host_id)
         tasks = [

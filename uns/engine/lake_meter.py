@@ -16,10 +16,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from lake import LakeSink
-from lake.committers import Committer, Sealed
-from lake.tables import TABLES
-from lake.wal import CommitResult
+from uns.lake import LakeSink
+from uns.lake.committers import Committer, Sealed
+from uns.lake.tables import TABLES
+from uns.lake.wal import CommitResult
 
 __all__ = ["LAG_BUCKETS", "LakeMeter", "MeteredCommitter", "meter_lake"]
 

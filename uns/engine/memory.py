@@ -39,11 +39,11 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING, NamedTuple
 
-from uns.engine.memory_client import MemoryTransport
+from uns.engine.memory_client import BrokerSession, MemoryTransport
 from uns.errors import BrokerError
 from uns.mqtt.minibroker import topic_matches
 from uns.mqtt.settings import BrokerSettings
-from uns.mqtt.wire import Message, Will
+from uns.mqtt.wire import Will
 
 if TYPE_CHECKING:
     from uns.engine.transport import Transport, TransportFactory
@@ -65,25 +65,6 @@ class LogEntry(NamedTuple):
     payload: bytes = b""
     qos: int = 0
     retain: bool = False
-
-
-class _Session:
-    """What the broker keeps of a persistent session between connections."""
-
-    def __init__(self) -> None:
-        self.subscriptions: dict[str, int] = {}
-        #: QoS 1/2 messages routed while the client was away (or not reading)
-        self.queued: deque[Message] = deque()
-        #: packet id -> message sent to a manual_ack client and not acknowledged yet, in order
-        self.unacked: dict[int, Message] = {}
-        self.next_id = 0
-
-    def allocate(self, message: Message) -> int:
-        while True:
-            self.next_id = self.next_id % 65535 + 1
-            if self.next_id not in self.unacked:
-                self.unacked[self.next_id] = message
-                return self.next_id
 
 
 class MemoryBroker:
@@ -110,7 +91,7 @@ class MemoryBroker:
         self.connects = 0
         self._clients: dict[str, MemoryTransport] = {}
         #: identifier -> its persistent session (``clean_session=False``)
-        self.sessions: dict[str, _Session] = {}
+        self.sessions: dict[str, BrokerSession] = {}
         self._refusals: list[BrokerError] = []
         self._refused: dict[str, int] = {}  # identifier -> how many of _refusals it has had
         self._refusing: BrokerError | None = None
@@ -189,7 +170,7 @@ class MemoryBroker:
         restart or a network failure would: its Will is published, its session ends."""
         for client in list(self._clients.values()):
             if identifier is None or client.identifier == identifier:
-                self._lose(client, f"connection to the broker lost: {reason}")
+                self.lose(client, f"connection to the broker lost: {reason}")
 
     def hold_acks(self) -> None:
         """QoS 1/2 publishes wait for their acknowledgement until :meth:`release_acks` (as
@@ -220,7 +201,7 @@ class MemoryBroker:
         return self._clients.get(identifier)
 
     # ------------------------------------------------------------ what connections ask of it
-    def _connect(self, client: MemoryTransport) -> None:
+    def attach(self, client: MemoryTransport) -> None:
         self.connects += 1
         had = self._refused.get(client.identifier, 0)
         if had < len(self._refusals):
@@ -233,7 +214,7 @@ class MemoryBroker:
             raise error
         old = self._clients.get(client.identifier)
         if old is not None:  # session takeover [MQTT-3.1.4-2]
-            self._lose(old, "connection to the broker lost: session taken over")
+            self.lose(old, "connection to the broker lost: session taken over")
         self._clients[client.identifier] = client
         self.log.append(LogEntry(client.identifier, "connect"))
         if client.clean_session:
@@ -243,11 +224,11 @@ class MemoryBroker:
         session = self.sessions.get(client.identifier)
         client.session_present = session is not None
         if session is None:
-            session = self.sessions[client.identifier] = _Session()
+            session = self.sessions[client.identifier] = BrokerSession()
         client.subscriptions = session.subscriptions
         client._session = session
 
-    def _resume(self, client: MemoryTransport) -> None:
+    def resume(self, client: MemoryTransport) -> None:
         """A persistent session's client is back: unacknowledged messages again (DUP), then
         what was queued while it was away."""
         session = client._session
@@ -260,13 +241,13 @@ class MemoryBroker:
         for message in queued:
             client._deliver(client._hold(message))
 
-    def _disconnect(self, client: MemoryTransport) -> None:
+    def detach(self, client: MemoryTransport) -> None:
         if self._clients.get(client.identifier) is client:
             del self._clients[client.identifier]
         self.log.append(LogEntry(client.identifier, "disconnect"))
         self._end(client, "connection closed")
 
-    def _lose(self, client: MemoryTransport, reason: str) -> None:
+    def lose(self, client: MemoryTransport, reason: str) -> None:
         if self._clients.get(client.identifier) is client:
             del self._clients[client.identifier]
         self.log.append(LogEntry(client.identifier, "lost"))
@@ -276,7 +257,7 @@ class MemoryBroker:
             self.log.append(LogEntry(client.identifier, "will", w.topic, w.payload, w.qos, w.retain))
             self._route(w.topic, w.payload, w.qos, w.retain)
 
-    def _publish(self, client: MemoryTransport, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+    def route(self, client: MemoryTransport, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         if "+" in topic or "#" in topic or not topic:
             raise BrokerError(f"invalid topic for PUBLISH: {topic!r}")
         self.log.append(LogEntry(client.identifier, "publish", topic, payload, qos, retain))
@@ -299,7 +280,7 @@ class MemoryBroker:
             if min(qos, best) > 0:  # a session away: QoS 1/2 queue, QoS 0 is dropped
                 session.queued.append((topic, payload, min(qos, best), False))
 
-    def _subscribe(self, client: MemoryTransport, topic_filter: str, qos: int) -> int:
+    def subscribe_client(self, client: MemoryTransport, topic_filter: str, qos: int) -> int:
         granted = qos
         client.subscriptions[topic_filter] = granted
         self.log.append(LogEntry(client.identifier, "subscribe", topic_filter, qos=granted))
@@ -308,7 +289,7 @@ class MemoryBroker:
                 client._deliver(client._hold((topic, payload, min(granted, retained_qos), True)))
         return granted
 
-    def _unsubscribe(self, client: MemoryTransport, topic_filter: str) -> None:
+    def unsubscribe_client(self, client: MemoryTransport, topic_filter: str) -> None:
         client.subscriptions.pop(topic_filter, None)
         self.log.append(LogEntry(client.identifier, "unsubscribe", topic_filter))
 
@@ -322,13 +303,13 @@ class MemoryBroker:
                 waiter.set_exception(BrokerError(reason))
         self._held = keep
 
-    def _ack(self, client: MemoryTransport, packet_ids: list[int]) -> None:
+    def ack(self, client: MemoryTransport, packet_ids: list[int]) -> None:
         session = client._session
         for packet_id in packet_ids:
             if session is not None and session.unacked.pop(packet_id, None) is not None:
                 self.log.append(LogEntry(client.identifier, "ack", qos=packet_id))
 
-    async def _acknowledged(self, client: MemoryTransport) -> None:
+    async def acknowledged(self, client: MemoryTransport) -> None:
         if self._holding_acks:
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._held.append((client, waiter))

@@ -1,4 +1,4 @@
-"""The client side of :mod:`uns.engine.memory`: one connection to a :class:`MemoryBroker`.
+"""The client side of :mod:`uns.engine.memory`: one connection to a :class:`~uns.engine.memory.MemoryBroker`.
 
 :class:`MemoryTransport` is what the engine sees of a connection (the
 :class:`~uns.engine.transport.Transport` protocol, as :class:`~uns.mqtt.client.FastClient`):
@@ -10,24 +10,55 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from uns.errors import BrokerError
 from uns.mqtt.settings import BrokerSettings, parse_broker_url
 from uns.mqtt.wire import HeldMessage, Message, Will
 
-if TYPE_CHECKING:
-    from uns.engine.memory import MemoryBroker, _Session
+__all__ = ["BrokerSession", "Hub", "MemoryTransport"]
 
-__all__ = ["MemoryTransport"]
+
+class BrokerSession:
+    """What the broker keeps of a persistent session between connections."""
+
+    def __init__(self) -> None:
+        self.subscriptions: dict[str, int] = {}
+        #: QoS 1/2 messages routed while the client was away (or not reading)
+        self.queued: deque[Message] = deque()
+        #: packet id -> message sent to a manual_ack client and not acknowledged yet, in order
+        self.unacked: dict[int, Message] = {}
+        self.next_id = 0
+
+    def allocate(self, message: Message) -> int:
+        while True:
+            self.next_id = self.next_id % 65535 + 1
+            if self.next_id not in self.unacked:
+                self.unacked[self.next_id] = message
+                return self.next_id
+
+
+class Hub(Protocol):
+    """The broker side a connection calls (:class:`uns.engine.memory.MemoryBroker` is one)."""
+
+    def attach(self, client: MemoryTransport) -> None: ...
+    def resume(self, client: MemoryTransport) -> None: ...
+    def detach(self, client: MemoryTransport) -> None: ...
+    def lose(self, client: MemoryTransport, reason: str) -> None: ...
+    def route(self, client: MemoryTransport, topic: str, payload: bytes, qos: int, retain: bool) -> None: ...
+    def subscribe_client(self, client: MemoryTransport, topic_filter: str, qos: int) -> int: ...
+    def unsubscribe_client(self, client: MemoryTransport, topic_filter: str) -> None: ...
+    def ack(self, client: MemoryTransport, packet_ids: list[int]) -> None: ...
+    async def acknowledged(self, client: MemoryTransport) -> None: ...
 
 
 class MemoryTransport:
-    """One connection to a :class:`MemoryBroker`, with :class:`~uns.mqtt.client.FastClient`'s API."""
+    """One connection to a :class:`~uns.engine.memory.MemoryBroker`, with the API of
+    :class:`~uns.mqtt.client.FastClient`."""
 
     def __init__(
         self,
-        broker: MemoryBroker,
+        broker: Hub,
         *,
         identifier: str,
         will: Will | None = None,
@@ -44,7 +75,7 @@ class MemoryTransport:
         self.manual_ack = manual_ack
         #: the broker had a session for us (from the last connect)
         self.session_present = False
-        self._session: _Session | None = None
+        self._session: BrokerSession | None = None
         self.identifier = identifier
         self.will = will
         self.settings = settings or parse_broker_url("mqtt://memory")
@@ -68,19 +99,19 @@ class MemoryTransport:
         await asyncio.sleep(0)  # a network round trip: other tasks run meanwhile
         self._error = None
         self._session = None
-        self.broker._connect(self)
+        self.broker.attach(self)
         self._live = True
-        self.broker._resume(self)
+        self.broker.resume(self)
 
     async def disconnect(self) -> None:
         if self._live:
-            self.broker._disconnect(self)
+            self.broker.detach(self)
         await asyncio.sleep(0)
 
     def abort(self) -> None:
         """Drop the connection without DISCONNECT, as a crash would (the Will is published)."""
         if self._live:
-            self.broker._lose(self, "connection to the broker lost: aborted by this client")
+            self.broker.lose(self, "connection to the broker lost: aborted by this client")
 
     @property
     def connected(self) -> bool:
@@ -104,26 +135,26 @@ class MemoryTransport:
         self._require_connected()
         await asyncio.sleep(0)
         self._require_connected()
-        return self.broker._subscribe(self, topic, qos)
+        return self.broker.subscribe_client(self, topic, qos)
 
     async def unsubscribe(self, topic: str) -> None:
         self._require_connected()
         await asyncio.sleep(0)
         self._require_connected()
-        self.broker._unsubscribe(self, topic)
+        self.broker.unsubscribe_client(self, topic)
 
     async def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         self._require_connected()
-        self.broker._publish(self, topic, payload, qos, retain)
+        self.broker.route(self, topic, payload, qos, retain)
         if qos:  # QoS 0 returns at once, as FastClient's does with room in the socket buffer
             await asyncio.sleep(0)  # the PUBACK's round trip
-            await self.broker._acknowledged(self)
+            await self.broker.acknowledged(self)
             self._require_connected()  # lost before the acknowledgement
 
     def publish_nowait(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
         if not self._live:
             return False
-        self.broker._publish(self, topic, payload, qos, retain)
+        self.broker.route(self, topic, payload, qos, retain)
         return True
 
     # ------------------------------------------------------------ receiving
@@ -160,7 +191,7 @@ class MemoryTransport:
             return True
         if not self._live:
             return False
-        self.broker._ack(self, ids)
+        self.broker.ack(self, ids)
         return True
 
     # ------------------------------------------------------------ called by the broker

@@ -21,11 +21,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from lake import LakeSink
 from uns.engine.host import Engine
 from uns.engine.lake_meter import LakeMeter, meter_lake
 from uns.engine.readiness import Readiness
 from uns.engine.status import REJECT_REASONS
+from uns.lake import LakeSink
 
 __all__ = ["METRIC_NAMES", "EngineCollector", "EngineMetrics"]
 

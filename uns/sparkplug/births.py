@@ -18,10 +18,16 @@ from typing import Any
 
 from uns.core.events import Quality
 from uns.core.values import json_value
-from uns.sparkplug.convert import convert_wire_value
 from uns.sparkplug.datatypes import SIGNED_WIDTH, STRING_TYPES, UNSIGNED_WIDTH, DataType
 from uns.sparkplug.decodetables import WIRE_KINDS
-from uns.sparkplug.payload import DataSet, MetricValue, PropertySet, PropertyValue, Template
+from uns.sparkplug.payload import (
+    DataSet,
+    MetricValue,
+    PropertySet,
+    PropertyValue,
+    Template,
+    convert_wire_value,
+)
 
 __all__ = [
     "FAST_CONVERTERS",

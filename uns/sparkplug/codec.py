@@ -32,7 +32,7 @@ Wire conventions (decode accepts what field libraries send, encode is canonical)
 
 The codec is five modules: this one decodes (with :mod:`uns.sparkplug.plain`, the
 fast path, and :mod:`uns.sparkplug.decodetables`, what both paths look up), :mod:`uns.sparkplug.encode`
-encodes and :mod:`uns.sparkplug.convert` holds the per-datatype value rules
+encodes and :mod:`uns.sparkplug.payload` holds the per-datatype value rules
 both share.  :func:`encode_payload` and :func:`convert_wire_value` are
 re-exported here, so ``uns.sparkplug.codec`` stays the one import for both
 directions.
@@ -67,12 +67,6 @@ from __future__ import annotations
 
 from uns.errors import SparkplugDecodeError
 from uns.sparkplug import sparkplug_b_pb2 as pb
-from uns.sparkplug.convert import (
-    BASIC_CONVERTERS,
-    BASIC_TYPES,
-    MAX_NESTING,
-    convert_wire_value,
-)
 from uns.sparkplug.datatypes import DataType
 from uns.sparkplug.decodetables import (
     DATATYPE_BY_CODE,
@@ -92,6 +86,9 @@ from uns.sparkplug.decodetables import (
 )
 from uns.sparkplug.encode import encode_payload
 from uns.sparkplug.payload import (
+    BASIC_CONVERTERS,
+    BASIC_TYPES,
+    MAX_NESTING,
     DataSet,
     DataSetScalar,
     MetaData,
@@ -102,6 +99,7 @@ from uns.sparkplug.payload import (
     PropertySet,
     PropertyValue,
     Template,
+    convert_wire_value,
 )
 from uns.sparkplug.plain import decode_plain
 

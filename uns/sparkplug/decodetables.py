@@ -18,14 +18,12 @@ from google.protobuf.message import DecodeError
 
 from uns.errors import SparkplugDecodeError
 from uns.sparkplug import sparkplug_b_pb2 as pb
-from uns.sparkplug.convert import (
+from uns.sparkplug.datatypes import SIGNED_WIDTH, UNSIGNED_WIDTH, DataType
+from uns.sparkplug.payload import (
     METRIC_CONVERTERS,
     PROPERTY_CONVERTERS,
     PROPERTY_ONLY_TYPES,
     Converter,
-)
-from uns.sparkplug.datatypes import SIGNED_WIDTH, UNSIGNED_WIDTH, DataType
-from uns.sparkplug.payload import (
     Metric,
     MetricValue,
     Payload,

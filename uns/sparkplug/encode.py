@@ -11,9 +11,20 @@ from __future__ import annotations
 from uns.errors import SparkplugEncodeError
 from uns.sparkplug import sparkplug_b_pb2 as pb
 from uns.sparkplug.arrays import pack_array
-from uns.sparkplug.convert import BASIC_TYPES, FLOAT32, MAX_NESTING, PROPERTY_ONLY_TYPES
 from uns.sparkplug.datatypes import ARRAY_TYPES, SIGNED_WIDTH, UNSIGNED_WIDTH, DataType
-from uns.sparkplug.payload import DataSet, MetaData, Metric, Payload, PropertySet, PropertyValue, Template
+from uns.sparkplug.payload import (
+    BASIC_TYPES,
+    FLOAT32,
+    MAX_NESTING,
+    PROPERTY_ONLY_TYPES,
+    DataSet,
+    MetaData,
+    Metric,
+    Payload,
+    PropertySet,
+    PropertyValue,
+    Template,
+)
 
 __all__ = ["encode_payload"]
 

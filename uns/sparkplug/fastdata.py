@@ -43,9 +43,8 @@ from uns.core.events import Quality, Sample
 from uns.errors import SparkplugDecodeError
 from uns.sparkplug import sparkplug_b_pb2 as pb
 from uns.sparkplug.births import BornMetric
-from uns.sparkplug.convert import METRIC_CONVERTERS, PROPERTY_ONLY_TYPES
 from uns.sparkplug.datatypes import DataType
-from uns.sparkplug.payload import MetricValue
+from uns.sparkplug.payload import METRIC_CONVERTERS, PROPERTY_ONLY_TYPES, MetricValue
 
 __all__ = ["LeanPayload", "data_samples", "parse_data"]
 

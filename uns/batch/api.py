@@ -1,0 +1,168 @@
+"""The batch record's calls, as every face makes them (the command line, the web workspace).
+
+Each takes the lake (a path or URL; ``None``: the configured one) and returns data:
+the rows of ``uns batch list``, the report document of ``uns batch show``, the
+bytes and verdict of ``uns batch report``, the audit entry of ``uns batch sign``.
+Printing is the face's business.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from uns import lake
+from uns.batch.document import ReportRequest
+from uns.batch.queries import batch_info, list_batches
+from uns.batch.spec import Spec, parse_spec
+from uns.batch.times import iso
+from uns.config import Config, load_config
+from uns.errors import BatchError, UnsError
+
+__all__ = [
+    "SignResult",
+    "batch_document",
+    "batch_rows",
+    "load_spec",
+    "parse_since",
+    "report_bytes",
+    "report_request",
+    "settings",
+    "sign",
+]
+
+
+def settings(lake_dir: str | None, config: str | None = None) -> Config:
+    """The configuration with ``lake_dir`` as the lake (UnsError when there is none)."""
+    cfg = load_config(config, overrides={"lake.path": lake_dir})
+    if not cfg.lake.path:
+        raise UnsError("no lake configured: pass --lake DIR or set UNS_LAKE")
+    return cfg
+
+
+def parse_since(text: str | None) -> datetime | None:
+    """An ISO 8601 time (a naive one is local time); BatchError naming the format otherwise."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise BatchError(f"--since {text!r} is not an ISO 8601 time (e.g. 2026-12-01T08:00:00Z)") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=datetime.now().astimezone().tzinfo)
+
+
+def batch_rows(
+    lake_dir: str | None, *, since: str | None = None, product: str | None = None, open_only: bool = False
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """The batches (``uns batch list``): column names and rows, times as ISO 8601 UTC text."""
+    cfg = settings(lake_dir)
+    con = lake.connect(cfg.lake.path or "")
+    try:
+        columns, rows = list_batches(con, since=parse_since(since), product=product, open_only=open_only)
+    finally:
+        con.close()
+    return columns, [tuple(iso(v) if isinstance(v, datetime) else v for v in row) for row in rows]
+
+
+def load_spec(path: str | None) -> Spec:
+    """The spec file at ``path`` (none: an empty spec, the fallback limits apply)."""
+    if not path:
+        return Spec()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BatchError(f"cannot read the spec file: {exc.strerror or exc}", file=path) from exc
+    return parse_spec(text, file=path)
+
+
+def report_request(
+    cfg: Config,
+    batch_id: str,
+    *,
+    spec: str | None,
+    metrics: Sequence[str] = (),
+    reference: str | None = None,
+) -> ReportRequest:
+    """The report request of ``batch_id``: the spec (``spec`` or the configured one) and
+    the plant model of the configuration."""
+    from uns.engine.plant import load_model  # noqa: PLC0415 - `uns batch list` needs no model
+
+    model = load_model(cfg.engine.model) if cfg.engine.model else None
+    return ReportRequest(
+        batch_id,
+        spec=load_spec(spec or cfg.batch.spec),
+        model=model,
+        metrics=tuple(metrics),
+        reference=reference,
+        late_context_s=cfg.batch.late_context_s,
+    )
+
+
+def batch_document(lake_dir: str | None, batch_id: str, *, spec: str | None = None) -> dict[str, Any]:
+    """The report document of ``batch_id`` (the JSON report's content; nothing recorded)."""
+    from uns.batch.report import build_report  # noqa: PLC0415
+
+    cfg = settings(lake_dir)
+    con = lake.connect(cfg.lake.path or "")
+    try:
+        batch_info(con, batch_id)  # an unknown batch: one line, before any other work
+        return build_report(con, report_request(cfg, batch_id, spec=spec)).document
+    finally:
+        con.close()
+
+
+def report_bytes(
+    lake_dir: str | None,
+    batch_id: str,
+    *,
+    fmt: str,
+    spec: str | None = None,
+    reference: str | None = None,
+    metrics: Sequence[str] = (),
+) -> tuple[bytes, str]:
+    """The report of ``batch_id`` in ``fmt`` (json, html, pdf) and its verdict; the report
+    is recorded in the audit trail with its SHA-256."""
+    from uns.batch.report import generate_report  # noqa: PLC0415
+
+    cfg = settings(lake_dir)
+    request = report_request(cfg, batch_id, spec=spec, metrics=metrics, reference=reference)
+    return generate_report(cfg.lake.path or "", request, fmt)
+
+
+@dataclass(frozen=True, slots=True)
+class SignResult:
+    """A signature made: its audit entry's seq and the report content's SHA-256."""
+
+    seq: int
+    report_sha256: str
+
+
+def sign(
+    lake_dir: str | None,
+    batch_id: str,
+    *,
+    spec: str | None,
+    meaning: str,
+    user: str,
+    reason: str | None = None,
+    key: str | None = None,
+) -> SignResult:
+    """Sign the report of ``batch_id`` in the audit trail (:mod:`uns.batch.signing`)."""
+    from uns.batch.report import build_report  # noqa: PLC0415
+    from uns.batch.signing import sign_batch  # noqa: PLC0415
+
+    cfg = settings(lake_dir)
+    request = report_request(cfg, batch_id, spec=spec)
+
+    def document(con: Any) -> dict[str, Any]:
+        batch_info(con, batch_id)  # an unknown batch: one line
+        return build_report(con, request).document
+
+    seq, sha = sign_batch(
+        cfg, document, batch_id, meaning=meaning, user=user, reason=reason, key=key,
+        spec_file=request.spec.file,
+    )  # fmt: skip
+    return SignResult(seq, sha)

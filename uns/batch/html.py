@@ -1,0 +1,215 @@
+"""The batch report as one self-contained HTML file (Jinja2, matplotlib SVG plots).
+
+The HTML names no other resource: styles are inline, every plot is an inline
+SVG with its text kept as text, so the file opens offline, prints as it shows
+and its words can be searched.  The PDF is that HTML printed by :mod:`uns.pdf`.
+"""
+
+from __future__ import annotations
+
+import io
+from importlib import resources
+from typing import TYPE_CHECKING, Any, Final
+
+import jinja2
+from matplotlib.figure import Figure
+
+from uns.batch.times import ms
+
+if TYPE_CHECKING:
+    from uns.batch.document import Report
+    from uns.batch.parameters import Parameter
+    from uns.batch.queries import BatchInfo
+
+__all__ = ["render_html", "timeline_svg", "trend_svg"]
+
+_PHASE_COLOURS: Final = ("#e8eef7", "#f3ede2", "#e6f2e6", "#f2e6ee", "#eeeeee", "#e6f0f2")
+_SVG_RC: Final[dict[str, Any]] = {"svg.fonttype": "none", "svg.hashsalt": "uns-batch-report"}
+
+
+def _scale(span_ms: float) -> tuple[float, str]:
+    """Divisor and unit name of the x axis for a batch of ``span_ms``."""
+    if span_ms <= 3 * 60_000:
+        return 1000.0, "s"
+    if span_ms <= 3 * 3_600_000:
+        return 60_000.0, "min"
+    return 3_600_000.0, "h"
+
+
+def _limit_steps(
+    p: Parameter, info: BatchInfo, t0: int, end: int, key: str
+) -> list[tuple[float, float, float]]:
+    out: list[tuple[float, float, float]] = []
+    for i in p.segments:
+        lim = p.limits.get(i)
+        value = getattr(lim, key) if lim is not None else None
+        if value is None:
+            continue
+        seg = info.segments[i]
+        out.append((ms(seg.start) - t0, (ms(seg.end) if seg.end is not None else end) - t0, float(value)))
+    return out
+
+
+def trend_svg(p: Parameter, info: BatchInfo, *, reference: str | None = None) -> str:
+    """One parameter's trend: samples (min/max per pixel column), limits, phase bands,
+    excursions, and the reference batch when there is one; as an SVG element."""
+    import matplotlib as mpl  # noqa: PLC0415
+
+    t0 = ms(info.start)
+    end = ms(info.end) if info.end is not None else int(p.plot_x.max()) + 1 if len(p.plot_x) else t0 + 1
+    div, unit = _scale(end - t0)
+    with mpl.rc_context(_SVG_RC):  # type: ignore[arg-type]
+        # fixed margins: a constrained layout would draw every figure twice
+        fig = Figure(figsize=(9.0, 2.6), dpi=100)
+        fig.subplots_adjust(left=0.08, right=0.99, top=0.88, bottom=0.17)
+        ax = fig.add_subplot()
+        for n, i in enumerate(p.segments):
+            seg = info.segments[i]
+            if seg.phase is None:
+                continue
+            a = (ms(seg.start) - t0) / div
+            b = ((ms(seg.end) if seg.end is not None else end) - t0) / div
+            ax.axvspan(a, b, color=_PHASE_COLOURS[n % len(_PHASE_COLOURS)], zorder=0, lw=0)
+            ax.text(
+                (a + b) / 2,
+                1.0,
+                seg.phase,
+                transform=ax.get_xaxis_transform(),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
+        if p.reference_x is not None and p.reference_y is not None and len(p.reference_x):
+            ax.plot(
+                (p.reference_x - t0) / div,
+                p.reference_y,
+                color="#888888",
+                lw=0.8,
+                ls="--",
+                label=f"reference {reference}",
+            )
+        ax.plot((p.plot_x - t0) / div, p.plot_y, color="#1f4e99", lw=0.9, label=info.batch_id)
+        for key, colour, style in (
+            ("action_low", "#c0392b", "-"), ("action_high", "#c0392b", "-"),
+            ("alert_low", "#e67e22", "--"), ("alert_high", "#e67e22", "--"),
+        ):  # fmt: skip
+            for a, b, value in _limit_steps(p, info, t0, end, key):
+                ax.hlines(value, a / div, b / div, colors=colour, linestyles=style, lw=1.0)  # type: ignore[arg-type]
+        for e in p.excursions:
+            a, b = (_ms_of(e["start"]) - t0) / div, (_ms_of(e["end"]) - t0) / div
+            ax.axvspan(
+                a,
+                max(b, a + (end - t0) / div / 400),
+                color="#c0392b" if e["level"] == "action" else "#e67e22",
+                alpha=0.25,
+                lw=0,
+            )
+        ax.set_xlim(0, (end - t0) / div)
+        ax.set_xlabel(f"time since batch start ({unit})", fontsize=8)
+        ax.set_ylabel(p.unit or p.metric, fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.margins(y=0.15)
+        if p.reference_x is not None:
+            ax.legend(fontsize=7, loc="lower right")
+        buf = io.StringIO()
+        fig.savefig(buf, format="svg", metadata={"Date": None})
+    text = buf.getvalue()
+    return text[text.index("<svg") :]
+
+
+def timeline_svg(info: BatchInfo) -> str:
+    """The phases of the batch on each of its paths, as bars on one time axis (SVG)."""
+    import matplotlib as mpl  # noqa: PLC0415
+
+    t0 = ms(info.start)
+    phased = [s for s in info.segments if s.phase is not None]
+    end = max([ms(s.end) for s in phased if s.end is not None] + [t0 + 1])
+    end = ms(info.end) if info.end is not None else end
+    div, unit = _scale(end - t0)
+    paths = list(dict.fromkeys(s.path for s in phased))
+    colours = {
+        p: _PHASE_COLOURS[i % len(_PHASE_COLOURS)]
+        for i, p in enumerate(dict.fromkeys(s.phase for s in phased))
+    }
+    with mpl.rc_context(_SVG_RC):  # type: ignore[arg-type]
+        fig = Figure(figsize=(9.0, 0.5 + 0.45 * max(len(paths), 1)), dpi=100)
+        fig.subplots_adjust(
+            left=0.3, right=0.99, top=0.95, bottom=0.5 / (0.5 + 0.45 * max(len(paths), 1)) + 0.05
+        )
+        ax = fig.add_subplot()
+        for row, path in enumerate(paths):
+            for s in (s for s in phased if s.path == path):
+                a = (ms(s.start) - t0) / div
+                b = ((ms(s.end) if s.end is not None else end) - t0) / div
+                ax.broken_barh(
+                    [(a, b - a)], (row - 0.4, 0.8), facecolors=colours[s.phase], edgecolors="#555555"
+                )
+                ax.text((a + b) / 2, row, s.phase or "", ha="center", va="center", fontsize=7)
+        ax.set_yticks(range(len(paths)), paths, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlim(0, (end - t0) / div)
+        ax.set_xlabel(f"time since batch start ({unit})", fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+        buf = io.StringIO()
+        fig.savefig(buf, format="svg", metadata={"Date": None})
+    text = buf.getvalue()
+    return text[text.index("<svg") :]
+
+
+def _ms_of(stamp: str) -> int:
+    from datetime import datetime  # noqa: PLC0415
+
+    return ms(datetime.fromisoformat(stamp.replace("Z", "+00:00")))
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FunctionLoader(
+            lambda name: resources.files("uns.batch").joinpath("templates", name).read_text(encoding="utf-8")
+        ),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["num"] = _num
+    env.filters["hms"] = _duration
+    return env
+
+
+def _num(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "open"
+    if seconds < 60:
+        return f"{seconds:.3f} s"
+    whole = round(seconds)
+    return f"{whole // 3600:d}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
+def render_html(report: Report) -> str:
+    """The whole report as one HTML document."""
+    doc = report.document
+    reference = doc["batch"]["reference_batch"]
+    plots = [trend_svg(p, report.info, reference=reference) for p in report.parameters]
+    rows = list(zip(doc["parameters"], plots, strict=True))
+    durations = [
+        None if s.end is None else (s.end - s.start).total_seconds()
+        for s in report.info.segments
+        if s.phase is not None
+    ]
+    phases = [dict(ph, duration_s=d) for ph, d in zip(doc["phases"], durations, strict=True)]
+    return (
+        _environment()
+        .get_template("batch_report.html.j2")
+        .render(
+            doc=doc, batch=doc["batch"], parameters=rows, phases=phases, timeline=timeline_svg(report.info)
+        )
+    )

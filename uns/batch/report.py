@@ -1,0 +1,133 @@
+"""The batch report: one batch read from one lake snapshot, reviewed by exception.
+
+:func:`generate_report` is the one entry point: it returns the report's bytes
+in the asked format (``json``, ``html``, ``pdf``), so whatever must happen for
+every generated report (an audit record of its SHA-256, say) is one line there.
+:func:`build_report` puts the content together (docs/batches.md lists it; the
+JSON form is ``schemas/batch-report.schema.json``); :mod:`uns.batch.parameters`
+computes the per-parameter part, :mod:`uns.batch.exceptions` the
+completeness and the exceptions, :mod:`uns.batch.html` renders HTML and PDF.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+import uns
+from uns import lake
+from uns.audit.trail import LOG_COLUMNS, audit_log
+from uns.batch.document import Report, ReportRequest
+from uns.batch.exceptions import completeness_and_exceptions
+from uns.batch.parameters import parameters, reference_overlay
+from uns.batch.queries import BatchInfo, batch_info, batch_samples, catalog_entries
+from uns.batch.signing import attach_signatures
+from uns.batch.times import iso
+from uns.errors import BatchError
+from uns.lake.manual import record_report
+from uns.lake.query import snapshot_versions
+
+__all__ = ["FORMATS", "Report", "ReportRequest", "build_report", "generate_report"]
+
+FORMATS = ("html", "json", "pdf")
+
+
+def build_report(con: duckdb.DuckDBPyConnection, request: ReportRequest) -> Report:
+    """Read the batch (and its reference) from ``con``'s snapshot and review it."""
+    info = batch_info(con, request.batch_id)
+    reference = batch_info(con, request.reference) if request.reference else None
+    samples = batch_samples(con, info)
+    catalog = catalog_entries(con, info.units)
+    params = parameters(info, samples, catalog, request.spec, request.model, request.metrics)
+    if reference is not None:
+        reference_overlay(params, info, reference, batch_samples(con, reference))
+    now = request.now or datetime.now(UTC)
+    completeness, exceptions, context = completeness_and_exceptions(
+        con, info, samples, params, catalog, late_context_s=request.late_context_s
+    )
+    exceptions.sort(key=lambda e: (e["ts"], e["kind"], e["message"]))
+    count = len(exceptions)
+    document: dict[str, Any] = {
+        "batch": _header(info, request, now, snapshot_versions(con)),
+        "phases": [
+            {"path": s.path, "phase": s.phase, "start": iso(s.start), "end": iso(s.end)}
+            for s in info.segments
+            if s.phase is not None
+        ],
+        "parameters": [p.to_dict() for p in params],
+        "excursions": [e for p in params for e in p.excursions],
+        "completeness": completeness,
+        "context_changes": context,
+        "exceptions": exceptions,
+        "verdict": "no exceptions" if count == 0 else f"{count} exception{'s' if count != 1 else ''}",
+    }
+    return Report(document, params, info, reference)
+
+
+def _header(
+    info: BatchInfo, request: ReportRequest, now: datetime, versions: dict[str, int]
+) -> dict[str, Any]:
+    duration = None if info.end is None else round((info.end - info.start).total_seconds(), 3)
+    spec = request.spec
+    return {
+        "batch_id": info.batch_id,
+        "product": info.product,
+        "recipe": info.recipe,
+        "order_id": info.order_id,
+        "units": list(info.units),
+        "start": iso(info.start),
+        "end": iso(info.end),
+        "duration_s": duration,
+        "status": info.status,
+        "report_time": iso(now),
+        "software_version": f"uns {uns.__version__}",
+        "lake_versions": dict(sorted(versions.items())),
+        "spec": {"file": spec.file, "name": spec.name, "version": spec.version},
+        "reference_batch": request.reference,
+        "late_context_s": request.late_context_s,
+    }
+
+
+def audit_trail(con: duckdb.DuckDBPyConnection, batch_id: str) -> list[dict[str, Any]]:
+    """The batch's entries of the lake's audit trail (``uns audit log --batch``), oldest first:
+    the context changes that set or ran inside the batch, its reports and signatures."""
+    if not con.execute("SELECT 1 FROM duckdb_views() WHERE view_name = 'audit'").fetchone():
+        return []  # a lake written before the audit trail existed
+    rows = audit_log(con, batch=batch_id, parse_detail=True)
+    entries = [dict(zip(LOG_COLUMNS, row, strict=True)) for row in rows]
+    for entry in entries:
+        entry["ts"] = iso(entry["ts"])
+    return entries
+
+
+def generate_report(lake_path: str | Path, request: ReportRequest, fmt: str = "html") -> tuple[bytes, str]:
+    """The report of ``request.batch_id`` in ``fmt`` (html, json or pdf) and its verdict.
+
+    Every report the command line makes comes from here."""
+    if fmt not in FORMATS:
+        raise BatchError(f"unknown report format {fmt!r} (html, json or pdf)")
+    con = lake.connect(lake_path)
+    try:
+        report = build_report(con, request)
+        attach_signatures(con, report.document)  # and whether each still covers the report
+        report.document["audit_trail"] = audit_trail(con, request.batch_id)
+    finally:
+        con.close()
+    verdict = str(report.document["verdict"])
+    if fmt == "json":
+        data = (json.dumps(report.document, indent=2, ensure_ascii=False) + "\n").encode()
+    else:
+        from uns.batch.html import render_html  # noqa: PLC0415 - matplotlib/jinja2 load here
+        from uns.pdf import render_pdf  # noqa: PLC0415
+
+        html = render_html(report)
+        data = html.encode() if fmt == "html" else render_pdf(html)
+    # the audit trail records every report made, by its SHA-256 (docs/gxp.md)
+    detail = {"batch_id": request.batch_id, "format": fmt, "verdict": verdict}
+    record_report(lake_path, hashlib.sha256(data).hexdigest(), request.batch_id, detail=detail)
+    return data, verdict

@@ -1,0 +1,346 @@
+"""The ``uns`` command line: a thin typer shell over the ``uns`` library.
+
+Every command turns a :class:`uns.errors.UnsError` into one clear line on
+stderr and exit code 1; nothing else is printed for a domain error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Annotated
+
+import typer
+
+from uns.cli.audit_commands import audit_app
+from uns.cli.batch_cli import batch_app
+from uns.cli.commands import BrokerOpt, FormatOpt, LakeOpt
+from uns.cli.commands import broker_settings as _broker_settings
+from uns.cli.commands import guard as _guard
+from uns.cli.context_cli import context_app
+from uns.cli.keys_cli import keys_app
+
+app = typer.Typer(
+    name="uns",
+    help="Unified Namespace context engine: Sparkplug B host, batch context, Delta lake.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+lake_app = typer.Typer(
+    help="Query and maintain the lake (Delta tables read with DuckDB).", no_args_is_help=True
+)
+app.add_typer(lake_app, name="lake")
+app.add_typer(context_app, name="context")  # its commands: uns.cli/context_cli.py
+app.add_typer(keys_app, name="keys")  # uns.cli/keys_cli.py
+app.add_typer(batch_app, name="batch")  # uns.cli/batch_cli.py
+app.add_typer(audit_app, name="audit")
+
+
+def _setup_logging(level: str, log_format: str = "text") -> None:
+    from uns.logs import setup_logging  # noqa: PLC0415
+
+    setup_logging(level, log_format)
+
+
+@app.command()
+def run(
+    config: Annotated[
+        str | None, typer.Option("--config", "-c", help="TOML config file (env UNS_CONFIG)")
+    ] = None,
+    broker: BrokerOpt = None,
+    lake: LakeOpt = None,
+    model: Annotated[str | None, typer.Option("--model", help="plant model TOML (env UNS_MODEL)")] = None,
+    host_id: Annotated[
+        str | None, typer.Option("--host-id", help="Sparkplug host id (env UNS_HOST_ID)")
+    ] = None,
+    primary: Annotated[
+        bool | None, typer.Option("--primary/--no-primary", help="act as the Sparkplug primary host (STATE)")
+    ] = None,
+    groups: Annotated[
+        str | None,
+        typer.Option("--groups", help="host only these Sparkplug groups, G1,G2 (env UNS_ENGINE_GROUPS)"),
+    ] = None,
+    log_level: Annotated[str | None, typer.Option("--log-level", help="debug, info, warning, error")] = None,
+    log_format: Annotated[
+        str | None, typer.Option("--log-format", help="text, or json: one JSON object per line")
+    ] = None,
+    http: Annotated[
+        str | None,
+        typer.Option("--http", metavar="ADDR", help="serve /metrics, /healthz, /readyz on host:port"),
+    ] = None,
+    print_config: Annotated[
+        bool, typer.Option("--print-config", help="show the effective config and exit")
+    ] = False,
+) -> None:
+    """Run the engine until SIGINT/SIGTERM, then flush everything and exit 0 (within
+    engine.stop_timeout_s; exit 1 with one line counting the received messages that could
+    not be persisted when the lake stays unwritable).
+
+    A lost or unreachable broker is retried; one that refuses the credentials,
+    the authorization or the TLS certificate stops it with one line and exit 1.
+
+    Example: uns run --broker mqtt://127.0.0.1:1883 --lake /var/lib/uns/lake --model plant.toml --primary
+
+    Monitoring: --http 127.0.0.1:9464 serves /metrics, /healthz and /readyz; --log-format json.
+    """
+    from uns.config import load_config  # noqa: PLC0415
+
+    overrides = {
+        "broker.url": broker,
+        "lake.path": lake,
+        "engine.model": model,
+        "engine.host_id": host_id,
+        "engine.primary": primary,
+        "engine.groups": groups,
+        "engine.log_level": log_level,
+        "engine.log_format": log_format,
+        "engine.http_listen": http,
+    }
+    cfg = _guard(lambda: load_config(config, overrides=overrides))
+    if print_config:
+        for section, values in cfg.to_dict(masked=True).items():
+            typer.echo(f"[{section}]")
+            for key, value in values.items():
+                typer.echo(f"{key} = {json.dumps(value)}")
+            typer.echo("")
+        return
+    _setup_logging(cfg.engine.log_level, cfg.engine.log_format)
+    from uns.engine.daemon import run_daemon  # noqa: PLC0415
+
+    _guard(lambda: asyncio.run(run_daemon(cfg)))
+
+
+@app.command()
+def sim(
+    broker: BrokerOpt = None,
+    nodes: Annotated[int, typer.Option(help="edge nodes (0 = the pilot plant)")] = 0,
+    devices: Annotated[int, typer.Option(help="devices per node (generic load plant)")] = 2,
+    metrics: Annotated[int, typer.Option(help="metrics per device (generic load plant)")] = 10,
+    rate: Annotated[float, typer.Option(help="DATA messages per second, all nodes together")] = 10.0,
+    duration: Annotated[float, typer.Option(help="seconds to run (0 = until Ctrl-C)")] = 0.0,
+    seed: Annotated[int, typer.Option(help="seed for deterministic values")] = 1,
+    group: Annotated[str | None, typer.Option(help="Sparkplug group id")] = None,
+    prefix: Annotated[str, typer.Option(help="UNS prefix for context events")] = "uns/v1",
+    excursion: Annotated[
+        list[str] | None, typer.Option(help="BATCH:METRIC=VALUE[:PHASE] (docs/batches.md)")
+    ] = None,
+    death: Annotated[list[str] | None, typer.Option(help="BATCH: its edge node dies mid-batch")] = None,
+    gap: Annotated[list[str] | None, typer.Option(help="BATCH[:SECONDS]: its unit sends nothing")] = None,
+    correct_context: Annotated[list[str] | None, typer.Option(help="BATCH: a late recipe correction")] = None,
+) -> None:
+    """Simulate a pharma plant as Sparkplug B edge nodes, with batch context events.
+
+    Example: uns sim --broker mqtt://127.0.0.1:1883 --rate 20 --duration 60 --excursion B2026-0005:pH=7.6
+    """
+    from uns.cli.sim import run_sim_cli  # noqa: PLC0415
+
+    settings = _guard(lambda: _broker_settings(broker))
+    _guard(
+        lambda: run_sim_cli(
+            settings,
+            nodes=nodes,
+            devices=devices,
+            metrics=metrics,
+            rate=rate,
+            duration=duration,
+            seed=seed,
+            group=group,
+            prefix=prefix,
+            faults={"excursion": excursion, "death": death, "gap": gap, "correct_context": correct_context},
+        )
+    )
+
+
+@app.command()
+def demo(
+    duration: Annotated[float, typer.Option(help="seconds the plant runs")] = 20.0,
+    lake: Annotated[
+        str | None, typer.Option("--lake", help="lake directory (default: a new temporary one)")
+    ] = None,
+) -> None:
+    """Broker + simulated pilot plant + engine on this machine, then a summary and example queries.
+
+    Example: uns demo --duration 30 --lake ./demo-lake
+    """
+    from uns.demo import run_demo  # noqa: PLC0415
+
+    _guard(lambda: run_demo(duration=duration, lake=lake, echo=typer.echo))
+
+
+@app.command()
+def topics(
+    broker: BrokerOpt = None,
+    filter_: Annotated[str, typer.Option("--filter", help="MQTT topic filter")] = "#",
+    duration: Annotated[float, typer.Option(help="seconds to listen before printing the tree")] = 5.0,
+    as_json: Annotated[bool, typer.Option("--json", help="print the tree as JSON")] = False,
+    rebirth: Annotated[
+        bool, typer.Option("--rebirth", help="ask nodes whose birth was not seen for one")
+    ] = False,
+) -> None:
+    """Listen for a while and show the topic tree with decoded last values.
+
+    Example: uns topics --broker mqtt://127.0.0.1:1883 --filter 'spBv1.0/#' --duration 10
+    """
+    from uns.client.inspect import listen  # noqa: PLC0415
+
+    settings = _guard(lambda: _broker_settings(broker))
+
+    tree = _guard(
+        lambda: asyncio.run(
+            listen(
+                settings, [filter_], on_message=lambda _v: None, duration=duration, request_rebirth=rebirth
+            )
+        )
+    )
+    typer.echo(json.dumps(tree.as_json(), indent=2) if as_json else tree.render())
+
+
+@app.command()
+def watch(
+    filter_: Annotated[str, typer.Argument(metavar="FILTER", help="MQTT topic filter, e.g. 'spBv1.0/#'")],
+    broker: BrokerOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+    duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
+    count: Annotated[int | None, typer.Option(help="stop after this many messages")] = None,
+    rebirth: Annotated[
+        bool, typer.Option("--rebirth", help="ask nodes whose birth was not seen for one")
+    ] = False,
+) -> None:
+    """Print a live decoded stream, one line per message (Sparkplug decoded, JSON pretty-printed).
+
+    Example: uns watch 'spBv1.0/PilotPlant/#' --broker mqtt://127.0.0.1:1883
+    """
+    from uns.client.inspect import MessageView, listen  # noqa: PLC0415
+
+    settings = _guard(lambda: _broker_settings(broker))
+
+    def show(view: MessageView) -> None:
+        text = json.dumps(view.as_json(), ensure_ascii=False) if as_json else view.as_line()
+        typer.echo(text)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _guard(
+            lambda: asyncio.run(
+                listen(
+                    settings,
+                    [filter_],
+                    on_message=show,
+                    duration=duration,
+                    count=count,
+                    request_rebirth=rebirth,
+                )
+            )
+        )
+
+
+@lake_app.command("sql")
+def lake_sql(
+    query: Annotated[str, typer.Argument(help="SQL over the views measurements, context, sessions, ...")],
+    lake: LakeOpt = None,
+    fmt: FormatOpt = "table",
+) -> None:
+    """Run a DuckDB query against the lake's views (a directory or s3://bucket/prefix).
+
+    Example: uns lake sql "SELECT batch_id, count(*) FROM measurements GROUP BY 1" --lake ./lake
+    """
+    from uns.cli import lake_cmds  # noqa: PLC0415
+
+    typer.echo(_guard(lambda: lake_cmds.sql(lake, query, fmt)))
+
+
+@lake_app.command("info")
+def lake_info(lake: LakeOpt = None, fmt: FormatOpt = "table") -> None:
+    """Tables, rows, files, size, time range and last commit of the lake.
+
+    Example: uns lake info --lake ./lake
+    """
+    from uns.cli import lake_cmds  # noqa: PLC0415
+
+    typer.echo(_guard(lambda: lake_cmds.info(lake, fmt)))
+
+
+@lake_app.command("compact")
+def lake_compact(
+    lake: LakeOpt = None,
+    z_order: Annotated[
+        bool, typer.Option("--z-order", help="also sort by path and time (rewrites partitions)")
+    ] = False,
+) -> None:
+    """Merge small files within each partition (with --z-order also sort them by path and time).
+
+    Waits for a compaction the engine is running on the same lake.  Example: uns lake compact --lake ./lake
+    """
+    from uns.cli import lake_cmds  # noqa: PLC0415
+
+    typer.echo(_guard(lambda: lake_cmds.compact(lake, z_order=z_order)))
+
+
+@lake_app.command("vacuum")
+def lake_vacuum(
+    lake: LakeOpt = None,
+    retention_hours: Annotated[
+        float, typer.Option(help="keep files needed by versions younger than this")
+    ] = 168.0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only list what would be deleted")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="allow a retention below the tables' minimum")
+    ] = False,
+) -> None:
+    """Delete files no longer referenced by versions within the retention period.
+
+    With a retention of an hour or more, also the data files a killed commit or
+    compaction left behind unreferenced, once they are older than the retention.
+
+    Example: uns lake vacuum --lake ./lake --retention-hours 168
+    """
+    from uns.cli import lake_cmds  # noqa: PLC0415
+
+    typer.echo(_guard(lambda: lake_cmds.vacuum(lake, retention_hours, dry_run=dry_run, force=force)))
+
+
+@app.command()
+def validate(
+    out: Annotated[
+        str | None,
+        typer.Option("--out", help="directory for the evidence (default: ./uns-validation-<time>)"),
+    ] = None,
+    broker: Annotated[
+        str | None,
+        typer.Option("--broker", "-b", help="run the OQ on this broker, in a namespace of its own"),
+    ] = None,
+    only: Annotated[str | None, typer.Option("--only", help="iq or oq: run one part only")] = None,
+) -> None:
+    """Qualify this installation: IQ (Python, uns, dependencies and their files against their
+    RECORD, schemas, config) and OQ (a simulated plant with faults, a killed engine, the lake,
+    the batch report, the audit trail, signatures). Writes JSON, HTML and PDF evidence with
+    the SHA-256 of each artifact; exit 0 only when every check passed (docs/gxp.md).
+
+    Example: uns validate --out /srv/validation/uns-2026-12-02
+    """
+    import datetime as dt  # noqa: PLC0415
+
+    from uns.validation.run import run_validation  # noqa: PLC0415
+
+    target = out or f"uns-validation-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}"
+    code = _guard(lambda: run_validation(target, broker=broker, only=only, echo=typer.echo))
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def version() -> None:
+    """Print the uns version.  Example: uns version"""
+    import uns  # noqa: PLC0415
+
+    typer.echo(uns.__version__)
+
+
+def main() -> None:
+    """The console script ``uns`` (and ``python -m uns``, ``python cli.py``)."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

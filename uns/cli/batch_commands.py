@@ -1,0 +1,107 @@
+"""`uns batch list|show|report|sign`: print what :mod:`uns.batch.api` returns (their
+parsing is :mod:`uns.cli.batch_cli`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from uns.batch import api
+from uns.errors import BatchError
+from uns.output import render_rows
+
+__all__ = ["batch_list", "batch_report", "batch_show", "batch_sign"]
+
+Echo = Callable[[str], Any]
+
+
+def batch_list(
+    lake_dir: str | None, *, since: str | None, product: str | None, open_only: bool, fmt: str, echo: Echo
+) -> None:
+    columns, rows = api.batch_rows(lake_dir, since=since, product=product, open_only=open_only)
+    echo(render_rows(columns, rows, fmt))
+
+
+def batch_show(lake_dir: str | None, batch_id: str, *, spec: str | None, echo: Echo) -> None:
+    """A terminal summary: units, phases with durations, exceptions, completeness."""
+    doc = api.batch_document(lake_dir, batch_id, spec=spec)
+    b = doc["batch"]
+    product, recipe, order = (b[k] or "-" for k in ("product", "recipe", "order_id"))
+    echo(f"batch {b['batch_id']}  {product} / {recipe}  order {order}  [{b['status']}]")
+    duration = "-" if b["duration_s"] is None else f"{b['duration_s']:g} s"
+    echo(f"  start {b['start']}  end {b['end'] or 'open'}  duration {duration}")
+    echo(f"  units {', '.join(b['units'])}")
+    rows = [(p["path"], p["phase"], p["start"], p["end"] or "open", _seconds(p)) for p in doc["phases"]]
+    echo(render_rows(["path", "phase", "start", "end", "duration_s"], rows, "table"))
+    metrics = doc["completeness"]["metrics"]
+    received = sum(m["received"] for m in metrics)
+    expected = sum(m["expected"] for m in metrics)
+    kinds: dict[str, int] = {}
+    for e in doc["exceptions"]:
+        kinds[e["kind"]] = kinds.get(e["kind"], 0) + 1
+    echo(f"  parameters {len(doc['parameters'])}, excursions {len(doc['excursions'])}")
+    echo(
+        f"  completeness {received}/{expected} samples of metrics with an expected interval"
+        if metrics
+        else "  completeness: no expected interval in the spec"
+    )
+    echo(
+        f"  exceptions {len(doc['exceptions'])}"
+        + (f" ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))})" if kinds else "")
+    )
+    echo(f"  verdict: {doc['verdict']}")
+
+
+def _seconds(phase: dict[str, Any]) -> float | None:
+    if phase["end"] is None:
+        return None
+    start, end = (datetime.fromisoformat(phase[k].replace("Z", "+00:00")) for k in ("start", "end"))
+    return round((end - start).total_seconds(), 3)
+
+
+def batch_report(
+    lake_dir: str | None,
+    batch_id: str,
+    *,
+    spec: str | None,
+    fmt: str,
+    output: str | None,
+    reference: str | None,
+    metrics: tuple[str, ...],
+    echo: Echo,
+) -> Path:
+    """Write the report (default file: ``<batch>.<format>``); prints its path and verdict."""
+    data, verdict = api.report_bytes(
+        lake_dir, batch_id, fmt=fmt, spec=spec, reference=reference, metrics=metrics
+    )
+    target = Path(output or f"{batch_id}.{fmt}")
+    try:
+        target.write_bytes(data)
+    except OSError as exc:
+        raise BatchError(f"cannot write the report to {target}: {exc.strerror or exc}") from exc
+    echo(f"{target}: {verdict}")
+    return target
+
+
+def batch_sign(
+    lake_dir: str | None,
+    batch_id: str,
+    *,
+    spec: str | None,
+    meaning: str,
+    user: str,
+    reason: str | None,
+    key: str | None,
+    echo: Echo,
+) -> int:
+    """Sign the batch's report in the audit trail; prints what was signed.  Returns the
+    signature entry's seq."""
+    done = api.sign(lake_dir, batch_id, spec=spec, meaning=meaning, user=user, reason=reason, key=key)
+    how = f"digitally, key {Path(key).name.removesuffix('.key')}" if key else "electronically, no key"
+    echo(
+        f"{batch_id}: {meaning} by {user} ({how}); report content sha256 {done.report_sha256}; "
+        f"audit entry uns-cli #{done.seq}"
+    )
+    return done.seq

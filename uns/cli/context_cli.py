@@ -1,0 +1,178 @@
+"""The ``uns context`` commands' parsing (a typer sub-app that cli.py mounts); the work is
+in :mod:`uns.client.context` and :mod:`uns.client.importer`."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from uns.cli.commands import BrokerOpt, FormatOpt, LakeOpt, broker_settings, fail, guard, lake_path
+
+__all__ = ["context_app"]
+
+context_app = typer.Typer(help="Read and publish batch/equipment context.", no_args_is_help=True)
+
+
+@context_app.command("show")
+def context_show(
+    path: Annotated[str, typer.Argument(help="ISA-95 path, e.g. acme/basel/pilot/usp/br-101")],
+    at: Annotated[str | None, typer.Option("--at", help="epoch ms or ISO time (default: now)")] = None,
+    lake: LakeOpt = None,
+    fmt: FormatOpt = "table",
+) -> None:
+    """Show the context valid at PATH (inherited from its ancestors) at a time, from the lake.
+
+    Example: uns context show acme/basel/pilot/usp/br-101 --at 2026-11-25T10:00:00Z --lake ./lake
+    """
+    from uns.client.context import context_at  # noqa: PLC0415
+    from uns.output import render_rows  # noqa: PLC0415
+
+    lake_dir = guard(lambda: lake_path(lake))
+    values = guard(lambda: context_at(lake_dir, path, at))
+    typer.echo(render_rows(["key", "value"], sorted(values.items()), fmt))
+
+
+HostIdOpt = Annotated[
+    str | None,
+    typer.Option("--host-id", help="wait for this engine's acknowledgement only (default: any engine)"),
+]
+
+
+KeyOpt = Annotated[
+    str | None,
+    typer.Option("--key", help="sign with this Ed25519 private key file (uns keys new; <name>.key)"),
+]
+
+
+@context_app.command("set")
+def context_set(
+    path: Annotated[str, typer.Argument(help="ISA-95 path the context applies to (and everything below)")],
+    pairs: Annotated[list[str], typer.Argument(metavar="KEY=VALUE...", help="context keys to set")],
+    broker: BrokerOpt = None,
+    clear: Annotated[list[str] | None, typer.Option("--clear", help="keys to clear")] = None,
+    user: Annotated[str | None, typer.Option(help="who sets it (audit trail)")] = None,
+    reason: Annotated[str | None, typer.Option(help="why (audit trail)")] = None,
+    ts: Annotated[
+        str | None, typer.Option("--ts", help="time the change took effect (epoch ms or ISO)")
+    ] = None,
+    prefix: Annotated[str, typer.Option(help="UNS prefix")] = "uns/v1",
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            help="wait for the engine's acknowledgement: --wait [SECONDS] (default 10 s); "
+            "exit 0 applied or duplicate, 1 rejected, 3 no engine answered",
+        ),
+    ] = False,
+    host_id: HostIdOpt = None,
+    event_id: Annotated[
+        str | None, typer.Option("--id", help="the event's id, 1-128 characters (default with --wait: new)")
+    ] = None,
+    key: KeyOpt = None,
+) -> None:
+    """Publish a context event (validated before it is sent) on <prefix>/_context/<path>.
+
+    With --wait the event gets an id and the command waits for an engine to
+    acknowledge it on <prefix>/_engine/<host id>/context_ack.
+
+    With --key the event is signed (needed where the engine has
+    context.require_signature on).
+
+    Example: uns context set acme/basel/pilot/usp/br-101 batch_id=B2026-0042 phase=growth --user jdoe --wait 5
+    """
+    from uns.client.context import publish_context, split_wait  # noqa: PLC0415
+
+    path, pairs, seconds = split_wait(path, pairs, wait)
+    settings = guard(lambda: broker_settings(broker))
+    result = guard(
+        lambda: publish_context(
+            settings,
+            path,
+            pairs,
+            clear or [],
+            user=user,
+            reason=reason,
+            ts=ts,
+            prefix=prefix,
+            wait=seconds,
+            host_id=host_id,
+            event_id=event_id,
+            key=key,
+        )
+    )
+    if not result.waited:
+        typer.echo(f"published to {result.topic}")
+        return
+    ack = result.ack
+    if ack is None:
+        typer.echo(
+            f"uns: no engine acknowledged event {result.event_id} within {seconds:g} s "
+            f"(published to {result.topic}; is an engine with prefix {prefix!r} running?)",
+            err=True,
+        )
+        raise typer.Exit(3)
+    engine = f"engine {ack.host_id}" if ack.host_id else "the engine"
+    if ack.status == "rejected":
+        raise fail(f"{engine} rejected event {ack.id}: {ack.reason or 'no reason given'}")
+    if ack.status == "duplicate":
+        typer.echo(f"duplicate: {engine} had already applied event {ack.id}; nothing changed")
+    else:
+        typer.echo(f"applied by {engine} (event {ack.id}, {result.topic})")
+
+
+@context_app.command("import")
+def context_import(
+    file: Annotated[str, typer.Argument(help="JSON Lines (.jsonl) or CSV (.csv) file of context events")],
+    broker: BrokerOpt = None,
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="report and skip bad lines instead of sending nothing")
+    ] = False,
+    wait: Annotated[
+        float,
+        typer.Option(
+            "--wait", help="seconds to wait for each event's acknowledgement (0: do not wait)", min=0
+        ),
+    ] = 10.0,
+    host_id: HostIdOpt = None,
+    prefix: Annotated[str, typer.Option(help="UNS prefix")] = "uns/v1",
+    in_flight: Annotated[
+        int, typer.Option("--in-flight", help="events published and not yet acknowledged, at most", min=1)
+    ] = 1000,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="progress bar on stderr (default: on a terminal)")
+    ] = sys.stderr.isatty(),
+    key: KeyOpt = None,
+) -> None:
+    """Import context events from a file, each acknowledged by the engine; safe to repeat.
+
+    JSON Lines: one context event per line with its "path" (and optionally its
+    "id"). CSV: header ts,path,key,value,user,reason; consecutive rows with the
+    same ts, path, user and reason form one event. Every line is validated
+    first; nothing is sent if one is bad (unless --skip-bad). Each event gets
+    an id (its own, or one derived from its content), so importing a file
+    again changes nothing. Exit 0 all applied or duplicates, 1 some rejected
+    (or bad lines), 3 acknowledgements missing. With --key every event is signed.
+
+    Example: uns context import batches.csv --broker mqtt://127.0.0.1:1883 --wait 30
+    """
+    from uns.client.importer import run_import  # noqa: PLC0415
+
+    settings = guard(lambda: broker_settings(broker))
+    code = guard(
+        lambda: run_import(
+            settings,
+            file,
+            prefix=prefix,
+            host_id=host_id,
+            wait=wait,
+            skip_bad=skip_bad,
+            in_flight=in_flight,
+            progress=progress,
+            echo=typer.echo,
+            key=key,
+        )
+    )
+    if code:
+        raise typer.Exit(code)

@@ -1,0 +1,225 @@
+"""`uns demo`: a broker + the simulated pilot plant + the engine + a lake on this machine.
+
+The broker is mosquitto on a free loopback port when the Debian package
+``mosquitto`` is installed (``bash scripts/demo`` installs it when run as
+root), otherwise the in-process :class:`uns.mqtt.minibroker.MiniBroker`.  The plant
+and the engine run for ``duration`` seconds with a progress line, then stop
+cleanly (the engine flushes the lake); a summary and example queries follow, and
+the HTML batch report of the second bioreactor's first batch (:data:`DEMO_BATCH`,
+with a temperature excursion injected), whose path and verdict end the output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from uns import lake
+from uns.batch.api import load_spec
+from uns.batch.report import ReportRequest, generate_report
+from uns.config import load_config
+from uns.engine.daemon import build_engine
+from uns.engine.host import Engine
+from uns.engine.plant import load_model
+from uns.errors import EngineError
+from uns.mqtt.minibroker import MiniBroker
+from uns.mqtt.mosquitto import find_mosquitto, running_mosquitto
+from uns.mqtt.settings import parse_broker_url
+from uns.output import render_rows
+from uns.sim import SimConfig, SimReport, run_sim
+from uns.sim.inject import BatchFault
+
+__all__ = ["DEMO_BATCH", "DEMO_QUERIES", "examples_dir", "run_demo", "run_plant"]
+
+#: the batch the demo reports on, and what it spoils in it (docs/batches.md §5)
+DEMO_BATCH = "B2026-0002"
+DEMO_FAULTS = (BatchFault("excursion", DEMO_BATCH, metric="Temperature", value=38.2),)
+
+Echo = Callable[[str], Any]
+
+#: (title, SQL) shown after the run
+DEMO_QUERIES: list[tuple[str, str]] = [
+    (
+        "Mean bioreactor temperature per batch and phase (context as of each sample's time)",
+        """SELECT path, batch_id, phase, count(*) AS samples,
+                  round(avg(value_double), 3) AS mean_degC, round(min(value_double), 3) AS min_degC,
+                  round(max(value_double), 3) AS max_degC
+           FROM measurements_asof
+           WHERE metric = 'Temperature' AND path LIKE 'acme/basel/pilot/usp/%' AND batch_id IS NOT NULL
+           GROUP BY ALL ORDER BY path, min(ts)""",
+    ),
+    (
+        "Tablets pressed per batch (TabletCount counter, TP-301)",
+        """SELECT batch_id, max(value_double) - min(value_double) AS tablets, count(*) AS samples
+           FROM measurements_asof
+           WHERE metric = 'TabletCount' AND batch_id IS NOT NULL
+           GROUP BY batch_id ORDER BY batch_id""",
+    ),
+    (
+        "Session events (births, deaths, gaps, rebirths) per edge node",
+        """SELECT group_id, edge_node_id, event, count(*) AS events
+           FROM sessions GROUP BY ALL ORDER BY edge_node_id, event""",
+    ),
+]
+
+
+def examples_dir() -> Path:
+    here = Path(__file__).resolve().parent.parent / "examples"
+    if not (here / "pilot-plant.toml").is_file():
+        raise EngineError(f"the example plant model is missing: {here / 'pilot-plant.toml'}")
+    return here
+
+
+def _progress(echo: Echo, t0: float, sim: SimReport | None, engine: Engine) -> None:
+    sent = sim.messages if sim else 0
+    stats = engine.sinks[0].stats() if engine.sinks else {}
+    echo(
+        f"  {time.monotonic() - t0:5.1f}s  plant sent {sent:>7,} msgs | engine got "
+        f"{engine.counters.messages:>7,} msgs, {engine.counters.metrics:>8,} metrics | "
+        f"lake rows committed {stats.get('rows_committed', 0):>8,}"
+    )
+
+
+async def run_plant(
+    duration: float,
+    lake_dir: Path,
+    broker_url: str,
+    echo: Echo,
+    *,
+    faults: tuple[BatchFault, ...] = DEMO_FAULTS,
+    phase_seconds: float | None = None,
+) -> tuple[Engine, SimReport]:
+    """The engine (pilot plant model, lake in ``lake_dir``) and the simulated pilot plant for
+    ``duration`` seconds (batch phases of ``phase_seconds``, default a tenth of it, at least
+    1 s), then the engine stopped once its intake is quiet."""
+    config = load_config(
+        env={},
+        overrides={
+            "broker.url": broker_url,
+            "lake.path": str(lake_dir),
+            "engine.model": str(examples_dir() / "pilot-plant.toml"),
+            "engine.host_id": "uns-demo",
+            "engine.primary": True,
+            "lake.commit_interval": 2.0,
+            "engine.status_interval": 2.0,
+        },
+    )
+    engine = build_engine(config)
+    stop_engine = asyncio.Event()
+    engine_task = asyncio.create_task(engine.run(stop_engine), name="demo-engine")
+    await asyncio.wait_for(engine.connected.wait(), 15)
+    sim_config = SimConfig(
+        broker=parse_broker_url(broker_url),
+        plant="pilot",
+        rate=40.0,
+        duration=duration,
+        seed=2026,
+        context_interval=phase_seconds or max(1.0, duration / 10),
+        primary_host_id="uns-demo",
+        context_delay=0.0,
+        faults=faults,
+    )
+    t0 = time.monotonic()
+    last: list[SimReport] = []
+
+    def on_progress(r: SimReport) -> None:
+        last[:] = [r]
+        if int(r.elapsed) % 2 == 0:
+            _progress(echo, t0, r, engine)
+
+    report = await run_sim(sim_config, on_progress=on_progress)
+    # let the engine take in what is still on its way, then stop it (it flushes the lake)
+    settle = time.monotonic() + 5
+    previous = -1
+    while time.monotonic() < settle and engine.counters.messages != previous:
+        previous = engine.counters.messages
+        await asyncio.sleep(0.5)
+    stop_engine.set()
+    await asyncio.wait_for(engine_task, 60)
+    _progress(echo, t0, report, engine)
+    return engine, report
+
+
+def run_demo(*, duration: float = 20.0, lake: str | None = None, echo: Echo = print) -> None:
+    """Run the whole demo; see the module docstring."""
+    if duration <= 0:
+        raise EngineError("--duration must be positive")
+    with contextlib.ExitStack() as stack:
+        lake_dir = (
+            Path(lake) if lake else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="uns-demo-")))
+        )
+        if lake is None:
+            lake_dir = lake_dir / "lake"
+        engine, sim = asyncio.run(_with_broker(duration, lake_dir, echo))
+        _summary(engine, sim, lake_dir, echo)
+        if lake is None:
+            echo("(the lake was temporary; pass --lake DIR to keep it and query it with `uns lake sql`)")
+        _report(lake_dir, Path(tempfile.gettempdir()) if lake is None else lake_dir.parent, echo)
+
+
+def _report(lake_dir: Path, where: Path, echo: Echo) -> None:
+    """Write the demo batch's HTML report; echo its path and verdict."""
+    examples = examples_dir()
+    request = ReportRequest(
+        DEMO_BATCH,
+        spec=load_spec(str(examples / "pilot-spec.toml")),
+        model=load_model(examples / "pilot-plant.toml"),
+    )
+    data, verdict = generate_report(lake_dir, request, "html")
+    target = where / f"uns-demo-{DEMO_BATCH}.html"
+    target.write_bytes(data)
+    echo("")
+    echo(f"Batch report of {DEMO_BATCH} (uns batch report {DEMO_BATCH} --spec examples/pilot-spec.toml):")
+    echo(f"  {target}: {verdict}")
+
+
+async def _with_broker(duration: float, lake_dir: Path, echo: Echo) -> tuple[Engine, SimReport]:
+    """mosquitto on a free port when installed, else the in-process MiniBroker."""
+    if find_mosquitto() is not None:
+        with running_mosquitto() as broker:
+            echo(f"uns demo: mosquitto on {broker.url}, lake in {lake_dir}, pilot plant for {duration:g} s")
+            return await run_plant(duration, lake_dir, broker.url, echo)
+    async with MiniBroker() as mini:
+        echo(
+            f"uns demo: mosquitto is not installed, using the in-process MiniBroker on {mini.url} "
+            f"(fine for a demo, not for production); lake in {lake_dir}, pilot plant for {duration:g} s"
+        )
+        return await run_plant(duration, lake_dir, mini.url, echo)
+
+
+def _summary(engine: Engine, sim: SimReport, lake_dir: Path, echo: Echo) -> None:
+    con = lake.connect(lake_dir)
+    try:
+        rows = con.execute("SELECT count(*) FROM measurements").fetchone()
+        batches = con.execute(
+            "SELECT count(DISTINCT batch_id) FROM measurements_asof WHERE batch_id IS NOT NULL"
+        ).fetchone()
+        rejected = con.execute("SELECT count(*) FROM rejected").fetchone()
+        c = engine.counters
+        echo("")
+        echo("Summary")
+        echo(
+            f"  plant published   {sim.messages:,} messages, {sim.metrics:,} metric values, "
+            f"{sim.context_events} context events"
+        )
+        echo(
+            f"  engine received   {c.messages:,} messages, {c.metrics:,} metric samples, "
+            f"{c.context_changes} context changes, {c.rebirths_requested} rebirth requests"
+        )
+        echo(
+            f"  lake              {rows[0] if rows else 0:,} measurements, "
+            f"{batches[0] if batches else 0} batches, {rejected[0] if rejected else 0} rejected messages"
+        )
+        for title, sql in DEMO_QUERIES:
+            cur = con.execute(sql)
+            columns = [d[0] for d in cur.description or []]
+            echo("")
+            echo(title)
+            echo(render_rows(columns, cur.fetchall(), "table"))
+    finally:
+        con.close()

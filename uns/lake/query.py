@@ -1,0 +1,251 @@
+"""The DuckDB query layer: one connection, the lake's views, one snapshot.
+
+:func:`connect` loads every Delta table once (its newest version, or the
+version asked for), registers it in an in-memory DuckDB as a pyarrow dataset
+(``_uns_<table>``; DuckDB's delta extension is not available here) and
+creates the views over them.  A dataset lists the Parquet files of exactly
+that table version, so every query on the connection sees the same snapshot
+however much the writer commits or compacts meanwhile; :func:`refresh` (or a
+new ``connect``) moves it to the newest versions.  A table that does not exist
+yet reads as empty with the right columns.
+
+The views beyond a table's columns are SQL files of the lake's declarative
+definition (``lake/views/*.sql``, :mod:`uns.lake.declared`): ``measurements_asof``
+recomputes the context columns from the ``context`` table by event time, with the
+inheritance rules of :class:`uns.core.context.ContextStore`; ``batches`` and
+``batch_phases`` come from the same context timeline.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
+
+from uns.errors import LakeError
+from uns.lake.declared import VIEW_ORDER, view_sql
+from uns.lake.schemas import SCHEMAS
+from uns.lake.storage import LakeStore, as_store
+from uns.lake.tables import PARTITION_COLUMN, TABLES, WAL_COLUMNS
+from uns.lake.wal import list_segments, read_segment
+
+__all__ = [
+    "VIEWS",
+    "applied_context_ids",
+    "connect",
+    "create_views",
+    "named_queries",
+    "refresh",
+    "run_sql",
+    "snapshot_versions",
+]
+
+#: the views an analyst queries (the ``_uns_*`` ones are internal)
+VIEWS: Final = (
+    "measurements", "measurements_asof", "context", "metric_catalog", "sessions", "rejected", "batches",
+    "batch_phases",
+)  # fmt: skip
+
+_PATH_VARIABLE: Final = "uns_lake_path"
+#: the store (with its options) of each lake URL connected in this process, for refresh()
+_STORES: dict[str, LakeStore] = {}
+
+
+def _source(table: str) -> str:
+    return f"_uns_{table}"
+
+
+def _columns(table: str) -> list[str]:
+    return [f.name for f in SCHEMAS[table]]
+
+
+def _quoted(names: list[str]) -> str:
+    return ", ".join(f'"{n}"' for n in names)
+
+
+def create_views(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the lake's views over the registered ``_uns_<table>`` relations."""
+    # Arrow scans carry no row-count estimates, so DuckDB would plan the ASOF joins as
+    # nested loops (fine for 64 rows, minutes for millions).  Always use the real ASOF join.
+    con.execute("SET asof_loop_join_threshold = 0")
+    for table in TABLES:
+        columns = _quoted(_columns(table))
+        con.execute(f'CREATE OR REPLACE VIEW "{table}" AS SELECT {columns} FROM {_source(table)}')  # noqa: S608
+    for view in VIEW_ORDER:
+        con.execute(view_sql(view))
+
+
+_HIVE_DATE = ds.partitioning(pa.schema([(PARTITION_COLUMN, pa.date32())]), flavor="hive")
+
+
+def _dataset(store: LakeStore, table: str, version: int | None) -> tuple[object, int | None]:
+    """The table's pyarrow dataset at ``version`` (newest if None), or an empty table.
+
+    Built from the version's file list and the table schema: no file is opened
+    here.  (``DeltaTable.to_pyarrow_dataset`` does the same but costs ~7 ms per
+    file in Python, too slow for tables of thousands of small files.)  The
+    ``date`` partition value comes from the hive-style directory the writer
+    put each file in.  A remote lake's files are read through the pyarrow filesystem of
+    its store (:meth:`lake.storage.LakeStore.arrow_filesystem`)."""
+    path = store.table_uri(table)
+    try:
+        dt = DeltaTable(path, version=version, storage_options=store.delta_options())
+        schema = pa.schema(dt.schema().to_arrow())
+        # A table of an older lake lacks the columns added since: they read as NULL.
+        for field in SCHEMAS[table]:
+            if field.name not in schema.names:
+                schema = schema.append(field)
+        dataset = ds.dataset(
+            [store.arrow_path(uri) for uri in dt.file_uris()],
+            schema=schema,
+            format="parquet",
+            partitioning=_HIVE_DATE,
+            partition_base_dir=store.arrow_path(path),
+            filesystem=store.arrow_filesystem() if store.remote else None,
+        )
+    except TableNotFoundError:
+        if version is not None:
+            raise LakeError(f"table {table} does not exist in {store}", table=table) from None
+        return SCHEMAS[table].empty_table(), None
+    except Exception as exc:
+        raise LakeError(f"cannot read table {table}: {exc}", table=table) from exc
+    return dataset, dt.version()
+
+
+def _register(con: duckdb.DuckDBPyConnection, store: LakeStore, versions: Mapping[str, int] | None) -> None:
+    pinned: dict[str, int] = {}
+    for table in TABLES:
+        data, version = _dataset(store, table, (versions or {}).get(table))
+        con.register(_source(table), data)
+        if version is not None:
+            pinned[table] = version
+    con.execute("SET VARIABLE uns_lake_versions = ?", [pinned])
+
+
+def connect(
+    path: str | Path | LakeStore, *, versions: Mapping[str, int] | None = None
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the lake's views (see docs/lake.md).
+
+    ``path`` is the lake's directory or URL (``s3://bucket/prefix``; a
+    :class:`lake.storage.LakeStore` carries store options).  ``versions`` pins tables to
+    older Delta versions (time travel), e.g. ``{"measurements": 12}``.  Timestamps
+    display in UTC."""
+    store = as_store(path)
+    if not store.exists():
+        raise LakeError(f"no lake at {store}")
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        url = store.url if store.remote else str(store.local.resolve())
+        con.execute(f"SET VARIABLE {_PATH_VARIABLE} = ?", [url])
+        _STORES[url] = store
+        _register(con, store, versions)
+        create_views(con)
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def refresh(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Move a :func:`connect` connection to the newest version of every table;
+    returns the versions now pinned.  A result still being fetched is completed first."""
+    con.complete()
+    rows = con.execute(f"SELECT getvariable('{_PATH_VARIABLE}')").fetchall()
+    if not rows or rows[0][0] is None:
+        raise LakeError("not a lake connection (use lake.connect)")
+    url = rows[0][0]
+    _register(con, _STORES.get(url) or as_store(url), None)
+    return snapshot_versions(con)
+
+
+def snapshot_versions(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """The Delta version each view of the connection reads (tables not created yet are absent)."""
+    rows = con.execute("SELECT getvariable('uns_lake_versions')").fetchall()
+    return dict(rows[0][0]) if rows and rows[0][0] else {}
+
+
+def applied_context_ids(path: str | Path | LakeStore, wal_dir: Path | None = None) -> set[str]:
+    """The ids of the context events the lake holds (its context table's distinct
+    ``event_id``, also of rows still in any writer's write-ahead log under the lake's
+    directory, and in ``wal_dir``): what an engine starting on this lake must not apply
+    again.  Empty for a lake without a context table."""
+    store = as_store(path)
+    ids: set[str] = set()
+    if not store.exists():
+        return ids
+    data, _version = _dataset(store, "context", None)
+    table = data if isinstance(data, pa.Table) else data.to_table(columns=["event_id"])  # type: ignore[attr-defined]
+    column = table.column("event_id")
+    ids.update(v for v in pc.unique(column).to_pylist() if v is not None)
+    wal_dirs = [] if store.remote else sorted(store.local.glob("_wal*"))
+    ids.update(_wal_context_ids([*wal_dirs, *([wal_dir] if wal_dir else [])]))
+    return ids
+
+
+def _wal_context_ids(wal_dirs: list[Path]) -> set[str]:
+    """Context event ids in the write-ahead logs (``_wal``, ``_wal-<writer id>``, a
+    ``lake.wal_dir``): rows accepted before a crash and committed only when their writer
+    starts again."""
+    ids: set[str] = set()
+    index = TABLES.index("context")
+    field = WAL_COLUMNS["context"].index("event_id")
+    for wal_dir in wal_dirs:
+        if not wal_dir.is_dir():
+            continue
+        for _number, segment in list_segments(wal_dir):
+            try:
+                parts = read_segment(segment).parts
+            except OSError:  # committed and deleted meanwhile: then it is in the table
+                continue
+            for part in parts:
+                cols = part[index]
+                if len(cols) > field:
+                    ids.update(v for v in cols[field] if isinstance(v, str))
+    return ids
+
+
+_NAME_LINE = re.compile(r"^--\s*name:\s*(\S+)\s*$", re.MULTILINE)
+
+
+def named_queries(text: str) -> dict[str, str]:
+    """Split a SQL file into ``{name: query}`` at ``-- name: <name>`` lines
+    (the format of examples/queries.sql); text before the first name is ignored."""
+    marks = list(_NAME_LINE.finditer(text))
+    out: dict[str, str] = {}
+    for mark, following in zip(marks, [*marks[1:], None], strict=True):
+        body = text[mark.end() : following.start() if following else len(text)]
+        out[mark.group(1)] = body.strip().rstrip(";").strip()
+    return out
+
+
+def run_sql(path: str | Path | LakeStore, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run one query over the lake's views: its column names and rows.  An empty query or
+    one DuckDB refuses is a :class:`~uns.errors.LakeError` with DuckDB's message."""
+    if not query.strip() or not _strip_comments(query).strip():
+        raise LakeError("the query is empty")
+    con = connect(path)
+    try:
+        cur = con.execute(query)
+        columns = [d[0] for d in cur.description or []]
+        return columns, cur.fetchall()
+    except duckdb.Error as exc:
+        raise LakeError(str(exc)) from None
+    finally:
+        con.close()
+
+
+_COMMENT = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
+
+
+def _strip_comments(query: str) -> str:
+    return _COMMENT.sub("", query)

@@ -1,0 +1,310 @@
+"""WAL columns -> Arrow tables of the lake's schemas (runs where commits run: the commit worker).
+
+The columns come straight from :mod:`lake.tables` (no transposition).  The
+work is done in slices of :data:`SLICE_ROWS` rows: every single C-level step
+(``pa.array`` of a slice, ``map(repr, ...)``) then holds the GIL for about a
+millisecond at most, and between steps the event loop gets the GIL back
+within the interpreter's switch interval.  Per row there is no Python code on
+the common path: floats render with ``map(repr, ...)``, datatype names come
+from a ``take`` on a name array, and the context columns are rendered once per
+distinct context dict object (samples of one message share one dict, and the
+engine's context store hands out one dict per path and state).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from itertools import chain, repeat
+from typing import Any, Final
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from uns.core.values import value_double, value_text
+from uns.lake.schemas import SCHEMAS
+from uns.lake.tables import (
+    CONTEXT_COLUMNS,
+    PARTITION_COLUMN,
+    RENDERED,
+    RUN_FIELDS,
+    SAMPLE_FIELDS,
+    TIME_COLUMN,
+    WAL_COLUMNS,
+)
+from uns.sparkplug.datatypes import DataType
+
+__all__ = ["SLICE_ROWS", "arrow_table", "arrow_table_of_parts", "render_values"]
+
+#: Rows per slice (bounds the longest GIL-holding step of the commit to about a millisecond).
+SLICE_ROWS: Final = 8192
+
+_TS = pa.timestamp("ms", tz="UTC")
+# Timestamps Delta can store (it keeps microseconds in an int64) and people mean:
+# year 1 .. 9999.  Outside that, a source clock is broken; the row is kept with ts NULL.
+_TS_MIN_MS: Final = -62_135_596_800_000
+_TS_MAX_MS: Final = 253_402_300_799_999
+_INT64_MAX: Final = 2**63 - 1
+
+_DATATYPE_NAMES: Final = {int(d): d.name for d in DataType}
+_DATATYPE_NAME_ARRAY: Final = pa.array([_DATATYPE_NAMES[c] for c in range(max(_DATATYPE_NAMES) + 1)])
+_NO_CONTEXT: Final = (None,) * (len(CONTEXT_COLUMNS) + 1)
+
+
+# ---------------------------------------------------------------- values
+def _render_one(value: Any) -> tuple[str | None, float | None]:
+    if type(value) is tuple and len(value) == 3 and value[0] == RENDERED:
+        return value[1], value[2]
+    try:
+        text = value_text(value)
+    except Exception:  # a value no rendering knows must not block the lake: keep its repr
+        text = repr(value)
+    try:
+        double = value_double(value)
+    except Exception:
+        double = None
+    return text, double
+
+
+def render_values(values: Sequence[Any]) -> tuple[list[str | None], list[float | None]]:
+    """``value_text`` and ``value_double`` of raw WAL values (identical to uns.core.values,
+    which a test checks); floats and ints in C, everything else per value."""
+    kinds = set(map(type, values))
+    if kinds == {float}:
+        return list(map(repr, values)), list(values)
+    if kinds <= {float, int}:
+        try:
+            doubles: list[float | None] = list(map(float, values))
+        except OverflowError:  # an int beyond the float range: value_double says None
+            pass
+        else:
+            return list(map(repr, values)), doubles  # repr(int) == str(int)
+    pairs = list(map(_render_one, values))
+    texts = [p[0] for p in pairs]
+    return texts, [p[1] for p in pairs]
+
+
+def _datatype_names(codes: Sequence[Any]) -> pa.Array:
+    """Datatype codes as names, vectorised (a lookup by ``take``)."""
+    try:
+        return _DATATYPE_NAME_ARRAY.take(pa.array(codes, pa.int64()))
+    except (pa.ArrowException, OverflowError, TypeError):  # a code outside the spec's 0..34
+        return pa.array([None if c is None else _DATATYPE_NAMES.get(c, str(c)) for c in codes], pa.string())
+
+
+class _ContextRenderer:
+    """The five context columns and the JSON column, rendered once per distinct dict.
+
+    Rows are grouped by the identity of their dict in Arrow; each distinct dict
+    is rendered once (dicts of equal items -- e.g. read back from the WAL, where
+    each record has its own copies -- share one rendering) and the columns are
+    gathered with ``take``.  The column lists keep every dict alive while this
+    works, so identities are unique."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, tuple[str | None, ...]] = {}
+        self._by_items: dict[tuple[tuple[str, str], ...], tuple[str | None, ...]] = {}
+
+    def _render(self, ctx: dict[str, str] | None) -> tuple[str | None, ...]:
+        if not ctx:
+            return _NO_CONTEXT
+        items = tuple(ctx.items())
+        hit = self._by_items.get(items)
+        if hit is None:
+            text = json.dumps(dict(sorted(items)), separators=(",", ":"), ensure_ascii=False)
+            hit = self._by_items[items] = (*(ctx.get(k) for k in CONTEXT_COLUMNS), text)
+        return hit
+
+    def columns(self, contexts: Sequence[dict[str, str] | None]) -> list[pa.Array]:
+        ids = list(map(id, contexts))
+        encoded = pc.dictionary_encode(pa.array(ids, pa.uint64()))
+        by_id = self._by_id
+        uniques = encoded.dictionary.to_pylist()
+        missing = [ident for ident in uniques if ident not in by_id]
+        if missing:
+            objects = dict(zip(ids, contexts, strict=True))
+            for ident in missing:
+                by_id[ident] = self._render(objects[ident])
+        rows = list(map(by_id.__getitem__, uniques))
+        if not rows:
+            return [pa.array([], pa.string()) for _ in _NO_CONTEXT]
+        return [_array(list(col), pa.string()).take(encoded.indices) for col in zip(*rows, strict=True)]
+
+
+# ---------------------------------------------------------------- poison values
+def _plain_int64(v: Any) -> int | None:
+    """Sparkplug aliases are uint64: values above int64 keep their bits (two's complement)."""
+    if v is None:
+        return None
+    v = int(v)
+    if v > _INT64_MAX:
+        v -= 2**64
+    return v if -(2**63) <= v <= _INT64_MAX else None
+
+
+def _plain_text(v: Any) -> str | None:
+    # Lone surrogates (e.g. from a JSON "\ud800") cannot be UTF-8: they become U+FFFD, the
+    # rest of the text is kept (a pair of surrogates becomes the character it encodes).
+    return None if v is None else str(v).encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def _plain_ts(v: Any) -> int | None:
+    if v is None or isinstance(v, bool) or not isinstance(v, int):
+        return None
+    return v if _TS_MIN_MS <= v <= _TS_MAX_MS else None
+
+
+_COERCE: Final[dict[pa.DataType, Callable[[Any], Any]]] = {
+    pa.string(): _plain_text,
+    pa.int64(): _plain_int64,
+    _TS: _plain_ts,
+    pa.float64(): lambda v: float(v) if isinstance(v, int | float) else None,
+    pa.bool_(): lambda v: None if v is None else bool(v),
+    pa.binary(): lambda v: None if v is None else bytes(v),
+}
+
+
+def _array(values: Sequence[Any] | pa.Array, typ: pa.DataType) -> pa.Array:
+    """An Arrow array of exactly ``typ``.  A value Arrow or Delta cannot take
+    (surrogates, out-of-range integers or timestamps) must not block the whole
+    segment, so a failure retries with per-value coercion."""
+    if isinstance(values, pa.Array):
+        return values
+    try:
+        arr = pa.array(values, type=typ)
+    except (pa.ArrowException, OverflowError, TypeError, ValueError, UnicodeError):
+        return pa.array([_COERCE[typ](v) for v in values], type=typ)
+    if typ == _TS and len(arr):
+        lo_hi = pc.min_max(arr.cast(pa.int64()))
+        lo, hi = lo_hi["min"].as_py(), lo_hi["max"].as_py()
+        if lo is not None and (lo < _TS_MIN_MS or hi > _TS_MAX_MS):
+            return pa.array([_plain_ts(v) for v in values], type=typ)
+    return arr
+
+
+# ---------------------------------------------------------------- tables
+def _measurement_columns(
+    cols: list[Sequence[Any]], contexts: _ContextRenderer
+) -> dict[str, Sequence[Any] | pa.Array]:
+    """Columns by name: per-row fields as they are, per-run fields expanded in Arrow."""
+    row = dict(zip(SAMPLE_FIELDS, cols, strict=False))
+    run = dict(zip(RUN_FIELDS, cols[len(SAMPLE_FIELDS) : -1], strict=True))
+    lengths = cols[-1]
+    # Row -> run index, in C (RunEndEncodedArray.from_arrays would try to import numpy
+    # on every call); each per-run array is then expanded with one ``take``.
+    run_of_row = pa.array(list(chain.from_iterable(map(repeat, range(len(lengths)), lengths))), pa.int32())
+
+    def expand(values: pa.Array) -> pa.Array:
+        return values.take(run_of_row)
+
+    texts, doubles = render_values(row["value"])
+    text_array = _array(texts, pa.string())
+    types = {f.name: f.type for f in SCHEMAS["measurements"]}
+    by_name: dict[str, Sequence[Any] | pa.Array] = {
+        **row,
+        **{name: expand(_array(run[name], types[name])) for name in RUN_FIELDS if name != "context"},
+        "datatype": _datatype_names(row["datatype"]),
+        "value_double": doubles,
+        "value_text": text_array,
+        "is_null": pc.is_null(text_array),
+    }
+    ctx_cols = [expand(col) for col in contexts.columns(run["context"])]
+    by_name.update(zip(CONTEXT_COLUMNS, ctx_cols[:-1], strict=True))
+    by_name["context"] = ctx_cols[-1]
+    return by_name
+
+
+def _slices(
+    parts: Sequence[Sequence[Sequence[Any]]], slice_rows: int
+) -> Iterator[tuple[int, list[Sequence[Any]]]]:
+    """Consecutive parts (each one WAL record's columns) joined into slices of at least
+    ``slice_rows`` rows (the last may be shorter): (first row, columns).  A record is
+    never cut: it holds what the event loop accepted in one iteration."""
+    group: list[Sequence[Sequence[Any]]] = []
+    size = first = 0
+    for part in parts:
+        if not part:
+            continue
+        group.append(part)
+        size += len(part[0])
+        if size >= slice_rows:
+            yield first, _joined(group)
+            first += size
+            group, size = [], 0
+    if group:
+        yield first, _joined(group)
+
+
+def _joined(group: list[Sequence[Sequence[Any]]]) -> list[Sequence[Any]]:
+    if len(group) == 1:
+        return list(group[0])
+    return [list(chain.from_iterable(part[n] for part in group)) for n in range(len(group[0]))]
+
+
+def _slice_batch(
+    table: str,
+    columns: list[Sequence[Any]],
+    first: int,
+    segment: int,
+    contexts: _ContextRenderer,
+    writer: str,
+) -> pa.RecordBatch:
+    schema = SCHEMAS[table]
+    by_name: dict[str, Sequence[Any] | pa.Array]
+    if table == "measurements":
+        by_name = _measurement_columns(columns, contexts)
+        rows = len(columns[0])
+        by_name["wal_writer"] = pa.array([writer], pa.string()).take(pa.array([0] * rows, pa.int32()))
+        by_name["wal_segment"] = pa.array([segment], pa.int64()).take(pa.array([0] * rows, pa.int32()))
+    else:
+        cols = dict(zip(WAL_COLUMNS[table], columns, strict=True))
+        by_name = dict(cols)
+        if table == "context":
+            base = (segment << 32) + first
+            by_name["ingest_order"] = list(range(base, base + len(columns[0])))
+        elif table == "metric_catalog":
+            by_name["datatype"] = _datatype_names(cols["datatype"])
+    names = [f.name for f in schema if f.name != PARTITION_COLUMN]
+    arrays = [_array(by_name[f.name], f.type) for f in schema if f.name != PARTITION_COLUMN]
+    # The date partition: UTC date of the table's main timestamp; a NULL (broken) source
+    # timestamp falls back to the receive time so the row still lands in a real partition.
+    stamp = arrays[names.index(TIME_COLUMN[table])]
+    if table in ("measurements", "context"):
+        stamp = pc.coalesce(stamp, arrays[names.index("received_at")])
+    arrays.append(stamp.cast(pa.date32()))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _widened(part: Sequence[Sequence[Any]], width: int) -> Sequence[Sequence[Any]]:
+    """The columns of a WAL record written before the table's last columns were added
+    (see lake.tables.WAL_WIDTHS), with those columns NULL."""
+    if not part or len(part) >= width:
+        return part
+    return [*part, *([None] * len(part[0]) for _ in range(width - len(part)))]
+
+
+def arrow_table(table: str, columns: Sequence[Sequence[Any]], segment: int, writer: str = "") -> pa.Table:
+    """The rows of one table (its columns in ``WAL_COLUMNS`` order, or ``[]`` for none)
+    from WAL segment ``segment`` of writer ``writer`` as an Arrow table of its schema."""
+    return arrow_table_of_parts(table, [columns], segment, writer=writer)
+
+
+def arrow_table_of_parts(
+    table: str,
+    parts: Sequence[Sequence[Sequence[Any]]],
+    segment: int,
+    *,
+    slice_rows: int = SLICE_ROWS,
+    writer: str = "",
+) -> pa.Table:
+    """Like :func:`arrow_table` for rows given as consecutive parts (the columns of each
+    WAL record, as read from a segment), built ``slice_rows`` rows at a time."""
+    contexts = _ContextRenderer()
+    width = len(WAL_COLUMNS[table])
+    if any(part and len(part) < width for part in parts):  # a segment older than a column
+        parts = [_widened(part, width) for part in parts]
+    batches = [
+        _slice_batch(table, cols, first, segment, contexts, writer)
+        for first, cols in _slices(parts, slice_rows)
+    ]
+    return pa.Table.from_batches(batches, schema=SCHEMAS[table])

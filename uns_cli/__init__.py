@@ -1,1 +1,0 @@
-"""What the `uns` commands do (cli.py parses; these modules act and print)."""
