@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import os
 import sys
 import time
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 
 from tests.lake_crash_child import BASE_TS, SAMPLES_PER_BATCH, deterministic_batch
 from tests.test_lake_sink import wait_for
+from uns.cli import lake_cmds
 from uns.errors import LakeError
 from uns.lake import Lake, LakeConfig, LakeSink, connect
 from uns.lake.maintenance import compaction_summary
@@ -105,6 +107,26 @@ async def test_after_compaction_a_glob_counts_twice_and_the_delta_log_counts_rig
     (logged,) = con.execute(query, [live]).fetchone() or (0,)
     assert (globbed, logged) == (2 * rows, rows)
     assert counts(tmp_path)[0] == rows  # the views read the live files, as the log says
+
+
+async def test_uns_lake_compact_prints_a_readable_summary(tmp_path: Path) -> None:
+    await fill(tmp_path, range(30), commits=3)
+    text = lake_cmds.compact(str(tmp_path), z_order=False)
+    lines = text.splitlines()
+    header = ["table", "files_removed", "files_added", "rows", "files", "seconds"]
+    assert [c.strip() for c in lines[0].split("|")] == header
+    measurements = next(line for line in lines if line.startswith("measurements "))
+    assert [c.strip() for c in measurements.split("|")][:5] == [
+        "measurements",
+        "3",
+        "1",
+        str(30 * SAMPLES_PER_BATCH),
+        "1",
+    ]
+    assert lines[-1].startswith("compacted ") and "until `uns lake vacuum`" in lines[-1]
+    assert "numFilesAdded" not in text  # not deltalake's metrics JSON
+    rows = json.loads(lake_cmds.compact(str(tmp_path), z_order=False, fmt="json"))
+    assert {r["table"]: r["files_removed"] for r in rows}["measurements"] == 0  # nothing left to merge
 
 
 async def test_vacuum_enforces_retention_unless_disabled(tmp_path: Path) -> None:
