@@ -101,6 +101,9 @@ def test_float32_text_is_the_shortest_text_that_reads_back(x: float) -> None:
 
 def test_display_edge_cases() -> None:
     assert float32_text(math.inf) == "inf"
+    assert float32_text(3.4025001647762064e38) == "3.4025002e+38"  # 3.403e+38 is beyond float32
+    largest = float(np.finfo(np.float32).max)
+    assert float(float32_text(largest)) == float(str(np.float32(largest)))
     assert shown(None) == "null"
     assert shown("x" * 100).endswith("...")
     assert shown([0.1, 9.699999809265137], "FloatArray") == "[0.1, 9.7]"

@@ -30,8 +30,11 @@ def float32_text(x: float) -> str:
     (target,) = _F32.unpack(_F32.pack(x))
     for digits in range(1, 10):  # 9 significant digits always round-trip a float32
         text = f"{target:.{digits}g}"
-        if _F32.unpack(_F32.pack(float(text)))[0] == target:
-            return repr(float(text))
+        try:
+            if _F32.unpack(_F32.pack(float(text)))[0] == target:
+                return repr(float(text))
+        except OverflowError:  # rounded up beyond the largest float32: more digits
+            continue
     return repr(target)  # pragma: no cover - unreachable: 9 digits suffice
 
 
