@@ -92,6 +92,8 @@ def command_lines(text: str) -> list[str]:
             continue
         pending = ""
         line = re.sub(r"\s+#.*$", "", line)  # a trailing comment
+        # `VAR=value uns ...` and `/opt/uns/bin/uns ...` run uns too
+        line = re.sub(r"^(?:[A-Z_]+=\S+\s+)*(?:\S*/)?(?=uns )", "", line)
         # a command, not a line of output that starts with "uns" (`uns benchmark (full) ...`)
         if re.match(r"uns [a-z][a-z-]*( (?!\()|$)", line):
             lines.append(line)
@@ -194,6 +196,9 @@ def test_the_doc_checks_can_fail() -> None:
     assert command_lines("```\nuns run --broker x \\\n    --lake y   # why\n```\n") == [
         "uns run --broker x --lake y"
     ]
+    assert command_lines(
+        "```sh\nUNS_X=1 /opt/uns/bin/uns validate --out v\n/opt/uns/bin/pip install u\n```\n"
+    ) == ["uns validate --out v"]
 
 
 # --- Every code block of the docs is run, or says why not (tests/docs_blocks.py) -------------
