@@ -14,6 +14,7 @@ Errors carry the data that explains them (topic, path, seq, file, ...).
     │   └── SparkplugStateError     a STATE payload that is neither 3.0 JSON nor legacy
     ├── ModelError                  a plant model that cannot be loaded (.file, .key)
     ├── ContextError                a context event that cannot be applied (.reason)
+    │   └── RecordError             a batch record (material, result, comment) that cannot be applied
     ├── SignatureError              a signature missing, malformed, untrusted or not
     │                               verifying, or a key file unusable (.reason)
     ├── LakeError                   the lake cannot be read or written (.table)
@@ -41,6 +42,7 @@ __all__ = [
     "LakeBackpressure",
     "LakeError",
     "ModelError",
+    "RecordError",
     "SignatureError",
     "SparkplugDecodeError",
     "SparkplugEncodeError",
@@ -111,6 +113,16 @@ class ContextError(UnsError):
 
     def __init__(self, reason: str, *, path: str | None = None) -> None:
         super().__init__(f"bad context event{f' for {path}' if path else ''}: {reason}")
+        self.reason = reason
+        self.path = path
+
+
+class RecordError(ContextError):
+    """A batch record (material, result, comment) is malformed; it is rejected whole.
+    A kind of :class:`ContextError`: records come in beside context, under the same rules."""
+
+    def __init__(self, reason: str, *, path: str | None = None) -> None:
+        UnsError.__init__(self, f"bad record{f' for {path}' if path else ''}: {reason}")
         self.reason = reason
         self.path = path
 

@@ -16,8 +16,8 @@ __all__ = ["LOG_COLUMNS", "audit_log", "verify_lines"]
 
 LOG_COLUMNS: Final = ("ts", "writer_id", "seq", "kind", "actor", "reason", "subject", "detail")
 
-# The batch filter: context changes on a path (or below it) while batch B ran there, the
-# changes that started or ended B, and entries about B itself (a report's subject).
+# The batch filter: context changes and batch records on a path (or below it) while batch B
+# ran there, the changes that started or ended B, and entries about B itself (a report's subject).
 _SQL: Final = """
 WITH spans AS (
     SELECT path, value, ts AS start,
@@ -36,7 +36,7 @@ WHERE ($since IS NULL OR epoch_ms(a.ts) >= $since)
        OR json_extract_string(a.detail, '$.batch_id') = $batch
        OR (a.kind = 'context_change' AND json_extract_string(a.detail, '$.key') = 'batch_id'
            AND $batch IN (json_extract_string(a.detail, '$.new'), json_extract_string(a.detail, '$.old')))
-       OR (a.kind = 'context_change' AND EXISTS (
+       OR (a.kind IN ('context_change', 'record') AND EXISTS (
            SELECT 1 FROM b, (SELECT json_extract_string(a.detail, '$.valid_from')::TIMESTAMPTZ AS valid)
            WHERE (a.subject = b.path OR starts_with(a.subject, b.path || '/'))
              AND valid >= b.start AND (b.stop IS NULL OR valid < b.stop))))

@@ -6,12 +6,16 @@ The engine turns every MQTT message into one :class:`Batch`; every sink
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Protocol, Self
+from typing import TYPE_CHECKING, Protocol, Self
 
 from uns.sparkplug.datatypes import DataType
 from uns.sparkplug.payload import MetricValue
+
+if TYPE_CHECKING:
+    from uns.core.records import Record
 
 __all__ = [
     "Batch",
@@ -162,9 +166,14 @@ class Batch:
     catalog: list[CatalogEntry] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     context: list[ContextChange] = field(default_factory=list)
+    #: batch records (uns.core.records): rare, so an empty tuple by default -- the hot path
+    #: makes a Batch per message and should not pay for a list it never fills
+    records: Sequence[Record] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.samples or self.sessions or self.catalog or self.rejected or self.context)
+        return bool(
+            self.samples or self.sessions or self.catalog or self.rejected or self.context or self.records
+        )
 
     def extend(self, other: Batch) -> None:
         self.samples.extend(other.samples)
@@ -172,6 +181,8 @@ class Batch:
         self.catalog.extend(other.catalog)
         self.rejected.extend(other.rejected)
         self.context.extend(other.context)
+        if other.records:
+            self.records = [*self.records, *other.records]
 
 
 class Sink(Protocol):

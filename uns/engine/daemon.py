@@ -30,7 +30,14 @@ from uns.lake.storage import OPTIONS_ENV, LakeStore, as_store
 from uns.sinks.encoders import EventEncoder
 from uns.sinks.republish import RepublishSink
 
-__all__ = ["build_engine", "check_lake_path", "load_applied_context_ids", "run_daemon", "startup_line"]
+__all__ = [
+    "build_engine",
+    "check_lake_path",
+    "load_applied_context_ids",
+    "load_applied_ids",
+    "run_daemon",
+    "startup_line",
+]
 
 log = logging.getLogger("uns.daemon")
 
@@ -84,15 +91,17 @@ def build_engine(config: Config, *, model: PlantModel | None = None) -> Engine:
         model = load_model(config.engine.model) if config.engine.model else PlantModel.empty()
     sinks: list[Sink] = []
     applied: set[str] = set()
+    records: dict[str, str] = {}
     if config.lake.path:
         store = LakeStore(config.lake.path, config.lake.storage)  # a directory or an object store
         if not store.remote:
             check_lake_path(config.lake.path)
         sinks.append(audited(LakeSink(store, config.lake), config))
         wal_dir = Path(config.lake.wal_dir) if config.lake.wal_dir else None
-        applied = load_applied_context_ids(store, wal_dir)
+        applied, records = load_applied_ids(store, wal_dir)
     engine = Engine(config, sinks=sinks, model=model)
     engine.dispatch.remember_applied(applied)
+    engine.dispatch.remember_records(records)
     rp = config.republish
     if rp.enabled:
         engine.sinks.append(
@@ -106,24 +115,34 @@ def build_engine(config: Config, *, model: PlantModel | None = None) -> Engine:
     return engine
 
 
-#: reads the ids in a child process (see load_applied_context_ids); prints them as a JSON list
+#: reads the ids in a child process (see load_applied_ids); prints them as a JSON object
+#: {"context": [ids], "records": {id: content sha256}}
 _READ_IDS = (
     "import json, sys\n"
     "from pathlib import Path\n"
-    "from uns.lake.query import applied_context_ids\n"
+    "from uns.lake.query import applied_context_ids, applied_records\n"
     "from uns.lake.storage import store_from_env\n"
     "from uns.errors import LakeError\n"
+    "store, wal = store_from_env(sys.argv[1]), Path(sys.argv[2]) if sys.argv[2] else None\n"
     "try:\n"
-    "    ids = applied_context_ids(store_from_env(sys.argv[1]), Path(sys.argv[2]) if sys.argv[2] else None)\n"
+    "    ids, records = applied_context_ids(store, wal), applied_records(store, wal)\n"
     "except LakeError as exc:\n"
     "    sys.exit(str(exc))\n"
-    "json.dump(sorted(ids), sys.stdout)\n"
+    "json.dump({'context': sorted(ids), 'records': records}, sys.stdout)\n"
 )
 
 
 def load_applied_context_ids(lake_dir: Path | LakeStore, wal_dir: Path | None = None) -> set[str]:
-    """The context event ids the lake already holds: the engine applies none of them again
-    (docs/model.md section 4).  Read once at start, so an engine sees what engines that wrote
+    """The context event ids the lake already holds (:func:`load_applied_ids`)."""
+    return load_applied_ids(lake_dir, wal_dir)[0]
+
+
+def load_applied_ids(
+    lake_dir: Path | LakeStore, wal_dir: Path | None = None
+) -> tuple[set[str], dict[str, str]]:
+    """The context event ids the lake already holds, and its batch records (``{record id:
+    content SHA-256}``): the engine applies none of them again (docs/model.md section 4,
+    docs/batches.md section 7).  Read once at start, so an engine sees what engines that wrote
     the lake before it wrote; two engines applying the same new id at the same moment are
     not coordinated.
 
@@ -145,9 +164,15 @@ def load_applied_context_ids(lake_dir: Path | LakeStore, wal_dir: Path | None = 
     if done.returncode != 0:
         why = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
         raise EngineError(f"cannot read the context event ids of the lake at {lake_dir}: {why}")
-    ids = set(json.loads(done.stdout))
-    log.info("lake %s holds %d context event ids (not applied again)", lake_dir, len(ids))
-    return ids
+    found = json.loads(done.stdout)
+    ids, records = set(found["context"]), dict(found["records"])
+    log.info(
+        "lake %s holds %d context event ids and %d batch records (not applied again)",
+        lake_dir,
+        len(ids),
+        len(records),
+    )
+    return ids, records
 
 
 #: seconds between the daemon's full garbage collections (see run_daemon)

@@ -12,6 +12,11 @@ channel, so a test can call ``process`` and see all of it.
 allocated for a DATA message beyond what the sessions produce -- the empty
 rebirth and publish sequences are one shared tuple.
 
+Batch records (:meth:`Dispatcher.process_records`: materials, results, comments on
+``<prefix>/_records/<path>``, :mod:`uns.core.records`) follow the same rules: applied once
+per id, an id seen again with other content rejected as a conflict, signatures checked,
+answered on the same acknowledgement topic.
+
 Context events (:meth:`Dispatcher.process_context`) are applied at most once
 per event id (:func:`uns.core.context.event_id`): the dispatcher keeps every id
 applied (seeded at start with the ids the lake already holds), a repeat is not
@@ -38,6 +43,7 @@ from uns.config import Config
 from uns.core.context import ContextStore, decode_context_payload, event_id, parse_context_event
 from uns.core.enrich import Enricher
 from uns.core.events import Batch, RebirthRequest, Rejected, SessionEventKind
+from uns.core.records import parse_record
 from uns.core.signing import verify_event
 from uns.engine.status import Counters
 from uns.engine.transport import Publish
@@ -87,12 +93,16 @@ class Dispatcher:
         self.host_id = config.engine.host_id
         self.state_topic = f"spBv1.0/STATE/{self.host_id}"
         self.context_prefix = f"{config.engine.prefix}/_context/"
+        self.records_prefix = f"{config.engine.prefix}/_records/"
         self.context_ack_topic = f"{config.engine.prefix}/_engine/{self.host_id}/context_ack"
         #: ids of the context events applied (by this engine, or found in the lake at start)
         self.applied_ids: set[str] = set(applied_ids)
         #: ids another run or another engine stored in the lake that this process has not yet
         #: applied to its own context store (see remember_applied)
         self._stored_elsewhere: set[str] = set()
+        #: record id -> the SHA-256 of its content (records applied, or found in the lake at
+        #: start): a repeat is a duplicate, the same id with other content a conflict
+        self.applied_records: dict[str, str] = {}
         #: the public keys context signatures are checked against, by name (uns.keyring)
         self.trusted_keys: Mapping[str, Ed25519PublicKey] = trusted_keys or {}
         self.require_signature = config.context.require_signature
@@ -122,6 +132,8 @@ class Dispatcher:
     def _process(self, topic: str, payload: bytes, received_at: int) -> Decision:
         if topic.startswith(self.context_prefix):
             return self.process_context(topic, payload, received_at)
+        if topic.startswith(self.records_prefix):
+            return self.process_records(topic, payload, received_at)
         self.counters.messages += 1
         parsed = self._topics.get(topic, False)
         if parsed is False:
@@ -242,13 +254,19 @@ class Dispatcher:
         try:
             return self._process_context(topic, path, payload, received_at, retained)
         except Exception as exc:  # as process(): one message costs only itself
-            self.counters.internal_errors += 1
-            self.counters.rejected_by_reason["internal"] += 1
             self.counters.context_rejected += 1
-            self._rlog.exception(f"internal:{type(exc).__name__}", "error handling a message on %s", topic)
-            reason = f"internal error: {type(exc).__name__}: {exc}"
-            batch = Batch(rejected=[Rejected(received_at, topic, payload, reason)])
-            return batch, _NONE, (self._ack(None, REJECTED, reason, path, received_at),)
+            return self._internal_error(topic, path, payload, received_at, exc)
+
+    def _internal_error(
+        self, topic: str, path: str, payload: bytes, received_at: int, exc: Exception
+    ) -> Decision:
+        """A context event or record that hit a bug: rejected with the error, acknowledged."""
+        self.counters.internal_errors += 1
+        self.counters.rejected_by_reason["internal"] += 1
+        self._rlog.exception(f"internal:{type(exc).__name__}", "error handling a message on %s", topic)
+        reason = f"internal error: {type(exc).__name__}: {exc}"
+        batch = Batch(rejected=[Rejected(received_at, topic, payload, reason)])
+        return batch, _NONE, (self._ack(None, REJECTED, reason, path, received_at),)
 
     def _process_context(
         self, topic: str, path: str, payload: bytes, received_at: int, retained: bool
@@ -287,6 +305,66 @@ class Dispatcher:
         self.counters.context_changes += len(changes)
         return Batch(context=changes), _NONE, (self._ack(ident, APPLIED, None, path, received_at),)
 
+    # ------------------------------------------------------------------ batch records
+    def remember_records(self, records: Mapping[str, str]) -> None:
+        """Records the lake holds (``{record id: content SHA-256}``, at start): never stored
+        again; one that comes again is a duplicate, or a conflict when its content differs."""
+        for ident, content in records.items():
+            self.applied_records.setdefault(ident, content)
+
+    def process_records(
+        self, topic: str, payload: bytes, received_at: int, *, retained: bool = False
+    ) -> Decision:
+        """One batch record (material, result, comment): applied at most once per id,
+        always acknowledged (on the context acknowledgement topic).  Never raises."""
+        counters = self.counters
+        counters.messages += 1
+        counters.records += 1
+        path = topic[len(self.records_prefix) :] if topic.startswith(self.records_prefix) else topic
+        try:
+            return self._process_record(topic, path, payload, received_at, retained)
+        except Exception as exc:  # as process(): one message costs only itself
+            counters.records_rejected += 1
+            return self._internal_error(topic, path, payload, received_at, exc)
+
+    def _process_record(
+        self, topic: str, path: str, payload: bytes, received_at: int, retained: bool
+    ) -> Decision:
+        counters = self.counters
+        ident: str | None = None
+        try:
+            event = decode_context_payload(payload, path=path)
+            if retained:  # the broker's copy of a record seen before: never applied
+                counters.records_retained_ignored += 1
+                ack = self._ack(_record_id(path, event), DUPLICATE, RETAINED_COPY, path, received_at)
+                return Batch(), _NONE, (ack,)
+            ident = _record_id(path, event)
+            signer = verify_event(path, event, self.trusted_keys, required=self.require_signature)
+            record = parse_record(path, event, received_at, signer=signer, now_ms=received_at)
+        except (ContextError, SignatureError) as exc:
+            if retained:
+                counters.records_retained_ignored += 1
+                return Batch(), _NONE, (self._ack(None, DUPLICATE, RETAINED_COPY, path, received_at),)
+            counters.records_rejected += 1
+            counters.count_rejected([exc.reason], context=True)
+            self._rlog.warning(f"reject:{topic}", "rejected record on %s: %s", topic, exc.reason)
+            batch = Batch(rejected=[Rejected(received_at, topic, payload, exc.reason)])
+            return batch, _NONE, (self._ack(ident, REJECTED, exc.reason, path, received_at),)
+        ident = record.record_id
+        seen = self.applied_records.get(ident)
+        if seen is not None:
+            if seen != record.content_sha256:
+                counters.records_rejected += 1
+                reason = f"conflict: id {ident!r} was applied before with other content"
+                counters.count_rejected([reason], context=True)
+                batch = Batch(rejected=[Rejected(received_at, topic, payload, reason)])
+                return batch, _NONE, (self._ack(ident, REJECTED, reason, path, received_at),)
+            counters.records_duplicates += 1
+            return Batch(), _NONE, (self._ack(ident, DUPLICATE, ALREADY_APPLIED, path, received_at),)
+        self.applied_records[ident] = record.content_sha256
+        counters.records_applied += 1
+        return Batch(records=[record]), _NONE, (self._ack(ident, APPLIED, None, path, received_at),)
+
     def _ack(self, ident: str | None, status: str, reason: str | None, path: str, ts: int) -> Publish:
         """The acknowledgement of one context event (``schemas/context-ack.schema.json``);
         ``ts`` is when the engine decided (the event's receive time)."""
@@ -319,6 +397,13 @@ class Dispatcher:
         ):
             return (Publish(self.state_topic, format_state(True, self.state_ts), 1, True),)
         return _NONE
+
+
+def _record_id(path: str, event: dict[str, Any]) -> str | None:
+    """A record's own ``id`` when it is a valid one, for the acknowledgement of a record
+    that is rejected (an auto id needs the whole record to be valid)."""
+    ident = event.get("id")
+    return ident if isinstance(ident, str) and 1 <= len(ident) <= 128 else None
 
 
 def _id_of(path: str, event: dict[str, Any], received_at: int) -> str | None:

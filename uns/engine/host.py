@@ -125,6 +125,8 @@ class Engine(SinkDelivery):
         self._started = time.monotonic()
         #: the context connection (a persistent session: context is never lost)
         self.context_intake = ContextIntake(self)
+        #: the batch records' connection (the same pattern: a persistent session of its own)
+        self.records_intake = ContextIntake(self, kind="records")
         self.stopping = None  # a stop in progress: its deadlines (uns.engine.delivery)
         self.unpersisted = 0
         self.gave_up = False
@@ -228,6 +230,7 @@ class Engine(SinkDelivery):
             "nodes_known": nodes_known,
             "sinks": {s.name: s.stats() for s in self.sinks},
             "context_intake": self.context_intake.stats(),
+            "records_intake": self.records_intake.stats(),
         }
 
     async def _publish_status(self, client: Transport, *, online: bool = True) -> None:
@@ -386,6 +389,7 @@ class Engine(SinkDelivery):
         tasks = [
             asyncio.create_task(self._connection_loop(halt), name="uns-connection"),
             asyncio.create_task(self.context_intake.run(halt), name="uns-context"),
+            asyncio.create_task(self.records_intake.run(halt), name="uns-records"),
         ]
         stopper = asyncio.create_task(stop.wait(), name="uns-run-stop")
         try:

@@ -8,8 +8,9 @@ Where entries come from (docs/gxp.md has the whole story):
   (``engine_start``/``engine_stop``, and ``config_changed`` when the configuration or a
   file it names differs from the writer's previous start), one ``data_commit`` per table
   (the files the table's commit added, with SHA-256 and rows), one ``context_change``
-  per context row (with the value it replaced) and ``catalog_new``/``schema_drift`` per
-  BIRTH whose metric definitions differ from the device's previous one.  That audit commit
+  per context row (with the value it replaced), one ``record`` per batch record, and
+  ``catalog_new``/``schema_drift`` per BIRTH whose metric definitions differ from the
+  device's previous one.  That audit commit
   carries the app transaction ``(uns-wal-[<writer>-]audit, segment)``, so a crash at any
   point leaves the segment's entries in the chain exactly once: no gap, no duplicate;
 - the **writer's own compaction** and **``uns lake compact``/``vacuum``** (``compaction``,
@@ -49,6 +50,7 @@ from uns.lake.audit_entries import (
     context_entries,
     data_commit_entry,
     entry,
+    record_entries,
 )
 from uns.lake.audit_state import catalog_rows, latest_births, latest_context
 from uns.lake.deltalog import CommitActions, commit_actions, find_txn_commit, local_path
@@ -56,7 +58,7 @@ from uns.lake.hashing import GENESIS, file_sha256, link
 from uns.lake.locks import audit_lock
 from uns.lake.schemas import SCHEMAS
 from uns.lake.sharing import app_id
-from uns.lake.tables import PARTITION_COLUMN, TABLES, WAL_COLUMNS, TableColumns
+from uns.lake.tables import PARTITION_COLUMN, RECORD_TABLES, TABLES, WAL_COLUMNS, TableColumns
 from uns.lake.to_arrow import arrow_table_of_parts
 
 __all__ = [
@@ -257,6 +259,7 @@ class AuditRecorder:
         for table in tables:
             entries.append(self._data_commit(now, table, number))
         entries.extend(self._context_changes(now, number, parts))
+        entries.extend(self._records(now, number, parts))
         entries.extend(self._catalog_changes(now, parts))
         return self.record(entries, txn)
 
@@ -301,6 +304,18 @@ class AuditRecorder:
             self._context = latest_context(self._table("context"), number << 32)
         rows = arrow_table_of_parts("context", ctx_parts, number).to_pylist()
         return context_entries(rows, self._context, now)
+
+    @staticmethod
+    def _records(now: int, number: int, parts: Sequence[TableColumns]) -> list[Entry]:
+        """A ``record`` entry per batch record (material, result, comment) of the segment."""
+        entries: list[Entry] = []
+        for table in RECORD_TABLES:
+            index = TABLES.index(table)
+            found = [part[index] for part in parts if part[index]]
+            if found:
+                rows = arrow_table_of_parts(table, found, number).to_pylist()
+                entries += record_entries(table, rows, now)
+        return entries
 
     def _catalog_changes(self, now: int, parts: Sequence[TableColumns]) -> list[Entry]:
         index = TABLES.index("metric_catalog")

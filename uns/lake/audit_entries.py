@@ -5,8 +5,8 @@ An entry is ``(ts_us, kind, actor, reason, subject, detail_json)``; the chain
 (docs/lake.md, ``audit``):
 
 ``engine_start``, ``engine_stop``, ``config_changed``, ``context_change``,
-``catalog_new``, ``schema_drift``, ``data_commit``, ``compaction``, ``vacuum``,
-``report``, ``maintenance``.
+``record``, ``catalog_new``, ``schema_drift``, ``data_commit``, ``compaction``,
+``vacuum``, ``report``, ``maintenance``.
 
 This module is loaded by the engine's own process too (engine start and stop
 events travel through the WAL): standard library only.
@@ -38,6 +38,7 @@ __all__ = [
     "entry",
     "named_files",
     "os_user",
+    "record_entries",
 ]
 
 #: the actor of what the engine and its commit worker record themselves
@@ -47,6 +48,7 @@ KINDS: Final = (
     "engine_stop",
     "config_changed",
     "context_change",
+    "record",
     "catalog_new",
     "schema_drift",
     "data_commit",
@@ -203,6 +205,38 @@ def context_entries(
                 reason=str(row["reason"] or ""),
             )
         )
+    return out
+
+
+# ---------------------------------------------------------------- batch records
+#: the columns of a record row that are not its kind's own (the detail names them itself)
+_RECORD_COMMON: Final = frozenset(
+    {"ts", "received_at", "path", "record_id", "user", "source", "signer", "content_sha256", "date"}
+)
+#: a record table's kind (uns.core.records)
+_RECORD_KIND: Final = {"materials": "material", "results": "result", "comments": "comment"}
+
+
+def record_entries(table: str, rows: Iterable[Mapping[str, Any]], ts_us: int) -> list[Entry]:
+    """One ``record`` entry per row of a batch record table (materials, results, comments):
+    who recorded what, where and for when, with the record's id, signer and content SHA-256."""
+    out: list[Entry] = []
+    for row in rows:
+        detail = {
+            "kind": _RECORD_KIND[table],
+            "table": table,
+            "record_id": row["record_id"],
+            "path": row["path"],
+            "valid_from": row["ts"],
+            "received_at": row["received_at"],
+            "user": row["user"],
+            "source": row["source"],
+            "signer": row["signer"],
+            "content_sha256": row["content_sha256"],
+            "fields": {k: v for k, v in row.items() if k not in _RECORD_COMMON},
+        }
+        actor = str(row["user"] or row["source"] or SYSTEM)
+        out.append(entry(ts_us, "record", str(row["path"]), detail, actor=actor))
     return out
 
 

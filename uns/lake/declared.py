@@ -6,8 +6,9 @@ The top-level ``lake/`` folder of the source tree (shipped inside the package as
 - ``tables.toml``: every table's columns in order with their Arrow types (what
   :mod:`uns.lake.schemas` builds the tables' schemas from);
 - ``views/*.sql``: the SQL of the views that are more than a table's columns
-  (``measurements_asof``, ``batches``, ``batch_phases`` and the internal
-  ``_uns_*`` views they share), over the registered relations ``_uns_<table>``.
+  (``measurements_asof``, ``batches``, ``batch_phases``, the batch records
+  ``materials``, ``results``, ``comments`` with their batch context, and the
+  internal ``_uns_*`` views they share), over the registered relations ``_uns_<table>``.
 
 Nothing here loads pyarrow or DuckDB.
 """
@@ -20,7 +21,7 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Final
 
-__all__ = ["VIEW_ORDER", "table_columns", "time_columns", "view_sql"]
+__all__ = ["ENRICHED_TABLES", "VIEW_ORDER", "table_columns", "time_columns", "view_sql"]
 
 #: the views defined by SQL files, in an order in which each one's sources exist
 VIEW_ORDER: Final = (
@@ -30,7 +31,14 @@ VIEW_ORDER: Final = (
     "_uns_batch_segments",
     "batches",
     "batch_phases",
+    "_uns_record_context",
+    "materials",
+    "results",
+    "comments",
 )
+#: tables whose view of the same name is a SQL file (the table's columns and more), not
+#: the plain view of its columns
+ENRICHED_TABLES: Final = ("materials", "results", "comments")
 
 
 def _folder() -> Traversable:

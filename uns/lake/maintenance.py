@@ -47,6 +47,9 @@ ZORDER_COLUMNS: Final = {
     "sessions": ("edge_node_id", "ts"),
     "rejected": ("topic", "received_at"),
     "audit": ("writer_id", "seq"),
+    "materials": ("path", "ts"),
+    "results": ("path", "ts"),
+    "comments": ("path", "ts"),
 }
 
 

@@ -32,10 +32,10 @@ from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
 from uns.errors import LakeError
-from uns.lake.declared import VIEW_ORDER, view_sql
+from uns.lake.declared import ENRICHED_TABLES, VIEW_ORDER, view_sql
 from uns.lake.schemas import SCHEMAS
 from uns.lake.storage import LakeStore, as_store
-from uns.lake.tables import PARTITION_COLUMN, TABLES, WAL_COLUMNS
+from uns.lake.tables import PARTITION_COLUMN, RECORD_TABLES, TABLES, WAL_COLUMNS
 from uns.lake.wal import list_segments, read_segment
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "VIEWS",
     "QueryResult",
     "applied_context_ids",
+    "applied_records",
     "connect",
     "create_views",
     "named_queries",
@@ -57,7 +58,7 @@ __all__ = [
 #: the views an analyst queries (the ``_uns_*`` ones are internal)
 VIEWS: Final = (
     "measurements", "measurements_asof", "context", "metric_catalog", "sessions", "rejected", "batches",
-    "batch_phases",
+    "batch_phases", "materials", "results", "comments",
 )  # fmt: skip
 
 _PATH_VARIABLE: Final = "uns_lake_path"
@@ -83,6 +84,8 @@ def create_views(con: duckdb.DuckDBPyConnection) -> None:
     # nested loops (fine for 64 rows, minutes for millions).  Always use the real ASOF join.
     con.execute("SET asof_loop_join_threshold = 0")
     for table in TABLES:
+        if table in ENRICHED_TABLES:  # its view is a SQL file (below)
+            continue
         columns = _quoted(_columns(table))
         con.execute(f'CREATE OR REPLACE VIEW "{table}" AS SELECT {columns} FROM {_source(table)}')  # noqa: S608
     for view in VIEW_ORDER:
@@ -202,9 +205,15 @@ def _wal_context_ids(wal_dirs: list[Path]) -> set[str]:
     """Context event ids in the write-ahead logs (``_wal``, ``_wal-<writer id>``, a
     ``lake.wal_dir``): rows accepted before a crash and committed only when their writer
     starts again."""
-    ids: set[str] = set()
-    index = TABLES.index("context")
-    field = WAL_COLUMNS["context"].index("event_id")
+    return {row[0] for row in _wal_rows(wal_dirs, "context", ("event_id",)) if isinstance(row[0], str)}
+
+
+def _wal_rows(wal_dirs: list[Path], table: str, fields: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    """The ``fields`` of ``table``'s rows in the write-ahead logs (a segment older than a
+    field has none of its rows listed)."""
+    out: list[tuple[Any, ...]] = []
+    index = TABLES.index(table)
+    wanted = [WAL_COLUMNS[table].index(f) for f in fields]
     for wal_dir in wal_dirs:
         if not wal_dir.is_dir():
             continue
@@ -215,9 +224,31 @@ def _wal_context_ids(wal_dirs: list[Path]) -> set[str]:
                 continue
             for part in parts:
                 cols = part[index]
-                if len(cols) > field:
-                    ids.update(v for v in cols[field] if isinstance(v, str))
-    return ids
+                if cols and len(cols) > max(wanted):
+                    out.extend(zip(*(cols[w] for w in wanted), strict=True))
+    return out
+
+
+def applied_records(path: str | Path | LakeStore, wal_dir: Path | None = None) -> dict[str, str]:
+    """``{record id: content SHA-256}`` of the batch records the lake holds (the materials,
+    results and comments tables, and rows still in any writer's write-ahead log): what an
+    engine starting on this lake must not apply again, and what each id stands for."""
+    store = as_store(path)
+    out: dict[str, str] = {}
+    if not store.exists():
+        return out
+    wal_dirs = [] if store.remote else sorted(store.local.glob("_wal*"))
+    for table in RECORD_TABLES:
+        data, _version = _dataset(store, table, None)
+        columns = ["record_id", "content_sha256"]
+        rows = data if isinstance(data, pa.Table) else data.to_table(columns=columns)  # type: ignore[attr-defined]
+        out.update(
+            zip(rows.column("record_id").to_pylist(), rows.column("content_sha256").to_pylist(), strict=True)
+        )
+        out.update(
+            _wal_rows([*wal_dirs, *([wal_dir] if wal_dir else [])], table, ("record_id", "content_sha256"))
+        )
+    return out
 
 
 _NAME_LINE = re.compile(r"^--\s*name:\s*(\S+)\s*$", re.MULTILINE)
