@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import duckdb
 
 from uns import lake
 from uns.core.events import Batch, ContextChange, Sample
+from uns.core.records import Record
 from uns.lake.query import create_views
 from uns.lake.schemas import SCHEMAS
 from uns.lake.tables import TABLES, batch_columns
@@ -40,18 +42,25 @@ def query(root: Path | str, sql: str) -> list[tuple[Any, ...]]:
         con.close()
 
 
-def load_tables(con: duckdb.DuckDBPyConnection, samples: list[Sample], changes: list[ContextChange]) -> None:
+def load_tables(
+    con: duckdb.DuckDBPyConnection,
+    samples: list[Sample],
+    changes: list[ContextChange],
+    records: Sequence[Record] = (),
+) -> None:
     """Register in-memory tables under the names the views read (replacing earlier ones)."""
-    columns = batch_columns(Batch(samples=samples, context=changes))
+    columns = batch_columns(Batch(samples=samples, context=changes, records=records))
     for table, table_cols in zip(TABLES, columns, strict=True):
         built = arrow_table(table, table_cols, segment=0) if table_cols else SCHEMAS[table].empty_table()
         con.register(f"_uns_{table}", built)
 
 
-def views_connection(samples: list[Sample], changes: list[ContextChange]) -> duckdb.DuckDBPyConnection:
+def views_connection(
+    samples: list[Sample], changes: list[ContextChange], records: Sequence[Record] = ()
+) -> duckdb.DuckDBPyConnection:
     """The real view SQL over in-memory tables (no Delta): fast enough for hypothesis."""
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    load_tables(con, samples, changes)
+    load_tables(con, samples, changes, records)
     create_views(con)
     return con

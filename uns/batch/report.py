@@ -6,7 +6,8 @@ every generated report (an audit record of its SHA-256, say) is one line there.
 :func:`build_report` puts the content together (docs/batches.md lists it; the
 JSON form is ``schemas/batch-report.schema.json``); :mod:`uns.batch.parameters`
 computes the per-parameter part, :mod:`uns.batch.exceptions` the
-completeness and the exceptions, :mod:`uns.batch.html` renders HTML and PDF.
+completeness and the exceptions, :mod:`uns.batch.findings` equipment readiness, batch
+records, alarms and bad-quality data, :mod:`uns.batch.html` renders HTML and PDF.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from uns import lake
 from uns.audit.trail import LOG_COLUMNS, audit_log
 from uns.batch.document import Report, ReportRequest
 from uns.batch.exceptions import completeness_and_exceptions, unique_ids
+from uns.batch.findings import review_findings
 from uns.batch.parameters import parameters, reference_overlay
 from uns.batch.queries import BatchInfo, batch_info, batch_samples, catalog_entries
 from uns.batch.signing import attach_signatures
@@ -50,6 +52,9 @@ def build_report(con: duckdb.DuckDBPyConnection, request: ReportRequest) -> Repo
     completeness, exceptions, context = completeness_and_exceptions(
         con, info, samples, params, catalog, late_context_s=request.late_context_s
     )
+    found, more = review_findings(con, info, samples, request.model, context, now)
+    completeness["bad_quality"] = found.pop("bad_quality")
+    exceptions += more
     exceptions.sort(key=lambda e: (e["ts"], e["kind"], e["message"], e["id"]))
     unique_ids(exceptions)
     count = len(exceptions)
@@ -62,6 +67,7 @@ def build_report(con: duckdb.DuckDBPyConnection, request: ReportRequest) -> Repo
         ],
         "parameters": [p.to_dict() for p in params],
         "excursions": [e for p in params for e in p.excursions],
+        **found,  # equipment, materials, results, alarms, comments
         "completeness": completeness,
         "context_changes": context,
         "exceptions": exceptions,
