@@ -15,6 +15,7 @@ import typer
 
 from uns.cli.audit_commands import audit_app
 from uns.cli.batch_cli import batch_app
+from uns.cli.cmd_cli import cmd
 from uns.cli.commands import BrokerOpt, FormatOpt, LakeOpt
 from uns.cli.commands import broker_settings as _broker_settings
 from uns.cli.commands import guard as _guard
@@ -36,6 +37,7 @@ app.add_typer(context_app, name="context")  # its commands: uns.cli/context_cli.
 app.add_typer(keys_app, name="keys")  # uns.cli/keys_cli.py
 app.add_typer(batch_app, name="batch")  # uns.cli/batch_cli.py
 app.add_typer(audit_app, name="audit")
+app.command(name="cmd")(cmd)  # uns.cli/cmd_cli.py
 
 
 def _setup_logging(level: str, log_format: str = "text") -> None:

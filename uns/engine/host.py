@@ -248,6 +248,35 @@ class Engine(SinkDelivery):
         counts = [link.sessions.population() for link in self.links]
         return sum(c[0] for c in counts), sum(c[1] for c in counts), sum(c[2] for c in counts)
 
+    def born(self, group_id: str, edge_node_id: str, device_id: str | None = None) -> dict[str, Any] | None:
+        """The last birth of a node or device as the sessions hold it (on whichever broker
+        knows it online, else the first that knows it), for ``uns cmd``; None when unknown."""
+        found = None
+        for link in self.links:
+            node = link.sessions.node(group_id, edge_node_id)
+            if node is None:
+                continue
+            owner: Any = node
+            if device_id is not None:
+                owner = next((d for d in node.devices if d.device_id == device_id), None)
+                if owner is None:
+                    continue
+            doc = {
+                "group_id": group_id,
+                "edge_node_id": edge_node_id,
+                "device_id": device_id,
+                "online": owner.online,
+                "birth_ts": owner.birth_ts,
+                "broker": link.where,
+                "metrics": [
+                    {"name": m.name, "alias": m.alias, "datatype": m.datatype.name} for m in owner.metrics
+                ],
+            }
+            if owner.online:
+                return doc
+            found = found or doc
+        return found
+
     def session_stats(self) -> dict[str, int]:
         """The sessions' counters, summed over every broker."""
         total: dict[str, int] = {}
