@@ -89,7 +89,8 @@ class UnsRun:
         }
         self.proc: subprocess.Popen[bytes] | None = None
         self.stderr = b""
-        self._log = tempfile.TemporaryFile()  # stderr: a pipe could fill up and stall the child
+        # stderr: a pipe could fill up and stall the child; closed in wait()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115
 
     async def __aenter__(self) -> Self:
         self.proc = subprocess.Popen(
@@ -150,3 +151,47 @@ async def wait_until(cond: Callable[[], Any], timeout: float = 20.0, what: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+class StatusWatch:
+    """The engine's latest status document (``<prefix>/_engine/<host_id>/status``), kept current."""
+
+    def __init__(self, host: str, port: int, topic: str) -> None:
+        self.host, self.port, self.topic = host, port, topic
+        self.doc: dict[str, Any] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def _follow(self) -> None:
+        async with aiomqtt.Client(self.host, self.port) as client:
+            await client.subscribe(self.topic, qos=0)
+            async for msg in client.messages:
+                self.doc = json.loads(bytes(msg.payload))
+
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self._follow())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def until(self, cond: Callable[[dict[str, Any]], bool], what: str, timeout: float = 20.0) -> None:
+        await wait_until(lambda: bool(self.doc) and cond(self.doc), timeout, what)
+
+
+def lake_sessions(lake: Path, group: str) -> list[tuple[int, str | None, str | None, str, str]]:
+    """(ts ms, edge node, device, event, detail) of the lake's ``sessions`` rows of ``group``."""
+    from uns.lake import connect  # noqa: PLC0415
+
+    con = connect(lake)
+    try:
+        rows = con.execute(
+            "SELECT epoch_ms(ts), edge_node_id, device_id, event, detail FROM sessions "
+            "WHERE group_id = ? ORDER BY ts, event",
+            [group],
+        ).fetchall()
+    finally:
+        con.close()
+    return [(int(r[0]), r[1], r[2], str(r[3]), str(r[4] or "")) for r in rows]
