@@ -18,7 +18,10 @@ from tests.conformance import REGISTRY, ROOT, tck_ids
 
 MODULES = (test_tck_session, test_tck_edge, test_tck_brokers, test_tck_commands)  # they fill REGISTRY
 DOC = ROOT / "docs" / "sparkplug.md"
-BEGIN, END = "<!-- conformance:begin (generated: python -m tests.test_conformance_table) -->", "<!-- conformance:end -->"
+BEGIN, END = (
+    "<!-- conformance:begin (generated: python -m tests.test_conformance_table) -->",
+    "<!-- conformance:end -->",
+)
 _CLASSES = {
     "Passive": "checked passively by the TCK's monitor",
     "Must": "a MUST the TCK cannot test",
@@ -56,7 +59,9 @@ def test_the_id_list_is_the_shared_one() -> None:
     if not shared.exists():
         return  # a checkout on its own: the committed list is the reference
     listed = set(re.findall(r"^- `([a-z0-9-]+)`", shared.read_text(), flags=re.M))
-    assert listed <= set(tck_ids()), f"ids in SPARKPLUG-TCK.md but not here: {sorted(listed - set(tck_ids()))}"
+    assert listed <= set(tck_ids()), (
+        f"ids in SPARKPLUG-TCK.md but not here: {sorted(listed - set(tck_ids()))}"
+    )
 
 
 def test_the_docs_table_is_generated_from_the_tests() -> None:
