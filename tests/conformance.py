@@ -30,6 +30,8 @@ from typing import Any, Self, TypeVar
 import aiomqtt
 import pytest
 
+from tests.engine_helpers import wait_for
+
 ROOT = Path(__file__).resolve().parent.parent
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -145,14 +147,6 @@ async def retained(host: str, port: int, topic: str, *, timeout: float = 10.0) -
     raise AssertionError(f"no retained message on {topic}")
 
 
-async def wait_until(cond: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 class StatusWatch:
     """The engine's latest status document (``<prefix>/_engine/<host_id>/status``), kept current."""
 
@@ -178,7 +172,7 @@ class StatusWatch:
             await self._task
 
     async def until(self, cond: Callable[[dict[str, Any]], bool], what: str, timeout: float = 20.0) -> None:
-        await wait_until(lambda: bool(self.doc) and cond(self.doc), timeout, what)
+        await wait_for(lambda: bool(self.doc) and cond(self.doc), timeout, what)
 
 
 def lake_sessions(lake: Path, group: str) -> list[tuple[int, str | None, str | None, str, str]]:
