@@ -184,23 +184,6 @@ async def test_user_properties_from_another_client_are_ignored_safely(broker: Mo
 
 
 @pytest.mark.integration
-async def test_the_will_on_abort_and_none_on_disconnect(broker: Mosquitto, ns: str) -> None:
-    will = Will(f"{ns}/will", b"gone", qos=1, retain=False)
-    async with _client(broker, f"{ns}-watch") as watch:
-        await watch.subscribe(f"{ns}/will", qos=1)
-        clean = FastClient(_v5(broker), identifier=f"{ns}-a", will=will)
-        await clean.connect()
-        await clean.disconnect()  # DISCONNECT with reason 0: the broker drops the Will
-        crashed = FastClient(_v5(broker), identifier=f"{ns}-b", will=will)
-        await crashed.connect()
-        crashed.abort()
-        got = await _take(watch, 1)
-        assert got == [(f"{ns}/will", b"gone", 1, False)]
-        await asyncio.sleep(0.3)
-        assert watch.pending == 0  # only the aborted one's
-
-
-@pytest.mark.integration
 async def test_a_persistent_session_expires_on_its_own_schedule(broker: Mosquitto, ns: str) -> None:
     """clean_session=False is Clean Start 0 with a session expiry: the broker keeps the
     subscription and queues QoS 1 messages while we are away; a clean session keeps nothing."""

@@ -250,9 +250,9 @@ async def test_every_refusal_is_one_line_and_exit_1(broker: Mosquitto, ns: str, 
 
 @tck("message-flow-edge-node-birth-publish-will-message-topic",
      does="the Will of an edge node (the TCK simulates one) on spBv1.0/G/NDEATH/N is its death")  # fmt: skip
-async def test_an_edge_nodes_will_is_its_death(broker: Mosquitto, ns: str) -> None:
-    host = f"{ns}-h"
-    engine_env = {"UNS_ENGINE_PREFIX": f"{ns}/uns"}
+async def test_an_edge_nodes_will_is_its_death(broker: Mosquitto, ns: str, tmp_path: Path) -> None:
+    host, http = f"{ns}-h", f"127.0.0.1:{free_port()}"
+    engine_env = {"UNS_ENGINE_PREFIX": f"{ns}/uns", "UNS_ENGINE_HTTP_LISTEN": http}
     death = encode_payload(
         Payload(timestamp=now_ms(), metrics=[Metric(name="bdSeq", datatype=DataType.Int64, value=0)])
     )
@@ -268,4 +268,17 @@ async def test_an_edge_nodes_will_is_its_death(broker: Mosquitto, ns: str) -> No
         await status.until(lambda d: d["nodes_online"] == 1, "the edge node born")
         edge.abort()  # the edge node's connection drops: the broker publishes its Will
         await status.until(lambda d: d["nodes_online"] == 0, "the Will took the node offline")
+        # a command to it now is refused: nothing would receive it
+        env = {
+            "UNS_ENGINE_HTTP_LISTEN": http,
+            "UNS_BROKER": broker.url,
+            "UNS_SPARKPLUG_COMMANDS_ENABLED": "true",
+        }
+        env["UNS_LAKE"] = str(tmp_path / "lake")
+        done = await uns_cmd(f"{ns}/N1", "Setpoint=1", "--reason", "test", env=env)
+        assert done.returncode == 1
+        assert (
+            done.stderr.strip()
+            == f"uns: error: edge node {ns}/N1 is offline: the running engine saw its death"
+        )
         assert await run.stop() == 0

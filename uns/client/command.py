@@ -28,8 +28,9 @@ in the chain of what is run by hand (:func:`uns.lake.manual.cli_recorder`);
 without a lake to record it, nothing is sent.
 
 Refusals are :class:`~uns.errors.CommandError`, one line each: commands are
-off (``sparkplug.commands_enabled``), the node or device was never born, a
-metric is not in its birth, a value does not fit the datatype.
+off (``sparkplug.commands_enabled``), the node or device was never born (or the
+running engine saw it die), a metric is not in its birth, a value does not fit the
+datatype.
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ class Birth:
     metrics: dict[str, BornMetric]
     source: str  # "engine" or "lake"
     birth_ts: int | None = None
+    #: the running engine knows it offline (dead since this birth): nothing would receive a command
+    offline: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,12 +235,10 @@ def birth_from_engine(listen: str, target: Target) -> Birth | None:
             doc = json.loads(answer.read(1 << 22))
     except (urllib.error.URLError, OSError, ValueError):
         return None  # not running, or the target unknown (404): the lake may know it
-    if not doc.get("online"):
-        return None
     metrics = {
         m["name"]: BornMetric(m["name"], DataType[m["datatype"]], m.get("alias")) for m in doc["metrics"]
     }
-    return Birth(metrics, "engine", doc.get("birth_ts"))
+    return Birth(metrics, "engine", doc.get("birth_ts"), offline=not doc.get("online"))
 
 
 def birth_from_lake(lake: str, target: Target) -> Birth | None:
@@ -268,8 +269,11 @@ def birth_from_lake(lake: str, target: Target) -> Birth | None:
 
 def last_birth(config: Config, target: Target, lake: str | None) -> Birth:
     """The target's last birth: a running engine's, else the lake's; CommandError when neither has one."""
+    what = "device" if target.device else "edge node"
     if config.engine.http_listen:
         birth = birth_from_engine(config.engine.http_listen, target)
+        if birth is not None and birth.offline:
+            raise CommandError(f"{what} {target} is offline: the running engine saw its death")
         if birth is not None:
             return birth
     if lake:
@@ -279,7 +283,6 @@ def last_birth(config: Config, target: Target, lake: str | None) -> Birth:
             raise CommandError(f"cannot read the births: {exc}") from exc
         if birth is not None:
             return birth
-    what = "device" if target.device else "edge node"
     raise CommandError(f"{what} {target} was never born (no birth in the running engine or the lake)")
 
 
