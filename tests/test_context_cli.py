@@ -25,7 +25,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from uns.client.context import DEFAULT_WAIT_S, ack_filter, parse_ack, split_wait
-from uns.client.importer import CSV_SOURCE, ImportSummary, parse_csv, parse_jsonl, summarize
+from uns.client.import_run import ImportSummary, summarize
+from uns.client.importer import CSV_SOURCE, parse_csv, parse_jsonl
 from uns.clock import parse_time
 from uns.core.context import decode_context_payload, event_id, parse_context_event
 from uns.errors import ContextError

@@ -9,16 +9,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol, Self
+from typing import ClassVar, Protocol, Self
 
 from uns.sparkplug.datatypes import DataType
 from uns.sparkplug.payload import MetricValue
 
-if TYPE_CHECKING:
-    from uns.core.records import Record
-
 __all__ = [
     "Batch",
+    "BatchRecord",
     "CatalogEntry",
     "ContextChange",
     "DurableSink",
@@ -148,6 +146,14 @@ class ContextChange:
     signer: str | None = None
 
 
+class BatchRecord(Protocol):
+    """A batch record (a material, a result, a comment: :mod:`uns.core.records`) as the
+    pipeline sees it: one row of the lake table ``TABLE``."""
+
+    TABLE: ClassVar[str]
+    record_id: str
+
+
 @dataclass(slots=True)
 class RebirthRequest:
     """An action for the I/O shell: send NCMD Node Control/Rebirth to a node."""
@@ -168,7 +174,7 @@ class Batch:
     context: list[ContextChange] = field(default_factory=list)
     #: batch records (uns.core.records): rare, so an empty tuple by default -- the hot path
     #: makes a Batch per message and should not pay for a list it never fills
-    records: Sequence[Record] = ()
+    records: Sequence[BatchRecord] = ()
 
     def __bool__(self) -> bool:
         return bool(
