@@ -321,13 +321,17 @@ def rejected_messages(
 def context_changes(con: duckdb.DuckDBPyConnection, info: BatchInfo) -> list[dict[str, Any]]:
     """Context changes on the batch's units, below them or above them, valid from inside
     its window (its end included: the change that ends it): each with ``corrects`` (it
-    replaced a change of the same path, key and time that arrived before it)."""
+    replaced a change of the same path, key and time that arrived before it with another
+    value; the same value again -- a PLC and the MES both saying it -- is no correction,
+    nor is a clear where the other said "" (both: no value of the path's own))."""
     below, params = under("path", info.units)
     above = " OR ".join("starts_with(?, path || '/')" for _ in info.units)
     cur = con.execute(
         f"""SELECT * FROM (
                 SELECT ts, received_at, path, key, value, source, "user", reason, event_id, ingest_order,
-                    row_number() OVER (PARTITION BY path, key, ts ORDER BY ingest_order) > 1 AS corrects
+                    coalesce(nullif(value, '') IS DISTINCT FROM nullif(lag(value) OVER (
+                        PARTITION BY path, key, ts ORDER BY ingest_order), ''), false)
+                    AND row_number() OVER (PARTITION BY path, key, ts ORDER BY ingest_order) > 1 AS corrects
                 FROM context)
             WHERE ({below} OR {above}) AND ts >= ? AND (CAST(? AS TIMESTAMPTZ) IS NULL OR ts <= ?)
             ORDER BY ts, ingest_order""",  # noqa: S608
