@@ -303,15 +303,24 @@ def bad_quality(
 # ------------------------------------------------------------------ aborts
 
 
-def aborts(context: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def aborts(con: duckdb.DuckDBPyConnection, info: BatchInfo) -> list[dict[str, Any]]:
     """An ``aborted`` exception per context change ``batch_status = "aborted"`` inside the
-    batch (``context``: the report's context changes)."""
+    batch (the lake's ``_uns_batch_aborts``: what makes its status ``aborted``)."""
+    if not _has_view(con, "_uns_batch_aborts"):
+        return []
+    rows = _sql(
+        con,
+        "aborts",
+        """SELECT DISTINCT a.path, a.ts, arg_max(c."user", c.ingest_order), arg_max(c.reason, c.ingest_order)
+           FROM _uns_batch_aborts a JOIN context c
+             ON c.path = a.path AND c.ts = a.ts AND c.key = 'batch_status' AND c.value = 'aborted'
+           WHERE a.batch_id = ? GROUP BY a.path, a.ts ORDER BY a.ts, a.path""",
+        [info.batch_id],
+    )
     out = []
-    for c in context:
-        if c["key"] == "batch_status" and c["value"] == "aborted":
-            why = c["reason"] or "no reason given"
-            message = f"batch aborted on {c['path']} by {c['user'] or '?'} ({why})"
-            out.append(_exception("aborted", "high", c["ts"], message, c["path"]))
+    for path, ts, user, reason in rows:
+        message = f"batch aborted on {path} by {user or '?'} ({reason or 'no reason given'})"
+        out.append(_exception("aborted", "high", ts, message, path))
     return out
 
 
@@ -320,7 +329,6 @@ def review_findings(
     info: BatchInfo,
     samples: BatchSamples,
     model: PlantModel | None,
-    context: list[dict[str, Any]],
     now: datetime,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The report's sections ``equipment``, ``materials``, ``results``, ``alarms``,
@@ -338,5 +346,5 @@ def review_findings(
     ):
         sections[name] = section
         exceptions += found
-    exceptions += aborts(context)
+    exceptions += aborts(con, info)
     return sections, exceptions

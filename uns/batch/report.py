@@ -52,7 +52,7 @@ def build_report(con: duckdb.DuckDBPyConnection, request: ReportRequest) -> Repo
     completeness, exceptions, context = completeness_and_exceptions(
         con, info, samples, params, catalog, late_context_s=request.late_context_s
     )
-    found, more = review_findings(con, info, samples, request.model, context, now)
+    found, more = review_findings(con, info, samples, request.model, now)
     completeness["bad_quality"] = found.pop("bad_quality")
     exceptions += more
     exceptions.sort(key=lambda e: (e["ts"], e["kind"], e["message"], e["id"]))

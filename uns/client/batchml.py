@@ -197,19 +197,18 @@ def batchml_events(
     changes = _Changes()
     by_batch: dict[str, list[Entry]] = {}
     for entry in entries:
-        if entry.start is None or entry.path is None:
-            continue  # not executed (yet), or nowhere
-        if entry.kind in _LEVEL_KEYS:
+        if entry.start is None:
+            continue  # not executed (yet)
+        if entry.kind in _LEVEL_KEYS and entry.path is not None:
             changes.span(entry, entry.path, {_LEVEL_KEYS[entry.kind]: entry.name})
         if "BatchID" in entry.batch:
             by_batch.setdefault(entry.batch["BatchID"], []).append(entry)
     for batch_entries in by_batch.values():
-        units = [e for e in batch_entries if e.kind == "UnitProcedure"] or [
-            e for e in batch_entries if e.kind == "Batch"
-        ]
+        placed = [e for e in batch_entries if e.path is not None]
+        units = [e for e in placed if e.kind == "UnitProcedure"] or [e for e in placed if e.kind == "Batch"]
         head = next((e for e in batch_entries if e.kind == "Batch"), batch_entries[0])
         values = {key: head.batch[tag] for key, tag in _BATCH_KEYS if tag in head.batch}
-        for unit in units or batch_entries:
+        for unit in units or placed:
             assert unit.path is not None
             changes.span(unit, unit.path, values)
             if (head.status or "").lower() == "aborted" and unit.end is not None:

@@ -29,6 +29,8 @@ VIEW_ORDER: Final = (
     "_uns_context_timeline",
     "measurements_asof",
     "_uns_batch_segments",
+    "_uns_batch_windows",
+    "_uns_batch_aborts",
     "batches",
     "batch_phases",
     "_uns_record_context",
