@@ -235,14 +235,16 @@ def record_content(path: str, ts: int, kind: str, fields: Mapping[str, Any]) -> 
 
 def _kind_fields(kind: str, event: Mapping[str, Any]) -> dict[str, Any]:
     if kind == "material":
+        material = _text(event, "material", MAX_NAME, required=True)
+        lot = _text(event, "lot", MAX_NAME, required=True)
         quantity = _number(event, "quantity", required=True)
         assert quantity is not None
         if quantity < 0:
             raise RecordError(f"quantity must not be negative, not {quantity:g}")
         expiry = event.get("expiry")
         return {
-            "material": _text(event, "material", MAX_NAME, required=True),
-            "lot": _text(event, "lot", MAX_NAME, required=True),
+            "material": material,
+            "lot": lot,
             "quantity": quantity,
             "unit": _text(event, "unit", MAX_NAME, required=False),
             "status": _choice(event, "status", MATERIAL_STATUSES, required=True),
