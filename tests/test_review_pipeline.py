@@ -16,6 +16,7 @@ import jsonschema
 import pytest
 from playwright.sync_api import sync_playwright
 
+from uns.audit.trail import verify_lines
 from uns.batch.report import ReportRequest, generate_report
 from uns.batch.spec import parse_spec
 from uns.demo import run_plant
@@ -132,6 +133,9 @@ def test_the_records_are_in_the_lake_once_with_their_audit_entries(plant_lake: P
     finally:
         con.close()
     assert dupes == [] and materials >= 8 and entries == materials
+    # and the audit trail accounts for every file of the records tables
+    code, lines = verify_lines(str(plant_lake))
+    assert code == 0, lines
 
 
 def test_the_html_shows_the_new_sections_in_a_real_browser(plant_lake: Path, tmp_path: Path) -> None:
