@@ -194,3 +194,15 @@ def test_the_shards_benchmark_compares_one_engine_with_two_and_loses_nothing(tmp
         assert setup["generated_metrics"] > 0 and setup["missing"] == setup["duplicates"] == 0, setup
         assert setup["aggregate_lossless_metrics_per_s"] > 0 and setup["cpu_s_per_million_metrics"] > 0
     assert report["cpu_per_metric_two_over_one"] > 0
+
+
+def test_the_batch_report_benchmark_runs_with_records_and_alarms(capsys: pytest.CaptureFixture[str]) -> None:
+    """``bash scripts/bench rbe`` at a tiny size: its lake builds and its reports are made,
+    with the records, alarm intervals and bad-quality runs it asks for (issue 31)."""
+    from benchmarks.bench_batch import main  # noqa: PLC0415
+
+    args = ["--samples", "4000", "--metrics", "2", "--batches", "4", "--formats", "json"]
+    main([*args, "--records", "30", "--alarms", "3", "--bad-quality", "2"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (result["records"], result["alarm_intervals"], result["bad_quality_runs"]) == (30, 3, 2)
+    assert result["report_json_s"] > 0 and result["list_command_s"] > 0

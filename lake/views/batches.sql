@@ -2,11 +2,9 @@
 -- the first instant the batch is in effect there to the instant it stops being in effect
 -- (end NULL while it still is); product, recipe, order_id: the last value in effect during
 -- the batch; status 'aborted' when a context change batch_status = 'aborted' is inside the
--- batch (_uns_batch_aborts), else 'open' while the batch is in effect, else 'closed'.
+-- batch (_uns_batch_windows), else 'open' while the batch is in effect, else 'closed'.
 CREATE OR REPLACE VIEW batches AS
-SELECT w.batch_id, w.path, w.product, w.recipe, w.order_id, w.start, w."end",
-    CASE WHEN w."end" IS NULL THEN NULL ELSE (epoch_ms(w."end") - epoch_ms(w.start)) / 1000.0 END AS duration_s,
-    CASE WHEN EXISTS (SELECT 1 FROM _uns_batch_aborts a WHERE a.batch_id = w.batch_id AND a.unit = w.path)
-         THEN 'aborted'
-         WHEN w."end" IS NULL THEN 'open' ELSE 'closed' END AS status
-FROM _uns_batch_windows w
+SELECT batch_id, path, product, recipe, order_id, start, "end",
+    CASE WHEN "end" IS NULL THEN NULL ELSE (epoch_ms("end") - epoch_ms(start)) / 1000.0 END AS duration_s,
+    CASE WHEN aborts IS NOT NULL THEN 'aborted' WHEN "end" IS NULL THEN 'open' ELSE 'closed' END AS status
+FROM _uns_batch_windows

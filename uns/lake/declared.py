@@ -30,7 +30,6 @@ VIEW_ORDER: Final = (
     "measurements_asof",
     "_uns_batch_segments",
     "_uns_batch_windows",
-    "_uns_batch_aborts",
     "batches",
     "batch_phases",
     "_uns_record_context",
