@@ -10,6 +10,7 @@ Errors carry the data that explains them (topic, path, seq, file, ...).
     ├── SparkplugError
     │   ├── SparkplugTopicError     a topic that is not a Sparkplug topic (.topic)
     │   ├── SparkplugDecodeError    bytes that are not a usable payload (.reason)
+    │   │   └── SparkplugLimitError a message over a per-message limit (.limit, .value)
     │   ├── SparkplugEncodeError    a Payload that cannot be put on the wire
     │   └── SparkplugStateError     a STATE payload that is neither 3.0 JSON nor legacy
     ├── ModelError                  a plant model that cannot be loaded (.file, .key)
@@ -45,6 +46,7 @@ __all__ = [
     "SparkplugDecodeError",
     "SparkplugEncodeError",
     "SparkplugError",
+    "SparkplugLimitError",
     "SparkplugStateError",
     "SparkplugTopicError",
     "UnsError",
@@ -82,6 +84,18 @@ class SparkplugDecodeError(SparkplugError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"undecodable Sparkplug payload: {reason}")
         self.reason = reason
+
+
+class SparkplugLimitError(SparkplugDecodeError):
+    """A message over one of the per-message limits (``limit``: the config key, e.g.
+    ``sparkplug.max_payload_bytes``; ``value``: what the message has, ``maximum``: the
+    limit).  The whole message is refused: no metric of it is used."""
+
+    def __init__(self, limit: str, value: int, maximum: int, what: str) -> None:
+        super().__init__(f"over limit: {value:,} {what}, more than {limit} = {maximum:,}")
+        self.limit = limit
+        self.value = value
+        self.maximum = maximum
 
 
 class SparkplugEncodeError(SparkplugError):

@@ -38,8 +38,9 @@ class SinkDelivery:
     unpersisted: int
     #: a stop gave messages up: the rest it drains are only counted
     gave_up: bool
-    # a batch and the rest of its chunk whose delivery a stop interrupted (see _deliver_leftover)
-    _leftover: tuple[Batch, int, list[Message]] | None
+    # batches (each with the first sink still to take it) and the rest of their chunk, whose
+    # delivery a stop interrupted (see _deliver_leftover)
+    _leftover: tuple[list[tuple[Batch, int]], list[Message]] | None
     _client: Transport | None
 
     async def _handle_messages(self, client: Transport, messages: list[Message]) -> None:
@@ -104,7 +105,7 @@ class SinkDelivery:
         try:
             delivered = await self._deliver_after_backpressure(batch, index, exc)
         except asyncio.CancelledError:
-            self._leftover = (batch, index, messages[position + 1 :])
+            self._leftover = ([(batch, index)], messages[position + 1 :])
             raise
         if not delivered:
             self.unpersisted += len(messages) - position
@@ -115,13 +116,14 @@ class SinkDelivery:
         """Deliver what a stop interrupted (see :meth:`_deliver_held`); returns its messages."""
         if self._leftover is None:
             return 0
-        (batch, index, rest), self._leftover = self._leftover, None
+        (held, rest), self._leftover = self._leftover, None
         retry = LakeBackpressure("the stop interrupted the wait", retry_after=0.0)
-        if await self._deliver_after_backpressure(batch, index, retry):
-            await self._handle_messages(client, rest)
-        else:
-            self.unpersisted += 1 + len(rest)
-            self.gave_up = True
+        for batch, index in held:
+            if not await self._deliver_after_backpressure(batch, index, retry):
+                self.unpersisted += 1 + len(rest)
+                self.gave_up = True
+                return 1 + len(rest)
+        await self._handle_messages(client, rest)
         return 1 + len(rest)
 
     async def _drain_received(self, client: Transport, messages: list[Message]) -> None:

@@ -10,7 +10,10 @@ channel, so a test can call ``process`` and see all of it.
 
 ``process`` is the hot path (100k metrics/s): no awaits, and nothing is
 allocated for a DATA message beyond what the sessions produce -- the empty
-rebirth and publish sequences are one shared tuple.
+rebirth and publish sequences are one shared tuple.  :meth:`Dispatcher.process_steps`
+decides the same in slices (:mod:`uns.sparkplug.steps`) and hands the batch over a
+slice at a time: the engine takes that way for a large message
+(:mod:`uns.engine.slicing`), so its event loop runs between the slices.
 
 Context events (:meth:`Dispatcher.process_context`) are applied at most once
 per event id (:func:`uns.core.context.event_id`): the dispatcher keeps every id
@@ -31,20 +34,22 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from uns.config import Config
 from uns.core.context import ContextStore, decode_context_payload, event_id, parse_context_event
 from uns.core.enrich import Enricher
-from uns.core.events import Batch, RebirthRequest, Rejected, SessionEventKind
+from uns.core.events import Batch, RebirthRequest, Rejected, SessionEventKind, metric_rejections
 from uns.core.signing import verify_event
 from uns.engine.status import Counters
 from uns.engine.transport import Publish
 from uns.errors import ContextError, SignatureError, UnsError
 from uns.logs import RateLimitedLog
+from uns.sparkplug.outcome import Outcome
 from uns.sparkplug.session import SessionManager
 from uns.sparkplug.state import format_state, parse_state
+from uns.sparkplug.steps import SLICE
 from uns.sparkplug.topic import MessageType, Topic, parse_topic
 
 if TYPE_CHECKING:
@@ -100,6 +105,8 @@ class Dispatcher:
         #: STATE (not the primary host) or have not connected yet.  Set by the engine.
         self.state_ts: int | None = None
         self._max_decompressed = config.sparkplug.max_decompressed_bytes
+        #: a message is being processed in slices (process_steps): the reorder timer waits
+        self.busy = False
         self._by_type = counters.messages_by_type
         self._topics: dict[str, Topic | None] = {}
         self._rlog = RateLimitedLog(log)
@@ -111,15 +118,65 @@ class Dispatcher:
         enrichment included -- costs that message (a ``rejected`` row naming the error, a
         rate-limited log line with the traceback), never the receive loop."""
         try:
-            return self._process(topic, payload, received_at)
+            decision = self._process(topic, payload, received_at)
         except Exception as exc:  # the loop must outlive any one message
-            self.counters.internal_errors += 1
-            self.counters.rejected_by_reason["internal"] += 1
-            self._rlog.exception(f"internal:{type(exc).__name__}", "error handling a message on %s", topic)
-            reason = f"internal error: {type(exc).__name__}: {exc}"
-            return Batch(rejected=[Rejected(received_at, topic, payload, reason)]), _NONE, _NONE
+            return self._internal_error(topic, payload, received_at, exc)
+        return decision
 
     def _process(self, topic: str, payload: bytes, received_at: int) -> Decision:
+        routed = self._route(topic, payload, received_at)
+        if not isinstance(routed, Topic):
+            return routed
+        outcome, bad_metrics = self.sessions.handle_raw(
+            routed, payload, received_at, max_decompressed_bytes=self._max_decompressed
+        )
+        batch = self._decided(outcome, bad_metrics, topic, payload, received_at)
+        self.account(batch, outcome.rebirths)
+        return batch, outcome.rebirths, _NONE
+
+    def process_steps(
+        self, topic: str, payload: bytes, received_at: int
+    ) -> Generator[Batch | None, None, Decision]:
+        """:meth:`process` in slices: yields None between slices of the work, and a batch
+        (enriched and counted) for each slice of the rows but the last, which is in the
+        decision it returns.  The rows together are what :meth:`process` gives.  Never
+        raises; no other message may be processed until it returned."""
+        try:
+            decision = yield from self._process_steps(topic, payload, received_at)
+        except Exception as exc:  # as process(): one message costs only itself
+            return self._internal_error(topic, payload, received_at, exc)
+        return decision
+
+    def _process_steps(
+        self, topic: str, payload: bytes, received_at: int
+    ) -> Generator[Batch | None, None, Decision]:
+        routed = self._route(topic, payload, received_at)
+        if not isinstance(routed, Topic):
+            return routed
+        self.busy = True
+        try:
+            outcome, bad_metrics = yield from self.sessions.handle_raw_steps(
+                routed, payload, received_at, self._max_decompressed
+            )
+            batch = self._decided(outcome, bad_metrics, topic, payload, received_at)
+            yield from self.enricher.enrich_steps(batch)
+        finally:
+            self.busy = False
+        self.account(batch, outcome.rebirths, enrich=False)
+        *first, last = batch.parts(SLICE)
+        yield from first
+        return last, outcome.rebirths, _NONE
+
+    def _internal_error(self, topic: str, payload: bytes, received_at: int, exc: Exception) -> Decision:
+        self.counters.internal_errors += 1
+        self.counters.rejected_by_reason["internal"] += 1
+        self._rlog.exception(f"internal:{type(exc).__name__}", "error handling a message on %s", topic)
+        reason = f"internal error: {type(exc).__name__}: {exc}"
+        return Batch(rejected=[Rejected(received_at, topic, payload, reason)]), _NONE, _NONE
+
+    def _route(self, topic: str, payload: bytes, received_at: int) -> Decision | Topic:
+        """What a message is: the decision for anything but an edge node's session message
+        (context, STATE, commands, a topic that is not Sparkplug), else its parsed topic."""
         if topic.startswith(self.context_prefix):
             return self.process_context(topic, payload, received_at)
         self.counters.messages += 1
@@ -141,21 +198,31 @@ class Dispatcher:
         if mtype is MessageType.NCMD or mtype is MessageType.DCMD:
             self.counters.commands_ignored += 1  # ours echoed back, or another host's
             return Batch(), _NONE, _NONE
-        outcome, bad_metrics = self.sessions.handle_raw(
-            parsed, payload, received_at, max_decompressed_bytes=self._max_decompressed
-        )
+        return parsed
+
+    def _decided(
+        self,
+        outcome: Outcome,
+        bad_metrics: list[tuple[int, str]],
+        topic: str,
+        payload: bytes,
+        received_at: int,
+    ) -> Batch:
+        """The batch of a session message: the outcome's, with a row per metric that could
+        not be decoded (at most MAX_REJECTED_PER_MESSAGE, then one that counts the rest)."""
         if outcome.undecodable is not None:
-            self._rlog.warning(
-                f"decode:{parsed.node_key}", "undecodable payload on %s: %s", topic, outcome.undecodable
-            )
+            self._rlog.warning(f"decode:{topic}", "undecodable payload on %s: %s", topic, outcome.undecodable)
         batch = outcome.batch
-        for _index, reason in bad_metrics:
-            batch.rejected.append(Rejected(received_at, topic, payload, f"undecodable: {reason}"))
-        self.account(batch, outcome.rebirths)
-        return batch, outcome.rebirths, _NONE
+        if bad_metrics:
+            errors = [f"undecodable: {reason}" for _index, reason in bad_metrics]
+            batch.rejected.extend(metric_rejections(received_at, topic, payload, errors))
+        return batch
 
     def tick(self, now_ms: int) -> tuple[Batch, list[RebirthRequest]]:
-        """Expire the reorder timeouts due at ``now_ms`` (what they released, and rebirths)."""
+        """Expire the reorder timeouts due at ``now_ms`` (what they released, and rebirths);
+        nothing while a large message is processed in slices (its node's state is half made)."""
+        if self.busy:
+            return Batch(), []
         outcome = self.sessions.tick(now_ms)
         if outcome.batch or outcome.rebirths:
             self.account(outcome.batch, outcome.rebirths)
@@ -179,9 +246,10 @@ class Dispatcher:
         self.counters.rebirths_requested += len(requests)
         return requests
 
-    def account(self, batch: Batch, rebirths: Sequence[RebirthRequest]) -> None:
-        """Enrich ``batch`` (paths, context) and count what it holds."""
-        if batch.samples or batch.catalog:
+    def account(self, batch: Batch, rebirths: Sequence[RebirthRequest], *, enrich: bool = True) -> None:
+        """Enrich ``batch`` (paths, context; unless ``enrich`` is False: done already) and
+        count what it holds."""
+        if enrich and (batch.samples or batch.catalog):
             self.enricher.enrich(batch)
         counters = self.counters
         counters.metrics += len(batch.samples)

@@ -56,8 +56,8 @@ from uns.core.enrich import Enricher
 from uns.core.events import Batch, RebirthRequest, Sink
 from uns.core.model import PlantModel
 from uns.engine.context_intake import ContextIntake
-from uns.engine.delivery import SinkDelivery
 from uns.engine.dispatch import Decision, Dispatcher
+from uns.engine.slicing import SLICED_BYTES, SlicedIntake
 from uns.engine.status import Counters
 from uns.engine.transport import Message, Publish, Transport, TransportFactory
 from uns.errors import BrokerError, BrokerRefused, EngineError, LakeBackpressure, LakeError, SignatureError
@@ -75,7 +75,7 @@ __all__ = ["Engine"]
 log = logging.getLogger("uns.engine")
 
 
-class Engine(SinkDelivery):
+class Engine(SlicedIntake):
     """A Sparkplug B host application feeding sinks.  Use :meth:`run`.
 
     ``transport`` makes the broker connections (default :class:`~uns.mqtt.client.FastClient`);
@@ -255,6 +255,12 @@ class Engine(SinkDelivery):
         sinks = self.sinks
         clock = time.time_ns
         for position, (topic, payload, _qos, _retain) in enumerate(messages):
+            if len(payload) >= SLICED_BYTES:  # seconds of work: in slices, the loop runs between
+                if not await self._handle_large(
+                    client, topic, payload, clock() // 1_000_000, messages, position
+                ):
+                    return
+                continue
             batch, rebirths, publishes = process(topic, payload, clock() // 1_000_000)
             if batch:
                 for index, sink in enumerate(sinks):
@@ -351,6 +357,7 @@ class Engine(SinkDelivery):
         """The connection dropped: use what arrived before the loss, then mark every node
         and device offline and stale (their data can no longer be trusted to be current)."""
         log.warning("lost the broker: %s", exc)
+        await self._deliver_leftover(client)
         while messages := client.take(self.CHUNK):
             await self._drain_received(client, messages)
         await self._deliver(self.dispatch.broker_lost(now_ms()))

@@ -15,6 +15,7 @@ SESSION_TYPES = ("NBIRTH", "NDEATH", "NDATA", "DBIRTH", "DDEATH", "DDATA")
 #: text itself is in the lake's ``rejected`` table), else from a fragment of it, else ``other``
 _REASON_PREFIXES = (
     ("not a Sparkplug B topic", "not_sparkplug"),
+    ("over limit", "limit"),
     ("undecodable", "undecodable"),
     ("duplicate of the message", "duplicate"),
     ("seq ", "out_of_order"),

@@ -50,7 +50,7 @@ from uns.lake.audit_entries import (
     data_commit_entry,
     entry,
 )
-from uns.lake.audit_state import catalog_rows, latest_births, latest_context
+from uns.lake.audit_state import birth_rows, catalog_rows, completed_births, latest_births, latest_context
 from uns.lake.deltalog import CommitActions, commit_actions, find_txn_commit, local_path
 from uns.lake.hashing import GENESIS, file_sha256, link
 from uns.lake.locks import audit_lock
@@ -303,8 +303,15 @@ class AuditRecorder:
         return context_entries(rows, self._context, now)
 
     def _catalog_changes(self, now: int, parts: Sequence[TableColumns]) -> list[Entry]:
-        index = TABLES.index("metric_catalog")
-        grouped = births(catalog_rows([part[index] for part in parts if part[index]]))
+        index, sessions = TABLES.index("metric_catalog"), TABLES.index("sessions")
+        rows = catalog_rows([part[index] for part in parts if part[index]])
+        if not rows:
+            return []
+        table = self._table("metric_catalog")
+        rows = completed_births(
+            rows, [part[sessions] for part in parts if part[sessions]], lambda key: birth_rows(table, key)
+        )
+        grouped = births(rows)
         if not grouped:
             return []
         if self._births is None:  # each device's newest birth before this segment's
