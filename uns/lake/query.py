@@ -32,6 +32,7 @@ from deltalake.exceptions import TableNotFoundError
 
 from uns.errors import LakeError
 from uns.lake.declared import VIEW_ORDER, view_sql
+from uns.lake.repair import readable_rejected
 from uns.lake.schemas import SCHEMAS
 from uns.lake.storage import LakeStore, as_store
 from uns.lake.tables import PARTITION_COLUMN, TABLES, WAL_COLUMNS
@@ -103,8 +104,12 @@ def _dataset(store: LakeStore, table: str, version: int | None) -> tuple[object,
         for field in SCHEMAS[table]:
             if field.name not in schema.names:
                 schema = schema.append(field)
+        uris = dt.file_uris()
+        if table == "rejected":  # rows stored whole by older versions may be unreadable (lake.repair)
+            sizes = pa.table(dt.get_add_actions(flatten=True)).column("size_bytes").to_pylist()
+            uris = readable_rejected(store, uris, sizes)
         dataset = ds.dataset(
-            [store.arrow_path(uri) for uri in dt.file_uris()],
+            [store.arrow_path(uri) for uri in uris],
             schema=schema,
             format="parquet",
             partitioning=_HIVE_DATE,

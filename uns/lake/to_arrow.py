@@ -36,7 +36,7 @@ from uns.lake.tables import (
 )
 from uns.sparkplug.datatypes import DataType
 
-__all__ = ["SLICE_ROWS", "arrow_table", "arrow_table_of_parts", "render_values"]
+__all__ = ["SLICE_ROWS", "arrow_table", "arrow_table_of_parts", "bounded_payloads", "render_values"]
 
 #: Rows per slice (bounds the longest GIL-holding step of the commit to about a millisecond).
 SLICE_ROWS: Final = 8192
@@ -267,7 +267,7 @@ def _slice_batch(
         elif table == "metric_catalog":
             by_name["datatype"] = _datatype_names(cols["datatype"])
         elif table == "rejected":
-            by_name.update(_bounded_payloads(cols))
+            by_name.update(bounded_payloads(cols["payload"], cols["payload_size"], cols["payload_sha256"]))
     names = [f.name for f in schema if f.name != PARTITION_COLUMN]
     arrays = [_array(by_name[f.name], f.type) for f in schema if f.name != PARTITION_COLUMN]
     # The date partition: UTC date of the table's main timestamp; a NULL (broken) source
@@ -279,11 +279,13 @@ def _slice_batch(
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def _bounded_payloads(cols: dict[str, Sequence[Any]]) -> dict[str, list[Any]]:
-    """The payload columns of rejected rows, each payload cut to its head: a row of a WAL
-    written before rejected rows were bounded (no ``payload_size``) gets its size and
-    digest here, so no payload reaches the lake whole, whatever an old segment holds."""
-    payloads, sizes, digests = list(cols["payload"]), list(cols["payload_size"]), list(cols["payload_sha256"])
+def bounded_payloads(
+    payloads: Sequence[Any], sizes: Sequence[Any], digests: Sequence[Any]
+) -> dict[str, list[Any]]:
+    """The payload columns of rejected rows, each payload cut to its head: a row written
+    before rejected rows were bounded (no ``payload_size``: an old WAL segment, an old
+    lake's file) gets its size and digest here, so no payload reaches the lake whole."""
+    payloads, sizes, digests = list(payloads), list(sizes), list(digests)
     for row, payload in enumerate(payloads):
         if payload is None:
             continue

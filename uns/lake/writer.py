@@ -31,6 +31,7 @@ from uns.lake.audit import AUDIT, AuditRecorder
 from uns.lake.audit_entries import SYSTEM
 from uns.lake.health import VANISHED
 from uns.lake.locks import compaction_lock
+from uns.lake.repair import repair_rejected
 from uns.lake.schemas import SCHEMAS
 from uns.lake.sharing import app_id, commit_with_retries, write_rows
 from uns.lake.storage import LakeStore, as_store
@@ -101,9 +102,17 @@ def recent_target_bytes(sizes: Sequence[int], rows: Sequence[int], target_rows: 
     return max(MIN_TARGET_BYTES, min(MAX_TARGET_BYTES, target))
 
 
+#: bytes of a column's smallest and largest value a Parquet footer keeps: a footer that
+#: held whole values (a long string, an old rejected payload) could grow past what readers
+#: accept ("Couldn't deserialize thrift"); statistics cut this short still prune correctly
+STATISTICS_TRUNCATE_LENGTH: Final = 1024
+
+
 def writer_properties() -> WriterProperties:
     # zstd: a third smaller than snappy on measurement data at similar speed.
-    return WriterProperties(compression="ZSTD", compression_level=3)
+    return WriterProperties(
+        compression="ZSTD", compression_level=3, statistics_truncate_length=STATISTICS_TRUNCATE_LENGTH
+    )
 
 
 class DeltaWriter:
@@ -184,6 +193,8 @@ class DeltaWriter:
                 return 0
             _hook("compact")
             self.audit.reconcile()
+            reason = "the writer's compaction of recent partitions (lake.compact_interval)"
+            repair_rejected(self.store, self.audit, actor=SYSTEM, reason=reason, since=since.isoformat())
             for table in TABLES:
                 self._handles.pop(table, None)  # plan on the table as it is now, not as cached
                 dt_ = self._handle(table)
