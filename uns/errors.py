@@ -14,6 +14,8 @@ Errors carry the data that explains them (topic, path, seq, file, ...).
     │   ├── SparkplugEncodeError    a Payload that cannot be put on the wire
     │   └── SparkplugStateError     a STATE payload that is neither 3.0 JSON nor legacy
     ├── ModelError                  a plant model that cannot be loaded (.file, .key)
+    ├── IntakeError                 an MQTT event that breaks the intake rules (.reason;
+    │                               uns.core.intake_rules: path, JSON, time, identity)
     ├── ContextError                a context event that cannot be applied (.reason)
     ├── SignatureError              a signature missing, malformed, untrusted or not
     │                               verifying, or a key file unusable (.reason)
@@ -39,6 +41,7 @@ __all__ = [
     "ConfigError",
     "ContextError",
     "EngineError",
+    "IntakeError",
     "LakeBackpressure",
     "LakeError",
     "ModelError",
@@ -118,6 +121,15 @@ class ModelError(UnsError):
         super().__init__(f"{where}: {message}" if where else message)
         self.file = file
         self.key = key
+
+
+class IntakeError(UnsError):
+    """An event from MQTT (context, records) breaks a rule every intake applies
+    (uns.core.intake_rules); ``reason`` is the plain explanation its rejection records."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class ContextError(UnsError):

@@ -47,7 +47,7 @@ import time
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from uns.clock import now_ms
 from uns.config import Config
@@ -61,7 +61,7 @@ from uns.engine.slicing import SLICED_BYTES, SlicedIntake
 from uns.engine.status import Counters
 from uns.engine.transport import Message, Publish, Transport, TransportFactory
 from uns.errors import BrokerError, BrokerRefused, EngineError, LakeBackpressure, LakeError, SignatureError
-from uns.keyring import load_trusted_keys
+from uns.keyring import load_private_key, load_trusted_keys
 from uns.logs import RateLimitedLog
 from uns.mqtt.client import FastClient, Will
 from uns.mqtt.settings import Backoff, BrokerSettings
@@ -111,6 +111,7 @@ class Engine(SlicedIntake):
             enricher=self.enricher,
             counters=self.counters,
             trusted_keys=_trusted_keys(config),
+            ack_key=_signing_key(config),
         )
         self._transport = transport
         # The connection state, in one field: the transport of the live session (subscribed,
@@ -473,3 +474,14 @@ def _trusted_keys(config: Config) -> dict[str, Ed25519PublicKey]:
         return load_trusted_keys(config.audit.trusted_keys)
     except SignatureError as exc:
         raise EngineError(f"cannot start: {exc}") from exc
+
+
+def _signing_key(config: Config) -> tuple[str, Ed25519PrivateKey] | None:
+    """The engine's own key (``engine.signing_key``), which signs its context
+    acknowledgements; None without one.  EngineError when it cannot be read."""
+    if config.engine.signing_key is None:
+        return None
+    try:
+        return load_private_key(config.engine.signing_key)
+    except SignatureError as exc:
+        raise EngineError(f"cannot start: engine.signing_key: {exc}") from exc

@@ -30,6 +30,8 @@ import pyarrow.dataset as ds
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
+from uns.core.context import change_fingerprint
+from uns.core.events import ContextChange
 from uns.errors import LakeError
 from uns.lake.declared import VIEW_ORDER, view_sql
 from uns.lake.repair import readable_rejected
@@ -40,6 +42,7 @@ from uns.lake.wal import list_segments, read_segment
 
 __all__ = [
     "VIEWS",
+    "applied_context_fingerprints",
     "applied_context_ids",
     "connect",
     "create_views",
@@ -217,6 +220,61 @@ def _wal_context_ids(wal_dirs: list[Path]) -> set[str]:
                 if len(cols) > field:
                     ids.update(v for v in cols[field] if isinstance(v, str))
     return ids
+
+
+def applied_context_fingerprints(
+    path: str | Path | LakeStore, wal_dir: Path | None = None
+) -> dict[str, str | None]:
+    """:func:`applied_context_ids` with what each id stands for: the fingerprint of its
+    event's content (:func:`uns.core.context.change_fingerprint`), computed from its rows,
+    so an engine starting on the lake knows an id reused with other content (a conflict)."""
+    store = as_store(path)
+    rows: list[dict[str, Any]] = []
+    if store.exists():
+        data, _version = _dataset(store, "context", None)
+        columns = ["event_id", "path", "ts", "key", "value", "source", "user", "reason"]
+        table = data if isinstance(data, pa.Table) else data.to_table(columns=columns)  # type: ignore[attr-defined]
+        table = table.select(columns).filter(pc.is_valid(table.column("event_id")))
+        ts = table.column("ts").cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())
+        rows = table.set_column(columns.index("ts"), "ts", ts).to_pylist()
+        wal_dirs = [] if store.remote else sorted(store.local.glob("_wal*"))
+        rows += _wal_context_rows([*wal_dirs, *([wal_dir] if wal_dir else [])])
+    events: dict[str, list[ContextChange]] = {}
+    for row in rows:
+        change = ContextChange(
+            int(row["ts"]),
+            0,
+            row["path"],
+            row["key"],
+            row["value"],
+            row["source"] or "",
+            row["user"],
+            row["reason"],
+        )
+        events.setdefault(str(row["event_id"]), []).append(change)
+    return {ident: change_fingerprint(changes) for ident, changes in events.items()}
+
+
+def _wal_context_rows(wal_dirs: list[Path]) -> list[dict[str, Any]]:
+    """The context rows with an event id in the write-ahead logs (as :func:`_wal_context_ids`)."""
+    rows: list[dict[str, Any]] = []
+    index, names = TABLES.index("context"), WAL_COLUMNS["context"]
+    for wal_dir in wal_dirs:
+        if not wal_dir.is_dir():
+            continue
+        for _number, segment in list_segments(wal_dir):
+            try:
+                parts = read_segment(segment).parts
+            except OSError:  # committed and deleted meanwhile: then it is in the table
+                continue
+            for part in parts:
+                cols = part[index]
+                if len(cols) > names.index("event_id"):
+                    for values in zip(*cols, strict=True):
+                        row = dict(zip(names, values, strict=False))
+                        if isinstance(row.get("event_id"), str):
+                            rows.append(row)
+    return rows
 
 
 _NAME_LINE = re.compile(r"^--\s*name:\s*(\S+)\s*$", re.MULTILINE)

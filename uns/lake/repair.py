@@ -37,6 +37,7 @@ from uns.errors import LakeError
 from uns.lake.audit import AuditRecorder, table_checksum
 from uns.lake.audit_entries import Entry, entry
 from uns.lake.deltalog import commit_actions
+from uns.lake.parquet import writer_properties
 from uns.lake.schemas import SCHEMAS
 from uns.lake.storage import LakeStore
 from uns.lake.tables import PARTITION_COLUMN
@@ -176,7 +177,7 @@ def repair_rejected(
                 after,
                 mode="overwrite",
                 predicate=f"{PARTITION_COLUMN} = '{day}'",
-                writer_properties=_writer_properties(),
+                writer_properties=writer_properties(),
                 commit_properties=CommitProperties(custom_metadata=dict(REPAIR_MARK)),
             )
         except Exception as exc:  # deltalake's own errors, OSError: the partition stays as it was
@@ -188,12 +189,6 @@ def repair_rejected(
     if result.entries:
         audit.record(result.entries)
     return result
-
-
-def _writer_properties() -> Any:
-    from uns.lake.writer import writer_properties  # noqa: PLC0415 - the writer imports this module
-
-    return writer_properties()
 
 
 def _repair_entries(

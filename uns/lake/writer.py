@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Final
 
 import pyarrow as pa
-from deltalake import DeltaTable, Transaction, WriterProperties
+from deltalake import DeltaTable, Transaction
 from deltalake.exceptions import TableNotFoundError
 
 from uns.errors import LakeError
@@ -31,6 +31,7 @@ from uns.lake.audit import AUDIT, AuditRecorder
 from uns.lake.audit_entries import SYSTEM
 from uns.lake.health import VANISHED
 from uns.lake.locks import compaction_lock
+from uns.lake.parquet import writer_properties
 from uns.lake.repair import repair_rejected
 from uns.lake.schemas import SCHEMAS
 from uns.lake.sharing import app_id, commit_with_retries, write_rows
@@ -100,19 +101,6 @@ def recent_target_bytes(sizes: Sequence[int], rows: Sequence[int], target_rows: 
         return MAX_TARGET_BYTES
     target = sum(sizes) * target_rows // total_rows
     return max(MIN_TARGET_BYTES, min(MAX_TARGET_BYTES, target))
-
-
-#: bytes of a column's smallest and largest value a Parquet footer keeps: a footer that
-#: held whole values (a long string, an old rejected payload) could grow past what readers
-#: accept ("Couldn't deserialize thrift"); statistics cut this short still prune correctly
-STATISTICS_TRUNCATE_LENGTH: Final = 1024
-
-
-def writer_properties() -> WriterProperties:
-    # zstd: a third smaller than snappy on measurement data at similar speed.
-    return WriterProperties(
-        compression="ZSTD", compression_level=3, statistics_truncate_length=STATISTICS_TRUNCATE_LENGTH
-    )
 
 
 class DeltaWriter:
