@@ -19,7 +19,7 @@ inheritance rules of :class:`uns.core.context.ContextStore`; ``batches`` and
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -200,11 +200,10 @@ def applied_context_ids(path: str | Path | LakeStore, wal_dir: Path | None = Non
     return ids
 
 
-def _wal_context_ids(wal_dirs: list[Path]) -> set[str]:
-    """Context event ids in the write-ahead logs (``_wal``, ``_wal-<writer id>``, a
-    ``lake.wal_dir``): rows accepted before a crash and committed only when their writer
-    starts again."""
-    ids: set[str] = set()
+def _wal_context_columns(wal_dirs: list[Path]) -> Iterator[Sequence[Sequence[Any]]]:
+    """The context columns of every record, with the ``event_id`` column, in the write-ahead
+    logs (``_wal``, ``_wal-<writer id>``, a ``lake.wal_dir``): rows accepted before a crash
+    and committed only when their writer starts again."""
     index = TABLES.index("context")
     field = WAL_COLUMNS["context"].index("event_id")
     for wal_dir in wal_dirs:
@@ -216,10 +215,14 @@ def _wal_context_ids(wal_dirs: list[Path]) -> set[str]:
             except OSError:  # committed and deleted meanwhile: then it is in the table
                 continue
             for part in parts:
-                cols = part[index]
-                if len(cols) > field:
-                    ids.update(v for v in cols[field] if isinstance(v, str))
-    return ids
+                if len(part[index]) > field:
+                    yield part[index]
+
+
+def _wal_context_ids(wal_dirs: list[Path]) -> set[str]:
+    """Context event ids in the write-ahead logs."""
+    field = WAL_COLUMNS["context"].index("event_id")
+    return {v for cols in _wal_context_columns(wal_dirs) for v in cols[field] if isinstance(v, str)}
 
 
 def applied_context_fingerprints(
@@ -256,25 +259,14 @@ def applied_context_fingerprints(
 
 
 def _wal_context_rows(wal_dirs: list[Path]) -> list[dict[str, Any]]:
-    """The context rows with an event id in the write-ahead logs (as :func:`_wal_context_ids`)."""
-    rows: list[dict[str, Any]] = []
-    index, names = TABLES.index("context"), WAL_COLUMNS["context"]
-    for wal_dir in wal_dirs:
-        if not wal_dir.is_dir():
-            continue
-        for _number, segment in list_segments(wal_dir):
-            try:
-                parts = read_segment(segment).parts
-            except OSError:  # committed and deleted meanwhile: then it is in the table
-                continue
-            for part in parts:
-                cols = part[index]
-                if len(cols) > names.index("event_id"):
-                    for values in zip(*cols, strict=True):
-                        row = dict(zip(names, values, strict=False))
-                        if isinstance(row.get("event_id"), str):
-                            rows.append(row)
-    return rows
+    """The context rows with an event id in the write-ahead logs."""
+    names = WAL_COLUMNS["context"]
+    rows = (
+        dict(zip(names, values, strict=False))
+        for cols in _wal_context_columns(wal_dirs)
+        for values in zip(*cols, strict=True)
+    )
+    return [row for row in rows if isinstance(row.get("event_id"), str)]
 
 
 _NAME_LINE = re.compile(r"^--\s*name:\s*(\S+)\s*$", re.MULTILINE)
