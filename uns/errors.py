@@ -26,6 +26,8 @@ Errors carry the data that explains them (topic, path, seq, file, ...).
     └── BrokerError                 the MQTT connection failed, was refused or was lost
         ├── BrokerRefused           a refusal that retrying cannot heal (credentials, not
         │                           authorized, identifier rejected, TLS certificate)
+        ├── BrokerClosedEarly       a plain connection closed before CONNACK (what a TLS port
+        │                           does to plain MQTT; a restarting broker too)
         └── MqttProtocolError       bytes that break MQTT 3.1.1 (uns.mqtt.wire; .reason)
 
 Foreign exceptions (protobuf, sockets and TLS, deltalake, duckdb) are mapped to these
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 __all__ = [
     "BatchError",
+    "BrokerClosedEarly",
     "BrokerError",
     "BrokerRefused",
     "ConfigError",
@@ -187,3 +190,9 @@ class BrokerRefused(BrokerError):
     """The broker (or its TLS certificate) refused us in a way that retrying cannot heal:
     bad user name or password, not authorized, identifier rejected, a certificate that does
     not verify.  ``uns run`` stops with one line instead of reconnecting forever."""
+
+
+class BrokerClosedEarly(BrokerError):
+    """A plain (``mqtt://``) connection the broker closed before its CONNACK.  A port that
+    speaks TLS does that to plain MQTT; so does a broker that restarts.  A reconnect loop
+    that never got through gives up after a few in a row, naming the likely cause."""

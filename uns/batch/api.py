@@ -8,6 +8,7 @@ Printing is the face's business.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,10 +30,24 @@ __all__ = [
     "load_spec",
     "parse_since",
     "report_bytes",
+    "report_file_name",
     "report_request",
     "settings",
     "sign",
 ]
+
+
+#: what a file name made from a batch id may hold (a batch id is anyone's text: MQTT context)
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def report_file_name(batch_id: str, fmt: str) -> str:
+    """The default file name of a batch's report: the batch id with every character but
+    letters, digits, ``.``, ``_``, ``-`` replaced by ``_``, no leading dot, at most 120
+    characters, and the format's suffix -- a plain name, so the report lands in the current
+    directory whatever the batch id (``../x`` becomes ``_x.html``)."""
+    stem = _UNSAFE.sub("_", batch_id).lstrip(".")[:120] or "batch"
+    return f"{stem}.{fmt}"
 
 
 def settings(lake_dir: str | None, config: str | None = None) -> Config:

@@ -72,11 +72,12 @@ def batch_report(
     metrics: tuple[str, ...],
     echo: Echo,
 ) -> Path:
-    """Write the report (default file: ``<batch>.<format>``); prints its path and verdict."""
+    """Write the report (default file: ``<batch>.<format>`` in the current directory, the batch
+    id made a safe file name: :func:`uns.batch.api.report_file_name`); prints its path and verdict."""
     data, verdict = api.report_bytes(
         lake_dir, batch_id, fmt=fmt, spec=spec, reference=reference, metrics=metrics
     )
-    target = Path(output or f"{batch_id}.{fmt}")
+    target = Path(output or api.report_file_name(batch_id, fmt))
     try:
         target.write_bytes(data)
     except OSError as exc:

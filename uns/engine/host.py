@@ -29,9 +29,12 @@ socket, so the broker queues instead of the engine's memory growing.
 Connecting: a dropped or refused socket is retried with capped, jittered
 backoff (forever, or ``broker.connect_retries`` times before the first
 connection); a refusal that retrying cannot heal (:class:`~uns.errors.BrokerRefused`:
-bad credentials, not authorized, a certificate that does not verify) ends
-:meth:`Engine.run` at once with an :class:`~uns.errors.EngineError`, at start-up
-and after a reconnect alike.
+bad credentials, not authorized, a certificate that does not verify, a broker that
+answers plain MQTT with TLS) ends :meth:`Engine.run` at once with an
+:class:`~uns.errors.EngineError`, at start-up and after a reconnect alike.  A plain
+connection closed before CONNACK :data:`CLOSED_EARLY_ATTEMPTS` times in a row before
+the first one got through (``broker.connect_retries`` when set) ends it too, saying
+that the port likely speaks TLS: mosquitto resets plain MQTT on a TLS port.
 
 Shutdown order: stop intake, drain what was already received, flush the
 sinks, publish status and STATE offline (primary host), disconnect.
@@ -47,8 +50,6 @@ import time
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
 from uns.clock import now_ms
 from uns.config import Config
 from uns.core.context import ContextStore
@@ -57,11 +58,18 @@ from uns.core.events import Batch, RebirthRequest, Sink
 from uns.core.model import PlantModel
 from uns.engine.context_intake import ContextIntake
 from uns.engine.dispatch import Decision, Dispatcher
+from uns.engine.keys import signing_key, trusted_keys
 from uns.engine.slicing import SLICED_BYTES, SlicedIntake
 from uns.engine.status import Counters
 from uns.engine.transport import Message, Publish, Transport, TransportFactory
-from uns.errors import BrokerError, BrokerRefused, EngineError, LakeBackpressure, LakeError, SignatureError
-from uns.keyring import load_private_key, load_trusted_keys
+from uns.errors import (
+    BrokerClosedEarly,
+    BrokerError,
+    BrokerRefused,
+    EngineError,
+    LakeBackpressure,
+    LakeError,
+)
 from uns.logs import RateLimitedLog
 from uns.mqtt.client import FastClient, Will
 from uns.mqtt.settings import Backoff, BrokerSettings
@@ -73,6 +81,10 @@ from uns.sparkplug.topic import group_list, namespace_filters
 __all__ = ["Engine"]
 
 log = logging.getLogger("uns.engine")
+
+#: plain connections closed before CONNACK in a row, before the first one got through, after
+#: which the engine stops (broker.connect_retries when set): a TLS port does that to mqtt://
+CLOSED_EARLY_ATTEMPTS = 5
 
 
 class Engine(SlicedIntake):
@@ -110,8 +122,8 @@ class Engine(SlicedIntake):
             context=self.context,
             enricher=self.enricher,
             counters=self.counters,
-            trusted_keys=_trusted_keys(config),
-            ack_key=_signing_key(config),
+            trusted_keys=trusted_keys(config),
+            ack_key=signing_key(config),
         )
         self._transport = transport
         # The connection state, in one field: the transport of the live session (subscribed,
@@ -418,7 +430,7 @@ class Engine(SlicedIntake):
         settings = cfg.settings()
         where = settings.masked_url()
         backoff = Backoff(cfg.reconnect_min, cfg.reconnect_max)
-        failures = 0
+        failures = closed_early = 0
         served = False  # a connection got through CONNACK: later ones are reconnects
         while not stop.is_set():
             client = self._new_transport(settings)
@@ -430,7 +442,9 @@ class Engine(SlicedIntake):
             except BrokerError as exc:
                 await client.disconnect()
                 failures += 1
-                if not served and 0 <= cfg.connect_retries < failures:
+                closed_early = closed_early + 1 if isinstance(exc, BrokerClosedEarly) else 0
+                early_limit = cfg.connect_retries if cfg.connect_retries >= 0 else CLOSED_EARLY_ATTEMPTS
+                if not served and (0 <= cfg.connect_retries < failures or closed_early > early_limit):
                     raise EngineError(
                         f"cannot reach the broker at {where} after {failures} attempts: {exc}"
                     ) from exc
@@ -465,23 +479,3 @@ async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
     for task in tasks:  # retrieve results so nothing is logged as never retrieved
         if not task.cancelled():
             task.exception()
-
-
-def _trusted_keys(config: Config) -> dict[str, Ed25519PublicKey]:
-    """The public keys of ``audit.trusted_keys`` (read once, at start: restart the engine
-    after adding or removing a key); EngineError when they cannot be read."""
-    try:
-        return load_trusted_keys(config.audit.trusted_keys)
-    except SignatureError as exc:
-        raise EngineError(f"cannot start: {exc}") from exc
-
-
-def _signing_key(config: Config) -> tuple[str, Ed25519PrivateKey] | None:
-    """The engine's own key (``engine.signing_key``), which signs its context
-    acknowledgements; None without one.  EngineError when it cannot be read."""
-    if config.engine.signing_key is None:
-        return None
-    try:
-        return load_private_key(config.engine.signing_key)
-    except SignatureError as exc:
-        raise EngineError(f"cannot start: engine.signing_key: {exc}") from exc
