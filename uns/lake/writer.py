@@ -69,7 +69,8 @@ MAX_TARGET_BYTES: Final = 100 << 20
 # <point> (before:<table>, after:<table>, before_delete, after_delete);
 # "kill_worker:<point>:<flag file>" SIGKILLs only the commit worker, once (the flag
 # file records that it happened); "sleep:<seconds>" pauses between table commits;
-# "compact_sleep:<seconds>" pauses before a compaction.
+# "compact_sleep:<seconds>" pauses before a compaction; "refuse_segment:<number>" makes
+# every commit of that segment fail (a segment the worker cannot write: lake.quarantine).
 # Used by tests/lake_crash_child.py and tests/test_lake_worker.py; empty in production.
 _TEST_HOOK: Final = os.environ.get("UNS_LAKE_TEST_HOOK", "")
 #: True in the commit worker process (lake.worker): a test kill then takes its parent too.
@@ -91,6 +92,8 @@ def _hook(point: str) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
     elif (kind == "sleep" and point.startswith("after:")) or (kind == "compact_sleep" and point == "compact"):
         time.sleep(float(arg))
+    elif kind == "refuse_segment" and point == f"commit:{arg}":
+        raise LakeError(f"test hook: segment {arg} is refused by every commit")
 
 
 def recent_target_bytes(sizes: Sequence[int], rows: Sequence[int], target_rows: int) -> int:
@@ -248,6 +251,7 @@ class DeltaWriter:
 
         ``parts`` are the columns of the segment's records when the caller still
         holds them in memory (the usual case); otherwise they are read back from the file."""
+        _hook(f"commit:{number}")
         torn = 0
         if parts is None:
             try:

@@ -207,7 +207,7 @@ class SessionManager:
         """:meth:`handle_raw` in slices (uns.sparkplug.steps): decoding and births pause
         between slices of their metrics."""
         mtype = topic.message_type
-        if mtype is _DDATA or mtype is _NDATA:
+        if (mtype is _DDATA or mtype is _NDATA) and len(raw) <= self.limits.max_payload_bytes:
             fast = self._fast_data(topic, raw, received_at)
             if fast is not None:
                 return fast, []
