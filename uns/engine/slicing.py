@@ -7,7 +7,8 @@ the systemd watchdog.  So a message of :data:`SLICED_BYTES` or more goes through
 :meth:`~uns.engine.dispatch.Dispatcher.process_steps` instead of ``process``: the
 pure work pauses after every slice of metrics, and the engine lets the loop run
 whenever :data:`BREATH_S` has passed since it last did; the rows reach the sinks a
-slice at a time (the lake writes each slice as its own WAL record).  Messages stay
+slice at a time, the loop running after each (the lake writes each slice as its own
+WAL record before the next is handed over).  Messages stay
 in order: the next one waits until this one is done.
 
 A stop or a lost connection that cancels the receive task between slices does not
@@ -68,7 +69,9 @@ class SlicedIntake(SinkDelivery):
                 break
             if part is not None and not await self._deliver_part(part, steps, messages, position):
                 return False
-            if time.monotonic() - breath >= BREATH_S:
+            # after each slice of rows the loop runs (the lake writes them, one WAL record a
+            # slice); between slices of pure work, once BREATH_S has passed
+            if part is not None or time.monotonic() - breath >= BREATH_S:
                 try:
                     await asyncio.sleep(0)
                 except asyncio.CancelledError:
