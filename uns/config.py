@@ -410,36 +410,6 @@ _KEYS: Final[Mapping[str, Mapping[str, tuple[type, bool]]]] = {
 }
 
 
-def _coerce(key: str, value: Any, kind: tuple[type, bool], origin: str) -> Any:
-    base, optional = kind
-    if value is None or (optional and value == ""):
-        if optional:
-            return None
-        raise ConfigError(f"{origin}: {key} must not be empty", key=key)
-    if base is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
-            return True
-        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{origin}: {key} must be true or false, got {value!r}", key=key)
-    if base is int or base is float:
-        # an integer is also a number; a bool is neither (TOML ``true`` is not 1)
-        if isinstance(value, int if base is int else int | float) and not isinstance(value, bool):
-            return base(value)
-        if isinstance(value, str):
-            try:
-                return base(value)
-            except ValueError:
-                pass
-        what = "an integer" if base is int else "a number"
-        raise ConfigError(f"{origin}: {key} must be {what}, got {value!r}", key=key)
-    if isinstance(value, str):
-        return value
-    raise ConfigError(f"{origin}: {key} must be text, got {value!r}", key=key)
-
-
 def load_config(
     file: str | Path | None = None,
     *,
@@ -460,7 +430,7 @@ def load_config(
         if section not in _KEYS or key not in _KEYS[section]:
             known = ", ".join(f"{s}.{k}" for s in _KEYS for k in _KEYS[s])
             raise ConfigError(f"{origin}: unknown setting {dotted!r} (known: {known})", key=dotted)
-        values[section][key] = _coerce(dotted, value, _KEYS[section][key], origin)
+        values[section][key] = opts.coerce_value(dotted, value, _KEYS[section][key], origin)
         origins[dotted] = origin
 
     source = file or env.get("UNS_CONFIG") or None
@@ -480,7 +450,7 @@ def load_config(
                 if isinstance(value, dict) and key in opts.option_tables(SECTIONS.get(section, Config)):
                     values[section][key] = opts.parse_options(f"{section}.{key}", value, str(path))
                     continue
-                line = _line_of(text, section, key)
+                line = opts.line_of(text, section, key)
                 put(f"{section}.{key}", value, f"{path} line {line}" if line else str(path))
     for name, value in env.items():
         if not name.startswith("UNS_") or name == "UNS_CONFIG":
@@ -505,15 +475,3 @@ def load_config(
                 raise
             raise ConfigError(f"{origin}: {exc}", key=exc.key) from exc
     return Config(**sections)
-
-
-def _line_of(text: str, section: str, key: str) -> int | None:
-    """The 1-based line of ``key = ...`` inside ``[section]`` of a TOML text, if it can be found."""
-    current = None
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if line.startswith("["):
-            current = line.strip("[] \t").split("#")[0].strip().strip("\"'")
-        elif current == section and line.partition("=")[0].strip().strip("\"'") == key:
-            return number
-    return None

@@ -175,12 +175,10 @@ class SessionManager:
         if deadline is not None and received_at >= deadline:
             # the engine's timer may fire late: expire first so the result does not depend on it
             self._expire(node, received_at, out)
-        if mtype in _SEQUENCED:
-            yield from self._sequenced(node, msg, out)
-        elif mtype is _NBIRTH:
-            yield from self._nbirth(node, msg, out)
-        else:
+        if mtype is _NDEATH:
             self._ndeath(node, msg, out)
+        else:
+            yield from (self._sequenced if mtype in _SEQUENCED else self._nbirth)(node, msg, out)
         if payload.seq is not None and payload.seq > 255 and mtype is not _NDEATH:
             detail = f"{mtype.value} seq {payload.seq} > 255, used modulo 256"
             protocol_error_once(node, "seq>255", detail, received_at, out)
@@ -204,8 +202,7 @@ class SessionManager:
     def handle_raw_steps(
         self, topic: Topic, raw: bytes, received_at: int, max_decompressed_bytes: int | None = None
     ) -> Steps[tuple[Outcome, list[tuple[int, str]]]]:
-        """:meth:`handle_raw` in slices (uns.sparkplug.steps): decoding and births pause
-        between slices of their metrics."""
+        """:meth:`handle_raw` in slices (uns.sparkplug.steps): decoding and births pause."""
         mtype = topic.message_type
         if (mtype is _DDATA or mtype is _NDATA) and len(raw) <= self.limits.max_payload_bytes:
             fast = self._fast_data(topic, raw, received_at)
