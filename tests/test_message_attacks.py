@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks.bench_message_limits import birth_100k
 from tests.engine_helpers import engine_config, running_engine, wait_for
 from tests.lake_helpers import query
 from tests.protowire import lfield, vfield
@@ -35,7 +36,7 @@ from uns.mqtt.mosquitto import Mosquitto
 from uns.mqtt.settings import BrokerSettings
 from uns.sparkplug import DataType, encode_payload
 from uns.sparkplug.compression import COMPRESSED_UUID
-from uns.sparkplug.payload import Metric, Payload, PropertySet, PropertyValue
+from uns.sparkplug.payload import Payload
 
 ROOT = Path(__file__).resolve().parent.parent
 UNS = (sys.executable, "-m", "uns")
@@ -124,20 +125,8 @@ async def test_the_loop_never_stalls_a_second_on_the_largest_legal_birth(
     bounded catalog_new entry for the birth although it spans several WAL segments."""
     lake = tmp_path / "lake"
     config = lake_config(broker, ns, lake, **{"lake.commit_rows": 50_000})
-    ts = int(time.time() * 1000)
-    metrics = [Metric(name="bdSeq", datatype=DataType.UInt64, value=0)]
-    unit = PropertySet({"engUnit": PropertyValue(DataType.String, "degC")})
-    metrics += [
-        Metric(
-            name=f"Area{i // 1000}/Tag{i}",
-            alias=i + 1,
-            datatype=DataType.Double,
-            value=float(i),
-            properties=unit,
-        )
-        for i in range(99_999)
-    ]
-    birth = encode_payload(Payload(timestamp=ts, seq=0, metrics=metrics))
+    birth, samples = birth_100k()  # the benchmark's: bdSeq and 99,999 Doubles with a unit
+    assert samples == 99_999
     stop = asyncio.Event()
     lags: list[float] = []
     probing = True
