@@ -28,6 +28,7 @@ __all__ = [
     "option_table",
     "option_tables",
     "parse_options",
+    "require",
     "secret_option",
 ]
 
@@ -74,10 +75,21 @@ def parse_options(dotted: str, table: Mapping[str, Any], origin: str) -> tuple[t
     return tuple(sorted(out.items()))
 
 
+def require(key: str, value: object, ok: bool, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} must be {rule}, got {value!r}", key=key)
+
+
 def coerce_value(key: str, value: Any, kind: tuple[type, bool], origin: str) -> Any:
     """``value`` (from ``origin``: a file line, a variable, a flag) as the ``(type, optional)``
     ``kind`` of config key ``key``; ConfigError naming both otherwise."""
     base, optional = kind
+    if base is tuple:  # a TOML array of text; from the environment, comma-separated
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError(f"{origin}: {key} must be a list of text, got {value!r}", key=key)
     if value is None or (optional and value == ""):
         if optional:
             return None
@@ -103,6 +115,8 @@ def coerce_value(key: str, value: Any, kind: tuple[type, bool], origin: str) -> 
         raise ConfigError(f"{origin}: {key} must be {what}, got {value!r}", key=key)
     if isinstance(value, str):
         return value
+    if isinstance(value, int) and not isinstance(value, bool):  # e.g. broker.protocol = 5
+        return str(value)
     raise ConfigError(f"{origin}: {key} must be text, got {value!r}", key=key)
 
 

@@ -41,8 +41,6 @@ BREATH_S: Final = 0.02
 class SlicedIntake(SinkDelivery):
     """Large messages in slices; a part of :class:`~uns.engine.host.Engine`."""
 
-    dispatch: Dispatcher
-
     def act(
         self, client: Transport, rebirths: Sequence[RebirthRequest], publishes: Sequence[Publish]
     ) -> None:
@@ -51,15 +49,15 @@ class SlicedIntake(SinkDelivery):
     async def _handle_large(
         self,
         client: Transport,
-        topic: str,
-        payload: bytes,
-        received_at: int,
+        dispatch: Dispatcher,
+        message: tuple[str, bytes, int],
         messages: list[Message],
         position: int,
     ) -> bool:
-        """Process ``messages[position]`` in slices and hand its rows to the sinks; False when
-        a stop's deadline gave it (and the rest of ``messages``) up."""
-        steps = self.dispatch.process_steps(topic, payload, received_at)
+        """Process ``messages[position]`` (``message``: its topic, payload and receive time)
+        through ``dispatch`` (its broker's) in slices and hand its rows to the sinks; False
+        when a stop's deadline gave it (and the rest of ``messages``) up."""
+        steps = dispatch.process_steps(*message)
         breath = time.monotonic()
         while True:
             try:

@@ -73,7 +73,7 @@ from uns.sparkplug.limits import OVER_LIMIT, MessageLimits
 from uns.sparkplug.nodes import NO_DBIRTH, NO_NBIRTH, NodeInfo, NodeState, node_info
 from uns.sparkplug.outcome import Outcome, RebirthPolicy, protocol_error_once, reject, session_event
 from uns.sparkplug.payload import Payload
-from uns.sparkplug.reorder import REORDER_SPAN, Received, SeqPosition
+from uns.sparkplug.reorder import REORDER_SPAN, Received, SeqPosition, seqs_text
 from uns.sparkplug.steps import Steps, run_steps
 from uns.sparkplug.topic import MessageType, Topic
 
@@ -309,6 +309,11 @@ class SessionManager:
             session_event(out, now_ms, node, None, SessionEventKind.RECONNECTED, why)
         return self._done(out)
 
+    def node(self, group_id: str, edge_node_id: str) -> NodeInfo | None:
+        """Snapshot of one node (None: never seen)."""
+        node = self._nodes.get((group_id, edge_node_id))
+        return None if node is None else node_info(node)
+
     def nodes(self) -> tuple[NodeInfo, ...]:
         """Snapshot of every node seen (sorted by group, edge node)."""
         return tuple(node_info(n) for _, n in sorted(self._nodes.items()))
@@ -375,7 +380,7 @@ class SessionManager:
             # no buffering: give the gap up at once, but keep the message (its aliases are still valid)
             missing = tracker.skip_to(seq)
             self._record_gap(node, missing, "reorder timeout is 0", 1, now, out)
-            self._rebirths.request(node, f"seq gap: {_seqs(missing)} missing", now, out)
+            self._rebirths.request(node, f"seq gap: {seqs_text(missing)} missing", now, out)
             self._apply(node, msg, out)
             tracker.processed(seq, digest)
             return
@@ -414,11 +419,11 @@ class SessionManager:
             self._stats["reorder_timeouts"] += 1
             waited = now - (tracker.deadline - self._reorder_timeout_ms)
             missing = tracker.skip_hole()
-            detail = f"seq {_seqs(missing)} still missing after {waited} ms"
+            detail = f"seq {seqs_text(missing)} still missing after {waited} ms"
             session_event(out, now, node, None, SessionEventKind.REORDER_TIMEOUT, detail)
             released = self._release(node, out)
             self._record_gap(node, missing, "reorder timeout", released, now, out)
-            self._rebirths.request(node, f"reorder timeout: seq {_seqs(missing)} missing", now, out)
+            self._rebirths.request(node, f"reorder timeout: seq {seqs_text(missing)} missing", now, out)
             self._after_release(node)
 
     def _give_up_all(self, node: NodeState, now: int, out: Outcome, cause: str, *, rebirth: bool) -> None:
@@ -431,13 +436,14 @@ class SessionManager:
             given_up.extend(missing)
         self._after_release(node)
         if rebirth and given_up:
-            self._rebirths.request(node, f"{cause}: seq {_seqs(given_up)} missing", now, out)
+            self._rebirths.request(node, f"{cause}: seq {seqs_text(given_up)} missing", now, out)
 
     def _record_gap(
         self, node: NodeState, missing: list[int], cause: str, released: int, now: int, out: Outcome
     ) -> None:
         self._stats["seq_gaps"] += 1
-        detail = f"seq {_seqs(missing)} missing ({cause}); {released} later messages processed without them"
+        missed = seqs_text(missing)
+        detail = f"seq {missed} missing ({cause}); {released} later messages processed without them"
         session_event(out, now, node, None, SessionEventKind.SEQ_GAP, detail)
 
     # --- applying messages in seq order ------------------------------------------------
@@ -487,12 +493,3 @@ class SessionManager:
         self._stats["samples"] += len(out.batch.samples)
         self._stats["rejected"] += len(out.batch.rejected)
         return out
-
-
-def _seqs(seqs: list[int]) -> str:
-    """A short text for seqs given up: ``5`` or ``5..7`` (a run), ``none``."""
-    if not seqs:
-        return "none"
-    if len(seqs) == 1:
-        return str(seqs[0])
-    return f"{seqs[0]}..{seqs[-1]}"
