@@ -126,6 +126,9 @@ def sim(
     excursion: Annotated[
         list[str] | None, typer.Option(help="BATCH:METRIC=VALUE[:PHASE] (docs/batches.md)")
     ] = None,
+    shift: Annotated[
+        list[str] | None, typer.Option(help="BATCH:METRIC=DELTA: the batch runs off-centre (docs/batches.md)")
+    ] = None,
     death: Annotated[list[str] | None, typer.Option(help="BATCH: its edge node dies mid-batch")] = None,
     gap: Annotated[list[str] | None, typer.Option(help="BATCH[:SECONDS]: its unit sends nothing")] = None,
     correct_context: Annotated[list[str] | None, typer.Option(help="BATCH: a late recipe correction")] = None,
@@ -148,7 +151,10 @@ def sim(
             seed=seed,
             group=group,
             prefix=prefix,
-            faults={"excursion": excursion, "death": death, "gap": gap, "correct_context": correct_context},
+            faults={
+                "excursion": excursion, "shift": shift, "death": death, "gap": gap,
+                "correct_context": correct_context,
+            },
         )
     )
 
