@@ -51,7 +51,7 @@ __all__ = [
 #: the views an analyst queries (the ``_uns_*`` ones are internal)
 VIEWS: Final = (
     "measurements", "measurements_asof", "context", "metric_catalog", "sessions", "rejected", "batches",
-    "batch_phases",
+    "batch_phases", "batch_statistics", "batch_phase_statistics",
 )  # fmt: skip
 
 _PATH_VARIABLE: Final = "uns_lake_path"
