@@ -8,33 +8,13 @@
 -- deepest path at or above it that sets batch_id or phase), "end" and duration_s NULL
 -- while the batch is open there.  `uns batch trend` reads this view.
 CREATE OR REPLACE VIEW batch_statistics AS
-WITH pieces AS (
-    SELECT *, sum(total) OVER w / sum(samples) OVER w AS grand_mean
-    FROM _uns_batch_pieces
-    WINDOW w AS (PARTITION BY batch_id, path, metric)
-),
-grouped AS (
-    SELECT batch_id, path, metric, any_value(batch_path) AS batch_path,
-        sum(samples) AS samples,
-        sum(total) / sum(samples) AS mean,
-        min(min) AS min,
-        max(max) AS max,
-        -- pieces combined exactly: within-piece squares plus each piece's offset from the mean
-        CASE WHEN sum(samples) > 1 THEN
-            sqrt(greatest(sum(m2 + samples * (total / samples - grand_mean) ^ 2), 0) / (sum(samples) - 1))
-        END AS std,
-        arg_max(last, last_ts) AS last,
-        min(first_ts) AS first_ts,
-        max(last_ts) AS last_ts
-    FROM pieces
-    GROUP BY batch_id, path, metric
-),
-spans AS (
+WITH spans AS (
     SELECT batch_id, path AS batch_path, min(start) AS start,
         CASE WHEN bool_or("end" IS NULL) THEN NULL ELSE max("end") END AS "end"
     FROM _uns_batch_segments GROUP BY batch_id, path
 )
-SELECT g.batch_id, g.path, g.metric, g.samples, g.mean, g.min, g.max, g.std, g.last,
-    g.first_ts, g.last_ts, s.start, s."end",
-    (epoch_ms(s."end") - epoch_ms(s.start)) / 1000.0 AS duration_s
-FROM grouped g JOIN spans s USING (batch_id, batch_path)
+SELECT s.batch_id, s.path, s.metric, s.samples, s.mean, s.min, s.max, s.std, s.last,
+    s.first_ts, s.last_ts, t.start, t."end",
+    (epoch_ms(t."end") - epoch_ms(t.start)) / 1000.0 AS duration_s
+FROM _uns_batch_series s JOIN spans t USING (batch_id, batch_path)
+WHERE s.whole

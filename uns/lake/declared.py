@@ -32,6 +32,7 @@ VIEW_ORDER: Final = (
     "batches",
     "batch_phases",
     "_uns_batch_pieces",
+    "_uns_batch_series",
     "batch_statistics",
     "batch_phase_statistics",
 )
