@@ -23,7 +23,9 @@ import uns
 from uns import lake
 from uns.audit.trail import LOG_COLUMNS, audit_log
 from uns.batch.document import Report, ReportRequest
+from uns.batch.envelope import MIN_REFERENCES
 from uns.batch.exceptions import completeness_and_exceptions
+from uns.batch.golden import envelope_exceptions, envelope_overlay
 from uns.batch.parameters import parameters, reference_overlay
 from uns.batch.queries import BatchInfo, batch_info, batch_samples, catalog_entries
 from uns.batch.signing import attach_signatures
@@ -40,16 +42,24 @@ FORMATS = ("html", "json", "pdf")
 def build_report(con: duckdb.DuckDBPyConnection, request: ReportRequest) -> Report:
     """Read the batch (and its reference) from ``con``'s snapshot and review it."""
     info = batch_info(con, request.batch_id)
-    reference = batch_info(con, request.reference) if request.reference else None
+    references = [batch_info(con, b) for b in request.reference_batches]
+    if request.envelope_exceptions and len(references) < MIN_REFERENCES:
+        raise BatchError(
+            f"envelope exceptions need at least {MIN_REFERENCES} reference batches (--reference B1,B2,...)"
+        )
     samples = batch_samples(con, info)
     catalog = catalog_entries(con, info.units)
     params = parameters(info, samples, catalog, request.spec, request.model, request.metrics)
-    if reference is not None:
-        reference_overlay(params, info, reference, batch_samples(con, reference))
+    if len(references) == 1:
+        reference_overlay(params, info, references[0], batch_samples(con, references[0]))
+    elif references:
+        envelope_overlay(params, info, samples, [(r, batch_samples(con, r)) for r in references])
     now = request.now or datetime.now(UTC)
     completeness, exceptions, context = completeness_and_exceptions(
         con, info, samples, params, catalog, late_context_s=request.late_context_s
     )
+    if request.envelope_exceptions:
+        exceptions += envelope_exceptions(params)
     exceptions.sort(key=lambda e: (e["ts"], e["kind"], e["message"]))
     count = len(exceptions)
     document: dict[str, Any] = {
@@ -66,7 +76,7 @@ def build_report(con: duckdb.DuckDBPyConnection, request: ReportRequest) -> Repo
         "exceptions": exceptions,
         "verdict": "no exceptions" if count == 0 else f"{count} exception{'s' if count != 1 else ''}",
     }
-    return Report(document, params, info, reference)
+    return Report(document, params, info, references[0] if len(references) == 1 else None)
 
 
 def _header(
@@ -88,7 +98,8 @@ def _header(
         "software_version": f"uns {uns.__version__}",
         "lake_versions": dict(sorted(versions.items())),
         "spec": {"file": spec.file, "name": spec.name, "version": spec.version},
-        "reference_batch": request.reference,
+        # several references: "B1, B2, B3" (no new key: the content a signature covers stays as it was)
+        "reference_batch": ", ".join(request.reference_batches) or None,
         "late_context_s": request.late_context_s,
     }
 
