@@ -35,7 +35,7 @@ def batch_list(
 ) -> None:
     """One line per batch (newest first): product, recipe, order, units, start, end, duration, status.
 
-    Example: uns batch list --lake ./lake --product mAb-A --since 2026-12-01T00:00:00Z
+    Example: uns batch list --lake ./uns-lake --product mAb-A --since 2026-12-01T00:00:00Z
     """
     from uns.cli.batch_commands import batch_list as work  # noqa: PLC0415
 
@@ -46,7 +46,7 @@ def batch_list(
 def batch_show(batch: BatchArg, lake: LakeOpt = None, spec: SpecOpt = None) -> None:
     """A terminal summary of one batch: units, phases, exceptions, completeness, verdict.
 
-    Example: uns batch show B2026-0001 --lake ./lake --spec examples/pilot-spec.toml
+    Example: uns batch show B2026-0001 --lake ./uns-lake --spec examples/pilot-spec.toml
     """
     from uns.cli.batch_commands import batch_show as work  # noqa: PLC0415
 
@@ -81,7 +81,7 @@ def batch_report(
 ) -> None:
     """Write the batch's review-by-exception report; prints its path and verdict.
 
-    Example: uns batch report B2026-0001 --lake ./lake --spec examples/pilot-spec.toml -o B2026-0001.html
+    Example: uns batch report B2026-0001 --lake ./uns-lake --spec examples/pilot-spec.toml -o B2026-0001.html
 
     Example: uns batch report B2026-0013 --reference B2026-0005,B2026-0009,B2026-0017 --envelope-exceptions
     """
@@ -134,7 +134,7 @@ def batch_trend(
     chart with run rules 1-4, and the capability against the spec's action limits.  Prints the
     file written and a summary.
 
-    Example: uns batch trend Temperature --product mAb-A --phase growth --spec examples/pilot-spec.toml
+    Example: uns batch trend Temperature --lake ./uns-lake --product mAb-A --phase growth --spec examples/pilot-spec.toml
     """
     from uns.cli.batch_commands import batch_trend as work  # noqa: PLC0415
 
