@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import duckdb
+import numpy as np
 
 import uns
 from uns import lake
@@ -227,8 +228,6 @@ def build_trend(con: duckdb.DuckDBPyConnection, request: TrendRequest) -> dict[s
     values = batch_values(con, request)
     if not values:
         raise _nothing_found(con, request)
-    import numpy as np  # noqa: PLC0415
-
     x = np.array([v.value for v in values], dtype=np.float64)
     chart = imr_chart(x)
     violations = run_rules(x, chart.mean, chart.ucl, chart.lcl)
@@ -304,7 +303,8 @@ def summary(doc: dict[str, Any]) -> str:
         rules[v["rule"]] = rules.get(v["rule"], 0) + 1
     found = ", ".join(f"rule {r}: {n}" for r, n in sorted(rules.items())) or "none"
     indexes = ", ".join(f"{k.capitalize()} {doc[k]:.2f}" for k in ("cpk", "ppk") if doc[k] is not None)
-    return f"{doc['n']} batches, mean {doc['mean']:.6g}; run-rule violations: {found}" + (
+    batches = f"{doc['n']} batch{'es' if doc['n'] != 1 else ''}"
+    return f"{batches}, mean {doc['mean']:.6g}; run-rule violations: {found}" + (
         f"; {indexes}" if indexes else ""
     )
 
