@@ -134,7 +134,7 @@ def batch_trend(
     chart with run rules 1-4, and the capability against the spec's action limits.  Prints the
     file written and a summary.
 
-    Example: uns batch trend Temperature --lake ./uns-lake --product mAb-A --phase growth --spec examples/pilot-spec.toml
+    Example: uns batch trend Temperature --lake ./uns-lake --product mAb-A --spec examples/pilot-spec.toml
     """
     from uns.cli.batch_commands import batch_trend as work  # noqa: PLC0415
 
