@@ -134,6 +134,18 @@ def test_durations_and_times_are_the_batch_and_its_phases_on_the_series_batch_pa
     ]
 
 
+def test_a_unit_that_hides_the_batch_above_it_is_in_no_batch(shared: duckdb.DuckDBPyConnection) -> None:
+    """Found by hypothesis: the unit's own empty batch_id hides the area's batch, so the
+    unit's samples are in no batch (they are not the area's), as measurements_asof says."""
+    changes = [
+        ContextChange(T0, T0, "area", "batch_id", "x"),
+        ContextChange(T0, T0, "area/u1", "batch_id", ""),
+    ]
+    load_tables(shared, [sample("area/u1", "m1", 0, 0.0), sample("area/u2", "m1", 0, 1.0)], changes)
+    rows = shared.execute("SELECT batch_id, path FROM batch_statistics").fetchall()
+    assert rows == [("x", "area/u2")]
+
+
 def test_a_sample_on_a_boundary_belongs_to_the_segment_it_starts(shared: duckdb.DuckDBPyConnection) -> None:
     changes = [
         ContextChange(T0 + 1, T0 + 1, "area/u1", "batch_id", "B1"),

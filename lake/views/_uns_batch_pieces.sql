@@ -40,9 +40,12 @@ pieces AS (
     FROM samples
     GROUP BY path, metric, bucket, piece
 ),
+batch_paths AS (  -- every path that sets batch_id or phase itself, in a batch or not (yet)
+    SELECT DISTINCT path AS q FROM _uns_context_changes WHERE key IN ('batch_id', 'phase')
+),
 placed AS (  -- each piece with the deepest batch path at or above its path
     SELECT p.*, g.q
-    FROM pieces p JOIN (SELECT DISTINCT q FROM seg) g ON p.path = g.q OR starts_with(p.path, g.q || '/')
+    FROM pieces p JOIN batch_paths g ON p.path = g.q OR starts_with(p.path, g.q || '/')
     QUALIFY length(g.q) = max(length(g.q)) OVER (PARTITION BY p.path, p.metric, p.bucket, p.piece)
 )
 SELECT g.batch_id, p.path, p.metric, g.phase, p.q AS batch_path,
