@@ -20,6 +20,7 @@ from uns.cli.commands import broker_settings as _broker_settings
 from uns.cli.commands import guard as _guard
 from uns.cli.context_cli import context_app
 from uns.cli.keys_cli import keys_app
+from uns.cli.users_cli import users_app
 
 app = typer.Typer(
     name="uns",
@@ -36,6 +37,7 @@ app.add_typer(context_app, name="context")  # its commands: uns.cli/context_cli.
 app.add_typer(keys_app, name="keys")  # uns.cli/keys_cli.py
 app.add_typer(batch_app, name="batch")  # uns.cli/batch_cli.py
 app.add_typer(audit_app, name="audit")
+app.add_typer(users_app, name="users")  # uns.cli/users_cli.py
 
 
 def _setup_logging(level: str, log_format: str = "text") -> None:
