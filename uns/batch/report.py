@@ -23,7 +23,7 @@ import uns
 from uns import lake
 from uns.audit.trail import LOG_COLUMNS, audit_log
 from uns.batch.document import Report, ReportRequest
-from uns.batch.exceptions import completeness_and_exceptions
+from uns.batch.exceptions import completeness_and_exceptions, unique_ids
 from uns.batch.parameters import parameters, reference_overlay
 from uns.batch.queries import BatchInfo, batch_info, batch_samples, catalog_entries
 from uns.batch.signing import attach_signatures
@@ -50,7 +50,8 @@ def build_report(con: duckdb.DuckDBPyConnection, request: ReportRequest) -> Repo
     completeness, exceptions, context = completeness_and_exceptions(
         con, info, samples, params, catalog, late_context_s=request.late_context_s
     )
-    exceptions.sort(key=lambda e: (e["ts"], e["kind"], e["message"]))
+    exceptions.sort(key=lambda e: (e["ts"], e["kind"], e["message"], e["id"]))
+    unique_ids(exceptions)
     count = len(exceptions)
     document: dict[str, Any] = {
         "batch": _header(info, request, now, snapshot_versions(con)),
