@@ -42,7 +42,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "sinks": _BASE - {"mqtt"},
     "lake": _BASE - {"mqtt"},
     "sim": frozenset({"errors", "util", "mqtt", "core.vocabulary", "sparkplug"}),
-    "batch.logic": frozenset({"errors"}),  # uns.batch.{spec,signals,times}: the report's pure logic
+    "batch.logic": frozenset({"errors"}),  # uns.batch.{spec,signals,times,review}: the report's pure logic
     "render": frozenset({"errors"}),  # uns.pdf: HTML printed by Chromium
     "engine.plant": frozenset({"errors", "core"}),  # the plant model file, read
     "engine": _BASE | {"sinks", "lake", "engine.plant"},
@@ -114,7 +114,7 @@ def layer_of(module: str) -> str | None:
         return "config"
     if second == "core":
         return "core.vocabulary" if third in ("events", "values") else "core"
-    if second == "batch" and third in ("spec", "signals", "times"):
+    if second == "batch" and third in ("spec", "signals", "times", "review"):
         return "batch.logic"
     if second == "engine" and third == "plant":
         return "engine.plant"

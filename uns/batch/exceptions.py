@@ -9,12 +9,11 @@ excursion's peak may still grow): :func:`exception_id`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Final
-
-import hashlib
-import json
 
 import duckdb
 

@@ -332,6 +332,29 @@ def validate(
 
 
 @app.command()
+def serve(
+    lake: LakeOpt = None,
+    listen: Annotated[
+        str | None, typer.Option("--listen", metavar="HOST:PORT", help="where to listen (web.listen)")
+    ] = None,
+    config: Annotated[
+        str | None, typer.Option("--config", "-c", help="TOML config file (env UNS_CONFIG)")
+    ] = None,
+) -> None:
+    """Serve the review workspace: QA reviewers log in, disposition each exception and
+    sign in the browser (docs/web.md).  Needs the server's signing key (web.signing_key).
+
+    Example: UNS_WEB_SIGNING_KEY=/etc/uns/keys/uns-web.key uns serve --lake ./lake --listen 127.0.0.1:8080
+    """
+    from uns.config import load_config  # noqa: PLC0415
+    from uns.web.server import serve as run_server  # noqa: PLC0415
+
+    cfg = _guard(lambda: load_config(config, overrides={"lake.path": lake, "web.listen": listen}))
+    _setup_logging(cfg.engine.log_level, cfg.engine.log_format)
+    _guard(lambda: run_server(cfg))
+
+
+@app.command()
 def version() -> None:
     """Print the uns version.  Example: uns version"""
     import uns  # noqa: PLC0415
