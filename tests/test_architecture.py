@@ -110,7 +110,12 @@ def layer_of(module: str) -> str | None:
         return "util"
     if second == "pdf":
         return "render"
-    if second in ("config_options", "config_schema", "config_web", "keyring"):  # [lake.storage] option tables; key files
+    if second in (
+        "config_options",
+        "config_schema",
+        "config_web",
+        "keyring",
+    ):  # [lake.storage] option tables; key files
         return "config"
     if second == "core":
         return "core.vocabulary" if third in ("events", "values") else "core"

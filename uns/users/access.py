@@ -25,13 +25,16 @@ import functools
 import secrets
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from uns.config_web import WebSection
 from uns.errors import AccountLocked, AuthenticationError, PermissionDenied
-from uns.users.ldap import LdapDirectory
 from uns.users.passwords import hash_password, verify_password
 from uns.users.sessions import Identity, Session, Sessions
 from uns.users.store import UserStore
+
+if TYPE_CHECKING:
+    from uns.users.ldap import LdapDirectory
 
 __all__ = ["AccessControl"]
 
@@ -132,7 +135,7 @@ class AccessControl:
         now = self.now_us()
         until = now + int(self.web.lockout_s * 1_000_000) if self.web.lockout_s > 0 else None
         detail = {"failures": access.failures, "until_us": until}
-        self.store.record("lockout", user, detail, actor=user, ts_us=now)
+        self.store.record("lockout", user, detail, actor=user)
         for session in self.sessions.of_user(user):
             self.store.record("logout", user, {"session": session.id, "why": "locked out"}, actor=user)
         raise AccountLocked(user, until)

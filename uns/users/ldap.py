@@ -13,12 +13,16 @@ bind: LDAP would take it as an anonymous bind and say yes.
 from __future__ import annotations
 
 import ssl
+import warnings
 from typing import Any
 
-from ldap3 import BASE, SUBTREE, Connection, Server, Tls
-from ldap3.core.exceptions import LDAPException
-from ldap3.utils.conv import escape_filter_chars
-from ldap3.utils.dn import escape_rdn
+with warnings.catch_warnings():
+    # ldap3 2.9 uses names that pyasn1 0.6 deprecates (tagMap, typeMap): noise, not ours to fix
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from ldap3 import BASE, SUBTREE, Connection, Server, Tls
+    from ldap3.core.exceptions import LDAPException
+    from ldap3.utils.conv import escape_filter_chars
+    from ldap3.utils.dn import escape_rdn
 
 from uns.config_web import ROLES, LdapSettings
 from uns.errors import UnsError
@@ -53,7 +57,8 @@ class LdapDirectory:
         s = self.settings
         try:
             conn = Connection(
-                self._server, user=dn, password=password, receive_timeout=s.timeout_s, raise_exceptions=False,
+                self._server, user=dn, password=password, receive_timeout=max(1, round(s.timeout_s)),
+                raise_exceptions=False,
                 read_only=True,
             )  # fmt: skip
             try:
