@@ -50,14 +50,17 @@ def verify_lines(lake_dir: str, trusted_keys: str | None = None) -> tuple[int, l
     against the public keys in ``trusted_keys`` (the config's audit.trusted_keys)."""
     from uns.audit.signatures import signature_findings  # noqa: PLC0415
     from uns.audit.verify import read_chain, verify  # noqa: PLC0415 - deltalake only when asked
-    from uns.keyring import load_trusted_keys  # noqa: PLC0415
+    from uns.keyring import load_keyring  # noqa: PLC0415
 
     report = verify(lake_dir)
-    signed, wrong = signature_findings(read_chain(Path(lake_dir)), load_trusted_keys(trusted_keys))
+    signed, notes, wrong = signature_findings(read_chain(Path(lake_dir)), load_keyring(trusted_keys))
     findings = report.findings + wrong
     if findings:
         return 1, findings
-    return 0, [f"{report.summary()}; {signed} digital signature{'s' if signed != 1 else ''} verified"]
+    keyless = f" ({notes} keyless note{'s' if notes != 1 else ''}: not signatures)" if notes else ""
+    return 0, [
+        f"{report.summary()}; {signed} digital signature{'s' if signed != 1 else ''} verified{keyless}"
+    ]
 
 
 def audit_log(

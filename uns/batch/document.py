@@ -25,6 +25,8 @@ class ReportRequest:
     reference: str | None = None  # golden batch (--reference)
     late_context_s: float = 5.0
     now: datetime | None = None  # the report time (default: now)
+    #: the directory of the trusted keys its signatures are checked against (audit.trusted_keys)
+    trusted_keys: str | None = None
 
 
 @dataclass(slots=True)

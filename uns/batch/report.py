@@ -29,6 +29,7 @@ from uns.batch.queries import BatchInfo, batch_info, batch_samples, catalog_entr
 from uns.batch.signing import attach_signatures
 from uns.batch.times import iso
 from uns.errors import BatchError
+from uns.keyring import load_keyring
 from uns.lake.manual import record_report
 from uns.lake.query import snapshot_versions
 
@@ -115,7 +116,9 @@ def generate_report(lake_path: str | Path, request: ReportRequest, fmt: str = "h
     con = lake.connect(lake_path)
     try:
         report = build_report(con, request)
-        attach_signatures(con, report.document)  # and whether each still covers the report
+        # each judged: verified against the trusted keys, and whether it still covers the report
+        keyring = load_keyring(request.trusted_keys)
+        attach_signatures(con, report.document, keyring=keyring, spec=request.spec.identity())
         report.document["audit_trail"] = audit_trail(con, request.batch_id)
     finally:
         con.close()
