@@ -92,8 +92,15 @@ def test_the_newest_disposition_of_each_current_exception_counts() -> None:
     assert dispositions_sha256({}) == dispositions_sha256({})
 
 
-@given(st.lists(st.tuples(st.sampled_from(["jdoe", "asmith"]), st.sampled_from(["reviewed", "approved", "rejected"]),
-                          st.booleans(), st.booleans()), max_size=6), st.booleans())  # fmt: skip
+_SIGNED = st.tuples(
+    st.sampled_from(["jdoe", "asmith"]),
+    st.sampled_from(["reviewed", "approved", "rejected"]),
+    st.booleans(),
+    st.booleans(),
+)
+
+
+@given(st.lists(_SIGNED, max_size=6), st.booleans())
 def test_the_state_is_the_newest_counting_decision(
     raw: list[tuple[str, str, bool, bool]], active: bool
 ) -> None:

@@ -16,13 +16,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from uns import lake
+from uns.audit.signatures import BatchSignature
 from uns.batch.api import parse_since
 from uns.batch.queries import list_batches
 from uns.batch.review import STATES, Signed
-from uns.batch.signing import BatchSignature
+from uns.batch.review import review_state as state_of
+from uns.batch.review_state import review_of
 from uns.batch.times import iso
 from uns.errors import UserError
-from uns.review.state import review_of
 
 if TYPE_CHECKING:
     from uns.review.workspace import Workspace
@@ -85,7 +86,7 @@ def batch_list(
         entries = trail.get(item["batch_id"], [])
         cached = ws.reports.peek(item["batch_id"])
         if cached is not None:
-            review = review_of(cached[1], cached[0], entries, keyring, revocations=revoked)
+            review = review_of(cached[1], entries, keyring, revocations=revoked, spec=ws.spec)
             item |= {
                 "review_state": review.state,
                 "exceptions": len(cached[1]["exceptions"]),
@@ -97,7 +98,7 @@ def batch_list(
                 Signed(s.user_id, s.meaning, True, True)
                 for s in (BatchSignature.of_row(r) for r in entries if r.kind == "signature")
             ]
-            state = review_state(signed, bool(entries))
+            state = state_of(signed, bool(entries))
             item |= {"review_state": state, "exceptions": None, "open_exceptions": None, "checked": False}
         if review_state is not None and item["review_state"] != review_state:
             continue

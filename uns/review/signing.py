@@ -17,11 +17,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from uns.audit.signatures import Signer, SigningKey
 from uns.batch.review import check_signature
-from uns.batch.signing import Signer, SigningKey, TrustedKey, sign_report, signing_key
+from uns.batch.signing import sign_report, signing_key
 from uns.config import Config
 from uns.errors import ReviewRefused, SignatureError, UnsError, UserError
-from uns.keyring import load_keyring
+from uns.keyring import TrustedKey, load_keyring
 from uns.users.roles import require
 from uns.users.sessions import Session
 
@@ -119,7 +120,7 @@ def sign_review(ws: Workspace, session: Session, batch_id: str, body: Mapping[st
                 lambda: sign_report(
                     ws.root, batch_id, document=document, signer=signer, meaning=str(meaning),
                     reason=reason.strip(), key=ws.signing.key, keyring=ws.signing.keyring(),
-                    expect_sha256=review.content_sha256, spec=None, writer_id=ws.cfg.web.writer_id,
+                    expect_sha256=review.content_sha256, spec=ws.spec, writer_id=ws.cfg.web.writer_id,
                     audit=ws.cfg.audit, extra=extra,
                 )
             )  # fmt: skip

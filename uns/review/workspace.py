@@ -17,6 +17,7 @@ the server's signing key, its own audit chain) and builds a :class:`Workspace`:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -27,12 +28,12 @@ from uns.batch.api import report_request
 from uns.batch.dispositions import disposition_entry
 from uns.batch.document import ReportRequest
 from uns.batch.review import check_disposition
+from uns.batch.review_state import BatchReview, review_of
 from uns.config import Config
 from uns.config_web import ldap_settings
 from uns.errors import UnsError
 from uns.lake.audit_entries import Entry
 from uns.review.reports import ReportCache
-from uns.review.state import BatchReview, review_of
 from uns.review.trail import ReviewTrail
 from uns.users.access import AccessControl
 from uns.users.roles import require
@@ -64,7 +65,10 @@ class Workspace:
             directory = LdapDirectory(ldap)
         self.access = AccessControl(self.users, cfg.web, ldap=directory)
         self.trail = ReviewTrail(self.root)
-        self._model: Any = None
+        # the spec and the plant model are read once, when the server starts
+        self._template = report_request(cfg, "", spec=None)
+        #: the identity of the spec the reports are read with (a signature records it)
+        self.spec = self._template.spec.identity()
         self.reports = ReportCache(self.root, self._request)
         #: one review step of this server at a time: a rule is checked and its entry written together
         self.signing_lock = threading.Lock()
@@ -84,15 +88,16 @@ class Workspace:
                 self._recorder.forget()
 
     def _request(self, batch_id: str) -> ReportRequest:
-        return report_request(self.cfg, batch_id, spec=None)
+        return dataclasses.replace(self._template, batch_id=batch_id)
 
     # ---------------------------------------------------------------- reading
     def review(self, batch_id: str) -> BatchReview:
         """The batch's report content as the lake is now and its review (BatchError: unknown)."""
-        document, versions = self.reports.document(batch_id)
+        document, _versions = self.reports.document(batch_id)
         rows = self.trail.rows(batch_id)
-        keyring = self.signing.keyring()
-        return review_of(document, versions, rows, keyring, revocations=self.trail.revocations())
+        return review_of(
+            document, rows, self.signing.keyring(), revocations=self.trail.revocations(), spec=self.spec
+        )
 
     def report(self, batch_id: str) -> dict[str, Any]:
         """The report JSON with its ``review`` (``GET /api/batches/{id}/report``)."""
@@ -202,4 +207,5 @@ def open_workspace(cfg: Config) -> Iterator[Workspace]:
             )
         writer = DeltaWriter(root, cfg.web.writer_id)
         writer.ensure_tables()
+        writer.audit.shared = True  # a signature appends through a recorder of its own (sign_report)
         yield Workspace(cfg, writer.audit, signing)
