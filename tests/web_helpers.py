@@ -67,9 +67,27 @@ def change(ts: int, key: str, value: str | None, ident: str, *, path: str = PATH
                          reason, ident)  # fmt: skip
 
 
-async def write(lake_dir: Path, samples: list[Sample], changes: list[ContextChange]) -> None:
-    async with LakeSink(lake_dir, LakeConfig(commit_interval=0.05)) as sink:
-        sink.add(Batch(samples=samples, context=changes))
+def write(lake_dir: Path, samples: list[Sample], changes: list[ContextChange]) -> None:
+    """Write rows with a LakeSink, on a thread of its own (a test may run an event loop:
+    Playwright's sync API does)."""
+
+    async def sink_them() -> None:
+        async with LakeSink(lake_dir, LakeConfig(commit_interval=0.05)) as sink:
+            sink.add(Batch(samples=samples, context=changes))
+
+    failed: list[BaseException] = []
+    thread = threading.Thread(target=lambda: _run(sink_them(), failed), name="lake-write")
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+
+
+def _run(coro: Any, failed: list[BaseException]) -> None:
+    try:
+        asyncio.run(coro)
+    except BaseException as exc:  # handed to the caller's thread
+        failed.append(exc)
 
 
 def temperature(path: str, start: int, values: list[float]) -> list[Sample]:
@@ -94,13 +112,13 @@ def write_batches(lake_dir: Path, *, product: str = "mAb-A") -> None:
         change(20_000, "product", "mAb-B", "e3", path=OTHER),
     ]
     values = [37.0, 37.1, 37.2, 37.1, 38.0, 37.0, 37.1, 37.2, 37.0, 37.1]
-    asyncio.run(write(lake_dir, temperature(PATH, 0, values) + temperature(OTHER, 20_000, [37.0]), changes))
+    write(lake_dir, temperature(PATH, 0, values) + temperature(OTHER, 20_000, [37.0]), changes)
 
 
 def correct_recipe(lake_dir: Path) -> None:
     """A late, back-dated correction of B-WEB-1's recipe: its report content changes."""
-    asyncio.run(write(lake_dir, [], [change(0, "recipe", "v2 (corrected)", "e-fix", received=90_000,
-                                            user="qa", reason="wrong recipe")]))  # fmt: skip
+    write(lake_dir, [], [change(0, "recipe", "v2 (corrected)", "e-fix", received=90_000, user="qa",
+                                reason="wrong recipe")])  # fmt: skip
 
 
 @dataclass
@@ -112,9 +130,11 @@ class Site:
     trusted: Path
 
 
-def make_site(tmp: Path, **web: Any) -> Site:
+def make_site(tmp: Path, *, product: str = "mAb-A", **web: Any) -> Site:
+    """A lake with B-WEB-1 (of ``product``) and B-WEB-2, the server's key, the users of
+    PASSWORDS; ``web`` sets [web] keys."""
     lake = tmp / "lake"
-    write_batches(lake)
+    write_batches(lake, product=product)
     trusted = tmp / "trusted"
     trusted.mkdir()
     private, public = new_key_pair("uns-web", tmp / "keys")

@@ -32,7 +32,7 @@ function showError(form, status, body) {
   const message = (body && body.error) || ("the server answered " + status);
   const rule = body && body.rule ? " (rule: " + body.rule + ")" : "";
   let field = body && body.field ? body.field : "";
-  if (!field && status === 401 && form.querySelector('[name="password"]')) {
+  if (!field && (status === 401 || status === 423) && form.querySelector('[name="password"]')) {
     field = "password";
   }
   let target = form.querySelector('[data-error-for="' + field + '"]');
