@@ -4,6 +4,7 @@ service key, users, and `uns serve` on a free loopback port in a thread of this 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
@@ -146,7 +147,15 @@ def make_site(tmp: Path, *, product: str = "mAb-A", **web: Any) -> Site:
         "lake.path": str(lake), "audit.trusted_keys": str(trusted), "web.signing_key": str(private),
         "batch.spec": str(spec), "web.max_failed_logins": 3, "web.lockout_s": 3600.0,
     } | {f"web.{k}": v for k, v in web.items()}  # fmt: skip
-    cfg = load_config(env={}, overrides=overrides)
+    file = None
+    if "ldap" in web:  # a table of options: only a config file gives it
+        ldap = dict(overrides.pop("web.ldap"))
+        roles = {k.removeprefix("roles."): ldap.pop(k) for k in list(ldap) if k.startswith("roles.")}
+        lines = ["[web.ldap]", *(f"{k} = {json.dumps(v)}" for k, v in ldap.items()), "[web.ldap.roles]",
+                 *(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in roles.items())]  # fmt: skip
+        file = tmp / "uns.toml"
+        file.write_text("\n".join(lines) + "\n")
+    cfg = load_config(file, env={}, overrides=overrides)
     store = cli_store(lake)
     for user, password in PASSWORDS.items():
         add_user(store, user, full_name=NAMES[user], roles=ROLES[user], password=password, web=cfg.web)

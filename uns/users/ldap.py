@@ -12,6 +12,7 @@ bind: LDAP would take it as an anonymous bind and say yes.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import warnings
 from typing import Any
@@ -55,24 +56,22 @@ class LdapDirectory:
             return None
         dn = self.dn_of(user)
         s = self.settings
+        conn = Connection(
+            self._server, user=dn, password=password, receive_timeout=max(1, round(s.timeout_s)),
+            raise_exceptions=False, read_only=True,
+        )  # fmt: skip
         try:
-            conn = Connection(
-                self._server, user=dn, password=password, receive_timeout=max(1, round(s.timeout_s)),
-                raise_exceptions=False,
-                read_only=True,
-            )  # fmt: skip
-            try:
-                if not _open(conn, s.start_tls):
-                    raise DirectoryUnavailable(f"the directory {s.url} cannot be reached: {conn.result}")
-                if not conn.bind():
-                    if (conn.result or {}).get("description") == "invalidCredentials":
-                        return None
-                    raise DirectoryUnavailable(f"the directory {s.url} refused the bind: {_said(conn)}")
-                return Identity(user, self._full_name(conn, dn, user), self._roles(conn, dn, user), "ldap")
-            finally:
-                conn.unbind()
+            if not _open(conn, s.start_tls):
+                raise DirectoryUnavailable(f"the directory {s.url} cannot be reached: {conn.result}")
+            if not conn.bind():
+                if (conn.result or {}).get("description") == "invalidCredentials":
+                    return None
+                raise DirectoryUnavailable(f"the directory {s.url} refused the bind: {_said(conn)}")
+            return Identity(user, self._full_name(conn, dn, user), self._roles(conn, dn, user), "ldap")
         except LDAPException as exc:
             raise DirectoryUnavailable(f"the directory {s.url} cannot be asked: {exc}") from exc
+        finally:
+            _close(conn)
 
     def _full_name(self, conn: Connection, dn: str, user: str) -> str:
         attribute = self.settings.name_attribute
@@ -99,6 +98,16 @@ class LdapDirectory:
             for name in names:
                 roles.update(mapping.get(name, ()))
         return tuple(r for r in ROLES if r in roles)
+
+
+def _close(conn: Connection) -> None:
+    """Unbind and close the socket: ldap3 leaves a socket that failed to connect open."""
+    with contextlib.suppress(LDAPException, OSError):
+        conn.unbind()
+    sock = getattr(conn, "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.close()
 
 
 def _open(conn: Connection, start_tls: bool) -> bool:
