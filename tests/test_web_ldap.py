@@ -111,8 +111,8 @@ def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             time.sleep(0.05)
         ldif = folder / "data.ldif"
         ldif.write_text(DATA.format(suffix=SUFFIX))
-        subprocess.run(["ldapadd", "-x", "-H", url, "-D", f"cn=admin,{SUFFIX}", "-w", ROOT_PW, "-f", str(ldif)],
-                       check=True, capture_output=True)  # fmt: skip
+        add = ["ldapadd", "-x", "-H", url, "-D", f"cn=admin,{SUFFIX}", "-w", ROOT_PW, "-f", str(ldif)]
+        subprocess.run(add, check=True, capture_output=True)
         yield url
     finally:
         proc.terminate()
