@@ -28,12 +28,15 @@ XSS = "<script>window.__xss = 1</script>"
 TIMEOUT_MS = 60_000  # a shared machine: generous, and waits are on conditions
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+def chromium() -> Iterator[Browser]:
+    """Debian's Chromium, headless (the fixture ``browser`` of the modules that use it)."""
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=find_chromium(), args=list(CHROMIUM_ARGS))
         yield browser
         browser.close()
+
+
+browser = pytest.fixture(scope="module", name="browser")(chromium)
 
 
 class Pages:
