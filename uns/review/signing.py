@@ -1,10 +1,10 @@
-"""Signing in the workspace: the server's key, and a user's signature of a batch's review.
+"""Signing in the workspace: a user's signature of a batch's review.
 
-The web workspace signs with its own Ed25519 key (``web.signing_key``), trusted as a
-*service* key (``uns keys trust ... --service``): it may sign for the users it
-authenticates.  A signature is :func:`uns.batch.signing.sign_report`'s entry -- signer
-(user id, printed full name, role), meaning, time, reason, the report content's SHA-256
-(which must still be what the user read: ``expect_sha256``) and the chain head -- plus
+The web workspace signs with its own Ed25519 key (:mod:`uns.review.keys`), trusted as a
+*service* key: it may sign for the users it authenticates.  A signature is the entry of
+:func:`uns.batch.signing.sign_report` -- signer (user id, printed full name, role),
+meaning, time, reason, the report content's SHA-256 (which must still be what the user
+read: ``expect_sha256``) and the chain head -- plus
 the SHA-256 of the dispositions it signs (for ``reviewed`` and ``approved``).  Before it:
 the password again (:meth:`uns.users.AccessControl.reauthenticate`), the role
 (:mod:`uns.users.roles`) and the review's rules (:func:`uns.batch.review.check_signature`).
@@ -12,69 +12,20 @@ the password again (:meth:`uns.users.AccessControl.reauthenticate`), the role
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from uns.audit.signatures import Signer, SigningKey
+from uns.audit.signatures import Signer
 from uns.batch.review import check_signature
-from uns.batch.signing import sign_report, signing_key
-from uns.config import Config
-from uns.errors import ReviewRefused, SignatureError, UnsError, UserError
-from uns.keyring import TrustedKey, load_keyring
+from uns.batch.signing import sign_report
+from uns.errors import ReviewRefused, SignatureError, UserError
 from uns.users.roles import require
 from uns.users.sessions import Session
 
 if TYPE_CHECKING:
     from uns.review.workspace import Workspace
 
-__all__ = ["ServerKey", "server_key", "sign_review"]
-
-#: how to make the server's key, said when there is none (one line)
-HOW: str = (
-    "make one with `uns keys new uns-web --dir /etc/uns/keys`, trust it with `uns keys trust "
-    "/etc/uns/keys/uns-web.pub --name uns-web --full-name 'uns review workspace' --service --reason ...`, "
-    "and set web.signing_key (UNS_WEB_SIGNING_KEY=/etc/uns/keys/uns-web.key)"
-)
-
-
-@dataclass(slots=True)
-class ServerKey:
-    """The server's signing key, and the trusted keys (read again when their directory changes)."""
-
-    key: SigningKey
-    trusted_dir: str | None
-    _keyring: dict[str, TrustedKey] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def keyring(self) -> Mapping[str, TrustedKey]:
-        with self._lock:
-            if not self._keyring:
-                self._keyring = load_keyring(self.trusted_dir)
-            return self._keyring
-
-    def reload(self) -> None:
-        with self._lock:
-            self._keyring = {}
-
-
-def server_key(cfg: Config) -> ServerKey:
-    """The key of ``web.signing_key``, trusted as a service key; UnsError saying how to
-    make one when it is missing or cannot sign."""
-    if not cfg.web.signing_key:
-        raise UnsError(f"uns serve needs its signing key: {HOW}")
-    keyring = load_keyring(cfg.audit.trusted_keys)
-    try:
-        key, trusted = signing_key(cfg.web.signing_key, keyring)
-    except SignatureError as exc:
-        raise UnsError(f"uns serve cannot sign with web.signing_key: {exc.reason}; {HOW}") from exc
-    if trusted.owner is None or trusted.owner.signs_for != "users":
-        raise UnsError(
-            f"web.signing_key {key.name!r} is not trusted as a service key (it would sign only for "
-            f"its owner): trust it with `uns keys trust ... --name {key.name} --service`"
-        )
-    return ServerKey(key, cfg.audit.trusted_keys, keyring)
+__all__ = ["sign_review"]
 
 
 def _role(meaning: str, roles: tuple[str, ...]) -> str:

@@ -5,13 +5,14 @@ turns HTTP into these calls and their results into pages and JSON).
 the server's signing key, its own audit chain) and builds a :class:`Workspace`:
 
 - the users and their sessions (:class:`uns.users.AccessControl`);
-- the batches (:meth:`Workspace.batches`) and each batch's report with its review
-  (:meth:`Workspace.report`): the report content from :class:`uns.review.reports.ReportCache`,
-  the review (dispositions, signatures, state) from the trail as it is now;
-- the review's steps: :meth:`Workspace.dispose`, :meth:`Workspace.sign`,
-  :meth:`Workspace.set_context`, each checked against the roles (:mod:`uns.users.roles`)
-  and the rules (:mod:`uns.batch.review`), each an entry of this server's audit chain
-  (``web.writer_id``) with the authenticated user as its actor.
+- each batch's report with its review (:meth:`Workspace.report`): the report content from
+  :class:`uns.review.reports.ReportCache`, the review (dispositions, signatures, state)
+  from the trail as it is now;
+- the review's steps: :meth:`Workspace.dispose` here, :func:`uns.review.signing.sign_review`
+  and :func:`uns.review.context.set_batch_context` beside it (the batch list:
+  :func:`uns.review.listing.batch_list`), each checked against the roles
+  (:mod:`uns.users.roles`) and the rules (:mod:`uns.batch.review`), each an entry of this
+  server's audit chain (``web.writer_id``) with the authenticated user as its actor.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from uns.config import Config
 from uns.config_web import ldap_settings
 from uns.errors import UnsError
 from uns.lake.audit_entries import Entry
+from uns.review.keys import ServerKey, server_key
 from uns.review.reports import ReportCache
 from uns.review.trail import ReviewTrail
 from uns.users.access import AccessControl
@@ -50,7 +52,7 @@ def _now_us() -> int:
 class Workspace:
     """The workspace over ``cfg``'s lake (see the module doc); made by :func:`open_workspace`."""
 
-    def __init__(self, cfg: Config, recorder: Any, signing: Any) -> None:
+    def __init__(self, cfg: Config, recorder: Any, signing: ServerKey) -> None:
         self.cfg = cfg
         self.root = Path(cfg.lake.path or "")
         self._recorder = recorder
@@ -115,24 +117,6 @@ class Workspace:
         finally:
             con.close()
 
-    def batches(
-        self,
-        *,
-        since: str | None = None,
-        product: str | None = None,
-        status: str | None = None,
-        review_state: str | None = None,
-        open_exceptions: bool | None = None,
-    ) -> list[dict[str, Any]]:
-        """The batches (filters as ``uns batch list``, and by review state and open
-        exceptions), newest first, each with its review state and exception counts."""
-        from uns.review.listing import batch_list  # noqa: PLC0415
-
-        return batch_list(
-            self, since=since, product=product, status=status, review_state=review_state,
-            open_exceptions=open_exceptions,
-        )  # fmt: skip
-
     # ---------------------------------------------------------------- the review's steps
     def dispose(self, session: Session, batch_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """Disposition one exception (role reviewer); returns the review as it is then."""
@@ -154,20 +138,6 @@ class Workspace:
             ])  # fmt: skip
         return self.review(batch_id).summary()
 
-    def sign(self, session: Session, batch_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Sign the batch's review (re-authenticated by the password; role per meaning; the
-        rules); returns the review as it is then."""
-        from uns.review.signing import sign_review  # noqa: PLC0415
-
-        return sign_review(self, session, batch_id, body)
-
-    def set_context(self, session: Session, batch_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Set or correct context of the batch's units (role operator): the event of
-        ``uns context set``, with the authenticated user, a reason, signed by the server."""
-        from uns.review.context import set_batch_context  # noqa: PLC0415
-
-        return set_batch_context(self, session, batch_id, body)
-
     def report_file(self, session: Session, batch_id: str, fmt: str) -> bytes:
         """The HTML or PDF report of the batch, recorded in the audit trail as made by the user."""
         from uns.batch.report import generate_report  # noqa: PLC0415
@@ -187,7 +157,6 @@ def open_workspace(cfg: Config) -> Iterator[Workspace]:
     from uns.lake.locks import writer_lock  # noqa: PLC0415
     from uns.lake.storage import as_store  # noqa: PLC0415
     from uns.lake.writer import DeltaWriter  # noqa: PLC0415
-    from uns.review.signing import server_key  # noqa: PLC0415
 
     path = cfg.lake.path
     if not path:

@@ -10,9 +10,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from uns.errors import UserError
+from uns.review.context import set_batch_context
+from uns.review.listing import batch_list
+from uns.review.signing import sign_review
 from uns.users.manage import list_users, unlock_user
 from uns.users.roles import require
-from uns.web.app import COOKIE, body, session_of, threaded, workspace
+from uns.web.http import COOKIE, body, session_of, threaded, workspace
 
 __all__ = ["api_routes", "login_response", "session_json"]
 
@@ -86,7 +89,7 @@ def batch_filters(request: Request) -> dict[str, Any]:
 async def get_batches(request: Request) -> Response:
     session = await session_of(request)
     require(session.identity.user, session.identity.roles, "view")
-    rows = await threaded(workspace(request).batches, **batch_filters(request))
+    rows = await threaded(batch_list, workspace(request), **batch_filters(request))
     return JSONResponse(rows)
 
 
@@ -114,15 +117,16 @@ async def post_disposition(request: Request) -> Response:
 async def post_signature(request: Request) -> Response:
     session = await session_of(request)
     data = await body(request)
-    return JSONResponse(
-        await threaded(workspace(request).sign, session, request.path_params["batch_id"], data)
-    )
+    ws = workspace(request)
+    return JSONResponse(await threaded(sign_review, ws, session, request.path_params["batch_id"], data))
 
 
 async def post_context(request: Request) -> Response:
     session = await session_of(request)
     data = await body(request)
-    result = await threaded(workspace(request).set_context, session, request.path_params["batch_id"], data)
+    result = await threaded(
+        set_batch_context, workspace(request), session, request.path_params["batch_id"], data
+    )
     return JSONResponse(result)
 
 

@@ -18,9 +18,10 @@ from starlette.templating import Jinja2Templates
 
 from uns.batch.review import STATES
 from uns.errors import AuthenticationError, UnsError
+from uns.review.listing import batch_list
 from uns.users.roles import allowed, require
 from uns.web.api import batch_filters
-from uns.web.app import error_body, error_status, session_of, threaded, workspace
+from uns.web.http import error_body, error_status, session_of, threaded, workspace
 
 __all__ = ["page_error", "page_routes"]
 
@@ -64,7 +65,7 @@ async def batches_page(request: Request) -> Response:
     session = await session_of(request)
     require(session.identity.user, session.identity.roles, "view")
     filters = batch_filters(request)
-    rows = await threaded(workspace(request).batches, **filters)
+    rows = await threaded(batch_list, workspace(request), **filters)
     return _page(request, "batches.html", session, rows=rows, filters=filters, states=STATES)
 
 
