@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Final
@@ -53,7 +54,8 @@ STATIC: Final = Path(__file__).resolve().parent / "static"
 
 
 class SecurityHeaders:
-    """Adds the security headers to every response (a page may set its own CSP)."""
+    """Adds the security headers to every response (a page may set its own CSP), and
+    ``Server-Timing: app;dur=<ms>``: the time the server spent until the response began."""
 
     def __init__(self, app: ASGIApp, *, secure: bool) -> None:
         self.app = app
@@ -64,9 +66,13 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
+        started = time.perf_counter()
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
+                spent = (time.perf_counter() - started) * 1000
+                headers.append((b"server-timing", f"app;dur={spent:.1f}".encode()))
                 names = {k.lower() for k, _ in headers}
                 extra = [
                     (b"content-security-policy", CSP.encode()),
