@@ -5,6 +5,7 @@ whole path, and `uns audit verify` clean after it, naming every signer."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -229,3 +230,29 @@ def test_log_out_ends_the_session(server: Server, login: Login) -> None:
     refusal(client.delete("/api/session"), 403)  # without its CSRF token
     assert client.delete("/api/session", headers={"X-CSRF-Token": csrf}).status_code == 204
     refusal(client.get("/api/batches"), 401)
+
+
+def test_uns_serve_refuses_to_start_without_its_key_in_one_line(site: Site, tmp_path: Path) -> None:
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from uns.cli.app import app  # noqa: PLC0415
+    from uns.keyring import new_key_pair  # noqa: PLC0415
+
+    env = {k: None for k in os.environ if k.startswith("UNS_")} | {
+        "UNS_AUDIT_TRUSTED_KEYS": str(site.trusted)
+    }
+    result = CliRunner().invoke(app, ["serve", "--lake", str(site.lake)], env=env)
+    assert result.exit_code == 1 and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("uns: error: uns serve needs its signing key: make one with `uns keys new")
+    private, _public = new_key_pair("stranger", tmp_path)  # a key nobody trusted
+    result = CliRunner().invoke(
+        app, ["serve", "--lake", str(site.lake)], env=env | {"UNS_WEB_SIGNING_KEY": str(private)}
+    )
+    assert (
+        result.exit_code == 1 and "is not trusted" in result.stderr and len(result.stderr.splitlines()) == 1
+    )
+    result = CliRunner().invoke(
+        app, ["serve", "--lake", str(tmp_path / "none")], env=env | {"UNS_WEB_SIGNING_KEY": str(private)}
+    )
+    assert result.exit_code == 1 and result.stderr.startswith("uns: error: no lake at")
