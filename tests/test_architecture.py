@@ -114,6 +114,7 @@ def layer_of(module: str) -> str | None:
         "config_options",
         "config_schema",
         "config_web",
+        "config_toml",
         "keyring",
     ):  # [lake.storage] option tables; key files
         return "config"
