@@ -9,6 +9,8 @@ afterwards and names every signer."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -206,7 +208,11 @@ def test_two_users_review_and_approve_in_the_browser(site: Site, server: Server,
     approver.goto(f"/batches/{CLOSED}")
     with approver.expect_download() as download:
         approver.click("#report-pdf")
-    assert Path(download.value.path()).read_bytes().startswith(b"%PDF")
+    pdf = Path(download.value.path())
+    assert pdf.read_bytes().startswith(b"%PDF")
+    if shutil.which("pdftotext"):  # the printout shows the manifestations too (§11.50)
+        text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+        assert "Review state: approved" in text and "Anton Approver" in text and "Rita Reviewer" in text
     # the batch list: filters by review state
     approver.goto("/?review_state=approved")
     assert [r.get_attribute("data-batch") for r in approver.locator("#batches tbody tr").all()] == [CLOSED]
