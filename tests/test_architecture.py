@@ -110,13 +110,8 @@ def layer_of(module: str) -> str | None:
         return "util"
     if second == "pdf":
         return "render"
-    if second in (
-        "config_options",
-        "config_schema",
-        "config_web",
-        "config_toml",
-        "keyring",
-    ):  # [lake.storage] option tables; key files
+    # [lake.storage] option tables; the schema; the [broker] section; the config as TOML; [web]; key files
+    if second in ("config_options", "config_schema", "config_broker", "config_toml", "config_web", "keyring"):
         return "config"
     if second == "core":
         return "core.vocabulary" if third in ("events", "values") else "core"

@@ -27,6 +27,7 @@ __all__ = [
     "option_tables",
     "options_schema",
     "parse_options",
+    "require",
     "secret_option",
 ]
 
@@ -102,3 +103,8 @@ def parse_options(
             raise ConfigError(f"{origin}: {dotted}.{name} must be text, a number or true/false", key=dotted)
         out[str(name).lower()] = str(value).lower() if isinstance(value, bool) else str(value)
     return tuple(sorted(out.items()))
+
+
+def require(key: str, value: object, ok: bool, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} must be {rule}, got {value!r}", key=key)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import uns.config_options as opts
+from uns.config_options import require as _require
 from uns.errors import ConfigError
 
 __all__ = ["LDAP_OPTIONS", "ROLES", "LdapSettings", "WebSection", "ldap_settings", "parse_listen"]
@@ -32,11 +33,6 @@ LDAP_OPTIONS: Final = {
 }
 #: the group-to-role map: [web.ldap.roles] <group cn or DN> = "role[,role]"
 ROLES_PREFIX: Final = "roles."
-
-
-def _require(key: str, value: object, ok: bool, rule: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key} must be {rule}, got {value!r}", key=key)
 
 
 def parse_listen(text: str, key: str = "engine.http_listen") -> tuple[str, int]:

@@ -15,6 +15,7 @@ import typer
 
 from uns.cli.audit_commands import audit_app
 from uns.cli.batch_cli import batch_app
+from uns.cli.cmd_cli import cmd
 from uns.cli.commands import BrokerOpt, LakeOpt
 from uns.cli.commands import broker_settings as _broker_settings
 from uns.cli.commands import guard as _guard
@@ -35,6 +36,7 @@ app.add_typer(context_app, name="context")  # its commands: uns.cli/context_cli.
 app.add_typer(keys_app, name="keys")  # uns.cli/keys_cli.py
 app.add_typer(batch_app, name="batch")  # uns.cli/batch_cli.py
 app.add_typer(audit_app, name="audit")
+app.command(name="cmd")(cmd)  # uns.cli/cmd_cli.py
 app.add_typer(users_app, name="users")  # uns.cli/users_cli.py
 
 
@@ -49,7 +51,15 @@ def run(
     config: Annotated[
         str | None, typer.Option("--config", "-c", help="TOML config file (env UNS_CONFIG)")
     ] = None,
-    broker: BrokerOpt = None,
+    broker: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--broker",
+            "-b",
+            help="mqtt://[user[:pass]@]host[:port] or mqtts://... (env UNS_BROKER); repeat for "
+            "several brokers, one Sparkplug host session each (broker.urls)",
+        ),
+    ] = None,
     lake: LakeOpt = None,
     model: Annotated[str | None, typer.Option("--model", help="plant model TOML (env UNS_MODEL)")] = None,
     host_id: Annotated[
@@ -83,12 +93,16 @@ def run(
 
     Example: uns run --broker mqtt://127.0.0.1:1883 --lake /var/lib/uns/lake --model plant.toml --primary
 
+    Two brokers: uns run --primary --broker mqtt://broker-a:1883 --broker mqtt://broker-b:1883
+
     Monitoring: --http 127.0.0.1:9464 serves /metrics, /healthz and /readyz; --log-format json.
     """
     from uns.config import load_config  # noqa: PLC0415
 
     overrides = {
-        "broker.url": broker,
+        # one --broker is broker.url; several are broker.urls (and the first is also the url)
+        "broker.url": broker[0] if broker else None,
+        "broker.urls": broker if broker and len(broker) > 1 else ([] if broker else None),
         "lake.path": lake,
         "engine.model": model,
         "engine.host_id": host_id,
