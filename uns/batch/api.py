@@ -10,7 +10,6 @@ renders it) and bytes of ``uns batch trend``.  Printing is the face's business.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from uns import lake
 from uns.batch.document import ReportRequest
 from uns.batch.queries import batch_info, list_batches
+from uns.batch.signing import SignResult
 from uns.batch.spec import Spec, parse_spec
 from uns.batch.times import iso
 from uns.config import Config, load_config
@@ -126,6 +126,7 @@ def report_request(
         references=parse_references(reference),
         envelope_exceptions=envelope_exceptions,
         late_context_s=cfg.batch.late_context_s,
+        trusted_keys=cfg.audit.trusted_keys,
     )
 
 
@@ -166,42 +167,37 @@ def report_bytes(
     return generate_report(cfg.lake.path or "", request, fmt)
 
 
-@dataclass(frozen=True, slots=True)
-class SignResult:
-    """A signature made: its audit entry's seq and the report content's SHA-256."""
-
-    seq: int
-    report_sha256: str
-
-
 def sign(
     lake_dir: str | None,
     batch_id: str,
     *,
     spec: str | None,
     meaning: str,
-    user: str,
+    key: str,
+    user: str | None = None,
     reason: str | None = None,
-    key: str | None = None,
+    expect_sha256: str | None = None,
+    passphrase: bytes | None = None,
 ) -> SignResult:
-    """Sign the report of ``batch_id`` in the audit trail (:mod:`uns.batch.signing`)."""
+    """Sign the report of ``batch_id`` with the private key file ``key`` as the key's
+    enrolled owner (``user``, if given, must be that owner): :func:`uns.batch.signing.sign_report`."""
     from uns.batch.report import build_report  # noqa: PLC0415
-    from uns.batch.signing import sign_batch  # noqa: PLC0415
+    from uns.batch.signing import load_signing, sign_report, signer_of_key  # noqa: PLC0415
 
     cfg = settings(lake_dir)
     request = report_request(cfg, batch_id, spec=spec)
+    signing, trusted, keyring = load_signing(key, cfg.audit.trusted_keys, passphrase=passphrase)
+    signer = signer_of_key(trusted, user)
 
     def document(con: Any) -> dict[str, Any]:
         batch_info(con, batch_id)  # an unknown batch: one line
         return build_report(con, request).document
 
-    seq, sha = sign_batch(
-        cfg, document, batch_id, meaning=meaning, user=user, reason=reason, key=key,
-        spec_file=request.spec.file,
+    return sign_report(
+        cfg.lake.path or "", batch_id, document=document, signer=signer, meaning=meaning,
+        reason=reason or "", key=signing, keyring=keyring, expect_sha256=expect_sha256,
+        spec=request.spec.identity(), audit=cfg.audit,
     )  # fmt: skip
-    return SignResult(seq, sha)
-
-
 def trend_request(
     cfg: Config,
     metric: str,

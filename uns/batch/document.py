@@ -28,6 +28,8 @@ class ReportRequest:
     envelope_exceptions: bool = False  # leaving the band is an exception (--envelope-exceptions)
     late_context_s: float = 5.0
     now: datetime | None = None  # the report time (default: now)
+    #: the directory of the trusted keys its signatures are checked against (audit.trusted_keys)
+    trusted_keys: str | None = None
 
     @property
     def reference_batches(self) -> tuple[str, ...]:

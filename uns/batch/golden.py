@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from uns.batch.exceptions import exception_id
 from uns.batch.envelope import MIN_REFERENCES, SIGMAS, Band, Envelope, band, departures, slice_width
 from uns.batch.parameters import PLOT_COLUMNS, Parameter, relative_path, run_fields, series_segments
 from uns.batch.queries import BatchInfo, BatchSamples
@@ -143,5 +144,6 @@ def envelope_exceptions(params: list[Parameter]) -> list[dict[str, Any]]:
                 f"batches {refs} (mean ± {SIGMAS:g} sd): {count} {side} it, from {d['start']} to {d['end']}, "
                 f"peak {d['peak']:g} (band edge {d['band_edge']:g})"
             )
-            out.append({"kind": "envelope", "severity": "low", "ts": d["start"], "message": message})
+            ident = exception_id("envelope", d["start"], p.path, p.metric, d["direction"], refs)
+            out.append({"id": ident, "kind": "envelope", "severity": "low", "ts": d["start"], "message": message})
     return out

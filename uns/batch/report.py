@@ -24,13 +24,15 @@ from uns import lake
 from uns.audit.trail import LOG_COLUMNS, audit_log
 from uns.batch.document import Report, ReportRequest
 from uns.batch.envelope import MIN_REFERENCES
-from uns.batch.exceptions import completeness_and_exceptions
+from uns.batch.exceptions import completeness_and_exceptions, unique_ids
 from uns.batch.golden import envelope_exceptions, envelope_overlay
 from uns.batch.parameters import parameters, reference_overlay
 from uns.batch.queries import BatchInfo, batch_info, batch_samples, catalog_entries
+from uns.batch.review_state import attach_review
 from uns.batch.signing import attach_signatures
 from uns.batch.times import iso
 from uns.errors import BatchError
+from uns.keyring import load_keyring
 from uns.lake.manual import record_report
 from uns.lake.query import snapshot_versions
 
@@ -60,7 +62,8 @@ def build_report(con: duckdb.DuckDBPyConnection, request: ReportRequest) -> Repo
     )
     if request.envelope_exceptions:
         exceptions += envelope_exceptions(params)
-    exceptions.sort(key=lambda e: (e["ts"], e["kind"], e["message"]))
+    exceptions.sort(key=lambda e: (e["ts"], e["kind"], e["message"], e["id"]))
+    unique_ids(exceptions)
     count = len(exceptions)
     document: dict[str, Any] = {
         "batch": _header(info, request, now, snapshot_versions(con)),
@@ -116,16 +119,23 @@ def audit_trail(con: duckdb.DuckDBPyConnection, batch_id: str) -> list[dict[str,
     return entries
 
 
-def generate_report(lake_path: str | Path, request: ReportRequest, fmt: str = "html") -> tuple[bytes, str]:
-    """The report of ``request.batch_id`` in ``fmt`` (html, json or pdf) and its verdict.
+def generate_report(
+    lake_path: str | Path, request: ReportRequest, fmt: str = "html", *, actor: str | None = None
+) -> tuple[bytes, str]:
+    """The report of ``request.batch_id`` in ``fmt`` (html, json or pdf) and its verdict,
+    recorded in the audit trail as made by ``actor`` (default: the OS user; the web
+    workspace: the authenticated user).
 
-    Every report the command line makes comes from here."""
+    Every report the command line and the web workspace make comes from here."""
     if fmt not in FORMATS:
         raise BatchError(f"unknown report format {fmt!r} (html, json or pdf)")
     con = lake.connect(lake_path)
     try:
         report = build_report(con, request)
-        attach_signatures(con, report.document)  # and whether each still covers the report
+        # each judged: verified against the trusted keys, and whether it still covers the report
+        keyring = load_keyring(request.trusted_keys)
+        attach_signatures(con, report.document, keyring=keyring, spec=request.spec.identity())
+        attach_review(con, report.document, keyring, request.spec.identity())  # state, dispositions
         report.document["audit_trail"] = audit_trail(con, request.batch_id)
     finally:
         con.close()
@@ -140,5 +150,5 @@ def generate_report(lake_path: str | Path, request: ReportRequest, fmt: str = "h
         data = html.encode() if fmt == "html" else render_pdf(html)
     # the audit trail records every report made, by its SHA-256 (docs/gxp.md)
     detail = {"batch_id": request.batch_id, "format": fmt, "verdict": verdict}
-    record_report(lake_path, hashlib.sha256(data).hexdigest(), request.batch_id, detail=detail)
+    record_report(lake_path, hashlib.sha256(data).hexdigest(), request.batch_id, actor=actor, detail=detail)
     return data, verdict

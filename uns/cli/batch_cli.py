@@ -149,24 +149,41 @@ def batch_trend(
 def batch_sign(
     batch: BatchArg,
     meaning: Annotated[str, typer.Option("--meaning", help="reviewed, approved or rejected")],
-    user: Annotated[str, typer.Option("--user", help="the signer's printed name")],
-    reason: Annotated[str | None, typer.Option("--reason", help="the signer's comment")] = None,
     key: Annotated[
-        str | None, typer.Option("--key", help="Ed25519 private key file (uns keys new): a digital signature")
+        str,
+        typer.Option("--key", help="your Ed25519 private key file (uns keys new; trusted by uns keys trust)"),
+    ],
+    expect_sha256: Annotated[
+        str | None,
+        typer.Option(
+            "--expect-sha256",
+            help="sign only if the report content still has this SHA-256 (the one you read)",
+        ),
     ] = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="the signer's comment")] = None,
+    user: Annotated[
+        str | None, typer.Option("--user", help="your user id: refused unless it is the key's enrolled owner")
+    ] = None,
+    passphrase: Annotated[
+        bool,
+        typer.Option("--passphrase-stdin", help="read the key's passphrase from the first line of stdin"),
+    ] = False,
     lake: LakeOpt = None,
     spec: SpecOpt = None,
 ) -> None:
-    """Sign the batch's report: an audit entry with the signer, time, meaning and the
-    SHA-256 of the report content; with --key also an Ed25519 signature that
-    `uns audit verify` checks against the trusted keys.
+    """Sign the batch's report as the owner of your key: an audit entry with your user id,
+    full name, the time, the meaning, your comment, the SHA-256 of the report content and
+    the audit chain's head, signed with your Ed25519 key (checked by `uns audit verify`
+    and by every report).  A signature needs a key.
 
-    Example: uns batch sign B2026-0001 --meaning approved --user "J. Doe" --key ~/.uns/qa-jdoe.key
+    Example: uns batch sign B2026-0001 --meaning approved --key ~/.uns/qa-jdoe.key --expect-sha256 9c1f...
     """
     from uns.cli.batch_commands import batch_sign as work  # noqa: PLC0415
+    from uns.cli.keys_cli import read_passphrase  # noqa: PLC0415
 
     guard(
         lambda: work(
-            lake, batch, spec=spec, meaning=meaning, user=user, reason=reason, key=key, echo=typer.echo
+            lake, batch, spec=spec, meaning=meaning, user=user, reason=reason, key=key,
+            expect_sha256=expect_sha256, passphrase=read_passphrase(passphrase), echo=typer.echo,
         )
-    )
+    )  # fmt: skip

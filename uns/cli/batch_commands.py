@@ -117,17 +117,23 @@ def batch_sign(
     *,
     spec: str | None,
     meaning: str,
-    user: str,
+    user: str | None,
     reason: str | None,
-    key: str | None,
+    key: str,
+    expect_sha256: str | None,
+    passphrase: bytes | None,
     echo: Echo,
 ) -> int:
     """Sign the batch's report in the audit trail; prints what was signed.  Returns the
     signature entry's seq."""
-    done = api.sign(lake_dir, batch_id, spec=spec, meaning=meaning, user=user, reason=reason, key=key)
-    how = f"digitally, key {Path(key).name.removesuffix('.key')}" if key else "electronically, no key"
+    done = api.sign(
+        lake_dir, batch_id, spec=spec, meaning=meaning, user=user, reason=reason, key=key,
+        expect_sha256=expect_sha256, passphrase=passphrase,
+    )  # fmt: skip
+    who = done.signer
+    assert who is not None
     echo(
-        f"{batch_id}: {meaning} by {user} ({how}); report content sha256 {done.report_sha256}; "
-        f"audit entry uns-cli #{done.seq}"
+        f"{batch_id}: {meaning} by {who.full_name} ({who.user_id}) at {done.signed_at}, key {done.key}; "
+        f"report content sha256 {done.report_sha256}; audit entry {done.writer_id} #{done.seq}"
     )
     return done.seq
