@@ -36,7 +36,7 @@ from uns.mqtt.client import FastClient
 from uns.mqtt.settings import BrokerSettings
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
     from uns.config import Config
     from uns.lake.storage import LakeStore
@@ -88,6 +88,7 @@ def build_event(
     reason: str | None,
     ts: int,
     event_id: str | None = None,
+    source: str = "uns-cli",
 ) -> dict[str, object]:
     """The context event JSON for ``KEY=VALUE`` pairs and keys to clear."""
     values: dict[str, str] = {}
@@ -96,7 +97,7 @@ def build_event(
         if not sep:
             raise ContextError(f"{pair!r} is not KEY=VALUE")
         values[key.strip()] = value
-    event: dict[str, object] = {"ts": ts, "source": "uns-cli"}
+    event: dict[str, object] = {"ts": ts, "source": source}
     if event_id is not None:
         event["id"] = event_id
     if values:
@@ -359,7 +360,8 @@ def publish_context(
     wait: float | None = None,
     host_id: str | None = None,
     event_id: str | None = None,
-    key: str | None = None,
+    key: str | tuple[str, Ed25519PrivateKey] | None = None,
+    source: str = "uns-cli",
     ack_key: AckKey | None = None,
     max_future_s: float | None = None,
 ) -> SetResult:
@@ -368,13 +370,14 @@ def publish_context(
     With ``wait`` (seconds) the event gets an id (``event_id`` or a fresh one)
     and the engine's acknowledgement is awaited that long -- with ``ack_key`` only one
     signed by it (:func:`engine_ack_key`).  With ``key`` (a private key file,
-    :mod:`uns.keyring`) the event is signed.  ``max_future_s``: the engine's
-    ``context.max_future_s``, checked here first.  BrokerRefused or BrokerError, naming
-    the broker, when it cannot be published."""
+    :mod:`uns.keyring`, or a key already read: its name and private key) the event is
+    signed.  ``source`` names the sender (``uns-web`` for the workspace).
+    ``max_future_s``: the engine's ``context.max_future_s``, checked here first.
+    BrokerRefused or BrokerError, naming the broker, when it cannot be published."""
     if wait is not None and event_id is None:
         event_id = new_event_id()
     when, now = parse_time(ts), parse_time(None)
-    event = build_event(pairs, clear, user=user, reason=reason, ts=when, event_id=event_id)
+    event = build_event(pairs, clear, user=user, reason=reason, ts=when, event_id=event_id, source=source)
     # The same validation the engine applies: a bad event never leaves this machine.
     try:
         check_topic_path(path.strip("/"))
@@ -383,7 +386,7 @@ def publish_context(
         raise ContextError(exc.reason, path=path) from None
     ContextStore().apply_event(path, event, now)
     if key is not None:
-        name, private = load_private_key(key)
+        name, private = load_private_key(key) if isinstance(key, str) else key
         event = sign_event(private, name, path, event)
     topic = f"{prefix}/_context/{path.strip('/')}"
     ack_topic = ack_filter(prefix, host_id) if wait is not None else None
