@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -310,7 +311,9 @@ def context_set(
 async def test_wait_trusts_only_acknowledgements_signed_by_the_engines_key(
     broker: Mosquitto, ns: str, tmp_path: Path
 ) -> None:
-    private, _public = new_key_pair("engine", tmp_path / "private", tmp_path / "trusted")
+    private, public = new_key_pair("engine", tmp_path / "private")  # unencrypted: the engine reads it
+    (tmp_path / "trusted").mkdir()
+    shutil.copy(public, tmp_path / "trusted" / public.name)  # what `uns keys trust` does for it
     keyed = {"UNS_ENGINE_SIGNING_KEY": str(private), "UNS_AUDIT_TRUSTED_KEYS": str(tmp_path / "trusted")}
     ready = asyncio.Event()
     forger = asyncio.create_task(forge_acks(broker, ns, ns, ready))
