@@ -42,7 +42,7 @@ def records_import(
     """Import batch records (materials, results, comments) from a file, each acknowledged; safe to repeat.
 
     JSON Lines: one record per line with its "path", "kind" (material, result,
-    comment), "ts" and its kind's fields (docs/batches.md section 7). CSV: a
+    comment), "ts" and its kind's fields (docs/batches.md section 8). CSV: a
     header of ts, path, kind and the fields used (id, user, source, material,
     lot, quantity, unit, status, expiry, test, value, low, high, text), one
     record per row. Every line is validated first; nothing is sent if one is bad

@@ -1,5 +1,5 @@
 """Batch history from an ISA-88 export: a B2MML/BatchML ``BatchInformation`` document as
-context events (``uns context import FILE.xml``; docs/batches.md section 8).
+context events (``uns context import FILE.xml``; docs/batches.md section 9).
 
 Each ``BatchListEntry`` (nested in another or listed flat, in any namespace) with an
 ``ActualStartTime`` becomes context on the path its equipment maps to through the plant

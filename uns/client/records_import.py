@@ -41,8 +41,7 @@ def record_identity(path: str, event: dict[str, Any]) -> str:
     """The id of a record of a file, validated with the engine's rules (RecordError)."""
     if "ts" not in event:
         raise RecordError("ts is required in a file (when the material was charged, the sample taken, ...)")
-    now = now_ms()
-    return parse_record(path, event, now, now_ms=now).record_id
+    return parse_record(path, event, now_ms()).record_id
 
 
 def _cell_number(text: str) -> float | None:

@@ -1,7 +1,7 @@
 """Batch records: materials charged, quality results, operator comments (pure).
 
 A batch record event is JSON on ``<prefix>/_records/<path>`` (schema
-``schemas/record-event.schema.json``, docs/batches.md section 7)::
+``schemas/record-event.schema.json``, docs/batches.md section 8)::
 
     {"id": "lims-88121", "ts": 1767261600000, "kind": "result", "user": "a.lab", "source": "lims",
      "test": "Assay", "value": 99.2, "unit": "%", "low": 95, "high": 105, "status": "pass"}
@@ -40,10 +40,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 from uns.core.context import AUTO_ID_PREFIX, MAX_ID_LENGTH, check_context_path
-from uns.errors import ContextError, RecordError
+from uns.core.intake_rules import check_event_ts
+from uns.errors import ContextError, IntakeError, RecordError
 
 __all__ = [
-    "EARLIEST_TS_MS",
     "MATERIAL_STATUSES",
     "MAX_FUTURE_MS",
     "RECORD_KINDS",
@@ -58,10 +58,9 @@ __all__ = [
     "record_content",
 ]
 
-#: 2000-01-01T00:00:00Z: nothing a plant records today happened before it
-EARLIEST_TS_MS: Final = 946_684_800_000
-#: how far after the engine's clock a record's ``ts`` may be (a clock that is ahead a little
-#: is tolerated; a record dated next month is a mistake)
+#: how far after the engine's clock a record's ``ts`` may be by default (the engine passes
+#: ``context.max_future_s``): a clock a little ahead is tolerated, a record dated next month
+#: is a mistake
 MAX_FUTURE_MS: Final = 24 * 3600 * 1000
 MATERIAL_STATUSES: Final = ("released", "quarantine", "rejected")
 RESULT_STATUSES: Final = ("pass", "fail", "pending")
@@ -208,17 +207,14 @@ def parse_expiry(value: object) -> int:
     return (when - _EPOCH) // dt.timedelta(milliseconds=1)
 
 
-def _check_ts(ts: object, now_ms: int | None, max_future_ms: int) -> int:
+def _check_ts(ts: object, now_ms: int, max_future_ms: int) -> int:
+    """The record's time, held to the intake rules' window (:func:`check_event_ts`)."""
     if isinstance(ts, bool) or not isinstance(ts, int):
         raise RecordError(f"ts must be an integer (epoch ms), not {ts!r:.40}")
-    if ts < EARLIEST_TS_MS:
-        raise RecordError(f"ts {ts} is before 2000-01-01 (epoch ms expected)")
-    if now_ms is not None and ts > now_ms + max_future_ms:
-        ahead = (ts - now_ms) / 1000
-        raise RecordError(
-            f"ts {ts} is {ahead:,.0f} s ahead of the clock (more than {max_future_ms / 1000:g} s)"
-        )
-    return ts
+    try:
+        return check_event_ts(ts, now_ms, max_future_ms)
+    except IntakeError as exc:
+        raise RecordError(exc.reason) from None
 
 
 # ------------------------------------------------------------------ the record
@@ -277,13 +273,13 @@ def parse_record(
     received_at: int,
     *,
     signer: str | None = None,
-    now_ms: int | None = None,
     max_future_ms: int = MAX_FUTURE_MS,
 ) -> Record:
     """The record of an event on ``path``, validated whole (see the module doc), or
     :class:`~uns.errors.RecordError` saying what is wrong.  ``ts`` defaults to
-    ``received_at``; with ``now_ms`` a ``ts`` more than ``max_future_ms`` after it is
-    refused.  ``signer``: the key whose signature the caller verified."""
+    ``received_at``; one before 2000 or more than ``max_future_ms`` after ``received_at``
+    is refused (the intake rules' window, :func:`uns.core.intake_rules.check_event_ts`).
+    ``signer``: the key whose signature the caller verified."""
     try:
         check_context_path(path)
         if not isinstance(event, Mapping):
@@ -295,7 +291,7 @@ def parse_record(
         unknown = set(event) - allowed
         if unknown:
             raise RecordError(f"unknown fields {sorted(unknown)} for a {kind} (allowed: {sorted(allowed)})")
-        ts = _check_ts(event.get("ts", received_at), now_ms, max_future_ms)
+        ts = _check_ts(event.get("ts", received_at), received_at, max_future_ms)
         user = _text(event, "user", MAX_TEXT, required=False)
         source = _text(event, "source", MAX_TEXT, required=False) or ""
         fields = _kind_fields(kind, event)

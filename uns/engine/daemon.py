@@ -90,7 +90,7 @@ def build_engine(config: Config, *, model: PlantModel | None = None) -> Engine:
     if model is None:
         model = load_model(config.engine.model) if config.engine.model else PlantModel.empty()
     sinks: list[Sink] = []
-    applied: set[str] = set()
+    applied: dict[str, str | None] = {}
     records: dict[str, str] = {}
     if config.lake.path:
         store = LakeStore(config.lake.path, config.lake.storage)  # a directory or an object store
@@ -120,31 +120,36 @@ def build_engine(config: Config, *, model: PlantModel | None = None) -> Engine:
 _READ_IDS = (
     "import json, sys\n"
     "from pathlib import Path\n"
-    "from uns.lake.query import applied_context_ids, applied_records\n"
+    "from uns.lake.query import applied_context_fingerprints, applied_records\n"
     "from uns.lake.storage import store_from_env\n"
     "from uns.errors import LakeError\n"
     "store, wal = store_from_env(sys.argv[1]), Path(sys.argv[2]) if sys.argv[2] else None\n"
     "try:\n"
-    "    ids, records = applied_context_ids(store, wal), applied_records(store, wal)\n"
+    "    wal = Path(sys.argv[2]) if sys.argv[2] else None\n"
+    "    store = store_from_env(sys.argv[1])\n"
+    "    ids, records = applied_context_fingerprints(store, wal), applied_records(store, wal)\n"
     "except LakeError as exc:\n"
     "    sys.exit(str(exc))\n"
-    "json.dump({'context': sorted(ids), 'records': records}, sys.stdout)\n"
+    "json.dump({'context': ids, 'records': records}, sys.stdout, sort_keys=True)\n"
 )
 
 
-def load_applied_context_ids(lake_dir: Path | LakeStore, wal_dir: Path | None = None) -> set[str]:
-    """The context event ids the lake already holds (:func:`load_applied_ids`)."""
+def load_applied_context_ids(
+    lake_dir: Path | LakeStore, wal_dir: Path | None = None
+) -> dict[str, str | None]:
+    """The context event ids the lake already holds with their fingerprints (:func:`load_applied_ids`)."""
     return load_applied_ids(lake_dir, wal_dir)[0]
 
 
 def load_applied_ids(
     lake_dir: Path | LakeStore, wal_dir: Path | None = None
-) -> tuple[set[str], dict[str, str]]:
-    """The context event ids the lake already holds, and its batch records (``{record id:
-    content SHA-256}``): the engine applies none of them again (docs/model.md section 4,
-    docs/batches.md section 7).  Read once at start, so an engine sees what engines that wrote
-    the lake before it wrote; two engines applying the same new id at the same moment are
-    not coordinated.
+) -> tuple[dict[str, str | None], dict[str, str]]:
+    """The context event ids the lake already holds, each with the fingerprint of its
+    content, and its batch records (``{record id: content SHA-256}``): the engine applies
+    none of them again, and rejects one reused with other content as a conflict
+    (docs/model.md section 4, docs/batches.md section 8).  Read once at start, so an engine
+    sees what engines that wrote the lake before it wrote; two engines applying the same
+    new id at the same moment are not coordinated.
 
     The read runs in a child process: DuckDB, deltalake and pyarrow stay out of the
     engine's own process (they live in the lake's commit worker), as lake/__init__.py
@@ -165,7 +170,8 @@ def load_applied_ids(
         why = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
         raise EngineError(f"cannot read the context event ids of the lake at {lake_dir}: {why}")
     found = json.loads(done.stdout)
-    ids, records = set(found["context"]), dict(found["records"])
+    ids: dict[str, str | None] = found["context"]
+    records: dict[str, str] = found["records"]
     log.info(
         "lake %s holds %d context event ids and %d batch records (not applied again)",
         lake_dir,

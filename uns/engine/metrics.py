@@ -204,7 +204,7 @@ class EngineCollector(Collector):
             {
                 "applied": c.records_applied,
                 "duplicate": c.records_duplicates,
-                "rejected": c.records_rejected,
+                "rejected": c.records_rejected,  # conflicts included (records_conflicts)
                 "retained_ignored": c.records_retained_ignored,
             },
         )

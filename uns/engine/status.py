@@ -15,6 +15,7 @@ SESSION_TYPES = ("NBIRTH", "NDEATH", "NDATA", "DBIRTH", "DDEATH", "DDATA")
 #: text itself is in the lake's ``rejected`` table), else from a fragment of it, else ``other``
 _REASON_PREFIXES = (
     ("not a Sparkplug B topic", "not_sparkplug"),
+    ("over limit", "limit"),
     ("undecodable", "undecodable"),
     ("duplicate of the message", "duplicate"),
     ("seq ", "out_of_order"),
@@ -74,12 +75,14 @@ class Counters:
     context_changes: int = 0
     context_applied: int = 0  # context events applied (each makes one or more changes)
     context_duplicates: int = 0  # context events whose id was applied before (not applied again)
+    context_conflicts: int = 0  # context events reusing an applied id with other content (rejected)
     context_rejected: int = 0  # context events that were malformed (acknowledged as rejected)
     context_retained_ignored: int = 0  # retained deliveries of context events (never applied)
     records: int = 0  # messages on <prefix>/_records/# (batch records; each one acknowledged)
     records_applied: int = 0  # records applied (each is one row of materials, results, comments)
     records_duplicates: int = 0  # records whose id was applied before with the same content
-    records_rejected: int = 0  # malformed records, and ids applied before with other content
+    records_rejected: int = 0  # malformed records
+    records_conflicts: int = 0  # records reusing an applied id with other content (rejected)
     records_retained_ignored: int = 0  # retained deliveries of records (never applied)
     backpressure_waits: int = 0  # times intake paused because a sink was full
     internal_errors: int = 0  # messages that hit a bug (rejected with the error; the loop goes on)

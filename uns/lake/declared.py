@@ -6,9 +6,10 @@ The top-level ``lake/`` folder of the source tree (shipped inside the package as
 - ``tables.toml``: every table's columns in order with their Arrow types (what
   :mod:`uns.lake.schemas` builds the tables' schemas from);
 - ``views/*.sql``: the SQL of the views that are more than a table's columns
-  (``measurements_asof``, ``batches``, ``batch_phases``, the batch records
-  ``materials``, ``results``, ``comments`` with their batch context, and the
-  internal ``_uns_*`` views they share), over the registered relations ``_uns_<table>``.
+  (``measurements_asof``, ``batches``, ``batch_phases``, ``batch_statistics``,
+  ``batch_phase_statistics``, the batch records ``materials``, ``results``,
+  ``comments`` with their batch context, and the internal ``_uns_*`` views they share),
+  over the registered relations ``_uns_<table>``.
 
 Nothing here loads pyarrow or DuckDB.
 """
@@ -32,6 +33,10 @@ VIEW_ORDER: Final = (
     "_uns_batch_windows",
     "batches",
     "batch_phases",
+    "_uns_batch_pieces",
+    "_uns_batch_series",
+    "batch_statistics",
+    "batch_phase_statistics",
     "_uns_record_context",
     "materials",
     "results",

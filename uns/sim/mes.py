@@ -6,7 +6,7 @@ publisher the edge nodes hand them to) and adds what an MES, an ERP and a LIMS r
 - **equipment status** (context on the unit's path): ``in_use`` when a batch starts,
   ``dirty`` when it ends, ``clean`` (with ``clean_expires`` 72 h and ``calibration_due``
   30 days later) halfway through the idle time after it (cleaning in place);
-- **batch records** (``<prefix>/_records/<path>``, docs/batches.md section 7): a material
+- **batch records** (``<prefix>/_records/<path>``, docs/batches.md section 8): a material
   lot charged at the batch start (released, expiring in a year), an in-process result in
   its specification when the last phase starts.
 
