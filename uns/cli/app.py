@@ -22,6 +22,7 @@ from uns.cli.commands import guard as _guard
 from uns.cli.context_cli import context_app
 from uns.cli.keys_cli import keys_app
 from uns.cli.lake_cli import lake_app
+from uns.cli.validate_cli import validate
 
 app = typer.Typer(
     name="uns",
@@ -36,6 +37,7 @@ app.add_typer(keys_app, name="keys")  # uns.cli/keys_cli.py
 app.add_typer(batch_app, name="batch")  # uns.cli/batch_cli.py
 app.add_typer(audit_app, name="audit")
 app.command(name="cmd")(cmd)  # uns.cli/cmd_cli.py
+app.command(name="validate")(validate)  # uns.cli/validate_cli.py
 
 
 def _setup_logging(level: str, log_format: str = "text") -> None:
@@ -243,35 +245,6 @@ def watch(
                 )
             )
         )
-
-
-@app.command()
-def validate(
-    out: Annotated[
-        str | None,
-        typer.Option("--out", help="directory for the evidence (default: ./uns-validation-<time>)"),
-    ] = None,
-    broker: Annotated[
-        str | None,
-        typer.Option("--broker", "-b", help="run the OQ on this broker, in a namespace of its own"),
-    ] = None,
-    only: Annotated[str | None, typer.Option("--only", help="iq or oq: run one part only")] = None,
-) -> None:
-    """Qualify this installation: IQ (Python, uns, dependencies and their files against their
-    RECORD, schemas, config) and OQ (a simulated plant with faults, a killed engine, the lake,
-    the batch report, the audit trail, signatures). Writes JSON, HTML and PDF evidence with
-    the SHA-256 of each artifact; exit 0 only when every check passed (docs/gxp.md).
-
-    Example: uns validate --out /srv/validation/uns-2026-12-02
-    """
-    import datetime as dt  # noqa: PLC0415
-
-    from uns.validation.run import run_validation  # noqa: PLC0415
-
-    target = out or f"uns-validation-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}"
-    code = _guard(lambda: run_validation(target, broker=broker, only=only, echo=typer.echo))
-    if code:
-        raise typer.Exit(code)
 
 
 @app.command()
