@@ -121,7 +121,7 @@ def document_signatures(
     con = lakes.connect(str(lake))
     try:
         rows = con.execute(
-            "SELECT writer_id, seq, epoch_us(ts), kind, actor, reason, subject, detail, prev_hash "
+            "SELECT writer_id, seq, epoch_us(ts), kind, actor, reason, subject, detail, prev_hash, hash "
             "FROM audit WHERE kind = ? AND subject = ? ORDER BY ts, seq",
             [KIND, subject],
         ).fetchall()
