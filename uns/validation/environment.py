@@ -12,7 +12,6 @@ engine starts it covers.
 from __future__ import annotations
 
 import getpass
-import hashlib
 import importlib.metadata as md
 import os
 import platform
@@ -27,17 +26,9 @@ import uns
 if TYPE_CHECKING:
     from uns.config import Config
 
-__all__ = ["config_sha256", "environment", "os_release", "tool_version"]
+__all__ = ["environment", "os_release", "tool_version"]
 
 _TIMEOUT_S: Final = 10.0
-
-
-def config_sha256(config: Config) -> str:
-    """SHA-256 of the effective configuration, secrets masked, as canonical JSON (what
-    the audit trail's ``engine_start`` entry records as ``config_sha256``)."""
-    from uns.lake.hashing import detail_json  # noqa: PLC0415
-
-    return hashlib.sha256(detail_json(config.to_dict(masked=True)).encode()).hexdigest()
 
 
 def tool_version(argv: list[str]) -> str:
@@ -116,6 +107,7 @@ def environment(config: Config | None, *, broker: str | None, config_file: str |
     from uns.lake.hashing import file_sha256  # noqa: PLC0415
     from uns.lake.timesync import time_sync_state  # noqa: PLC0415
     from uns.mqtt.settings import parse_broker_url  # noqa: PLC0415
+    from uns.validation.protocol import config_sha256  # noqa: PLC0415
 
     uname = platform.uname()
     config_path = config_file or os.environ.get("UNS_CONFIG") or None

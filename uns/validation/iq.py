@@ -229,7 +229,7 @@ def check_schemas() -> Check:
 def check_config(config_file: str | None = None) -> Check:
     from uns.config import load_config  # noqa: PLC0415
     from uns.keyring import load_trusted_keys  # noqa: PLC0415
-    from uns.validation.environment import config_sha256  # noqa: PLC0415
+    from uns.validation.protocol import config_sha256  # noqa: PLC0415
 
     config = load_config(config_file)
     sha = config_sha256(config)

@@ -21,17 +21,21 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import uns
 from uns.errors import UnsError
 from uns.validation.checks import PARTS, REQUIREMENTS
+
+if TYPE_CHECKING:
+    from uns.config import Config
 
 __all__ = [
     "DOCUMENT",
     "FORMAT",
     "MAX_BYTES",
     "build_protocol",
+    "config_sha256",
     "content_sha256",
     "load_protocol",
     "protocol_requirements",
@@ -42,6 +46,14 @@ DOCUMENT: Final = "uns validation protocol"
 FORMAT: Final = 1
 #: a protocol file larger than this is not one of ours (untrusted bytes are bounded)
 MAX_BYTES: Final = 2 << 20
+
+
+def config_sha256(config: Config) -> str:
+    """SHA-256 of the effective configuration, secrets masked, as canonical JSON (what
+    the audit trail's ``engine_start`` entry records as ``config_sha256``)."""
+    from uns.lake.hashing import detail_json  # noqa: PLC0415
+
+    return hashlib.sha256(detail_json(config.to_dict(masked=True)).encode()).hexdigest()
 
 
 def content_sha256(doc: Mapping[str, Any], field: str = "protocol_sha256") -> str:

@@ -83,9 +83,9 @@ def _masked(broker: str | None) -> str | None:
 
 
 def _protocol(request: ValidationRequest, config: Config | None) -> dict[str, Any]:
-    from uns.validation.environment import config_sha256, environment  # noqa: PLC0415
+    from uns.validation.environment import environment  # noqa: PLC0415
     from uns.validation.oq import KILL_AT_S, RUN_S  # noqa: PLC0415
-    from uns.validation.protocol import build_protocol  # noqa: PLC0415
+    from uns.validation.protocol import build_protocol, config_sha256  # noqa: PLC0415
 
     if "pq" in request.parts and not request.lake:
         raise UnsError("the PQ runs on the plant's lake: pass --lake LAKE (and --config FILE)")
@@ -128,8 +128,7 @@ def _resolve(request: ValidationRequest) -> tuple[ValidationRequest, dict[str, A
     the protocol (None: none given) and the configuration; UnsError when the file may not
     be executed here."""
     from uns.errors import ConfigError  # noqa: PLC0415
-    from uns.validation.environment import config_sha256  # noqa: PLC0415
-    from uns.validation.protocol import load_protocol  # noqa: PLC0415
+    from uns.validation.protocol import config_sha256, load_protocol  # noqa: PLC0415
 
     if request.protocol_file is None:
         try:
