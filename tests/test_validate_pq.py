@@ -163,7 +163,7 @@ def test_audit_review_lists_config_changes_signatures_and_a_lockout(tmp_path: Pa
     cfg = load_config(str(config), env={}, overrides={"lake.commit_interval": 0.7})
 
     async def restart() -> None:
-        async with audited(LakeSink(lake, cfg.lake), cfg):
+        async with audited(LakeSink(lake, cfg.lake), cfg, "CR-7: commit interval 0.7 s"):
             pass
 
     asyncio.run(restart())
@@ -189,8 +189,8 @@ def test_audit_review_lists_config_changes_signatures_and_a_lockout(tmp_path: Pa
     jsonschema.Draft202012Validator(schema).validate(doc)
     (change,) = doc["configuration_changes"]
     assert change["changes"]["config"]["lake.commit_interval"][1] == 0.7
-    assert change["reason"] == ""
-    assert "has no reason recorded" in " ".join(doc["findings"])
+    assert change["reason"] == "CR-7: commit interval 0.7 s"
+    assert "has no reason recorded" not in " ".join(doc["findings"])
     (sig,) = [s for s in doc["signatures"] if s["subject"] == "B2026-0001"]
     assert (sig["user"], sig["meaning"], sig["key"], sig["reason"]) == (
         "A. Smith",
@@ -211,7 +211,7 @@ def test_audit_review_lists_config_changes_signatures_and_a_lockout(tmp_path: Pa
     assert _uns("audit", "review", "--since", "2020-01-01", "--lake", str(lake), "--config", str(config),
                 "-o", str(html), cwd=tmp_path).returncode == 0  # fmt: skip
     text = html.read_text()
-    assert "lake.commit_interval" in text and "no reason recorded" in text
+    assert "lake.commit_interval" in text and "CR-7: commit interval 0.7 s" in text
     assert "lockout" in text and "jdoe" in text and "A. Smith" in text and "qa-asmith" in text
     from uns.audit.trail import audit_log  # noqa: PLC0415
 

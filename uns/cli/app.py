@@ -83,6 +83,10 @@ def run(
     print_config: Annotated[
         bool, typer.Option("--print-config", help="show the effective config and exit")
     ] = False,
+    reason: Annotated[
+        str | None,
+        typer.Option("--reason", help="why this start (a change request), recorded with its config change"),
+    ] = None,
 ) -> None:
     """Run the engine until SIGINT/SIGTERM, then flush everything and exit 0 (within
     engine.stop_timeout_s; exit 1 with one line counting the received messages that could
@@ -96,6 +100,8 @@ def run(
     Two brokers: uns run --primary --broker mqtt://broker-a:1883 --broker mqtt://broker-b:1883
 
     Monitoring: --http 127.0.0.1:9464 serves /metrics, /healthz and /readyz; --log-format json.
+
+    Change control: uns run --config /etc/uns/uns.toml --reason "CR-2026-117: commit interval 0.5 s"
     """
     from uns.config import load_config  # noqa: PLC0415
 
@@ -121,7 +127,7 @@ def run(
     _setup_logging(cfg.engine.log_level, cfg.engine.log_format)
     from uns.engine.daemon import run_daemon  # noqa: PLC0415
 
-    _guard(lambda: asyncio.run(run_daemon(cfg)))
+    _guard(lambda: asyncio.run(run_daemon(cfg, reason=reason or "")))
 
 
 @app.command()
