@@ -223,3 +223,12 @@ def test_audit_review_lists_config_changes_signatures_and_a_lockout(tmp_path: Pa
     changed = _uns("audit", "sign", str(review), "--meaning", "reviewed", "--user", "Q. Reviewer",
                    "--lake", str(lake), cwd=tmp_path)  # fmt: skip
     assert changed.returncode == 1 and "does not match its content" in changed.stderr
+
+
+def test_the_pq_benchmark_runs_at_a_tiny_scale(tmp_path: Path) -> None:
+    """bash scripts/bench pq, at 12 batches: the lake it builds verifies and passes the PQ."""
+    from benchmarks.bench_pq import main  # noqa: PLC0415
+
+    assert main(["--batches", "12", "--keep", str(tmp_path / "bench")]) == 0
+    evidence = json.loads((tmp_path / "bench" / "pq" / "validation.json").read_text())
+    assert evidence["summary"] == "5 of 5 passed"
