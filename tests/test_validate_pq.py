@@ -14,8 +14,6 @@ import jsonschema
 import pytest
 
 from uns.config import load_config
-from uns.lake.audit_entries import entry
-from uns.lake.manual import cli_recorder
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.integration
@@ -63,6 +61,18 @@ def _plant(tmp_path: Path, demo_lake: Path) -> tuple[Path, Path]:
         f'[lake]\npath = "{lake}"\n[audit]\ntrusted_keys = "{trusted}"\n'
     )
     return lake, config
+
+
+def _enrolled(tmp_path: Path, lake: Path, name: str, user_id: str, full_name: str) -> Path:
+    """A key of ``user_id`` trusted in the plant's trusted-keys directory (``uns keys trust``,
+    recorded in the lake); returns the private key file."""
+    from uns.audit.keys import trust_key  # noqa: PLC0415
+    from uns.keyring import new_key_pair  # noqa: PLC0415
+
+    private, public = new_key_pair(name, tmp_path / "keys")
+    trust_key(lake, public, name=name, full_name=full_name, user_id=user_id, role="QA",
+              reason="test", trusted_dir=tmp_path / "trusted")  # fmt: skip
+    return private
 
 
 def _uns(*args: str, cwd: Path, config: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -131,18 +141,27 @@ def test_pq_needs_the_plant_lake_and_a_protocol_names_it(tmp_path: Path, demo_la
     schema = json.loads((ROOT / "schemas" / "validation-protocol.schema.json").read_text())
     jsonschema.Draft202012Validator(schema).validate(protocol)
     assert protocol["parts"] == ["pq"] and protocol["pq"] == {"lake": str(lake), "batches": ["B2026-0001"]}
-    # approved in the plant's lake, then executed: the evidence lists the approval
+    # approved in the plant's lake, then executed: the evidence lists the approval, verified
+    key = _enrolled(tmp_path, lake, "qa-asmith", "asmith", "A. Smith")
     signed = _uns("audit", "sign", str(tmp_path / "p" / "protocol.json"), "--meaning", "approved",
-                  "--user", "A. Smith", "--lake", str(lake), cwd=tmp_path)  # fmt: skip
+                  "--key", str(key), "--lake", str(lake), cwd=tmp_path, config=config)  # fmt: skip
     assert signed.returncode == 0, signed.stderr
-    assert signed.stdout.startswith(f"signed protocol:{protocol['protocol_sha256']} (approved, A. Smith)")
+    assert signed.stdout.startswith(f"signed protocol:{protocol['protocol_sha256']} (approved)")
     done = _uns("validate", "--protocol", str(tmp_path / "p" / "protocol.json"), "--config", str(config),
                 "--out", str(tmp_path / "e"), cwd=tmp_path)  # fmt: skip
     evidence = json.loads((tmp_path / "e" / "validation.json").read_text())
     assert evidence["pq"] == {"lake": str(lake), "batches": ["B2026-0001"]}, done.stderr
     (approval,) = evidence["protocol"]["approvals"]["signatures"]
-    assert (approval["user"], approval["meaning"], approval["verified"]) == ("A. Smith", "approved", False)
-    assert approval["why"].startswith("no key")
+    assert (approval["full_name"], approval["meaning"], approval["verified"]) == (
+        "A. Smith",
+        "approved",
+        True,
+    )
+    assert (approval["key"], approval["user"]) == ("qa-asmith", "asmith")
+    from uns.audit.trail import verify_lines  # noqa: PLC0415
+
+    code, lines = verify_lines(str(lake), str(tmp_path / "trusted"))
+    assert code == 0 and "1 digital signature verified" in lines[0], lines
     # another configuration: refused in one line
     other = tmp_path / "other.toml"
     other.write_text(config.read_text().replace("[batch]", "[batch]\nlate_context_s = 9.0"))
@@ -154,12 +173,14 @@ def test_pq_needs_the_plant_lake_and_a_protocol_names_it(tmp_path: Path, demo_la
 def test_audit_review_lists_config_changes_signatures_and_a_lockout(tmp_path: Path, demo_lake: Path) -> None:
     import asyncio  # noqa: PLC0415
 
+    from uns.config_web import WebSection  # noqa: PLC0415
     from uns.engine.daemon import audited  # noqa: PLC0415
-    from uns.keyring import new_key_pair  # noqa: PLC0415
+    from uns.errors import UnsError  # noqa: PLC0415
     from uns.lake import LakeSink  # noqa: PLC0415
+    from uns.users import AccessControl, add_user, cli_store  # noqa: PLC0415
 
     lake, config = _plant(tmp_path, demo_lake)
-    # a configuration change: the engine started again with another commit interval
+    # a configuration change with its reason: the engine started again with another commit interval
     cfg = load_config(str(config), env={}, overrides={"lake.commit_interval": 0.7})
 
     async def restart() -> None:
@@ -167,18 +188,18 @@ def test_audit_review_lists_config_changes_signatures_and_a_lockout(tmp_path: Pa
             pass
 
     asyncio.run(restart())
-    # a batch signed with a trusted key; a lockout as the web workspace records it
-    keys, trusted = tmp_path / "keys", tmp_path / "trusted"  # the configuration's trusted keys
-    new_key_pair("qa-asmith", keys, trusted)
-    signed = _uns("batch", "sign", "B2026-0001", "--meaning", "approved", "--user", "A. Smith", "--key",
-                  str(keys / "qa-asmith.key"), "--lake", str(lake), "--reason", "released",
-                  cwd=tmp_path, config=config)  # fmt: skip
+    # a batch signed with an enrolled key; a lockout after failed log-ins to the workspace
+    key = _enrolled(tmp_path, lake, "qa-asmith", "asmith", "A. Smith")
+    signed = _uns("batch", "sign", "B2026-0001", "--meaning", "approved", "--key", str(key),
+                  "--lake", str(lake), "--reason", "released", cwd=tmp_path, config=config)  # fmt: skip
     assert signed.returncode == 0, signed.stderr
-    now_us = __import__("time").time_ns() // 1000
-    lockout = {"user": "jdoe", "failures": 5, "until_us": None}
-    cli_recorder(lake).record(
-        [entry(now_us, "lockout", "jdoe", lockout, actor="jdoe", reason="5 failed log-ins")]
-    )
+    web = WebSection(max_failed_logins=3, lockout_s=60.0, password_min_length=12)
+    add_user(cli_store(lake), "jdoe", full_name="Jane Doe", roles=["reviewer"],
+             password="correct horse battery", web=web)  # fmt: skip
+    control = AccessControl(cli_store(lake), web)
+    for _ in range(3):
+        with pytest.raises(UnsError):
+            control.login("jdoe", "wrong password")
 
     review = tmp_path / "review.json"
     done = _uns("audit", "review", "--since", "2020-01-01", "--lake", str(lake), "--config", str(config),
@@ -192,17 +213,19 @@ def test_audit_review_lists_config_changes_signatures_and_a_lockout(tmp_path: Pa
     assert change["reason"] == "CR-7: commit interval 0.7 s"
     assert "has no reason recorded" not in " ".join(doc["findings"])
     (sig,) = [s for s in doc["signatures"] if s["subject"] == "B2026-0001"]
-    assert (sig["user"], sig["meaning"], sig["key"], sig["reason"]) == (
-        "A. Smith",
-        "approved",
-        "qa-asmith",
-        "released",
-    )
+    assert (sig["user"], sig["user_id"], sig["meaning"], sig["key"], sig["reason"], sig["verified"]) == (
+        "A. Smith", "asmith", "approved", "qa-asmith", "released", True
+    )  # fmt: skip
     assert next(b for b in doc["batches"] if b["batch_id"] == "B2026-0001")["signed"]
-    (locked,) = doc["people_and_keys"]["lockouts"]
-    assert locked["subject"] == "jdoe" and doc["people_and_keys"]["users_recorded"]
+    people = doc["people_and_keys"]
+    (locked,) = people["lockouts"]
+    assert locked["subject"] == "jdoe" and people["users_recorded"] and people["keys_recorded"]
+    assert people["failed_logins"] == 3
+    kinds = [e["kind"] for e in people["entries"]]
+    assert kinds == ["key_trusted", "user_added", "password_set", *["login_failed"] * 3, "lockout"], kinds
     assert "account jdoe locked out" in " ".join(doc["findings"])
-    assert doc["audit_verify"]["intact"] and doc["engine_running"]["writers"]["(default)"]["starts"] == 2
+    assert doc["audit_verify"]["intact"], doc["audit_verify"]
+    assert doc["engine_running"]["writers"]["(default)"]["starts"] == 2
     assert {b["batch_id"] for b in doc["batches"]} >= {"B2026-0001", "B2026-0002"}
     assert all(isinstance(b["exceptions"], dict) for b in doc["batches"])
 
@@ -216,12 +239,14 @@ def test_audit_review_lists_config_changes_signatures_and_a_lockout(tmp_path: Pa
     from uns.audit.trail import audit_log  # noqa: PLC0415
 
     assert [r[6] for r in audit_log(str(lake), kind="report")][-2:] == ["periodic review"] * 2
-    sign = _uns("audit", "sign", str(review), "--meaning", "reviewed", "--user", "Q. Reviewer",
-                "--lake", str(lake), cwd=tmp_path)  # fmt: skip
-    assert sign.returncode == 0 and f"review:{doc['content_sha256']}" in sign.stdout
-    review.write_text(review.read_text().replace('"failed_logins": 0', '"failed_logins": 1'))
-    changed = _uns("audit", "sign", str(review), "--meaning", "reviewed", "--user", "Q. Reviewer",
-                   "--lake", str(lake), cwd=tmp_path)  # fmt: skip
+    reviewer = _enrolled(tmp_path, lake, "qa-qreviewer", "qreviewer", "Q. Reviewer")
+    sign = _uns("audit", "sign", str(review), "--meaning", "reviewed", "--key", str(reviewer),
+                "--lake", str(lake), cwd=tmp_path, config=config)  # fmt: skip
+    assert sign.returncode == 0, sign.stderr
+    assert f"review:{doc['content_sha256']}" in sign.stdout
+    review.write_text(review.read_text().replace('"failed_logins": 3', '"failed_logins": 0'))
+    changed = _uns("audit", "sign", str(review), "--meaning", "reviewed", "--key", str(reviewer),
+                   "--lake", str(lake), cwd=tmp_path, config=config)  # fmt: skip
     assert changed.returncode == 1 and "does not match its content" in changed.stderr
 
 

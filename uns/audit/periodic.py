@@ -101,9 +101,32 @@ def people_and_keys(con: duckdb.DuckDBPyConnection, since: int, until: int) -> d
     }
 
 
-def signatures(con: duckdb.DuckDBPyConnection, since: int, until: int) -> list[dict[str, Any]]:
-    """Every signature entry of the period (batches, protocols, reviews)."""
-    return _entries(con, ["signature"], since, until)
+def signatures(
+    con: duckdb.DuckDBPyConnection, since: int, until: int, trusted_keys: str | None = None
+) -> list[dict[str, Any]]:
+    """Every signature entry of the period (batches, protocols, reviews), each judged as a
+    batch report judges it (``verified``, and ``why`` not) against the trusted keys of
+    ``trusted_keys`` with the revocations the trail holds."""
+    from uns.audit.signatures import BatchSignature, check_signature, trail_revocations, with_revocations  # noqa: PLC0415
+    from uns.keyring import load_keyring  # noqa: PLC0415
+    from uns.lake.hashing import ChainRow  # noqa: PLC0415
+
+    keys = with_revocations(load_keyring(trusted_keys), trail_revocations(con))
+    rows = con.execute(
+        "SELECT writer_id, seq, epoch_us(ts), kind, actor, reason, subject, detail, prev_hash, hash "
+        "FROM audit WHERE kind = 'signature' AND epoch_ms(ts) >= ? AND epoch_ms(ts) < ? "
+        "ORDER BY ts, writer_id, seq",
+        [since, until],
+    ).fetchall()
+    out = []
+    for values in rows:
+        sig = BatchSignature.of_row(ChainRow(*values))
+        judged = check_signature(sig, keys)
+        out.append({"ts": sig.ts_us // 1000, "writer_id": sig.writer_id, "seq": sig.seq,
+                    "subject": str(values[6]), "user_id": sig.user_id, "full_name": sig.full_name,
+                    "role": sig.detail.get("role"), "meaning": sig.meaning, "reason": sig.reason,
+                    "key": sig.key, "verified": judged.verified, "why": judged.why})  # fmt: skip
+    return out
 
 
 def dispositions(con: duckdb.DuckDBPyConnection, since: int, until: int) -> list[dict[str, Any]]:

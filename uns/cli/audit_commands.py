@@ -109,18 +109,29 @@ def audit_review(
 def audit_sign(
     document: Annotated[str, typer.Argument(help="protocol.json (uns validate) or a review's JSON")],
     meaning: Annotated[str, typer.Option("--meaning", help="reviewed, approved or rejected")],
-    user: Annotated[str, typer.Option("--user", help="the signer's printed name")],
-    reason: Annotated[str | None, typer.Option("--reason", help="comment")] = None,
-    key: Annotated[str | None, typer.Option("--key", help="Ed25519 private key (uns keys new)")] = None,
+    key: Annotated[
+        str,
+        typer.Option("--key", help="your Ed25519 private key file (uns keys new; trusted by uns keys trust)"),
+    ],
+    reason: Annotated[str | None, typer.Option("--reason", help="the signer's comment")] = None,
+    user: Annotated[
+        str | None, typer.Option("--user", help="your user id: refused unless it is the key's enrolled owner")
+    ] = None,
+    passphrase: Annotated[
+        bool,
+        typer.Option("--passphrase-stdin", help="read the key's passphrase from the first line of stdin"),
+    ] = False,
     lake: LakeOpt = None,
 ) -> None:
-    """Sign a validation protocol or a periodic review in the lake's audit trail, as a batch
-    report is signed (uns batch sign): the signer, time, meaning and the document's
-    SHA-256; with --key an Ed25519 signature by a trusted key, checked by uns audit verify.
-    uns validate --protocol lists the protocol's signatures.
+    """Sign a validation protocol or a periodic review in the lake's audit trail as the owner
+    of your key, as a batch report is signed (uns batch sign): your user id, full name, the
+    time, the meaning, your comment and the document's SHA-256, signed with your Ed25519
+    key (checked by uns audit verify).  uns validate --protocol lists the protocol's
+    signatures.
 
-    Example: uns audit sign protocol.json --meaning approved --user "A. Smith" --lake ./uns-lake
+    Example: uns audit sign protocol.json --meaning approved --key ~/.uns/qa-asmith.key --lake ./uns-lake
     """
+    from uns.cli.keys_cli import read_passphrase  # noqa: PLC0415
     from uns.config import load_config  # noqa: PLC0415
     from uns.validation.documents import sign_document  # noqa: PLC0415
 
@@ -128,10 +139,8 @@ def audit_sign(
     where = guard(lambda: lake_path(cfg.lake.path))
     seq, subject = guard(
         lambda: sign_document(
-            where, document, meaning=meaning, user=user, reason=reason, key=key,
-            trusted_keys=cfg.audit.trusted_keys,
+            where, document, meaning=meaning, key=key, trusted_keys=cfg.audit.trusted_keys, user=user,
+            reason=reason, passphrase=read_passphrase(passphrase), audit=cfg.audit,
         )
     )  # fmt: skip
-    typer.echo(
-        f"signed {subject} ({meaning}, {user}{', key ' + key if key else ''}): audit entry uns-cli #{seq}"
-    )
+    typer.echo(f"signed {subject} ({meaning}): audit entry uns-cli #{seq}")

@@ -1,22 +1,21 @@
 """Signing the documents of validation: a protocol, a periodic review (``uns audit sign``).
 
 The same scheme as a batch report's signature (:mod:`uns.audit.signatures`): one
-audit entry ``kind = signature`` in the ``uns-cli`` chain, with the signer's printed
-name, the time, the meaning (``reviewed``, ``approved``, ``rejected``), the reason,
-and the SHA-256 of what was signed; with ``--key`` an Ed25519 signature over that
-entry by a trusted key, which ``uns audit verify`` checks with every other.
+audit entry ``kind = signature`` in the ``uns-cli`` chain, with the signer's user id,
+printed name and role (the enrolled owner of the key), the time, the meaning
+(``reviewed``, ``approved``, ``rejected``), the reason, the SHA-256 of what was signed
+and the chain's head, signed with the signer's trusted Ed25519 key; ``uns audit
+verify`` checks it with every other.
 
 What is signed is the document's own content hash -- ``protocol_sha256`` of a
 protocol, ``content_sha256`` of a review -- checked against the content before
 signing.  The entry's ``subject`` is ``<kind>:<sha256>`` (``protocol:...``,
-``review:...``), so the signatures of one document are found by its hash, and the
-``detail`` names the document (``document``, ``title``).
+``review:...``), so the signatures of one document are found by its hash.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -64,33 +63,48 @@ def sign_document(
     path: str | Path,
     *,
     meaning: str,
-    user: str,
-    reason: str | None,
-    key: str | None,
+    key: str,
     trusted_keys: str | None,
+    user: str | None = None,
+    reason: str | None = None,
+    passphrase: bytes | None = None,
+    audit: Any = None,
 ) -> tuple[int, str]:
-    """Sign the protocol or review of ``path`` in ``lake``'s audit trail as ``user`` with
-    ``meaning`` (and ``key``, a trusted private key); returns (the entry's seq in the
-    ``uns-cli`` chain, the subject signed)."""
-    from uns.audit.signatures import record_signature  # noqa: PLC0415
-    from uns.batch.signing import _signing_key  # noqa: PLC0415 - until the public signing API (issue 28)
+    """Sign the protocol or review of ``path`` in ``lake``'s audit trail with the private key
+    file ``key``, as the key's enrolled owner (``user``, if given, must be that owner), with
+    ``meaning``; returns (the entry's seq in the ``uns-cli`` chain, the subject signed)."""
+    import time  # noqa: PLC0415
 
-    subject, sha, doc = identify(path)
-    signing = _signing_key(key, trusted_keys) if key is not None else None
-    extra = {"document": doc["document"], "title": doc.get("title")}
-    seq = record_signature(
-        lake, subject, meaning=meaning, user=user, report_sha256=sha, reason=reason or "", key=signing,
-        extra=extra,
-    )  # fmt: skip
-    return seq, subject
+    from uns import lake as lakes  # noqa: PLC0415
+    from uns.audit.signatures import record_signature, trail_revocations, with_revocations  # noqa: PLC0415
+    from uns.batch.signing import load_signing, signer_of_key  # noqa: PLC0415
+    from uns.errors import SignatureError  # noqa: PLC0415
+    from uns.lake.manual import cli_recorder  # noqa: PLC0415
+
+    subject, sha, _doc = identify(path)
+    signing, trusted, keyring = load_signing(key, trusted_keys, passphrase=passphrase)
+    signer = signer_of_key(trusted, user)
+    con = lakes.connect(str(lake))
+    try:
+        keys = with_revocations(keyring, trail_revocations(con))
+    finally:
+        con.close()
+    if not keys[signing.name].valid_at(time.time_ns() // 1000):
+        raise SignatureError(f"key {signing.name!r} is revoked")
+    recorder = cli_recorder(lake, audit=audit)
+    row = record_signature(
+        recorder, subject, meaning=meaning, signer=signer, report_sha256=sha, key=signing, reason=reason or ""
+    )
+    return row.seq, subject
 
 
 @dataclass(frozen=True, slots=True)
 class DocumentSignature:
-    """One signature of a document, judged against the trusted keys."""
+    """One signature of a document, judged against the trusted keys and their revocations."""
 
     signed_at: str
     user: str
+    full_name: str
     meaning: str
     reason: str
     key: str | None
@@ -101,47 +115,40 @@ class DocumentSignature:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "signed_at": self.signed_at, "user": self.user, "meaning": self.meaning,
-            "reason": self.reason, "key": self.key, "verified": self.verified, "why": self.why,
-            "writer_id": self.writer_id, "seq": self.seq,
+            "signed_at": self.signed_at, "user": self.user, "full_name": self.full_name,
+            "meaning": self.meaning, "reason": self.reason, "key": self.key, "verified": self.verified,
+            "why": self.why or "verified with the trusted key", "writer_id": self.writer_id, "seq": self.seq,
         }  # fmt: skip
 
 
-def document_signatures(
-    lake: str | Path, subject: str, trusted: Mapping[str, Any]
-) -> list[DocumentSignature]:
-    """The signatures of the document ``subject`` in ``lake``'s trail, oldest first, each
-    verified against ``trusted`` (name -> public key); a signature without a key is an
-    electronic note: ``verified`` False, ``why`` says so."""
+def document_signatures(lake: str | Path, subject: str, trusted_keys: str | None) -> list[DocumentSignature]:
+    """The signatures of the document ``subject`` (``protocol:<sha256>``, ``review:<sha256>``)
+    in ``lake``'s trail, oldest first, each judged as a batch signature is (a trusted key not
+    revoked when it signed, for its enrolled owner, at its own place in the chain)."""
     from uns import lake as lakes  # noqa: PLC0415
-    from uns.audit.signatures import KIND, signature_findings  # noqa: PLC0415
-    from uns.batch.times import iso  # noqa: PLC0415
-    from uns.lake.hashing import ChainRow  # noqa: PLC0415
+    from uns.audit.signatures import (  # noqa: PLC0415
+        batch_signatures,
+        check_signature,
+        iso_us,
+        trail_revocations,
+        with_revocations,
+    )
+    from uns.keyring import load_keyring  # noqa: PLC0415
 
+    sha = subject.split(":", 1)[1]
     con = lakes.connect(str(lake))
     try:
-        rows = con.execute(
-            "SELECT writer_id, seq, epoch_us(ts), kind, actor, reason, subject, detail, prev_hash, hash "
-            "FROM audit WHERE kind = ? AND subject = ? ORDER BY ts, seq",
-            [KIND, subject],
-        ).fetchall()
+        keys = with_revocations(load_keyring(trusted_keys), trail_revocations(con))
+        found = batch_signatures(con, subject)
     finally:
         con.close()
     out = []
-    for values in rows:
-        row = ChainRow(*values)
-        detail = json.loads(row.detail) if row.detail else {}
-        block = detail.get("signature") if isinstance(detail, dict) else None
-        name = block.get("key") if isinstance(block, dict) else None
-        if block is None:
-            verified, why = False, "no key: an electronic note, not a digital signature"
-        else:
-            count, findings = signature_findings([row], trusted)
-            verified, why = count == 1, "; ".join(findings) or "verified with the trusted key"
+    for sig in found:
+        judged = check_signature(sig, keys, current_sha256=sha)
         out.append(
             DocumentSignature(
-                str(iso(row.ts // 1000)), row.actor, str(detail.get("meaning")), row.reason or "",
-                name if isinstance(name, str) else None, verified, why, row.writer_id, row.seq,
+                iso_us(sig.ts_us), sig.user_id, sig.full_name, sig.meaning, sig.reason, sig.key,
+                judged.counts, judged.why, sig.writer_id, sig.seq,
             )
         )  # fmt: skip
     return out

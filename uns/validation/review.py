@@ -80,9 +80,8 @@ def _batch_rows(
 
     spec = load_spec(config.batch.spec)
     model = load_model(config.engine.model) if config.engine.model else None
-    sigs = {
-        str(s["subject"]): s for s in periodic.signatures(con, 0, 1 << 62) if ":" not in str(s["subject"])
-    }
+    sigs = {str(s["subject"]) for s in periodic.signatures(con, 0, 1 << 62, config.audit.trusted_keys)
+            if s["verified"]}  # fmt: skip
     out = []
     for batch_id, start, end, status in _batches(con, since, until):
         row: dict[str, Any] = {"batch_id": batch_id, "start": iso(start), "end": iso(end), "status": status}
@@ -103,7 +102,7 @@ def _batch_rows(
             for d in mine if d["detail"].get("decision") == "deviation"
         ]  # fmt: skip
         row["accepted"] = sum(1 for d in mine if d["detail"].get("decision") == "accepted")
-        row["signed"] = batch_id in sigs
+        row["signed"] = batch_id in sigs  # by a verified signature
         out.append(row)
     return out
 
@@ -153,9 +152,9 @@ def _findings(doc: dict[str, Any]) -> list[str]:
     if people["failed_logins"]:
         found.append(f"{people['failed_logins']} failed log-in(s)")
     for s in doc["signatures"]:
-        if s["key"] is None:
+        if not s["verified"]:
             found.append(
-                f"signature of {s['subject']} by {s['user']} at {s['at']} has no key (an electronic note)"
+                f"signature of {s['subject']} by {s['user']} at {s['at']} is not verified: {s['why']}"
             )
     if not doc["audit_verify"]["intact"]:
         found.append(f"uns audit verify found {len(doc['audit_verify']['lines'])} finding(s)")
@@ -168,7 +167,7 @@ def _findings(doc: dict[str, Any]) -> list[str]:
             )
     for b in doc["batches"]:
         if b["status"] == "closed" and not b["signed"]:
-            found.append(f"batch {b['batch_id']} is closed and has no signature")
+            found.append(f"batch {b['batch_id']} is closed and has no verified signature")
     return found
 
 
@@ -209,7 +208,9 @@ def periodic_review(lake_dir: str, config: Config, *, since: int, until: int) ->
             ],
             "engine_starts": sum(w["starts"] for w in gaps["writers"].values()),
             "people_and_keys": people,
-            "signatures": [_signature(s) for s in periodic.signatures(con, since, until)],
+            "signatures": [
+                _signature(s) for s in periodic.signatures(con, since, until, config.audit.trusted_keys)
+            ],
             "dispositions": disposed,
             "batches": _batch_rows(con, config, since, until, disposed),
             "engine_running": gaps,
@@ -225,12 +226,12 @@ def periodic_review(lake_dir: str, config: Config, *, since: int, until: int) ->
 
 
 def _signature(s: dict[str, Any]) -> dict[str, Any]:
-    d = s["detail"]
-    block = d.get("signature")
+    kinds = {"protocol": "validation protocol", "review": "periodic review"}
+    prefix = str(s["subject"]).split(":", 1)[0] if ":" in str(s["subject"]) else ""
     return {
-        "at": _iso(s["ts"]), "subject": s["subject"], "user": d.get("full_name") or s["actor"],
-        "meaning": d.get("meaning"), "reason": s["reason"], "document": d.get("document") or "batch report",
-        "key": block.get("key") if isinstance(block, dict) else None,
+        "at": _iso(s["ts"]), "subject": s["subject"], "document": kinds.get(prefix, "batch report"),
+        "user": s["full_name"], "user_id": s["user_id"], "role": s["role"], "meaning": s["meaning"],
+        "reason": s["reason"], "key": s["key"], "verified": s["verified"], "why": s["why"],
         "seq": s["seq"], "writer_id": s["writer_id"],
     }  # fmt: skip
 

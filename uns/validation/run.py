@@ -160,14 +160,13 @@ def _resolve(request: ValidationRequest) -> tuple[ValidationRequest, dict[str, A
 
 def _approvals(protocol: dict[str, Any], lake: str | None, config: Config | None) -> dict[str, Any]:
     """The protocol's signatures in the lake (``--lake``, else the configured one)."""
-    from uns.keyring import load_trusted_keys  # noqa: PLC0415
     from uns.validation.documents import document_signatures  # noqa: PLC0415
 
     where = lake or (config.lake.path if config is not None else None)
     subject = f"protocol:{protocol['protocol_sha256']}"
     if not where or not Path(where).is_dir():
         return {"lake": where, "signatures": [], "note": "no lake to look in: approval on paper"}
-    trusted = load_trusted_keys(config.audit.trusted_keys if config is not None else None)
+    trusted = config.audit.trusted_keys if config is not None else None
     found = [s.to_dict() for s in document_signatures(where, subject, trusted)]
     note = "" if found else f"no signature of this protocol in {where}: approval on paper"
     return {"lake": where, "signatures": found, "note": note}
