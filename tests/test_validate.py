@@ -84,7 +84,8 @@ def test_iq07_fails_without_a_trusted_key_when_signatures_are_required(tmp_path:
     from uns.keyring import new_key_pair  # noqa: PLC0415
 
     (keys / "qa.pub").unlink()
-    new_key_pair("qa", tmp_path / "private", keys)
+    _private, public = new_key_pair("qa", tmp_path / "private")
+    shutil.copyfile(public, keys / "qa.pub")  # trusted for signed context (docs/gxp.md section 7)
     assert run_check("IQ-07", lambda: check_config(str(config))).passed
     config.write_text("[context]\nrequire_signature = false\n")
     assert run_check("IQ-07", lambda: check_config(str(config))).passed

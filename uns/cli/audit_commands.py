@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from uns.cli.commands import FormatOpt, LakeOpt, guard, lake_path
+from uns.cli.commands import FormatOpt, LakeOpt, PassphraseOpt, SignKeyOpt, SignUserOpt, guard, lake_path
 
 __all__ = ["audit_app"]
 
@@ -109,18 +109,10 @@ def audit_review(
 def audit_sign(
     document: Annotated[str, typer.Argument(help="protocol.json (uns validate) or a review's JSON")],
     meaning: Annotated[str, typer.Option("--meaning", help="reviewed, approved or rejected")],
-    key: Annotated[
-        str,
-        typer.Option("--key", help="your Ed25519 private key file (uns keys new; trusted by uns keys trust)"),
-    ],
+    key: SignKeyOpt,
     reason: Annotated[str | None, typer.Option("--reason", help="the signer's comment")] = None,
-    user: Annotated[
-        str | None, typer.Option("--user", help="your user id: refused unless it is the key's enrolled owner")
-    ] = None,
-    passphrase: Annotated[
-        bool,
-        typer.Option("--passphrase-stdin", help="read the key's passphrase from the first line of stdin"),
-    ] = False,
+    user: SignUserOpt = None,
+    passphrase: PassphraseOpt = False,
     lake: LakeOpt = None,
 ) -> None:
     """Sign a validation protocol or a periodic review in the lake's audit trail as the owner

@@ -15,7 +15,6 @@ signing.  The entry's ``subject`` is ``<kind>:<sha256>`` (``protocol:...``,
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -35,18 +34,10 @@ _MAX_BYTES: Final = 64 << 20
 def identify(path: str | Path) -> tuple[str, str, dict[str, Any]]:
     """``(subject, sha256, document)`` of a protocol or review file; UnsError when it is
     neither or its content does not match the hash it carries."""
-    from uns.validation.protocol import content_sha256  # noqa: PLC0415
+    from uns.validation.protocol import content_sha256, read_json  # noqa: PLC0415
 
     file = Path(path)
-    try:
-        with file.open("rb") as f:
-            data = f.read(_MAX_BYTES + 1)
-    except OSError as exc:
-        raise UnsError(f"cannot read {file}: {exc.strerror or exc}") from exc
-    try:
-        doc = json.loads(data) if len(data) <= _MAX_BYTES else None
-    except ValueError:
-        doc = None
+    doc = read_json(file, "a document uns signs (a validation protocol or a periodic review)", _MAX_BYTES)
     kind = DOCUMENTS.get(str(doc.get("document"))) if isinstance(doc, dict) else None
     if kind is None or not isinstance(doc, dict):
         known = ", ".join(DOCUMENTS)

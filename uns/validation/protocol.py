@@ -39,6 +39,7 @@ __all__ = [
     "content_sha256",
     "load_protocol",
     "protocol_requirements",
+    "read_json",
 ]
 
 #: the ``document`` field of every protocol
@@ -103,21 +104,23 @@ def build_protocol(
     return doc
 
 
+def read_json(file: Path, what: str, max_bytes: int = MAX_BYTES) -> Any:
+    """The JSON document of ``file`` (at most ``max_bytes``: untrusted bytes are bounded);
+    UnsError naming ``what`` it should have been when it cannot be read or is not JSON."""
+    from uns.lake.query import read_bounded  # noqa: PLC0415
+
+    data = read_bounded(file, max_bytes, what)
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise UnsError(f"{file} is not {what} (not JSON)") from None
+
+
 def load_protocol(path: str | Path, *, config_sha256: str | None) -> dict[str, Any]:
     """The protocol of ``path`` if this installation may execute it, else UnsError saying
     in one line why not (see the module doc)."""
     file = Path(path)
-    try:
-        with file.open("rb") as f:
-            data = f.read(MAX_BYTES + 1)
-    except OSError as exc:
-        raise UnsError(f"cannot read the protocol {file}: {exc.strerror or exc}") from exc
-    if len(data) > MAX_BYTES:
-        raise UnsError(f"{file} is not a uns validation protocol (larger than {MAX_BYTES} bytes)")
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        raise UnsError(f"{file} is not a uns validation protocol (not JSON)") from None
+    doc = read_json(file, "a uns validation protocol")
     if not isinstance(doc, dict) or doc.get("document") != DOCUMENT or doc.get("format") != FORMAT:
         raise UnsError(f"{file} is not a uns validation protocol (format {FORMAT})")
     claimed = doc.get("protocol_sha256")
