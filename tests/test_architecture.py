@@ -42,7 +42,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "sinks": _BASE - {"mqtt"},
     "lake": _BASE - {"mqtt"},
     "sim": frozenset({"errors", "util", "mqtt", "core.vocabulary", "sparkplug"}),
-    # uns.batch.{spec,signals,times,spc,envelope,review}: the batch record's pure logic (and the review's rules)
+    # uns.batch.{spec,signals,times,spc,envelope,review}: the batch record's pure logic
     "batch.logic": frozenset({"errors"}),
     "render": frozenset({"errors"}),  # uns.pdf: HTML printed by Chromium
     "engine.plant": frozenset({"errors", "core"}),  # the plant model file, read

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from uns.batch.exceptions import exception_id
 from uns.batch.envelope import MIN_REFERENCES, SIGMAS, Band, Envelope, band, departures, slice_width
+from uns.batch.exceptions import exception_id
 from uns.batch.parameters import PLOT_COLUMNS, Parameter, relative_path, run_fields, series_segments
 from uns.batch.queries import BatchInfo, BatchSamples
 from uns.batch.times import ms
@@ -145,5 +145,7 @@ def envelope_exceptions(params: list[Parameter]) -> list[dict[str, Any]]:
                 f"peak {d['peak']:g} (band edge {d['band_edge']:g})"
             )
             ident = exception_id("envelope", d["start"], p.path, p.metric, d["direction"], refs)
-            out.append({"id": ident, "kind": "envelope", "severity": "low", "ts": d["start"], "message": message})
+            out.append(
+                {"id": ident, "kind": "envelope", "severity": "low", "ts": d["start"], "message": message}
+            )
     return out
