@@ -21,7 +21,7 @@ import pytest
 
 from tests.engine_helpers import CollectingSink, connected, engine_config, on_memory, running_engine, wait_for
 from tests.test_context_durable import NS as DAEMON_NS
-from tests.test_context_durable import Daemon, GatedSink
+from tests.test_context_durable import Daemon, GatedSink, wait_session
 from uns import lake
 from uns.core.records import MaterialRecord
 from uns.core.signing import sign_event
@@ -186,16 +186,6 @@ async def test_after_a_restart_the_lakes_records_are_duplicates_or_conflicts(tmp
 # ------------------------------------------------------------------ against mosquitto, with uns run
 
 
-async def wait_records_session(daemon: Daemon, seen: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if daemon.log.read_text(errors="replace").count("records intake connected") > seen:
-            return
-        assert daemon.proc is not None and daemon.proc.poll() is None, daemon.log.read_text()
-        await asyncio.sleep(0.1)
-    raise AssertionError("the engine's records session did not come up")
-
-
 def sessions(daemon: Daemon) -> int:
     return (
         daemon.log.read_text(errors="replace").count("records intake connected") if daemon.log.exists() else 0
@@ -219,14 +209,14 @@ async def test_records_survive_a_sigkill_and_redelivery_exactly_once(
     daemon = Daemon(persistent_broker, lake_dir, tmp_path / "uns.log")
     seen = sessions(daemon)
     daemon.start()
-    await wait_records_session(daemon, seen)
+    await wait_session(daemon, kind="records", seen=seen)
     publishing = asyncio.create_task(publish_records(persistent_broker, 0, 300, pace=0.004))
     await asyncio.sleep(0.6)
     await asyncio.to_thread(daemon.stop, signal.SIGKILL)  # mid-stream: some taken, not acknowledged
     await publishing  # the rest are queued by the broker for the engine's records session
     seen = sessions(daemon)
     daemon.start()
-    await wait_records_session(daemon, seen)
+    await wait_session(daemon, kind="records", seen=seen)
     con_rows: list[tuple[str, int]] = []
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # until all 300 are in the lake (committed), then stop

@@ -44,7 +44,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from uns.config import Config
@@ -337,15 +337,33 @@ class Dispatcher:
         was applied before) or a ``retained`` delivery (the broker's copy of an event
         already seen: never applied, counted as ``context_retained_ignored``), and in
         every case the acknowledgement among the publishes.  Never raises."""
-        self.counters.messages += 1
         self.counters.context_events += 1
-        # the intake's own topic without a path has none (never the topic itself)
-        path = topic[len(self.context_prefix) :] if topic.startswith(self.context_prefix) else ""
+
+        def handle(path: str) -> Decision:
+            return self._process_context(topic, path, payload, received_at, retained)
+
+        return self.take_event(topic, payload, received_at, self.context_prefix, handle, "context_rejected")
+
+    def take_event(
+        self,
+        topic: str,
+        payload: bytes,
+        received_at: int,
+        prefix: str,
+        handle: Callable[[str], Decision],
+        failures: str,
+    ) -> Decision:
+        """The frame of an intake event (a context event, a batch record): counted, its
+        path (none for the intake's own topic, never the topic itself), the SHA-256 its
+        acknowledgement names, and a bug in ``handle(path)`` costs only this message
+        (counted in the counter ``failures`` too)."""
+        self.counters.messages += 1
+        path = topic[len(prefix) :] if topic.startswith(prefix) else ""
         self._event_digest = hashlib.sha256(payload).hexdigest()
         try:
-            return self._process_context(topic, path, payload, received_at, retained)
+            return handle(path)
         except Exception as exc:  # as process(): one message costs only itself
-            self.counters.context_rejected += 1
+            setattr(self.counters, failures, getattr(self.counters, failures) + 1)
             return self._event_internal_error(topic, path, payload, received_at, exc)
 
     def _event_internal_error(
@@ -406,6 +424,7 @@ class Dispatcher:
         reason = f"conflict: event {ident!r} was applied before with other content; nothing changed"
         ack = self._ack(ident, CONFLICT, reason, path, received_at)
         return self._reject(topic, payload, received_at, reason, context=True), _NONE, (ack,)
+
     # ------------------------------------------------------------------ batch records
     def remember_records(self, records: Mapping[str, str]) -> None:
         """Records the lake holds (``{record id: content SHA-256}``, at start): never stored

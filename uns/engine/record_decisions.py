@@ -14,24 +14,15 @@ and the acknowledgement.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from uns.core.context import decode_context_payload
 from uns.core.events import Batch, Rejected
 from uns.core.records import parse_record
 from uns.core.signing import verify_event
-from uns.engine.decisions import (
-    ALREADY_APPLIED,
-    APPLIED,
-    CONFLICT,
-    DUPLICATE,
-    NONE,
-    REJECTED,
-    RETAINED_COPY,
-    Decision,
-)
+from uns.engine import decisions as ack
+from uns.engine.decisions import Decision
 from uns.engine.status import Counters
 from uns.engine.transport import Publish
 from uns.errors import ContextError, SignatureError
@@ -42,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RecordDecisions"]
 
-_NONE = NONE
+_NONE = ack.NONE
 
 
 class DecisionHost(Protocol):
@@ -53,14 +44,14 @@ class DecisionHost(Protocol):
     trusted_keys: Mapping[str, Ed25519PublicKey]
     require_signature: bool
     max_future_ms: int
-    _event_digest: str
     _rlog: RateLimitedLog
 
     def _ack(self, ident: str | None, status: str, reason: str | None, path: str, ts: int) -> Publish: ...
 
-    def _event_internal_error(
-        self, topic: str, path: str, payload: bytes, received_at: int, exc: Exception
-    ) -> Decision: ...
+    def take_event(
+        self, topic: str, payload: bytes, received_at: int, prefix: str,
+        handle: Callable[[str], Decision], failures: str,
+    ) -> Decision: ...  # fmt: skip
 
 
 class RecordDecisions:
@@ -81,16 +72,12 @@ class RecordDecisions:
     def process(self, topic: str, payload: bytes, received_at: int, *, retained: bool = False) -> Decision:
         """One batch record: applied at most once per id, always acknowledged.  Never raises."""
         d = self.dispatcher
-        d.counters.messages += 1
         d.counters.records += 1
-        # the intake's own topic without a path has none (never the topic itself)
-        path = topic[len(d.records_prefix) :] if topic.startswith(d.records_prefix) else ""
-        d._event_digest = hashlib.sha256(payload).hexdigest()
-        try:
+
+        def handle(path: str) -> Decision:
             return self._process(topic, path, payload, received_at, retained)
-        except Exception as exc:  # as Dispatcher.process(): one message costs only itself
-            d.counters.records_rejected += 1
-            return d._event_internal_error(topic, path, payload, received_at, exc)
+
+        return d.take_event(topic, payload, received_at, d.records_prefix, handle, "records_rejected")
 
     def _process(self, topic: str, path: str, payload: bytes, received_at: int, retained: bool) -> Decision:
         d, counters = self.dispatcher, self.dispatcher.counters
@@ -100,26 +87,26 @@ class RecordDecisions:
             ident = _record_id(event)
             if retained:  # the broker's copy of a record seen before: never applied
                 counters.records_retained_ignored += 1
-                return Batch(), _NONE, (d._ack(ident, DUPLICATE, RETAINED_COPY, path, received_at),)
+                return Batch(), _NONE, (d._ack(ident, ack.DUPLICATE, ack.RETAINED_COPY, path, received_at),)
             signer = verify_event(path, event, d.trusted_keys, required=d.require_signature)
             record = parse_record(path, event, received_at, signer=signer, max_future_ms=d.max_future_ms)
         except (ContextError, SignatureError) as exc:
             if retained:
                 counters.records_retained_ignored += 1
-                return Batch(), _NONE, (d._ack(None, DUPLICATE, RETAINED_COPY, path, received_at),)
-            return self._reject(topic, payload, received_at, exc.reason, (ident, path, REJECTED))
+                return Batch(), _NONE, (d._ack(None, ack.DUPLICATE, ack.RETAINED_COPY, path, received_at),)
+            return self._reject(topic, payload, received_at, exc.reason, (ident, path, ack.REJECTED))
         ident = record.record_id
         seen = self.applied.get(ident)
         if seen is not None:
             if seen != record.content_sha256:  # the id stands for other content: the first stays
                 counters.records_conflicts += 1
                 reason = f"conflict: record {ident!r} was applied before with other content; nothing changed"
-                return self._reject(topic, payload, received_at, reason, (ident, path, CONFLICT))
+                return self._reject(topic, payload, received_at, reason, (ident, path, ack.CONFLICT))
             counters.records_duplicates += 1
-            return Batch(), _NONE, (d._ack(ident, DUPLICATE, ALREADY_APPLIED, path, received_at),)
+            return Batch(), _NONE, (d._ack(ident, ack.DUPLICATE, ack.ALREADY_APPLIED, path, received_at),)
         self.applied[ident] = record.content_sha256
         counters.records_applied += 1
-        return Batch(records=[record]), _NONE, (d._ack(ident, APPLIED, None, path, received_at),)
+        return Batch(records=[record]), _NONE, (d._ack(ident, ack.APPLIED, None, path, received_at),)
 
     def _reject(
         self, topic: str, payload: bytes, received_at: int, reason: str, answer: tuple[str | None, str, str]
