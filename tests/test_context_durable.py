@@ -45,7 +45,9 @@ def config(**overrides: Any) -> Config:
 
 
 def event(i: int) -> bytes:
-    return json.dumps({"id": f"ev-{i}", "ts": 1_000 + i, "set": {"batch_id": f"B-{i}"}}).encode()
+    # back-dated (ts in 1970): the reason context.require_reason asks for
+    event = {"id": f"ev-{i}", "ts": 1_000 + i, "set": {"batch_id": f"B-{i}"}, "reason": "test"}
+    return json.dumps(event).encode()
 
 
 class GatedSink(CollectingSink):

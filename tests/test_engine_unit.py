@@ -128,7 +128,8 @@ async def test_context_events_are_applied_and_bad_ones_rejected_with_their_reaso
     sink = CollectingSink()
     async with on_memory(config(), sink) as (broker, engine):
         mes = await connected(broker, "mes")
-        await mes.publish(f"{CONTEXT}/acme/line1", b'{"ts": 5, "set": {"batch_id": "B-1"}}', qos=1)
+        event = b'{"ts": 5, "set": {"batch_id": "B-1"}, "reason": "back-dated test"}'
+        await mes.publish(f"{CONTEXT}/acme/line1", event, qos=1)
         await mes.publish(f"{CONTEXT}/acme/line1", b"{nope", qos=1)
         await mes.publish(f"{CONTEXT}/acme/line1", b"[1]", qos=1)
         await mes.publish(f"{CONTEXT}/acme/line1", b'{"set": {"a/b": "x"}}', qos=1)

@@ -288,7 +288,17 @@ async def test_signed_context_is_applied_with_its_signer_and_the_rest_rejected_w
     async with running_engine(build_engine(config)):
         signed, unsigned, intruder, imported = await asyncio.gather(
             asyncio.to_thread(
-                _uns, "context", "set", PATH, "batch_id=B-1", *common, "--key", str(key), env=env
+                _uns,
+                "context",
+                "set",
+                PATH,
+                "batch_id=B-1",
+                *common,
+                "--key",
+                str(key),
+                "--reason",
+                "MES down",
+                env=env,
             ),
             asyncio.to_thread(_uns, "context", "set", PATH, "phase=growth", *common, env=env),
             asyncio.to_thread(

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from uns.cli.commands import BrokerOpt, FormatOpt, LakeOpt, broker_settings, fail, guard, lake_path
+from uns.cli.keys_cli import PassphraseOpt
 
 __all__ = ["context_app"]
 
@@ -71,6 +72,7 @@ def context_set(
         str | None, typer.Option("--id", help="the event's id, 1-128 characters (default with --wait: new)")
     ] = None,
     key: KeyOpt = None,
+    passphrase: PassphraseOpt = False,
 ) -> None:
     """Publish a context event (validated before it is sent) on <prefix>/_context/<path>.
 
@@ -80,8 +82,11 @@ def context_set(
     With --key the event is signed (needed where the engine has
     context.require_signature on).
 
-    Example: uns context set acme/basel/pilot/usp/br-101 batch_id=B2026-0042 phase=growth --user jdoe --wait 5
+    A change made by hand, or back-dated, needs --reason (context.require_reason).
+
+    Example: uns context set acme/basel/pilot/usp/br-101 phase=growth --user jdoe --reason "MES down" --wait 5
     """
+    from uns.cli.keys_cli import read_passphrase  # noqa: PLC0415
     from uns.client.context import publish_context, split_wait  # noqa: PLC0415
 
     path, pairs, seconds = split_wait(path, pairs, wait)
@@ -100,6 +105,7 @@ def context_set(
             host_id=host_id,
             event_id=event_id,
             key=key,
+            passphrase=read_passphrase(passphrase),
         )
     )
     if not result.waited:
@@ -144,6 +150,7 @@ def context_import(
         bool, typer.Option("--progress/--no-progress", help="progress bar on stderr (default: on a terminal)")
     ] = sys.stderr.isatty(),
     key: KeyOpt = None,
+    passphrase: PassphraseOpt = False,
 ) -> None:
     """Import context events from a file, each acknowledged by the engine; safe to repeat.
 
@@ -157,6 +164,7 @@ def context_import(
 
     Example: uns context import batches.csv --broker mqtt://127.0.0.1:1883 --wait 30
     """
+    from uns.cli.keys_cli import read_passphrase  # noqa: PLC0415
     from uns.client.importer import run_import  # noqa: PLC0415
 
     settings = guard(lambda: broker_settings(broker))
@@ -172,6 +180,7 @@ def context_import(
             progress=progress,
             echo=typer.echo,
             key=key,
+            passphrase=read_passphrase(passphrase),
         )
     )
     if code:

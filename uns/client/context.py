@@ -282,6 +282,7 @@ def publish_context(
     host_id: str | None = None,
     event_id: str | None = None,
     key: str | None = None,
+    passphrase: bytes | None = None,
 ) -> SetResult:
     """Validate and publish one context event (QoS 1, acknowledged by the broker).
 
@@ -295,7 +296,7 @@ def publish_context(
     # The same validation the engine applies: a bad event never leaves this machine.
     ContextStore().apply_event(path, event, parse_time(None))
     if key is not None:
-        name, private = load_private_key(key)
+        name, private = load_private_key(key, passphrase)
         event = sign_event(private, name, path, event)
     topic = f"{prefix}/_context/{path.strip('/')}"
     ack_topic = ack_filter(prefix, host_id) if wait is not None else None

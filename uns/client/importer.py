@@ -374,6 +374,7 @@ def run_import(
     progress: bool = False,
     echo: Callable[..., Any] = print,
     key: str | None = None,
+    passphrase: bytes | None = None,
 ) -> int:
     """Validate, publish and await ``file``'s events; print a summary; return the exit code.
 
@@ -381,7 +382,7 @@ def run_import(
     (a signature it had is replaced).  ``echo(text, err=True)`` writes to stderr
     (typer.echo's signature)."""
     ack_topic = ack_filter(prefix, host_id)
-    signing = load_private_key(key) if key is not None else None
+    signing = load_private_key(key, passphrase) if key is not None else None
     started = time.perf_counter()
     parsed = read_events(file)
     for bad in parsed.bad:

@@ -38,6 +38,7 @@ from uns.config import Config
 from uns.core.context import ContextStore, decode_context_payload, event_id, parse_context_event
 from uns.core.enrich import Enricher
 from uns.core.events import Batch, RebirthRequest, Rejected, SessionEventKind
+from uns.core.reasons import check_reason
 from uns.core.signing import verify_event
 from uns.engine.status import Counters
 from uns.engine.transport import Publish
@@ -96,6 +97,9 @@ class Dispatcher:
         #: the public keys context signatures are checked against, by name (uns.keyring)
         self.trusted_keys: Mapping[str, Ed25519PublicKey] = trusted_keys or {}
         self.require_signature = config.context.require_signature
+        #: manual and back-dated changes must give a reason (uns.core.reasons)
+        self.require_reason = config.context.require_reason
+        self.late_ms = round(config.batch.late_context_s * 1000)
         #: T of our STATE birth (and Will) on the current connection; None when we publish no
         #: STATE (not the primary host) or have not connected yet.  Set by the engine.
         self.state_ts: int | None = None
@@ -268,6 +272,8 @@ class Dispatcher:
         try:
             signer = verify_event(path, event, self.trusted_keys, required=self.require_signature)
             changes = parse_context_event(path, event, received_at, signer=signer)
+            if self.require_reason:
+                check_reason(changes, received_at, late_ms=self.late_ms)
         except (ContextError, SignatureError) as exc:
             ack = self._ack(_id_of(path, event, received_at), REJECTED, exc.reason, path, received_at)
             return self._reject(topic, payload, received_at, exc.reason, context=True), _NONE, (ack,)

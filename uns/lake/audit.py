@@ -38,6 +38,7 @@ import pyarrow.dataset as ds
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from uns.errors import LakeError, UnsError
+from uns.lake.audit_context import ContextHistory, context_entries
 from uns.lake.audit_entries import (
     SYSTEM,
     Definitions,
@@ -46,11 +47,10 @@ from uns.lake.audit_entries import (
     births,
     catalog_entries,
     config_changes,
-    context_entries,
     data_commit_entry,
     entry,
 )
-from uns.lake.audit_state import catalog_rows, latest_births, latest_context
+from uns.lake.audit_state import catalog_rows, context_history, latest_births
 from uns.lake.deltalog import CommitActions, commit_actions, find_txn_commit, local_path
 from uns.lake.hashing import GENESIS, ChainRow, file_sha256, link
 from uns.lake.locks import audit_lock
@@ -173,7 +173,7 @@ class AuditRecorder:
         self.clock: Callable[[], int] = _now_us
         self._table = table
         self._tail: tuple[int, str] | None = None
-        self._context: dict[tuple[str, str], str | None] | None = None
+        self._context: ContextHistory | None = None
         self._births: dict[Device, Definitions] | None = None
         self._last_start: Mapping[str, Any] | None = None
         self._last_start_known = False
@@ -324,8 +324,8 @@ class AuditRecorder:
         ctx_parts = [part[index] for part in parts if part[index]]
         if not ctx_parts:
             return []
-        if self._context is None:  # the latest value per path and key before this segment
-            self._context = latest_context(self._table("context"), number << 32)
+        if self._context is None:  # the recent changes per path and key before this segment
+            self._context = context_history(self._table("context"), number << 32)
         rows = arrow_table_of_parts("context", ctx_parts, number).to_pylist()
         return context_entries(rows, self._context, now)
 

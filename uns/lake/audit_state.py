@@ -1,5 +1,5 @@
 """What the audit trail's entries compare against, read once per commit worker: the
-latest value of each context key, the latest BIRTH's metric definitions per device.
+recent changes of each context key, the latest BIRTH's metric definitions per device.
 
 Read from the tables (vectorized: a lake keeps every BIRTH ever received) only when
 the worker starts; from then on the worker keeps them up to date from the segments
@@ -9,19 +9,21 @@ crash (its rows already in a table) compares against what came before it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 from deltalake import DeltaTable
 
+from uns.lake.audit_context import KEEP, ContextHistory
 from uns.lake.audit_entries import Definitions, Device
 from uns.lake.tables import WAL_COLUMNS
 from uns.sparkplug.datatypes import DataType
 
-__all__ = ["catalog_rows", "latest_births", "latest_context"]
+__all__ = ["catalog_rows", "context_history", "latest_births"]
 
 _NAMES: Final = {int(d): d.name for d in DataType}
 _NO_DEVICE: Final = "\x00"  # a node's own metrics (device_id NULL), as a join key
@@ -65,17 +67,33 @@ def latest_births(table: DeltaTable, before_ms: int) -> dict[Device, Definitions
     return out
 
 
-def latest_context(table: DeltaTable, before_order: int) -> dict[tuple[str, str], str | None]:
-    """The latest value per (path, key) among changes that arrived before ``ingest_order``
-    ``before_order``."""
-    files = table.file_uris()
+def context_history(
+    table: DeltaTable,
+    before_order: int,
+    filesystem: pafs.FileSystem | None = None,
+    paths: Callable[[str], str] = str,
+    *,
+    keep: int = KEEP,
+) -> ContextHistory:
+    """The recent context changes per (path, key) among those that arrived before
+    ``ingest_order`` ``before_order``; older ones are looked up in ``table`` when needed."""
+    files = [paths(u) for u in table.file_uris()]
+    columns = ["path", "key", "ts", "ingest_order", "value"]
+
+    def lookup(path: str, key: str, ts: Any, order: int) -> str | None:
+        wanted = (pc.field("path") == path) & (pc.field("key") == key) & (pc.field("ingest_order") < order)
+        found = ds.dataset(files, format="parquet", filesystem=filesystem).to_table(
+            columns=columns, filter=wanted & (pc.field("ts") <= pa.scalar(ts, pa.timestamp("ms", tz="UTC")))
+        )
+        if not found.num_rows:
+            return None
+        last = found.sort_by([("ts", "ascending"), ("ingest_order", "ascending")]).slice(found.num_rows - 1)
+        value = last["value"][0].as_py()
+        return None if value is None else str(value)
+
     if not files:
-        return {}
-    known = ds.dataset(files, format="parquet").to_table(
-        columns=["path", "key", "value", "ingest_order"], filter=pc.field("ingest_order") < before_order
+        return ContextHistory(lookup, keep)
+    known = ds.dataset(files, format="parquet", filesystem=filesystem).to_table(
+        columns=columns, filter=pc.field("ingest_order") < before_order
     )
-    state: dict[tuple[str, str], str | None] = {}
-    known = known.sort_by("ingest_order")
-    for path, key, value in zip(*(known[c].to_pylist() for c in ("path", "key", "value")), strict=True):
-        state[(path, key)] = value
-    return state
+    return ContextHistory.of(zip(*(known[c].to_pylist() for c in columns), strict=True), lookup, keep)
