@@ -130,7 +130,7 @@ def report_bytes(
 
     cfg = settings(lake_dir)
     request = report_request(cfg, batch_id, spec=spec, metrics=metrics, reference=reference)
-    return generate_report(cfg.lake.path or "", request, fmt)
+    return generate_report(cfg.lake.path or "", request, fmt, audit=cfg.audit)
 
 
 def sign(

@@ -106,7 +106,9 @@ def audit_trail(con: duckdb.DuckDBPyConnection, batch_id: str) -> list[dict[str,
     return entries
 
 
-def generate_report(lake_path: str | Path, request: ReportRequest, fmt: str = "html") -> tuple[bytes, str]:
+def generate_report(
+    lake_path: str | Path, request: ReportRequest, fmt: str = "html", *, audit: Any = None
+) -> tuple[bytes, str]:
     """The report of ``request.batch_id`` in ``fmt`` (html, json or pdf) and its verdict.
 
     Every report the command line makes comes from here."""
@@ -132,5 +134,5 @@ def generate_report(lake_path: str | Path, request: ReportRequest, fmt: str = "h
         data = html.encode() if fmt == "html" else render_pdf(html)
     # the audit trail records every report made, by its SHA-256 (docs/gxp.md)
     detail = {"batch_id": request.batch_id, "format": fmt, "verdict": verdict}
-    record_report(lake_path, hashlib.sha256(data).hexdigest(), request.batch_id, detail=detail)
+    record_report(lake_path, hashlib.sha256(data).hexdigest(), request.batch_id, detail=detail, audit=audit)
     return data, verdict

@@ -19,6 +19,11 @@ from uns.output import FORMATS, render_rows
 __all__ = ["compact", "info", "lake_store", "sql", "vacuum"]
 
 
+def _lake(lake: str | None) -> lake_pkg.Lake:
+    """The lake to maintain, with the configuration's audit anchor (audit.anchor)."""
+    return lake_pkg.Lake(lake_store(lake), audit=load_config().audit)
+
+
 def lake_store(lake: str | None) -> LakeStore:
     """The lake the command works on (UnsError when none is configured)."""
     section = load_config(overrides={"lake.path": lake}).lake
@@ -41,11 +46,11 @@ def info(lake: str | None, fmt: str) -> str:
 
 
 def compact(lake: str | None, *, z_order: bool) -> str:
-    return json.dumps(lake_pkg.Lake(lake_store(lake)).compact(z_order=z_order), indent=2, default=str)
+    return json.dumps(_lake(lake).compact(z_order=z_order), indent=2, default=str)
 
 
 def vacuum(lake: str | None, retention_hours: float, *, dry_run: bool, force: bool) -> str:
-    result = lake_pkg.Lake(lake_store(lake)).vacuum(
+    result = _lake(lake).vacuum(
         retention_hours, dry_run=dry_run, enforce_retention=not force
     )
     return json.dumps(result, indent=2, default=str)

@@ -24,8 +24,10 @@ from uns.engine.sdnotify import systemd_notifications
 from uns.engine.stopping import Watchdog, unpersisted_line
 from uns.errors import EngineError, LakeError
 from uns.lake import LakeSink
+from uns.lake.anchors import AnchorSettings
 from uns.lake.audit_entries import engine_event, named_files
 from uns.lake.storage import OPTIONS_ENV, LakeStore, as_store
+from uns.lake.timesync import time_sync_state
 from uns.sinks.encoders import EventEncoder
 from uns.sinks.republish import RepublishSink
 
@@ -53,7 +55,10 @@ def audited(sink: LakeSink, config: Config) -> LakeSink:
     """The sink, recording the engine's start now and its stop at the end (the audit trail):
     the version, the effective configuration with secrets masked, and the files it names."""
     effective = config.to_dict(masked=True)
-    sink.record_audit(engine_event("engine_start", config=effective, files=named_files(effective)))
+    started = engine_event(
+        "engine_start", config=effective, files=named_files(effective), time_sync=time_sync_state()
+    )
+    sink.record_audit(started)
     sink.on_stop = lambda: engine_event("engine_stop")
     return sink
 
@@ -68,7 +73,7 @@ def build_engine(config: Config, *, model: PlantModel | None = None) -> Engine:
         store = LakeStore(config.lake.path, config.lake.storage)  # a directory or an object store
         if not store.remote:
             check_lake_path(config.lake.path)
-        sinks.append(audited(LakeSink(store, config.lake), config))
+        sinks.append(audited(LakeSink(store, config.lake, anchor=AnchorSettings.of(config.audit)), config))
         wal_dir = Path(config.lake.wal_dir) if config.lake.wal_dir else None
         applied = load_applied_context_ids(store, wal_dir)
     engine = Engine(config, sinks=sinks, model=model)

@@ -38,6 +38,7 @@ import pyarrow.dataset as ds
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from uns.errors import LakeError, UnsError
+from uns.lake.anchors import Anchorer, AnchorSettings
 from uns.lake.audit_context import ContextHistory, context_entries
 from uns.lake.audit_entries import (
     SYSTEM,
@@ -171,6 +172,10 @@ class AuditRecorder:
         self.shared = False
         #: the time of new entries, epoch microseconds (tests inject a clock set back)
         self.clock: Callable[[], int] = _now_us
+        #: the chain's anchor outside the lake (None: audit.anchor is not set), and whether
+        #: every append is anchored at once (a short-lived command) or when due (the engine)
+        self.anchor: Anchorer | None = None
+        self.eager = False
         self._table = table
         self._tail: tuple[int, str] | None = None
         self._context: ContextHistory | None = None
@@ -262,7 +267,44 @@ class AuditRecorder:
             self.forget()
             raise LakeError(f"cannot append to the audit trail: {exc}", table=AUDIT) from exc
         self._tail = (rows[-1].seq, rows[-1].hash)
+        if self.anchor is not None:
+            self.anchor.note(*self._tail)
+            if self.eager:
+                self._anchor_or_fail(rows[-1])
         return rows
+
+    def _anchor_or_fail(self, row: ChainRow) -> None:
+        assert self.anchor is not None
+        try:
+            self.anchor.write()
+        except LakeError as exc:
+            raise LakeError(
+                f"recorded as audit {self.writer_id or '(default)'} #{row.seq}, but not anchored: {exc}",
+                table=AUDIT,
+            ) from exc
+
+    def use_anchor(self, settings: AnchorSettings | None, *, eager: bool = False) -> None:
+        """Anchor this chain's head per ``settings`` (audit.anchor): at once after every
+        append (``eager``: a command), or when :meth:`anchor_due` finds it due."""
+        if settings is None:
+            return
+        clock = lambda: self.clock()  # noqa: E731, PLW0108 - the clock may be replaced later (tests)
+        self.anchor = Anchorer(settings, self.writer_id, self.store.url, clock)
+        self.eager = eager
+
+    def anchor_due(self, *, force: bool = False) -> bool:
+        """Anchor the head if the interval has passed (or ``force``: at a stop); a failure is
+        logged, and the head waits for the next try (verify names the late anchor)."""
+        if self.anchor is None or not (force or self.anchor.due()):
+            return False
+        try:
+            if self._tail is None:
+                self.anchor.note(*self.tail())
+            return self.anchor.write()
+        except LakeError as exc:
+            self.anchor.failures += 1
+            log.warning("audit: cannot anchor the chain head: %s", exc)
+            return False
 
     # ---------------------------------------------------------------- WAL segments
     def commit_segment(self, number: int, parts: Sequence[TableColumns], tables: Sequence[str]) -> int:

@@ -94,6 +94,7 @@ def engine_event(
     version: str | None = None,
     config: Mapping[str, Any] | None = None,
     files: Mapping[str, str | None] | None = None,
+    time_sync: Mapping[str, Any] | None = None,
 ) -> AuditEvent:
     """An ``engine_start``/``engine_stop`` event: the software version and, at start, the
     SHA-256 of the effective configuration (secrets masked: ``config`` must come masked)
@@ -113,6 +114,8 @@ def engine_event(
         hashed[role] = {"path": str(name), "sha256": digest}
     if hashed:
         detail["files"] = hashed
+    if time_sync is not None:  # the host clock's synchronisation state (uns.lake.timesync)
+        detail["time_sync"] = dict(time_sync)
     return AuditEvent(kind, "engine", detail_json(detail), SYSTEM, "", int(time.time() * 1000))
 
 

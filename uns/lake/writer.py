@@ -27,6 +27,7 @@ from deltalake import DeltaTable, Transaction, WriterProperties
 from deltalake.exceptions import TableNotFoundError
 
 from uns.errors import LakeError
+from uns.lake.anchors import AnchorSettings
 from uns.lake.audit import AUDIT, AuditRecorder
 from uns.lake.audit_entries import SYSTEM
 from uns.lake.health import VANISHED
@@ -109,7 +110,9 @@ def writer_properties() -> WriterProperties:
 class DeltaWriter:
     """The lake's tables, for one writer (one WAL).  Not thread-safe: one commit at a time."""
 
-    def __init__(self, root: Path | str | LakeStore, writer_id: str = "") -> None:
+    def __init__(
+        self, root: Path | str | LakeStore, writer_id: str = "", *, anchor: AnchorSettings | None = None
+    ) -> None:
         self.store = as_store(root)  # a directory or an object store (lake/storage.py)
         #: the lake's directory (a local lake; for a remote one its URL as a path: use ``store``)
         self.root = Path(self.store.url)
@@ -119,6 +122,7 @@ class DeltaWriter:
         #: this writer's chain in the audit table (lake.audit)
         self.audit = AuditRecorder(self.store, writer_id, self._handle)
         self.audit.off = self.store.remote  # not kept on object storage yet (lake/audit.py)
+        self.audit.use_anchor(anchor)  # the engine's worker anchors when due (lake/anchors.py)
 
     def table_path(self, table: str) -> str:
         return self.store.table_uri(table)
@@ -132,6 +136,8 @@ class DeltaWriter:
         """Create the missing tables; return the newest segment number any table has
         recorded (-1 for none)."""
         self.ensure_tables()
+        if self.audit.anchor is not None:
+            self.audit.anchor.check()  # one line at the start when anchors cannot be written
         with compaction_lock(self.store.lock_dir(), wait=False) as held:
             if held:  # no compaction runs: one without its audit entry was interrupted (lake.audit)
                 try:
