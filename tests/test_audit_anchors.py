@@ -39,10 +39,12 @@ def section(anchor: Path | str, **more: object) -> AuditSection:
     return AuditSection(anchor=str(anchor), anchor_interval_s=INTERVAL, **more)  # type: ignore[arg-type]
 
 
-async def run_engine(lake: Path, audit: AuditSection, batches: range) -> None:
+async def run_engine(
+    lake: Path | str, audit: AuditSection, batches: range, wal_dir: Path | None = None
+) -> None:
     """An engine's sink (engine_start and engine_stop recorded) committing ``batches`` in
     several segments, anchoring its head as it goes and at its stop."""
-    config = LakeConfig(commit_interval=0.05, compact_interval=0)
+    config = LakeConfig(commit_interval=0.05, compact_interval=0, wal_dir=str(wal_dir) if wal_dir else None)
     engine_config = load_config(env={}, overrides={"lake.path": str(lake)})
     sink = audited(LakeSink(lake, config, anchor=AnchorSettings.of(audit)), engine_config)
     async with sink:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from uns.clock import parse_time
 from uns.config import AuditSection
 from uns.errors import UnsError
+from uns.lake.storage import LakeStore
 
 if TYPE_CHECKING:
     import duckdb
@@ -47,7 +47,7 @@ ORDER BY a.ts, a.writer_id, a.seq
 
 
 def verify_lines(
-    lake_dir: str,
+    lake_dir: str | LakeStore,
     trusted_keys: str | None = None,
     *,
     audit: AuditSection | None = None,
@@ -66,7 +66,7 @@ def verify_lines(
 
     audit = audit or AuditSection()
     report = verify(lake_dir)
-    chain = read_chain(Path(lake_dir))
+    chain = read_chain(lake_dir)
     signed, notes, wrong = signature_findings(chain, load_keyring(trusted_keys))
     findings = report.findings + wrong + clock_findings(chain, audit.clock_skew_s)
     heads: list[str] = []

@@ -31,9 +31,10 @@ def audit_verify(
     Example: uns audit verify --lake ./lake --anchor /mnt/worm/uns-anchors
     """
     from uns.audit.trail import verify_lines  # noqa: PLC0415
+    from uns.cli.lake_cmds import lake_store  # noqa: PLC0415
     from uns.config import load_config  # noqa: PLC0415
 
-    path = guard(lambda: lake_path(lake))
+    path = guard(lambda: lake_store(lake))
     audit = guard(lambda: load_config().audit)
     code, lines = guard(lambda: verify_lines(path, audit.trusted_keys, audit=audit, anchor=anchor))
     for line in lines:

@@ -42,13 +42,19 @@ def catalog_rows(parts: Sequence[Sequence[Sequence[Any]]]) -> list[dict[str, Any
     return rows
 
 
-def latest_births(table: DeltaTable, before_ms: int) -> dict[Device, Definitions]:
-    """Per device, the definitions of its newest BIRTH older than ``before_ms``."""
-    files = table.file_uris()
+def latest_births(
+    table: DeltaTable,
+    before_ms: int,
+    filesystem: pafs.FileSystem | None = None,
+    paths: Callable[[str], str] = str,
+) -> dict[Device, Definitions]:
+    """Per device, the definitions of its newest BIRTH older than ``before_ms`` (the table's
+    files read through ``filesystem``, named by ``paths(uri)``, for an object store)."""
+    files = [paths(u) for u in table.file_uris()]
     if not files:
         return {}
     cols = ["group_id", "edge_node_id", "device_id", "metric", "datatype", "unit", "birth_ts"]
-    data = ds.dataset(files, format="parquet").to_table(columns=cols)
+    data = ds.dataset(files, format="parquet", filesystem=filesystem).to_table(columns=cols)
     ms = data["birth_ts"].cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())
     data = data.set_column(cols.index("birth_ts"), "birth_ts", ms)
     data = data.set_column(cols.index("device_id"), "device_id", pc.fill_null(data["device_id"], _NO_DEVICE))

@@ -121,7 +121,6 @@ class DeltaWriter:
         self._props = writer_properties()
         #: this writer's chain in the audit table (lake.audit)
         self.audit = AuditRecorder(self.store, writer_id, self._handle)
-        self.audit.off = self.store.remote  # not kept on object storage yet (lake/audit.py)
         self.audit.use_anchor(anchor)  # the engine's worker anchors when due (lake/anchors.py)
 
     def table_path(self, table: str) -> str:
