@@ -28,7 +28,7 @@ def audit_verify(
     anchors outside the lake (audit.anchor) and the clock; exit 0 with a summary when the
     lake is intact, 1 with one line per finding.
 
-    Example: uns audit verify --lake ./lake --anchor /mnt/worm/uns-anchors
+    Example: uns audit verify --lake ./uns-lake --anchor /mnt/worm/uns-anchors
     """
     from uns.audit.trail import verify_lines  # noqa: PLC0415
     from uns.cli.lake_cmds import lake_store  # noqa: PLC0415
@@ -58,7 +58,7 @@ def audit_log(
 ) -> None:
     """Print audit trail entries in time order, filtered.
 
-    Example: uns audit log --batch B2026-0042 --kind context_change --lake ./lake
+    Example: uns audit log --batch B2026-0042 --kind context_change --lake ./uns-lake
     """
     from uns.audit.trail import LOG_COLUMNS, audit_log  # noqa: PLC0415
     from uns.output import render_rows  # noqa: PLC0415

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from uns.batch import api
+from uns.batch.signing import report_content_sha256
 from uns.errors import BatchError
 from uns.output import render_rows
 
@@ -43,7 +44,8 @@ def batch_show(lake_dir: str | None, batch_id: str, *, spec: str | None, echo: E
         kinds[e["kind"]] = kinds.get(e["kind"], 0) + 1
     echo(f"  parameters {len(doc['parameters'])}, excursions {len(doc['excursions'])}")
     echo(
-        f"  completeness {received}/{expected} samples of metrics with an expected interval"
+        f"  completeness {received} samples received, at least {expected} expected (one per interval), "
+        f"{sum(len(m['gaps']) for m in metrics)} gaps"
         if metrics
         else "  completeness: no expected interval in the spec"
     )
@@ -52,6 +54,8 @@ def batch_show(lake_dir: str | None, batch_id: str, *, spec: str | None, echo: E
         + (f" ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))})" if kinds else "")
     )
     echo(f"  verdict: {doc['verdict']}")
+    # what `uns batch sign --expect-sha256` takes: the content the reader saw here
+    echo(f"  content sha256 {report_content_sha256(doc)}")
 
 
 def _seconds(phase: dict[str, Any]) -> float | None:

@@ -6,8 +6,8 @@ An entry is ``(ts_us, kind, actor, reason, subject, detail_json)``; the chain
 
 ``engine_start``, ``engine_stop``, ``config_changed``, ``context_change``,
 ``catalog_new``, ``schema_drift``, ``data_commit``, ``compaction``, ``vacuum``,
-``report``, ``maintenance``, and from :mod:`uns.audit`: ``signature``, ``key_trusted``,
-``key_revoked``.
+``report``, ``maintenance``, ``command`` (an NCMD/DCMD sent by ``uns cmd``), and from
+:mod:`uns.audit`: ``signature``, ``key_trusted``, ``key_revoked``.
 
 This module is loaded by the engine's own process too (engine start and stop
 events travel through the WAL): standard library only.
@@ -54,6 +54,7 @@ KINDS: Final = (
     "vacuum",
     "report",
     "maintenance",
+    "command",
     "signature",
     "key_trusted",
     "key_revoked",

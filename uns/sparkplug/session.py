@@ -281,6 +281,11 @@ class SessionManager:
             session_event(out, now_ms, node, None, SessionEventKind.RECONNECTED, why)
         return self._done(out)
 
+    def node(self, group_id: str, edge_node_id: str) -> NodeInfo | None:
+        """Snapshot of one node (None: never seen)."""
+        node = self._nodes.get((group_id, edge_node_id))
+        return None if node is None else node_info(node)
+
     def nodes(self) -> tuple[NodeInfo, ...]:
         """Snapshot of every node seen (sorted by group, edge node)."""
         return tuple(node_info(n) for _, n in sorted(self._nodes.items()))
