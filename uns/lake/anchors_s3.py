@@ -18,7 +18,7 @@ import os
 from typing import Any
 
 from uns.errors import LakeError
-from uns.lake.anchors import DEFAULT_WRITER_DIR, AnchorExists, StoredAnchor, seq_of
+from uns.lake.anchor_store import DEFAULT_WRITER_DIR, AnchorExists, StoredAnchor, seq_of
 
 __all__ = ["S3Store"]
 
