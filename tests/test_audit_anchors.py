@@ -279,6 +279,17 @@ def test_engine_start_records_the_time_synchronisation_state(template: tuple[Pat
         con.close()
     state = json.loads(detail)["time_sync"]
     assert set(state) == {"source", "synchronized", "detail"}
+    # the batch report lists it: the engine start before a batch that began later
+    from uns.batch.report import time_sync  # noqa: PLC0415
+
+    con = Lake(lake).connect()
+    try:
+        listed = time_sync(con, {"start": "2099-01-01T00:00:00.000Z", "end": None})
+    finally:
+        con.close()
+    assert [(t["writer_id"], t["source"], t["synchronized"]) for t in listed] == [
+        ("", state["source"], state["synchronized"])
+    ]
 
 
 async def test_anchors_are_time_stamped_by_an_rfc3161_authority(tmp_path: Path) -> None:

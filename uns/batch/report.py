@@ -106,6 +106,36 @@ def audit_trail(con: duckdb.DuckDBPyConnection, batch_id: str) -> list[dict[str,
     return entries
 
 
+_UNRECORDED = {"source": "unrecorded", "synchronized": None, "detail": "an engine older than its record"}
+
+
+def time_sync(con: duckdb.DuckDBPyConnection, batch: dict[str, Any]) -> list[dict[str, Any]]:
+    """The host clock's synchronisation state at each engine start that recorded the batch:
+    per writer the last start before the batch began and every start while it ran (from
+    the ``engine_start`` entries; ``source`` ``unrecorded`` for an engine older than that)."""
+    if not con.execute("SELECT 1 FROM duckdb_views() WHERE view_name = 'audit'").fetchone():
+        return []
+    rows = con.execute(
+        "SELECT writer_id, ts, detail FROM audit WHERE kind = 'engine_start' "
+        "AND ($end IS NULL OR ts <= $end::TIMESTAMPTZ) ORDER BY writer_id, ts",
+        {"end": batch["end"]},
+    ).fetchall()
+    start = datetime.fromisoformat(str(batch["start"]).replace("Z", "+00:00"))
+    chosen: dict[str, list[tuple[datetime, str]]] = {}
+    for writer, ts, detail in rows:
+        kept = chosen.setdefault(str(writer), [])
+        if ts <= start:
+            kept[:] = [(ts, detail)]  # the newest start before the batch
+        else:
+            kept.append((ts, detail))
+    out = []
+    for writer, starts in sorted(chosen.items()):
+        for ts, detail in starts:
+            state = json.loads(detail).get("time_sync") or _UNRECORDED
+            out.append({"writer_id": writer, "engine_start": iso(ts), **state})
+    return out
+
+
 def generate_report(
     lake_path: str | Path, request: ReportRequest, fmt: str = "html", *, audit: Any = None
 ) -> tuple[bytes, str]:
@@ -121,6 +151,7 @@ def generate_report(
         keyring = load_keyring(request.trusted_keys)
         attach_signatures(con, report.document, keyring=keyring, spec=request.spec.identity())
         report.document["audit_trail"] = audit_trail(con, request.batch_id)
+        report.document["time_sync"] = time_sync(con, report.document["batch"])
     finally:
         con.close()
     verdict = str(report.document["verdict"])
@@ -131,7 +162,16 @@ def generate_report(
         from uns.pdf import render_pdf  # noqa: PLC0415
 
         html = render_html(report)
-        data = html.encode() if fmt == "html" else render_pdf(html)
+        document = report.document
+        data = (
+            html.encode()
+            if fmt == "html"
+            else render_pdf(
+                html,
+                header=f"Batch report {request.batch_id} (times in UTC)",
+                footer=f"Batch {request.batch_id} \u00b7 report content SHA-256 {document['content_sha256']}",
+            )
+        )
     # the audit trail records every report made, by its SHA-256 (docs/gxp.md)
     detail = {"batch_id": request.batch_id, "format": fmt, "verdict": verdict}
     record_report(lake_path, hashlib.sha256(data).hexdigest(), request.batch_id, detail=detail, audit=audit)
