@@ -27,6 +27,7 @@ from typing import Self
 from uns.config import LakeSection
 from uns.core.events import Batch
 from uns.errors import LakeBackpressure, LakeError
+from uns.lake.anchoring import AnchorSchedule
 from uns.lake.anchors import AnchorSettings
 from uns.lake.audit_intake import AuditIntake
 from uns.lake.committers import Sealed, committer_for
@@ -77,9 +78,7 @@ class LakeSink(AuditIntake):
         self._wal_dir = wal_dir_of(self.store, self.config)
         self._lock = WalLock(self._wal_dir)
         self._committer = committer_for(self.store, self.config, anchor)
-        #: the audit chain's head is anchored this often (0: no audit.anchor; lake/anchors.py)
-        self._anchor_every = anchor.interval_s if anchor is not None else 0.0
-        self._anchored_at = time.monotonic()
+        self._anchoring = AnchorSchedule(self._committer, anchor.interval_s if anchor is not None else 0.0)
         self._compaction = CompactionSchedule(
             self._committer, self.config.compact_interval, due_marker=self._wal_dir / "compaction-due"
         )
@@ -210,7 +209,7 @@ class LakeSink(AuditIntake):
             files.append(self._active)
             self._active = None
         await asyncio.to_thread(close_segments, files)
-        await self._anchor_if_due(stopping=True)  # the stop's head, engine_stop included
+        await self._anchoring.maybe_run(stopping=True)  # the stop's head, engine_stop included
         await self._committer.close(30.0 if self._stop_by is None else max(1.0, self._until_stop() or 0.0))
         self._lock.release()
 
@@ -437,8 +436,8 @@ class LakeSink(AuditIntake):
             if not self._sealed:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._anchor_every or None)
-                await self._anchor_if_due()
+                    await asyncio.wait_for(self._wake.wait(), self._anchoring.wait_s)
+                await self._anchoring.maybe_run()
                 continue
             head = self._sealed[0]
             started = time.monotonic()
@@ -453,19 +452,7 @@ class LakeSink(AuditIntake):
             self._on_commit(head, result, time.monotonic() - started)
             self._notify()
             await self._compaction.maybe_run()  # between commits: never races our appends
-            await self._anchor_if_due()
-
-    async def _anchor_if_due(self, *, stopping: bool = False) -> None:
-        """Between commits: the worker anchors its chain head once an interval has passed
-        (and at the stop), if it changed; a failure costs only a late anchor."""
-        due = stopping or time.monotonic() - self._anchored_at >= self._anchor_every
-        if not self._anchor_every or not due:
-            return
-        self._anchored_at = time.monotonic()
-        try:
-            await self._committer.anchor(force=stopping)
-        except LakeError as exc:
-            log.warning("lake: the audit anchor was not written (retried): %s", exc)
+            await self._anchoring.maybe_run()
 
     def _on_commit(self, seg: Sealed, result: CommitResult, seconds: float) -> None:
         self._sealed.popleft()
