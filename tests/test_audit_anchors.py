@@ -29,6 +29,7 @@ from uns.lake.anchors import AnchorSettings, DirectoryStore, anchor_name, open_s
 from uns.lake.audit_entries import entry
 from uns.lake.hashing import canonical, ts_micros
 from uns.lake.manual import cli_recorder, record_report
+from uns.lake.tables import TABLES
 from uns.lake.timesync import time_sync_state
 
 INTERVAL = 0.2
@@ -134,10 +135,11 @@ def delete_tail(lake: Path, writer: str, n: int) -> None:
     DeltaTable(lake / "audit").delete(f"writer_id = '{writer}' AND seq > {tail(lake, writer) - n}")
 
 
-def rechain(lake: Path, writer: str, kind: str, **changes: str) -> int:
+def rechain(lake: Path | str, writer: str, kind: str, **changes: str) -> int:
     """An entry of ``kind`` rewritten and every later hash of its chain recomputed, so the
-    chain is consistent again (what a forger with the lake and the documented hash does)."""
-    table = DeltaTable(lake / "audit")
+    chain is consistent again (what a forger with the lake and the documented hash does);
+    ``lake`` a directory or an s3:// URL."""
+    table = DeltaTable(f"{lake}/audit")
     original = table.to_pyarrow_table()
     rows = original.to_pylist()
     chain = sorted((r for r in rows if r["writer_id"] == writer), key=lambda r: r["seq"])
@@ -157,10 +159,10 @@ def rechain(lake: Path, writer: str, kind: str, **changes: str) -> int:
     return int(target["seq"])
 
 
-def restore_all(lake: Path, back: int) -> None:
+def restore_all(lake: Path | str, back: int) -> None:
     """Every table rolled back ``back`` versions (Delta RESTORE): a whole-lake rollback."""
-    for path in sorted(p for p in lake.iterdir() if (p / "_delta_log").is_dir()):
-        table = DeltaTable(path)
+    for name in TABLES:
+        table = DeltaTable(f"{lake}/{name}")
         table.restore(max(0, table.version() - back))
 
 

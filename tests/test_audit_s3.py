@@ -18,7 +18,7 @@ import pytest
 from deltalake import DeltaTable
 
 from tests.s3_server import S3Server
-from tests.test_audit_anchors import INTERVAL, run_engine
+from tests.test_audit_anchors import INTERVAL, rechain, restore_all, run_engine
 from uns.audit.trail import verify_lines
 from uns.config import AuditSection
 from uns.errors import LakeError
@@ -107,7 +107,21 @@ def _deleted_tail(server: S3Server, url: str) -> str:
     return "audit: writer uns-cli ends at seq 1 but was anchored at seq 3 "
 
 
-@pytest.mark.parametrize("tamper", [_changed_file, _deleted_file, _deleted_tail])
+def _rolled_back(server: S3Server, url: str) -> str:
+    del server
+    restore_all(url, 2)
+    return "but was anchored at seq"
+
+
+def _rechained_signer(server: S3Server, url: str) -> str:
+    del server
+    seq = rechain(url, "uns-cli", "report", actor="M. Smith (Head of QA)")
+    return f"audit: writer uns-cli seq {seq} differs from its anchor of "
+
+
+@pytest.mark.parametrize(
+    "tamper", [_changed_file, _deleted_file, _deleted_tail, _rolled_back, _rechained_signer]
+)
 def test_each_tampering_of_a_lake_in_a_bucket_is_named(
     anchored: tuple[str, str], s3_server: S3Server, tamper: Any
 ) -> None:
