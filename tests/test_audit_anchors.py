@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -327,3 +328,21 @@ def test_an_anchor_store_is_a_directory_or_s3(tmp_path: Path) -> None:
     assert isinstance(open_store(str(tmp_path)), DirectoryStore)
     with pytest.raises(LakeError, match="a directory or s3://bucket/prefix"):
         open_store("ftp://host/anchors")
+
+
+def test_the_command_line_verifies_against_the_anchors(copy: tuple[Path, Path]) -> None:
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from uns.cli.app import app  # noqa: PLC0415
+
+    lake, anchors = copy
+    clean = {k: None for k in os.environ if k.startswith("UNS_")}
+    ok = CliRunner().invoke(
+        app, ["audit", "verify", "--lake", str(lake), "--anchor", str(anchors)], env=clean
+    )
+    assert ok.exit_code == 0, ok.output
+    assert f"anchors at {anchors}:" in ok.output and "anchor uns-cli@" in ok.output
+    delete_tail(lake, "uns-cli", 1)
+    env = {**clean, "UNS_AUDIT_ANCHOR": str(anchors)}  # from the configuration this time
+    bad = CliRunner().invoke(app, ["audit", "verify", "--lake", str(lake)], env=env)
+    assert bad.exit_code == 1 and "audit: writer uns-cli ends at seq" in bad.output, bad.output
