@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
@@ -135,6 +134,8 @@ class DirectoryStore:
             writer = "" if sub.name == DEFAULT_WRITER_DIR else sub.name
             for item in os.scandir(sub.path):
                 seq = seq_of(item.name)
-                if seq is not None and stat.S_ISREG(item.stat().st_mode):
-                    out.append(StoredAnchor(writer, seq, item.stat().st_mtime_ns // 1000))
+                if seq is not None and item.is_file(follow_symlinks=False):  # the directory's d_type
+                    out.append(
+                        StoredAnchor(writer, seq, item.stat(follow_symlinks=False).st_mtime_ns // 1000)
+                    )
         return out
