@@ -314,7 +314,9 @@ async def test_keys_are_trusted_and_sign_only_as_their_owner_over_what_was_read(
     assert {r.reason for r in trusts} == {"enrolled by QA"}
     verified = _uns("audit", "verify", env=env)
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert verified.stdout.splitlines()[0].endswith("; 2 digital signatures verified")
+    assert verified.stdout.splitlines()[0].endswith(
+        "; 2 digital signatures verified (by jdoe (J. Doe), eve (E. Encrypted))"
+    )  # and who signed (issue 27)
 
     doc = _report(tmp_path, env)
     assert _judged(doc) == [
@@ -430,7 +432,8 @@ async def test_replayed_zeroed_forged_and_keyless_signatures_are_listed_as_not_v
     ]  # fmt: skip
     html = tmp_path / "report.html"
     assert _uns("batch", "report", BATCH, "-o", str(html), env=env).returncode == 0
-    assert html.read_text().count("NOT VERIFIED") == 3
+    # in the signatures table, and each beside the verdict too (the review's manifestations)
+    assert html.read_text().count("NOT VERIFIED") == 6
     verify = _uns("audit", "verify", env=env)
     assert verify.returncode == 1
     assert [line.split(": ", 1)[1] for line in verify.stdout.splitlines()] == [

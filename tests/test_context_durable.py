@@ -45,8 +45,9 @@ def config(**overrides: Any) -> Config:
 
 
 def event(i: int) -> bytes:
-    # back-dated (ts in 1970): the reason context.require_reason asks for
-    event = {"id": f"ev-{i}", "ts": 1_000 + i, "set": {"batch_id": f"B-{i}"}, "reason": "test"}
+    # a time the engine takes (from 2000 on, not far ahead: uns.core.intake_rules); back-dated,
+    # so with the reason context.require_reason asks for
+    event = {"id": f"ev-{i}", "ts": 1_767_261_600_000 + i, "set": {"batch_id": f"B-{i}"}, "reason": "test"}
     return json.dumps(event).encode()
 
 

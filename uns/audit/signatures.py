@@ -118,10 +118,12 @@ def record_signature(
     key: SigningKey,
     reason: str = "",
     spec: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> ChainRow:
     """Append the signature entry of ``batch_id``'s report to ``recorder``'s chain, signed
     by ``key`` over the chain's head at that moment (read under the chain's lock); returns
-    the entry.  The caller has checked the key may sign for ``signer``."""
+    the entry.  The caller has checked the key may sign for ``signer``.  ``extra`` fields
+    (not overriding any above) join the detail, so the signature covers them too."""
     if meaning not in MEANINGS:
         raise SignatureError(f"meaning must be one of {', '.join(MEANINGS)}, not {meaning!r}")
     if not signer.user_id.strip() or not signer.full_name.strip():
@@ -139,6 +141,7 @@ def record_signature(
             "spec": dict(spec) if spec is not None else None,
             "chain_head": {"writer": recorder.writer_id, "seq": head[0], "hash": head[1]},
         }
+        detail = {**(extra or {}), **detail}
         data = signed_content(ts_us, reason, batch_id, detail)
         detail["signature"] = signature_block(key.private, key.name, data)
         return [entry(ts_us, KIND, batch_id, detail, actor=signer.user_id, reason=reason)]

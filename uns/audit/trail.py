@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from uns.clock import parse_time
@@ -14,7 +15,9 @@ from uns.lake.storage import LakeStore
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["LOG_COLUMNS", "audit_log", "verify_lines"]
+    from uns.lake.hashing import ChainRow
+
+__all__ = ["LOG_COLUMNS", "audit_log", "signers", "verify_lines"]
 
 LOG_COLUMNS: Final = ("ts", "writer_id", "seq", "kind", "actor", "reason", "subject", "detail")
 
@@ -81,8 +84,26 @@ def verify_lines(
     if findings:
         return 1, findings
     keyless = f" ({notes} keyless note{'s' if notes != 1 else ''}: not signatures)" if notes else ""
-    summary = f"{report.summary()}; {signed} digital signature{'s' if signed != 1 else ''} verified{keyless}"
+    by = ", ".join(signers(chain))
+    summary = (
+        f"{report.summary()}; {signed} digital signature{'s' if signed != 1 else ''} verified"
+        f"{f' (by {by})' if by else ''}{keyless}"
+    )
     return 0, [summary, *heads]
+
+
+def signers(chain: Sequence[ChainRow]) -> list[str]:
+    """Who made the digital signatures of ``chain``, once each in the order of their first
+    signature: ``user id (printed name)``."""
+    from uns.audit.signatures import KIND, BatchSignature  # noqa: PLC0415
+
+    seen: dict[str, None] = {}
+    for row in sorted(chain, key=lambda r: (r.ts, r.writer_id, r.seq)):
+        if row.kind == KIND:
+            sig = BatchSignature.of_row(row)
+            if "signature" in sig.detail:
+                seen.setdefault(f"{sig.user_id} ({sig.full_name})")
+    return list(seen)
 
 
 def audit_log(

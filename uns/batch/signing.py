@@ -71,9 +71,10 @@ __all__ = [
 
 #: header fields that differ between two renderings of the same content
 VOLATILE_HEADER: Final = ("report_time", "lake_versions")
-#: what a signature does not cover: the signatures, the hash itself and the audit trail
-#: (every generated report and every signature is an entry of it)
-UNSIGNED: Final = ("signatures", "content_sha256", "audit_trail", "time_sync")
+#: what a signature does not cover: the signatures, the hash itself, the audit trail (every
+#: generated report and every signature is an entry of it), the time synchronisation read
+#: from it, and the review (made of entries)
+UNSIGNED: Final = ("signatures", "content_sha256", "audit_trail", "time_sync", "review")
 
 
 def report_content_sha256(document: dict[str, Any]) -> str:
@@ -215,13 +216,16 @@ def sign_report(
     spec: Mapping[str, Any] | None = None,
     writer_id: str = CLI_WRITER,
     audit: Any = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> SignResult:
     """Sign ``batch_id``'s report (``document(con)`` builds it from a lake snapshot) as
     ``signer`` with ``meaning``, ``reason`` and ``key`` (trusted in ``keyring``, allowed to
     sign for ``signer``).  With ``expect_sha256`` it signs only if the report content
     still has that SHA-256 -- what the signer read.  Refused (SignatureError) when the
     host clock is before the batch's start.  The entry goes into ``writer_id``'s chain
-    (``audit``: the config's ``[audit]`` section, for its anchor).  Returns what was made."""
+    (``audit``: the config's ``[audit]`` section, for its anchor); ``extra`` fields join the
+    signed content (the web workspace: the SHA-256 of the dispositions signed).  Returns
+    what was made."""
     from uns.lake.manual import cli_recorder  # noqa: PLC0415 - the commit machinery, on demand
 
     con = lake.connect(lake_location)
@@ -252,7 +256,7 @@ def sign_report(
         )
     row = record_signature(
         recorder, batch_id, meaning=meaning, signer=signer, report_sha256=sha, key=key, reason=reason,
-        spec=spec,
+        spec=spec, extra=extra,
     )  # fmt: skip
     return SignResult(row.seq, sha, row.writer_id, iso_us(row.ts), signer, key.name)
 

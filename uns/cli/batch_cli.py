@@ -12,7 +12,9 @@ from uns.cli.commands import FormatOpt, LakeOpt, guard
 __all__ = ["batch_app"]
 
 batch_app = typer.Typer(
-    help="Batches: list them, summarise one, write its review-by-exception report.", no_args_is_help=True
+    help="Batches: list them, summarise one, write its review-by-exception report, trend a parameter "
+    "across them.",
+    no_args_is_help=True,
 )
 
 SpecOpt = Annotated[
@@ -58,18 +60,35 @@ def batch_report(
     spec: SpecOpt = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="html, json or pdf")] = "html",
     output: Annotated[
-        str | None, typer.Option("--output", "-o", help="file to write (default: BATCH.FORMAT)")
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="file to write (default: BATCH.FORMAT here, the batch id made a safe file name)",
+        ),
     ] = None,
     reference: Annotated[
-        str | None, typer.Option("--reference", help="golden batch to overlay, aligned by phase")
+        str | None,
+        typer.Option(
+            "--reference",
+            help="golden batch to overlay, aligned by phase; several (B1,B2,B3): their mean ± 3 sd band",
+        ),
     ] = None,
     metric: Annotated[
         list[str] | None, typer.Option("--metric", help="also report this numeric metric (repeatable)")
     ] = None,
+    envelope_exceptions: Annotated[
+        bool,
+        typer.Option(
+            "--envelope-exceptions", help="list where the batch leaves the references' band as exceptions"
+        ),
+    ] = False,
 ) -> None:
     """Write the batch's review-by-exception report; prints its path and verdict.
 
     Example: uns batch report B2026-0001 --lake ./uns-lake --spec examples/pilot-spec.toml -o B2026-0001.html
+
+    Example: uns batch report B2026-0013 --reference B2026-0005,B2026-0009,B2026-0017 --envelope-exceptions
     """
     from uns.cli.batch_commands import batch_report as work  # noqa: PLC0415
 
@@ -82,9 +101,53 @@ def batch_report(
             output=output,
             reference=reference,
             metrics=tuple(metric or ()),
+            envelope_exceptions=envelope_exceptions,
             echo=typer.echo,
         )
     )
+
+
+@batch_app.command("trend")
+def batch_trend(
+    metric: Annotated[str, typer.Argument(metavar="METRIC", help="the metric's name in the lake")],
+    lake: LakeOpt = None,
+    spec: SpecOpt = None,
+    product: Annotated[str | None, typer.Option("--product", help="only batches of this product")] = None,
+    recipe: Annotated[str | None, typer.Option("--recipe", help="only batches of this recipe")] = None,
+    phase: Annotated[
+        str | None, typer.Option("--phase", help="the statistic over this phase (default: the whole batch)")
+    ] = None,
+    path: Annotated[
+        str | None, typer.Option("--path", help="only the metric on paths matching this glob (* crosses /)")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="only batches started at or after this ISO 8601 time")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="only batches started before this ISO 8601 time")
+    ] = None,
+    stat: Annotated[
+        str, typer.Option("--stat", help="one value per batch: mean, min, max, last or duration")
+    ] = "mean",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="html, json or pdf")] = "html",
+    output: Annotated[
+        str | None,
+        typer.Option("--output", "-o", help="file to write (default: METRIC-trend.FORMAT; - for stdout)"),
+    ] = None,
+) -> None:
+    """A parameter across the closed batches: one value per batch, the individuals / moving-range
+    chart with run rules 1-4, and the capability against the spec's action limits.  Prints the
+    file written and a summary.
+
+    Example: uns batch trend Temperature --lake ./uns-lake --product mAb-A --spec examples/pilot-spec.toml
+    """
+    from uns.cli.batch_commands import batch_trend as work  # noqa: PLC0415
+
+    options = {
+        "stat": stat, "product": product, "recipe": recipe, "phase": phase, "path": path, "since": since,
+        "until": until, "spec": spec,
+    }  # fmt: skip
+    guard(lambda: work(lake, metric, fmt=fmt, output=output, options=options, echo=typer.echo))
 
 
 @batch_app.command("sign")

@@ -49,9 +49,16 @@ from uns.lake.audit_entries import (
     data_commit_entry,
     entry,
 )
-from uns.lake.audit_files import audited_compactions, file_columns, hashed_adds, row_checksum, writer_rows
-from uns.lake.audit_state import catalog_rows, context_history, latest_births
-from uns.lake.deltalog import commit_actions, find_txn_commit
+from uns.lake.audit_files import (
+    audited_compactions,
+    file_columns,
+    hashed_adds,
+    row_checksum,
+    table_checksum,
+    writer_rows,
+)
+from uns.lake.audit_state import birth_rows, catalog_rows, completed_births, context_history, latest_births
+from uns.lake.deltalog import CommitActions, commit_actions, find_txn_commit
 from uns.lake.hashing import GENESIS, ChainRow, link
 from uns.lake.locks import audit_lock
 from uns.lake.schemas import SCHEMAS
@@ -67,6 +74,7 @@ __all__ = [
     "AuditRecorder",
     "audit_app_id",
     "row_checksum",
+    "table_checksum",
 ]
 
 log = logging.getLogger(__name__)
@@ -277,6 +285,10 @@ class AuditRecorder:
             )
         return data_commit_entry(now, table, number, found.version, hashed_adds(files, found))
 
+    def hashed_files(self, table: str, actions: CommitActions) -> list[dict[str, Any]]:
+        """The files ``actions`` added to ``table``, each with its SHA-256, bytes and rows."""
+        return hashed_adds(self.store.files(table), actions)
+
     def _config_changed(self, now: int, detail: Mapping[str, Any]) -> list[Entry]:
         if not self._last_start_known:
             audit, columns = self.store.files(AUDIT), ["seq", "detail"]
@@ -305,8 +317,17 @@ class AuditRecorder:
         return context_entries(rows, self._context, now)
 
     def _catalog_changes(self, now: int, parts: Sequence[TableColumns]) -> list[Entry]:
-        index = TABLES.index("metric_catalog")
-        grouped = births(catalog_rows([part[index] for part in parts if part[index]]))
+        index, sessions = TABLES.index("metric_catalog"), TABLES.index("sessions")
+        rows = catalog_rows([part[index] for part in parts if part[index]])
+        if not rows:
+            return []
+        table, files = self._table("metric_catalog"), self.store.files("metric_catalog")
+        rows = completed_births(
+            rows,
+            [part[sessions] for part in parts if part[sessions]],
+            lambda key: birth_rows(table, key, files.filesystem(), self.store.arrow_path),
+        )
+        grouped = births(rows)
         if not grouped:
             return []
         if self._births is None:  # each device's newest birth before this segment's

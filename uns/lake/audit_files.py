@@ -27,7 +27,14 @@ from uns.lake.schemas import SCHEMAS
 from uns.lake.storage import TableFiles
 from uns.lake.tables import PARTITION_COLUMN
 
-__all__ = ["audited_compactions", "file_columns", "hashed_adds", "row_checksum", "writer_rows"]
+__all__ = [
+    "audited_compactions",
+    "file_columns",
+    "hashed_adds",
+    "row_checksum",
+    "table_checksum",
+    "writer_rows",
+]
 
 AUDIT: Final = "audit"
 _U64: Final = 1 << 64
@@ -98,6 +105,21 @@ def row_checksum(
             source = ds.dataset(paths, schema=schema, format="parquet", filesystem=fs)  # noqa: F841 - read by DuckDB
             sql = f"SELECT count(*), coalesce(sum(hash({names})::HUGEINT), 0) FROM source"  # noqa: S608
             rows, total = con.execute(sql).fetchone() or (0, 0)
+    finally:
+        con.close()
+    return int(rows), f"{int(total) % _U64:016x}"
+
+
+def table_checksum(data: pa.Table, columns: Sequence[str]) -> tuple[int, str]:
+    """:func:`row_checksum` of the rows of an Arrow table."""
+    import duckdb  # noqa: PLC0415 - only a compaction or a repair needs it
+
+    con = duckdb.connect()
+    try:
+        con.register("_rows", data)
+        names = ", ".join(f'"{c}"' for c in columns)
+        sql = f"SELECT count(*), coalesce(sum(hash({names})::HUGEINT), 0) FROM _rows"  # noqa: S608
+        rows, total = con.execute(sql).fetchone() or (0, 0)
     finally:
         con.close()
     return int(rows), f"{int(total) % _U64:016x}"

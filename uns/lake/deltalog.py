@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from typing import Final
+from urllib.parse import unquote
 
 from uns.lake.storage import TableFiles
 
-__all__ = ["AddedFile", "CommitActions", "commit_actions", "find_txn_commit"]
+__all__ = ["AddedFile", "CommitActions", "adding_commit", "commit_actions", "find_txn_commit"]
 
 #: how far back :func:`find_txn_commit` looks (commits of one writer are recent)
 MAX_LOOKBACK: Final = 10_000
@@ -40,6 +41,8 @@ class CommitActions:
     adds: list[AddedFile] = field(default_factory=list)
     removes: list[str] = field(default_factory=list)
     txns: dict[str, int] = field(default_factory=dict)
+    #: a repair of the rejected table made it (its commitInfo carries lake.repair's mark)
+    repair: bool = False
 
 
 def _log(version: int) -> str:
@@ -67,7 +70,9 @@ def commit_actions(table: TableFiles, version: int) -> CommitActions | None:
         elif "txn" in action:
             out.txns[action["txn"]["appId"]] = int(action["txn"]["version"])
         elif "commitInfo" in action:
-            out.operation = str(action["commitInfo"].get("operation") or "")
+            info = action["commitInfo"]
+            out.operation = str(info.get("operation") or "")
+            out.repair = info.get("uns_operation") == "repair"
     return out
 
 
@@ -81,5 +86,17 @@ def find_txn_commit(table: TableFiles, app: str, number: int, newest: int) -> Co
         if actions is None:
             return None
         if actions.txns.get(app) == number:
+            return actions
+    return None
+
+
+def adding_commit(table: TableFiles, path: str) -> CommitActions | None:
+    """The commit that added data file ``path`` (as the log names it), looked for from the
+    newest commit back (at most :data:`MAX_LOOKBACK`); None when not found."""
+    stems = (name.removesuffix(".json") for name in table.names("_delta_log") if name.endswith(".json"))
+    versions = sorted((int(s) for s in stems if s.isdigit()), reverse=True)
+    for version in versions[:MAX_LOOKBACK]:
+        actions = commit_actions(table, version)
+        if actions is not None and any(unquote(a.path) == unquote(path) for a in actions.adds):
             return actions
     return None

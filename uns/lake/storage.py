@@ -202,6 +202,18 @@ class TableFiles:
         except FileNotFoundError:
             return None
 
+    def names(self, rel_dir: str) -> list[str]:
+        """The names of the files in a folder of the table (``_delta_log``); [] when it has none."""
+        if self.local_dir is not None:
+            folder = self.local_dir / rel_dir
+            return [p.name for p in folder.iterdir()] if folder.is_dir() else []
+        import pyarrow.fs as pafs  # noqa: PLC0415
+
+        fs = self.filesystem()
+        assert fs is not None
+        selector = pafs.FileSelector(f"{self._root}/{rel_dir}", allow_not_found=True)
+        return [info.base_name for info in fs.get_file_info(selector)]
+
     def exists(self, rel: str) -> bool:
         if self.local_dir is not None:
             return self.local_path(rel).exists()

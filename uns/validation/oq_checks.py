@@ -197,7 +197,7 @@ def _signature(op: Operation) -> Check:
     ]
     # after the signature, a signed back-dated context change inside the batch changed the report
     flagged = bool(ours) and not ours[0]["covers_current"]
-    verified = code == 0 and lines[0].endswith("1 digital signature verified")
+    verified = code == 0 and "; 1 digital signature verified" in lines[0]  # (by whom follows)
     ok = op.signature_seq is not None and verified and flagged
     said = lines[0].rsplit(";", 1)[-1].strip() if lines else "-"
     detail = (
