@@ -559,6 +559,8 @@ async def test_set_wait_and_import_against_the_real_engine(
             "ev-1",
             "--wait",
             "5",
+            "--reason",
+            "MES down",
         )
         assert r.returncode == 1, r.stdout
         assert "rejected event ev-1: conflict: event 'ev-1' was applied before with other content" in r.stderr
