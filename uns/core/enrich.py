@@ -47,6 +47,8 @@ class Enricher:
         # path and time share one dict object (the lake renders each object once).
         model = self.model
         at = self.context.at
+        if batch.blocks:
+            self._enrich_blocks(batch)
         samples = batch.samples
         changes_before = len(batch.context)
         _unset = object()
@@ -101,6 +103,21 @@ class Enricher:
             entry.path = path
             if has_infos:
                 _apply_metric_info(entry, resolved.metrics)
+
+    def _enrich_blocks(self, batch: Batch) -> None:
+        """Path and context of each block (one source, one ts: one lookup each).  A block
+        whose source has context metrics or metric overrides in the model becomes Sample
+        objects, enriched one by one like any other."""
+        kept = []
+        for block in batch.blocks:
+            resolved = self.model.resolve(block.group_id, block.edge_node_id, block.device_id)
+            if resolved.context_keys or resolved.metrics:
+                batch.samples.extend(block.samples())
+                continue
+            block.path, block.unmapped = resolved.path, resolved.unmapped
+            block.context = self.context.at(resolved.path, block.ts)
+            kept.append(block)
+        batch.blocks = kept
 
     def _context_metric(self, sample: Sample, key: str, batch: Batch) -> None:
         value = value_text(sample.value)

@@ -181,10 +181,10 @@ class Dispatcher:
 
     def account(self, batch: Batch, rebirths: Sequence[RebirthRequest]) -> None:
         """Enrich ``batch`` (paths, context) and count what it holds."""
-        if batch.samples or batch.catalog:
+        if batch.samples or batch.blocks or batch.catalog:
             self.enricher.enrich(batch)
         counters = self.counters
-        counters.metrics += len(batch.samples)
+        counters.metrics += batch.sample_count
         counters.context_changes += len(batch.context)
         if batch.rejected:
             counters.count_rejected([r.error for r in batch.rejected])

@@ -65,6 +65,7 @@ from uns.keyring import load_trusted_keys
 from uns.logs import RateLimitedLog
 from uns.mqtt.client import FastClient, Will
 from uns.mqtt.settings import Backoff, BrokerSettings
+from uns.sparkplug import native
 from uns.sparkplug.ncmd import rebirth_payload
 from uns.sparkplug.session import SessionManager
 from uns.sparkplug.state import format_state
@@ -372,6 +373,10 @@ class Engine(SinkDelivery):
         async with contextlib.AsyncExitStack() as stack:
             for sink in self.sinks:
                 await stack.enter_async_context(sink)
+            # samples in columns (SampleBlock) only when every sink takes them
+            columnar = native.AVAILABLE and all(getattr(s, "accepts_blocks", False) for s in self.sinks)
+            self.sessions.columnar = columnar
+            log.info("%s%s", native.STATUS, "; samples go to the lake in columns" if columnar else "")
             self.running.set()
             stack.callback(self.running.clear)
             await self._run_connections(stop)

@@ -308,3 +308,111 @@ def arrow_table_of_parts(
         for first, cols in _slices(parts, slice_rows)
     ]
     return pa.Table.from_batches(batches, schema=SCHEMAS[table])
+
+
+# ---------------------------------------------------------------- sample blocks (lake.blocks)
+_BLOCK_INT, _BLOCK_FLOAT, _BLOCK_BOOL = 1, 2, 3
+_UINT64_CODE: Final = int(DataType.UInt64)
+
+
+def _ts_array(values: pa.Array) -> pa.Array:
+    """int64 ms -> timestamp, NULL outside year 1..9999 (as :func:`_array` does)."""
+    bad = pc.or_(pc.less(values, _TS_MIN_MS), pc.greater(values, _TS_MAX_MS))
+    if pc.any(bad).as_py():
+        values = pc.if_else(bad, pa.scalar(None, pa.int64()), values)
+    return values.cast(_TS)
+
+
+def _block_values(rows: pa.RecordBatch) -> tuple[pa.Array, pa.Array]:
+    """value_double and value_text of block rows, as uns.core.values renders them."""
+    kind, code = rows.column("kind"), rows.column("datatype")
+    ival, dval = rows.column("ival"), rows.column("dval")
+    unsigned = pc.and_(pc.equal(code, _UINT64_CODE), pc.less(ival, 0))
+    exact = ival.cast(pa.string())
+    if pc.any(unsigned).as_py():  # UInt64 above 2^63: the bits as unsigned
+        as_u64 = ival.view(pa.uint64())
+        exact = pc.if_else(unsigned, as_u64.cast(pa.string()), exact)
+        int_double = pc.if_else(
+            unsigned, as_u64.cast(pa.float64(), safe=False), ival.cast(pa.float64(), safe=False)
+        )
+    else:
+        int_double = ival.cast(pa.float64(), safe=False)  # beyond 2^53: the nearest double
+    is_float, is_int, is_bool = (
+        pc.equal(kind, _BLOCK_FLOAT),
+        pc.equal(kind, _BLOCK_INT),
+        pc.equal(kind, _BLOCK_BOOL),
+    )
+    none = pa.scalar(None, pa.float64())
+    doubles = pc.if_else(is_float, dval, pc.if_else(pc.or_(is_int, is_bool), int_double, none))
+    # floats: repr, the shortest text that reads back the same (uns.core.values.value_text)
+    floats = pa.array(list(map(repr, dval.to_pylist())), pa.string())
+    bools = pc.if_else(pc.equal(ival, 0), "false", "true")
+    texts = pc.if_else(
+        is_float, floats, pc.if_else(is_int, exact, pc.if_else(is_bool, bools, pa.scalar(None, pa.string())))
+    )
+    return doubles, texts
+
+
+def _context_columns(contexts: pa.Array) -> list[pa.Array]:
+    """The five context columns and the JSON column from each run's JSON text."""
+    encoded = pc.dictionary_encode(contexts)
+    parsed = [json.loads(text) if text is not None else {} for text in encoded.dictionary.to_pylist()]
+    out = [
+        pa.array([ctx.get(key) for ctx in parsed], pa.string()).take(encoded.indices)
+        for key in CONTEXT_COLUMNS
+    ]
+    out.append(contexts)
+    return out
+
+
+def block_measurements(parts: Sequence[bytes | memoryview], segment: int, writer: str = "") -> pa.Table:
+    """The measurements rows of the sample blocks of a segment's records (lake.blocks)."""
+    from uns.lake.blocks import read_blocks  # noqa: PLC0415 - avoids a cycle at import
+
+    schema = SCHEMAS["measurements"]
+    batches = []
+    for part in parts:
+        rows, series, runs = read_blocks(part)
+        n = rows.num_rows
+        lengths = runs.column("rows").to_pylist()
+        run_of_row = pa.array(
+            list(chain.from_iterable(map(repeat, range(len(lengths)), lengths))), pa.int32()
+        )
+        series_of_row = rows.column("series")
+
+        def by_run(name: str, runs: pa.RecordBatch = runs, run_of_row: pa.Array = run_of_row) -> pa.Array:
+            return runs.column(name).take(run_of_row)
+
+        doubles, texts = _block_values(rows)
+        context = [col.take(run_of_row) for col in _context_columns(runs.column("context"))]
+        alias = series.column("alias").view(pa.int64()).take(series_of_row)  # uint64: keep the bits
+        by_name: dict[str, pa.Array] = {
+            "ts": _ts_array(rows.column("ts")),
+            "received_at": _ts_array(by_run("received_at")),
+            "path": by_run("path"),
+            "metric": series.column("metric").take(series_of_row),
+            "datatype": _DATATYPE_NAME_ARRAY.take(rows.column("datatype")),
+            "value_double": doubles,
+            "value_text": texts,
+            "unit": series.column("unit").take(series_of_row),
+            "quality": pa.array(["good"], pa.string()).take(pa.array([0] * n, pa.int32())),
+            "is_historical": pa.array([False] * n, pa.bool_()),
+            "group_id": by_run("group_id"),
+            "edge_node_id": by_run("edge_node_id"),
+            "device_id": by_run("device_id"),
+            "seq": by_run("seq"),
+            **dict(zip(CONTEXT_COLUMNS, context[:-1], strict=True)),
+            "context": context[-1],
+            "bdseq": by_run("bdseq"),
+            "alias": alias,
+            "is_transient": pa.array([False] * n, pa.bool_()),
+            "is_null": pc.equal(rows.column("kind"), 0),
+            "unmapped": by_run("unmapped"),
+            "wal_writer": pa.array([writer], pa.string()).take(pa.array([0] * n, pa.int32())),
+            "wal_segment": pa.array([segment], pa.int64()).take(pa.array([0] * n, pa.int32())),
+        }
+        arrays = [by_name[f.name] for f in schema if f.name != PARTITION_COLUMN]
+        stamp = pc.coalesce(by_name["ts"], by_name["received_at"])
+        arrays.append(stamp.cast(pa.date32()))
+        batches.append(pa.RecordBatch.from_arrays(arrays, schema=schema))
+    return pa.Table.from_batches(batches, schema=schema)

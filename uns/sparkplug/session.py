@@ -54,8 +54,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from uns.core.events import Batch, SessionEventKind
+from uns.core.events import Batch, SampleBlock, SessionEventKind
 from uns.errors import SparkplugDecodeError
+from uns.sparkplug import native
 from uns.sparkplug.codec import decode_payload_lenient
 from uns.sparkplug.compression import is_compressed, unwrap_compressed_lenient
 from uns.sparkplug.data import apply_data
@@ -69,7 +70,7 @@ from uns.sparkplug.lifecycle import (
     ndeath_bdseq,
     node_died,
 )
-from uns.sparkplug.nodes import NO_DBIRTH, NO_NBIRTH, NodeInfo, NodeState, node_info
+from uns.sparkplug.nodes import NO_DBIRTH, NO_NBIRTH, NodeInfo, NodeState, Owner, node_info
 from uns.sparkplug.outcome import Outcome, RebirthPolicy, protocol_error_once, reject, session_event
 from uns.sparkplug.payload import Payload
 from uns.sparkplug.reorder import REORDER_SPAN, Received, SeqPosition
@@ -130,6 +131,13 @@ class SessionManager:
         self._buffering: dict[tuple[str, str], NodeState] = {}  # nodes with a reorder timer running
         self._stats = dict.fromkeys(_STAT_NAMES, 0)
         self._rebirths = RebirthPolicy(config.rebirth_requests, config.rebirth_min_interval_ms, self._stats)
+        #: hand ordinary DATA to the sinks as SampleBlocks (the engine sets it when every sink
+        #: takes them); otherwise the native decoder's rows are made Sample objects
+        self.columnar = False
+        #: per-message limits the Python decoder applies: beyond them the native decoder
+        #: leaves the message to it (0: none)
+        self.max_metrics = 0
+        self.max_payload_bytes = 0
 
     # --- public API ------------------------------------------------------------------
 
@@ -210,6 +218,10 @@ class SessionManager:
                 return None
         else:
             owner = node.own
+        if native.AVAILABLE:
+            done = self._native_data(node, owner, raw, received_at)
+            if done is not None:
+                return done
         lean = parse_data(raw)
         if lean is None:
             return None
@@ -233,6 +245,30 @@ class SessionManager:
         stats["messages"] += 1
         stats["samples"] += len(samples)
         return Outcome(Batch(samples))
+
+    def _native_data(self, node: NodeState, owner: Owner, raw: bytes, received_at: int) -> Outcome | None:
+        """:meth:`_fast_data` by the native decoder; None: it leaves the message to Python."""
+        if self.max_payload_bytes and len(raw) > self.max_payload_bytes:
+            return None
+        got = native.decode_data(raw, owner.by_alias, owner.by_name, received_at, self.max_metrics)
+        if got is None:
+            return None
+        seq, rows, records, ts = got
+        tracker = node.tracker
+        expected = tracker.expected
+        if expected is not None and seq != expected:
+            return None
+        tracker.processed(seq, hash(raw))
+        stats = self._stats
+        stats["messages"] += 1
+        stats["samples"] += len(records)
+        block = SampleBlock(
+            node.group_id, node.edge_node_id, owner.device_id, seq, node.bdseq, received_at,
+            0 if ts is None else ts, rows, records,
+        )  # fmt: skip
+        if self.columnar and ts is not None:
+            return Outcome(Batch(blocks=[block]))
+        return Outcome(Batch(block.samples()))
 
     def handle_undecodable(self, topic: Topic, raw: bytes, error: str, received_at: int) -> Outcome:
         """Record bytes from a Sparkplug topic that could not be decoded, and ask for a rebirth."""
