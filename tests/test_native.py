@@ -179,7 +179,7 @@ def test_a_block_and_its_samples_make_the_same_lake_rows(tmp_path: Path) -> None
         (block,) = out.batch.blocks
         block.path, block.context = "site/area/unit", {"batch_id": "B1", "lot": "7"} if seq % 2 else None
         blocks.append(block)
-    got = block_measurements([encode_blocks(blocks)], 3, "w")
+    got = block_measurements([encode_blocks(blocks[:3]), encode_blocks(blocks[3:])], 3, "w")
     samples = Batch([s for b in blocks for s in b.samples()])
     want = arrow_table("measurements", batch_columns(samples)[0], 3, "w")
     assert got.schema == want.schema

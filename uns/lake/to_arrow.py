@@ -365,54 +365,75 @@ def _context_columns(contexts: pa.Array) -> list[pa.Array]:
     return out
 
 
-def block_measurements(parts: Sequence[bytes | memoryview], segment: int, writer: str = "") -> pa.Table:
-    """The measurements rows of the sample blocks of a segment's records (lake.blocks)."""
+def _joined_blocks(
+    parts: Sequence[bytes | memoryview],
+) -> tuple[pa.RecordBatch, pa.RecordBatch, pa.RecordBatch]:
+    """The blocks of several records as one (rows' series numbers shifted to the joined series)."""
     from uns.lake.blocks import read_blocks  # noqa: PLC0415 - avoids a cycle at import
 
+    read = [read_blocks(part) for part in parts]
+    if len(read) == 1:
+        return read[0]
+    shifted = []
+    offset = 0
+    for rows, series, _runs in read:
+        if offset:
+            at = rows.schema.get_field_index("series")
+            shift = pc.add(rows.column("series"), pa.scalar(offset, pa.int32()))
+            shifted.append(rows.set_column(at, "series", shift))
+        else:
+            shifted.append(rows)
+        offset += series.num_rows
+
+    def joined(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+        return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+
+    return joined(shifted), joined([r[1] for r in read]), joined([r[2] for r in read])
+
+
+def block_measurements(parts: Sequence[bytes | memoryview], segment: int, writer: str = "") -> pa.Table:
+    """The measurements rows of the sample blocks of a segment's records (lake.blocks), built
+    in one vectorised pass over all of them."""
     schema = SCHEMAS["measurements"]
-    batches = []
-    for part in parts:
-        rows, series, runs = read_blocks(part)
-        n = rows.num_rows
-        lengths = runs.column("rows").to_pylist()
-        run_of_row = pa.array(
-            list(chain.from_iterable(map(repeat, range(len(lengths)), lengths))), pa.int32()
-        )
-        series_of_row = rows.column("series")
+    rows, series, runs = _joined_blocks(parts)
+    n = rows.num_rows
+    lengths = runs.column("rows").to_pylist()
+    run_of_row = pa.array(list(chain.from_iterable(map(repeat, range(len(lengths)), lengths))), pa.int32())
+    series_of_row = rows.column("series")
 
-        def by_run(name: str, runs: pa.RecordBatch = runs, run_of_row: pa.Array = run_of_row) -> pa.Array:
-            return runs.column(name).take(run_of_row)
+    def by_run(name: str) -> pa.Array:
+        return runs.column(name).take(run_of_row)
 
-        doubles, texts = _block_values(rows)
-        context = [col.take(run_of_row) for col in _context_columns(runs.column("context"))]
-        alias = series.column("alias").view(pa.int64()).take(series_of_row)  # uint64: keep the bits
-        by_name: dict[str, pa.Array] = {
-            "ts": _ts_array(rows.column("ts")),
-            "received_at": _ts_array(by_run("received_at")),
-            "path": by_run("path"),
-            "metric": series.column("metric").take(series_of_row),
-            "datatype": _DATATYPE_NAME_ARRAY.take(rows.column("datatype")),
-            "value_double": doubles,
-            "value_text": texts,
-            "unit": series.column("unit").take(series_of_row),
-            "quality": pa.array(["good"], pa.string()).take(pa.array([0] * n, pa.int32())),
-            "is_historical": pa.array([False] * n, pa.bool_()),
-            "group_id": by_run("group_id"),
-            "edge_node_id": by_run("edge_node_id"),
-            "device_id": by_run("device_id"),
-            "seq": by_run("seq"),
-            **dict(zip(CONTEXT_COLUMNS, context[:-1], strict=True)),
-            "context": context[-1],
-            "bdseq": by_run("bdseq"),
-            "alias": alias,
-            "is_transient": pa.array([False] * n, pa.bool_()),
-            "is_null": pc.equal(rows.column("kind"), 0),
-            "unmapped": by_run("unmapped"),
-            "wal_writer": pa.array([writer], pa.string()).take(pa.array([0] * n, pa.int32())),
-            "wal_segment": pa.array([segment], pa.int64()).take(pa.array([0] * n, pa.int32())),
-        }
-        arrays = [by_name[f.name] for f in schema if f.name != PARTITION_COLUMN]
-        stamp = pc.coalesce(by_name["ts"], by_name["received_at"])
-        arrays.append(stamp.cast(pa.date32()))
-        batches.append(pa.RecordBatch.from_arrays(arrays, schema=schema))
-    return pa.Table.from_batches(batches, schema=schema)
+    def constant(value: object, typ: pa.DataType) -> pa.Array:
+        return pa.array([value], typ).take(pa.array([0] * n, pa.int32()))
+
+    doubles, texts = _block_values(rows)
+    context = [col.take(run_of_row) for col in _context_columns(runs.column("context"))]
+    by_name: dict[str, pa.Array] = {
+        "ts": _ts_array(rows.column("ts")),
+        "received_at": _ts_array(by_run("received_at")),
+        "path": by_run("path"),
+        "metric": series.column("metric").take(series_of_row),
+        "datatype": _DATATYPE_NAME_ARRAY.take(rows.column("datatype")),
+        "value_double": doubles,
+        "value_text": texts,
+        "unit": series.column("unit").take(series_of_row),
+        "quality": constant("good", pa.string()),
+        "is_historical": constant(False, pa.bool_()),
+        "group_id": by_run("group_id"),
+        "edge_node_id": by_run("edge_node_id"),
+        "device_id": by_run("device_id"),
+        "seq": by_run("seq"),
+        **dict(zip(CONTEXT_COLUMNS, context[:-1], strict=True)),
+        "context": context[-1],
+        "bdseq": by_run("bdseq"),
+        "alias": series.column("alias").view(pa.int64()).take(series_of_row),  # uint64: keep the bits
+        "is_transient": constant(False, pa.bool_()),
+        "is_null": pc.equal(rows.column("kind"), 0),
+        "unmapped": by_run("unmapped"),
+        "wal_writer": constant(writer, pa.string()),
+        "wal_segment": constant(segment, pa.int64()),
+    }
+    arrays = [by_name[f.name] for f in schema if f.name != PARTITION_COLUMN]
+    arrays.append(pc.coalesce(by_name["ts"], by_name["received_at"]).cast(pa.date32()))
+    return pa.Table.from_batches([pa.RecordBatch.from_arrays(arrays, schema=schema)], schema=schema)
