@@ -124,7 +124,7 @@ def mutated(draw: st.DrawFn) -> bytes:
 def _one(alias: int, field: str, value: object) -> bytes:
     p = pb.Payload(timestamp=T0, seq=2)
     m = p.metrics.add(alias=alias)
-    with contextlib.suppress(TypeError, ValueError):
+    with contextlib.suppress(TypeError, ValueError, OverflowError):
         setattr(m, field, value)
     return p.SerializeToString()
 
