@@ -9,7 +9,8 @@ Each path runs in its own process (``UNS_NATIVE=1`` / ``0``: the decoder is chos
 import).  What is timed, with ``time.process_time`` (every thread of the process):
 
 * **engine**: what the engine's process does per message after the MQTT client parsed
-  it -- ``Engine.process`` (decode, sessions, enrichment) and the lake sink's per-loop
+  it -- ``Engine.process`` (decode, sessions, enrichment; with the native decoder runs of
+  ordinary DATA in one call, ``Dispatcher.process_many``) and the lake sink's per-loop
   work (``PendingRows``, the WAL record: marshal and, for sample blocks, Arrow IPC) and
   the record's ``write`` to a segment file; 100 messages per WAL record (one loop
   iteration);
@@ -107,20 +108,33 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         segments: list[tuple[int, Path]] = []
         seg = None
         metrics = 0
+        dispatch = engine.dispatch
+        chunks = [
+            [(t, p, 0, False) for t, p in messages[i : i + RECORD_MESSAGES]]
+            for i in range(0, len(messages), RECORD_MESSAGES)
+        ]
         start = time.process_time()
-        for n, (topic, payload) in enumerate(messages, 1):
-            batch, _rebirths, _publishes = process(topic, payload, ts)
-            metrics += pending.add(batch)
-            if n % RECORD_MESSAGES == 0 or n == len(messages):
-                blocks = pending.take_blocks()
-                record, _cols = encode_columns(pending.take(), encode_blocks(blocks))
-                if seg is None:
-                    seg = open_segment(wal, len(segments))
-                    segments.append((seg.number, seg.path))
-                seg.append(record, 0)
-                if seg.size >= 8 << 20:
-                    seg.close()
-                    seg = None
+        for chunk in chunks:  # one socket read, one event-loop iteration, one WAL record
+            position = 0
+            while position < len(chunk):  # as Engine._handle_lane (or _handle_messages)
+                after, lane = dispatch.process_many(chunk, position, ts)
+                if lane is not None:
+                    metrics += pending.add(lane)
+                    position = after
+                    if position == len(chunk):
+                        break
+                batch, _rebirths, _publishes = process(chunk[position][0], chunk[position][1], ts)
+                metrics += pending.add(batch)
+                position += 1
+            blocks = pending.take_blocks()
+            record, _cols = encode_columns(pending.take(), encode_blocks(blocks))
+            if seg is None:
+                seg = open_segment(wal, len(segments))
+                segments.append((seg.number, seg.path))
+            seg.append(record, 0)
+            if seg.size >= 8 << 20:
+                seg.close()
+                seg = None
         engine_s = time.process_time() - start
         if seg is not None:
             seg.close()

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import contextlib
 import math
+import random
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.engine_helpers import CollectingSink
 from tests.strategies import same
-from tests.test_session_fast import DEVICE, DEVICE_METRICS, T0, Pair, pb, topic
+from tests.test_session_fast import DEVICE, DEVICE_METRICS, NODE_METRICS, T0, Pair, birth, pb, topic
 from uns.config import SparkplugSection
-from uns.core.events import BLOCK_ROW, Batch, SampleBlock
+from uns.core.events import BLOCK_ROW, Batch, Sample, SampleBlock, SampleRuns
 from uns.sparkplug import native
+from uns.sparkplug.native_data import native_outcome
 from uns.sparkplug.session import SessionManager
 
 pytestmark = pytest.mark.skipif(not native.AVAILABLE, reason=native.STATUS)
@@ -99,7 +102,7 @@ def test_limits_leave_the_message_to_the_python_path() -> None:
     assert native.decode_data(raw, owner.by_alias, owner.by_name, T0, 3) is None  # type: ignore[attr-defined]
     mgr.max_payload_bytes = 10
     node = mgr._nodes[("G", "N1")]
-    assert mgr._native_data(node, owner, raw, T0) is None  # type: ignore[arg-type]
+    assert native_outcome(mgr, node, owner, raw, T0) is None  # type: ignore[arg-type]
 
 
 @st.composite
@@ -189,3 +192,91 @@ def test_a_block_and_its_samples_make_the_same_lake_rows(tmp_path: Path) -> None
             y = b[key]
             if not (isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y)):
                 assert (key, x) == (key, y)
+
+
+class ColumnarSink(CollectingSink):
+    """A collecting sink that takes sample blocks (so the engine runs its native lane)."""
+
+    accepts_blocks = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lane_runs = 0
+
+    def add(self, batch: Batch) -> None:
+        self.lane_runs += sum(len(b.runs) for b in batch.blocks if isinstance(b, SampleRuns))
+        super().add(Batch(batch.all_samples(), batch.sessions, batch.catalog, batch.rejected, batch.context))
+
+
+def _stream(rng: random.Random) -> list[tuple[str, bytes]]:
+    """Births, then DATA of a device and its node: mostly ordinary (one ts per message), some
+    with several timestamps, a string, a seq gap, an unknown alias, an empty message."""
+    node_topic, dev_topic = "spBv1.0/G/{}/N1", "spBv1.0/G/{}/N1/D1"
+    out = [(node_topic.format("NBIRTH"), birth(NODE_METRICS, 0, bdseq=True))]
+    out.append((dev_topic.format("DBIRTH"), birth(DEVICE_METRICS, 1, bdseq=False)))
+    seq = 1
+    device = [
+        (10, "float_value", 1 / 3), (11, "int_value", 7), (12, "long_value", 2**64 - 5),
+        (13, "boolean_value", True), (18, "long_value", 2**63 + 1), (19, "int_value", 200),
+        (0, "double_value", -1 / 9), (15, "string_value", "txt"),
+    ]  # fmt: skip
+    for k in range(400):
+        seq = (seq + (2 if k == 250 else 1)) & 255  # one gap
+        p = pb.Payload(timestamp=T0 + k, seq=seq)
+        on_node = rng.random() < 0.3
+        for _ in range(rng.randint(0, 4)):
+            alias, field, value = (
+                rng.choice([(1, "double_value", k / 7), (2, "int_value", k)])
+                if on_node
+                else rng.choice(device)
+            )
+            m = p.metrics.add(alias=999 if k == 300 else alias)
+            setattr(m, field, value)
+            if rng.random() < 0.05:
+                m.timestamp = T0 + k + 1  # rows of several times: the per-message path
+        out.append(
+            (node_topic.format("NDATA") if on_node else dev_topic.format("DDATA"), p.SerializeToString())
+        )
+    return out
+
+
+async def _run_engine(stream: list[tuple[str, bytes]]) -> tuple[ColumnarSink, dict[str, object]]:
+    from tests.engine_helpers import connected, engine_config, on_memory, wait_for  # noqa: PLC0415
+
+    sink = ColumnarSink()
+    config = engine_config("mqtt://memory", "lane", **{"sparkplug.reorder_timeout_ms": 0})
+    async with on_memory(config, sink) as (broker, engine):
+        edge = await connected(broker, "edge")
+        for topic, payload in stream:  # no await between: the engine takes them in chunks
+            edge.publish_nowait(topic, payload)
+        await wait_for(lambda: engine.counters.messages >= len(stream), what="every message processed")
+        counters = engine.counters.as_dict()
+    return sink, counters
+
+
+async def test_the_engine_lane_gives_what_the_python_path_gives(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same stream through an engine with the native lane and one with UNS_NATIVE=0:
+    the same samples, session events, rejections and counters."""
+    stream = _stream(random.Random(34))
+    native_sink, native_counts = await _run_engine(stream)
+    assert native_sink.lane_runs > 100  # most DATA went through decode_many
+    monkeypatch.setattr(native, "AVAILABLE", False)
+    python_sink, python_counts = await _run_engine(stream)
+    assert python_sink.lane_runs == 0
+
+    def key(s: object) -> tuple[object, ...]:
+        return tuple(getattr(s, f) for f in Sample.__slots__ if f not in ("context", "received_at"))
+
+    assert [key(s) for s in native_sink.samples] == [key(s) for s in python_sink.samples]
+
+    def events(sink: ColumnarSink) -> list[tuple[object, ...]]:  # (their ts is the receive time)
+        return [(e.group_id, e.edge_node_id, e.device_id, e.event, e.detail) for e in sink.sessions]
+
+    def rejected(sink: ColumnarSink) -> list[tuple[object, ...]]:
+        return [(r.topic, r.payload, r.error) for b in sink.batches for r in b.rejected]
+
+    assert events(native_sink) == events(python_sink)
+    assert rejected(native_sink) == rejected(python_sink) != []
+    assert {k: v for k, v in native_counts.items() if "time" not in k} == {
+        k: v for k, v in python_counts.items() if "time" not in k
+    }

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from uns.core.context import ContextStore
-from uns.core.events import Batch, CatalogEntry, ContextChange, Sample
+from uns.core.events import Batch, CatalogEntry, ContextChange, Sample, SampleBlock, SampleRuns
 from uns.core.model import MetricInfo, PlantModel, Resolved
 from uns.core.values import value_text
 
@@ -108,8 +108,11 @@ class Enricher:
         """Path and context of each block (one source, one ts: one lookup each).  A block
         whose source has context metrics or metric overrides in the model becomes Sample
         objects, enriched one by one like any other."""
-        kept = []
+        kept: list[SampleBlock | SampleRuns] = []
         for block in batch.blocks:
+            if isinstance(block, SampleRuns):  # the dispatcher's lane fills them in itself
+                kept.append(block)
+                continue
             resolved = self.model.resolve(block.group_id, block.edge_node_id, block.device_id)
             if resolved.context_keys or resolved.metrics:
                 batch.samples.extend(block.samples())

@@ -24,6 +24,7 @@ __all__ = [
     "Rejected",
     "Sample",
     "SampleBlock",
+    "SampleRuns",
     "SessionEvent",
     "SessionEventKind",
     "Sink",
@@ -152,6 +153,54 @@ class SampleBlock:
 
 
 @dataclass(slots=True)
+class SampleRuns:
+    """The samples of several consecutive DATA messages in columns (the native decoder's
+    lane over one socket read, ``uns.engine.dispatch.Dispatcher.process_many``): ``rows``
+    and ``records`` as in :class:`SampleBlock`, ``runs`` one ``(route, seq, bdseq, ts,
+    rows)`` per message, where ``route`` is ``(node, device_id, group_id, edge_node_id,
+    message type, path, unmapped)``, and ``contexts`` the context of each run."""
+
+    rows: bytes
+    records: tuple[Any, ...]
+    runs: list[tuple[Any, ...]]
+    contexts: list[dict[str, str] | None]
+    received_at: int
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def blocks(self) -> list[SampleBlock]:
+        """One :class:`SampleBlock` per message."""
+        out: list[SampleBlock] = []
+        first = 0
+        size = BLOCK_ROW.size
+        for (route, seq, bdseq, ts, n), context in zip(self.runs, self.contexts, strict=True):
+            _node, device, group, edge, _kind, path, unmapped = route
+            rows, records = self.rows[first * size : (first + n) * size], self.records[first : first + n]
+            out.append(
+                SampleBlock(
+                    group,
+                    edge,
+                    device,
+                    seq,
+                    bdseq,
+                    self.received_at,
+                    ts,
+                    rows,
+                    records,
+                    path,
+                    unmapped,
+                    context,
+                )
+            )
+            first += n
+        return out
+
+    def samples(self) -> list[Sample]:
+        return [s for block in self.blocks() for s in block.samples()]
+
+
+@dataclass(slots=True)
 class SessionEvent:
     """A node/device lifecycle event (the lake's ``sessions`` table)."""
 
@@ -229,7 +278,7 @@ class Batch:
     rejected: list[Rejected] = field(default_factory=list)
     context: list[ContextChange] = field(default_factory=list)
     #: samples in columns (only for sinks that take them: ``Sink.accepts_blocks``)
-    blocks: list[SampleBlock] = field(default_factory=list)
+    blocks: list[SampleBlock | SampleRuns] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(

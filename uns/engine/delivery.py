@@ -39,7 +39,7 @@ class SinkDelivery:
     #: a stop gave messages up: the rest it drains are only counted
     gave_up: bool
     # a batch and the rest of its chunk whose delivery a stop interrupted (see _deliver_leftover)
-    _leftover: tuple[Batch, int, list[Message]] | None
+    _leftover: tuple[Batch, int, list[Message], int] | None  # (..., messages the batch holds)
     _client: Transport | None
 
     async def _handle_messages(self, client: Transport, messages: list[Message]) -> None:
@@ -96,18 +96,25 @@ class SinkDelivery:
         return await stopping.wait_for_sink(seconds)
 
     async def _deliver_held(
-        self, batch: Batch, index: int, exc: LakeBackpressure, messages: list[Message], position: int
+        self,
+        batch: Batch,
+        index: int,
+        exc: LakeBackpressure,
+        messages: list[Message],
+        position: int,
+        held: int = 1,
     ) -> bool:
-        """The receive path's wait for a sink that pushes back.  A stop that interrupts it
-        leaves the batch and the rest of the chunk to :meth:`_drain`; a stop's deadline
-        gives them up (False; counted in ``unpersisted``)."""
+        """The receive path's wait for a sink that pushes back (``batch``: the ``held``
+        messages up to ``messages[position]``).  A stop that interrupts it leaves the batch
+        and the rest of the chunk to :meth:`_drain`; a stop's deadline gives them up (False;
+        counted in ``unpersisted``)."""
         try:
             delivered = await self._deliver_after_backpressure(batch, index, exc)
         except asyncio.CancelledError:
-            self._leftover = (batch, index, messages[position + 1 :])
+            self._leftover = (batch, index, messages[position + 1 :], held)
             raise
         if not delivered:
-            self.unpersisted += len(messages) - position
+            self.unpersisted += len(messages) - position - 1 + held
             self.gave_up = True
         return delivered
 
@@ -115,14 +122,14 @@ class SinkDelivery:
         """Deliver what a stop interrupted (see :meth:`_deliver_held`); returns its messages."""
         if self._leftover is None:
             return 0
-        (batch, index, rest), self._leftover = self._leftover, None
+        (batch, index, rest, held), self._leftover = self._leftover, None
         retry = LakeBackpressure("the stop interrupted the wait", retry_after=0.0)
         if await self._deliver_after_backpressure(batch, index, retry):
             await self._handle_messages(client, rest)
         else:
-            self.unpersisted += 1 + len(rest)
+            self.unpersisted += held + len(rest)
             self.gave_up = True
-        return 1 + len(rest)
+        return held + len(rest)
 
     async def _drain_received(self, client: Transport, messages: list[Message]) -> None:
         """At a stop: process received messages -- or, once the stop gave up on a sink, count

@@ -37,12 +37,13 @@ from typing import TYPE_CHECKING, Any
 from uns.config import Config
 from uns.core.context import ContextStore, decode_context_payload, event_id, parse_context_event
 from uns.core.enrich import Enricher
-from uns.core.events import Batch, RebirthRequest, Rejected, SessionEventKind
+from uns.core.events import Batch, RebirthRequest, Rejected, SampleRuns, SessionEventKind
 from uns.core.signing import verify_event
 from uns.engine.status import Counters
-from uns.engine.transport import Publish
+from uns.engine.transport import Message, Publish
 from uns.errors import ContextError, SignatureError, UnsError
 from uns.logs import RateLimitedLog
+from uns.sparkplug import native
 from uns.sparkplug.session import SessionManager
 from uns.sparkplug.state import format_state, parse_state
 from uns.sparkplug.topic import MessageType, Topic, parse_topic
@@ -103,6 +104,10 @@ class Dispatcher:
         self._by_type = counters.messages_by_type
         self._topics: dict[str, Topic | None] = {}
         self._rlog = RateLimitedLog(log)
+        #: the native lane's routes (process_many): DATA topic -> (node, device_id, group_id,
+        #: edge_node_id, message type, path, unmapped), learnt from messages the session decoded
+        #: natively into a block; the lane checks the session state live on every message
+        self._routes: dict[str, tuple[Any, ...]] = {}
 
     def process(self, topic: str, payload: bytes, received_at: int) -> Decision:
         """Handle one received message; never raises (bad input is rejected and counted).
@@ -149,10 +154,60 @@ class Dispatcher:
                 f"decode:{parsed.node_key}", "undecodable payload on %s: %s", topic, outcome.undecodable
             )
         batch = outcome.batch
+        if batch.blocks and topic not in self._routes:
+            self._learn_route(topic, parsed)
         for _index, reason in bad_metrics:
             batch.rejected.append(Rejected(received_at, topic, payload, f"undecodable: {reason}"))
         self.account(batch, outcome.rebirths)
         return batch, outcome.rebirths, _NONE
+
+    @property
+    def lane(self) -> bool:
+        """Whether :meth:`process_many` decodes anything (the native decoder, columnar sinks)."""
+        return self.sessions.columnar and native.AVAILABLE
+
+    def process_many(self, messages: list[Message], start: int, received_at: int) -> tuple[int, Batch | None]:
+        """The native lane: ``messages[start:]`` as long as each is ordinary in-order DATA of a
+        known route, decoded in one C loop into one batch of :class:`SampleRuns` (the same
+        samples, sessions and counters as :meth:`process` message by message).  Returns the
+        index of the first message left for :meth:`process` and the batch (None: nothing)."""
+        if not self._routes or not self.lane:
+            return start, None
+        sessions = self.sessions
+        try:
+            end, rows, records, runs = native.decode_many(
+                messages, start, self._routes, received_at, sessions.max_metrics, sessions.max_payload_bytes
+            )
+        except Exception:  # a bug must not cost the messages: they take process() instead
+            self._rlog.exception("lane", "native lane failed; these messages take the Python path")
+            return start, None
+        if not runs:
+            return start, None
+        counters, by_type, at = self.counters, self._by_type, self.context.at
+        count = end - start
+        counters.messages += count
+        counters.metrics += len(records)
+        sessions.count_fast(count, len(records))
+        contexts: list[dict[str, str] | None] = []
+        for route, _seq, _bdseq, ts, _rows in runs:
+            by_type[route[4]] += 1
+            contexts.append(at(route[5], ts))
+        return end, Batch(blocks=[SampleRuns(rows, records, runs, contexts, received_at)])
+
+    def _learn_route(self, topic: str, parsed: Topic) -> None:
+        """A DATA topic whose message the session decoded natively becomes a route of the lane,
+        unless its source has context metrics or metric overrides in the model (those samples
+        are enriched one by one)."""
+        if len(self._routes) >= _TOPIC_CACHE_MAX:
+            return
+        node = self.sessions.node(parsed.group_id, parsed.edge_node_id)
+        resolved = self.enricher.model.resolve(parsed.group_id, parsed.edge_node_id, parsed.device_id)
+        if node is None or resolved.context_keys or resolved.metrics:
+            return
+        self._routes[topic] = (
+            node, parsed.device_id, parsed.group_id, parsed.edge_node_id, parsed.message_type._value_,
+            resolved.path, resolved.unmapped,
+        )  # fmt: skip
 
     def tick(self, now_ms: int) -> tuple[Batch, list[RebirthRequest]]:
         """Expire the reorder timeouts due at ``now_ms`` (what they released, and rebirths)."""

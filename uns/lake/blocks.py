@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from itertools import chain
 from typing import TYPE_CHECKING, Any, Final
 
-from uns.core.events import BLOCK_ROW, SampleBlock
+from uns.core.events import BLOCK_ROW, SampleBlock, SampleRuns
 from uns.sparkplug import native
 
 if TYPE_CHECKING:
@@ -52,6 +52,44 @@ def _columns(rows: bytes) -> tuple[bytes, bytes, bytes, bytes, bytes]:
     )  # fmt: skip
 
 
+_RUN_FIELDS: Final = (
+    "rows", "received_at", "seq", "bdseq", "group_id", "edge_node_id", "device_id", "path", "unmapped",
+    "context",
+)  # fmt: skip
+
+
+def _run_fields(blocks: Sequence[SampleBlock | SampleRuns]) -> dict[str, list[Any]]:
+    """Per message (run) of the blocks: its fields, as lists by name."""
+    out: dict[str, list[Any]] = {name: [] for name in _RUN_FIELDS}
+    rows, received, seqs, bdseqs, groups, nodes, devices, paths, unmapped, contexts = out.values()
+    for block in blocks:
+        if isinstance(block, SampleBlock):
+            rows.append(len(block))
+            received.append(block.received_at)
+            seqs.append(block.seq)
+            bdseqs.append(block.bdseq)
+            groups.append(block.group_id)
+            nodes.append(block.edge_node_id)
+            devices.append(block.device_id)
+            paths.append(block.path)
+            unmapped.append(block.unmapped)
+            contexts.append(block.context)
+            continue
+        for (route, seq, bdseq, _ts, n), context in zip(block.runs, block.contexts, strict=True):
+            _node, device, group, edge, _kind, path, off_model = route
+            rows.append(n)
+            received.append(block.received_at)
+            seqs.append(seq)
+            bdseqs.append(bdseq)
+            groups.append(group)
+            nodes.append(edge)
+            devices.append(device)
+            paths.append(path)
+            unmapped.append(off_model)
+            contexts.append(context)
+    return out
+
+
 def _stream(batch: pa.RecordBatch) -> bytes:
     import pyarrow as pa  # noqa: PLC0415 - loaded on the first block only
 
@@ -61,7 +99,7 @@ def _stream(batch: pa.RecordBatch) -> bytes:
     return bytes(sink.getvalue())
 
 
-def encode_blocks(blocks: Sequence[SampleBlock]) -> bytes:
+def encode_blocks(blocks: Sequence[SampleBlock | SampleRuns]) -> bytes:
     """The IPC bytes of ``blocks`` (see the module doc); b"" for none."""
     if not blocks:
         return b""
@@ -94,31 +132,18 @@ def encode_blocks(blocks: Sequence[SampleBlock]) -> bytes:
         ],
         names=["metric", "unit", "alias"],
     )
+    fields = _run_fields(blocks)
     contexts: dict[int, str | None] = {}
+    context_json = [
+        contexts[id(ctx)] if id(ctx) in contexts else contexts.setdefault(id(ctx), _context_json(ctx))
+        for ctx in fields.pop("context")
+    ]
+    types = {"rows": pa.int32(), "received_at": pa.int64(), "seq": pa.int64(), "bdseq": pa.int64(),
+             "unmapped": pa.bool_()}  # fmt: skip
     runs = pa.RecordBatch.from_arrays(
-        [
-            pa.array([len(b) for b in blocks], pa.int32()),
-            pa.array([b.received_at for b in blocks], pa.int64()),
-            pa.array([b.seq for b in blocks], pa.int64()),
-            pa.array([b.bdseq for b in blocks], pa.int64()),
-            pa.array([b.group_id for b in blocks], pa.string()),
-            pa.array([b.edge_node_id for b in blocks], pa.string()),
-            pa.array([b.device_id for b in blocks], pa.string()),
-            pa.array([b.path for b in blocks], pa.string()),
-            pa.array([b.unmapped for b in blocks], pa.bool_()),
-            pa.array(
-                [
-                    contexts[id(b.context)] if id(b.context) in contexts
-                    else contexts.setdefault(id(b.context), _context_json(b.context))
-                    for b in blocks
-                ],
-                pa.string(),
-            ),
-        ],
-        names=[
-            "rows", "received_at", "seq", "bdseq", "group_id", "edge_node_id", "device_id", "path",
-            "unmapped", "context",
-        ],
+        [*(pa.array(values, types.get(name, pa.string())) for name, values in fields.items()),
+         pa.array(context_json, pa.string())],
+        names=[*fields, "context"],
     )  # fmt: skip
     out = bytearray()
     for batch in (rows, series, runs):

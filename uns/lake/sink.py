@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Self
 
 from uns.config import LakeSection
-from uns.core.events import Batch, SampleBlock
+from uns.core.events import Batch, SampleBlock, SampleRuns
 from uns.errors import LakeBackpressure, LakeError
 from uns.lake.audit_intake import AuditIntake
 from uns.lake.blocks import encode_blocks
@@ -84,7 +84,7 @@ class LakeSink(AuditIntake):
         self._active_blocks: list[bytes] = []  # ... and its records' sample blocks (lake.blocks)
         self._pending = PendingRows()
         self._unwritten: TableColumns | None = None
-        self._unwritten_blocks: list[SampleBlock] = []
+        self._unwritten_blocks: list[SampleBlock | SampleRuns] = []
         self._pending_batches = self._unwritten_batches = 0  # the batches of those rows
         self._write_scheduled = False
         self._closed = False

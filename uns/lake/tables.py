@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, Final
 
-from uns.core.events import Batch, SampleBlock
+from uns.core.events import Batch, SampleBlock, SampleRuns
 from uns.core.values import value_double, value_text
 from uns.sparkplug.datatypes import DataType
 
@@ -203,7 +203,7 @@ class PendingRows:
     def __init__(self) -> None:
         self._objects: tuple[list[Any], ...] = tuple([] for _ in TABLES)
         self._sizes: list[int] = []  # samples per batch, in order
-        self._blocks: list[SampleBlock] = []  # samples in columns (lake.blocks writes them)
+        self._blocks: list[SampleBlock | SampleRuns] = []  # samples in columns (lake.blocks writes them)
         self.rows = 0
 
     def add(self, batch: Batch) -> int:
@@ -241,7 +241,7 @@ class PendingRows:
         self.rows = 0
         return tuple(_columns_of(i, objs, sizes) for i, objs in enumerate(objects))
 
-    def take_blocks(self) -> list[SampleBlock]:
+    def take_blocks(self) -> list[SampleBlock | SampleRuns]:
         """The pending sample blocks (before :meth:`take`, which empties the buffer)."""
         blocks, self._blocks = self._blocks, []
         return blocks

@@ -22,7 +22,7 @@ import os
 from types import ModuleType
 from typing import Any, Final
 
-__all__ = ["AVAILABLE", "STATUS", "decode_data", "load"]
+__all__ = ["AVAILABLE", "STATUS", "columns", "decode_data", "decode_many", "load"]
 
 
 def load(environ: dict[str, str] | os._Environ[str] = os.environ) -> tuple[ModuleType | None, str]:
@@ -43,5 +43,8 @@ AVAILABLE: Final = _MODULE is not None
 #: ``decode_data(raw, by_alias, by_name, received_at, max_metrics)`` ->
 #: ``(seq, rows, records, common ts or None)`` or None (see the module doc); None when not AVAILABLE
 decode_data: Any = None if _MODULE is None else _MODULE.decode_data
+#: ``decode_many(messages, start, routes, received_at, max_metrics, max_payload)`` ->
+#: ``(next, rows, records, runs)``: the lane of uns.engine.dispatch.Dispatcher.process_many
+decode_many: Any = None if _MODULE is None else _MODULE.decode_many
 #: ``columns(rows)`` -> (ts, ival, dval, datatype, kind) packed columns; None when not AVAILABLE
 columns: Any = None if _MODULE is None else _MODULE.columns

@@ -54,7 +54,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from uns.core.events import Batch, SampleBlock, SessionEventKind
+from uns.core.events import Batch, SessionEventKind
 from uns.errors import SparkplugDecodeError
 from uns.sparkplug import native
 from uns.sparkplug.codec import decode_payload_lenient
@@ -70,7 +70,8 @@ from uns.sparkplug.lifecycle import (
     ndeath_bdseq,
     node_died,
 )
-from uns.sparkplug.nodes import NO_DBIRTH, NO_NBIRTH, NodeInfo, NodeState, Owner, node_info
+from uns.sparkplug.native_data import native_outcome
+from uns.sparkplug.nodes import NO_DBIRTH, NO_NBIRTH, NodeInfo, NodeState, node_info
 from uns.sparkplug.outcome import Outcome, RebirthPolicy, protocol_error_once, reject, session_event
 from uns.sparkplug.payload import Payload
 from uns.sparkplug.reorder import REORDER_SPAN, Received, SeqPosition
@@ -219,7 +220,7 @@ class SessionManager:
         else:
             owner = node.own
         if native.AVAILABLE:
-            done = self._native_data(node, owner, raw, received_at)
+            done = native_outcome(self, node, owner, raw, received_at)
             if done is not None:
                 return done
         lean = parse_data(raw)
@@ -246,29 +247,15 @@ class SessionManager:
         stats["samples"] += len(samples)
         return Outcome(Batch(samples))
 
-    def _native_data(self, node: NodeState, owner: Owner, raw: bytes, received_at: int) -> Outcome | None:
-        """:meth:`_fast_data` by the native decoder; None: it leaves the message to Python."""
-        if self.max_payload_bytes and len(raw) > self.max_payload_bytes:
-            return None
-        got = native.decode_data(raw, owner.by_alias, owner.by_name, received_at, self.max_metrics)
-        if got is None:
-            return None
-        seq, rows, records, ts = got
-        tracker = node.tracker
-        expected = tracker.expected
-        if expected is not None and seq != expected:
-            return None
-        tracker.processed(seq, hash(raw))
+    def node(self, group_id: str, edge_node_id: str) -> NodeState | None:
+        """The state of one edge node (the native lane reads it live)."""
+        return self._nodes.get((group_id, edge_node_id))
+
+    def count_fast(self, messages: int, samples: int) -> None:
+        """Count DATA the native lane handled (what :meth:`stats` says)."""
         stats = self._stats
-        stats["messages"] += 1
-        stats["samples"] += len(records)
-        block = SampleBlock(
-            node.group_id, node.edge_node_id, owner.device_id, seq, node.bdseq, received_at,
-            0 if ts is None else ts, rows, records,
-        )  # fmt: skip
-        if self.columnar and ts is not None:
-            return Outcome(Batch(blocks=[block]))
-        return Outcome(Batch(block.samples()))
+        stats["messages"] += messages
+        stats["samples"] += samples
 
     def handle_undecodable(self, topic: Topic, raw: bytes, error: str, received_at: int) -> Outcome:
         """Record bytes from a Sparkplug topic that could not be decoded, and ask for a rebirth."""
