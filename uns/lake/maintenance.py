@@ -116,7 +116,6 @@ class Lake:
         audit trail gets a ``maintenance`` entry (the OS user, ``reason``) and a
         ``compaction`` entry per table rewritten, under the writer id ``uns-cli``."""
         filters = [(PARTITION_COLUMN, ">=", since.isoformat())] if since else None
-        props = writer_properties()
         result: dict[str, dict[str, Any]] = {}
         audit, user = self._audit(), os_user()
         what = {"command": "compact", "z_order": z_order, "since": since.isoformat() if since else None}
@@ -131,7 +130,10 @@ class Lake:
                         continue
                     before = delta.version()
                     try:
-                        opts: dict[str, Any] = {"partition_filters": filters, "writer_properties": props}
+                        opts: dict[str, Any] = {
+                            "partition_filters": filters,
+                            "writer_properties": writer_properties(table),
+                        }
                         if z_order:
                             metrics = delta.optimize.z_order(list(ZORDER_COLUMNS[table]), **opts)
                         else:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Final
 
 import pyarrow as pa
-from deltalake import DeltaTable, Transaction, WriterProperties
+from deltalake import ColumnProperties, DeltaTable, Transaction, WriterProperties
 from deltalake.exceptions import TableNotFoundError
 
 from uns.errors import LakeError
@@ -103,9 +103,28 @@ def recent_target_bytes(sizes: Sequence[int], rows: Sequence[int], target_rows: 
     return max(MIN_TARGET_BYTES, min(MAX_TARGET_BYTES, target))
 
 
-def writer_properties() -> WriterProperties:
+#: the measurements columns whose Parquet statistics (min/max per row group and page, and
+#: so Delta's file statistics) are written: the ones queries filter on.  Statistics of the
+#: others (values, flags, units, context JSON) took a third of a commit's Parquet writing
+#: (0.80 -> 0.49 us per row measured) and skip nothing in practice.
+MEASUREMENT_STATISTICS: Final = (
+    "ts", "received_at", "path", "metric", "group_id", "edge_node_id", "device_id", "batch_id", "wal_segment",
+)  # fmt: skip
+
+
+def writer_properties(table: str | None = None) -> WriterProperties:
+    """How ``table``'s Parquet files are written (every table's default when None)."""
     # zstd: a third smaller than snappy on measurement data at similar speed.
-    return WriterProperties(compression="ZSTD", compression_level=3)
+    if table != "measurements":
+        return WriterProperties(compression="ZSTD", compression_level=3)
+    return WriterProperties(
+        compression="ZSTD",
+        compression_level=3,
+        default_column_properties=ColumnProperties(statistics_enabled="NONE"),
+        column_properties={
+            name: ColumnProperties(statistics_enabled="PAGE") for name in MEASUREMENT_STATISTICS
+        },
+    )
 
 
 class DeltaWriter:
@@ -117,7 +136,7 @@ class DeltaWriter:
         self.root = Path(self.store.url)
         self.writer_id = writer_id
         self._handles: dict[str, DeltaTable] = {}
-        self._props = writer_properties()
+        self._props = {table: writer_properties(table) for table in TABLES}
         #: this writer's chain in the audit table (lake.audit)
         self.audit = AuditRecorder(self.root, writer_id, self._handle)
         self.audit.off = self.store.remote  # not kept on object storage yet (lake/audit.py)
@@ -195,7 +214,7 @@ class DeltaWriter:
                         continue  # nothing recent
                     before = dt_.version()
                     metrics = dt_.optimize.compact(
-                        partition_filters=filters, target_size=target, writer_properties=self._props
+                        partition_filters=filters, target_size=target, writer_properties=self._props[table]
                     )
                 except Exception as exc:
                     self._handles.pop(table, None)
@@ -328,7 +347,7 @@ class DeltaWriter:
                 if parts or not blocks:
                     built.insert(0, arrow_table_of_parts(table, parts, number, writer=self.writer_id))
                 data.append(built[0] if len(built) == 1 else pa.concat_tables(built))
-            write_rows(table, dt, data[0], Transaction(txn_id, number), self._props)
+            write_rows(table, dt, data[0], Transaction(txn_id, number), self._props[table])
             return True
 
         try:  # another writer of the lake may win a commit race: retried (lake/sharing.py)
