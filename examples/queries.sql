@@ -1,8 +1,11 @@
 -- Example analyst queries over the uns lake (DuckDB SQL).
 --
--- Run one with:   uns lake sql "$(cat my-query.sql)"        or in Python:
---   import lake; con = lake.connect("./lake"); con.sql("...").show()
--- Every query below starts with a "-- name:" line; lake.query.named_queries()
+-- Run them all, each under its name, or one of them:
+--   uns lake sql --file examples/queries.sql --lake ./uns-lake
+--   uns lake sql --file examples/queries.sql --name batch_timeline --lake ./uns-lake
+-- or in Python:
+--   from uns import lake; con = lake.connect("./uns-lake"); con.sql("...").show()
+-- Every query below starts with a "-- name:" line; uns.lake.query.named_queries()
 -- splits this file into {name: sql}.  Paths and metric names are those of the
 -- simulated pilot plant (`uns sim`); change the literals for your plant.
 

@@ -79,7 +79,8 @@ want=$(cat pyproject.toml uns/sparkplug/_speedups.c uns/sparkplug/spdata.h | sha
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     say "installing uns${extras} and its dependencies into .venv (first run takes a minute)"
     .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}" 2>&1 | grep -v '^WARNING: Location' || true
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}" 2>&1 \
+        | grep -v -e '^WARNING: Location' -e 'BuildBackendWarning: .*ext-modules' -e 'config = read_configuration' || true
     .venv/bin/python -c 'import uns.cli.app, uns.lake' || { say "installation failed"; exit 1; }
     echo "$want" > "$stamp"
 fi

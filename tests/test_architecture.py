@@ -100,7 +100,8 @@ def layer_of(module: str) -> str | None:
         return "util"
     if second == "pdf":
         return "render"
-    if second in ("config_options", "config_schema", "keyring"):  # [lake.storage] option tables; key files
+    # [lake.storage] option tables; the schema; the [broker] section; the config as TOML; key files
+    if second in ("config_options", "config_schema", "config_broker", "config_toml", "keyring"):
         return "config"
     if second == "core":
         return "core.vocabulary" if third in ("events", "values") else "core"

@@ -34,12 +34,15 @@ from types import NoneType, UnionType
 from typing import Any, Final, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import uns.config_options as opts
+from uns.config_broker import PROTOCOLS, BrokerSection
+from uns.config_options import require as _require
 from uns.core.topics import check_prefix
 from uns.errors import ConfigError
-from uns.mqtt.settings import BrokerSettings, parse_broker_url
+from uns.mqtt.settings import parse_broker_url
 from uns.sparkplug.topic import group_list, valid_group_id
 
 __all__ = [
+    "PROTOCOLS",
     "SECTIONS",
     "AuditSection",
     "BatchSection",
@@ -75,47 +78,6 @@ def tuning(default: _T) -> _T:
     """A section field that is not a config-file key (a knob for tests and benchmarks):
     validated with the section, unknown to the file, the environment and the schema."""
     return field(default=default, metadata={_FILE_KEY: False})
-
-
-def _require(key: str, value: object, ok: bool, rule: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key} must be {rule}, got {value!r}", key=key)
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerSection:
-    url: str = "mqtt://127.0.0.1:1883"
-    username: str | None = None
-    password: str | None = None
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    tls_insecure: bool = False
-    keepalive: int = 30
-    reconnect_min: float = 0.5  # seconds, first reconnect delay
-    reconnect_max: float = 30.0  # seconds, backoff cap
-    connect_retries: int = -1  # attempts at start-up before giving up; -1 = forever
-
-    def __post_init__(self) -> None:
-        self.settings()  # raises ConfigError(key="broker.url") for a bad URL
-
-    def __repr__(self) -> str:  # neither the password nor one in the URL shows
-        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        shown["url"] = parse_broker_url(self.url).masked_url()
-        if self.password is not None:
-            shown["password"] = _MASK
-        return f"BrokerSection({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
-
-    def settings(self) -> BrokerSettings:
-        b = parse_broker_url(self.url).with_credentials(self.username, self.password)
-        return dataclasses.replace(
-            b,
-            ca_file=self.ca_file,
-            cert_file=self.cert_file,
-            key_file=self.key_file,
-            tls_insecure=self.tls_insecure,
-            keepalive=self.keepalive,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +135,8 @@ class SparkplugSection:
     rebirth_requests: bool = True  # send rebirth requests at all (usually only the primary host does)
     rebirth_min_interval_ms: int = 5000  # at most one rebirth request per node per interval
     max_decompressed_bytes: int = 16 * 1024 * 1024  # bound for Tahu-compressed payloads
+    #: ``uns cmd`` may send NCMD/DCMD (metric writes and rebirth requests) to edge nodes
+    commands_enabled: bool = False
     #: messages buffered per node before the holes are given up
     max_reorder_buffer: int = tuning(1000)
 
@@ -341,7 +305,8 @@ class Config:
                     if f"{name}.{key}" in SECRET_KEYS and value is not None:
                         section[key] = _MASK
                 if name == "broker":
-                    section["url"] = self.broker.settings().masked_url()
+                    section["url"] = parse_broker_url(self.broker.url).masked_url()
+                    section["urls"] = [parse_broker_url(u).masked_url() for u in self.broker.urls]
             for key in opts.option_tables(cls):
                 options = getattr(section_obj, key)
                 section[key] = opts.masked_options(options) if masked else dict(options)
@@ -364,8 +329,11 @@ _SCALARS: Final[Mapping[type, str]] = {bool: "boolean", int: "integer", float: "
 
 
 def key_type(hint: Any) -> tuple[type, bool]:
-    """``(bool | int | float | str, optional)`` for a section field's annotation."""
+    """``(bool | int | float | str, optional)`` for a section field's annotation;
+    ``(tuple, False)`` for ``tuple[str, ...]``, a list of text (``broker.urls``)."""
     origin = get_origin(hint)
+    if origin is tuple and get_args(hint) == (str, ...):
+        return tuple, False
     if origin is Union or origin is UnionType:  # Optional[X] / X | None
         args = get_args(hint)
     elif origin is None:  # a plain type
@@ -388,6 +356,12 @@ _KEYS: Final[Mapping[str, Mapping[str, tuple[type, bool]]]] = {
 
 def _coerce(key: str, value: Any, kind: tuple[type, bool], origin: str) -> Any:
     base, optional = kind
+    if base is tuple:  # a TOML array of text; from the environment, comma-separated
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError(f"{origin}: {key} must be a list of text, got {value!r}", key=key)
     if value is None or (optional and value == ""):
         if optional:
             return None
@@ -413,6 +387,8 @@ def _coerce(key: str, value: Any, kind: tuple[type, bool], origin: str) -> Any:
         raise ConfigError(f"{origin}: {key} must be {what}, got {value!r}", key=key)
     if isinstance(value, str):
         return value
+    if isinstance(value, int) and not isinstance(value, bool):  # e.g. broker.protocol = 5
+        return str(value)
     raise ConfigError(f"{origin}: {key} must be text, got {value!r}", key=key)
 
 

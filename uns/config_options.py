@@ -25,6 +25,7 @@ __all__ = [
     "option_table",
     "option_tables",
     "parse_options",
+    "require",
     "secret_option",
 ]
 
@@ -69,3 +70,8 @@ def parse_options(dotted: str, table: Mapping[str, Any], origin: str) -> tuple[t
             raise ConfigError(f"{origin}: {dotted}.{name} must be text, a number or true/false", key=dotted)
         out[str(name).lower()] = str(value).lower() if isinstance(value, bool) else str(value)
     return tuple(sorted(out.items()))
+
+
+def require(key: str, value: object, ok: bool, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} must be {rule}, got {value!r}", key=key)

@@ -20,10 +20,12 @@ Errors carry the data that explains them (topic, path, seq, file, ...).
     │   └── LakeBackpressure        the write-ahead log is full (.retry_after)
     ├── EngineError                 the engine cannot start or run (broker, lake path)
     ├── BatchError                  an unknown batch, a bad spec file, a report that cannot be made
+    ├── CommandError                a command to an edge node that is refused (commands off,
+    │                               never born, unknown metric, a value of the wrong type)
     └── BrokerError                 the MQTT connection failed, was refused or was lost
         ├── BrokerRefused           a refusal that retrying cannot heal (credentials, not
         │                           authorized, identifier rejected, TLS certificate)
-        └── MqttProtocolError       bytes that break MQTT 3.1.1 (uns.mqtt.wire; .reason)
+        └── MqttProtocolError       bytes that break MQTT 3.1.1 or 5.0 (uns.mqtt.wire; .reason)
 
 Foreign exceptions (protobuf, sockets and TLS, deltalake, duckdb) are mapped to these
 in the one module that talks to that library, with ``raise ... from exc``.
@@ -35,6 +37,7 @@ __all__ = [
     "BatchError",
     "BrokerError",
     "BrokerRefused",
+    "CommandError",
     "ConfigError",
     "ContextError",
     "EngineError",
@@ -151,6 +154,12 @@ class BatchError(UnsError):
     def __init__(self, message: str, *, file: str | None = None) -> None:
         super().__init__(f"{file}: {message}" if file else message)
         self.file = file
+
+
+class CommandError(UnsError):
+    """A command to an edge node (``uns cmd``) is refused before anything is sent: commands
+    are disabled, the node or device was never born, a metric is not in its birth, or a
+    value does not fit the metric's datatype."""
 
 
 class BrokerError(UnsError):

@@ -79,16 +79,14 @@ def trend_svg(p: Parameter, info: BatchInfo, *, reference: str | None = None) ->
                 va="bottom",
                 fontsize=8,
             )
+        series: list[tuple[Any, Any, dict[str, Any]]] = []
         if p.reference_x is not None and p.reference_y is not None and len(p.reference_x):
-            ax.plot(
-                (p.reference_x - t0) / div,
-                p.reference_y,
-                color="#888888",
-                lw=0.8,
-                ls="--",
-                label=f"reference {reference}",
-            )
-        ax.plot((p.plot_x - t0) / div, p.plot_y, color="#1f4e99", lw=0.9, label=info.batch_id)
+            dashed: dict[str, Any] = {"color": "#888888", "lw": 0.8, "ls": "--"}
+            series.append((p.reference_x, p.reference_y, dashed | {"label": f"reference {reference}"}))
+        series.append((p.plot_x, p.plot_y, {"color": "#1f4e99", "lw": 0.9, "label": info.batch_id}))
+        for x, y, look in series:
+            # steps: a Sparkplug value holds until the next one is reported (report by exception)
+            ax.plot((x - t0) / div, y, drawstyle="steps-post", **look)
         for key, colour, style in (
             ("action_low", "#c0392b", "-"), ("action_high", "#c0392b", "-"),
             ("alert_low", "#e67e22", "--"), ("alert_high", "#e67e22", "--"),

@@ -19,7 +19,7 @@ def audit_verify(lake: LakeOpt = None) -> None:
     digital signature against the trusted keys (audit.trusted_keys); exit 0 with a
     summary when the lake is intact, 1 with one line per finding.
 
-    Example: uns audit verify --lake ./lake
+    Example: uns audit verify --lake ./uns-lake
     """
     from uns.audit.trail import verify_lines  # noqa: PLC0415
     from uns.config import load_config  # noqa: PLC0415
@@ -48,7 +48,7 @@ def audit_log(
 ) -> None:
     """Print audit trail entries in time order, filtered.
 
-    Example: uns audit log --batch B2026-0042 --kind context_change --lake ./lake
+    Example: uns audit log --batch B2026-0042 --kind context_change --lake ./uns-lake
     """
     from uns.audit.trail import LOG_COLUMNS, audit_log  # noqa: PLC0415
     from uns.output import render_rows  # noqa: PLC0415

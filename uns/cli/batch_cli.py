@@ -33,7 +33,7 @@ def batch_list(
 ) -> None:
     """One line per batch (newest first): product, recipe, order, units, start, end, duration, status.
 
-    Example: uns batch list --lake ./lake --product mAb-A --since 2026-12-01T00:00:00Z
+    Example: uns batch list --lake ./uns-lake --product mAb-A --since 2026-12-01T00:00:00Z
     """
     from uns.cli.batch_commands import batch_list as work  # noqa: PLC0415
 
@@ -44,7 +44,7 @@ def batch_list(
 def batch_show(batch: BatchArg, lake: LakeOpt = None, spec: SpecOpt = None) -> None:
     """A terminal summary of one batch: units, phases, exceptions, completeness, verdict.
 
-    Example: uns batch show B2026-0001 --lake ./lake --spec examples/pilot-spec.toml
+    Example: uns batch show B2026-0001 --lake ./uns-lake --spec examples/pilot-spec.toml
     """
     from uns.cli.batch_commands import batch_show as work  # noqa: PLC0415
 
@@ -69,7 +69,7 @@ def batch_report(
 ) -> None:
     """Write the batch's review-by-exception report; prints its path and verdict.
 
-    Example: uns batch report B2026-0001 --lake ./lake --spec examples/pilot-spec.toml -o B2026-0001.html
+    Example: uns batch report B2026-0001 --lake ./uns-lake --spec examples/pilot-spec.toml -o B2026-0001.html
     """
     from uns.cli.batch_commands import batch_report as work  # noqa: PLC0415
 

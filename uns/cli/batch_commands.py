@@ -43,7 +43,8 @@ def batch_show(lake_dir: str | None, batch_id: str, *, spec: str | None, echo: E
         kinds[e["kind"]] = kinds.get(e["kind"], 0) + 1
     echo(f"  parameters {len(doc['parameters'])}, excursions {len(doc['excursions'])}")
     echo(
-        f"  completeness {received}/{expected} samples of metrics with an expected interval"
+        f"  completeness {received} samples received, at least {expected} expected (one per interval), "
+        f"{sum(len(m['gaps']) for m in metrics)} gaps"
         if metrics
         else "  completeness: no expected interval in the spec"
     )

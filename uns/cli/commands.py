@@ -20,7 +20,10 @@ BrokerOpt = Annotated[
     str | None,
     typer.Option("--broker", "-b", help="mqtt://[user[:pass]@]host[:port] or mqtts://... (env UNS_BROKER)"),
 ]
-LakeOpt = Annotated[str | None, typer.Option("--lake", help="lake directory (env UNS_LAKE; default ./lake)")]
+LakeOpt = Annotated[
+    str | None,
+    typer.Option("--lake", help="lake directory or s3://bucket/prefix (env UNS_LAKE; default ./uns-lake)"),
+]
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table, csv or json")]
 
 

@@ -24,7 +24,7 @@ def context_show(
 ) -> None:
     """Show the context valid at PATH (inherited from its ancestors) at a time, from the lake.
 
-    Example: uns context show acme/basel/pilot/usp/br-101 --at 2026-11-25T10:00:00Z --lake ./lake
+    Example: uns context show acme/basel/pilot/usp/br-101 --at 2026-11-25T10:00:00Z --lake ./uns-lake
     """
     from uns.client.context import context_at  # noqa: PLC0415
     from uns.output import render_rows  # noqa: PLC0415

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 import json
 import logging
 import os
@@ -24,14 +25,33 @@ from uns.engine.sdnotify import systemd_notifications
 from uns.engine.stopping import Watchdog, unpersisted_line
 from uns.errors import EngineError, LakeError
 from uns.lake import LakeSink
-from uns.lake.audit_entries import engine_event, named_files
+from uns.lake.audit_entries import engine_event, named_files, software_version
 from uns.lake.storage import OPTIONS_ENV, LakeStore, as_store
 from uns.sinks.encoders import EventEncoder
 from uns.sinks.republish import RepublishSink
 
-__all__ = ["build_engine", "check_lake_path", "load_applied_context_ids", "run_daemon"]
+__all__ = ["build_engine", "check_lake_path", "load_applied_context_ids", "run_daemon", "startup_line"]
 
 log = logging.getLogger("uns.daemon")
+
+
+def _config_json(config: Config) -> str:
+    """The effective configuration, secrets masked, as canonical JSON (what the audit
+    trail's ``engine_start`` entry records)."""
+    return json.dumps(config.to_dict(masked=True), sort_keys=True, separators=(",", ":"), default=str)
+
+
+def startup_line(config: Config) -> str:
+    """The start-up log line: who and where, and the SHA-256 of the effective configuration
+    (secrets masked), which tells two starts' configurations apart; the whole configuration
+    is logged at debug level and recorded in the audit trail."""
+    e = config.engine
+    digest = hashlib.sha256(_config_json(config).encode()).hexdigest()
+    return (
+        f"uns {software_version()} starting: host {e.host_id}{' (primary)' if e.primary else ''}, "
+        f"broker {config.broker.settings().masked_url()}, lake {config.lake.path or '(none)'}, "
+        f"groups {e.groups or 'all'}, config sha256 {digest}"
+    )
 
 
 def check_lake_path(path: str) -> Path:
@@ -202,7 +222,8 @@ async def run_daemon(config: Config, *, stop: asyncio.Event | None = None) -> En
     collector = asyncio.create_task(_collect_garbage(GC_FULL_INTERVAL_S), name="uns-gc")
     failure: LakeError | None = None
     try:
-        log.info("starting: %s", config.to_dict(masked=True))
+        log.info("%s", startup_line(config))
+        log.debug("effective configuration: %s", _config_json(config))
         async with contextlib.AsyncExitStack() as operations:
             await _serve_operations(operations, engine, stop)
             await engine.run(stop)

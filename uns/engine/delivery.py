@@ -42,6 +42,10 @@ class SinkDelivery:
     _leftover: tuple[Batch, int, list[Message], int] | None  # (..., messages the batch holds)
     _client: Transport | None
 
+    @property
+    def receive_queue(self) -> int:
+        raise NotImplementedError
+
     async def _handle_messages(self, client: Transport, messages: list[Message]) -> None:
         raise NotImplementedError
 
@@ -157,5 +161,5 @@ class SinkDelivery:
         """Received messages that are not persisted: given up at the stop's deadline, still
         waiting in the live connection, or accepted by a sink that could not write them
         (its ``unwritten_batches``)."""
-        waiting = self._client.pending if self._client is not None else 0
+        waiting = self.receive_queue
         return self.unpersisted + waiting + sum(int(getattr(s, "unwritten_batches", 0)) for s in self.sinks)

@@ -200,7 +200,7 @@ class Dispatcher:
         are enriched one by one)."""
         if len(self._routes) >= _TOPIC_CACHE_MAX:
             return
-        node = self.sessions.node(parsed.group_id, parsed.edge_node_id)
+        node = self.sessions.node_state(parsed.group_id, parsed.edge_node_id)
         resolved = self.enricher.model.resolve(parsed.group_id, parsed.edge_node_id, parsed.device_id)
         if node is None or resolved.context_keys or resolved.metrics:
             return

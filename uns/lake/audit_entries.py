@@ -6,7 +6,7 @@ An entry is ``(ts_us, kind, actor, reason, subject, detail_json)``; the chain
 
 ``engine_start``, ``engine_stop``, ``config_changed``, ``context_change``,
 ``catalog_new``, ``schema_drift``, ``data_commit``, ``compaction``, ``vacuum``,
-``report``, ``maintenance``.
+``report``, ``maintenance``, ``command`` (an NCMD/DCMD sent by ``uns cmd``).
 
 This module is loaded by the engine's own process too (engine start and stop
 events travel through the WAL): standard library only.
@@ -54,6 +54,7 @@ KINDS: Final = (
     "vacuum",
     "report",
     "maintenance",
+    "command",
 )
 
 Entry = tuple[int, str, str, str, str, str]

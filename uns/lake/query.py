@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -38,13 +39,18 @@ from uns.lake.tables import PARTITION_COLUMN, TABLES, WAL_COLUMNS
 from uns.lake.wal import list_segments, read_segment
 
 __all__ = [
+    "MAX_SQL_FILE_BYTES",
     "VIEWS",
+    "QueryResult",
     "applied_context_ids",
     "connect",
     "create_views",
     "named_queries",
+    "queries_from_file",
     "refresh",
+    "run_queries",
     "run_sql",
+    "select_queries",
     "snapshot_versions",
 ]
 
@@ -217,6 +223,18 @@ def _wal_context_ids(wal_dirs: list[Path]) -> set[str]:
 
 
 _NAME_LINE = re.compile(r"^--\s*name:\s*(\S+)\s*$", re.MULTILINE)
+#: a SQL file read by :func:`queries_from_file` (a file of queries, not data)
+MAX_SQL_FILE_BYTES: Final = 1 << 20
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """One query's answer: its name in the file (``""`` for a query given as text), its
+    column names and rows."""
+
+    name: str
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
 
 
 def named_queries(text: str) -> dict[str, str]:
@@ -230,20 +248,76 @@ def named_queries(text: str) -> dict[str, str]:
     return out
 
 
+def select_queries(text: str, name: str | None = None, *, source: str = "the file") -> dict[str, str]:
+    """The queries of a SQL file to run, in file order: every ``-- name: NAME`` query, or
+    only ``name``.  A file without such headers is one query (named ``""``).  A
+    :class:`~uns.errors.LakeError` for a name the file lacks (listing its names), a name
+    given twice, or SQL before the first header (it would be skipped silently)."""
+    marks = list(_NAME_LINE.finditer(text))
+    if not marks:
+        if name is not None:
+            raise LakeError(f"{source} has no named queries (no `-- name: NAME` line); run it without --name")
+        return {"": text}
+    if _strip_comments(text[: marks[0].start()]).strip():
+        raise LakeError(f"{source}: SQL before the first `-- name:` line would not run; give it a name")
+    names = [m.group(1) for m in marks]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise LakeError(f"{source} names more than one query {', '.join(twice)}")
+    queries = named_queries(text)
+    if name is None:
+        return queries
+    if name not in queries:
+        raise LakeError(f"{source} has no query named {name!r}; its queries: {', '.join(queries)}")
+    return {name: queries[name]}
+
+
+def queries_from_file(file: str | Path, name: str | None = None) -> dict[str, str]:
+    """:func:`select_queries` of a SQL file (at most :data:`MAX_SQL_FILE_BYTES`)."""
+    path = Path(file)
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_SQL_FILE_BYTES + 1)
+    except OSError as exc:
+        raise LakeError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_SQL_FILE_BYTES:
+        raise LakeError(f"{path} is larger than {MAX_SQL_FILE_BYTES >> 20} MiB: not a file of queries")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise LakeError(f"{path} is not UTF-8 text") from None
+    return select_queries(text, name, source=str(path))
+
+
+def run_queries(path: str | Path | LakeStore, queries: Mapping[str, str]) -> list[QueryResult]:
+    """Run named queries over the lake's views on one connection (so all of them see one
+    snapshot), in order.  An empty query, or one DuckDB refuses, is a
+    :class:`~uns.errors.LakeError` naming the query, with DuckDB's message."""
+    for name, query in queries.items():
+        if not _strip_comments(query).strip().strip(";").strip():
+            raise LakeError(f"query {name}: the query is empty" if name else "the query is empty")
+    if not queries:
+        raise LakeError("no query to run")
+    con = connect(path)
+    results: list[QueryResult] = []
+    try:
+        for name, query in queries.items():
+            try:
+                cur = con.execute(query)
+                columns = [d[0] for d in cur.description or []]
+                results.append(QueryResult(name, columns, cur.fetchall()))
+            except duckdb.Error as exc:
+                raise LakeError(f"query {name}: {exc}" if name else str(exc)) from None
+    finally:
+        con.close()
+    return results
+
+
 def run_sql(path: str | Path | LakeStore, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run one query over the lake's views: its column names and rows.  An empty query or
     one DuckDB refuses is a :class:`~uns.errors.LakeError` with DuckDB's message."""
-    if not query.strip() or not _strip_comments(query).strip():
-        raise LakeError("the query is empty")
-    con = connect(path)
-    try:
-        cur = con.execute(query)
-        columns = [d[0] for d in cur.description or []]
-        return columns, cur.fetchall()
-    except duckdb.Error as exc:
-        raise LakeError(str(exc)) from None
-    finally:
-        con.close()
+    (result,) = run_queries(path, {"": query})
+    return result.columns, result.rows
 
 
 _COMMENT = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)

@@ -17,14 +17,28 @@ from __future__ import annotations
 import ssl
 
 from uns.errors import BrokerError, BrokerRefused, ConfigError
-from uns.mqtt.wire import CONNACK_REASONS
+from uns.mqtt.wire import CONNACK_REASONS, ConnAck, reason_text
 
-__all__ = ["FINAL_CONNACK_CODES", "connack_failure", "socket_failure", "tls_settings_failure"]
+__all__ = [
+    "FINAL_CONNACK_CODES",
+    "TRANSIENT_REASON_CODES",
+    "connack_failure",
+    "refusal",
+    "socket_failure",
+    "suback_failure",
+    "tls_settings_failure",
+]
 
 #: CONNACK return codes that a retry gets again.  3 ("server unavailable") is
 #: the broker saying "not now"; 1 means it does not speak MQTT 3.1.1, which no
 #: retry changes either.
 FINAL_CONNACK_CODES = frozenset({1, 2, 4, 5})
+#: MQTT 5 reason codes that say "not now" (unspecified, implementation specific, server
+#: unavailable or busy, quota exceeded, connection rate exceeded, server shutting down):
+#: every other refusal -- bad user name or password, not authorized, banned, a filter or
+#: a protocol version the broker does not take, "use another server" -- comes back the
+#: same on every attempt
+TRANSIENT_REASON_CODES = frozenset({0x80, 0x83, 0x88, 0x89, 0x8B, 0x97, 0x9F})
 
 # A TLS session cut short (EOF, reset mid-handshake) says nothing about the
 # settings; any other TLS error is a verdict on them (certificate, protocol
@@ -32,11 +46,34 @@ FINAL_CONNACK_CODES = frozenset({1, 2, 4, 5})
 _CUT_SHORT = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 
 
-def connack_failure(code: int) -> BrokerError:
-    """The error for a CONNACK that did not accept the connection (``code`` > 0)."""
-    reason = CONNACK_REASONS.get(code, f"return code {code}")
-    cls = BrokerRefused if code in FINAL_CONNACK_CODES else BrokerError
-    return cls(f"broker refused the connection: {reason}")
+def connack_failure(code: int | ConnAck, *, v5: bool = False) -> BrokerError:
+    """The error for a CONNACK that did not accept the connection (``code`` > 0): a 3.1.1
+    return code, or with ``v5`` an MQTT 5 reason code (a :class:`ConnAck` carries the
+    broker's reason string and, for "use another server", where to)."""
+    ack = code if isinstance(code, ConnAck) else ConnAck(False, code)
+    if not v5:
+        reason = CONNACK_REASONS.get(ack.code, f"return code {ack.code}")
+        cls = BrokerRefused if ack.code in FINAL_CONNACK_CODES else BrokerError
+        return cls(f"broker refused the connection: {reason}")
+    text = reason_text(ack.code, ack.reason_string)
+    if ack.server_reference:
+        text += f" (server reference: {ack.server_reference})"
+    return refusal(ack.code, f"broker refused the connection: {text}")
+
+
+def suback_failure(
+    topic_filter: str, code: int, reason: str | None = None, *, v5: bool = False
+) -> BrokerError:
+    """The error for a SUBACK that refused ``topic_filter``: in 3.1.1 a bare 0x80 (it may be
+    anything: a plain BrokerError), in MQTT 5 a reason code (not authorized: BrokerRefused)."""
+    if not v5:
+        return BrokerError(f"broker refused the subscription to {topic_filter!r}")
+    return refusal(code, f"broker refused the subscription to {topic_filter!r}: {reason_text(code, reason)}")
+
+
+def refusal(code: int, text: str) -> BrokerError:
+    """:class:`BrokerRefused` for an MQTT 5 reason code a retry gets again, else BrokerError."""
+    return (BrokerError if code in TRANSIENT_REASON_CODES else BrokerRefused)(text)
 
 
 def socket_failure(

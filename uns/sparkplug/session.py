@@ -247,7 +247,7 @@ class SessionManager:
         stats["samples"] += len(samples)
         return Outcome(Batch(samples))
 
-    def node(self, group_id: str, edge_node_id: str) -> NodeState | None:
+    def node_state(self, group_id: str, edge_node_id: str) -> NodeState | None:
         """The state of one edge node (the native lane reads it live)."""
         return self._nodes.get((group_id, edge_node_id))
 
@@ -303,6 +303,11 @@ class SessionManager:
             why = "host reconnected to the broker"
             session_event(out, now_ms, node, None, SessionEventKind.RECONNECTED, why)
         return self._done(out)
+
+    def node(self, group_id: str, edge_node_id: str) -> NodeInfo | None:
+        """Snapshot of one node (None: never seen)."""
+        node = self._nodes.get((group_id, edge_node_id))
+        return None if node is None else node_info(node)
 
     def nodes(self) -> tuple[NodeInfo, ...]:
         """Snapshot of every node seen (sorted by group, edge node)."""
