@@ -24,7 +24,8 @@ DDATA, aliases); ``small`` is one device sending DDATA of 1, 2 or 3 metrics (Int
 Double, Boolean), where the per-message cost dominates.  The MQTT receive path is not
 included (``benchmarks/bench_fastmqtt.py`` measures it).  For instruction counts under
 load run one child under ``valgrind --tool=callgrind`` with ``--phase engine`` (or
-``arrow``) at two message counts and take the difference.
+``arrow``) at two message counts and take the difference, less that of ``--phase gen``
+(making the payloads).
 """
 
 from __future__ import annotations
@@ -92,6 +93,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 
     ts = 1_765_000_000_000
     born, messages = (small_load if args.load == "small" else harness_load)(args.messages, ts)
+    if args.phase == "gen":  # the payloads alone: what to subtract from an instruction count
+        return {"load": args.load, "messages": len(messages)}
     with tempfile.TemporaryDirectory(prefix="uns-bench-native-") as tmp:
         lake, wal = Path(tmp) / "lake", Path(tmp) / "wal"
         wal.mkdir()
@@ -138,7 +141,9 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         engine_s = time.process_time() - start
         if seg is not None:
             seg.close()
+        wal_bytes = sum(path.stat().st_size for _number, path in segments)
         result: dict[str, Any] = {
+            "wal_bytes_per_metric": wal_bytes / metrics,
             "load": args.load, "native": native.AVAILABLE, "messages": len(messages), "metrics": metrics,
             "engine_us_per_metric": engine_s / metrics * 1e6,
             "engine_us_per_message": engine_s / len(messages) * 1e6,
@@ -178,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--load", choices=("harness", "small", "both"), default="both")
-    parser.add_argument("--phase", choices=("engine", "arrow", "all"), default="all")
+    parser.add_argument("--phase", choices=("gen", "engine", "arrow", "all"), default="all")
     parser.add_argument("--child", action="store_true", help="run one path in this process")
     args = parser.parse_args(argv)
     if args.child:
