@@ -299,6 +299,32 @@ def test_a_segment_of_the_previous_wal_format_still_replays(tmp_path: Path) -> N
     assert arrow_table("context", read.columns[1], segment=1).to_pylist()[0]["event_id"] is None
 
 
+def test_a_segment_of_format_2_replays_into_the_lake_after_the_upgrade(tmp_path: Path) -> None:
+    """A UNSWAL2 segment (the marshalled columns alone, as the version before the native
+    decoder wrote it) left in the WAL is committed at the next start, every row once."""
+    from uns.lake.writer import DeltaWriter  # noqa: PLC0415 - deltalake: only where commits run
+
+    batches = [Batch(samples=deterministic_batch(i).all_samples()) for i in range(4)]
+    payloads = [marshal.dumps(batch_columns(b), 4) for b in batches]
+    wal = tmp_path / "_wal"
+    wal.mkdir()
+    path = wal / "0000000000000007.wal"
+    path.write_bytes(b"UNSWAL2\n" + b"".join(struct.pack("<II", len(p), zlib.crc32(p)) + p for p in payloads))
+    read = read_segment(path)
+    assert (read.records, read.torn_bytes, read.blocks) == (4, 0, [])
+    writer = DeltaWriter(tmp_path)
+    writer.open_tables()
+    result = writer.commit_segment(7, path)
+    assert result.rows_written == sum(len(b.samples) + len(b.sessions) + len(b.context) + len(b.catalog)
+                                      + len(b.rejected) for b in batches)  # fmt: skip
+    con = connect(tmp_path)
+    got = con.sql("SELECT metric, value_text, wal_segment FROM measurements ORDER BY ts, metric").fetchall()
+    con.close()
+    want = sorted((s.ts, s.metric, value_text(s.value)) for b in batches for s in b.samples)
+    assert got == [(metric, text, 7) for _ts, metric, text in want]
+    assert not path.exists()
+
+
 @pytest.mark.parametrize("width", [8, 9])
 def test_a_context_record_from_before_its_last_columns_still_replays(tmp_path: Path, width: int) -> None:
     """A UNSWAL2 segment written before the context table had ``event_id`` (8 columns) or
