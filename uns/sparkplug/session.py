@@ -135,10 +135,11 @@ class SessionManager:
         #: hand ordinary DATA to the sinks as SampleBlocks (the engine sets it when every sink
         #: takes them); otherwise the native decoder's rows are made Sample objects
         self.columnar = False
-        #: per-message limits the Python decoder applies: beyond them the native decoder
-        #: leaves the message to it (0: none)
-        self.max_metrics = 0
-        self.max_payload_bytes = 0
+        #: per-message limits the Python decoder applies (``sparkplug.max_payload_bytes``,
+        #: ``sparkplug.max_metrics_per_message`` where the config has them): beyond them the
+        #: native decoder leaves the message to it, which applies them (0: none)
+        self.max_metrics = int(getattr(config, "max_metrics_per_message", 0) or 0)
+        self.max_payload_bytes = int(getattr(config, "max_payload_bytes", 0) or 0)
 
     # --- public API ------------------------------------------------------------------
 
