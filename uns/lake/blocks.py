@@ -21,7 +21,7 @@ import json
 import struct
 from array import array
 from collections.abc import Sequence
-from itertools import chain
+from itertools import chain, repeat
 from typing import TYPE_CHECKING, Any, Final
 
 from uns.core.events import BLOCK_ROW, SampleBlock, SampleRuns
@@ -75,18 +75,19 @@ def _run_fields(blocks: Sequence[SampleBlock | SampleRuns]) -> dict[str, list[An
             unmapped.append(block.unmapped)
             contexts.append(block.context)
             continue
-        for (route, seq, bdseq, _ts, n), context in zip(block.runs, block.contexts, strict=True):
-            _node, device, group, edge, _kind, path, off_model = route
-            rows.append(n)
-            received.append(block.received_at)
-            seqs.append(seq)
-            bdseqs.append(bdseq)
-            groups.append(group)
-            nodes.append(edge)
-            devices.append(device)
-            paths.append(path)
-            unmapped.append(off_model)
-            contexts.append(context)
+        # transposed in C (zip), not appended field by field: this runs per message
+        routes, run_seqs, run_bdseqs, _ts, lengths = zip(*block.runs, strict=True)
+        _nodes, run_devices, run_groups, run_edges, _kinds, run_paths, off_model = zip(*routes, strict=True)
+        rows.extend(lengths)
+        received.extend(repeat(block.received_at, len(lengths)))
+        seqs.extend(run_seqs)
+        bdseqs.extend(run_bdseqs)
+        groups.extend(run_groups)
+        nodes.extend(run_edges)
+        devices.extend(run_devices)
+        paths.extend(run_paths)
+        unmapped.extend(off_model)
+        contexts.extend(block.contexts)
     return out
 
 
