@@ -64,6 +64,39 @@ GROUP BY batch_id, phase, metric
 ORDER BY batch_id, first_sample;
 
 
+-- name: batch_trend
+-- A critical process parameter across batches (continued process verification):
+-- one value per closed batch in batch start order -- here the mean bed temperature
+-- of the granulator in its drying phase -- with the individuals / moving-range chart's
+-- centre line and control limits.  `uns batch trend BedTemp --phase drying` charts
+-- the same numbers (docs/batches.md section 7).  The views batch_phase_statistics
+-- (per phase) and batch_statistics (over the whole batch) hold, per batch and series,
+-- samples, mean, min, max, std, last and the duration of the batch or phase.
+WITH b AS (
+    SELECT batch_id, min(start) AS batch_start, bool_and(status = 'closed') AS closed
+    FROM batches GROUP BY batch_id
+),
+points AS (
+    SELECT s.batch_id, b.batch_start, s.samples, s.mean AS value,
+        abs(s.mean - lag(s.mean) OVER (ORDER BY b.batch_start, s.batch_id)) AS moving_range
+    FROM batch_phase_statistics AS s JOIN b USING (batch_id)
+    WHERE s.metric = 'BedTemp' AND s.phase = 'drying'
+        AND s.path = 'acme/basel/pilot/granulation/gr-201' AND b.closed
+)
+SELECT
+    batch_id,
+    batch_start,
+    samples,
+    value,
+    moving_range,
+    avg(value) OVER () AS centre,
+    avg(moving_range) OVER () / 1.128 AS sigma_within,  -- d2 of a range of two
+    avg(value) OVER () + 3 * avg(moving_range) OVER () / 1.128 AS ucl,
+    avg(value) OVER () - 3 * avg(moving_range) OVER () / 1.128 AS lcl
+FROM points
+ORDER BY batch_start, batch_id;
+
+
 -- name: excursions
 -- Excursions beyond the engineering limits (engLow/engHigh) the device declared
 -- in its newest BIRTH: consecutive out-of-limit samples form one excursion.

@@ -117,6 +117,23 @@ def test_an_unknown_batch_is_one_clear_error(con: duckdb.DuckDBPyConnection) -> 
         build_report(con, ReportRequest("B404"))
 
 
+def test_every_exception_has_a_stable_id_of_its_kind_time_and_place(con: duckdb.DuckDBPyConnection) -> None:
+    """A disposition names an exception by its id: the same for the same data in every
+    report (whatever the report time), different for different exceptions."""
+    first = build_report(con, ReportRequest("B1", spec=SPEC, now=None)).document["exceptions"]
+    again = build_report(con, ReportRequest("B1", spec=SPEC, late_context_s=5.0)).document["exceptions"]
+    assert first and [e["id"] for e in first] == [e["id"] for e in again]
+    assert len({e["id"] for e in first}) == len(first)
+    from uns.batch.exceptions import exception_id, unique_ids  # noqa: PLC0415
+
+    assert exception_id("gap", "2026-01-01T00:00:00.000Z", "a/u1", "P") != exception_id(
+        "gap", "2026-01-01T00:00:00.000Z", "a/u1", "T"
+    )
+    twins = [{"id": "0123456789abcdef"}, {"id": "0123456789abcdef"}, {"id": "0123456789abcdef"}]
+    unique_ids(twins)
+    assert [t["id"] for t in twins] == ["0123456789abcdef", "0123456789abcdef-2", "0123456789abcdef-3"]
+
+
 def _line_paths(svg: str) -> list[list[tuple[float, float]]]:
     """The vertices of every plotted line (matplotlib's ``line2d`` groups) of an SVG."""
     out = []

@@ -153,14 +153,17 @@ async def test_readers_see_growing_duplicate_free_snapshots_during_writes_and_co
     total = 0
     async with LakeSink(lake, LakeConfig(commit_interval=0.05)) as sink:
         reader = await asyncio.create_subprocess_exec(
-            *[sys.executable, "-m", "tests.lake_crash_child", "read", str(lake), "4.0"],
+            *[sys.executable, "-m", "tests.lake_crash_child", "read", str(lake), "4.0", "10"],
             cwd=ROOT,
             stdout=asyncio.subprocess.PIPE,
         )
         output = asyncio.create_task(reader.communicate())
         try:
             compactions = 0
-            for i in range(6_000):
+            # writes go on until the reader has taken its snapshots (at least 6,000 batches)
+            for i in range(60_000):
+                if i >= 6_000 and output.done():
+                    break
                 sink.add(deterministic_batch(i))
                 total += 1
                 if i % 100 == 99:
@@ -168,8 +171,6 @@ async def test_readers_see_growing_duplicate_free_snapshots_during_writes_and_co
                 if i % 1_500 == 1_499:  # compaction commits interleave with the writer's appends
                     await asyncio.to_thread(Lake(lake).compact, z_order=compactions % 2 == 1)
                     compactions += 1
-                if output.done():
-                    break
             await sink.flush()
             out, _ = await asyncio.wait_for(output, 60)
         finally:

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
+from uns.batch.trend import TrendRequest, build_trend
 from uns.core.context import ContextStore
 from uns.core.events import Batch, CatalogEntry, ContextChange, Sample, SessionEvent
 from uns.errors import LakeError
@@ -158,9 +159,10 @@ def run(lake: Path, name: str) -> list[dict[str, object]]:
         con.close()
 
 
-def test_the_file_has_the_five_queries() -> None:
+def test_the_file_has_the_six_queries() -> None:
     assert list(QUERIES) == [
-        "batch_timeline", "phase_statistics", "excursions", "batch_completeness", "trace_measurements"
+        "batch_timeline", "phase_statistics", "batch_trend", "excursions", "batch_completeness",
+        "trace_measurements",
     ]  # fmt: skip
 
 
@@ -220,6 +222,25 @@ def test_phase_statistics(plant_lake: Path) -> None:
     assert rows[0]["minimum"] == 25.0
     assert rows[0]["maximum"] == 25.6
     assert rows[4]["maximum"] == 64.5
+
+
+def test_batch_trend_gives_the_numbers_of_uns_batch_trend(plant_lake: Path) -> None:
+    rows = run(plant_lake, "batch_trend")
+    stats = {(r["batch_id"], r["phase"]): r for r in run(plant_lake, "phase_statistics")}
+    assert [(r["batch_id"], r["samples"]) for r in rows] == [("B2026-0001", 60), ("B2026-0002", 30)]
+    for r in rows:  # the per-batch means of phase_statistics (which rounds them)
+        assert round(float(r["value"]), 3) == stats[(r["batch_id"], "drying")]["mean"]
+    con = connect(plant_lake)
+    try:
+        doc = build_trend(con, TrendRequest("BedTemp", phase="drying", path=GRAN))
+    finally:
+        con.close()
+    assert [(b["batch_id"], b["value"], b["moving_range"]) for b in doc["batches"]] == [
+        (r["batch_id"], r["value"], r["moving_range"]) for r in rows
+    ]
+    assert (doc["mean"], doc["sigma_within"], doc["ucl"], doc["lcl"]) == pytest.approx(
+        (rows[0]["centre"], rows[0]["sigma_within"], rows[0]["ucl"], rows[0]["lcl"]), rel=1e-12
+    )
 
 
 def test_excursions(plant_lake: Path) -> None:

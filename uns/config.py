@@ -36,6 +36,7 @@ from typing import Any, Final, TypeVar, Union, get_args, get_origin, get_type_hi
 import uns.config_options as opts
 from uns.config_broker import PROTOCOLS, BrokerSection
 from uns.config_options import require as _require
+from uns.config_web import WebSection, parse_listen
 from uns.core.topics import check_prefix
 from uns.errors import ConfigError
 from uns.mqtt.settings import parse_broker_url
@@ -53,6 +54,7 @@ __all__ = [
     "LakeSection",
     "RepublishSection",
     "SparkplugSection",
+    "WebSection",
     "file_keys",
     "key_type",
     "load_config",
@@ -229,20 +231,6 @@ class LakeSection:
             _require(f"lake.{name}", getattr(self, name), ok, rule)
 
 
-def parse_listen(text: str) -> tuple[str, int]:
-    """``host:port`` (``[v6]:port``; an empty host listens on every interface) as (host, port)."""
-    host, sep, port = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    _require(
-        "engine.http_listen",
-        text,
-        bool(sep) and port.isdigit() and int(port) <= 65535 and not any(c in host for c in "[]/ "),
-        "host:port (e.g. 127.0.0.1:9464)",
-    )
-    return host, int(port)
-
-
 def _plain_id(text: str) -> bool:
     return not text or text.replace("-", "").replace("_", "").isalnum()
 
@@ -286,6 +274,7 @@ class Config:
     context: ContextSection = field(default_factory=ContextSection)
     batch: BatchSection = field(default_factory=BatchSection)
     audit: AuditSection = field(default_factory=AuditSection)
+    web: WebSection = field(default_factory=WebSection)
 
     def __post_init__(self) -> None:
         if self.context.require_signature and not self.audit.trusted_keys:
@@ -430,7 +419,10 @@ def load_config(
                 raise ConfigError(f"{path}: top-level key {section!r} must be a [section]", key=section)
             for key, value in table.items():
                 if isinstance(value, dict) and key in opts.option_tables(SECTIONS.get(section, Config)):
-                    values[section][key] = opts.parse_options(f"{section}.{key}", value, str(path))
+                    cls = SECTIONS[section]
+                    values[section][key] = opts.parse_options(
+                        f"{section}.{key}", value, str(path), nested=opts.nested_table(cls, key)
+                    )
                     continue
                 line = _line_of(text, section, key)
                 put(f"{section}.{key}", value, f"{path} line {line}" if line else str(path))

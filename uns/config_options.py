@@ -22,8 +22,10 @@ __all__ = [
     "MASK",
     "OPTIONS_SCHEMA",
     "masked_options",
+    "nested_table",
     "option_table",
     "option_tables",
+    "options_schema",
     "parse_options",
     "require",
     "secret_option",
@@ -41,11 +43,23 @@ OPTIONS_SCHEMA: Final[Mapping[str, Any]] = {
     "type": "object",
     "additionalProperties": {"type": ["string", "boolean", "integer", "number"]},
 }
+_NESTED: Final = "uns.config.nested"
 
 
-def option_table() -> Any:
-    """A section field given as a table of text options: name -> value pairs, sorted."""
-    return field(default=(), repr=False, metadata={FILE_KEY: False, _OPTIONS: True})
+def option_table(*, nested: bool = False) -> Any:
+    """A section field given as a table of text options: name -> value pairs, sorted;
+    ``nested``: it may hold tables of options too (``[web.ldap.roles]``)."""
+    return field(default=(), repr=False, metadata={FILE_KEY: False, _OPTIONS: True, _NESTED: nested})
+
+
+def options_schema(section: type, name: str) -> dict[str, Any]:
+    """The JSON schema of the option table ``name`` of a section class."""
+    nested = next(f for f in dataclasses.fields(section) if f.name == name).metadata.get(_NESTED)
+    if not nested:
+        return dict(OPTIONS_SCHEMA)
+    scalars = OPTIONS_SCHEMA["additionalProperties"]
+    inner = {"type": "object", "additionalProperties": scalars}
+    return {"type": "object", "additionalProperties": {"anyOf": [scalars, inner]}}
 
 
 def option_tables(section: type) -> tuple[str, ...]:
@@ -62,10 +76,29 @@ def masked_options(options: tuple[tuple[str, str], ...]) -> dict[str, str]:
     return {k: MASK if secret_option(k) else v for k, v in options}
 
 
-def parse_options(dotted: str, table: Mapping[str, Any], origin: str) -> tuple[tuple[str, str], ...]:
-    """A TOML table as option pairs; ConfigError for a value that is not a scalar."""
-    out: dict[str, str] = {}
+def nested_table(section: type, name: str) -> bool:
+    """Whether the option table ``name`` of a section class may hold tables."""
+    return any(f.name == name and f.metadata.get(_NESTED) for f in dataclasses.fields(section))
+
+
+def _flat(table: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """A table's pairs, those of a table inside it as ``inner.name`` (``[web.ldap.roles]``)."""
+    out: list[tuple[str, Any]] = []
     for name, value in table.items():
+        if isinstance(value, Mapping):
+            out.extend((f"{name}.{inner}", v) for inner, v in value.items())
+        else:
+            out.append((name, value))
+    return out
+
+
+def parse_options(
+    dotted: str, table: Mapping[str, Any], origin: str, *, nested: bool = False
+) -> tuple[tuple[str, str], ...]:
+    """A TOML table as option pairs (``nested``: a table inside it as ``inner.name`` pairs);
+    ConfigError for a value that is not a scalar."""
+    out: dict[str, str] = {}
+    for name, value in _flat(table) if nested else table.items():
         if not isinstance(value, str | bool | int | float):
             raise ConfigError(f"{origin}: {dotted}.{name} must be text, a number or true/false", key=dotted)
         out[str(name).lower()] = str(value).lower() if isinstance(value, bool) else str(value)

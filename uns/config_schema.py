@@ -27,7 +27,7 @@ def config_json_schema() -> dict[str, Any]:
     for name, cls in SECTIONS.items():
         defaults = cls()
         props = {key: prop(kind, getattr(defaults, key)) for key, kind in _KEYS[name].items()}
-        props.update({key: dict(opts.OPTIONS_SCHEMA) for key in opts.option_tables(cls)})
+        props.update({key: opts.options_schema(cls, key) for key in opts.option_tables(cls)})
         sections[name] = {"type": "object", "additionalProperties": False, "properties": props}
     # written ``protocol = 5`` as often as ``protocol = "5"``: both are taken
     sections["broker"]["properties"]["protocol"] = {

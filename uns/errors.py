@@ -22,6 +22,11 @@ Errors carry the data that explains them (topic, path, seq, file, ...).
     ├── BatchError                  an unknown batch, a bad spec file, a report that cannot be made
     ├── CommandError                a command to an edge node that is refused (commands off,
     │                               never born, unknown metric, a value of the wrong type)
+    ├── UserError                   a user, password or review input that cannot be used (.field)
+    ├── AuthenticationError         a wrong user name or password, no session, or an expired one
+    ├── AccountLocked               too many failed log-ins: the account waits (.user, .until_us)
+    ├── PermissionDenied            the user's roles do not allow it (.action)
+    ├── ReviewRefused               a review rule forbids the step now (.rule: its name)
     └── BrokerError                 the MQTT connection failed, was refused or was lost
         ├── BrokerRefused           a refusal that retrying cannot heal (credentials, not
         │                           authorized, identifier rejected, TLS certificate)
@@ -34,6 +39,8 @@ in the one module that talks to that library, with ``raise ... from exc``.
 from __future__ import annotations
 
 __all__ = [
+    "AccountLocked",
+    "AuthenticationError",
     "BatchError",
     "BrokerError",
     "BrokerRefused",
@@ -44,6 +51,8 @@ __all__ = [
     "LakeBackpressure",
     "LakeError",
     "ModelError",
+    "PermissionDenied",
+    "ReviewRefused",
     "SignatureError",
     "SparkplugDecodeError",
     "SparkplugEncodeError",
@@ -51,6 +60,7 @@ __all__ = [
     "SparkplugStateError",
     "SparkplugTopicError",
     "UnsError",
+    "UserError",
 ]
 
 
@@ -160,6 +170,47 @@ class CommandError(UnsError):
     """A command to an edge node (``uns cmd``) is refused before anything is sent: commands
     are disabled, the node or device was never born, a metric is not in its birth, or a
     value does not fit the metric's datatype."""
+
+
+class UserError(UnsError):
+    """A user change, a password or a review input that cannot be used; ``field`` names the
+    input at fault (the web page shows the message next to it)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class AuthenticationError(UnsError):
+    """Not authenticated: a wrong user name or password, no session, or one that expired."""
+
+
+class AccountLocked(UnsError):
+    """The account is locked after too many failed log-ins, until ``until_us`` (epoch
+    microseconds; None: until an administrator unlocks it)."""
+
+    def __init__(self, user: str, until_us: int | None) -> None:
+        when = "an administrator unlocks it" if until_us is None else "the lockout ends"
+        super().__init__(f"account {user!r} is locked after too many failed log-ins, until {when}")
+        self.user = user
+        self.until_us = until_us
+
+
+class PermissionDenied(UnsError):
+    """The user's roles do not allow ``action``."""
+
+    def __init__(self, message: str, *, action: str) -> None:
+        super().__init__(message)
+        self.action = action
+
+
+class ReviewRefused(UnsError):
+    """A review rule forbids the step as things are now; ``rule`` is the rule's name
+    (``four-eyes``, ``batch-closed``, ...; docs/web.md lists them)."""
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
 
 
 class BrokerError(UnsError):

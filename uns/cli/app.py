@@ -22,6 +22,7 @@ from uns.cli.commands import guard as _guard
 from uns.cli.context_cli import context_app
 from uns.cli.keys_cli import keys_app
 from uns.cli.lake_cli import lake_app
+from uns.cli.users_cli import users_app
 
 app = typer.Typer(
     name="uns",
@@ -36,6 +37,7 @@ app.add_typer(keys_app, name="keys")  # uns.cli/keys_cli.py
 app.add_typer(batch_app, name="batch")  # uns.cli/batch_cli.py
 app.add_typer(audit_app, name="audit")
 app.command(name="cmd")(cmd)  # uns.cli/cmd_cli.py
+app.add_typer(users_app, name="users")  # uns.cli/users_cli.py
 
 
 def _setup_logging(level: str, log_format: str = "text") -> None:
@@ -136,6 +138,9 @@ def sim(
     excursion: Annotated[
         list[str] | None, typer.Option(help="BATCH:METRIC=VALUE[:PHASE] (docs/batches.md)")
     ] = None,
+    shift: Annotated[
+        list[str] | None, typer.Option(help="BATCH:METRIC=DELTA: the batch runs off-centre (docs/batches.md)")
+    ] = None,
     death: Annotated[list[str] | None, typer.Option(help="BATCH: its edge node dies mid-batch")] = None,
     gap: Annotated[list[str] | None, typer.Option(help="BATCH[:SECONDS]: its unit sends nothing")] = None,
     correct_context: Annotated[list[str] | None, typer.Option(help="BATCH: a late recipe correction")] = None,
@@ -158,7 +163,10 @@ def sim(
             seed=seed,
             group=group,
             prefix=prefix,
-            faults={"excursion": excursion, "death": death, "gap": gap, "correct_context": correct_context},
+            faults={
+                "excursion": excursion, "shift": shift, "death": death, "gap": gap,
+                "correct_context": correct_context,
+            },
         )
     )
 
@@ -272,6 +280,29 @@ def validate(
     code = _guard(lambda: run_validation(target, broker=broker, only=only, echo=typer.echo))
     if code:
         raise typer.Exit(code)
+
+
+@app.command()
+def serve(
+    lake: LakeOpt = None,
+    listen: Annotated[
+        str | None, typer.Option("--listen", metavar="HOST:PORT", help="where to listen (web.listen)")
+    ] = None,
+    config: Annotated[
+        str | None, typer.Option("--config", "-c", help="TOML config file (env UNS_CONFIG)")
+    ] = None,
+) -> None:
+    """Serve the review workspace: QA reviewers log in, disposition each exception and
+    sign in the browser (docs/web.md).  Needs the server's signing key (web.signing_key).
+
+    Example: UNS_WEB_SIGNING_KEY=/etc/uns/keys/uns-web.key uns serve --lake ./lake --listen 127.0.0.1:8080
+    """
+    from uns.config import load_config  # noqa: PLC0415
+    from uns.web.server import serve as run_server  # noqa: PLC0415
+
+    cfg = _guard(lambda: load_config(config, overrides={"lake.path": lake, "web.listen": listen}))
+    _setup_logging(cfg.engine.log_level, cfg.engine.log_format)
+    _guard(lambda: run_server(cfg))
 
 
 @app.command()

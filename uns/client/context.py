@@ -27,6 +27,8 @@ from uns.mqtt.client import FastClient
 from uns.mqtt.settings import BrokerSettings
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     from uns.lake.storage import LakeStore
 
 __all__ = [
@@ -64,6 +66,7 @@ def build_event(
     reason: str | None,
     ts: int,
     event_id: str | None = None,
+    source: str = "uns-cli",
 ) -> dict[str, object]:
     """The context event JSON for ``KEY=VALUE`` pairs and keys to clear."""
     values: dict[str, str] = {}
@@ -72,7 +75,7 @@ def build_event(
         if not sep:
             raise ContextError(f"{pair!r} is not KEY=VALUE")
         values[key.strip()] = value
-    event: dict[str, object] = {"ts": ts, "source": "uns-cli"}
+    event: dict[str, object] = {"ts": ts, "source": source}
     if event_id is not None:
         event["id"] = event_id
     if values:
@@ -281,21 +284,25 @@ def publish_context(
     wait: float | None = None,
     host_id: str | None = None,
     event_id: str | None = None,
-    key: str | None = None,
+    key: str | tuple[str, Ed25519PrivateKey] | None = None,
+    source: str = "uns-cli",
 ) -> SetResult:
     """Validate and publish one context event (QoS 1, acknowledged by the broker).
 
     With ``wait`` (seconds) the event gets an id (``event_id`` or a fresh one)
     and the engine's acknowledgement is awaited that long.  With ``key`` (a private
-    key file, :mod:`uns.keyring`) the event is signed.  BrokerRefused or
+    key file, :mod:`uns.keyring`, or a key already read: its name and private key) the
+    event is signed.  ``source`` names the sender (``uns-web`` for the workspace).  BrokerRefused or
     BrokerError, naming the broker, when it cannot be published."""
     if wait is not None and event_id is None:
         event_id = new_event_id()
-    event = build_event(pairs, clear, user=user, reason=reason, ts=parse_time(ts), event_id=event_id)
+    event = build_event(
+        pairs, clear, user=user, reason=reason, ts=parse_time(ts), event_id=event_id, source=source
+    )
     # The same validation the engine applies: a bad event never leaves this machine.
     ContextStore().apply_event(path, event, parse_time(None))
     if key is not None:
-        name, private = load_private_key(key)
+        name, private = load_private_key(key) if isinstance(key, str) else key
         event = sign_event(private, name, path, event)
     topic = f"{prefix}/_context/{path.strip('/')}"
     ack_topic = ack_filter(prefix, host_id) if wait is not None else None

@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
-from uns.errors import LakeError
+from uns.errors import LakeError, UnsError
 from uns.lake.audit_entries import (
     SYSTEM,
     Definitions,
@@ -52,10 +52,11 @@ from uns.lake.audit_entries import (
 )
 from uns.lake.audit_state import catalog_rows, latest_births, latest_context
 from uns.lake.deltalog import CommitActions, commit_actions, find_txn_commit, local_path
-from uns.lake.hashing import GENESIS, file_sha256, link
+from uns.lake.hashing import GENESIS, ChainRow, file_sha256, link
 from uns.lake.locks import audit_lock
 from uns.lake.schemas import SCHEMAS
 from uns.lake.sharing import app_id
+from uns.lake.storage import LakeStore
 from uns.lake.tables import PARTITION_COLUMN, TABLES, WAL_COLUMNS, TableColumns
 from uns.lake.to_arrow import arrow_table_of_parts
 
@@ -161,9 +162,15 @@ class AuditRecorder:
     """Appends to writer ``writer_id``'s chain in the lake at ``root``; ``table(name)`` opens
     (or creates) a table of the lake (:meth:`lake.writer.DeltaWriter._handle`)."""
 
-    def __init__(self, root: Path, writer_id: str, table: Callable[[str], DeltaTable]) -> None:
-        self.root = root
+    def __init__(self, store: LakeStore, writer_id: str, table: Callable[[str], DeltaTable]) -> None:
+        self.store = store
+        self.root = Path(store.url)
         self.writer_id = writer_id
+        #: True when other processes append to this chain too (the chain of what is run by
+        #: hand): its head is then read afresh, under the chain's lock, for every append
+        self.shared = False
+        #: the time of new entries, epoch microseconds (tests inject a clock set back)
+        self.clock: Callable[[], int] = _now_us
         self._table = table
         self._tail: tuple[int, str] | None = None
         self._context: dict[tuple[str, str], str | None] | None = None
@@ -199,14 +206,34 @@ class AuditRecorder:
         returns the entries written (0 when ``txn`` was committed already)."""
         if not entries or self.off:
             return 0
+        return len(self._append(lambda _head, _now: entries, txn))
+
+    def record_with(self, build: Callable[[tuple[int, str], int], Sequence[Entry]]) -> list[ChainRow]:
+        """Append the entries ``build(head, now_us)`` makes from the chain's head (seq, hash)
+        as it is under the chain's lock, and the time read there: an entry that must name
+        its own place in the chain (a signature, :mod:`uns.audit.signatures`).  Returns the
+        rows written."""
+        if self.off:
+            raise LakeError("the audit trail is off for this lake", table=AUDIT)
+        return self._append(build, None)
+
+    def _append(
+        self, build: Callable[[tuple[int, str], int], Sequence[Entry]], txn: Transaction | None
+    ) -> list[ChainRow]:
         try:
-            with audit_lock(self.root, self.writer_id):
+            with audit_lock(self.store.lock_dir(), self.writer_id):
                 table = self._table(AUDIT)
+                if self.shared:  # another process may have appended to this chain since
+                    table.update_incremental()
+                    self._tail = None
                 if txn is not None:
                     done = table.transaction_version(txn.app_id)
                     if done is not None and done >= txn.version:
-                        return 0
-                rows = link(self.writer_id, self.tail(), entries)
+                        return []
+                head = self.tail()
+                rows = link(self.writer_id, head, build(head, self.clock()))
+                if not rows:
+                    return []
                 data = pa.table(
                     {
                         "writer_id": [r.writer_id for r in rows],
@@ -228,14 +255,14 @@ class AuditRecorder:
                     mode="append",
                     commit_properties=CommitProperties(app_transactions=[txn] if txn else None),
                 )
-        except LakeError:
+        except UnsError:  # a LakeError, or the refusal of a builder (record_with)
             self.forget()
             raise
         except Exception as exc:
             self.forget()
             raise LakeError(f"cannot append to the audit trail: {exc}", table=AUDIT) from exc
         self._tail = (rows[-1].seq, rows[-1].hash)
-        return len(rows)
+        return rows
 
     # ---------------------------------------------------------------- WAL segments
     def commit_segment(self, number: int, parts: Sequence[TableColumns], tables: Sequence[str]) -> int:
@@ -247,7 +274,7 @@ class AuditRecorder:
         done = self._table(AUDIT).transaction_version(txn.app_id)
         if done is not None and done >= number:
             return 0
-        now = _now_us()
+        now = self.clock()
         entries: list[Entry] = []
         for event in _events(parts):
             entries.append(entry(now, event["kind"], event["subject"], event["detail"] | {"at": event["ts"]},
@@ -395,5 +422,5 @@ class AuditRecorder:
                 "checksum_after": sum_after,
                 "checksum_columns": common,
             }
-            out.append(entry(_now_us(), "compaction", table, detail, actor=actor, reason=reason))
+            out.append(entry(self.clock(), "compaction", table, detail, actor=actor, reason=reason))
         return out

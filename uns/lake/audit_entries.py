@@ -6,7 +6,10 @@ An entry is ``(ts_us, kind, actor, reason, subject, detail_json)``; the chain
 
 ``engine_start``, ``engine_stop``, ``config_changed``, ``context_change``,
 ``catalog_new``, ``schema_drift``, ``data_commit``, ``compaction``, ``vacuum``,
-``report``, ``maintenance``, ``command`` (an NCMD/DCMD sent by ``uns cmd``).
+``report``, ``maintenance``, ``command`` (an NCMD/DCMD sent by ``uns cmd``), and from
+:mod:`uns.audit`: ``signature``, ``key_trusted``, ``key_revoked``; from the review workspace
+(:mod:`uns.users.state`, :mod:`uns.batch.dispositions`): the user and log-in kinds and
+``disposition``.
 
 This module is loaded by the engine's own process too (engine start and stop
 events travel through the WAL): standard library only.
@@ -54,6 +57,9 @@ KINDS: Final = (
     "vacuum",
     "report",
     "maintenance",
+    "signature",
+    "key_trusted",
+    "key_revoked",
     "command",
 )
 

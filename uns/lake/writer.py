@@ -138,7 +138,7 @@ class DeltaWriter:
         self._handles: dict[str, DeltaTable] = {}
         self._props = {table: writer_properties(table) for table in TABLES}
         #: this writer's chain in the audit table (lake.audit)
-        self.audit = AuditRecorder(self.root, writer_id, self._handle)
+        self.audit = AuditRecorder(self.store, writer_id, self._handle)
         self.audit.off = self.store.remote  # not kept on object storage yet (lake/audit.py)
 
     def table_path(self, table: str) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 from uns import lake
 from uns.core.context import event_id
 from uns.validation.checks import Check, run_check
-from uns.validation.oq import BATCH, SIGNER, UNIT, Operation, report_request
+from uns.validation.oq import BATCH, REVIEWER, SIGNER, UNIT, Operation, report_request
 
 __all__ = ["oq_checks", "report_html"]
 
@@ -191,11 +191,13 @@ def _signature(op: Operation) -> Check:
     doc = _report(op)
     sigs = doc.get("signatures", [])
     ours = [
-        s for s in sigs if s["key"] == SIGNER and s["meaning"] == "approved" and s["user"] == "OQ Reviewer"
+        s
+        for s in sigs
+        if s["key"] == SIGNER and s["meaning"] == "approved" and s["full_name"] == REVIEWER and s["verified"]
     ]
     # after the signature, a signed back-dated context change inside the batch changed the report
     flagged = bool(ours) and not ours[0]["covers_current"]
-    verified = code == 0 and lines[0].endswith("1 digital signature verified")
+    verified = code == 0 and "; 1 digital signature verified" in lines[0]  # (by whom follows)
     ok = op.signature_seq is not None and verified and flagged
     said = lines[0].rsplit(";", 1)[-1].strip() if lines else "-"
     detail = (
