@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.engine_helpers import engine_config, running_engine
-from tests.test_context_identity import EVENT_VALIDATOR, events
+from tests.test_context_identity import EVENT_VALIDATOR, T, events
 from uns.client.importer import parse_jsonl
 from uns.config import load_config
 from uns.core.context import event_id
@@ -111,7 +111,7 @@ def test_the_base64_of_a_signature_has_one_spelling() -> None:
     ],
 )
 def test_a_bad_signature_is_refused_with_its_reason(mutate: Any, reason: str) -> None:
-    event = sign_event(KEY, "qa-line1", PATH, {"ts": 5, "set": {"phase": "growth"}, "user": "jdoe"})
+    event = sign_event(KEY, "qa-line1", PATH, {"ts": T + 5, "set": {"phase": "growth"}, "user": "jdoe"})
     mutate(event)
     with pytest.raises(SignatureError, match=reason.replace("(", r"\(")):
         verify_event(PATH, event, TRUSTED, required=True)
@@ -120,7 +120,7 @@ def test_a_bad_signature_is_refused_with_its_reason(mutate: Any, reason: str) ->
 
 
 def test_a_signature_binds_the_event_to_its_path() -> None:
-    signed = sign_event(KEY, "qa-line1", PATH, {"ts": 5, "set": {"batch_id": "B1"}})
+    signed = sign_event(KEY, "qa-line1", PATH, {"ts": T + 5, "set": {"batch_id": "B1"}})
     assert event_signing_bytes(PATH, signed) != event_signing_bytes(PATH + "x", signed)
     with pytest.raises(SignatureError, match="bad signature"):
         verify_event(f"{PATH}/other", signed, TRUSTED, required=True)
@@ -145,25 +145,25 @@ def dispatcher(*, require: bool) -> Dispatcher:
 
 
 def ack(d: Dispatcher, payload: bytes) -> dict[str, Any]:
-    _batch, _rebirths, (publish,) = d.process_context(TOPIC, payload, 1000)
+    _batch, _rebirths, (publish,) = d.process_context(TOPIC, payload, T + 1000)
     answer: dict[str, Any] = json.loads(publish.payload)
     return answer
 
 
 def test_the_engine_stores_the_signer_and_rejects_an_unsigned_event_with_its_reason() -> None:
     d = dispatcher(require=True)
-    signed = sign_event(KEY, "qa-line1", PATH, {"id": "mes-1", "ts": 5, "set": {"batch_id": "B1"}})
-    batch, _, (publish,) = d.process_context(TOPIC, json.dumps(signed).encode(), 1000)
+    signed = sign_event(KEY, "qa-line1", PATH, {"id": "mes-1", "ts": T + 5, "set": {"batch_id": "B1"}})
+    batch, _, (publish,) = d.process_context(TOPIC, json.dumps(signed).encode(), T + 1000)
     assert json.loads(publish.payload)["status"] == "applied"
     assert [(c.key, c.value, c.signer) for c in batch.context] == [("batch_id", "B1", "qa-line1")]
-    assert d.context.at(PATH, 10) == {"batch_id": "B1"}
-    unsigned = b'{"id": "mes-2", "ts": 6, "set": {"batch_id": "B2"}}'
-    batch, _, (publish,) = d.process_context(TOPIC, unsigned, 1001)
+    assert d.context.at(PATH, T + 10) == {"batch_id": "B1"}
+    unsigned = b'{"id": "mes-2", "ts": %d, "set": {"batch_id": "B2"}}' % (T + 6)
+    batch, _, (publish,) = d.process_context(TOPIC, unsigned, T + 1001)
     answer = json.loads(publish.payload)
     assert (answer["id"], answer["status"]) == ("mes-2", "rejected")
     assert answer["reason"] == "unsigned event: context.require_signature is on"
     assert [(r.topic, r.payload, r.error) for r in batch.rejected] == [(TOPIC, unsigned, answer["reason"])]
-    assert not batch.context and d.context.at(PATH, 10) == {"batch_id": "B1"}
+    assert not batch.context and d.context.at(PATH, T + 10) == {"batch_id": "B1"}
 
 
 def test_require_signature_needs_a_trusted_keys_directory(tmp_path: Path) -> None:
@@ -177,8 +177,8 @@ def test_require_signature_needs_a_trusted_keys_directory(tmp_path: Path) -> Non
 def test_an_event_signed_at_its_source_is_imported_as_signed() -> None:
     """uns context import without --key keeps a JSON Lines event's signature valid: an
     event signed without an id is sent as it is (the engine derives the same id)."""
-    signed = sign_event(KEY, "qa-line1", PATH, {"ts": 7, "set": {"lot": "L-7"}, "source": "mes"})
-    with_id = sign_event(KEY, "qa-line1", PATH, {"id": "mes-9", "ts": 8, "set": {"lot": "L-8"}})
+    signed = sign_event(KEY, "qa-line1", PATH, {"ts": T + 7, "set": {"lot": "L-7"}, "source": "mes"})
+    with_id = sign_event(KEY, "qa-line1", PATH, {"id": "mes-9", "ts": T + 8, "set": {"lot": "L-8"}})
     parsed = parse_jsonl("\n".join(json.dumps({"path": PATH, **e}) for e in (signed, with_id)))
     assert not parsed.bad
     first, second = parsed.events

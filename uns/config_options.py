@@ -1,4 +1,5 @@
-"""Tables of text options inside a config section (``[lake.storage]``), for :mod:`uns.config`.
+"""Tables of text options inside a config section (``[lake.storage]``), for :mod:`uns.config`;
+and how a value written in the file or the environment becomes its key's type (:func:`coerce_value`).
 
 A section field made with :func:`option_table` is not a key of its own: the file gives it
 as a TOML table of ``name = value`` (text, numbers and booleans become text, names lower
@@ -21,6 +22,8 @@ __all__ = [
     "FILE_KEY",
     "MASK",
     "OPTIONS_SCHEMA",
+    "coerce_value",
+    "line_of",
     "masked_options",
     "nested_table",
     "option_table",
@@ -108,3 +111,55 @@ def parse_options(
 def require(key: str, value: object, ok: bool, rule: str) -> None:
     if not ok:
         raise ConfigError(f"{key} must be {rule}, got {value!r}", key=key)
+
+
+def coerce_value(key: str, value: Any, kind: tuple[type, bool], origin: str) -> Any:
+    """``value`` (from ``origin``: a file line, a variable, a flag) as the ``(type, optional)``
+    ``kind`` of config key ``key``; ConfigError naming both otherwise."""
+    base, optional = kind
+    if base is tuple:  # a TOML array of text; from the environment, comma-separated
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError(f"{origin}: {key} must be a list of text, got {value!r}", key=key)
+    if value is None or (optional and value == ""):
+        if optional:
+            return None
+        raise ConfigError(f"{origin}: {key} must not be empty", key=key)
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{origin}: {key} must be true or false, got {value!r}", key=key)
+    if base is int or base is float:
+        # an integer is also a number; a bool is neither (TOML ``true`` is not 1)
+        if isinstance(value, int if base is int else int | float) and not isinstance(value, bool):
+            return base(value)
+        if isinstance(value, str):
+            try:
+                return base(value)
+            except ValueError:
+                pass
+        what = "an integer" if base is int else "a number"
+        raise ConfigError(f"{origin}: {key} must be {what}, got {value!r}", key=key)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):  # e.g. broker.protocol = 5
+        return str(value)
+    raise ConfigError(f"{origin}: {key} must be text, got {value!r}", key=key)
+
+
+def line_of(text: str, section: str, key: str) -> int | None:
+    """The 1-based line of ``key = ...`` inside ``[section]`` of a TOML text, if it can be found."""
+    current = None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if line.startswith("["):
+            current = line.strip("[] \t").split("#")[0].strip().strip("\"'")
+        elif current == section and line.partition("=")[0].strip().strip("\"'") == key:
+            return number
+    return None

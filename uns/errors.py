@@ -10,9 +10,12 @@ Errors carry the data that explains them (topic, path, seq, file, ...).
     ├── SparkplugError
     │   ├── SparkplugTopicError     a topic that is not a Sparkplug topic (.topic)
     │   ├── SparkplugDecodeError    bytes that are not a usable payload (.reason)
+    │   │   └── SparkplugLimitError a message over a per-message limit (.limit, .value)
     │   ├── SparkplugEncodeError    a Payload that cannot be put on the wire
     │   └── SparkplugStateError     a STATE payload that is neither 3.0 JSON nor legacy
     ├── ModelError                  a plant model that cannot be loaded (.file, .key)
+    ├── IntakeError                 an MQTT event that breaks the intake rules (.reason;
+    │                               uns.core.intake_rules: path, JSON, time, identity)
     ├── ContextError                a context event that cannot be applied (.reason)
     ├── SignatureError              a signature missing, malformed, untrusted or not
     │                               verifying, or a key file unusable (.reason)
@@ -30,6 +33,8 @@ Errors carry the data that explains them (topic, path, seq, file, ...).
     └── BrokerError                 the MQTT connection failed, was refused or was lost
         ├── BrokerRefused           a refusal that retrying cannot heal (credentials, not
         │                           authorized, identifier rejected, TLS certificate)
+        ├── BrokerClosedEarly       a plain connection closed before CONNACK (what a TLS port
+        │                           does to plain MQTT; a restarting broker too)
         └── MqttProtocolError       bytes that break MQTT 3.1.1 or 5.0 (uns.mqtt.wire; .reason)
 
 Foreign exceptions (protobuf, sockets and TLS, deltalake, duckdb) are mapped to these
@@ -42,12 +47,14 @@ __all__ = [
     "AccountLocked",
     "AuthenticationError",
     "BatchError",
+    "BrokerClosedEarly",
     "BrokerError",
     "BrokerRefused",
     "CommandError",
     "ConfigError",
     "ContextError",
     "EngineError",
+    "IntakeError",
     "LakeBackpressure",
     "LakeError",
     "ModelError",
@@ -57,6 +64,7 @@ __all__ = [
     "SparkplugDecodeError",
     "SparkplugEncodeError",
     "SparkplugError",
+    "SparkplugLimitError",
     "SparkplugStateError",
     "SparkplugTopicError",
     "UnsError",
@@ -97,6 +105,18 @@ class SparkplugDecodeError(SparkplugError):
         self.reason = reason
 
 
+class SparkplugLimitError(SparkplugDecodeError):
+    """A message over one of the per-message limits (``limit``: the config key, e.g.
+    ``sparkplug.max_payload_bytes``; ``value``: what the message has, ``maximum``: the
+    limit).  The whole message is refused: no metric of it is used."""
+
+    def __init__(self, limit: str, value: int, maximum: int, what: str) -> None:
+        super().__init__(f"over limit: {value:,} {what}, more than {limit} = {maximum:,}")
+        self.limit = limit
+        self.value = value
+        self.maximum = maximum
+
+
 class SparkplugEncodeError(SparkplugError):
     """A payload object cannot be encoded (value does not fit its datatype)."""
 
@@ -117,6 +137,15 @@ class ModelError(UnsError):
         super().__init__(f"{where}: {message}" if where else message)
         self.file = file
         self.key = key
+
+
+class IntakeError(UnsError):
+    """An event from MQTT (context, records) breaks a rule every intake applies
+    (uns.core.intake_rules); ``reason`` is the plain explanation its rejection records."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class ContextError(UnsError):
@@ -221,3 +250,9 @@ class BrokerRefused(BrokerError):
     """The broker (or its TLS certificate) refused us in a way that retrying cannot heal:
     bad user name or password, not authorized, identifier rejected, a certificate that does
     not verify.  ``uns run`` stops with one line instead of reconnecting forever."""
+
+
+class BrokerClosedEarly(BrokerError):
+    """A plain (``mqtt://``) connection the broker closed before its CONNACK.  A port that
+    speaks TLS does that to plain MQTT; so does a broker that restarts.  A reconnect loop
+    that never got through gives up after a few in a row, naming the likely cause."""

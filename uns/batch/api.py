@@ -9,6 +9,7 @@ renders it) and bytes of ``uns batch trend``.  Printing is the face's business.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +36,7 @@ __all__ = [
     "parse_since",
     "parse_time",
     "report_bytes",
+    "report_file_name",
     "report_request",
     "settings",
     "sign",
@@ -42,6 +44,19 @@ __all__ = [
     "trend_document",
     "trend_request",
 ]
+
+
+#: what a file name made from a batch id may hold (a batch id is anyone's text: MQTT context)
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def report_file_name(batch_id: str, fmt: str) -> str:
+    """The default file name of a batch's report: the batch id with every character but
+    letters, digits, ``.``, ``_``, ``-`` replaced by ``_``, no leading dot, at most 120
+    characters, and the format's suffix -- a plain name, so the report lands in the current
+    directory whatever the batch id (``../x`` becomes ``_x.html``)."""
+    stem = _UNSAFE.sub("_", batch_id).lstrip(".")[:120] or "batch"
+    return f"{stem}.{fmt}"
 
 
 def settings(lake_dir: str | None, config: str | None = None) -> Config:
@@ -198,6 +213,8 @@ def sign(
         reason=reason or "", key=signing, keyring=keyring, expect_sha256=expect_sha256,
         spec=request.spec.identity(), audit=cfg.audit,
     )  # fmt: skip
+
+
 def trend_request(
     cfg: Config,
     metric: str,

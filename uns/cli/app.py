@@ -164,7 +164,10 @@ def sim(
             group=group,
             prefix=prefix,
             faults={
-                "excursion": excursion, "shift": shift, "death": death, "gap": gap,
+                "excursion": excursion,
+                "shift": shift,
+                "death": death,
+                "gap": gap,
                 "correct_context": correct_context,
             },
         )

@@ -60,7 +60,12 @@ def batch_report(
     spec: SpecOpt = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="html, json or pdf")] = "html",
     output: Annotated[
-        str | None, typer.Option("--output", "-o", help="file to write (default: BATCH.FORMAT)")
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="file to write (default: BATCH.FORMAT here, the batch id made a safe file name)",
+        ),
     ] = None,
     reference: Annotated[
         str | None,

@@ -76,12 +76,13 @@ def batch_report(
     echo: Echo,
     envelope_exceptions: bool = False,
 ) -> Path:
-    """Write the report (default file: ``<batch>.<format>``); prints its path and verdict."""
+    """Write the report (default file: ``<batch>.<format>`` in the current directory, the batch
+    id made a safe file name: :func:`uns.batch.api.report_file_name`); prints its path and verdict."""
     data, verdict = api.report_bytes(
         lake_dir, batch_id, fmt=fmt, spec=spec, reference=reference, metrics=metrics,
         envelope_exceptions=envelope_exceptions,
     )  # fmt: skip
-    target = Path(output or f"{batch_id}.{fmt}")
+    target = Path(output or api.report_file_name(batch_id, fmt))
     _write(target, data, "report")
     echo(f"{target}: {verdict}")
     return target

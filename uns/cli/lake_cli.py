@@ -82,6 +82,36 @@ def lake_compact(
     typer.echo(guard(lambda: lake_cmds.compact(lake, z_order=z_order, fmt=fmt)))
 
 
+@lake_app.command("repair")
+def lake_repair(
+    lake: LakeOpt = None,
+    reason: Annotated[str, typer.Option("--reason", help="why (recorded in the audit trail)")] = "",
+) -> None:
+    """Rewrite bounded the rejected rows an older version stored whole (first KiB, size, SHA-256 kept).
+
+    Readers skip such a file until then.  Recorded in the audit trail.
+    Example: uns lake repair --lake ./uns-lake --reason "after the upgrade"
+    """
+    from uns.cli import lake_cmds  # noqa: PLC0415
+
+    typer.echo(guard(lambda: lake_cmds.repair(lake, reason)))
+
+
+@lake_app.command("quarantine")
+def lake_quarantine(
+    lake: LakeOpt = None,
+    show: Annotated[int | None, typer.Option("--show", help="print the rows of this segment (JSON)")] = None,
+    fmt: FormatOpt = "table",
+) -> None:
+    """The WAL segments the engine moved aside because their commit kept failing (nothing is deleted).
+
+    Example: uns lake quarantine --lake ./uns-lake
+    """
+    from uns.cli import lake_cmds  # noqa: PLC0415
+
+    typer.echo(guard(lambda: lake_cmds.quarantine(lake, show, fmt)))
+
+
 @lake_app.command("vacuum")
 def lake_vacuum(
     lake: LakeOpt = None,

@@ -1,4 +1,4 @@
-"""What ``uns lake sql|info|compact|vacuum`` print, on a lake directory or an object-store URL.
+"""What the ``uns lake`` commands (sql, info, compact, vacuum, repair, quarantine) print.
 
 The lake comes from ``--lake`` (or ``UNS_LAKE``, or the config file's ``lake.path``), its
 store options from the config file's ``[lake.storage]`` and the store's own environment
@@ -8,16 +8,18 @@ variables (``AWS_*``; :mod:`uns.lake.storage`).  Each function returns what the 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from uns import lake as lake_pkg
 from uns.config import load_config
 from uns.errors import UnsError
 from uns.lake.maintenance import compaction_summary
+from uns.lake.quarantine import quarantined, quarantined_rows
 from uns.lake.query import queries_from_file, run_queries
-from uns.lake.storage import LakeStore
+from uns.lake.storage import LakeStore, wal_dir_of
 from uns.output import FORMATS, render_rows
 
-__all__ = ["compact", "info", "lake_store", "sql", "vacuum"]
+__all__ = ["compact", "info", "lake_store", "quarantine", "repair", "sql", "vacuum"]
 
 
 def lake_store(lake: str | None) -> LakeStore:
@@ -85,3 +87,41 @@ def vacuum(lake: str | None, retention_hours: float, *, dry_run: bool, force: bo
         retention_hours, dry_run=dry_run, enforce_retention=not force
     )
     return json.dumps(result, indent=2, default=str)
+
+
+def repair(lake: str | None, reason: str) -> str:
+    result = lake_pkg.Lake(lake_store(lake)).repair(reason=reason)
+    if not result.partitions:
+        return "nothing to repair: every rejected row is bounded"
+    days = ", ".join(sorted(result.partitions))
+    files = sum(map(len, result.partitions.values()))
+    return f"rewrote {files} file(s) of the rejected table bounded ({result.rows} rows; partitions {days})"
+
+
+def _wal_dirs(lake: str | None) -> list[Path]:
+    """Every write-ahead log of the lake on this machine: ``<lake>/_wal*`` and ``lake.wal_dir``."""
+    section = load_config(overrides={"lake.path": lake}).lake
+    store = lake_store(lake)
+    dirs = [] if store.remote else sorted(p for p in store.local.glob("_wal*") if p.is_dir())
+    if section.wal_dir:
+        dirs.append(wal_dir_of(store, section))
+    return list(dict.fromkeys(dirs))
+
+
+def quarantine(lake: str | None, show: int | None, fmt: str) -> str:
+    """The WAL segments moved aside (lake.quarantine), or the rows of segment ``show``."""
+    _check_format(fmt)
+    dirs = _wal_dirs(lake)
+    if show is not None:
+        for wal_dir in dirs:
+            if any(q.number == show for q in quarantined(wal_dir)):
+                return json.dumps(quarantined_rows(wal_dir, show), indent=2, default=str)
+        raise UnsError(f"no quarantined WAL segment {show} (see `uns lake quarantine`)")
+    columns = ["segment", "file", "bytes", "rows", "failures", "moved_at_ms", "error"]
+    rows = [
+        [q.number, str(q.path), q.size, q.note.get("rows"), q.note.get("failures"), q.note.get("moved_at_ms"),
+         q.note.get("error")]
+        for wal_dir in dirs
+        for q in quarantined(wal_dir)
+    ]  # fmt: skip
+    return render_rows(columns, rows, fmt)

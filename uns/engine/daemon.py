@@ -83,7 +83,7 @@ def build_engine(config: Config, *, model: PlantModel | None = None) -> Engine:
     if model is None:
         model = load_model(config.engine.model) if config.engine.model else PlantModel.empty()
     sinks: list[Sink] = []
-    applied: set[str] = set()
+    applied: dict[str, str | None] = {}
     if config.lake.path:
         store = LakeStore(config.lake.path, config.lake.storage)  # a directory or an object store
         if not store.remote:
@@ -110,22 +110,26 @@ def build_engine(config: Config, *, model: PlantModel | None = None) -> Engine:
 _READ_IDS = (
     "import json, sys\n"
     "from pathlib import Path\n"
-    "from uns.lake.query import applied_context_ids\n"
+    "from uns.lake.query import applied_context_fingerprints\n"
     "from uns.lake.storage import store_from_env\n"
     "from uns.errors import LakeError\n"
     "try:\n"
-    "    ids = applied_context_ids(store_from_env(sys.argv[1]), Path(sys.argv[2]) if sys.argv[2] else None)\n"
+    "    wal = Path(sys.argv[2]) if sys.argv[2] else None\n"
+    "    ids = applied_context_fingerprints(store_from_env(sys.argv[1]), wal)\n"
     "except LakeError as exc:\n"
     "    sys.exit(str(exc))\n"
-    "json.dump(sorted(ids), sys.stdout)\n"
+    "json.dump(ids, sys.stdout, sort_keys=True)\n"
 )
 
 
-def load_applied_context_ids(lake_dir: Path | LakeStore, wal_dir: Path | None = None) -> set[str]:
-    """The context event ids the lake already holds: the engine applies none of them again
-    (docs/model.md section 4).  Read once at start, so an engine sees what engines that wrote
-    the lake before it wrote; two engines applying the same new id at the same moment are
-    not coordinated.
+def load_applied_context_ids(
+    lake_dir: Path | LakeStore, wal_dir: Path | None = None
+) -> dict[str, str | None]:
+    """The context event ids the lake already holds, each with the fingerprint of its
+    content: the engine applies none of them again, and rejects one reused with other
+    content as a conflict (docs/model.md section 4).  Read once at start, so an engine
+    sees what engines that wrote the lake before it wrote; two engines applying the same
+    new id at the same moment are not coordinated.
 
     The read runs in a child process: DuckDB, deltalake and pyarrow stay out of the
     engine's own process (they live in the lake's commit worker), as lake/__init__.py
@@ -145,7 +149,7 @@ def load_applied_context_ids(lake_dir: Path | LakeStore, wal_dir: Path | None = 
     if done.returncode != 0:
         why = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
         raise EngineError(f"cannot read the context event ids of the lake at {lake_dir}: {why}")
-    ids = set(json.loads(done.stdout))
+    ids: dict[str, str | None] = json.loads(done.stdout)
     log.info("lake %s holds %d context event ids (not applied again)", lake_dir, len(ids))
     return ids
 

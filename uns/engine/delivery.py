@@ -38,8 +38,9 @@ class SinkDelivery:
     unpersisted: int
     #: a stop gave messages up: the rest it drains are only counted
     gave_up: bool
-    # a batch and the rest of its chunk whose delivery a stop interrupted (see _deliver_leftover)
-    _leftover: tuple[Batch, int, list[Message], int] | None  # (..., messages the batch holds)
+    # batches (each with the first sink still to take it), the rest of their chunk, and how
+    # many messages the batches hold: what a stop interrupted (see _deliver_leftover)
+    _leftover: tuple[list[tuple[Batch, int]], list[Message], int] | None
     _client: Transport | None
 
     @property
@@ -51,15 +52,7 @@ class SinkDelivery:
 
     async def _deliver(self, batch: Batch) -> bool:
         """Hand the batch to every sink; False when a stop's deadline made it give up."""
-        if batch:
-            for index, sink in enumerate(self.sinks):
-                try:
-                    sink.add(batch)
-                except LakeBackpressure as exc:
-                    return await self._deliver_after_backpressure(batch, index, exc)
-                except Exception as exc:  # a sink's bug must not end the loop
-                    self._sink_failed(sink, exc)
-        return True
+        return await self._deliver_from(batch, 0) if batch else True
 
     def _sink_failed(self, sink: Sink, exc: Exception) -> None:
         """A sink raised something other than back-pressure: a bug.  The other sinks still get
@@ -115,7 +108,7 @@ class SinkDelivery:
         try:
             delivered = await self._deliver_after_backpressure(batch, index, exc)
         except asyncio.CancelledError:
-            self._leftover = (batch, index, messages[position + 1 :], held)
+            self._leftover = ([(batch, index)], messages[position + 1 :], held)
             raise
         if not delivered:
             self.unpersisted += len(messages) - position - 1 + held
@@ -126,14 +119,27 @@ class SinkDelivery:
         """Deliver what a stop interrupted (see :meth:`_deliver_held`); returns its messages."""
         if self._leftover is None:
             return 0
-        (batch, index, rest, held), self._leftover = self._leftover, None
-        retry = LakeBackpressure("the stop interrupted the wait", retry_after=0.0)
-        if await self._deliver_after_backpressure(batch, index, retry):
-            await self._handle_messages(client, rest)
-        else:
-            self.unpersisted += held + len(rest)
-            self.gave_up = True
+        (batches, rest, held), self._leftover = self._leftover, None
+        for batch, index in batches:
+            if not await self._deliver_from(batch, index):
+                self.unpersisted += held + len(rest)
+                self.gave_up = True
+                return held + len(rest)
+        await self._handle_messages(client, rest)
         return held + len(rest)
+
+    async def _deliver_from(self, batch: Batch, index: int) -> bool:
+        """Hand ``batch`` to the sinks from ``index`` on, waiting for one that pushes back;
+        False when a stop's deadline made it give up."""
+        for position in range(index, len(self.sinks)):
+            sink = self.sinks[position]
+            try:
+                sink.add(batch)
+            except LakeBackpressure as exc:
+                return await self._deliver_after_backpressure(batch, position, exc)
+            except Exception as exc:  # a sink's bug must not end the loop
+                self._sink_failed(sink, exc)
+        return True
 
     async def _drain_received(self, client: Transport, messages: list[Message]) -> None:
         """At a stop: process received messages -- or, once the stop gave up on a sink, count

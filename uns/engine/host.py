@@ -30,9 +30,16 @@ socket, so the broker queues instead of the engine's memory growing.
 Connecting: a dropped or refused socket is retried with capped, jittered
 backoff (forever, or ``broker.connect_retries`` times before the first
 connection); a refusal that retrying cannot heal (:class:`~uns.errors.BrokerRefused`:
-bad credentials, not authorized, a certificate that does not verify; in MQTT 5
-also a SUBSCRIBE refused as not authorized) ends :meth:`Engine.run` at once with
-an :class:`~uns.errors.EngineError`, at start-up and after a reconnect alike.
+bad credentials, not authorized, a certificate that does not verify, a broker that
+answers plain MQTT with TLS; in MQTT 5 also a SUBSCRIBE refused as not authorized)
+ends :meth:`Engine.run` at once with an :class:`~uns.errors.EngineError`, at
+start-up and after a reconnect alike.  A plain connection closed before CONNACK
+:data:`~uns.engine.links.CLOSED_EARLY_ATTEMPTS` times in a row before the first one
+got through (``broker.connect_retries`` when set) ends it too, saying that the port
+likely speaks TLS: mosquitto resets plain MQTT on a TLS port.
+
+A message of :data:`~uns.engine.slicing.SLICED_BYTES` or more is processed in slices,
+the event loop running between them (:mod:`uns.engine.slicing`).
 
 Conformance: as primary host without ``engine.groups`` the engine subscribes the
 literal ``spBv1.0/#`` plus its own STATE topic, as the Sparkplug TCK's session
@@ -53,8 +60,6 @@ import time
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from uns.clock import now_ms
 from uns.config import Config
 from uns.core.context import ContextStore
@@ -62,13 +67,13 @@ from uns.core.enrich import Enricher
 from uns.core.events import Batch, RebirthRequest, Sink
 from uns.core.model import PlantModel
 from uns.engine.context_intake import ContextIntake
-from uns.engine.delivery import SinkDelivery
 from uns.engine.dispatch import Decision, Dispatcher
+from uns.engine.keys import signing_key, trusted_keys
 from uns.engine.links import BrokerLink, cancel_all
+from uns.engine.slicing import SLICED_BYTES, SlicedIntake
 from uns.engine.status import Counters
 from uns.engine.transport import Message, Publish, Transport, TransportFactory
-from uns.errors import EngineError, LakeBackpressure, LakeError, SignatureError
-from uns.keyring import load_trusted_keys
+from uns.errors import EngineError, LakeBackpressure, LakeError
 from uns.logs import RateLimitedLog
 from uns.mqtt.client import FastClient, Will
 from uns.mqtt.settings import BrokerSettings
@@ -82,7 +87,7 @@ __all__ = ["Engine"]
 log = logging.getLogger("uns.engine")
 
 
-class Engine(SinkDelivery):
+class Engine(SlicedIntake):
     """A Sparkplug B host application feeding sinks.  Use :meth:`run`.
 
     ``transport`` makes the broker connections (default :class:`~uns.mqtt.client.FastClient`);
@@ -117,7 +122,8 @@ class Engine(SinkDelivery):
             context=self.context,
             enricher=self.enricher,
             counters=self.counters,
-            trusted_keys=_trusted_keys(config),
+            trusted_keys=trusted_keys(config),
+            ack_key=signing_key(config),
         )
         self._transport = transport
         # The home broker's connection state, in one field: the transport of its live session
@@ -328,6 +334,12 @@ class Engine(SinkDelivery):
         process = dispatch.process
         clock = time.time_ns
         for position, (topic, payload, _qos, _retain) in enumerate(messages):
+            if len(payload) >= SLICED_BYTES:  # seconds of work: in slices, the loop runs between
+                received_at = clock() // 1_000_000
+                message = (topic, payload, received_at)
+                if not await self._handle_large(client, dispatch, message, messages, position):
+                    return
+                continue
             batch, rebirths, publishes = process(topic, payload, clock() // 1_000_000)
             if batch and not await self._to_sinks(batch, messages, position):
                 return
@@ -349,12 +361,18 @@ class Engine(SinkDelivery):
                 if position == end:
                     break
             topic, payload, _qos, _retain = messages[position]
+            position += 1
+            if len(payload) >= SLICED_BYTES:  # as in _handle_messages (the lane stops before these)
+                if not await self._handle_large(
+                    client, dispatch, (topic, payload, now), messages, position - 1
+                ):
+                    return
+                continue
             batch, rebirths, publishes = process(topic, payload, now)
-            if batch and not await self._to_sinks(batch, messages, position):
+            if batch and not await self._to_sinks(batch, messages, position - 1):
                 return
             if rebirths or publishes:
                 self.act(client, rebirths, publishes)
-            position += 1
 
     async def _to_sinks(self, batch: Batch, messages: list[Message], position: int, held: int = 1) -> bool:
         """Hand ``batch`` (of ``held`` messages ending at ``messages[position]``) to every sink;
@@ -422,12 +440,3 @@ class Engine(SinkDelivery):
         for task in tasks:
             if not task.cancelled() and (error := task.exception()) is not None:
                 raise error
-
-
-def _trusted_keys(config: Config) -> dict[str, Ed25519PublicKey]:
-    """The public keys of ``audit.trusted_keys`` (read once, at start: restart the engine
-    after adding or removing a key); EngineError when they cannot be read."""
-    try:
-        return load_trusted_keys(config.audit.trusted_keys)
-    except SignatureError as exc:
-        raise EngineError(f"cannot start: {exc}") from exc

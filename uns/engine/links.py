@@ -46,15 +46,19 @@ from uns.core.events import Batch, RebirthRequest
 from uns.engine.dispatch import Dispatcher
 from uns.engine.status import Counters
 from uns.engine.transport import Message, Publish, Transport
-from uns.errors import BrokerError, BrokerRefused, EngineError
+from uns.errors import BrokerClosedEarly, BrokerError, BrokerRefused, EngineError
 from uns.mqtt.client import Will
 from uns.mqtt.settings import Backoff, BrokerSettings
 from uns.sparkplug.session import SessionManager
 from uns.sparkplug.state import format_state
 
-__all__ = ["BrokerLink", "LinkHost", "cancel_all"]
+__all__ = ["CLOSED_EARLY_ATTEMPTS", "BrokerLink", "LinkHost", "cancel_all"]
 
 log = logging.getLogger("uns.engine")
+
+#: plain connections closed before CONNACK in a row, before the first one got through, after
+#: which the engine stops (broker.connect_retries when set): a TLS port does that to mqtt://
+CLOSED_EARLY_ATTEMPTS = 5
 
 
 class LinkHost(Protocol):
@@ -144,7 +148,7 @@ class BrokerLink:
         jittered backoff) and connect again, until ``stop``; see the module doc for when not."""
         cfg = self.engine.config.broker
         backoff = Backoff(cfg.reconnect_min, cfg.reconnect_max)
-        failures = 0
+        failures = closed_early = 0
         served = False  # a connection got through CONNACK: later ones are reconnects
         while not stop.is_set():
             client = self.new_transport()
@@ -156,7 +160,9 @@ class BrokerLink:
             except BrokerError as exc:
                 await client.disconnect()
                 failures += 1
-                if not served and 0 <= cfg.connect_retries < failures:
+                closed_early = closed_early + 1 if isinstance(exc, BrokerClosedEarly) else 0
+                early_limit = cfg.connect_retries if cfg.connect_retries >= 0 else CLOSED_EARLY_ATTEMPTS
+                if not served and (0 <= cfg.connect_retries < failures or closed_early > early_limit):
                     raise EngineError(
                         f"cannot reach the broker at {self.where} after {failures} attempts: {exc}"
                     ) from exc
@@ -277,6 +283,7 @@ class BrokerLink:
         """The connection dropped: use what arrived before the loss, then mark every node
         and device learned through this broker offline and stale (docs/sparkplug.md §3.7)."""
         log.warning("lost the broker %s: %s", self.where, exc)
+        await self.engine._deliver_leftover(client)  # a message a slice at a time, cut short
         while messages := client.take(self.engine.CHUNK):
             await self.engine._drain_received(client, messages)
         await self.engine.deliver(self.dispatch.broker_lost(now_ms()))

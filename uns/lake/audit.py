@@ -50,7 +50,7 @@ from uns.lake.audit_entries import (
     data_commit_entry,
     entry,
 )
-from uns.lake.audit_state import catalog_rows, latest_births, latest_context
+from uns.lake.audit_state import birth_rows, catalog_rows, completed_births, latest_births, latest_context
 from uns.lake.deltalog import CommitActions, commit_actions, find_txn_commit, local_path
 from uns.lake.hashing import GENESIS, ChainRow, file_sha256, link
 from uns.lake.locks import audit_lock
@@ -67,6 +67,7 @@ __all__ = [
     "AuditRecorder",
     "audit_app_id",
     "row_checksum",
+    "table_checksum",
 ]
 
 log = logging.getLogger(__name__)
@@ -136,13 +137,27 @@ def row_checksum(files: Sequence[Path], columns: Sequence[str]) -> tuple[int | N
     give equal checksums whatever the files and row order)."""
     if not files:
         return 0, f"{0:016x}"
+    return _checksum(columns, "read_parquet(?, union_by_name = 1)", [[str(f) for f in files]], None)
+
+
+def table_checksum(data: pa.Table, columns: Sequence[str]) -> tuple[int, str]:
+    """:func:`row_checksum` of the rows of an Arrow table."""
+    rows, total = _checksum(columns, "_rows", [], data)
+    return int(rows or 0), str(total)
+
+
+def _checksum(
+    columns: Sequence[str], source: str, params: list[Any], data: pa.Table | None
+) -> tuple[int | None, str | None]:
     import duckdb  # noqa: PLC0415 - only a compaction needs it
 
     con = duckdb.connect()
     try:
+        if data is not None:
+            con.register("_rows", data)
         names = ", ".join(f'"{c}"' for c in columns)
-        sql = f"SELECT count(*), coalesce(sum(hash({names})::HUGEINT), 0) FROM read_parquet(?, union_by_name = 1)"  # noqa: S608, E501
-        rows, total = con.execute(sql, [[str(f) for f in files]]).fetchone() or (0, 0)
+        sql = f"SELECT count(*), coalesce(sum(hash({names})::HUGEINT), 0) FROM {source}"  # noqa: S608
+        rows, total = con.execute(sql, params).fetchone() or (0, 0)
     finally:
         con.close()
     return int(rows), f"{int(total) % _U64:016x}"
@@ -294,9 +309,9 @@ class AuditRecorder:
             raise LakeError(
                 f"audit: the commit of WAL segment {number} to {table} is not in its log", table=table
             )
-        return data_commit_entry(now, table, number, found.version, self._hashed(table, found))
+        return data_commit_entry(now, table, number, found.version, self.hashed_files(table, found))
 
-    def _hashed(self, table: str, actions: CommitActions) -> list[dict[str, Any]]:
+    def hashed_files(self, table: str, actions: CommitActions) -> list[dict[str, Any]]:
         files = []
         for add in actions.adds:
             try:
@@ -330,8 +345,15 @@ class AuditRecorder:
         return context_entries(rows, self._context, now)
 
     def _catalog_changes(self, now: int, parts: Sequence[TableColumns]) -> list[Entry]:
-        index = TABLES.index("metric_catalog")
-        grouped = births(catalog_rows([part[index] for part in parts if part[index]]))
+        index, sessions = TABLES.index("metric_catalog"), TABLES.index("sessions")
+        rows = catalog_rows([part[index] for part in parts if part[index]])
+        if not rows:
+            return []
+        table = self._table("metric_catalog")
+        rows = completed_births(
+            rows, [part[sessions] for part in parts if part[sessions]], lambda key: birth_rows(table, key)
+        )
+        grouped = births(rows)
         if not grouped:
             return []
         if self._births is None:  # each device's newest birth before this segment's
@@ -415,7 +437,7 @@ class AuditRecorder:
                 "version": version,
                 "operation": actions.operation,
                 "removed": actions.removes,
-                "added": self._hashed(table, actions),
+                "added": self.hashed_files(table, actions),
                 "rows_before": rows_before,
                 "rows_after": rows_after,
                 "checksum_before": sum_before,

@@ -53,6 +53,8 @@ KINDS: Final = (
     "catalog_new",
     "schema_drift",
     "data_commit",
+    "wal_quarantine",
+    "repair",
     "compaction",
     "vacuum",
     "report",
@@ -64,6 +66,10 @@ KINDS: Final = (
 )
 
 Entry = tuple[int, str, str, str, str, str]
+#: metrics listed by name in one catalog entry's ``added``/``removed``/``changed``; beyond
+#: that the entry gives the count and the SHA-256 of the birth's definitions (the lake's
+#: metric_catalog table holds every one), so an entry stays small whatever a birth holds
+MAX_LISTED: Final = 1000
 #: a device's metric definitions at a birth: metric -> (datatype, unit)
 Definitions = dict[str, tuple[str | None, str | None]]
 Device = tuple[str | None, str | None, str | None]
@@ -252,17 +258,24 @@ def catalog_entries(
             if m in old and old[m] != (d, u)
         ]
         group, node, dev = device
-        detail = {
+        detail: dict[str, Any] = {
             "group_id": group,
             "edge_node_id": node,
             "device_id": dev,
             "path": path,
             "birth_ts": birth_ts,
             "bdseq": bdseq,
-            "added": added,
-            "removed": removed,
-            "changed": changed,
+            "added": added[:MAX_LISTED],
+            "removed": removed[:MAX_LISTED],
+            "changed": changed[:MAX_LISTED],
         }
+        if max(len(added), len(removed), len(changed)) > MAX_LISTED:
+            listing = sorted(defs.items())
+            detail["counts"] = {"added": len(added), "removed": len(removed), "changed": len(changed)}
+            detail["metrics"] = len(listing)
+            detail["definitions_sha256"] = hashlib.sha256(
+                detail_json({"definitions": listing}).encode()
+            ).hexdigest()
         subject = path or "/".join(p for p in device if p)
         out.append(entry(ts_us, "catalog_new" if before is None else "schema_drift", subject, detail))
     return out

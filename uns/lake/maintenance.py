@@ -30,6 +30,7 @@ from uns.lake.audit_entries import Entry, entry, os_user
 from uns.lake.locks import compaction_lock
 from uns.lake.manual import cli_recorder
 from uns.lake.query import connect
+from uns.lake.repair import RepairResult, repair_rejected
 from uns.lake.sink import LakeConfig, LakeSink
 from uns.lake.storage import LakeStore, as_store
 from uns.lake.tables import PARTITION_COLUMN, TABLES, TIME_COLUMN
@@ -124,7 +125,8 @@ class Lake:
         audit trail gets a ``maintenance`` entry (the OS user, ``reason``) and a
         ``compaction`` entry per table rewritten, under the writer id ``uns-cli``."""
         self._require()
-        filters = [(PARTITION_COLUMN, ">=", since.isoformat())] if since else None
+        since_day = since.isoformat() if since else None
+        filters = [(PARTITION_COLUMN, ">=", since_day)] if since_day else None
         result: dict[str, dict[str, Any]] = {}
         audit, user = self._audit(), os_user()
         what = {"command": "compact", "z_order": z_order, "since": since.isoformat() if since else None}
@@ -132,6 +134,10 @@ class Lake:
         # one compaction of the lake at a time (lake/locks.py): waits for a writer's own
         with compaction_lock(self.store.lock_dir(), wait=True):
             audit.reconcile()
+            # rejected rows an older version stored whole are rewritten bounded first (lake.repair)
+            repair_rejected(
+                self.store, audit, actor=user, reason=reason or "uns lake compact", since=since_day
+            )
             try:
                 for table in TABLES:
                     delta = self._table(table)  # opened under the lock: plans on the table as it is
@@ -158,6 +164,19 @@ class Lake:
                         )
             finally:
                 audit.record(entries)
+        return result
+
+    def repair(self, *, reason: str = "") -> RepairResult:
+        """Rewrite bounded the rejected rows that an older version stored whole (their
+        payloads cut to the first KiB, size and SHA-256 kept; :mod:`lake.repair`).  The audit
+        trail gets a ``maintenance`` entry (the OS user, ``reason``) and a ``repair`` entry
+        per partition rewritten.  Waits for a compaction that runs."""
+        self._require()
+        audit, user = self._audit(), os_user()
+        with compaction_lock(self.store.lock_dir(), wait=True):
+            result = repair_rejected(self.store, audit, actor=user, reason=reason or "uns lake repair")
+            what = {"command": "repair", "partitions": sorted(result.partitions)}
+            audit.record([self._maintenance_entry(what, user, reason)])
         return result
 
     def _audit(self) -> AuditRecorder:

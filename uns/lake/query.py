@@ -19,7 +19,7 @@ inheritance rules of :class:`uns.core.context.ContextStore`; ``batches`` and
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -31,8 +31,11 @@ import pyarrow.dataset as ds
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
+from uns.core.context import change_fingerprint
+from uns.core.events import ContextChange
 from uns.errors import LakeError
 from uns.lake.declared import VIEW_ORDER, view_sql
+from uns.lake.repair import readable_rejected
 from uns.lake.schemas import SCHEMAS
 from uns.lake.storage import LakeStore, as_store
 from uns.lake.tables import PARTITION_COLUMN, TABLES, WAL_COLUMNS
@@ -42,6 +45,7 @@ __all__ = [
     "MAX_SQL_FILE_BYTES",
     "VIEWS",
     "QueryResult",
+    "applied_context_fingerprints",
     "applied_context_ids",
     "connect",
     "create_views",
@@ -129,9 +133,13 @@ def _dataset(store: LakeStore, table: str, version: int | None) -> tuple[object,
         for field in SCHEMAS[table]:
             if field.name not in schema.names:
                 schema = schema.append(field)
+        uris = dt.file_uris()
+        if table == "rejected":  # rows stored whole by older versions may be unreadable (lake.repair)
+            sizes = pa.table(dt.get_add_actions(flatten=True)).column("size_bytes").to_pylist()
+            uris = readable_rejected(store, uris, sizes)
         schema, parquet = _parquet_format(table, schema)
         dataset = ds.dataset(
-            [store.arrow_path(uri) for uri in dt.file_uris()],
+            [store.arrow_path(uri) for uri in uris],
             schema=schema,
             format=parquet,
             partitioning=_HIVE_DATE,
@@ -219,11 +227,10 @@ def applied_context_ids(path: str | Path | LakeStore, wal_dir: Path | None = Non
     return ids
 
 
-def _wal_context_ids(wal_dirs: list[Path]) -> set[str]:
-    """Context event ids in the write-ahead logs (``_wal``, ``_wal-<writer id>``, a
-    ``lake.wal_dir``): rows accepted before a crash and committed only when their writer
-    starts again."""
-    ids: set[str] = set()
+def _wal_context_columns(wal_dirs: list[Path]) -> Iterator[Sequence[Sequence[Any]]]:
+    """The context columns of every record, with the ``event_id`` column, in the write-ahead
+    logs (``_wal``, ``_wal-<writer id>``, a ``lake.wal_dir``): rows accepted before a crash
+    and committed only when their writer starts again."""
     index = TABLES.index("context")
     field = WAL_COLUMNS["context"].index("event_id")
     for wal_dir in wal_dirs:
@@ -235,10 +242,58 @@ def _wal_context_ids(wal_dirs: list[Path]) -> set[str]:
             except OSError:  # committed and deleted meanwhile: then it is in the table
                 continue
             for part in parts:
-                cols = part[index]
-                if len(cols) > field:
-                    ids.update(v for v in cols[field] if isinstance(v, str))
-    return ids
+                if len(part[index]) > field:
+                    yield part[index]
+
+
+def _wal_context_ids(wal_dirs: list[Path]) -> set[str]:
+    """Context event ids in the write-ahead logs."""
+    field = WAL_COLUMNS["context"].index("event_id")
+    return {v for cols in _wal_context_columns(wal_dirs) for v in cols[field] if isinstance(v, str)}
+
+
+def applied_context_fingerprints(
+    path: str | Path | LakeStore, wal_dir: Path | None = None
+) -> dict[str, str | None]:
+    """:func:`applied_context_ids` with what each id stands for: the fingerprint of its
+    event's content (:func:`uns.core.context.change_fingerprint`), computed from its rows,
+    so an engine starting on the lake knows an id reused with other content (a conflict)."""
+    store = as_store(path)
+    rows: list[dict[str, Any]] = []
+    if store.exists():
+        data, _version = _dataset(store, "context", None)
+        columns = ["event_id", "path", "ts", "key", "value", "source", "user", "reason"]
+        table = data if isinstance(data, pa.Table) else data.to_table(columns=columns)  # type: ignore[attr-defined]
+        table = table.select(columns).filter(pc.is_valid(table.column("event_id")))
+        ts = table.column("ts").cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())
+        rows = table.set_column(columns.index("ts"), "ts", ts).to_pylist()
+        wal_dirs = [] if store.remote else sorted(store.local.glob("_wal*"))
+        rows += _wal_context_rows([*wal_dirs, *([wal_dir] if wal_dir else [])])
+    events: dict[str, list[ContextChange]] = {}
+    for row in rows:
+        change = ContextChange(
+            int(row["ts"]),
+            0,
+            row["path"],
+            row["key"],
+            row["value"],
+            row["source"] or "",
+            row["user"],
+            row["reason"],
+        )
+        events.setdefault(str(row["event_id"]), []).append(change)
+    return {ident: change_fingerprint(changes) for ident, changes in events.items()}
+
+
+def _wal_context_rows(wal_dirs: list[Path]) -> list[dict[str, Any]]:
+    """The context rows with an event id in the write-ahead logs."""
+    names = WAL_COLUMNS["context"]
+    rows = (
+        dict(zip(names, values, strict=False))
+        for cols in _wal_context_columns(wal_dirs)
+        for values in zip(*cols, strict=True)
+    )
+    return [row for row in rows if isinstance(row.get("event_id"), str)]
 
 
 _NAME_LINE = re.compile(r"^--\s*name:\s*(\S+)\s*$", re.MULTILINE)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Final
 
 import pyarrow as pa
-from deltalake import ColumnProperties, DeltaTable, Transaction, WriterProperties
+from deltalake import DeltaTable, Transaction
 from deltalake.exceptions import TableNotFoundError
 
 from uns.errors import LakeError
@@ -32,6 +32,8 @@ from uns.lake.audit_entries import SYSTEM
 from uns.lake.blocks import block_rows
 from uns.lake.health import VANISHED
 from uns.lake.locks import compaction_lock
+from uns.lake.parquet import writer_properties
+from uns.lake.repair import repair_rejected
 from uns.lake.schemas import SCHEMAS
 from uns.lake.sharing import app_id, commit_with_retries, write_rows
 from uns.lake.storage import LakeStore, as_store
@@ -69,7 +71,8 @@ MAX_TARGET_BYTES: Final = 100 << 20
 # <point> (before:<table>, after:<table>, before_delete, after_delete);
 # "kill_worker:<point>:<flag file>" SIGKILLs only the commit worker, once (the flag
 # file records that it happened); "sleep:<seconds>" pauses between table commits;
-# "compact_sleep:<seconds>" pauses before a compaction.
+# "compact_sleep:<seconds>" pauses before a compaction; "refuse_segment:<number>" makes
+# every commit of that segment fail (a segment the worker cannot write: lake.quarantine).
 # Used by tests/lake_crash_child.py and tests/test_lake_worker.py; empty in production.
 _TEST_HOOK: Final = os.environ.get("UNS_LAKE_TEST_HOOK", "")
 #: True in the commit worker process (lake.worker): a test kill then takes its parent too.
@@ -91,6 +94,8 @@ def _hook(point: str) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
     elif (kind == "sleep" and point.startswith("after:")) or (kind == "compact_sleep" and point == "compact"):
         time.sleep(float(arg))
+    elif kind == "refuse_segment" and point == f"commit:{arg}":
+        raise LakeError(f"test hook: segment {arg} is refused by every commit")
 
 
 def recent_target_bytes(sizes: Sequence[int], rows: Sequence[int], target_rows: int) -> int:
@@ -101,30 +106,6 @@ def recent_target_bytes(sizes: Sequence[int], rows: Sequence[int], target_rows: 
         return MAX_TARGET_BYTES
     target = sum(sizes) * target_rows // total_rows
     return max(MIN_TARGET_BYTES, min(MAX_TARGET_BYTES, target))
-
-
-#: the measurements columns whose Parquet statistics (min/max per row group and page, and
-#: so Delta's file statistics) are written: the ones queries filter on.  Statistics of the
-#: others (values, flags, units, context JSON) took a third of a commit's Parquet writing
-#: (0.80 -> 0.49 us per row measured) and skip nothing in practice.
-MEASUREMENT_STATISTICS: Final = (
-    "ts", "received_at", "path", "metric", "group_id", "edge_node_id", "device_id", "batch_id", "wal_segment",
-)  # fmt: skip
-
-
-def writer_properties(table: str | None = None) -> WriterProperties:
-    """How ``table``'s Parquet files are written (every table's default when None)."""
-    # zstd: a third smaller than snappy on measurement data at similar speed.
-    if table != "measurements":
-        return WriterProperties(compression="ZSTD", compression_level=3)
-    return WriterProperties(
-        compression="ZSTD",
-        compression_level=3,
-        default_column_properties=ColumnProperties(statistics_enabled="NONE"),
-        column_properties={
-            name: ColumnProperties(statistics_enabled="PAGE") for name in MEASUREMENT_STATISTICS
-        },
-    )
 
 
 class DeltaWriter:
@@ -205,6 +186,8 @@ class DeltaWriter:
                 return 0
             _hook("compact")
             self.audit.reconcile()
+            reason = "the writer's compaction of recent partitions (lake.compact_interval)"
+            repair_rejected(self.store, self.audit, actor=SYSTEM, reason=reason, since=since.isoformat())
             for table in TABLES:
                 self._handles.pop(table, None)  # plan on the table as it is now, not as cached
                 dt_ = self._handle(table)
@@ -275,6 +258,7 @@ class DeltaWriter:
         ``parts`` are the columns of the segment's records when the caller still
         holds them in memory (the usual case), ``blocks`` their sample blocks (lake.blocks);
         otherwise both are read back from the file."""
+        _hook(f"commit:{number}")
         torn = 0
         if parts is None:
             try:

@@ -36,7 +36,13 @@ from typing import Self
 
 from uns.errors import BrokerError, ConfigError
 from uns.mqtt.acks import ManualAcks
-from uns.mqtt.failures import connack_failure, socket_failure, tls_settings_failure
+from uns.mqtt.failures import (
+    answered_with_tls,
+    closed_early,
+    connack_failure,
+    socket_failure,
+    tls_settings_failure,
+)
 from uns.mqtt.keepalive import bound_unacknowledged, keep_alive
 from uns.mqtt.outbound import ClientProtocol, Inflight, Outbox
 from uns.mqtt.sending import Sending
@@ -390,6 +396,11 @@ class FastClient(ManualAcks, Sending):
         counters = self._counters
         counters["bytes_received"] += len(data)
         counters["reads"] += 1
+        if self._connack is not None and not self._connack.done() and not self.settings.tls:
+            tls = answered_with_tls(data)
+            if tls is not None:  # plain MQTT to a TLS port: no retry heals that
+                self._connack.set_exception(tls)
+                return
         reader = self._reader
         try:
             controls = reader.feed(data)
@@ -466,6 +477,8 @@ class FastClient(ManualAcks, Sending):
                     tls_without_certificate=self.settings.tls and not self.settings.cert_file,
                 )
             )
+            if not self.settings.tls:  # plain MQTT: a TLS port closes it so
+                lost = closed_early(reason)
             self._connack.set_exception(lost)
         self._inflight.fail_all(self._error or "connection closed")
         if self._message_waiter is not None and not self._message_waiter.done():

@@ -16,18 +16,26 @@ from __future__ import annotations
 
 import ssl
 
-from uns.errors import BrokerError, BrokerRefused, ConfigError
+from uns.errors import BrokerClosedEarly, BrokerError, BrokerRefused, ConfigError
 from uns.mqtt.wire import CONNACK_REASONS, ConnAck, reason_text
 
 __all__ = [
     "FINAL_CONNACK_CODES",
+    "TLS_HINT",
     "TRANSIENT_REASON_CODES",
+    "answered_with_tls",
+    "closed_early",
     "connack_failure",
     "refusal",
     "socket_failure",
     "suback_failure",
     "tls_settings_failure",
 ]
+
+#: what a plain connection closed before CONNACK suggests (mosquitto resets it, others alert)
+TLS_HINT = "a port that speaks TLS answers plain MQTT so: if it does, use mqtts://"
+#: the first bytes of a TLS record: an alert (0x15) or a handshake (0x16) of TLS 1.0-1.3
+_TLS_RECORD = (b"\x15\x03", b"\x16\x03")
 
 #: CONNACK return codes that a retry gets again.  3 ("server unavailable") is
 #: the broker saying "not now"; 1 means it does not speak MQTT 3.1.1, which no
@@ -104,6 +112,19 @@ def socket_failure(
     if tls_without_certificate and isinstance(exc, ConnectionResetError):
         hint = " (a broker that requires a client certificate resets the connection of a client without one)"
     return BrokerError(f"connection lost before CONNACK: {text}{hint}")
+
+
+def answered_with_tls(first: bytes) -> BrokerRefused | None:
+    """The refusal for a plain connection whose broker answered with a TLS record; None when
+    ``first`` (the first bytes received) is not one."""
+    if first[:2] in _TLS_RECORD:
+        return BrokerRefused("the broker answered with TLS, not MQTT: the port speaks TLS; use mqtts://")
+    return None
+
+
+def closed_early(text: str) -> BrokerClosedEarly:
+    """The error for a plain connection closed before CONNACK (``text``: how)."""
+    return BrokerClosedEarly(f"connection lost before CONNACK: {text} ({TLS_HINT})")
 
 
 def tls_settings_failure(exc: ConfigError) -> BrokerRefused:

@@ -16,6 +16,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
+from uns.batch.api import report_file_name
 from uns.batch.review import STATES
 from uns.errors import AuthenticationError, UnsError
 from uns.review.listing import batch_list
@@ -88,7 +89,7 @@ async def report_file(request: Request) -> Response:
     batch_id = request.path_params["batch_id"]
     data = await threaded(workspace(request).report_file, session, batch_id, fmt)
     if fmt == "pdf":
-        name = quote(f"{batch_id}.pdf")
+        name = quote(report_file_name(batch_id, "pdf"))  # a batch id is anyone's text: a plain name
         return Response(data, media_type="application/pdf",
                         headers={"content-disposition": f"attachment; filename*=UTF-8''{name}"})  # fmt: skip
     return Response(
