@@ -248,17 +248,25 @@ class Dispatcher:
         """Whether :meth:`process_many` decodes anything (the native decoder, columnar sinks)."""
         return self.sessions.columnar and native.AVAILABLE
 
-    def process_many(self, messages: list[Message], start: int, received_at: int) -> tuple[int, Batch | None]:
+    def process_many(
+        self, messages: list[Message], start: int, received_at: int, *, below: int = 0
+    ) -> tuple[int, Batch | None]:
         """The native lane: ``messages[start:]`` as long as each is ordinary in-order DATA of a
         known route, decoded in one C loop into one batch of :class:`SampleRuns` (the same
         samples, sessions and counters as :meth:`process` message by message).  Returns the
-        index of the first message left for :meth:`process` and the batch (None: nothing)."""
+        index of the first message left for :meth:`process` and the batch (None: nothing);
+        payloads of ``below`` bytes or more (when given) are left for it too."""
         if not self._routes or not self.lane:
             return start, None
         sessions = self.sessions
+        # ``below``: payloads of that many bytes or more are left for process() (the engine
+        # slices them)
+        limit = (
+            min(sessions.max_payload_bytes or below - 1, below - 1) if below else sessions.max_payload_bytes
+        )
         try:
             end, rows, records, runs = native.decode_many(
-                messages, start, self._routes, received_at, sessions.max_metrics, sessions.max_payload_bytes
+                messages, start, self._routes, received_at, sessions.max_metrics, limit
             )
         except Exception:  # a bug must not cost the messages: they take process() instead
             self._rlog.exception("lane", "native lane failed; these messages take the Python path")

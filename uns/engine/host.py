@@ -353,7 +353,7 @@ class Engine(SlicedIntake):
         position, end = 0, len(messages)
         while position < end:
             now = time.time_ns() // 1_000_000
-            after, lane = many(messages, position, now)
+            after, lane = many(messages, position, now, below=SLICED_BYTES)
             if lane is not None:
                 if not await self._to_sinks(lane, messages, after - 1, after - position):
                     return
