@@ -16,6 +16,7 @@ import dataclasses
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -303,8 +304,10 @@ def docs_setting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DocsSetti
 
 def _prepared(block: Block, setting: DocsSetting, where: Path) -> tuple[str, dict[str, str]]:
     """The block's text as it runs in ``where``, and its environment."""
-    for name in ("examples", "schemas", "lake"):
+    for name in ("examples", "schemas"):
         (where / name).symlink_to(ROOT / name)
+    # a copy, not a link: a block that wrote into ./lake must not write into the source tree
+    shutil.copytree(ROOT / "lake", where / "lake")
     (where / "uns-lake").symlink_to(setting.lake)
     (where / "home").mkdir()
     text = block.text.replace(PLANT_BROKER, setting.broker)

@@ -104,6 +104,7 @@ def engine_event(
     version: str | None = None,
     config: Mapping[str, Any] | None = None,
     files: Mapping[str, str | None] | None = None,
+    reason: str = "",
 ) -> AuditEvent:
     """An ``engine_start``/``engine_stop`` event: the software version and, at start, the
     SHA-256 of the effective configuration (secrets masked: ``config`` must come masked)
@@ -123,7 +124,7 @@ def engine_event(
         hashed[role] = {"path": str(name), "sha256": digest}
     if hashed:
         detail["files"] = hashed
-    return AuditEvent(kind, "engine", detail_json(detail), SYSTEM, "", int(time.time() * 1000))
+    return AuditEvent(kind, "engine", detail_json(detail), SYSTEM, reason, int(time.time() * 1000))
 
 
 def named_files(config: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
