@@ -151,7 +151,8 @@ async def test_every_sample_reaches_the_lake_once_with_its_context(
 
 async def test_late_context_is_corrected_by_measurements_asof(own_broker: Mosquitto, tmp_path: Path) -> None:
     lake_dir = tmp_path / "lake"
-    engine = build_engine(_pilot_config(own_broker, lake_dir))
+    # the lake alone: with the native decoder its samples travel in columns (SampleBlock)
+    engine = build_engine(_pilot_config(own_broker, lake_dir, **{"republish.enabled": False}))
     sim = _sim(
         own_broker, rate=60, duration=5, seed=9, context_interval=1.5, context_delay=1.0, keep_samples=True
     )
@@ -208,7 +209,7 @@ async def test_unmapped_sources_and_plc_context_metrics(own_broker: Mosquitto, t
 
 
 def _start_engine_process(broker: Mosquitto, lake_dir: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UNS_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNS_") or k == "UNS_NATIVE"}
     env.update(
         UNS_BROKER=broker.url,
         UNS_LAKE=str(lake_dir),

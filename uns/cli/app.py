@@ -23,6 +23,7 @@ from uns.cli.context_cli import context_app
 from uns.cli.keys_cli import keys_app
 from uns.cli.lake_cli import lake_app
 from uns.cli.users_cli import users_app
+from uns.cli.validate_cli import validate
 
 app = typer.Typer(
     name="uns",
@@ -38,6 +39,7 @@ app.add_typer(batch_app, name="batch")  # uns.cli/batch_cli.py
 app.add_typer(audit_app, name="audit")
 app.command(name="cmd")(cmd)  # uns.cli/cmd_cli.py
 app.add_typer(users_app, name="users")  # uns.cli/users_cli.py
+app.command(name="validate")(validate)  # uns.cli/validate_cli.py
 
 
 def _setup_logging(level: str, log_format: str = "text") -> None:
@@ -83,6 +85,10 @@ def run(
     print_config: Annotated[
         bool, typer.Option("--print-config", help="show the effective config and exit")
     ] = False,
+    reason: Annotated[
+        str | None,
+        typer.Option("--reason", help="why this start (a change request), recorded with its config change"),
+    ] = None,
 ) -> None:
     """Run the engine until SIGINT/SIGTERM, then flush everything and exit 0 (within
     engine.stop_timeout_s; exit 1 with one line counting the received messages that could
@@ -96,6 +102,8 @@ def run(
     Two brokers: uns run --primary --broker mqtt://broker-a:1883 --broker mqtt://broker-b:1883
 
     Monitoring: --http 127.0.0.1:9464 serves /metrics, /healthz and /readyz; --log-format json.
+
+    Change control: uns run --config /etc/uns/uns.toml --reason "CR-2026-117: commit interval 0.5 s"
     """
     from uns.config import load_config  # noqa: PLC0415
 
@@ -121,7 +129,7 @@ def run(
     _setup_logging(cfg.engine.log_level, cfg.engine.log_format)
     from uns.engine.daemon import run_daemon  # noqa: PLC0415
 
-    _guard(lambda: asyncio.run(run_daemon(cfg)))
+    _guard(lambda: asyncio.run(run_daemon(cfg, reason=reason or "")))
 
 
 @app.command()
@@ -254,35 +262,6 @@ def watch(
                 )
             )
         )
-
-
-@app.command()
-def validate(
-    out: Annotated[
-        str | None,
-        typer.Option("--out", help="directory for the evidence (default: ./uns-validation-<time>)"),
-    ] = None,
-    broker: Annotated[
-        str | None,
-        typer.Option("--broker", "-b", help="run the OQ on this broker, in a namespace of its own"),
-    ] = None,
-    only: Annotated[str | None, typer.Option("--only", help="iq or oq: run one part only")] = None,
-) -> None:
-    """Qualify this installation: IQ (Python, uns, dependencies and their files against their
-    RECORD, schemas, config) and OQ (a simulated plant with faults, a killed engine, the lake,
-    the batch report, the audit trail, signatures). Writes JSON, HTML and PDF evidence with
-    the SHA-256 of each artifact; exit 0 only when every check passed (docs/gxp.md).
-
-    Example: uns validate --out /srv/validation/uns-2026-12-02
-    """
-    import datetime as dt  # noqa: PLC0415
-
-    from uns.validation.run import run_validation  # noqa: PLC0415
-
-    target = out or f"uns-validation-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}"
-    code = _guard(lambda: run_validation(target, broker=broker, only=only, echo=typer.echo))
-    if code:
-        raise typer.Exit(code)
 
 
 @app.command()

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from uns.cli.commands import FormatOpt, LakeOpt, guard
+from uns.cli.commands import FormatOpt, LakeOpt, PassphraseOpt, SignKeyOpt, SignUserOpt, guard
 
 __all__ = ["batch_app"]
 
@@ -154,10 +154,7 @@ def batch_trend(
 def batch_sign(
     batch: BatchArg,
     meaning: Annotated[str, typer.Option("--meaning", help="reviewed, approved or rejected")],
-    key: Annotated[
-        str,
-        typer.Option("--key", help="your Ed25519 private key file (uns keys new; trusted by uns keys trust)"),
-    ],
+    key: SignKeyOpt,
     expect_sha256: Annotated[
         str | None,
         typer.Option(
@@ -166,13 +163,8 @@ def batch_sign(
         ),
     ] = None,
     reason: Annotated[str | None, typer.Option("--reason", help="the signer's comment")] = None,
-    user: Annotated[
-        str | None, typer.Option("--user", help="your user id: refused unless it is the key's enrolled owner")
-    ] = None,
-    passphrase: Annotated[
-        bool,
-        typer.Option("--passphrase-stdin", help="read the key's passphrase from the first line of stdin"),
-    ] = False,
+    user: SignUserOpt = None,
+    passphrase: PassphraseOpt = False,
     lake: LakeOpt = None,
     spec: SpecOpt = None,
 ) -> None:

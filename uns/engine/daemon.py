@@ -71,19 +71,25 @@ def check_lake_path(path: str) -> Path:
     return p
 
 
-def audited(sink: LakeSink, config: Config) -> LakeSink:
+def audited(sink: LakeSink, config: Config, reason: str = "") -> LakeSink:
     """The sink, recording the engine's start now and its stop at the end (the audit trail):
-    the version, the effective configuration with secrets masked, and the files it names."""
+    the version, the effective configuration with secrets masked, and the files it names;
+    ``reason`` (``uns run --reason``) is the start's reason, and that of the configuration
+    change it records when the configuration differs from the previous start's."""
     effective = config.to_dict(masked=True)
     started = engine_event(
-        "engine_start", config=effective, files=named_files(effective), time_sync=time_sync_state()
+        "engine_start",
+        config=effective,
+        files=named_files(effective),
+        reason=reason,
+        time_sync=time_sync_state(),
     )
     sink.record_audit(started)
     sink.on_stop = lambda: engine_event("engine_stop")
     return sink
 
 
-def build_engine(config: Config, *, model: PlantModel | None = None) -> Engine:
+def build_engine(config: Config, *, model: PlantModel | None = None, reason: str = "") -> Engine:
     """The engine with the sinks the config asks for (lake first, then republish)."""
     if model is None:
         model = load_model(config.engine.model) if config.engine.model else PlantModel.empty()
@@ -93,7 +99,8 @@ def build_engine(config: Config, *, model: PlantModel | None = None) -> Engine:
         store = LakeStore(config.lake.path, config.lake.storage)  # a directory or an object store
         if not store.remote:
             check_lake_path(config.lake.path)
-        sinks.append(audited(LakeSink(store, config.lake, anchor=AnchorSettings.of(config.audit)), config))
+        sink = LakeSink(store, config.lake, anchor=AnchorSettings.of(config.audit))
+        sinks.append(audited(sink, config, reason))
         wal_dir = Path(config.lake.wal_dir) if config.lake.wal_dir else None
         applied = load_applied_context_ids(store, wal_dir)
     engine = Engine(config, sinks=sinks, model=model)
@@ -187,13 +194,13 @@ async def _serve_operations(stack: contextlib.AsyncExitStack, engine: Engine, st
     await stack.enter_async_context(systemd_notifications(engine, readiness, stop))
 
 
-async def run_daemon(config: Config, *, stop: asyncio.Event | None = None) -> Engine:
+async def run_daemon(config: Config, *, stop: asyncio.Event | None = None, reason: str = "") -> Engine:
     """Run the engine until ``stop`` is set or SIGINT/SIGTERM arrives; return it (for its counters).
 
     A signal also arms the stop watchdog (``engine.stop_timeout_s``, uns.engine.stopping).
     EngineError with one line when received messages could not be persisted (the lake
     stayed unwritable)."""
-    engine = build_engine(config)
+    engine = build_engine(config, reason=reason)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     watchdog = Watchdog(

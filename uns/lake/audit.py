@@ -268,7 +268,7 @@ class AuditRecorder:
             entries.append(entry(now, event["kind"], event["subject"], event["detail"] | {"at": event["ts"]},
                                  actor=event["actor"], reason=event["reason"]))  # fmt: skip
             if event["kind"] == "engine_start":
-                entries.extend(self._config_changed(now, event["detail"]))
+                entries.extend(self._config_changed(now, event["detail"], event["reason"]))
         for table in tables:
             entries.append(self._data_commit(now, table, number))
         entries.extend(self._context_changes(now, number, parts))
@@ -289,7 +289,7 @@ class AuditRecorder:
         """The files ``actions`` added to ``table``, each with its SHA-256, bytes and rows."""
         return hashed_adds(self.store.files(table), actions)
 
-    def _config_changed(self, now: int, detail: Mapping[str, Any]) -> list[Entry]:
+    def _config_changed(self, now: int, detail: Mapping[str, Any], reason: str) -> list[Entry]:
         if not self._last_start_known:
             audit, columns = self.store.files(AUDIT), ["seq", "detail"]
             rows = writer_rows(audit, self._table(AUDIT), self.writer_id, columns, kind="engine_start")
@@ -301,7 +301,7 @@ class AuditRecorder:
         if previous is None:
             return []
         changes = config_changes(previous, detail)
-        return [entry(now, "config_changed", "engine", changes)] if changes else []
+        return [entry(now, "config_changed", "engine", changes, reason=reason)] if changes else []
 
     def _context_changes(self, now: int, number: int, parts: Sequence[TableColumns]) -> list[Entry]:
         index = TABLES.index("context")

@@ -103,6 +103,7 @@ def engine_event(
     version: str | None = None,
     config: Mapping[str, Any] | None = None,
     files: Mapping[str, str | None] | None = None,
+    reason: str = "",
     time_sync: Mapping[str, Any] | None = None,
 ) -> AuditEvent:
     """An ``engine_start``/``engine_stop`` event: the software version and, at start, the
@@ -125,7 +126,7 @@ def engine_event(
         detail["files"] = hashed
     if time_sync is not None:  # the host clock's synchronisation state (uns.lake.timesync)
         detail["time_sync"] = dict(time_sync)
-    return AuditEvent(kind, "engine", detail_json(detail), SYSTEM, "", int(time.time() * 1000))
+    return AuditEvent(kind, "engine", detail_json(detail), SYSTEM, reason, int(time.time() * 1000))
 
 
 def named_files(config: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:

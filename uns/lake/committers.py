@@ -45,6 +45,7 @@ class Sealed:
     rows: int
     file: SegmentFile | None
     parts: list[TableColumns] | None = None  # its records' columns while in memory (else read from the file)
+    blocks: list[bytes] | None = None  # ... and their sample blocks (lake.blocks)
 
     def close(self) -> None:
         """Close (and so fsync) its file: a segment that waits for a sick lake must survive power loss."""
@@ -162,7 +163,7 @@ class ThreadCommitter:
     def _commit_blocking(self, seg: Sealed) -> CommitResult:
         assert self._writer is not None
         seg.close()
-        return self._writer.commit_segment(seg.number, seg.path, seg.parts)
+        return self._writer.commit_segment(seg.number, seg.path, seg.parts, seg.blocks)
 
     async def compact(self, since: dt.date) -> int | None:
         assert self._writer is not None

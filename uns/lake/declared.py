@@ -25,6 +25,7 @@ __all__ = ["VIEW_ORDER", "table_columns", "time_columns", "view_sql"]
 
 #: the views defined by SQL files, in an order in which each one's sources exist
 VIEW_ORDER: Final = (
+    "measurements",
     "_uns_context_changes",
     "_uns_context_timeline",
     "measurements_asof",

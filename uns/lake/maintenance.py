@@ -129,7 +129,6 @@ class Lake:
         self._require()
         since_day = since.isoformat() if since else None
         filters = [(PARTITION_COLUMN, ">=", since_day)] if since_day else None
-        props = writer_properties()
         result: dict[str, dict[str, Any]] = {}
         audit, user = self._audit(), os_user()
         what = {"command": "compact", "z_order": z_order, "since": since.isoformat() if since else None}
@@ -149,7 +148,10 @@ class Lake:
                     before = delta.version()
                     started = time.monotonic()
                     try:
-                        opts: dict[str, Any] = {"partition_filters": filters, "writer_properties": props}
+                        opts: dict[str, Any] = {
+                            "partition_filters": filters,
+                            "writer_properties": writer_properties(table),
+                        }
                         if z_order:
                             metrics = delta.optimize.z_order(list(ZORDER_COLUMNS[table]), **opts)
                         else:

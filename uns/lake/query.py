@@ -51,6 +51,7 @@ __all__ = [
     "create_views",
     "named_queries",
     "queries_from_file",
+    "read_bounded",
     "refresh",
     "run_queries",
     "run_sql",
@@ -87,6 +88,8 @@ def create_views(con: duckdb.DuckDBPyConnection) -> None:
     # nested loops (fine for 64 rows, minutes for millions).  Always use the real ASOF join.
     con.execute("SET asof_loop_join_threshold = 0")
     for table in TABLES:
+        if table in VIEW_ORDER:  # more than its columns: a SQL file of the definition
+            continue
         columns = _quoted(_columns(table))
         con.execute(f'CREATE OR REPLACE VIEW "{table}" AS SELECT {columns} FROM {_source(table)}')  # noqa: S608
     for view in VIEW_ORDER:
@@ -344,16 +347,24 @@ def select_queries(text: str, name: str | None = None, *, source: str = "the fil
     return {name: queries[name]}
 
 
+def read_bounded(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of ``path``, at most ``limit`` of them (untrusted bytes are bounded);
+    LakeError when it cannot be read or is larger, saying it is not ``what``."""
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(limit + 1)
+    except OSError as exc:
+        raise LakeError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(raw) > limit:
+        size = f"{limit >> 20} MiB" if limit % (1 << 20) == 0 else f"{limit} bytes"
+        raise LakeError(f"{path} is larger than {size}: not {what}")
+    return raw
+
+
 def queries_from_file(file: str | Path, name: str | None = None) -> dict[str, str]:
     """:func:`select_queries` of a SQL file (at most :data:`MAX_SQL_FILE_BYTES`)."""
     path = Path(file)
-    try:
-        with path.open("rb") as fh:
-            raw = fh.read(MAX_SQL_FILE_BYTES + 1)
-    except OSError as exc:
-        raise LakeError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if len(raw) > MAX_SQL_FILE_BYTES:
-        raise LakeError(f"{path} is larger than {MAX_SQL_FILE_BYTES >> 20} MiB: not a file of queries")
+    raw = read_bounded(path, MAX_SQL_FILE_BYTES, "a file of queries")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

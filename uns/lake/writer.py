@@ -30,6 +30,7 @@ from uns.errors import LakeError
 from uns.lake.anchors import AnchorSettings
 from uns.lake.audit import AUDIT, AuditRecorder
 from uns.lake.audit_entries import SYSTEM
+from uns.lake.blocks import block_rows
 from uns.lake.health import VANISHED
 from uns.lake.locks import compaction_lock
 from uns.lake.parquet import writer_properties
@@ -38,7 +39,7 @@ from uns.lake.schemas import SCHEMAS
 from uns.lake.sharing import app_id, commit_with_retries, write_rows
 from uns.lake.storage import LakeStore, as_store
 from uns.lake.tables import PARTITION_COLUMN, TABLES, TableColumns, column_count
-from uns.lake.to_arrow import arrow_table_of_parts
+from uns.lake.to_arrow import arrow_table_of_parts, block_measurements
 from uns.lake.wal import CommitResult, read_segment, sync_filesystem
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _AUDIT_INDEX: Final = TABLES.index(AUDIT)
+MEASUREMENTS: Final = TABLES[0]  # the table sample blocks go to
 
 #: The writer's own compaction merges small files into files of about this many rows.
 #: deltalake merges every file below its byte target (100 MiB by default) again and
@@ -118,7 +120,7 @@ class DeltaWriter:
         self.root = Path(self.store.url)
         self.writer_id = writer_id
         self._handles: dict[str, DeltaTable] = {}
-        self._props = writer_properties()
+        self._props = {table: writer_properties(table) for table in TABLES}
         #: this writer's chain in the audit table (lake.audit)
         self.audit = AuditRecorder(self.store, writer_id, self._handle)
         self.audit.use_anchor(anchor)  # the engine's worker anchors when due (lake/anchors.py)
@@ -200,7 +202,7 @@ class DeltaWriter:
                         continue  # nothing recent
                     before = dt_.version()
                     metrics = dt_.optimize.compact(
-                        partition_filters=filters, target_size=target, writer_properties=self._props
+                        partition_filters=filters, target_size=target, writer_properties=self._props[table]
                     )
                 except Exception as exc:
                     self._handles.pop(table, None)
@@ -250,12 +252,17 @@ class DeltaWriter:
         return newest
 
     def commit_segment(
-        self, number: int, path: Path, parts: Sequence[TableColumns] | None = None
+        self,
+        number: int,
+        path: Path,
+        parts: Sequence[TableColumns] | None = None,
+        blocks: Sequence[bytes | memoryview] | None = None,
     ) -> CommitResult:
         """Commit segment ``number`` (file ``path``) to every table that lacks it, then delete it.
 
         ``parts`` are the columns of the segment's records when the caller still
-        holds them in memory (the usual case); otherwise they are read back from the file."""
+        holds them in memory (the usual case), ``blocks`` their sample blocks (lake.blocks);
+        otherwise both are read back from the file."""
         _hook(f"commit:{number}")
         torn = 0
         if parts is None:
@@ -269,18 +276,19 @@ class DeltaWriter:
                 return CommitResult(0, 0, 0, already_retired=True)
             except OSError as exc:
                 raise LakeError(f"cannot read WAL segment {path.name}: {exc}") from exc
-            parts, torn = read.parts, read.torn_bytes
+            parts, torn, blocks = read.parts, read.torn_bytes, read.blocks
         written = commits = skipped = 0
         with_rows: list[str] = []
         by_table: list[tuple[str, int]] = []
         for index, table in enumerate(TABLES):
             table_parts = [part[index] for part in parts if part[index]]
-            rows = sum(map(column_count, table_parts))
+            table_blocks = (blocks or ()) if table == MEASUREMENTS else ()
+            rows = sum(map(column_count, table_parts)) + block_rows(table_blocks)
             if not rows or table == AUDIT:
                 continue
             _hook(f"before:{table}")
             with_rows.append(table)
-            if self._commit_table(table, table_parts, number):
+            if self._commit_table(table, table_parts, number, table_blocks):
                 written += rows
                 commits += 1
                 by_table.append((table, rows))
@@ -308,7 +316,13 @@ class DeltaWriter:
         _hook("after_delete")
         return CommitResult(written, commits, torn, skipped, tables=tuple(by_table))
 
-    def _commit_table(self, table: str, parts: Sequence[Sequence[Sequence[object]]], number: int) -> bool:
+    def _commit_table(
+        self,
+        table: str,
+        parts: Sequence[Sequence[Sequence[object]]],
+        number: int,
+        blocks: Sequence[bytes | memoryview] = (),
+    ) -> bool:
         txn_id = app_id(table, self.writer_id)
         data: list[pa.Table] = []  # built once, kept across conflict retries
 
@@ -318,8 +332,11 @@ class DeltaWriter:
             if done is not None and done >= number:
                 return False  # committed before a crash or a failed retirement
             if not data:
-                data.append(arrow_table_of_parts(table, parts, number, writer=self.writer_id))
-            write_rows(table, dt, data[0], Transaction(txn_id, number), self._props)
+                built = [block_measurements(blocks, number, self.writer_id)] if blocks else []
+                if parts or not blocks:
+                    built.insert(0, arrow_table_of_parts(table, parts, number, writer=self.writer_id))
+                data.append(built[0] if len(built) == 1 else pa.concat_tables(built))
+            write_rows(table, dt, data[0], Transaction(txn_id, number), self._props[table])
             return True
 
         try:  # another writer of the lake may win a commit race: retried (lake/sharing.py)
