@@ -110,7 +110,7 @@ def test_a_remote_lake_needs_a_local_wal_dir_and_names_the_setting(tmp_path: Pat
         ("s3://bucket/prefix/", "s3://bucket/prefix", True),
         ("S3://bucket", "s3://bucket", True),
         ("file:///var/lake", "/var/lake", False),
-        ("./lake", "./lake", False),
+        ("./uns-lake", "./uns-lake", False),
     ],
 )
 def test_lake_locations(location: str, url: str, remote: bool) -> None:
