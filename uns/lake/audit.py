@@ -159,7 +159,7 @@ def _file_columns(files: Sequence[Path]) -> set[str]:
 
 class AuditRecorder:
     """Appends to writer ``writer_id``'s chain in the lake at ``root``; ``table(name)`` opens
-    (or creates) a table of the lake (:meth:`lake.writer.DeltaWriter._handle`)."""
+    a table of the lake (:meth:`lake.writer.DeltaWriter._handle`)."""
 
     def __init__(self, root: Path, writer_id: str, table: Callable[[str], DeltaTable]) -> None:
         self.root = root
