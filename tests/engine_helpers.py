@@ -104,7 +104,9 @@ async def running_engine(engine: Engine) -> AsyncIterator[Engine]:
         await asyncio.wait_for(task, 60)  # engine.stop_timeout_s (30 s) bounds it
 
 
-async def wait_for(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+async def wait_for(cond: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
+    """Until ``cond()`` holds (polled); the timeout is generous: under stress-ng an engine
+    with a lake sink took more than 10 s to start its context session."""
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
