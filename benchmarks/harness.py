@@ -552,6 +552,17 @@ def lake_loss(lake: Path, expected: dict[str, int]) -> dict[str, Any]:
     }
 
 
+def receive_path(rounds: int) -> dict[str, float]:
+    """The client's receive path parsing one socket read of 1,000 PUBLISHes (200 B payloads):
+    ns per message for MQTT 3.1.1 and 5.0, best of five (benchmarks/bench_wire5.py; under
+    callgrind for figures that a loaded machine does not move)."""
+    from benchmarks.bench_wire5 import measure, readers, streams  # noqa: PLC0415
+
+    cases = readers(streams(1000, 200))
+    v3, v5 = measure(cases["v3"], rounds), measure(cases["v5"], rounds)
+    return {"v3_ns_per_msg": round(v3, 1), "v5_ns_per_msg": round(v5, 1), "v5_over_v3": round(v5 / v3, 3)}
+
+
 async def run_bench(
     profile: Profile,
     workdir: Path,
@@ -567,6 +578,7 @@ async def run_bench(
         "machine": machine_info(),
         "scrape_s": scrape_s,
     }
+    result["mqtt5_receive"] = receive_path(rounds=20 if profile.name == "smoke" else 200)
     with running_mosquitto() as broker:
         bench = Bench(profile, broker.port, workdir, scrape_s=scrape_s)
         try:

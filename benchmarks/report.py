@@ -117,6 +117,15 @@ def evaluate_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     def add(name: str, target: str, measured: str, holds: bool | None) -> None:
         out.append({"target": name, "bar": target, "measured": measured, "holds": holds})
 
+    receive = result.get("mqtt5_receive")
+    if receive:
+        add(
+            "MQTT 5 receive path",
+            "within 10% of 3.1.1",
+            f"{receive['v5_ns_per_msg']} vs {receive['v3_ns_per_msg']} ns/msg ({receive['v5_over_v3']:.3f})",
+            receive["v5_over_v3"] <= 1.10,
+        )
+
     def throughput(mode: str, bar: float, label: str) -> None:
         phase = _get(modes, mode, "throughput")
         if phase is None:

@@ -1,8 +1,11 @@
 -- Example analyst queries over the uns lake (DuckDB SQL).
 --
--- Run one with:   uns lake sql "$(cat my-query.sql)"        or in Python:
---   import lake; con = lake.connect("./lake"); con.sql("...").show()
--- Every query below starts with a "-- name:" line; lake.query.named_queries()
+-- Run them all, each under its name, or one of them:
+--   uns lake sql --file examples/queries.sql --lake ./uns-lake
+--   uns lake sql --file examples/queries.sql --name batch_timeline --lake ./uns-lake
+-- or in Python:
+--   from uns import lake; con = lake.connect("./uns-lake"); con.sql("...").show()
+-- Every query below starts with a "-- name:" line; uns.lake.query.named_queries()
 -- splits this file into {name: sql}.  Paths and metric names are those of the
 -- simulated pilot plant (`uns sim`); change the literals for your plant.
 
@@ -59,6 +62,39 @@ WHERE path = 'acme/basel/pilot/granulation/gr-201'
     AND quality = 'good'
 GROUP BY batch_id, phase, metric
 ORDER BY batch_id, first_sample;
+
+
+-- name: batch_trend
+-- A critical process parameter across batches (continued process verification):
+-- one value per closed batch in batch start order -- here the mean bed temperature
+-- of the granulator in its drying phase -- with the individuals / moving-range chart's
+-- centre line and control limits.  `uns batch trend BedTemp --phase drying` charts
+-- the same numbers (docs/batches.md section 7).  The views batch_phase_statistics
+-- (per phase) and batch_statistics (over the whole batch) hold, per batch and series,
+-- samples, mean, min, max, std, last and the duration of the batch or phase.
+WITH b AS (
+    SELECT batch_id, min(start) AS batch_start, bool_and(status = 'closed') AS closed
+    FROM batches GROUP BY batch_id
+),
+points AS (
+    SELECT s.batch_id, b.batch_start, s.samples, s.mean AS value,
+        abs(s.mean - lag(s.mean) OVER (ORDER BY b.batch_start, s.batch_id)) AS moving_range
+    FROM batch_phase_statistics AS s JOIN b USING (batch_id)
+    WHERE s.metric = 'BedTemp' AND s.phase = 'drying'
+        AND s.path = 'acme/basel/pilot/granulation/gr-201' AND b.closed
+)
+SELECT
+    batch_id,
+    batch_start,
+    samples,
+    value,
+    moving_range,
+    avg(value) OVER () AS centre,
+    avg(moving_range) OVER () / 1.128 AS sigma_within,  -- d2 of a range of two
+    avg(value) OVER () + 3 * avg(moving_range) OVER () / 1.128 AS ucl,
+    avg(value) OVER () - 3 * avg(moving_range) OVER () / 1.128 AS lcl
+FROM points
+ORDER BY batch_start, batch_id;
 
 
 -- name: excursions

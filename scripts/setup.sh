@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set-up shared by scripts/demo and scripts/test: a virtualenv in .venv with uns
 # installed (editable), mosquitto, and Debian's chromium and poppler-utils for batch
-# reports (PDF, and the tests that open the HTML report); apt-get installs them when we are root.
+# reports (PDF, and the tests that open the HTML report; the review workspace's browser tests),
+# with --dev slapd for the LDAP log-in tests; apt-get installs them when we are root.
 # Usage: bash scripts/setup.sh [--dev]     Idempotent; re-installs when pyproject.toml changes.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -52,6 +53,17 @@ fi
 # 2d. iproute2: the cross-host scale-out test builds network namespaces (skipped without root)
 if [ -n "$extras" ] && is_root && ! command -v ip >/dev/null 2>&1; then
     apt_install iproute2
+fi
+
+# 2e. slapd and ldap-utils: the review workspace's LDAP log-in is tested against a real slapd
+# that the test starts with its own configuration (the package's default database is skipped)
+if [ -n "$extras" ] && [ ! -x /usr/sbin/slapd ]; then
+    if is_root; then
+        echo "slapd slapd/no_configuration boolean true" | debconf-set-selections
+        apt_install slapd ldap-utils
+    else
+        say "the LDAP log-in tests need slapd: run 'sudo apt-get install slapd ldap-utils' (they are skipped otherwise)"
+    fi
 fi
 
 # 3. virtualenv + packages

@@ -14,7 +14,7 @@ from tests.s3_server import S3Server, running_s3
 from uns.mqtt.mosquitto import Mosquitto, find_mosquitto, free_port, running_mosquitto
 
 #: fixtures that start a real mosquitto: a test using one is an integration test, marked or not
-BROKER_FIXTURES = frozenset({"broker", "own_broker", "persistent_broker"})
+BROKER_FIXTURES = frozenset({"broker", "second_broker", "own_broker", "persistent_broker"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -30,6 +30,13 @@ def broker() -> Iterator[Mosquitto]:
     """One real mosquitto for the whole test session, on a free loopback port."""
     if find_mosquitto() is None:
         pytest.fail("mosquitto is not installed; run the tests with: bash scripts/test")
+    with running_mosquitto() as b:
+        yield b
+
+
+@pytest.fixture(scope="session")
+def second_broker(broker: Mosquitto) -> Iterator[Mosquitto]:
+    """A second real mosquitto for the session, for a host on two brokers (broker.urls)."""
     with running_mosquitto() as b:
         yield b
 

@@ -79,9 +79,14 @@ async def _write(lake: str, start: int, count: int, interval: float, fsync: floa
     print("done", flush=True)
 
 
-def _read(lake: str, seconds: float) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
+def _read(lake: str, seconds: float, at_least: int = 0) -> None:
+    """Snapshots for ``seconds``, and on until ``at_least`` were taken (a loaded machine
+    takes fewer per second; at most two minutes in all)."""
+    start = time.monotonic()
+    end = start + seconds
+    taken = 0
+    while (time.monotonic() < end or taken < at_least) and time.monotonic() < start + 120:
+        taken += 1
         con = connect(lake)
         try:
             row = con.execute(
@@ -102,7 +107,7 @@ def main(argv: list[str]) -> None:
         fsync = float(argv[5]) if len(argv) > 5 else 1.0
         asyncio.run(_write(lake, int(argv[2]), int(argv[3]), interval, fsync))
     elif mode == "read":
-        _read(lake, float(argv[2]))
+        _read(lake, float(argv[2]), int(argv[3]) if len(argv) > 3 else 0)
     else:
         raise SystemExit(f"unknown mode {mode}")
 

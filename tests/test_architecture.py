@@ -1,10 +1,11 @@
 """The layout's rules, checked over the imports (docs/architecture.md draws them).
 
-Dependencies point one way: the faces (uns.cli; the web workspace) -> validation, demo ->
-batch, audit, client -> engine -> sinks/lake -> config -> mqtt/core -> sparkplug -> errors.
-The library never imports a face, and a face imports nothing of the world but the
-standard library and its command-line toolkit (so it cannot hold a query, a renderer or
-a signature: those are library calls a test can reach).  No module takes part in an import
+Dependencies point one way: the faces (uns.cli, uns.web) -> validation, demo -> review ->
+batch, audit, client, users -> engine -> sinks/lake -> config -> mqtt/core -> sparkplug ->
+errors.  The library never imports a face, and a face imports nothing of the world but the
+standard library and its own toolkit (typer for the command line, starlette, uvicorn and
+jinja2 for the web workspace; so it cannot hold a query, a file of the lake or a
+signature: those are library calls a test can reach).  No module takes part in an import
 circle.  The pure layers (uns.core, uns.sparkplug, the batch report's logic) import no
 asyncio, sockets, files, processes, threads or clocks.  No I/O happens here:
 the test reads the source files and parses them with :mod:`ast`.
@@ -26,6 +27,7 @@ _BASE = frozenset({"errors", "util", "config", "mqtt", "core", "core.vocabulary"
 #: everything but the faces (and the validation and demo that use the whole library)
 _LIBRARY = _BASE | {
     "sinks", "lake", "sim", "engine", "engine.plant", "batch", "batch.logic", "audit", "client", "render",
+    "users", "review",
 }  # fmt: skip
 ALLOWED: dict[str, frozenset[str]] = {
     "errors": frozenset(),
@@ -40,7 +42,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "sinks": _BASE - {"mqtt"},
     "lake": _BASE - {"mqtt"},
     "sim": frozenset({"errors", "util", "mqtt", "core.vocabulary", "sparkplug"}),
-    "batch.logic": frozenset({"errors"}),  # uns.batch.{spec,signals,times}: the report's pure logic
+    # uns.batch.{spec,signals,times,spc,envelope,review}: the batch record's pure logic
+    "batch.logic": frozenset({"errors"}),
     "render": frozenset({"errors"}),  # uns.pdf: HTML printed by Chromium
     "engine.plant": frozenset({"errors", "core"}),  # the plant model file, read
     "engine": _BASE | {"sinks", "lake", "engine.plant"},
@@ -48,18 +51,26 @@ ALLOWED: dict[str, frozenset[str]] = {
     "audit": _BASE | {"lake"},
     "client": _BASE | {"lake"},  # talking to a running engine: context events, inspection
     "batch": _BASE | {"lake", "audit", "batch.logic", "render", "engine.plant"},
+    "users": _BASE | {"lake", "audit"},  # accounts, passwords, log-ins and sessions of the workspace
+    # the review: report + dispositions + signatures + context by people, over the above
+    "review": _BASE | {"lake", "audit", "batch", "batch.logic", "client", "users", "render", "engine.plant"},
     "demo": _LIBRARY,
     "validation": _LIBRARY | {"demo", "package"},
     # the faces: they may import the whole library; the library never imports them
-    "cli": _LIBRARY | {"validation", "demo", "package"},
+    "cli": _LIBRARY | {"validation", "demo", "package", "web"},  # uns serve starts the web face
+    "web": _LIBRARY | {"package"},
     "entry": frozenset({"cli"}),  # uns/__main__.py
     "package": frozenset(),  # uns/__init__.py: the version
 }
 
 PURE_LAYERS = frozenset({"sparkplug", "core", "core.vocabulary", "batch.logic"})
-#: what a face may import of the world outside uns and the standard library: nothing that
-#: would hold logic (queries, rendering, crypto, files of the lake)
-FACE_FOREIGN = frozenset({"typer", "click", "rich"})
+#: what a face may import of the world outside uns and the standard library: its toolkit,
+#: nothing that would hold logic (queries, crypto, files of the lake: duckdb, pyarrow,
+#: deltalake, cryptography)
+FACE_FOREIGN = {
+    "cli": frozenset({"typer", "click", "rich"}),
+    "web": frozenset({"starlette", "uvicorn", "jinja2", "markupsafe"}),
+}
 #: standard modules that mean I/O, concurrency or a clock
 IMPURE_MODULES = frozenset(
     {
@@ -100,17 +111,18 @@ def layer_of(module: str) -> str | None:
         return "util"
     if second == "pdf":
         return "render"
-    if second in ("config_options", "config_schema", "keyring"):  # [lake.storage] option tables; key files
+    # [lake.storage] option tables; the schema; the [broker] section; the config as TOML; [web]; key files
+    if second in ("config_options", "config_schema", "config_broker", "config_toml", "config_web", "keyring"):
         return "config"
     if second == "core":
         return "core.vocabulary" if third in ("events", "values") else "core"
-    if second == "batch" and third in ("spec", "signals", "times"):
+    if second == "batch" and third in ("spec", "signals", "times", "spc", "envelope", "review"):
         return "batch.logic"
     if second == "engine" and third == "plant":
         return "engine.plant"
     if second in (
         "errors", "config", "sparkplug", "mqtt", "sinks", "lake", "sim", "engine", "batch", "audit",
-        "client", "validation", "demo", "cli",
+        "client", "validation", "demo", "cli", "users", "review", "web",
     ):  # fmt: skip
         return second
     raise AssertionError(f"{module}: a module outside the layout; add it to docs/architecture.md and here")
@@ -212,22 +224,30 @@ def test_the_checks_catch_a_violation() -> None:
     assert face_foreign_imports("uns.cli.x", "import duckdb\nimport typer\nimport json\n") == [
         "uns.cli.x:1: a face must not import duckdb (put the work in the library)"
     ]
+    assert face_foreign_imports("uns.web.x", "import starlette\nimport pyarrow\nimport typer\n") == [
+        "uns.web.x:2: a face must not import pyarrow (put the work in the library)",
+        "uns.web.x:3: a face must not import typer (put the work in the library)",
+    ]
+    assert wrong_imports("uns.review.x", "import uns.web.app\n") == [
+        "uns.review.x:1: review must not import uns.web.app (web)"
+    ]
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     with pytest.raises(AssertionError):
         layer_of("uns.somewhere_new")
 
 
-FACES = [(m, p) for m, p in MODULES if layer_of(m) == "cli"]
+FACES = [(m, p) for m, p in MODULES if layer_of(m) in FACE_FOREIGN]
 
 
 def face_foreign_imports(name: str, source: str) -> list[str]:
     """The imports of a face module from outside uns, the standard library and its toolkit."""
+    toolkit = FACE_FOREIGN[layer_of(name) or "cli"]
     return [
         f"{name}:{line}: a face must not import {target} (put the work in the library)"
         for line, target in imports(source)
         if layer_of(target) is None
         and target.split(".")[0] not in sys.stdlib_module_names
-        and target.split(".")[0] not in FACE_FOREIGN
+        and target.split(".")[0] not in toolkit
     ]
 
 

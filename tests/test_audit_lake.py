@@ -25,7 +25,7 @@ from tests.lake_crash_child import deterministic_batch
 from tests.lake_helpers import query
 from uns.audit.trail import audit_log, verify_lines
 from uns.config import load_config
-from uns.core.events import Batch, CatalogEntry
+from uns.core.events import Batch, CatalogEntry, SessionEvent
 from uns.engine.daemon import audited
 from uns.lake import Lake, LakeConfig, LakeSink
 from uns.lake.audit_entries import os_user
@@ -197,11 +197,13 @@ async def test_compaction_and_vacuum_verify_clean(lake: Path) -> None:
 
 
 def _birth(ts: int, metrics: dict[str, tuple[DataType, str | None]], bdseq: int) -> Batch:
+    """A DBIRTH as the engine's sessions make it: its catalog entries and its birth event."""
     return Batch(
         catalog=[
             CatalogEntry("G", "N", "D", name, i, dtype, ts, bdseq, unit, None, "a/b/d")
             for i, (name, (dtype, unit)) in enumerate(metrics.items())
-        ]
+        ],
+        sessions=[SessionEvent(ts, "G", "N", "D", "birth", f"seq=0 metrics={len(metrics)}")],
     )
 
 
@@ -283,7 +285,9 @@ async def test_a_compaction_interrupted_before_its_audit_entry_is_recorded_at_th
     DeltaTable(lake / "measurements").optimize.compact()  # committed, no audit entry (the kill)
     code, lines = verify_lines(str(lake))
     assert code == 1
-    assert any("data file without an audit entry" in line for line in lines)
+    # named as what it is, not as tampering
+    assert any("data file of an interrupted compaction (table version" in line for line in lines), lines
+    assert not any("behind the writer's back" in line for line in lines)
     await write(lake, range(500, 510), segments=1)  # the next start of the writer
     assert_intact(lake)
     (detail,) = [json.loads(d) for (d,) in query(lake, "SELECT detail FROM audit WHERE kind = 'compaction'")]

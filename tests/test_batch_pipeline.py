@@ -4,7 +4,6 @@ report lists exactly those — as JSON, as HTML opened in a real headless Chromi
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import shutil
@@ -15,15 +14,12 @@ from typing import Any
 
 import jsonschema
 import pytest
-from playwright.sync_api import sync_playwright
 
+from tests.plant_helpers import opened_page, simulated_lake
 from uns.audit.trail import audit_log
 from uns.batch.api import load_spec
 from uns.batch.report import ReportRequest, generate_report
-from uns.demo import run_plant
 from uns.engine.plant import load_model
-from uns.mqtt.mosquitto import running_mosquitto
-from uns.pdf import CHROMIUM_ARGS, find_chromium
 from uns.sim.inject import BatchFault
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -51,12 +47,7 @@ expected_interval_s = 0.5
 
 @pytest.fixture(scope="module")
 def plant_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    lake_dir = tmp_path_factory.mktemp("batch") / "lake"
-    with running_mosquitto() as broker:
-        asyncio.run(
-            run_plant(21.0, lake_dir, broker.url, lambda _line: None, faults=FAULTS, phase_seconds=2.0)
-        )
-    return lake_dir
+    return simulated_lake(tmp_path_factory.mktemp("batch"), 21.0, FAULTS, phase_seconds=2.0)
 
 
 @pytest.fixture(scope="module")
@@ -133,18 +124,12 @@ def test_the_html_report_in_a_real_browser(plant_lake: Path, spec_file: Path, tm
     html = tmp_path / "report.html"
     html.write_bytes(report(plant_lake, spec_file, "html", reference=REFERENCE))
     doc = json.loads(report(plant_lake, spec_file, "json", reference=REFERENCE))
-    requests: list[str] = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=find_chromium(), args=list(CHROMIUM_ARGS))
-        page = browser.new_page()
-        page.on("request", lambda r: requests.append(r.url))
-        page.goto(html.as_uri(), wait_until="load")
+    with opened_page(html) as (page, requests):
         plots = page.locator("section.parameter svg").count()
         rows = page.locator("#exceptions tbody tr").all_inner_texts()
         verdict = page.locator("#verdict").inner_text()
         legend = page.locator("section.parameter").first.inner_text()
         audit = page.locator("#audit-trail tbody tr").all_inner_texts()
-        browser.close()
     assert requests == [html.as_uri()]  # nothing but the file itself: no other host, no other file
     assert plots == len(doc["parameters"]) >= 5  # one plot per parameter
     assert len(rows) == len(doc["exceptions"])

@@ -3,7 +3,9 @@ which samples belong to the batch, the limits per phase, completeness, late cont
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 from pathlib import Path
 
 import duckdb
@@ -11,6 +13,7 @@ import jsonschema
 import pytest
 
 from tests.lake_helpers import views_connection
+from uns.batch.html import render_html, trend_svg
 from uns.batch.report import ReportRequest, build_report
 from uns.batch.spec import parse_spec
 from uns.core.events import ContextChange, Sample
@@ -112,3 +115,68 @@ def test_a_reference_batch_and_a_stricter_late_threshold(con: duckdb.DuckDBPyCon
 def test_an_unknown_batch_is_one_clear_error(con: duckdb.DuckDBPyConnection) -> None:
     with pytest.raises(BatchError, match="unknown batch 'B404'"):
         build_report(con, ReportRequest("B404"))
+
+
+def test_every_exception_has_a_stable_id_of_its_kind_time_and_place(con: duckdb.DuckDBPyConnection) -> None:
+    """A disposition names an exception by its id: the same for the same data in every
+    report (whatever the report time), different for different exceptions."""
+    first = build_report(con, ReportRequest("B1", spec=SPEC, now=None)).document["exceptions"]
+    again = build_report(con, ReportRequest("B1", spec=SPEC, late_context_s=5.0)).document["exceptions"]
+    assert first and [e["id"] for e in first] == [e["id"] for e in again]
+    assert len({e["id"] for e in first}) == len(first)
+    from uns.batch.exceptions import exception_id, unique_ids  # noqa: PLC0415
+
+    assert exception_id("gap", "2026-01-01T00:00:00.000Z", "a/u1", "P") != exception_id(
+        "gap", "2026-01-01T00:00:00.000Z", "a/u1", "T"
+    )
+    twins = [{"id": "0123456789abcdef"}, {"id": "0123456789abcdef"}, {"id": "0123456789abcdef"}]
+    unique_ids(twins)
+    assert [t["id"] for t in twins] == ["0123456789abcdef", "0123456789abcdef-2", "0123456789abcdef-3"]
+
+
+def _line_paths(svg: str) -> list[list[tuple[float, float]]]:
+    """The vertices of every plotted line (matplotlib's ``line2d`` groups) of an SVG."""
+    out = []
+    for group in re.findall(r'<g id="line2d_\d+">(.*?)</g>', svg, flags=re.DOTALL):
+        for d in re.findall(r'<path d="([^"]+)"', group):
+            numbers = [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?", d)]
+            out.append(list(zip(numbers[::2], numbers[1::2], strict=True)))
+    return out
+
+
+def test_the_html_report_says_each_figure_once_and_draws_held_values_as_steps(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
+    report = build_report(con, ReportRequest("B1", spec=SPEC))
+    report.document |= {
+        "signatures": [],
+        "content_sha256": "0" * 64,
+        "audit_trail": [],
+    }  # no audit table here
+    html = render_html(report)
+    # a 20 s batch: its duration once (a long one also in seconds: "1:02:03 (3723 s)")
+    assert "<tr><th>Duration</th><td>20.000 s</td></tr>" in html
+    assert "<th>Samples expected (at least one per interval)</th><th>Samples received</th>" in html
+    # T jumps 5 -> 50 -> 5: a held value is drawn flat until the next sample, then a step up
+    t_param = next(p for p in report.parameters if p.metric == "T")
+    (line,) = [pts for pts in _line_paths(trend_svg(t_param, report.info)) if len(pts) > 10]
+    assert len(line) == 2 * len(t_param.plot_x) - 1  # steps-post: one corner per sample
+    assert all(a[0] == b[0] or a[1] == b[1] for a, b in itertools.pairwise(line)), "a ramp was drawn"
+
+
+def test_completeness_counts_the_intervals_of_the_whole_batch_not_per_phase() -> None:
+    """Two phases of 1.5 s at one sample expected per second: 3 expected (per phase rounded
+    down it said 2); a source sampling every 0.25 s sends 12: received above expected is
+    normal, and no gap."""
+    changes = [
+        change(0, "u", "batch_id", "B1"),
+        change(0, "u", "phase", "a"),
+        change(1500, "u", "phase", "b"),
+        change(3000, "u", "batch_id", None),
+        change(3000, "u", "phase", None),
+    ]
+    samples = [sample("u", "P", t, 1.0) for t in range(0, 3000, 250)]
+    spec = parse_spec('[[limit]]\nmetric = "P"\nexpected_interval_s = 1.0\n')
+    doc = build_report(views_connection(samples, changes), ReportRequest("B1", spec=spec)).document
+    (m,) = doc["completeness"]["metrics"]
+    assert (m["expected"], m["received"], m["gaps"]) == (3, 12, [])

@@ -4,6 +4,7 @@ commands working against a real mosquitto and a real lake."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import aiomqtt
@@ -21,6 +23,9 @@ from typer.testing import CliRunner
 
 from tests.edge import RawEdge
 from uns.cli.app import app
+from uns.config import load_config
+from uns.engine.daemon import startup_line
+from uns.lake.audit_entries import software_version
 from uns.mqtt.mosquitto import Mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,6 +118,45 @@ def test_print_config_masks_secrets(tmp_path: Path) -> None:
     assert 'path = "/srv/lake"' in r.stdout
 
 
+def test_print_config_reads_back_as_the_same_config(tmp_path: Path) -> None:
+    """--print-config is a config file: TOML (no `null`), every set value the same read back,
+    the unset keys named in a comment."""
+    cfg = tmp_path / "uns.toml"
+    cfg.write_text(
+        '[broker]\nurl = "mqtts://broker.plant:8883"\nca_file = "/etc/ssl/plant-ca.pem"\n'
+        '[engine]\nhost_id = "line-1"\ngroups = "L1,L2"\n'
+        '[lake]\npath = "s3://plant/lake"\n[lake.storage]\nregion = "eu-central-2"\n'
+    )
+    r = _uns("run", "--config", str(cfg), "--print-config")
+    assert r.returncode == 0, r.stderr
+    assert "null" not in r.stdout
+    assert "# not set: username, password, cert_file, key_file" in r.stdout
+    printed = tmp_path / "printed.toml"
+    printed.write_text(r.stdout)
+    tomllib.loads(r.stdout)  # plain TOML, whatever reads it
+    assert load_config(printed, env={}).to_dict() == load_config(cfg, env={}).to_dict()
+
+
+def test_the_start_up_log_line_is_short_and_names_the_config_by_its_hash() -> None:
+    cfg = load_config(
+        env={}, overrides={"broker.url": "mqtt://op:hunter2@broker.plant:1883", "engine.host_id": "line-1"}
+    )
+    line = startup_line(cfg)
+    digest = hashlib.sha256(
+        json.dumps(cfg.to_dict(masked=True), sort_keys=True, separators=(",", ":"), default=str).encode()
+    ).hexdigest()
+    assert line == (
+        f"uns {software_version()} starting: host line-1, broker mqtt://op:***@broker.plant:1883, "
+        f"lake ./uns-lake, groups all, config sha256 {digest}"
+    )
+    other = load_config(env={}, overrides={"broker.url": "mqtt://op:hunter2@broker.plant:1883",
+                                           "engine.host_id": "line-1", "engine.primary": True,
+                                           "engine.groups": "L1,L2"})  # fmt: skip
+    assert "host line-1 (primary)" in startup_line(other)
+    assert "groups L1,L2" in startup_line(other)
+    assert startup_line(other).rsplit(" ", 1)[1] != digest
+
+
 def test_bad_config_is_one_line_and_exit_1(tmp_path: Path) -> None:
     cfg = tmp_path / "uns.toml"
     cfg.write_text("[engine]\nprimary = 'perhaps'\n")
@@ -170,6 +214,11 @@ def test_run_stops_cleanly_on_sigterm(tmp_path: Path, broker: Mosquitto, ns: str
             proc.kill()
     assert proc.returncode == 0, err
     assert "engine stopped" in err
+    # one short start-up line (the whole config only at debug level)
+    assert re.search(
+        rf"uns \S+ starting: host {ns}, broker {broker.url}, .*config sha256 [0-9a-f]{{64}}", err
+    )
+    assert "'broker':" not in err
 
 
 def test_lake_sql_bad_query_prints_duckdb_message(tmp_path: Path) -> None:
@@ -177,6 +226,58 @@ def test_lake_sql_bad_query_prints_duckdb_message(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert r.stdout == ""
     assert "syntax error" in r.stderr.lower()
+
+
+def test_lake_commands_on_a_missing_lake_say_so_and_exit_1(tmp_path: Path) -> None:
+    for command in (("info",), ("compact",), ("vacuum",), ("sql", "SELECT 1")):
+        r = _uns("lake", *command, "--lake", str(tmp_path / "nothing"))
+        assert r.returncode == 1, (command, r.stdout)
+        assert r.stderr == f"uns: error: no lake at {tmp_path / 'nothing'}\n", command
+    assert not (tmp_path / "nothing").exists()  # nothing was created on the way
+
+
+def test_lake_sql_needs_exactly_one_query(tmp_path: Path) -> None:
+    queries = tmp_path / "q.sql"
+    queries.write_text("-- name: one\nSELECT 1 AS x;\n")
+    for args, message in (
+        ((), "give the query as QUERY or a file of queries with --file FILE"),
+        (
+            ("SELECT 1", "--file", str(queries)),
+            "give the query as QUERY or a file of queries with --file FILE",
+        ),
+        (("SELECT 1", "--name", "one"), "--name picks a query of --file FILE"),
+        (("",), "the query is empty"),
+        (("-- only a comment",), "the query is empty"),
+        (("--file", str(tmp_path / "missing.sql")), f"cannot read {tmp_path / 'missing.sql'}"),
+        (("--file", str(queries), "--name", "two"), f"{queries} has no query named 'two'; its queries: one"),
+    ):
+        r = _uns("lake", "sql", *args, "--lake", str(tmp_path))
+        assert r.returncode == 1, (args, r.stdout, r.stderr)
+        assert r.stderr.startswith(f"uns: error: {message}"), (args, r.stderr)
+        assert r.stderr.count("\n") == 1, r.stderr  # one line, no traceback
+
+
+def test_lake_sql_runs_a_file_of_named_queries(tmp_path: Path) -> None:
+    queries = tmp_path / "q.sql"
+    queries.write_text(
+        "-- my queries\n\n-- name: tables\n-- how many views\nSELECT count(*) AS views\n"
+        "FROM information_schema.tables;\n\n-- name: answer\nSELECT 42 AS answer;\n"
+    )
+    r = _uns("lake", "sql", "--file", str(queries), "--lake", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("-- name: tables\nviews\n")
+    assert "\n\n-- name: answer\nanswer\n------\n42    \n(1 row)\n" in r.stdout
+    r = _uns("lake", "sql", "--file", str(queries), "--name", "answer", "--lake", str(tmp_path), "-f", "csv")
+    assert (r.returncode, r.stdout) == (0, "answer\n42\n"), r.stderr
+    r = _uns("lake", "sql", "--file", str(queries), "--lake", str(tmp_path), "-f", "json")
+    assert json.loads(r.stdout)["answer"] == [{"answer": 42}], r.stderr
+    r = _uns("lake", "sql", "--file", str(queries), "--lake", str(tmp_path), "-f", "csv")
+    assert r.returncode == 1
+    assert "--format csv shows one query: pick one with --name (tables, answer)" in r.stderr
+    plain = tmp_path / "plain.sql"
+    plain.write_text("-- a plain file: one query\nSELECT 7 AS seven\n")
+    r = _uns("lake", "sql", "--file", str(plain), "--lake", str(tmp_path), "-f", "csv")
+    assert (r.returncode, r.stdout) == (0, "seven\n7\n"), r.stderr
 
 
 async def test_watch_topics_and_context_against_a_real_broker(broker: Mosquitto, ns: str) -> None:

@@ -19,10 +19,11 @@ from hypothesis import strategies as st
 
 from tests.protowire import lfield, varint, vfield
 from tests.strategies import payloads, same
-from uns.errors import SparkplugDecodeError
+from uns.errors import SparkplugDecodeError, SparkplugLimitError
 from uns.sparkplug import DataType, Payload, decode_payload, decode_payload_lenient, encode_payload
 from uns.sparkplug import sparkplug_b_pb2 as pb
 from uns.sparkplug.codec import MAX_NESTING
+from uns.sparkplug.limits import MessageLimits
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -165,13 +166,19 @@ def property_bomb(depth: int) -> bytes:
 
 
 @pytest.mark.parametrize("bomb", [template_bomb, property_bomb])
-def test_nesting_is_capped(bomb: Any) -> None:
+def test_nesting_is_capped_and_refuses_the_whole_message(bomb: Any) -> None:
     decode_payload(bomb(MAX_NESTING))  # the deepest accepted
-    with pytest.raises(SparkplugDecodeError, match=f"nesting deeper than {MAX_NESTING}"):
+    expected = (
+        f"over limit: {MAX_NESTING + 1} levels of .* nesting, more than sparkplug.max_nesting = {MAX_NESTING}"
+    )
+    with pytest.raises(SparkplugLimitError, match=expected):
         decode_payload(bomb(MAX_NESTING + 1))
-    payload, rejected = decode_payload_lenient(bomb(MAX_NESTING + 1))
-    assert payload.metrics == []
-    assert "nesting" in rejected[0][1]
+    with pytest.raises(SparkplugLimitError, match=expected):  # not one metric: the message
+        decode_payload_lenient(bomb(MAX_NESTING + 1))
+    lower = MessageLimits(max_nesting=3)
+    decode_payload(bomb(3), lower)
+    with pytest.raises(SparkplugLimitError, match="4 levels"):
+        decode_payload_lenient(bomb(4), lower)
     with pytest.raises(SparkplugDecodeError):  # protobuf's own depth limit, mapped
         decode_payload(bomb(5000))
 

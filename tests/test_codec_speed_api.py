@@ -35,7 +35,9 @@ from uns.sparkplug import (
 )
 from uns.sparkplug import sparkplug_b_pb2 as pb
 from uns.sparkplug.codec import _decode_full
+from uns.sparkplug.limits import DEFAULT_LIMITS
 from uns.sparkplug.plain import decode_plain as _decode_plain
+from uns.sparkplug.steps import run_steps
 
 CHECK = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 T0 = 1_700_000_000_000
@@ -47,7 +49,7 @@ def wire(*metrics: pb.Payload.Metric) -> bytes:
 
 def full_or_error(data: bytes) -> Payload | SparkplugDecodeError:
     try:
-        return _decode_full(data, lenient=False)[0]
+        return run_steps(_decode_full(data, lenient=False, limits=DEFAULT_LIMITS))[0]
     except SparkplugDecodeError as exc:
         return exc
 

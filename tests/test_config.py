@@ -28,7 +28,7 @@ from uns.config import (
     key_type,
     load_config,
 )
-from uns.config_options import OPTIONS_SCHEMA, option_tables
+from uns.config_options import OPTIONS_SCHEMA, option_tables, options_schema
 from uns.config_schema import config_json_schema
 from uns.errors import ConfigError
 from uns.mqtt.settings import Backoff, parse_broker_url
@@ -207,6 +207,7 @@ def test_every_example_key_is_a_section_field_and_every_field_is_in_the_example(
         assert present == set(keys), f"[{section}] in examples/uns.toml"
         for key, value in example[section].items():
             base, _ = key_type(_hints(section)[key])
+            base = list if base is tuple else base  # a TOML array
             assert isinstance(value, base) and not (base is int and isinstance(value, bool)), (
                 f"{section}.{key} = {value!r} is not {base.__name__}"
             )
@@ -221,15 +222,21 @@ def test_every_schema_key_matches_a_section_field_with_its_type_and_default() ->
     schema = json.loads((root / "schemas" / "config.schema.json").read_text())
     fields = _file_fields()
     assert list(schema["properties"]) == list(fields)
-    json_type = {bool: "boolean", int: "integer", float: "number", str: "string"}
+    json_type = {bool: "boolean", int: "integer", float: "number", str: "string", tuple: "array"}
     for section, keys in fields.items():
         props = dict(schema["properties"][section]["properties"])
         for table in option_tables(SECTIONS[section]):  # [lake.storage]: an object, not a key
-            assert props.pop(table) == OPTIONS_SCHEMA
+            assert props.pop(table) == options_schema(SECTIONS[section], table)
         assert list(props) == list(keys), f"schema keys of [{section}]"
         defaults = SECTIONS[section]()
         for key, spec in props.items():
             base, optional = key_type(_hints(section)[key])
+            if (section, key) == ("broker", "protocol"):  # "5" or 5, both taken
+                assert spec["type"] == ["string", "integer"] and spec["default"] == "3.1.1"
+                continue
+            if base is tuple:
+                assert spec["type"] == "array" and spec["default"] == list(getattr(SECTIONS[section](), key))
+                continue
             assert spec["type"] == ([json_type[base], "null"] if optional else json_type[base]), (
                 f"{section}.{key}"
             )
@@ -357,3 +364,44 @@ def test_the_example_shows_the_defaults_or_says_it_does_not() -> None:
                 if "(default:" not in line:
                     differ.append(f"{section}.{key}")
     assert not differ, f"examples/uns.toml: not the default and not marked: {differ}"
+
+
+def test_the_directory_of_the_web_workspace_is_read_and_checked(tmp_path: Path) -> None:
+    """[web.ldap] with its [web.ldap.roles] map (a table inside the option table): read,
+    schema-valid, and a wrong option is named."""
+    from uns.config_web import ldap_settings  # noqa: PLC0415
+
+    file = tmp_path / "uns.toml"
+    file.write_text(
+        '[web.ldap]\nurl = "ldap://127.0.0.1:3890"\nuser_dn = "uid={user},ou=people,dc=x"\n'
+        'group_base = "ou=groups,dc=x"\n[web.ldap.roles]\nQA-Reviewers = "reviewer"\n'
+        'qa-boss = "approver, reviewer"\n'
+    )
+    jsonschema.validate(tomllib.loads(file.read_text()), config_json_schema())
+    settings = ldap_settings(load_config(file, env={}).web.ldap)
+    assert settings is not None and settings.url == "ldap://127.0.0.1:3890"
+    assert settings.roles == (("qa-boss", ("approver", "reviewer")), ("qa-reviewers", ("reviewer",)))
+    assert options_schema(config_module.LakeSection, "storage") == OPTIONS_SCHEMA  # [lake.storage] stays flat
+    for text, needle in (
+        (
+            '[web.ldap]\nurl = "ldap://h"\nuser_dn = "uid=x"\n',
+            r"web\.ldap\.user_dn must be a DN with \{user\}",
+        ),
+        ('[web.ldap]\nurl = "http://h"\nuser_dn = "uid={user}"\n', r"web\.ldap\.url must be ldap://"),
+        (
+            '[web.ldap]\nurl = "ldap://h"\nuser_dn = "uid={user}"\nbind = "x"\n',
+            r"unknown setting web\.ldap\.bind",
+        ),
+        (
+            '[web.ldap]\nurl = "ldap://h"\nuser_dn = "uid={user}"\n[web.ldap.roles]\ng = "boss"\n',
+            "roles of viewer",
+        ),
+        ('[web.ldap]\nuser_dn = "uid={user}"\n', r"web\.ldap\.url must be set"),
+        ("[web]\nlisten = 'nowhere'\n", r"web\.listen must be host:port"),
+        ("[web]\ntls_cert = 'a.pem'\n", r"web\.tls_key must be given together"),
+        ("[web]\nmax_failed_logins = 0\n", r"web\.max_failed_logins must be >= 1"),
+    ):
+        file.write_text(text)
+        with pytest.raises(ConfigError, match=needle):
+            load_config(file, env={})
+    assert load_config(None, env={"UNS_WEB_SIGNING_KEY": "/k/web.key"}).web.signing_key == "/k/web.key"

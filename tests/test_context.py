@@ -321,7 +321,7 @@ def test_decode_context_payload() -> None:
     assert decode_context_payload(b'{"set":{"a":"b"}}') == {"set": {"a": "b"}}
     with pytest.raises(ContextError, match="not JSON"):
         decode_context_payload(b"{nope", path=UNIT)
-    with pytest.raises(ContextError, match="not JSON"):
+    with pytest.raises(ContextError, match="not UTF-8"):
         decode_context_payload(b"\xff\xfe")
     with pytest.raises(ContextError, match="JSON object"):
         decode_context_payload(b"[1]")

@@ -399,15 +399,17 @@ def _write_jsonl(path: Path, n: int) -> Path:
 
 
 async def _check_set_and_import(broker: Mosquitto, prefix: str, tmp_path: Path, *, dedupes: bool) -> None:
-    common = ("--broker", broker.url, "--prefix", prefix)
-    # --wait: applied, then the same --id again: duplicate
+    # --wait: applied, then the same event (same --id, same content, its --ts too) again: duplicate
+    common = ("--broker", broker.url, "--prefix", prefix, "--ts", "2026-12-01T08:00:00Z")
     r = await _uns(
         "context", "set", "acme/site/br-101", "batch_id=B-7", *common, "--id", "ev-1", "--wait", "10"
     )
     assert r.returncode == 0, r.stderr
     assert "applied by engine" in r.stdout and "ev-1" in r.stdout
+    assert "acknowledgement is unauthenticated" in r.stderr  # the engine has no signing key
     r = await _uns("context", "set", "acme/site/br-101", "batch_id=B-7", *common, "--id", "ev-1", "--wait")
     assert r.returncode == 0, r.stderr
+    common = common[:-2]
     if dedupes:
         assert r.stdout.startswith("duplicate:"), r.stdout
     # import a CSV and a JSON Lines file, twice each
@@ -542,6 +544,20 @@ async def test_set_wait_and_import_against_the_real_engine(
         )
         assert r.returncode == 0, r.stderr
         assert f"applied by engine {host_id}" in r.stdout
+        # the id of an applied event with other content: a conflict, exit 1, the first stays
+        r = await _uns(
+            "context",
+            "set",
+            "acme/site/br-101",
+            "batch_id=B-666",
+            *_at(broker, ns),
+            "--id",
+            "ev-1",
+            "--wait",
+            "5",
+        )
+        assert r.returncode == 1, r.stdout
+        assert "rejected event ev-1: conflict: event 'ev-1' was applied before with other content" in r.stderr
     finally:
         engine.send_signal(signal.SIGTERM)
         await asyncio.wait_for(engine.wait(), 60)

@@ -45,7 +45,8 @@ def config(**overrides: Any) -> Config:
 
 
 def event(i: int) -> bytes:
-    return json.dumps({"id": f"ev-{i}", "ts": 1_000 + i, "set": {"batch_id": f"B-{i}"}}).encode()
+    # a time the engine takes (from 2000 on, not far ahead: uns.core.intake_rules)
+    return json.dumps({"id": f"ev-{i}", "ts": 1_767_261_600_000 + i, "set": {"batch_id": f"B-{i}"}}).encode()
 
 
 class GatedSink(CollectingSink):

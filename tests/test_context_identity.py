@@ -49,7 +49,8 @@ def events(draw: st.DrawFn) -> dict[str, Any]:
     to_clear = draw(st.lists(keys.filter(lambda k: k not in to_set), max_size=3, unique=True))
     if not to_set and not to_clear:
         to_set = {"batch_id": "B1"}
-    event: dict[str, Any] = {"ts": draw(st.integers(0, 2**45))}
+    # from 2000 to 2026: the times the engine takes (uns.core.intake_rules)
+    event: dict[str, Any] = {"ts": draw(st.integers(946_684_800_000, 1_767_261_600_000))}
     if to_set:
         event["set"] = to_set
     if to_clear:
@@ -159,6 +160,7 @@ def test_the_schema_takes_an_id() -> None:
 # ------------------------------------------------------------------ the dispatcher
 
 NS = "ident"
+T = 1_767_261_600_000  # 2026-01-01T10:00:00Z: event times are checked (from 2000, not far ahead)
 PREFIX = f"{NS}/uns"
 TOPIC = f"{PREFIX}/_context/{UNIT}"
 ACK_TOPIC = f"{PREFIX}/_engine/{NS}/context_ack"
@@ -170,49 +172,59 @@ def dispatcher(applied: tuple[str, ...] = ()) -> Dispatcher:
     return engine.dispatch
 
 
-def ack_of(decision: Decision) -> dict[str, Any]:
+def ack_of(decision: Decision, payload: bytes | None = None) -> dict[str, Any]:
+    """The acknowledgement of a decision, without its ``event_sha256`` (checked against
+    ``payload`` when given)."""
     _batch, rebirths, publishes = decision
     assert not rebirths
     (publish,) = publishes
     assert (publish.topic, publish.qos, publish.retain) == (ACK_TOPIC, 1, False)
     ack: dict[str, Any] = json.loads(publish.payload)
     ACK_VALIDATOR.validate(ack)
+    digest = ack.pop("event_sha256")
+    assert payload is None or digest == hashlib.sha256(payload).hexdigest()
     return ack
 
 
 def test_an_event_is_applied_once_and_acknowledged_each_time() -> None:
     d = dispatcher()
-    payload = b'{"id": "mes-1", "ts": 10, "set": {"batch_id": "B1"}, "clear": ["phase"]}'
-    first = d.process_context(TOPIC, payload, 100)
-    assert ack_of(first) == {
-        "id": "mes-1", "status": "applied", "reason": None, "path": UNIT, "host_id": NS, "ts": 100
+    payload = b'{"id": "mes-1", "ts": %d, "set": {"batch_id": "B1"}, "clear": ["phase"]}' % (T + 10)
+    first = d.process_context(TOPIC, payload, T + 100)
+    assert ack_of(first, payload) == {
+        "id": "mes-1", "status": "applied", "reason": None, "path": UNIT, "host_id": NS, "ts": T + 100
     }  # fmt: skip
     assert [(c.key, c.value, c.event_id) for c in first[0].context] == [
         ("batch_id", "B1", "mes-1"),
         ("phase", None, "mes-1"),
     ]
-    again = d.process_context(TOPIC, payload, 200)
-    assert ack_of(again) == {
+    again = d.process_context(TOPIC, payload, T + 200)
+    assert ack_of(again, payload) == {
         "id": "mes-1", "status": "duplicate", "reason": "already applied",
-        "path": UNIT, "host_id": NS, "ts": 200,
+        "path": UNIT, "host_id": NS, "ts": T + 200,
     }  # fmt: skip
     assert not again[0]  # nothing for the lake
-    # the same id with other content is still the same event
-    assert ack_of(d.process_context(TOPIC, b'{"id": "mes-1", "set": {"batch_id": "B9"}}', 300))["status"] == (
-        "duplicate"
-    )
-    assert d.context.at(UNIT, 10**6) == {"batch_id": "B1"}
+    # the same id with other content is a conflict: refused and recorded, the first stays
+    other = b'{"id": "mes-1", "set": {"batch_id": "B9"}}'
+    conflict = d.process_context(TOPIC, other, T + 300)
+    ack = ack_of(conflict, other)
+    assert (ack["status"], ack["id"]) == ("conflict", "mes-1")
+    assert "applied before with other content" in ack["reason"]
+    (row,) = conflict[0].rejected
+    assert row.error == ack["reason"] and not conflict[0].context
+    assert d.context.at(UNIT, T + 10**6) == {"batch_id": "B1"}
     c = d.counters
-    assert (c.context_events, c.context_changes, c.context_duplicates, c.messages) == (3, 2, 2, 3)
+    assert (c.context_events, c.context_changes, c.context_duplicates, c.context_conflicts, c.messages) == (
+        3, 2, 1, 1, 3,
+    )  # fmt: skip
 
 
 def test_an_event_without_id_is_recognised_by_its_content_when_it_has_a_ts() -> None:
     d = dispatcher()
-    with_ts = b'{"ts": 10, "set": {"batch_id": "B1"}, "source": "mes"}'
-    ack = ack_of(d.process_context(TOPIC, with_ts, 100))
+    with_ts = b'{"ts": %d, "set": {"batch_id": "B1"}, "source": "mes"}' % (T + 10)
+    ack = ack_of(d.process_context(TOPIC, with_ts, T + 100))
     assert ack["status"] == "applied"
     assert ack["id"] == event_id(UNIT, json.loads(with_ts))
-    assert ack_of(d.process_context(TOPIC, with_ts, 999))["status"] == "duplicate"
+    assert ack_of(d.process_context(TOPIC, with_ts, T + 999))["status"] == "duplicate"
     without_ts = b'{"set": {"batch_id": "B2"}}'
     assert ack_of(d.process_context(TOPIC, without_ts, 100))["status"] == "applied"
     assert ack_of(d.process_context(TOPIC, without_ts, 100))["status"] == "duplicate"  # same receive ms
@@ -224,13 +236,13 @@ def test_ids_found_in_the_lake_are_not_stored_again_but_reach_this_engines_memor
     for this engine while it was away): nothing for the lake, the engine's own context store
     gets it once (its live enrichment needs it), acknowledged as a duplicate each time."""
     d = dispatcher(applied=("mes-1",))
-    for received_at in (100, 200):
+    for received_at in (T + 100, T + 200):
         decision = d.process_context(
-            TOPIC, b'{"id": "mes-1", "ts": 50, "set": {"batch_id": "B1"}}', received_at
+            TOPIC, b'{"id": "mes-1", "ts": %d, "set": {"batch_id": "B1"}}' % (T + 50), received_at
         )
         assert ack_of(decision)["status"] == "duplicate"
         assert not decision[0]
-    assert d.context.at(UNIT, 60) == {"batch_id": "B1"} and d.context.entry_count == 1
+    assert d.context.at(UNIT, T + 60) == {"batch_id": "B1"} and d.context.entry_count == 1
 
 
 def test_a_retained_delivery_is_never_applied() -> None:
@@ -255,7 +267,7 @@ def test_a_retained_delivery_is_never_applied() -> None:
     ("payload", "ident", "fragment"),
     [
         (b"{nope", None, "not JSON"),
-        (b"[1]", None, "a context event must be a JSON object"),
+        (b"[1]", None, "an event must be a JSON object"),
         (b'{"id": "", "set": {"a": "b"}}', None, "id must be a string of 1-128 characters"),
         (b'{"id": 5, "set": {"a": "b"}}', None, "id must be a string of 1-128 characters"),
         (b'{"id": "mes-2", "set": {"a/b": "x"}}', "mes-2", "must not contain"),
@@ -302,7 +314,7 @@ async def test_the_engine_publishes_an_ack_per_event_and_applies_each_id_once() 
     sink = CollectingSink()
     async with on_memory(engine_config("mqtt://memory:1883", NS), sink) as (broker, _engine):
         mes = await connected(broker, "mes")
-        event = b'{"id": "mes-9", "ts": 5, "set": {"batch_id": "B-1"}}'
+        event = b'{"id": "mes-9", "ts": %d, "set": {"batch_id": "B-1"}}' % (T + 5)
         await mes.publish(TOPIC, event, qos=1)
         await mes.publish(TOPIC, event, qos=1)  # a redelivery
         await mes.publish(TOPIC, b"{nope", qos=1)
@@ -359,7 +371,7 @@ async def test_a_restarted_engine_on_the_same_lake_applies_redelivered_events_on
         try:
             for round_, status in enumerate(("applied", "duplicate")):
                 engine = build_engine(config)
-                assert engine.dispatch.applied_ids == (set() if round_ == 0 else set(expected_ids))
+                assert set(engine.dispatch.applied_ids) == (set() if round_ == 0 else set(expected_ids))
                 async with running_engine(engine):
                     for payload in events:
                         await mes.publish(topic, payload, qos=1)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 import uns.demo
 from uns import lake
-from uns.demo import run_demo
+from uns.demo import report_command, run_demo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -29,6 +30,28 @@ def _check(out: list[str], lake_dir: Path) -> None:
     report = lake_dir.parent / "uns-demo-B2026-0002.html"
     assert out[-1] == f"  {report}: 1 exception", out[-3:]
     assert "action excursion of Temperature" in report.read_text()
+    # the closing hint makes that report again from here: with the lake it was made from
+    assert out[-2] == f"Batch report of B2026-0002 (again: {report_command(lake_dir)}):"
+    # the summary's numbers say what they count, so they compare
+    lines = {line.split()[0] + " " + line.split()[1]: line for line in out if line.startswith("  ")}
+    plant, engine = lines["plant published"], lines["engine received"]
+    context = lines["context changes"]
+    published = re.search(
+        r"([\d,]+) Sparkplug messages .* with ([\d,]+) metric values, and (\d+) context events", plant
+    )
+    received = re.search(
+        r"([\d,]+) Sparkplug messages with ([\d,]+) metric values, (\d+) context events", engine
+    )
+    assert published and received, (plant, engine)
+    assert published.group(3) == received.group(3)  # every context event arrived (QoS 1)
+    changes = re.search(
+        r"changes +([\d,]+), one per key set or cleared: ([\d,]+) from the (\d+) context events"
+        r".*?(?:, ([\d,]+) from the controllers' context metrics|$)",
+        context,
+    )
+    assert changes, context
+    total, by_events, events, by_plc = (int((g or "0").replace(",", "")) for g in changes.groups())
+    assert total == by_events + by_plc and events == int(published.group(3))
 
 
 def test_demo_on_mosquitto(tmp_path: Path) -> None:

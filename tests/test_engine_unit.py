@@ -128,18 +128,19 @@ async def test_context_events_are_applied_and_bad_ones_rejected_with_their_reaso
     sink = CollectingSink()
     async with on_memory(config(), sink) as (broker, engine):
         mes = await connected(broker, "mes")
-        await mes.publish(f"{CONTEXT}/acme/line1", b'{"ts": 5, "set": {"batch_id": "B-1"}}', qos=1)
+        ts = 1_767_261_600_005  # 2026: an event's own time is from 2000 on, and not far ahead
+        await mes.publish(f"{CONTEXT}/acme/line1", b'{"ts": %d, "set": {"batch_id": "B-1"}}' % ts, qos=1)
         await mes.publish(f"{CONTEXT}/acme/line1", b"{nope", qos=1)
         await mes.publish(f"{CONTEXT}/acme/line1", b"[1]", qos=1)
         await mes.publish(f"{CONTEXT}/acme/line1", b'{"set": {"a/b": "x"}}', qos=1)
         await wait_for(lambda: engine.counters.context_events == 4)
     (change,) = [c for b in sink.batches for c in b.context]
-    assert (change.path, change.key, change.value, change.ts) == ("acme/line1", "batch_id", "B-1", 5)
-    assert engine.context.at("acme/line1/gr-201", 10) == {"batch_id": "B-1"}
+    assert (change.path, change.key, change.value, change.ts) == ("acme/line1", "batch_id", "B-1", ts)
+    assert engine.context.at("acme/line1/gr-201", ts + 5) == {"batch_id": "B-1"}
     reasons = [r.error for b in sink.batches for r in b.rejected]
     assert reasons[0].startswith("not JSON: ")
     assert reasons[1:] == [
-        "a context event must be a JSON object",
+        "an event must be a JSON object",
         "context key 'a/b' must not contain '/', '+', '#' or control characters",
     ]
     assert engine.counters.rejected == 3

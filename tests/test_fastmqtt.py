@@ -159,16 +159,17 @@ async def test_retained_message_is_delivered_on_subscribe(broker: Mosquitto, ns:
 
 
 @pytest.mark.integration
-async def test_will_on_abort_not_on_disconnect(broker: Mosquitto, ns: str) -> None:
+@pytest.mark.parametrize("protocol", [4, 5])  # MQTT 5: DISCONNECT with reason 0 drops the Will too
+async def test_will_on_abort_not_on_disconnect(broker: Mosquitto, ns: str, protocol: int) -> None:
     will = Will(f"{ns}/will", b"gone", qos=1, retain=False)
     async with _client(broker, f"{ns}-watch") as watch:
         await watch.subscribe(f"{ns}/will", qos=1)
-        polite = FastClient(_settings(broker), identifier=f"{ns}-polite", will=will)
+        polite = FastClient(_settings(broker, protocol=protocol), identifier=f"{ns}-polite", will=will)
         await polite.connect()
         await polite.disconnect()
         await polite.disconnect()  # idempotent
         await polite.wait_closed()
-        crashed = FastClient(_settings(broker), identifier=f"{ns}-crash", will=will)
+        crashed = FastClient(_settings(broker, protocol=protocol), identifier=f"{ns}-crash", will=will)
         await crashed.connect()
         crashed.abort()
         with pytest.raises(BrokerError, match="lost"):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import os
 import sys
 import time
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
@@ -17,8 +19,10 @@ from hypothesis import strategies as st
 
 from tests.lake_crash_child import BASE_TS, SAMPLES_PER_BATCH, deterministic_batch
 from tests.test_lake_sink import wait_for
+from uns.cli import lake_cmds
 from uns.errors import LakeError
 from uns.lake import Lake, LakeConfig, LakeSink, connect
+from uns.lake.maintenance import compaction_summary
 from uns.lake.writer import MAX_TARGET_BYTES, MIN_TARGET_BYTES, DeltaWriter, recent_target_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,6 +85,50 @@ async def test_compact_merges_files_and_keeps_every_row(tmp_path: Path, z_order:
     assert counts(tmp_path) == (210 * SAMPLES_PER_BATCH,) * 2
 
 
+async def test_after_compaction_a_glob_counts_twice_and_the_delta_log_counts_right(tmp_path: Path) -> None:
+    """docs/lake.md, "Reading the lake without uns": the live files come from the Delta log;
+    a glob over the table folder also reads the files compaction replaced (until vacuum)."""
+    await fill(tmp_path, range(60), commits=4)
+    rows = 60 * SAMPLES_PER_BATCH
+    summary = compaction_summary(Lake(tmp_path).compact(), Lake(tmp_path).info())
+    merged = next(r for r in summary if r["table"] == "measurements")
+    assert (merged["files_removed"], merged["files_added"], merged["rows"], merged["files"]) == (
+        4,
+        1,
+        rows,
+        1,
+    )
+    assert merged["seconds"] >= 0 and merged["bytes_added"] > 0
+    con = duckdb.connect()
+    glob = str(tmp_path / "measurements" / "*" / "*.parquet")
+    (globbed,) = con.execute("SELECT count(*) FROM read_parquet(?)", [glob]).fetchone() or (0,)
+    live = DeltaTable(str(tmp_path / "measurements")).file_uris()
+    query = "SELECT count(*) FROM read_parquet(?, hive_partitioning = true, union_by_name = true)"
+    (logged,) = con.execute(query, [live]).fetchone() or (0,)
+    assert (globbed, logged) == (2 * rows, rows)
+    assert counts(tmp_path)[0] == rows  # the views read the live files, as the log says
+
+
+async def test_uns_lake_compact_prints_a_readable_summary(tmp_path: Path) -> None:
+    await fill(tmp_path, range(30), commits=3)
+    text = lake_cmds.compact(str(tmp_path), z_order=False)
+    lines = text.splitlines()
+    header = ["table", "files_removed", "files_added", "rows", "files", "seconds"]
+    assert [c.strip() for c in lines[0].split("|")] == header
+    measurements = next(line for line in lines if line.startswith("measurements "))
+    assert [c.strip() for c in measurements.split("|")][:5] == [
+        "measurements",
+        "3",
+        "1",
+        str(30 * SAMPLES_PER_BATCH),
+        "1",
+    ]
+    assert lines[-1].startswith("compacted ") and "until `uns lake vacuum`" in lines[-1]
+    assert "numFilesAdded" not in text  # not deltalake's metrics JSON
+    rows = json.loads(lake_cmds.compact(str(tmp_path), z_order=False, fmt="json"))
+    assert {r["table"]: r["files_removed"] for r in rows}["measurements"] == 0  # nothing left to merge
+
+
 async def test_vacuum_enforces_retention_unless_disabled(tmp_path: Path) -> None:
     await fill(tmp_path, range(60), commits=3)
     lake = Lake(tmp_path)
@@ -104,14 +152,17 @@ async def test_readers_see_growing_duplicate_free_snapshots_during_writes_and_co
     total = 0
     async with LakeSink(lake, LakeConfig(commit_interval=0.05)) as sink:
         reader = await asyncio.create_subprocess_exec(
-            *[sys.executable, "-m", "tests.lake_crash_child", "read", str(lake), "4.0"],
+            *[sys.executable, "-m", "tests.lake_crash_child", "read", str(lake), "4.0", "10"],
             cwd=ROOT,
             stdout=asyncio.subprocess.PIPE,
         )
         output = asyncio.create_task(reader.communicate())
         try:
             compactions = 0
-            for i in range(6_000):
+            # writes go on until the reader has taken its snapshots (at least 6,000 batches)
+            for i in range(60_000):
+                if i >= 6_000 and output.done():
+                    break
                 sink.add(deterministic_batch(i))
                 total += 1
                 if i % 100 == 99:
@@ -119,8 +170,6 @@ async def test_readers_see_growing_duplicate_free_snapshots_during_writes_and_co
                 if i % 1_500 == 1_499:  # compaction commits interleave with the writer's appends
                     await asyncio.to_thread(Lake(lake).compact, z_order=compactions % 2 == 1)
                     compactions += 1
-                if output.done():
-                    break
             await sink.flush()
             out, _ = await asyncio.wait_for(output, 60)
         finally:

@@ -14,17 +14,20 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
+from uns.batch.trend import TrendRequest, build_trend
 from uns.core.context import ContextStore
 from uns.core.events import Batch, CatalogEntry, ContextChange, Sample, SessionEvent
+from uns.errors import LakeError
 from uns.lake import Lake, LakeConfig, LakeSink, connect
-from uns.lake.query import applied_context_ids, named_queries
+from uns.lake.query import applied_context_ids, named_queries, queries_from_file, run_queries, select_queries
 from uns.lake.schemas import SCHEMAS
 from uns.lake.tables import batch_columns
 from uns.lake.to_arrow import arrow_table
 from uns.lake.wal import MAGIC, encode_record
 from uns.sparkplug.datatypes import DataType
 
-QUERIES = named_queries((Path(__file__).resolve().parent.parent / "examples" / "queries.sql").read_text())
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "queries.sql"
+QUERIES = named_queries(EXAMPLES.read_text())
 T0 = 1_767_247_200_000  # 2026-01-01T06:00:00Z
 GRAN = "acme/basel/pilot/granulation/gr-201"
 IDS = ("PilotPlant", "GRAN-Ctrl", "GR-201")
@@ -156,10 +159,35 @@ def run(lake: Path, name: str) -> list[dict[str, object]]:
         con.close()
 
 
-def test_the_file_has_the_five_queries() -> None:
+def test_the_file_has_the_six_queries() -> None:
     assert list(QUERIES) == [
-        "batch_timeline", "phase_statistics", "excursions", "batch_completeness", "trace_measurements"
+        "batch_timeline", "phase_statistics", "batch_trend", "excursions", "batch_completeness",
+        "trace_measurements",
     ]  # fmt: skip
+
+
+def test_the_whole_file_runs_on_one_snapshot_each_query_under_its_name(plant_lake: Path) -> None:
+    """`uns lake sql --file examples/queries.sql`: every query, in file order, by its name."""
+    results = run_queries(plant_lake, queries_from_file(EXAMPLES))
+    assert [r.name for r in results] == list(QUERIES)
+    assert all(r.rows for r in results)
+    (only,) = run_queries(plant_lake, queries_from_file(EXAMPLES, "excursions"))
+    assert only.name == "excursions" and only.columns[:2] == ["path", "metric"]
+
+
+def test_a_file_of_queries_is_refused_where_it_would_mislead() -> None:
+    assert select_queries("SELECT 1") == {"": "SELECT 1"}  # no names: the file is one query
+    assert select_queries("-- a title\n\n-- name: a\nSELECT 1;\n") == {"a": "SELECT 1"}
+    with pytest.raises(LakeError, match=r"f.sql: SQL before the first `-- name:` line would not run"):
+        select_queries("SELECT 0;\n-- name: a\nSELECT 1", source="f.sql")
+    with pytest.raises(LakeError, match="names more than one query a"):
+        select_queries("-- name: a\nSELECT 1\n-- name: a\nSELECT 2")
+    with pytest.raises(LakeError, match=r"has no query named 'c'; its queries: a, b"):
+        select_queries("-- name: a\nSELECT 1\n-- name: b\nSELECT 2", "c")
+    with pytest.raises(LakeError, match="no named queries"):
+        select_queries("SELECT 1", "a")
+    with pytest.raises(LakeError, match="query b: the query is empty"):
+        run_queries("/nonexistent", {"a": "SELECT 1", "b": "-- nothing\n;"})
 
 
 def test_trace_measurements_names_message_segment_and_audit_entry(plant_lake: Path) -> None:
@@ -194,6 +222,25 @@ def test_phase_statistics(plant_lake: Path) -> None:
     assert rows[0]["minimum"] == 25.0
     assert rows[0]["maximum"] == 25.6
     assert rows[4]["maximum"] == 64.5
+
+
+def test_batch_trend_gives_the_numbers_of_uns_batch_trend(plant_lake: Path) -> None:
+    rows = run(plant_lake, "batch_trend")
+    stats = {(r["batch_id"], r["phase"]): r for r in run(plant_lake, "phase_statistics")}
+    assert [(r["batch_id"], r["samples"]) for r in rows] == [("B2026-0001", 60), ("B2026-0002", 30)]
+    for r in rows:  # the per-batch means of phase_statistics (which rounds them)
+        assert round(float(r["value"]), 3) == stats[(r["batch_id"], "drying")]["mean"]
+    con = connect(plant_lake)
+    try:
+        doc = build_trend(con, TrendRequest("BedTemp", phase="drying", path=GRAN))
+    finally:
+        con.close()
+    assert [(b["batch_id"], b["value"], b["moving_range"]) for b in doc["batches"]] == [
+        (r["batch_id"], r["value"], r["moving_range"]) for r in rows
+    ]
+    assert (doc["mean"], doc["sigma_within"], doc["ucl"], doc["lcl"]) == pytest.approx(
+        (rows[0]["centre"], rows[0]["sigma_within"], rows[0]["ucl"], rows[0]["lcl"]), rel=1e-12
+    )
 
 
 def test_excursions(plant_lake: Path) -> None:

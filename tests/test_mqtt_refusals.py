@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_tls import _make_pki
-from uns.errors import BrokerError, BrokerRefused
+from uns.errors import BrokerClosedEarly, BrokerError, BrokerRefused
 from uns.mqtt.client import FastClient
 from uns.mqtt.minibroker import MiniBroker
 from uns.mqtt.mosquitto import Mosquitto, free_port, password_file
@@ -106,11 +106,23 @@ async def test_silence_and_early_close_may_heal() -> None:
     assert str(exc) == "no answer within 0.3 s"
     async with answering(None, close=True) as port:
         exc = await _connect(BrokerSettings(port=port))
-    assert type(exc) is BrokerError
-    assert str(exc) == "connection closed by the broker before CONNACK"
+    assert type(exc) is BrokerClosedEarly  # a BrokerError (retried), saying what it may mean
+    assert str(exc) == (
+        "connection lost before CONNACK: closed by the broker "
+        "(a port that speaks TLS answers plain MQTT so: if it does, use mqtts://)"
+    )
     exc = await _connect(BrokerSettings(port=free_port()))
     assert type(exc) is BrokerError
     assert str(exc) == "connection refused"
+
+
+async def test_a_plain_connection_answered_with_tls_is_final() -> None:
+    """A broker that sends a TLS alert to plain MQTT (HiveMQ, EMQX do): no retry heals it."""
+    alert = bytes([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32])
+    async with answering(alert) as port:
+        exc = await _connect(BrokerSettings(port=port))
+    assert isinstance(exc, BrokerRefused)
+    assert str(exc) == "the broker answered with TLS, not MQTT: the port speaks TLS; use mqtts://"
 
 
 async def test_tls_files_that_cannot_be_loaded_are_final(tmp_path: Path) -> None:
@@ -197,6 +209,27 @@ async def test_tls_refusals_are_final(guarded_broker: tuple[Mosquitto, Path, int
         else:
             assert str(no_certificate).startswith("connection lost before CONNACK: Connection reset by peer")
             assert "requires a client certificate" in str(no_certificate)
+
+
+@pytest.mark.integration
+def test_uns_run_with_mqtt_to_a_tls_port_stops_with_one_line_naming_tls(
+    guarded_broker: tuple[Mosquitto, Path, int], tmp_path: Path
+) -> None:
+    """mosquitto resets plain MQTT on its TLS port: the engine retries a few times (it could
+    be a restarting broker), then stops with one line saying the port likely speaks TLS."""
+    _, _, port = guarded_broker
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNS_")}
+    env.update(UNS_BROKER_RECONNECT_MIN="0.05", UNS_BROKER_RECONNECT_MAX="0.2")
+    r = subprocess.run(
+        [sys.executable, "-m", "uns", "run", "--broker", f"mqtt://op:s3cret@127.0.0.1:{port}", "--lake", ""],
+        env=env, cwd=tmp_path, check=False, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        f"uns: error: cannot reach the broker at mqtt://op:***@127.0.0.1:{port} after 6 attempts"
+    )
+    assert "port that speaks TLS" in last and "use mqtts://" in last and "s3cret" not in r.stderr
 
 
 # ---------------------------------------------------------------- the CLI: one line, exit 1

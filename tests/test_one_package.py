@@ -70,3 +70,18 @@ def test_uns_run_twice_beside_folders_named_lake_and_uns(tmp_path: Path, broker:
             where, starts = r.stdout.split()
             assert Path(where).parent.parent != tmp_path  # the package, not the folder here
             assert int(starts) == 2
+
+
+def test_the_source_definition_folder_is_never_taken_for_a_lake(tmp_path: Path) -> None:
+    """From a checkout's root, ``--lake lake`` names the lake's definition (tables.toml,
+    views/): every command refuses it in one line instead of writing data into the sources."""
+    root = Path(__file__).resolve().parent.parent
+    before = sorted(p.name for p in (root / "lake").iterdir())
+    for argv in (("lake", "info", "--lake", "lake"), ("batch", "list", "--lake", "lake")):
+        r = subprocess.run(
+            [sys.executable, "-m", "uns", *argv], cwd=root, capture_output=True, text=True, timeout=120,
+            check=False,
+        )  # fmt: skip
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "the lake's definition in the uns source tree" in r.stderr.strip().splitlines()[-1]
+    assert sorted(p.name for p in (root / "lake").iterdir()) == before

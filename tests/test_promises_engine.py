@@ -418,7 +418,7 @@ async def test_malformed_context_events_over_mqtt_land_in_the_lakes_rejected_tab
     context = f"{ns}/uns/_context"
     bad: dict[str, tuple[bytes, str]] = {  # path -> (payload, the reason's start)
         "acme/bad-json": (b'{"set": {"batch_id": "B-1"', "not JSON: "),
-        "acme/not-object": (b'["batch_id", "B-1"]', "a context event must be a JSON object"),
+        "acme/not-object": (b'["batch_id", "B-1"]', "an event must be a JSON object"),
         "acme/bad-key": (
             b'{"set": {"batch_id": "B-1", "a/b": "x"}}',
             "context key 'a/b' must not contain '/', '+', '#' or control characters",
@@ -433,7 +433,8 @@ async def test_malformed_context_events_over_mqtt_land_in_the_lakes_rejected_tab
     async with running_engine(engine), aiomqtt.Client(broker.host, broker.port) as c:
         for path, (payload, _reason) in bad.items():
             await c.publish(f"{context}/{path}", payload, qos=1)
-        await c.publish(f"{context}/acme/good", b'{"ts": 5, "set": {"batch_id": "B-OK"}}', qos=1)
+        good = b'{"ts": 1767261600005, "set": {"batch_id": "B-OK"}}'  # a time from 2000 on
+        await c.publish(f"{context}/acme/good", good, qos=1)
         await wait_for(lambda: engine.counters.context_events == len(bad) + 1, what="all context events")
     rows = query(root, "SELECT topic, payload, error FROM rejected ORDER BY received_at, topic")
     by_topic = {topic: (bytes(payload), error) for topic, payload, error in rows}

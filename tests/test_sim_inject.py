@@ -19,6 +19,8 @@ from uns.sim.plant import BatchUnit, pilot_plant
             "B1:pH=7.6:growth",
             BatchFault("excursion", "B1", metric="pH", value=7.6, phase="growth"),
         ),
+        ("shift", "B1:Temperature=0.8", BatchFault("shift", "B1", metric="Temperature", value=0.8)),
+        ("shift", "B1:Agitation=-5", BatchFault("shift", "B1", metric="Agitation", value=-5.0)),
         ("death", "B1", BatchFault("death", "B1")),
         ("gap", "B1", BatchFault("gap", "B1", seconds=3.0)),
         ("gap", "B1:1.5", BatchFault("gap", "B1", seconds=1.5)),
@@ -34,6 +36,9 @@ def test_faults_parse(kind: str, text: str, fault: BatchFault) -> None:
     [
         ("excursion", "B1"),
         ("excursion", "B1:T=x"),
+        ("shift", "B1:Temperature"),
+        ("shift", "B1:Temperature=nan"),
+        ("shift", "B1:=1"),
         ("gap", "B1:0"),
         ("gap", "B1:soon"),
         ("death", "B1:x"),
@@ -64,6 +69,22 @@ def test_an_excursion_holds_the_value_in_the_middle_of_the_second_phase() -> Non
             held.append((unit.cycle.phase, round(step * 0.1, 1)))
     assert held and {p for p, _ in held} == {"inoculation"}
     assert min(t for _, t in held) >= 14.0 and max(t for _, t in held) <= 16.0
+
+
+def test_a_shift_offsets_the_whole_batch_and_leaves_the_next_alone() -> None:
+    """Twin units from the same seed: one with B2026-0001 shifted, one without.  The shifted
+    one publishes exactly 0.8 more during that batch and the same values afterwards."""
+    shifted, _ = bioreactor((BatchFault("shift", "B2026-0001", metric="Temperature", value=0.8),))
+    plain, _ = bioreactor(())
+    seen: dict[str | None, set[float]] = {}
+    for _ in range(1, 600):  # 0.1 s steps through 60 s: the batch (40 s), idle, the next batch
+        shifted.step(0.1)
+        plain.step(0.1)
+        a, b = shifted.values["Temperature"], plain.values["Temperature"]
+        assert isinstance(a, float) and isinstance(b, float)
+        seen.setdefault(plain.cycle.batch_id, set()).add(round(a - b, 9))
+    assert seen["B2026-0001"] == {0.8}
+    assert {round(d, 9) for k, v in seen.items() if k != "B2026-0001" for d in v} == {0.0}
 
 
 def test_a_gap_mutes_the_start_of_the_last_phase_and_a_death_fires_once() -> None:

@@ -34,12 +34,17 @@ from types import NoneType, UnionType
 from typing import Any, Final, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import uns.config_options as opts
+from uns.config_broker import PROTOCOLS, BrokerSection
+from uns.config_options import require as _require
+from uns.config_web import WebSection, parse_listen
 from uns.core.topics import check_prefix
 from uns.errors import ConfigError
-from uns.mqtt.settings import BrokerSettings, parse_broker_url
+from uns.mqtt.settings import parse_broker_url
+from uns.sparkplug import limits
 from uns.sparkplug.topic import group_list, valid_group_id
 
 __all__ = [
+    "PROTOCOLS",
     "SECTIONS",
     "AuditSection",
     "BatchSection",
@@ -50,6 +55,7 @@ __all__ = [
     "LakeSection",
     "RepublishSection",
     "SparkplugSection",
+    "WebSection",
     "file_keys",
     "key_type",
     "load_config",
@@ -77,47 +83,6 @@ def tuning(default: _T) -> _T:
     return field(default=default, metadata={_FILE_KEY: False})
 
 
-def _require(key: str, value: object, ok: bool, rule: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key} must be {rule}, got {value!r}", key=key)
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerSection:
-    url: str = "mqtt://127.0.0.1:1883"
-    username: str | None = None
-    password: str | None = None
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    tls_insecure: bool = False
-    keepalive: int = 30
-    reconnect_min: float = 0.5  # seconds, first reconnect delay
-    reconnect_max: float = 30.0  # seconds, backoff cap
-    connect_retries: int = -1  # attempts at start-up before giving up; -1 = forever
-
-    def __post_init__(self) -> None:
-        self.settings()  # raises ConfigError(key="broker.url") for a bad URL
-
-    def __repr__(self) -> str:  # neither the password nor one in the URL shows
-        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        shown["url"] = parse_broker_url(self.url).masked_url()
-        if self.password is not None:
-            shown["password"] = _MASK
-        return f"BrokerSection({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
-
-    def settings(self) -> BrokerSettings:
-        b = parse_broker_url(self.url).with_credentials(self.username, self.password)
-        return dataclasses.replace(
-            b,
-            ca_file=self.ca_file,
-            cert_file=self.cert_file,
-            key_file=self.key_file,
-            tls_insecure=self.tls_insecure,
-            keepalive=self.keepalive,
-        )
-
-
 @dataclass(frozen=True, slots=True)
 class EngineSection:
     host_id: str = "uns"
@@ -135,6 +100,9 @@ class EngineSection:
     stop_timeout_s: float = 30.0
     #: the Sparkplug groups this engine hosts, comma-separated ("" = every group): the shard
     groups: str = ""
+    #: the engine's Ed25519 private key file (uns keys new): it signs every context
+    #: acknowledgement, and `uns context set --wait` trusts only acks signed by it (None: unsigned)
+    signing_key: str | None = None
 
     def __post_init__(self) -> None:
         _require("engine.stop_timeout_s", self.stop_timeout_s, self.stop_timeout_s >= 1, ">= 1")
@@ -173,6 +141,13 @@ class SparkplugSection:
     rebirth_requests: bool = True  # send rebirth requests at all (usually only the primary host does)
     rebirth_min_interval_ms: int = 5000  # at most one rebirth request per node per interval
     max_decompressed_bytes: int = 16 * 1024 * 1024  # bound for Tahu-compressed payloads
+    #: what one message may cost (uns.sparkplug.limits): over a limit it is refused whole,
+    #: recorded in the rejected table (size, SHA-256 and its first KiB) and counted
+    max_payload_bytes: int = limits.DEFAULT_MAX_PAYLOAD_BYTES
+    max_metrics_per_message: int = limits.DEFAULT_MAX_METRICS  # Template members included
+    max_nesting: int = limits.DEFAULT_MAX_NESTING  # Template/PropertySet levels
+    #: ``uns cmd`` may send NCMD/DCMD (metric writes and rebirth requests) to edge nodes
+    commands_enabled: bool = False
     #: messages buffered per node before the holes are given up
     max_reorder_buffer: int = tuning(1000)
 
@@ -180,6 +155,10 @@ class SparkplugSection:
         for name in ("reorder_timeout_ms", "rebirth_min_interval_ms", "max_reorder_buffer"):
             value = getattr(self, name)
             _require(f"sparkplug.{name}", value, value >= 0, ">= 0")
+        for name in ("max_decompressed_bytes", "max_payload_bytes", "max_metrics_per_message"):
+            _require(f"sparkplug.{name}", getattr(self, name), getattr(self, name) > 0, "> 0")
+        top = limits.MAX_NESTING_ALLOWED
+        _require("sparkplug.max_nesting", self.max_nesting, 1 <= self.max_nesting <= top, f"1-{top}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +219,12 @@ class LakeSection:
     #: the worker process runs this much nicer than the engine (0-19): commits are
     #: batch work that can wait a moment; the engine's receive loop and republish cannot
     commit_worker_nice: int = 10
+    #: a WAL segment never holds more rows (a record that would pass it is split): one
+    #: commit's memory stays bounded whatever one message holds
+    max_segment_rows: int = 200_000
+    #: a segment whose commit fails this many times in a row with the same error (not a
+    #: disk or network fault) is moved aside to <wal>/quarantine (0 = never; docs/lake.md)
+    quarantine_after: int = 5
     #: seal a segment at this size too (bounds the memory of one commit)
     segment_max_bytes: int = tuning(64 << 20)
     #: commit retry backoff: first delay, doubling up to the cap (seconds)
@@ -260,23 +245,11 @@ class LakeSection:
             ("commit_worker_max_rss_mb", self.commit_worker_max_rss_mb >= 0, ">= 0"),
             ("commit_worker_nice", 0 <= self.commit_worker_nice <= 19, "0-19"),
             ("segment_max_bytes", self.segment_max_bytes > 0, "> 0"),
+            ("max_segment_rows", self.max_segment_rows > 0, "> 0"),
+            ("quarantine_after", self.quarantine_after >= 0, ">= 0 (0 = never)"),
             ("retry_initial_s", 0 < self.retry_initial_s <= self.retry_max_s, "> 0 and <= retry_max_s"),
         ):
             _require(f"lake.{name}", getattr(self, name), ok, rule)
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """``host:port`` (``[v6]:port``; an empty host listens on every interface) as (host, port)."""
-    host, sep, port = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    _require(
-        "engine.http_listen",
-        text,
-        bool(sep) and port.isdigit() and int(port) <= 65535 and not any(c in host for c in "[]/ "),
-        "host:port (e.g. 127.0.0.1:9464)",
-    )
-    return host, int(port)
 
 
 def _plain_id(text: str) -> bool:
@@ -288,9 +261,12 @@ class ContextSection:
     window_hours: float = 24.0  # context history kept in memory (the lake keeps all of it)
     #: context events must be signed by a trusted key (audit.trusted_keys); others are rejected
     require_signature: bool = False
+    #: an event's ts may be this far ahead of the engine's clock (nothing before 2000 either)
+    max_future_s: float = 86_400.0
 
     def __post_init__(self) -> None:
         _require("context.window_hours", self.window_hours, self.window_hours > 0, "> 0")
+        _require("context.max_future_s", self.max_future_s, self.max_future_s >= 0, ">= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +298,7 @@ class Config:
     context: ContextSection = field(default_factory=ContextSection)
     batch: BatchSection = field(default_factory=BatchSection)
     audit: AuditSection = field(default_factory=AuditSection)
+    web: WebSection = field(default_factory=WebSection)
 
     def __post_init__(self) -> None:
         if self.context.require_signature and not self.audit.trusted_keys:
@@ -341,7 +318,8 @@ class Config:
                     if f"{name}.{key}" in SECRET_KEYS and value is not None:
                         section[key] = _MASK
                 if name == "broker":
-                    section["url"] = self.broker.settings().masked_url()
+                    section["url"] = parse_broker_url(self.broker.url).masked_url()
+                    section["urls"] = [parse_broker_url(u).masked_url() for u in self.broker.urls]
             for key in opts.option_tables(cls):
                 options = getattr(section_obj, key)
                 section[key] = opts.masked_options(options) if masked else dict(options)
@@ -364,8 +342,11 @@ _SCALARS: Final[Mapping[type, str]] = {bool: "boolean", int: "integer", float: "
 
 
 def key_type(hint: Any) -> tuple[type, bool]:
-    """``(bool | int | float | str, optional)`` for a section field's annotation."""
+    """``(bool | int | float | str, optional)`` for a section field's annotation;
+    ``(tuple, False)`` for ``tuple[str, ...]``, a list of text (``broker.urls``)."""
     origin = get_origin(hint)
+    if origin is tuple and get_args(hint) == (str, ...):
+        return tuple, False
     if origin is Union or origin is UnionType:  # Optional[X] / X | None
         args = get_args(hint)
     elif origin is None:  # a plain type
@@ -384,36 +365,6 @@ _KEYS: Final[Mapping[str, Mapping[str, tuple[type, bool]]]] = {
     name: {f.name: key_type(get_type_hints(cls)[f.name]) for f in file_keys(cls)}
     for name, cls in SECTIONS.items()
 }
-
-
-def _coerce(key: str, value: Any, kind: tuple[type, bool], origin: str) -> Any:
-    base, optional = kind
-    if value is None or (optional and value == ""):
-        if optional:
-            return None
-        raise ConfigError(f"{origin}: {key} must not be empty", key=key)
-    if base is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
-            return True
-        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{origin}: {key} must be true or false, got {value!r}", key=key)
-    if base is int or base is float:
-        # an integer is also a number; a bool is neither (TOML ``true`` is not 1)
-        if isinstance(value, int if base is int else int | float) and not isinstance(value, bool):
-            return base(value)
-        if isinstance(value, str):
-            try:
-                return base(value)
-            except ValueError:
-                pass
-        what = "an integer" if base is int else "a number"
-        raise ConfigError(f"{origin}: {key} must be {what}, got {value!r}", key=key)
-    if isinstance(value, str):
-        return value
-    raise ConfigError(f"{origin}: {key} must be text, got {value!r}", key=key)
 
 
 def load_config(
@@ -436,7 +387,7 @@ def load_config(
         if section not in _KEYS or key not in _KEYS[section]:
             known = ", ".join(f"{s}.{k}" for s in _KEYS for k in _KEYS[s])
             raise ConfigError(f"{origin}: unknown setting {dotted!r} (known: {known})", key=dotted)
-        values[section][key] = _coerce(dotted, value, _KEYS[section][key], origin)
+        values[section][key] = opts.coerce_value(dotted, value, _KEYS[section][key], origin)
         origins[dotted] = origin
 
     source = file or env.get("UNS_CONFIG") or None
@@ -454,9 +405,12 @@ def load_config(
                 raise ConfigError(f"{path}: top-level key {section!r} must be a [section]", key=section)
             for key, value in table.items():
                 if isinstance(value, dict) and key in opts.option_tables(SECTIONS.get(section, Config)):
-                    values[section][key] = opts.parse_options(f"{section}.{key}", value, str(path))
+                    cls = SECTIONS[section]
+                    values[section][key] = opts.parse_options(
+                        f"{section}.{key}", value, str(path), nested=opts.nested_table(cls, key)
+                    )
                     continue
-                line = _line_of(text, section, key)
+                line = opts.line_of(text, section, key)
                 put(f"{section}.{key}", value, f"{path} line {line}" if line else str(path))
     for name, value in env.items():
         if not name.startswith("UNS_") or name == "UNS_CONFIG":
@@ -481,15 +435,3 @@ def load_config(
                 raise
             raise ConfigError(f"{origin}: {exc}", key=exc.key) from exc
     return Config(**sections)
-
-
-def _line_of(text: str, section: str, key: str) -> int | None:
-    """The 1-based line of ``key = ...`` inside ``[section]`` of a TOML text, if it can be found."""
-    current = None
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if line.startswith("["):
-            current = line.strip("[] \t").split("#")[0].strip().strip("\"'")
-        elif current == section and line.partition("=")[0].strip().strip("\"'") == key:
-            return number
-    return None

@@ -16,6 +16,8 @@ def config_json_schema() -> dict[str, Any]:
 
     def prop(kind: tuple[type, bool], default: Any) -> dict[str, Any]:
         base, optional = kind
+        if base is tuple:
+            return {"type": "array", "items": {"type": "string"}, "default": list(default)}
         out: dict[str, Any] = {"type": [_SCALARS[base], "null"] if optional else _SCALARS[base]}
         if default is not None:
             out["default"] = default
@@ -25,8 +27,14 @@ def config_json_schema() -> dict[str, Any]:
     for name, cls in SECTIONS.items():
         defaults = cls()
         props = {key: prop(kind, getattr(defaults, key)) for key, kind in _KEYS[name].items()}
-        props.update({key: dict(opts.OPTIONS_SCHEMA) for key in opts.option_tables(cls)})
+        props.update({key: opts.options_schema(cls, key) for key in opts.option_tables(cls)})
         sections[name] = {"type": "object", "additionalProperties": False, "properties": props}
+    # written ``protocol = 5`` as often as ``protocol = "5"``: both are taken
+    sections["broker"]["properties"]["protocol"] = {
+        "type": ["string", "integer"],
+        "enum": ["3.1.1", "5", 5],
+        "default": "3.1.1",
+    }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://uns.invalid/schemas/config.schema.json",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shlex
 import tempfile
 import time
 from collections.abc import Callable
@@ -34,7 +35,15 @@ from uns.output import render_rows
 from uns.sim import SimConfig, SimReport, run_sim
 from uns.sim.inject import BatchFault
 
-__all__ = ["DEMO_BATCH", "DEMO_QUERIES", "examples_dir", "run_demo", "run_plant"]
+__all__ = [
+    "DEMO_BATCH",
+    "DEMO_QUERIES",
+    "examples_dir",
+    "report_command",
+    "run_demo",
+    "run_plant",
+    "summary_lines",
+]
 
 #: the batch the demo reports on, and what it spoils in it (docs/batches.md §5)
 DEMO_BATCH = "B2026-0002"
@@ -159,10 +168,32 @@ def run_demo(*, duration: float = 20.0, lake: str | None = None, echo: Echo = pr
         _summary(engine, sim, lake_dir, echo)
         if lake is None:
             echo("(the lake was temporary; pass --lake DIR to keep it and query it with `uns lake sql`)")
-        _report(lake_dir, Path(tempfile.gettempdir()) if lake is None else lake_dir.parent, echo)
+        _report(
+            lake_dir,
+            Path(tempfile.gettempdir()) if lake is None else lake_dir.parent,
+            echo,
+            kept=lake is not None,
+        )
 
 
-def _report(lake_dir: Path, where: Path, echo: Echo) -> None:
+def report_command(lake_dir: Path | str) -> str:
+    """The ``uns batch report`` command that makes the demo batch's report again, runnable
+    from the current directory (the paths relative to it when they are below it)."""
+    spec = _from_here(examples_dir() / "pilot-spec.toml")
+    where = shlex.quote(_from_here(Path(lake_dir)))
+    return f"uns batch report {DEMO_BATCH} --lake {where} --spec {shlex.quote(spec)}"
+
+
+def _from_here(path: Path) -> str:
+    here = Path.cwd()
+    full = path if path.is_absolute() else here / path
+    try:
+        return f"./{full.resolve().relative_to(here.resolve())}"
+    except ValueError:
+        return str(full.resolve())
+
+
+def _report(lake_dir: Path, where: Path, echo: Echo, *, kept: bool) -> None:
     """Write the demo batch's HTML report; echo its path and verdict."""
     examples = examples_dir()
     request = ReportRequest(
@@ -174,7 +205,8 @@ def _report(lake_dir: Path, where: Path, echo: Echo) -> None:
     target = where / f"uns-demo-{DEMO_BATCH}.html"
     target.write_bytes(data)
     echo("")
-    echo(f"Batch report of {DEMO_BATCH} (uns batch report {DEMO_BATCH} --spec examples/pilot-spec.toml):")
+    again = f" (again: {report_command(lake_dir)})" if kept else ""
+    echo(f"Batch report of {DEMO_BATCH}{again}:")
     echo(f"  {target}: {verdict}")
 
 
@@ -195,26 +227,8 @@ async def _with_broker(duration: float, lake_dir: Path, echo: Echo) -> tuple[Eng
 def _summary(engine: Engine, sim: SimReport, lake_dir: Path, echo: Echo) -> None:
     con = lake.connect(lake_dir)
     try:
-        rows = con.execute("SELECT count(*) FROM measurements").fetchone()
-        batches = con.execute(
-            "SELECT count(DISTINCT batch_id) FROM measurements_asof WHERE batch_id IS NOT NULL"
-        ).fetchone()
-        rejected = con.execute("SELECT count(*) FROM rejected").fetchone()
-        c = engine.counters
-        echo("")
-        echo("Summary")
-        echo(
-            f"  plant published   {sim.messages:,} messages, {sim.metrics:,} metric values, "
-            f"{sim.context_events} context events"
-        )
-        echo(
-            f"  engine received   {c.messages:,} messages, {c.metrics:,} metric samples, "
-            f"{c.context_changes} context changes, {c.rebirths_requested} rebirth requests"
-        )
-        echo(
-            f"  lake              {rows[0] if rows else 0:,} measurements, "
-            f"{batches[0] if batches else 0} batches, {rejected[0] if rejected else 0} rejected messages"
-        )
+        for line in summary_lines(engine, sim, con):
+            echo(line)
         for title, sql in DEMO_QUERIES:
             cur = con.execute(sql)
             columns = [d[0] for d in cur.description or []]
@@ -223,3 +237,57 @@ def _summary(engine: Engine, sim: SimReport, lake_dir: Path, echo: Echo) -> None
             echo(render_rows(columns, cur.fetchall(), "table"))
     finally:
         con.close()
+
+
+def summary_lines(engine: Engine, sim: SimReport, con: Any) -> list[str]:
+    """What the plant sent, what the engine took and what the lake holds, each number saying
+    what it counts, so that the lines compare: a Sparkplug message with the same on both
+    sides, a context event with a context event, and the context changes split by origin
+    (one change per key an event sets or clears, plus the controllers' own context metrics)."""
+    c = engine.counters
+    (rows,) = _one(con, "SELECT count(*) FROM measurements")
+    (batches,) = _one(
+        con, "SELECT count(DISTINCT batch_id) FROM measurements_asof WHERE batch_id IS NOT NULL"
+    )
+    (rejected,) = _one(con, "SELECT count(*) FROM rejected")
+    plc = "source LIKE 'sparkplug:%'"
+    by_events, events, keys, by_plc, plc_keys = _one(
+        con,
+        f"""SELECT count(*) FILTER (WHERE NOT {plc}), count(DISTINCT event_id) FILTER (WHERE NOT {plc}),
+                  string_agg(DISTINCT key, ', ' ORDER BY key) FILTER (WHERE NOT {plc}),
+                  count(*) FILTER (WHERE {plc}),
+                  string_agg(DISTINCT key, ', ' ORDER BY key) FILTER (WHERE {plc})
+           FROM context""",  # noqa: S608 - a constant
+    )
+    state = c.messages_by_type.get("STATE", 0)
+    lines = [
+        "",
+        "Summary",
+        f"  plant published   {sim.messages:,} Sparkplug messages (births, data, deaths) with "
+        f"{sim.metrics:,} metric values, and {sim.context_events} context events (the MES)",
+        f"  engine received   {c.sparkplug_messages:,} Sparkplug messages with {c.metrics:,} metric "
+        f"values, {c.context_events} context events and {state} STATE message{'s' if state != 1 else ''} "
+        f"(primary host); it asked for {c.rebirths_requested} rebirths",
+    ]
+    missing = sim.messages - c.sparkplug_messages
+    if missing > 0:
+        lines.append(
+            f"                    ({missing:,} Sparkplug messages published at QoS 0 did not arrive)"
+        )
+    elif missing < 0:
+        lines.append(
+            f"                    ({-missing:,} more: deaths the broker published for nodes that went away)"
+        )
+    lines += [
+        f"  context changes   {c.context_changes:,}, one per key set or cleared: {by_events:,} from the "
+        f"{events} context events (each sets several keys: {keys or '-'})"
+        + (f", {by_plc:,} from the controllers' context metrics ({plc_keys})" if by_plc else ""),
+        f"  lake              {rows:,} measurements, {batches} batches, {rejected} rejected messages",
+    ]
+    return lines
+
+
+def _one(con: Any, sql: str) -> tuple[Any, ...]:
+    row = con.execute(sql).fetchone()
+    assert row is not None  # an aggregate always has a row
+    return tuple(row)

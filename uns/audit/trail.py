@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -12,7 +13,9 @@ from uns.errors import UnsError
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["LOG_COLUMNS", "audit_log", "verify_lines"]
+    from uns.lake.hashing import ChainRow
+
+__all__ = ["LOG_COLUMNS", "audit_log", "signers", "verify_lines"]
 
 LOG_COLUMNS: Final = ("ts", "writer_id", "seq", "kind", "actor", "reason", "subject", "detail")
 
@@ -50,14 +53,34 @@ def verify_lines(lake_dir: str, trusted_keys: str | None = None) -> tuple[int, l
     against the public keys in ``trusted_keys`` (the config's audit.trusted_keys)."""
     from uns.audit.signatures import signature_findings  # noqa: PLC0415
     from uns.audit.verify import read_chain, verify  # noqa: PLC0415 - deltalake only when asked
-    from uns.keyring import load_trusted_keys  # noqa: PLC0415
+    from uns.keyring import load_keyring  # noqa: PLC0415
 
     report = verify(lake_dir)
-    signed, wrong = signature_findings(read_chain(Path(lake_dir)), load_trusted_keys(trusted_keys))
+    chain = read_chain(Path(lake_dir))
+    signed, notes, wrong = signature_findings(chain, load_keyring(trusted_keys))
     findings = report.findings + wrong
     if findings:
         return 1, findings
-    return 0, [f"{report.summary()}; {signed} digital signature{'s' if signed != 1 else ''} verified"]
+    keyless = f" ({notes} keyless note{'s' if notes != 1 else ''}: not signatures)" if notes else ""
+    by = ", ".join(signers(chain))
+    return 0, [
+        f"{report.summary()}; {signed} digital signature{'s' if signed != 1 else ''} verified"
+        f"{f' (by {by})' if by else ''}{keyless}"
+    ]
+
+
+def signers(chain: Sequence[ChainRow]) -> list[str]:
+    """Who made the digital signatures of ``chain``, once each in the order of their first
+    signature: ``user id (printed name)``."""
+    from uns.audit.signatures import KIND, BatchSignature  # noqa: PLC0415
+
+    seen: dict[str, None] = {}
+    for row in sorted(chain, key=lambda r: (r.ts, r.writer_id, r.seq)):
+        if row.kind == KIND:
+            sig = BatchSignature.of_row(row)
+            if "signature" in sig.detail:
+                seen.setdefault(f"{sig.user_id} ({sig.full_name})")
+    return list(seen)
 
 
 def audit_log(

@@ -5,14 +5,20 @@
    SHA-256 of its row's canonical form (:mod:`lake.hashing`): an audit row deleted,
    edited or inserted shows.
 2. Every data file of every data table's *current* version: the audit trail must
-   have recorded it (a ``data_commit`` or ``compaction`` entry) and not recorded its
+   have recorded it (a ``data_commit``, ``compaction`` or ``repair`` entry) and not recorded its
    removal, the file must exist, and its SHA-256 must be the one recorded: a value
    changed in a file rewritten under the same name, a deleted file, a file added
    behind the engine's back, and a table rolled back (files the trail removed are
    back) all show.
 3. Every file the trail added and did not remove must be in the current version: a
    rollback, or a file removed from the log, shows.
-4. Every compaction recorded the same rows before and after (count and checksum).
+4. Every compaction recorded the same rows before and after (count and checksum); every
+   repair of the rejected table the same rows and the same checksum of the columns it
+   must not change (all but the payload's, which it cut to their first KiB).
+
+A file without an audit entry that a compaction (or a repair) added, killed between
+its Delta commit and its audit entry, is named as such: the next ``uns lake compact``
+or engine start records it (:meth:`uns.lake.audit.AuditRecorder.reconcile`).
 
 Files are read once each, in a few threads (``hashlib`` releases the GIL), so the
 check runs at about the disk's read speed.  While a writer runs, a file it committed
@@ -37,7 +43,7 @@ from deltalake.exceptions import TableNotFoundError
 
 from uns.errors import LakeError
 from uns.lake.audit import AUDIT, DATA_TABLES
-from uns.lake.deltalog import local_path
+from uns.lake.deltalog import adding_commit, local_path
 from uns.lake.hashing import ChainRow, chain_findings, file_sha256, ts_micros
 
 __all__ = ["DATA_TABLES", "VerifyReport", "read_chain", "verify"]
@@ -108,7 +114,7 @@ def _registry(
     added: dict[tuple[str, str], _Recorded] = {}
     removed: dict[tuple[str, str], str] = {}
     for row in rows:
-        if row.kind not in ("data_commit", "compaction"):
+        if row.kind not in ("data_commit", "compaction", "repair"):
             continue
         try:
             detail: dict[str, Any] = json.loads(row.detail)
@@ -121,11 +127,11 @@ def _registry(
         except (ValueError, KeyError, TypeError):
             findings.append(f"{_by(row)}: unreadable {row.kind} detail")
             continue
-        if row.kind == "compaction" and (
+        if row.kind in ("compaction", "repair") and (
             detail.get("rows_before") != detail.get("rows_after")
             or detail.get("checksum_before") != detail.get("checksum_after")
         ):
-            findings.append(f"{_by(row)}: compaction of {table} changed the rows (count or checksum differ)")
+            findings.append(f"{_by(row)}: {row.kind} of {table} changed the rows (count or checksum differ)")
     return added, removed
 
 
@@ -156,6 +162,24 @@ def _digest(root: Path, key: tuple[str, str]) -> str | None:
         return None
 
 
+def _unaccounted(root: Path, key: tuple[str, str]) -> str:
+    """Why a data file may lack an audit entry: the commit that added it says whether it
+    was a compaction or a repair interrupted before its entry, or something else."""
+    table, path = key
+    commit = adding_commit(root / table, path)
+    if commit is not None and commit.operation == "OPTIMIZE":
+        return (
+            f"data file of an interrupted compaction (table version {commit.version}: its audit "
+            "entry was never written; the next `uns lake compact` or engine start records it)"
+        )
+    if commit is not None and commit.repair:
+        return (
+            f"data file of an interrupted `uns lake repair` (table version {commit.version}: its "
+            "audit entry was never written)"
+        )
+    return "data file without an audit entry (added behind the writer's back?)"
+
+
 def verify(root: str | Path) -> VerifyReport:
     """Check the lake at ``root`` (see the module docstring)."""
     root = Path(root)
@@ -181,9 +205,7 @@ def verify(root: str | Path) -> VerifyReport:
         size, rows = current[key]
         name = f"{table}/{path}"
         if key not in added:
-            report.findings.append(
-                f"{name}: data file without an audit entry (added behind the writer's back?)"
-            )
+            report.findings.append(f"{name}: {_unaccounted(root, key)}")
         elif key in removed:
             report.findings.append(
                 f"{name}: in the table although {removed[key]} removed it (table rolled back?)"

@@ -22,9 +22,20 @@ class ReportRequest:
     spec: Spec = field(default_factory=Spec)
     model: PlantModel | None = None
     metrics: tuple[str, ...] = ()  # further numeric metrics to report (--metric)
-    reference: str | None = None  # golden batch (--reference)
+    reference: str | None = None  # one golden batch (--reference B): its series overlaid
+    #: several golden batches (--reference B1,B2,B3): their mean +- 3 sd band (uns.batch.golden)
+    references: tuple[str, ...] = ()
+    envelope_exceptions: bool = False  # leaving the band is an exception (--envelope-exceptions)
     late_context_s: float = 5.0
     now: datetime | None = None  # the report time (default: now)
+    #: the directory of the trusted keys its signatures are checked against (audit.trusted_keys)
+    trusted_keys: str | None = None
+
+    @property
+    def reference_batches(self) -> tuple[str, ...]:
+        """Every reference batch, in the order given (``reference`` first), each once."""
+        given = ((self.reference,) if self.reference else ()) + self.references
+        return tuple(dict.fromkeys(given))
 
 
 @dataclass(slots=True)

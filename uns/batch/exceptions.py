@@ -1,11 +1,16 @@
 """Completeness, context changes and the exceptions list of a batch report.
 
-Every exception has ``kind``, ``severity`` (``high``, ``medium``, ``low``),
-``ts`` and ``message``; docs/batches.md lists the kinds.
+Every exception has ``id``, ``kind``, ``severity`` (``high``, ``medium``, ``low``),
+``ts`` and ``message``; docs/batches.md lists the kinds.  The ``id`` is stable: the
+same for the same batch data in every report (a reviewer's disposition names it), made
+of what identifies the exception -- its kind, time and place, not its message (an open
+excursion's peak may still grow): :func:`exception_id`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Final
@@ -14,21 +19,42 @@ import duckdb
 
 from uns.batch.parameters import Parameter
 from uns.batch.queries import BatchInfo, BatchSamples, context_changes, rejected_messages, session_events
-from uns.batch.signals import expected_samples, find_gaps
+from uns.batch.signals import find_gaps
 from uns.batch.times import iso, ms
 
-__all__ = ["SESSION_SEVERITY", "completeness_and_exceptions"]
+__all__ = ["SESSION_SEVERITY", "completeness_and_exceptions", "exception_id", "unique_ids"]
 
 #: severity of the exception of a sessions event (the others: medium); the kind is the
 #: event's name, but a birth inside a batch, after an earlier one, is a ``rebirth`` (the source restarted)
 SESSION_SEVERITY: Final = {"death": "high", "birth": "low"}
 
 
-def _exception(kind: str, severity: str, ts: datetime | int | str | None, message: str) -> dict[str, Any]:
+def exception_id(kind: str, ts: str | None, *where: object) -> str:
+    """The stable id of an exception: 16 hex digits of the SHA-256 of its kind, time (ISO
+    8601) and place (path, metric, source, event id: what tells it from the others)."""
+    text = json.dumps([kind, ts, *where], separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def unique_ids(exceptions: list[dict[str, Any]]) -> None:
+    """Make the ids of a sorted exceptions list unique (a second exception with the same
+    kind, time and place gets ``-2``, ...): still the same for the same data."""
+    seen: dict[str, int] = {}
+    for e in exceptions:
+        n = seen[e["id"]] = seen.get(e["id"], 0) + 1
+        if n > 1:
+            e["id"] = f"{e['id']}-{n}"
+
+
+def _exception(
+    kind: str, severity: str, ts: datetime | int | str | None, message: str, *where: object
+) -> dict[str, Any]:
+    stamp = ts if isinstance(ts, str) else iso(ts)
     return {
+        "id": exception_id(kind, stamp, *where),
         "kind": kind,
         "severity": severity,
-        "ts": ts if isinstance(ts, str) else iso(ts),
+        "ts": stamp,
         "message": message,
     }
 
@@ -36,7 +62,10 @@ def _exception(kind: str, severity: str, ts: datetime | int | str | None, messag
 def _metric_completeness(info: BatchInfo, params: list[Parameter], data_end: int) -> list[dict[str, Any]]:
     out = []
     for p in params:
-        expected, gaps, intervals = 0, [], set()
+        # windows: how many expected intervals the segments span, summed before rounding
+        # down (rounding per phase would lose up to one sample per phase).  It is the least
+        # number of samples: a source that samples faster than the interval sends more.
+        windows, gaps, intervals = 0.0, [], set()
         received = 0
         for i in p.segments:
             lim = p.limits.get(i)
@@ -46,7 +75,7 @@ def _metric_completeness(info: BatchInfo, params: list[Parameter], data_end: int
             lo, hi = ms(seg.start), ms(seg.end) if seg.end is not None else data_end
             inside = p.ts[(p.ts >= lo) & (p.ts < hi)]
             intervals.add(lim.expected_interval_s)
-            expected += expected_samples(lo, hi, lim.expected_interval_s)
+            windows += max(0, hi - lo) / (lim.expected_interval_s * 1000.0)
             received += len(inside)
             gaps += find_gaps(inside, lo, hi, lim.expected_interval_s)
         if not intervals:
@@ -56,7 +85,7 @@ def _metric_completeness(info: BatchInfo, params: list[Parameter], data_end: int
                 "path": p.path,
                 "metric": p.metric,
                 "expected_interval_s": min(intervals),
-                "expected": expected,
+                "expected": int(windows + 1e-9),
                 "received": received,
                 "gaps": [
                     {"start": iso(a), "end": iso(b), "duration_s": (b - a) / 1000.0} for a, b in _merge(gaps)
@@ -95,7 +124,7 @@ def _sessions(events: list[tuple[Any, ...]]) -> tuple[list[dict[str, Any]], list
         kind, severity = "rebirth" if event == "birth" else event, SESSION_SEVERITY.get(event, "medium")
         named = [d for d in devices if d is not None]
         what = f"{group}/{node}" + (f" ({', '.join(named)})" if named else "")
-        exceptions.append(_exception(kind, severity, ts, f"{event.replace('_', ' ')}: {what}"))
+        exceptions.append(_exception(kind, severity, ts, f"{event.replace('_', ' ')}: {what}", group, node))
     return rows, exceptions
 
 
@@ -125,7 +154,7 @@ def _context(
         )
         event["corrects"] |= corrects
     exceptions = []
-    for event in by_event.values():
+    for key, event in by_event.items():
         c = event["c"]
         kind = "context_correction" if event["corrects"] else "late_context"
         verb = "corrected" if event["corrects"] else "arrived late"
@@ -133,7 +162,7 @@ def _context(
             f"context on {c['path']} ({', '.join(event['keys'])}) {verb}: received {event['delay']:.1f} s "
             f"after its time, by {c['user'] or '?'} ({c['reason'] or 'no reason given'})"
         )
-        exceptions.append(_exception(kind, "medium", c["ts"], message))
+        exceptions.append(_exception(kind, "medium", c["ts"], message, key))
     return listed, flagged, exceptions
 
 
@@ -174,28 +203,25 @@ def completeness_and_exceptions(
                 f"{'above' if e['direction'] == 'high' else 'below'} {e['limit']:g}, "
                 f"peak {e['peak']:g}"
             )
-            exceptions.append(
-                {"kind": "excursion", "severity": severity, "ts": e["start"], "message": message}
-            )
+            where = (e["path"], e["metric"], e["phase"], e["level"], e["direction"])
+            exceptions.append(_exception("excursion", severity, e["start"], message, *where))
     for m in metrics:
         for gap in m["gaps"]:
             message = (
                 f"no {m['metric']} sample on {m['path']} for {gap['duration_s']:.1f} s "
                 f"(expected every {m['expected_interval_s']:g} s)"
             )
-            exceptions.append({"kind": "gap", "severity": "medium", "ts": gap["start"], "message": message})
+            exceptions.append(_exception("gap", "medium", gap["start"], message, m["path"], m["metric"]))
     for r in rejected:
         message = f"rejected message on {r['topic']}: {r['error']}"
-        exceptions.append(
-            {"kind": "rejected", "severity": "medium", "ts": r["received_at"], "message": message}
-        )
+        exceptions.append(_exception("rejected", "medium", r["received_at"], message, r["topic"]))
     by_path: dict[str, list[dict[str, Any]]] = {}
     for h in historical:
         by_path.setdefault(str(h["path"]), []).append(h)
     for path, rows in by_path.items():
         count, names = sum(h["samples"] for h in rows), ", ".join(h["metric"] for h in rows)
         message = f"{count} historical (store-and-forward) samples on {path} ({names})"
-        exceptions.append(_exception("historical", "low", min(h["first"] for h in rows), message))
+        exceptions.append(_exception("historical", "low", min(h["first"] for h in rows), message, path))
     exceptions += context_exceptions
     completeness = {
         "metrics": metrics,

@@ -12,8 +12,10 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, Final
 
 import jinja2
+import numpy as np
 from matplotlib.figure import Figure
 
+from uns.batch.envelope import SIGMAS
 from uns.batch.times import ms
 
 if TYPE_CHECKING:
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
     from uns.batch.parameters import Parameter
     from uns.batch.queries import BatchInfo
 
-__all__ = ["render_html", "timeline_svg", "trend_svg"]
+__all__ = ["render_html", "svg_text", "template_environment", "timeline_svg", "trend_svg"]
 
 _PHASE_COLOURS: Final = ("#e8eef7", "#f3ede2", "#e6f2e6", "#f2e6ee", "#eeeeee", "#e6f0f2")
 _SVG_RC: Final[dict[str, Any]] = {"svg.fonttype": "none", "svg.hashsalt": "uns-batch-report"}
@@ -79,16 +81,16 @@ def trend_svg(p: Parameter, info: BatchInfo, *, reference: str | None = None) ->
                 va="bottom",
                 fontsize=8,
             )
+        series: list[tuple[Any, Any, dict[str, Any]]] = []
         if p.reference_x is not None and p.reference_y is not None and len(p.reference_x):
-            ax.plot(
-                (p.reference_x - t0) / div,
-                p.reference_y,
-                color="#888888",
-                lw=0.8,
-                ls="--",
-                label=f"reference {reference}",
-            )
-        ax.plot((p.plot_x - t0) / div, p.plot_y, color="#1f4e99", lw=0.9, label=info.batch_id)
+            dashed: dict[str, Any] = {"color": "#888888", "lw": 0.8, "ls": "--"}
+            series.append((p.reference_x, p.reference_y, dashed | {"label": f"reference {reference}"}))
+        if p.envelope is not None:
+            _draw_envelope(ax, p, t0, div)
+        series.append((p.plot_x, p.plot_y, {"color": "#1f4e99", "lw": 0.9, "label": info.batch_id}))
+        for x, y, look in series:
+            # steps: a Sparkplug value holds until the next one is reported (report by exception)
+            ax.plot((x - t0) / div, y, drawstyle="steps-post", **look)
         for key, colour, style in (
             ("action_low", "#c0392b", "-"), ("action_high", "#c0392b", "-"),
             ("alert_low", "#e67e22", "--"), ("alert_high", "#e67e22", "--"),
@@ -109,12 +111,25 @@ def trend_svg(p: Parameter, info: BatchInfo, *, reference: str | None = None) ->
         ax.set_ylabel(p.unit or p.metric, fontsize=8)
         ax.tick_params(labelsize=8)
         ax.margins(y=0.15)
-        if p.reference_x is not None:
+        if p.reference_x is not None or p.envelope is not None:
             ax.legend(fontsize=7, loc="lower right")
-        buf = io.StringIO()
-        fig.savefig(buf, format="svg", metadata={"Date": None})
-    text = buf.getvalue()
-    return text[text.index("<svg") :]
+        return svg_text(fig)
+
+
+def _draw_envelope(ax: Any, p: Parameter, t0: int, div: float) -> None:
+    """The references' mean +- 3 sd band, and where the batch leaves it."""
+    env = p.envelope
+    assert env is not None
+    x = (env.x - t0) / div
+    drawn = np.isfinite(env.low)  # NaN where fewer than two references have a value: a gap
+    ax.fill_between(x, env.low, env.high, where=drawn, color="#b8b8d8", alpha=0.45, lw=0, zorder=1)
+    ax.plot(x, env.mean, color="#6a6a9a", lw=0.8, ls="--", zorder=2)
+    ax.fill_between([], [], [], color="#b8b8d8", alpha=0.45, lw=0,
+                    label=f"references {', '.join(env.references)}: mean ± {SIGMAS:g} sd")  # fmt: skip
+    least = (x.max() - x.min()) / 400 if len(x) else 0.0  # a one-sample departure stays visible
+    for d in env.departures:
+        a, b = (_ms_of(d["start"]) - t0) / div, (_ms_of(d["end"]) - t0) / div
+        ax.axvspan(a, max(b, a + least), color="#8e44ad", alpha=0.2, lw=0)
 
 
 def timeline_svg(info: BatchInfo) -> str:
@@ -150,7 +165,16 @@ def timeline_svg(info: BatchInfo) -> str:
         ax.set_xlim(0, (end - t0) / div)
         ax.set_xlabel(f"time since batch start ({unit})", fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
-        buf = io.StringIO()
+        return svg_text(fig)
+
+
+def svg_text(fig: Figure) -> str:
+    """The figure as an ``<svg>`` element: text kept as text, no XML header, no date (the
+    same plot gives the same text)."""
+    import matplotlib as mpl  # noqa: PLC0415
+
+    buf = io.StringIO()
+    with mpl.rc_context(_SVG_RC):  # type: ignore[arg-type]
         fig.savefig(buf, format="svg", metadata={"Date": None})
     text = buf.getvalue()
     return text[text.index("<svg") :]
@@ -162,7 +186,8 @@ def _ms_of(stamp: str) -> int:
     return ms(datetime.fromisoformat(stamp.replace("Z", "+00:00")))
 
 
-def _environment() -> jinja2.Environment:
+def template_environment() -> jinja2.Environment:
+    """The Jinja2 environment of the batch record's pages (autoescaped, strict, ``num``/``hms`` filters)."""
     env = jinja2.Environment(
         loader=jinja2.FunctionLoader(
             lambda name: resources.files("uns.batch").joinpath("templates", name).read_text(encoding="utf-8")
@@ -207,7 +232,7 @@ def render_html(report: Report) -> str:
     ]
     phases = [dict(ph, duration_s=d) for ph, d in zip(doc["phases"], durations, strict=True)]
     return (
-        _environment()
+        template_environment()
         .get_template("batch_report.html.j2")
         .render(
             doc=doc, batch=doc["batch"], parameters=rows, phases=phases, timeline=timeline_svg(report.info)

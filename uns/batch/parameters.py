@@ -15,13 +15,22 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
+from uns.batch.envelope import Envelope
 from uns.batch.queries import BatchInfo, BatchSamples, Segment
-from uns.batch.signals import describe, find_excursions, minmax_downsample
+from uns.batch.signals import Excursion, describe, find_excursions, minmax_downsample
 from uns.batch.spec import LIMIT_KEYS, Limits, Spec, fallback_limits
 from uns.batch.times import iso, ms
 from uns.core.model import PlantModel
 
-__all__ = ["PLOT_COLUMNS", "Parameter", "parameters", "reference_overlay", "series_segments"]
+__all__ = [
+    "PLOT_COLUMNS",
+    "Parameter",
+    "parameters",
+    "reference_overlay",
+    "relative_path",
+    "run_fields",
+    "series_segments",
+]
 
 #: pixel columns of a trend plot: the downsampled series has at most twice as many points
 PLOT_COLUMNS: Final = 900
@@ -45,6 +54,7 @@ class Parameter:
     reference_x: NDArray[np.int64] | None = None  # ms on this batch's time axis
     reference_y: NDArray[np.float64] | None = None
     reference_path: str | None = None
+    envelope: Envelope | None = None  # several references (uns.batch.golden)
     segments: list[int] = field(default_factory=list)
     segment_phases: dict[int, str | None] = field(default_factory=dict)
 
@@ -59,14 +69,32 @@ class Parameter:
                 for info_phase, lim in self._limit_rows()
             ],
             "stats": self.stats,
-            "reference": None if self.reference_path is None else {"path": self.reference_path},
+            "reference": self._reference(),
         }
+
+    def _reference(self) -> dict[str, Any] | None:
+        if self.envelope is not None:
+            return self.envelope.to_dict()
+        return None if self.reference_path is None else {"path": self.reference_path}
 
     def _limit_rows(self) -> list[tuple[str | None, Limits | None]]:
         seen: dict[str | None, Limits | None] = {}
         for seg in self.segments:
             seen.setdefault(self.segment_phases.get(seg), self.limits.get(seg))
         return list(seen.items())
+
+
+def run_fields(info: BatchInfo, seg: Any, ts: Any, run: Excursion) -> dict[str, Any]:
+    """What a report says of a run of samples (an excursion, a departure from an envelope):
+    its phase, direction, first and last sample's time, samples and peak."""
+    return {
+        "phase": info.segments[int(seg[run.first])].phase,
+        "direction": "high" if run.direction > 0 else "low",
+        "start": iso(int(ts[run.first])),
+        "end": iso(int(ts[run.last])),
+        "samples": run.samples,
+        "peak": run.peak,
+    }
 
 
 def series_segments(info: BatchInfo, path: str) -> list[int]:
@@ -154,21 +182,13 @@ def _parameter(
                 table[key][i] = value
     per_sample = {k: v[seg] for k, v in table.items()}
     found = find_excursions(values, seg.astype(np.int64), **per_sample)
-    excursions = [
-        {
-            "path": path,
-            "metric": metric,
-            "phase": info.segments[int(seg[e.first])].phase,
-            "level": e.level,
-            "direction": "high" if e.direction > 0 else "low",
-            "start": iso(int(ts[e.first])),
-            "end": iso(int(ts[e.last])),
-            "samples": e.samples,
-            "peak": e.peak,
-            "limit": e.limit,
-        }
-        for e in found
-    ]
+    excursions = []
+    for e in found:
+        run = run_fields(info, seg, ts, e)
+        phase = run.pop("phase")
+        excursions.append(
+            {"path": path, "metric": metric, "phase": phase, "level": e.level, **run, "limit": e.limit}
+        )
     stats = []
     phase_of = np.array([s.phase or "" for s in info.segments], dtype=object)
     names = phase_of[seg] if len(seg) else np.empty(0, dtype=object)
@@ -196,7 +216,7 @@ def _parameter(
     )
 
 
-def _relative(info: BatchInfo, path: str) -> str:
+def relative_path(info: BatchInfo, path: str) -> str:
     """``path`` below the batch's unit it is under ('' for the unit itself)."""
     unit = max((u for u in info.units if path == u or path.startswith(u + "/")), key=len, default=path)
     return path[len(unit) :]
@@ -211,9 +231,9 @@ def reference_overlay(
     bounds = np.searchsorted(ref.sid, np.arange(len(ref.series) + 1))
     by_key: dict[tuple[str, str], int] = {}
     for sid, (path, metric) in enumerate(ref.series):
-        by_key.setdefault((_relative(reference, path), metric), sid)
+        by_key.setdefault((relative_path(reference, path), metric), sid)
     for p in params:
-        found = by_key.get((_relative(info, p.path), p.metric))
+        found = by_key.get((relative_path(info, p.path), p.metric))
         if found is None:
             continue
         lo, hi = int(bounds[found]), int(bounds[found + 1])

@@ -23,12 +23,16 @@ import uns
 from uns import lake
 from uns.audit.trail import LOG_COLUMNS, audit_log
 from uns.batch.document import Report, ReportRequest
-from uns.batch.exceptions import completeness_and_exceptions
+from uns.batch.envelope import MIN_REFERENCES
+from uns.batch.exceptions import completeness_and_exceptions, unique_ids
+from uns.batch.golden import envelope_exceptions, envelope_overlay
 from uns.batch.parameters import parameters, reference_overlay
 from uns.batch.queries import BatchInfo, batch_info, batch_samples, catalog_entries
+from uns.batch.review_state import attach_review
 from uns.batch.signing import attach_signatures
 from uns.batch.times import iso
 from uns.errors import BatchError
+from uns.keyring import load_keyring
 from uns.lake.manual import record_report
 from uns.lake.query import snapshot_versions
 
@@ -40,17 +44,26 @@ FORMATS = ("html", "json", "pdf")
 def build_report(con: duckdb.DuckDBPyConnection, request: ReportRequest) -> Report:
     """Read the batch (and its reference) from ``con``'s snapshot and review it."""
     info = batch_info(con, request.batch_id)
-    reference = batch_info(con, request.reference) if request.reference else None
+    references = [batch_info(con, b) for b in request.reference_batches]
+    if request.envelope_exceptions and len(references) < MIN_REFERENCES:
+        raise BatchError(
+            f"envelope exceptions need at least {MIN_REFERENCES} reference batches (--reference B1,B2,...)"
+        )
     samples = batch_samples(con, info)
     catalog = catalog_entries(con, info.units)
     params = parameters(info, samples, catalog, request.spec, request.model, request.metrics)
-    if reference is not None:
-        reference_overlay(params, info, reference, batch_samples(con, reference))
+    if len(references) == 1:
+        reference_overlay(params, info, references[0], batch_samples(con, references[0]))
+    elif references:
+        envelope_overlay(params, info, samples, [(r, batch_samples(con, r)) for r in references])
     now = request.now or datetime.now(UTC)
     completeness, exceptions, context = completeness_and_exceptions(
         con, info, samples, params, catalog, late_context_s=request.late_context_s
     )
-    exceptions.sort(key=lambda e: (e["ts"], e["kind"], e["message"]))
+    if request.envelope_exceptions:
+        exceptions += envelope_exceptions(params)
+    exceptions.sort(key=lambda e: (e["ts"], e["kind"], e["message"], e["id"]))
+    unique_ids(exceptions)
     count = len(exceptions)
     document: dict[str, Any] = {
         "batch": _header(info, request, now, snapshot_versions(con)),
@@ -66,7 +79,7 @@ def build_report(con: duckdb.DuckDBPyConnection, request: ReportRequest) -> Repo
         "exceptions": exceptions,
         "verdict": "no exceptions" if count == 0 else f"{count} exception{'s' if count != 1 else ''}",
     }
-    return Report(document, params, info, reference)
+    return Report(document, params, info, references[0] if len(references) == 1 else None)
 
 
 def _header(
@@ -88,7 +101,8 @@ def _header(
         "software_version": f"uns {uns.__version__}",
         "lake_versions": dict(sorted(versions.items())),
         "spec": {"file": spec.file, "name": spec.name, "version": spec.version},
-        "reference_batch": request.reference,
+        # several references: "B1, B2, B3" (no new key: the content a signature covers stays as it was)
+        "reference_batch": ", ".join(request.reference_batches) or None,
         "late_context_s": request.late_context_s,
     }
 
@@ -105,16 +119,23 @@ def audit_trail(con: duckdb.DuckDBPyConnection, batch_id: str) -> list[dict[str,
     return entries
 
 
-def generate_report(lake_path: str | Path, request: ReportRequest, fmt: str = "html") -> tuple[bytes, str]:
-    """The report of ``request.batch_id`` in ``fmt`` (html, json or pdf) and its verdict.
+def generate_report(
+    lake_path: str | Path, request: ReportRequest, fmt: str = "html", *, actor: str | None = None
+) -> tuple[bytes, str]:
+    """The report of ``request.batch_id`` in ``fmt`` (html, json or pdf) and its verdict,
+    recorded in the audit trail as made by ``actor`` (default: the OS user; the web
+    workspace: the authenticated user).
 
-    Every report the command line makes comes from here."""
+    Every report the command line and the web workspace make comes from here."""
     if fmt not in FORMATS:
         raise BatchError(f"unknown report format {fmt!r} (html, json or pdf)")
     con = lake.connect(lake_path)
     try:
         report = build_report(con, request)
-        attach_signatures(con, report.document)  # and whether each still covers the report
+        # each judged: verified against the trusted keys, and whether it still covers the report
+        keyring = load_keyring(request.trusted_keys)
+        attach_signatures(con, report.document, keyring=keyring, spec=request.spec.identity())
+        attach_review(con, report.document, keyring, request.spec.identity())  # state, dispositions
         report.document["audit_trail"] = audit_trail(con, request.batch_id)
     finally:
         con.close()
@@ -129,5 +150,5 @@ def generate_report(lake_path: str | Path, request: ReportRequest, fmt: str = "h
         data = html.encode() if fmt == "html" else render_pdf(html)
     # the audit trail records every report made, by its SHA-256 (docs/gxp.md)
     detail = {"batch_id": request.batch_id, "format": fmt, "verdict": verdict}
-    record_report(lake_path, hashlib.sha256(data).hexdigest(), request.batch_id, detail=detail)
+    record_report(lake_path, hashlib.sha256(data).hexdigest(), request.batch_id, actor=actor, detail=detail)
     return data, verdict

@@ -24,7 +24,6 @@ __all__ = [
     "Excursion",
     "Stats",
     "describe",
-    "expected_samples",
     "find_excursions",
     "find_gaps",
     "minmax_downsample",
@@ -118,11 +117,6 @@ def describe(values: Floats) -> Stats:
         return Stats(len(values), None, None, None, None)
     std = float(np.std(finite, ddof=1)) if len(finite) > 1 else None
     return Stats(len(values), float(finite.min()), float(finite.max()), float(finite.mean()), std)
-
-
-def expected_samples(start_ms: int, end_ms: int, interval_s: float) -> int:
-    """Samples a window should hold at one per ``interval_s``."""
-    return max(0, int((end_ms - start_ms) // (interval_s * 1000.0)))
 
 
 def find_gaps(ts: Ints, start_ms: int, end_ms: int, interval_s: float) -> list[tuple[int, int]]:

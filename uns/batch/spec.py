@@ -32,6 +32,7 @@ BIRTH (:func:`fallback_limits`).
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import itertools
 import math
 import tomllib
@@ -106,6 +107,13 @@ class Spec:
     name: str | None = None
     version: str | None = None
     file: str | None = None
+    #: SHA-256 of the spec file's text: what a signature records of the spec it was read with
+    sha256: str | None = None
+
+    def identity(self) -> dict[str, str | None]:
+        """The spec's identity a signature records (uns.audit.signatures): file, name,
+        version and the SHA-256 of its text."""
+        return {"file": self.file, "name": self.name, "version": self.version, "sha256": self.sha256}
 
     def resolve(
         self, metric: str, path: str, *, product: str | None, recipe: str | None, phase: str | None
@@ -167,7 +175,8 @@ def parse_spec(text: str, *, file: str | None = None) -> Spec:
                 f"limit[{entry.index}] has the same metric and scope as limit[{seen[scope]}]", file=file
             )
         seen[scope] = entry.index
-    return Spec(limits, name=header["name"], version=header["version"], file=file)
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return Spec(limits, name=header["name"], version=header["version"], file=file, sha256=digest)
 
 
 def _entry(entry: Any, index: int, file: str | None) -> Limit:

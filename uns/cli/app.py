@@ -15,11 +15,15 @@ import typer
 
 from uns.cli.audit_commands import audit_app
 from uns.cli.batch_cli import batch_app
-from uns.cli.commands import BrokerOpt, FormatOpt, LakeOpt
+from uns.cli.cmd_cli import cmd
+from uns.cli.commands import BrokerOpt, LakeOpt
 from uns.cli.commands import broker_settings as _broker_settings
 from uns.cli.commands import guard as _guard
 from uns.cli.context_cli import context_app
 from uns.cli.keys_cli import keys_app
+from uns.cli.lake_cli import lake_app
+from uns.cli.users_cli import users_app
+from uns.cli.validate_cli import validate
 
 app = typer.Typer(
     name="uns",
@@ -28,14 +32,14 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-lake_app = typer.Typer(
-    help="Query and maintain the lake (Delta tables read with DuckDB).", no_args_is_help=True
-)
-app.add_typer(lake_app, name="lake")
+app.add_typer(lake_app, name="lake")  # uns.cli/lake_cli.py
 app.add_typer(context_app, name="context")  # its commands: uns.cli/context_cli.py
 app.add_typer(keys_app, name="keys")  # uns.cli/keys_cli.py
 app.add_typer(batch_app, name="batch")  # uns.cli/batch_cli.py
 app.add_typer(audit_app, name="audit")
+app.command(name="cmd")(cmd)  # uns.cli/cmd_cli.py
+app.add_typer(users_app, name="users")  # uns.cli/users_cli.py
+app.command(name="validate")(validate)  # uns.cli/validate_cli.py
 
 
 def _setup_logging(level: str, log_format: str = "text") -> None:
@@ -49,7 +53,15 @@ def run(
     config: Annotated[
         str | None, typer.Option("--config", "-c", help="TOML config file (env UNS_CONFIG)")
     ] = None,
-    broker: BrokerOpt = None,
+    broker: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--broker",
+            "-b",
+            help="mqtt://[user[:pass]@]host[:port] or mqtts://... (env UNS_BROKER); repeat for "
+            "several brokers, one Sparkplug host session each (broker.urls)",
+        ),
+    ] = None,
     lake: LakeOpt = None,
     model: Annotated[str | None, typer.Option("--model", help="plant model TOML (env UNS_MODEL)")] = None,
     host_id: Annotated[
@@ -73,6 +85,10 @@ def run(
     print_config: Annotated[
         bool, typer.Option("--print-config", help="show the effective config and exit")
     ] = False,
+    reason: Annotated[
+        str | None,
+        typer.Option("--reason", help="why this start (a change request), recorded with its config change"),
+    ] = None,
 ) -> None:
     """Run the engine until SIGINT/SIGTERM, then flush everything and exit 0 (within
     engine.stop_timeout_s; exit 1 with one line counting the received messages that could
@@ -83,12 +99,18 @@ def run(
 
     Example: uns run --broker mqtt://127.0.0.1:1883 --lake /var/lib/uns/lake --model plant.toml --primary
 
+    Two brokers: uns run --primary --broker mqtt://broker-a:1883 --broker mqtt://broker-b:1883
+
     Monitoring: --http 127.0.0.1:9464 serves /metrics, /healthz and /readyz; --log-format json.
+
+    Change control: uns run --config /etc/uns/uns.toml --reason "CR-2026-117: commit interval 0.5 s"
     """
     from uns.config import load_config  # noqa: PLC0415
 
     overrides = {
-        "broker.url": broker,
+        # one --broker is broker.url; several are broker.urls (and the first is also the url)
+        "broker.url": broker[0] if broker else None,
+        "broker.urls": broker if broker and len(broker) > 1 else ([] if broker else None),
         "lake.path": lake,
         "engine.model": model,
         "engine.host_id": host_id,
@@ -100,16 +122,14 @@ def run(
     }
     cfg = _guard(lambda: load_config(config, overrides=overrides))
     if print_config:
-        for section, values in cfg.to_dict(masked=True).items():
-            typer.echo(f"[{section}]")
-            for key, value in values.items():
-                typer.echo(f"{key} = {json.dumps(value)}")
-            typer.echo("")
+        from uns.config_toml import config_toml  # noqa: PLC0415
+
+        typer.echo(config_toml(cfg), nl=False)
         return
     _setup_logging(cfg.engine.log_level, cfg.engine.log_format)
     from uns.engine.daemon import run_daemon  # noqa: PLC0415
 
-    _guard(lambda: asyncio.run(run_daemon(cfg)))
+    _guard(lambda: asyncio.run(run_daemon(cfg, reason=reason or "")))
 
 
 @app.command()
@@ -125,6 +145,9 @@ def sim(
     prefix: Annotated[str, typer.Option(help="UNS prefix for context events")] = "uns/v1",
     excursion: Annotated[
         list[str] | None, typer.Option(help="BATCH:METRIC=VALUE[:PHASE] (docs/batches.md)")
+    ] = None,
+    shift: Annotated[
+        list[str] | None, typer.Option(help="BATCH:METRIC=DELTA: the batch runs off-centre (docs/batches.md)")
     ] = None,
     death: Annotated[list[str] | None, typer.Option(help="BATCH: its edge node dies mid-batch")] = None,
     gap: Annotated[list[str] | None, typer.Option(help="BATCH[:SECONDS]: its unit sends nothing")] = None,
@@ -148,7 +171,13 @@ def sim(
             seed=seed,
             group=group,
             prefix=prefix,
-            faults={"excursion": excursion, "death": death, "gap": gap, "correct_context": correct_context},
+            faults={
+                "excursion": excursion,
+                "shift": shift,
+                "death": death,
+                "gap": gap,
+                "correct_context": correct_context,
+            },
         )
     )
 
@@ -235,98 +264,27 @@ def watch(
         )
 
 
-@lake_app.command("sql")
-def lake_sql(
-    query: Annotated[str, typer.Argument(help="SQL over the views measurements, context, sessions, ...")],
-    lake: LakeOpt = None,
-    fmt: FormatOpt = "table",
-) -> None:
-    """Run a DuckDB query against the lake's views (a directory or s3://bucket/prefix).
-
-    Example: uns lake sql "SELECT batch_id, count(*) FROM measurements GROUP BY 1" --lake ./lake
-    """
-    from uns.cli import lake_cmds  # noqa: PLC0415
-
-    typer.echo(_guard(lambda: lake_cmds.sql(lake, query, fmt)))
-
-
-@lake_app.command("info")
-def lake_info(lake: LakeOpt = None, fmt: FormatOpt = "table") -> None:
-    """Tables, rows, files, size, time range and last commit of the lake.
-
-    Example: uns lake info --lake ./lake
-    """
-    from uns.cli import lake_cmds  # noqa: PLC0415
-
-    typer.echo(_guard(lambda: lake_cmds.info(lake, fmt)))
-
-
-@lake_app.command("compact")
-def lake_compact(
-    lake: LakeOpt = None,
-    z_order: Annotated[
-        bool, typer.Option("--z-order", help="also sort by path and time (rewrites partitions)")
-    ] = False,
-) -> None:
-    """Merge small files within each partition (with --z-order also sort them by path and time).
-
-    Waits for a compaction the engine is running on the same lake.  Example: uns lake compact --lake ./lake
-    """
-    from uns.cli import lake_cmds  # noqa: PLC0415
-
-    typer.echo(_guard(lambda: lake_cmds.compact(lake, z_order=z_order)))
-
-
-@lake_app.command("vacuum")
-def lake_vacuum(
-    lake: LakeOpt = None,
-    retention_hours: Annotated[
-        float, typer.Option(help="keep files needed by versions younger than this")
-    ] = 168.0,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="only list what would be deleted")] = False,
-    force: Annotated[
-        bool, typer.Option("--force", help="allow a retention below the tables' minimum")
-    ] = False,
-) -> None:
-    """Delete files no longer referenced by versions within the retention period.
-
-    With a retention of an hour or more, also the data files a killed commit or
-    compaction left behind unreferenced, once they are older than the retention.
-
-    Example: uns lake vacuum --lake ./lake --retention-hours 168
-    """
-    from uns.cli import lake_cmds  # noqa: PLC0415
-
-    typer.echo(_guard(lambda: lake_cmds.vacuum(lake, retention_hours, dry_run=dry_run, force=force)))
-
-
 @app.command()
-def validate(
-    out: Annotated[
-        str | None,
-        typer.Option("--out", help="directory for the evidence (default: ./uns-validation-<time>)"),
+def serve(
+    lake: LakeOpt = None,
+    listen: Annotated[
+        str | None, typer.Option("--listen", metavar="HOST:PORT", help="where to listen (web.listen)")
     ] = None,
-    broker: Annotated[
-        str | None,
-        typer.Option("--broker", "-b", help="run the OQ on this broker, in a namespace of its own"),
+    config: Annotated[
+        str | None, typer.Option("--config", "-c", help="TOML config file (env UNS_CONFIG)")
     ] = None,
-    only: Annotated[str | None, typer.Option("--only", help="iq or oq: run one part only")] = None,
 ) -> None:
-    """Qualify this installation: IQ (Python, uns, dependencies and their files against their
-    RECORD, schemas, config) and OQ (a simulated plant with faults, a killed engine, the lake,
-    the batch report, the audit trail, signatures). Writes JSON, HTML and PDF evidence with
-    the SHA-256 of each artifact; exit 0 only when every check passed (docs/gxp.md).
+    """Serve the review workspace: QA reviewers log in, disposition each exception and
+    sign in the browser (docs/web.md).  Needs the server's signing key (web.signing_key).
 
-    Example: uns validate --out /srv/validation/uns-2026-12-02
+    Example: UNS_WEB_SIGNING_KEY=/etc/uns/keys/uns-web.key uns serve --lake ./lake --listen 127.0.0.1:8080
     """
-    import datetime as dt  # noqa: PLC0415
+    from uns.config import load_config  # noqa: PLC0415
+    from uns.web.server import serve as run_server  # noqa: PLC0415
 
-    from uns.validation.run import run_validation  # noqa: PLC0415
-
-    target = out or f"uns-validation-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}"
-    code = _guard(lambda: run_validation(target, broker=broker, only=only, echo=typer.echo))
-    if code:
-        raise typer.Exit(code)
+    cfg = _guard(lambda: load_config(config, overrides={"lake.path": lake, "web.listen": listen}))
+    _setup_logging(cfg.engine.log_level, cfg.engine.log_format)
+    _guard(lambda: run_server(cfg))
 
 
 @app.command()

@@ -1,8 +1,10 @@
-"""`uns batch list|show|report|sign`: print what :mod:`uns.batch.api` returns (their
+"""`uns batch list|show|report|sign|trend`: print what :mod:`uns.batch.api` returns (their
 parsing is :mod:`uns.cli.batch_cli`)."""
 
 from __future__ import annotations
 
+import re
+import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -12,7 +14,7 @@ from uns.batch import api
 from uns.errors import BatchError
 from uns.output import render_rows
 
-__all__ = ["batch_list", "batch_report", "batch_show", "batch_sign"]
+__all__ = ["batch_list", "batch_report", "batch_show", "batch_sign", "batch_trend"]
 
 Echo = Callable[[str], Any]
 
@@ -43,7 +45,8 @@ def batch_show(lake_dir: str | None, batch_id: str, *, spec: str | None, echo: E
         kinds[e["kind"]] = kinds.get(e["kind"], 0) + 1
     echo(f"  parameters {len(doc['parameters'])}, excursions {len(doc['excursions'])}")
     echo(
-        f"  completeness {received}/{expected} samples of metrics with an expected interval"
+        f"  completeness {received} samples received, at least {expected} expected (one per interval), "
+        f"{sum(len(m['gaps']) for m in metrics)} gaps"
         if metrics
         else "  completeness: no expected interval in the spec"
     )
@@ -71,17 +74,41 @@ def batch_report(
     reference: str | None,
     metrics: tuple[str, ...],
     echo: Echo,
+    envelope_exceptions: bool = False,
 ) -> Path:
-    """Write the report (default file: ``<batch>.<format>``); prints its path and verdict."""
+    """Write the report (default file: ``<batch>.<format>`` in the current directory, the batch
+    id made a safe file name: :func:`uns.batch.api.report_file_name`); prints its path and verdict."""
     data, verdict = api.report_bytes(
-        lake_dir, batch_id, fmt=fmt, spec=spec, reference=reference, metrics=metrics
-    )
-    target = Path(output or f"{batch_id}.{fmt}")
+        lake_dir, batch_id, fmt=fmt, spec=spec, reference=reference, metrics=metrics,
+        envelope_exceptions=envelope_exceptions,
+    )  # fmt: skip
+    target = Path(output or api.report_file_name(batch_id, fmt))
+    _write(target, data, "report")
+    echo(f"{target}: {verdict}")
+    return target
+
+
+def _write(target: Path, data: bytes, what: str) -> None:
     try:
         target.write_bytes(data)
     except OSError as exc:
-        raise BatchError(f"cannot write the report to {target}: {exc.strerror or exc}") from exc
-    echo(f"{target}: {verdict}")
+        raise BatchError(f"cannot write the {what} to {target}: {exc.strerror or exc}") from exc
+
+
+def batch_trend(
+    lake_dir: str | None, metric: str, *, fmt: str, output: str | None, options: dict[str, Any], echo: Echo
+) -> Path | None:
+    """Write the trend (default file: ``<metric>-trend.<format>``, ``-``: standard output);
+    prints the file and the summary (to standard error when the trend went to standard output)."""
+    data, summary = api.trend_bytes(lake_dir, metric, fmt=fmt, **options)
+    if output == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        print(f"{metric}: {summary}", file=sys.stderr)
+        return None
+    target = Path(output or f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', metric)}-trend.{fmt}")
+    _write(target, data, "trend")
+    echo(f"{target}: {summary}")
     return target
 
 
@@ -91,17 +118,23 @@ def batch_sign(
     *,
     spec: str | None,
     meaning: str,
-    user: str,
+    user: str | None,
     reason: str | None,
-    key: str | None,
+    key: str,
+    expect_sha256: str | None,
+    passphrase: bytes | None,
     echo: Echo,
 ) -> int:
     """Sign the batch's report in the audit trail; prints what was signed.  Returns the
     signature entry's seq."""
-    done = api.sign(lake_dir, batch_id, spec=spec, meaning=meaning, user=user, reason=reason, key=key)
-    how = f"digitally, key {Path(key).name.removesuffix('.key')}" if key else "electronically, no key"
+    done = api.sign(
+        lake_dir, batch_id, spec=spec, meaning=meaning, user=user, reason=reason, key=key,
+        expect_sha256=expect_sha256, passphrase=passphrase,
+    )  # fmt: skip
+    who = done.signer
+    assert who is not None
     echo(
-        f"{batch_id}: {meaning} by {user} ({how}); report content sha256 {done.report_sha256}; "
-        f"audit entry uns-cli #{done.seq}"
+        f"{batch_id}: {meaning} by {who.full_name} ({who.user_id}) at {done.signed_at}, key {done.key}; "
+        f"report content sha256 {done.report_sha256}; audit entry {done.writer_id} #{done.seq}"
     )
     return done.seq

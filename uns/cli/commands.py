@@ -12,7 +12,18 @@ import typer
 
 from uns.errors import UnsError
 
-__all__ = ["BrokerOpt", "FormatOpt", "LakeOpt", "broker_settings", "fail", "guard", "lake_path"]
+__all__ = [
+    "BrokerOpt",
+    "FormatOpt",
+    "LakeOpt",
+    "PassphraseOpt",
+    "SignKeyOpt",
+    "SignUserOpt",
+    "broker_settings",
+    "fail",
+    "guard",
+    "lake_path",
+]
 
 T = TypeVar("T")
 
@@ -20,8 +31,21 @@ BrokerOpt = Annotated[
     str | None,
     typer.Option("--broker", "-b", help="mqtt://[user[:pass]@]host[:port] or mqtts://... (env UNS_BROKER)"),
 ]
-LakeOpt = Annotated[str | None, typer.Option("--lake", help="lake directory (env UNS_LAKE; default ./lake)")]
+LakeOpt = Annotated[
+    str | None,
+    typer.Option("--lake", help="lake directory or s3://bucket/prefix (env UNS_LAKE; default ./uns-lake)"),
+]
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table, csv or json")]
+#: the options of a signature made with an enrolled key (uns batch sign, uns audit sign)
+SignKeyOpt = Annotated[
+    str, typer.Option("--key", help="your Ed25519 private key file (uns keys new; trusted by uns keys trust)")
+]
+SignUserOpt = Annotated[
+    str | None, typer.Option("--user", help="your user id: refused unless it is the key's enrolled owner")
+]
+PassphraseOpt = Annotated[
+    bool, typer.Option("--passphrase-stdin", help="read the key's passphrase from the first line of stdin")
+]
 
 
 def fail(message: str) -> typer.Exit:

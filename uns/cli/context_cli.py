@@ -24,7 +24,7 @@ def context_show(
 ) -> None:
     """Show the context valid at PATH (inherited from its ancestors) at a time, from the lake.
 
-    Example: uns context show acme/basel/pilot/usp/br-101 --at 2026-11-25T10:00:00Z --lake ./lake
+    Example: uns context show acme/basel/pilot/usp/br-101 --at 2026-11-25T10:00:00Z --lake ./uns-lake
     """
     from uns.client.context import context_at  # noqa: PLC0415
     from uns.output import render_rows  # noqa: PLC0415
@@ -63,7 +63,7 @@ def context_set(
         typer.Option(
             "--wait",
             help="wait for the engine's acknowledgement: --wait [SECONDS] (default 10 s); "
-            "exit 0 applied or duplicate, 1 rejected, 3 no engine answered",
+            "exit 0 applied or duplicate, 1 rejected or conflict, 3 no engine answered",
         ),
     ] = False,
     host_id: HostIdOpt = None,
@@ -75,17 +75,26 @@ def context_set(
     """Publish a context event (validated before it is sent) on <prefix>/_context/<path>.
 
     With --wait the event gets an id and the command waits for an engine to
-    acknowledge it on <prefix>/_engine/<host id>/context_ack.
+    acknowledge it on <prefix>/_engine/<host id>/context_ack.  Where the config names
+    the engine's key (engine.signing_key, its .pub among audit.trusted_keys) only an
+    acknowledgement signed by it counts; otherwise the command says the answer is
+    unauthenticated.
 
     With --key the event is signed (needed where the engine has
     context.require_signature on).
 
     Example: uns context set acme/basel/pilot/usp/br-101 batch_id=B2026-0042 phase=growth --user jdoe --wait 5
     """
-    from uns.client.context import publish_context, split_wait  # noqa: PLC0415
+    from uns.client.context import (  # noqa: PLC0415
+        UNAUTHENTICATED,
+        configured_ack_key,
+        publish_context,
+        split_wait,
+    )
 
     path, pairs, seconds = split_wait(path, pairs, wait)
     settings = guard(lambda: broker_settings(broker))
+    ack_key, max_future_s = guard(configured_ack_key)
     result = guard(
         lambda: publish_context(
             settings,
@@ -100,6 +109,8 @@ def context_set(
             host_id=host_id,
             event_id=event_id,
             key=key,
+            ack_key=ack_key,
+            max_future_s=max_future_s,
         )
     )
     if not result.waited:
@@ -114,12 +125,15 @@ def context_set(
         )
         raise typer.Exit(3)
     engine = f"engine {ack.host_id}" if ack.host_id else "the engine"
-    if ack.status == "rejected":
+    if ack.status in ("rejected", "conflict"):
         raise fail(f"{engine} rejected event {ack.id}: {ack.reason or 'no reason given'}")
+    if not result.authenticated:  # a success anyone could have announced: say so
+        typer.echo(UNAUTHENTICATED, err=True)
+    signed = f"; signed by key {ack.signer}" if ack.signer else ""
     if ack.status == "duplicate":
-        typer.echo(f"duplicate: {engine} had already applied event {ack.id}; nothing changed")
+        typer.echo(f"duplicate: {engine} had already applied event {ack.id}; nothing changed{signed}")
     else:
-        typer.echo(f"applied by {engine} (event {ack.id}, {result.topic})")
+        typer.echo(f"applied by {engine} (event {ack.id}, {result.topic}{signed})")
 
 
 @context_app.command("import")
@@ -157,9 +171,11 @@ def context_import(
 
     Example: uns context import batches.csv --broker mqtt://127.0.0.1:1883 --wait 30
     """
+    from uns.client.context import configured_ack_key  # noqa: PLC0415
     from uns.client.importer import run_import  # noqa: PLC0415
 
     settings = guard(lambda: broker_settings(broker))
+    ack_key, _future = guard(configured_ack_key)
     code = guard(
         lambda: run_import(
             settings,
@@ -172,6 +188,7 @@ def context_import(
             progress=progress,
             echo=typer.echo,
             key=key,
+            ack_key=ack_key,
         )
     )
     if code:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from uns.client.context import Ack, Outgoing, ack_filter, send_events
+from uns.client.context import UNAUTHENTICATED, Ack, AckKey, Outgoing, ack_filter, send_events
 from uns.clock import parse_time
 from uns.core.context import event_id, parse_context_event
 from uns.core.signing import SIGNATURE_FIELD, sign_event
@@ -374,11 +374,14 @@ def run_import(
     progress: bool = False,
     echo: Callable[..., Any] = print,
     key: str | None = None,
+    ack_key: AckKey | None = None,
 ) -> int:
     """Validate, publish and await ``file``'s events; print a summary; return the exit code.
 
     With ``key`` (a private key file, :mod:`uns.keyring`) every event is signed by it
-    (a signature it had is replaced).  ``echo(text, err=True)`` writes to stderr
+    (a signature it had is replaced).  With ``ack_key`` only acknowledgements signed by
+    the engine's key count (uns.client.context.engine_ack_key); without one the summary
+    says they were unauthenticated.  ``echo(text, err=True)`` writes to stderr
     (typer.echo's signature)."""
     ack_topic = ack_filter(prefix, host_id)
     signing = load_private_key(key) if key is not None else None
@@ -397,13 +400,15 @@ def run_import(
     for ev in parsed.events:
         body = ev.event if signing is None else sign_event(signing[1], signing[0], ev.path, ev.event)
         outgoing.append(Outgoing(f"{prefix}/_context/{ev.path}", json.dumps(body).encode(), ev.id))
-    acks = _send_with_progress(broker, outgoing, ack_topic, wait, in_flight, progress)
+    acks = _send_with_progress(broker, outgoing, ack_topic, wait, in_flight, progress, ack_key)
     summary = summarize(parsed, acks, waited=wait > 0)
     summary.skipped = len(parsed.bad)
     summary.seconds = time.perf_counter() - started
     for ev, reason in summary.rejected:
         echo(f"{file}: {ev.where}: rejected: {reason}", err=True)
     echo(summary.line())
+    if wait > 0 and ack_key is None:
+        echo(UNAUTHENTICATED, err=True)
     if summary.unanswered:
         echo(
             f"uns: {summary.unanswered} event(s) unanswered within {wait:g} s: is an engine with "
@@ -420,9 +425,14 @@ def _send_with_progress(
     wait: float,
     in_flight: int,
     progress: bool,
+    ack_key: AckKey | None,
 ) -> dict[str, Ack]:
     if not progress or not outgoing:
-        return asyncio.run(send_events(broker, outgoing, ack_topic=ack_topic, wait=wait, in_flight=in_flight))
+        return asyncio.run(
+            send_events(
+                broker, outgoing, ack_topic=ack_topic, wait=wait, in_flight=in_flight, ack_key=ack_key
+            )
+        )
     from rich.console import Console  # noqa: PLC0415 - only for a terminal
     from rich.progress import (  # noqa: PLC0415
         BarColumn,
@@ -450,5 +460,6 @@ def _send_with_progress(
                 wait=wait,
                 in_flight=in_flight,
                 on_answer=lambda n: bar.update(task, completed=n),
+                ack_key=ack_key,
             )
         )

@@ -4,7 +4,10 @@ Both feed what they receive through a private :class:`SessionManager`, so
 alias-only DATA is shown with the metric names of the births seen so far.
 When a node's birth has not been seen, they say so; only with
 ``request_rebirth=True`` do they ask the node for one (off by default:
-inspection should not disturb the plant).
+inspection should not disturb the plant).  A node that sends DATA is online
+whether or not its birth was seen.  Values are shown as :mod:`uns.client.display`
+says (Float by its shortest 32-bit text, DateTime as ISO 8601 UTC); ``--json``
+keeps the decoded values exact (epoch ms, 64-bit floats) beside their datatype.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from uns.client.display import shown, uns_event_text
 from uns.clock import now_ms
 from uns.config import SparkplugSection
 from uns.core.events import SessionEventKind
@@ -90,8 +94,7 @@ class MessageView:
             parts = []
             for m in self.metrics:
                 unit = f" {m['unit']}" if m.get("unit") else ""
-                text = "null" if m["value"] is None else str(m["value"])
-                parts.append(f"{m['name']}={text}{unit}")
+                parts.append(f"{m['name']}={shown(m['value'], m.get('datatype'))}{unit}")
             head += "  " + "  ".join(parts)
         if self.body is not None:
             head += "\n" + json.dumps(self.body, indent=2, ensure_ascii=False)
@@ -141,6 +144,22 @@ class TopicTree:
             return view
         outcome = self.sessions.handle(t, p, raw, received_at)
         node = self.nodes.setdefault(t.node_key, NodeView())
+        if t.message_type in (MessageType.NDATA, MessageType.DDATA):
+            # a node that publishes is online, whether or not its birth was seen
+            node.online = True
+            if t.device_id is not None:
+                dev = node.devices.setdefault(t.device_id, DeviceView())
+                dev.online, dev.stale = True, False
+        elif t.message_type in (MessageType.NDEATH, MessageType.DDEATH) and not node.birth_seen:
+            # without its birth the sessions cannot match the death's bdSeq; it still went away
+            gone = (
+                node.devices.values()
+                if t.device_id is None
+                else [node.devices.setdefault(t.device_id, DeviceView())]
+            )
+            node.online = node.online and t.device_id is not None
+            for d in gone:
+                d.online, d.stale = False, True
         for entry in outcome.batch.catalog:
             if entry.unit:
                 self.units[(entry.group_id, entry.edge_node_id, entry.device_id, entry.metric)] = entry.unit
@@ -161,12 +180,25 @@ class TopicTree:
             unit = self.units.get((s.group_id, s.edge_node_id, s.device_id, s.metric))
             dev = node.devices.setdefault(s.device_id, DeviceView())
             dev.metrics[s.metric] = MetricView(json_value(s.value), s.datatype.name, s.ts, s.quality, unit)
-            view.metrics.append({"name": s.metric, "value": json_value(s.value), "unit": unit, "ts": s.ts})
+            view.metrics.append(
+                {
+                    "name": s.metric,
+                    "value": json_value(s.value),
+                    "datatype": s.datatype.name,
+                    "unit": unit,
+                    "ts": s.ts,
+                }
+            )
         if outcome.rebirths and not node.birth_seen:
             self.unborn.add(t.node_key)
             view.note = "birth not seen yet: metric names unknown"
             view.metrics = [
-                {"name": m.name or f"#{m.alias}", "value": value_text(m.value), "unit": None}
+                {
+                    "name": m.name or f"#{m.alias}",
+                    "value": value_text(m.value),
+                    "datatype": m.datatype.name if m.datatype is not None else None,
+                    "unit": None,
+                }
                 for m in p.metrics
             ]
         return view
@@ -218,7 +250,7 @@ class TopicTree:
             for node_id, node in nodes.items():
                 state = "online" if node["online"] else "offline"
                 if not node["birth_seen"]:
-                    state += ", birth not seen yet (names unknown; `--rebirth` asks for one)"
+                    state += "; birth not seen yet (names unknown; `--rebirth` asks for one)"
                 lines.append(f"  {node_id}  [{state}]")
                 for dev_id, dev in node["devices"].items():
                     indent = "    "
@@ -229,7 +261,8 @@ class TopicTree:
                     for name, m in dev["metrics"].items():
                         unit = f" {m['unit']}" if m["unit"] else ""
                         flag = "" if m["quality"] == "good" else f" ({m['quality']})"
-                        lines.append(f"{indent}{name} = {_short(m['value'])}{unit}  <{m['datatype']}>{flag}")
+                        value = shown(m["value"], m["datatype"])
+                        lines.append(f"{indent}{name} = {value}{unit}  <{m['datatype']}>{flag}")
         if self.host_states:
             lines.append("host applications (STATE)")
             for host, online in sorted(self.host_states.items()):
@@ -237,13 +270,8 @@ class TopicTree:
         if self.other:
             lines.append("other topics (UNS events, context, status)")
             for topic, body in sorted(self.other.items()):
-                lines.append(f"  {topic} = {_short(body)}")
+                lines.append(f"  {topic} = {uns_event_text(body) or shown(body)}")
         return "\n".join(lines) if lines else "(nothing received)"
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def describe(tree: TopicTree, topic: str, payload: bytes) -> MessageView:

@@ -34,11 +34,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from uns.core.events import ContextChange
-from uns.errors import ContextError
+from uns.core.intake_rules import check_topic_path, content_fingerprint, decode_json_object
+from uns.errors import ContextError, IntakeError
 
 __all__ = [
     "DEFAULT_WINDOW_MS",
     "ContextStore",
+    "change_fingerprint",
     "check_context_key",
     "check_context_path",
     "decode_context_payload",
@@ -82,15 +84,24 @@ def check_context_path(path: object) -> str:
 
 
 def decode_context_payload(payload: bytes, *, path: str | None = None) -> dict[str, Any]:
-    """The JSON object of an MQTT context event, or :class:`ContextError` (whose ``reason``
-    the engine records for the rejected message)."""
+    """The JSON object of an MQTT context event on ``path``, or :class:`ContextError` (whose
+    ``reason`` the engine records for the rejected message): the intake rules of
+    :mod:`uns.core.intake_rules` for the path and the payload (UTF-8, one object, no key
+    twice, no lone surrogate, bounded)."""
     try:
-        event = json.loads(payload)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ContextError(f"not JSON: {exc}", path=path) from exc
-    if not isinstance(event, dict):
-        raise ContextError("a context event must be a JSON object", path=path)
-    return event
+        if path is not None:
+            check_topic_path(path)
+        return decode_json_object(payload)
+    except IntakeError as exc:
+        raise ContextError(exc.reason, path=path) from None
+
+
+def change_fingerprint(changes: list[ContextChange]) -> str:
+    """What the event of ``changes`` (all of one event) stands for: its content
+    (:func:`uns.core.intake_rules.content_fingerprint`), the same from the lake's rows."""
+    first = changes[0]
+    fields = {"source": first.source or "", "user": first.user, "reason": first.reason}
+    return content_fingerprint(first.path, first.ts, [(c.key, c.value) for c in changes], fields)
 
 
 class _History:

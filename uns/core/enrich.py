@@ -14,6 +14,9 @@ before the sinks.  :meth:`~Enricher.enrich`
    one the path already holds is not repeated;
 3. attaches the context valid at each sample's own timestamp.
 
+:meth:`~Enricher.enrich_steps` does the same in slices (:mod:`uns.sparkplug.steps`),
+for the engine's largest messages.
+
 The sinks render what it filled in: the republisher's JSON is in
 :mod:`uns.sinks.encoders`, its topic names in :mod:`uns.core.topics`.
 """
@@ -26,6 +29,7 @@ from uns.core.context import ContextStore
 from uns.core.events import Batch, CatalogEntry, ContextChange, Sample
 from uns.core.model import MetricInfo, PlantModel, Resolved
 from uns.core.values import value_text
+from uns.sparkplug.steps import SLICE, Steps
 
 __all__ = ["Enricher"]
 
@@ -86,12 +90,7 @@ class Enricher:
         if len(batch.context) != changes_before:
             # a context metric changed the store: the context of every sample is the one
             # after all of the batch's changes (a measurement at the same ts carries it)
-            contexts.clear()
-            for sample in samples:
-                found = contexts.get((sample.path, sample.ts))
-                if found is None:
-                    found = contexts[sample.path, sample.ts] = at(sample.path, sample.ts)
-                sample.context = found
+            self._recontext(samples, {})
         group = node = device = _unset
         for entry in batch.catalog:
             if entry.device_id is not device or entry.edge_node_id is not node or entry.group_id is not group:
@@ -101,6 +100,31 @@ class Enricher:
             entry.path = path
             if has_infos:
                 _apply_metric_info(entry, resolved.metrics)
+
+    def enrich_steps(self, batch: Batch) -> Steps[None]:
+        """:meth:`enrich` in slices of :data:`~uns.sparkplug.steps.SLICE` samples and catalog
+        entries, with the same result: when a context metric of a later slice changed the
+        store, every sample's context is looked up again after the last slice."""
+        samples, catalog, changes = batch.samples, batch.catalog, batch.context
+        changes_before = len(changes)
+        for start in range(0, max(len(samples), len(catalog)), SLICE):
+            end = start + SLICE
+            self.enrich(Batch(samples=samples[start:end], catalog=catalog[start:end], context=changes))
+            yield
+        if len(changes) != changes_before:
+            contexts: dict[tuple[str, int], dict[str, str]] = {}
+            for start in range(0, len(samples), SLICE):
+                self._recontext(samples[start : start + SLICE], contexts)
+                yield
+
+    def _recontext(self, samples: list[Sample], contexts: dict[tuple[str, int], dict[str, str]]) -> None:
+        """The context of each sample looked up again (``contexts``: the answers so far)."""
+        at = self.context.at
+        for sample in samples:
+            found = contexts.get((sample.path, sample.ts))
+            if found is None:
+                found = contexts[sample.path, sample.ts] = at(sample.path, sample.ts)
+            sample.context = found
 
     def _context_metric(self, sample: Sample, key: str, batch: Batch) -> None:
         value = value_text(sample.value)

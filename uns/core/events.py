@@ -6,14 +6,18 @@ The engine turns every MQTT message into one :class:`Batch`; every sink
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Final, Protocol, Self
 
 from uns.sparkplug.datatypes import DataType
 from uns.sparkplug.payload import MetricValue
 
 __all__ = [
+    "MAX_REJECTED_PER_MESSAGE",
+    "REJECTED_HEAD_BYTES",
+    "REJECTED_TEXT_CHARS",
     "Batch",
     "CatalogEntry",
     "ContextChange",
@@ -25,6 +29,7 @@ __all__ = [
     "SessionEvent",
     "SessionEventKind",
     "Sink",
+    "metric_rejections",
 ]
 
 
@@ -114,14 +119,75 @@ class CatalogEntry:
     path: str = ""
 
 
+#: bytes of a rejected message's payload its record keeps (the rest: size and SHA-256)
+REJECTED_HEAD_BYTES: Final = 1024
+#: characters of a rejected message's topic, and of the reason, its record keeps
+REJECTED_TEXT_CHARS: Final = 1024
+#: rejected rows one message may make (its metrics beyond that: one summary row)
+MAX_REJECTED_PER_MESSAGE: Final = 100
+_CUT: Final = "\u2026"  # marks a text cut at REJECTED_TEXT_CHARS
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= REJECTED_TEXT_CHARS else text[: REJECTED_TEXT_CHARS - 1] + _CUT
+
+
 @dataclass(slots=True)
 class Rejected:
-    """A message (or part of one) that could not be used, with the reason."""
+    """A message (or part of one) that could not be used, with the reason: a bounded
+    record whatever the message holds (the lake's ``rejected`` table).
+
+    Built from the whole payload, it keeps ``payload_size`` and ``payload_sha256`` of
+    it and only its first :data:`REJECTED_HEAD_BYTES` in ``payload``; the topic and the
+    reason are cut at :data:`REJECTED_TEXT_CHARS`.  Pass ``payload_size`` (with the
+    head and the digest) to build a record of a payload measured before (:meth:`again`)."""
 
     received_at: int
     topic: str
-    payload: bytes
+    payload: bytes  # the payload's first REJECTED_HEAD_BYTES (all of a short one)
     error: str
+    payload_size: int = -1  # bytes of the whole payload (-1: ``payload`` is the whole payload)
+    payload_sha256: str = ""  # hex SHA-256 of the whole payload
+
+    def __post_init__(self) -> None:
+        if self.payload_size < 0:
+            whole = self.payload
+            self.payload_size = len(whole)
+            self.payload_sha256 = hashlib.sha256(whole).hexdigest()
+            self.payload = bytes(whole[:REJECTED_HEAD_BYTES])
+        elif len(self.payload) > REJECTED_HEAD_BYTES:
+            self.payload = bytes(self.payload[:REJECTED_HEAD_BYTES])
+        if len(self.topic) > REJECTED_TEXT_CHARS:
+            self.topic = _clip(self.topic)
+        if len(self.error) > REJECTED_TEXT_CHARS:
+            self.error = _clip(self.error)
+
+    def again(self, error: str, *, head: bool = False) -> Rejected:
+        """Another rejection of the same message (another metric of it): the payload's
+        size and digest without hashing it again, its head only when ``head``."""
+        payload = self.payload if head else b""
+        return Rejected(self.received_at, self.topic, payload, error, self.payload_size, self.payload_sha256)
+
+    def summary(self, unrecorded: int, last_error: str) -> Rejected:
+        """The row that stands for the rejections of this message beyond
+        :data:`MAX_REJECTED_PER_MESSAGE` (``unrecorded`` of them, the last one's reason)."""
+        error = (
+            f"{unrecorded} more rejections of this message not recorded one by one "
+            f"(at most {MAX_REJECTED_PER_MESSAGE} rows per message); the last: {last_error}"
+        )
+        return self.again(error)
+
+
+def metric_rejections(received_at: int, topic: str, payload: bytes, errors: list[str]) -> list[Rejected]:
+    """The rows of a message of which the metrics with ``errors`` could not be used: the
+    payload measured once, at most :data:`MAX_REJECTED_PER_MESSAGE` rows and a summary."""
+    if not errors:
+        return []
+    first = Rejected(received_at, topic, payload, errors[0])
+    rows = [first, *(first.again(e) for e in errors[1:MAX_REJECTED_PER_MESSAGE])]
+    if len(errors) > MAX_REJECTED_PER_MESSAGE:
+        rows.append(first.summary(len(errors) - MAX_REJECTED_PER_MESSAGE, errors[-1]))
+    return rows
 
 
 @dataclass(slots=True)
@@ -165,6 +231,23 @@ class Batch:
 
     def __bool__(self) -> bool:
         return bool(self.samples or self.sessions or self.catalog or self.rejected or self.context)
+
+    def parts(self, rows: int) -> list[Batch]:
+        """This batch as batches of at most ``rows`` samples and ``rows`` catalog entries
+        each, the other rows with the last: how the engine hands a large message to its
+        sinks, a slice at a time.  A batch within ``rows`` is itself, the only part."""
+        if len(self.samples) <= rows and len(self.catalog) <= rows:
+            return [self]
+        samples, catalog = self.samples, self.catalog
+        out = [
+            Batch(samples=samples[start : start + rows], catalog=catalog[start : start + rows])
+            for start in range(0, max(len(samples), len(catalog)), rows)
+        ]
+        # the message's events go last: a birth's event then follows all its catalog rows
+        # (the audit trail compares a birth once it is complete: lake.audit_state)
+        last = out[-1]
+        last.sessions, last.rejected, last.context = self.sessions, self.rejected, self.context
+        return out
 
     def extend(self, other: Batch) -> None:
         self.samples.extend(other.samples)

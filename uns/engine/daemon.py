@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 import json
 import logging
 import os
@@ -24,14 +25,33 @@ from uns.engine.sdnotify import systemd_notifications
 from uns.engine.stopping import Watchdog, unpersisted_line
 from uns.errors import EngineError, LakeError
 from uns.lake import LakeSink
-from uns.lake.audit_entries import engine_event, named_files
+from uns.lake.audit_entries import engine_event, named_files, software_version
 from uns.lake.storage import OPTIONS_ENV, LakeStore, as_store
 from uns.sinks.encoders import EventEncoder
 from uns.sinks.republish import RepublishSink
 
-__all__ = ["build_engine", "check_lake_path", "load_applied_context_ids", "run_daemon"]
+__all__ = ["build_engine", "check_lake_path", "load_applied_context_ids", "run_daemon", "startup_line"]
 
 log = logging.getLogger("uns.daemon")
+
+
+def _config_json(config: Config) -> str:
+    """The effective configuration, secrets masked, as canonical JSON (what the audit
+    trail's ``engine_start`` entry records)."""
+    return json.dumps(config.to_dict(masked=True), sort_keys=True, separators=(",", ":"), default=str)
+
+
+def startup_line(config: Config) -> str:
+    """The start-up log line: who and where, and the SHA-256 of the effective configuration
+    (secrets masked), which tells two starts' configurations apart; the whole configuration
+    is logged at debug level and recorded in the audit trail."""
+    e = config.engine
+    digest = hashlib.sha256(_config_json(config).encode()).hexdigest()
+    return (
+        f"uns {software_version()} starting: host {e.host_id}{' (primary)' if e.primary else ''}, "
+        f"broker {config.broker.settings().masked_url()}, lake {config.lake.path or '(none)'}, "
+        f"groups {e.groups or 'all'}, config sha256 {digest}"
+    )
 
 
 def check_lake_path(path: str) -> Path:
@@ -49,26 +69,29 @@ def check_lake_path(path: str) -> Path:
     return p
 
 
-def audited(sink: LakeSink, config: Config) -> LakeSink:
+def audited(sink: LakeSink, config: Config, reason: str = "") -> LakeSink:
     """The sink, recording the engine's start now and its stop at the end (the audit trail):
-    the version, the effective configuration with secrets masked, and the files it names."""
+    the version, the effective configuration with secrets masked, and the files it names;
+    ``reason`` (``uns run --reason``) is the start's reason, and that of the configuration
+    change it records when the configuration differs from the previous start's."""
     effective = config.to_dict(masked=True)
-    sink.record_audit(engine_event("engine_start", config=effective, files=named_files(effective)))
+    started = engine_event("engine_start", config=effective, files=named_files(effective), reason=reason)
+    sink.record_audit(started)
     sink.on_stop = lambda: engine_event("engine_stop")
     return sink
 
 
-def build_engine(config: Config, *, model: PlantModel | None = None) -> Engine:
+def build_engine(config: Config, *, model: PlantModel | None = None, reason: str = "") -> Engine:
     """The engine with the sinks the config asks for (lake first, then republish)."""
     if model is None:
         model = load_model(config.engine.model) if config.engine.model else PlantModel.empty()
     sinks: list[Sink] = []
-    applied: set[str] = set()
+    applied: dict[str, str | None] = {}
     if config.lake.path:
         store = LakeStore(config.lake.path, config.lake.storage)  # a directory or an object store
         if not store.remote:
             check_lake_path(config.lake.path)
-        sinks.append(audited(LakeSink(store, config.lake), config))
+        sinks.append(audited(LakeSink(store, config.lake), config, reason))
         wal_dir = Path(config.lake.wal_dir) if config.lake.wal_dir else None
         applied = load_applied_context_ids(store, wal_dir)
     engine = Engine(config, sinks=sinks, model=model)
@@ -90,22 +113,26 @@ def build_engine(config: Config, *, model: PlantModel | None = None) -> Engine:
 _READ_IDS = (
     "import json, sys\n"
     "from pathlib import Path\n"
-    "from uns.lake.query import applied_context_ids\n"
+    "from uns.lake.query import applied_context_fingerprints\n"
     "from uns.lake.storage import store_from_env\n"
     "from uns.errors import LakeError\n"
     "try:\n"
-    "    ids = applied_context_ids(store_from_env(sys.argv[1]), Path(sys.argv[2]) if sys.argv[2] else None)\n"
+    "    wal = Path(sys.argv[2]) if sys.argv[2] else None\n"
+    "    ids = applied_context_fingerprints(store_from_env(sys.argv[1]), wal)\n"
     "except LakeError as exc:\n"
     "    sys.exit(str(exc))\n"
-    "json.dump(sorted(ids), sys.stdout)\n"
+    "json.dump(ids, sys.stdout, sort_keys=True)\n"
 )
 
 
-def load_applied_context_ids(lake_dir: Path | LakeStore, wal_dir: Path | None = None) -> set[str]:
-    """The context event ids the lake already holds: the engine applies none of them again
-    (docs/model.md section 4).  Read once at start, so an engine sees what engines that wrote
-    the lake before it wrote; two engines applying the same new id at the same moment are
-    not coordinated.
+def load_applied_context_ids(
+    lake_dir: Path | LakeStore, wal_dir: Path | None = None
+) -> dict[str, str | None]:
+    """The context event ids the lake already holds, each with the fingerprint of its
+    content: the engine applies none of them again, and rejects one reused with other
+    content as a conflict (docs/model.md section 4).  Read once at start, so an engine
+    sees what engines that wrote the lake before it wrote; two engines applying the same
+    new id at the same moment are not coordinated.
 
     The read runs in a child process: DuckDB, deltalake and pyarrow stay out of the
     engine's own process (they live in the lake's commit worker), as lake/__init__.py
@@ -125,7 +152,7 @@ def load_applied_context_ids(lake_dir: Path | LakeStore, wal_dir: Path | None = 
     if done.returncode != 0:
         why = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
         raise EngineError(f"cannot read the context event ids of the lake at {lake_dir}: {why}")
-    ids = set(json.loads(done.stdout))
+    ids: dict[str, str | None] = json.loads(done.stdout)
     log.info("lake %s holds %d context event ids (not applied again)", lake_dir, len(ids))
     return ids
 
@@ -158,13 +185,13 @@ async def _serve_operations(stack: contextlib.AsyncExitStack, engine: Engine, st
     await stack.enter_async_context(systemd_notifications(engine, readiness, stop))
 
 
-async def run_daemon(config: Config, *, stop: asyncio.Event | None = None) -> Engine:
+async def run_daemon(config: Config, *, stop: asyncio.Event | None = None, reason: str = "") -> Engine:
     """Run the engine until ``stop`` is set or SIGINT/SIGTERM arrives; return it (for its counters).
 
     A signal also arms the stop watchdog (``engine.stop_timeout_s``, uns.engine.stopping).
     EngineError with one line when received messages could not be persisted (the lake
     stayed unwritable)."""
-    engine = build_engine(config)
+    engine = build_engine(config, reason=reason)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     watchdog = Watchdog(
@@ -202,7 +229,8 @@ async def run_daemon(config: Config, *, stop: asyncio.Event | None = None) -> En
     collector = asyncio.create_task(_collect_garbage(GC_FULL_INTERVAL_S), name="uns-gc")
     failure: LakeError | None = None
     try:
-        log.info("starting: %s", config.to_dict(masked=True))
+        log.info("%s", startup_line(config))
+        log.debug("effective configuration: %s", _config_json(config))
         async with contextlib.AsyncExitStack() as operations:
             await _serve_operations(operations, engine, stop)
             await engine.run(stop)

@@ -38,24 +38,21 @@ class SinkDelivery:
     unpersisted: int
     #: a stop gave messages up: the rest it drains are only counted
     gave_up: bool
-    # a batch and the rest of its chunk whose delivery a stop interrupted (see _deliver_leftover)
-    _leftover: tuple[Batch, int, list[Message]] | None
+    # batches (each with the first sink still to take it) and the rest of their chunk, whose
+    # delivery a stop interrupted (see _deliver_leftover)
+    _leftover: tuple[list[tuple[Batch, int]], list[Message]] | None
     _client: Transport | None
+
+    @property
+    def receive_queue(self) -> int:
+        raise NotImplementedError
 
     async def _handle_messages(self, client: Transport, messages: list[Message]) -> None:
         raise NotImplementedError
 
     async def _deliver(self, batch: Batch) -> bool:
         """Hand the batch to every sink; False when a stop's deadline made it give up."""
-        if batch:
-            for index, sink in enumerate(self.sinks):
-                try:
-                    sink.add(batch)
-                except LakeBackpressure as exc:
-                    return await self._deliver_after_backpressure(batch, index, exc)
-                except Exception as exc:  # a sink's bug must not end the loop
-                    self._sink_failed(sink, exc)
-        return True
+        return await self._deliver_from(batch, 0) if batch else True
 
     def _sink_failed(self, sink: Sink, exc: Exception) -> None:
         """A sink raised something other than back-pressure: a bug.  The other sinks still get
@@ -104,7 +101,7 @@ class SinkDelivery:
         try:
             delivered = await self._deliver_after_backpressure(batch, index, exc)
         except asyncio.CancelledError:
-            self._leftover = (batch, index, messages[position + 1 :])
+            self._leftover = ([(batch, index)], messages[position + 1 :])
             raise
         if not delivered:
             self.unpersisted += len(messages) - position
@@ -115,14 +112,27 @@ class SinkDelivery:
         """Deliver what a stop interrupted (see :meth:`_deliver_held`); returns its messages."""
         if self._leftover is None:
             return 0
-        (batch, index, rest), self._leftover = self._leftover, None
-        retry = LakeBackpressure("the stop interrupted the wait", retry_after=0.0)
-        if await self._deliver_after_backpressure(batch, index, retry):
-            await self._handle_messages(client, rest)
-        else:
-            self.unpersisted += 1 + len(rest)
-            self.gave_up = True
+        (held, rest), self._leftover = self._leftover, None
+        for batch, index in held:
+            if not await self._deliver_from(batch, index):
+                self.unpersisted += 1 + len(rest)
+                self.gave_up = True
+                return 1 + len(rest)
+        await self._handle_messages(client, rest)
         return 1 + len(rest)
+
+    async def _deliver_from(self, batch: Batch, index: int) -> bool:
+        """Hand ``batch`` to the sinks from ``index`` on, waiting for one that pushes back;
+        False when a stop's deadline made it give up."""
+        for position in range(index, len(self.sinks)):
+            sink = self.sinks[position]
+            try:
+                sink.add(batch)
+            except LakeBackpressure as exc:
+                return await self._deliver_after_backpressure(batch, position, exc)
+            except Exception as exc:  # a sink's bug must not end the loop
+                self._sink_failed(sink, exc)
+        return True
 
     async def _drain_received(self, client: Transport, messages: list[Message]) -> None:
         """At a stop: process received messages -- or, once the stop gave up on a sink, count
@@ -150,5 +160,5 @@ class SinkDelivery:
         """Received messages that are not persisted: given up at the stop's deadline, still
         waiting in the live connection, or accepted by a sink that could not write them
         (its ``unwritten_batches``)."""
-        waiting = self._client.pending if self._client is not None else 0
+        waiting = self.receive_queue
         return self.unpersisted + waiting + sum(int(getattr(s, "unwritten_batches", 0)) for s in self.sinks)

@@ -10,15 +10,22 @@ channel, so a test can call ``process`` and see all of it.
 
 ``process`` is the hot path (100k metrics/s): no awaits, and nothing is
 allocated for a DATA message beyond what the sessions produce -- the empty
-rebirth and publish sequences are one shared tuple.
+rebirth and publish sequences are one shared tuple.  :meth:`Dispatcher.process_steps`
+decides the same in slices (:mod:`uns.sparkplug.steps`) and hands the batch over a
+slice at a time: the engine takes that way for a large message
+(:mod:`uns.engine.slicing`), so its event loop runs between the slices.
 
-Context events (:meth:`Dispatcher.process_context`) are applied at most once
-per event id (:func:`uns.core.context.event_id`): the dispatcher keeps every id
-applied (seeded at start with the ids the lake already holds), a repeat is not
-applied again, and a retained delivery (the broker's copy of an event already
-seen) is never applied.  Each context event is answered with an
+Context events (:meth:`Dispatcher.process_context`) are held to the intake rules
+(:mod:`uns.core.intake_rules`: the topic's path, the JSON, the time window
+``context.max_future_s``) and applied at most once per event id
+(:func:`uns.core.context.event_id`): the dispatcher keeps every id applied with what
+it stood for (its content's fingerprint; seeded at start from the lake), a repeat
+with the same content is a duplicate, one with other content a ``conflict`` (rejected,
+recorded: the first content stays), and a retained delivery (the broker's copy of an
+event already seen) is never applied.  Each context event is answered with an
 acknowledgement (``schemas/context-ack.schema.json``) on
-``<prefix>/_engine/<host_id>/context_ack``, among the decision's publishes.
+``<prefix>/_engine/<host_id>/context_ack``, among the decision's publishes, signed by
+the engine's key when it has one (``engine.signing_key``).
 
 A context event's ``signature`` (:mod:`uns.core.signing`) is checked against the
 trusted keys before anything else of the event: a bad one, or none while
@@ -29,28 +36,38 @@ signer's key name goes with each change into the lake (the context table's
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from uns.config import Config
-from uns.core.context import ContextStore, decode_context_payload, event_id, parse_context_event
+from uns.core.context import (
+    ContextStore,
+    change_fingerprint,
+    decode_context_payload,
+    event_id,
+    parse_context_event,
+)
 from uns.core.enrich import Enricher
-from uns.core.events import Batch, RebirthRequest, Rejected, SessionEventKind
-from uns.core.signing import verify_event
+from uns.core.events import Batch, RebirthRequest, Rejected, SessionEventKind, metric_rejections
+from uns.core.intake_rules import check_event_ts
+from uns.core.signing import canonical_json, signature_block, verify_event
 from uns.engine.status import Counters
 from uns.engine.transport import Publish
-from uns.errors import ContextError, SignatureError, UnsError
+from uns.errors import ContextError, IntakeError, SignatureError, UnsError
 from uns.logs import RateLimitedLog
+from uns.sparkplug.outcome import Outcome
 from uns.sparkplug.session import SessionManager
 from uns.sparkplug.state import format_state, parse_state
+from uns.sparkplug.steps import SLICE
 from uns.sparkplug.topic import MessageType, Topic, parse_topic
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-__all__ = ["APPLIED", "DUPLICATE", "REJECTED", "Decision", "Dispatcher"]
+__all__ = ["APPLIED", "CONFLICT", "DUPLICATE", "REJECTED", "Decision", "Dispatcher"]
 
 log = logging.getLogger("uns.engine")
 
@@ -61,7 +78,7 @@ _NONE: tuple[()] = ()  # the shared "nothing to send" of a decision
 _TOPIC_CACHE_MAX = 100_000  # parsed topics kept (a flood of distinct bad topics stays bounded)
 
 #: ``status`` of a context acknowledgement
-APPLIED, DUPLICATE, REJECTED = "applied", "duplicate", "rejected"
+APPLIED, DUPLICATE, REJECTED, CONFLICT = "applied", "duplicate", "rejected", "conflict"
 ALREADY_APPLIED = "already applied"
 RETAINED_COPY = "retained copy"
 
@@ -79,6 +96,7 @@ class Dispatcher:
         counters: Counters,
         applied_ids: Iterable[str] = (),
         trusted_keys: Mapping[str, Ed25519PublicKey] | None = None,
+        ack_key: tuple[str, Ed25519PrivateKey] | None = None,
     ) -> None:
         self.sessions = sessions
         self.context = context
@@ -88,18 +106,25 @@ class Dispatcher:
         self.state_topic = f"spBv1.0/STATE/{self.host_id}"
         self.context_prefix = f"{config.engine.prefix}/_context/"
         self.context_ack_topic = f"{config.engine.prefix}/_engine/{self.host_id}/context_ack"
-        #: ids of the context events applied (by this engine, or found in the lake at start)
-        self.applied_ids: set[str] = set(applied_ids)
+        #: ids of the context events applied (by this engine, or found in the lake at start),
+        #: each with the fingerprint of its content (None: not known)
+        self.applied_ids: dict[str, str | None] = dict.fromkeys(applied_ids)
         #: ids another run or another engine stored in the lake that this process has not yet
         #: applied to its own context store (see remember_applied)
         self._stored_elsewhere: set[str] = set()
         #: the public keys context signatures are checked against, by name (uns.keyring)
         self.trusted_keys: Mapping[str, Ed25519PublicKey] = trusted_keys or {}
         self.require_signature = config.context.require_signature
+        self.max_future_ms = int(config.context.max_future_s * 1000)
+        #: (name, private key) that signs every acknowledgement (engine.signing_key), or None
+        self.ack_key = ack_key
+        self._event_digest = ""  # SHA-256 of the context message being acknowledged
         #: T of our STATE birth (and Will) on the current connection; None when we publish no
         #: STATE (not the primary host) or have not connected yet.  Set by the engine.
         self.state_ts: int | None = None
         self._max_decompressed = config.sparkplug.max_decompressed_bytes
+        #: a message is being processed in slices (process_steps): the reorder timer waits
+        self.busy = False
         self._by_type = counters.messages_by_type
         self._topics: dict[str, Topic | None] = {}
         self._rlog = RateLimitedLog(log)
@@ -111,15 +136,65 @@ class Dispatcher:
         enrichment included -- costs that message (a ``rejected`` row naming the error, a
         rate-limited log line with the traceback), never the receive loop."""
         try:
-            return self._process(topic, payload, received_at)
+            decision = self._process(topic, payload, received_at)
         except Exception as exc:  # the loop must outlive any one message
-            self.counters.internal_errors += 1
-            self.counters.rejected_by_reason["internal"] += 1
-            self._rlog.exception(f"internal:{type(exc).__name__}", "error handling a message on %s", topic)
-            reason = f"internal error: {type(exc).__name__}: {exc}"
-            return Batch(rejected=[Rejected(received_at, topic, payload, reason)]), _NONE, _NONE
+            return self._internal_error(topic, payload, received_at, exc)
+        return decision
 
     def _process(self, topic: str, payload: bytes, received_at: int) -> Decision:
+        routed = self._route(topic, payload, received_at)
+        if not isinstance(routed, Topic):
+            return routed
+        outcome, bad_metrics = self.sessions.handle_raw(
+            routed, payload, received_at, max_decompressed_bytes=self._max_decompressed
+        )
+        batch = self._decided(outcome, bad_metrics, topic, payload, received_at)
+        self.account(batch, outcome.rebirths)
+        return batch, outcome.rebirths, _NONE
+
+    def process_steps(
+        self, topic: str, payload: bytes, received_at: int
+    ) -> Generator[Batch | None, None, Decision]:
+        """:meth:`process` in slices: yields None between slices of the work, and a batch
+        (enriched and counted) for each slice of the rows but the last, which is in the
+        decision it returns.  The rows together are what :meth:`process` gives.  Never
+        raises; no other message may be processed until it returned."""
+        try:
+            decision = yield from self._process_steps(topic, payload, received_at)
+        except Exception as exc:  # as process(): one message costs only itself
+            return self._internal_error(topic, payload, received_at, exc)
+        return decision
+
+    def _process_steps(
+        self, topic: str, payload: bytes, received_at: int
+    ) -> Generator[Batch | None, None, Decision]:
+        routed = self._route(topic, payload, received_at)
+        if not isinstance(routed, Topic):
+            return routed
+        self.busy = True
+        try:
+            outcome, bad_metrics = yield from self.sessions.handle_raw_steps(
+                routed, payload, received_at, self._max_decompressed
+            )
+            batch = self._decided(outcome, bad_metrics, topic, payload, received_at)
+            yield from self.enricher.enrich_steps(batch)
+        finally:
+            self.busy = False
+        self.account(batch, outcome.rebirths, enrich=False)
+        *first, last = batch.parts(SLICE)
+        yield from first
+        return last, outcome.rebirths, _NONE
+
+    def _internal_error(self, topic: str, payload: bytes, received_at: int, exc: Exception) -> Decision:
+        self.counters.internal_errors += 1
+        self.counters.rejected_by_reason["internal"] += 1
+        self._rlog.exception(f"internal:{type(exc).__name__}", "error handling a message on %s", topic)
+        reason = f"internal error: {type(exc).__name__}: {exc}"
+        return Batch(rejected=[Rejected(received_at, topic, payload, reason)]), _NONE, _NONE
+
+    def _route(self, topic: str, payload: bytes, received_at: int) -> Decision | Topic:
+        """What a message is: the decision for anything but an edge node's session message
+        (context, STATE, commands, a topic that is not Sparkplug), else its parsed topic."""
         if topic.startswith(self.context_prefix):
             return self.process_context(topic, payload, received_at)
         self.counters.messages += 1
@@ -141,21 +216,31 @@ class Dispatcher:
         if mtype is MessageType.NCMD or mtype is MessageType.DCMD:
             self.counters.commands_ignored += 1  # ours echoed back, or another host's
             return Batch(), _NONE, _NONE
-        outcome, bad_metrics = self.sessions.handle_raw(
-            parsed, payload, received_at, max_decompressed_bytes=self._max_decompressed
-        )
+        return parsed
+
+    def _decided(
+        self,
+        outcome: Outcome,
+        bad_metrics: list[tuple[int, str]],
+        topic: str,
+        payload: bytes,
+        received_at: int,
+    ) -> Batch:
+        """The batch of a session message: the outcome's, with a row per metric that could
+        not be decoded (at most MAX_REJECTED_PER_MESSAGE, then one that counts the rest)."""
         if outcome.undecodable is not None:
-            self._rlog.warning(
-                f"decode:{parsed.node_key}", "undecodable payload on %s: %s", topic, outcome.undecodable
-            )
+            self._rlog.warning(f"decode:{topic}", "undecodable payload on %s: %s", topic, outcome.undecodable)
         batch = outcome.batch
-        for _index, reason in bad_metrics:
-            batch.rejected.append(Rejected(received_at, topic, payload, f"undecodable: {reason}"))
-        self.account(batch, outcome.rebirths)
-        return batch, outcome.rebirths, _NONE
+        if bad_metrics:
+            errors = [f"undecodable: {reason}" for _index, reason in bad_metrics]
+            batch.rejected.extend(metric_rejections(received_at, topic, payload, errors))
+        return batch
 
     def tick(self, now_ms: int) -> tuple[Batch, list[RebirthRequest]]:
-        """Expire the reorder timeouts due at ``now_ms`` (what they released, and rebirths)."""
+        """Expire the reorder timeouts due at ``now_ms`` (what they released, and rebirths);
+        nothing while a large message is processed in slices (its node's state is half made)."""
+        if self.busy:
+            return Batch(), []
         outcome = self.sessions.tick(now_ms)
         if outcome.batch or outcome.rebirths:
             self.account(outcome.batch, outcome.rebirths)
@@ -179,9 +264,10 @@ class Dispatcher:
         self.counters.rebirths_requested += len(requests)
         return requests
 
-    def account(self, batch: Batch, rebirths: Sequence[RebirthRequest]) -> None:
-        """Enrich ``batch`` (paths, context) and count what it holds."""
-        if batch.samples or batch.catalog:
+    def account(self, batch: Batch, rebirths: Sequence[RebirthRequest], *, enrich: bool = True) -> None:
+        """Enrich ``batch`` (paths, context; unless ``enrich`` is False: done already) and
+        count what it holds."""
+        if enrich and (batch.samples or batch.catalog):
             self.enricher.enrich(batch)
         counters = self.counters
         counters.metrics += len(batch.samples)
@@ -217,14 +303,16 @@ class Dispatcher:
         self._rlog.warning(f"reject:{topic}", "rejected message on %s: %s", topic, reason)
         return Batch(rejected=[Rejected(received_at, topic, payload, reason)])
 
-    def remember_applied(self, ids: Iterable[str]) -> None:
-        """Context event ids applied elsewhere (the lake's, at start): never stored again.
-        One that arrives (a redelivery, or an event another shard of the lake stored while
-        this engine was away) still updates this engine's own context store once, so its
-        live enrichment has it; it is acknowledged as a duplicate and writes nothing."""
-        ids = set(ids) - self.applied_ids
-        self.applied_ids.update(ids)
-        self._stored_elsewhere.update(ids)
+    def remember_applied(self, ids: Mapping[str, str | None] | Iterable[str]) -> None:
+        """Context event ids applied elsewhere (the lake's, at start; with the fingerprint of
+        their content when known): never stored again.  One that arrives with the same
+        content (a redelivery, or an event another shard of the lake stored while this
+        engine was away) still updates this engine's own context store once, so its live
+        enrichment has it; it is acknowledged as a duplicate and writes nothing."""
+        known = ids if isinstance(ids, Mapping) else dict.fromkeys(ids)
+        new = {i: f for i, f in known.items() if i not in self.applied_ids}
+        self.applied_ids.update(new)
+        self._stored_elsewhere.update(new)
 
     def process_context(
         self, topic: str, payload: bytes, received_at: int, *, retained: bool = False
@@ -238,7 +326,9 @@ class Dispatcher:
         every case the acknowledgement among the publishes.  Never raises."""
         self.counters.messages += 1
         self.counters.context_events += 1
-        path = topic[len(self.context_prefix) :] if topic.startswith(self.context_prefix) else topic
+        # the intake's own topic without a path has none (never the topic itself)
+        path = topic[len(self.context_prefix) :] if topic.startswith(self.context_prefix) else ""
+        self._event_digest = hashlib.sha256(payload).hexdigest()
         try:
             return self._process_context(topic, path, payload, received_at, retained)
         except Exception as exc:  # as process(): one message costs only itself
@@ -268,12 +358,18 @@ class Dispatcher:
         try:
             signer = verify_event(path, event, self.trusted_keys, required=self.require_signature)
             changes = parse_context_event(path, event, received_at, signer=signer)
-        except (ContextError, SignatureError) as exc:
+            if "ts" in event:  # without one it is the engine's own clock
+                check_event_ts(changes[0].ts, received_at, self.max_future_ms)
+        except (ContextError, SignatureError, IntakeError) as exc:
             ack = self._ack(_id_of(path, event, received_at), REJECTED, exc.reason, path, received_at)
             return self._reject(topic, payload, received_at, exc.reason, context=True), _NONE, (ack,)
         ident = changes[0].event_id
         assert ident is not None  # every change of an event carries its id
+        fingerprint = change_fingerprint(changes)
         if ident in self.applied_ids:
+            known = self.applied_ids[ident]
+            if known is not None and known != fingerprint:  # the id stands for other content
+                return self._conflict(topic, payload, received_at, ident, path)
             if ident in self._stored_elsewhere:  # in the lake, not yet in this engine's memory
                 self._stored_elsewhere.discard(ident)
                 for change in changes:
@@ -282,22 +378,35 @@ class Dispatcher:
             return Batch(), _NONE, (self._ack(ident, DUPLICATE, ALREADY_APPLIED, path, received_at),)
         for change in changes:
             self.context.apply(change)
-        self.applied_ids.add(ident)
+        self.applied_ids[ident] = fingerprint
         self.counters.context_applied += 1
         self.counters.context_changes += len(changes)
         return Batch(context=changes), _NONE, (self._ack(ident, APPLIED, None, path, received_at),)
 
+    def _conflict(self, topic: str, payload: bytes, received_at: int, ident: str, path: str) -> Decision:
+        """An id applied before with other content: rejected as ``conflict``, recorded, counted
+        (an event cannot take the place of another by reusing its id)."""
+        self.counters.context_conflicts += 1
+        reason = f"conflict: event {ident!r} was applied before with other content; nothing changed"
+        ack = self._ack(ident, CONFLICT, reason, path, received_at)
+        return self._reject(topic, payload, received_at, reason, context=True), _NONE, (ack,)
+
     def _ack(self, ident: str | None, status: str, reason: str | None, path: str, ts: int) -> Publish:
         """The acknowledgement of one context event (``schemas/context-ack.schema.json``);
-        ``ts`` is when the engine decided (the event's receive time)."""
-        body = {
+        ``ts`` is when the engine decided (the event's receive time).  With the engine's key
+        it carries a ``signature`` over the rest (uns.core.signing)."""
+        body: dict[str, object] = {
             "id": ident,
             "status": status,
             "reason": reason,
             "path": path,
             "host_id": self.host_id,
             "ts": ts,
+            "event_sha256": self._event_digest,
         }
+        if self.ack_key is not None:
+            name, private = self.ack_key
+            body["signature"] = signature_block(private, name, canonical_json(body))
         payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "replace")
         return Publish(self.context_ack_topic, payload, 1, False)
 

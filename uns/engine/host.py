@@ -1,15 +1,16 @@
 """The asyncio engine: the I/O shell around the pure Sparkplug host sessions.
 
-Two broker connections, each in its own named task:
+The broker connections, each in its own named task:
 
-    uns-connection  the Sparkplug host session (clean session, client id ``uns-<host_id>``),
+    uns-connection[-N]  the Sparkplug host session on each broker of ``broker.urls`` (clean
+                    session, client id ``uns-<host_id>``): :class:`~uns.engine.links.BrokerLink`,
                     with one task group of named tasks per connection:
         uns-receive   MQTT messages -> dispatch -> sessions -> enrich -> sinks
         uns-timer     reorder timeouts (SessionManager.tick)
         uns-status    the retained status document on <prefix>/_engine/<host_id>/status
     uns-context     context events (``<prefix>/_context/#``) on a persistent session
-                    (client id ``uns-<host_id>-context``), each acknowledged only once
-                    durable in the lake: :mod:`uns.engine.context_intake`
+                    (client id ``uns-<host_id>-context``) on the home (first) broker, each
+                    acknowledged only once durable in the lake: :mod:`uns.engine.context_intake`
 
 What to do with each message is decided by :class:`~uns.engine.dispatch.Dispatcher`
 (no I/O); this module carries the decisions out.  The connection is a
@@ -29,9 +30,21 @@ socket, so the broker queues instead of the engine's memory growing.
 Connecting: a dropped or refused socket is retried with capped, jittered
 backoff (forever, or ``broker.connect_retries`` times before the first
 connection); a refusal that retrying cannot heal (:class:`~uns.errors.BrokerRefused`:
-bad credentials, not authorized, a certificate that does not verify) ends
-:meth:`Engine.run` at once with an :class:`~uns.errors.EngineError`, at start-up
-and after a reconnect alike.
+bad credentials, not authorized, a certificate that does not verify, a broker that
+answers plain MQTT with TLS; in MQTT 5 also a SUBSCRIBE refused as not authorized)
+ends :meth:`Engine.run` at once with an :class:`~uns.errors.EngineError`, at
+start-up and after a reconnect alike.  A plain connection closed before CONNACK
+:data:`~uns.engine.links.CLOSED_EARLY_ATTEMPTS` times in a row before the first one
+got through (``broker.connect_retries`` when set) ends it too, saying that the port
+likely speaks TLS: mosquitto resets plain MQTT on a TLS port.
+
+A message of :data:`~uns.engine.slicing.SLICED_BYTES` or more is processed in slices,
+the event loop running between them (:mod:`uns.engine.slicing`).
+
+Conformance: as primary host without ``engine.groups`` the engine subscribes the
+literal ``spBv1.0/#`` plus its own STATE topic, as the Sparkplug TCK's session
+test requires; with groups it subscribes per group and says once, at start,
+that this fails that test (docs/sparkplug.md, "Conformance").
 
 Shutdown order: stop intake, drain what was already received, flush the
 sinks, publish status and STATE offline (primary host), disconnect.
@@ -47,8 +60,6 @@ import time
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from uns.clock import now_ms
 from uns.config import Config
 from uns.core.context import ContextStore
@@ -56,18 +67,18 @@ from uns.core.enrich import Enricher
 from uns.core.events import Batch, RebirthRequest, Sink
 from uns.core.model import PlantModel
 from uns.engine.context_intake import ContextIntake
-from uns.engine.delivery import SinkDelivery
 from uns.engine.dispatch import Decision, Dispatcher
+from uns.engine.keys import signing_key, trusted_keys
+from uns.engine.links import BrokerLink, cancel_all
+from uns.engine.slicing import SLICED_BYTES, SlicedIntake
 from uns.engine.status import Counters
 from uns.engine.transport import Message, Publish, Transport, TransportFactory
-from uns.errors import BrokerError, BrokerRefused, EngineError, LakeBackpressure, LakeError, SignatureError
-from uns.keyring import load_trusted_keys
+from uns.errors import EngineError, LakeBackpressure, LakeError
 from uns.logs import RateLimitedLog
 from uns.mqtt.client import FastClient, Will
-from uns.mqtt.settings import Backoff, BrokerSettings
+from uns.mqtt.settings import BrokerSettings
 from uns.sparkplug.ncmd import rebirth_payload
 from uns.sparkplug.session import SessionManager
-from uns.sparkplug.state import format_state
 from uns.sparkplug.topic import group_list, namespace_filters
 
 __all__ = ["Engine"]
@@ -75,7 +86,7 @@ __all__ = ["Engine"]
 log = logging.getLogger("uns.engine")
 
 
-class Engine(SinkDelivery):
+class Engine(SlicedIntake):
     """A Sparkplug B host application feeding sinks.  Use :meth:`run`.
 
     ``transport`` makes the broker connections (default :class:`~uns.mqtt.client.FastClient`);
@@ -110,12 +121,15 @@ class Engine(SinkDelivery):
             context=self.context,
             enricher=self.enricher,
             counters=self.counters,
-            trusted_keys=_trusted_keys(config),
+            trusted_keys=trusted_keys(config),
+            ack_key=signing_key(config),
         )
         self._transport = transport
-        # The connection state, in one field: the transport of the live session (subscribed,
-        # STATE birth sent), None otherwise.  Only _set_client changes it.
+        # The home broker's connection state, in one field: the transport of its live session
+        # (subscribed, STATE birth sent), None otherwise.  Only _set_client changes it.
         self._client: Transport | None = None
+        #: the dispatcher (so: the broker) of each live transport, by id(transport)
+        self._dispatchers: dict[int, Dispatcher] = {}
         #: set while a session is live (follows ``_client``): what callers wait on
         self.connected = asyncio.Event()
         #: set while :meth:`run` runs with its sinks open (what readiness waits for)
@@ -129,6 +143,14 @@ class Engine(SinkDelivery):
         self.unpersisted = 0
         self.gave_up = False
         self._leftover = None
+        #: one Sparkplug host session per broker (``broker.urls``); the first is the home broker
+        self.links = [BrokerLink(self, i, s) for i, s in enumerate(config.broker.all_settings())]
+        if config.engine.primary and self.groups:
+            log.warning(
+                "engine.groups is set: the host subscribes %s, not spBv1.0/#; the Sparkplug TCK's "
+                "session-establishment test requires spBv1.0/# (leave engine.groups empty to pass it)",
+                ", ".join(self.namespace_filters),
+            )
 
     def _set_client(self, client: Transport | None) -> None:
         self._client = client
@@ -164,6 +186,17 @@ class Engine(SinkDelivery):
         return self._transport(
             settings, identifier=identifier, will=None, clean_session=False, manual_ack=manual_ack
         )
+
+    def new_transport(self, settings: BrokerSettings, *, identifier: str, will: Will | None) -> Transport:
+        """A clean-session transport with ``will`` (a Sparkplug host session)."""
+        return self._transport(settings, identifier=identifier, will=will)
+
+    def bind_transport(self, client: Transport, dispatch: Dispatcher) -> None:
+        """Messages from ``client`` go through ``dispatch`` (its broker's sessions)."""
+        self._dispatchers[id(client)] = dispatch
+
+    def forget_transport(self, client: Transport) -> None:
+        self._dispatchers.pop(id(client), None)
 
     def warn_limited(self, key: str, message: str, *args: Any) -> None:
         self._rlog.warning(key, message, *args)
@@ -208,13 +241,60 @@ class Engine(SinkDelivery):
     # ------------------------------------------------------------------ status
     @property
     def receive_queue(self) -> int:
-        """Messages received and not processed yet (0 without a live session)."""
-        client = self._client
-        return client.pending if client is not None else 0
+        """Messages received and not processed yet, on every broker (0 without a live session)."""
+        return sum(link.client.pending for link in self.links if link.client is not None)
+
+    def node_counts(self) -> tuple[int, int]:
+        """(online, known) edge nodes over every broker."""
+        counts = [link.sessions.node_counts() for link in self.links]
+        return sum(c[0] for c in counts), sum(c[1] for c in counts)
+
+    def population(self) -> tuple[int, int, int]:
+        """(devices online, devices known, born metrics) over every broker."""
+        counts = [link.sessions.population() for link in self.links]
+        return sum(c[0] for c in counts), sum(c[1] for c in counts), sum(c[2] for c in counts)
+
+    def born(self, group_id: str, edge_node_id: str, device_id: str | None = None) -> dict[str, Any] | None:
+        """The last birth of a node or device as the sessions hold it (on whichever broker
+        knows it online, else the first that knows it), for ``uns cmd``; None when unknown."""
+        found = None
+        for link in self.links:
+            node = link.sessions.node(group_id, edge_node_id)
+            if node is None:
+                continue
+            owner: Any = node
+            if device_id is not None:
+                owner = next((d for d in node.devices if d.device_id == device_id), None)
+                if owner is None:
+                    continue
+            doc = {
+                "group_id": group_id,
+                "edge_node_id": edge_node_id,
+                "device_id": device_id,
+                "online": owner.online,
+                "birth_ts": owner.birth_ts,
+                "broker": link.where,
+                "metrics": [
+                    {"name": m.name, "alias": m.alias, "datatype": m.datatype.name} for m in owner.metrics
+                ],
+            }
+            if owner.online:
+                return doc
+            found = found or doc
+        return found
+
+    def session_stats(self) -> dict[str, int]:
+        """The sessions' counters, summed over every broker."""
+        total: dict[str, int] = {}
+        for link in self.links:
+            for key, value in link.sessions.stats().items():
+                total[key] = total.get(key, 0) + value
+        return total
 
     def status(self, *, online: bool = True) -> dict[str, Any]:
         """The status document (retained on ``<prefix>/_engine/<host_id>/status``)."""
-        nodes_online, nodes_known = self.sessions.node_counts()
+        nodes_online, nodes_known = self.node_counts()
+        devices_online, devices_known, _born = self.population()
         return {
             "host_id": self.host_id,
             "groups": list(self.groups),
@@ -226,35 +306,37 @@ class Engine(SinkDelivery):
             "counters": self.counters.as_dict(),
             "nodes_online": nodes_online,
             "nodes_known": nodes_known,
+            "devices_online": devices_online,
+            "devices_known": devices_known,
+            "brokers": [link.status() for link in self.links],
             "sinks": {s.name: s.stats() for s in self.sinks},
             "context_intake": self.context_intake.stats(),
         }
 
-    async def _publish_status(self, client: Transport, *, online: bool = True) -> None:
+    async def publish_status(self, client: Transport, *, online: bool = True) -> None:
         """The retained status document.  Periodic ones go at QoS 0: a QoS 1 PUBACK can
         queue behind a backlog of incoming messages and time the connection out."""
         body = json.dumps(self.status(online=online), separators=(",", ":")).encode()
         await client.publish(self.status_topic, body, qos=0 if online else 1, retain=True)
 
-    # ------------------------------------------------------------------ loops
+    # ------------------------------------------------------------------ the hot path
     #: messages processed per turn of the receive task
     CHUNK = 1024
 
-    async def _receive(self, client: Transport) -> None:
-        """Take every message the transport has parsed since the last wake-up and process
-        them in one go: one event-loop round per socket read, not per message."""
-        while True:
-            await client.wait_messages()
-            await self._handle_messages(client, client.take(self.CHUNK))
-            if client.pending:
-                await asyncio.sleep(0)  # let the timer, status and sink tasks have their turn
-
     async def _handle_messages(self, client: Transport, messages: list[Message]) -> None:
-        """The hot path: no await unless a sink pushes back."""
-        process = self.dispatch.process
+        """The hot path: no await unless a sink pushes back.  Each broker's messages go
+        through that broker's dispatcher (its sessions)."""
+        dispatch = self._dispatchers.get(id(client), self.dispatch)
+        process = dispatch.process
         sinks = self.sinks
         clock = time.time_ns
         for position, (topic, payload, _qos, _retain) in enumerate(messages):
+            if len(payload) >= SLICED_BYTES:  # seconds of work: in slices, the loop runs between
+                received_at = clock() // 1_000_000
+                message = (topic, payload, received_at)
+                if not await self._handle_large(client, dispatch, message, messages, position):
+                    return
+                continue
             batch, rebirths, publishes = process(topic, payload, clock() // 1_000_000)
             if batch:
                 for index, sink in enumerate(sinks):
@@ -269,99 +351,15 @@ class Engine(SinkDelivery):
             if rebirths or publishes:
                 self.act(client, rebirths, publishes)
 
-    async def _timer(self, client: Transport) -> None:
-        while True:
-            deadline = self.sessions.next_deadline()
-            now = now_ms()
-            delay = 0.25 if deadline is None else max(0.0, min(0.25, (deadline - now) / 1000))
-            await asyncio.sleep(delay)
-            batch, rebirths = self.dispatch.tick(now_ms())
-            if batch or rebirths:
-                await self._deliver(batch)
-                self.act(client, rebirths, ())
-
-    async def _status_loop(self, client: Transport) -> None:
-        while True:
-            try:
-                await self._publish_status(client)
-            except BrokerError as exc:  # a lost connection is noticed by the receive loop
-                self._rlog.warning("status", "status publish failed: %s", exc)
-            await asyncio.sleep(self.config.engine.status_interval)
-
-    async def _session(self, client: Transport, stop: asyncio.Event, *, reconnect: bool) -> None:
-        """One broker connection: subscribe, STATE online, loops until stop (then drain) or
-        a BrokerError (the connection is lost)."""
-        # Sparkplug: subscribe to the namespace (our shard's groups) and our own STATE before
-        # any publish.
-        for topic_filter in self.namespace_filters:
-            await client.subscribe(topic_filter, qos=0)
-        await client.subscribe(self.state_topic, qos=1)
-        state_ts = self.dispatch.state_ts
-        if state_ts is not None:
-            await client.publish(self.state_topic, format_state(True, state_ts), qos=1, retain=True)
-        if reconnect:
-            self.counters.reconnects += 1
-            await self._deliver(self.dispatch.broker_back(now_ms()))
-            if self.config.engine.on_reconnect == "rebirth":
-                self.act(client, self.dispatch.rebirth_all("host reconnected"), ())
-        self._set_client(client)
-        log.info("connected to %s as host %s", self.config.broker.settings().masked_url(), self.host_id)
-        tasks = [
-            asyncio.create_task(self._receive(client), name="uns-receive"),
-            asyncio.create_task(self._timer(client), name="uns-timer"),
-            asyncio.create_task(self._status_loop(client), name="uns-status"),
-        ]
-        stopper = asyncio.create_task(stop.wait(), name="uns-stop")
-        try:
-            done, _ = await asyncio.wait({*tasks, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            await _cancel_all([*tasks, stopper])
-        for task in tasks:
-            if task in done and (error := task.exception()) is not None:
-                raise error
-        if stopper not in done:
-            raise BrokerError("connection loop ended unexpectedly")
-        await self._drain(client)
-
-    async def _drain(self, client: Transport) -> None:
-        """Stop intake, process what was already received, flush sinks, status and STATE offline."""
-        with contextlib.suppress(BrokerError, TimeoutError):
-            async with asyncio.timeout(self._stop_left()):
-                for topic_filter in self.namespace_filters:
-                    await client.unsubscribe(topic_filter)
-        drained = await self._deliver_leftover(client)
-        while messages := client.take(self.CHUNK):
-            await self._drain_received(client, messages)
-            drained += len(messages)
-        if drained:
-            log.info("drained %d messages received before stop", drained)
+    async def flush_sinks(self) -> None:
+        """Flush every sink within the stop's deadline (a failure is logged, the sink's own
+        exit says it once more)."""
         for sink in self.sinks:
             try:
                 async with asyncio.timeout(self._stop_left(3600.0)):
                     await sink.flush()
-            except (LakeError, TimeoutError) as exc:  # the sink's own exit says it once more
+            except (LakeError, TimeoutError) as exc:
                 log.warning("sink %s could not flush at the stop: %s", sink.name, exc or "stop deadline")
-        with contextlib.suppress(BrokerError, TimeoutError):
-            async with asyncio.timeout(self._stop_left()):
-                await self._publish_status(client, online=False)
-                if self.dispatch.state_ts is not None:
-                    await client.publish(self.state_topic, format_state(False, now_ms()), qos=1, retain=True)
-
-    async def _lost(self, client: Transport, exc: BrokerError) -> None:
-        """The connection dropped: use what arrived before the loss, then mark every node
-        and device offline and stale (their data can no longer be trusted to be current)."""
-        log.warning("lost the broker: %s", exc)
-        while messages := client.take(self.CHUNK):
-            await self._drain_received(client, messages)
-        await self._deliver(self.dispatch.broker_lost(now_ms()))
-
-    def _new_transport(self, settings: BrokerSettings) -> Transport:
-        """A fresh connection with a fresh T: the Will and the STATE birth carry the same one."""
-        will = None
-        if self.config.engine.primary:
-            self.dispatch.state_ts = now_ms()
-            will = Will(self.state_topic, format_state(False, self.dispatch.state_ts), qos=1, retain=True)
-        return self._transport(settings, identifier=f"uns-{self.host_id}", will=will)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Connect (and reconnect) until ``stop`` is set; then shut down in order.
@@ -379,14 +377,14 @@ class Engine(SinkDelivery):
             log.info("engine stopped: %s", json.dumps(stopped))
 
     async def _run_connections(self, stop: asyncio.Event) -> None:
-        """The Sparkplug connection and the context connection, each in its named task.  When
-        one ends with an error the other is stopped in order (drained, flushed, acknowledged)
-        and the error is raised."""
-        halt = asyncio.Event()  # stop, or one of the two failed
+        """The Sparkplug connection of each broker and the context connection, each in its
+        named task.  When one ends with an error the others are stopped in order (drained,
+        flushed, acknowledged) and the error is raised."""
+        halt = asyncio.Event()  # stop, or one of them failed
         tasks = [
-            asyncio.create_task(self._connection_loop(halt), name="uns-connection"),
-            asyncio.create_task(self.context_intake.run(halt), name="uns-context"),
+            asyncio.create_task(link.run(halt), name=f"uns-connection{link._suffix}") for link in self.links
         ]
+        tasks.append(asyncio.create_task(self.context_intake.run(halt), name="uns-context"))
         stopper = asyncio.create_task(stop.wait(), name="uns-run-stop")
         try:
             pending: set[asyncio.Task[Any]] = {*tasks, stopper}
@@ -398,71 +396,7 @@ class Engine(SinkDelivery):
         finally:
             self._begin_stop()
             halt.set()
-            await _cancel_all([*tasks, stopper])
+            await cancel_all([*tasks, stopper])
         for task in tasks:
             if not task.cancelled() and (error := task.exception()) is not None:
                 raise error
-
-    async def _connection_loop(self, stop: asyncio.Event) -> None:
-        """Connect, serve, and after a failed attempt or a lost connection wait (capped,
-        jittered backoff) and connect again, until ``stop``; see the module doc for when not."""
-        cfg = self.config.broker
-        settings = cfg.settings()
-        where = settings.masked_url()
-        backoff = Backoff(cfg.reconnect_min, cfg.reconnect_max)
-        failures = 0
-        served = False  # a connection got through CONNACK: later ones are reconnects
-        while not stop.is_set():
-            client = self._new_transport(settings)
-            try:
-                await client.connect()
-            except BrokerRefused as exc:  # the same answer on every attempt: say so once and stop
-                await client.disconnect()
-                raise EngineError(f"cannot reach the broker at {where}: {exc}") from exc
-            except BrokerError as exc:
-                await client.disconnect()
-                failures += 1
-                if not served and 0 <= cfg.connect_retries < failures:
-                    raise EngineError(
-                        f"cannot reach the broker at {where} after {failures} attempts: {exc}"
-                    ) from exc
-                self._rlog.warning("connect", "cannot connect to %s: %s", where, exc)
-            else:
-                failures = 0
-                backoff.reset()
-                reconnect, served = served, True
-                try:
-                    await self._session(client, stop, reconnect=reconnect)
-                except BrokerError as exc:
-                    self._set_client(None)  # at once: nothing more is handed to a dead connection
-                    await self._lost(client, exc)
-                finally:
-                    self._set_client(None)
-                    await client.disconnect()
-            if not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff.next())
-
-
-async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
-    """Cancel and await tasks, cancelling again while any survives: Python 3.11's
-    ``wait_for`` (in a publish that waits for its acknowledgement) can swallow a
-    cancellation that races its completion, and a loop that swallowed one would
-    otherwise run on forever."""
-    pending = {t for t in tasks if not t.done()}
-    while pending:
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=0.5)
-    for task in tasks:  # retrieve results so nothing is logged as never retrieved
-        if not task.cancelled():
-            task.exception()
-
-
-def _trusted_keys(config: Config) -> dict[str, Ed25519PublicKey]:
-    """The public keys of ``audit.trusted_keys`` (read once, at start: restart the engine
-    after adding or removing a key); EngineError when they cannot be read."""
-    try:
-        return load_trusted_keys(config.audit.trusted_keys)
-    except SignatureError as exc:
-        raise EngineError(f"cannot start: {exc}") from exc

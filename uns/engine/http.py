@@ -7,6 +7,8 @@ counters the engine keeps anyway (:mod:`uns.engine.metrics`); a scrape costs the
 loop about a millisecond.  One request per connection (``Connection: close``);
 requests are bounded (8 KiB of head, 5 s to send it).
 
+- ``GET /sparkplug/births/<group>/<node>[/<device>]``: the last birth the engine holds of
+  that edge node or device, JSON (what ``uns cmd`` checks a command against);
 - ``GET /metrics``: Prometheus text format (prometheus-client's ``generate_latest``);
 - ``GET /healthz``: 200 ``{"status": "ok", ...}`` while the loop runs (a loop that is
   stuck cannot answer: the probe times out);
@@ -21,6 +23,7 @@ import contextlib
 import json
 import logging
 import time
+import urllib.parse
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -114,7 +117,23 @@ class HttpEndpoint:
         if target == b"/readyz":
             doc = self.metrics.readiness.document()
             return (200 if doc["ready"] else 503), _JSON, _json(doc)
-        return 404, _JSON, _json({"error": "not found", "paths": ["/metrics", "/healthz", "/readyz"]})
+        if target.startswith(_BIRTHS):
+            return self._birth(target[len(_BIRTHS) :])
+        paths = ["/metrics", "/healthz", "/readyz", "/sparkplug/births/<group>/<node>[/<device>]"]
+        return 404, _JSON, _json({"error": "not found", "paths": paths})
+
+    def _birth(self, rest: bytes) -> tuple[int, str, bytes]:
+        """The last birth the engine holds of a node or device (what ``uns cmd`` checks against)."""
+        parts = [urllib.parse.unquote(p.decode("ascii", "replace")) for p in rest.split(b"/")]
+        if len(parts) not in (2, 3) or not all(parts):
+            return 400, _JSON, _json({"error": "want /sparkplug/births/<group>/<node>[/<device>]"})
+        born = self.metrics.engine.born(*parts)
+        if born is None:
+            return 404, _JSON, _json({"error": f"{'/'.join(parts)} is not known to this engine"})
+        return 200, _JSON, _json(born)
+
+
+_BIRTHS = b"/sparkplug/births/"
 
 
 def _json(doc: dict[str, Any]) -> bytes:

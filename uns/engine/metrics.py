@@ -112,7 +112,7 @@ class EngineCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         engine = self.engine
         c = engine.counters
-        sessions = engine.sessions.stats()
+        sessions = engine.session_stats()
         groups = ",".join(engine.groups) or "all"  # its shard (engine.groups), or spBv1.0/#
         yield InfoMetricFamily(
             "uns",
@@ -224,8 +224,8 @@ class EngineCollector(Collector):
                 yield from _lake(sink.stats())
 
     def _population(self) -> Iterator[Metric]:
-        nodes_online, nodes_known = self.engine.sessions.node_counts()
-        devices_online, devices_known, born = self.engine.sessions.population()
+        nodes_online, nodes_known = self.engine.node_counts()
+        devices_online, devices_known, born = self.engine.population()
         yield _gauge("uns_edge_nodes_online", "Edge nodes online (NBIRTH, no NDEATH since)", nodes_online)
         yield _gauge("uns_edge_nodes_known", "Edge nodes seen since start", nodes_known)
         yield _gauge("uns_devices_online", "Devices online (DBIRTH, no DDEATH since)", devices_online)

@@ -4,7 +4,8 @@ lake committing.
 Not ready, with a reason each (the 503 answer's JSON lists them):
 
 - ``starting``: the sinks are not open yet (the lake replays its write-ahead log);
-- ``not connected to the broker``: the Sparkplug session is down (retrying);
+- ``not connected to the broker``: the Sparkplug session is down (retrying); with several
+  brokers (``broker.urls``) ``not connected to the broker <url>`` for each one down;
 - ``context session not connected``: the context events' session is down;
 - ``lake <state>: <reason>``: the lake sink's ``state`` is not ``ok``
   (``degraded``: WAL writes or commits fail and are retried -- the WAL absorbs,
@@ -38,8 +39,11 @@ class Readiness:
         reasons: list[str] = []
         if not engine.running.is_set():
             reasons.append("starting")
-        elif not engine.connected.is_set():
+        elif len(engine.links) == 1 and not engine.connected.is_set():
             reasons.append("not connected to the broker")
+        else:  # several brokers (broker.urls): each one's session must be up
+            down = [link.where for link in engine.links if not link.connected.is_set()]
+            reasons.extend(f"not connected to the broker {where}" for where in down)
         if engine.running.is_set() and not engine.context_intake.connected.is_set():
             reasons.append("context session not connected")
         for sink in engine.sinks:

@@ -15,6 +15,7 @@ SESSION_TYPES = ("NBIRTH", "NDEATH", "NDATA", "DBIRTH", "DDEATH", "DDATA")
 #: text itself is in the lake's ``rejected`` table), else from a fragment of it, else ``other``
 _REASON_PREFIXES = (
     ("not a Sparkplug B topic", "not_sparkplug"),
+    ("over limit", "limit"),
     ("undecodable", "undecodable"),
     ("duplicate of the message", "duplicate"),
     ("seq ", "out_of_order"),
@@ -74,6 +75,7 @@ class Counters:
     context_changes: int = 0
     context_applied: int = 0  # context events applied (each makes one or more changes)
     context_duplicates: int = 0  # context events whose id was applied before (not applied again)
+    context_conflicts: int = 0  # context events reusing an applied id with other content (rejected)
     context_rejected: int = 0  # context events that were malformed (acknowledged as rejected)
     context_retained_ignored: int = 0  # retained deliveries of context events (never applied)
     backpressure_waits: int = 0  # times intake paused because a sink was full

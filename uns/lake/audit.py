@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
-from uns.errors import LakeError
+from uns.errors import LakeError, UnsError
 from uns.lake.audit_entries import (
     SYSTEM,
     Definitions,
@@ -50,12 +50,13 @@ from uns.lake.audit_entries import (
     data_commit_entry,
     entry,
 )
-from uns.lake.audit_state import catalog_rows, latest_births, latest_context
+from uns.lake.audit_state import birth_rows, catalog_rows, completed_births, latest_births, latest_context
 from uns.lake.deltalog import CommitActions, commit_actions, find_txn_commit, local_path
-from uns.lake.hashing import GENESIS, file_sha256, link
+from uns.lake.hashing import GENESIS, ChainRow, file_sha256, link
 from uns.lake.locks import audit_lock
 from uns.lake.schemas import SCHEMAS
 from uns.lake.sharing import app_id
+from uns.lake.storage import LakeStore
 from uns.lake.tables import PARTITION_COLUMN, TABLES, WAL_COLUMNS, TableColumns
 from uns.lake.to_arrow import arrow_table_of_parts
 
@@ -66,6 +67,7 @@ __all__ = [
     "AuditRecorder",
     "audit_app_id",
     "row_checksum",
+    "table_checksum",
 ]
 
 log = logging.getLogger(__name__)
@@ -135,13 +137,27 @@ def row_checksum(files: Sequence[Path], columns: Sequence[str]) -> tuple[int | N
     give equal checksums whatever the files and row order)."""
     if not files:
         return 0, f"{0:016x}"
+    return _checksum(columns, "read_parquet(?, union_by_name = 1)", [[str(f) for f in files]], None)
+
+
+def table_checksum(data: pa.Table, columns: Sequence[str]) -> tuple[int, str]:
+    """:func:`row_checksum` of the rows of an Arrow table."""
+    rows, total = _checksum(columns, "_rows", [], data)
+    return int(rows or 0), str(total)
+
+
+def _checksum(
+    columns: Sequence[str], source: str, params: list[Any], data: pa.Table | None
+) -> tuple[int | None, str | None]:
     import duckdb  # noqa: PLC0415 - only a compaction needs it
 
     con = duckdb.connect()
     try:
+        if data is not None:
+            con.register("_rows", data)
         names = ", ".join(f'"{c}"' for c in columns)
-        sql = f"SELECT count(*), coalesce(sum(hash({names})::HUGEINT), 0) FROM read_parquet(?, union_by_name = 1)"  # noqa: S608, E501
-        rows, total = con.execute(sql, [[str(f) for f in files]]).fetchone() or (0, 0)
+        sql = f"SELECT count(*), coalesce(sum(hash({names})::HUGEINT), 0) FROM {source}"  # noqa: S608
+        rows, total = con.execute(sql, params).fetchone() or (0, 0)
     finally:
         con.close()
     return int(rows), f"{int(total) % _U64:016x}"
@@ -161,9 +177,15 @@ class AuditRecorder:
     """Appends to writer ``writer_id``'s chain in the lake at ``root``; ``table(name)`` opens
     a table of the lake (:meth:`lake.writer.DeltaWriter._handle`)."""
 
-    def __init__(self, root: Path, writer_id: str, table: Callable[[str], DeltaTable]) -> None:
-        self.root = root
+    def __init__(self, store: LakeStore, writer_id: str, table: Callable[[str], DeltaTable]) -> None:
+        self.store = store
+        self.root = Path(store.url)
         self.writer_id = writer_id
+        #: True when other processes append to this chain too (the chain of what is run by
+        #: hand): its head is then read afresh, under the chain's lock, for every append
+        self.shared = False
+        #: the time of new entries, epoch microseconds (tests inject a clock set back)
+        self.clock: Callable[[], int] = _now_us
         self._table = table
         self._tail: tuple[int, str] | None = None
         self._context: dict[tuple[str, str], str | None] | None = None
@@ -199,14 +221,34 @@ class AuditRecorder:
         returns the entries written (0 when ``txn`` was committed already)."""
         if not entries or self.off:
             return 0
+        return len(self._append(lambda _head, _now: entries, txn))
+
+    def record_with(self, build: Callable[[tuple[int, str], int], Sequence[Entry]]) -> list[ChainRow]:
+        """Append the entries ``build(head, now_us)`` makes from the chain's head (seq, hash)
+        as it is under the chain's lock, and the time read there: an entry that must name
+        its own place in the chain (a signature, :mod:`uns.audit.signatures`).  Returns the
+        rows written."""
+        if self.off:
+            raise LakeError("the audit trail is off for this lake", table=AUDIT)
+        return self._append(build, None)
+
+    def _append(
+        self, build: Callable[[tuple[int, str], int], Sequence[Entry]], txn: Transaction | None
+    ) -> list[ChainRow]:
         try:
-            with audit_lock(self.root, self.writer_id):
+            with audit_lock(self.store.lock_dir(), self.writer_id):
                 table = self._table(AUDIT)
+                if self.shared:  # another process may have appended to this chain since
+                    table.update_incremental()
+                    self._tail = None
                 if txn is not None:
                     done = table.transaction_version(txn.app_id)
                     if done is not None and done >= txn.version:
-                        return 0
-                rows = link(self.writer_id, self.tail(), entries)
+                        return []
+                head = self.tail()
+                rows = link(self.writer_id, head, build(head, self.clock()))
+                if not rows:
+                    return []
                 data = pa.table(
                     {
                         "writer_id": [r.writer_id for r in rows],
@@ -228,14 +270,14 @@ class AuditRecorder:
                     mode="append",
                     commit_properties=CommitProperties(app_transactions=[txn] if txn else None),
                 )
-        except LakeError:
+        except UnsError:  # a LakeError, or the refusal of a builder (record_with)
             self.forget()
             raise
         except Exception as exc:
             self.forget()
             raise LakeError(f"cannot append to the audit trail: {exc}", table=AUDIT) from exc
         self._tail = (rows[-1].seq, rows[-1].hash)
-        return len(rows)
+        return rows
 
     # ---------------------------------------------------------------- WAL segments
     def commit_segment(self, number: int, parts: Sequence[TableColumns], tables: Sequence[str]) -> int:
@@ -247,13 +289,13 @@ class AuditRecorder:
         done = self._table(AUDIT).transaction_version(txn.app_id)
         if done is not None and done >= number:
             return 0
-        now = _now_us()
+        now = self.clock()
         entries: list[Entry] = []
         for event in _events(parts):
             entries.append(entry(now, event["kind"], event["subject"], event["detail"] | {"at": event["ts"]},
                                  actor=event["actor"], reason=event["reason"]))  # fmt: skip
             if event["kind"] == "engine_start":
-                entries.extend(self._config_changed(now, event["detail"]))
+                entries.extend(self._config_changed(now, event["detail"], event["reason"]))
         for table in tables:
             entries.append(self._data_commit(now, table, number))
         entries.extend(self._context_changes(now, number, parts))
@@ -267,9 +309,9 @@ class AuditRecorder:
             raise LakeError(
                 f"audit: the commit of WAL segment {number} to {table} is not in its log", table=table
             )
-        return data_commit_entry(now, table, number, found.version, self._hashed(table, found))
+        return data_commit_entry(now, table, number, found.version, self.hashed_files(table, found))
 
-    def _hashed(self, table: str, actions: CommitActions) -> list[dict[str, Any]]:
+    def hashed_files(self, table: str, actions: CommitActions) -> list[dict[str, Any]]:
         files = []
         for add in actions.adds:
             try:
@@ -279,7 +321,7 @@ class AuditRecorder:
             files.append({"path": add.path, "sha256": digest, "bytes": add.size, "rows": add.rows})
         return files
 
-    def _config_changed(self, now: int, detail: Mapping[str, Any]) -> list[Entry]:
+    def _config_changed(self, now: int, detail: Mapping[str, Any], reason: str) -> list[Entry]:
         if not self._last_start_known:
             rows = writer_rows(self._table(AUDIT), self.writer_id, ["seq", "detail"], kind="engine_start")
             self._last_start = None
@@ -290,7 +332,7 @@ class AuditRecorder:
         if previous is None:
             return []
         changes = config_changes(previous, detail)
-        return [entry(now, "config_changed", "engine", changes)] if changes else []
+        return [entry(now, "config_changed", "engine", changes, reason=reason)] if changes else []
 
     def _context_changes(self, now: int, number: int, parts: Sequence[TableColumns]) -> list[Entry]:
         index = TABLES.index("context")
@@ -303,8 +345,15 @@ class AuditRecorder:
         return context_entries(rows, self._context, now)
 
     def _catalog_changes(self, now: int, parts: Sequence[TableColumns]) -> list[Entry]:
-        index = TABLES.index("metric_catalog")
-        grouped = births(catalog_rows([part[index] for part in parts if part[index]]))
+        index, sessions = TABLES.index("metric_catalog"), TABLES.index("sessions")
+        rows = catalog_rows([part[index] for part in parts if part[index]])
+        if not rows:
+            return []
+        table = self._table("metric_catalog")
+        rows = completed_births(
+            rows, [part[sessions] for part in parts if part[sessions]], lambda key: birth_rows(table, key)
+        )
+        grouped = births(rows)
         if not grouped:
             return []
         if self._births is None:  # each device's newest birth before this segment's
@@ -388,12 +437,12 @@ class AuditRecorder:
                 "version": version,
                 "operation": actions.operation,
                 "removed": actions.removes,
-                "added": self._hashed(table, actions),
+                "added": self.hashed_files(table, actions),
                 "rows_before": rows_before,
                 "rows_after": rows_after,
                 "checksum_before": sum_before,
                 "checksum_after": sum_after,
                 "checksum_columns": common,
             }
-            out.append(entry(_now_us(), "compaction", table, detail, actor=actor, reason=reason))
+            out.append(entry(self.clock(), "compaction", table, detail, actor=actor, reason=reason))
         return out

@@ -6,7 +6,10 @@ An entry is ``(ts_us, kind, actor, reason, subject, detail_json)``; the chain
 
 ``engine_start``, ``engine_stop``, ``config_changed``, ``context_change``,
 ``catalog_new``, ``schema_drift``, ``data_commit``, ``compaction``, ``vacuum``,
-``report``, ``maintenance``.
+``report``, ``maintenance``, ``command`` (an NCMD/DCMD sent by ``uns cmd``), and from
+:mod:`uns.audit`: ``signature``, ``key_trusted``, ``key_revoked``; from the review workspace
+(:mod:`uns.users.state`, :mod:`uns.batch.dispositions`): the user and log-in kinds and
+``disposition``.
 
 This module is loaded by the engine's own process too (engine start and stop
 events travel through the WAL): standard library only.
@@ -50,13 +53,23 @@ KINDS: Final = (
     "catalog_new",
     "schema_drift",
     "data_commit",
+    "wal_quarantine",
+    "repair",
     "compaction",
     "vacuum",
     "report",
     "maintenance",
+    "signature",
+    "key_trusted",
+    "key_revoked",
+    "command",
 )
 
 Entry = tuple[int, str, str, str, str, str]
+#: metrics listed by name in one catalog entry's ``added``/``removed``/``changed``; beyond
+#: that the entry gives the count and the SHA-256 of the birth's definitions (the lake's
+#: metric_catalog table holds every one), so an entry stays small whatever a birth holds
+MAX_LISTED: Final = 1000
 #: a device's metric definitions at a birth: metric -> (datatype, unit)
 Definitions = dict[str, tuple[str | None, str | None]]
 Device = tuple[str | None, str | None, str | None]
@@ -91,6 +104,7 @@ def engine_event(
     version: str | None = None,
     config: Mapping[str, Any] | None = None,
     files: Mapping[str, str | None] | None = None,
+    reason: str = "",
 ) -> AuditEvent:
     """An ``engine_start``/``engine_stop`` event: the software version and, at start, the
     SHA-256 of the effective configuration (secrets masked: ``config`` must come masked)
@@ -110,7 +124,7 @@ def engine_event(
         hashed[role] = {"path": str(name), "sha256": digest}
     if hashed:
         detail["files"] = hashed
-    return AuditEvent(kind, "engine", detail_json(detail), SYSTEM, "", int(time.time() * 1000))
+    return AuditEvent(kind, "engine", detail_json(detail), SYSTEM, reason, int(time.time() * 1000))
 
 
 def named_files(config: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
@@ -245,17 +259,24 @@ def catalog_entries(
             if m in old and old[m] != (d, u)
         ]
         group, node, dev = device
-        detail = {
+        detail: dict[str, Any] = {
             "group_id": group,
             "edge_node_id": node,
             "device_id": dev,
             "path": path,
             "birth_ts": birth_ts,
             "bdseq": bdseq,
-            "added": added,
-            "removed": removed,
-            "changed": changed,
+            "added": added[:MAX_LISTED],
+            "removed": removed[:MAX_LISTED],
+            "changed": changed[:MAX_LISTED],
         }
+        if max(len(added), len(removed), len(changed)) > MAX_LISTED:
+            listing = sorted(defs.items())
+            detail["counts"] = {"added": len(added), "removed": len(removed), "changed": len(changed)}
+            detail["metrics"] = len(listing)
+            detail["definitions_sha256"] = hashlib.sha256(
+                detail_json({"definitions": listing}).encode()
+            ).hexdigest()
         subject = path or "/".join(p for p in device if p)
         out.append(entry(ts_us, "catalog_new" if before is None else "schema_drift", subject, detail))
     return out

@@ -9,7 +9,8 @@ crash (its rows already in a table) compares against what came before it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import pyarrow as pa
@@ -21,10 +22,14 @@ from uns.lake.audit_entries import Definitions, Device
 from uns.lake.tables import WAL_COLUMNS
 from uns.sparkplug.datatypes import DataType
 
-__all__ = ["catalog_rows", "latest_births", "latest_context"]
+__all__ = ["birth_rows", "catalog_rows", "completed_births", "latest_births", "latest_context"]
 
 _NAMES: Final = {int(d): d.name for d in DataType}
 _NO_DEVICE: Final = "\x00"  # a node's own metrics (device_id NULL), as a join key
+#: the count of metrics a ``birth`` session event's detail ends with (uns.sparkplug.lifecycle)
+_BORN: Final = re.compile(r"metrics=(\d+)")
+#: a birth in the WAL and the tables: (group, edge node, device, birth_ts in ms)
+BirthKey = tuple[Any, Any, Any, int]
 
 
 def catalog_rows(parts: Sequence[Sequence[Sequence[Any]]]) -> list[dict[str, Any]]:
@@ -37,6 +42,59 @@ def catalog_rows(parts: Sequence[Sequence[Sequence[Any]]]) -> list[dict[str, Any
             row = dict(zip(names, values, strict=False))
             row["datatype"] = _NAMES.get(row["datatype"], str(row["datatype"]))
             rows.append(row)
+    return rows
+
+
+def completed_births(
+    rows: list[dict[str, Any]],
+    sessions: Sequence[Sequence[Sequence[Any]]],
+    earlier: Callable[[BirthKey], list[dict[str, Any]]],
+) -> list[dict[str, Any]]:
+    """The catalog rows of the births a segment completes: those whose ``birth`` session
+    event is in the segment.  A large birth reaches the WAL a slice at a time and can span
+    segments, its event in the last one: its rows in earlier segments (``earlier``, read
+    from the table) join the segment's own; the rows of a birth still going on are left
+    for the segment that completes it.  So each birth is compared as a whole, once."""
+    born: dict[BirthKey, int | None] = {}
+    names = WAL_COLUMNS["sessions"]
+    for part in sessions:
+        for values in zip(*part, strict=True):
+            event = dict(zip(names, values, strict=True))
+            if event["event"] == "birth":
+                found = _BORN.search(event["detail"] or "")
+                key = (event["group_id"], event["edge_node_id"], event["device_id"], event["ts"])
+                born[key] = int(found.group(1)) if found else None
+    by_birth: dict[BirthKey, list[dict[str, Any]]] = {}
+    for row in rows:
+        key = (row["group_id"], row["edge_node_id"], row["device_id"], row["birth_ts"])
+        by_birth.setdefault(key, []).append(row)
+    out: list[dict[str, Any]] = []
+    for key, own in by_birth.items():
+        if key not in born:
+            continue  # completed by a later segment
+        count = born[key]
+        if count is not None and len(own) < count:
+            mine = {r["metric"] for r in own}
+            out.extend(r for r in earlier(key) if r["metric"] not in mine)
+        out.extend(own)
+    return out
+
+
+def birth_rows(table: DeltaTable, key: BirthKey) -> list[dict[str, Any]]:
+    """The catalog rows of one birth already in the table (as :func:`catalog_rows` gives them)."""
+    files = table.file_uris()
+    if not files:
+        return []
+    group, node, device, birth_ts = key
+    when = pa.scalar(birth_ts * 1000, pa.timestamp("us", tz="UTC"))
+    where = (
+        (ds.field("group_id") == group) & (ds.field("edge_node_id") == node) & (ds.field("birth_ts") == when)
+    )
+    where &= ds.field("device_id").is_null() if device is None else ds.field("device_id") == device
+    data = ds.dataset(files, format="parquet").to_table(filter=where)
+    rows: list[dict[str, Any]] = data.to_pylist()
+    for row in rows:
+        row["birth_ts"] = birth_ts
     return rows
 
 

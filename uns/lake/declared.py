@@ -6,8 +6,9 @@ The top-level ``lake/`` folder of the source tree (shipped inside the package as
 - ``tables.toml``: every table's columns in order with their Arrow types (what
   :mod:`uns.lake.schemas` builds the tables' schemas from);
 - ``views/*.sql``: the SQL of the views that are more than a table's columns
-  (``measurements_asof``, ``batches``, ``batch_phases`` and the internal
-  ``_uns_*`` views they share), over the registered relations ``_uns_<table>``.
+  (``measurements_asof``, ``batches``, ``batch_phases``, ``batch_statistics``,
+  ``batch_phase_statistics`` and the internal ``_uns_*`` views they share), over
+  the registered relations ``_uns_<table>``.
 
 Nothing here loads pyarrow or DuckDB.
 """
@@ -30,6 +31,10 @@ VIEW_ORDER: Final = (
     "_uns_batch_segments",
     "batches",
     "batch_phases",
+    "_uns_batch_pieces",
+    "_uns_batch_series",
+    "batch_statistics",
+    "batch_phase_statistics",
 )
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import unquote
 
-__all__ = ["AddedFile", "CommitActions", "commit_actions", "find_txn_commit", "local_path"]
+__all__ = ["AddedFile", "CommitActions", "adding_commit", "commit_actions", "find_txn_commit", "local_path"]
 
 #: how far back :func:`find_txn_commit` looks (commits of one writer are recent)
 MAX_LOOKBACK: Final = 10_000
@@ -40,6 +40,8 @@ class CommitActions:
     adds: list[AddedFile] = field(default_factory=list)
     removes: list[str] = field(default_factory=list)
     txns: dict[str, int] = field(default_factory=dict)
+    #: a repair of the rejected table made it (its commitInfo carries lake.repair's mark)
+    repair: bool = False
 
 
 def local_path(table_dir: Path, path: str) -> Path:
@@ -69,7 +71,9 @@ def commit_actions(table_dir: Path, version: int) -> CommitActions | None:
         elif "txn" in action:
             out.txns[action["txn"]["appId"]] = int(action["txn"]["version"])
         elif "commitInfo" in action:
-            out.operation = str(action["commitInfo"].get("operation") or "")
+            info = action["commitInfo"]
+            out.operation = str(info.get("operation") or "")
+            out.repair = info.get("uns_operation") == "repair"
     return out
 
 
@@ -84,5 +88,18 @@ def find_txn_commit(table_dir: Path, app: str, number: int, newest: int) -> Comm
         if actions is None:
             return None
         if actions.txns.get(app) == number:
+            return actions
+    return None
+
+
+def adding_commit(table_dir: Path, path: str) -> CommitActions | None:
+    """The commit that added data file ``path`` (as the log names it), looked for from the
+    newest commit back (at most :data:`MAX_LOOKBACK`); None when not found."""
+    versions = sorted(
+        (int(f.stem) for f in (table_dir / "_delta_log").glob("*.json") if f.stem.isdigit()), reverse=True
+    )
+    for version in versions[:MAX_LOOKBACK]:
+        actions = commit_actions(table_dir, version)
+        if actions is not None and any(unquote(a.path) == unquote(path) for a in actions.adds):
             return actions
     return None

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from uns.errors import LakeError
 
-__all__ = ["LOCK_NAME", "TABLES_LOCK_NAME", "audit_lock", "compaction_lock", "tables_lock"]
+__all__ = ["LOCK_NAME", "TABLES_LOCK_NAME", "audit_lock", "compaction_lock", "tables_lock", "writer_lock"]
 
 LOCK_NAME = ".uns-compaction.lock"
 TABLES_LOCK_NAME = ".uns-tables.lock"
@@ -53,6 +53,13 @@ def audit_lock(root: Path, writer_id: str) -> contextlib.AbstractContextManager[
     to it is one step, also when a replaced commit worker is not quite dead yet or two
     ``uns`` commands record at once."""
     return _flock(root / f".uns-audit-{writer_id or 'default'}.lock", wait=True, what="audit")
+
+
+def writer_lock(root: Path, writer_id: str) -> contextlib.AbstractContextManager[bool]:
+    """Hold a long-lived writer's claim on its id (does not wait): yields False at once when
+    another process of this machine holds it.  A writer that caches its chain's tail (a
+    ``uns serve`` process) must be the only one writing under its id."""
+    return _flock(root / f".uns-writer-{writer_id}.lock", wait=False, what="writer")
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ until :meth:`Lake.vacuum` removes those older than the retention.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -29,12 +30,13 @@ from uns.lake.audit_entries import Entry, entry, os_user
 from uns.lake.locks import compaction_lock
 from uns.lake.manual import cli_recorder
 from uns.lake.query import connect
+from uns.lake.repair import RepairResult, repair_rejected
 from uns.lake.sink import LakeConfig, LakeSink
 from uns.lake.storage import LakeStore, as_store
 from uns.lake.tables import PARTITION_COLUMN, TABLES, TIME_COLUMN
 from uns.lake.writer import writer_properties
 
-__all__ = ["DEFAULT_RETENTION_HOURS", "ZORDER_COLUMNS", "Lake", "TableInfo"]
+__all__ = ["DEFAULT_RETENTION_HOURS", "ZORDER_COLUMNS", "Lake", "TableInfo", "compaction_summary"]
 
 #: Delta's own default: files replaced less than a week ago are kept.
 DEFAULT_RETENTION_HOURS: Final = 168
@@ -98,8 +100,14 @@ class Lake:
         except Exception as exc:
             raise LakeError(f"cannot open table {table}: {exc}", table=table) from exc
 
+    def _require(self) -> None:
+        """A lake that is not there is an error, not an empty lake (a typo in --lake)."""
+        if not self.store.exists():
+            raise LakeError(f"no lake at {self.store}")
+
     def info(self) -> dict[str, TableInfo]:
         """Per table: version, rows, files, bytes, partitions, time range, last commit."""
+        self._require()
         out: dict[str, TableInfo] = {}
         for table in TABLES:
             delta = self._table(table)
@@ -112,10 +120,13 @@ class Lake:
         """Merge small files of every table (partitions from ``since`` on, default all).
 
         ``z_order`` also sorts by :data:`ZORDER_COLUMNS` (rewrites whole partitions:
-        slower, best once a day is complete).  Returns Delta's metrics per table.  The
+        slower, best once a day is complete).  Returns Delta's metrics per table, with
+        ``seconds``, how long that table took (:func:`compaction_summary` reads them).  The
         audit trail gets a ``maintenance`` entry (the OS user, ``reason``) and a
         ``compaction`` entry per table rewritten, under the writer id ``uns-cli``."""
-        filters = [(PARTITION_COLUMN, ">=", since.isoformat())] if since else None
+        self._require()
+        since_day = since.isoformat() if since else None
+        filters = [(PARTITION_COLUMN, ">=", since_day)] if since_day else None
         props = writer_properties()
         result: dict[str, dict[str, Any]] = {}
         audit, user = self._audit(), os_user()
@@ -124,12 +135,17 @@ class Lake:
         # one compaction of the lake at a time (lake/locks.py): waits for a writer's own
         with compaction_lock(self.store.lock_dir(), wait=True):
             audit.reconcile()
+            # rejected rows an older version stored whole are rewritten bounded first (lake.repair)
+            repair_rejected(
+                self.store, audit, actor=user, reason=reason or "uns lake compact", since=since_day
+            )
             try:
                 for table in TABLES:
                     delta = self._table(table)  # opened under the lock: plans on the table as it is
                     if delta is None:
                         continue
                     before = delta.version()
+                    started = time.monotonic()
                     try:
                         opts: dict[str, Any] = {"partition_filters": filters, "writer_properties": props}
                         if z_order:
@@ -138,7 +154,7 @@ class Lake:
                             metrics = delta.optimize.compact(**opts)
                     except Exception as exc:
                         raise LakeError(f"compaction of {table} failed: {exc}", table=table) from exc
-                    result[table] = metrics
+                    result[table] = {**metrics, "seconds": time.monotonic() - started}
                     if table != AUDIT and metrics.get("numFilesRemoved"):
                         after = self._version(table, before)
                         entries += audit.compaction_entries(
@@ -146,6 +162,19 @@ class Lake:
                         )
             finally:
                 audit.record(entries)
+        return result
+
+    def repair(self, *, reason: str = "") -> RepairResult:
+        """Rewrite bounded the rejected rows that an older version stored whole (their
+        payloads cut to the first KiB, size and SHA-256 kept; :mod:`lake.repair`).  The audit
+        trail gets a ``maintenance`` entry (the OS user, ``reason``) and a ``repair`` entry
+        per partition rewritten.  Waits for a compaction that runs."""
+        self._require()
+        audit, user = self._audit(), os_user()
+        with compaction_lock(self.store.lock_dir(), wait=True):
+            result = repair_rejected(self.store, audit, actor=user, reason=reason or "uns lake repair")
+            what = {"command": "repair", "partitions": sorted(result.partitions)}
+            audit.record([self._maintenance_entry(what, user, reason)])
         return result
 
     def _audit(self) -> AuditRecorder:
@@ -179,6 +208,7 @@ class Lake:
         nothing younger than asked is deleted."""
         if retention_hours < 0:
             raise LakeError("retention_hours must be >= 0")
+        self._require()
         result: dict[str, list[str]] = {}
         try:
             self._vacuum(result, retention_hours, enforce_retention=enforce_retention, dry_run=dry_run)
@@ -246,3 +276,37 @@ def _table_info(table: str, delta: DeltaTable) -> TableInfo:
         last_commit=_utc(last.get("timestamp")),
         last_operation=last.get("operation"),
     )
+
+
+def compaction_summary(
+    metrics: dict[str, dict[str, Any]], info: dict[str, TableInfo]
+) -> list[dict[str, Any]]:
+    """One row per table :meth:`Lake.compact` looked at: files removed and added, their
+    sizes, the table's live rows and files afterwards (``info``, read after the compaction),
+    and the seconds it took.  The replaced files stay on disk until :meth:`Lake.vacuum`."""
+    rows = []
+    for table, m in metrics.items():
+        after = info.get(table)
+        rows.append(
+            {
+                "table": table,
+                "files_removed": int(m.get("numFilesRemoved", 0)),
+                "files_added": int(m.get("numFilesAdded", 0)),
+                "bytes_removed": _total_size(m.get("filesRemoved")),
+                "bytes_added": _total_size(m.get("filesAdded")),
+                "rows": after.rows if after else 0,
+                "files": after.files if after else 0,
+                "seconds": round(float(m.get("seconds", 0.0)), 3),
+            }
+        )
+    return rows
+
+
+def _total_size(stats: Any) -> int:
+    """``totalSize`` of deltalake's file statistics (a JSON text, or already a dict)."""
+    if isinstance(stats, str):
+        try:
+            stats = json.loads(stats)
+        except ValueError:
+            return 0
+    return int(stats.get("totalSize", 0)) if isinstance(stats, dict) else 0

@@ -42,9 +42,14 @@ def record_report(
     return audit.tail()[0]
 
 
-def cli_recorder(root: Path | LakeStore) -> AuditRecorder:
-    """The chain of what is run by hand and of reports (writer id :data:`CLI_WRITER`); the
-    lake's tables are created if missing (a command may come before the first engine)."""
-    writer = DeltaWriter(root, CLI_WRITER)
+def cli_recorder(
+    root: str | Path | LakeStore, *, writer_id: str = CLI_WRITER, audit: Any = None
+) -> AuditRecorder:
+    """The chain of what is run by hand and of reports (writer id :data:`CLI_WRITER`, or
+    another chain that several processes share, such as a web workspace's); the lake's
+    tables are created if missing (a command may come before the first engine).
+    ``audit``: the configuration's ``[audit]`` section (its anchor)."""
+    writer = DeltaWriter(root, writer_id)
     writer.ensure_tables()
+    writer.audit.shared = True  # several commands (and web workspaces) append to this chain
     return writer.audit

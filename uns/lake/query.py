@@ -19,7 +19,8 @@ inheritance rules of :class:`uns.core.context.ContextStore`; ``batches`` and
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -30,28 +31,38 @@ import pyarrow.dataset as ds
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
+from uns.core.context import change_fingerprint
+from uns.core.events import ContextChange
 from uns.errors import LakeError
 from uns.lake.declared import VIEW_ORDER, view_sql
+from uns.lake.repair import readable_rejected
 from uns.lake.schemas import SCHEMAS
 from uns.lake.storage import LakeStore, as_store
 from uns.lake.tables import PARTITION_COLUMN, TABLES, WAL_COLUMNS
 from uns.lake.wal import list_segments, read_segment
 
 __all__ = [
+    "MAX_SQL_FILE_BYTES",
     "VIEWS",
+    "QueryResult",
+    "applied_context_fingerprints",
     "applied_context_ids",
     "connect",
     "create_views",
     "named_queries",
+    "queries_from_file",
+    "read_bounded",
     "refresh",
+    "run_queries",
     "run_sql",
+    "select_queries",
     "snapshot_versions",
 ]
 
 #: the views an analyst queries (the ``_uns_*`` ones are internal)
 VIEWS: Final = (
     "measurements", "measurements_asof", "context", "metric_catalog", "sessions", "rejected", "batches",
-    "batch_phases",
+    "batch_phases", "batch_statistics", "batch_phase_statistics",
 )  # fmt: skip
 
 _PATH_VARIABLE: Final = "uns_lake_path"
@@ -84,6 +95,24 @@ def create_views(con: duckdb.DuckDBPyConnection) -> None:
 
 
 _HIVE_DATE = ds.partitioning(pa.schema([(PARTITION_COLUMN, pa.date32())]), flavor="hive")
+#: text columns of few distinct values, read as the dictionaries they are stored as in the
+#: Parquet files: decoding each row's text costs more than the query (3-4x a scan of ten
+#: million samples); DuckDB sees VARCHAR either way
+_DICTIONARY_COLUMNS: Final = {
+    "measurements": frozenset({
+        "path", "metric", "datatype", "unit", "quality", "group_id", "edge_node_id", "device_id", "batch_id",
+        "order_id", "product", "recipe", "phase", "wal_writer",
+    }),
+}  # fmt: skip
+
+
+def _parquet_format(table: str, schema: pa.Schema) -> tuple[pa.Schema, ds.ParquetFileFormat]:
+    """The schema and Parquet reading of ``table``: its low-cardinality text as dictionaries."""
+    wanted = _DICTIONARY_COLUMNS.get(table, frozenset())
+    columns = {f.name for f in schema if f.name in wanted and f.type == pa.string()}
+    dictionary = pa.dictionary(pa.int32(), pa.string())
+    schema = pa.schema([f.with_type(dictionary) if f.name in columns else f for f in schema])
+    return schema, ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns=columns))
 
 
 def _dataset(store: LakeStore, table: str, version: int | None) -> tuple[object, int | None]:
@@ -103,10 +132,15 @@ def _dataset(store: LakeStore, table: str, version: int | None) -> tuple[object,
         for field in SCHEMAS[table]:
             if field.name not in schema.names:
                 schema = schema.append(field)
+        uris = dt.file_uris()
+        if table == "rejected":  # rows stored whole by older versions may be unreadable (lake.repair)
+            sizes = pa.table(dt.get_add_actions(flatten=True)).column("size_bytes").to_pylist()
+            uris = readable_rejected(store, uris, sizes)
+        schema, parquet = _parquet_format(table, schema)
         dataset = ds.dataset(
-            [store.arrow_path(uri) for uri in dt.file_uris()],
+            [store.arrow_path(uri) for uri in uris],
             schema=schema,
-            format="parquet",
+            format=parquet,
             partitioning=_HIVE_DATE,
             partition_base_dir=store.arrow_path(path),
             filesystem=store.arrow_filesystem() if store.remote else None,
@@ -192,11 +226,10 @@ def applied_context_ids(path: str | Path | LakeStore, wal_dir: Path | None = Non
     return ids
 
 
-def _wal_context_ids(wal_dirs: list[Path]) -> set[str]:
-    """Context event ids in the write-ahead logs (``_wal``, ``_wal-<writer id>``, a
-    ``lake.wal_dir``): rows accepted before a crash and committed only when their writer
-    starts again."""
-    ids: set[str] = set()
+def _wal_context_columns(wal_dirs: list[Path]) -> Iterator[Sequence[Sequence[Any]]]:
+    """The context columns of every record, with the ``event_id`` column, in the write-ahead
+    logs (``_wal``, ``_wal-<writer id>``, a ``lake.wal_dir``): rows accepted before a crash
+    and committed only when their writer starts again."""
     index = TABLES.index("context")
     field = WAL_COLUMNS["context"].index("event_id")
     for wal_dir in wal_dirs:
@@ -208,13 +241,73 @@ def _wal_context_ids(wal_dirs: list[Path]) -> set[str]:
             except OSError:  # committed and deleted meanwhile: then it is in the table
                 continue
             for part in parts:
-                cols = part[index]
-                if len(cols) > field:
-                    ids.update(v for v in cols[field] if isinstance(v, str))
-    return ids
+                if len(part[index]) > field:
+                    yield part[index]
+
+
+def _wal_context_ids(wal_dirs: list[Path]) -> set[str]:
+    """Context event ids in the write-ahead logs."""
+    field = WAL_COLUMNS["context"].index("event_id")
+    return {v for cols in _wal_context_columns(wal_dirs) for v in cols[field] if isinstance(v, str)}
+
+
+def applied_context_fingerprints(
+    path: str | Path | LakeStore, wal_dir: Path | None = None
+) -> dict[str, str | None]:
+    """:func:`applied_context_ids` with what each id stands for: the fingerprint of its
+    event's content (:func:`uns.core.context.change_fingerprint`), computed from its rows,
+    so an engine starting on the lake knows an id reused with other content (a conflict)."""
+    store = as_store(path)
+    rows: list[dict[str, Any]] = []
+    if store.exists():
+        data, _version = _dataset(store, "context", None)
+        columns = ["event_id", "path", "ts", "key", "value", "source", "user", "reason"]
+        table = data if isinstance(data, pa.Table) else data.to_table(columns=columns)  # type: ignore[attr-defined]
+        table = table.select(columns).filter(pc.is_valid(table.column("event_id")))
+        ts = table.column("ts").cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())
+        rows = table.set_column(columns.index("ts"), "ts", ts).to_pylist()
+        wal_dirs = [] if store.remote else sorted(store.local.glob("_wal*"))
+        rows += _wal_context_rows([*wal_dirs, *([wal_dir] if wal_dir else [])])
+    events: dict[str, list[ContextChange]] = {}
+    for row in rows:
+        change = ContextChange(
+            int(row["ts"]),
+            0,
+            row["path"],
+            row["key"],
+            row["value"],
+            row["source"] or "",
+            row["user"],
+            row["reason"],
+        )
+        events.setdefault(str(row["event_id"]), []).append(change)
+    return {ident: change_fingerprint(changes) for ident, changes in events.items()}
+
+
+def _wal_context_rows(wal_dirs: list[Path]) -> list[dict[str, Any]]:
+    """The context rows with an event id in the write-ahead logs."""
+    names = WAL_COLUMNS["context"]
+    rows = (
+        dict(zip(names, values, strict=False))
+        for cols in _wal_context_columns(wal_dirs)
+        for values in zip(*cols, strict=True)
+    )
+    return [row for row in rows if isinstance(row.get("event_id"), str)]
 
 
 _NAME_LINE = re.compile(r"^--\s*name:\s*(\S+)\s*$", re.MULTILINE)
+#: a SQL file read by :func:`queries_from_file` (a file of queries, not data)
+MAX_SQL_FILE_BYTES: Final = 1 << 20
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """One query's answer: its name in the file (``""`` for a query given as text), its
+    column names and rows."""
+
+    name: str
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
 
 
 def named_queries(text: str) -> dict[str, str]:
@@ -228,20 +321,84 @@ def named_queries(text: str) -> dict[str, str]:
     return out
 
 
+def select_queries(text: str, name: str | None = None, *, source: str = "the file") -> dict[str, str]:
+    """The queries of a SQL file to run, in file order: every ``-- name: NAME`` query, or
+    only ``name``.  A file without such headers is one query (named ``""``).  A
+    :class:`~uns.errors.LakeError` for a name the file lacks (listing its names), a name
+    given twice, or SQL before the first header (it would be skipped silently)."""
+    marks = list(_NAME_LINE.finditer(text))
+    if not marks:
+        if name is not None:
+            raise LakeError(f"{source} has no named queries (no `-- name: NAME` line); run it without --name")
+        return {"": text}
+    if _strip_comments(text[: marks[0].start()]).strip():
+        raise LakeError(f"{source}: SQL before the first `-- name:` line would not run; give it a name")
+    names = [m.group(1) for m in marks]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise LakeError(f"{source} names more than one query {', '.join(twice)}")
+    queries = named_queries(text)
+    if name is None:
+        return queries
+    if name not in queries:
+        raise LakeError(f"{source} has no query named {name!r}; its queries: {', '.join(queries)}")
+    return {name: queries[name]}
+
+
+def read_bounded(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of ``path``, at most ``limit`` of them (untrusted bytes are bounded);
+    LakeError when it cannot be read or is larger, saying it is not ``what``."""
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(limit + 1)
+    except OSError as exc:
+        raise LakeError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(raw) > limit:
+        size = f"{limit >> 20} MiB" if limit % (1 << 20) == 0 else f"{limit} bytes"
+        raise LakeError(f"{path} is larger than {size}: not {what}")
+    return raw
+
+
+def queries_from_file(file: str | Path, name: str | None = None) -> dict[str, str]:
+    """:func:`select_queries` of a SQL file (at most :data:`MAX_SQL_FILE_BYTES`)."""
+    path = Path(file)
+    raw = read_bounded(path, MAX_SQL_FILE_BYTES, "a file of queries")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise LakeError(f"{path} is not UTF-8 text") from None
+    return select_queries(text, name, source=str(path))
+
+
+def run_queries(path: str | Path | LakeStore, queries: Mapping[str, str]) -> list[QueryResult]:
+    """Run named queries over the lake's views on one connection (so all of them see one
+    snapshot), in order.  An empty query, or one DuckDB refuses, is a
+    :class:`~uns.errors.LakeError` naming the query, with DuckDB's message."""
+    for name, query in queries.items():
+        if not _strip_comments(query).strip().strip(";").strip():
+            raise LakeError(f"query {name}: the query is empty" if name else "the query is empty")
+    if not queries:
+        raise LakeError("no query to run")
+    con = connect(path)
+    results: list[QueryResult] = []
+    try:
+        for name, query in queries.items():
+            try:
+                cur = con.execute(query)
+                columns = [d[0] for d in cur.description or []]
+                results.append(QueryResult(name, columns, cur.fetchall()))
+            except duckdb.Error as exc:
+                raise LakeError(f"query {name}: {exc}" if name else str(exc)) from None
+    finally:
+        con.close()
+    return results
+
+
 def run_sql(path: str | Path | LakeStore, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run one query over the lake's views: its column names and rows.  An empty query or
     one DuckDB refuses is a :class:`~uns.errors.LakeError` with DuckDB's message."""
-    if not query.strip() or not _strip_comments(query).strip():
-        raise LakeError("the query is empty")
-    con = connect(path)
-    try:
-        cur = con.execute(query)
-        columns = [d[0] for d in cur.description or []]
-        return columns, cur.fetchall()
-    except duckdb.Error as exc:
-        raise LakeError(str(exc)) from None
-    finally:
-        con.close()
+    (result,) = run_queries(path, {"": query})
+    return result.columns, result.rows
 
 
 _COMMENT = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)

@@ -16,7 +16,6 @@ The whole story: docs/lake.md sections 3-5.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -28,14 +27,22 @@ from uns.config import LakeSection
 from uns.core.events import Batch
 from uns.errors import LakeBackpressure, LakeError
 from uns.lake.audit_intake import AuditIntake
+from uns.lake.commit_loop import CommitLoop
 from uns.lake.committers import Sealed, committer_for
 from uns.lake.compaction import CompactionSchedule
 from uns.lake.health import SinkHealth
+from uns.lake.quarantine import FailureStreak
 from uns.lake.storage import LakeStore, as_store, wal_dir_of
-from uns.lake.tables import PendingRows, TableColumns, column_count, empty_columns, extend_columns
+from uns.lake.tables import (
+    PendingRows,
+    TableColumns,
+    column_count,
+    empty_columns,
+    extend_columns,
+    split_columns,
+)
 from uns.lake.wal import (
     OS_FILES,
-    CommitResult,
     FileLayer,
     SegmentFile,
     WalLock,
@@ -55,7 +62,7 @@ log = logging.getLogger(__name__)
 LakeConfig = LakeSection
 
 
-class LakeSink(AuditIntake):
+class LakeSink(AuditIntake, CommitLoop):
     """Sink protocol implementation writing to the lake at ``path`` (a directory or an object
     store, lake/storage.py; the WAL is always local), an async context manager used once."""
 
@@ -106,6 +113,9 @@ class LakeSink(AuditIntake):
         self._commit_latency_ms = 0.0
         self._backpressure = 0
         self._torn_bytes = 0
+        self._streak = FailureStreak()  # the head segment's failed commits (lake.quarantine)
+        self._segments_quarantined = 0
+        self._rows_quarantined = 0
 
     # ---------------------------------------------------------------- lifecycle
     async def __aenter__(self) -> Self:
@@ -280,7 +290,8 @@ class LakeSink(AuditIntake):
             self._health.wal_failed(exc)
 
     def _write(self) -> SegmentFile | None:
-        """Write pending rows as one record (raises on failure; the rows stay pending)."""
+        """Write pending rows as one record -- several, in segments of their own, when they
+        are more than ``max_segment_rows`` -- (raises on failure; the rows stay pending)."""
         columns = self._unwritten
         batches, self._pending_batches = self._pending_batches, 0
         self._unwritten_batches += batches
@@ -293,25 +304,41 @@ class LakeSink(AuditIntake):
         if columns is None:
             return None
         rows = sum(map(column_count, columns))
-        try:
-            record, columns = encode_columns(columns)
-            seg = self._active or self._open_segment()
-            seg.append(record, rows)
-        except BaseException:
-            if self._unwritten is None:  # keep the rows, as lists that later rows can extend
-                self._unwritten = empty_columns()
-                extend_columns(self._unwritten, columns)
-            if self._active is not None and self._active.broken:
-                self._seal()
-            raise
+        cap = self.config.max_segment_rows
+        active = self._active
+        if active is not None and active.rows and active.rows + rows > cap:
+            self._seal()  # no segment ever holds more than the commit worker can surely write
+        pieces = [columns] if rows <= cap else split_columns(columns, cap)
+        seg = None
+        for done, piece in enumerate(pieces):
+            try:
+                seg = self._append(piece)
+            except BaseException:
+                if len(pieces) > 1 or self._unwritten is None:  # keep the rows not written, as lists
+                    self._unwritten = empty_columns()
+                    for rest in pieces[done:]:
+                        extend_columns(self._unwritten, rest)
+                if self._active is not None and self._active.broken:
+                    self._seal()
+                raise
         self._unwritten = None
         self._unwritten_batches = 0
         if self._health.wal.failing:
             self._health.wal_works()
+        return seg
+
+    def _append(self, columns: TableColumns) -> SegmentFile:
+        """Write ``columns`` as one record to the active segment (a new one if none), sealing it
+        when full (raises on failure)."""
+        rows = sum(map(column_count, columns))
+        record, columns = encode_columns(columns)
+        seg = self._active or self._open_segment()
+        seg.append(record, rows)
         self._wal_bytes += len(record)
         if self._committer.keeps_columns:
             self._active_parts.append(columns)
-        if seg.rows >= self.config.commit_rows or seg.size >= self.config.segment_max_bytes:
+        cfg = self.config
+        if seg.rows >= min(cfg.commit_rows, cfg.max_segment_rows) or seg.size >= cfg.segment_max_bytes:
             self._seal()
         return seg
 
@@ -422,49 +449,6 @@ class LakeSink(AuditIntake):
                 except OSError as exc:
                     log.warning("lake: fsync of the write-ahead log failed: %s", exc)
 
-    async def _commit_loop(self) -> None:
-        while not (self._stopping and (not self._sealed or self._health.commits.failing)):
-            if not self._sealed:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            head = self._sealed[0]
-            started = time.monotonic()
-            try:
-                result = await self._committer.commit(head)
-            except Exception as exc:  # LakeError, or a bug: either way retried, never dropped
-                error = exc if isinstance(exc, LakeError) else LakeError(f"commit failed: {exc!r}")
-                self._health.commit_failed(error)
-                self._notify()
-                await self._backoff_wait()
-                continue
-            self._on_commit(head, result, time.monotonic() - started)
-            self._notify()
-            await self._compaction.maybe_run()  # between commits: never races our appends
-
-    def _on_commit(self, seg: Sealed, result: CommitResult, seconds: float) -> None:
-        self._sealed.popleft()
-        self._health.commit_works()
-        self._wal_bytes = max(0, self._wal_bytes - seg.size)
-        self._rows_committed += result.rows_written
-        if seg.file is not None:  # sealed in this run: an interrupted attempt of ours committed these
-            self._rows_committed += seg.rows if result.already_retired else result.rows_skipped
-        self._commits += result.commits
-        self._segments_committed += 1
-        self._torn_bytes += result.torn_bytes
-        self._last_commit_ms = int(time.time() * 1000)
-        self._commit_latency_ms = round(seconds * 1000, 1)
-
-    async def _backoff_wait(self) -> None:
-        delay = self._health.commits.wait(time.monotonic())
-        self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=delay)
-
-    def _notify(self) -> None:
-        self._progress.set()
-        self._progress = asyncio.Event()
-
     # ---------------------------------------------------------------- health
     @property
     def state(self) -> str:
@@ -497,4 +481,6 @@ class LakeSink(AuditIntake):
             "commit_worker_restarts": worker_restarts,
             "commit_worker_recycled": worker_recycled,
             "batches_unwritten": self.unwritten_batches,
+            "segments_quarantined": self._segments_quarantined,
+            "rows_quarantined": self._rows_quarantined,
         }

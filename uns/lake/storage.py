@@ -33,7 +33,7 @@ from uns.lake.wal import wal_dir_for
 if TYPE_CHECKING:
     import pyarrow.fs
 
-__all__ = ["OPTIONS_ENV", "REMOTE_SCHEMES", "LakeStore", "as_store", "wal_dir_of"]
+__all__ = ["OPTIONS_ENV", "REMOTE_SCHEMES", "LakeStore", "as_store", "is_definition_folder", "wal_dir_of"]
 
 #: explicit store options: name -> value pairs or a mapping
 Options = Iterable[tuple[str, str]] | Mapping[str, str]
@@ -74,6 +74,11 @@ class LakeStore:
         self.url = f"{scheme}://{rest.strip('/')}" if scheme else text
         pairs = options.items() if isinstance(options, Mapping) else options
         self._options: dict[str, str] = {str(k).lower(): str(v) for k, v in pairs}
+        if not self.remote and is_definition_folder(Path(text)):
+            raise LakeError(
+                f"{text} is the lake's definition in the uns source tree (tables.toml, views/), "
+                "not a lake: choose another directory, e.g. ./uns-lake"
+            )
 
     def __repr__(self) -> str:
         shown = masked_options(tuple(sorted(self._options.items())))
@@ -169,3 +174,9 @@ def wal_dir_of(store: LakeStore, config: LakeSection) -> Path:
             f"the lake at {store.url} is remote: set lake.wal_dir (UNS_LAKE_WAL_DIR) to a local directory"
         )
     return wal_dir_for(store.local, config.writer_id)
+
+
+def is_definition_folder(path: Path) -> bool:
+    """Whether ``path`` is the top-level ``lake/`` folder of a uns checkout (the lake's
+    declarative definition), which a lake must never be written into."""
+    return (path / "tables.toml").is_file() and (path / "views").is_dir()

@@ -51,6 +51,7 @@ __all__ = [
     "extend_columns",
     "plain_columns",
     "rendered",
+    "split_columns",
 ]
 
 #: Every table, in the order a segment commits them.
@@ -98,16 +99,19 @@ WAL_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
         "properties", "birth_ts", "bdseq",
     ),
     "sessions": ("ts", "group_id", "edge_node_id", "device_id", "event", "detail"),
-    "rejected": ("received_at", "topic", "payload", "error"),
+    # payload: its first KiB; the whole payload's size and digest beside it (core.events.Rejected)
+    "rejected": ("received_at", "topic", "payload", "error", "payload_size", "payload_sha256"),
     # what the engine records itself (start, stop); seq and the hashes are added at commit
     "audit": ("kind", "subject", "detail", "actor", "reason", "ts"),
 }  # fmt: skip
 
 #: Column counts a WAL record of each table may also have: a segment written before a
-#: column was added (the context table's ``event_id``, then ``signer``) replays with the
-#: missing columns NULL.
+#: column was added (the context table's ``event_id``, then ``signer``; the rejected
+#: table's payload size and digest) replays with the missing columns NULL (the rejected
+#: rows of such a segment are bounded at commit: lake.to_arrow).
+_OLDER_WIDTHS: Final = {"context": (8, 9), "rejected": (4,)}
 WAL_WIDTHS: Final[dict[str, frozenset[int]]] = {
-    table: frozenset({len(WAL_COLUMNS[table]), *({8, 9} if table == "context" else ())}) for table in TABLES
+    table: frozenset({len(WAL_COLUMNS[table]), *_OLDER_WIDTHS.get(table, ())}) for table in TABLES
 }
 
 #: A measurement value marshal cannot carry (a DataSet, a Template, a str subclass, ...)
@@ -252,6 +256,51 @@ def extend_columns(into: TableColumns, more: TableColumns) -> None:
             continue
         for col, add in zip(table_cols, more_cols, strict=True):
             col.extend(add)  # type: ignore[attr-defined]
+
+
+def split_columns(columns: TableColumns, rows: int) -> list[TableColumns]:
+    """``columns`` as consecutive parts of at most ``rows`` rows each (all tables counted;
+    a measurement run is cut where a part ends): what the sink writes as several WAL
+    segments when one record would hold more than ``lake.max_segment_rows``."""
+    parts: list[TableColumns] = []
+    part, room = empty_columns(), rows
+    for index, table_cols in enumerate(columns):
+        count, start = column_count(table_cols), 0
+        while start < count:
+            if not room:
+                parts.append(part)
+                part, room = empty_columns(), rows
+            end = min(count, start + room)
+            piece = (
+                _measurement_rows(table_cols, start, end)
+                if index == 0
+                else [c[start:end] for c in table_cols]
+            )
+            extend_columns(part, tuple(piece if i == index else [] for i in range(len(TABLES))))
+            room -= end - start
+            start = end
+    if any(part) or not parts:
+        parts.append(part)
+    return parts
+
+
+def _measurement_rows(cols: Sequence[Sequence[Any]], start: int, end: int) -> list[Sequence[Any]]:
+    """Measurement rows ``start:end``: the per-row fields sliced, the runs they overlap cut."""
+    per_row = len(SAMPLE_FIELDS)
+    run_cols, lengths = cols[per_row:-1], cols[-1]
+    runs: list[list[Any]] = [[] for _ in run_cols]
+    cut: list[int] = []
+    pos = 0
+    for run, length in enumerate(lengths):
+        first, last = max(pos, start), min(pos + length, end)
+        if first < last:
+            for out, col in zip(runs, run_cols, strict=True):
+                out.append(col[run])
+            cut.append(last - first)
+        pos += length
+        if pos >= end:
+            break
+    return [*(c[start:end] for c in cols[:per_row]), *runs, cut]
 
 
 # ---------------------------------------------------------------- plain builtins for marshal

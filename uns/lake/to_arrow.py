@@ -13,6 +13,7 @@ engine's context store hands out one dict per path and state).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from itertools import chain, repeat
@@ -21,6 +22,7 @@ from typing import Any, Final
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from uns.core.events import REJECTED_HEAD_BYTES
 from uns.core.values import value_double, value_text
 from uns.lake.schemas import SCHEMAS
 from uns.lake.tables import (
@@ -34,7 +36,7 @@ from uns.lake.tables import (
 )
 from uns.sparkplug.datatypes import DataType
 
-__all__ = ["SLICE_ROWS", "arrow_table", "arrow_table_of_parts", "render_values"]
+__all__ = ["SLICE_ROWS", "arrow_table", "arrow_table_of_parts", "bounded_payloads", "render_values"]
 
 #: Rows per slice (bounds the longest GIL-holding step of the commit to about a millisecond).
 SLICE_ROWS: Final = 8192
@@ -264,6 +266,8 @@ def _slice_batch(
             by_name["ingest_order"] = list(range(base, base + len(columns[0])))
         elif table == "metric_catalog":
             by_name["datatype"] = _datatype_names(cols["datatype"])
+        elif table == "rejected":
+            by_name.update(bounded_payloads(cols["payload"], cols["payload_size"], cols["payload_sha256"]))
     names = [f.name for f in schema if f.name != PARTITION_COLUMN]
     arrays = [_array(by_name[f.name], f.type) for f in schema if f.name != PARTITION_COLUMN]
     # The date partition: UTC date of the table's main timestamp; a NULL (broken) source
@@ -273,6 +277,24 @@ def _slice_batch(
         stamp = pc.coalesce(stamp, arrays[names.index("received_at")])
     arrays.append(stamp.cast(pa.date32()))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def bounded_payloads(
+    payloads: Sequence[Any], sizes: Sequence[Any], digests: Sequence[Any]
+) -> dict[str, list[Any]]:
+    """The payload columns of rejected rows, each payload cut to its head: a row written
+    before rejected rows were bounded (no ``payload_size``: an old WAL segment, an old
+    lake's file) gets its size and digest here, so no payload reaches the lake whole."""
+    payloads, sizes, digests = list(payloads), list(sizes), list(digests)
+    for row, payload in enumerate(payloads):
+        if payload is None:
+            continue
+        if sizes[row] is None:
+            sizes[row] = len(payload)
+            digests[row] = hashlib.sha256(payload).hexdigest()
+        if len(payload) > REJECTED_HEAD_BYTES:
+            payloads[row] = bytes(payload[:REJECTED_HEAD_BYTES])
+    return {"payload": payloads, "payload_size": sizes, "payload_sha256": digests}
 
 
 def _widened(part: Sequence[Sequence[Any]], width: int) -> Sequence[Sequence[Any]]:

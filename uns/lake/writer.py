@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Final
 
 import pyarrow as pa
-from deltalake import DeltaTable, Transaction, WriterProperties
+from deltalake import DeltaTable, Transaction
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from uns.errors import LakeError
@@ -31,6 +31,8 @@ from uns.lake.audit import AUDIT, AuditRecorder
 from uns.lake.audit_entries import SYSTEM
 from uns.lake.health import VANISHED
 from uns.lake.locks import compaction_lock, tables_lock
+from uns.lake.parquet import writer_properties
+from uns.lake.repair import repair_rejected
 from uns.lake.schemas import SCHEMAS
 from uns.lake.sharing import app_id, commit_with_retries, write_rows
 from uns.lake.storage import LakeStore, as_store
@@ -68,7 +70,8 @@ MAX_TARGET_BYTES: Final = 100 << 20
 # "kill_worker:<point>:<flag file>" SIGKILLs only the commit worker, once (the flag
 # file records that it happened); "sleep:<seconds>" pauses between table commits;
 # "compact_sleep:<seconds>" pauses before a compaction; "compact_wait:<file>" pauses
-# there (holding the compaction lock) until <file> exists.
+# there (holding the compaction lock) until <file> exists; "refuse_segment:<number>" makes
+# every commit of that segment fail (a segment the worker cannot write: lake.quarantine).
 # Used by tests/lake_crash_child.py and tests/test_lake_worker.py; empty in production.
 _TEST_HOOK: Final = os.environ.get("UNS_LAKE_TEST_HOOK", "")
 #: True in the commit worker process (lake.worker): a test kill then takes its parent too.
@@ -94,6 +97,8 @@ def _hook(point: str) -> None:
         deadline = time.monotonic() + 300  # a test that never lets go fails on its own timeout
         while not Path(arg).exists() and time.monotonic() < deadline:
             time.sleep(0.02)
+    elif kind == "refuse_segment" and point == f"commit:{arg}":
+        raise LakeError(f"test hook: segment {arg} is refused by every commit")
 
 
 def recent_target_bytes(sizes: Sequence[int], rows: Sequence[int], target_rows: int) -> int:
@@ -104,11 +109,6 @@ def recent_target_bytes(sizes: Sequence[int], rows: Sequence[int], target_rows: 
         return MAX_TARGET_BYTES
     target = sum(sizes) * target_rows // total_rows
     return max(MIN_TARGET_BYTES, min(MAX_TARGET_BYTES, target))
-
-
-def writer_properties() -> WriterProperties:
-    # zstd: a third smaller than snappy on measurement data at similar speed.
-    return WriterProperties(compression="ZSTD", compression_level=3)
 
 
 class DeltaWriter:
@@ -122,7 +122,7 @@ class DeltaWriter:
         self._handles: dict[str, DeltaTable] = {}
         self._props = writer_properties()
         #: this writer's chain in the audit table (lake.audit)
-        self.audit = AuditRecorder(self.root, writer_id, self._handle)
+        self.audit = AuditRecorder(self.store, writer_id, self._handle)
         self.audit.off = self.store.remote  # not kept on object storage yet (lake/audit.py)
 
     def table_path(self, table: str) -> str:
@@ -216,6 +216,8 @@ class DeltaWriter:
                 return 0
             _hook("compact")
             self.audit.reconcile()
+            reason = "the writer's compaction of recent partitions (lake.compact_interval)"
+            repair_rejected(self.store, self.audit, actor=SYSTEM, reason=reason, since=since.isoformat())
             for table in TABLES:
                 self._handles.pop(table, None)  # plan on the table as it is now, not as cached
                 dt_ = self._handle(table)
@@ -281,6 +283,7 @@ class DeltaWriter:
 
         ``parts`` are the columns of the segment's records when the caller still
         holds them in memory (the usual case); otherwise they are read back from the file."""
+        _hook(f"commit:{number}")
         torn = 0
         if parts is None:
             try:

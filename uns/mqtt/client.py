@@ -1,4 +1,4 @@
-"""The project's asyncio MQTT 3.1.1 client: the engine, the CLI and the simulator use it.
+"""The project's asyncio MQTT client (3.1.1 or 5.0): the engine, the CLI and the simulator use it.
 
 Built for the engine's hot receive path: the :class:`asyncio.Protocol` parses
 *every* complete packet of each received chunk in one loop
@@ -7,36 +7,56 @@ writes the acknowledgements of the whole chunk in one ``write``; the
 consumer takes messages in batches (:meth:`FastClient.take`).  Publishes of
 one event-loop iteration leave in one ``write`` (:mod:`uns.mqtt.outbound`).
 
-Scope: MQTT 3.1.1 (protocol level 4); clean or persistent sessions (nothing
+Scope: MQTT 3.1.1 (protocol level 4) or, with ``BrokerSettings.protocol = 5``,
+MQTT 5.0 (:mod:`uns.mqtt.wire.v5`: a clean session is Clean Start with Session
+Expiry 0, a persistent one Clean Start 0 with ``session_expiry``; the broker's
+limits are kept, :mod:`uns.mqtt.sending`; its reason codes become the errors'
+text); clean or persistent sessions (nothing
 is retransmitted: on a lost connection every pending acknowledgement fails
 with :class:`~uns.errors.BrokerError`); QoS 0/1/2 in both directions; a Will;
 keepalive (:mod:`uns.mqtt.keepalive`); back-pressure by pausing the socket
 when ``high_water`` messages wait to be taken (the broker then queues for us, up
 to its own limits; the connection, our pings and our publishes go on however
-long the pause: docs/lake.md section 4).  No reconnect: the caller makes a new connection and decides, by
-the error's class, whether to (:mod:`uns.mqtt.failures`).
+long the pause: docs/lake.md section 4).  In MQTT 5 a ``manual_ack`` connection asks
+for a Receive Maximum instead: the broker sends no more unacknowledged QoS 1
+messages than that, so a caller that holds acknowledgements back (the lake is
+degraded) stops the flow without pausing the socket.  No reconnect: the caller
+makes a new connection and decides, by the error's class, whether to
+(:mod:`uns.mqtt.failures`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
+from functools import partial
 from types import TracebackType
 from typing import Self
 
 from uns.errors import BrokerError, ConfigError
 from uns.mqtt.acks import ManualAcks
-from uns.mqtt.failures import connack_failure, socket_failure, tls_settings_failure
+from uns.mqtt.failures import (
+    answered_with_tls,
+    closed_early,
+    connack_failure,
+    socket_failure,
+    tls_settings_failure,
+)
 from uns.mqtt.keepalive import bound_unacknowledged, keep_alive
 from uns.mqtt.outbound import ClientProtocol, Inflight, Outbox
+from uns.mqtt.sending import Sending
 from uns.mqtt.settings import BrokerSettings, tls_context
 from uns.mqtt.wire import (
     CONNACK,
+    DISCONNECT,
     DISCONNECT_PACKET,
     PINGRESP,
     PUBREC,
     PUBREL,
     SUBACK,
+    UNSUBACK,
+    ConnAck,
     HeldAckReader,
     HeldMessage,
     Message,
@@ -45,18 +65,29 @@ from uns.mqtt.wire import (
     Will,
     encode_ack,
     encode_connect,
-    encode_publish,
-    encode_subscribe,
-    encode_unsubscribe,
+    encode_connect5,
+    parse_ack5,
     parse_connack,
+    parse_connack5,
+    parse_disconnect5,
     parse_suback,
+    parse_suback5,
+    reason_text,
 )
 
 __all__ = ["FastClient", "HeldMessage", "Message", "Will"]
 
 
-class FastClient(ManualAcks):
-    """One MQTT 3.1.1 connection; received messages wait in order until :meth:`take`.
+#: MQTT 5 session expiry of a persistent session (``clean_session=False``): never, as a
+#: 3.1.1 persistent session (a broker may grant less; its CONNACK then says so)
+PERSISTENT_SESSION_EXPIRY = 0xFFFFFFFF
+#: MQTT 5 Receive Maximum a ``manual_ack`` connection asks for: unacknowledged QoS 1
+#: messages the broker may send at once (its flow control while the caller holds back)
+HELD_RECEIVE_MAXIMUM = 1024
+
+
+class FastClient(ManualAcks, Sending):
+    """One MQTT connection (3.1.1 or 5.0); received messages wait in order until :meth:`take`.
 
     ::
 
@@ -84,10 +115,30 @@ class FastClient(ManualAcks):
         high_water: int = 20_000,
         low_water: int = 5_000,
         max_write_buffer: int = 8 << 20,
+        session_expiry: int | None = None,
+        receive_maximum: int | None = None,
     ) -> None:
         if not 0 <= low_water < high_water:
             raise ValueError("need 0 <= low_water < high_water")
+        if settings.protocol not in (4, 5):
+            raise ValueError(f"MQTT protocol level {settings.protocol}: 4 (3.1.1) or 5 (5.0)")
         self.settings = settings
+        self._v5 = settings.protocol == 5
+        #: MQTT 5: seconds the broker keeps the session after the connection (default: 0 for
+        #: a clean session, :data:`PERSISTENT_SESSION_EXPIRY` for a persistent one)
+        self.session_expiry = (
+            session_expiry
+            if session_expiry is not None
+            else 0
+            if clean_session
+            else PERSISTENT_SESSION_EXPIRY
+        )
+        #: MQTT 5: unacknowledged QoS 1/2 messages the broker may send us at once
+        self.receive_maximum = (
+            receive_maximum if receive_maximum is not None else HELD_RECEIVE_MAXIMUM if manual_ack else None
+        )
+        #: the broker's limits, from the last CONNACK (3.1.1: none)
+        self.limits = ConnAck(False, 0)
         self.identifier = identifier
         self.will = will
         self.clean_session = clean_session
@@ -102,13 +153,13 @@ class FastClient(ManualAcks):
         #: the broker kept a session for us (only with ``clean_session=False``), from the CONNACK
         self.session_present = False
         self._messages: list[Message] = []
-        self._reader = PacketReader(self._messages)
+        self._reader = PacketReader(self._messages, v5=self._v5)
         self._ids: list[int] | None = None  # manual_ack: the packet id of each message, same index
         self._generation = 0  # connections made: a token of take_held names its connection
         self._transport: asyncio.Transport | None = None
         self._protocol: ClientProtocol | None = None
         self._outbox: Outbox | None = None
-        self._connack: asyncio.Future[tuple[bool, int]] | None = None
+        self._connack: asyncio.Future[ConnAck] | None = None
         self._inflight = Inflight()
         self._message_waiter: asyncio.Future[None] | None = None
         self._closed: asyncio.Future[None] | None = None
@@ -123,6 +174,7 @@ class FastClient(ManualAcks):
             "publishes_sent": 0,
             "pauses": 0,
             "publishes_refused": 0,  # publish_nowait with the write buffer over max_write_buffer
+            "publishes_downgraded": 0,  # MQTT 5: QoS or retain above what the broker allows
         }
 
     # -------------------------------------------------------------- lifecycle
@@ -142,7 +194,7 @@ class FastClient(ManualAcks):
             refused = tls_settings_failure(exc)
             self._abort_transport(str(refused))
             raise refused from exc
-        connack: asyncio.Future[tuple[bool, int]] = loop.create_future()
+        connack: asyncio.Future[ConnAck] = loop.create_future()
         self._connack = connack
         try:
             async with asyncio.timeout(self.connect_timeout):
@@ -157,17 +209,8 @@ class FastClient(ManualAcks):
                 except OSError as exc:  # ssl.SSLError included
                     raise socket_failure(exc) from exc
                 self._transport, self._protocol, self._outbox = transport, protocol, protocol.outbox
-                protocol.outbox.write(
-                    encode_connect(
-                        self.identifier,
-                        keepalive=s.keepalive,
-                        clean_session=self.clean_session,
-                        username=s.username,
-                        password=s.password,
-                        will=self.will,
-                    )
-                )
-                session_present, code = await connack
+                protocol.outbox.write(self._connect_packet())
+                ack = await connack
         except TimeoutError as exc:
             error = BrokerError(f"no answer within {self.connect_timeout:g} s")
             self._abort_transport(str(error))
@@ -180,16 +223,19 @@ class FastClient(ManualAcks):
             raise
         finally:
             self._connack = None
-        if code:
-            refusal = connack_failure(code)
+        if ack.code:
+            refusal = connack_failure(ack, v5=self._v5)
             self._abort_transport(str(refusal))
             raise refusal
-        self.session_present = session_present
-        if s.keepalive > 0:
-            bound_unacknowledged(transport.get_extra_info("socket"), s.keepalive)
+        self.session_present = ack.session_present
+        self.limits = ack
+        # MQTT 5: a Server Keep Alive replaces ours [MQTT-3.2.2-21]
+        keepalive = s.keepalive if ack.server_keep_alive is None else ack.server_keep_alive
+        if keepalive > 0:
+            bound_unacknowledged(transport.get_extra_info("socket"), keepalive)
             alive = keep_alive(
                 protocol.outbox,
-                s.keepalive,
+                keepalive,
                 bytes_received=lambda: self._counters["bytes_received"],
                 current=lambda: protocol is self._protocol,
                 fail=self._fail,
@@ -197,16 +243,33 @@ class FastClient(ManualAcks):
             )
             self._keepalive_task = asyncio.create_task(alive, name=f"mqtt keepalive {self.identifier}")
 
+    def _connect_packet(self) -> bytes:
+        s = self.settings
+        encode: Callable[..., bytes] = encode_connect
+        if self._v5:  # clean_session is MQTT 5's Clean Start
+            encode = partial(
+                encode_connect5, session_expiry=self.session_expiry, receive_maximum=self.receive_maximum
+            )
+        return encode(
+            self.identifier,
+            keepalive=s.keepalive,
+            clean_session=self.clean_session,
+            username=s.username,
+            password=s.password,
+            will=self.will,
+        )
+
     def _reset(self) -> None:
         """Fresh per-connection state; received messages stay until taken."""
         self._generation += 1
+        self.limits = ConnAck(False, 0)
         if self.manual_ack:
-            reader = HeldAckReader(self._messages)
+            reader = HeldAckReader(self._messages, v5=self._v5)
             # messages of an earlier connection cannot be acknowledged on this one
             reader.packet_ids.extend([0] * len(self._messages))
             self._reader, self._ids = reader, reader.packet_ids
         else:
-            self._reader = PacketReader(self._messages)
+            self._reader = PacketReader(self._messages, v5=self._v5)
         self._inflight = Inflight()
         self._error = None
         self._closing = False
@@ -333,6 +396,11 @@ class FastClient(ManualAcks):
         counters = self._counters
         counters["bytes_received"] += len(data)
         counters["reads"] += 1
+        if self._connack is not None and not self._connack.done() and not self.settings.tls:
+            tls = answered_with_tls(data)
+            if tls is not None:  # plain MQTT to a TLS port: no retry heals that
+                self._connack.set_exception(tls)
+                return
         reader = self._reader
         try:
             controls = reader.feed(data)
@@ -359,10 +427,13 @@ class FastClient(ManualAcks):
                     self._transport.pause_reading()
 
     def _handle_controls(self, controls: list[tuple[int, int, bytes]]) -> None:
+        if self._v5:
+            self._handle_controls5(controls)
+            return
         for kind, _flags, body in controls:
             if kind == CONNACK:
                 if self._connack is not None and not self._connack.done():
-                    self._connack.set_result(parse_connack(body))
+                    self._connack.set_result(ConnAck(*parse_connack(body)))
             elif kind == PUBREC:  # our QoS 2 publish: release it, done at PUBCOMP
                 self._write(encode_ack(PUBREL, body[0] << 8 | body[1]))
             elif kind == SUBACK:
@@ -370,6 +441,25 @@ class FastClient(ManualAcks):
                 self._inflight.resolve(packet_id, codes[0])
             elif kind != PINGRESP:  # PUBACK, PUBCOMP, UNSUBACK
                 self._inflight.resolve(body[0] << 8 | body[1], 0)
+
+    def _handle_controls5(self, controls: list[tuple[int, int, bytes]]) -> None:
+        """MQTT 5.0: the same packets with reason codes, and a DISCONNECT the broker may send."""
+        for kind, _flags, body in controls:
+            if kind == CONNACK:
+                if self._connack is not None and not self._connack.done():
+                    self._connack.set_result(parse_connack5(body))
+            elif kind in (SUBACK, UNSUBACK):
+                packet_id, codes, reason = parse_suback5(body)
+                self._inflight.resolve(packet_id, codes[0], reason)
+            elif kind == DISCONNECT:
+                code, reason, _reference = parse_disconnect5(body)
+                self._fail(f"the broker closed the connection: {reason_text(code, reason)}")
+            elif kind != PINGRESP:  # PUBACK, PUBREC, PUBCOMP
+                packet_id, code, reason = parse_ack5(body)
+                if kind == PUBREC and code < 0x80:  # our QoS 2 publish: release it, done at PUBCOMP
+                    self._write(encode_ack(PUBREL, packet_id))
+                else:
+                    self._inflight.resolve(packet_id, code, reason)
 
     def _connection_lost(self, protocol: ClientProtocol, exc: Exception | None) -> None:
         if protocol is not self._protocol:
@@ -387,6 +477,8 @@ class FastClient(ManualAcks):
                     tls_without_certificate=self.settings.tls and not self.settings.cert_file,
                 )
             )
+            if not self.settings.tls:  # plain MQTT: a TLS port closes it so
+                lost = closed_early(reason)
             self._connack.set_exception(lost)
         self._inflight.fail_all(self._error or "connection closed")
         if self._message_waiter is not None and not self._message_waiter.done():
@@ -403,90 +495,6 @@ class FastClient(ManualAcks):
         if self._transport is not None:
             self._transport.abort()
 
-    # -------------------------------------------------------------- sending
     def _write(self, data: bytes) -> None:
         assert self._outbox is not None
         self._outbox.write(data)
-
-    def publish_nowait(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
-        """Queue for the end of this loop iteration; False when not connected, or when more
-        than ``max_write_buffer`` bytes already wait for the socket (a slow broker: the
-        caller queues, drops or awaits :meth:`publish`, instead of memory growing).
-
-        A QoS 1/2 message gets a packet id whose acknowledgement nobody awaits;
-        on a lost connection it is simply gone (no resend)."""
-        outbox = self._outbox
-        if outbox is None or not self.connected:
-            return False
-        # bytes not yet taken by the socket (inline: this runs once per message)
-        if outbox.transport.get_write_buffer_size() + outbox.queued_bytes > self.max_write_buffer:
-            self._counters["publishes_refused"] += 1
-            return False
-        packet_id = self._inflight.allocate(None) if qos else 0
-        outbox.queue(encode_publish(topic, payload, qos, retain, packet_id))
-        self._counters["publishes_sent"] += 1
-        return True
-
-    async def publish(
-        self,
-        topic: str,
-        payload: bytes,
-        qos: int = 0,
-        retain: bool = False,
-        timeout: float = 10.0,  # noqa: ASYNC109 - the API takes per-call timeouts
-    ) -> None:
-        """Publish; QoS 0 returns once written (after a drain if the socket is full), QoS 1/2
-        once acknowledged.  BrokerError when not connected, lost, or not acknowledged in time."""
-        outbox = self._require_connected()
-        if not qos:
-            outbox.write(encode_publish(topic, payload, 0, retain))
-            self._counters["publishes_sent"] += 1
-            await outbox.drain()
-            if self._error is not None:
-                raise BrokerError(self._error)
-            return
-        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        packet_id = self._inflight.allocate(waiter)
-        packet = encode_publish(topic, payload, qos, retain, packet_id)
-        await self._request(packet_id, waiter, packet, timeout, "PUBACK" if qos == 1 else "PUBCOMP")
-        self._counters["publishes_sent"] += 1
-
-    async def subscribe(self, topic: str, qos: int = 0, timeout: float = 10.0) -> int:  # noqa: ASYNC109 - the API takes per-call timeouts
-        """Subscribe to one filter; return the granted QoS (BrokerError when refused, lost or late)."""
-        self._require_connected()
-        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        packet_id = self._inflight.allocate(waiter)
-        packet = encode_subscribe(packet_id, topic, qos)
-        granted = await self._request(packet_id, waiter, packet, timeout, "SUBACK")
-        if granted == 0x80:
-            raise BrokerError(f"broker refused the subscription to {topic!r}")
-        return granted
-
-    async def unsubscribe(self, topic: str, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - the API takes per-call timeouts
-        """Unsubscribe from one filter (BrokerError when lost or not acknowledged in time)."""
-        self._require_connected()
-        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        packet_id = self._inflight.allocate(waiter)
-        await self._request(packet_id, waiter, encode_unsubscribe(packet_id, topic), timeout, "UNSUBACK")
-
-    def _require_connected(self) -> Outbox:
-        if self._outbox is None or not self.connected:
-            raise BrokerError(self._error or "not connected")
-        return self._outbox
-
-    async def _request(
-        self,
-        packet_id: int,
-        waiter: asyncio.Future[int],
-        packet: bytes,
-        timeout: float,  # noqa: ASYNC109 - the API takes per-call timeouts
-        answer: str,
-    ) -> int:
-        try:
-            self._write(packet)
-            async with asyncio.timeout(timeout):
-                return await waiter
-        except TimeoutError as exc:
-            raise BrokerError(f"no {answer} within {timeout:g} s") from exc
-        finally:
-            self._inflight.forget(packet_id, waiter)

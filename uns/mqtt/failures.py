@@ -16,15 +16,37 @@ from __future__ import annotations
 
 import ssl
 
-from uns.errors import BrokerError, BrokerRefused, ConfigError
-from uns.mqtt.wire import CONNACK_REASONS
+from uns.errors import BrokerClosedEarly, BrokerError, BrokerRefused, ConfigError
+from uns.mqtt.wire import CONNACK_REASONS, ConnAck, reason_text
 
-__all__ = ["FINAL_CONNACK_CODES", "connack_failure", "socket_failure", "tls_settings_failure"]
+__all__ = [
+    "FINAL_CONNACK_CODES",
+    "TLS_HINT",
+    "TRANSIENT_REASON_CODES",
+    "answered_with_tls",
+    "closed_early",
+    "connack_failure",
+    "refusal",
+    "socket_failure",
+    "suback_failure",
+    "tls_settings_failure",
+]
+
+#: what a plain connection closed before CONNACK suggests (mosquitto resets it, others alert)
+TLS_HINT = "a port that speaks TLS answers plain MQTT so: if it does, use mqtts://"
+#: the first bytes of a TLS record: an alert (0x15) or a handshake (0x16) of TLS 1.0-1.3
+_TLS_RECORD = (b"\x15\x03", b"\x16\x03")
 
 #: CONNACK return codes that a retry gets again.  3 ("server unavailable") is
 #: the broker saying "not now"; 1 means it does not speak MQTT 3.1.1, which no
 #: retry changes either.
 FINAL_CONNACK_CODES = frozenset({1, 2, 4, 5})
+#: MQTT 5 reason codes that say "not now" (unspecified, implementation specific, server
+#: unavailable or busy, quota exceeded, connection rate exceeded, server shutting down):
+#: every other refusal -- bad user name or password, not authorized, banned, a filter or
+#: a protocol version the broker does not take, "use another server" -- comes back the
+#: same on every attempt
+TRANSIENT_REASON_CODES = frozenset({0x80, 0x83, 0x88, 0x89, 0x8B, 0x97, 0x9F})
 
 # A TLS session cut short (EOF, reset mid-handshake) says nothing about the
 # settings; any other TLS error is a verdict on them (certificate, protocol
@@ -32,11 +54,34 @@ FINAL_CONNACK_CODES = frozenset({1, 2, 4, 5})
 _CUT_SHORT = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 
 
-def connack_failure(code: int) -> BrokerError:
-    """The error for a CONNACK that did not accept the connection (``code`` > 0)."""
-    reason = CONNACK_REASONS.get(code, f"return code {code}")
-    cls = BrokerRefused if code in FINAL_CONNACK_CODES else BrokerError
-    return cls(f"broker refused the connection: {reason}")
+def connack_failure(code: int | ConnAck, *, v5: bool = False) -> BrokerError:
+    """The error for a CONNACK that did not accept the connection (``code`` > 0): a 3.1.1
+    return code, or with ``v5`` an MQTT 5 reason code (a :class:`ConnAck` carries the
+    broker's reason string and, for "use another server", where to)."""
+    ack = code if isinstance(code, ConnAck) else ConnAck(False, code)
+    if not v5:
+        reason = CONNACK_REASONS.get(ack.code, f"return code {ack.code}")
+        cls = BrokerRefused if ack.code in FINAL_CONNACK_CODES else BrokerError
+        return cls(f"broker refused the connection: {reason}")
+    text = reason_text(ack.code, ack.reason_string)
+    if ack.server_reference:
+        text += f" (server reference: {ack.server_reference})"
+    return refusal(ack.code, f"broker refused the connection: {text}")
+
+
+def suback_failure(
+    topic_filter: str, code: int, reason: str | None = None, *, v5: bool = False
+) -> BrokerError:
+    """The error for a SUBACK that refused ``topic_filter``: in 3.1.1 a bare 0x80 (it may be
+    anything: a plain BrokerError), in MQTT 5 a reason code (not authorized: BrokerRefused)."""
+    if not v5:
+        return BrokerError(f"broker refused the subscription to {topic_filter!r}")
+    return refusal(code, f"broker refused the subscription to {topic_filter!r}: {reason_text(code, reason)}")
+
+
+def refusal(code: int, text: str) -> BrokerError:
+    """:class:`BrokerRefused` for an MQTT 5 reason code a retry gets again, else BrokerError."""
+    return (BrokerError if code in TRANSIENT_REASON_CODES else BrokerRefused)(text)
 
 
 def socket_failure(
@@ -67,6 +112,19 @@ def socket_failure(
     if tls_without_certificate and isinstance(exc, ConnectionResetError):
         hint = " (a broker that requires a client certificate resets the connection of a client without one)"
     return BrokerError(f"connection lost before CONNACK: {text}{hint}")
+
+
+def answered_with_tls(first: bytes) -> BrokerRefused | None:
+    """The refusal for a plain connection whose broker answered with a TLS record; None when
+    ``first`` (the first bytes received) is not one."""
+    if first[:2] in _TLS_RECORD:
+        return BrokerRefused("the broker answered with TLS, not MQTT: the port speaks TLS; use mqtts://")
+    return None
+
+
+def closed_early(text: str) -> BrokerClosedEarly:
+    """The error for a plain connection closed before CONNACK (``text``: how)."""
+    return BrokerClosedEarly(f"connection lost before CONNACK: {text} ({TLS_HINT})")
 
 
 def tls_settings_failure(exc: ConfigError) -> BrokerRefused:

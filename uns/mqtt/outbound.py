@@ -11,17 +11,17 @@ back-pressure (``pause_writing``/``resume_writing``) to whoever awaits
 :meth:`Outbox.drain`.
 
 :class:`Inflight` hands out packet ids and remembers who waits for each one's
-acknowledgement (PUBACK, PUBCOMP, SUBACK, UNSUBACK).
+acknowledgement (PUBACK, PUBCOMP, SUBACK, UNSUBACK), and keeps MQTT 5's publish quota.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from uns.errors import BrokerError
 
-__all__ = ["ClientProtocol", "Inflight", "Outbox", "ProtocolOwner"]
+__all__ = ["Answer", "ClientProtocol", "Inflight", "Outbox", "ProtocolOwner"]
 
 
 class Outbox:
@@ -88,38 +88,62 @@ class Outbox:
             await waiter
 
 
-class Inflight:
-    """Packet ids in use, each with the future waiting for its acknowledgement (or None)."""
+class Answer(NamedTuple):
+    """What acknowledged a request: the code (SUBACK: the granted QoS; MQTT 5: the reason code,
+    >= 0x80 a refusal) and the broker's reason string, if it sent one (MQTT 5)."""
 
-    __slots__ = ("_next", "_waiters")
+    code: int
+    reason: str | None = None
+
+
+class Inflight:
+    """Packet ids in use, each with the future waiting for its acknowledgement (or None).
+
+    It also keeps the publish quota of MQTT 5: the broker's Receive Maximum bounds how many
+    QoS 1/2 PUBLISHes may wait for their acknowledgement at once (3.1.1: 65535, no bound
+    in practice); :attr:`publishing` counts them and :meth:`quota_freed` waits for one to end."""
+
+    __slots__ = ("_next", "_publishes", "_quota_waiters", "_waiters")
 
     def __init__(self) -> None:
-        self._waiters: dict[int, asyncio.Future[int] | None] = {}
+        self._waiters: dict[int, asyncio.Future[Answer] | None] = {}
+        self._publishes: set[int] = set()  # the ids of QoS 1/2 PUBLISHes among them
+        self._quota_waiters: list[asyncio.Future[None]] = []
         self._next = 0
 
     def __len__(self) -> int:
         return len(self._waiters)
 
-    def allocate(self, waiter: asyncio.Future[int] | None) -> int:
-        """A free packet id for a packet whose acknowledgement ``waiter`` gets (None: nobody waits)."""
+    @property
+    def publishing(self) -> int:
+        """QoS 1/2 PUBLISHes not yet acknowledged (what the broker's Receive Maximum bounds)."""
+        return len(self._publishes)
+
+    def allocate(self, waiter: asyncio.Future[Answer] | None, *, publish: bool = False) -> int:
+        """A free packet id for a packet whose acknowledgement ``waiter`` gets (None: nobody
+        waits); ``publish`` for a QoS 1/2 PUBLISH (it counts against the quota)."""
         if len(self._waiters) >= 65535:
             raise BrokerError("no free packet id: 65535 acknowledgements outstanding")
         while True:
             self._next = self._next % 65535 + 1
             if self._next not in self._waiters:
                 self._waiters[self._next] = waiter
+                if publish:
+                    self._publishes.add(self._next)
                 return self._next
 
-    def resolve(self, packet_id: int, value: int) -> None:
-        """The acknowledgement of ``packet_id`` arrived, carrying ``value`` (SUBACK: granted QoS)."""
+    def resolve(self, packet_id: int, code: int, reason: str | None = None) -> None:
+        """The acknowledgement of ``packet_id`` arrived, carrying ``code`` (SUBACK: granted QoS)."""
         waiter = self._waiters.pop(packet_id, None)
+        self._release(packet_id)
         if waiter is not None and not waiter.done():
-            waiter.set_result(value)
+            waiter.set_result(Answer(code, reason))
 
-    def forget(self, packet_id: int, waiter: asyncio.Future[int]) -> None:
+    def forget(self, packet_id: int, waiter: asyncio.Future[Answer] | None) -> None:
         """Give up waiting (timeout, cancellation); the id is free again."""
-        if self._waiters.get(packet_id) is waiter:
+        if packet_id in self._waiters and self._waiters[packet_id] is waiter:
             del self._waiters[packet_id]
+            self._release(packet_id)
 
     def fail_all(self, reason: str) -> None:
         """The connection ended: every waiter gets a BrokerError, every id is free."""
@@ -127,6 +151,25 @@ class Inflight:
             if waiter is not None and not waiter.done():
                 waiter.set_exception(BrokerError(reason))
         self._waiters.clear()
+        self._publishes.clear()
+        self._wake()
+
+    async def quota_freed(self) -> None:
+        """Return once a QoS 1/2 PUBLISH was acknowledged (or the connection ended)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._quota_waiters.append(waiter)
+        await waiter
+
+    def _release(self, packet_id: int) -> None:
+        if packet_id in self._publishes:
+            self._publishes.discard(packet_id)
+            self._wake()
+
+    def _wake(self) -> None:
+        waiters, self._quota_waiters = self._quota_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 class ProtocolOwner(Protocol):

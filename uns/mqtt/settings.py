@@ -36,6 +36,8 @@ class BrokerSettings:
     key_file: str | None = None
     tls_insecure: bool = False
     keepalive: int = 30
+    #: the MQTT protocol level: 4 (MQTT 3.1.1) or 5 (MQTT 5.0)
+    protocol: int = 4
 
     def __repr__(self) -> str:
         url = self.masked_url()

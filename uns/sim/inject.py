@@ -5,6 +5,9 @@ A :class:`BatchFault` names a batch and what happens to it; the
 
 - ``excursion``: the unit running the batch holds a metric at a value for the
   middle fifth (40 % to 60 %) of a phase (default: the recipe's second phase);
+- ``shift``: the unit publishes a metric shifted by a constant for the whole batch
+  (a batch that runs off-centre, for the trends across batches); the unit's own
+  dynamics are not disturbed, so the batches after it are not shifted;
 - ``death``: the unit's edge node dies without a DISCONNECT (the broker sends
   its NDEATH) halfway through the batch's third phase; the runner brings it
   back a second later and its stored DATA follows as historical;
@@ -21,6 +24,7 @@ touch does not depend on the machine's speed.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,7 +34,7 @@ from uns.sim.plant import BatchUnit, Plant
 
 __all__ = ["FAULT_KINDS", "BatchFault", "Injector", "parse_fault"]
 
-FAULT_KINDS = ("excursion", "death", "gap", "correct_context")
+FAULT_KINDS = ("excursion", "shift", "death", "gap", "correct_context")
 CORRECTION_USER = "qa.reviewer"
 CORRECTION_REASON = "correction: recipe version recorded wrongly at batch start"
 
@@ -39,15 +43,15 @@ CORRECTION_REASON = "correction: recipe version recorded wrongly at batch start"
 class BatchFault:
     kind: str
     batch_id: str
-    metric: str | None = None  # excursion
-    value: float | None = None  # excursion
+    metric: str | None = None  # excursion, shift
+    value: float | None = None  # excursion: the value held; shift: the offset
     phase: str | None = None  # excursion; None: the recipe's second phase
     seconds: float = 3.0  # gap
 
 
 def parse_fault(kind: str, text: str) -> BatchFault:
     """A fault from its command-line form: ``BATCH:METRIC=VALUE[:PHASE]`` (excursion),
-    ``BATCH`` (death, correct_context), ``BATCH[:SECONDS]`` (gap)."""
+    ``BATCH:METRIC=DELTA`` (shift), ``BATCH`` (death, correct_context), ``BATCH[:SECONDS]`` (gap)."""
     key = f"sim.{kind}"
     if kind not in FAULT_KINDS:
         raise ConfigError(f"unknown batch fault {kind!r}", key=key)
@@ -64,6 +68,15 @@ def parse_fault(kind: str, text: str) -> BatchFault:
         if not metric or number is None:
             raise ConfigError(f"--excursion {text!r}: use BATCH:METRIC=VALUE[:PHASE]", key=key)
         return BatchFault(kind, batch, metric=metric, value=number, phase=phase or None)
+    if kind == "shift":
+        metric, _, value = rest.partition("=")
+        try:
+            delta = float(value)
+        except ValueError:
+            delta = math.nan
+        if not metric or not math.isfinite(delta):
+            raise ConfigError(f"--shift {text!r}: use BATCH:METRIC=DELTA", key=key)
+        return BatchFault(kind, batch, metric=metric, value=delta)
     if kind == "gap" and rest:
         try:
             seconds = float(rest)
@@ -115,6 +128,8 @@ class Injector:
                     current = unit.values[fault.metric]
                     value = fault.value if fault.value is not None else 0.0
                     unit.values[fault.metric] = round(value) if isinstance(current, int) else value
+            elif fault.kind == "shift" and fault.metric in unit.values:
+                unit.shift(fault.metric, fault.value or 0.0)
             elif fault.kind == "gap":
                 muted |= index == len(phases) - 1 and cycle.phase_elapsed < fault.seconds
             elif fault.kind == "death" and self._due(

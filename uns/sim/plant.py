@@ -115,9 +115,26 @@ class BatchUnit(UnitModel):
         self.cycle = cycle
         #: faults applied after each step (uns.sim.inject.Injector.apply)
         self.injections: list[Callable[[BatchUnit], None]] = []
+        #: offsets added to the published values after the last step (a ``shift`` fault)
+        self._offsets: dict[str, float] = {}
+
+    def shift(self, name: str, delta: float) -> None:
+        """Publish metric ``name`` shifted by ``delta`` after this step; the next step starts
+        from the unshifted value, so the unit's dynamics do not see the shift."""
+        current = self.values[name]
+        if isinstance(current, bool) or not isinstance(current, int | float):
+            return
+        shifted: int | float = round(current + delta) if isinstance(current, int) else current + delta
+        self.values[name] = shifted
+        self._offsets[name] = self._offsets.get(name, 0.0) + (shifted - current)
 
     def step(self, dt: float) -> ContextUpdate | None:
         super().step(dt)
+        for name, delta in self._offsets.items():
+            value = self.values[name]
+            assert isinstance(value, int | float)
+            self.values[name] = round(value - delta) if isinstance(value, int) else value - delta
+        self._offsets.clear()
         update = self.cycle.advance(dt)
         self.update_values(dt)
         for inject in self.injections:

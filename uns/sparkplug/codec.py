@@ -4,7 +4,12 @@ Decoding takes untrusted bytes.  It returns a :class:`Payload` or raises
 :class:`SparkplugDecodeError`, nothing else: protobuf errors are mapped in
 :func:`_parse_envelope`, and every value is checked against the Python type its
 datatype needs before it is used.  Memory stays proportional to the input, and
-Template/PropertySet nesting deeper than :data:`MAX_NESTING` is refused.
+the per-message limits (:mod:`uns.sparkplug.limits`: payload bytes, metrics,
+Template/PropertySet nesting, by default :data:`MAX_NESTING` levels) are checked at
+the entry: a message over one raises :class:`~uns.errors.SparkplugLimitError` and
+is refused whole, also by the lenient decoder.  :func:`decode_payload_steps` is the
+lenient decoder in slices (:mod:`uns.sparkplug.steps`), for the engine's largest
+messages.
 
 One bad metric must not cost the whole payload (docs/sparkplug.md section 6):
 :func:`decode_payload_lenient` keeps the good metrics and reports the bad ones
@@ -65,7 +70,7 @@ the decoder reads as few fields as it can:
 
 from __future__ import annotations
 
-from uns.errors import SparkplugDecodeError
+from uns.errors import SparkplugDecodeError, SparkplugLimitError
 from uns.sparkplug import sparkplug_b_pb2 as pb
 from uns.sparkplug.datatypes import DataType
 from uns.sparkplug.decodetables import (
@@ -85,6 +90,13 @@ from uns.sparkplug.decodetables import (
     which_oneof,
 )
 from uns.sparkplug.encode import encode_payload
+from uns.sparkplug.limits import (
+    DEFAULT_LIMITS,
+    MessageLimits,
+    check_metric_count,
+    check_nesting,
+    check_payload_size,
+)
 from uns.sparkplug.payload import (
     BASIC_CONVERTERS,
     BASIC_TYPES,
@@ -102,17 +114,36 @@ from uns.sparkplug.payload import (
     convert_wire_value,
 )
 from uns.sparkplug.plain import decode_plain
+from uns.sparkplug.steps import SLICE, Steps, run_steps
 
 __all__ = [
     "MAX_NESTING",
     "convert_wire_value",
     "decode_payload",
     "decode_payload_lenient",
+    "decode_payload_steps",
     "encode_payload",
 ]
 
 
 # ---------------------------------------------------------------- the full path
+
+
+class _Budget:
+    """The limits of one message as its decoding goes: metrics left (Template members
+    count too), and the nesting limit."""
+
+    __slots__ = ("limits", "metrics_left")
+
+    def __init__(self, limits: MessageLimits, top_level: int) -> None:
+        check_metric_count(top_level, limits)
+        self.limits = limits
+        self.metrics_left = limits.max_metrics - top_level
+
+    def take(self, count: int) -> None:
+        self.metrics_left -= count
+        if self.metrics_left < 0:
+            check_metric_count(self.limits.max_metrics - self.metrics_left, self.limits)
 
 
 def _datatype(code: int) -> DataType | None:
@@ -155,9 +186,9 @@ def _decode_metadata(md: pb.Payload.MetaData) -> MetaData:
     )
 
 
-def _decode_property_set(ps: pb.Payload.PropertySet, depth: int) -> PropertySet:
-    if depth > MAX_NESTING:
-        raise SparkplugDecodeError(f"PropertySet nesting deeper than {MAX_NESTING}")
+def _decode_property_set(ps: pb.Payload.PropertySet, depth: int, budget: _Budget) -> PropertySet:
+    if depth > budget.limits.max_nesting:
+        check_nesting(depth, budget.limits, "PropertySet")
     keys, values = ps.keys, ps.values
     count = len(keys)
     if count != len(values):
@@ -190,7 +221,7 @@ def _decode_property_set(ps: pb.Payload.PropertySet, depth: int) -> PropertySet:
             if kind is None:
                 continue
             raw = (
-                _decode_nested_property(pv, kind, depth)
+                _decode_nested_property(pv, kind, depth, budget)
                 if kind in _NESTED_PROPERTY_KINDS
                 else getattr(pv, kind)
             )
@@ -209,11 +240,11 @@ def _decode_property_set(ps: pb.Payload.PropertySet, depth: int) -> PropertySet:
 _NESTED_PROPERTY_KINDS = frozenset({"propertyset_value", "propertysets_value", "extension_value"})
 
 
-def _decode_nested_property(pv: pb.Payload.PropertyValue, kind: str, depth: int) -> object:
+def _decode_nested_property(pv: pb.Payload.PropertyValue, kind: str, depth: int, budget: _Budget) -> object:
     if kind == "propertyset_value":
-        return _decode_property_set(pv.propertyset_value, depth + 1)
+        return _decode_property_set(pv.propertyset_value, depth + 1, budget)
     if kind == "propertysets_value":
-        return [_decode_property_set(ps, depth + 1) for ps in pv.propertysets_value.propertyset]
+        return [_decode_property_set(ps, depth + 1, budget) for ps in pv.propertysets_value.propertyset]
     raise SparkplugDecodeError("property extension values are not supported")
 
 
@@ -271,19 +302,21 @@ def _decode_parameter(param: pb.Payload.Template.Parameter) -> Parameter:
     return Parameter(_optional_text(param, "name"), dt, value)
 
 
-def _decode_template(t: pb.Payload.Template, depth: int) -> Template:
-    if depth > MAX_NESTING:
-        raise SparkplugDecodeError(f"Template nesting deeper than {MAX_NESTING}")
+def _decode_template(t: pb.Payload.Template, depth: int, budget: _Budget) -> Template:
+    if depth > budget.limits.max_nesting:
+        check_nesting(depth, budget.limits, "Template")
+    members = t.metrics
+    budget.take(len(members))
     return Template(
         _optional_text(t, "version"),
-        [_decode_metric(m, depth) for m in t.metrics],
+        [_decode_metric(m, depth, budget) for m in members],
         [_decode_parameter(p) for p in t.parameters],
         _optional_text(t, "template_ref"),
         t.is_definition if t.HasField("is_definition") else None,
     )
 
 
-def _decode_metric(m: pb.Payload.Metric, depth: int) -> Metric:
+def _decode_metric(m: pb.Payload.Metric, depth: int, budget: _Budget) -> Metric:
     # plain field reads are cheaper than HasField, which is asked only when a
     # read gives the default (absent, or really "" / 0)
     name: str | None = m.name
@@ -314,7 +347,7 @@ def _decode_metric(m: pb.Payload.Metric, depth: int) -> Metric:
             if kind is None:
                 value = None
             elif kind == "template_value":
-                value = _decode_template(m.template_value, depth + 1)
+                value = _decode_template(m.template_value, depth + 1, budget)
             elif kind == "dataset_value":
                 value = _decode_dataset(m.dataset_value)
             elif kind == "extension_value":
@@ -336,7 +369,9 @@ def _decode_metric(m: pb.Payload.Metric, depth: int) -> Metric:
     metric.is_transient = m.is_transient
     metric.is_null = is_null
     metric.metadata = _decode_metadata(m.metadata) if has_field(m, "metadata") else None
-    metric.properties = _decode_property_set(m.properties, depth + 1) if has_field(m, "properties") else None
+    metric.properties = (
+        _decode_property_set(m.properties, depth + 1, budget) if has_field(m, "properties") else None
+    )
     metric.value = value
     return metric
 
@@ -359,21 +394,31 @@ def _metric_label(m: pb.Payload.Metric, index: int) -> str:
     return f"metric {index}"
 
 
-def _decode(data: bytes, *, lenient: bool) -> tuple[Payload, list[tuple[int, str]]]:
-    plain = decode_plain(data)
+def _decode(data: bytes, *, lenient: bool, limits: MessageLimits) -> tuple[Payload, list[tuple[int, str]]]:
+    check_payload_size(len(data), limits)
+    plain = decode_plain(data, limits.max_metrics)
     if plain is not None:
         return plain, []  # nothing in it the full path would reject
-    return _decode_full(data, lenient=lenient)
+    return run_steps(_decode_full(data, lenient=lenient, limits=limits))
 
 
-def _decode_full(data: bytes, *, lenient: bool) -> tuple[Payload, list[tuple[int, str]]]:
-    """Decode with the full schema: every payload, the reference :func:`_decode_plain` must match."""
+def _decode_full(
+    data: bytes, *, lenient: bool, limits: MessageLimits
+) -> Steps[tuple[Payload, list[tuple[int, str]]]]:
+    """Decode with the full schema: every payload, the reference :func:`_decode_plain` must
+    match.  A generator: it pauses after every :data:`~uns.sparkplug.steps.SLICE` metrics."""
     msg = _parse_envelope(data)
+    wire_metrics = msg.metrics[:]  # (a slice, as in _decode_plain)
+    budget = _Budget(limits, len(wire_metrics))
     metrics: list[Metric] = []
     rejected: list[tuple[int, str]] = []
-    for index, m in enumerate(msg.metrics[:]):  # (a slice, as in _decode_plain)
+    for index, m in enumerate(wire_metrics):
+        if index and not index % SLICE:
+            yield
         try:
-            metrics.append(_decode_metric(m, 0))
+            metrics.append(_decode_metric(m, 0, budget))
+        except SparkplugLimitError:
+            raise  # the whole message is refused, not the metric
         except SparkplugDecodeError as exc:
             reason = f"{_metric_label(m, index)}: {exc.reason}"
             if not lenient:
@@ -389,14 +434,30 @@ def _decode_full(data: bytes, *, lenient: bool) -> tuple[Payload, list[tuple[int
     return payload, rejected
 
 
-def decode_payload(data: bytes) -> Payload:
-    """Decode a Sparkplug B payload; any problem raises :class:`SparkplugDecodeError`."""
-    return _decode(data, lenient=False)[0]
+def decode_payload(data: bytes, limits: MessageLimits = DEFAULT_LIMITS) -> Payload:
+    """Decode a Sparkplug B payload; any problem raises :class:`SparkplugDecodeError`
+    (:class:`~uns.errors.SparkplugLimitError` for a message over one of ``limits``)."""
+    return _decode(data, lenient=False, limits=limits)[0]
 
 
-def decode_payload_lenient(data: bytes) -> tuple[Payload, list[tuple[int, str]]]:
+def decode_payload_lenient(
+    data: bytes, limits: MessageLimits = DEFAULT_LIMITS
+) -> tuple[Payload, list[tuple[int, str]]]:
     """Decode, keeping only the usable metrics: ``(payload, [(metric index, reason), ...])``.
 
-    The envelope itself must parse, else :class:`SparkplugDecodeError`.
+    The envelope itself must parse and the message be within ``limits``, else
+    :class:`SparkplugDecodeError` (:class:`~uns.errors.SparkplugLimitError`).
     """
-    return _decode(data, lenient=True)
+    return _decode(data, lenient=True, limits=limits)
+
+
+def decode_payload_steps(
+    data: bytes, limits: MessageLimits = DEFAULT_LIMITS
+) -> Steps[tuple[Payload, list[tuple[int, str]]]]:
+    """:func:`decode_payload_lenient` in slices: a generator pausing after every
+    :data:`~uns.sparkplug.steps.SLICE` metrics, returning what it returns."""
+    check_payload_size(len(data), limits)
+    plain = decode_plain(data, limits.max_metrics)
+    if plain is not None:
+        return plain, []
+    return (yield from _decode_full(data, lenient=True, limits=limits))

@@ -5,7 +5,8 @@ A compressed payload is an ordinary payload with ``uuid == "SPBV1.0_COMPRESSED"`
 metric ``algorithm`` naming ``DEFLATE`` (the default when absent) or ``GZIP``.
 
 The body is untrusted, so decompression stops at ``max_size`` output bytes: a
-small zip bomb costs at most that much memory.  Java Tahu's DEFLATE is the zlib
+small zip bomb costs at most that much memory; the inner payload is held to the
+other per-message limits (metrics, nesting: :mod:`uns.sparkplug.limits`) too.  Java Tahu's DEFLATE is the zlib
 format (``java.util.zip.Deflater``); raw deflate streams are accepted too, and
 the stream's own header decides between zlib, gzip and raw, because senders
 have been seen to mislabel it.
@@ -13,13 +14,16 @@ have been seen to mislabel it.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import zlib
 
 from uns.errors import SparkplugDecodeError, SparkplugEncodeError
-from uns.sparkplug.codec import decode_payload, decode_payload_lenient, encode_payload
+from uns.sparkplug.codec import decode_payload, decode_payload_lenient, decode_payload_steps, encode_payload
 from uns.sparkplug.datatypes import DataType
+from uns.sparkplug.limits import DEFAULT_LIMITS, MessageLimits
 from uns.sparkplug.payload import Metric, Payload
+from uns.sparkplug.steps import Steps
 
 __all__ = [
     "ALGORITHMS",
@@ -29,6 +33,7 @@ __all__ = [
     "is_compressed",
     "unwrap_compressed",
     "unwrap_compressed_lenient",
+    "unwrap_compressed_steps",
 ]
 
 COMPRESSED_UUID = "SPBV1.0_COMPRESSED"
@@ -79,7 +84,9 @@ def _inflate(body: bytes, max_size: int) -> bytes:
     return out
 
 
-def unwrap_compressed(p: Payload, max_size: int = DEFAULT_MAX_SIZE) -> Payload:
+def unwrap_compressed(
+    p: Payload, max_size: int = DEFAULT_MAX_SIZE, limits: MessageLimits = DEFAULT_LIMITS
+) -> Payload:
     """The inner payload of a compression envelope; ``p`` itself when it is not one.
 
     Every failure (unknown algorithm, corrupt or oversized body, undecodable
@@ -88,18 +95,32 @@ def unwrap_compressed(p: Payload, max_size: int = DEFAULT_MAX_SIZE) -> Payload:
     """
     if not is_compressed(p):
         return p
-    return decode_payload(_inner_bytes(p, max_size))
+    return decode_payload(_inner_bytes(p, max_size), _inner(limits, max_size))
 
 
 def unwrap_compressed_lenient(
-    p: Payload, max_size: int = DEFAULT_MAX_SIZE
+    p: Payload, max_size: int = DEFAULT_MAX_SIZE, limits: MessageLimits = DEFAULT_LIMITS
 ) -> tuple[Payload, list[tuple[int, str]]]:
     """As :func:`unwrap_compressed`, but the inner payload is decoded with
     :func:`decode_payload_lenient`: ``(payload, [(metric index, reason), ...])``.
     """
     if not is_compressed(p):
         return p, []
-    return decode_payload_lenient(_inner_bytes(p, max_size))
+    return decode_payload_lenient(_inner_bytes(p, max_size), _inner(limits, max_size))
+
+
+def unwrap_compressed_steps(
+    p: Payload, max_size: int = DEFAULT_MAX_SIZE, limits: MessageLimits = DEFAULT_LIMITS
+) -> Steps[tuple[Payload, list[tuple[int, str]]]]:
+    """:func:`unwrap_compressed_lenient` in slices (:mod:`uns.sparkplug.steps`)."""
+    if not is_compressed(p):
+        return p, []
+    return (yield from decode_payload_steps(_inner_bytes(p, max_size), _inner(limits, max_size)))
+
+
+def _inner(limits: MessageLimits, max_size: int) -> MessageLimits:
+    """The limits of an envelope's inner payload: its size is bound by ``max_size``."""
+    return dataclasses.replace(limits, max_payload_bytes=max_size)
 
 
 def _inner_bytes(p: Payload, max_size: int) -> bytes:

@@ -9,6 +9,11 @@ one device offline.  Going offline marks the owner's metrics stale.
 What the session manager does *around* these (giving up the reorder buffer
 of the session that ends) is in :mod:`uns.sparkplug.session`; what is kept of
 each born metric in :mod:`uns.sparkplug.births`.
+
+:func:`nbirth` and :func:`dbirth` are generators (:mod:`uns.sparkplug.steps`): a
+birth of many metrics pauses after every slice of them, so the engine's loop can
+run between slices; ``run_steps`` runs one at once.  Each slice re-reads
+``out.batch``, so a caller may take the rows made so far between slices.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from uns.sparkplug.outcome import (
 )
 from uns.sparkplug.payload import Metric, Template
 from uns.sparkplug.reorder import Received
+from uns.sparkplug.steps import SLICE, Steps
 
 __all__ = [
     "dbirth",
@@ -52,7 +58,7 @@ def _is_bdseq(name: str | None) -> bool:
 # --- births --------------------------------------------------------------------------
 
 
-def nbirth(node: NodeState, msg: Received, out: Outcome, rebirths: RebirthPolicy) -> None:
+def nbirth(node: NodeState, msg: Received, out: Outcome, rebirths: RebirthPolicy) -> Steps[None]:
     """A new session of ``node`` (its reorder buffer must have been given up first)."""
     ts = payload_ts(msg)
     previous = node.bdseq if node.own.online else None
@@ -71,7 +77,7 @@ def nbirth(node: NodeState, msg: Received, out: Outcome, rebirths: RebirthPolicy
     node.bdseq_alias = None if bdseq_metric is None else bdseq_metric.alias
     node.tracker.restart(msg.seq, hash(msg.raw))
     node.own = Owner(None, NEVER_BORN)
-    count = _birth_metrics(node, node.own, msg, out, rebirths)
+    count = yield from _birth_metrics(node, node.own, msg, out, rebirths)
     node.own.online, node.own.birth_ts, node.born = True, ts, True
     detail = f"bdSeq={node.bdseq} seq={msg.seq} metrics={count}"
     if previous is not None and previous != node.bdseq:
@@ -83,13 +89,15 @@ def nbirth(node: NodeState, msg: Received, out: Outcome, rebirths: RebirthPolicy
         protocol_error_once(node, "no-seq", "NBIRTH without seq: the next seq is the base", ts, out)
 
 
-def dbirth(node: NodeState, device_id: str, msg: Received, out: Outcome, rebirths: RebirthPolicy) -> None:
+def dbirth(
+    node: NodeState, device_id: str, msg: Received, out: Outcome, rebirths: RebirthPolicy
+) -> Steps[None]:
     """A device (re)born: its metrics replace whatever it had."""
     old = node.devices.get(device_id)
     for alias in () if old is None else old.by_alias:
         node.alias_owner.pop(alias, None)
     device = node.devices[device_id] = Owner(device_id, NO_DBIRTH)
-    count = _birth_metrics(node, device, msg, out, rebirths)
+    count = yield from _birth_metrics(node, device, msg, out, rebirths)
     device.online, device.birth_ts = True, payload_ts(msg)
     session_event(
         out, device.birth_ts, node, device_id, SessionEventKind.BIRTH, f"seq={msg.seq} metrics={count}"
@@ -98,13 +106,16 @@ def dbirth(node: NodeState, device_id: str, msg: Received, out: Outcome, rebirth
 
 def _birth_metrics(
     node: NodeState, owner: Owner, msg: Received, out: Outcome, rebirths: RebirthPolicy
-) -> int:
+) -> Steps[int]:
     """Build the owner's records, catalog entries and samples; returns how many metrics were born."""
     batch = out.batch
     birth_ts = payload_ts(msg)
     ids = (node.group_id, node.edge_node_id, owner.device_id)
     count = 0
-    for metric in msg.payload.metrics:
+    for index, metric in enumerate(msg.payload.metrics):
+        if index and not index % SLICE:
+            yield
+            batch = out.batch  # the caller may have taken the rows so far
         name, datatype, alias = metric.name, metric.datatype, metric.alias
         if not name or datatype is None:
             what = f"metric {name!r} has no datatype" if name else f"metric with alias {alias} has no name"

@@ -12,7 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from uns.core.events import Batch, RebirthRequest, Rejected, SessionEvent, SessionEventKind
+from uns.core.events import (
+    MAX_REJECTED_PER_MESSAGE,
+    Batch,
+    RebirthRequest,
+    Rejected,
+    SessionEvent,
+    SessionEventKind,
+)
 from uns.sparkplug.nodes import NodeState
 from uns.sparkplug.reorder import Received
 from uns.sparkplug.topic import Topic
@@ -28,6 +35,11 @@ class Outcome:
     rebirths: list[RebirthRequest] = field(default_factory=list)
     #: :meth:`SessionManager.handle_raw` only: why the bytes could not be decoded (for the log)
     undecodable: str | None = None
+    # the message rejected last (see reject): its first row, rows so far, the summary row
+    _rejected_raw: bytes | None = None
+    _rejected_first: Rejected | None = None
+    _rejected_rows: int = 0
+    _rejected_summary: Rejected | None = None
 
 
 def payload_ts(msg: Received) -> int:
@@ -43,7 +55,28 @@ def session_event(
 
 
 def reject(out: Outcome, msg: Received, error: str) -> None:
-    out.batch.rejected.append(Rejected(msg.received_at, str(msg.topic), msg.raw, error))
+    """Record that ``msg`` (or one of its metrics) could not be used.  The first row of a
+    message measures its payload (size, SHA-256, head); its later rows reuse that; beyond
+    MAX_REJECTED_PER_MESSAGE rows one summary row counts the rest."""
+    rejected = out.batch.rejected
+    first = out._rejected_first
+    if first is None or out._rejected_raw is not msg.raw:
+        first = Rejected(msg.received_at, str(msg.topic), msg.raw, error)
+        out._rejected_raw, out._rejected_first, out._rejected_rows = msg.raw, first, 1
+        out._rejected_summary = None
+        rejected.append(first)
+        return
+    out._rejected_rows += 1
+    unrecorded = out._rejected_rows - MAX_REJECTED_PER_MESSAGE
+    if unrecorded <= 0:
+        rejected.append(first.again(error))
+        return
+    summary = first.summary(unrecorded, error)
+    if out._rejected_summary is None:
+        out._rejected_summary = summary
+        rejected.append(summary)
+    else:  # the same row counts on
+        out._rejected_summary.error = summary.error
 
 
 def protocol_error_once(node: NodeState, key: str, detail: str, ts: int, out: Outcome) -> None:

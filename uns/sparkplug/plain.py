@@ -146,8 +146,9 @@ _PLAIN_INFO: list[tuple[DataType | None, str, type | None, int]] = list(
 )
 
 
-def decode_plain(data: bytes) -> Payload | None:
-    """The payload of an ordinary DATA message; None when the full path must decide."""
+def decode_plain(data: bytes, max_metrics: int | None = None) -> Payload | None:
+    """The payload of an ordinary DATA message; None when the full path must decide
+    (also when it holds more than ``max_metrics`` metrics: the full path refuses it)."""
     try:
         merged = _parse_summary(data).metrics
         if has_field(merged, "unusual"):
@@ -155,7 +156,7 @@ def decode_plain(data: bytes) -> Payload | None:
         msg = _parse_lean(data)
     except PARSE_ERRORS:
         return None
-    if has_field(msg, "unusual"):
+    if has_field(msg, "unusual") or (max_metrics is not None and len(msg.metrics) > max_metrics):
         return None
     named = has_field(merged, "name")
     typed = has_field(merged, "datatype")

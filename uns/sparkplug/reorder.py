@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from uns.sparkplug.payload import Payload
 from uns.sparkplug.topic import Topic
 
-__all__ = ["REORDER_SPAN", "Received", "SeqPosition", "SeqTracker"]
+__all__ = ["REORDER_SPAN", "Received", "SeqPosition", "SeqTracker", "seqs_text"]
 
 #: the buffer must not reach this distance ahead of the expected seq: beyond
 #: 127 a newer message would look like an old one; 96 leaves room for stragglers
@@ -146,3 +146,12 @@ class SeqTracker:
             self.deadline = min(p.received_at for p in self._buffer.values()) + timeout_ms
         else:
             self.deadline = None
+
+
+def seqs_text(seqs: list[int]) -> str:
+    """A short text for seqs given up: ``5`` or ``5..7`` (a run), ``none``."""
+    if not seqs:
+        return "none"
+    if len(seqs) == 1:
+        return str(seqs[0])
+    return f"{seqs[0]}..{seqs[-1]}"

@@ -56,8 +56,8 @@ from typing import Protocol
 
 from uns.core.events import Batch, SessionEventKind
 from uns.errors import SparkplugDecodeError
-from uns.sparkplug.codec import decode_payload_lenient
-from uns.sparkplug.compression import is_compressed, unwrap_compressed_lenient
+from uns.sparkplug.codec import decode_payload_steps
+from uns.sparkplug.compression import is_compressed, unwrap_compressed_steps
 from uns.sparkplug.data import apply_data
 from uns.sparkplug.fastdata import data_samples, parse_data
 from uns.sparkplug.lifecycle import (
@@ -69,10 +69,12 @@ from uns.sparkplug.lifecycle import (
     ndeath_bdseq,
     node_died,
 )
+from uns.sparkplug.limits import OVER_LIMIT, MessageLimits
 from uns.sparkplug.nodes import NO_DBIRTH, NO_NBIRTH, NodeInfo, NodeState, node_info
 from uns.sparkplug.outcome import Outcome, RebirthPolicy, protocol_error_once, reject, session_event
 from uns.sparkplug.payload import Payload
-from uns.sparkplug.reorder import REORDER_SPAN, Received, SeqPosition
+from uns.sparkplug.reorder import REORDER_SPAN, Received, SeqPosition, seqs_text
+from uns.sparkplug.steps import Steps, run_steps
 from uns.sparkplug.topic import MessageType, Topic
 
 __all__ = ["SessionManager", "SessionSettings"]
@@ -118,6 +120,18 @@ class SessionSettings(Protocol):
     def max_decompressed_bytes(self) -> int:
         """Bound for the payload inside a compression envelope."""
 
+    @property
+    def max_payload_bytes(self) -> int:
+        """Bound for a message's payload (uns.sparkplug.limits)."""
+
+    @property
+    def max_metrics_per_message(self) -> int:
+        """Bound for a message's metrics, Template members included."""
+
+    @property
+    def max_nesting(self) -> int:
+        """Bound for Template/PropertySet nesting."""
+
 
 class SessionManager:
     """All edge-node and device sessions of one host on one broker."""
@@ -126,6 +140,10 @@ class SessionManager:
         self._reorder_timeout_ms = config.reorder_timeout_ms
         self._max_reorder_buffer = config.max_reorder_buffer
         self._max_decompressed_bytes = config.max_decompressed_bytes
+        #: what one message may cost (docs/sparkplug.md section 6): over a limit it is refused whole
+        self.limits = MessageLimits(
+            config.max_payload_bytes, config.max_metrics_per_message, config.max_nesting
+        )
         self._nodes: dict[tuple[str, str], NodeState] = {}
         self._buffering: dict[tuple[str, str], NodeState] = {}  # nodes with a reorder timer running
         self._stats = dict.fromkeys(_STAT_NAMES, 0)
@@ -135,6 +153,10 @@ class SessionManager:
 
     def handle(self, topic: Topic, payload: Payload, raw: bytes, received_at: int) -> Outcome:
         """Apply one decoded message from ``spBv1.0/<group>/<type>/<node>[/<device>]``."""
+        return run_steps(self.handle_steps(topic, payload, raw, received_at))
+
+    def handle_steps(self, topic: Topic, payload: Payload, raw: bytes, received_at: int) -> Steps[Outcome]:
+        """:meth:`handle` in slices (uns.sparkplug.steps): a birth pauses between its metrics."""
         out = Outcome()
         self._stats["messages"] += 1
         msg = Received(topic, payload, raw, received_at, None if payload.seq is None else payload.seq & 255)
@@ -153,12 +175,10 @@ class SessionManager:
         if deadline is not None and received_at >= deadline:
             # the engine's timer may fire late: expire first so the result does not depend on it
             self._expire(node, received_at, out)
-        if mtype in _SEQUENCED:
-            self._sequenced(node, msg, out)
-        elif mtype is _NBIRTH:
-            self._nbirth(node, msg, out)
-        else:
+        if mtype is _NDEATH:
             self._ndeath(node, msg, out)
+        else:
+            yield from (self._sequenced if mtype in _SEQUENCED else self._nbirth)(node, msg, out)
         if payload.seq is not None and payload.seq > 255 and mtype is not _NDEATH:
             detail = f"{mtype.value} seq {payload.seq} > 255, used modulo 256"
             protocol_error_once(node, "seq>255", detail, received_at, out)
@@ -169,31 +189,37 @@ class SessionManager:
     ) -> tuple[Outcome, list[tuple[int, str]]]:
         """Decode and apply one message: ``(outcome, [(metric index, reason), ...])``.
 
-        The same as :func:`~uns.sparkplug.codec.decode_payload_lenient` (a
-        compression envelope unwrapped with at most ``max_decompressed_bytes``,
-        by default the settings' value) followed by :meth:`handle`, or
-        :meth:`handle_undecodable` when the bytes cannot be decoded
-        (``outcome.undecodable`` then says why).  The second item lists the
-        metrics that could not be decoded; the caller records them.  Ordinary
-        in-order DATA takes a fast path that gives the same result.
+        The same as :func:`~uns.sparkplug.codec.decode_payload_lenient` within
+        :attr:`limits` (a compression envelope unwrapped with at most
+        ``max_decompressed_bytes``, by default the settings' value) followed by
+        :meth:`handle`, or :meth:`handle_undecodable` when the bytes cannot be
+        decoded or are over a limit (``outcome.undecodable`` then says why).  The
+        second item lists the metrics that could not be decoded; the caller records
+        them.  Ordinary in-order DATA takes a fast path that gives the same result.
         """
+        return run_steps(self.handle_raw_steps(topic, raw, received_at, max_decompressed_bytes))
+
+    def handle_raw_steps(
+        self, topic: Topic, raw: bytes, received_at: int, max_decompressed_bytes: int | None = None
+    ) -> Steps[tuple[Outcome, list[tuple[int, str]]]]:
+        """:meth:`handle_raw` in slices (uns.sparkplug.steps): decoding and births pause."""
         mtype = topic.message_type
-        if mtype is _DDATA or mtype is _NDATA:
+        if (mtype is _DDATA or mtype is _NDATA) and len(raw) <= self.limits.max_payload_bytes:
             fast = self._fast_data(topic, raw, received_at)
             if fast is not None:
                 return fast, []
         try:
-            payload, bad_metrics = decode_payload_lenient(raw)
+            payload, bad_metrics = yield from decode_payload_steps(raw, self.limits)
             if is_compressed(payload):
                 limit = max_decompressed_bytes
                 if limit is None:
                     limit = self._max_decompressed_bytes
-                payload, bad_metrics = unwrap_compressed_lenient(payload, limit)
+                payload, bad_metrics = yield from unwrap_compressed_steps(payload, limit, self.limits)
         except SparkplugDecodeError as exc:
             out = self.handle_undecodable(topic, raw, exc.reason, received_at)
             out.undecodable = exc.reason
             return out, []
-        return self.handle(topic, payload, raw, received_at), bad_metrics
+        return (yield from self.handle_steps(topic, payload, raw, received_at)), bad_metrics
 
     def _fast_data(self, topic: Topic, raw: bytes, received_at: int) -> Outcome | None:
         """:meth:`handle` of an ordinary in-order DATA message of an online node or
@@ -211,8 +237,8 @@ class SessionManager:
         else:
             owner = node.own
         lean = parse_data(raw)
-        if lean is None:
-            return None
+        if lean is None or len(lean.metrics) > self.limits.max_metrics:
+            return None  # the typed path decides (and refuses a message over the limit)
         seq = lean.seq
         if seq > 255 or (not seq and not lean.HasField("seq")):
             return None
@@ -238,8 +264,10 @@ class SessionManager:
         """Record bytes from a Sparkplug topic that could not be decoded, and ask for a rebirth."""
         out = Outcome()
         self._stats["messages"] += 1
-        what = f"undecodable {topic.message_type.value}"
-        reject(out, Received(topic, Payload(), raw, received_at, None), f"{what}: {error}")
+        over = error.startswith(OVER_LIMIT)
+        what = f"{OVER_LIMIT if over else 'undecodable'} {topic.message_type.value}"
+        detail = error[len(OVER_LIMIT) :].lstrip(": ") if over else error
+        reject(out, Received(topic, Payload(), raw, received_at, None), f"{what}: {detail}")
         if topic.message_type in _SESSION_TYPES:
             key = (topic.group_id, topic.edge_node_id)
             node = self._nodes.get(key) or self._nodes.setdefault(key, NodeState(*key))
@@ -281,6 +309,11 @@ class SessionManager:
             session_event(out, now_ms, node, None, SessionEventKind.RECONNECTED, why)
         return self._done(out)
 
+    def node(self, group_id: str, edge_node_id: str) -> NodeInfo | None:
+        """Snapshot of one node (None: never seen)."""
+        node = self._nodes.get((group_id, edge_node_id))
+        return None if node is None else node_info(node)
+
     def nodes(self) -> tuple[NodeInfo, ...]:
         """Snapshot of every node seen (sorted by group, edge node)."""
         return tuple(node_info(n) for _, n in sorted(self._nodes.items()))
@@ -308,7 +341,7 @@ class SessionManager:
 
     # --- the seq stream ----------------------------------------------------------------
 
-    def _sequenced(self, node: NodeState, msg: Received, out: Outcome) -> None:
+    def _sequenced(self, node: NodeState, msg: Received, out: Outcome) -> Steps[None]:
         mtype = msg.topic.message_type
         if not node.own.online:
             why = f"{mtype.value} from an edge node {node.own.offline_reason}"
@@ -319,13 +352,13 @@ class SessionManager:
         if seq is None:
             if mtype is not _DDEATH:  # DDEATH without seq is common in the field: accepted
                 protocol_error_once(node, "no-seq", f"{mtype.value} without seq", msg.received_at, out)
-            self._apply(node, msg, out)
+            yield from self._apply_steps(node, msg, out)
             return
         tracker = node.tracker
         digest = hash(msg.raw)
         position = tracker.classify(seq, digest)
         if position is SeqPosition.IN_ORDER:
-            self._apply(node, msg, out)
+            yield from self._apply_steps(node, msg, out)
             tracker.processed(seq, digest)
             if tracker.deadline is not None:
                 self._gap_filled(node, msg.received_at, out)
@@ -347,7 +380,7 @@ class SessionManager:
             # no buffering: give the gap up at once, but keep the message (its aliases are still valid)
             missing = tracker.skip_to(seq)
             self._record_gap(node, missing, "reorder timeout is 0", 1, now, out)
-            self._rebirths.request(node, f"seq gap: {_seqs(missing)} missing", now, out)
+            self._rebirths.request(node, f"seq gap: {seqs_text(missing)} missing", now, out)
             self._apply(node, msg, out)
             tracker.processed(seq, digest)
             return
@@ -386,11 +419,11 @@ class SessionManager:
             self._stats["reorder_timeouts"] += 1
             waited = now - (tracker.deadline - self._reorder_timeout_ms)
             missing = tracker.skip_hole()
-            detail = f"seq {_seqs(missing)} still missing after {waited} ms"
+            detail = f"seq {seqs_text(missing)} still missing after {waited} ms"
             session_event(out, now, node, None, SessionEventKind.REORDER_TIMEOUT, detail)
             released = self._release(node, out)
             self._record_gap(node, missing, "reorder timeout", released, now, out)
-            self._rebirths.request(node, f"reorder timeout: seq {_seqs(missing)} missing", now, out)
+            self._rebirths.request(node, f"reorder timeout: seq {seqs_text(missing)} missing", now, out)
             self._after_release(node)
 
     def _give_up_all(self, node: NodeState, now: int, out: Outcome, cause: str, *, rebirth: bool) -> None:
@@ -403,25 +436,29 @@ class SessionManager:
             given_up.extend(missing)
         self._after_release(node)
         if rebirth and given_up:
-            self._rebirths.request(node, f"{cause}: seq {_seqs(given_up)} missing", now, out)
+            self._rebirths.request(node, f"{cause}: seq {seqs_text(given_up)} missing", now, out)
 
     def _record_gap(
         self, node: NodeState, missing: list[int], cause: str, released: int, now: int, out: Outcome
     ) -> None:
         self._stats["seq_gaps"] += 1
-        detail = f"seq {_seqs(missing)} missing ({cause}); {released} later messages processed without them"
+        missed = seqs_text(missing)
+        detail = f"seq {missed} missing ({cause}); {released} later messages processed without them"
         session_event(out, now, node, None, SessionEventKind.SEQ_GAP, detail)
 
     # --- applying messages in seq order ------------------------------------------------
 
     def _apply(self, node: NodeState, msg: Received, out: Outcome) -> None:
+        run_steps(self._apply_steps(node, msg, out))
+
+    def _apply_steps(self, node: NodeState, msg: Received, out: Outcome) -> Steps[None]:
         mtype = msg.topic.message_type
         if mtype is _NDATA:
             apply_data(node, node.own, msg, out, self._rebirths)
             return
         device_id = msg.topic.device_id or ""
         if mtype is _DBIRTH:
-            dbirth(node, device_id, msg, out, self._rebirths)
+            yield from dbirth(node, device_id, msg, out, self._rebirths)
             return
         device = node.devices.get(device_id)
         if mtype is _DDEATH:
@@ -435,10 +472,10 @@ class SessionManager:
 
     # --- births and deaths: the seq stream's side -----------------------------------------
 
-    def _nbirth(self, node: NodeState, msg: Received, out: Outcome) -> None:
+    def _nbirth(self, node: NodeState, msg: Received, out: Outcome) -> Steps[None]:
         # buffered messages belong to the session this NBIRTH ends: use them first
         self._give_up_all(node, msg.received_at, out, "new NBIRTH", rebirth=False)
-        nbirth(node, msg, out, self._rebirths)
+        yield from nbirth(node, msg, out, self._rebirths)
 
     def _ndeath(self, node: NodeState, msg: Received, out: Outcome) -> None:
         bdseq = ndeath_bdseq(node, msg)
@@ -456,12 +493,3 @@ class SessionManager:
         self._stats["samples"] += len(out.batch.samples)
         self._stats["rejected"] += len(out.batch.rejected)
         return out
-
-
-def _seqs(seqs: list[int]) -> str:
-    """A short text for seqs given up: ``5`` or ``5..7`` (a run), ``none``."""
-    if not seqs:
-        return "none"
-    if len(seqs) == 1:
-        return str(seqs[0])
-    return f"{seqs[0]}..{seqs[-1]}"

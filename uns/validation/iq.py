@@ -24,7 +24,7 @@ from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 
 import uns
-from uns.validation.checks import Check, run_check
+from uns.validation.checks import Check, run_check, seen
 
 __all__ = ["DISTRIBUTION", "iq_checks", "runtime_closure"]
 
@@ -125,44 +125,56 @@ def check_python() -> Check:
     ok = sys.version_info >= (3, 11) and impl == "CPython"
     version = platform.python_version()
     evidence = {"version": version, "implementation": impl, "executable": sys.executable}
-    return Check("IQ-01", ok, f"{impl} {version} at {sys.executable}", evidence)
+    what = f"{impl} {version} at {sys.executable}"
+    return Check("IQ-01", what, {"python": seen(ok, f"{impl} {version}")}, evidence)
 
 
 def check_version() -> Check:
     dist = _uns()
     ok = dist.version == uns.__version__
     detail = f"distribution uns {dist.version}, running code uns {uns.__version__}"
-    return Check("IQ-02", ok, detail, {"installed": dist.version, "running": uns.__version__})
+    evidence = {"installed": dist.version, "running": uns.__version__}
+    return Check("IQ-02", detail, {"version": seen(ok, detail)}, evidence)
 
 
 def check_dependencies() -> Check:
     found, problems = runtime_closure(_uns())
     versions = {dep.metadata["Name"]: dep.version for dep in found.values()}
     detail = "; ".join(problems) if problems else f"{len(found)} distributions, each in an allowed version"
-    return Check("IQ-03", not problems, detail, {"distributions": versions})
+    return Check("IQ-03", detail, {"closure": seen(not problems, detail)}, {"distributions": versions})
+
+
+def _listed(findings: list[str]) -> str:
+    return "; ".join(findings[:20]) + (f" (and {len(findings) - 20} more)" if len(findings) > 20 else "")
 
 
 def check_own_files() -> Check:
     dist = _uns()
     source = _editable(dist)
     if source is not None:
-        return Check(
-            "IQ-04",
-            False,
+        why = (
             f"an editable install of {source}: its source files have no record and cannot be "
-            "qualified; install the wheel (pip install uns-<version>-py3-none-any.whl)",
+            "qualified; install the wheel (pip install uns-<version>-py3-none-any.whl)"
         )
+        skipped = seen(False, "not checked: an editable install has no RECORD of its source files")
+        return Check("IQ-04", why, {"wheel": seen(False, why), "record": skipped, "modules": skipped})
     checked, size, findings = _record_findings(dist)
     recorded = {Path(str(f.locate())).resolve() for f in dist.files or []}
+    strays: list[str] = []
     for name, module in sorted(sys.modules.items()):
         if name.split(".")[0] not in _OWN_MODULES or getattr(module, "__file__", None) is None:
             continue
         where = Path(str(module.__file__)).resolve()
         if where not in recorded:
-            findings.append(f"module {name} runs from {where}, which is not an installed file of uns")
-    detail = "; ".join(findings[:20]) + (f" (and {len(findings) - 20} more)" if len(findings) > 20 else "")
+            strays.append(f"module {name} runs from {where}, which is not an installed file of uns")
     evidence = {"files": checked, "bytes": size, "location": str(dist.locate_file(""))}
-    return Check("IQ-04", not findings, detail or f"{checked} files match RECORD ({size} bytes)", evidence)
+    observed = {
+        "wheel": seen(True, f"wheel install at {dist.locate_file('')}"),
+        "record": seen(not findings, _listed(findings) or f"{checked} files match RECORD ({size} bytes)"),
+        "modules": seen(not strays, _listed(strays) or "every loaded uns module is an installed file"),
+    }
+    detail = _listed(findings + strays) or f"{checked} files match RECORD ({size} bytes)"
+    return Check("IQ-04", detail, observed, evidence)
 
 
 def check_dependency_files() -> Check:
@@ -174,8 +186,8 @@ def check_dependency_files() -> Check:
         files += checked
         size += nbytes
         findings.extend(f"{dep.metadata['Name']} {dep.version}: {w}" for w in wrong)
-    detail = "; ".join(findings[:20]) or f"{files} files of {len(found)} distributions match their RECORD"
-    return Check("IQ-05", not findings, detail, {"files": files, "bytes": size})
+    detail = _listed(findings) or f"{files} files of {len(found)} distributions match their RECORD"
+    return Check("IQ-05", detail, {"record": seen(not findings, detail)}, {"files": files, "bytes": size})
 
 
 def check_schemas() -> Check:
@@ -184,6 +196,7 @@ def check_schemas() -> Check:
     folder = resources.files("uns.validation").joinpath("schemas")
     findings: list[str] = []
     hashes: dict[str, str] = {}
+    config_same: bool | None = None
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         data = entry.read_bytes()
         hashes[entry.name] = hashlib.sha256(data).hexdigest()
@@ -196,26 +209,47 @@ def check_schemas() -> Check:
             continue
         if not isinstance(doc, dict) or doc.get("$schema") != _SCHEMA_DIALECT or "$id" not in doc:
             findings.append(f"{entry.name}: not a JSON Schema 2020-12 document with an $id")
-        elif entry.name == "config.schema.json" and doc != config_json_schema():
-            findings.append("config.schema.json differs from the schema of the running code's config")
+        elif entry.name == "config.schema.json":
+            config_same = doc == config_json_schema()
     if not hashes:
         findings.append("no schemas installed (uns/validation/schemas)")
-    detail = "; ".join(findings) or f"{len(hashes)} schema files"
-    return Check("IQ-06", not findings, detail, {"sha256": hashes})
+    config_said = {
+        None: "config.schema.json is not installed",
+        True: "config.schema.json equals the running code's schema",
+        False: "config.schema.json differs from the schema of the running code's config",
+    }[config_same]
+    observed = {
+        "schemas": seen(not findings, "; ".join(findings) or f"{len(hashes)} schema files, each well-formed"),
+        "config": seen(config_same is True, config_said),
+    }
+    detail = "; ".join(findings + ([] if config_same else [config_said])) or f"{len(hashes)} schema files"
+    return Check("IQ-06", detail, observed, {"sha256": hashes})
 
 
-def check_config() -> Check:
+def check_config(config_file: str | None = None) -> Check:
     from uns.config import load_config  # noqa: PLC0415
     from uns.keyring import load_trusted_keys  # noqa: PLC0415
+    from uns.validation.protocol import config_sha256  # noqa: PLC0415
 
-    config = load_config()
+    config = load_config(config_file)
+    sha = config_sha256(config)
     trusted = load_trusted_keys(config.audit.trusted_keys)
-    detail = f"configuration loaded; {len(trusted)} trusted keys"
-    return Check("IQ-07", True, detail, {"config": config.to_dict(), "trusted_keys": sorted(trusted)})
+    required = config.context.require_signature
+    where = config.audit.trusted_keys or "audit.trusted_keys not set"
+    keys_said = f"{len(trusted)} trusted key{'s' if len(trusted) != 1 else ''} in {where}" + (
+        "; context.require_signature is true" if required else "; signatures are not required"
+    )
+    observed = {
+        "load": seen(True, f"loaded{f' from {config_file}' if config_file else ''}; SHA-256 {sha}"),
+        "keys": seen(not required or bool(trusted), keys_said),
+    }
+    evidence = {"config": config.to_dict(), "config_sha256": sha, "trusted_keys": sorted(trusted)}
+    return Check("IQ-07", f"configuration loaded; {keys_said}", observed, evidence)
 
 
-def iq_checks() -> list[Check]:
-    """Every installation check, in requirement order."""
+def iq_checks(config_file: str | None = None) -> list[Check]:
+    """Every installation check, in requirement order (``config_file``: the configuration
+    to qualify; default: the effective one, UNS_CONFIG and UNS_* variables)."""
     steps = (
         ("IQ-01", check_python),
         ("IQ-02", check_version),
@@ -223,6 +257,6 @@ def iq_checks() -> list[Check]:
         ("IQ-04", check_own_files),
         ("IQ-05", check_dependency_files),
         ("IQ-06", check_schemas),
-        ("IQ-07", check_config),
+        ("IQ-07", lambda: check_config(config_file)),
     )
     return [run_check(req, fn) for req, fn in steps]

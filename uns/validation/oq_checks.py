@@ -13,8 +13,8 @@ from typing import Any
 
 from uns import lake
 from uns.core.context import event_id
-from uns.validation.checks import Check, run_check
-from uns.validation.oq import BATCH, SIGNER, UNIT, Operation, report_request
+from uns.validation.checks import Check, run_check, seen
+from uns.validation.oq import BATCH, REVIEWER, SIGNER, UNIT, Operation, report_request
 
 __all__ = ["oq_checks", "report_html"]
 
@@ -48,21 +48,86 @@ def report_html(op: Operation) -> Path | None:
     return path
 
 
+_SENT_SQL = """
+WITH stored AS (
+    SELECT edge_node_id, coalesce(device_id, '') AS device, metric, epoch_ms(ts) AS ts, seq, bdseq,
+           count(*) AS n
+    FROM measurements WHERE group_id = $group GROUP BY ALL
+),
+sent AS (SELECT node AS edge_node_id, device, metric, ts, seq, bdseq, count(*) AS n FROM sent GROUP BY ALL)
+SELECT
+    count(*) FILTER (WHERE s.n IS NULL AND NOT (x.ts >= $lo AND x.ts < $hi)),
+    count(*) FILTER (WHERE s.n IS NULL AND x.ts >= $lo AND x.ts < $hi),
+    coalesce(sum(s.n - x.n) FILTER (WHERE s.n > x.n), 0),
+    count(*) FILTER (WHERE x.n IS NULL),
+    count(*) FILTER (WHERE s.n IS NOT NULL),
+    any_value(x.metric || '@' || x.edge_node_id || '/' || x.device || ' ts ' || x.ts || ' seq ' || x.seq)
+        FILTER (WHERE s.n IS NULL AND NOT (x.ts >= $lo AND x.ts < $hi))
+FROM sent x FULL OUTER JOIN stored s USING (edge_node_id, device, metric, ts, seq, bdseq)
+"""
+
+
+def _sent_table(op: Operation) -> Any:
+    import pyarrow as pa  # noqa: PLC0415
+
+    samples = [s for s in (op.sim.samples if op.sim else ()) if s.group_id == op.group]
+    return pa.table(
+        {
+            "node": pa.array([s.edge_node_id for s in samples], pa.string()),
+            "device": pa.array([s.device_id or "" for s in samples], pa.string()),
+            "metric": pa.array([s.metric for s in samples], pa.string()),
+            "ts": pa.array([s.ts for s in samples], pa.int64()),
+            "seq": pa.array([s.seq for s in samples], pa.int64()),
+            "bdseq": pa.array([s.bdseq for s in samples], pa.int64()),
+        }
+    )
+
+
 def _ingest(op: Operation) -> Check:
-    ((samples, unmapped, paths),) = _rows(
-        op,
-        "SELECT count(*), count(*) FILTER (WHERE unmapped AND device_id IS NOT NULL), "
-        "count(DISTINCT path) FILTER (WHERE NOT unmapped) FROM measurements WHERE group_id = ?",
-        [op.group],
-    )
-    sent = op.sim.metrics if op.sim else 0
-    ok = samples > 0 and unmapped == 0 and paths > 0
+    sent = _sent_table(op)
+    lo, hi = op.outage or (0, 0)
+    con = lake.connect(op.lake)
+    try:
+        con.register("sent", sent)
+        (missing, tolerated, twice, unsent, matched, example) = con.execute(
+            _SENT_SQL, {"group": op.group, "lo": lo, "hi": hi}
+        ).fetchone() or (0, 0, 0, 0, 0, None)
+        ((unmapped, paths),) = con.execute(
+            "SELECT count(*) FILTER (WHERE unmapped AND device_id IS NOT NULL), "
+            "count(DISTINCT path) FILTER (WHERE NOT unmapped) FROM measurements WHERE group_id = ?",
+            [op.group],
+        ).fetchall()
+    finally:
+        con.close()
+    total = sent.num_rows
+    window = f"{_iso_ms(lo)}..{_iso_ms(hi)}" if op.outage else "none (the engine was never killed)"
+    observed = {
+        "missing": seen(
+            total > 0 and missing == 0,
+            f"{missing} of {total} samples sent missing"
+            + (f" (e.g. {example})" if example else "")
+            + f"; {tolerated} not received inside the tolerance window {window}",
+        ),
+        "twice": seen(twice == 0, f"{twice} samples stored more than once"),
+        "unsent": seen(unsent == 0, f"{unsent} samples stored that were never sent"),
+        "paths": seen(unmapped == 0, f"{unmapped} device samples without a path; {paths} ISA-95 paths"),
+    }
     detail = (
-        f"{samples} samples of {sent} sent (the killed engine's outage not counted), {paths} ISA-95 paths"
+        f"{matched} of {total} samples sent stored once ({tolerated} inside the kill's tolerance window, "
+        f"{missing} missing), {twice} twice, {unsent} never sent, {paths} ISA-95 paths"
     )
-    if unmapped:
-        detail += f"; {unmapped} device samples without a path of the plant model"
-    return Check("OQ-01", ok, detail, {"samples": samples, "sent": sent, "device_samples_unmapped": unmapped})
+    evidence = {"sent": total, "stored": matched, "missing": missing, "tolerated": tolerated,
+                "twice": twice, "unsent": unsent, "device_samples_unmapped": unmapped,
+                "tolerance_window_ms": list(op.outage) if op.outage else None}  # fmt: skip
+    return Check("OQ-01", detail, observed, evidence)
+
+
+def _iso_ms(ms: int) -> str:
+    import datetime as dt  # noqa: PLC0415
+
+    return (
+        dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
 
 
 def _attribution(op: Operation) -> Check:
@@ -72,16 +137,16 @@ def _attribution(op: Operation) -> Check:
         'JOIN batches b ON m.path = b.path AND m.ts >= b.start AND m.ts < b."end" WHERE b.batch_id = ?',
         [BATCH],
     )
-    ok = inside > 0 and inside == attributed
-    return Check("OQ-02", ok, f"{attributed} of {inside} samples of {BATCH}'s unit during it carry {BATCH}")
+    what = f"{attributed} of {inside} samples of {BATCH}'s unit during it carry {BATCH}"
+    return Check("OQ-02", what, {"attributed": seen(inside > 0 and inside == attributed, what)})
 
 
 def _seq_gap(op: Operation) -> Check:
     rows = _rows(
         op, "SELECT event, detail FROM sessions WHERE group_id = ? AND event = 'seq_gap'", [op.gap_group]
     )
-    detail = f"{len(rows)} seq_gap event(s) of {op.gap_group}" + (f": {rows[0][1]}" if rows else "")
-    return Check("OQ-03", bool(rows), detail)
+    what = f"{len(rows)} seq_gap event(s) of {op.gap_group}" + (f": {rows[0][1]}" if rows else "")
+    return Check("OQ-03", what, {"recorded": seen(bool(rows), what)})
 
 
 def _death_rebirth(op: Operation) -> Check:
@@ -93,7 +158,8 @@ def _death_rebirth(op: Operation) -> Check:
     )
     events = [e for (e,) in rows]
     reborn = any(a == "death" and b == "birth" for a, b in itertools.pairwise(events))
-    return Check("OQ-04", reborn, f"BR-101 sessions: {', '.join(events) or 'none'}")
+    what = f"BR-101 sessions: {', '.join(events) or 'none'}"
+    return Check("OQ-04", what, {"order": seen(reborn, what)})
 
 
 def _rejected(op: Operation) -> Check:
@@ -101,7 +167,8 @@ def _rejected(op: Operation) -> Check:
         op, "SELECT topic, error FROM rejected WHERE starts_with(topic, ?)", [f"spBv1.0/{op.gap_group}/"]
     )
     ok = any(error.startswith("undecodable") for _topic, error in rows)
-    return Check("OQ-05", ok, "; ".join(f"{t}: {e}" for t, e in rows) or "nothing rejected")
+    what = "; ".join(f"{t}: {e}" for t, e in rows) or "nothing rejected"
+    return Check("OQ-05", what, {"kept": seen(ok, what)})
 
 
 def _late_context(op: Operation) -> Check:
@@ -113,24 +180,26 @@ def _late_context(op: Operation) -> Check:
     doc = _report(op)
     corrected = [r for r in rows if r[1] == "qa.reviewer" and r[2]]
     late = [c for c in doc["completeness"].get("late_context", []) if c.get("corrects")]
-    ok = (
-        bool(corrected)
-        and len({r[0] for r in rows}) > 1
-        and doc["batch"]["recipe"] == corrected[0][0]
-        and bool(late)
-    )
-    detail = (
-        f"recipe changes of {UNIT}: {[r[0] for r in rows]}; the report's recipe {doc['batch']['recipe']!r}"
-    )
-    return Check("OQ-06", ok, detail, {"corrections": [list(r) for r in corrected]})
+    kept = bool(corrected) and len({r[0] for r in rows}) > 1
+    recipe = doc["batch"]["recipe"]
+    observed = {
+        "kept": seen(kept, f"recipe rows of {UNIT}: {[list(r) for r in rows]}"),
+        "report": seen(
+            bool(corrected) and recipe == corrected[0][0] and bool(late),
+            f"the report's recipe {recipe!r}; {len(late)} late correction(s) listed",
+        ),
+    }
+    detail = f"recipe changes of {UNIT}: {[r[0] for r in rows]}; the report's recipe {recipe!r}"
+    return Check("OQ-06", detail, observed, {"corrections": [list(r) for r in corrected]})
 
 
 def _report_exceptions(op: Operation) -> Check:
     doc = _report(op)
     kinds = sorted({e["kind"] for e in doc["exceptions"]})
     excursions = [e for e in doc["excursions"] if e.get("metric") == "Temperature"]
-    ok = bool(excursions) and "death" in kinds
-    return Check("OQ-07", ok, f"{doc['verdict']}: {', '.join(kinds)}", {"exception_kinds": kinds})
+    what = f"{doc['verdict']}: {', '.join(kinds)}; {len(excursions)} Temperature excursion(s)"
+    observed = {"exceptions": seen(bool(excursions) and "death" in kinds, what)}
+    return Check("OQ-07", what, observed, {"exception_kinds": kinds})
 
 
 def _killed_engine(op: Operation) -> Check:
@@ -148,14 +217,19 @@ def _killed_engine(op: Operation) -> Check:
         [op.group],
     )
     missing = sent - stored
-    killed = bool(op.exits) and op.exits[0] == -9
-    clean = op.exits[1:] == [0, 0]
-    ok = bool(sent) and not missing and twice == 0 and samples_twice == 0 and killed and clean
+    observed = {
+        "kill": seen(op.exits == [-9, 0, 0], f"exit codes {op.exits} (-9: killed)"),
+        "context": seen(
+            bool(sent) and not missing and twice == 0,
+            f"{len(sent)} context events sent, {len(missing)} missing, {twice} stored twice",
+        ),
+        "samples": seen(samples_twice == 0, f"{samples_twice} samples stored twice"),
+    }
     detail = (
         f"{len(sent)} context events sent, {len(missing)} missing, {twice} stored twice; "
         f"{samples_twice} samples stored twice; engine exits {op.exits} (-9: killed)"
     )
-    return Check("OQ-08", ok, detail, {"missing_context_events": sorted(missing)})
+    return Check("OQ-08", detail, observed, {"missing_context_events": sorted(missing)})
 
 
 def _verify(op: Operation, root: Path) -> tuple[int, list[str]]:
@@ -166,7 +240,8 @@ def _verify(op: Operation, root: Path) -> tuple[int, list[str]]:
 
 def _audit_intact(op: Operation) -> Check:
     code, lines = _verify(op, op.lake)
-    return Check("OQ-09", code == 0, "; ".join(lines[:10]))
+    what = f"exit {code}: " + "; ".join(lines[:10])
+    return Check("OQ-09", "; ".join(lines[:10]), {"verify": seen(code == 0, what)})
 
 
 def _audit_tamper(op: Operation) -> Check:
@@ -180,10 +255,8 @@ def _audit_tamper(op: Operation) -> Check:
     code, lines = _verify(op, copy)
     name = victim.name
     named = [line for line in lines if name in line]
-    ok = code == 1 and bool(named)
-    return Check(
-        "OQ-10", ok, named[0] if named else f"not named: exit {code}, {lines[:3]}", {"changed": name}
-    )
+    what = f"exit {code}: {named[0]}" if named else f"not named: exit {code}, {lines[:3]}"
+    return Check("OQ-10", what, {"named": seen(code == 1 and bool(named), what)}, {"changed": name})
 
 
 def _signature(op: Operation) -> Check:
@@ -191,18 +264,32 @@ def _signature(op: Operation) -> Check:
     doc = _report(op)
     sigs = doc.get("signatures", [])
     ours = [
-        s for s in sigs if s["key"] == SIGNER and s["meaning"] == "approved" and s["user"] == "OQ Reviewer"
+        s
+        for s in sigs
+        if s["key"] == SIGNER and s["meaning"] == "approved" and s["full_name"] == REVIEWER and s["verified"]
     ]
     # after the signature, a signed back-dated context change inside the batch changed the report
     flagged = bool(ours) and not ours[0]["covers_current"]
-    verified = code == 0 and lines[0].endswith("1 digital signature verified")
-    ok = op.signature_seq is not None and verified and flagged
+    verified = code == 0 and "; 1 digital signature verified" in lines[0]  # (by whom follows)
     said = lines[0].rsplit(";", 1)[-1].strip() if lines else "-"
+    observed = {
+        "sign": seen(
+            op.signature_seq is not None,
+            f"signature entry uns-cli #{op.signature_seq} of {BATCH} (approved, key {SIGNER})"
+            if op.signature_seq is not None
+            else "no signature entry",
+        ),
+        "verified": seen(verified, f"audit verify exit {code}: {said}"),
+        "flagged": seen(
+            flagged,
+            f"{len(ours)} signature(s) of OQ Reviewer listed; covers the current report: {not flagged}",
+        ),
+    }
     detail = (
         f"signature uns-cli #{op.signature_seq} of {BATCH} (approved, key {SIGNER}); audit verify: {said}; "
         f"after a signed back-dated context change the report says it no longer covers the report: {flagged}"
     )
-    return Check("OQ-11", ok, detail, {"signatures": sigs})
+    return Check("OQ-11", detail, observed, {"signatures": sigs})
 
 
 def _signed_context(op: Operation) -> Check:
@@ -212,14 +299,22 @@ def _signed_context(op: Operation) -> Check:
     rejected = {
         e for (e,) in _rows(op, "SELECT error FROM rejected WHERE NOT starts_with(topic, 'spBv1.0/')")
     }
-    ok = (
-        status.get("signed", ("",))[0] == "applied"
-        and status.get("unsigned", ("",))[0] == "rejected"
-        and status.get("untrusted", ("",))[0] == "rejected"
-        and signer == [(SIGNER,)]
-        and {status["unsigned"][1], status["untrusted"][1]} <= rejected
-    )
-    return Check("OQ-12", ok, "; ".join(f"{k}: {s} ({r or 'ok'})" for k, (s, r) in status.items()))
+    said = {k: f"{k}: {s} ({r or 'ok'})" for k, (s, r) in status.items()}
+    reasons = {status.get("unsigned", ("", None))[1], status.get("untrusted", ("", None))[1]}
+    observed = {
+        "applied": seen(
+            status.get("signed", ("",))[0] == "applied" and signer == [(SIGNER,)],
+            f"{said.get('signed', 'signed: not sent')}; signer stored: {[s for (s,) in signer]}",
+        ),
+        "rejected": seen(
+            status.get("unsigned", ("",))[0] == "rejected"
+            and status.get("untrusted", ("",))[0] == "rejected"
+            and reasons <= rejected,
+            f"{said.get('unsigned', 'unsigned: not sent')}; {said.get('untrusted', 'untrusted: not sent')}; "
+            f"reasons in rejected: {sorted(str(r) for r in reasons if r in rejected)}",
+        ),
+    }
+    return Check("OQ-12", "; ".join(said.values()), observed)
 
 
 CHECKS: list[tuple[str, Callable[[Operation], Check]]] = [
@@ -244,6 +339,5 @@ def oq_checks(op: Operation) -> list[Check]:
     checks = [run_check(req, partial(fn, op)) for req, fn in CHECKS]
     if op.problems:
         for check in checks:
-            check.passed = False
-            check.detail = f"{'; '.join(op.problems)} -- {check.detail}"
+            check.fail_all("; ".join(op.problems))
     return checks

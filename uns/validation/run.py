@@ -1,80 +1,178 @@
-"""``uns validate``: installation and operational qualification, with evidence to file.
+"""``uns validate``: a protocol, then its execution, with evidence to file.
 
-Runs the IQ checks (:mod:`uns.validation.iq`) and the OQ scenario and checks
-(:mod:`uns.validation.oq`, :mod:`uns.validation.oq_checks`), each check proving
-one requirement (docs/gxp.md has the traceability matrix), and writes to ``--out``:
+- :func:`write_protocol` (``--protocol-only``): the protocol of the parts chosen for
+  this version and configuration (:mod:`uns.validation.protocol`), as JSON, HTML and
+  PDF, with its SHA-256.
+- :func:`run_validation`: executes a protocol -- the file given (``--protocol``,
+  refused in one line when it is not one this installation may execute) or, without
+  one, the protocol written for this run -- and writes into ``--out``:
 
-- ``validation.json``: every requirement with pass/fail, what was seen, the
-  environment, the times, and the SHA-256 of each artifact;
-- ``validation.html`` (self-contained) and ``validation.pdf`` (headless Chromium, as
-  the batch report's; left out with a note when Chromium is missing);
-- the OQ's artifacts: ``oq/`` with its lake, the engine's log and the batch report
-  it checked;
-- ``SHA256SUMS``: the SHA-256 of every file above (``sha256sum -c SHA256SUMS``).
+  - ``protocol.json``: the protocol executed, as given;
+  - ``validation.json``, ``validation.html``, ``validation.pdf``: per requirement and
+    step the expected result (the protocol's words) against the actual one,
+    pass/fail, a numbered deviation for every failure with what was observed, the
+    protocol's approvals found in the lake, the environment, "N of M passed";
+  - what the OQ used and made (``oq/``: its lake, the engine's log, the batch report);
+  - ``SHA256SUMS`` over every file of the folder but itself; its own SHA-256 is
+    printed and recorded as an audit entry in the OQ's lake or the lake of ``--lake``.
 
-The exit code is 0 only when every check passed.
+IQ: :mod:`uns.validation.iq`; OQ: :mod:`uns.validation.oq` and
+:mod:`uns.validation.oq_checks`; PQ on the plant's own configuration and lake:
+:mod:`uns.validation.pq`.  The exit code is 0 only when every requirement passed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import getpass
-import hashlib
 import json
-import os
-import platform
 import shutil
 import socket
-import sys
 import time
-from collections.abc import Callable
-from importlib import resources
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any
 
 import uns
-from uns.validation.checks import REQUIREMENTS, Check
+from uns.errors import UnsError
+from uns.validation.checks import PARTS, REQUIREMENTS, Check
+from uns.validation.evidence import deviations, record_seal, seal, summary, write_document
 
-__all__ = ["PARTS", "run_validation"]
+if TYPE_CHECKING:
+    from uns.config import Config
 
-PARTS: Final = ("iq", "oq")
+__all__ = ["ValidationRequest", "run_validation", "write_protocol"]
+
 Echo = Callable[[str], Any]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+@dataclass(frozen=True, slots=True)
+class ValidationRequest:
+    """What ``uns validate`` was asked: the folder, the parts, and where they run."""
 
-
-def _environment(broker: str | None) -> dict[str, Any]:
-    from uns.mqtt.settings import parse_broker_url  # noqa: PLC0415
-
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = f"uid:{os.getuid()}"
-    return {
-        "host": socket.gethostname(),
-        "user": user,
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "python_executable": sys.executable,
-        "uns_version": uns.__version__,
-        "uns_location": str(Path(uns.__file__).resolve().parent.parent),
-        "broker": parse_broker_url(broker).masked_url() if broker else "private mosquitto on a free port",
-    }
+    out: Path
+    parts: tuple[str, ...] = ("iq", "oq")
+    broker: str | None = None  # the OQ's broker (None: a private mosquitto)
+    config_file: str | None = None
+    lake: str | None = None  # the PQ's lake; the lake the seal is recorded in
+    batches: tuple[str, ...] = ()  # the PQ's batches
+    protocol_file: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _operational(out: Path, broker: str | None, echo: Echo) -> tuple[list[Check], list[Path], dict[str, str]]:
+def _empty_folder(target: Path) -> None:
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise UnsError(f"{target} is not empty: evidence goes into a directory of its own")
+    target.mkdir(parents=True, exist_ok=True)
+
+
+def _config(file: str | None) -> Config:
+    from uns.config import load_config  # noqa: PLC0415
+
+    return load_config(file)
+
+
+def _masked(broker: str | None) -> str | None:
+    from uns.mqtt.settings import parse_broker_url  # noqa: PLC0415
+
+    return parse_broker_url(broker).masked_url() if broker else None
+
+
+def _protocol(request: ValidationRequest, config: Config | None) -> dict[str, Any]:
+    from uns.validation.environment import environment  # noqa: PLC0415
+    from uns.validation.oq import KILL_AT_S, RUN_S  # noqa: PLC0415
+    from uns.validation.protocol import build_protocol, config_sha256  # noqa: PLC0415
+
+    if "pq" in request.parts and not request.lake:
+        raise UnsError("the PQ runs on the plant's lake: pass --lake LAKE (and --config FILE)")
+    env = environment(None, broker=request.broker, config_file=request.config_file)
+    configuration = {
+        "file": env["config_file"],
+        "file_sha256": env["config_file_sha256"],
+        "sha256": config_sha256(config) if config is not None else None,
+    }
+    oq = {"broker": _masked(request.broker) or "private mosquitto", "plant": "simulated pilot plant",
+          "run_s": RUN_S, "kill_at_s": KILL_AT_S}  # fmt: skip
+    pq = {
+        "lake": str(Path(request.lake).resolve()) if request.lake else None,
+        "batches": list(request.batches),
+    }
+    return build_protocol(
+        request.parts, created=_now(), author=env["user"], host=socket.gethostname(),
+        configuration=configuration, oq=oq, pq=pq,
+    )  # fmt: skip
+
+
+def write_protocol(request: ValidationRequest, echo: Echo = print) -> int:
+    """``--protocol-only``: the protocol into ``request.out`` as JSON, HTML and PDF."""
+    config = _config(request.config_file)
+    doc = _protocol(request, config)
+    _empty_folder(request.out)
+    write_document(request.out, "protocol", doc, "protocol.html.j2", echo)
+    done = seal(request.out)
+    echo(f"uns validate: the protocol of {', '.join(p.upper() for p in doc['parts'])} "
+         f"({len(doc['requirements'])} requirements) is in {request.out}")  # fmt: skip
+    echo(f"protocol SHA-256: {doc['protocol_sha256']}")
+    echo(f"approve it with: uns audit sign {request.out / 'protocol.json'} --meaning approved --user NAME "
+         "[--key KEY] --lake LAKE (or sign the printed protocol)")  # fmt: skip
+    echo(f"SHA256SUMS ({done.files} files) SHA-256: {done.sha256}")
+    return 0
+
+
+def _resolve(request: ValidationRequest) -> tuple[ValidationRequest, dict[str, Any] | None, Config | None]:
+    """The request as the protocol file says (its parts, configuration, lake, batches),
+    the protocol (None: none given) and the configuration; UnsError when the file may not
+    be executed here."""
+    from uns.errors import ConfigError  # noqa: PLC0415
+    from uns.validation.protocol import config_sha256, load_protocol  # noqa: PLC0415
+
+    if request.protocol_file is None:
+        try:
+            return request, None, _config(request.config_file)
+        except ConfigError:
+            if "pq" in request.parts:
+                raise
+            return request, None, None  # IQ-07 fails and says why
+    probe = load_protocol(request.protocol_file, config_sha256=None)
+    written_for = probe["configuration"].get("file")
+    file = request.config_file
+    if file is None and written_for and not str(written_for).startswith("(none"):
+        file = str(written_for)
+    config = _config(file)
+    protocol = load_protocol(request.protocol_file, config_sha256=config_sha256(config))
+    oq = protocol.get("oq") or {}
+    here = _masked(request.broker) or "private mosquitto"
+    if "oq" in protocol["parts"] and here != oq.get("broker"):
+        raise UnsError(
+            f"the protocol's OQ runs on {oq.get('broker')}, not on {here} (give the same --broker)"
+        )
+    pq = protocol.get("pq") or {}
+    resolved = replace(
+        request, parts=tuple(protocol["parts"]), config_file=file,
+        lake=pq.get("lake") or request.lake, batches=tuple(pq.get("batches") or ()),
+    )  # fmt: skip
+    return resolved, protocol, config
+
+
+def _approvals(protocol: dict[str, Any], lake: str | None, config: Config | None) -> dict[str, Any]:
+    """The protocol's signatures in the lake (``--lake``, else the configured one)."""
+    from uns.validation.documents import document_signatures  # noqa: PLC0415
+
+    where = lake or (config.lake.path if config is not None else None)
+    subject = f"protocol:{protocol['protocol_sha256']}"
+    if not where or not Path(where).is_dir():
+        return {"lake": where, "signatures": [], "note": "no lake to look in: approval on paper"}
+    trusted = config.audit.trusted_keys if config is not None else None
+    found = [s.to_dict() for s in document_signatures(where, subject, trusted)]
+    note = "" if found else f"no signature of this protocol in {where}: approval on paper"
+    return {"lake": where, "signatures": found, "note": note}
+
+
+def _operational(out: Path, broker: str | None, echo: Echo) -> tuple[list[Check], list[Path], dict[str, Any]]:
     from uns.validation.oq import operate  # noqa: PLC0415
     from uns.validation.oq_checks import oq_checks, report_html  # noqa: PLC0415
 
@@ -90,92 +188,119 @@ def _operational(out: Path, broker: str | None, echo: Echo) -> tuple[list[Check]
     report = report_html(op)
     if report is not None:
         artifacts.append(report)
-    namespace = {"tag": op.tag, "group": op.group, "prefix": op.prefix, "host_id": op.host_id}
+    namespace = {"tag": op.tag, "group": op.group, "prefix": op.prefix, "host_id": op.host_id,
+                 "lake": str(op.lake)}  # fmt: skip
     return checks, artifacts, namespace
 
 
-def run_validation(
-    out: str | Path, *, broker: str | None = None, only: str | None = None, echo: Echo = print
-) -> int:
-    """Run the qualification (``only``: "iq" or "oq"; default both), write the evidence
-    into ``out``; 0 when every check passed, else 1."""
-    from uns.errors import UnsError  # noqa: PLC0415
+def _execute(
+    request: ValidationRequest, config: Config | None, echo: Echo
+) -> tuple[list[Check], list[Path], dict[str, Any]]:
     from uns.validation.iq import iq_checks  # noqa: PLC0415
 
-    if only is not None and only not in PARTS:
-        raise UnsError(f"--only must be iq or oq, not {only!r}")
-    target = Path(out)
-    if target.exists() and any(target.iterdir()):
-        raise UnsError(f"{target} is not empty: evidence goes into a directory of its own")
-    target.mkdir(parents=True, exist_ok=True)
-    started, t0 = _now(), time.perf_counter()
     checks: list[Check] = []
     artifacts: list[Path] = []
-    if only in (None, "iq"):
+    oq_namespace: dict[str, Any] = {}
+    if "iq" in request.parts:
         echo("IQ: Python, uns, dependencies, installed files against their RECORD, schemas, config ...")
-        checks += iq_checks()
-    oq_namespace: dict[str, str] = {}
-    if only in (None, "oq"):
-        more, files, oq_namespace = _operational(target, broker, echo)
+        checks += iq_checks(request.config_file)
+    if "oq" in request.parts:
+        more, files, oq_namespace = _operational(request.out, request.broker, echo)
         checks += more
         artifacts += files
-    passed = all(c.passed for c in checks)
+    if "pq" in request.parts:
+        from uns.validation.pq import pq_checks  # noqa: PLC0415
+
+        assert config is not None
+        assert request.lake is not None
+        echo(f"PQ: the plant's model, spec, audit trail and batches in {request.lake} ...")
+        checks += pq_checks(config, request.lake, request.batches)
+    return checks, artifacts, oq_namespace
+
+
+def run_validation(request: ValidationRequest, echo: Echo = print) -> int:
+    """Execute the protocol of ``request`` (see the module doc); 0 when every requirement
+    passed, else 1.  UnsError (one line) when it cannot start."""
+    from uns.validation.environment import environment  # noqa: PLC0415
+
+    unknown = [p for p in request.parts if p not in PARTS]
+    if unknown:
+        raise UnsError(f"unknown part {unknown[0]!r}: iq, oq or pq")
+    request, given, config = _resolve(request)
+    protocol = given or _protocol(request, config)
+    _empty_folder(request.out)
+    protocol_path = request.out / "protocol.json"
+    if request.protocol_file is not None:
+        shutil.copyfile(request.protocol_file, protocol_path)
+    else:
+        protocol_path.write_text(json.dumps(protocol, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    started, t0 = _now(), time.perf_counter()
+    checks, artifacts, oq_namespace = _execute(request, config, echo)
+    wanted = [r["id"] for r in protocol["requirements"]]
+    expected = {r["id"]: {s["id"]: s["expected"] for s in r["steps"]} for r in protocol["requirements"]}
+    executed = [c.to_dict(expected[c.requirement]) for c in checks if c.requirement in expected]
+    found = deviations(executed)
+    passed = bool(executed) and all(c["result"] == "pass" for c in executed)
     evidence = {
-        "title": f"uns {uns.__version__} installation and operational qualification",
+        "title": f"uns {uns.__version__} {'/'.join(p.upper() for p in request.parts)} executed protocol",
         "result": "pass" if passed else "fail",
-        "parts": [only] if only else list(PARTS),
+        "summary": summary(executed, found),
+        "passed": sum(1 for c in executed if c["result"] == "pass"),
+        "total": len(executed),
+        "parts": list(request.parts),
+        "protocol": {
+            "file": "protocol.json",
+            "sha256": protocol["protocol_sha256"],
+            "given": request.protocol_file is not None,
+            "created": protocol["created"],
+            "approvals": _approvals(protocol, request.lake, config)
+            if request.protocol_file
+            else {"signatures": [], "note": "written for this run, not approved before execution"},
+        },
         "started": started,
         "finished": _now(),
         "seconds": round(time.perf_counter() - t0, 1),
-        "environment": _environment(broker),
-        "checks": [c.to_dict() for c in checks],
-        "requirements_not_run": sorted(set(REQUIREMENTS) - {c.requirement for c in checks}),
+        "environment": environment(config, broker=request.broker, config_file=request.config_file),
+        "checks": executed,
+        "deviations": found,
+        "requirements_not_run": [r for r in wanted if r not in {c["requirement"] for c in executed}],
+        "requirements_not_in_protocol": [r for r in REQUIREMENTS if r not in wanted],
         "oq_namespace": oq_namespace,
+        "pq": {"lake": request.lake, "batches": list(request.batches)} if "pq" in request.parts else None,
         "artifacts": [
-            {"file": str(p.relative_to(target)), "sha256": _sha256(p), "bytes": p.stat().st_size}
-            for p in artifacts
+            {"file": p.relative_to(request.out).as_posix(), "sha256": _sha(p), "bytes": p.stat().st_size}
+            for p in [protocol_path, *artifacts]
         ],
     }
-    written = _write_evidence(target, evidence, echo)
-    sums = target / "SHA256SUMS"
-    sums.write_text("".join(f"{_sha256(p)}  {p.relative_to(target)}\n" for p in [*artifacts, *written]))
-    for c in checks:
-        echo(f"  {c.requirement} {'pass' if c.passed else 'FAIL'}  {c.detail[:160]}")
-    failed = [c.requirement for c in checks if not c.passed]
-    summary = "every check passed" if passed else f"FAILED: {', '.join(failed)}"
-    echo(f"uns validate: {summary} ({len(checks)} checks, {evidence['seconds']} s); evidence in {target}")
+    write_document(request.out, "validation", evidence, "validation.html.j2", echo)
+    done = seal(request.out)
+    lake = request.lake or oq_namespace.get("lake")
+    detail = {"result": evidence["result"], "summary": evidence["summary"],
+              "protocol_sha256": protocol["protocol_sha256"], "out": str(request.out.resolve())}  # fmt: skip
+    sealed = record_seal(done, lake, detail, "no lake: pass --lake to record the seal")
+    _report(executed, evidence, request, sealed, echo)
     return 0 if passed else 1
 
 
-def _write_evidence(target: Path, evidence: dict[str, Any], echo: Echo) -> list[Path]:
-    """validation.json, validation.html and (when Chromium is there) validation.pdf."""
-    import jinja2  # noqa: PLC0415
+def _sha(path: Path) -> str:
+    from uns.lake.hashing import file_sha256  # noqa: PLC0415
 
-    json_path = target / "validation.json"
-    json_path.write_text(
-        json.dumps(evidence, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8"
-    )
-    template = (
-        resources.files("uns.validation")
-        .joinpath("templates", "validation.html.j2")
-        .read_text(encoding="utf-8")
-    )
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    html = env.from_string(template).render(
-        doc=evidence, json_sha256=_sha256(json_path), requirements=REQUIREMENTS
-    )
-    html_path = target / "validation.html"
-    html_path.write_text(html, encoding="utf-8")
-    written = [json_path, html_path]
-    try:
-        from uns.pdf import render_pdf  # noqa: PLC0415
+    return file_sha256(path)
 
-        pdf = render_pdf(html)
-    except Exception as exc:  # no Chromium: the HTML is the evidence, the JSON says why
-        echo(f"uns validate: no PDF ({type(exc).__name__}: {exc})")
-        (target / "validation.pdf.missing").write_text(f"{type(exc).__name__}: {exc}\n")
-    else:
-        pdf_path = target / "validation.pdf"
-        pdf_path.write_bytes(pdf)
-        written.append(pdf_path)
-    return written
+
+def _report(executed: Sequence[dict[str, Any]], evidence: dict[str, Any], request: ValidationRequest,
+            sealed: Any, echo: Echo) -> None:  # fmt: skip
+    for c in executed:
+        echo(f"  {c['requirement']} {'pass' if c['result'] == 'pass' else 'FAIL'}  {c['detail'][:160]}")
+    for d in evidence["deviations"]:
+        echo(f"  {d['number']} {d['requirement']} step {d['step']}: expected {d['expected']}; "
+             f"observed {str(d['observed'])[:200]}")  # fmt: skip
+    verdict = "PASS" if evidence["result"] == "pass" else "FAIL"
+    echo(
+        f"uns validate: {verdict}, {evidence['summary']} ({evidence['seconds']} s); evidence in {request.out}"
+    )
+    where = (
+        f"recorded in {sealed.lake} as audit entry {sealed.writer_id} #{sealed.seq}" if sealed.seq is not None
+        else f"not recorded ({sealed.why})"
+    )  # fmt: skip
+    echo(f"SHA256SUMS ({sealed.files} files) SHA-256: {sealed.sha256}; {where}")

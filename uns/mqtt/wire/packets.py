@@ -150,23 +150,26 @@ def encode_connect(
     username: str | None = None,
     password: str | None = None,
     will: Will | None = None,
+    level: int = 4,
+    properties: bytes = b"",
 ) -> bytes:
-    """A CONNECT packet (protocol "MQTT", level 4)."""
-    if password is not None and username is None:
+    """A CONNECT packet (protocol "MQTT", level 4; :func:`uns.mqtt.wire.v5.encode_connect5` passes
+    level 5 and its ``properties``, and then a Will has an empty property block too)."""
+    if password is not None and username is None and level == 4:
         username = ""  # 3.1.1 allows a password only together with a user name [MQTT-3.1.2-22]
     flags = 0x02 if clean_session else 0
     payload = _string(identifier.encode())
     if will is not None:
         flags |= 0x04 | will.qos << 3 | (0x20 if will.retain else 0)
-        payload += _string(will.topic.encode()) + _string(will.payload)
+        payload += (b"\x00" if properties else b"") + _string(will.topic.encode()) + _string(will.payload)
     if username is not None:
         flags |= 0x80
         payload += _string(username.encode())
     if password is not None:
         flags |= 0x40
         payload += _string(password.encode())
-    header = _string(b"MQTT") + bytes((4, flags)) + keepalive.to_bytes(2, "big")
-    return _packet(CONNECT << 4, header + payload)
+    header = _string(b"MQTT") + bytes((level, flags)) + keepalive.to_bytes(2, "big")
+    return _packet(CONNECT << 4, header + properties + payload)
 
 
 def encode_connack(code: int = 0, *, session_present: bool = False) -> bytes:
@@ -175,12 +178,21 @@ def encode_connack(code: int = 0, *, session_present: bool = False) -> bytes:
 
 
 def encode_publish(
-    topic: str, payload: bytes, qos: int = 0, retain: bool = False, packet_id: int = 0, dup: bool = False
+    topic: str,
+    payload: bytes,
+    qos: int = 0,
+    retain: bool = False,
+    packet_id: int = 0,
+    dup: bool = False,
+    properties: bytes = b"",
 ) -> bytes:
-    """A PUBLISH packet; ``packet_id`` is used (and required) when ``qos`` > 0."""
+    """A PUBLISH packet; ``packet_id`` is used (and required) when ``qos`` > 0; ``properties``
+    is MQTT 5's property block (:func:`uns.mqtt.wire.v5.encode_publish5`)."""
     head = _string(topic.encode())
     if qos:
         head += packet_id.to_bytes(2, "big")
+    if properties:
+        head += properties
     first = PUBLISH << 4 | (0x08 if dup else 0) | qos << 1 | (1 if retain else 0)
     body_len = len(head) + len(payload)
     return bytes((first,)) + encode_remaining_length(body_len) + head + payload

@@ -1,12 +1,17 @@
-"""MQTT 3.1.1 byte streams split into packets, incrementally (no I/O).  Part of :mod:`uns.mqtt.wire`.
+"""MQTT byte streams split into packets, incrementally (no I/O).  Part of :mod:`uns.mqtt.wire`.
 
 A packet split over several received chunks is joined only once it is complete,
-so a large message arriving in pieces costs one copy, not one per piece."""
+so a large message arriving in pieces costs one copy, not one per piece.  The
+client's readers speak MQTT 3.1.1 or, with ``v5=True``, MQTT 5.0: a PUBLISH then
+has a property block between its topic (and packet id) and its payload, read by
+:func:`uns.mqtt.wire.v5.publish_payload_start` (inlined here for its common case,
+an empty block), and the acknowledgements may carry reason codes."""
 
 from __future__ import annotations
 
 from uns.mqtt.wire.packets import (
     CONNACK,
+    DISCONNECT,
     MAX_REMAINING_LENGTH,
     PINGRESP,
     PUBACK,
@@ -20,6 +25,7 @@ from uns.mqtt.wire.packets import (
     parse_ack,
     remaining_length_at,
 )
+from uns.mqtt.wire.v5 import parse_ack5, publish_payload_start
 
 __all__ = ["FrameReader", "HeldAckReader", "PacketReader"]
 
@@ -99,8 +105,10 @@ class PacketReader(_Stream):
     the messages before it are kept.
     """
 
-    def __init__(self, messages: list[Message] | None = None) -> None:
+    def __init__(self, messages: list[Message] | None = None, *, v5: bool = False) -> None:
         super().__init__()
+        #: MQTT 5.0: PUBLISH has properties, acknowledgements reason codes, DISCONNECT may come
+        self.v5 = v5
         self.messages: list[Message] = [] if messages is None else messages
         #: PUBACK / PUBREC / PUBCOMP bytes owed to the broker
         self.replies = bytearray()
@@ -121,6 +129,7 @@ class PacketReader(_Stream):
         pos = 0
         end = 0
         append = self.messages.append
+        v5 = self.v5
         controls: list[tuple[int, int, bytes]] = []
         while n - pos >= 2:
             first = buf[pos]
@@ -148,6 +157,11 @@ class PacketReader(_Stream):
                 payload_start = topic_end + 2 if qos else topic_end
                 if payload_start > end:
                     raise MqttProtocolError("PUBLISH topic longer than the packet")
+                if v5:  # the property block: usually empty (one 0 byte), else read and skipped
+                    if payload_start < end and not buf[payload_start]:
+                        payload_start += 1
+                    else:
+                        payload_start = publish_payload_start(buf, payload_start, end)
                 raw_topic = buf[start + 2 : topic_end]
                 try:
                     topic = raw_topic.decode()
@@ -157,7 +171,7 @@ class PacketReader(_Stream):
                 if not qos:
                     append((topic, buf[payload_start:end], 0, first & 1 == 1))
                 elif qos == 1:
-                    self.replies += b"\x40\x02" + buf[topic_end:payload_start]
+                    self.replies += b"\x40\x02" + buf[topic_end : topic_end + 2]
                     append((topic, buf[payload_start:end], 1, first & 1 == 1))
                 else:
                     self._publish_qos2(buf, first, topic, topic_end, payload_start, end)
@@ -172,7 +186,7 @@ class PacketReader(_Stream):
     ) -> None:
         if first & 0x06 == 0x06:
             raise MqttProtocolError("PUBLISH with QoS 3")
-        packet_id = buf[topic_end:payload_start]
+        packet_id = buf[topic_end : topic_end + 2]
         self.replies += b"\x50\x02" + packet_id
         key = int.from_bytes(packet_id, "big")
         if key not in self._qos2_open:  # a DUP resend of an id not yet released is the same message
@@ -181,6 +195,9 @@ class PacketReader(_Stream):
 
     def _control(self, first: int, body: bytes, controls: list[tuple[int, int, bytes]]) -> None:
         kind = first >> 4
+        if self.v5:
+            self._control5(kind, first, body, controls)
+            return
         if kind == PUBREL:
             self._qos2_open.discard(parse_ack(body, "PUBREL"))
             self.replies += b"\x70\x02" + body
@@ -190,6 +207,22 @@ class PacketReader(_Stream):
         if kind == SUBACK and len(body) < 3:
             raise MqttProtocolError("SUBACK without a return code")
         if kind not in (CONNACK, PUBACK, PUBREC, PUBCOMP, SUBACK, UNSUBACK, PINGRESP):
+            raise MqttProtocolError(f"unexpected packet type {kind}")
+        controls.append((kind, first & 0x0F, body))
+
+    def _control5(self, kind: int, first: int, body: bytes, controls: list[tuple[int, int, bytes]]) -> None:
+        """MQTT 5.0: acknowledgements with reason codes and properties, DISCONNECT from the broker
+        (the caller parses the bodies with :mod:`uns.mqtt.wire.v5`)."""
+        if kind == PUBREL:
+            packet_id = parse_ack5(body)[0]
+            self._qos2_open.discard(packet_id)
+            self.replies += b"\x70\x02" + packet_id.to_bytes(2, "big")
+            return
+        if kind in (PUBACK, PUBREC, PUBCOMP) and len(body) < 2:
+            raise MqttProtocolError(f"packet type {kind} of {len(body)} bytes")
+        if kind in (CONNACK, SUBACK, UNSUBACK) and len(body) < 3:
+            raise MqttProtocolError(f"packet type {kind} of {len(body)} bytes")
+        if kind not in (CONNACK, PUBACK, PUBREC, PUBCOMP, SUBACK, UNSUBACK, PINGRESP, DISCONNECT):
             raise MqttProtocolError(f"unexpected packet type {kind}")
         controls.append((kind, first & 0x0F, body))
 
@@ -203,8 +236,8 @@ class HeldAckReader(PacketReader):
     separate, plainer loop than :meth:`PacketReader.feed`, so that the measurement
     path's reader pays nothing for this mode."""
 
-    def __init__(self, messages: list[Message] | None = None) -> None:
-        super().__init__(messages)
+    def __init__(self, messages: list[Message] | None = None, *, v5: bool = False) -> None:
+        super().__init__(messages, v5=v5)
         #: the packet id of each message in ``messages`` (same index), 0 when nothing is owed
         self.packet_ids: list[int] = []
 
@@ -243,6 +276,8 @@ class HeldAckReader(PacketReader):
         payload_start = topic_end + 2 if qos else topic_end
         if payload_start > end:
             raise MqttProtocolError("PUBLISH topic longer than the packet")
+        if self.v5:
+            payload_start = publish_payload_start(buf, payload_start, end)
         raw_topic = buf[start + 2 : topic_end]
         try:
             topic = raw_topic.decode()
