@@ -114,7 +114,7 @@ def _events(parts: Sequence[TableColumns]) -> list[dict[str, Any]]:
 
 class AuditRecorder:
     """Appends to writer ``writer_id``'s chain in the lake at ``root``; ``table(name)`` opens
-    (or creates) a table of the lake (:meth:`lake.writer.DeltaWriter._handle`)."""
+    a table of the lake (:meth:`lake.writer.DeltaWriter._handle`)."""
 
     def __init__(self, store: LakeStore, writer_id: str, table: Callable[[str], DeltaTable]) -> None:
         self.store = store
