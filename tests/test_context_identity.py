@@ -374,6 +374,9 @@ async def test_a_restarted_engine_on_the_same_lake_applies_redelivered_events_on
             for round_, status in enumerate(("applied", "duplicate")):
                 engine = build_engine(config)
                 assert set(engine.dispatch.applied_ids) == (set() if round_ == 0 else set(expected_ids))
+                # a restarted engine has the context in effect from its first sample on
+                restored = {} if round_ == 0 else {"batch_id": "B-1", "phase": "dry_mix", "operator": "jdoe"}
+                assert engine.context.at(UNIT, 1767261603000) == restored
                 async with running_engine(engine):
                     for payload in events:
                         await mes.publish(topic, payload, qos=1)
