@@ -66,6 +66,17 @@ if [ -n "$extras" ] && [ ! -x /usr/sbin/slapd ]; then
     fi
 fi
 
+# 2f. a C compiler and the Python headers: pip builds the native DATA decoder with them
+#     (uns/sparkplug/_speedups.c).  Optional: without them uns runs the pure-Python decoder.
+include=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+missing=""
+command -v cc >/dev/null 2>&1 || missing="$missing gcc libc6-dev"
+[ -f "$include/Python.h" ] || missing="$missing python3-dev"
+if [ -n "$missing" ]; then
+    if is_root; then apt_install $missing; else
+        say "the native decoder needs a C compiler and the Python headers: run 'sudo apt-get install$missing' (uns runs without it, slower)"; fi
+fi
+
 # 3. virtualenv + packages
 if [ ! -x .venv/bin/python ]; then
     if ! "$py" -m venv .venv 2>/dev/null; then
@@ -75,11 +86,13 @@ if [ ! -x .venv/bin/python ]; then
     fi
 fi
 stamp=".venv/.uns-installed${extras}"
-want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
+# the C sources too: an editable install builds the extension once, so a changed source re-installs
+want=$(cat pyproject.toml uns/sparkplug/_speedups.c uns/sparkplug/spdata.h | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     say "installing uns${extras} and its dependencies into .venv (first run takes a minute)"
     .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}" 2>&1 | grep -v '^WARNING: Location' || true
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}" 2>&1 \
+        | grep -v -e '^WARNING: Location' -e 'BuildBackendWarning: .*ext-modules' -e 'config = read_configuration' || true
     .venv/bin/python -c 'import uns.cli.app, uns.lake' || { say "installation failed"; exit 1; }
     echo "$want" > "$stamp"
 fi

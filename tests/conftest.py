@@ -12,9 +12,42 @@ import pytest
 
 from tests.s3_server import S3Server, running_s3
 from uns.mqtt.mosquitto import Mosquitto, find_mosquitto, free_port, running_mosquitto
+from uns.sparkplug import native
 
 #: fixtures that start a real mosquitto: a test using one is an integration test, marked or not
 BROKER_FIXTURES = frozenset({"broker", "second_broker", "own_broker", "persistent_broker"})
+
+#: Test modules that run twice: with the native DATA decoder and with the pure-Python one
+#: (``UNS_NATIVE=0``, also for the processes they start).  The engine, session, codec and lake
+#: tests whose path the native decoder changes; the rest runs with whatever is installed.
+BOTH_DECODERS = frozenset(
+    {
+        "test_session_fast",
+        "test_session",
+        "test_engine_unit",
+        "test_pipeline",
+        "test_lake_crash",
+        "test_engine_host",
+    }
+)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.module.__name__.rpartition(".")[2] in BOTH_DECODERS:
+        metafunc.fixturenames.append("decoder")
+        metafunc.parametrize("decoder", ["native", "python"], indirect=True)
+
+
+@pytest.fixture
+def decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``native``: the extension (skipped when it is not built); ``python``: the reference."""
+    mode: str = request.param
+    if mode == "python":
+        monkeypatch.setenv("UNS_NATIVE", "0")
+        monkeypatch.setattr(native, "AVAILABLE", False)
+    elif not native.AVAILABLE:
+        pytest.skip(native.STATUS)
+    return mode
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

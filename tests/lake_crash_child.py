@@ -12,7 +12,9 @@
     of ``measurements`` per snapshot.
 
 Every row of batch ``i`` is identifiable: measurements have ``ts = BASE_TS + i``
-and metric ``m<j>``; the other tables carry ``i`` in their timestamp as well.
+and metric ``m<j>``; the other tables carry ``i`` in their timestamp as well.  The
+measurements of every odd batch travel as a sample block (columns, what the native
+decoder makes: uns.lake.blocks) unless ``UNS_NATIVE=0``, so the WAL holds both kinds.
 """
 
 from __future__ import annotations
@@ -22,8 +24,20 @@ import dataclasses
 import sys
 import time
 
-from uns.core.events import Batch, CatalogEntry, ContextChange, Rejected, Sample, SessionEvent
+from uns.core.events import (
+    BLOCK_FLOAT,
+    BLOCK_INT,
+    BLOCK_ROW,
+    Batch,
+    CatalogEntry,
+    ContextChange,
+    Rejected,
+    Sample,
+    SampleBlock,
+    SessionEvent,
+)
 from uns.lake import LakeConfig, LakeSink, connect
+from uns.sparkplug import native
 from uns.sparkplug.datatypes import DataType
 
 BASE_TS = 1_735_689_600_000  # 2025-01-01T00:00:00Z
@@ -40,11 +54,41 @@ def _sample(i: int, j: int, ts: int, ctx: dict[str, str]) -> Sample:
     return dataclasses.replace(sample, bdseq=0, alias=j, path=_PATH, unit="degC", context=ctx)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Born:  # what a block row needs of its born metric
+    name: str
+    alias: int
+    unit: str
+
+
+_BORN = [_Born(f"m{j}", j, "degC") for j in range(64)]
+
+
+def _block(i: int, ts: int, ctx: dict[str, str], samples: int) -> SampleBlock:
+    """The samples of :func:`_sample` as one block."""
+    rows = b"".join(
+        BLOCK_ROW.pack(ts, i, 0.0, int(DataType.Int64), BLOCK_INT) if j == 0
+        else BLOCK_ROW.pack(ts, 0, i * 0.5 + j, int(DataType.Double), BLOCK_FLOAT)
+        for j in range(samples)
+    )  # fmt: skip
+    block = SampleBlock(
+        "PilotPlant", "GRAN-Ctrl", "GR-201", i % 256, 0, ts + 3, ts, rows, tuple(_BORN[:samples])
+    )
+    block.path, block.context = _PATH, ctx
+    return block
+
+
+_BLOCKS = native.AVAILABLE
+
+
 def deterministic_batch(i: int, samples: int = SAMPLES_PER_BATCH) -> Batch:
     """Batch ``i``: ``samples`` measurements, plus now and then a row for every other table."""
     ts = BASE_TS + i
     ctx = {"batch_id": f"B{i // 100}", "phase": "dry_mix" if i % 2 else "granulate"}
-    batch = Batch(samples=[_sample(i, j, ts, ctx) for j in range(samples)])
+    if i % 2 and _BLOCKS:
+        batch = Batch(blocks=[_block(i, ts, ctx, samples)])
+    else:
+        batch = Batch(samples=[_sample(i, j, ts, ctx) for j in range(samples)])
     if i % 7 == 0:
         batch.sessions.append(SessionEvent(ts, "PilotPlant", "GRAN-Ctrl", None, "seq_gap", f"batch {i}"))
         batch.context.append(ContextChange(ts, ts + 1, _PATH, "phase", ctx["phase"], source="test"))
@@ -57,7 +101,11 @@ def deterministic_batch(i: int, samples: int = SAMPLES_PER_BATCH) -> Batch:
 
 
 async def _write(lake: str, start: int, count: int, interval: float, fsync: float) -> None:
-    config = LakeConfig(commit_interval=interval, commit_rows=2_000, fsync_interval=fsync)
+    # commit_worker_nice 0: the crashes are the test, not the worker's lower priority, which
+    # CPU hogs at nice 0 (stress-ng --cpu 2) starved past a 300 s wait for the final replay
+    config = LakeConfig(
+        commit_interval=interval, commit_rows=2_000, fsync_interval=fsync, commit_worker_nice=0
+    )
     async with LakeSink(lake, config) as sink:
         group: list[int] = []
         for i in range(start, start + count):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 
@@ -16,7 +17,15 @@ from uns.lake.schemas import SCHEMAS
 from uns.lake.tables import TABLES, batch_columns
 from uns.lake.to_arrow import arrow_table
 
-__all__ = ["break_table", "load_tables", "query", "repair_table", "views_connection"]
+__all__ = [
+    "FlockState",
+    "break_table",
+    "flock_state",
+    "load_tables",
+    "query",
+    "repair_table",
+    "views_connection",
+]
 
 
 def break_table(root: Path, table: str) -> Path:
@@ -64,3 +73,25 @@ def views_connection(
     load_tables(con, samples, changes, records)
     create_views(con)
     return con
+
+
+class FlockState(NamedTuple):
+    held: int  # processes holding the lock (0 or 1 for an exclusive lock)
+    waiting: int  # processes blocked in flock() for it
+
+
+def flock_state(path: Path) -> FlockState:
+    """Who holds and who waits for the ``flock`` on ``path``, from Linux's /proc/locks:
+    seen from outside, without taking the lock (a probe that took it would change what
+    the holders do)."""
+    st = path.stat()
+    file_id = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    held = waiting = 0
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if "FLOCK" in fields and file_id in fields:
+            if fields[1] == "->":
+                waiting += 1
+            else:
+                held += 1
+    return FlockState(held, waiting)

@@ -45,8 +45,10 @@ def config(**overrides: Any) -> Config:
 
 
 def event(i: int) -> bytes:
-    # a time the engine takes (from 2000 on, not far ahead: uns.core.intake_rules)
-    return json.dumps({"id": f"ev-{i}", "ts": 1_767_261_600_000 + i, "set": {"batch_id": f"B-{i}"}}).encode()
+    # a time the engine takes (from 2000 on, not far ahead: uns.core.intake_rules); back-dated,
+    # so with the reason context.require_reason asks for
+    event = {"id": f"ev-{i}", "ts": 1_767_261_600_000 + i, "set": {"batch_id": f"B-{i}"}, "reason": "test"}
+    return json.dumps(event).encode()
 
 
 class GatedSink(CollectingSink):

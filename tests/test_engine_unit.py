@@ -129,7 +129,8 @@ async def test_context_events_are_applied_and_bad_ones_rejected_with_their_reaso
     async with on_memory(config(), sink) as (broker, engine):
         mes = await connected(broker, "mes")
         ts = 1_767_261_600_005  # 2026: an event's own time is from 2000 on, and not far ahead
-        await mes.publish(f"{CONTEXT}/acme/line1", b'{"ts": %d, "set": {"batch_id": "B-1"}}' % ts, qos=1)
+        event = b'{"ts": %d, "set": {"batch_id": "B-1"}, "reason": "back-dated test"}' % ts
+        await mes.publish(f"{CONTEXT}/acme/line1", event, qos=1)
         await mes.publish(f"{CONTEXT}/acme/line1", b"{nope", qos=1)
         await mes.publish(f"{CONTEXT}/acme/line1", b"[1]", qos=1)
         await mes.publish(f"{CONTEXT}/acme/line1", b'{"set": {"a/b": "x"}}', qos=1)

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from tests.lake_crash_child import BASE_TS, SAMPLES_PER_BATCH, deterministic_batch
 from tests.test_lake_sink import wait_for
 from uns.cli import lake_cmds
+from uns.core.events import Batch
 from uns.errors import LakeError
 from uns.lake import Lake, LakeConfig, LakeSink, connect
 from uns.lake.maintenance import compaction_summary
@@ -197,7 +198,7 @@ async def test_the_writer_compacts_recent_partitions_itself(tmp_path: Path) -> N
     config = LakeConfig(commit_interval=60, compact_interval=0.3)
     async with LakeSink(tmp_path, config) as sink:
         for i in range(12):
-            batch = deterministic_batch(i)
+            batch = Batch(samples=deterministic_batch(i).all_samples())  # objects: their ts changes
             for s in batch.samples:
                 s.ts = now + i
             sink.add(batch)

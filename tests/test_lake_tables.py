@@ -10,6 +10,7 @@ import struct
 import zlib
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,6 +20,7 @@ from tests.lake_crash_child import deterministic_batch
 from uns.core.events import Batch, ContextChange, Sample
 from uns.core.values import value_double, value_text
 from uns.lake import LakeSink, connect
+from uns.lake.declared import view_sql
 from uns.lake.schemas import SCHEMAS
 from uns.lake.tables import (
     TABLES,
@@ -69,6 +71,39 @@ def samples(draw: st.DrawFn) -> Sample:
     )
 
 
+def _view_texts(table: pa.Table) -> list[str | None]:
+    """``value_text`` as the ``measurements`` view gives it (lake/views/measurements.sql)."""
+    con = duckdb.connect()  # preserve_insertion_order (the default): rows in the table's order
+    con.register("_uns_measurements", table)
+    con.execute(view_sql("measurements"))
+    texts = [r[0] for r in con.execute("SELECT value_text FROM measurements").fetchall()]
+    con.close()
+    return texts
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.sampled_from([DataType.Double, DataType.Float]), st.floats()),
+            st.tuples(st.just(DataType.Boolean), st.booleans()),
+            st.tuples(st.sampled_from([DataType.Int64, DataType.DateTime]), st.integers(-(2**63), 2**63 - 1)),
+            st.tuples(st.just(DataType.UInt64), st.integers(0, 2**64 - 1)),
+            st.tuples(st.just(DataType.Int8), st.integers(-128, 127)),
+            st.tuples(st.sampled_from(list(DataType)), st.none()),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_the_view_renders_numbers_exactly_as_value_text(values: list[tuple[DataType, object]]) -> None:
+    """The table stores no text for numbers and booleans: the view's is uns.core.values'."""
+    batch = Batch(samples=[Sample("G", "N", None, "m", dt, v, 0, 0, path="a") for dt, v in values])  # type: ignore[arg-type]
+    table = arrow_table("measurements", batch_columns(batch)[0], segment=1)
+    assert table.column("value_text").null_count == len(values)
+    assert _view_texts(table) == [value_text(v) for _dt, v in values]  # type: ignore[arg-type]
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(samples(), max_size=8), st.integers(0, 8), st.booleans())
 def test_rows_become_arrow_with_exact_values(batch_samples: list[Sample], split: int, shared: bool) -> None:
@@ -86,8 +121,8 @@ def test_rows_become_arrow_with_exact_values(batch_samples: list[Sample], split:
     table = arrow_table("measurements", columns[0], segment=3)
     assert table.schema == SCHEMAS["measurements"]
     got = table.to_pylist()
-    for s, row in zip(batch_samples, got, strict=True):
-        assert row["value_text"] == value_text(s.value)
+    for s, row, text in zip(batch_samples, got, _view_texts(table), strict=True):
+        assert text == value_text(s.value)
         want = value_double(s.value)
         assert (row["value_double"] is None) == (want is None)
         if want is not None:
@@ -262,6 +297,32 @@ def test_a_segment_of_the_previous_wal_format_still_replays(tmp_path: Path) -> N
     assert arrow_table("sessions", read.columns[3], segment=1).num_rows == 1
     # a context row from before event ids: the column reads as NULL
     assert arrow_table("context", read.columns[1], segment=1).to_pylist()[0]["event_id"] is None
+
+
+def test_a_segment_of_format_2_replays_into_the_lake_after_the_upgrade(tmp_path: Path) -> None:
+    """A UNSWAL2 segment (the marshalled columns alone, as the version before the native
+    decoder wrote it) left in the WAL is committed at the next start, every row once."""
+    from uns.lake.writer import DeltaWriter  # noqa: PLC0415 - deltalake: only where commits run
+
+    batches = [Batch(samples=deterministic_batch(i).all_samples()) for i in range(4)]
+    payloads = [marshal.dumps(batch_columns(b), 4) for b in batches]
+    wal = tmp_path / "_wal"
+    wal.mkdir()
+    path = wal / "0000000000000007.wal"
+    path.write_bytes(b"UNSWAL2\n" + b"".join(struct.pack("<II", len(p), zlib.crc32(p)) + p for p in payloads))
+    read = read_segment(path)
+    assert (read.records, read.torn_bytes, read.blocks) == (4, 0, [])
+    writer = DeltaWriter(tmp_path)
+    writer.open_tables()
+    result = writer.commit_segment(7, path)
+    assert result.rows_written == sum(len(b.samples) + len(b.sessions) + len(b.context) + len(b.catalog)
+                                      + len(b.rejected) for b in batches)  # fmt: skip
+    con = connect(tmp_path)
+    got = con.sql("SELECT metric, value_text, wal_segment FROM measurements ORDER BY ts, metric").fetchall()
+    con.close()
+    want = sorted((s.ts, s.metric, value_text(s.value)) for b in batches for s in b.samples)
+    assert got == [(metric, text, 7) for _ts, metric, text in want]
+    assert not path.exists()
 
 
 @pytest.mark.parametrize("width", [8, 9])

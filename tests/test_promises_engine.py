@@ -73,9 +73,10 @@ async def wait_for_doc(
     messages: list[tuple[str, bytes, bool]],
     cond: Callable[[dict[str, Any]], bool],
     what: str,
-    timeout: float = 10.0,
+    timeout: float = 60.0,
 ) -> dict[str, Any]:
-    """The first status document (received so far or later) for which ``cond`` holds."""
+    """The first status document (received so far or later) for which ``cond`` holds (the
+    timeout is generous: on a busy machine `uns run` took more than 10 s to start its worker)."""
     await wait_for(lambda: any(cond(d) for d in docs_of(messages)), timeout=timeout, what=what)
     return next(d for d in docs_of(messages) if cond(d))
 

@@ -16,7 +16,7 @@ SELECT m."ts", m."received_at", m."path", m."metric", m."datatype", m."value_dou
     m."unit", m."quality", m."is_historical", m."group_id", m."edge_node_id", m."device_id", m."seq",
     t."batch_id", t."order_id", t."product", t."recipe", t."phase", t."context",
     m."bdseq", m."alias", m."is_transient", m."is_null", m."unmapped", m."wal_writer", m."wal_segment",
-    m."date"
-FROM _uns_measurements m
+    m."value_int", m."date"
+FROM measurements m
 LEFT JOIN m_q ON m_q.path = m.path
 ASOF LEFT JOIN _uns_context_timeline t ON t.q = m_q.q AND m.ts >= t.ts

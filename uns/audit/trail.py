@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from uns.clock import parse_time
+from uns.config import AuditSection
 from uns.errors import UnsError
+from uns.lake.storage import LakeStore
 
 if TYPE_CHECKING:
     import duckdb
@@ -47,26 +49,47 @@ ORDER BY a.ts, a.writer_id, a.seq
 """
 
 
-def verify_lines(lake_dir: str, trusted_keys: str | None = None) -> tuple[int, list[str]]:
-    """``uns audit verify``: (0, [summary]) when intact, else (1, one line per finding).
-    The digital signatures of the trail (batch signatures, lake.signatures) are checked
-    against the public keys in ``trusted_keys`` (the config's audit.trusted_keys)."""
+def verify_lines(
+    lake_dir: str | LakeStore,
+    trusted_keys: str | None = None,
+    *,
+    audit: AuditSection | None = None,
+    anchor: str | None = None,
+    now_us: int | None = None,
+) -> tuple[int, list[str]]:
+    """``uns audit verify``: (0, [summary, anchored heads...]) when intact, else (1, one line
+    per finding).  The digital signatures of the trail are checked against the keys in
+    ``trusted_keys`` (audit.trusted_keys); the chains against the anchors at ``anchor``
+    (default audit.anchor) and the clock against audit.clock_skew_s."""
+    from uns.audit.anchored import anchor_findings, clock_findings  # noqa: PLC0415
     from uns.audit.signatures import signature_findings  # noqa: PLC0415
     from uns.audit.verify import read_chain, verify  # noqa: PLC0415 - deltalake only when asked
     from uns.keyring import load_keyring  # noqa: PLC0415
+    from uns.lake.anchors import open_store  # noqa: PLC0415
 
+    audit = audit or AuditSection()
     report = verify(lake_dir)
-    chain = read_chain(Path(lake_dir))
+    chain = read_chain(lake_dir)
     signed, notes, wrong = signature_findings(chain, load_keyring(trusted_keys))
-    findings = report.findings + wrong
+    findings = report.findings + wrong + clock_findings(chain, audit.clock_skew_s)
+    heads: list[str] = []
+    location = anchor or audit.anchor
+    if location:
+        check = anchor_findings(
+            chain, open_store(location), interval_s=audit.anchor_interval_s, skew_s=audit.clock_skew_s,
+            now_us=time.time_ns() // 1000 if now_us is None else now_us, tsa_ca_file=audit.tsa_ca_file,
+        )  # fmt: skip
+        findings += check.findings
+        heads = [f"{check.anchors} anchors at {location}:", *(f"  {line}" for line in check.heads)]
     if findings:
         return 1, findings
     keyless = f" ({notes} keyless note{'s' if notes != 1 else ''}: not signatures)" if notes else ""
     by = ", ".join(signers(chain))
-    return 0, [
+    summary = (
         f"{report.summary()}; {signed} digital signature{'s' if signed != 1 else ''} verified"
         f"{f' (by {by})' if by else ''}{keyless}"
-    ]
+    )
+    return 0, [summary, *heads]
 
 
 def signers(chain: Sequence[ChainRow]) -> list[str]:

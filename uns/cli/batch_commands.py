@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from uns.batch import api
+from uns.batch.signing import report_content_sha256
 from uns.errors import BatchError
 from uns.output import render_rows
 
@@ -67,6 +68,8 @@ def batch_show(lake_dir: str | None, batch_id: str, *, spec: str | None, echo: E
         + (f" ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))})" if kinds else "")
     )
     echo(f"  verdict: {doc['verdict']}")
+    # what `uns batch sign --expect-sha256` takes: the content the reader saw here
+    echo(f"  content sha256 {report_content_sha256(doc)}")
 
 
 def _seconds(phase: dict[str, Any]) -> float | None:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from uns.cli.commands import BrokerOpt, FormatOpt, LakeOpt, broker_settings, fail, guard, lake_path
+from uns.cli.keys_cli import PassphraseOpt
 
 __all__ = ["context_app"]
 
@@ -71,6 +72,7 @@ def context_set(
         str | None, typer.Option("--id", help="the event's id, 1-128 characters (default with --wait: new)")
     ] = None,
     key: KeyOpt = None,
+    passphrase: PassphraseOpt = False,
 ) -> None:
     """Publish a context event (validated before it is sent) on <prefix>/_context/<path>.
 
@@ -83,8 +85,11 @@ def context_set(
     With --key the event is signed (needed where the engine has
     context.require_signature on).
 
-    Example: uns context set acme/basel/pilot/usp/br-101 batch_id=B2026-0042 phase=growth --user jdoe --wait 5
+    A change made by hand, or back-dated, needs --reason (context.require_reason).
+
+    Example: uns context set acme/basel/pilot/usp/br-101 phase=growth --user jdoe --reason "MES down" --wait 5
     """
+    from uns.cli.keys_cli import read_passphrase  # noqa: PLC0415
     from uns.client.context import (  # noqa: PLC0415
         UNAUTHENTICATED,
         configured_ack_key,
@@ -111,6 +116,7 @@ def context_set(
             key=key,
             ack_key=ack_key,
             max_future_s=max_future_s,
+            passphrase=read_passphrase(passphrase),
         )
     )
     if not result.waited:
@@ -154,15 +160,21 @@ ProgressOpt = Annotated[
 ON_TERMINAL = sys.stderr.isatty()
 
 
-def file_import(file: str, broker: str | None, *, records: bool = False, **options: Any) -> None:
+def file_import(
+    file: str, broker: str | None, *, records: bool = False, passphrase: bool = False, **options: Any
+) -> None:
     """``uns context import`` and ``uns records import``: the library's import run, its exit code."""
+    from uns.cli.keys_cli import read_passphrase  # noqa: PLC0415
     from uns.client.context import configured_ack_key  # noqa: PLC0415
     from uns.client.import_run import run_import  # noqa: PLC0415
 
     settings = guard(lambda: broker_settings(broker))
     ack_key, _future = guard(configured_ack_key)  # only acknowledgements the engine signed count
+    secret = read_passphrase(passphrase)
     code = guard(
-        lambda: run_import(settings, file, echo=typer.echo, records=records, ack_key=ack_key, **options)
+        lambda: run_import(
+            settings, file, echo=typer.echo, records=records, ack_key=ack_key, passphrase=secret, **options
+        )
     )
     if code:
         raise typer.Exit(code)
@@ -188,6 +200,7 @@ def context_import(
             help="plant model mapping a BatchML file's EquipmentIDs (default: engine.model of the config)",
         ),
     ] = None,
+    passphrase: PassphraseOpt = False,
 ) -> None:
     """Import context events from a file, each acknowledged by the engine; safe to repeat.
 
@@ -210,5 +223,5 @@ def context_import(
         model = guard(lambda: load_config().engine.model) or None
     file_import(
         file, broker, prefix=prefix, host_id=host_id, wait=wait, skip_bad=skip_bad, in_flight=in_flight,
-        progress=progress, key=key, model=model,
+        progress=progress, key=key, model=model, passphrase=passphrase,
     )  # fmt: skip

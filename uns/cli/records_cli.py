@@ -19,6 +19,7 @@ from uns.cli.context_cli import (
     SkipBadOpt,
     file_import,
 )
+from uns.cli.keys_cli import PassphraseOpt
 
 __all__ = ["records_app"]
 
@@ -38,6 +39,7 @@ def records_import(
     in_flight: InFlightOpt = 1000,
     progress: ProgressOpt = ON_TERMINAL,
     key: KeyOpt = None,
+    passphrase: PassphraseOpt = False,
 ) -> None:
     """Import batch records (materials, results, comments) from a file, each acknowledged; safe to repeat.
 
@@ -55,5 +57,5 @@ def records_import(
     """
     file_import(
         file, broker, records=True, prefix=prefix, host_id=host_id, wait=wait, skip_bad=skip_bad,
-        in_flight=in_flight, progress=progress, key=key,
+        in_flight=in_flight, progress=progress, key=key, passphrase=passphrase,
     )  # fmt: skip

@@ -88,6 +88,7 @@ def run_import(
     model: str | PlantModel | None = None,
     records: bool = False,
     ack_key: AckKey | None = None,
+    passphrase: bytes | None = None,
 ) -> int:
     """Validate, publish and await ``file``'s events; print a summary; return the exit code.
 
@@ -95,11 +96,12 @@ def run_import(
     ``<prefix>/_records/<path>``; else context events (``model`` maps a BatchML file's
     equipment; a plant model or its file).  With ``key`` (a private key file,
     :mod:`uns.keyring`) every event is signed by it (a signature it had is replaced).
-    With ``ack_key`` only acknowledgements signed by the engine's key count
+    ``passphrase`` opens an encrypted ``key``.  With ``ack_key`` only acknowledgements
+    signed by the engine's key count
     (uns.client.context.engine_ack_key); without one the summary says they were
     unauthenticated.  ``echo(text, err=True)`` writes to stderr (typer.echo's signature)."""
     ack_topic = ack_filter(prefix, host_id)
-    signing = load_private_key(key) if key is not None else None
+    signing = load_private_key(key, passphrase) if key is not None else None
     started = time.perf_counter()
     if records:
         from uns.client.records_import import read_records  # noqa: PLC0415

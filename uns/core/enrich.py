@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from uns.core.context import ContextStore
-from uns.core.events import Batch, CatalogEntry, ContextChange, Sample
+from uns.core.events import Batch, CatalogEntry, ContextChange, Sample, SampleBlock, SampleRuns
 from uns.core.model import MetricInfo, PlantModel, Resolved
 from uns.core.values import value_text
 from uns.sparkplug.steps import SLICE, Steps
@@ -51,6 +51,8 @@ class Enricher:
         # path and time share one dict object (the lake renders each object once).
         model = self.model
         at = self.context.at
+        if batch.blocks:
+            self._enrich_blocks(batch)
         samples = batch.samples
         changes_before = len(batch.context)
         _unset = object()
@@ -100,6 +102,24 @@ class Enricher:
             entry.path = path
             if has_infos:
                 _apply_metric_info(entry, resolved.metrics)
+
+    def _enrich_blocks(self, batch: Batch) -> None:
+        """Path and context of each block (one source, one ts: one lookup each).  A block
+        whose source has context metrics or metric overrides in the model becomes Sample
+        objects, enriched one by one like any other."""
+        kept: list[SampleBlock | SampleRuns] = []
+        for block in batch.blocks:
+            if isinstance(block, SampleRuns):  # the dispatcher's lane fills them in itself
+                kept.append(block)
+                continue
+            resolved = self.model.resolve(block.group_id, block.edge_node_id, block.device_id)
+            if resolved.context_keys or resolved.metrics:
+                batch.samples.extend(block.samples())
+                continue
+            block.path, block.unmapped = resolved.path, resolved.unmapped
+            block.context = self.context.at(resolved.path, block.ts)
+            kept.append(block)
+        batch.blocks = kept
 
     def enrich_steps(self, batch: Batch) -> Steps[None]:
         """:meth:`enrich` in slices of :data:`~uns.sparkplug.steps.SLICE` samples and catalog

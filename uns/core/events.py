@@ -7,10 +7,11 @@ The engine turns every MQTT message into one :class:`Batch`; every sink
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import ClassVar, Final, Protocol, Self
+from typing import Any, ClassVar, Final, Protocol, Self
 
 from uns.sparkplug.datatypes import DataType
 from uns.sparkplug.payload import MetricValue
@@ -28,6 +29,8 @@ __all__ = [
     "RebirthRequest",
     "Rejected",
     "Sample",
+    "SampleBlock",
+    "SampleRuns",
     "SessionEvent",
     "SessionEventKind",
     "Sink",
@@ -90,6 +93,118 @@ class Sample:
     unit: str | None = None
     context: dict[str, str] | None = None
     unmapped: bool = False
+
+
+#: One row of a :class:`SampleBlock` (the native decoder's ``spd_row``, uns/sparkplug/spdata.h):
+#: ts, integer value, float value, datatype code, value kind (see ``BLOCK_*``), 6 pad bytes.
+BLOCK_ROW: Final = struct.Struct("<qqdBB6x")
+#: value kinds of a block row
+BLOCK_NULL, BLOCK_INT, BLOCK_FLOAT, BLOCK_BOOL = 0, 1, 2, 3
+_UINT64: Final = int(DataType.UInt64)
+_DATATYPES: Final = {int(d): d for d in DataType}
+
+
+@dataclass(slots=True)
+class SampleBlock:
+    """The samples of one DATA message as packed rows (what the native decoder makes,
+    :mod:`uns.sparkplug.native`): the same samples as a list of :class:`Sample` with
+    quality good, not historical, not transient, one timestamp ``ts`` for all.
+
+    ``records`` holds each row's born metric (name, alias, unit).  The lake sink takes
+    blocks as they are (columns, no object per sample); :meth:`samples` makes the
+    objects for everything else."""
+
+    group_id: str
+    edge_node_id: str
+    device_id: str | None
+    seq: int
+    bdseq: int | None
+    received_at: int
+    ts: int  # the source time of every row
+    rows: bytes  # BLOCK_ROW.size bytes per sample
+    records: tuple[Any, ...]  # uns.sparkplug.births.BornMetric per row
+    path: str = ""
+    unmapped: bool = False
+    context: dict[str, str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def samples(self) -> list[Sample]:
+        """The block's samples as objects (identical to what the Python decoder makes)."""
+        out: list[Sample] = []
+        append = out.append
+        group, node, device, seq, bdseq, received_at = (
+            self.group_id, self.edge_node_id, self.device_id, self.seq, self.bdseq, self.received_at
+        )  # fmt: skip
+        for (ts, ival, dval, code, kind), record in zip(
+            BLOCK_ROW.iter_unpack(self.rows), self.records, strict=True
+        ):
+            value: MetricValue
+            if kind == BLOCK_FLOAT:
+                value = dval
+            elif kind == BLOCK_INT:
+                value = ival + (1 << 64) if ival < 0 and code == _UINT64 else ival
+            elif kind == BLOCK_BOOL:
+                value = bool(ival)
+            else:
+                value = None
+            append(
+                Sample(
+                    group, node, device, record.name, _DATATYPES[code], value, ts, received_at,
+                    Quality.GOOD, False, False, seq, bdseq, record.alias, self.path, record.unit,
+                    self.context, self.unmapped,
+                )
+            )  # fmt: skip
+        return out
+
+
+@dataclass(slots=True)
+class SampleRuns:
+    """The samples of several consecutive DATA messages in columns (the native decoder's
+    lane over one socket read, ``uns.engine.dispatch.Dispatcher.process_many``): ``rows``
+    and ``records`` as in :class:`SampleBlock`, ``runs`` one ``(route, seq, bdseq, ts,
+    rows)`` per message, where ``route`` is ``(node, device_id, group_id, edge_node_id,
+    message type, path, unmapped)``, and ``contexts`` the context of each run."""
+
+    rows: bytes
+    records: tuple[Any, ...]
+    runs: list[tuple[Any, ...]]
+    contexts: list[dict[str, str] | None]
+    received_at: int
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def blocks(self) -> list[SampleBlock]:
+        """One :class:`SampleBlock` per message."""
+        out: list[SampleBlock] = []
+        first = 0
+        size = BLOCK_ROW.size
+        for (route, seq, bdseq, ts, n), context in zip(self.runs, self.contexts, strict=True):
+            _node, device, group, edge, _kind, path, unmapped = route
+            rows, records = self.rows[first * size : (first + n) * size], self.records[first : first + n]
+            out.append(
+                SampleBlock(
+                    group,
+                    edge,
+                    device,
+                    seq,
+                    bdseq,
+                    self.received_at,
+                    ts,
+                    rows,
+                    records,
+                    path,
+                    unmapped,
+                    context,
+                )
+            )
+            first += n
+        return out
+
+    def samples(self) -> list[Sample]:
+        return [s for block in self.blocks() for s in block.samples()]
 
 
 @dataclass(slots=True)
@@ -238,14 +353,33 @@ class Batch:
     catalog: list[CatalogEntry] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     context: list[ContextChange] = field(default_factory=list)
+    #: samples in columns (only for sinks that take them: ``Sink.accepts_blocks``)
+    blocks: list[SampleBlock | SampleRuns] = field(default_factory=list)
     #: batch records (uns.core.records): rare, so an empty tuple by default -- the hot path
     #: makes a Batch per message and should not pay for a list it never fills
     records: Sequence[BatchRecord] = ()
 
     def __bool__(self) -> bool:
         return bool(
-            self.samples or self.sessions or self.catalog or self.rejected or self.context or self.records
+            self.samples
+            or self.blocks
+            or self.sessions
+            or self.catalog
+            or self.rejected
+            or self.context
+            or self.records
         )
+
+    @property
+    def sample_count(self) -> int:
+        """Samples as objects and in blocks."""
+        return len(self.samples) + sum(map(len, self.blocks))
+
+    def all_samples(self) -> list[Sample]:
+        """Every sample as an object (the blocks' made on the spot)."""
+        if not self.blocks:
+            return self.samples
+        return [*self.samples, *(s for block in self.blocks for s in block.samples())]
 
     def parts(self, rows: int) -> list[Batch]:
         """This batch as batches of at most ``rows`` samples and ``rows`` catalog entries
@@ -267,6 +401,7 @@ class Batch:
 
     def extend(self, other: Batch) -> None:
         self.samples.extend(other.samples)
+        self.blocks.extend(other.blocks)
         self.sessions.extend(other.sessions)
         self.catalog.extend(other.catalog)
         self.rejected.extend(other.rejected)

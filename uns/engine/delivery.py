@@ -38,9 +38,9 @@ class SinkDelivery:
     unpersisted: int
     #: a stop gave messages up: the rest it drains are only counted
     gave_up: bool
-    # batches (each with the first sink still to take it) and the rest of their chunk, whose
-    # delivery a stop interrupted (see _deliver_leftover)
-    _leftover: tuple[list[tuple[Batch, int]], list[Message]] | None
+    # batches (each with the first sink still to take it), the rest of their chunk, and how
+    # many messages the batches hold: what a stop interrupted (see _deliver_leftover)
+    _leftover: tuple[list[tuple[Batch, int]], list[Message], int] | None
     _client: Transport | None
 
     @property
@@ -93,18 +93,25 @@ class SinkDelivery:
         return await stopping.wait_for_sink(seconds)
 
     async def _deliver_held(
-        self, batch: Batch, index: int, exc: LakeBackpressure, messages: list[Message], position: int
+        self,
+        batch: Batch,
+        index: int,
+        exc: LakeBackpressure,
+        messages: list[Message],
+        position: int,
+        held: int = 1,
     ) -> bool:
-        """The receive path's wait for a sink that pushes back.  A stop that interrupts it
-        leaves the batch and the rest of the chunk to :meth:`_drain`; a stop's deadline
-        gives them up (False; counted in ``unpersisted``)."""
+        """The receive path's wait for a sink that pushes back (``batch``: the ``held``
+        messages up to ``messages[position]``).  A stop that interrupts it leaves the batch
+        and the rest of the chunk to :meth:`_drain`; a stop's deadline gives them up (False;
+        counted in ``unpersisted``)."""
         try:
             delivered = await self._deliver_after_backpressure(batch, index, exc)
         except asyncio.CancelledError:
-            self._leftover = ([(batch, index)], messages[position + 1 :])
+            self._leftover = ([(batch, index)], messages[position + 1 :], held)
             raise
         if not delivered:
-            self.unpersisted += len(messages) - position
+            self.unpersisted += len(messages) - position - 1 + held
             self.gave_up = True
         return delivered
 
@@ -112,14 +119,14 @@ class SinkDelivery:
         """Deliver what a stop interrupted (see :meth:`_deliver_held`); returns its messages."""
         if self._leftover is None:
             return 0
-        (held, rest), self._leftover = self._leftover, None
-        for batch, index in held:
+        (batches, rest, held), self._leftover = self._leftover, None
+        for batch, index in batches:
             if not await self._deliver_from(batch, index):
-                self.unpersisted += 1 + len(rest)
+                self.unpersisted += held + len(rest)
                 self.gave_up = True
-                return 1 + len(rest)
+                return held + len(rest)
         await self._handle_messages(client, rest)
-        return 1 + len(rest)
+        return held + len(rest)
 
     async def _deliver_from(self, batch: Batch, index: int) -> bool:
         """Hand ``batch`` to the sinks from ``index`` on, waiting for one that pushes back;

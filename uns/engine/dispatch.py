@@ -56,8 +56,9 @@ from uns.core.context import (
     parse_context_event,
 )
 from uns.core.enrich import Enricher
-from uns.core.events import Batch, RebirthRequest, Rejected, SessionEventKind, metric_rejections
+from uns.core.events import Batch, RebirthRequest, Rejected, SampleRuns, SessionEventKind, metric_rejections
 from uns.core.intake_rules import check_event_ts
+from uns.core.reasons import check_reason
 from uns.core.signing import canonical_json, signature_block, verify_event
 from uns.engine.decisions import (
     ALREADY_APPLIED,
@@ -71,9 +72,10 @@ from uns.engine.decisions import (
 )
 from uns.engine.record_decisions import RecordDecisions
 from uns.engine.status import Counters
-from uns.engine.transport import Publish
+from uns.engine.transport import Message, Publish
 from uns.errors import ContextError, IntakeError, SignatureError, UnsError
 from uns.logs import RateLimitedLog
+from uns.sparkplug import native
 from uns.sparkplug.outcome import Outcome
 from uns.sparkplug.session import SessionManager
 from uns.sparkplug.state import format_state, parse_state
@@ -124,6 +126,9 @@ class Dispatcher:
         #: the public keys context signatures are checked against, by name (uns.keyring)
         self.trusted_keys: Mapping[str, Ed25519PublicKey] = trusted_keys or {}
         self.require_signature = config.context.require_signature
+        #: manual and back-dated changes must give a reason (uns.core.reasons)
+        self.require_reason = config.context.require_reason
+        self.late_ms = round(config.batch.late_context_s * 1000)
         self.max_future_ms = int(config.context.max_future_s * 1000)
         #: the batch records' decisions (applied ids with their content's SHA-256)
         self.records = RecordDecisions(self)
@@ -139,6 +144,10 @@ class Dispatcher:
         self._by_type = counters.messages_by_type
         self._topics: dict[str, Topic | None] = {}
         self._rlog = RateLimitedLog(log)
+        #: the native lane's routes (process_many): DATA topic -> (node, device_id, group_id,
+        #: edge_node_id, message type, path, unmapped), learnt from messages the session decoded
+        #: natively into a block; the lane checks the session state live on every message
+        self._routes: dict[str, tuple[Any, ...]] = {}
 
     def process(self, topic: str, payload: bytes, received_at: int) -> Decision:
         """Handle one received message; never raises (bad input is rejected and counted).
@@ -160,6 +169,8 @@ class Dispatcher:
             routed, payload, received_at, max_decompressed_bytes=self._max_decompressed
         )
         batch = self._decided(outcome, bad_metrics, topic, payload, received_at)
+        if batch.blocks and topic not in self._routes:
+            self._learn_route(topic, routed)
         self.account(batch, outcome.rebirths)
         return batch, outcome.rebirths, _NONE
 
@@ -249,6 +260,63 @@ class Dispatcher:
             batch.rejected.extend(metric_rejections(received_at, topic, payload, errors))
         return batch
 
+    @property
+    def lane(self) -> bool:
+        """Whether :meth:`process_many` decodes anything (the native decoder, columnar sinks)."""
+        return self.sessions.columnar and native.AVAILABLE
+
+    def process_many(
+        self, messages: list[Message], start: int, received_at: int, *, below: int = 0
+    ) -> tuple[int, Batch | None]:
+        """The native lane: ``messages[start:]`` as long as each is ordinary in-order DATA of a
+        known route, decoded in one C loop into one batch of :class:`SampleRuns` (the same
+        samples, sessions and counters as :meth:`process` message by message).  Returns the
+        index of the first message left for :meth:`process` and the batch (None: nothing);
+        payloads of ``below`` bytes or more (when given) are left for it too."""
+        if not self._routes or not self.lane:
+            return start, None
+        sessions = self.sessions
+        # ``below``: payloads of that many bytes or more are left for process() (the engine
+        # slices them)
+        limit = (
+            min(sessions.max_payload_bytes or below - 1, below - 1) if below else sessions.max_payload_bytes
+        )
+        try:
+            end, rows, records, runs = native.decode_many(
+                messages, start, self._routes, received_at, sessions.max_metrics, limit
+            )
+        except Exception:  # a bug must not cost the messages: they take process() instead
+            self._rlog.exception("lane", "native lane failed; these messages take the Python path")
+            return start, None
+        if not runs:
+            return start, None
+        counters, by_type, at = self.counters, self._by_type, self.context.at
+        count = end - start
+        counters.messages += count
+        counters.metrics += len(records)
+        sessions.count_fast(count, len(records))
+        routes, _seqs, _bdseqs, times, _rows = zip(*runs, strict=True)  # per message, in C
+        kinds = [route[4] for route in routes]
+        for kind in set(kinds):
+            by_type[kind] += kinds.count(kind)
+        contexts: list[dict[str, str] | None] = list(map(at, [route[5] for route in routes], times))
+        return end, Batch(blocks=[SampleRuns(rows, records, runs, contexts, received_at)])
+
+    def _learn_route(self, topic: str, parsed: Topic) -> None:
+        """A DATA topic whose message the session decoded natively becomes a route of the lane,
+        unless its source has context metrics or metric overrides in the model (those samples
+        are enriched one by one)."""
+        if len(self._routes) >= _TOPIC_CACHE_MAX:
+            return
+        node = self.sessions.node_state(parsed.group_id, parsed.edge_node_id)
+        resolved = self.enricher.model.resolve(parsed.group_id, parsed.edge_node_id, parsed.device_id)
+        if node is None or resolved.context_keys or resolved.metrics:
+            return
+        self._routes[topic] = (
+            node, parsed.device_id, parsed.group_id, parsed.edge_node_id, parsed.message_type._value_,
+            resolved.path, resolved.unmapped,
+        )  # fmt: skip
+
     def tick(self, now_ms: int) -> tuple[Batch, list[RebirthRequest]]:
         """Expire the reorder timeouts due at ``now_ms`` (what they released, and rebirths);
         nothing while a large message is processed in slices (its node's state is half made)."""
@@ -280,10 +348,10 @@ class Dispatcher:
     def account(self, batch: Batch, rebirths: Sequence[RebirthRequest], *, enrich: bool = True) -> None:
         """Enrich ``batch`` (paths, context; unless ``enrich`` is False: done already) and
         count what it holds."""
-        if enrich and (batch.samples or batch.catalog):
+        if enrich and (batch.samples or batch.blocks or batch.catalog):
             self.enricher.enrich(batch)
         counters = self.counters
-        counters.metrics += len(batch.samples)
+        counters.metrics += batch.sample_count
         counters.context_changes += len(batch.context)
         if batch.rejected:
             counters.count_rejected([r.error for r in batch.rejected])
@@ -394,6 +462,8 @@ class Dispatcher:
             changes = parse_context_event(path, event, received_at, signer=signer)
             if "ts" in event:  # without one it is the engine's own clock
                 check_event_ts(changes[0].ts, received_at, self.max_future_ms)
+            if self.require_reason:
+                check_reason(changes, received_at, late_ms=self.late_ms)
         except (ContextError, SignatureError, IntakeError) as exc:
             ack = self._ack(_id_of(path, event, received_at), REJECTED, exc.reason, path, received_at)
             return self._reject(topic, payload, received_at, exc.reason, context=True), _NONE, (ack,)

@@ -77,6 +77,7 @@ from uns.errors import EngineError, LakeBackpressure, LakeError
 from uns.logs import RateLimitedLog
 from uns.mqtt.client import FastClient, Will
 from uns.mqtt.settings import BrokerSettings
+from uns.sparkplug import native
 from uns.sparkplug.ncmd import rebirth_payload
 from uns.sparkplug.session import SessionManager
 from uns.sparkplug.topic import group_list, namespace_filters
@@ -330,8 +331,10 @@ class Engine(SlicedIntake):
         """The hot path: no await unless a sink pushes back.  Each broker's messages go
         through that broker's dispatcher (its sessions)."""
         dispatch = self._dispatchers.get(id(client), self.dispatch)
+        if dispatch.lane:
+            await self._handle_lane(client, messages, dispatch)
+            return
         process = dispatch.process
-        sinks = self.sinks
         clock = time.time_ns
         for position, (topic, payload, _qos, _retain) in enumerate(messages):
             if len(payload) >= SLICED_BYTES:  # seconds of work: in slices, the loop runs between
@@ -341,18 +344,50 @@ class Engine(SlicedIntake):
                     return
                 continue
             batch, rebirths, publishes = process(topic, payload, clock() // 1_000_000)
-            if batch:
-                for index, sink in enumerate(sinks):
-                    try:
-                        sink.add(batch)
-                    except LakeBackpressure as exc:
-                        if not await self._deliver_held(batch, index, exc, messages, position):
-                            return
-                        break
-                    except Exception as exc:  # a sink's bug must not end the loop
-                        self._sink_failed(sink, exc)
+            if batch and not await self._to_sinks(batch, messages, position):
+                return
             if rebirths or publishes:
                 self.act(client, rebirths, publishes)
+
+    async def _handle_lane(self, client: Transport, messages: list[Message], dispatch: Dispatcher) -> None:
+        """:meth:`_handle_messages` with the native lane: runs of ordinary DATA in one C call
+        (:meth:`Dispatcher.process_many`), every other message by :meth:`Dispatcher.process`."""
+        process, many = dispatch.process, dispatch.process_many
+        position, end = 0, len(messages)
+        while position < end:
+            now = time.time_ns() // 1_000_000
+            after, lane = many(messages, position, now, below=SLICED_BYTES)
+            if lane is not None:
+                if not await self._to_sinks(lane, messages, after - 1, after - position):
+                    return
+                position = after
+                if position == end:
+                    break
+            topic, payload, _qos, _retain = messages[position]
+            position += 1
+            if len(payload) >= SLICED_BYTES:  # as in _handle_messages (the lane stops before these)
+                if not await self._handle_large(
+                    client, dispatch, (topic, payload, now), messages, position - 1
+                ):
+                    return
+                continue
+            batch, rebirths, publishes = process(topic, payload, now)
+            if batch and not await self._to_sinks(batch, messages, position - 1):
+                return
+            if rebirths or publishes:
+                self.act(client, rebirths, publishes)
+
+    async def _to_sinks(self, batch: Batch, messages: list[Message], position: int, held: int = 1) -> bool:
+        """Hand ``batch`` (of ``held`` messages ending at ``messages[position]``) to every sink;
+        False when a stop gave up waiting for one that pushes back."""
+        for index, sink in enumerate(self.sinks):
+            try:
+                sink.add(batch)
+            except LakeBackpressure as exc:
+                return await self._deliver_held(batch, index, exc, messages, position, held)
+            except Exception as exc:  # a sink's bug must not end the loop
+                self._sink_failed(sink, exc)
+        return True
 
     async def flush_sinks(self) -> None:
         """Flush every sink within the stop's deadline (a failure is logged, the sink's own
@@ -373,6 +408,11 @@ class Engine(SlicedIntake):
         async with contextlib.AsyncExitStack() as stack:
             for sink in self.sinks:
                 await stack.enter_async_context(sink)
+            # samples in columns (SampleBlock) only when every sink takes them
+            columnar = native.AVAILABLE and all(getattr(s, "accepts_blocks", False) for s in self.sinks)
+            for link in self.links:
+                link.sessions.columnar = columnar
+            log.info("%s%s", native.STATUS, "; samples go to the lake in columns" if columnar else "")
             self.running.set()
             stack.callback(self.running.clear)
             await self._run_connections(stop)

@@ -127,4 +127,4 @@ class SlicedIntake(SinkDelivery):
                     break
                 if part is not None:
                     rest.extend(part)
-        self._leftover = ([*held, (rest, 0)], messages[position + 1 :])
+        self._leftover = ([*held, (rest, 0)], messages[position + 1 :], 1)  # one message

@@ -35,7 +35,6 @@ __all__ = [
     "Entry",
     "catalog_entries",
     "config_changes",
-    "context_entries",
     "data_commit_entry",
     "engine_event",
     "entry",
@@ -107,6 +106,7 @@ def engine_event(
     config: Mapping[str, Any] | None = None,
     files: Mapping[str, str | None] | None = None,
     reason: str = "",
+    time_sync: Mapping[str, Any] | None = None,
 ) -> AuditEvent:
     """An ``engine_start``/``engine_stop`` event: the software version and, at start, the
     SHA-256 of the effective configuration (secrets masked: ``config`` must come masked)
@@ -126,6 +126,8 @@ def engine_event(
         hashed[role] = {"path": str(name), "sha256": digest}
     if hashed:
         detail["files"] = hashed
+    if time_sync is not None:  # the host clock's synchronisation state (uns.lake.timesync)
+        detail["time_sync"] = dict(time_sync)
     return AuditEvent(kind, "engine", detail_json(detail), SYSTEM, reason, int(time.time() * 1000))
 
 
@@ -183,43 +185,6 @@ def data_commit_entry(
     rows = sum(int(f["rows"]) for f in files)
     detail = {"table": table, "segment": segment, "version": version, "rows": rows, "files": list(files)}
     return entry(ts_us, "data_commit", table, detail)
-
-
-# ---------------------------------------------------------------- context
-def context_entries(
-    rows: Iterable[Mapping[str, Any]], state: dict[tuple[str, str], str | None], ts_us: int
-) -> list[Entry]:
-    """One ``context_change`` entry per context row (in arrival order), with the value it
-    replaced on its path and key (``state``: the latest value per (path, key), updated)."""
-    out: list[Entry] = []
-    for row in rows:
-        key = (str(row["path"]), str(row["key"]))
-        old = state.get(key)
-        state[key] = row["value"]
-        detail = {
-            "path": key[0],
-            "key": key[1],
-            "old": old,
-            "new": row["value"],
-            "user": row["user"],
-            "source": row["source"],
-            "event_id": row["event_id"],
-            "signer": row.get("signer"),  # the trusted key that signed the event (issue 18)
-            "valid_from": row["ts"],
-            "received_at": row["received_at"],
-            "ingest_order": row["ingest_order"],
-        }
-        out.append(
-            entry(
-                ts_us,
-                "context_change",
-                key[0],
-                detail,
-                actor=str(row["user"] or row["source"] or SYSTEM),
-                reason=str(row["reason"] or ""),
-            )
-        )
-    return out
 
 
 # ---------------------------------------------------------------- batch records

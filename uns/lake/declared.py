@@ -22,10 +22,11 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Final
 
-__all__ = ["ENRICHED_TABLES", "VIEW_ORDER", "table_columns", "time_columns", "view_sql"]
+__all__ = ["VIEW_ORDER", "table_columns", "time_columns", "view_sql"]
 
 #: the views defined by SQL files, in an order in which each one's sources exist
 VIEW_ORDER: Final = (
+    "measurements",
     "_uns_context_changes",
     "_uns_context_timeline",
     "measurements_asof",
@@ -42,9 +43,6 @@ VIEW_ORDER: Final = (
     "results",
     "comments",
 )
-#: tables whose view of the same name is a SQL file (the table's columns and more), not
-#: the plain view of its columns
-ENRICHED_TABLES: Final = ("materials", "results", "comments")
 
 
 def _folder() -> Traversable:

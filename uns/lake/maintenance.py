@@ -78,8 +78,10 @@ class Lake:
     """A lake (a directory or an object-store URL, see :mod:`lake.storage`): open a writer
     or a query connection, inspect and maintain it."""
 
-    def __init__(self, path: str | Path | LakeStore) -> None:
+    def __init__(self, path: str | Path | LakeStore, *, audit: Any = None) -> None:
         self.store = as_store(path)
+        #: the configuration's ``[audit]`` section: where the chain of what is run by hand is anchored
+        self.audit_settings = audit
         #: the lake's directory (a local lake; for a remote one its URL as a path: use ``store``)
         self.root = Path(self.store.url)
 
@@ -130,7 +132,6 @@ class Lake:
         self._require()
         since_day = since.isoformat() if since else None
         filters = [(PARTITION_COLUMN, ">=", since_day)] if since_day else None
-        props = writer_properties()
         result: dict[str, dict[str, Any]] = {}
         audit, user = self._audit(), os_user()
         what = {"command": "compact", "z_order": z_order, "since": since.isoformat() if since else None}
@@ -150,7 +151,10 @@ class Lake:
                     before = delta.version()
                     started = time.monotonic()
                     try:
-                        opts: dict[str, Any] = {"partition_filters": filters, "writer_properties": props}
+                        opts: dict[str, Any] = {
+                            "partition_filters": filters,
+                            "writer_properties": writer_properties(table),
+                        }
                         if z_order:
                             metrics = delta.optimize.z_order(list(ZORDER_COLUMNS[table]), **opts)
                         else:
@@ -182,7 +186,7 @@ class Lake:
 
     def _audit(self) -> AuditRecorder:
         """The chain of what is run by hand (writer id ``uns-cli``)."""
-        return cli_recorder(self.store)
+        return cli_recorder(self.store, audit=self.audit_settings)
 
     @staticmethod
     def _maintenance_entry(what: dict[str, Any], user: str, reason: str) -> Entry:

@@ -34,7 +34,7 @@ from deltalake.exceptions import TableNotFoundError
 from uns.core.context import change_fingerprint
 from uns.core.events import ContextChange
 from uns.errors import LakeError
-from uns.lake.declared import ENRICHED_TABLES, VIEW_ORDER, view_sql
+from uns.lake.declared import VIEW_ORDER, view_sql
 from uns.lake.repair import readable_rejected
 from uns.lake.schemas import SCHEMAS
 from uns.lake.storage import LakeStore, as_store
@@ -49,6 +49,7 @@ __all__ = [
     "applied_context_ids",
     "applied_records",
     "connect",
+    "context_seed",
     "create_views",
     "named_queries",
     "queries_from_file",
@@ -89,7 +90,7 @@ def create_views(con: duckdb.DuckDBPyConnection) -> None:
     # nested loops (fine for 64 rows, minutes for millions).  Always use the real ASOF join.
     con.execute("SET asof_loop_join_threshold = 0")
     for table in TABLES:
-        if table in ENRICHED_TABLES:  # its view is a SQL file (below)
+        if table in VIEW_ORDER:  # more than its columns: a SQL file of the definition
             continue
         columns = _quoted(_columns(table))
         con.execute(f'CREATE OR REPLACE VIEW "{table}" AS SELECT {columns} FROM {_source(table)}')  # noqa: S608
@@ -311,6 +312,51 @@ def applied_context_fingerprints(
         )
         events.setdefault(str(row["event_id"]), []).append(change)
     return {ident: change_fingerprint(changes) for ident, changes in events.items()}
+
+
+#: the context columns an engine rebuilds its in-memory context store from
+SEED_COLUMNS: Final = ("ts", "received_at", "path", "key", "value", "source", "user", "reason", "event_id")
+
+
+def context_seed(
+    path: str | Path | LakeStore, wal_dir: Path | None = None, *, since_ms: int = 0
+) -> list[list[Any]]:
+    """The context changes an engine starting on the lake applies to its in-memory store,
+    so that its live enrichment (the ``measurements`` table's context columns, republished
+    events) is right from the first sample after a restart, not only once new context
+    arrives: every change at or after ``since_ms`` (the store's window) and, per path and
+    key, the newest one before it.  Rows in :data:`SEED_COLUMNS` order, oldest first (for
+    equal times in arrival order; rows still in a write-ahead log last)."""
+    store = as_store(path)
+    rows: list[list[Any]] = []
+    if not store.exists():
+        return rows
+    data, _version = _dataset(store, "context", None)
+    columns = [*SEED_COLUMNS, "ingest_order"]
+    table = data if isinstance(data, pa.Table) else data.to_table(columns=columns)  # type: ignore[attr-defined]
+    table = table.select(columns)
+    for name in ("ts", "received_at"):
+        millis = table.column(name).cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())
+        table = table.set_column(columns.index(name), name, millis)
+    lake_rows = sorted(
+        (list(r.values()) for r in table.to_pylist()), key=lambda r: (r[0], r[-1] if r[-1] is not None else 0)
+    )
+    wal_dirs = [] if store.remote else sorted(store.local.glob("_wal*"))
+    names = WAL_COLUMNS["context"]
+    wal_rows: list[list[Any]] = [
+        [dict(zip(names, values, strict=False)).get(c) for c in SEED_COLUMNS]
+        for cols in _wal_context_columns([*wal_dirs, *([wal_dir] if wal_dir else [])])
+        for values in zip(*cols, strict=True)
+    ]
+    ordered = [r[: len(SEED_COLUMNS)] for r in lake_rows] + sorted(wal_rows, key=lambda r: int(r[0]))
+    before: dict[tuple[str, str], list[Any]] = {}
+    recent: list[list[Any]] = []
+    for row in ordered:
+        if row[0] >= since_ms:
+            recent.append(row)
+        else:
+            before[(row[2], row[3])] = row  # the newest before the window wins (rows are in order)
+    return sorted(before.values(), key=lambda r: int(r[0])) + recent
 
 
 def _wal_context_rows(wal_dirs: list[Path]) -> list[dict[str, Any]]:

@@ -24,9 +24,12 @@ from types import TracebackType
 from typing import Self
 
 from uns.config import LakeSection
-from uns.core.events import Batch
+from uns.core.events import Batch, SampleBlock, SampleRuns
 from uns.errors import LakeBackpressure, LakeError
+from uns.lake.anchoring import AnchorSchedule
+from uns.lake.anchors import AnchorSettings
 from uns.lake.audit_intake import AuditIntake
+from uns.lake.blocks import encode_blocks
 from uns.lake.commit_loop import CommitLoop
 from uns.lake.committers import Sealed, committer_for
 from uns.lake.compaction import CompactionSchedule
@@ -67,9 +70,16 @@ class LakeSink(AuditIntake, CommitLoop):
     store, lake/storage.py; the WAL is always local), an async context manager used once."""
 
     name = "lake"
+    #: takes samples in columns (uns.core.events.SampleBlock) as they are
+    accepts_blocks = True
 
     def __init__(
-        self, path: str | Path | LakeStore, config: LakeSection | None = None, *, files: FileLayer = OS_FILES
+        self,
+        path: str | Path | LakeStore,
+        config: LakeSection | None = None,
+        *,
+        files: FileLayer = OS_FILES,
+        anchor: AnchorSettings | None = None,
     ) -> None:
         self.config = config or LakeSection()
         self.store = as_store(path, self.config.storage)
@@ -77,7 +87,8 @@ class LakeSink(AuditIntake, CommitLoop):
         self._files = files  # the WAL's system calls (tests inject faults)
         self._wal_dir = wal_dir_of(self.store, self.config)
         self._lock = WalLock(self._wal_dir)
-        self._committer = committer_for(self.store, self.config)
+        self._committer = committer_for(self.store, self.config, anchor)
+        self._anchoring = AnchorSchedule(self._committer, anchor.interval_s if anchor is not None else 0.0)
         self._compaction = CompactionSchedule(
             self._committer, self.config.compact_interval, due_marker=self._wal_dir / "compaction-due"
         )
@@ -85,8 +96,10 @@ class LakeSink(AuditIntake, CommitLoop):
         # Rows accepted by add() and not yet in the WAL: the pending batches' objects, and
         # (after a failed write) the columns that write could not get into the file.
         self._active_parts: list[TableColumns] = []  # the columns of each record of the active segment
+        self._active_blocks: list[bytes] = []  # ... and its records' sample blocks (lake.blocks)
         self._pending = PendingRows()
         self._unwritten: TableColumns | None = None
+        self._unwritten_blocks: list[SampleBlock | SampleRuns] = []
         self._pending_batches = self._unwritten_batches = 0  # the batches of those rows
         self._write_scheduled = False
         self._closed = False
@@ -203,7 +216,11 @@ class LakeSink(AuditIntake, CommitLoop):
         try:
             self._write()  # rows added after the final flush (none when used as documented)
         except (LakeError, OSError) as exc:
-            lost = self._pending.rows + sum(map(column_count, self._unwritten or ()))
+            lost = (
+                self._pending.rows
+                + sum(map(column_count, self._unwritten or ()))
+                + sum(map(len, self._unwritten_blocks))
+            )
             log.error("lake: %d accepted row(s) could not be written to the WAL: %s", lost, exc)  # noqa: TRY400
         self._closed = True
         files = [s.file for s in self._sealed if s.file is not None]
@@ -211,6 +228,7 @@ class LakeSink(AuditIntake, CommitLoop):
             files.append(self._active)
             self._active = None
         await asyncio.to_thread(close_segments, files)
+        await self._anchoring.maybe_run(stopping=True)  # the stop's head, engine_stop included
         await self._committer.close(30.0 if self._stop_by is None else max(1.0, self._until_stop() or 0.0))
         self._lock.release()
 
@@ -263,7 +281,7 @@ class LakeSink(AuditIntake, CommitLoop):
         try:
             seg = self._write()
         except (LakeError, OSError) as exc:
-            self._unwritten, self._unwritten_batches = None, 0
+            self._unwritten, self._unwritten_batches, self._unwritten_blocks = None, 0, []
             self._health.wal_failed(exc)
             self._health.write_error = ""  # this batch is refused (the caller retries it): nothing waits
             self._rows_added -= count
@@ -293,9 +311,11 @@ class LakeSink(AuditIntake, CommitLoop):
         """Write pending rows as one record -- several, in segments of their own, when they
         are more than ``max_segment_rows`` -- (raises on failure; the rows stay pending)."""
         columns = self._unwritten
+        blocks = self._unwritten_blocks
         batches, self._pending_batches = self._pending_batches, 0
         self._unwritten_batches += batches
         if self._pending.rows:
+            blocks.extend(self._pending.take_blocks())
             more = self._pending.take()
             if columns is None:
                 columns = more
@@ -303,16 +323,17 @@ class LakeSink(AuditIntake, CommitLoop):
                 extend_columns(columns, more)
         if columns is None:
             return None
-        rows = sum(map(column_count, columns))
+        rows = sum(map(column_count, columns)) + sum(map(len, blocks))
         cap = self.config.max_segment_rows
         active = self._active
         if active is not None and active.rows and active.rows + rows > cap:
             self._seal()  # no segment ever holds more than the commit worker can surely write
+        # (a record's sample blocks are not split: they go with its last piece)
         pieces = [columns] if rows <= cap else split_columns(columns, cap)
         seg = None
         for done, piece in enumerate(pieces):
             try:
-                seg = self._append(piece)
+                seg = self._append(piece, blocks if done == len(pieces) - 1 else [])
             except BaseException:
                 if len(pieces) > 1 or self._unwritten is None:  # keep the rows not written, as lists
                     self._unwritten = empty_columns()
@@ -322,21 +343,25 @@ class LakeSink(AuditIntake, CommitLoop):
                     self._seal()
                 raise
         self._unwritten = None
+        self._unwritten_blocks = []
         self._unwritten_batches = 0
         if self._health.wal.failing:
             self._health.wal_works()
         return seg
 
-    def _append(self, columns: TableColumns) -> SegmentFile:
-        """Write ``columns`` as one record to the active segment (a new one if none), sealing it
-        when full (raises on failure)."""
-        rows = sum(map(column_count, columns))
-        record, columns = encode_columns(columns)
+    def _append(self, columns: TableColumns, blocks: list[SampleBlock | SampleRuns]) -> SegmentFile:
+        """Write ``columns`` and sample ``blocks`` as one record to the active segment (a new
+        one if none), sealing it when full (raises on failure)."""
+        rows = sum(map(column_count, columns)) + sum(map(len, blocks))
+        encoded = encode_blocks(blocks)
+        record, columns = encode_columns(columns, encoded)
         seg = self._active or self._open_segment()
         seg.append(record, rows)
         self._wal_bytes += len(record)
         if self._committer.keeps_columns:
             self._active_parts.append(columns)
+            if encoded:
+                self._active_blocks.append(encoded)
         cfg = self.config
         if seg.rows >= min(cfg.commit_rows, cfg.max_segment_rows) or seg.size >= cfg.segment_max_bytes:
             self._seal()
@@ -360,13 +385,14 @@ class LakeSink(AuditIntake, CommitLoop):
         seg, self._active = self._active, None
         parts: list[TableColumns] | None
         parts, self._active_parts = self._active_parts, []
+        blocks, self._active_blocks = self._active_blocks, []
         if seg is None:
             return
         # Keep the rows of at most two waiting segments in memory; a backlog (a sick
         # lake) is read back from the files, so memory stays bounded by the WAL on disk.
         if not self._committer.keeps_columns or sum(1 for s in self._sealed if s.parts is not None) >= 2:
             parts = None
-        self._sealed.append(Sealed(seg.number, seg.path, seg.size, seg.rows, seg, parts))
+        self._sealed.append(Sealed(seg.number, seg.path, seg.size, seg.rows, seg, parts, blocks))
         self._wake.set()
 
     def _retry_after(self) -> float:
@@ -458,7 +484,11 @@ class LakeSink(AuditIntake, CommitLoop):
     def stats(self) -> dict[str, int | float | str]:
         """Counters and health (docs/lake.md section 4)."""
         pending_rows = sum(s.rows for s in self._sealed) + (self._active.rows if self._active else 0)
-        pending_rows += self._pending.rows + sum(map(column_count, self._unwritten or ()))
+        pending_rows += (
+            self._pending.rows
+            + sum(map(column_count, self._unwritten or ()))
+            + sum(map(len, self._unwritten_blocks))
+        )
         worker_pid, worker_restarts, worker_recycled = self._committer.worker_stats()
         return {
             "state": self.state,

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, Final
 
-from uns.core.events import Batch
+from uns.core.events import Batch, SampleBlock, SampleRuns
 from uns.core.records import RECORD_TABLES
 from uns.core.values import value_double, value_text
 from uns.sparkplug.datatypes import DataType
@@ -226,11 +226,12 @@ class PendingRows:
     """Batches accepted by ``LakeSink.add`` and not yet in the WAL: only references to
     their event objects (the engine does not touch a batch after delivering it)."""
 
-    __slots__ = ("_objects", "_sizes", "rows")
+    __slots__ = ("_blocks", "_objects", "_sizes", "rows")
 
     def __init__(self) -> None:
         self._objects: tuple[list[Any], ...] = tuple([] for _ in TABLES)
         self._sizes: list[int] = []  # samples per batch, in order
+        self._blocks: list[SampleBlock | SampleRuns] = []  # samples in columns (lake.blocks writes them)
         self.rows = 0
 
     def add(self, batch: Batch) -> int:
@@ -243,6 +244,10 @@ class PendingRows:
         if count:
             objects[0].extend(samples)
             self._sizes.append(count)
+        blocks = batch.blocks
+        if blocks:
+            self._blocks.extend(blocks)
+            count += sum(map(len, blocks))
         if context or catalog or sessions or rejected:  # rare: births, context, faults
             for index, more in ((1, context), (2, catalog), (3, sessions), (4, rejected)):
                 objects[index].extend(more)
@@ -260,17 +265,24 @@ class PendingRows:
         self.rows += 1
 
     def take(self) -> TableColumns:
-        """Every pending row as columns; the buffer is empty afterwards."""
+        """Every pending row of the objects as columns (take the blocks first: the
+        buffer is empty afterwards)."""
         objects, self._objects = self._objects, tuple([] for _ in TABLES)
         sizes, self._sizes = self._sizes, []
+        self._blocks = []
         self.rows = 0
         return tuple(_columns_of(i, objs, sizes) for i, objs in enumerate(objects))
+
+    def take_blocks(self) -> list[SampleBlock | SampleRuns]:
+        """The pending sample blocks (before :meth:`take`, which empties the buffer)."""
+        blocks, self._blocks = self._blocks, []
+        return blocks
 
 
 def batch_columns(batch: Batch) -> TableColumns:
     """One batch as columns (what one WAL record of just this batch holds)."""
     pending = PendingRows()
-    pending.add(batch)
+    pending.add(Batch(batch.all_samples(), batch.sessions, batch.catalog, batch.rejected, batch.context))
     return pending.take()
 
 

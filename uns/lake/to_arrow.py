@@ -34,7 +34,7 @@ from uns.lake.tables import (
     TIME_COLUMN,
     WAL_COLUMNS,
 )
-from uns.sparkplug.datatypes import DataType
+from uns.sparkplug.datatypes import SIGNED_WIDTH, UNSIGNED_WIDTH, DataType
 
 __all__ = ["SLICE_ROWS", "arrow_table", "arrow_table_of_parts", "bounded_payloads", "render_values"]
 
@@ -68,22 +68,43 @@ def _render_one(value: Any) -> tuple[str | None, float | None]:
     return text, double
 
 
-def render_values(values: Sequence[Any]) -> tuple[list[str | None], list[float | None]]:
-    """``value_text`` and ``value_double`` of raw WAL values (identical to uns.core.values,
-    which a test checks); floats and ints in C, everything else per value."""
-    kinds = set(map(type, values))
-    if kinds == {float}:
-        return list(map(repr, values)), list(values)
-    if kinds <= {float, int}:
-        try:
-            doubles: list[float | None] = list(map(float, values))
-        except OverflowError:  # an int beyond the float range: value_double says None
-            pass
-        else:
-            return list(map(repr, values)), doubles  # repr(int) == str(int)
-    pairs = list(map(_render_one, values))
-    texts = [p[0] for p in pairs]
-    return texts, [p[1] for p in pairs]
+#: datatype codes whose values the ``measurements`` view renders (lake/views/measurements.sql):
+#: floats from ``value_double``, integers and DateTime from ``value_int``, booleans from
+#: ``value_double``; ``value_text`` is stored only for the other values
+_FLOAT_CODES: Final = frozenset({int(DataType.Float), int(DataType.Double)})
+_INT_CODES: Final = frozenset(
+    int(d) for d in (*SIGNED_WIDTH, *UNSIGNED_WIDTH, DataType.DateTime)
+)  # fmt: skip
+_BOOL_CODE: Final = int(DataType.Boolean)
+_UINT64_CODE: Final = int(DataType.UInt64)
+
+
+def _stored_one(value: Any, code: Any) -> tuple[str | None, float | None, int | None]:
+    """(value_text, value_double, value_int) of one raw WAL value as stored (see above)."""
+    kind = type(value)
+    if kind is float and code in _FLOAT_CODES:
+        return None, value, None
+    if kind is bool and code == _BOOL_CODE:
+        return None, 1.0 if value else 0.0, None
+    if kind is int and code in _INT_CODES:
+        bits = value - (1 << 64) if code == _UINT64_CODE and value > _INT64_MAX else value
+        if -(1 << 63) <= bits <= _INT64_MAX and (code != _UINT64_CODE or value >= 0):
+            return None, float(value), bits  # an int below 2^64 always fits a float
+    text, double = _render_one(value)
+    return text, double, None
+
+
+def render_values(
+    values: Sequence[Any], codes: Sequence[Any]
+) -> tuple[list[str | None], list[float | None], list[int | None]]:
+    """``value_text``, ``value_double`` and ``value_int`` of raw WAL values as the table stores
+    them (the view renders the text of numbers, which a test checks against uns.core.values);
+    all-float columns in C, everything else per value."""
+    if set(map(type, values)) == {float} and set(codes) <= _FLOAT_CODES:
+        n = len(values)
+        return [None] * n, list(values), [None] * n
+    stored = list(map(_stored_one, values, codes))
+    return [s[0] for s in stored], [s[1] for s in stored], [s[2] for s in stored]
 
 
 def _datatype_names(codes: Sequence[Any]) -> pa.Array:
@@ -206,16 +227,19 @@ def _measurement_columns(
     def expand(values: pa.Array) -> pa.Array:
         return values.take(run_of_row)
 
-    texts, doubles = render_values(row["value"])
+    texts, doubles, ints = render_values(row["value"], row["datatype"])
     text_array = _array(texts, pa.string())
+    double_array = _array(doubles, pa.float64())
+    int_array = _array(ints, pa.int64())
     types = {f.name: f.type for f in SCHEMAS["measurements"]}
     by_name: dict[str, Sequence[Any] | pa.Array] = {
         **row,
         **{name: expand(_array(run[name], types[name])) for name in RUN_FIELDS if name != "context"},
         "datatype": _datatype_names(row["datatype"]),
-        "value_double": doubles,
+        "value_double": double_array,
         "value_text": text_array,
-        "is_null": pc.is_null(text_array),
+        "value_int": int_array,
+        "is_null": pc.and_(pc.is_null(text_array), pc.and_(pc.is_null(double_array), pc.is_null(int_array))),
     }
     ctx_cols = [expand(col) for col in contexts.columns(run["context"])]
     by_name.update(zip(CONTEXT_COLUMNS, ctx_cols[:-1], strict=True))
@@ -342,3 +366,121 @@ def arrow_table_of_parts(
         for first, cols in _slices(parts, slice_rows)
     ]
     return pa.Table.from_batches(batches, schema=SCHEMAS[table])
+
+
+# ---------------------------------------------------------------- sample blocks (lake.blocks)
+_BLOCK_INT, _BLOCK_FLOAT, _BLOCK_BOOL = 1, 2, 3
+
+
+def _ts_array(values: pa.Array) -> pa.Array:
+    """int64 ms -> timestamp, NULL outside year 1..9999 (as :func:`_array` does)."""
+    bad = pc.or_(pc.less(values, _TS_MIN_MS), pc.greater(values, _TS_MAX_MS))
+    if pc.any(bad).as_py():
+        values = pc.if_else(bad, pa.scalar(None, pa.int64()), values)
+    return values.cast(_TS)
+
+
+def _block_values(rows: pa.RecordBatch) -> tuple[pa.Array, pa.Array]:
+    """value_double and value_int of block rows (their value_text is the view's)."""
+    kind, code = rows.column("kind"), rows.column("datatype")
+    ival, dval = rows.column("ival"), rows.column("dval")
+    is_float, is_int, is_bool = (
+        pc.equal(kind, _BLOCK_FLOAT),
+        pc.equal(kind, _BLOCK_INT),
+        pc.equal(kind, _BLOCK_BOOL),
+    )
+    int_double = ival.cast(pa.float64(), safe=False)  # beyond 2^53: the nearest double, as float(int)
+    unsigned = pc.and_(pc.equal(code, _UINT64_CODE), pc.less(ival, 0))
+    if pc.any(unsigned).as_py():  # UInt64 above 2^63: the bits as unsigned
+        int_double = pc.if_else(unsigned, ival.view(pa.uint64()).cast(pa.float64(), safe=False), int_double)
+    doubles = pc.if_else(
+        is_float, dval, pc.if_else(pc.or_(is_int, is_bool), int_double, pa.scalar(None, pa.float64()))
+    )
+    return doubles, pc.if_else(is_int, ival, pa.scalar(None, pa.int64()))
+
+
+def _context_columns(contexts: pa.Array) -> list[pa.Array]:
+    """The five context columns and the JSON column from each run's JSON text."""
+    encoded = pc.dictionary_encode(contexts)
+    parsed = [json.loads(text) if text is not None else {} for text in encoded.dictionary.to_pylist()]
+    out = [
+        pa.array([ctx.get(key) for ctx in parsed], pa.string()).take(encoded.indices)
+        for key in CONTEXT_COLUMNS
+    ]
+    out.append(contexts)
+    return out
+
+
+def _joined_blocks(
+    parts: Sequence[bytes | memoryview],
+) -> tuple[pa.RecordBatch, pa.RecordBatch, pa.RecordBatch]:
+    """The blocks of several records as one (rows' series numbers shifted to the joined series)."""
+    from uns.lake.blocks import read_blocks  # noqa: PLC0415 - avoids a cycle at import
+
+    read = [read_blocks(part) for part in parts]
+    if len(read) == 1:
+        return read[0]
+    shifted = []
+    offset = 0
+    for rows, series, _runs in read:
+        if offset:
+            at = rows.schema.get_field_index("series")
+            shift = pc.add(rows.column("series"), pa.scalar(offset, pa.int32()))
+            shifted.append(rows.set_column(at, "series", shift))
+        else:
+            shifted.append(rows)
+        offset += series.num_rows
+
+    def joined(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+        return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+
+    return joined(shifted), joined([r[1] for r in read]), joined([r[2] for r in read])
+
+
+def block_measurements(parts: Sequence[bytes | memoryview], segment: int, writer: str = "") -> pa.Table:
+    """The measurements rows of the sample blocks of a segment's records (lake.blocks), built
+    in one vectorised pass over all of them."""
+    schema = SCHEMAS["measurements"]
+    rows, series, runs = _joined_blocks(parts)
+    n = rows.num_rows
+    lengths = runs.column("rows").to_pylist()
+    run_of_row = pa.array(list(chain.from_iterable(map(repeat, range(len(lengths)), lengths))), pa.int32())
+    series_of_row = rows.column("series")
+
+    def by_run(name: str) -> pa.Array:
+        return runs.column(name).take(run_of_row)
+
+    def constant(value: object, typ: pa.DataType) -> pa.Array:
+        return pa.repeat(pa.scalar(value, typ), n)
+
+    doubles, ints = _block_values(rows)
+    context = [col.take(run_of_row) for col in _context_columns(runs.column("context"))]
+    by_name: dict[str, pa.Array] = {
+        "ts": _ts_array(rows.column("ts")),
+        "received_at": _ts_array(by_run("received_at")),
+        "path": by_run("path"),
+        "metric": series.column("metric").take(series_of_row),
+        "datatype": _DATATYPE_NAME_ARRAY.take(rows.column("datatype")),
+        "value_double": doubles,
+        "value_text": pa.nulls(n, pa.string()),
+        "value_int": ints,
+        "unit": series.column("unit").take(series_of_row),
+        "quality": constant("good", pa.string()),
+        "is_historical": constant(False, pa.bool_()),
+        "group_id": by_run("group_id"),
+        "edge_node_id": by_run("edge_node_id"),
+        "device_id": by_run("device_id"),
+        "seq": by_run("seq"),
+        **dict(zip(CONTEXT_COLUMNS, context[:-1], strict=True)),
+        "context": context[-1],
+        "bdseq": by_run("bdseq"),
+        "alias": series.column("alias").view(pa.int64()).take(series_of_row),  # uint64: keep the bits
+        "is_transient": constant(False, pa.bool_()),
+        "is_null": pc.equal(rows.column("kind"), 0),
+        "unmapped": by_run("unmapped"),
+        "wal_writer": constant(writer, pa.string()),
+        "wal_segment": constant(segment, pa.int64()),
+    }
+    arrays = [by_name[f.name] for f in schema if f.name != PARTITION_COLUMN]
+    arrays.append(pc.coalesce(by_name["ts"], by_name["received_at"]).cast(pa.date32()))
+    return pa.Table.from_batches([pa.RecordBatch.from_arrays(arrays, schema=schema)], schema=schema)

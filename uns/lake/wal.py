@@ -1,12 +1,15 @@
 """The write-ahead log: numbered segment files of CRC-checked records.
 
 Layout: ``<lake>/_wal/<number:016d>.wal``.  A segment starts with the 8-byte
-magic ``UNSWAL2\n``; then records, each::
+magic ``UNSWAL3\n``; then records, each::
 
     uint32 LE  payload length
     uint32 LE  CRC-32 of the payload
-    payload    marshal (format 4) of one TableColumns tuple: per table ``[]`` or
-               its columns (lists of plain values, see lake.tables.WAL_COLUMNS)
+    payload    uint32 LE  length of the columns
+               columns    marshal (format 4) of one TableColumns tuple: per table ``[]``
+                          or its columns (lists of plain values, see lake.tables.WAL_COLUMNS)
+               blocks     the rest: the record's sample blocks as Arrow IPC
+                          (lake.blocks; empty when it has none)
 
 A record holds every row the sink accepted in one event-loop iteration (the
 sink writes the rows pending since the last write as one record).  It is
@@ -17,9 +20,9 @@ of a write leaves a torn last record: :func:`read_segment` detects it (short
 header, short payload or CRC mismatch) and stops there.  A failed write is
 cut back off the file, so a torn record is never followed by good ones.
 
-Segments of the previous format (``UNSWAL1\n``: one record of row tuples per
-batch, values rendered) are still read, so a WAL left by an older version
-replays after an upgrade.
+Segments of the previous formats (``UNSWAL2\n``: the payload is the marshalled
+columns alone; ``UNSWAL1\n``: one record of row tuples per batch, values rendered)
+are still read, so a WAL left by an older version replays after an upgrade.
 
 The segment number is the commit unit: a segment's rows go to each Delta table
 in one commit carrying an app transaction ``(app_id, number)``.
@@ -37,7 +40,7 @@ import threading
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, cast
 
@@ -75,9 +78,11 @@ __all__ = [
     "wal_dir_for",
 ]
 
-MAGIC: Final = b"UNSWAL2\n"
+MAGIC: Final = b"UNSWAL3\n"
+_MAGIC_V2: Final = b"UNSWAL2\n"
 _MAGIC_V1: Final = b"UNSWAL1\n"
 _HEADER = struct.Struct("<II")
+_COLUMNS_LEN = struct.Struct("<I")
 _MARSHAL_VERSION: Final = 4  # stable since Python 3.4; newer Pythons still read it
 _SUFFIX: Final = ".wal"
 
@@ -114,10 +119,11 @@ def list_segments(wal_dir: Path) -> list[tuple[int, Path]]:
     return found
 
 
-def encode_record(columns: TableColumns) -> bytes:
+def encode_record(columns: TableColumns, blocks: bytes = b"") -> bytes:
     """One record (header + payload).  Raises ValueError unless the columns hold only
     marshal-able plain values (then see lake.tables.plain_columns)."""
-    payload = marshal.dumps(columns, _MARSHAL_VERSION)
+    marshalled = marshal.dumps(columns, _MARSHAL_VERSION)
+    payload = b"".join((_COLUMNS_LEN.pack(len(marshalled)), marshalled, blocks))
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
@@ -129,6 +135,8 @@ class SegmentRead:
     records: int
     good_bytes: int  # bytes up to the end of the last good record
     torn_bytes: int  # bytes after it (a torn record from a crash, or damage)
+    #: the sample blocks of the records that have them (Arrow IPC, lake.blocks)
+    blocks: list[memoryview] = field(default_factory=list)
 
     @property
     def columns(self) -> TableColumns:
@@ -143,28 +151,39 @@ def read_segment(path: Path) -> SegmentRead:
     """All good records of a segment, merged per table; a torn tail is ignored."""
     data = path.read_bytes()
     parts: list[TableColumns] = []
-    version = 2 if data.startswith(MAGIC) else 1 if data.startswith(_MAGIC_V1) else 0
+    blocks: list[memoryview] = []
+    version = {MAGIC: 3, _MAGIC_V2: 2, _MAGIC_V1: 1}.get(data[: len(MAGIC)], 0)
     if not version:
         # Crashed between creating the file and writing the magic: nothing was accepted.
         return SegmentRead(parts, 0, 0, len(data))
+    view = memoryview(data)
     pos, records, end = len(MAGIC), 0, len(data)
     while pos + _HEADER.size <= end:
         length, crc = _HEADER.unpack_from(data, pos)
         start = pos + _HEADER.size
-        payload = data[start : start + length]
+        payload = view[start : start + length]
         if len(payload) < length or zlib.crc32(payload) != crc:
             break
+        columns, block = payload, payload[:0]
+        if version == 3:
+            if length < _COLUMNS_LEN.size:
+                break
+            (size,) = _COLUMNS_LEN.unpack_from(payload)
+            columns = payload[_COLUMNS_LEN.size : _COLUMNS_LEN.size + size]
+            block = payload[_COLUMNS_LEN.size + size :]
         try:
-            record = marshal.loads(payload)  # noqa: S302 - our own CRC-checked file, not foreign input
+            record = marshal.loads(columns)  # noqa: S302 - our own CRC-checked file, not foreign input
         except (ValueError, EOFError, TypeError):
             break
         more = _record_columns(record, version)
         if more is None:
             break
         parts.append(more)
+        if block:
+            blocks.append(block)
         pos = start + length
         records += 1
-    return SegmentRead(parts, records, pos, end - pos)
+    return SegmentRead(parts, records, pos, end - pos, blocks)
 
 
 def _record_columns(record: object, version: int) -> TableColumns | None:
@@ -410,13 +429,13 @@ def wal_dir_for(root: Path, writer_id: str = "") -> Path:
     return root / (f"_wal-{writer_id}" if writer_id else "_wal")
 
 
-def encode_columns(columns: TableColumns) -> tuple[bytes, TableColumns]:
+def encode_columns(columns: TableColumns, blocks: bytes = b"") -> tuple[bytes, TableColumns]:
     """The record, and the columns it holds (coerced to builtins if marshal refused them)."""
     try:
-        return encode_record(columns), columns
+        return encode_record(columns, blocks), columns
     except ValueError:  # a str/int subclass, a DataSet, a stray object: marshal takes only builtins
         plain = plain_columns(columns)
-        return encode_record(plain), plain
+        return encode_record(plain, blocks), plain
 
 
 def fsync_segments(files: list[SegmentFile], wal_dir: Path | None) -> None:

@@ -128,6 +128,9 @@ class BornMetric:
     #: stated wire datatype codes (0: none) for which a value read from ``wire_kind``
     #: already is the typed value (both the converter and the codec return it unchanged)
     exact_codes: tuple[int, ...] = ()
+    #: what the native decoder reads (uns.sparkplug.native): the datatype code, plus 0x100
+    #: when the metric is a sample
+    native: int = 0
 
     @classmethod
     def define(
@@ -135,7 +138,10 @@ class BornMetric:
     ) -> BornMetric:
         """The record of a metric a BIRTH defines, with its converters chosen."""
         convert, kind = FAST_CONVERTERS[datatype], WIRE_KINDS.get(datatype)
-        return cls(name, alias, datatype, unit, convert, is_sample, kind, _EXACT_CODES.get(datatype, ()))
+        native = int(datatype) | (0x100 if is_sample else 0)
+        return cls(
+            name, alias, datatype, unit, convert, is_sample, kind, _EXACT_CODES.get(datatype, ()), native
+        )
 
 
 def property_quality(props: PropertySet) -> str:

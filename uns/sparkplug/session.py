@@ -56,6 +56,7 @@ from typing import Protocol
 
 from uns.core.events import Batch, SessionEventKind
 from uns.errors import SparkplugDecodeError
+from uns.sparkplug import native
 from uns.sparkplug.codec import decode_payload_steps
 from uns.sparkplug.compression import is_compressed, unwrap_compressed_steps
 from uns.sparkplug.data import apply_data
@@ -70,6 +71,7 @@ from uns.sparkplug.lifecycle import (
     node_died,
 )
 from uns.sparkplug.limits import OVER_LIMIT, MessageLimits
+from uns.sparkplug.native_data import native_outcome
 from uns.sparkplug.nodes import NO_DBIRTH, NO_NBIRTH, NodeInfo, NodeState, node_info
 from uns.sparkplug.outcome import Outcome, RebirthPolicy, protocol_error_once, reject, session_event
 from uns.sparkplug.payload import Payload
@@ -148,6 +150,11 @@ class SessionManager:
         self._buffering: dict[tuple[str, str], NodeState] = {}  # nodes with a reorder timer running
         self._stats = dict.fromkeys(_STAT_NAMES, 0)
         self._rebirths = RebirthPolicy(config.rebirth_requests, config.rebirth_min_interval_ms, self._stats)
+        #: hand ordinary DATA to the sinks as SampleBlocks (the engine sets it when every sink
+        #: takes them); otherwise the native decoder's rows are made Sample objects
+        self.columnar = False
+        #: beyond the limits the native decoder leaves a message to Python, which applies them
+        self.max_metrics, self.max_payload_bytes = self.limits.max_metrics, self.limits.max_payload_bytes
 
     # --- public API ------------------------------------------------------------------
 
@@ -236,6 +243,10 @@ class SessionManager:
                 return None
         else:
             owner = node.own
+        if native.AVAILABLE:
+            done = native_outcome(self, node, owner, raw, received_at)
+            if done is not None:
+                return done
         lean = parse_data(raw)
         if lean is None or len(lean.metrics) > self.limits.max_metrics:
             return None  # the typed path decides (and refuses a message over the limit)
@@ -259,6 +270,16 @@ class SessionManager:
         stats["messages"] += 1
         stats["samples"] += len(samples)
         return Outcome(Batch(samples))
+
+    def node_state(self, group_id: str, edge_node_id: str) -> NodeState | None:
+        """The state of one edge node (the native lane reads it live)."""
+        return self._nodes.get((group_id, edge_node_id))
+
+    def count_fast(self, messages: int, samples: int) -> None:
+        """Count DATA the native lane handled (what :meth:`stats` says)."""
+        stats = self._stats
+        stats["messages"] += messages
+        stats["samples"] += samples
 
     def handle_undecodable(self, topic: Topic, raw: bytes, error: str, received_at: int) -> Outcome:
         """Record bytes from a Sparkplug topic that could not be decoded, and ask for a rebirth."""
