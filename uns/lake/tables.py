@@ -282,7 +282,11 @@ class PendingRows:
 def batch_columns(batch: Batch) -> TableColumns:
     """One batch as columns (what one WAL record of just this batch holds)."""
     pending = PendingRows()
-    pending.add(Batch(batch.all_samples(), batch.sessions, batch.catalog, batch.rejected, batch.context))
+    pending.add(
+        Batch(
+            batch.all_samples(), batch.sessions, batch.catalog, batch.rejected, batch.context, records=batch.records
+        )
+    )
     return pending.take()
 
 
