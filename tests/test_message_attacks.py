@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from benchmarks.bench_message_limits import birth_100k
+from tests.aio_helpers import running
 from tests.engine_helpers import engine_config, running_engine, wait_for
 from tests.lake_helpers import query
 from tests.protowire import lfield, vfield
@@ -185,13 +186,8 @@ async def status_of(broker: Mosquitto, ns: str) -> AsyncIterator[_Status]:
                     status.clear()
                     status.update(json.loads(payload))
 
-        task = asyncio.create_task(follow())
-        try:
+        async with running(follow()):
             yield status
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 async def until(cond: Any, task: asyncio.Task[Any], what: str, timeout: float = 60) -> None:
