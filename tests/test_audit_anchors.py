@@ -164,7 +164,8 @@ def restore_all(lake: Path | str, back: int) -> None:
     """Every table rolled back ``back`` versions (Delta RESTORE): a whole-lake rollback."""
     for name in TABLES:
         table = DeltaTable(f"{lake}/{name}")
-        table.restore(max(0, table.version() - back))
+        if table.version() > 0:  # a table never written since its creation has nothing to undo
+            table.restore(max(0, table.version() - back))
 
 
 Tamper = Callable[[Path], str]
