@@ -86,7 +86,7 @@ def harness_load(count: int, ts: int) -> tuple[list[tuple[str, bytes]], list[tup
 def child(args: argparse.Namespace) -> dict[str, Any]:
     from uns.config import load_config  # noqa: PLC0415 - after UNS_NATIVE is set
     from uns.engine.daemon import build_engine  # noqa: PLC0415
-    from uns.lake.blocks import encode_blocks  # noqa: PLC0415
+    from uns.lake.blocks import SeriesRegistry, encode_blocks  # noqa: PLC0415
     from uns.lake.tables import PendingRows  # noqa: PLC0415
     from uns.lake.wal import encode_columns, open_segment  # noqa: PLC0415
     from uns.sparkplug import native  # noqa: PLC0415
@@ -110,12 +110,11 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         pending = PendingRows()
         segments: list[tuple[int, Path]] = []
         seg = None
+        series = SeriesRegistry()
         metrics = 0
         dispatch = engine.dispatch
-        chunks = [
-            [(t, p, 0, False) for t, p in messages[i : i + RECORD_MESSAGES]]
-            for i in range(0, len(messages), RECORD_MESSAGES)
-        ]
+        per = args.record_messages
+        chunks = [[(t, p, 0, False) for t, p in messages[i : i + per]] for i in range(0, len(messages), per)]
         start = time.process_time()
         for chunk in chunks:  # one socket read, one event-loop iteration, one WAL record
             position = 0
@@ -130,11 +129,14 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
                 metrics += pending.add(batch)
                 position += 1
             blocks = pending.take_blocks()
-            record, _cols = encode_columns(pending.take(), encode_blocks(blocks))
             if seg is None:
                 seg = open_segment(wal, len(segments))
                 segments.append((seg.number, seg.path))
+                series = SeriesRegistry()
+            encoded, born = encode_blocks(blocks, series)
+            record, _cols = encode_columns(pending.take(), encoded)
             seg.append(record, 0)
+            series.keep(born)
             if seg.size >= 8 << 20:
                 seg.close()
                 seg = None
@@ -149,8 +151,9 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
             "engine_us_per_message": engine_s / len(messages) * 1e6,
         }  # fmt: skip
         if args.phase in ("arrow", "all"):
+            from uns.lake.block_arrow import block_measurements  # noqa: PLC0415
             from uns.lake.tables import TABLES  # noqa: PLC0415
-            from uns.lake.to_arrow import arrow_table_of_parts, block_measurements  # noqa: PLC0415
+            from uns.lake.to_arrow import arrow_table_of_parts  # noqa: PLC0415
             from uns.lake.wal import read_segment  # noqa: PLC0415
 
             start = time.process_time()
@@ -185,6 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load", choices=("harness", "small", "both"), default="both")
     parser.add_argument("--phase", choices=("gen", "engine", "arrow", "all"), default="all")
     parser.add_argument("--child", action="store_true", help="run one path in this process")
+    parser.add_argument(
+        "--record-messages",
+        type=int,
+        default=RECORD_MESSAGES,
+        help="messages per WAL record (per socket read)",
+    )
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(args)))
@@ -195,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         for flag in ("1", "0"):
             argv_child = [sys.executable, "-m", "benchmarks.bench_native", "--child", "--load", load]
             argv_child += ["--messages", str(args.messages), "--phase", args.phase]
+            argv_child += ["--record-messages", str(args.record_messages)]
             out = subprocess.run(
                 argv_child, env={**os.environ, "UNS_NATIVE": flag}, capture_output=True, text=True, check=True
             )

@@ -1,8 +1,12 @@
-"""Write the fuzzer's seed corpus: DATA payloads the codec tests use, Tahu-style encodings
-(values in another field than the datatype's, masked and sign-extended integers), and the
-bench plant's DDATA.  Each file is one byte (the born datatype) + a payload.
+"""Write the fuzzers' seed corpora.
 
-    python -m tests.fuzz.make_corpus DIR
+``spdata``: DATA payloads the codec tests use, Tahu-style encodings (values in another
+field than the datatype's, masked and sign-extended integers), and the bench plant's
+DDATA; each file is one byte (the born datatype) + a payload.  ``spblock``: packed
+sample-block records (uns.lake.blocks) of natively decoded DATA, small and larger,
+with and without contexts, per record and per segment series numbering.
+
+    python -m tests.fuzz.make_corpus DIR [spdata|spblock]
 """
 
 from __future__ import annotations
@@ -46,9 +50,39 @@ def payloads() -> list[bytes]:
     return out
 
 
+def block_records() -> list[bytes]:
+    """Packed records of the bench loads' natively decoded DATA (needs the extension)."""
+    import argparse  # noqa: PLC0415 - only for this corpus
+
+    from benchmarks import bench_native  # noqa: PLC0415
+    from uns.lake import blocks  # noqa: PLC0415
+
+    out: list[bytes] = []
+    encode = blocks.encode_blocks
+
+    def keep(found: object, registry: object = None) -> tuple[bytes, list[object]]:
+        record = encode(found, registry)  # type: ignore[arg-type]
+        if len(out) < 40:
+            out.append(record[0])
+        return record
+
+    blocks.encode_blocks = keep  # type: ignore[assignment]
+    try:
+        for load, per in (("small", 1), ("small", 7), ("harness", 3)):
+            args = argparse.Namespace(load=load, messages=60, phase="engine", record_messages=per)
+            bench_native.child(args)
+    finally:
+        blocks.encode_blocks = encode  # type: ignore[assignment]
+    return out
+
+
 def main(argv: list[str]) -> int:
     target = Path(argv[1])
     target.mkdir(parents=True, exist_ok=True)
+    if len(argv) > 2 and argv[2] == "spblock":
+        for data in block_records():
+            (target / hashlib.sha1(data).hexdigest()).write_bytes(data)
+        return 0
     for raw in payloads():
         for born in (3, 8, 9, 10, 11, 13):
             data = bytes([born]) + raw
