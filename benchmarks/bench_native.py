@@ -8,12 +8,14 @@ Usage::
 Each path runs in its own process (``UNS_NATIVE=1`` / ``0``: the decoder is chosen at
 import).  What is timed, with ``time.process_time`` (every thread of the process):
 
-* **engine**: what the engine's process does per message after the MQTT client parsed
-  it -- ``Engine.process`` (decode, sessions, enrichment; with the native decoder runs of
-  ordinary DATA in one call, ``Dispatcher.process_many``) and the lake sink's per-loop
-  work (``PendingRows``, the WAL record: marshal and, for sample blocks, Arrow IPC) and
-  the record's ``write`` to a segment file; 100 messages per WAL record (one loop
-  iteration);
+* **engine**: what the engine's process does per message from the socket's bytes on --
+  the MQTT client's reader (``PacketReader.feed``: PUBLISH packets of one socket read,
+  the C run unless ``UNS_NATIVE=0``), ``Engine.process`` (decode, sessions, enrichment;
+  with the native decoder runs of ordinary DATA in one call, ``Dispatcher.process_many``)
+  and the lake sink's per-loop work (``PendingRows``, the WAL record: marshal and, for
+  sample blocks, the packed columns) and the record's ``write`` to a segment file;
+  ``--record-messages`` messages per socket read and WAL record (one loop iteration),
+  segments sealed at ``lake.commit_rows`` rows as the engine seals them;
 * **arrow**: the commit worker's reading of those segments and building of the Arrow
   tables (no Parquet);
 * **commit**: the worker's whole commit of every segment (read, Arrow, Parquet, Delta
@@ -21,8 +23,9 @@ import).  What is timed, with ``time.process_time`` (every thread of the process
 
 Loads: ``harness`` is the benchmark plant (10 nodes x 10 devices, 10 Double metrics per
 DDATA, aliases); ``small`` is one device sending DDATA of 1, 2 or 3 metrics (Int32,
-Double, Boolean), where the per-message cost dominates.  The MQTT receive path is not
-included (``benchmarks/bench_fastmqtt.py`` measures it).  For instruction counts under
+Double, Boolean), where the per-message cost dominates.  The socket's ``recv`` itself and
+the event loop are not included (``benchmarks/bench_fastmqtt.py`` measures the whole
+receive path against a broker).  For instruction counts under
 load run one child under ``valgrind --tool=callgrind`` with ``--phase engine`` (or
 ``arrow``) at two message counts and take the difference, less that of ``--phase gen``
 (making the payloads).
@@ -89,12 +92,20 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     from uns.lake.blocks import SeriesRegistry, encode_blocks  # noqa: PLC0415
     from uns.lake.tables import PendingRows  # noqa: PLC0415
     from uns.lake.wal import encode_columns, open_segment  # noqa: PLC0415
+    from uns.mqtt.wire.packets import encode_publish  # noqa: PLC0415
+    from uns.mqtt.wire.readers import PacketReader  # noqa: PLC0415
     from uns.sparkplug import native  # noqa: PLC0415
 
     ts = 1_765_000_000_000
     born, messages = (small_load if args.load == "small" else harness_load)(args.messages, ts)
     if args.phase == "gen":  # the payloads alone: what to subtract from an instruction count
         return {"load": args.load, "messages": len(messages)}
+    per = args.record_messages
+    # one socket read's bytes: the messages' PUBLISH packets (QoS 0, as Sparkplug sends DATA)
+    reads = [
+        b"".join(encode_publish(t, p, 0) for t, p in messages[i : i + per])
+        for i in range(0, len(messages), per)
+    ]
     with tempfile.TemporaryDirectory(prefix="uns-bench-native-") as tmp:
         lake, wal = Path(tmp) / "lake", Path(tmp) / "wal"
         wal.mkdir()
@@ -113,10 +124,12 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         series = SeriesRegistry()
         metrics = 0
         dispatch = engine.dispatch
-        per = args.record_messages
-        chunks = [[(t, p, 0, False) for t, p in messages[i : i + per]] for i in range(0, len(messages), per)]
+        chunk: list[Any] = []
+        reader = PacketReader(chunk)  # the client's reader: C runs of PUBLISH unless UNS_NATIVE=0
+        commit_rows = engine.config.lake.commit_rows  # a segment is sealed (committed) at this many rows
         start = time.process_time()
-        for chunk in chunks:  # one socket read, one event-loop iteration, one WAL record
+        for data in reads:  # one socket read, one event-loop iteration, one WAL record
+            reader.feed(data)
             position = 0
             while position < len(chunk):  # as Engine._handle_lane (or _handle_messages)
                 after, lane = dispatch.process_many(chunk, position, ts)
@@ -128,16 +141,18 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
                 batch, _rebirths, _publishes = process(chunk[position][0], chunk[position][1], ts)
                 metrics += pending.add(batch)
                 position += 1
+            chunk.clear()
             blocks = pending.take_blocks()
+            rows = pending.rows
             if seg is None:
                 seg = open_segment(wal, len(segments))
                 segments.append((seg.number, seg.path))
                 series = SeriesRegistry()
-            encoded, born = encode_blocks(blocks, series)
+            encoded, defined = encode_blocks(blocks, series)
             record, _cols = encode_columns(pending.take(), encoded)
-            seg.append(record, 0)
-            series.keep(born)
-            if seg.size >= 8 << 20:
+            seg.append(record, rows)
+            series.keep(defined)
+            if seg.rows >= commit_rows:
                 seg.close()
                 seg = None
         engine_s = time.process_time() - start
