@@ -6,13 +6,16 @@
  * PacketReader.feed does for them -- and stops at the first packet that is anything else
  * (incomplete, another type, QoS 2, a longer header, a malformed one, a topic that is not
  * UTF-8): the Python loop then decides that packet as before.  Built against the stable
- * ABI; optional (UNS_NATIVE=0 or no compiler: the Python loop does everything).
+ * ABI; optional (UNS_NATIVE=0 or no compiler: the Python loop does everything).  The
+ * framing (the reading of untrusted bytes) is plain C in mqttrun.h, fuzzed by scripts/fuzz.
  */
 #ifndef Py_LIMITED_API
 #define Py_LIMITED_API 0x030B0000
 #endif
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+
+#include "mqttrun.h"
 
 #define TOPIC_CACHE_MAX 4096 /* topics kept decoded (a flood of distinct topics stays bounded) */
 
@@ -62,39 +65,22 @@ static PyObject *publishes(PyObject *self, PyObject *const *args, Py_ssize_t nar
         return NULL;
     }
     PyObject *messages = args[2], *replies = args[3], *topics = args[4];
-    while (n - pos >= 2) {
-        unsigned first = buf[pos];
-        unsigned qos = first >> 1 & 3;
-        if (first >> 4 != 3 || qos > 1) break;
-        Py_ssize_t start, length;
-        if (buf[pos + 1] < 0x80) {
-            start = pos + 2;
-            length = buf[pos + 1];
-        } else if (n - pos >= 3 && buf[pos + 2] < 0x80) {
-            start = pos + 3;
-            length = (buf[pos + 1] & 0x7F) | (Py_ssize_t)buf[pos + 2] << 7;
-        } else {
-            break;
-        }
-        Py_ssize_t end = start + length;
-        if (end > n || length < 2) break;
-        Py_ssize_t topic_end = start + 2 + ((Py_ssize_t)buf[start] << 8 | buf[start + 1]);
-        Py_ssize_t payload_start = qos ? topic_end + 2 : topic_end;
-        if (payload_start > end) break;
-        PyObject *topic = topic_of((const char *)buf + start + 2, topic_end - start - 2, topics);
+    mqr_publish p;
+    while (mqr_next(buf, (size_t)n, (size_t)pos, &p)) {
+        PyObject *topic = topic_of((const char *)buf + p.topic, (Py_ssize_t)p.topic_len, topics);
         if (topic == NULL) {
             if (PyErr_Occurred()) return NULL;
             break;
         }
-        PyObject *payload = PyBytes_FromStringAndSize((const char *)buf + payload_start, end - payload_start);
+        PyObject *payload = PyBytes_FromStringAndSize((const char *)buf + p.payload, (Py_ssize_t)(p.end - p.payload));
         PyObject *message = payload == NULL ? NULL
-                                            : Py_BuildValue("(NNiO)", topic, payload, (int)qos,
-                                                            (first & 1) ? Py_True : Py_False);
+                                            : Py_BuildValue("(NNiO)", topic, payload, (int)p.qos,
+                                                            p.retain ? Py_True : Py_False);
         if (message == NULL) {
             if (payload == NULL) Py_DECREF(topic);
             return NULL;
         }
-        if (qos) { /* PUBACK: 0x40 0x02 and the packet id */
+        if (p.qos) { /* PUBACK: 0x40 0x02 and the packet id */
             Py_ssize_t had = PyByteArray_Size(replies);
             if (PyByteArray_Resize(replies, had + 4) < 0) {
                 Py_DECREF(message);
@@ -103,13 +89,13 @@ static PyObject *publishes(PyObject *self, PyObject *const *args, Py_ssize_t nar
             char *out = PyByteArray_AsString(replies) + had;
             out[0] = 0x40;
             out[1] = 0x02;
-            out[2] = (char)buf[topic_end];
-            out[3] = (char)buf[topic_end + 1];
+            out[2] = (char)buf[p.packet_id];
+            out[3] = (char)buf[p.packet_id + 1];
         }
         int bad = PyList_Append(messages, message);
         Py_DECREF(message);
         if (bad < 0) return NULL;
-        pos = end;
+        pos = (Py_ssize_t)p.end;
     }
     return PyLong_FromSsize_t(pos);
 }
