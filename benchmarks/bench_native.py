@@ -225,13 +225,14 @@ def main(argv: list[str] | None = None) -> int:
             )
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     print(f"{'load':8} {'decoder':8} {'metrics':>8} {'engine us/metric':>17} {'worker us/metric':>17} "
-          f"{'total us/metric':>16} {'total us/msg':>13}")  # fmt: skip
+          f"{'total us/metric':>16} {'total us/msg':>13} {'WAL B/metric':>13}")  # fmt: skip
     for r in rows:
         with contextlib.suppress(KeyError):
             print(
                 f"{r['load']:8} {'native' if r['native'] else 'python':8} {r['metrics']:>8} "
                 f"{r['engine_us_per_metric']:>17.2f} {r['commit_us_per_metric']:>17.2f} "
-                f"{r['total_us_per_metric']:>16.2f} {r['total_us_per_message']:>13.1f}"
+                f"{r['total_us_per_metric']:>16.2f} {r['total_us_per_message']:>13.1f} "
+                f"{r['wal_bytes_per_metric']:>13.1f}"
             )
     for load in loads:
         by = {r["native"]: r for r in rows if r["load"] == load and "total_us_per_metric" in r}
