@@ -19,6 +19,12 @@ measured here):
    each): ``uns batch list`` is timed as the real command in a child process
    (Python start-up and imports included), and its query alone in process.
 
+With ``--records N --alarms N --bad-quality N`` (``bash scripts/bench rbe``, issue 31) the
+report's batch also has N batch records (materials, results, comments; a tenth of the
+lots in quarantine and of the results out of specification), an alarm metric of the plant
+model active in N intervals, N runs of bad-quality samples in one metric, and its unit's
+equipment status.
+
 Prints one line per figure and a JSON summary.  Targets: report < 15 s, list < 2 s.
 """
 
@@ -41,6 +47,7 @@ from deltalake import write_deltalake
 from uns import lake
 from uns.batch.queries import list_batches
 from uns.batch.report import ReportRequest, generate_report
+from uns.core.model import model_from_toml
 from uns.lake.schemas import SCHEMAS
 
 T0 = 1_764_576_000_000  # 2025-12-01T08:00:00Z
@@ -172,6 +179,73 @@ def build_report_lake(root: Path, samples: int, metrics: int) -> tuple[str, floa
     return "B-BENCH-1", time.perf_counter() - started
 
 
+#: the bench unit's plant model: its Alarm metric is an alarm (issue 31)
+BENCH_MODEL = f"""
+[equipment."acme"]
+[equipment."acme/basel"]
+[equipment."acme/basel/pilot"]
+[equipment."acme/basel/pilot/usp"]
+[equipment."{UNIT}"]
+[[source]]
+group = "Bench"
+node = "Bench-Ctrl"
+device = "BR-901"
+path = "{UNIT}"
+[source.metrics.Alarm]
+alarm = true
+"""
+
+
+def _common(n: int, ms: np.ndarray, kind: str) -> dict[str, Any]:
+    return {
+        "ts": _ts(ms), "received_at": _ts(ms), "path": [UNIT] * n,
+        "record_id": [f"{kind}-{i}" for i in range(n)], "user": ["bench"] * n, "source": ["bench-lims"] * n,
+        "content_sha256": ["0" * 64] * n, "date": _dates(ms),
+    }  # fmt: skip
+
+
+def add_review_data(root: Path, records: int, alarms: int, bad_quality: int, span: int) -> None:
+    """Batch records, alarm intervals, bad-quality runs and equipment status for the report's batch."""
+    rng = np.random.default_rng(31)
+    kinds = {"materials": records // 3, "results": records // 3, "comments": records - 2 * (records // 3)}
+    for table, n in kinds.items():
+        ms = np.sort(T0 + 1 + rng.integers(0, span - 2, n))
+        cols = _common(n, ms, table)
+        if table == "materials":
+            cols |= {"material": ["NaCl"] * n, "lot": [f"L{i}" for i in range(n)], "quantity": np.ones(n),
+                     "status": ["quarantine" if i % 10 == 0 else "released" for i in range(n)]}  # fmt: skip
+        elif table == "results":
+            values = np.where(np.arange(n) % 10 == 0, 120.0, 100.0)
+            cols |= {"test": ["Assay"] * n, "value_double": values, "value_text": [f"{v:g}" for v in values],
+                     "low": np.full(n, 95.0), "high": np.full(n, 105.0)}  # fmt: skip
+        else:
+            cols |= {"text": [f"comment {i}" for i in range(n)]}
+        _write(root, table, _table(table, n, cols))
+    if alarms:  # one Boolean metric switching on and off alarms times
+        ms = T0 + 1 + np.arange(2 * alarms, dtype=np.int64) * ((span - 2) // (2 * alarms))
+        values = np.tile([1.0, 0.0], alarms)
+        n = len(ms)
+        _write(root, "measurements", _table("measurements", n, {
+            "ts": _ts(ms), "received_at": _ts(ms), "path": [UNIT] * n, "metric": ["Alarm"] * n,
+            "datatype": ["Boolean"] * n, "value_double": values, "value_text": ["true", "false"] * alarms,
+            "quality": ["good"] * n, "group_id": ["Bench"] * n, "edge_node_id": ["Bench-Ctrl"] * n,
+            "device_id": ["BR-901"] * n, "date": _dates(ms),
+        }))  # fmt: skip
+    if bad_quality:  # runs of 50 bad samples of Sensor00, on its own 100 Hz grid
+        starts = T0 + np.arange(1, bad_quality + 1, dtype=np.int64) * (span // (bad_quality + 1)) // 10 * 10
+        ms = (starts[:, None] + np.arange(50, dtype=np.int64) * 10).ravel() + 5  # between its good samples
+        n = len(ms)
+        _write(root, "measurements", _table("measurements", n, {
+            "ts": _ts(ms), "received_at": _ts(ms), "path": [UNIT] * n, "metric": ["Sensor00"] * n,
+            "datatype": ["Double"] * n, "value_double": np.full(n, 50.0), "quality": ["bad"] * n,
+            "group_id": ["Bench"] * n, "edge_node_id": ["Bench-Ctrl"] * n, "device_id": ["BR-901"] * n,
+            "date": _dates(ms),
+        }))  # fmt: skip
+    before = T0 - 60_000
+    status = [(before, UNIT, "equipment_status", "clean"), (before, UNIT, "clean_expires", "2099-01-01")]
+    _write(root, "context", _context(status))
+
+
 def build_list_lake(root: Path, batches: int) -> float:
     started = time.perf_counter()
     rows: list[tuple[int, str, str, str | None]] = []
@@ -192,6 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--formats", default="json,html")
     parser.add_argument("--keep", help="build the lakes in this directory and keep them")
     parser.add_argument("--repeat", type=int, default=1, help="time each figure this often (the best counts)")
+    parser.add_argument(
+        "--records", type=int, default=0, help="batch records of the report's batch (issue 31)"
+    )
+    parser.add_argument("--alarms", type=int, default=0, help="alarm intervals in the report's batch")
+    parser.add_argument("--bad-quality", type=int, default=0, help="runs of bad-quality samples in it")
     args = parser.parse_args(argv)
     result: dict[str, Any] = {"samples": args.samples, "metrics": args.metrics, "batches": args.batches}
     with tempfile.TemporaryDirectory(prefix="uns-bench-batch-") as tmp:
@@ -199,11 +278,23 @@ def main(argv: list[str] | None = None) -> int:
         report_lake, list_lake = base / "report-lake", base / "list-lake"
         batch, built = build_report_lake(report_lake, args.samples, args.metrics)
         print(f"report lake: {args.samples:,} samples over {args.metrics} metrics written in {built:.1f} s")
+        model = None
+        if args.records or args.alarms or args.bad_quality:
+            span = (args.samples // args.metrics) * 10
+            add_review_data(report_lake, args.records, args.alarms, args.bad_quality, span)
+            model = model_from_toml(BENCH_MODEL)
+            result |= {
+                "records": args.records,
+                "alarm_intervals": args.alarms,
+                "bad_quality_runs": args.bad_quality,
+            }
+            extra = f"{args.alarms} alarm intervals, {args.bad_quality} bad-quality runs"
+            print(f"  with {args.records:,} records, {extra}")
         for fmt in args.formats.split(","):
             runs = []
             for _ in range(args.repeat):
                 t = time.perf_counter()
-                data, verdict = generate_report(report_lake, ReportRequest(batch), fmt)
+                data, verdict = generate_report(report_lake, ReportRequest(batch, model=model), fmt)
                 runs.append(time.perf_counter() - t)
             seconds = min(runs)
             result[f"report_{fmt}_s"] = round(seconds, 2)

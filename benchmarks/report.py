@@ -216,10 +216,12 @@ def evaluate_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         )
     missing = _get(result, "loss", "missing", default=None)
     dup = _get(result, "loss", "duplicates", default=None)
+    left = _get(result, "loss", "left_in_wal_rows", default=0)
     add(
         "zero loss, every phase (lake)",
         "0 missing, 0 duplicates",
-        f"{missing} missing, {dup} duplicates",
+        f"{missing} missing, {dup} duplicates"
+        + (f" ({left:,} rows were still in the WAL at the stop: committed before the count)" if left else ""),
         missing == 0 and dup == 0,
     )
     measured, holds = soak_target(result.get("soak"))
@@ -441,12 +443,13 @@ def render_table(result: dict[str, Any]) -> str:
                 [mode, group, g["generated"], g["rows"], g["distinct"], g["missing"], g["duplicates"]]
             )
         eng = res.get("engine", {})
+        left = loss.get("left_in_wal_rows", 0)
         lrows.append(
             [
                 mode,
                 "(engine)",
                 None,
-                None,
+                f"{left:,} were in its WAL" if left else None,
                 None,
                 f"exit {eng.get('exit_code')}",
                 f"peak RSS {eng.get('peak_rss_mb')} MB",

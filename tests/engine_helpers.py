@@ -94,15 +94,19 @@ async def running_engine(engine: Engine) -> AsyncIterator[Engine]:
     stop = asyncio.Event()
     task = asyncio.create_task(engine.run(stop), name="test-engine")
     try:
-        await asyncio.wait_for(engine.connected.wait(), 10)
-        await asyncio.wait_for(engine.context_intake.connected.wait(), 10)
+        # generous: on a busy machine starting the lake sink (its commit worker process,
+        # deltalake's import, the tables) alone took more than 10 s
+        await asyncio.wait_for(engine.connected.wait(), 60)
+        await asyncio.wait_for(engine.context_intake.connected.wait(), 60)
         yield engine
     finally:
         stop.set()
-        await asyncio.wait_for(task, 15)
+        await asyncio.wait_for(task, 60)  # engine.stop_timeout_s (30 s) bounds it
 
 
-async def wait_for(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+async def wait_for(cond: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
+    """Until ``cond()`` holds (polled); the timeout is generous: under stress-ng an engine
+    with a lake sink took more than 10 s to start its context session."""
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:

@@ -101,7 +101,11 @@ def deterministic_batch(i: int, samples: int = SAMPLES_PER_BATCH) -> Batch:
 
 
 async def _write(lake: str, start: int, count: int, interval: float, fsync: float) -> None:
-    config = LakeConfig(commit_interval=interval, commit_rows=2_000, fsync_interval=fsync)
+    # commit_worker_nice 0: the crashes are the test, not the worker's lower priority, which
+    # CPU hogs at nice 0 (stress-ng --cpu 2) starved past a 300 s wait for the final replay
+    config = LakeConfig(
+        commit_interval=interval, commit_rows=2_000, fsync_interval=fsync, commit_worker_nice=0
+    )
     async with LakeSink(lake, config) as sink:
         group: list[int] = []
         for i in range(start, start + count):

@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 from uns.mqtt.mosquitto import free_port
 
@@ -37,8 +38,8 @@ class S3Server:
             "AWS_ALLOW_HTTP": "true",
         }
 
-    def new_bucket(self) -> str:
-        """A fresh, empty bucket (its name)."""
+    def new_bucket(self, *, object_lock: bool = False) -> str:
+        """A fresh, empty bucket (its name); with ``object_lock`` it is made with Object Lock on."""
         import boto3  # noqa: PLC0415 - moto's own dependency, loaded only with the server
 
         name = f"lake-{uuid.uuid4().hex[:12]}"
@@ -49,8 +50,15 @@ class S3Server:
             aws_secret_access_key=SECRET,
             region_name="us-east-1",
         )
-        client.create_bucket(Bucket=name)
+        client.create_bucket(Bucket=name, ObjectLockEnabledForBucket=object_lock)
         return name
+
+    def client(self) -> Any:
+        """A boto3 S3 client of this server."""
+        import boto3  # noqa: PLC0415
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=KEY_ID,
+                            aws_secret_access_key=SECRET, region_name="us-east-1")  # fmt: skip
 
 
 @contextlib.contextmanager

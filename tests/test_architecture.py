@@ -42,14 +42,16 @@ ALLOWED: dict[str, frozenset[str]] = {
     "sinks": _BASE - {"mqtt"},
     "lake": _BASE - {"mqtt"},
     "sim": frozenset({"errors", "util", "mqtt", "core.vocabulary", "sparkplug"}),
-    # uns.batch.{spec,signals,times,spc,envelope,review}: the batch record's pure logic
+    # uns.batch.{spec,signals,times,spc,envelope,review,rules}: the batch record's pure logic
     "batch.logic": frozenset({"errors"}),
     "render": frozenset({"errors"}),  # uns.pdf: HTML printed by Chromium
     "engine.plant": frozenset({"errors", "core"}),  # the plant model file, read
     "engine": _BASE | {"sinks", "lake", "engine.plant"},
     # library features over the lake, which both faces call
     "audit": _BASE | {"lake"},
-    "client": _BASE | {"lake"},  # talking to a running engine: context events, inspection
+    # talking to a running engine: context events, records, inspection; a BatchML import
+    # maps its equipment with the plant model file (engine.plant)
+    "client": _BASE | {"lake", "engine.plant"},
     "batch": _BASE | {"lake", "audit", "batch.logic", "render", "engine.plant"},
     "users": _BASE | {"lake", "audit"},  # accounts, passwords, log-ins and sessions of the workspace
     # the review: report + dispositions + signatures + context by people, over the above
@@ -116,7 +118,7 @@ def layer_of(module: str) -> str | None:
         return "config"
     if second == "core":
         return "core.vocabulary" if third in ("events", "values") else "core"
-    if second == "batch" and third in ("spec", "signals", "times", "spc", "envelope", "review"):
+    if second == "batch" and third in ("spec", "signals", "times", "spc", "envelope", "review", "rules"):
         return "batch.logic"
     if second == "engine" and third == "plant":
         return "engine.plant"

@@ -7,10 +7,11 @@ import dataclasses
 import hashlib
 import json
 
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from uns.lake.audit_entries import births, catalog_entries, config_changes, context_entries
+from uns.lake.audit_context import ContextHistory, context_entries
+from uns.lake.audit_entries import births, catalog_entries, config_changes
 from uns.lake.hashing import GENESIS, ChainRow, canonical, chain_findings, link, row_hash
 
 _TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
@@ -103,21 +104,78 @@ def test_findings_name_the_writer_and_seq() -> None:
 
 
 # ---------------------------------------------------------------- entries
-def _ctx(path: str, key: str, value: str | None, order: int) -> dict[str, object]:
+def _ctx(path: str, key: str, value: str | None, order: int, ts: int | None = None) -> dict[str, object]:
     return {
         "path": path, "key": key, "value": value, "user": "jdoe", "source": "mes", "reason": "start",
-        "event_id": f"e{order}", "ts": order, "received_at": order, "ingest_order": order,
+        "event_id": f"e{order}", "ts": order if ts is None else ts, "received_at": order,
+        "ingest_order": order,
     }  # fmt: skip
 
 
+def _no_lookup(path: str, key: str, ts: object, order: int) -> str | None:
+    raise AssertionError("nothing was trimmed")
+
+
 def test_a_context_change_records_the_value_it_replaced() -> None:
-    state: dict[tuple[str, str], str | None] = {("a/b", "phase"): "setup"}
-    out = context_entries([_ctx("a/b", "phase", "growth", 1), _ctx("a/b", "phase", None, 2)], state, 5)
+    history = ContextHistory.of([("a/b", "phase", 0, 0, "setup")], _no_lookup)
+    out = context_entries([_ctx("a/b", "phase", "growth", 1), _ctx("a/b", "phase", None, 2)], history, 5)
     details = [json.loads(e[5]) for e in out]
     assert [(d["old"], d["new"]) for d in details] == [("setup", "growth"), ("growth", None)]
     assert [e[1:5] for e in out] == [("context_change", "jdoe", "start", "a/b")] * 2
     assert details[0]["event_id"] == "e1"
-    assert state == {("a/b", "phase"): None}
+    assert history.value_at("a/b", "phase", 10, 10) is None
+
+
+def test_a_back_dated_change_names_what_was_in_effect_at_its_own_time() -> None:
+    """The auditor's cases: a change valid from 21:00 when nothing was in effect then, and a
+    phase change that re-asserts every key (only the moved key is recorded)."""
+    history = ContextHistory.of(
+        [("u", "recipe", 22, 1, "mAb-A v3"), ("u", "phase", 22, 1, "setup")], _no_lookup
+    )
+    rows = [
+        _ctx("u", "recipe", "mAb-A v2", 2, ts=21),  # back-dated to before anything was set
+        _ctx("u", "recipe", "mAb-A v3", 3, ts=23),  # re-asserted: not a change
+        _ctx("u", "phase", "growth", 3, ts=23),
+    ]
+    got = [
+        (json.loads(e[5])["key"], json.loads(e[5])["old"], json.loads(e[5])["new"])
+        for e in context_entries(rows, history, 5)
+    ]
+    assert got == [("recipe", None, "mAb-A v2"), ("phase", "setup", "growth")]
+
+
+Change = tuple[str, int, str | None]  # key, ts, value
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(["batch_id", "phase"]), st.integers(0, 30),
+                       st.sampled_from(["a", "b", "c", None])), max_size=40),
+    st.integers(1, 4),
+)  # fmt: skip
+def test_the_old_value_is_the_one_in_effect_at_the_changes_time(changes: list[Change], keep: int) -> None:
+    """Against an oracle: changes arrive in list order with any valid-from times (out of
+    order, back-dated, equal); the old value is the latest earlier arrival valid at or
+    before the change's time; only value changes are recorded; a history that keeps only
+    ``keep`` changes per key asks the lake (here: the oracle's own list) for older ones."""
+    arrived: list[tuple[str, int, int, str | None]] = []  # key, ts, order, value
+
+    def in_effect(key: str, ts: int, order: int) -> str | None:
+        known = [c for c in arrived if c[0] == key and c[2] < order and c[1] <= ts]
+        return max(known, key=lambda c: (c[1], c[2]))[3] if known else None
+
+    history = ContextHistory(lambda _p, key, ts, order: in_effect(key, ts, order), keep=keep)
+    expected = []
+    rows = []
+    for order, (key, ts, value) in enumerate(changes, start=1):
+        old = in_effect(key, ts, order)
+        if old != value:
+            expected.append((key, ts, old, value))
+        rows.append(_ctx("u", key, value, order, ts=ts))
+        arrived.append((key, ts, order, value))
+    # one segment at a time or all at once: the same entries
+    got = [json.loads(e[5]) for e in context_entries(rows, history, 5)]
+    assert [(d["key"], d["valid_from"], d["old"], d["new"]) for d in got] == expected
 
 
 def _cat(metric: str, datatype: str, unit: str | None, birth: int) -> dict[str, object]:

@@ -180,3 +180,4 @@ def test_completeness_counts_the_intervals_of_the_whole_batch_not_per_phase() ->
     doc = build_report(views_connection(samples, changes), ReportRequest("B1", spec=spec)).document
     (m,) = doc["completeness"]["metrics"]
     assert (m["expected"], m["received"], m["gaps"]) == (3, 12, [])
+

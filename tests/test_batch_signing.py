@@ -6,10 +6,12 @@ what does not verify."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
 import shutil
+import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -494,3 +496,33 @@ def test_the_library_refuses_a_signer_the_key_may_not_sign_for(tmp_path: Path) -
     assert SigningKey("qa-jdoe", KEY).name == "qa-jdoe"
     _private, _public = new_key_pair("fresh", tmp_path)
     assert load_keyring(tmp_path)["fresh"].owner is None  # a bare .pub: no owner, signs no record
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="poppler-utils (pdftotext) is not installed")
+def test_every_printed_page_names_the_batch_the_report_hash_and_its_page(tmp_path: Path) -> None:
+    """Item 7: the PDF's pages each carry the batch id, the report content hash and "page X
+    of Y"; the audit details are readable key: value lines (no Python reprs); nothing long
+    (a hash, a signature) is cut; the report says its times are UTC."""
+    lake_dir = tmp_path / "lake"
+    asyncio.run(_write_batch(lake_dir))  # a sync test: Playwright's sync API prints the PDF
+    env, keys = _keys(tmp_path, lake_dir)
+    r = _uns("batch", "sign", BATCH, "--meaning", "approved", "--key", str(keys["qa-jdoe"]), "--reason",
+             "released after review of every exception listed", env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    (sig,) = [json.loads(r.detail) for r in read_chain(lake_dir) if r.kind == "signature"]
+    pdf = tmp_path / "report.pdf"
+    assert _uns("batch", "report", BATCH, "-f", "pdf", "-o", str(pdf), env=env).returncode == 0
+    sha = _report(tmp_path, env)["content_sha256"]
+    # reading order (no -layout): a wrapped cell's lines follow each other
+    text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    pages = [p for p in text.split("\f") if p.strip()]
+    assert len(pages) >= 2
+    for number, page in enumerate(pages, 1):
+        assert f"Batch report {BATCH}" in page and f"page {number} of {len(pages)}" in page, page[:300]
+        assert f"report content SHA-256 {sha}" in page, page[-300:]
+    flat = "".join(text.split())
+    assert sig["signature"]["sig"] in flat and sig["chain_head"]["hash"] in flat  # whole, not cut
+    assert "AlltimesinthisreportareUTC" in flat
+    audit = text[text.index("Audit trail") :]
+    assert "None" not in audit and "{'" not in audit and "meaning: approved" in audit

@@ -91,7 +91,9 @@ def test_the_values_are_the_lake_views_and_measurements_asof(cpv_lake: Path, spe
     finally:
         con.close()
     for b in doc["batches"]:
-        assert b["value"] == view[b["batch_id"]]  # the same number, not merely a close one
+        # the view's number: equal to the last bits DuckDB's parallel sums leave free (their
+        # order, and so the final rounding, varies from one query to the next)
+        assert b["value"] == pytest.approx(view[b["batch_id"]], rel=1e-14)
         assert b["value"] == pytest.approx(oracle[b["batch_id"]], rel=1e-12)
 
 

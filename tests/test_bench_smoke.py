@@ -10,6 +10,8 @@ by hand; protobuf's own serializer is the oracle for them.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmarks.harness import RAMP_STEP_KEYS
+from benchmarks.harness import RAMP_STEP_KEYS, lake_loss
 from benchmarks.loadgen import (
     VARINT6_RANGE,
     DataTemplate,
@@ -27,6 +29,7 @@ from benchmarks.loadgen import (
     varint6,
 )
 from benchmarks.report import SOAK_FLAT_FRACTION, evaluate_targets, linear_slope, rss_trend
+from tests.lake_crash_child import SAMPLES_PER_BATCH
 from uns.mqtt.wire import PacketReader, encode_publish
 from uns.sparkplug import sparkplug_b_pb2 as pb
 from uns.sparkplug.codec import decode_payload
@@ -179,8 +182,28 @@ def test_smoke_run_reports_every_key_and_no_loss(tmp_path: Path) -> None:
     (soak_row,) = [t for t in report["targets"] if "soak" in t["target"]]
     assert soak_row["holds"] is None  # 2 s at 2,000/s: shorter and slower than the target
     assert report["targets"] == evaluate_targets(report)
-    assert report["loss"] == {"missing": 0, "duplicates": 0}
+    assert report["loss"]["missing"] == report["loss"]["duplicates"] == 0
+    assert report["loss"]["left_in_wal_rows"] >= 0  # > 0 when an engine's stop deadline came first
     assert all(g["generated"] > 0 for m in report["modes"].values() for g in m["loss"]["groups"].values())
+
+
+def test_the_loss_check_counts_the_rows_a_stopped_engine_left_in_its_wal(tmp_path: Path) -> None:
+    """Issue 26: `--quick` on a busy machine reported 28,500 samples of tag_scale missing
+    while the engine exited 0.  They were in its WAL: its stop deadline came before its
+    lake had committed the backlog (the rows are safe there; the next start commits them),
+    and the harness counted the lake at once.  The loss check commits what an engine left,
+    as its next start would, and says how much that was.  Here a writer dies just before
+    its first commit (the lake's test hook): its ten batches are in its WAL only."""
+    lake = tmp_path / "lake"
+    child = [sys.executable, "-m", "tests.lake_crash_child", "write", str(lake), "0", "10", "0.05", "0"]
+    env = {**os.environ, "UNS_LAKE_TEST_HOOK": "kill:before:measurements"}  # fsync 0: in the WAL at add()
+    died = subprocess.run(child, cwd=ROOT, env=env, capture_output=True, timeout=120, check=False)
+    assert died.returncode == -signal.SIGKILL, died.stderr
+    loss = lake_loss(lake, {"PilotPlant": 10 * SAMPLES_PER_BATCH})
+    assert loss["groups"]["PilotPlant"]["rows"] == 10 * SAMPLES_PER_BATCH
+    assert (loss["missing"], loss["duplicates"]) == (0, 0)
+    assert loss["left_in_wal_rows"] > 10 * SAMPLES_PER_BATCH  # the samples and the other tables' rows
+    assert lake_loss(lake, {"PilotPlant": 10 * SAMPLES_PER_BATCH})["left_in_wal_rows"] == 0  # committed once
 
 
 @pytest.mark.slow
@@ -194,3 +217,15 @@ def test_the_shards_benchmark_compares_one_engine_with_two_and_loses_nothing(tmp
         assert setup["generated_metrics"] > 0 and setup["missing"] == setup["duplicates"] == 0, setup
         assert setup["aggregate_lossless_metrics_per_s"] > 0 and setup["cpu_s_per_million_metrics"] > 0
     assert report["cpu_per_metric_two_over_one"] > 0
+
+
+def test_the_batch_report_benchmark_runs_with_records_and_alarms(capsys: pytest.CaptureFixture[str]) -> None:
+    """``bash scripts/bench rbe`` at a tiny size: its lake builds and its reports are made,
+    with the records, alarm intervals and bad-quality runs it asks for (issue 31)."""
+    from benchmarks.bench_batch import main  # noqa: PLC0415
+
+    args = ["--samples", "4000", "--metrics", "2", "--batches", "4", "--formats", "json"]
+    main([*args, "--records", "30", "--alarms", "3", "--bad-quality", "2"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (result["records"], result["alarm_intervals"], result["bad_quality_runs"]) == (30, 3, 2)
+    assert result["report_json_s"] > 0 and result["list_command_s"] > 0

@@ -25,7 +25,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from uns.client.context import DEFAULT_WAIT_S, ack_filter, parse_ack, split_wait
-from uns.client.importer import CSV_SOURCE, ImportSummary, parse_csv, parse_jsonl, summarize
+from uns.client.import_run import ImportSummary, summarize
+from uns.client.importer import CSV_SOURCE, parse_csv, parse_jsonl
 from uns.clock import parse_time
 from uns.core.context import decode_context_payload, event_id, parse_context_event
 from uns.errors import ContextError
@@ -391,6 +392,7 @@ def _write_jsonl(path: Path, n: int) -> Path:
                 "path": f"acme/site/cell-{i % 2}",
                 "ts": 1767261600000 + i,
                 "set": {"lot": f"L{i}"},
+                "reason": "import",  # back-dated: context.require_reason
             }
             if i % 2:
                 doc["id"] = f"mes-{i}"
@@ -402,12 +404,14 @@ async def _check_set_and_import(broker: Mosquitto, prefix: str, tmp_path: Path, 
     # --wait: applied, then the same event (same --id, same content, its --ts too) again: duplicate
     common = ("--broker", broker.url, "--prefix", prefix, "--ts", "2026-12-01T08:00:00Z")
     r = await _uns(
-        "context", "set", "acme/site/br-101", "batch_id=B-7", *common, "--id", "ev-1", "--wait", "10"
-    )
+        "context", "set", "acme/site/br-101", "batch_id=B-7", *common, "--id", "ev-1", "--wait", "10",
+        "--reason", "MES down",
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "applied by engine" in r.stdout and "ev-1" in r.stdout
     assert "acknowledgement is unauthenticated" in r.stderr  # the engine has no signing key
-    r = await _uns("context", "set", "acme/site/br-101", "batch_id=B-7", *common, "--id", "ev-1", "--wait")
+    r = await _uns("context", "set", "acme/site/br-101", "batch_id=B-7", *common, "--id", "ev-1", "--wait",
+                   "--reason", "MES down")  # fmt: skip
     assert r.returncode == 0, r.stderr
     common = common[:-2]
     if dedupes:
@@ -540,8 +544,9 @@ async def test_set_wait_and_import_against_the_real_engine(
         drain = asyncio.create_task(engine.stderr.read())
         await _check_set_and_import(broker, ns, tmp_path, dedupes=True)
         r = await _uns(
-            "context", "set", "acme/x", "k=v", *_at(broker, ns), "--wait", "5", "--host-id", host_id
-        )
+            "context", "set", "acme/x", "k=v", *_at(broker, ns), "--wait", "5", "--host-id", host_id,
+            "--reason", "by hand",
+        )  # fmt: skip
         assert r.returncode == 0, r.stderr
         assert f"applied by engine {host_id}" in r.stdout
         # the id of an applied event with other content: a conflict, exit 1, the first stays
@@ -555,6 +560,8 @@ async def test_set_wait_and_import_against_the_real_engine(
             "ev-1",
             "--wait",
             "5",
+            "--reason",
+            "MES down",
         )
         assert r.returncode == 1, r.stdout
         assert "rejected event ev-1: conflict: event 'ev-1' was applied before with other content" in r.stderr

@@ -45,8 +45,10 @@ def config(**overrides: Any) -> Config:
 
 
 def event(i: int) -> bytes:
-    # a time the engine takes (from 2000 on, not far ahead: uns.core.intake_rules)
-    return json.dumps({"id": f"ev-{i}", "ts": 1_767_261_600_000 + i, "set": {"batch_id": f"B-{i}"}}).encode()
+    # a time the engine takes (from 2000 on, not far ahead: uns.core.intake_rules); back-dated,
+    # so with the reason context.require_reason asks for
+    event = {"id": f"ev-{i}", "ts": 1_767_261_600_000 + i, "set": {"batch_id": f"B-{i}"}, "reason": "test"}
+    return json.dumps(event).encode()
 
 
 class GatedSink(CollectingSink):
@@ -321,16 +323,21 @@ class Daemon:
         return code
 
 
-async def wait_session(daemon: Daemon, timeout: float = 60.0) -> None:
-    """Until ``uns run`` says its context session is up (start-up: imports, lake, connections)."""
+async def wait_session(
+    daemon: Daemon, timeout: float = 60.0, *, kind: str = "context", seen: int = -1
+) -> None:
+    """Until ``uns run`` says its ``kind`` session (context, records) is up (start-up:
+    imports, lake, connections): once more than ``seen`` times (default: than now)."""
     deadline = time.monotonic() + timeout
-    seen = daemon.log.read_text(errors="replace").count("context intake connected")
+    line = f"{kind} intake connected"
+    if seen < 0:
+        seen = daemon.log.read_text(errors="replace").count(line) if daemon.log.exists() else 0
     while time.monotonic() < deadline:
-        if daemon.log.read_text(errors="replace").count("context intake connected") > seen:
+        if daemon.log.exists() and daemon.log.read_text(errors="replace").count(line) > seen:
             return
         assert daemon.proc is not None and daemon.proc.poll() is None, daemon.log.read_text()
         await asyncio.sleep(0.1)
-    raise AssertionError("the engine's context session did not come up")
+    raise AssertionError(f"the engine's {kind} session did not come up")
 
 
 async def publish_events(broker: Mosquitto, start: int, count: int, pace: float = 0.0) -> None:

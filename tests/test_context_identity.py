@@ -314,7 +314,9 @@ async def test_the_engine_publishes_an_ack_per_event_and_applies_each_id_once() 
     sink = CollectingSink()
     async with on_memory(engine_config("mqtt://memory:1883", NS), sink) as (broker, _engine):
         mes = await connected(broker, "mes")
-        event = b'{"id": "mes-9", "ts": %d, "set": {"batch_id": "B-1"}}' % (T + 5)
+        event = b'{"id": "mes-9", "ts": %d, "set": {"batch_id": "B-1"}, "reason": "back-dated test"}' % (
+            T + 5
+        )
         await mes.publish(TOPIC, event, qos=1)
         await mes.publish(TOPIC, event, qos=1)  # a redelivery
         await mes.publish(TOPIC, b"{nope", qos=1)
@@ -355,9 +357,9 @@ async def test_a_restarted_engine_on_the_same_lake_applies_redelivered_events_on
     topic = f"{ns}/uns/_context/{UNIT}"
     ack_topic = f"{ns}/uns/_engine/{ns}/context_ack"
     events = [
-        b'{"id": "mes-1", "ts": 1767261600000, "set": {"batch_id": "B-1"}, "source": "mes"}',
-        b'{"id": "mes-2", "ts": 1767261601000, "set": {"phase": "dry_mix"}, "clear": ["lot"]}',
-        b'{"ts": 1767261602000, "set": {"operator": "jdoe"}}',  # no id: identified by content
+        b'{"id": "mes-1", "ts": 1767261600000, "set": {"batch_id": "B-1"}, "source": "mes", "reason": "r"}',
+        b'{"id": "mes-2", "ts": 1767261601000, "set": {"phase": "dry_mix"}, "clear": ["lot"], "reason": "r"}',
+        b'{"ts": 1767261602000, "set": {"operator": "jdoe"}, "reason": "r"}',  # no id: identified by content
     ]
     expected_ids = ["mes-1", "mes-2", event_id(UNIT, json.loads(events[2]))]
     acks: list[dict[str, Any]] = []
@@ -372,6 +374,9 @@ async def test_a_restarted_engine_on_the_same_lake_applies_redelivered_events_on
             for round_, status in enumerate(("applied", "duplicate")):
                 engine = build_engine(config)
                 assert set(engine.dispatch.applied_ids) == (set() if round_ == 0 else set(expected_ids))
+                # a restarted engine has the context in effect from its first sample on
+                restored = {} if round_ == 0 else {"batch_id": "B-1", "phase": "dry_mix", "operator": "jdoe"}
+                assert engine.context.at(UNIT, 1767261603000) == restored
                 async with running_engine(engine):
                     for payload in events:
                         await mes.publish(topic, payload, qos=1)

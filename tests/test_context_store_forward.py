@@ -140,7 +140,8 @@ def stored_samples(lake_dir: Path) -> set[tuple[str, int, bool]]:
 
 def context_cli(broker: Mosquitto, batch: str, ts: int, *, wait: bool) -> subprocess.CompletedProcess[str]:
     """``uns context set UNIT batch_id=<batch> --ts <ts> --id ctx-<batch>``, with ``--wait`` or not."""
-    argv = [sys.executable, "-m", "uns", "context", "set", UNIT, f"batch_id={batch}", "--ts", str(ts)]
+    argv = [sys.executable, "-m", "uns", "context", "set", UNIT, f"batch_id={batch}", "--ts", str(ts),
+            "--reason", "MES batch start"]  # fmt: skip
     argv += ["--id", f"ctx-{batch}", "--broker", broker.url, "--prefix", PREFIX, "--reason", "test"]
     if wait:
         argv += ["--wait", "15", "--host-id", HOST]

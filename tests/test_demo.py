@@ -28,8 +28,13 @@ def _check(out: list[str], lake_dir: Path) -> None:
     assert rows[1] >= 5  # the four units and the process-cell-level node metrics
     # it ends with the HTML report of the batch it spoilt on purpose: its path and verdict
     report = lake_dir.parent / "uns-demo-B2026-0002.html"
-    assert out[-1] == f"  {report}: 1 exception", out[-3:]
-    assert "action excursion of Temperature" in report.read_text()
+    assert out[-1] == f"  {report}: 2 exceptions", out[-3:]
+    html = report.read_text()
+    assert "action excursion of Temperature" in html
+    # the batch records every simulated batch carries, and the comment the demo adds
+    for section in ('id="materials"', 'id="results"', 'id="comments"', 'id="equipment"'):
+        assert f"<table {section}" in html, section
+    assert "sample port leaking" in html
     # the closing hint makes that report again from here: with the lake it was made from
     assert out[-2] == f"Batch report of B2026-0002 (again: {report_command(lake_dir)}):"
     # the summary's numbers say what they count, so they compare

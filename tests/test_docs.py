@@ -261,7 +261,7 @@ class DocsSetting:
     HOME; one demo lake in ./uns-lake (the default lake path); one broker as the plant's
     default (UNS_BROKER; `mqtt://127.0.0.1:1883` in a command means it) with an engine on it
     (host id line-1: it acknowledges context); /etc/uns, /var/lib/uns and /srv below
-    ``system``, shared by all blocks, with the trusted keys the config names
+    ``system`` (each block runs on a copy), with the trusted keys the config names
     (UNS_AUDIT_TRUSTED_KEYS=/etc/uns/trusted-keys)."""
 
     lake: Path
@@ -310,10 +310,15 @@ def _prepared(block: Block, setting: DocsSetting, where: Path) -> tuple[str, dic
     shutil.copytree(ROOT / "lake", where / "lake")
     (where / "uns-lake").symlink_to(setting.lake)
     (where / "home").mkdir()
+    # the system folders as the engine has them, copied: a block that trusts a key does so on
+    # its own machine, so two blocks that enrol the same name both run as written
+    system = where / "system"
+    shutil.copytree(setting.system, system)
     text = block.text.replace(PLANT_BROKER, setting.broker)
-    for system in SYSTEM_DIRS:
-        text = text.replace(system, f"{setting.system}{system}")
-    return text, {**setting.env, "HOME": str(where / "home")}
+    for folder in SYSTEM_DIRS:
+        text = text.replace(folder, f"{system}{folder}")
+    trusted = f"{system}/etc/uns/trusted-keys"
+    return text, {**setting.env, "HOME": str(where / "home"), "UNS_AUDIT_TRUSTED_KEYS": trusted}
 
 
 @pytest.mark.integration

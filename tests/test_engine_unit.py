@@ -129,7 +129,8 @@ async def test_context_events_are_applied_and_bad_ones_rejected_with_their_reaso
     async with on_memory(config(), sink) as (broker, engine):
         mes = await connected(broker, "mes")
         ts = 1_767_261_600_005  # 2026: an event's own time is from 2000 on, and not far ahead
-        await mes.publish(f"{CONTEXT}/acme/line1", b'{"ts": %d, "set": {"batch_id": "B-1"}}' % ts, qos=1)
+        event = b'{"ts": %d, "set": {"batch_id": "B-1"}, "reason": "back-dated test"}' % ts
+        await mes.publish(f"{CONTEXT}/acme/line1", event, qos=1)
         await mes.publish(f"{CONTEXT}/acme/line1", b"{nope", qos=1)
         await mes.publish(f"{CONTEXT}/acme/line1", b"[1]", qos=1)
         await mes.publish(f"{CONTEXT}/acme/line1", b'{"set": {"a/b": "x"}}', qos=1)
@@ -493,9 +494,10 @@ async def test_a_refusal_after_a_reconnect_stops_the_engine_too() -> None:
         EngineError, match=r"^cannot reach the broker at mqtt://memory:1883: .*not authorized$"
     ):
         await asyncio.wait_for(task, 5)
-    # whichever of the two connections is refused first stops the engine; neither retries
+    # whichever of the three connections (Sparkplug, context, records) is refused first
+    # stops the engine; none retries
     refused = [e for e in broker.log if e.action == "refused"]
-    assert 1 <= len(refused) <= 2 and len({e.client for e in refused}) == len(refused)
+    assert 1 <= len(refused) <= 3 and len({e.client for e in refused}) == len(refused)
     assert sink.events(SessionEventKind.DISCONNECTED)  # the loss was handled before stopping
     assert sink.closed
 

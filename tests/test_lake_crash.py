@@ -60,7 +60,7 @@ def run_child(
                     proc.wait(timeout=kill_after_s)
                 except subprocess.TimeoutExpired:
                     proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=60)
+            proc.wait(timeout=300)  # a deadlock guard: a busy machine starves the niced commit worker
         finally:
             if proc.poll() is None:
                 proc.kill()

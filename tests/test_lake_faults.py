@@ -238,13 +238,13 @@ async def test_a_stop_deadline_on_a_healthy_lake_leaves_the_rest_in_the_wal_and_
 ) -> None:
     """docs/lake.md §4 "Stopping on a broken disk": commits not done by the stop's deadline
     stay in the WAL (nothing is lost, the exit is not a failure) and the next start commits them."""
-    started = time.monotonic()
     async with LakeSink(tmp_path, FAST) as sink:
         for i in range(50):
             sink.add(deterministic_batch(i))
             await asyncio.sleep(0)
         sink.stop_by(time.monotonic())  # the deadline has come: nothing more is waited for
-    assert time.monotonic() - started < 10
+        stopping = time.monotonic()  # the stop alone: starting the sink takes long on a busy machine
+    assert time.monotonic() - stopping < 10  # the commit worker gets 1 s, not the usual 30 s
     async with LakeSink(tmp_path, FAST) as again:
         await again.flush()
     assert query(tmp_path, "SELECT count(*), count(DISTINCT ts) FROM measurements") == [

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import multiprocessing
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -17,6 +19,7 @@ from tests.lake_helpers import query
 from uns.core.events import Batch, ContextChange, Sample
 from uns.lake import LakeConfig, LakeSink
 from uns.lake.sharing import write_rows
+from uns.lake.tables import TABLES
 from uns.lake.to_arrow import arrow_table
 from uns.lake.writer import DeltaWriter, writer_properties
 from uns.sparkplug.datatypes import DataType
@@ -115,3 +118,42 @@ def test_a_context_change_already_in_the_table_is_not_stored_again(tmp_path: Pat
         table.update_incremental()
     stored = DeltaTable(tmp_path / "context").to_pyarrow_table().to_pylist()
     assert sorted((r["event_id"] or "", r["date"]) for r in stored) == [("", day), ("", day), ("ev-1", day)]
+
+
+CREATORS = 4
+CREATION_ROUNDS = 12
+
+
+def _create_lakes(root: str, writer: int, barrier: Any, errors: Any) -> None:
+    """One engine's start on each of ``CREATION_ROUNDS`` new lakes, in step with the other
+    processes (the barrier): what several engines started together on a new lake do."""
+    for number in range(CREATION_ROUNDS):
+        barrier.wait(timeout=120)
+        try:
+            DeltaWriter(Path(root) / f"lake-{number}", f"w{writer}").open_tables()
+        except Exception as exc:  # reported to the test, which names it
+            errors.put(f"round {number}, writer {writer}: {exc}")
+
+
+def test_writers_opening_one_new_lake_at_once_all_start_and_create_each_table_once(tmp_path: Path) -> None:
+    """Engines started together on a new lake all start (issue 26): delta-rs's create is no
+    atomic "create if absent" (a second create is committed on top of the first, or fails
+    with "Protocol changed since last commit"), so the writers create under a lock."""
+    ctx = multiprocessing.get_context("spawn")  # fork would copy this process's threads
+    barrier, errors = ctx.Barrier(CREATORS), ctx.Queue()
+    procs = [
+        ctx.Process(target=_create_lakes, args=(str(tmp_path), w, barrier, errors)) for w in range(CREATORS)
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=300)
+    assert [proc.exitcode for proc in procs] == [0] * CREATORS
+    failed = []
+    while not errors.empty():
+        failed.append(errors.get())
+    for number in range(CREATION_ROUNDS):
+        for table in TABLES:
+            if (version := DeltaTable(tmp_path / f"lake-{number}" / table).version()) != 0:
+                failed.append(f"round {number}: {table} has {version + 1} commits, not its one CREATE")
+    assert failed == []

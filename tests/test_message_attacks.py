@@ -256,8 +256,9 @@ async def test_an_id_reused_with_other_content_is_a_conflict_also_after_a_restar
 ) -> None:
     lake = tmp_path / "lake"
     topic = f"{ns}/uns/_context/acme/line"
-    first = b'{"id": "ev-9", "ts": %d, "set": {"batch_id": "B-1"}}' % T
-    forged = b'{"id": "ev-9", "ts": %d, "set": {"batch_id": "B-666"}}' % T
+    # back-dated (T is in the past): with the reason context.require_reason asks for
+    first = b'{"id": "ev-9", "ts": %d, "set": {"batch_id": "B-1"}, "reason": "MES"}' % T
+    forged = b'{"id": "ev-9", "ts": %d, "set": {"batch_id": "B-666"}, "reason": "MES"}' % T
     for round_ in range(2):  # the second engine learns the id's content from the lake
         engine = build_engine(lake_config(broker, ns, lake))
         async with running_engine(engine):
@@ -302,7 +303,7 @@ def context_set(
     base = {k: v for k, v in os.environ.items() if not k.startswith("UNS_")}
     return subprocess.run(
         [*UNS, "context", "set", "acme/line", "batch_id=B-7", "--broker", broker.url, "--prefix", f"{ns}/uns",
-         "--wait", "3", "--host-id", host],
+         "--wait", "3", "--host-id", host, "--reason", "set by hand"],
         capture_output=True, text=True, env={**base, **env}, cwd=ROOT, timeout=60, check=False,
     )  # fmt: skip
 

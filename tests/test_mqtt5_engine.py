@@ -51,7 +51,8 @@ async def test_the_engine_over_mqtt5_keeps_context_across_a_restart(
                     edge = RawEdge(client, ns, "N1")
                     await edge.born_with_data("D1", 2)
                     await status.until(lambda d: d["counters"]["metrics"] >= 4, "data processed")
-                    body = {"id": "ev-1", "ts": 1_000, "set": {"batch_id": "B1"}}
+                    # a time the intake takes (from 2000 on), back-dated: so with a reason
+                    body = {"id": "ev-1", "ts": 1_767_261_601_000, "set": {"batch_id": "B1"}, "reason": "MES"}
                     await client.publish(context_topic, json.dumps(body).encode(), qos=1)
                     await status.until(
                         lambda d: d["context_intake"]["acknowledged"] >= 1, "context acknowledged"
@@ -63,7 +64,7 @@ async def test_the_engine_over_mqtt5_keeps_context_across_a_restart(
                 assert await run.stop() == 0
             if round_ == 0:  # published while the engine is away: the broker keeps it for the session
                 async with aiomqtt.Client(broker.host, broker.port, protocol=version) as client:
-                    body = {"id": "ev-2", "ts": 2_000, "set": {"batch_id": "B2"}}
+                    body = {"id": "ev-2", "ts": 1_767_261_602_000, "set": {"batch_id": "B2"}, "reason": "MES"}
                     await client.publish(context_topic, json.dumps(body).encode(), qos=1)
     contexts = [p for p in tap.of("CONNECT") if p.fields["client_id"] == f"uns-{host}-context"]
     assert len(contexts) == 2

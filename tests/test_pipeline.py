@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from uns.core.values import value_text
 from uns.engine.daemon import build_engine
 from uns.engine.host import Engine
 from uns.mqtt.mosquitto import Mosquitto
-from uns.sim import PILOT_PATHS, SimConfig, SimReport, run_sim
+from uns.sim import PILOT_PATHS, SimConfig, SimReport, build_plant, run_sim
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -218,6 +218,7 @@ def _start_engine_process(broker: Mosquitto, lake_dir: Path) -> subprocess.Popen
         UNS_LAKE_COMMIT_INTERVAL="0.7",
         UNS_REPUBLISH_ENABLED="false",
         UNS_ENGINE_ON_RECONNECT="rebirth",
+        UNS_ENGINE_STATUS_INTERVAL="0.5",  # the test waits for a status that saw every node born
     )
     return subprocess.Popen(
         [sys.executable, "-m", "uns", "run"], env=env, cwd=ROOT, stderr=subprocess.DEVNULL
@@ -228,35 +229,56 @@ async def test_sigkill_at_any_moment_loses_and_duplicates_nothing(
     own_broker: Mosquitto, tmp_path: Path
 ) -> None:
     lake_dir = tmp_path / "lake"
-    sim = _sim(own_broker, rate=80, duration=16, seed=11, context_interval=2.0, keep_samples=True)
-    windows: list[tuple[int, int]] = []  # (from, to) ms when the engine was surely up and subscribed
-    online_at: list[int] = []  # arrival times of the engine's status documents
+    # the plant runs until the crashes are over (not for a fixed time: on a busy machine the
+    # engine's starts took so long that a 16 s run had ended before the first window)
+    sim = _sim(own_broker, rate=80, duration=None, seed=11, context_interval=2.0, keep_samples=True)
+    nodes = len(build_plant(sim).nodes)
+    sim_stop = asyncio.Event()
+    windows: list[tuple[int, int]] = []  # (from, to) ms: published while the engine was up, and processed
+    docs: list[tuple[int, dict[str, Any]]] = []  # the engine's status documents, by arrival time
 
     async def watch_status(c: aiomqtt.Client) -> None:
-        async for _msg in c.messages:
-            online_at.append(int(time.time() * 1000))
+        async for msg in c.messages:
+            docs.append((int(time.time() * 1000), json.loads(bytes(msg.payload))))
+
+    def seen(since: int, cond: Callable[[dict[str, Any]], bool]) -> list[int]:
+        return [t for t, doc in docs if t > since and cond(doc)]
 
     async def engine_up(since: int) -> int:
-        await wait_for(lambda: any(t > since for t in online_at), timeout=30, what="engine status")
-        return min(t for t in online_at if t > since)
+        """When this run of the engine had every node's births (re-learnt through a rebirth)."""
+        born = lambda d: bool(d.get("online")) and d.get("nodes_online", 0) >= nodes  # noqa: E731
+        await wait_for(lambda: bool(seen(since, born)), timeout=120, what="engine status")
+        return min(seen(since, born))
+
+    async def processed_up_to(c: aiomqtt.Client, cycle: int) -> int:
+        """Publish a marker node's NBIRTH and wait for the engine's status to count it: it then
+        has processed (and written to its WAL) all the plant published before, for the broker
+        delivers to it in order.  Returns when the marker was published.  (A fixed margin
+        before the kill was too short on a busy machine, where the engine lagged seconds.)"""
+        sent = int(time.time() * 1000)
+        await RawEdge(c, "Markers", f"mark-{cycle}").nbirth()
+        marked = lambda d: d.get("nodes_known", 0) > nodes  # noqa: E731
+        await wait_for(lambda: bool(seen(sent, marked)), timeout=120, what="the marker processed")
+        return sent
 
     async with aiomqtt.Client(own_broker.host, own_broker.port) as status:
         await status.subscribe("uns/v1/_engine/crashy/status", qos=1)
         watcher = asyncio.create_task(watch_status(status))
         started = int(time.time() * 1000)
         proc = _start_engine_process(own_broker, lake_dir)
-        sim_task = asyncio.create_task(run_sim(sim))
+        sim_task = asyncio.create_task(run_sim(sim, stop=sim_stop))
         try:
-            for delay in (2.5, 3.1, 2.2):
-                up = await engine_up(started) + 1000  # births re-learnt through a rebirth by then
-                await asyncio.sleep(delay)
-                windows.append((up, int(time.time() * 1000) - 300))
+            for cycle, delay in enumerate((2.5, 3.1, 2.2)):
+                up = await engine_up(started)
+                await asyncio.sleep(delay)  # the engine runs a while before it is killed
+                windows.append((up, await processed_up_to(status, cycle)))
                 proc.send_signal(signal.SIGKILL)
                 await asyncio.to_thread(proc.wait, 10)
                 started = int(time.time() * 1000)
                 proc = _start_engine_process(own_broker, lake_dir)
-            report = await sim_task
             await engine_up(started)  # a SIGTERM before its signal handlers exist just kills it
+            sim_stop.set()
+            report = await sim_task
             await asyncio.sleep(2)
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(proc.wait, 60) == 0

@@ -19,12 +19,14 @@ from typing import Any
 import pytest
 from deltalake import DeltaTable
 
+from tests.engine_helpers import wait_for
 from tests.lake_crash_child import SAMPLES_PER_BATCH, deterministic_batch
-from tests.lake_helpers import query
+from tests.lake_helpers import flock_state, query
 from uns import lake
 from uns.core.events import Batch, CatalogEntry, ContextChange, Rejected, Sample, SessionEvent
 from uns.lake import Lake, LakeConfig, LakeSink
-from uns.lake.wal import read_segment
+from uns.lake.locks import LOCK_NAME
+from uns.lake.wal import read_segment, wal_dir_for
 from uns.sparkplug.datatypes import DataType
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -344,31 +346,38 @@ async def test_uns_lake_compact_while_the_engine_compacts_keeps_every_row_once(
 ) -> None:
     """docs/lake.md §5: "Files of the full 100 MiB are what `uns lake compact` makes: run it
     off-peak (cron)" and "Compaction and vacuum run safely while the engine writes and
-    readers read"; §3: "Every row the writer accepted appears in the lake exactly once"."""
-    monkeypatch.setenv("UNS_LAKE_TEST_HOOK", "compact_sleep:4")  # the writer's compaction takes 4 s
+    readers read"; §3: "Every row the writer accepted appears in the lake exactly once".
+
+    In step by conditions, not by time (issue 26: it failed on a busy machine): the
+    writer's compaction holds the lake's compaction lock (lake/locks.py) until
+    `uns lake compact` is seen waiting for it."""
     base_ts = int(time.time() * 1000) - 3_600_000
-    config = LakeConfig(commit_interval=60, compact_interval=1.5)
-    async with LakeSink(tmp_path, config) as sink:
-        started = time.monotonic()
-        for c in range(5):
+    async with LakeSink(tmp_path, LakeConfig(commit_interval=60, compact_interval=0)) as sink:
+        for c in range(5):  # five commits: five small files per table to merge
             for i in range(c * 40, (c + 1) * 40):
                 sink.add(shard_batch("a", i, base_ts))
             await sink.flush()
-        assert sink.stats()["compactions"] == 0
-        await asyncio.sleep(max(0.0, started + 1.6 - time.monotonic()))
+    # the next start compacts after its first commit (lake/compaction.py), and its compaction
+    # holds the lock until the test lets it go
+    (wal_dir_for(tmp_path, "") / "compaction-due").touch()
+    release = tmp_path / "release-compaction"
+    monkeypatch.setenv("UNS_LAKE_TEST_HOOK", f"compact_wait:{release}")
+    lock = tmp_path / LOCK_NAME
+    async with LakeSink(tmp_path, LakeConfig(commit_interval=60, compact_interval=3600)) as sink:
         sink.add(shard_batch("a", 200, base_ts))
         await sink.flush()  # the commit after which the writer compacts
-        deadline = time.monotonic() + 5
-        while not sink.stats()["compacting"]:
-            assert time.monotonic() < deadline, "the writer did not start compacting"
-            await asyncio.sleep(0.02)
-        done = int(sink.stats()["compactions"])
-        cron = await asyncio.to_thread(uns, "lake", "compact", "--lake", str(tmp_path))
-        assert cron.returncode == 0, cron.stderr
-        # the two overlapped: `uns lake compact` waited for the writer's (lake/locks.py)
-        assert not sink.stats()["compacting"], "uns lake compact ran beside the writer's compaction"
-        while int(sink.stats()["compactions"]) == done:
-            assert time.monotonic() < deadline + 10, "the writer's compaction did not finish"
-            await asyncio.sleep(0.05)
+        await wait_for(lambda: flock_state(lock).held == 1, 60, "the writer's compaction to take the lock")
+        cron = asyncio.ensure_future(asyncio.to_thread(uns, "lake", "compact", "--lake", str(tmp_path)))
+        await wait_for(lambda: cron.done() or flock_state(lock).waiting == 1, 60, "uns lake compact to start")
+        assert not cron.done(), f"uns lake compact ran beside the writer's compaction: {cron.result()}"
+        release.touch()
+        compacted = await cron
+        assert compacted.returncode == 0, compacted.stderr
+        await wait_for(lambda: int(sink.stats()["compactions"]) == 1, 60, "the writer's compaction to end")
+    # one after the other: the writer's compaction (of recent partitions) merged the small
+    # files, and `uns lake compact`, planning on the table it left, found nothing to merge
+    history = DeltaTable(tmp_path / "measurements").history()
+    optimized = [h["operationParameters"]["predicate"] for h in history if h["operation"] == "OPTIMIZE"]
+    assert len(optimized) == 1 and "date >=" in optimized[0], optimized
     rows = query(tmp_path, "SELECT count(*), count(DISTINCT (ts, metric)) FROM measurements")
     assert rows == [(201 * SAMPLES_PER_BATCH, 201 * SAMPLES_PER_BATCH)]

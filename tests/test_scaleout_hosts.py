@@ -113,7 +113,8 @@ def broker_host(network: HostNetwork, tmp_path: Path) -> Iterator[str]:
 
 def _set_batch(broker: str, batch: str, ts: int) -> None:
     """The MES: ``uns context set acme/site batch_id=<batch>`` (event id ev-<batch>), QoS 1."""
-    argv = [sys.executable, "-m", "uns", "context", "set", SITE, f"batch_id={batch}", "--ts", str(ts)]
+    argv = [sys.executable, "-m", "uns", "context", "set", SITE, f"batch_id={batch}", "--ts", str(ts),
+            "--reason", "MES batch start"]  # fmt: skip
     argv += ["--id", f"ev-{batch}", "--broker", f"mqtt://{broker}:1883", "--prefix", PREFIX]
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr

@@ -94,7 +94,8 @@ async def test_two_shards_split_the_groups_and_both_take_every_context_event() -
             await edge.dbirth("D1")
             await edge.ddata("D1", 1.0)
         mes = await connected(broker, "mes")
-        body = {"id": "ev-1", "ts": 1_767_261_600_000, "set": {"batch_id": "B-1"}}  # from 2000 on
+        # from 2000 on (the intake's rule); back-dated, so with a reason (context.require_reason)
+        body = {"id": "ev-1", "ts": 1_767_261_600_000, "set": {"batch_id": "B-1"}, "reason": "MES"}
         await mes.publish(f"{CONTEXT}/acme/line", json.dumps(body).encode(), qos=1)
         await wait_for(
             lambda: all(s.samples and [c for b in s.batches for c in b.context] for s in sinks.values())

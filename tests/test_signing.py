@@ -141,6 +141,7 @@ def dispatcher(*, require: bool) -> Dispatcher:
     engine = Engine(engine_config("mqtt://memory:1883", NS), transport=MemoryBroker())
     engine.dispatch.trusted_keys = TRUSTED
     engine.dispatch.require_signature = require
+    engine.dispatch.require_reason = False  # events of any time: the reason rule has its own tests
     return engine.dispatch
 
 
@@ -288,7 +289,17 @@ async def test_signed_context_is_applied_with_its_signer_and_the_rest_rejected_w
     async with running_engine(build_engine(config)):
         signed, unsigned, intruder, imported = await asyncio.gather(
             asyncio.to_thread(
-                _uns, "context", "set", PATH, "batch_id=B-1", *common, "--key", str(key), env=env
+                _uns,
+                "context",
+                "set",
+                PATH,
+                "batch_id=B-1",
+                *common,
+                "--key",
+                str(key),
+                "--reason",
+                "MES down",
+                env=env,
             ),
             asyncio.to_thread(_uns, "context", "set", PATH, "phase=growth", *common, env=env),
             asyncio.to_thread(

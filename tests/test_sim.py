@@ -14,6 +14,7 @@ from typing import Any, Self
 import aiomqtt
 import pytest
 
+from uns.core.records import parse_record
 from uns.errors import SparkplugDecodeError
 from uns.mqtt.mosquitto import Mosquitto
 from uns.sim import EdgeNode, SimConfig, SimReport, pilot_plant, run_sim
@@ -481,6 +482,10 @@ async def test_run_sim_publishes_what_it_logs_and_context_events(broker: Mosquit
         doc = json.loads(m.payload)
         assert set(doc) == {"ts", "set", "clear", "source", "user", "reason"}
         assert isinstance(doc["ts"], int)
+        if doc["user"] != "sim":  # the MES's equipment status (uns.sim.mes), not the batch cycle's
+            assert set(doc["set"]) <= {"equipment_status", "clean_expires", "calibration_due"}
+            assert doc["user"] == "op.sim" and not doc["clear"]
+            continue
         if doc["set"]:
             assert set(doc["set"]) == {"batch_id", "order_id", "product", "recipe", "phase"}
             if m.topic.endswith("gr-201"):
@@ -488,6 +493,12 @@ async def test_run_sim_publishes_what_it_logs_and_context_events(broker: Mosquit
         else:
             assert set(doc["clear"]) == {"batch_id", "order_id", "product", "recipe", "phase"}
     assert any(json.loads(m.payload)["reason"] == "phase change" for m in contexts)
+    # batch records: a material at every batch start, a result when a last phase starts
+    records = [json.loads(m.payload) for m in wire.messages if m.topic.startswith(f"{prefix}/_records/")]
+    assert len(records) == report.records > 0
+    for doc in records:
+        parse_record("acme/x", doc, doc["ts"])  # valid by the engine's rules
+    assert {doc["kind"] for doc in records} == {"material", "result"}
     # the granulator PLC shows the same batches as the MES
     plc_batches = {s.value for s in report.samples if s.metric == "Batch/ID" and s.value}
     assert plc_batches == granulator_batches

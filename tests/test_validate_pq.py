@@ -257,3 +257,27 @@ def test_the_pq_benchmark_runs_at_a_tiny_scale(tmp_path: Path) -> None:
     assert main(["--batches", "12", "--keep", str(tmp_path / "bench")]) == 0
     evidence = json.loads((tmp_path / "bench" / "pq" / "validation.json").read_text())
     assert evidence["summary"] == "5 of 5 passed"
+
+
+def test_pq_checks_the_anchors_when_the_plant_configures_them(tmp_path: Path, demo_lake: Path) -> None:
+    """With audit.anchor set, PQ-03 verifies the chains against the anchor store: a head
+    anchored beyond the lake's chain (the lake was cut back since) fails it, naming it."""
+    import socket  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from uns.lake.anchors import anchor_body, anchor_name, open_store  # noqa: PLC0415
+
+    lake, config = _plant(tmp_path, demo_lake)
+    anchors = tmp_path / "anchors"
+    anchors.mkdir()
+    config.write_text(config.read_text() + f'anchor = "{anchors}"\n')
+    body = anchor_body("uns-cli", 999_999, "0" * 64, time.time_ns() // 1000, socket.gethostname(), str(lake))
+    open_store(str(anchors)).put(anchor_name("uns-cli", 999_999), body)
+    out = tmp_path / "pq"
+    done = _uns(
+        "validate", "--pq", "--config", str(config), "--lake", str(lake), "--out", str(out), cwd=tmp_path
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    results = {c["requirement"]: c for c in json.loads((out / "validation.json").read_text())["checks"]}
+    assert results["PQ-03"]["result"] == "fail"
+    assert "999999" in results["PQ-03"]["detail"], results["PQ-03"]["detail"]

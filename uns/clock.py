@@ -7,7 +7,7 @@ import time
 
 from uns.errors import UnsError
 
-__all__ = ["now_ms", "parse_time"]
+__all__ = ["iso_us", "now_ms", "parse_time"]
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -31,3 +31,9 @@ def parse_time(text: str | None) -> int:
         when = when.replace(tzinfo=dt.UTC)
     # exact integer milliseconds (a float timestamp * 1000 can land one ms short)
     return (when - _EPOCH) // dt.timedelta(milliseconds=1)
+
+
+def iso_us(ts_us: int) -> str:
+    """Epoch microseconds as ISO 8601 UTC with milliseconds (``2026-01-01T10:00:00.000Z``)."""
+    moment = dt.datetime.fromtimestamp(ts_us // 1_000_000, dt.UTC)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{ts_us // 1000 % 1000:03d}Z"

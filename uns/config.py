@@ -263,6 +263,9 @@ class ContextSection:
     require_signature: bool = False
     #: an event's ts may be this far ahead of the engine's clock (nothing before 2000 either)
     max_future_s: float = 86_400.0
+    #: a manual change (uns context set/import, the web) and a back-dated one (valid more than
+    #: batch.late_context_s before it arrived) must give a reason; others are rejected
+    require_reason: bool = True
 
     def __post_init__(self) -> None:
         _require("context.window_hours", self.window_hours, self.window_hours > 0, "> 0")
@@ -282,10 +285,30 @@ class BatchSection:
 
 @dataclass(frozen=True, slots=True)
 class AuditSection:
-    """Signatures (uns.keyring): where the trusted public keys are."""
+    """Signatures (uns.keyring) and the audit trail's anchors outside the lake (uns.lake.anchor)."""
 
     #: directory of the trusted Ed25519 public keys, one <name>.pub each (None: no key is trusted)
     trusted_keys: str | None = None
+    #: where every writer of audit entries anchors its chain head, write-once: a directory (a
+    #: separate volume or WORM mount) or s3://bucket/prefix (a bucket with Object Lock)
+    anchor: str | None = None
+    #: a writer anchors its head at least this often while it records (and at every stop)
+    anchor_interval_s: float = 60.0
+    #: S3 anchors are locked (Object Lock, compliance mode) for this many days
+    anchor_retention_days: int = 3650
+    #: an RFC 3161 time-stamping authority that attests the time of each anchored head
+    tsa_url: str | None = None
+    #: the TSA's CA certificate (PEM) its tokens are verified against (None: not verified)
+    tsa_ca_file: str | None = None
+    #: audit timestamps that go backwards by more than this (seconds) are findings of verify
+    clock_skew_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        interval = self.anchor_interval_s
+        _require("audit.anchor_interval_s", interval, interval > 0, "> 0")
+        days = self.anchor_retention_days
+        _require("audit.anchor_retention_days", days, days >= 1, ">= 1")
+        _require("audit.clock_skew_s", self.clock_skew_s, self.clock_skew_s >= 0, ">= 0")
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,9 @@ root), otherwise the in-process :class:`uns.mqtt.minibroker.MiniBroker`.  The pl
 and the engine run for ``duration`` seconds with a progress line, then stop
 cleanly (the engine flushes the lake); a summary and example queries follow, and
 the HTML batch report of the second bioreactor's first batch (:data:`DEMO_BATCH`,
-with a temperature excursion injected), whose path and verdict end the output.
+with a temperature excursion injected and an operator comment, beside the equipment
+status, material lot and quality result every simulated batch carries), whose path and
+verdict end the output.
 """
 
 from __future__ import annotations
@@ -47,7 +49,10 @@ __all__ = [
 
 #: the batch the demo reports on, and what it spoils in it (docs/batches.md §5)
 DEMO_BATCH = "B2026-0002"
-DEMO_FAULTS = (BatchFault("excursion", DEMO_BATCH, metric="Temperature", value=38.2),)
+DEMO_FAULTS = (
+    BatchFault("excursion", DEMO_BATCH, metric="Temperature", value=38.2),
+    BatchFault("comment", DEMO_BATCH),  # an operator comment beside its material and result records
+)
 
 Echo = Callable[[str], Any]
 

@@ -17,6 +17,7 @@ Errors carry the data that explains them (topic, path, seq, file, ...).
     ├── IntakeError                 an MQTT event that breaks the intake rules (.reason;
     │                               uns.core.intake_rules: path, JSON, time, identity)
     ├── ContextError                a context event that cannot be applied (.reason)
+    │   └── RecordError             a batch record (material, result, comment) that cannot be applied
     ├── SignatureError              a signature missing, malformed, untrusted or not
     │                               verifying, or a key file unusable (.reason)
     ├── LakeError                   the lake cannot be read or written (.table)
@@ -59,6 +60,7 @@ __all__ = [
     "LakeError",
     "ModelError",
     "PermissionDenied",
+    "RecordError",
     "ReviewRefused",
     "SignatureError",
     "SparkplugDecodeError",
@@ -153,6 +155,16 @@ class ContextError(UnsError):
 
     def __init__(self, reason: str, *, path: str | None = None) -> None:
         super().__init__(f"bad context event{f' for {path}' if path else ''}: {reason}")
+        self.reason = reason
+        self.path = path
+
+
+class RecordError(ContextError):
+    """A batch record (material, result, comment) is malformed; it is rejected whole.
+    A kind of :class:`ContextError`: records come in beside context, under the same rules."""
+
+    def __init__(self, reason: str, *, path: str | None = None) -> None:
+        UnsError.__init__(self, f"bad record{f' for {path}' if path else ''}: {reason}")
         self.reason = reason
         self.path = path
 

@@ -8,6 +8,7 @@ refused, so a PDF can never hold anything fetched from elsewhere.
 from __future__ import annotations
 
 import shutil
+from html import escape
 from typing import Final
 
 from uns.errors import BatchError
@@ -38,8 +39,22 @@ def find_chromium() -> str:
     )
 
 
-def render_pdf(html: str) -> bytes:
-    """``html`` printed to PDF (A4) by headless Chromium, every network request refused."""
+def _band(text: str, *, pages: bool) -> str:
+    """A header or footer template of Chromium's print: small text, HTML-escaped, with
+    "page X of Y" from Chromium's pageNumber/totalPages placeholders when ``pages``."""
+    counter = (
+        ' &middot; page <span class="pageNumber"></span> of <span class="totalPages"></span>' if pages else ""
+    )
+    return (
+        '<div style="font-family: DejaVu Sans, Arial, sans-serif; font-size: 7.5px; color: #444; '
+        f'width: 100%; margin: 0 10mm; overflow-wrap: anywhere;">{escape(text)}{counter}</div>'
+    )
+
+
+def render_pdf(html: str, *, header: str | None = None, footer: str | None = None) -> bytes:
+    """``html`` printed to PDF (A4) by headless Chromium, every network request refused.
+    ``header`` and ``footer`` (plain text) are printed on every page, the header with
+    "page X of Y"."""
     try:
         from playwright.sync_api import Error, sync_playwright  # noqa: PLC0415
     except ImportError as exc:  # pragma: no cover - a dependency
@@ -52,11 +67,16 @@ def render_pdf(html: str) -> bytes:
                 page = browser.new_page()
                 page.route("**/*", lambda route: route.abort())
                 page.set_content(html, wait_until="load")
+                bands = header is not None or footer is not None
                 pdf: bytes = page.pdf(
                     format="A4",
                     print_background=True,
-                    margin={"top": "12mm", "bottom": "12mm", "left": "10mm", "right": "10mm"},
-                )
+                    display_header_footer=bands,
+                    header_template=_band(header or "", pages=True) if bands else "",
+                    footer_template=_band(footer or "", pages=False) if bands else "",
+                    margin={"top": "16mm" if bands else "12mm", "bottom": "16mm" if bands else "12mm",
+                            "left": "10mm", "right": "10mm"},
+                )  # fmt: skip
             finally:
                 browser.close()
     except Error as exc:

@@ -29,12 +29,12 @@ never counts toward review or approval.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from uns.clock import iso_us
 from uns.core.signing import canonical_json, signature_block, verify_block
 from uns.errors import SignatureError
 from uns.keyring import Revocation, TrustedKey
@@ -57,6 +57,7 @@ __all__ = [
     "SigningKey",
     "batch_signatures",
     "check_signature",
+    "iso_us",
     "record_signature",
     "revocations",
     "signature_findings",
@@ -71,12 +72,6 @@ VERSION: Final = 2
 #: the audit entry kinds of the key life cycle (uns.audit.keys)
 KEY_TRUSTED: Final = "key_trusted"
 KEY_REVOKED: Final = "key_revoked"
-
-
-def iso_us(ts_us: int) -> str:
-    """Epoch microseconds as ISO 8601 UTC with milliseconds (``...Z``)."""
-    moment = dt.datetime.fromtimestamp(ts_us // 1_000_000, dt.UTC)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{ts_us // 1000 % 1000:03d}Z"
 
 
 @dataclass(frozen=True, slots=True)

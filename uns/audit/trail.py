@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from uns.clock import parse_time
+from uns.config import AuditSection
 from uns.errors import UnsError
+from uns.lake.storage import LakeStore
 
 if TYPE_CHECKING:
     import duckdb
@@ -19,8 +21,8 @@ __all__ = ["LOG_COLUMNS", "audit_log", "signers", "verify_lines"]
 
 LOG_COLUMNS: Final = ("ts", "writer_id", "seq", "kind", "actor", "reason", "subject", "detail")
 
-# The batch filter: context changes on a path (or below it) while batch B ran there, the
-# changes that started or ended B, and entries about B itself (a report's subject).
+# The batch filter: context changes and batch records on a path (or below it) while batch B
+# ran there, the changes that started or ended B, and entries about B itself (a report's subject).
 _SQL: Final = """
 WITH spans AS (
     SELECT path, value, ts AS start,
@@ -39,7 +41,7 @@ WHERE ($since IS NULL OR epoch_ms(a.ts) >= $since)
        OR json_extract_string(a.detail, '$.batch_id') = $batch
        OR (a.kind = 'context_change' AND json_extract_string(a.detail, '$.key') = 'batch_id'
            AND $batch IN (json_extract_string(a.detail, '$.new'), json_extract_string(a.detail, '$.old')))
-       OR (a.kind = 'context_change' AND EXISTS (
+       OR (a.kind IN ('context_change', 'record') AND EXISTS (
            SELECT 1 FROM b, (SELECT json_extract_string(a.detail, '$.valid_from')::TIMESTAMPTZ AS valid)
            WHERE (a.subject = b.path OR starts_with(a.subject, b.path || '/'))
              AND valid >= b.start AND (b.stop IS NULL OR valid < b.stop))))
@@ -47,26 +49,47 @@ ORDER BY a.ts, a.writer_id, a.seq
 """
 
 
-def verify_lines(lake_dir: str, trusted_keys: str | None = None) -> tuple[int, list[str]]:
-    """``uns audit verify``: (0, [summary]) when intact, else (1, one line per finding).
-    The digital signatures of the trail (batch signatures, lake.signatures) are checked
-    against the public keys in ``trusted_keys`` (the config's audit.trusted_keys)."""
+def verify_lines(
+    lake_dir: str | LakeStore,
+    trusted_keys: str | None = None,
+    *,
+    audit: AuditSection | None = None,
+    anchor: str | None = None,
+    now_us: int | None = None,
+) -> tuple[int, list[str]]:
+    """``uns audit verify``: (0, [summary, anchored heads...]) when intact, else (1, one line
+    per finding).  The digital signatures of the trail are checked against the keys in
+    ``trusted_keys`` (audit.trusted_keys); the chains against the anchors at ``anchor``
+    (default audit.anchor) and the clock against audit.clock_skew_s."""
+    from uns.audit.anchored import anchor_findings, clock_findings  # noqa: PLC0415
     from uns.audit.signatures import signature_findings  # noqa: PLC0415
     from uns.audit.verify import read_chain, verify  # noqa: PLC0415 - deltalake only when asked
     from uns.keyring import load_keyring  # noqa: PLC0415
+    from uns.lake.anchors import open_store  # noqa: PLC0415
 
+    audit = audit or AuditSection()
     report = verify(lake_dir)
-    chain = read_chain(Path(lake_dir))
+    chain = read_chain(lake_dir)
     signed, notes, wrong = signature_findings(chain, load_keyring(trusted_keys))
-    findings = report.findings + wrong
+    findings = report.findings + wrong + clock_findings(chain, audit.clock_skew_s)
+    heads: list[str] = []
+    location = anchor or audit.anchor
+    if location:
+        check = anchor_findings(
+            chain, open_store(location), interval_s=audit.anchor_interval_s, skew_s=audit.clock_skew_s,
+            now_us=time.time_ns() // 1000 if now_us is None else now_us, tsa_ca_file=audit.tsa_ca_file,
+        )  # fmt: skip
+        findings += check.findings
+        heads = [f"{check.anchors} anchors at {location}:", *(f"  {line}" for line in check.heads)]
     if findings:
         return 1, findings
     keyless = f" ({notes} keyless note{'s' if notes != 1 else ''}: not signatures)" if notes else ""
     by = ", ".join(signers(chain))
-    return 0, [
+    summary = (
         f"{report.summary()}; {signed} digital signature{'s' if signed != 1 else ''} verified"
         f"{f' (by {by})' if by else ''}{keyless}"
-    ]
+    )
+    return 0, [summary, *heads]
 
 
 def signers(chain: Sequence[ChainRow]) -> list[str]:

@@ -43,8 +43,9 @@ from deltalake.exceptions import TableNotFoundError
 
 from uns.errors import LakeError
 from uns.lake.audit import AUDIT, DATA_TABLES
-from uns.lake.deltalog import adding_commit, local_path
-from uns.lake.hashing import ChainRow, chain_findings, file_sha256, ts_micros
+from uns.lake.deltalog import adding_commit
+from uns.lake.hashing import ChainRow, chain_findings, stream_sha256, ts_micros
+from uns.lake.storage import LakeStore, TableFiles, as_store
 
 __all__ = ["DATA_TABLES", "VerifyReport", "read_chain", "verify"]
 
@@ -80,22 +81,25 @@ class _Recorded:
     by: str  # "writer seq N", for the findings
 
 
-def _table(root: Path, name: str) -> DeltaTable | None:
+def _table(store: LakeStore, name: str) -> DeltaTable | None:
     try:
-        return DeltaTable(root / name)
+        return DeltaTable(store.table_uri(name), storage_options=store.delta_options())
     except TableNotFoundError:
         return None
     except Exception as exc:
         raise LakeError(f"cannot open table {name}: {exc}", table=name) from exc
 
 
-def read_chain(root: Path) -> list[ChainRow]:
-    """Every row of the audit table (its current version)."""
-    table = _table(root, AUDIT)
+def read_chain(root: str | Path | LakeStore) -> list[ChainRow]:
+    """Every row of the audit table (its current version), of a lake directory or URL."""
+    store = as_store(root)
+    table = _table(store, AUDIT)
     if table is None or not table.file_uris():
         return []
+    files = store.files(AUDIT)
     try:
-        data = ds.dataset(table.file_uris(), format="parquet").to_table()
+        paths = [store.arrow_path(u) for u in table.file_uris()]
+        data = ds.dataset(paths, format="parquet", filesystem=files.filesystem()).to_table()
     except (OSError, pa.ArrowException) as exc:
         raise LakeError(f"cannot read the audit table: {exc}", table=AUDIT) from exc
     cols = {name: data.column(name).to_pylist() for name in ChainRow.__slots__}
@@ -135,11 +139,11 @@ def _registry(
     return added, removed
 
 
-def _current_files(root: Path) -> dict[tuple[str, str], tuple[int, int]]:
+def _current_files(store: LakeStore) -> dict[tuple[str, str], tuple[int, int]]:
     """(table, path) -> (bytes, rows) of every file in every data table's current version."""
     out: dict[tuple[str, str], tuple[int, int]] = {}
     for name in DATA_TABLES:
-        table = _table(root, name)
+        table = _table(store, name)
         if table is None:
             continue
         adds = pa.table(table.get_add_actions(flatten=True))
@@ -155,18 +159,19 @@ def _current_files(root: Path) -> dict[tuple[str, str], tuple[int, int]]:
     return out
 
 
-def _digest(root: Path, key: tuple[str, str]) -> str | None:
+def _digest(files: dict[str, TableFiles], key: tuple[str, str]) -> str | None:
     try:
-        return file_sha256(local_path(root / key[0], key[1]))
+        with files[key[0]].open(key[1]) as f:
+            return stream_sha256(f)
     except FileNotFoundError:
         return None
 
 
-def _unaccounted(root: Path, key: tuple[str, str]) -> str:
+def _unaccounted(store: LakeStore, key: tuple[str, str]) -> str:
     """Why a data file may lack an audit entry: the commit that added it says whether it
     was a compaction or a repair interrupted before its entry, or something else."""
     table, path = key
-    commit = adding_commit(root / table, path)
+    commit = adding_commit(store.files(table), path)
     if commit is not None and commit.operation == "OPTIMIZE":
         return (
             f"data file of an interrupted compaction (table version {commit.version}: its audit "
@@ -180,15 +185,15 @@ def _unaccounted(root: Path, key: tuple[str, str]) -> str:
     return "data file without an audit entry (added behind the writer's back?)"
 
 
-def verify(root: str | Path) -> VerifyReport:
-    """Check the lake at ``root`` (see the module docstring)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise LakeError(f"no lake at {root}")
+def verify(root: str | Path | LakeStore) -> VerifyReport:
+    """Check the lake at ``root``, a directory or an object-store URL (see the module docstring)."""
+    store = as_store(root)
+    if not store.exists():
+        raise LakeError(f"no lake at {store}")
     started = time.perf_counter()
     report = VerifyReport()
-    current = _current_files(root)  # before the trail: what a running writer adds later is in the trail
-    chain = read_chain(root)
+    current = _current_files(store)  # before the trail: what a running writer adds later is in the trail
+    chain = read_chain(store)
     report.entries = len(chain)
     report.findings.extend(chain_findings(chain))
     for row in chain:
@@ -196,16 +201,17 @@ def verify(root: str | Path) -> VerifyReport:
             report.writers[row.writer_id] = (row.seq, row.hash)
     added, removed = _registry(chain, report.findings)
     if any(key not in added for key in current):  # a running writer committed between the reads?
-        added.update(_registry(read_chain(root), [])[0])
+        added.update(_registry(read_chain(store), [])[0])
     checked = [key for key in current if key in added and key not in removed]
+    files = {name: store.files(name) for name in DATA_TABLES}
     with ThreadPoolExecutor(_THREADS) as pool:
-        digests = dict(zip(checked, pool.map(lambda k: _digest(root, k), checked), strict=True))
+        digests = dict(zip(checked, pool.map(lambda k: _digest(files, k), checked), strict=True))
     for key in sorted(current):
         table, path = key
         size, rows = current[key]
         name = f"{table}/{path}"
         if key not in added:
-            report.findings.append(f"{name}: {_unaccounted(root, key)}")
+            report.findings.append(f"{name}: {_unaccounted(store, key)}")
         elif key in removed:
             report.findings.append(
                 f"{name}: in the table although {removed[key]} removed it (table rolled back?)"

@@ -179,7 +179,7 @@ def report_bytes(
         cfg, batch_id, spec=spec, metrics=metrics, reference=reference,
         envelope_exceptions=envelope_exceptions,
     )  # fmt: skip
-    return generate_report(cfg.lake.path or "", request, fmt)
+    return generate_report(cfg.lake.path or "", request, fmt, audit=cfg.audit)
 
 
 def sign(

@@ -8,6 +8,7 @@ and its words can be searched.  The PDF is that HTML printed by :mod:`uns.pdf`.
 from __future__ import annotations
 
 import io
+import json
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Final
 
@@ -199,7 +200,34 @@ def template_environment() -> jinja2.Environment:
     )
     env.filters["num"] = _num
     env.filters["hms"] = _duration
+    env.filters["detail_lines"] = detail_lines
     return env
+
+
+#: details too long to print whole: what they hold is said instead (the JSON report has them)
+_SUMMARISED: Final = {"files": "files", "added": "files", "removed": "files", "config": "keys"}
+
+
+def detail_lines(detail: Any) -> list[tuple[str, str]]:
+    """An audit entry's detail as readable ``key: value`` lines: text as it is, null as
+    "null", numbers and booleans as JSON writes them, objects and lists as compact JSON;
+    long lists of files and the whole configuration as their count."""
+    if not isinstance(detail, dict):
+        return [("detail", _text(detail))]
+    out: list[tuple[str, str]] = []
+    for key, value in detail.items():
+        what = _SUMMARISED.get(key)
+        if what and isinstance(value, list | dict) and len(value) > 3:
+            out.append((key, f"{len(value)} {what} (in the JSON report)"))
+        else:
+            out.append((key, _text(value)))
+    return out
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(", ", ": "), default=str)
 
 
 def _num(value: Any) -> str:

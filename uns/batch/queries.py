@@ -32,10 +32,13 @@ __all__ = [
     "batch_info",
     "batch_samples",
     "catalog_entries",
+    "codes",
     "context_changes",
     "list_batches",
     "rejected_messages",
+    "sample_segments",
     "session_events",
+    "under",
 ]
 
 #: session events a batch report lists (births inside a batch are rebirths)
@@ -62,13 +65,18 @@ class BatchInfo:
     start: datetime
     end: datetime | None
     segments: tuple[Segment, ...]
+    #: a context change ``batch_status = "aborted"`` is valid from inside the batch
+    aborted: bool = False
 
     @property
     def status(self) -> str:
+        """``aborted``, else ``open`` while the batch is in effect, else ``closed``."""
+        if self.aborted:
+            return "aborted"
         return "open" if self.end is None else "closed"
 
 
-def _under(column: str, paths: tuple[str, ...]) -> tuple[str, list[str]]:
+def under(column: str, paths: tuple[str, ...]) -> tuple[str, list[str]]:
     """SQL: ``column`` is one of ``paths`` or below one; and its parameters."""
     clause = " OR ".join(f"({column} = ? OR starts_with({column}, ? || '/'))" for _ in paths)
     return f"({clause or 'false'})", [p for p in paths for _ in range(2)]
@@ -92,16 +100,17 @@ def list_batches(
         having.append("min(start) >= ?")
         params.append(since)
     if open_only:
-        having.append("bool_or(status = 'open')")
+        having.append('bool_or("end" IS NULL)')
     cur = con.execute(
         f"""SELECT batch_id, any_value(product) AS product, any_value(recipe) AS recipe,
                    any_value(order_id) AS order_id, string_agg(path, ', ' ORDER BY path) AS units,
                    min(start) AS start,
-                   CASE WHEN bool_or(status = 'open') THEN NULL ELSE max("end") END AS "end",
-                   CASE WHEN bool_or(status = 'open') THEN NULL
+                   CASE WHEN bool_or("end" IS NULL) THEN NULL ELSE max("end") END AS "end",
+                   CASE WHEN bool_or("end" IS NULL) THEN NULL
                         ELSE round((epoch_ms(max("end")) - epoch_ms(min(start))) / 1000.0, 3)
                    END AS duration_s,
-                   CASE WHEN bool_or(status = 'open') THEN 'open' ELSE 'closed' END AS status
+                   CASE WHEN bool_or(status = 'aborted') THEN 'aborted'
+                        WHEN bool_or("end" IS NULL) THEN 'open' ELSE 'closed' END AS status
             FROM batches WHERE {" AND ".join(where)}
             GROUP BY batch_id HAVING {" AND ".join(having)}
             ORDER BY min(start) DESC, batch_id""",  # noqa: S608 - only our own clauses
@@ -113,8 +122,8 @@ def list_batches(
 def batch_info(con: duckdb.DuckDBPyConnection, batch_id: str) -> BatchInfo:
     """The batch's units, window and segments; BatchError for a batch the lake does not know."""
     rows = con.execute(
-        """SELECT path, product, recipe, order_id, start, "end" FROM batches WHERE batch_id = ?
-           ORDER BY path""",
+        """SELECT path, product, recipe, order_id, start, "end", status = 'aborted' FROM batches
+           WHERE batch_id = ? ORDER BY path""",
         [batch_id],
     ).fetchall()
     if not rows:
@@ -139,6 +148,7 @@ def batch_info(con: duckdb.DuckDBPyConnection, batch_id: str) -> BatchInfo:
         start=min(r[4] for r in rows),
         end=None if any(e is None for e in ends) else max(ends),
         segments=tuple(Segment(*s) for s in segments),
+        aborted=any(r[6] for r in rows),
     )
 
 
@@ -164,33 +174,19 @@ def batch_samples(con: duckdb.DuckDBPyConnection, info: BatchInfo) -> BatchSampl
     (path, metric) and time."""
     import numpy as np  # noqa: PLC0415
 
-    under, params = _under("path", info.units)
+    inside, params = under("path", info.units)
     sql = f"""SELECT path, metric, epoch_ms(ts) AS t, value_double AS v, coalesce(is_historical, false) AS h
               FROM measurements
-              WHERE {under} AND ts >= ? AND (CAST(? AS TIMESTAMPTZ) IS NULL OR ts < ?)
+              WHERE {inside} AND ts >= ? AND (CAST(? AS TIMESTAMPTZ) IS NULL OR ts < ?)
                 AND value_double IS NOT NULL"""  # noqa: S608 - only our own clauses
     try:
         table: pa.Table = con.sql(sql, params=[*params, info.start, info.end, info.end]).to_arrow_table()
-        batch_paths = [r[0] for r in con.execute(
-            "SELECT DISTINCT path FROM context WHERE key IN ('batch_id', 'phase')").fetchall()]  # fmt: skip
     except duckdb.Error as exc:
         raise BatchError(f"cannot read the samples of batch {info.batch_id}: {exc}") from exc
-    paths, path_code = _codes(table.column("path"))
-    metrics, metric_code = _codes(table.column("metric"))
+    paths, path_code = codes(table.column("path"))
+    metrics, metric_code = codes(table.column("metric"))
     ts = table.column("t").to_numpy().astype(np.int64, copy=False)
-    # the segment of each sample: per deepest batch path, the batch's last segment started at or before it
-    segment = np.full(len(ts), -1, dtype=np.int32)
-    for code, path in enumerate(paths):
-        above = [b for b in batch_paths if path == b or path.startswith(b + "/")]
-        mine = [i for i, seg in enumerate(info.segments) if above and seg.path == max(above, key=len)]
-        if not mine:
-            continue
-        rows = np.flatnonzero(path_code == code)
-        starts = np.array([_ms(info.segments[i].start) for i in mine], dtype=np.int64)
-        ends = np.array([_ms(e) if (e := info.segments[i].end) is not None else 2**62 for i in mine])
-        local = np.searchsorted(starts, ts[rows], side="right") - 1
-        inside = (local >= 0) & (ts[rows] < ends[np.maximum(local, 0)])
-        segment[rows[inside]] = np.array(mine, dtype=np.int32)[local[inside]]
+    segment = sample_segments(con, info, paths, path_code, ts)
     # series ids in (path, metric) order, then every sample ordered by series and time
     pairs = path_code.astype(np.int64) * max(len(metrics), 1) + metric_code
     present = np.flatnonzero(np.bincount(pairs, minlength=len(paths) * len(metrics)))
@@ -210,11 +206,40 @@ def batch_samples(con: duckdb.DuckDBPyConnection, info: BatchInfo) -> BatchSampl
     )
 
 
+def sample_segments(
+    con: duckdb.DuckDBPyConnection, info: BatchInfo, paths: list[str], path_code: Any, ts: Any
+) -> NDArray[np.int32]:
+    """The batch segment of each sample (its path's code into ``paths``, its ``ts`` in ms),
+    -1 for a sample that is not the batch's: per deepest batch path (a context path that
+    sets ``batch_id`` or ``phase`` itself) at or above the sample's path, the batch's last
+    segment there started at or before it -- what ``measurements_asof`` would give it."""
+    import numpy as np  # noqa: PLC0415
+
+    try:
+        batch_paths = [r[0] for r in con.execute(
+            "SELECT DISTINCT path FROM context WHERE key IN ('batch_id', 'phase')").fetchall()]  # fmt: skip
+    except duckdb.Error as exc:
+        raise BatchError(f"cannot read the context of batch {info.batch_id}: {exc}") from exc
+    segment = np.full(len(ts), -1, dtype=np.int32)
+    for code, path in enumerate(paths):
+        above = [b for b in batch_paths if path == b or path.startswith(b + "/")]
+        mine = [i for i, seg in enumerate(info.segments) if above and seg.path == max(above, key=len)]
+        if not mine:
+            continue
+        rows = np.flatnonzero(path_code == code)
+        starts = np.array([_ms(info.segments[i].start) for i in mine], dtype=np.int64)
+        ends = np.array([_ms(e) if (e := info.segments[i].end) is not None else 2**62 for i in mine])
+        local = np.searchsorted(starts, ts[rows], side="right") - 1
+        inside = (local >= 0) & (ts[rows] < ends[np.maximum(local, 0)])
+        segment[rows[inside]] = np.array(mine, dtype=np.int32)[local[inside]]
+    return segment
+
+
 def _ms(moment: datetime) -> int:
     return round(moment.timestamp() * 1000)
 
 
-def _codes(column: pa.ChunkedArray) -> tuple[list[str], Any]:
+def codes(column: pa.ChunkedArray) -> tuple[list[str], Any]:
     """The distinct values of a string column and each row's index among them."""
     import numpy as np  # noqa: PLC0415
 
@@ -227,10 +252,10 @@ def catalog_entries(
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """The newest BIRTH definition of every metric below the units: ``(path, metric)`` ->
     group, node, device, unit and the parsed properties."""
-    under, params = _under("path", units)
+    inside, params = under("path", units)
     rows = con.execute(
         f"""SELECT path, metric, group_id, edge_node_id, device_id, unit, properties FROM metric_catalog
-            WHERE {under}
+            WHERE {inside}
             QUALIFY row_number() OVER (PARTITION BY path, metric ORDER BY birth_ts DESC) = 1""",  # noqa: S608
         params,
     ).fetchall()
@@ -296,13 +321,17 @@ def rejected_messages(
 def context_changes(con: duckdb.DuckDBPyConnection, info: BatchInfo) -> list[dict[str, Any]]:
     """Context changes on the batch's units, below them or above them, valid from inside
     its window (its end included: the change that ends it): each with ``corrects`` (it
-    replaced a change of the same path, key and time that arrived before it)."""
-    below, params = _under("path", info.units)
+    replaced a change of the same path, key and time that arrived before it with another
+    value; the same value again -- a PLC and the MES both saying it -- is no correction,
+    nor is a clear where the other said "" (both: no value of the path's own))."""
+    below, params = under("path", info.units)
     above = " OR ".join("starts_with(?, path || '/')" for _ in info.units)
     cur = con.execute(
         f"""SELECT * FROM (
                 SELECT ts, received_at, path, key, value, source, "user", reason, event_id, ingest_order,
-                    row_number() OVER (PARTITION BY path, key, ts ORDER BY ingest_order) > 1 AS corrects
+                    coalesce(nullif(value, '') IS DISTINCT FROM nullif(lag(value) OVER (
+                        PARTITION BY path, key, ts ORDER BY ingest_order), ''), false)
+                    AND row_number() OVER (PARTITION BY path, key, ts ORDER BY ingest_order) > 1 AS corrects
                 FROM context)
             WHERE ({below} OR {above}) AND ts >= ? AND (CAST(? AS TIMESTAMPTZ) IS NULL OR ts <= ?)
             ORDER BY ts, ingest_order""",  # noqa: S608

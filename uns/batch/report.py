@@ -6,7 +6,8 @@ every generated report (an audit record of its SHA-256, say) is one line there.
 :func:`build_report` puts the content together (docs/batches.md lists it; the
 JSON form is ``schemas/batch-report.schema.json``); :mod:`uns.batch.parameters`
 computes the per-parameter part, :mod:`uns.batch.exceptions` the
-completeness and the exceptions, :mod:`uns.batch.html` renders HTML and PDF.
+completeness and the exceptions, :mod:`uns.batch.findings` equipment readiness, batch
+records, alarms and bad-quality data, :mod:`uns.batch.html` renders HTML and PDF.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from uns.audit.trail import LOG_COLUMNS, audit_log
 from uns.batch.document import Report, ReportRequest
 from uns.batch.envelope import MIN_REFERENCES
 from uns.batch.exceptions import completeness_and_exceptions, unique_ids
+from uns.batch.findings import review_findings
 from uns.batch.golden import envelope_exceptions, envelope_overlay
 from uns.batch.parameters import parameters, reference_overlay
 from uns.batch.queries import BatchInfo, batch_info, batch_samples, catalog_entries
@@ -60,6 +62,9 @@ def build_report(con: duckdb.DuckDBPyConnection, request: ReportRequest) -> Repo
     completeness, exceptions, context = completeness_and_exceptions(
         con, info, samples, params, catalog, late_context_s=request.late_context_s
     )
+    found, more = review_findings(con, info, samples, request.model, now)
+    completeness["bad_quality"] = found.pop("bad_quality")
+    exceptions += more
     if request.envelope_exceptions:
         exceptions += envelope_exceptions(params)
     exceptions.sort(key=lambda e: (e["ts"], e["kind"], e["message"], e["id"]))
@@ -74,6 +79,7 @@ def build_report(con: duckdb.DuckDBPyConnection, request: ReportRequest) -> Repo
         ],
         "parameters": [p.to_dict() for p in params],
         "excursions": [e for p in params for e in p.excursions],
+        **found,  # equipment, materials, results, alarms, comments
         "completeness": completeness,
         "context_changes": context,
         "exceptions": exceptions,
@@ -119,12 +125,47 @@ def audit_trail(con: duckdb.DuckDBPyConnection, batch_id: str) -> list[dict[str,
     return entries
 
 
+_UNRECORDED = {"source": "unrecorded", "synchronized": None, "detail": "an engine older than its record"}
+
+
+def time_sync(con: duckdb.DuckDBPyConnection, batch: dict[str, Any]) -> list[dict[str, Any]]:
+    """The host clock's synchronisation state at each engine start that recorded the batch:
+    per writer the last start before the batch began and every start while it ran (from
+    the ``engine_start`` entries; ``source`` ``unrecorded`` for an engine older than that)."""
+    if not con.execute("SELECT 1 FROM duckdb_views() WHERE view_name = 'audit'").fetchone():
+        return []
+    rows = con.execute(
+        "SELECT writer_id, ts, detail FROM audit WHERE kind = 'engine_start' "
+        "AND ($end IS NULL OR ts <= $end::TIMESTAMPTZ) ORDER BY writer_id, ts",
+        {"end": batch["end"]},
+    ).fetchall()
+    start = datetime.fromisoformat(str(batch["start"]).replace("Z", "+00:00"))
+    chosen: dict[str, list[tuple[datetime, str]]] = {}
+    for writer, ts, detail in rows:
+        kept = chosen.setdefault(str(writer), [])
+        if ts <= start:
+            kept[:] = [(ts, detail)]  # the newest start before the batch
+        else:
+            kept.append((ts, detail))
+    out = []
+    for writer, starts in sorted(chosen.items()):
+        for ts, detail in starts:
+            state = json.loads(detail).get("time_sync") or _UNRECORDED
+            out.append({"writer_id": writer, "engine_start": iso(ts), **state})
+    return out
+
+
 def generate_report(
-    lake_path: str | Path, request: ReportRequest, fmt: str = "html", *, actor: str | None = None
+    lake_path: str | Path,
+    request: ReportRequest,
+    fmt: str = "html",
+    *,
+    actor: str | None = None,
+    audit: Any = None,
 ) -> tuple[bytes, str]:
     """The report of ``request.batch_id`` in ``fmt`` (html, json or pdf) and its verdict,
     recorded in the audit trail as made by ``actor`` (default: the OS user; the web
-    workspace: the authenticated user).
+    workspace: the authenticated user); ``audit``: the ``[audit]`` section (its anchor).
 
     Every report the command line and the web workspace make comes from here."""
     if fmt not in FORMATS:
@@ -137,6 +178,7 @@ def generate_report(
         attach_signatures(con, report.document, keyring=keyring, spec=request.spec.identity())
         attach_review(con, report.document, keyring, request.spec.identity())  # state, dispositions
         report.document["audit_trail"] = audit_trail(con, request.batch_id)
+        report.document["time_sync"] = time_sync(con, report.document["batch"])
     finally:
         con.close()
     verdict = str(report.document["verdict"])
@@ -147,8 +189,19 @@ def generate_report(
         from uns.pdf import render_pdf  # noqa: PLC0415
 
         html = render_html(report)
-        data = html.encode() if fmt == "html" else render_pdf(html)
+        document = report.document
+        data = (
+            html.encode()
+            if fmt == "html"
+            else render_pdf(
+                html,
+                header=f"Batch report {request.batch_id} (times in UTC)",
+                footer=f"Batch {request.batch_id} \u00b7 report content SHA-256 {document['content_sha256']}",
+            )
+        )
     # the audit trail records every report made, by its SHA-256 (docs/gxp.md)
     detail = {"batch_id": request.batch_id, "format": fmt, "verdict": verdict}
-    record_report(lake_path, hashlib.sha256(data).hexdigest(), request.batch_id, actor=actor, detail=detail)
+    record_report(
+        lake_path, hashlib.sha256(data).hexdigest(), request.batch_id, actor=actor, detail=detail, audit=audit
+    )
     return data, verdict

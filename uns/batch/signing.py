@@ -4,8 +4,8 @@ workspace).
 **What is signed** is the report's *content*: the report document (the JSON form,
 ``schemas/batch-report.schema.json``) without what changes with every rendering --
 ``batch.report_time``, ``batch.lake_versions`` (they move whenever anything is
-committed), the ``signatures`` themselves and the ``audit_trail`` (each report made
-and each signature is an entry of it) -- as canonical JSON (sorted keys, no
+committed), the ``signatures`` themselves, the ``audit_trail`` (each report made
+and each signature is an entry of it) and the ``time_sync`` read from it -- as canonical JSON (sorted keys, no
 spaces, UTF-8), hashed with SHA-256 (:func:`report_content_sha256`).  The same data
 and the same spec give the same hash, whatever the format or time of the report.
 
@@ -72,8 +72,9 @@ __all__ = [
 #: header fields that differ between two renderings of the same content
 VOLATILE_HEADER: Final = ("report_time", "lake_versions")
 #: what a signature does not cover: the signatures, the hash itself, the audit trail (every
-#: generated report and every signature is an entry of it) and the review (made of entries)
-UNSIGNED: Final = ("signatures", "content_sha256", "audit_trail", "review")
+#: generated report and every signature is an entry of it), the time synchronisation read
+#: from it, and the review (made of entries)
+UNSIGNED: Final = ("signatures", "content_sha256", "audit_trail", "time_sync", "review")
 
 
 def report_content_sha256(document: dict[str, Any]) -> str:

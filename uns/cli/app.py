@@ -22,6 +22,7 @@ from uns.cli.commands import guard as _guard
 from uns.cli.context_cli import context_app
 from uns.cli.keys_cli import keys_app
 from uns.cli.lake_cli import lake_app
+from uns.cli.records_cli import records_app
 from uns.cli.users_cli import users_app
 from uns.cli.validate_cli import validate
 
@@ -34,6 +35,7 @@ app = typer.Typer(
 )
 app.add_typer(lake_app, name="lake")  # uns.cli/lake_cli.py
 app.add_typer(context_app, name="context")  # its commands: uns.cli/context_cli.py
+app.add_typer(records_app, name="records")  # uns.cli/records_cli.py
 app.add_typer(keys_app, name="keys")  # uns.cli/keys_cli.py
 app.add_typer(batch_app, name="batch")  # uns.cli/batch_cli.py
 app.add_typer(audit_app, name="audit")
@@ -152,10 +154,21 @@ def sim(
     death: Annotated[list[str] | None, typer.Option(help="BATCH: its edge node dies mid-batch")] = None,
     gap: Annotated[list[str] | None, typer.Option(help="BATCH[:SECONDS]: its unit sends nothing")] = None,
     correct_context: Annotated[list[str] | None, typer.Option(help="BATCH: a late recipe correction")] = None,
+    not_ready: Annotated[
+        list[str] | None, typer.Option(help="BATCH: its unit is dirty when the batch starts")
+    ] = None,
+    material: Annotated[list[str] | None, typer.Option(help="BATCH: a lot in quarantine is charged")] = None,
+    oos: Annotated[list[str] | None, typer.Option(help="BATCH: its in-process result is out of spec")] = None,
+    alarm: Annotated[list[str] | None, typer.Option(help="BATCH: its unit's alarm is raised")] = None,
+    bad_quality: Annotated[
+        list[str] | None, typer.Option(help="BATCH: an instrument sends bad-quality samples")
+    ] = None,
+    comment: Annotated[list[str] | None, typer.Option(help="BATCH: an operator comment")] = None,
+    abort: Annotated[list[str] | None, typer.Option(help="BATCH: the MES aborts it")] = None,
 ) -> None:
     """Simulate a pharma plant as Sparkplug B edge nodes, with batch context events.
 
-    Example: uns sim --broker mqtt://127.0.0.1:1883 --rate 20 --duration 60 --excursion B2026-0005:pH=7.6
+    Example: uns sim --broker mqtt://127.0.0.1:1883 --duration 60 --oos B2026-0005 --alarm B2026-0006
     """
     from uns.cli.sim import run_sim_cli  # noqa: PLC0415
 
@@ -177,6 +190,13 @@ def sim(
                 "death": death,
                 "gap": gap,
                 "correct_context": correct_context,
+                "not_ready": not_ready,
+                "material": material,
+                "oos": oos,
+                "alarm": alarm,
+                "bad_quality": bad_quality,
+                "comment": comment,
+                "abort": abort,
             },
         )
     )

@@ -14,19 +14,29 @@ audit_app = typer.Typer(help="The lake's audit trail: verify it, read it.", no_a
 
 
 @audit_app.command("verify")
-def audit_verify(lake: LakeOpt = None) -> None:
-    """Recompute the audit hash chains and every data file's SHA-256, and check every
-    digital signature against the trusted keys (audit.trusted_keys); exit 0 with a
-    summary when the lake is intact, 1 with one line per finding.
+def audit_verify(
+    lake: LakeOpt = None,
+    anchor: Annotated[
+        str | None,
+        typer.Option(
+            "--anchor", help="the anchors to check against: DIR or s3://bucket/prefix (audit.anchor)"
+        ),
+    ] = None,
+) -> None:
+    """Recompute the audit hash chains and every data file's SHA-256, check every digital
+    signature against the trusted keys (audit.trusted_keys), the chains against their
+    anchors outside the lake (audit.anchor) and the clock; exit 0 with a summary when the
+    lake is intact, 1 with one line per finding.
 
-    Example: uns audit verify --lake ./uns-lake
+    Example: uns audit verify --lake ./uns-lake --anchor /mnt/worm/uns-anchors
     """
     from uns.audit.trail import verify_lines  # noqa: PLC0415
+    from uns.cli.lake_cmds import lake_store  # noqa: PLC0415
     from uns.config import load_config  # noqa: PLC0415
 
-    path = guard(lambda: lake_path(lake))
-    trusted = guard(lambda: load_config().audit.trusted_keys)
-    code, lines = guard(lambda: verify_lines(path, trusted))
+    path = guard(lambda: lake_store(lake))
+    audit = guard(lambda: load_config().audit)
+    code, lines = guard(lambda: verify_lines(path, audit.trusted_keys, audit=audit, anchor=anchor))
     for line in lines:
         typer.echo(line)
     if code:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from uns.batch import api
+from uns.batch.signing import report_content_sha256
 from uns.errors import BatchError
 from uns.output import render_rows
 
@@ -44,6 +45,18 @@ def batch_show(lake_dir: str | None, batch_id: str, *, spec: str | None, echo: E
     for e in doc["exceptions"]:
         kinds[e["kind"]] = kinds.get(e["kind"], 0) + 1
     echo(f"  parameters {len(doc['parameters'])}, excursions {len(doc['excursions'])}")
+    ready = [u for u in doc["equipment"] if u["ready"] is not None]
+    echo(
+        f"  equipment {sum(1 for u in ready if u['ready'])} of {len(ready)} units ready"
+        if ready
+        else "  equipment: no status recorded"
+    )
+    oos = sum(1 for r in doc["results"] if r["oos"])
+    unfit = sum(1 for m in doc["materials"] if m["problems"])
+    echo(
+        f"  materials {len(doc['materials'])} ({unfit} not fit for use), results {len(doc['results'])} "
+        f"({oos} OOS), alarms {len(doc['alarms'])}, comments {len(doc['comments'])}"
+    )
     echo(
         f"  completeness {received} samples received, at least {expected} expected (one per interval), "
         f"{sum(len(m['gaps']) for m in metrics)} gaps"
@@ -55,6 +68,8 @@ def batch_show(lake_dir: str | None, batch_id: str, *, spec: str | None, echo: E
         + (f" ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))})" if kinds else "")
     )
     echo(f"  verdict: {doc['verdict']}")
+    # what `uns batch sign --expect-sha256` takes: the content the reader saw here
+    echo(f"  content sha256 {report_content_sha256(doc)}")
 
 
 def _seconds(phase: dict[str, Any]) -> float | None:

@@ -4,11 +4,12 @@ in :mod:`uns.client.context` and :mod:`uns.client.importer`."""
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from uns.cli.commands import BrokerOpt, FormatOpt, LakeOpt, broker_settings, fail, guard, lake_path
+from uns.cli.keys_cli import PassphraseOpt
 
 __all__ = ["context_app"]
 
@@ -71,6 +72,7 @@ def context_set(
         str | None, typer.Option("--id", help="the event's id, 1-128 characters (default with --wait: new)")
     ] = None,
     key: KeyOpt = None,
+    passphrase: PassphraseOpt = False,
 ) -> None:
     """Publish a context event (validated before it is sent) on <prefix>/_context/<path>.
 
@@ -83,8 +85,11 @@ def context_set(
     With --key the event is signed (needed where the engine has
     context.require_signature on).
 
-    Example: uns context set acme/basel/pilot/usp/br-101 batch_id=B2026-0042 phase=growth --user jdoe --wait 5
+    A change made by hand, or back-dated, needs --reason (context.require_reason).
+
+    Example: uns context set acme/basel/pilot/usp/br-101 phase=growth --user jdoe --reason "MES down" --wait 5
     """
+    from uns.cli.keys_cli import read_passphrase  # noqa: PLC0415
     from uns.client.context import (  # noqa: PLC0415
         UNAUTHENTICATED,
         configured_ack_key,
@@ -111,6 +116,7 @@ def context_set(
             key=key,
             ack_key=ack_key,
             max_future_s=max_future_s,
+            passphrase=read_passphrase(passphrase),
         )
     )
     if not result.waited:
@@ -136,60 +142,86 @@ def context_set(
         typer.echo(f"applied by {engine} (event {ack.id}, {result.topic}{signed})")
 
 
+SkipBadOpt = Annotated[
+    bool, typer.Option("--skip-bad", help="report and skip bad lines instead of sending nothing")
+]
+ImportWaitOpt = Annotated[
+    float,
+    typer.Option("--wait", help="seconds to wait for each event's acknowledgement (0: do not wait)", min=0),
+]
+PrefixOpt = Annotated[str, typer.Option(help="UNS prefix")]
+InFlightOpt = Annotated[
+    int, typer.Option("--in-flight", help="events published and not yet acknowledged, at most", min=1)
+]
+ProgressOpt = Annotated[
+    bool, typer.Option("--progress/--no-progress", help="progress bar on stderr (default: on a terminal)")
+]
+#: the default of --progress: stderr is a terminal
+ON_TERMINAL = sys.stderr.isatty()
+
+
+def file_import(
+    file: str, broker: str | None, *, records: bool = False, passphrase: bool = False, **options: Any
+) -> None:
+    """``uns context import`` and ``uns records import``: the library's import run, its exit code."""
+    from uns.cli.keys_cli import read_passphrase  # noqa: PLC0415
+    from uns.client.context import configured_ack_key  # noqa: PLC0415
+    from uns.client.import_run import run_import  # noqa: PLC0415
+
+    settings = guard(lambda: broker_settings(broker))
+    ack_key, _future = guard(configured_ack_key)  # only acknowledgements the engine signed count
+    secret = read_passphrase(passphrase)
+    code = guard(
+        lambda: run_import(
+            settings, file, echo=typer.echo, records=records, ack_key=ack_key, passphrase=secret, **options
+        )
+    )
+    if code:
+        raise typer.Exit(code)
+
+
 @context_app.command("import")
 def context_import(
-    file: Annotated[str, typer.Argument(help="JSON Lines (.jsonl) or CSV (.csv) file of context events")],
+    file: Annotated[
+        str, typer.Argument(help="JSON Lines (.jsonl), CSV (.csv) or ISA-88 BatchML (.xml) file of context")
+    ],
     broker: BrokerOpt = None,
-    skip_bad: Annotated[
-        bool, typer.Option("--skip-bad", help="report and skip bad lines instead of sending nothing")
-    ] = False,
-    wait: Annotated[
-        float,
-        typer.Option(
-            "--wait", help="seconds to wait for each event's acknowledgement (0: do not wait)", min=0
-        ),
-    ] = 10.0,
+    skip_bad: SkipBadOpt = False,
+    wait: ImportWaitOpt = 10.0,
     host_id: HostIdOpt = None,
-    prefix: Annotated[str, typer.Option(help="UNS prefix")] = "uns/v1",
-    in_flight: Annotated[
-        int, typer.Option("--in-flight", help="events published and not yet acknowledged, at most", min=1)
-    ] = 1000,
-    progress: Annotated[
-        bool, typer.Option("--progress/--no-progress", help="progress bar on stderr (default: on a terminal)")
-    ] = sys.stderr.isatty(),
+    prefix: PrefixOpt = "uns/v1",
+    in_flight: InFlightOpt = 1000,
+    progress: ProgressOpt = ON_TERMINAL,
     key: KeyOpt = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="plant model mapping a BatchML file's EquipmentIDs (default: engine.model of the config)",
+        ),
+    ] = None,
+    passphrase: PassphraseOpt = False,
 ) -> None:
     """Import context events from a file, each acknowledged by the engine; safe to repeat.
 
     JSON Lines: one context event per line with its "path" (and optionally its
     "id"). CSV: header ts,path,key,value,user,reason; consecutive rows with the
-    same ts, path, user and reason form one event. Every line is validated
-    first; nothing is sent if one is bad (unless --skip-bad). Each event gets
-    an id (its own, or one derived from its content), so importing a file
-    again changes nothing. Exit 0 all applied or duplicates, 1 some rejected
-    (or bad lines), 3 acknowledgements missing. With --key every event is signed.
+    same ts, path, user and reason form one event. BatchML (.xml): an ISA-88
+    BatchInformation export; each batch list entry becomes batch and phase
+    context on the path its EquipmentID maps to in the plant model. Every line
+    is validated first; nothing is sent if one is bad (unless --skip-bad). Each
+    event gets an id (its own, or one derived from its content), so importing a
+    file again changes nothing. Exit 0 all applied or duplicates, 1 some
+    rejected (or bad lines), 3 acknowledgements missing. With --key every event
+    is signed.
 
     Example: uns context import batches.csv --broker mqtt://127.0.0.1:1883 --wait 30
     """
-    from uns.client.context import configured_ack_key  # noqa: PLC0415
-    from uns.client.importer import run_import  # noqa: PLC0415
+    if model is None and file.lower().endswith(".xml"):
+        from uns.config import load_config  # noqa: PLC0415
 
-    settings = guard(lambda: broker_settings(broker))
-    ack_key, _future = guard(configured_ack_key)
-    code = guard(
-        lambda: run_import(
-            settings,
-            file,
-            prefix=prefix,
-            host_id=host_id,
-            wait=wait,
-            skip_bad=skip_bad,
-            in_flight=in_flight,
-            progress=progress,
-            echo=typer.echo,
-            key=key,
-            ack_key=ack_key,
-        )
-    )
-    if code:
-        raise typer.Exit(code)
+        model = guard(lambda: load_config().engine.model) or None
+    file_import(
+        file, broker, prefix=prefix, host_id=host_id, wait=wait, skip_bad=skip_bad, in_flight=in_flight,
+        progress=progress, key=key, model=model, passphrase=passphrase,
+    )  # fmt: skip

@@ -22,6 +22,11 @@ from uns.output import FORMATS, render_rows
 __all__ = ["compact", "info", "lake_store", "quarantine", "repair", "sql", "vacuum"]
 
 
+def _lake(lake: str | None) -> lake_pkg.Lake:
+    """The lake to maintain, with the configuration's audit anchor (audit.anchor)."""
+    return lake_pkg.Lake(lake_store(lake), audit=load_config().audit)
+
+
 def lake_store(lake: str | None) -> LakeStore:
     """The lake the command works on (UnsError when none is configured)."""
     section = load_config(overrides={"lake.path": lake}).lake
@@ -67,7 +72,7 @@ def info(lake: str | None, fmt: str) -> str:
 def compact(lake: str | None, *, z_order: bool, fmt: str = "table") -> str:
     """Per table: files removed and added, the live rows and files, the seconds taken."""
     _check_format(fmt)
-    target = lake_pkg.Lake(lake_store(lake))
+    target = _lake(lake)
     rows = compaction_summary(target.compact(z_order=z_order), target.info())
     columns = ["table", "files_removed", "files_added", "rows", "files", "seconds"]
     if fmt != "table":
@@ -83,9 +88,7 @@ def compact(lake: str | None, *, z_order: bool, fmt: str = "table") -> str:
 
 
 def vacuum(lake: str | None, retention_hours: float, *, dry_run: bool, force: bool) -> str:
-    result = lake_pkg.Lake(lake_store(lake)).vacuum(
-        retention_hours, dry_run=dry_run, enforce_retention=not force
-    )
+    result = _lake(lake).vacuum(retention_hours, dry_run=dry_run, enforce_retention=not force)
     return json.dumps(result, indent=2, default=str)
 
 

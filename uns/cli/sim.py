@@ -19,7 +19,8 @@ __all__ = ["run_sim_cli"]
 def _line(r: SimReport) -> str:
     return (
         f"\r{r.elapsed:6.1f}s  {r.messages:>9,} msgs  {r.metrics:>10,} metrics  {r.births:>5} births  "
-        f"{r.context_events:>4} context events  {r.rebirths_answered} rebirths answered"
+        f"{r.context_events:>4} context events  {r.records:>4} records  "
+        f"{r.rebirths_answered} rebirths answered"
     )
 
 

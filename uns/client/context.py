@@ -364,6 +364,7 @@ def publish_context(
     source: str = "uns-cli",
     ack_key: AckKey | None = None,
     max_future_s: float | None = None,
+    passphrase: bytes | None = None,
 ) -> SetResult:
     """Validate and publish one context event (QoS 1, acknowledged by the broker).
 
@@ -386,7 +387,7 @@ def publish_context(
         raise ContextError(exc.reason, path=path) from None
     ContextStore().apply_event(path, event, now)
     if key is not None:
-        name, private = load_private_key(key) if isinstance(key, str) else key
+        name, private = load_private_key(key, passphrase) if isinstance(key, str) else key
         event = sign_event(private, name, path, event)
     topic = f"{prefix}/_context/{path.strip('/')}"
     ack_topic = ack_filter(prefix, host_id) if wait is not None else None

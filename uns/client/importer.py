@@ -10,6 +10,9 @@ second time.  Formats:
 - **JSON Lines** (``.jsonl``, ``.ndjson``, or a file whose first character is
   ``{``): one context event per line, with its ``"path"`` added; blank lines
   are skipped.
+- **BatchML** (``.xml``, or a file whose first character is ``<``): an ISA-88
+  ``BatchInformation`` export (:mod:`uns.client.batchml`), its equipment ids mapped by
+  the plant model.
 - **CSV** (header ``ts,path,key,value,user,reason``; ``user`` and ``reason``
   may be left out): one key per row; consecutive rows with the same ts
   (epoch ms or ISO 8601), path, user and reason form one event.  An empty
@@ -25,37 +28,35 @@ error.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from uns.client.context import UNAUTHENTICATED, Ack, AckKey, Outgoing, ack_filter, send_events
+from uns.client.batchml import batchml_events
 from uns.clock import parse_time
 from uns.core.context import event_id, parse_context_event
-from uns.core.signing import SIGNATURE_FIELD, sign_event
+from uns.core.model import PlantModel
+from uns.core.signing import SIGNATURE_FIELD
 from uns.errors import ContextError, UnsError
-from uns.keyring import load_private_key
-from uns.mqtt.settings import BrokerSettings
 
 __all__ = [
     "CSV_COLUMNS",
     "CSV_SOURCE",
     "BadLine",
+    "Collector",
     "CsvRow",
     "ImportEvent",
-    "ImportSummary",
     "ParsedFile",
+    "context_identity",
     "group_rows",
+    "parse_batchml_file",
     "parse_csv",
     "parse_jsonl",
     "read_events",
-    "run_import",
 ]
 
 CSV_COLUMNS = ("ts", "path", "key", "value", "user", "reason")
@@ -100,11 +101,22 @@ class ParsedFile:
     repeats: int = 0  # events identical to an earlier one of the file (sent once)
 
 
-class _Collector:
-    """Validates candidate events with the engine's rules and gives each its id."""
+def context_identity(path: str, event: dict[str, Any]) -> str:
+    """The id of a context event of a file, validated with the engine's rules
+    (:class:`~uns.errors.ContextError` when it is bad)."""
+    changes = parse_context_event(path, event, 0)
+    # the changes carry the event's id; without a ts they would carry the receive time's
+    eid = changes[0].event_id if changes and "ts" in event else None
+    return eid or event_id(path, event)
 
-    def __init__(self) -> None:
+
+class Collector:
+    """Validates candidate events with the engine's rules (``identify``: the event's id,
+    or :class:`~uns.errors.ContextError`) and gives each its id."""
+
+    def __init__(self, identify: Callable[[str, dict[str, Any]], str] = context_identity) -> None:
         self.parsed = ParsedFile()
+        self._identify = identify
         self._seen: dict[str, tuple[int, str, dict[str, Any]]] = {}
 
     def add(self, line: int, last: int, path: object, event: dict[str, Any]) -> None:
@@ -114,10 +126,7 @@ class _Collector:
             return
         path = path.strip().strip("/")
         try:
-            changes = parse_context_event(path, event, 0)
-            # the changes carry the event's id; without a ts they would carry the receive time's
-            eid = changes[0].event_id if changes and "ts" in event else None
-            eid = eid or event_id(path, event)
+            eid = self._identify(path, event)
         except ContextError as exc:
             bad.append(BadLine(line, exc.reason, last))
             return
@@ -139,9 +148,9 @@ class _Collector:
 # ------------------------------------------------------------------ JSON Lines
 
 
-def parse_jsonl(text: str) -> ParsedFile:
+def parse_jsonl(text: str, collector: Collector | None = None) -> ParsedFile:
     """The events of a JSON Lines text (one event with its "path" per line)."""
-    out = _Collector()
+    out = collector or Collector()
     for number, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
@@ -151,9 +160,7 @@ def parse_jsonl(text: str) -> ParsedFile:
             out.parsed.bad.append(BadLine(number, f"not JSON: {exc}"))
             continue
         if not isinstance(doc, dict):
-            out.parsed.bad.append(
-                BadLine(number, "a line must be a JSON object (a context event with its path)")
-            )
+            out.parsed.bad.append(BadLine(number, "a line must be a JSON object (an event with its path)"))
             continue
         if "path" not in doc:
             out.parsed.bad.append(BadLine(number, 'no "path"'))
@@ -257,7 +264,7 @@ def parse_csv(text: str) -> ParsedFile:
     """The events of a CSV text (header ``ts,path,key,value,user,reason``)."""
     bad: list[BadLine] = []
     rows = list(_csv_rows(text, bad))
-    out = _Collector()
+    out = Collector()
     out.parsed.bad.extend(bad)
     for group in group_rows(rows):
         first, last = group[0].line, group[-1].line
@@ -293,14 +300,18 @@ def parse_csv(text: str) -> ParsedFile:
     return out.parsed
 
 
-def read_events(file: str | Path) -> ParsedFile:
-    """Read and validate a JSON Lines or CSV file (by suffix, else by its first character)."""
+def read_events(file: str | Path, *, model: str | PlantModel | None = None) -> ParsedFile:
+    """Read and validate a JSON Lines, CSV or BatchML (``.xml``, with the plant ``model``
+    or its file that maps its equipment ids) file (by suffix, else by its first character)."""
     path = Path(file)
+    suffix = path.suffix.lower()
+    known = (".jsonl", ".ndjson", ".json", ".csv")
+    if suffix == ".xml" or (suffix not in known and _starts_with(path, b"<")):
+        return parse_batchml_file(path, model)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise UnsError(f"cannot read {file}: {exc}") from exc
-    suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson", ".json"):
         return parse_jsonl(text)
     if suffix == ".csv":
@@ -308,158 +319,31 @@ def read_events(file: str | Path) -> ParsedFile:
     return parse_jsonl(text) if text.lstrip().startswith("{") else parse_csv(text)
 
 
-# ------------------------------------------------------------------ the import
+def _starts_with(path: Path, prefix: bytes) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(512).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(prefix)
+    except OSError:
+        return False
 
 
-@dataclass(slots=True)
-class ImportSummary:
-    """What the engines answered for the events of a file."""
-
-    events: int = 0  # valid events in the file, repeats included
-    applied: int = 0
-    duplicates: int = 0  # incl. repeats within the file
-    rejected: list[tuple[ImportEvent, str]] = field(default_factory=list)
-    unanswered: int = 0
-    skipped: int = 0  # bad lines/events skipped with --skip-bad
-    waited: bool = True
-    seconds: float = 0.0
-
-    @property
-    def exit_code(self) -> int:
-        """0 all applied or duplicates, 1 any rejected, 3 any unanswered."""
-        if self.rejected:
-            return 1
-        return 3 if self.unanswered else 0
-
-    def line(self) -> str:
-        rate = self.events / self.seconds if self.seconds > 0 else 0.0
-        timing = f"{self.seconds:.1f} s, {rate:,.0f} events/s"
-        skipped = f", {self.skipped} bad skipped" if self.skipped else ""
-        if not self.waited:
-            return f"{self.events} events published, acknowledgements not awaited{skipped} ({timing})"
-        return (
-            f"{self.events} events: {self.applied} applied, {self.duplicates} duplicates, "
-            f"{len(self.rejected)} rejected, {self.unanswered} unanswered{skipped} ({timing})"
+def parse_batchml_file(path: Path, model: str | PlantModel | None) -> ParsedFile:
+    """The context events of a BatchML file (:mod:`uns.client.batchml`), validated; ``model``
+    (the plant model, or its file) maps the file's equipment ids to paths."""
+    if not model:
+        raise UnsError(
+            f"{path}: a BatchML file needs the plant model to map its equipment ids "
+            "(--model FILE, or engine.model of the config)"
         )
+    if isinstance(model, str):
+        from uns.engine.plant import load_model  # noqa: PLC0415 - only a BatchML import reads a model
 
-
-def summarize(parsed: ParsedFile, acks: Mapping[str, Ack], *, waited: bool) -> ImportSummary:
-    """Count the answers per status (pure)."""
-    s = ImportSummary(events=len(parsed.events) + parsed.repeats, waited=waited)
-    s.duplicates = parsed.repeats
-    if not waited:
-        return s
-    for ev in parsed.events:
-        ack = acks.get(ev.id)
-        if ack is None:
-            s.unanswered += 1
-        elif ack.status == "applied":
-            s.applied += 1
-        elif ack.status == "duplicate":
-            s.duplicates += 1
-        else:
-            s.rejected.append((ev, ack.reason or "no reason given"))
-    return s
-
-
-def run_import(
-    broker: BrokerSettings,
-    file: str | Path,
-    *,
-    prefix: str = "uns/v1",
-    host_id: str | None = None,
-    wait: float = 10.0,
-    skip_bad: bool = False,
-    in_flight: int = 1000,
-    progress: bool = False,
-    echo: Callable[..., Any] = print,
-    key: str | None = None,
-    ack_key: AckKey | None = None,
-) -> int:
-    """Validate, publish and await ``file``'s events; print a summary; return the exit code.
-
-    With ``key`` (a private key file, :mod:`uns.keyring`) every event is signed by it
-    (a signature it had is replaced).  With ``ack_key`` only acknowledgements signed by
-    the engine's key count (uns.client.context.engine_ack_key); without one the summary
-    says they were unauthenticated.  ``echo(text, err=True)`` writes to stderr
-    (typer.echo's signature)."""
-    ack_topic = ack_filter(prefix, host_id)
-    signing = load_private_key(key) if key is not None else None
-    started = time.perf_counter()
-    parsed = read_events(file)
-    for bad in parsed.bad:
-        echo(f"{file}: {bad}", err=True)
-    if parsed.bad and not skip_bad:
-        echo(
-            f"uns: error: {len(parsed.bad)} bad line(s) in {file}; nothing was sent "
-            "(fix them, or pass --skip-bad to import the rest)",
-            err=True,
-        )
-        return 1
-    outgoing = []
-    for ev in parsed.events:
-        body = ev.event if signing is None else sign_event(signing[1], signing[0], ev.path, ev.event)
-        outgoing.append(Outgoing(f"{prefix}/_context/{ev.path}", json.dumps(body).encode(), ev.id))
-    acks = _send_with_progress(broker, outgoing, ack_topic, wait, in_flight, progress, ack_key)
-    summary = summarize(parsed, acks, waited=wait > 0)
-    summary.skipped = len(parsed.bad)
-    summary.seconds = time.perf_counter() - started
-    for ev, reason in summary.rejected:
-        echo(f"{file}: {ev.where}: rejected: {reason}", err=True)
-    echo(summary.line())
-    if wait > 0 and ack_key is None:
-        echo(UNAUTHENTICATED, err=True)
-    if summary.unanswered:
-        echo(
-            f"uns: {summary.unanswered} event(s) unanswered within {wait:g} s: is an engine with "
-            f"prefix {prefix!r} running? Importing the file again is safe.",
-            err=True,
-        )
-    return summary.exit_code
-
-
-def _send_with_progress(
-    broker: BrokerSettings,
-    outgoing: list[Outgoing],
-    ack_topic: str,
-    wait: float,
-    in_flight: int,
-    progress: bool,
-    ack_key: AckKey | None,
-) -> dict[str, Ack]:
-    if not progress or not outgoing:
-        return asyncio.run(
-            send_events(
-                broker, outgoing, ack_topic=ack_topic, wait=wait, in_flight=in_flight, ack_key=ack_key
-            )
-        )
-    from rich.console import Console  # noqa: PLC0415 - only for a terminal
-    from rich.progress import (  # noqa: PLC0415
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    bar = Progress(
-        TextColumn("importing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
-    with bar:
-        task = bar.add_task("import", total=len(outgoing))
-        return asyncio.run(
-            send_events(
-                broker,
-                outgoing,
-                ack_topic=ack_topic,
-                wait=wait,
-                in_flight=in_flight,
-                on_answer=lambda n: bar.update(task, completed=n),
-                ack_key=ack_key,
-            )
-        )
+        model = load_model(model)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UnsError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    out = Collector()
+    for line, where, event in batchml_events(data, model, file=str(path)):
+        out.add(line, line, where, event)
+    return out.parsed

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final, Protocol, Self
+from typing import Any, ClassVar, Final, Protocol, Self
 
 from uns.sparkplug.datatypes import DataType
 from uns.sparkplug.payload import MetricValue
@@ -20,6 +21,7 @@ __all__ = [
     "REJECTED_HEAD_BYTES",
     "REJECTED_TEXT_CHARS",
     "Batch",
+    "BatchRecord",
     "CatalogEntry",
     "ContextChange",
     "DurableSink",
@@ -325,6 +327,14 @@ class ContextChange:
     signer: str | None = None
 
 
+class BatchRecord(Protocol):
+    """A batch record (a material, a result, a comment: :mod:`uns.core.records`) as the
+    pipeline sees it: one row of the lake table ``TABLE``."""
+
+    TABLE: ClassVar[str]
+    record_id: str
+
+
 @dataclass(slots=True)
 class RebirthRequest:
     """An action for the I/O shell: send NCMD Node Control/Rebirth to a node."""
@@ -345,10 +355,19 @@ class Batch:
     context: list[ContextChange] = field(default_factory=list)
     #: samples in columns (only for sinks that take them: ``Sink.accepts_blocks``)
     blocks: list[SampleBlock | SampleRuns] = field(default_factory=list)
+    #: batch records (uns.core.records): rare, so an empty tuple by default -- the hot path
+    #: makes a Batch per message and should not pay for a list it never fills
+    records: Sequence[BatchRecord] = ()
 
     def __bool__(self) -> bool:
         return bool(
-            self.samples or self.blocks or self.sessions or self.catalog or self.rejected or self.context
+            self.samples
+            or self.blocks
+            or self.sessions
+            or self.catalog
+            or self.rejected
+            or self.context
+            or self.records
         )
 
     @property
@@ -377,6 +396,7 @@ class Batch:
         # (the audit trail compares a birth once it is complete: lake.audit_state)
         last = out[-1]
         last.sessions, last.rejected, last.context = self.sessions, self.rejected, self.context
+        last.records = self.records
         return out
 
     def extend(self, other: Batch) -> None:
@@ -386,6 +406,8 @@ class Batch:
         self.catalog.extend(other.catalog)
         self.rejected.extend(other.rejected)
         self.context.extend(other.context)
+        if other.records:
+            self.records = [*self.records, *other.records]
 
 
 class Sink(Protocol):

@@ -57,12 +57,15 @@ _UNMAPPED_CACHE_MAX = 65_536
 
 @dataclass(frozen=True, slots=True)
 class MetricInfo:
-    """Per-metric overrides: UNS name, unit, CPP limits (``low``/``high``, inclusive)."""
+    """Per-metric overrides: UNS name, unit, CPP limits (``low``/``high``, inclusive), and
+    ``alarm``: the metric is an alarm (true while it is active; the batch report lists
+    every interval in which it was)."""
 
     display_name: str
     unit: str | None = None
     low: float | None = None
     high: float | None = None
+    alarm: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +97,7 @@ _EMPTY_KEYS: Mapping[str, str] = MappingProxyType({})
 class PlantModel:
     """A validated plant model.  Build it with :func:`model_from_toml` or :meth:`empty`."""
 
-    __slots__ = ("_equipment", "_sources", "_unmapped_cache", "file", "name")
+    __slots__ = ("_equipment", "_sources", "_unmapped_cache", "equipment_ids", "file", "name")
 
     def __init__(
         self,
@@ -103,12 +106,15 @@ class PlantModel:
         sources: Mapping[SourceKey, Resolved],
         name: str = "",
         file: str | None = None,
+        equipment_ids: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
         self.file = file
         self._equipment = MappingProxyType(dict(equipment))
         self._sources = dict(sources)
         self._unmapped_cache: dict[SourceKey, Resolved] = {}
+        #: equipment ids of other systems (an ISA-88 export's ``EquipmentID``) -> model path
+        self.equipment_ids: Mapping[str, str] = MappingProxyType(dict(equipment_ids or {}))
 
     @classmethod
     def empty(cls) -> PlantModel:
@@ -147,6 +153,27 @@ class PlantModel:
     def context_key(self, group: str, node: str, device: str | None, metric: str) -> str | None:
         """The context key a metric feeds (e.g. ``batch_id``), or None for a measurement."""
         return self.resolve(group, node, device).context_keys.get(metric)
+
+    def alarm_metrics(self) -> frozenset[tuple[str, str]]:
+        """``(path, UNS metric name)`` of every metric marked ``alarm = true``."""
+        return frozenset(
+            (resolved.path, info.display_name)
+            for resolved in self._sources.values()
+            for info in resolved.metrics.values()
+            if info.alarm
+        )
+
+    def equipment_path(self, equipment_id: str) -> str | None:
+        """The path of another system's equipment id: the ``[equipment_ids]`` map, else the
+        equipment whose display ``name`` it is (when only one has it), else the id itself
+        when it is a declared path; None when nothing matches."""
+        found = self.equipment_ids.get(equipment_id)
+        if found is not None:
+            return found
+        named = [e.path for e in self._equipment.values() if e.name == equipment_id]
+        if len(named) == 1:
+            return named[0]
+        return equipment_id if equipment_id in self._equipment else None
 
 
 # --------------------------------------------------------------------------- loading
@@ -206,7 +233,7 @@ class _Validator:
             raise ModelError(message, file=self.file, key=_key_text(exc.key) or None) from None
 
     def _build(self, data: Mapping[str, Any]) -> PlantModel:
-        _only_keys(data, [], {"format", "name", "description", "equipment", "source"})
+        _only_keys(data, [], {"format", "name", "description", "equipment", "source", "equipment_ids"})
         fmt = data.get("format", MODEL_FORMAT)
         if type(fmt) is not int or fmt != MODEL_FORMAT:
             raise _Invalid(
@@ -216,7 +243,20 @@ class _Validator:
         _opt_str(data, [], "description")
         equipment = self._equipment(data.get("equipment", {}))
         sources = self._sources(data.get("source", []), equipment)
-        return PlantModel(equipment=equipment, sources=sources, name=name, file=self.file)
+        ids = self._equipment_ids(data.get("equipment_ids", {}), equipment)
+        return PlantModel(equipment=equipment, sources=sources, name=name, file=self.file, equipment_ids=ids)
+
+    @staticmethod
+    def _equipment_ids(table: Any, equipment: Mapping[str, Equipment]) -> dict[str, str]:
+        """``[equipment_ids]``: another system's equipment id -> a declared path."""
+        if not isinstance(table, dict):
+            raise _Invalid(["equipment_ids"], 'must be a table: equipment id = "path"')
+        for ident, path in table.items():
+            if not ident:
+                raise _Invalid(["equipment_ids", ident], "an equipment id must not be empty")
+            if not isinstance(path, str) or path not in equipment:
+                raise _Invalid(["equipment_ids", ident], f"{path!r} is not a path declared under [equipment]")
+        return dict(table)
 
     def _equipment(self, table: Any) -> dict[str, Equipment]:
         if not isinstance(table, dict):
@@ -297,8 +337,8 @@ class _Validator:
             if not metric:
                 raise _Invalid(mkey, "a metric name must not be empty")
             if not isinstance(attrs, dict):
-                raise _Invalid(mkey, "must be a table (display_name, unit, low, high, context)")
-            _only_keys(attrs, mkey, {"display_name", "unit", "low", "high", "context"})
+                raise _Invalid(mkey, "must be a table (display_name, unit, low, high, context, alarm)")
+            _only_keys(attrs, mkey, {"display_name", "unit", "low", "high", "context", "alarm"})
             display = _opt_str(attrs, mkey, "display_name")
             if display is not None:
                 _check_metric_name([*mkey, "display_name"], display)
@@ -315,7 +355,10 @@ class _Validator:
             if context is not None:
                 _check_context_key([*mkey, "context"], context)
                 context_keys[metric] = context
-            metrics[metric] = MetricInfo(display_name=shown, unit=unit, low=low, high=high)
+            alarm = attrs.get("alarm", False)
+            if not isinstance(alarm, bool):
+                raise _Invalid([*mkey, "alarm"], "must be true or false")
+            metrics[metric] = MetricInfo(display_name=shown, unit=unit, low=low, high=high, alarm=alarm)
         return metrics, context_keys
 
 

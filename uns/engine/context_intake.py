@@ -26,6 +26,12 @@ refusal retrying cannot heal (:class:`~uns.errors.BrokerRefused`) stops the engi
 Shutdown: stop taking, process what was taken, wait until it is durable,
 acknowledge it, disconnect (the session, and what the broker queues for it,
 stays).  What arrives after that is acknowledged by the next run.
+
+Batch records (materials, results, comments on ``<prefix>/_records/#``) come in the
+same way on a connection of their own, ``uns-<host_id>-records``
+(``ContextIntake(engine, kind="records")``): a session of its own keeps the
+subscribe-once rule of each, and an engine upgraded from a version without records
+finds its context session as it was.
 """
 
 from __future__ import annotations
@@ -83,10 +89,18 @@ class ContextIntake:
     #: messages processed (and acknowledged together) per turn
     CHUNK = 256
 
-    def __init__(self, engine: IntakeHost) -> None:
+    def __init__(self, engine: IntakeHost, *, kind: str = "context") -> None:
         self.engine = engine
-        self.identifier = f"uns-{engine.host_id}-context"
-        self.topic = f"{engine.dispatch.context_prefix}#"
+        #: ``context`` (context events) or ``records`` (batch records)
+        self.kind = kind
+        self.identifier = f"uns-{engine.host_id}-{kind}"
+        dispatch = engine.dispatch
+        if kind == "records":
+            self.topic = f"{dispatch.records_prefix}#"
+            self._process = dispatch.process_records
+        else:
+            self.topic = f"{dispatch.context_prefix}#"
+            self._process = dispatch.process_context
         #: set while the context session is live (subscribed)
         self.connected = asyncio.Event()
         #: messages acknowledged after their batch was durable
@@ -120,14 +134,16 @@ class ContextIntake:
                 await client.disconnect()
                 # broker.connect_retries is the Sparkplug connection's to enforce: this one
                 # retries until the engine stops
-                engine.warn_limited("context-connect", "context intake cannot connect to %s: %s", where, exc)
+                engine.warn_limited(
+                    f"{self.kind}-connect", "%s intake cannot connect to %s: %s", self.kind, where, exc
+                )
             else:
                 backoff.reset()
                 try:
                     await self._session(client, stop)
                 except BrokerError as exc:
                     log.warning(
-                        "context intake lost the broker (unacknowledged messages come again): %s", exc
+                        "%s intake lost the broker (unacknowledged messages come again): %s", self.kind, exc
                     )
                 finally:
                     self.connected.clear()
@@ -143,14 +159,15 @@ class ContextIntake:
             await client.subscribe(self.topic, qos=1)
         self.connected.set()
         log.info(
-            "context intake connected as %s (session %s)",
+            "%s intake connected as %s (session %s)",
+            self.kind,
             self.identifier,
             "resumed" if client.session_present else "new",
         )
-        stopper = asyncio.create_task(stop.wait(), name="uns-context-stop")
+        stopper = asyncio.create_task(stop.wait(), name=f"uns-{self.kind}-stop")
         try:
             while not stop.is_set():
-                waiter = asyncio.create_task(client.wait_messages(), name="uns-context-wait")
+                waiter = asyncio.create_task(client.wait_messages(), name=f"uns-{self.kind}-wait")
                 try:
                     await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
                 finally:
@@ -179,7 +196,7 @@ class ContextIntake:
         if not held:
             return
         engine = self.engine
-        process = engine.dispatch.process_context
+        process = self._process
         clock = time.time_ns
         ids: list[int] = []
         rebirths: list[RebirthRequest] = []
@@ -189,7 +206,7 @@ class ContextIntake:
                 topic, payload, clock() // 1_000_000, retained=retain
             )
             if not await engine.deliver(batch):  # a stop gave it up: never acknowledge it
-                raise BrokerError("context not acknowledged: the stop ended before the lake took it")
+                raise BrokerError(f"{self.kind} not acknowledged: the stop ended before the lake took it")
             ids.append(packet_id)
             rebirths.extend(more_rebirths)
             publishes.extend(more_publishes)
@@ -210,6 +227,4 @@ class ContextIntake:
             try:
                 await durable()
             except LakeError as exc:
-                raise BrokerError(
-                    f"context not acknowledged, the lake cannot make it durable: {exc}"
-                ) from exc
+                raise BrokerError(f"not acknowledged, the lake cannot make it durable: {exc}") from exc

@@ -15,8 +15,9 @@ import sys
 import time
 from pathlib import Path
 
+from uns.clock import now_ms
 from uns.config import Config
-from uns.core.events import Sink
+from uns.core.events import ContextChange, Sink
 from uns.core.model import PlantModel
 from uns.engine.host import Engine
 from uns.engine.plant import load_model
@@ -25,12 +26,23 @@ from uns.engine.sdnotify import systemd_notifications
 from uns.engine.stopping import Watchdog, unpersisted_line
 from uns.errors import EngineError, LakeError
 from uns.lake import LakeSink
+from uns.lake.anchors import AnchorSettings
 from uns.lake.audit_entries import engine_event, named_files, software_version
 from uns.lake.storage import OPTIONS_ENV, LakeStore, as_store
+from uns.lake.timesync import time_sync_state
 from uns.sinks.encoders import EventEncoder
 from uns.sinks.republish import RepublishSink
 
-__all__ = ["build_engine", "check_lake_path", "load_applied_context_ids", "run_daemon", "startup_line"]
+__all__ = [
+    "build_engine",
+    "check_lake_path",
+    "load_applied_context_ids",
+    "load_applied_ids",
+    "load_engine_start",
+    "load_start_context",
+    "run_daemon",
+    "startup_line",
+]
 
 log = logging.getLogger("uns.daemon")
 
@@ -75,7 +87,13 @@ def audited(sink: LakeSink, config: Config, reason: str = "") -> LakeSink:
     ``reason`` (``uns run --reason``) is the start's reason, and that of the configuration
     change it records when the configuration differs from the previous start's."""
     effective = config.to_dict(masked=True)
-    started = engine_event("engine_start", config=effective, files=named_files(effective), reason=reason)
+    started = engine_event(
+        "engine_start",
+        config=effective,
+        files=named_files(effective),
+        reason=reason,
+        time_sync=time_sync_state(),
+    )
     sink.record_audit(started)
     sink.on_stop = lambda: engine_event("engine_stop")
     return sink
@@ -87,15 +105,22 @@ def build_engine(config: Config, *, model: PlantModel | None = None, reason: str
         model = load_model(config.engine.model) if config.engine.model else PlantModel.empty()
     sinks: list[Sink] = []
     applied: dict[str, str | None] = {}
+    seed: list[ContextChange] = []
+    records: dict[str, str] = {}
     if config.lake.path:
         store = LakeStore(config.lake.path, config.lake.storage)  # a directory or an object store
         if not store.remote:
             check_lake_path(config.lake.path)
-        sinks.append(audited(LakeSink(store, config.lake), config, reason))
+        sink = LakeSink(store, config.lake, anchor=AnchorSettings.of(config.audit))
+        sinks.append(audited(sink, config, reason))
         wal_dir = Path(config.lake.wal_dir) if config.lake.wal_dir else None
-        applied = load_applied_context_ids(store, wal_dir)
+        since = now_ms() - int(config.context.window_hours * 3_600_000)
+        applied, seed, records = load_engine_start(store, wal_dir, since_ms=since)
     engine = Engine(config, sinks=sinks, model=model)
     engine.dispatch.remember_applied(applied)
+    engine.dispatch.remember_records(records)
+    for change in seed:  # the context in effect before this start (docs/model.md section 4)
+        engine.context.apply(change)
     rp = config.republish
     if rp.enabled:
         engine.sinks.append(
@@ -109,30 +134,58 @@ def build_engine(config: Config, *, model: PlantModel | None = None, reason: str
     return engine
 
 
-#: reads the ids in a child process (see load_applied_context_ids); prints them as a JSON list
+#: reads the ids and the context seed in a child process (see load_start_context); prints
+#: {"ids": {id: fingerprint}, "seed": [[ts, received_at, path, key, value, source, user,
+#: reason, event_id], ...], "records": {record id: content sha256}} as JSON
 _READ_IDS = (
     "import json, sys\n"
     "from pathlib import Path\n"
-    "from uns.lake.query import applied_context_fingerprints\n"
+    "from uns.lake.query import applied_context_fingerprints, applied_records, context_seed\n"
     "from uns.lake.storage import store_from_env\n"
     "from uns.errors import LakeError\n"
     "try:\n"
     "    wal = Path(sys.argv[2]) if sys.argv[2] else None\n"
     "    ids = applied_context_fingerprints(store_from_env(sys.argv[1]), wal)\n"
+    "    seed = context_seed(store_from_env(sys.argv[1]), wal, since_ms=int(sys.argv[3]))\n"
+    "    records = applied_records(store_from_env(sys.argv[1]), wal)\n"
     "except LakeError as exc:\n"
     "    sys.exit(str(exc))\n"
-    "json.dump(ids, sys.stdout, sort_keys=True)\n"
+    "json.dump({'ids': ids, 'seed': seed, 'records': records}, sys.stdout, sort_keys=True)\n"
 )
 
 
-def load_applied_context_ids(
+def load_start_context(
+    lake_dir: Path | LakeStore, wal_dir: Path | None = None, *, since_ms: int = 0
+) -> tuple[dict[str, str | None], list[ContextChange]]:
+    """The context part of :func:`load_engine_start`."""
+    ids, seed, _records = load_engine_start(lake_dir, wal_dir, since_ms=since_ms)
+    return ids, seed
+
+
+def load_applied_ids(
     lake_dir: Path | LakeStore, wal_dir: Path | None = None
-) -> dict[str, str | None]:
-    """The context event ids the lake already holds, each with the fingerprint of its
-    content: the engine applies none of them again, and rejects one reused with other
-    content as a conflict (docs/model.md section 4).  Read once at start, so an engine
-    sees what engines that wrote the lake before it wrote; two engines applying the same
-    new id at the same moment are not coordinated.
+) -> tuple[dict[str, str | None], dict[str, str]]:
+    """The context event ids (with their fingerprints) and the batch records the lake holds."""
+    ids, _seed, records = load_engine_start(lake_dir, wal_dir, since_ms=2**62)
+    return ids, records
+
+
+def load_engine_start(
+    lake_dir: Path | LakeStore, wal_dir: Path | None = None, *, since_ms: int = 0
+) -> tuple[dict[str, str | None], list[ContextChange], dict[str, str]]:
+    """What an engine starting on the lake needs of its context and records tables:
+
+    - the context event ids the lake already holds, each with the fingerprint of its
+      content: the engine applies none of them again, and rejects one reused with other
+      content as a conflict (docs/model.md section 4);
+    - the changes that rebuild its in-memory context store (every change since
+      ``since_ms``, the newest before it per path and key), so that live enrichment after
+      a restart is right before any new context arrives;
+    - the batch records the lake holds, ``{record id: content SHA-256}`` (docs/batches.md
+      section 8): none is applied again, one reused with other content is a conflict.
+
+    Read once at start, so an engine sees what engines that wrote the lake before it
+    wrote; two engines applying the same new id at the same moment are not coordinated.
 
     The read runs in a child process: DuckDB, deltalake and pyarrow stay out of the
     engine's own process (they live in the lake's commit worker), as lake/__init__.py
@@ -140,7 +193,7 @@ def load_applied_context_ids(
     store = as_store(lake_dir)
     try:
         done = subprocess.run(
-            [sys.executable, "-c", _READ_IDS, store.url, str(wal_dir or "")],
+            [sys.executable, "-c", _READ_IDS, store.url, str(wal_dir or ""), str(since_ms)],
             capture_output=True,
             text=True,
             timeout=300,
@@ -148,13 +201,30 @@ def load_applied_context_ids(
             env={**os.environ, OPTIONS_ENV: store.options_json()},  # not argv: ps shows it
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise EngineError(f"cannot read the context event ids of the lake at {lake_dir}: {exc}") from exc
+        raise EngineError(f"cannot read the context of the lake at {lake_dir}: {exc}") from exc
     if done.returncode != 0:
         why = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
-        raise EngineError(f"cannot read the context event ids of the lake at {lake_dir}: {why}")
-    ids: dict[str, str | None] = json.loads(done.stdout)
-    log.info("lake %s holds %d context event ids (not applied again)", lake_dir, len(ids))
-    return ids
+        raise EngineError(f"cannot read the context of the lake at {lake_dir}: {why}")
+    found = json.loads(done.stdout)
+    ids: dict[str, str | None] = found["ids"]
+    seed = [
+        ContextChange(int(ts), int(received or 0), path, key, value, source or "", user, reason, event_id)
+        for ts, received, path, key, value, source, user, reason, event_id in found["seed"]
+    ]
+    records: dict[str, str] = found["records"]
+    log.info(
+        "lake %s holds %d context event ids and %d batch records (not applied again); "
+        "%d context changes restored",
+        lake_dir, len(ids), len(records), len(seed),
+    )  # fmt: skip
+    return ids, seed, records
+
+
+def load_applied_context_ids(
+    lake_dir: Path | LakeStore, wal_dir: Path | None = None
+) -> dict[str, str | None]:
+    """The context event ids the lake already holds (see :func:`load_start_context`)."""
+    return load_start_context(lake_dir, wal_dir, since_ms=2**62)[0]
 
 
 #: seconds between the daemon's full garbage collections (see run_daemon)

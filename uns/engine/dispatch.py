@@ -15,6 +15,11 @@ decides the same in slices (:mod:`uns.sparkplug.steps`) and hands the batch over
 slice at a time: the engine takes that way for a large message
 (:mod:`uns.engine.slicing`), so its event loop runs between the slices.
 
+Batch records (:meth:`Dispatcher.process_records`: materials, results, comments on
+``<prefix>/_records/<path>``, :mod:`uns.core.records`) follow the same rules: applied once
+per id, an id seen again with other content rejected as a conflict, signatures checked,
+answered on the same acknowledgement topic.
+
 Context events (:meth:`Dispatcher.process_context`) are held to the intake rules
 (:mod:`uns.core.intake_rules`: the topic's path, the JSON, the time window
 ``context.max_future_s``) and applied at most once per event id
@@ -39,7 +44,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from uns.config import Config
@@ -53,7 +58,19 @@ from uns.core.context import (
 from uns.core.enrich import Enricher
 from uns.core.events import Batch, RebirthRequest, Rejected, SampleRuns, SessionEventKind, metric_rejections
 from uns.core.intake_rules import check_event_ts
+from uns.core.reasons import check_reason
 from uns.core.signing import canonical_json, signature_block, verify_event
+from uns.engine.decisions import (
+    ALREADY_APPLIED,
+    APPLIED,
+    CONFLICT,
+    DUPLICATE,
+    NONE,
+    REJECTED,
+    RETAINED_COPY,
+    Decision,
+)
+from uns.engine.record_decisions import RecordDecisions
 from uns.engine.status import Counters
 from uns.engine.transport import Message, Publish
 from uns.errors import ContextError, IntakeError, SignatureError, UnsError
@@ -72,16 +89,8 @@ __all__ = ["APPLIED", "CONFLICT", "DUPLICATE", "REJECTED", "Decision", "Dispatch
 
 log = logging.getLogger("uns.engine")
 
-#: (batch for the sinks, rebirth requests, other publishes) -- all that one message decided
-Decision = tuple[Batch, Sequence[RebirthRequest], Sequence[Publish]]
-
-_NONE: tuple[()] = ()  # the shared "nothing to send" of a decision
+_NONE = NONE  # the shared "nothing to send" of a decision
 _TOPIC_CACHE_MAX = 100_000  # parsed topics kept (a flood of distinct bad topics stays bounded)
-
-#: ``status`` of a context acknowledgement
-APPLIED, DUPLICATE, REJECTED, CONFLICT = "applied", "duplicate", "rejected", "conflict"
-ALREADY_APPLIED = "already applied"
-RETAINED_COPY = "retained copy"
 
 
 class Dispatcher:
@@ -106,6 +115,7 @@ class Dispatcher:
         self.host_id = config.engine.host_id
         self.state_topic = f"spBv1.0/STATE/{self.host_id}"
         self.context_prefix = f"{config.engine.prefix}/_context/"
+        self.records_prefix = f"{config.engine.prefix}/_records/"
         self.context_ack_topic = f"{config.engine.prefix}/_engine/{self.host_id}/context_ack"
         #: ids of the context events applied (by this engine, or found in the lake at start),
         #: each with the fingerprint of its content (None: not known)
@@ -116,7 +126,12 @@ class Dispatcher:
         #: the public keys context signatures are checked against, by name (uns.keyring)
         self.trusted_keys: Mapping[str, Ed25519PublicKey] = trusted_keys or {}
         self.require_signature = config.context.require_signature
+        #: manual and back-dated changes must give a reason (uns.core.reasons)
+        self.require_reason = config.context.require_reason
+        self.late_ms = round(config.batch.late_context_s * 1000)
         self.max_future_ms = int(config.context.max_future_s * 1000)
+        #: the batch records' decisions (applied ids with their content's SHA-256)
+        self.records = RecordDecisions(self)
         #: (name, private key) that signs every acknowledgement (engine.signing_key), or None
         self.ack_key = ack_key
         self._event_digest = ""  # SHA-256 of the context message being acknowledged
@@ -204,6 +219,8 @@ class Dispatcher:
         (context, STATE, commands, a topic that is not Sparkplug), else its parsed topic."""
         if topic.startswith(self.context_prefix):
             return self.process_context(topic, payload, received_at)
+        if topic.startswith(self.records_prefix):
+            return self.process_records(topic, payload, received_at)
         self.counters.messages += 1
         parsed = self._topics.get(topic, False)
         if parsed is False:
@@ -388,21 +405,42 @@ class Dispatcher:
         was applied before) or a ``retained`` delivery (the broker's copy of an event
         already seen: never applied, counted as ``context_retained_ignored``), and in
         every case the acknowledgement among the publishes.  Never raises."""
-        self.counters.messages += 1
         self.counters.context_events += 1
-        # the intake's own topic without a path has none (never the topic itself)
-        path = topic[len(self.context_prefix) :] if topic.startswith(self.context_prefix) else ""
+
+        def handle(path: str) -> Decision:
+            return self._process_context(topic, path, payload, received_at, retained)
+
+        return self.take_event(topic, payload, received_at, self.context_prefix, handle, "context_rejected")
+
+    def take_event(
+        self,
+        topic: str,
+        payload: bytes,
+        received_at: int,
+        prefix: str,
+        handle: Callable[[str], Decision],
+        failures: str,
+    ) -> Decision:
+        """The frame of an intake event (a context event, a batch record): counted, its
+        path (none for the intake's own topic, never the topic itself), the SHA-256 its
+        acknowledgement names, and a bug in ``handle(path)`` costs only this message
+        (counted in the counter ``failures`` too)."""
+        self.counters.messages += 1
+        path = topic[len(prefix) :] if topic.startswith(prefix) else ""
         self._event_digest = hashlib.sha256(payload).hexdigest()
         try:
-            return self._process_context(topic, path, payload, received_at, retained)
+            return handle(path)
         except Exception as exc:  # as process(): one message costs only itself
-            self.counters.internal_errors += 1
-            self.counters.rejected_by_reason["internal"] += 1
-            self.counters.context_rejected += 1
-            self._rlog.exception(f"internal:{type(exc).__name__}", "error handling a message on %s", topic)
-            reason = f"internal error: {type(exc).__name__}: {exc}"
-            batch = Batch(rejected=[Rejected(received_at, topic, payload, reason)])
-            return batch, _NONE, (self._ack(None, REJECTED, reason, path, received_at),)
+            setattr(self.counters, failures, getattr(self.counters, failures) + 1)
+            return self._event_internal_error(topic, path, payload, received_at, exc)
+
+    def _event_internal_error(
+        self, topic: str, path: str, payload: bytes, received_at: int, exc: Exception
+    ) -> Decision:
+        """A context event or record that hit a bug: rejected with the error, acknowledged."""
+        batch, _, _ = self._internal_error(topic, payload, received_at, exc)
+        reason = batch.rejected[0].error
+        return batch, _NONE, (self._ack(None, REJECTED, reason, path, received_at),)
 
     def _process_context(
         self, topic: str, path: str, payload: bytes, received_at: int, retained: bool
@@ -424,6 +462,8 @@ class Dispatcher:
             changes = parse_context_event(path, event, received_at, signer=signer)
             if "ts" in event:  # without one it is the engine's own clock
                 check_event_ts(changes[0].ts, received_at, self.max_future_ms)
+            if self.require_reason:
+                check_reason(changes, received_at, late_ms=self.late_ms)
         except (ContextError, SignatureError, IntakeError) as exc:
             ack = self._ack(_id_of(path, event, received_at), REJECTED, exc.reason, path, received_at)
             return self._reject(topic, payload, received_at, exc.reason, context=True), _NONE, (ack,)
@@ -454,6 +494,18 @@ class Dispatcher:
         reason = f"conflict: event {ident!r} was applied before with other content; nothing changed"
         ack = self._ack(ident, CONFLICT, reason, path, received_at)
         return self._reject(topic, payload, received_at, reason, context=True), _NONE, (ack,)
+
+    # ------------------------------------------------------------------ batch records
+    def remember_records(self, records: Mapping[str, str]) -> None:
+        """Records the lake holds (``{record id: content SHA-256}``, at start): never stored
+        again; one that comes again is a duplicate, or a conflict when its content differs."""
+        self.records.remember(records)
+
+    def process_records(
+        self, topic: str, payload: bytes, received_at: int, *, retained: bool = False
+    ) -> Decision:
+        """One batch record (:mod:`uns.engine.record_decisions`); never raises."""
+        return self.records.process(topic, payload, received_at, retained=retained)
 
     def _ack(self, ident: str | None, status: str, reason: str | None, path: str, ts: int) -> Publish:
         """The acknowledgement of one context event (``schemas/context-ack.schema.json``);

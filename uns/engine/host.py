@@ -140,6 +140,8 @@ class Engine(SlicedIntake):
         self._started = time.monotonic()
         #: the context connection (a persistent session: context is never lost)
         self.context_intake = ContextIntake(self)
+        #: the batch records' connection (the same pattern: a persistent session of its own)
+        self.records_intake = ContextIntake(self, kind="records")
         self.stopping = None  # a stop in progress: its deadlines (uns.engine.delivery)
         self.unpersisted = 0
         self.gave_up = False
@@ -312,6 +314,7 @@ class Engine(SlicedIntake):
             "brokers": [link.status() for link in self.links],
             "sinks": {s.name: s.stats() for s in self.sinks},
             "context_intake": self.context_intake.stats(),
+            "records_intake": self.records_intake.stats(),
         }
 
     async def publish_status(self, client: Transport, *, online: bool = True) -> None:
@@ -425,6 +428,7 @@ class Engine(SlicedIntake):
             asyncio.create_task(link.run(halt), name=f"uns-connection{link._suffix}") for link in self.links
         ]
         tasks.append(asyncio.create_task(self.context_intake.run(halt), name="uns-context"))
+        tasks.append(asyncio.create_task(self.records_intake.run(halt), name="uns-records"))
         stopper = asyncio.create_task(stop.wait(), name="uns-run-stop")
         try:
             pending: set[asyncio.Task[Any]] = {*tasks, stopper}

@@ -86,6 +86,9 @@ class MeteredCommitter:
     def abandon_compaction(self) -> None:
         self.inner.abandon_compaction()
 
+    async def anchor(self, *, force: bool = False) -> None:
+        await self.inner.anchor(force=force)
+
     async def close(self, *args: Any, **kwargs: Any) -> None:
         await self.inner.close(*args, **kwargs)  # whatever the sink passes (a stop deadline)
 

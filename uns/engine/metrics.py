@@ -52,6 +52,7 @@ METRIC_NAMES = (
     "uns_born_metrics",
     "uns_context_events",
     "uns_context_changes",
+    "uns_records",
     "uns_receive_queue_messages",
     "uns_backpressure_waits",
     "uns_internal_errors",
@@ -126,7 +127,10 @@ class EngineCollector(Collector):
         )
         by_type = {t: float(n) for t, n in c.messages_by_type.items()}
         by_type["context"] = c.context_events
-        by_type["invalid"] = max(0, c.messages - c.context_events - sum(c.messages_by_type.values()))
+        by_type["records"] = c.records
+        by_type["invalid"] = max(
+            0, c.messages - c.context_events - c.records - sum(c.messages_by_type.values())
+        )
         yield _labelled(
             CounterMetricFamily(
                 "uns_messages_received",
@@ -191,6 +195,19 @@ class EngineCollector(Collector):
             "Context changes applied (an event sets one or more keys)",
             c.context_changes,
         )
+        yield _labelled(
+            CounterMetricFamily(
+                "uns_records",
+                "Batch records (materials, results, comments) received, by outcome",
+                labels=["outcome"],
+            ),
+            {
+                "applied": c.records_applied,
+                "duplicate": c.records_duplicates,
+                "rejected": c.records_rejected,  # conflicts included (records_conflicts)
+                "retained_ignored": c.records_retained_ignored,
+            },
+        )
         yield _gauge(
             "uns_receive_queue_messages", "Messages received and not processed yet", engine.receive_queue
         )
@@ -212,6 +229,7 @@ class EngineCollector(Collector):
             {
                 "sparkplug": float(engine.connected.is_set()),
                 "context": float(engine.context_intake.connected.is_set()),
+                "records": float(engine.records_intake.connected.is_set()),
             },
         )
         yield _counter(

@@ -46,6 +46,8 @@ class Readiness:
             reasons.extend(f"not connected to the broker {where}" for where in down)
         if engine.running.is_set() and not engine.context_intake.connected.is_set():
             reasons.append("context session not connected")
+        if engine.running.is_set() and not engine.records_intake.connected.is_set():
+            reasons.append("records session not connected")
         for sink in engine.sinks:
             if sink.name == "lake":
                 reasons.extend(lake_reasons(sink.stats(), since=self.since, stall_s=self.stall_s))

@@ -78,6 +78,12 @@ class Counters:
     context_conflicts: int = 0  # context events reusing an applied id with other content (rejected)
     context_rejected: int = 0  # context events that were malformed (acknowledged as rejected)
     context_retained_ignored: int = 0  # retained deliveries of context events (never applied)
+    records: int = 0  # messages on <prefix>/_records/# (batch records; each one acknowledged)
+    records_applied: int = 0  # records applied (each is one row of materials, results, comments)
+    records_duplicates: int = 0  # records whose id was applied before with the same content
+    records_rejected: int = 0  # malformed records
+    records_conflicts: int = 0  # records reusing an applied id with other content (rejected)
+    records_retained_ignored: int = 0  # retained deliveries of records (never applied)
     backpressure_waits: int = 0  # times intake paused because a sink was full
     internal_errors: int = 0  # messages that hit a bug (rejected with the error; the loop goes on)
     sink_errors: int = 0  # batches a sink failed to take with an unexpected error (logged)

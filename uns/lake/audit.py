@@ -8,8 +8,9 @@ Where entries come from (docs/gxp.md has the whole story):
   (``engine_start``/``engine_stop``, and ``config_changed`` when the configuration or a
   file it names differs from the writer's previous start), one ``data_commit`` per table
   (the files the table's commit added, with SHA-256 and rows), one ``context_change``
-  per context row (with the value it replaced) and ``catalog_new``/``schema_drift`` per
-  BIRTH whose metric definitions differ from the device's previous one.  That audit commit
+  per context row (with the value it replaced), one ``record`` per batch record, and
+  ``catalog_new``/``schema_drift`` per BIRTH whose metric definitions differ from the
+  device's previous one.  That audit commit
   carries the app transaction ``(uns-wal-[<writer>-]audit, segment)``, so a crash at any
   point leaves the segment's entries in the chain exactly once: no gap, no duplicate;
 - the **writer's own compaction** and **``uns lake compact``/``vacuum``** (``compaction``,
@@ -24,7 +25,6 @@ Delta commit and before the WAL segment is deleted.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
@@ -34,10 +34,11 @@ from typing import Any, Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from uns.errors import LakeError, UnsError
+from uns.lake.anchors import Anchorer, AnchorSettings
+from uns.lake.audit_context import ContextHistory, context_entries
 from uns.lake.audit_entries import (
     SYSTEM,
     Definitions,
@@ -46,18 +47,26 @@ from uns.lake.audit_entries import (
     births,
     catalog_entries,
     config_changes,
-    context_entries,
     data_commit_entry,
     entry,
+    record_entries,
 )
-from uns.lake.audit_state import birth_rows, catalog_rows, completed_births, latest_births, latest_context
-from uns.lake.deltalog import CommitActions, commit_actions, find_txn_commit, local_path
-from uns.lake.hashing import GENESIS, ChainRow, file_sha256, link
+from uns.lake.audit_files import (
+    audited_compactions,
+    file_columns,
+    hashed_adds,
+    row_checksum,
+    table_checksum,
+    writer_rows,
+)
+from uns.lake.audit_state import birth_rows, catalog_rows, completed_births, context_history, latest_births
+from uns.lake.deltalog import CommitActions, commit_actions, find_txn_commit
+from uns.lake.hashing import GENESIS, ChainRow, link
 from uns.lake.locks import audit_lock
 from uns.lake.schemas import SCHEMAS
 from uns.lake.sharing import app_id
 from uns.lake.storage import LakeStore
-from uns.lake.tables import PARTITION_COLUMN, TABLES, WAL_COLUMNS, TableColumns
+from uns.lake.tables import PARTITION_COLUMN, RECORD_TABLES, TABLES, WAL_COLUMNS, TableColumns
 from uns.lake.to_arrow import arrow_table_of_parts
 
 __all__ = [
@@ -105,77 +114,9 @@ def _events(parts: Sequence[TableColumns]) -> list[dict[str, Any]]:
     return out
 
 
-def writer_rows(dt_: DeltaTable, writer_id: str, columns: list[str], *, kind: str | None = None) -> pa.Table:
-    """The rows of one writer's chain in the newest two ``date`` partitions that hold any
-    (its tail; entries carry the time they were recorded, so the tail is there), or of
-    every partition when ``kind`` is given (the writer's previous entry of that kind)."""
-    adds = pa.table(dt_.get_add_actions(flatten=True))
-    if adds.num_rows == 0:
-        return SCHEMAS[AUDIT].empty_table().select(columns)
-    base = dt_.table_uri.removeprefix("file://").rstrip("/")
-    by_date: dict[str, list[str]] = {}
-    for path, day in zip(
-        adds.column("path").to_pylist(), adds.column(f"partition.{PARTITION_COLUMN}").to_pylist(), strict=True
-    ):
-        by_date.setdefault(str(day), []).append(f"{base}/{path}")
-    wanted = pc.field("writer_id") == writer_id
-    if kind is not None:
-        wanted = wanted & (pc.field("kind") == kind)
-    found: list[pa.Table] = []
-    for day in sorted(by_date, reverse=True):
-        part = ds.dataset(by_date[day], format="parquet").to_table(columns=columns, filter=wanted)
-        if part.num_rows:
-            found.append(part)
-            if len(found) == 2 or kind is not None:
-                break
-    return pa.concat_tables(found) if found else SCHEMAS[AUDIT].empty_table().select(columns)
-
-
-def row_checksum(files: Sequence[Path], columns: Sequence[str]) -> tuple[int | None, str | None]:
-    """(rows, order-independent checksum) of the rows of Parquet ``files``: the sum modulo
-    2^64 of DuckDB's 64-bit hash of each row's ``columns``, in hex (equal row multisets
-    give equal checksums whatever the files and row order)."""
-    if not files:
-        return 0, f"{0:016x}"
-    return _checksum(columns, "read_parquet(?, union_by_name = 1)", [[str(f) for f in files]], None)
-
-
-def table_checksum(data: pa.Table, columns: Sequence[str]) -> tuple[int, str]:
-    """:func:`row_checksum` of the rows of an Arrow table."""
-    rows, total = _checksum(columns, "_rows", [], data)
-    return int(rows or 0), str(total)
-
-
-def _checksum(
-    columns: Sequence[str], source: str, params: list[Any], data: pa.Table | None
-) -> tuple[int | None, str | None]:
-    import duckdb  # noqa: PLC0415 - only a compaction needs it
-
-    con = duckdb.connect()
-    try:
-        if data is not None:
-            con.register("_rows", data)
-        names = ", ".join(f'"{c}"' for c in columns)
-        sql = f"SELECT count(*), coalesce(sum(hash({names})::HUGEINT), 0) FROM {source}"  # noqa: S608
-        rows, total = con.execute(sql, params).fetchone() or (0, 0)
-    finally:
-        con.close()
-    return int(rows), f"{int(total) % _U64:016x}"
-
-
-def _file_columns(files: Sequence[Path]) -> set[str]:
-    import pyarrow.parquet as pq  # noqa: PLC0415
-
-    names: set[str] = set()
-    for f in files:
-        with contextlib.suppress(OSError):  # a file gone: row_checksum says so
-            names.update(pq.read_schema(f).names)
-    return names
-
-
 class AuditRecorder:
     """Appends to writer ``writer_id``'s chain in the lake at ``root``; ``table(name)`` opens
-    (or creates) a table of the lake (:meth:`lake.writer.DeltaWriter._handle`)."""
+    a table of the lake (:meth:`lake.writer.DeltaWriter._handle`)."""
 
     def __init__(self, store: LakeStore, writer_id: str, table: Callable[[str], DeltaTable]) -> None:
         self.store = store
@@ -186,16 +127,17 @@ class AuditRecorder:
         self.shared = False
         #: the time of new entries, epoch microseconds (tests inject a clock set back)
         self.clock: Callable[[], int] = _now_us
+        #: the chain's anchor outside the lake (None: audit.anchor is not set), and whether
+        #: every append is anchored at once (a short-lived command) or when due (the engine)
+        self.anchor: Anchorer | None = None
+        self.eager = False
         self._table = table
         self._tail: tuple[int, str] | None = None
-        self._context: dict[tuple[str, str], str | None] | None = None
+        self._context: ContextHistory | None = None
         self._births: dict[Device, Definitions] | None = None
         self._last_start: Mapping[str, Any] | None = None
         self._last_start_known = False
         self._reconciled: dict[str, int] = {}  # table -> newest version looked at by reconcile()
-        #: True for a lake on object storage: the chain reads the Delta log and hashes the data
-        #: files on local disk, so it is not kept there yet (docs/scale-out.md)
-        self.off = False
 
     def forget(self) -> None:
         """Drop what is cached (after a failure it is not to be trusted)."""
@@ -208,7 +150,7 @@ class AuditRecorder:
     def tail(self) -> tuple[int, str]:
         """The chain's last (seq, hash); (0, GENESIS) when it has none."""
         if self._tail is None:
-            rows = writer_rows(self._table(AUDIT), self.writer_id, ["seq", "hash"])
+            rows = writer_rows(self.store.files(AUDIT), self._table(AUDIT), self.writer_id, ["seq", "hash"])
             if rows.num_rows == 0:
                 self._tail = (0, GENESIS)
             else:
@@ -219,7 +161,7 @@ class AuditRecorder:
     def record(self, entries: Sequence[Entry], txn: Transaction | None = None) -> int:
         """Append ``entries`` to the chain in one Delta commit (with ``txn`` if given);
         returns the entries written (0 when ``txn`` was committed already)."""
-        if not entries or self.off:
+        if not entries:
             return 0
         return len(self._append(lambda _head, _now: entries, txn))
 
@@ -228,8 +170,6 @@ class AuditRecorder:
         as it is under the chain's lock, and the time read there: an entry that must name
         its own place in the chain (a signature, :mod:`uns.audit.signatures`).  Returns the
         rows written."""
-        if self.off:
-            raise LakeError("the audit trail is off for this lake", table=AUDIT)
         return self._append(build, None)
 
     def _append(
@@ -277,14 +217,49 @@ class AuditRecorder:
             self.forget()
             raise LakeError(f"cannot append to the audit trail: {exc}", table=AUDIT) from exc
         self._tail = (rows[-1].seq, rows[-1].hash)
+        if self.anchor is not None:
+            self.anchor.note(*self._tail)
+            if self.eager:
+                self._anchor_or_fail(rows[-1])
         return rows
+
+    def _anchor_or_fail(self, row: ChainRow) -> None:
+        assert self.anchor is not None
+        try:
+            self.anchor.write()
+        except LakeError as exc:
+            raise LakeError(
+                f"recorded as audit {self.writer_id or '(default)'} #{row.seq}, but not anchored: {exc}",
+                table=AUDIT,
+            ) from exc
+
+    def use_anchor(self, settings: AnchorSettings | None, *, eager: bool = False) -> None:
+        """Anchor this chain's head per ``settings`` (audit.anchor): at once after every
+        append (``eager``: a command), or when :meth:`anchor_due` finds it due."""
+        if settings is None:
+            return
+        clock = lambda: self.clock()  # noqa: E731, PLW0108 - the clock may be replaced later (tests)
+        self.anchor = Anchorer(settings, self.writer_id, self.store.url, clock)
+        self.eager = eager
+
+    def anchor_due(self, *, force: bool = False) -> bool:
+        """Anchor the head if the interval has passed (or ``force``: at a stop); a failure is
+        logged, and the head waits for the next try (verify names the late anchor)."""
+        if self.anchor is None or not (force or self.anchor.due()):
+            return False
+        try:
+            if self._tail is None:
+                self.anchor.note(*self.tail())
+            return self.anchor.write()
+        except LakeError as exc:
+            self.anchor.failures += 1
+            log.warning("audit: cannot anchor the chain head: %s", exc)
+            return False
 
     # ---------------------------------------------------------------- WAL segments
     def commit_segment(self, number: int, parts: Sequence[TableColumns], tables: Sequence[str]) -> int:
         """The entries of WAL segment ``number`` (``tables``: the data tables it has rows
         for, already committed), appended exactly once; returns the entries written."""
-        if self.off:
-            return 0
         txn = Transaction(audit_app_id(self.writer_id), number)
         done = self._table(AUDIT).transaction_version(txn.app_id)
         if done is not None and done >= number:
@@ -299,31 +274,28 @@ class AuditRecorder:
         for table in tables:
             entries.append(self._data_commit(now, table, number))
         entries.extend(self._context_changes(now, number, parts))
+        entries.extend(self._records(now, number, parts))
         entries.extend(self._catalog_changes(now, parts))
         return self.record(entries, txn)
 
     def _data_commit(self, now: int, table: str, number: int) -> Entry:
         handle = self._table(table)
-        found = find_txn_commit(self.root / table, app_id(table, self.writer_id), number, handle.version())
+        files = self.store.files(table)
+        found = find_txn_commit(files, app_id(table, self.writer_id), number, handle.version())
         if found is None:
             raise LakeError(
                 f"audit: the commit of WAL segment {number} to {table} is not in its log", table=table
             )
-        return data_commit_entry(now, table, number, found.version, self.hashed_files(table, found))
+        return data_commit_entry(now, table, number, found.version, hashed_adds(files, found))
 
     def hashed_files(self, table: str, actions: CommitActions) -> list[dict[str, Any]]:
-        files = []
-        for add in actions.adds:
-            try:
-                digest = file_sha256(local_path(self.root / table, add.path))
-            except OSError as exc:
-                raise LakeError(f"audit: cannot hash {table}/{add.path}: {exc}", table=table) from exc
-            files.append({"path": add.path, "sha256": digest, "bytes": add.size, "rows": add.rows})
-        return files
+        """The files ``actions`` added to ``table``, each with its SHA-256, bytes and rows."""
+        return hashed_adds(self.store.files(table), actions)
 
     def _config_changed(self, now: int, detail: Mapping[str, Any], reason: str) -> list[Entry]:
         if not self._last_start_known:
-            rows = writer_rows(self._table(AUDIT), self.writer_id, ["seq", "detail"], kind="engine_start")
+            audit, columns = self.store.files(AUDIT), ["seq", "detail"]
+            rows = writer_rows(audit, self._table(AUDIT), self.writer_id, columns, kind="engine_start")
             self._last_start = None
             if rows.num_rows:
                 last = pc.index(rows["seq"], pc.max(rows["seq"])).as_py()
@@ -339,25 +311,48 @@ class AuditRecorder:
         ctx_parts = [part[index] for part in parts if part[index]]
         if not ctx_parts:
             return []
-        if self._context is None:  # the latest value per path and key before this segment
-            self._context = latest_context(self._table("context"), number << 32)
+        if self._context is None:  # the recent changes per path and key before this segment
+            files = self.store.files("context")
+            self._context = context_history(
+                self._table("context"), number << 32, files.filesystem(), self.store.arrow_path
+            )
         rows = arrow_table_of_parts("context", ctx_parts, number).to_pylist()
         return context_entries(rows, self._context, now)
+
+    @staticmethod
+    def _records(now: int, number: int, parts: Sequence[TableColumns]) -> list[Entry]:
+        """A ``record`` entry per batch record (material, result, comment) of the segment."""
+        entries: list[Entry] = []
+        for table in RECORD_TABLES:
+            index = TABLES.index(table)
+            found = [part[index] for part in parts if part[index]]
+            if found:
+                rows = arrow_table_of_parts(table, found, number).to_pylist()
+                entries += record_entries(table, rows, now)
+        return entries
 
     def _catalog_changes(self, now: int, parts: Sequence[TableColumns]) -> list[Entry]:
         index, sessions = TABLES.index("metric_catalog"), TABLES.index("sessions")
         rows = catalog_rows([part[index] for part in parts if part[index]])
         if not rows:
             return []
-        table = self._table("metric_catalog")
+        table, files = self._table("metric_catalog"), self.store.files("metric_catalog")
         rows = completed_births(
-            rows, [part[sessions] for part in parts if part[sessions]], lambda key: birth_rows(table, key)
+            rows,
+            [part[sessions] for part in parts if part[sessions]],
+            lambda key: birth_rows(table, key, files.filesystem(), self.store.arrow_path),
         )
         grouped = births(rows)
         if not grouped:
             return []
         if self._births is None:  # each device's newest birth before this segment's
-            self._births = latest_births(self._table("metric_catalog"), min(b[1] for b in grouped))
+            files = self.store.files("metric_catalog")
+            self._births = latest_births(
+                self._table("metric_catalog"),
+                min(b[1] for b in grouped),
+                files.filesystem(),
+                self.store.arrow_path,
+            )
         return catalog_entries(grouped, self._births, now)
 
     # ---------------------------------------------------------------- compaction, vacuum
@@ -366,14 +361,12 @@ class AuditRecorder:
         their Delta commit and their audit entry.  Call with the compaction lock held: then
         no compaction is running, and an OPTIMIZE commit without an entry was interrupted.
         Returns the entries written."""
-        if self.off:
-            return 0
         found: list[tuple[str, int]] = []
         for table in DATA_TABLES:
             newest = self._table(table).version()
             floor = self._reconciled.get(table, newest - RECONCILE_LOOKBACK)
             for version in range(newest, max(floor, -1), -1):
-                actions = commit_actions(self.root / table, version)
+                actions = commit_actions(self.store.files(table), version)
                 if actions is None:
                     break
                 if actions.operation == "OPTIMIZE" and actions.removes:
@@ -390,17 +383,7 @@ class AuditRecorder:
 
     def _audited_compactions(self) -> set[tuple[str, int]]:
         """(table, version) of every compaction the trail has recorded (any writer)."""
-        table = self._table(AUDIT)
-        if not table.file_uris():
-            return set()
-        rows = ds.dataset(table.file_uris(), format="parquet").to_table(
-            columns=["detail"], filter=pc.field("kind") == "compaction"
-        )
-        out: set[tuple[str, int]] = set()
-        for text in rows["detail"].to_pylist():
-            detail = json.loads(text)
-            out.add((str(detail["table"]), int(detail["version"])))
-        return out
+        return audited_compactions(self.store.files(AUDIT), self._table(AUDIT))
 
     def record_compaction(self, table: str, before: int, after: int, actor: str, reason: str) -> int:
         """Record the compaction of ``table`` from version ``before`` to ``after``."""
@@ -413,31 +396,31 @@ class AuditRecorder:
         to ``after`` that replaced files: removed and added files, the added ones' SHA-256,
         and the rows' count and order-independent checksum before and after."""
         out: list[Entry] = []
-        table_dir = self.root / table
+        files = self.store.files(table)
         for version in range(before + 1, after + 1):
-            actions = commit_actions(table_dir, version)
+            actions = commit_actions(files, version)
             if actions is None or not actions.removes:
                 continue
-            removed = [local_path(table_dir, p) for p in actions.removes]
-            added = [local_path(table_dir, a.path) for a in actions.adds]
+            removed = list(actions.removes)
+            added = [a.path for a in actions.adds]
             columns = [f.name for f in SCHEMAS[table] if f.name != PARTITION_COLUMN]
-            old_cols, new_cols = _file_columns(removed), _file_columns(added)
+            old_cols, new_cols = file_columns(files, removed), file_columns(files, added)
             both = (old_cols & new_cols if old_cols else new_cols) if added else set(columns)
             common = [c for c in columns if c in both]
             try:
-                rows_before, sum_before = row_checksum(removed, common)
+                rows_before, sum_before = row_checksum(files, removed, common)
             except (
                 Exception
             ) as exc:  # the replaced files are gone (vacuumed): no proof, and the entry says so
                 log.warning("audit: cannot checksum the rows %s version %d replaced: %s", table, version, exc)
                 rows_before, sum_before = None, None
-            rows_after, sum_after = row_checksum(added, common)
+            rows_after, sum_after = row_checksum(files, added, common)
             detail = {
                 "table": table,
                 "version": version,
                 "operation": actions.operation,
                 "removed": actions.removes,
-                "added": self.hashed_files(table, actions),
+                "added": hashed_adds(files, actions),
                 "rows_before": rows_before,
                 "rows_after": rows_after,
                 "checksum_before": sum_before,

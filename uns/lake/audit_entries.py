@@ -5,8 +5,8 @@ An entry is ``(ts_us, kind, actor, reason, subject, detail_json)``; the chain
 (docs/lake.md, ``audit``):
 
 ``engine_start``, ``engine_stop``, ``config_changed``, ``context_change``,
-``catalog_new``, ``schema_drift``, ``data_commit``, ``compaction``, ``vacuum``,
-``report``, ``maintenance``, ``command`` (an NCMD/DCMD sent by ``uns cmd``), and from
+``record``, ``catalog_new``, ``schema_drift``, ``data_commit``, ``compaction``,
+``vacuum``, ``report``, ``maintenance``, ``command`` (an NCMD/DCMD sent by ``uns cmd``), and from
 :mod:`uns.audit`: ``signature``, ``key_trusted``, ``key_revoked``; from the review workspace
 (:mod:`uns.users.state`, :mod:`uns.batch.dispositions`): the user and log-in kinds and
 ``disposition``.
@@ -35,12 +35,12 @@ __all__ = [
     "Entry",
     "catalog_entries",
     "config_changes",
-    "context_entries",
     "data_commit_entry",
     "engine_event",
     "entry",
     "named_files",
     "os_user",
+    "record_entries",
 ]
 
 #: the actor of what the engine and its commit worker record themselves
@@ -50,6 +50,7 @@ KINDS: Final = (
     "engine_stop",
     "config_changed",
     "context_change",
+    "record",
     "catalog_new",
     "schema_drift",
     "data_commit",
@@ -105,6 +106,7 @@ def engine_event(
     config: Mapping[str, Any] | None = None,
     files: Mapping[str, str | None] | None = None,
     reason: str = "",
+    time_sync: Mapping[str, Any] | None = None,
 ) -> AuditEvent:
     """An ``engine_start``/``engine_stop`` event: the software version and, at start, the
     SHA-256 of the effective configuration (secrets masked: ``config`` must come masked)
@@ -124,6 +126,8 @@ def engine_event(
         hashed[role] = {"path": str(name), "sha256": digest}
     if hashed:
         detail["files"] = hashed
+    if time_sync is not None:  # the host clock's synchronisation state (uns.lake.timesync)
+        detail["time_sync"] = dict(time_sync)
     return AuditEvent(kind, "engine", detail_json(detail), SYSTEM, reason, int(time.time() * 1000))
 
 
@@ -183,40 +187,35 @@ def data_commit_entry(
     return entry(ts_us, "data_commit", table, detail)
 
 
-# ---------------------------------------------------------------- context
-def context_entries(
-    rows: Iterable[Mapping[str, Any]], state: dict[tuple[str, str], str | None], ts_us: int
-) -> list[Entry]:
-    """One ``context_change`` entry per context row (in arrival order), with the value it
-    replaced on its path and key (``state``: the latest value per (path, key), updated)."""
+# ---------------------------------------------------------------- batch records
+#: the columns of a record row that are not its kind's own (the detail names them itself)
+_RECORD_COMMON: Final = frozenset(
+    {"ts", "received_at", "path", "record_id", "user", "source", "signer", "content_sha256", "date"}
+)
+#: a record table's kind (uns.core.records)
+_RECORD_KIND: Final = {"materials": "material", "results": "result", "comments": "comment"}
+
+
+def record_entries(table: str, rows: Iterable[Mapping[str, Any]], ts_us: int) -> list[Entry]:
+    """One ``record`` entry per row of a batch record table (materials, results, comments):
+    who recorded what, where and for when, with the record's id, signer and content SHA-256."""
     out: list[Entry] = []
     for row in rows:
-        key = (str(row["path"]), str(row["key"]))
-        old = state.get(key)
-        state[key] = row["value"]
         detail = {
-            "path": key[0],
-            "key": key[1],
-            "old": old,
-            "new": row["value"],
-            "user": row["user"],
-            "source": row["source"],
-            "event_id": row["event_id"],
-            "signer": row.get("signer"),  # the trusted key that signed the event (issue 18)
+            "kind": _RECORD_KIND[table],
+            "table": table,
+            "record_id": row["record_id"],
+            "path": row["path"],
             "valid_from": row["ts"],
             "received_at": row["received_at"],
-            "ingest_order": row["ingest_order"],
+            "user": row["user"],
+            "source": row["source"],
+            "signer": row["signer"],
+            "content_sha256": row["content_sha256"],
+            "fields": {k: v for k, v in row.items() if k not in _RECORD_COMMON},
         }
-        out.append(
-            entry(
-                ts_us,
-                "context_change",
-                key[0],
-                detail,
-                actor=str(row["user"] or row["source"] or SYSTEM),
-                reason=str(row["reason"] or ""),
-            )
-        )
+        actor = str(row["user"] or row["source"] or SYSTEM)
+        out.append(entry(ts_us, "record", str(row["path"]), detail, actor=actor))
     return out
 
 

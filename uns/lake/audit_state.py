@@ -1,5 +1,5 @@
 """What the audit trail's entries compare against, read once per commit worker: the
-latest value of each context key, the latest BIRTH's metric definitions per device.
+recent changes of each context key, the latest BIRTH's metric definitions per device.
 
 Read from the tables (vectorized: a lake keeps every BIRTH ever received) only when
 the worker starts; from then on the worker keeps them up to date from the segments
@@ -16,13 +16,15 @@ from typing import Any, Final
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 from deltalake import DeltaTable
 
+from uns.lake.audit_context import KEEP, ContextHistory
 from uns.lake.audit_entries import Definitions, Device
 from uns.lake.tables import WAL_COLUMNS
 from uns.sparkplug.datatypes import DataType
 
-__all__ = ["birth_rows", "catalog_rows", "completed_births", "latest_births", "latest_context"]
+__all__ = ["birth_rows", "catalog_rows", "completed_births", "context_history", "latest_births"]
 
 _NAMES: Final = {int(d): d.name for d in DataType}
 _NO_DEVICE: Final = "\x00"  # a node's own metrics (device_id NULL), as a join key
@@ -80,9 +82,15 @@ def completed_births(
     return out
 
 
-def birth_rows(table: DeltaTable, key: BirthKey) -> list[dict[str, Any]]:
-    """The catalog rows of one birth already in the table (as :func:`catalog_rows` gives them)."""
-    files = table.file_uris()
+def birth_rows(
+    table: DeltaTable,
+    key: BirthKey,
+    filesystem: pafs.FileSystem | None = None,
+    paths: Callable[[str], str] = str,
+) -> list[dict[str, Any]]:
+    """The catalog rows of one birth already in the table (as :func:`catalog_rows` gives them;
+    an object store's files read through ``filesystem``, named by ``paths(uri)``)."""
+    files = [paths(u) for u in table.file_uris()]
     if not files:
         return []
     group, node, device, birth_ts = key
@@ -91,20 +99,26 @@ def birth_rows(table: DeltaTable, key: BirthKey) -> list[dict[str, Any]]:
         (ds.field("group_id") == group) & (ds.field("edge_node_id") == node) & (ds.field("birth_ts") == when)
     )
     where &= ds.field("device_id").is_null() if device is None else ds.field("device_id") == device
-    data = ds.dataset(files, format="parquet").to_table(filter=where)
+    data = ds.dataset(files, format="parquet", filesystem=filesystem).to_table(filter=where)
     rows: list[dict[str, Any]] = data.to_pylist()
     for row in rows:
         row["birth_ts"] = birth_ts
     return rows
 
 
-def latest_births(table: DeltaTable, before_ms: int) -> dict[Device, Definitions]:
-    """Per device, the definitions of its newest BIRTH older than ``before_ms``."""
-    files = table.file_uris()
+def latest_births(
+    table: DeltaTable,
+    before_ms: int,
+    filesystem: pafs.FileSystem | None = None,
+    paths: Callable[[str], str] = str,
+) -> dict[Device, Definitions]:
+    """Per device, the definitions of its newest BIRTH older than ``before_ms`` (the table's
+    files read through ``filesystem``, named by ``paths(uri)``, for an object store)."""
+    files = [paths(u) for u in table.file_uris()]
     if not files:
         return {}
     cols = ["group_id", "edge_node_id", "device_id", "metric", "datatype", "unit", "birth_ts"]
-    data = ds.dataset(files, format="parquet").to_table(columns=cols)
+    data = ds.dataset(files, format="parquet", filesystem=filesystem).to_table(columns=cols)
     ms = data["birth_ts"].cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())
     data = data.set_column(cols.index("birth_ts"), "birth_ts", ms)
     data = data.set_column(cols.index("device_id"), "device_id", pc.fill_null(data["device_id"], _NO_DEVICE))
@@ -123,17 +137,33 @@ def latest_births(table: DeltaTable, before_ms: int) -> dict[Device, Definitions
     return out
 
 
-def latest_context(table: DeltaTable, before_order: int) -> dict[tuple[str, str], str | None]:
-    """The latest value per (path, key) among changes that arrived before ``ingest_order``
-    ``before_order``."""
-    files = table.file_uris()
+def context_history(
+    table: DeltaTable,
+    before_order: int,
+    filesystem: pafs.FileSystem | None = None,
+    paths: Callable[[str], str] = str,
+    *,
+    keep: int = KEEP,
+) -> ContextHistory:
+    """The recent context changes per (path, key) among those that arrived before
+    ``ingest_order`` ``before_order``; older ones are looked up in ``table`` when needed."""
+    files = [paths(u) for u in table.file_uris()]
+    columns = ["path", "key", "ts", "ingest_order", "value"]
+
+    def lookup(path: str, key: str, ts: Any, order: int) -> str | None:
+        wanted = (pc.field("path") == path) & (pc.field("key") == key) & (pc.field("ingest_order") < order)
+        found = ds.dataset(files, format="parquet", filesystem=filesystem).to_table(
+            columns=columns, filter=wanted & (pc.field("ts") <= pa.scalar(ts, pa.timestamp("ms", tz="UTC")))
+        )
+        if not found.num_rows:
+            return None
+        last = found.sort_by([("ts", "ascending"), ("ingest_order", "ascending")]).slice(found.num_rows - 1)
+        value = last["value"][0].as_py()
+        return None if value is None else str(value)
+
     if not files:
-        return {}
-    known = ds.dataset(files, format="parquet").to_table(
-        columns=["path", "key", "value", "ingest_order"], filter=pc.field("ingest_order") < before_order
+        return ContextHistory(lookup, keep)
+    known = ds.dataset(files, format="parquet", filesystem=filesystem).to_table(
+        columns=columns, filter=pc.field("ingest_order") < before_order
     )
-    state: dict[tuple[str, str], str | None] = {}
-    known = known.sort_by("ingest_order")
-    for path, key, value in zip(*(known[c].to_pylist() for c in ("path", "key", "value")), strict=True):
-        state[(path, key)] = value
-    return state
+    return ContextHistory.of(zip(*(known[c].to_pylist() for c in columns), strict=True), lookup, keep)

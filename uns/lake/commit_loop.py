@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from uns.config import LakeSection
 from uns.errors import LakeError
+from uns.lake.anchoring import AnchorSchedule
 from uns.lake.committers import Committer, Sealed
 from uns.lake.compaction import CompactionSchedule
 from uns.lake.health import SinkHealth
@@ -41,6 +42,7 @@ class CommitLoop:
     _health: SinkHealth
     _committer: Committer
     _compaction: CompactionSchedule
+    _anchoring: AnchorSchedule
     _wake: asyncio.Event
     _progress: asyncio.Event
     _wal_dir: Path
@@ -63,7 +65,9 @@ class CommitLoop:
         while not (self._stopping and (not self._sealed or self._health.commits.failing)):
             if not self._sealed:
                 self._wake.clear()
-                await self._wake.wait()
+                with contextlib.suppress(TimeoutError):  # idle: still anchor when due (lake.anchoring)
+                    await asyncio.wait_for(self._wake.wait(), self._anchoring.wait_s)
+                await self._anchoring.maybe_run()
                 continue
             head = self._sealed[0]
             started = time.monotonic()
@@ -81,6 +85,7 @@ class CommitLoop:
             self._on_commit(head, result, time.monotonic() - started)
             self._notify()
             await self._compaction.maybe_run()  # between commits: never races our appends
+            await self._anchoring.maybe_run()
 
     async def _maybe_quarantine(self, head: Sealed, error: str) -> bool:
         """Move ``head`` aside when it failed ``quarantine_after`` times in a row with this

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 
 from uns.config import LakeSection
 from uns.errors import LakeError
+from uns.lake.anchors import AnchorSettings
 from uns.lake.storage import LakeStore
 from uns.lake.tables import TableColumns
 from uns.lake.wal import CommitResult, SegmentFile
@@ -74,6 +75,10 @@ class Committer(Protocol):
 
     def abandon_compaction(self) -> None: ...
 
+    async def anchor(self, *, force: bool = False) -> None:
+        """Anchor the audit chain's head outside the lake if it changed (lake/anchors.py)."""
+        ...
+
     async def close(self, timeout_s: float = 30.0) -> None:
         """Release the worker: it finishes its request, or is killed after ``timeout_s``."""
         ...
@@ -88,9 +93,13 @@ class ProcessCommitter:
 
     keeps_columns = False
 
-    def __init__(self, root: LakeStore, config: LakeSection) -> None:
+    def __init__(self, root: LakeStore, config: LakeSection, anchor: AnchorSettings | None = None) -> None:
         self._worker = CommitWorker(
-            root, config.writer_id, config.commit_worker_max_rss_mb, nice=config.commit_worker_nice
+            root,
+            config.writer_id,
+            config.commit_worker_max_rss_mb,
+            nice=config.commit_worker_nice,
+            anchor=anchor,
         )
         self._compaction: asyncio.Future[object] | None = None
 
@@ -113,6 +122,9 @@ class ProcessCommitter:
             task.cancel()  # a no-op once done; if we were cancelled, so is it
         return None if task.cancelled() else int(cast("int", task.result()))
 
+    async def anchor(self, *, force: bool = False) -> None:
+        await self._worker.call("anchor", force)
+
     def abandon_compaction(self) -> None:
         """Stop the compaction in progress (at shutdown the final flush must not wait
         for it).  Killing the worker is safe: Delta commits a compaction atomically or
@@ -133,15 +145,16 @@ class ThreadCommitter:
 
     keeps_columns = True
 
-    def __init__(self, root: LakeStore, config: LakeSection) -> None:
+    def __init__(self, root: LakeStore, config: LakeSection, anchor: AnchorSettings | None = None) -> None:
         self._root = root
         self._writer_id = config.writer_id
+        self._anchor = anchor
         self._writer: DeltaWriter | None = None
 
     async def open(self) -> int:
         from uns.lake.writer import DeltaWriter  # noqa: PLC0415 - see TYPE_CHECKING above
 
-        self._writer = DeltaWriter(self._root, self._writer_id)
+        self._writer = DeltaWriter(self._root, self._writer_id, anchor=self._anchor)
         return await asyncio.to_thread(self._writer.open_tables)
 
     async def commit(self, seg: Sealed) -> CommitResult:
@@ -156,6 +169,10 @@ class ThreadCommitter:
         assert self._writer is not None
         return await asyncio.to_thread(self._writer.compact_recent, since)
 
+    async def anchor(self, *, force: bool = False) -> None:
+        if self._writer is not None:
+            await asyncio.to_thread(self._writer.audit.anchor_due, force=force)
+
     def abandon_compaction(self) -> None:
         """A worker thread cannot be stopped: a compaction in progress runs to its end."""
 
@@ -166,8 +183,8 @@ class ThreadCommitter:
         return 0, 0, 0
 
 
-def committer_for(root: LakeStore, config: LakeSection) -> Committer:
-    """The committer ``config.commit_worker`` names."""
+def committer_for(root: LakeStore, config: LakeSection, anchor: AnchorSettings | None = None) -> Committer:
+    """The committer ``config.commit_worker`` names (``anchor``: where its audit chain is anchored)."""
     if config.commit_worker == "process":
-        return ProcessCommitter(root, config)
-    return ThreadCommitter(root, config)
+        return ProcessCommitter(root, config, anchor)
+    return ThreadCommitter(root, config, anchor)

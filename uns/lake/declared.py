@@ -7,8 +7,9 @@ The top-level ``lake/`` folder of the source tree (shipped inside the package as
   :mod:`uns.lake.schemas` builds the tables' schemas from);
 - ``views/*.sql``: the SQL of the views that are more than a table's columns
   (``measurements_asof``, ``batches``, ``batch_phases``, ``batch_statistics``,
-  ``batch_phase_statistics`` and the internal ``_uns_*`` views they share), over
-  the registered relations ``_uns_<table>``.
+  ``batch_phase_statistics``, the batch records ``materials``, ``results``,
+  ``comments`` with their batch context, and the internal ``_uns_*`` views they share),
+  over the registered relations ``_uns_<table>``.
 
 Nothing here loads pyarrow or DuckDB.
 """
@@ -30,12 +31,17 @@ VIEW_ORDER: Final = (
     "_uns_context_timeline",
     "measurements_asof",
     "_uns_batch_segments",
+    "_uns_batch_windows",
     "batches",
     "batch_phases",
     "_uns_batch_pieces",
     "_uns_batch_series",
     "batch_statistics",
     "batch_phase_statistics",
+    "_uns_record_context",
+    "materials",
+    "results",
+    "comments",
 )
 
 

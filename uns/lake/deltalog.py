@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Final
 from urllib.parse import unquote
 
-__all__ = ["AddedFile", "CommitActions", "adding_commit", "commit_actions", "find_txn_commit", "local_path"]
+from uns.lake.storage import TableFiles
+
+__all__ = ["AddedFile", "CommitActions", "adding_commit", "commit_actions", "find_txn_commit"]
 
 #: how far back :func:`find_txn_commit` looks (commits of one writer are recent)
 MAX_LOOKBACK: Final = 10_000
@@ -44,16 +45,14 @@ class CommitActions:
     repair: bool = False
 
 
-def local_path(table_dir: Path, path: str) -> Path:
-    """A log path (URL-encoded, relative to the table) as a file below ``table_dir``."""
-    return table_dir / unquote(path)
+def _log(version: int) -> str:
+    return f"_delta_log/{version:020d}.json"
 
 
-def commit_actions(table_dir: Path, version: int) -> CommitActions | None:
+def commit_actions(table: TableFiles, version: int) -> CommitActions | None:
     """The actions of commit ``version`` (None when its JSON file is not there)."""
-    try:
-        text = (table_dir / "_delta_log" / f"{version:020d}.json").read_text(encoding="utf-8")
-    except FileNotFoundError:
+    text = table.read_text(_log(version))
+    if text is None:
         return None
     out = CommitActions(version)
     for line in text.splitlines():
@@ -77,14 +76,13 @@ def commit_actions(table_dir: Path, version: int) -> CommitActions | None:
     return out
 
 
-def find_txn_commit(table_dir: Path, app: str, number: int, newest: int) -> CommitActions | None:
+def find_txn_commit(table: TableFiles, app: str, number: int, newest: int) -> CommitActions | None:
     """The commit that recorded app transaction ``(app, number)``, looked for from version
     ``newest`` (moved on to the log's real newest, should a cached handle lag) backwards."""
-    log = table_dir / "_delta_log"
-    while (log / f"{newest + 1:020d}.json").exists():
+    while table.exists(_log(newest + 1)):
         newest += 1
     for version in range(newest, max(-1, newest - MAX_LOOKBACK), -1):
-        actions = commit_actions(table_dir, version)
+        actions = commit_actions(table, version)
         if actions is None:
             return None
         if actions.txns.get(app) == number:
@@ -92,14 +90,13 @@ def find_txn_commit(table_dir: Path, app: str, number: int, newest: int) -> Comm
     return None
 
 
-def adding_commit(table_dir: Path, path: str) -> CommitActions | None:
+def adding_commit(table: TableFiles, path: str) -> CommitActions | None:
     """The commit that added data file ``path`` (as the log names it), looked for from the
     newest commit back (at most :data:`MAX_LOOKBACK`); None when not found."""
-    versions = sorted(
-        (int(f.stem) for f in (table_dir / "_delta_log").glob("*.json") if f.stem.isdigit()), reverse=True
-    )
+    stems = (name.removesuffix(".json") for name in table.names("_delta_log") if name.endswith(".json"))
+    versions = sorted((int(s) for s in stems if s.isdigit()), reverse=True)
     for version in versions[:MAX_LOOKBACK]:
-        actions = commit_actions(table_dir, version)
+        actions = commit_actions(table, version)
         if actions is not None and any(unquote(a.path) == unquote(path) for a in actions.adds):
             return actions
     return None

@@ -22,7 +22,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 __all__ = [
     "AUDIT_FIELDS",
@@ -34,6 +34,7 @@ __all__ = [
     "file_sha256",
     "link",
     "row_hash",
+    "stream_sha256",
     "ts_micros",
 ]
 
@@ -159,8 +160,13 @@ def chain_findings(rows: Sequence[ChainRow]) -> list[str]:
 
 def file_sha256(path: Path) -> str:
     """SHA-256 of a file's bytes, in lowercase hex (read in 1 MiB chunks; the GIL is released)."""
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
+        return stream_sha256(f)
+
+
+def stream_sha256(stream: BinaryIO) -> str:
+    """SHA-256 of what ``stream`` holds from here to its end (a file, an object store's stream)."""
+    digest = hashlib.sha256()
+    while chunk := stream.read(_CHUNK):
+        digest.update(chunk)
     return digest.hexdigest()

@@ -1,4 +1,4 @@
-"""One compaction of a lake at a time, across processes on this machine.
+"""One compaction of a lake at a time, and one creation of its tables, across processes on this machine.
 
 Two compactions of one table that overlap in time keep rows twice: each plans on
 the files it saw, and Delta accepts an OPTIMIZE that removes files another
@@ -11,6 +11,12 @@ once it holds it.  The writer's own compaction does not wait: when another holds
 the lock it skips that round (``Lake.compact`` waits).  ``flock`` serializes the
 processes of one machine; writers on several machines (object storage) need
 compaction from one place only (docs/lake.md).
+
+Creating the tables of a new lake is serialized too (:func:`tables_lock`): delta-rs's
+create is no atomic "create if absent".  A create that loses version 0 to another
+writer's is committed again on top of it (a second CREATE TABLE), and one that meets
+such a second create fails ("Protocol changed since last commit"), so engines started
+together on a new lake failed to start (lake.writer.DeltaWriter.ensure_tables).
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ from pathlib import Path
 
 from uns.errors import LakeError
 
-__all__ = ["LOCK_NAME", "audit_lock", "compaction_lock", "writer_lock"]
+__all__ = ["LOCK_NAME", "TABLES_LOCK_NAME", "audit_lock", "compaction_lock", "tables_lock", "writer_lock"]
 
 LOCK_NAME = ".uns-compaction.lock"
+TABLES_LOCK_NAME = ".uns-tables.lock"
 
 
 def compaction_lock(root: Path, *, wait: bool) -> contextlib.AbstractContextManager[bool]:
@@ -33,6 +40,12 @@ def compaction_lock(root: Path, *, wait: bool) -> contextlib.AbstractContextMana
     ``wait`` is false and another process holds it.  Released on exit (and by the
     kernel when the holder dies, so a killed compaction never leaves it taken)."""
     return _flock(root / LOCK_NAME, wait=wait, what="compaction")
+
+
+def tables_lock(root: Path) -> contextlib.AbstractContextManager[bool]:
+    """Hold the lock under which the writers of this machine create the lake's missing
+    tables (waits; ``root`` must exist)."""
+    return _flock(root / TABLES_LOCK_NAME, wait=True, what="table creation")
 
 
 def audit_lock(root: Path, writer_id: str) -> contextlib.AbstractContextManager[bool]:

@@ -48,6 +48,9 @@ ZORDER_COLUMNS: Final = {
     "sessions": ("edge_node_id", "ts"),
     "rejected": ("topic", "received_at"),
     "audit": ("writer_id", "seq"),
+    "materials": ("path", "ts"),
+    "results": ("path", "ts"),
+    "comments": ("path", "ts"),
 }
 
 
@@ -75,8 +78,10 @@ class Lake:
     """A lake (a directory or an object-store URL, see :mod:`lake.storage`): open a writer
     or a query connection, inspect and maintain it."""
 
-    def __init__(self, path: str | Path | LakeStore) -> None:
+    def __init__(self, path: str | Path | LakeStore, *, audit: Any = None) -> None:
         self.store = as_store(path)
+        #: the configuration's ``[audit]`` section: where the chain of what is run by hand is anchored
+        self.audit_settings = audit
         #: the lake's directory (a local lake; for a remote one its URL as a path: use ``store``)
         self.root = Path(self.store.url)
 
@@ -181,7 +186,7 @@ class Lake:
 
     def _audit(self) -> AuditRecorder:
         """The chain of what is run by hand (writer id ``uns-cli``)."""
-        return cli_recorder(self.store)
+        return cli_recorder(self.store, audit=self.audit_settings)
 
     @staticmethod
     def _maintenance_entry(what: dict[str, Any], user: str, reason: str) -> Entry:

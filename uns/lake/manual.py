@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from uns.lake.anchors import AnchorSettings
 from uns.lake.audit import CLI_WRITER, AuditRecorder
 from uns.lake.audit_entries import entry, os_user
 from uns.lake.storage import LakeStore
@@ -26,20 +27,22 @@ def _now_us() -> int:
 
 
 def record_report(
-    lake: str | Path,
+    lake: str | Path | LakeStore,
     sha256: str,
     subject: str,
     actor: str | None = None,
     detail: Mapping[str, Any] | None = None,
+    *,
+    audit: Any = None,
 ) -> int:
     """Record a generated report in the lake's audit trail (``kind = report``): its SHA-256,
     what it is about (``subject``: a batch id, a path) and who made it (default: the OS
     user).  Returns the entry's ``seq`` in the :data:`CLI_WRITER` chain.  For the batch
     reports of ``uns batch`` (issue 16) and anyone else who renders a record of the lake."""
-    audit = cli_recorder(Path(lake))
+    recorder = cli_recorder(lake, audit=audit)
     body = {"sha256": sha256, **(detail or {})}
-    audit.record([entry(_now_us(), "report", subject, body, actor=actor or os_user())])
-    return audit.tail()[0]
+    recorder.record([entry(recorder.clock(), "report", subject, body, actor=actor or os_user())])
+    return recorder.tail()[0]
 
 
 def cli_recorder(
@@ -52,4 +55,7 @@ def cli_recorder(
     writer = DeltaWriter(root, writer_id)
     writer.ensure_tables()
     writer.audit.shared = True  # several commands (and web workspaces) append to this chain
+    writer.audit.use_anchor(AnchorSettings.of(audit), eager=True)  # a command anchors what it recorded
+    if writer.audit.anchor is not None:
+        writer.audit.anchor.check()  # refused before anything is recorded
     return writer.audit

@@ -38,7 +38,7 @@ from uns.lake.declared import VIEW_ORDER, view_sql
 from uns.lake.repair import readable_rejected
 from uns.lake.schemas import SCHEMAS
 from uns.lake.storage import LakeStore, as_store
-from uns.lake.tables import PARTITION_COLUMN, TABLES, WAL_COLUMNS
+from uns.lake.tables import PARTITION_COLUMN, RECORD_TABLES, TABLES, WAL_COLUMNS
 from uns.lake.wal import list_segments, read_segment
 
 __all__ = [
@@ -47,7 +47,9 @@ __all__ = [
     "QueryResult",
     "applied_context_fingerprints",
     "applied_context_ids",
+    "applied_records",
     "connect",
+    "context_seed",
     "create_views",
     "named_queries",
     "queries_from_file",
@@ -62,7 +64,7 @@ __all__ = [
 #: the views an analyst queries (the ``_uns_*`` ones are internal)
 VIEWS: Final = (
     "measurements", "measurements_asof", "context", "metric_catalog", "sessions", "rejected", "batches",
-    "batch_phases", "batch_statistics", "batch_phase_statistics",
+    "batch_phases", "batch_statistics", "batch_phase_statistics", "materials", "results", "comments",
 )  # fmt: skip
 
 _PATH_VARIABLE: Final = "uns_lake_path"
@@ -228,12 +230,11 @@ def applied_context_ids(path: str | Path | LakeStore, wal_dir: Path | None = Non
     return ids
 
 
-def _wal_context_columns(wal_dirs: list[Path]) -> Iterator[Sequence[Sequence[Any]]]:
-    """The context columns of every record, with the ``event_id`` column, in the write-ahead
-    logs (``_wal``, ``_wal-<writer id>``, a ``lake.wal_dir``): rows accepted before a crash
-    and committed only when their writer starts again."""
-    index = TABLES.index("context")
-    field = WAL_COLUMNS["context"].index("event_id")
+def _wal_table_columns(wal_dirs: list[Path], table: str, width: int) -> Iterator[Sequence[Sequence[Any]]]:
+    """The columns of ``table`` of every record in the write-ahead logs (``_wal``,
+    ``_wal-<writer id>``, a ``lake.wal_dir``) with at least ``width`` of them: rows accepted
+    before a crash and committed only when their writer starts again."""
+    index = TABLES.index(table)
     for wal_dir in wal_dirs:
         if not wal_dir.is_dir():
             continue
@@ -243,8 +244,35 @@ def _wal_context_columns(wal_dirs: list[Path]) -> Iterator[Sequence[Sequence[Any
             except OSError:  # committed and deleted meanwhile: then it is in the table
                 continue
             for part in parts:
-                if len(part[index]) > field:
+                if part[index] and len(part[index]) >= width:
                     yield part[index]
+
+
+def _wal_context_columns(wal_dirs: list[Path]) -> Iterator[Sequence[Sequence[Any]]]:
+    """The context columns of every record with the ``event_id`` column in the write-ahead logs."""
+    return _wal_table_columns(wal_dirs, "context", WAL_COLUMNS["context"].index("event_id") + 1)
+
+
+def applied_records(path: str | Path | LakeStore, wal_dir: Path | None = None) -> dict[str, str]:
+    """``{record id: content SHA-256}`` of the batch records the lake holds (the materials,
+    results and comments tables, and rows still in any writer's write-ahead log): what an
+    engine starting on this lake must not apply again, and what each id stands for."""
+    store = as_store(path)
+    out: dict[str, str] = {}
+    if not store.exists():
+        return out
+    wal_dirs = [] if store.remote else sorted(store.local.glob("_wal*"))
+    for table in RECORD_TABLES:
+        data, _version = _dataset(store, table, None)
+        columns = ["record_id", "content_sha256"]
+        rows = data if isinstance(data, pa.Table) else data.to_table(columns=columns)  # type: ignore[attr-defined]
+        out.update(
+            zip(rows.column("record_id").to_pylist(), rows.column("content_sha256").to_pylist(), strict=True)
+        )
+        ident, content = (WAL_COLUMNS[table].index(c) for c in columns)
+        for cols in _wal_table_columns([*wal_dirs, *([wal_dir] if wal_dir else [])], table, content + 1):
+            out.update(zip(cols[ident], cols[content], strict=True))
+    return out
 
 
 def _wal_context_ids(wal_dirs: list[Path]) -> set[str]:
@@ -284,6 +312,51 @@ def applied_context_fingerprints(
         )
         events.setdefault(str(row["event_id"]), []).append(change)
     return {ident: change_fingerprint(changes) for ident, changes in events.items()}
+
+
+#: the context columns an engine rebuilds its in-memory context store from
+SEED_COLUMNS: Final = ("ts", "received_at", "path", "key", "value", "source", "user", "reason", "event_id")
+
+
+def context_seed(
+    path: str | Path | LakeStore, wal_dir: Path | None = None, *, since_ms: int = 0
+) -> list[list[Any]]:
+    """The context changes an engine starting on the lake applies to its in-memory store,
+    so that its live enrichment (the ``measurements`` table's context columns, republished
+    events) is right from the first sample after a restart, not only once new context
+    arrives: every change at or after ``since_ms`` (the store's window) and, per path and
+    key, the newest one before it.  Rows in :data:`SEED_COLUMNS` order, oldest first (for
+    equal times in arrival order; rows still in a write-ahead log last)."""
+    store = as_store(path)
+    rows: list[list[Any]] = []
+    if not store.exists():
+        return rows
+    data, _version = _dataset(store, "context", None)
+    columns = [*SEED_COLUMNS, "ingest_order"]
+    table = data if isinstance(data, pa.Table) else data.to_table(columns=columns)  # type: ignore[attr-defined]
+    table = table.select(columns)
+    for name in ("ts", "received_at"):
+        millis = table.column(name).cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())
+        table = table.set_column(columns.index(name), name, millis)
+    lake_rows = sorted(
+        (list(r.values()) for r in table.to_pylist()), key=lambda r: (r[0], r[-1] if r[-1] is not None else 0)
+    )
+    wal_dirs = [] if store.remote else sorted(store.local.glob("_wal*"))
+    names = WAL_COLUMNS["context"]
+    wal_rows: list[list[Any]] = [
+        [dict(zip(names, values, strict=False)).get(c) for c in SEED_COLUMNS]
+        for cols in _wal_context_columns([*wal_dirs, *([wal_dir] if wal_dir else [])])
+        for values in zip(*cols, strict=True)
+    ]
+    ordered = [r[: len(SEED_COLUMNS)] for r in lake_rows] + sorted(wal_rows, key=lambda r: int(r[0]))
+    before: dict[tuple[str, str], list[Any]] = {}
+    recent: list[list[Any]] = []
+    for row in ordered:
+        if row[0] >= since_ms:
+            recent.append(row)
+        else:
+            before[(row[2], row[3])] = row  # the newest before the window wins (rows are in order)
+    return sorted(before.values(), key=lambda r: int(r[0])) + recent
 
 
 def _wal_context_rows(wal_dirs: list[Path]) -> list[dict[str, Any]]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
 import pyarrow as pa
@@ -203,14 +202,12 @@ def _repair_entries(
     """The ``repair`` entries of the commits after ``before_version``: files removed and
     added (with SHA-256), rows and a checksum of the unchanged columns before and after."""
     before, after = rows
-    if store.remote:  # the audit trail is not kept on object storage yet (lake.audit)
-        return []
     table.update_incremental()
     kept = [f.name for f in SCHEMAS[TABLE] if f.name not in (*_PAYLOAD_COLUMNS, PARTITION_COLUMN)]
     out: list[Entry] = []
-    root = Path(store.url)
+    files = store.files(TABLE)  # a directory or an object store
     for version in range(before_version + 1, table.version() + 1):
-        actions = commit_actions(root / TABLE, version)
+        actions = commit_actions(files, version)
         if actions is None:
             continue
         detail = {

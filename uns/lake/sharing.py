@@ -19,7 +19,8 @@ says which stores provide it).
   :func:`commit_with_retries` runs it again on the newer version, where the event is
   recorded and left out.  So each context change is stored once, however many engines
   wrote it, by plain appends.  (A change without an event id, from a WAL older than
-  event ids, is appended as it is.)
+  event ids, is appended as it is.)  **Batch records** (materials, results, comments) are
+  stored once the same way, by ``(uns-record-<record id>, 1)`` in their table.
 
 Every commit carries the writer's app transaction ``(app_id, segment)`` as before, so
 a retried or replayed segment is still committed once per writer (:mod:`lake.writer`).
@@ -38,7 +39,14 @@ import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
-__all__ = ["CONFLICT_RETRIES", "CONTEXT_APP_PREFIX", "app_id", "commit_with_retries", "write_rows"]
+__all__ = [
+    "CONFLICT_RETRIES",
+    "CONTEXT_APP_PREFIX",
+    "RECORD_APP_PREFIX",
+    "app_id",
+    "commit_with_retries",
+    "write_rows",
+]
 
 log = logging.getLogger("lake.sink")
 
@@ -47,6 +55,14 @@ log = logging.getLogger("lake.sink")
 CONFLICT_RETRIES: Final = 20
 #: the app transaction that records a context event as stored (whoever stored it)
 CONTEXT_APP_PREFIX: Final = "uns-context-"
+#: the app transaction that records a batch record as stored (its table's, whoever stored it)
+RECORD_APP_PREFIX: Final = "uns-record-"
+#: the tables whose rows every engine writes (every engine takes every context event and
+#: record): table -> (the id column, its app transaction prefix)
+_ONCE: Final = {
+    "context": ("event_id", CONTEXT_APP_PREFIX),
+    **dict.fromkeys(("materials", "results", "comments"), ("record_id", RECORD_APP_PREFIX)),
+}
 
 _T = TypeVar("_T")
 
@@ -56,11 +72,13 @@ def write_rows(table: str, dt: DeltaTable, data: pa.Table, txn: Transaction, pro
     events the table already records are left out, the others carry their events' app
     transactions (see above)."""
     txns = [txn]
-    if table == "context":
+    once = _ONCE.get(table)
+    if once is not None:
         # every event stored already (by another writer): an empty commit still records
         # this writer's segment (its app transaction; the audit trail's data commit)
-        data, events = _unstored(dt, data)
-        txns += [Transaction(f"{CONTEXT_APP_PREFIX}{e}", 1) for e in events]
+        column, prefix = once
+        data, events = _unstored(dt, data, column, prefix)
+        txns += [Transaction(f"{prefix}{e}", 1) for e in events]
     # schema_mode "merge": a table of an older lake gets the columns added since
     write_deltalake(
         dt,
@@ -72,12 +90,12 @@ def write_rows(table: str, dt: DeltaTable, data: pa.Table, txn: Transaction, pro
     )
 
 
-def _unstored(dt: DeltaTable, data: pa.Table) -> tuple[pa.Table, list[str]]:
-    """The changes of events the table does not record yet, and those events' ids."""
-    ids = sorted({e for e in data.column("event_id").to_pylist() if e is not None})
-    stored = [e for e in ids if dt.transaction_version(f"{CONTEXT_APP_PREFIX}{e}") is not None]
+def _unstored(dt: DeltaTable, data: pa.Table, column: str, prefix: str) -> tuple[pa.Table, list[str]]:
+    """The rows of events the table does not record yet, and those events' ids."""
+    ids = sorted({e for e in data.column(column).to_pylist() if e is not None})
+    stored = [e for e in ids if dt.transaction_version(f"{prefix}{e}") is not None]
     if stored:
-        keep = pc.invert(pc.fill_null(pc.is_in(data.column("event_id"), pa.array(stored)), False))
+        keep = pc.invert(pc.fill_null(pc.is_in(data.column(column), pa.array(stored)), False))
         data = data.filter(keep)
     return data, [e for e in ids if e not in set(stored)]
 

@@ -26,6 +26,8 @@ from typing import Self
 from uns.config import LakeSection
 from uns.core.events import Batch, SampleBlock, SampleRuns
 from uns.errors import LakeBackpressure, LakeError
+from uns.lake.anchoring import AnchorSchedule
+from uns.lake.anchors import AnchorSettings
 from uns.lake.audit_intake import AuditIntake
 from uns.lake.blocks import SeriesRegistry, encode_blocks
 from uns.lake.commit_loop import CommitLoop
@@ -72,7 +74,12 @@ class LakeSink(AuditIntake, CommitLoop):
     accepts_blocks = True
 
     def __init__(
-        self, path: str | Path | LakeStore, config: LakeSection | None = None, *, files: FileLayer = OS_FILES
+        self,
+        path: str | Path | LakeStore,
+        config: LakeSection | None = None,
+        *,
+        files: FileLayer = OS_FILES,
+        anchor: AnchorSettings | None = None,
     ) -> None:
         self.config = config or LakeSection()
         self.store = as_store(path, self.config.storage)
@@ -80,7 +87,8 @@ class LakeSink(AuditIntake, CommitLoop):
         self._files = files  # the WAL's system calls (tests inject faults)
         self._wal_dir = wal_dir_of(self.store, self.config)
         self._lock = WalLock(self._wal_dir)
-        self._committer = committer_for(self.store, self.config)
+        self._committer = committer_for(self.store, self.config, anchor)
+        self._anchoring = AnchorSchedule(self._committer, anchor.interval_s if anchor is not None else 0.0)
         self._compaction = CompactionSchedule(
             self._committer, self.config.compact_interval, due_marker=self._wal_dir / "compaction-due"
         )
@@ -221,6 +229,7 @@ class LakeSink(AuditIntake, CommitLoop):
             files.append(self._active)
             self._active = None
         await asyncio.to_thread(close_segments, files)
+        await self._anchoring.maybe_run(stopping=True)  # the stop's head, engine_stop included
         await self._committer.close(30.0 if self._stop_by is None else max(1.0, self._until_stop() or 0.0))
         self._lock.release()
 

@@ -23,7 +23,8 @@ import os
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, BinaryIO, Final, cast
+from urllib.parse import unquote
 
 from uns.config import LakeSection
 from uns.config_options import masked_options
@@ -33,7 +34,15 @@ from uns.lake.wal import wal_dir_for
 if TYPE_CHECKING:
     import pyarrow.fs
 
-__all__ = ["OPTIONS_ENV", "REMOTE_SCHEMES", "LakeStore", "as_store", "is_definition_folder", "wal_dir_of"]
+__all__ = [
+    "OPTIONS_ENV",
+    "REMOTE_SCHEMES",
+    "LakeStore",
+    "TableFiles",
+    "as_store",
+    "is_definition_folder",
+    "wal_dir_of",
+]
 
 #: explicit store options: name -> value pairs or a mapping
 Options = Iterable[tuple[str, str]] | Mapping[str, str]
@@ -152,6 +161,80 @@ class LakeStore:
     def arrow_path(self, uri: str) -> str:
         """A file URI of this store as :meth:`arrow_filesystem` names it."""
         return uri.partition("://")[2] if self.remote else uri
+
+    def files(self, table: str) -> TableFiles:
+        """Read access to the files of ``table`` (its Delta log, its data files)."""
+        return TableFiles(self, table)
+
+
+class TableFiles:
+    """The files of one table, read by their path relative to the table as its Delta log
+    names them (URL-encoded): from the lake's directory, or through the object store's
+    pyarrow filesystem.  What the audit trail needs: the log's commits, the data files'
+    bytes (to hash them), whether a file exists."""
+
+    __slots__ = ("_fs", "_root", "local_dir", "store", "table")
+
+    def __init__(self, store: LakeStore, table: str) -> None:
+        self.store = store
+        self.table = table
+        #: the table's directory for a local lake (None for a remote one)
+        self.local_dir = None if store.remote else Path(store.url) / table
+        self._fs: pyarrow.fs.FileSystem | None = None
+        self._root = store.arrow_path(store.table_uri(table))
+
+    def local_path(self, rel: str) -> Path:
+        """A local lake's file (LakeError for a remote lake: use :meth:`open`)."""
+        if self.local_dir is None:
+            raise LakeError(f"the lake at {self.store.url} is not a local directory")
+        return self.local_dir / unquote(rel)
+
+    def arrow_path(self, rel: str) -> str:
+        """The file as :meth:`LakeStore.arrow_filesystem` names it."""
+        return str(self.local_path(rel)) if self.local_dir is not None else f"{self._root}/{unquote(rel)}"
+
+    def filesystem(self) -> pyarrow.fs.FileSystem | None:
+        """The remote store's pyarrow filesystem (None: a local lake, plain paths)."""
+        if self.local_dir is None and self._fs is None:
+            self._fs = self.store.arrow_filesystem()
+        return self._fs
+
+    def open(self, rel: str) -> BinaryIO:
+        """The file for reading; FileNotFoundError when it is not there."""
+        if self.local_dir is not None:
+            return self.local_path(rel).open("rb")
+        fs = self.filesystem()
+        assert fs is not None
+        return cast("BinaryIO", fs.open_input_stream(self.arrow_path(rel)))
+
+    def read_text(self, rel: str) -> str | None:
+        """The file's text (None when it is not there)."""
+        try:
+            with self.open(rel) as f:
+                return f.read().decode("utf-8")
+        except FileNotFoundError:
+            return None
+
+    def names(self, rel_dir: str) -> list[str]:
+        """The names of the files in a folder of the table (``_delta_log``); [] when it has none."""
+        if self.local_dir is not None:
+            folder = self.local_dir / rel_dir
+            return [p.name for p in folder.iterdir()] if folder.is_dir() else []
+        import pyarrow.fs as pafs  # noqa: PLC0415
+
+        fs = self.filesystem()
+        assert fs is not None
+        selector = pafs.FileSelector(f"{self._root}/{rel_dir}", allow_not_found=True)
+        return [info.base_name for info in fs.get_file_info(selector)]
+
+    def exists(self, rel: str) -> bool:
+        if self.local_dir is not None:
+            return self.local_path(rel).exists()
+        import pyarrow.fs as pafs  # noqa: PLC0415
+
+        fs = self.filesystem()
+        assert fs is not None
+        return bool(fs.get_file_info(self.arrow_path(rel)).type != pafs.FileType.NotFound)
 
 
 def as_store(location: str | Path | LakeStore, options: Options = ()) -> LakeStore:

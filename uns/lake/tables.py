@@ -29,12 +29,15 @@ from operator import attrgetter
 from typing import Any, Final
 
 from uns.core.events import Batch, SampleBlock, SampleRuns
+from uns.core.records import RECORD_TABLES
 from uns.core.values import value_double, value_text
 from uns.sparkplug.datatypes import DataType
 
 __all__ = [
     "CONTEXT_COLUMNS",
+    "OLDER_RECORD_WIDTHS",
     "PARTITION_COLUMN",
+    "RECORD_TABLES",
     "RENDERED",
     "RUN_FIELDS",
     "SAMPLE_FIELDS",
@@ -54,8 +57,16 @@ __all__ = [
     "split_columns",
 ]
 
-#: Every table, in the order a segment commits them.
-TABLES: Final = ("measurements", "context", "metric_catalog", "sessions", "rejected", "audit")
+#: Every table, in the order a WAL record holds them (a segment commits the data tables in
+#: this order, the audit table last).  Tables added later come at the end, so a record of an
+#: older segment is a prefix (see :data:`OLDER_RECORD_WIDTHS`).
+TABLES: Final = (
+    "measurements", "context", "metric_catalog", "sessions", "rejected", "audit",
+    "materials", "results", "comments",
+)  # fmt: skip
+#: Table counts of WAL records written before the last tables were added (before the audit
+#: table; before the batch records): they replay with the missing tables empty.
+OLDER_RECORD_WIDTHS: Final = frozenset({5, 6})
 PARTITION_COLUMN: Final = "date"
 #: Context keys that get their own column in ``measurements`` (the rest is in ``context`` JSON).
 CONTEXT_COLUMNS: Final = ("batch_id", "order_id", "product", "recipe", "phase")
@@ -73,6 +84,9 @@ TIME_COLUMN: Final = {
     "sessions": "ts",
     "rejected": "received_at",
     "audit": "ts",
+    "materials": "ts",
+    "results": "ts",
+    "comments": "ts",
 }
 
 #: Fields of a sample that differ between the samples of one message: one entry per row.
@@ -86,6 +100,10 @@ RUN_FIELDS: Final = (
     "received_at", "path", "group_id", "edge_node_id", "device_id", "seq", "bdseq", "unmapped", "context",
 )  # fmt: skip
 
+#: The fields every batch record has (uns.core.records.Record), first in its table's columns.
+_RECORD_FIELDS: Final = (
+    "ts", "received_at", "path", "record_id", "user", "source", "signer", "content_sha256",
+)  # fmt: skip
 #: The columns of each table in a WAL record, in order: fields of the event objects
 #: (uns.core.events).  ``measurements`` has SAMPLE_FIELDS (per row), RUN_FIELDS (per run)
 #: and ``run_length`` (per run; the lengths add up to the rows).
@@ -103,6 +121,10 @@ WAL_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "rejected": ("received_at", "topic", "payload", "error", "payload_size", "payload_sha256"),
     # what the engine records itself (start, stop); seq and the hashes are added at commit
     "audit": ("kind", "subject", "detail", "actor", "reason", "ts"),
+    # batch records (uns.core.records): the common fields, then the kind's own
+    "materials": (*_RECORD_FIELDS, "material", "lot", "quantity", "unit", "status", "expiry"),
+    "results": (*_RECORD_FIELDS, "test", "value", "unit", "low", "high", "status"),
+    "comments": (*_RECORD_FIELDS, "text"),
 }  # fmt: skip
 
 #: Column counts a WAL record of each table may also have: a segment written before a
@@ -123,6 +145,8 @@ _SAMPLE_FIELD_GETTERS: Final = tuple(map(attrgetter, SAMPLE_FIELDS))
 _RUN_FIELD_GETTERS: Final = tuple(map(attrgetter, RUN_FIELDS))
 _DATATYPE_FIELD: Final = {0: SAMPLE_FIELDS.index("datatype"), 2: 6}
 _REJECTED = TABLES.index("rejected")
+#: a record's table index by its class's table name
+_RECORD_INDEX: Final = {t: TABLES.index(t) for t in RECORD_TABLES}
 # IntEnum members (and equal plain ints) -> plain int, in C: ``map(_CODES.get, col, col)``
 # falls back to the value itself for codes outside the spec.
 _CODES: Final[dict[Any, int]] = {d: int(d) for d in DataType}
@@ -228,6 +252,10 @@ class PendingRows:
             for index, more in ((1, context), (2, catalog), (3, sessions), (4, rejected)):
                 objects[index].extend(more)
                 count += len(more)
+        if batch.records:  # rarer still: a material, a result, a comment
+            for record in batch.records:
+                objects[_RECORD_INDEX[record.TABLE]].append(record)
+            count += len(batch.records)
         self.rows += count
         return count
 
@@ -254,7 +282,11 @@ class PendingRows:
 def batch_columns(batch: Batch) -> TableColumns:
     """One batch as columns (what one WAL record of just this batch holds)."""
     pending = PendingRows()
-    pending.add(Batch(batch.all_samples(), batch.sessions, batch.catalog, batch.rejected, batch.context))
+    pending.add(
+        Batch(
+            batch.all_samples(), batch.sessions, batch.catalog, batch.rejected, batch.context, records=batch.records
+        )
+    )
     return pending.take()
 
 

@@ -154,6 +154,13 @@ class _ContextRenderer:
         return [_array(list(col), pa.string()).take(encoded.indices) for col in zip(*rows, strict=True)]
 
 
+def number_text(value: float) -> str:
+    """A result's number as text: integral values without ``.0`` (``110``), others exact."""
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
 # ---------------------------------------------------------------- poison values
 def _plain_int64(v: Any) -> int | None:
     """Sparkplug aliases are uint64: values above int64 keep their bits (two's complement)."""
@@ -292,12 +299,17 @@ def _slice_batch(
             by_name["datatype"] = _datatype_names(cols["datatype"])
         elif table == "rejected":
             by_name.update(bounded_payloads(cols["payload"], cols["payload_size"], cols["payload_sha256"]))
+        elif table == "results":  # a number or text (uns.core.records.ResultRecord.value)
+            by_name["value_double"] = [v if type(v) is float else None for v in cols["value"]]
+            by_name["value_text"] = [
+                v if v is None or type(v) is str else number_text(v) for v in cols["value"]
+            ]
     names = [f.name for f in schema if f.name != PARTITION_COLUMN]
     arrays = [_array(by_name[f.name], f.type) for f in schema if f.name != PARTITION_COLUMN]
     # The date partition: UTC date of the table's main timestamp; a NULL (broken) source
     # timestamp falls back to the receive time so the row still lands in a real partition.
     stamp = arrays[names.index(TIME_COLUMN[table])]
-    if table in ("measurements", "context"):
+    if "received_at" in names:
         stamp = pc.coalesce(stamp, arrays[names.index("received_at")])
     arrays.append(stamp.cast(pa.date32()))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)

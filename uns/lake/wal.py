@@ -46,6 +46,7 @@ from typing import Any, Final, cast
 
 from uns.errors import LakeError
 from uns.lake.tables import (
+    OLDER_RECORD_WIDTHS,
     RENDERED,
     SAMPLE_FIELDS,
     TABLES,
@@ -187,8 +188,8 @@ def read_segment(path: Path) -> SegmentRead:
 
 def _record_columns(record: object, version: int) -> TableColumns | None:
     """A record's columns (converted from the row tuples of format 1); None if malformed."""
-    if isinstance(record, tuple) and len(record) == len(TABLES) - 1:  # written before the audit table
-        record = (*record, [])
+    if isinstance(record, tuple) and len(record) in OLDER_RECORD_WIDTHS:  # before later tables
+        record = (*record, *([] for _ in range(len(TABLES) - len(record))))
     if not isinstance(record, tuple) or len(record) != len(TABLES):
         return None
     if version == 1:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Final
 
 from uns.errors import LakeError
+from uns.lake.anchors import ANCHOR_ENV, AnchorSettings
 from uns.lake.storage import OPTIONS_ENV, LakeStore, as_store, store_from_env
 
 __all__ = ["JEMALLOC_CONF", "CommitWorker", "main"]
@@ -59,8 +60,17 @@ _ENTRY: Final = "import sys; from uns.lake.worker import main; sys.exit(main(sys
 class CommitWorker:
     """The engine's handle on one worker process (one request at a time)."""
 
-    def __init__(self, root: Path | LakeStore, writer_id: str, max_rss_mb: int = 0, *, nice: int = 0) -> None:
+    def __init__(
+        self,
+        root: Path | LakeStore,
+        writer_id: str,
+        max_rss_mb: int = 0,
+        *,
+        nice: int = 0,
+        anchor: AnchorSettings | None = None,
+    ) -> None:
         self.store = as_store(root)
+        self.anchor = anchor
         self.writer_id = writer_id
         self.max_rss_mb = max_rss_mb
         self.nice = nice
@@ -82,6 +92,9 @@ class CommitWorker:
         env = dict(os.environ)
         env.setdefault("_RJEM_MALLOC_CONF", JEMALLOC_CONF)
         env[OPTIONS_ENV] = self.store.options_json()  # not in argv: ps shows argv to everyone
+        env.pop(ANCHOR_ENV, None)
+        if self.anchor is not None:
+            env[ANCHOR_ENV] = self.anchor.to_json()
         argv = [sys.executable, "-c", _ENTRY, self.store.url, self.writer_id, str(os.getpid())]
         argv += [str(self.max_rss_mb), str(self.nice)]
         try:
@@ -190,7 +203,7 @@ def _serve(
     from uns.lake import writer as writer_module  # noqa: PLC0415 - deltalake: in the worker only
 
     writer_module.IN_WORKER = True
-    writer = writer_module.DeltaWriter(root, writer_id)
+    writer = writer_module.DeltaWriter(root, writer_id, anchor=AnchorSettings.from_env())
     last_trim = last_reopen = time.monotonic()
     while True:
         header = inp.read(_FRAME.size)
@@ -208,6 +221,9 @@ def _serve(
                 reply = ("ok", writer.compact_recent(since))
             elif op == "open":
                 reply = ("ok", writer.open_tables())
+            elif op == "anchor":
+                (force,) = args
+                reply = ("ok", writer.audit.anchor_due(force=bool(force)))
             elif op == "ping":
                 reply = ("ok", os.getpid())
             else:

@@ -24,15 +24,16 @@ from typing import Final
 
 import pyarrow as pa
 from deltalake import DeltaTable, Transaction
-from deltalake.exceptions import TableNotFoundError
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from uns.errors import LakeError
+from uns.lake.anchors import AnchorSettings
 from uns.lake.audit import AUDIT, AuditRecorder
 from uns.lake.audit_entries import SYSTEM
 from uns.lake.block_arrow import block_measurements, dictionary_columns
 from uns.lake.blocks import block_rows
 from uns.lake.health import VANISHED
-from uns.lake.locks import compaction_lock
+from uns.lake.locks import compaction_lock, tables_lock
 from uns.lake.parquet import writer_properties
 from uns.lake.repair import repair_rejected
 from uns.lake.schemas import SCHEMAS
@@ -72,7 +73,8 @@ MAX_TARGET_BYTES: Final = 100 << 20
 # <point> (before:<table>, after:<table>, before_delete, after_delete);
 # "kill_worker:<point>:<flag file>" SIGKILLs only the commit worker, once (the flag
 # file records that it happened); "sleep:<seconds>" pauses between table commits;
-# "compact_sleep:<seconds>" pauses before a compaction; "refuse_segment:<number>" makes
+# "compact_sleep:<seconds>" pauses before a compaction; "compact_wait:<file>" pauses
+# there (holding the compaction lock) until <file> exists; "refuse_segment:<number>" makes
 # every commit of that segment fail (a segment the worker cannot write: lake.quarantine).
 # Used by tests/lake_crash_child.py and tests/test_lake_worker.py; empty in production.
 _TEST_HOOK: Final = os.environ.get("UNS_LAKE_TEST_HOOK", "")
@@ -95,6 +97,10 @@ def _hook(point: str) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
     elif (kind == "sleep" and point.startswith("after:")) or (kind == "compact_sleep" and point == "compact"):
         time.sleep(float(arg))
+    elif kind == "compact_wait" and point == "compact":
+        deadline = time.monotonic() + 300  # a test that never lets go fails on its own timeout
+        while not Path(arg).exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
     elif kind == "refuse_segment" and point == f"commit:{arg}":
         raise LakeError(f"test hook: segment {arg} is refused by every commit")
 
@@ -112,7 +118,9 @@ def recent_target_bytes(sizes: Sequence[int], rows: Sequence[int], target_rows: 
 class DeltaWriter:
     """The lake's tables, for one writer (one WAL).  Not thread-safe: one commit at a time."""
 
-    def __init__(self, root: Path | str | LakeStore, writer_id: str = "") -> None:
+    def __init__(
+        self, root: Path | str | LakeStore, writer_id: str = "", *, anchor: AnchorSettings | None = None
+    ) -> None:
         self.store = as_store(root)  # a directory or an object store (lake/storage.py)
         #: the lake's directory (a local lake; for a remote one its URL as a path: use ``store``)
         self.root = Path(self.store.url)
@@ -121,20 +129,38 @@ class DeltaWriter:
         self._props = {table: writer_properties(table) for table in TABLES}
         #: this writer's chain in the audit table (lake.audit)
         self.audit = AuditRecorder(self.store, writer_id, self._handle)
-        self.audit.off = self.store.remote  # not kept on object storage yet (lake/audit.py)
+        self.audit.use_anchor(anchor)  # the engine's worker anchors when due (lake/anchors.py)
 
     def table_path(self, table: str) -> str:
         return self.store.table_uri(table)
 
     def ensure_tables(self) -> None:
-        """Create every missing table empty, so readers see all views from the start."""
-        for table in TABLES:
-            self._handle(table, create=True)
+        """Create every missing table empty, so readers see all views from the start.
+
+        Engines started together on a new lake all find the tables missing.  The writers
+        of one machine create them one after the other under the lake's table lock, each
+        looking again once it holds it (lake/locks.py says why delta-rs's create cannot
+        race); one on another machine that still loses a race takes the winner's table
+        (:meth:`_create`)."""
+        missing = [table for table in TABLES if table not in self._handles and not self._cache(table)]
+        if not missing:
+            return
+        lock_dir = self.store.lock_dir()
+        try:
+            lock_dir.mkdir(parents=True, exist_ok=True)  # a new local lake: its directory holds the lock
+        except OSError as exc:
+            raise LakeError(f"cannot create the lake directory {lock_dir}: {exc}") from exc
+        with tables_lock(lock_dir):
+            for table in missing:
+                if not self._cache(table):  # made while this writer waited for the lock
+                    self._handles[table] = self._create(table)
 
     def open_tables(self) -> int:
         """Create the missing tables; return the newest segment number any table has
         recorded (-1 for none)."""
         self.ensure_tables()
+        if self.audit.anchor is not None:
+            self.audit.anchor.check()  # one line at the start when anchors cannot be written
         with compaction_lock(self.store.lock_dir(), wait=False) as held:
             if held:  # no compaction runs: one without its audit entry was interrupted (lake.audit)
                 try:
@@ -147,33 +173,44 @@ class DeltaWriter:
         """Drop cached table state (after an error its state is not to be trusted)."""
         self._handles.clear()
 
-    def _handle(self, table: str, *, create: bool = False) -> DeltaTable:
-        """The table (cached); ``create`` it when missing -- only at start (ensure_tables): a
-        table that vanishes later (a lost mount, a deleted directory) is a fault to wait out,
+    def _handle(self, table: str) -> DeltaTable:
+        """The table (cached).  Only :meth:`ensure_tables` creates one, at start: a table
+        that vanishes later (a lost mount, a deleted directory) is a fault to wait out,
         not a table to make anew where the lake no longer is."""
-        dt = self._handles.get(table)
-        if dt is not None:
-            return dt
+        if table in self._handles or self._cache(table):
+            return self._handles[table]
+        raise LakeError(f"{VANISHED}: {table} (at {self.table_path(table)})", table=table)
+
+    def _cache(self, table: str) -> bool:
+        """Open the table into the cache; False when it does not exist."""
+        try:
+            self._handles[table] = DeltaTable(
+                self.table_path(table), storage_options=self.store.delta_options()
+            )
+        except TableNotFoundError:
+            return False
+        except Exception as exc:  # deltalake raises its own, OSError and pyarrow errors alike
+            raise LakeError(f"cannot open table {table}: {exc}", table=table) from exc
+        return True
+
+    def _create(self, table: str) -> DeltaTable:
         path = self.table_path(table)
+        options = self.store.delta_options()
         try:
             try:
-                dt = DeltaTable(path, storage_options=self.store.delta_options())
-            except TableNotFoundError:
-                if not create:
-                    raise LakeError(f"{VANISHED}: {table} (at {path})", table=table) from None
-                dt = DeltaTable.create(
+                return DeltaTable.create(
                     path,
                     SCHEMAS[table],
                     partition_by=[PARTITION_COLUMN],
                     mode="ignore",
-                    storage_options=self.store.delta_options(),
+                    storage_options=options,
                 )
-        except LakeError:
-            raise
-        except Exception as exc:  # deltalake raises its own, OSError and pyarrow errors alike
-            raise LakeError(f"cannot open table {table}: {exc}", table=table) from exc
-        self._handles[table] = dt
-        return dt
+            except CommitFailedError:
+                # a writer on another machine created it at the same moment: losing that
+                # race is success, the table is there (the winner's)
+                return DeltaTable(path, storage_options=options)
+        except Exception as exc:
+            raise LakeError(f"cannot create table {table}: {exc}", table=table) from exc
 
     def compact_recent(self, since: dt.date, target_rows: int = RECENT_TARGET_ROWS) -> int:
         """Merge the small files of partitions from ``since`` on, in every table (the

@@ -15,7 +15,14 @@ A :class:`BatchFault` names a batch and what happens to it; the
   batch's last phase;
 - ``correct_context``: when the batch's last phase starts, the MES corrects the
   batch's ``recipe`` back-dated to the batch start (``recipe`` + `` (corrected)``,
-  user ``qa.reviewer``); later events of the batch carry the corrected recipe.
+  user ``qa.reviewer``); later events of the batch carry the corrected recipe;
+- ``alarm``: the unit's ``Alarm`` is active for the middle fifth of the batch's second
+  phase;
+- ``bad_quality``: the unit's :attr:`~uns.sim.plant.BatchUnit.QUALITY_METRIC` is sent
+  with Sparkplug quality bad for the middle fifth of the batch's second phase (an
+  instrument failure);
+- ``not_ready``, ``material``, ``oos``, ``comment``, ``abort``: what the MES and LIMS
+  record of the batch (:mod:`uns.sim.mes`).
 
 The faults act on simulated time and the batch cycle only, so which samples they
 touch does not depend on the machine's speed.
@@ -30,11 +37,14 @@ from dataclasses import dataclass
 
 from uns.errors import ConfigError
 from uns.sim.batch import ContextEvent
+from uns.sim.mes import MES_KINDS
 from uns.sim.plant import BatchUnit, Plant
 
-__all__ = ["FAULT_KINDS", "BatchFault", "Injector", "parse_fault"]
+__all__ = ["FAULT_KINDS", "UNIT_KINDS", "BatchFault", "Injector", "parse_fault"]
 
-FAULT_KINDS = ("excursion", "shift", "death", "gap", "correct_context")
+#: faults the plant's units act out (the others are the MES's: uns.sim.mes.MES_KINDS)
+UNIT_KINDS = ("excursion", "shift", "death", "gap", "correct_context", "alarm", "bad_quality")
+FAULT_KINDS = (*UNIT_KINDS, *MES_KINDS)
 CORRECTION_USER = "qa.reviewer"
 CORRECTION_REASON = "correction: recipe version recorded wrongly at batch start"
 
@@ -51,7 +61,7 @@ class BatchFault:
 
 def parse_fault(kind: str, text: str) -> BatchFault:
     """A fault from its command-line form: ``BATCH:METRIC=VALUE[:PHASE]`` (excursion),
-    ``BATCH:METRIC=DELTA`` (shift), ``BATCH`` (death, correct_context), ``BATCH[:SECONDS]`` (gap)."""
+    ``BATCH:METRIC=DELTA`` (shift), ``BATCH[:SECONDS]`` (gap), ``BATCH`` (every other kind)."""
     key = f"sim.{kind}"
     if kind not in FAULT_KINDS:
         raise ConfigError(f"unknown batch fault {kind!r}", key=key)
@@ -119,9 +129,15 @@ class Injector:
         cycle = unit.cycle
         batch, phases, index = cycle.batch_id, cycle.recipe.phases, cycle.phase_index
         muted = False
+        # the middle fifth of the second phase: where alarm and bad-quality faults act
+        middle = index == min(1, len(phases) - 1) and 0.4 <= cycle.phase_progress < 0.6
         for fault in self.faults:
             if not batch or fault.batch_id != batch:
                 continue
+            if fault.kind == "alarm" and "Alarm" in unit.values:
+                unit.values["Alarm"] = middle
+            elif fault.kind == "bad_quality" and unit.QUALITY_METRIC:
+                unit.bad_quality = {unit.QUALITY_METRIC} if middle else set()
             if fault.kind == "excursion" and fault.metric in unit.values:
                 phase = fault.phase or phases[min(1, len(phases) - 1)]
                 if cycle.phase == phase and 0.4 <= cycle.phase_progress < 0.6:

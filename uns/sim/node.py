@@ -85,6 +85,10 @@ class _BornMetric:
         return PropertySet(items) if items else None
 
 
+#: the Sparkplug ``Quality`` property of a bad sample (192 is good, the default)
+_BAD_QUALITY = PropertySet({"Quality": PropertyValue(DataType.Int32, 0)})
+
+
 @dataclass(slots=True)
 class _Unit:
     """Per-unit publishing state: its born metrics and what was last sent."""
@@ -92,6 +96,7 @@ class _Unit:
     model: UnitModel
     metrics: list[_BornMetric]
     last_sent: dict[str, MetricValue] = field(default_factory=dict)
+    last_bad: frozenset[str] = frozenset()  # metrics last sent with bad quality
     alive: bool = True  # False after a DDEATH until the next DBIRTH
     last_ts: int = 0  # timestamp of the last step
 
@@ -316,8 +321,15 @@ class SparkplugNode:
 
     def _changed(self, unit: _Unit) -> list[tuple[_BornMetric, MetricValue]]:
         values, last = unit.model.values, unit.last_sent
+        bad = frozenset(unit.model.bad_quality)
+        flipped = bad ^ unit.last_bad  # a change of quality alone is news too
+        unit.last_bad = bad
         if self.report_by_exception:
-            changed = [(m, values[m.name]) for m in unit.metrics if last.get(m.name) != values[m.name]]
+            changed = [
+                (m, values[m.name])
+                for m in unit.metrics
+                if last.get(m.name) != values[m.name] or m.name in flipped
+            ]
         else:
             changed = [(m, values[m.name]) for m in unit.metrics]
         for m, value in changed:
@@ -333,12 +345,15 @@ class SparkplugNode:
         historical: bool,
     ) -> tuple[str, bytes]:
         seq = self._next_seq()
+        unit = self._units.get(device_id)
+        bad = unit.last_bad if unit is not None else frozenset()
         metrics = [
             Metric(
                 alias=m.alias,
                 timestamp=ts,
                 value=value if m.wire is None else m.wire(value),
                 is_historical=historical,
+                properties=_BAD_QUALITY if m.name in bad else None,
             )
             for m, value in values
         ]

@@ -30,6 +30,7 @@ from uns.sparkplug.datatypes import DataType
 from uns.sparkplug.payload import MetricValue
 
 __all__ = [
+    "ALARM",
     "PILOT_GROUP",
     "PILOT_PATHS",
     "BenchDevice",
@@ -89,6 +90,8 @@ class UnitModel:
         self.sim_seconds = 0.0
         self.values: dict[str, MetricValue] = {}
         self.muted = False  # a fault (uns.sim.inject): the unit sends nothing while set
+        #: a fault (uns.sim.inject): metrics whose samples carry Sparkplug quality bad (0)
+        self.bad_quality: set[str] = set()
 
     def step(self, dt: float) -> ContextUpdate | None:
         """Advance by ``dt`` simulated seconds, update ``values``; a context change if any."""
@@ -107,8 +110,15 @@ class UnitModel:
         return current + (setpoint - current) * alpha + self.rng.gauss(0.0, noise)
 
 
+#: every batch unit's alarm (the plant model marks it ``alarm = true``): true while active
+ALARM = MetricDef("Alarm", DataType.Boolean)
+
+
 class BatchUnit(UnitModel):
     """A unit that runs batches: owns a :class:`BatchCycle`."""
+
+    #: the metric a bad-quality fault (an instrument failure) spoils
+    QUALITY_METRIC: ClassVar[str] = ""
 
     def __init__(self, device_id: str, rng: random.Random, *, path: str, cycle: BatchCycle) -> None:
         super().__init__(device_id, rng, path=path)
@@ -159,7 +169,9 @@ class Bioreactor(BatchUnit):
         # gauge pressure: negative while the vessel is drained during harvest
         MetricDef("Headspace/Pressure", DataType.Int16, "mbar", -50.0, 100.0),
         MetricDef("LastCIP", DataType.DateTime),
+        ALARM,
     )
+    QUALITY_METRIC = "Temperature"
     SPECTRUM = MetricDef("Spectrum", DataType.FloatArray, "counts")
     SPECTRUM_BINS = 16
     SPECTRUM_PERIOD = 30.0  # simulated seconds between two Raman spectra
@@ -187,6 +199,7 @@ class Bioreactor(BatchUnit):
             "Agitation": f32(80.0),
             "Headspace/Pressure": 0,
             "LastCIP": SIM_EPOCH_MS - 3_600_000 * (2 + rng.randrange(20)),
+            "Alarm": False,
         }
         if spectrum:
             self.values["Spectrum"] = self._spectrum()
@@ -236,7 +249,9 @@ class Granulator(BatchUnit):
         MetricDef("SprayRate", DataType.Double, "g/min", 0.0, 200.0),
         MetricDef("Batch/ID", DataType.String),
         MetricDef("Batch/Phase", DataType.String),
+        ALARM,
     )
+    QUALITY_METRIC = "BedTemp"
     #: phase -> (impeller rpm, chopper rpm, bed temperature, spray g/min)
     SETPOINTS: ClassVar[dict[str, tuple[float, float, float, float]]] = {
         "dry_mix": (200.0, 0.0, 22.0, 0.0),
@@ -255,6 +270,7 @@ class Granulator(BatchUnit):
             "SprayRate": 0.0,
             "Batch/ID": cycle.batch_id,
             "Batch/Phase": "" if cycle.idle else cycle.phase,
+            "Alarm": False,
         }
 
     def update_values(self, dt: float) -> None:
@@ -288,7 +304,9 @@ class TabletPress(BatchUnit):
         MetricDef("CompressionForce", DataType.Double, "kN", 8.0, 14.0),
         MetricDef("TurretSpeed", DataType.Float, "rpm", 0.0, 80.0),
         MetricDef("Running", DataType.Boolean),
+        ALARM,
     )
+    QUALITY_METRIC = "TurretSpeed"
     STATIONS = 36
     REJECT_RATE = 0.002
     TURRET: ClassVar[dict[str, float]] = {"setup": 10.0, "compression": 45.0, "cleaning": 0.0, "idle": 0.0}
@@ -302,6 +320,7 @@ class TabletPress(BatchUnit):
             "CompressionForce": 0.0,
             "TurretSpeed": f32(0.0),
             "Running": False,
+            "Alarm": False,
         }
 
     def update_values(self, dt: float) -> None:

@@ -37,7 +37,8 @@ from uns.mqtt.client import FastClient
 from uns.mqtt.settings import BrokerSettings
 from uns.sim.batch import ContextEvent
 from uns.sim.edge import EdgeNode, broker_settings
-from uns.sim.inject import BatchFault, Injector
+from uns.sim.inject import UNIT_KINDS, BatchFault, Injector
+from uns.sim.mes import MES_KINDS, Mes, RecordEvent
 from uns.sim.plant import PILOT_GROUP, Plant, UnitModel, bench_plant, pilot_plant
 from uns.sim.sentlog import SentLog, SentSample
 
@@ -118,6 +119,7 @@ class SimReport:
     births: int
     deaths: int
     context_events: int
+    records: int  # batch records published (uns.sim.mes)
     rebirths_answered: int
     historical_messages: int
     dropped_messages: int
@@ -126,6 +128,7 @@ class SimReport:
     elapsed: float
     samples: tuple[SentSample, ...] = ()  # only with keep_samples
     contexts: tuple[ContextEvent, ...] = ()
+    record_events: tuple[RecordEvent, ...] = ()  # only with keep_samples
 
     @property
     def data_rate(self) -> float:
@@ -148,7 +151,8 @@ def build_plant(config: SimConfig) -> Plant:
 
 
 class ContextPublisher:
-    """The MES of the simulation: publishes context events (QoS 1), optionally late.
+    """The MES of the simulation: publishes context events and batch records (QoS 1),
+    optionally late.
 
     An event that cannot be published (broker away) waits and goes out after
     the client has reconnected (at most one attempt a second); on exit, events
@@ -165,7 +169,7 @@ class ContextPublisher:
         self.client_id = client_id
         self.refused: BrokerRefused | None = None
         self._client = FastClient(broker, identifier=client_id)
-        self._pending: list[tuple[float, int, ContextEvent]] = []  # (due, order, event) heap
+        self._pending: list[tuple[float, int, ContextEvent | RecordEvent]] = []  # (due, order, event) heap
         self._order = itertools.count()
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_attempt = 0.0
@@ -186,8 +190,8 @@ class ContextPublisher:
             await self.publish_due()
         await self._client.disconnect()
 
-    def submit(self, event: ContextEvent) -> None:
-        """Take an event (called synchronously by the edge nodes)."""
+    def submit(self, event: ContextEvent | RecordEvent) -> None:
+        """Take an event or a batch record (called synchronously by the edge nodes)."""
         if self.delay > 0 or self._down:
             self._push(time.monotonic() + self.delay, event)
         else:
@@ -196,16 +200,28 @@ class ContextPublisher:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    def _push(self, due: float, event: ContextEvent) -> None:
+    def submit_record(self, record: RecordEvent) -> None:
+        """Take a batch record (uns.sim.mes), published like a context event."""
+        self.submit(record)
+
+    def submit_later(self, event: ContextEvent, seconds: float) -> None:
+        """Take an event to publish ``seconds`` from now (its ``ts`` is then)."""
+        self._push(time.monotonic() + seconds + self.delay, event)
+
+    def _push(self, due: float, event: ContextEvent | RecordEvent) -> None:
         heapq.heappush(self._pending, (due, next(self._order), event))
 
-    async def _publish(self, event: ContextEvent) -> None:
+    async def _publish(self, event: ContextEvent | RecordEvent) -> None:
+        channel = "_records" if isinstance(event, RecordEvent) else "_context"
         try:
-            await self._client.publish(f"{self.prefix}/_context/{event.path}", event.to_json(), qos=1)
+            await self._client.publish(f"{self.prefix}/{channel}/{event.path}", event.to_json(), qos=1)
         except BrokerError:
             self._push(time.monotonic(), event)
             return
-        self.log.add_context(event)
+        if isinstance(event, RecordEvent):
+            self.log.add_record(event)
+        else:
+            self.log.add_context(event)
 
     async def publish_due(self) -> None:
         """Publish the events that are due; reconnect first (at most once a second) if needed."""
@@ -234,8 +250,11 @@ class _Runner:
     def __init__(self, config: SimConfig, plant: Plant, log: SentLog, context: ContextPublisher) -> None:
         self.config = config
         self.log = log
-        self.injector = Injector(config.faults)
+        self.injector = Injector(tuple(f for f in config.faults if f.kind in UNIT_KINDS))
         self.injector.attach(plant)
+        mes_faults = [(f.kind, f.batch_id) for f in config.faults if f.kind in MES_KINDS]
+        self.mes = Mes(mes_faults, phase_seconds=config.context_interval)
+        self.mes.attach(plant)
         self.units: list[tuple[EdgeNode, UnitModel]] = []
         unit_count = sum(len(n.units()) for n in plant.nodes)
         step_seconds = unit_count / config.rate  # simulated time runs at wall-clock speed
@@ -249,7 +268,7 @@ class _Runner:
                 primary_host_id=config.primary_host_id,
                 bd_seq=config.bd_seq,
                 sent_log=log,
-                on_context=self.injector.observe(context.submit),
+                on_context=self.injector.observe(self.mes.observe(context)),
                 client_id=f"{config.client_id_prefix}-{plant.group_id}-{model.node_id}",
             )
             for model in plant.nodes
@@ -327,6 +346,7 @@ def _report(log: SentLog, runner: _Runner, elapsed: float, *, final: bool) -> Si
         births=c.births,
         deaths=c.deaths,
         context_events=c.context_events,
+        records=c.records,
         rebirths_answered=c.rebirths_answered,
         historical_messages=c.historical_messages,
         dropped_messages=c.dropped_messages,
@@ -335,6 +355,7 @@ def _report(log: SentLog, runner: _Runner, elapsed: float, *, final: bool) -> Si
         elapsed=elapsed,
         samples=tuple(log.samples) if final else (),
         contexts=tuple(log.contexts) if final else (),
+        record_events=tuple(log.records) if final else (),
     )
 
 

@@ -14,12 +14,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, TYPE_CHECKING, Any, Self
 
 from uns.core.values import json_value
 from uns.sim.batch import ContextEvent
 from uns.sparkplug.datatypes import DataType
 from uns.sparkplug.payload import MetricValue
+
+if TYPE_CHECKING:
+    from uns.sim.mes import RecordEvent
 
 __all__ = ["SentCounts", "SentLog", "SentSample"]
 
@@ -70,6 +73,7 @@ class SentCounts:
     deaths: int = 0  # NDEATH published by the node itself + DDEATH
     rebirths_answered: int = 0
     context_events: int = 0
+    records: int = 0  # batch records (uns.sim.mes)
     historical_messages: int = 0  # store-and-forward DATA sent after the host came back
     dropped_messages: int = 0  # DATA lost because the store-and-forward buffer was full
     faults: int = 0
@@ -83,6 +87,7 @@ class SentLog:
         self.keep_samples = keep_samples
         self.samples: list[SentSample] = []
         self.contexts: list[ContextEvent] = []
+        self.records: list[RecordEvent] = []
         self._file: IO[str] | None = Path(path).open("w", encoding="utf-8") if path is not None else None  # noqa: SIM115 - closed in close()
 
     @property
@@ -99,11 +104,19 @@ class SentLog:
 
     def add_context(self, event: ContextEvent) -> None:
         self.counts.context_events += 1
+        self._keep(self.contexts, "context", event)
+
+    def add_record(self, event: RecordEvent) -> None:
+        self.counts.records += 1
+        self._keep(self.records, "record", event)
+
+    def _keep(self, into: list[Any], label: str, event: ContextEvent | RecordEvent) -> None:
+        """Keep a context event or record (``keep_samples``) and log it (``path``)."""
         if self.keep_samples:
-            self.contexts.append(event)
+            into.append(event)
         if self._file is not None:
-            record = {"context": event.path, **json.loads(event.to_json())}
-            self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+            line = {label: event.path, **json.loads(event.to_json())}
+            self._file.write(json.dumps(line, separators=(",", ":")) + "\n")
 
     def close(self) -> None:
         if self._file is not None:

@@ -274,7 +274,7 @@ async def _signed_context(op: Operation, signed: Path) -> None:
         intruder = load_private_key(op.work / "keys" / f"{INTRUDER}.key")
         start = op.sim.contexts[0].ts if op.sim and op.sim.contexts else 0
         path = UNIT
-        base = {"ts": start + 1, "source": "uns-validate", "user": "oq"}
+        base = {"ts": start + 1, "source": "uns-validate", "user": "oq", "reason": "uns validate OQ-12"}
         events = {
             "signed": sign_event(
                 key, name, path, {**base, "id": f"oq-{op.tag}-signed", "set": {"operator": "oq"}}

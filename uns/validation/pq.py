@@ -169,9 +169,9 @@ def _spec_covers(plant: _Plant) -> Check:
 def _audit(plant: _Plant) -> Check:
     from uns.audit.trail import verify_lines  # noqa: PLC0415
 
-    code, lines = verify_lines(plant.lake, plant.config.audit.trusted_keys)
-    anchors = getattr(plant.config.audit, "anchor", None)
-    said = "; anchors: audit.anchor is not configured" if not anchors else ""
+    audit = plant.config.audit
+    code, lines = verify_lines(plant.lake, audit.trusted_keys, audit=audit)
+    said = "" if audit.anchor else "; anchors: audit.anchor is not configured"
     what = f"exit {code}: " + "; ".join(lines[:10]) + said
     return Check("PQ-03", what, {"verify": seen(code == 0, what)}, {"findings": lines if code else []})
 

@@ -110,10 +110,10 @@ def _batch_rows(
 def _verify(lake_dir: str, config: Config) -> dict[str, Any]:
     from uns.audit.trail import verify_lines  # noqa: PLC0415
 
-    code, lines = verify_lines(lake_dir, config.audit.trusted_keys)
-    anchor = getattr(config.audit, "anchor", None)
+    code, lines = verify_lines(lake_dir, config.audit.trusted_keys, audit=config.audit)
+    anchor = config.audit.anchor
     anchors = (
-        {"configured": True, "location": str(anchor)}
+        {"configured": True, "location": str(anchor), "checked": code == 0}
         if anchor
         else {
             "configured": False,
