@@ -284,7 +284,12 @@ def batch_columns(batch: Batch) -> TableColumns:
     pending = PendingRows()
     pending.add(
         Batch(
-            batch.all_samples(), batch.sessions, batch.catalog, batch.rejected, batch.context, records=batch.records
+            batch.all_samples(),
+            batch.sessions,
+            batch.catalog,
+            batch.rejected,
+            batch.context,
+            records=batch.records,
         )
     )
     return pending.take()
