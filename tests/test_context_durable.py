@@ -22,13 +22,14 @@ from typing import Any
 import pytest
 
 from tests.engine_helpers import CollectingSink, connected, engine_config, on_memory, running_engine, wait_for
+from tests.lake_helpers import query
 from uns.config import Config
 from uns.core.events import Batch, ContextChange
 from uns.engine import daemon as uns_daemon
 from uns.engine.host import Engine
 from uns.engine.memory import MemoryBroker
 from uns.errors import BrokerRefused, EngineError, LakeError
-from uns.lake import LakeSink, connect
+from uns.lake import LakeSink
 from uns.mqtt.client import FastClient
 from uns.mqtt.mosquitto import Mosquitto, free_port
 from uns.mqtt.settings import BrokerSettings
@@ -293,11 +294,7 @@ async def test_lake_durable_writes_and_fsyncs_what_was_added(tmp_path: Path) -> 
 
 
 def context_rows(lake_dir: Path) -> dict[str, int]:
-    con = connect(lake_dir)
-    try:
-        rows = con.execute("SELECT value, count(*) FROM context WHERE key = 'batch_id' GROUP BY 1").fetchall()
-    finally:
-        con.close()
+    rows = query(lake_dir, "SELECT value, count(*) FROM context WHERE key = 'batch_id' GROUP BY 1")
     return {str(v): int(n) for v, n in rows}
 
 

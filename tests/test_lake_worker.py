@@ -18,6 +18,7 @@ import psutil  # type: ignore[import-untyped]
 import pytest
 
 from tests.lake_crash_child import SAMPLES_PER_BATCH, deterministic_batch
+from tests.lake_helpers import query
 from tests.test_lake_sink import wait_for
 from uns.config import load_config
 from uns.errors import ConfigError
@@ -29,13 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def lake_rows(lake: Path) -> tuple[int, int]:
-    con = connect(lake)
-    try:
-        row = con.execute("SELECT count(*), count(DISTINCT (ts, metric)) FROM measurements").fetchone()
-    finally:
-        con.close()
-    assert row is not None
-    return int(row[0]), int(row[1])
+    ((total, distinct),) = query(lake, "SELECT count(*), count(DISTINCT (ts, metric)) FROM measurements")
+    return int(total), int(distinct)
 
 
 async def test_commits_run_in_a_worker_process(tmp_path: Path) -> None:

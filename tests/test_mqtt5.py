@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from tests.aio_helpers import serving
 from uns.errors import BrokerError, BrokerRefused
 from uns.mqtt.client import FastClient
 from uns.mqtt.mosquitto import Mosquitto, free_port, password_file
@@ -299,7 +300,6 @@ async def scripted(*answers: bytes) -> AsyncIterator[int]:
     """An MQTT 5 server that answers each packet it reads with the next of ``answers`` (what
     mosquitto 2.0.11 never sends: its ACLs filter deliveries instead of refusing a
     SUBSCRIBE, and it drops a taken-over session without a DISCONNECT); yields its port."""
-    tasks: set[asyncio.Task[None]] = set()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         frames = FrameReader()
@@ -314,20 +314,8 @@ async def scripted(*answers: bytes) -> AsyncIterator[int]:
         finally:
             writer.close()
 
-    def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.create_task(handle(reader, writer))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    server = await asyncio.start_server(accept, "127.0.0.1", 0)
-    try:
-        yield int(server.sockets[0].getsockname()[1])
-    finally:
-        server.close()
-        for task in list(tasks):
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await server.wait_closed()
+    async with serving(handle) as port:
+        yield port
 
 
 CONNACK_OK = b"\x20\x03\x00\x00\x00"

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.aio_helpers import serving
 from tests.test_tls import _make_pki
 from uns.errors import BrokerClosedEarly, BrokerError, BrokerRefused
 from uns.mqtt.client import FastClient
@@ -37,7 +38,6 @@ ROOT = Path(__file__).resolve().parent.parent
 async def answering(answer: bytes | None, *, close: bool = False) -> AsyncIterator[int]:
     """A TCP server that reads the CONNECT and replies ``answer`` (None: nothing), then
     closes at once (``close``) or keeps the connection open; yields its port."""
-    handlers: set[asyncio.Task[None]] = set()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -50,20 +50,8 @@ async def answering(answer: bytes | None, *, close: bool = False) -> AsyncIterat
         finally:
             writer.close()
 
-    def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.create_task(handle(reader, writer))
-        handlers.add(task)
-        task.add_done_callback(handlers.discard)
-
-    server = await asyncio.start_server(accept, "127.0.0.1", 0)
-    try:
-        yield int(server.sockets[0].getsockname()[1])
-    finally:
-        server.close()
-        for task in list(handlers):
-            task.cancel()
-        await asyncio.gather(*handlers, return_exceptions=True)
-        await server.wait_closed()
+    async with serving(handle) as port:
+        yield port
 
 
 async def _connect(settings: BrokerSettings, **kw: object) -> BaseException:

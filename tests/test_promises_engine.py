@@ -26,6 +26,7 @@ import aiomqtt
 import pytest
 
 import uns.logs
+from tests.aio_helpers import running
 from tests.edge import RawEdge
 from tests.engine_helpers import CollectingSink, connected, engine_config, on_memory, running_engine, wait_for
 from tests.lake_helpers import break_table, query, repair_table
@@ -57,13 +58,8 @@ async def collected(broker: Mosquitto, *filters: str) -> AsyncIterator[list[tupl
             async for msg in client.messages:
                 got.append((msg.topic.value, bytes(msg.payload), msg.retain))  # type: ignore[arg-type]
 
-        task = asyncio.create_task(collect())
-        try:
+        async with running(collect()):
             yield got
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 def docs_of(messages: list[tuple[str, bytes, bool]]) -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Final
 
 from uns.errors import ReviewRefused, UserError
@@ -79,15 +79,7 @@ class Disposition:
     ts_us: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "exception_id": self.exception_id,
-            "decision": self.decision,
-            "comment": self.comment,
-            "deviation_ref": self.deviation_ref,
-            "user": self.user,
-            "full_name": self.full_name,
-            "ts_us": self.ts_us,
-        }
+        return asdict(self)  # every field, in order (the report's dispositions)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,16 +20,19 @@ batch_app = typer.Typer(
 SpecOpt = Annotated[
     str | None, typer.Option("--spec", help="spec file with limits (default: batch.spec of the config)")
 ]
+#: the filters ``batch list`` and ``batch trend`` share
+SinceOpt = Annotated[
+    str | None, typer.Option("--since", help="only batches started at or after this ISO 8601 time")
+]
+ProductOpt = Annotated[str | None, typer.Option("--product", help="only batches of this product")]
 BatchArg = Annotated[str, typer.Argument(metavar="BATCH", help="batch id, e.g. B2026-0001")]
 
 
 @batch_app.command("list")
 def batch_list(
     lake: LakeOpt = None,
-    since: Annotated[
-        str | None, typer.Option("--since", help="only batches started at or after this ISO 8601 time")
-    ] = None,
-    product: Annotated[str | None, typer.Option("--product", help="only batches of this product")] = None,
+    since: SinceOpt = None,
+    product: ProductOpt = None,
     open_only: Annotated[bool, typer.Option("--open", help="only batches still running")] = False,
     fmt: FormatOpt = "table",
 ) -> None:
@@ -112,7 +115,7 @@ def batch_trend(
     metric: Annotated[str, typer.Argument(metavar="METRIC", help="the metric's name in the lake")],
     lake: LakeOpt = None,
     spec: SpecOpt = None,
-    product: Annotated[str | None, typer.Option("--product", help="only batches of this product")] = None,
+    product: ProductOpt = None,
     recipe: Annotated[str | None, typer.Option("--recipe", help="only batches of this recipe")] = None,
     phase: Annotated[
         str | None, typer.Option("--phase", help="the statistic over this phase (default: the whole batch)")
@@ -120,9 +123,7 @@ def batch_trend(
     path: Annotated[
         str | None, typer.Option("--path", help="only the metric on paths matching this glob (* crosses /)")
     ] = None,
-    since: Annotated[
-        str | None, typer.Option("--since", help="only batches started at or after this ISO 8601 time")
-    ] = None,
+    since: SinceOpt = None,
     until: Annotated[
         str | None, typer.Option("--until", help="only batches started before this ISO 8601 time")
     ] = None,

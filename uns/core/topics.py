@@ -13,6 +13,7 @@ normalized event needs one.
 from __future__ import annotations
 
 import re
+from typing import TypeVar
 
 from uns.errors import ConfigError
 
@@ -36,6 +37,7 @@ _ESCAPED = re.compile(r"%(25|2B|23|00)")
 _NEEDS_ESCAPE = re.compile(r"[%+#\x00]|^/|/$|//|^$")
 #: topic caches are bounded: metric names come from the plant floor
 TOPIC_CACHE_MAX = 200_000
+_K = TypeVar("_K")
 
 
 def sanitize_level(level: str) -> str:
@@ -97,17 +99,23 @@ class TopicNames:
         """``<prefix>/<path>/<metric>``, sanitized (cached per (path, metric))."""
         key = (path, metric)
         topic = self._topics.get(key)
-        if topic is None:
-            if len(self._topics) >= TOPIC_CACHE_MAX:
-                self._topics.clear()
-            topic = self._topics[key] = f"{self.prefix}/{sanitize_name(path)}/{sanitize_name(metric)}"
+        if topic is None:  # the hit path stays inline: it runs once per sample
+            name = f"{self.prefix}/{sanitize_name(path)}/{sanitize_name(metric)}"
+            topic = _remember(self._topics, key, name)
         return topic
 
     def device_topic(self, path: str) -> str:
         """``<prefix>/<path>``, sanitized: the topic of device-mode events."""
         topic = self._device_topics.get(path)
         if topic is None:
-            if len(self._device_topics) >= TOPIC_CACHE_MAX:
-                self._device_topics.clear()
-            topic = self._device_topics[path] = f"{self.prefix}/{sanitize_name(path)}"
+            topic = _remember(self._device_topics, path, f"{self.prefix}/{sanitize_name(path)}")
         return topic
+
+
+def _remember(cache: dict[_K, str], key: _K, topic: str) -> str:
+    """Keep ``topic`` under ``key``; a full cache is emptied first, so memory stays bounded
+    however many distinct names pass."""
+    if len(cache) >= TOPIC_CACHE_MAX:
+        cache.clear()
+    cache[key] = topic
+    return topic

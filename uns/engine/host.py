@@ -69,7 +69,7 @@ from uns.core.model import PlantModel
 from uns.engine.context_intake import ContextIntake
 from uns.engine.dispatch import Decision, Dispatcher
 from uns.engine.keys import signing_key, trusted_keys
-from uns.engine.links import BrokerLink, cancel_all
+from uns.engine.links import BrokerLink, cancel_all, mark_connected
 from uns.engine.slicing import SLICED_BYTES, SlicedIntake
 from uns.engine.status import Counters
 from uns.engine.transport import Message, Publish, Transport, TransportFactory
@@ -157,10 +157,7 @@ class Engine(SlicedIntake):
 
     def _set_client(self, client: Transport | None) -> None:
         self._client = client
-        if client is None:
-            self.connected.clear()
-        else:
-            self.connected.set()
+        mark_connected(self.connected, client)
 
     def process(self, topic: str, payload: bytes, received_at: int) -> Decision:
         """Decide what one received message means: (batch, rebirth requests, publishes).

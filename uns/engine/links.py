@@ -52,7 +52,7 @@ from uns.mqtt.settings import Backoff, BrokerSettings
 from uns.sparkplug.session import SessionManager
 from uns.sparkplug.state import format_state
 
-__all__ = ["CLOSED_EARLY_ATTEMPTS", "BrokerLink", "LinkHost", "cancel_all"]
+__all__ = ["CLOSED_EARLY_ATTEMPTS", "BrokerLink", "LinkHost", "cancel_all", "mark_connected"]
 
 log = logging.getLogger("uns.engine")
 
@@ -126,10 +126,7 @@ class BrokerLink:
 
     def _set_client(self, client: Transport | None) -> None:
         self.client = client
-        if client is None:
-            self.connected.clear()
-        else:
-            self.connected.set()
+        mark_connected(self.connected, client)
         if self.index == 0:
             self.engine._set_client(client)
 
@@ -306,3 +303,11 @@ async def cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
     for task in tasks:  # retrieve results so nothing is logged as never retrieved
         if not task.cancelled():
             task.exception()
+
+
+def mark_connected(connected: asyncio.Event, client: Transport | None) -> None:
+    """Keep ``connected`` in step with a link's (or the engine's) client: set while there is one."""
+    if client is None:
+        connected.clear()
+    else:
+        connected.set()

@@ -282,16 +282,8 @@ class PendingRows:
 def batch_columns(batch: Batch) -> TableColumns:
     """One batch as columns (what one WAL record of just this batch holds)."""
     pending = PendingRows()
-    pending.add(
-        Batch(
-            batch.all_samples(),
-            batch.sessions,
-            batch.catalog,
-            batch.rejected,
-            batch.context,
-            records=batch.records,
-        )
-    )
+    b = batch
+    pending.add(Batch(b.all_samples(), b.sessions, b.catalog, b.rejected, b.context, records=b.records))
     return pending.take()
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import heapq
 import itertools
 import time
@@ -338,19 +339,9 @@ class _Runner:
 
 
 def _report(log: SentLog, runner: _Runner, elapsed: float, *, final: bool) -> SimReport:
-    c = log.counts
+    # SimReport carries every SentCounts total under the same name
     return SimReport(
-        messages=c.messages,
-        data_messages=c.data_messages,
-        metrics=c.metrics,
-        births=c.births,
-        deaths=c.deaths,
-        context_events=c.context_events,
-        records=c.records,
-        rebirths_answered=c.rebirths_answered,
-        historical_messages=c.historical_messages,
-        dropped_messages=c.dropped_messages,
-        faults=c.faults,
+        **dataclasses.asdict(log.counts),
         reconnects=runner.reconnects,
         elapsed=elapsed,
         samples=tuple(log.samples) if final else (),

@@ -15,7 +15,7 @@ import time
 import tomllib
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import Any, Final
 
@@ -44,7 +44,7 @@ class Step:
     expected: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "action": self.action, "expected": self.expected}
+        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,13 +67,7 @@ class Requirement:
         return tuple(s for s in self.steps if s.expected is not None)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "text": self.text,
-            "regulation": self.regulation,
-            "acceptance": self.acceptance,
-            "steps": [s.to_dict() for s in self.steps],
-        }
+        return {**asdict(self), "steps": [s.to_dict() for s in self.steps]}  # a JSON list, not a tuple
 
 
 def parse_requirements(text: str) -> dict[str, Requirement]:

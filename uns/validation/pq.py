@@ -19,9 +19,9 @@ The named batches are the PQ batches (``--batch``; without it the newest closed 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from uns import lake
 from uns.validation.checks import Check, run_check, seen
@@ -38,7 +38,17 @@ __all__ = ["NUMERIC", "pq_checks"]
 NUMERIC: Final = frozenset(
     {"Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64", "Float", "Double"}
 )
+_T = TypeVar("_T")
 _LISTED: Final = 30  # uncovered metrics named in a step's actual result (all are in the evidence)
+
+
+def _configured(file: str | None, key: str, what: str, load: Callable[[str], _T]) -> _T:
+    """``load(file)``, the file the configuration names under ``key``; an error if it names none."""
+    from uns.errors import UnsError  # noqa: PLC0415
+
+    if not file:
+        raise UnsError(f"{key} is not set: the configuration names no {what}")
+    return load(file)
 
 
 class _Plant:
@@ -52,22 +62,16 @@ class _Plant:
 
     def model(self) -> PlantModel:
         from uns.engine.plant import load_model  # noqa: PLC0415
-        from uns.errors import UnsError  # noqa: PLC0415
 
         if self._model is None:
-            if not self.config.engine.model:
-                raise UnsError("engine.model is not set: the configuration names no plant model")
-            self._model = load_model(self.config.engine.model)
+            self._model = _configured(self.config.engine.model, "engine.model", "plant model", load_model)
         return self._model
 
     def spec(self) -> Spec:
         from uns.batch.api import load_spec  # noqa: PLC0415
-        from uns.errors import UnsError  # noqa: PLC0415
 
         if self._spec is None:
-            if not self.config.batch.spec:
-                raise UnsError("batch.spec is not set: the configuration names no spec")
-            self._spec = load_spec(self.config.batch.spec)
+            self._spec = _configured(self.config.batch.spec, "batch.spec", "spec", load_spec)
         return self._spec
 
     def catalog(self) -> list[tuple[str, str, str, str, str]]:
