@@ -8,12 +8,14 @@ Usage::
 Each path runs in its own process (``UNS_NATIVE=1`` / ``0``: the decoder is chosen at
 import).  What is timed, with ``time.process_time`` (every thread of the process):
 
-* **engine**: what the engine's process does per message after the MQTT client parsed
-  it -- ``Engine.process`` (decode, sessions, enrichment; with the native decoder runs of
-  ordinary DATA in one call, ``Dispatcher.process_many``) and the lake sink's per-loop
-  work (``PendingRows``, the WAL record: marshal and, for sample blocks, Arrow IPC) and
-  the record's ``write`` to a segment file; 100 messages per WAL record (one loop
-  iteration);
+* **engine**: what the engine's process does per message from the socket's bytes on --
+  the MQTT client's reader (``PacketReader.feed``: PUBLISH packets of one socket read,
+  the C run unless ``UNS_NATIVE=0``), ``Engine.process`` (decode, sessions, enrichment;
+  with the native decoder runs of ordinary DATA in one call, ``Dispatcher.process_many``)
+  and the lake sink's per-loop work (``PendingRows``, the WAL record: marshal and, for
+  sample blocks, the packed columns) and the record's ``write`` to a segment file;
+  ``--record-messages`` messages per socket read and WAL record (one loop iteration),
+  segments sealed at ``lake.commit_rows`` rows as the engine seals them;
 * **arrow**: the commit worker's reading of those segments and building of the Arrow
   tables (no Parquet);
 * **commit**: the worker's whole commit of every segment (read, Arrow, Parquet, Delta
@@ -21,8 +23,9 @@ import).  What is timed, with ``time.process_time`` (every thread of the process
 
 Loads: ``harness`` is the benchmark plant (10 nodes x 10 devices, 10 Double metrics per
 DDATA, aliases); ``small`` is one device sending DDATA of 1, 2 or 3 metrics (Int32,
-Double, Boolean), where the per-message cost dominates.  The MQTT receive path is not
-included (``benchmarks/bench_fastmqtt.py`` measures it).  For instruction counts under
+Double, Boolean), where the per-message cost dominates.  The socket's ``recv`` itself and
+the event loop are not included (``benchmarks/bench_fastmqtt.py`` measures the whole
+receive path against a broker).  For instruction counts under
 load run one child under ``valgrind --tool=callgrind`` with ``--phase engine`` (or
 ``arrow``) at two message counts and take the difference, less that of ``--phase gen``
 (making the payloads).
@@ -86,15 +89,23 @@ def harness_load(count: int, ts: int) -> tuple[list[tuple[str, bytes]], list[tup
 def child(args: argparse.Namespace) -> dict[str, Any]:
     from uns.config import load_config  # noqa: PLC0415 - after UNS_NATIVE is set
     from uns.engine.daemon import build_engine  # noqa: PLC0415
-    from uns.lake.blocks import encode_blocks  # noqa: PLC0415
+    from uns.lake.blocks import SeriesRegistry, encode_blocks  # noqa: PLC0415
     from uns.lake.tables import PendingRows  # noqa: PLC0415
     from uns.lake.wal import encode_columns, open_segment  # noqa: PLC0415
+    from uns.mqtt.wire.packets import encode_publish  # noqa: PLC0415
+    from uns.mqtt.wire.readers import PacketReader  # noqa: PLC0415
     from uns.sparkplug import native  # noqa: PLC0415
 
     ts = 1_765_000_000_000
     born, messages = (small_load if args.load == "small" else harness_load)(args.messages, ts)
     if args.phase == "gen":  # the payloads alone: what to subtract from an instruction count
         return {"load": args.load, "messages": len(messages)}
+    per = args.record_messages
+    # one socket read's bytes: the messages' PUBLISH packets (QoS 0, as Sparkplug sends DATA)
+    reads = [
+        b"".join(encode_publish(t, p, 0) for t, p in messages[i : i + per])
+        for i in range(0, len(messages), per)
+    ]
     with tempfile.TemporaryDirectory(prefix="uns-bench-native-") as tmp:
         lake, wal = Path(tmp) / "lake", Path(tmp) / "wal"
         wal.mkdir()
@@ -110,14 +121,15 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         pending = PendingRows()
         segments: list[tuple[int, Path]] = []
         seg = None
+        series = SeriesRegistry()
         metrics = 0
         dispatch = engine.dispatch
-        chunks = [
-            [(t, p, 0, False) for t, p in messages[i : i + RECORD_MESSAGES]]
-            for i in range(0, len(messages), RECORD_MESSAGES)
-        ]
+        chunk: list[Any] = []
+        reader = PacketReader(chunk)  # the client's reader: C runs of PUBLISH unless UNS_NATIVE=0
+        commit_rows = engine.config.lake.commit_rows  # a segment is sealed (committed) at this many rows
         start = time.process_time()
-        for chunk in chunks:  # one socket read, one event-loop iteration, one WAL record
+        for data in reads:  # one socket read, one event-loop iteration, one WAL record
+            reader.feed(data)
             position = 0
             while position < len(chunk):  # as Engine._handle_lane (or _handle_messages)
                 after, lane = dispatch.process_many(chunk, position, ts)
@@ -129,13 +141,18 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
                 batch, _rebirths, _publishes = process(chunk[position][0], chunk[position][1], ts)
                 metrics += pending.add(batch)
                 position += 1
+            chunk.clear()
             blocks = pending.take_blocks()
-            record, _cols = encode_columns(pending.take(), encode_blocks(blocks))
+            rows = pending.rows
             if seg is None:
                 seg = open_segment(wal, len(segments))
                 segments.append((seg.number, seg.path))
-            seg.append(record, 0)
-            if seg.size >= 8 << 20:
+                series = SeriesRegistry()
+            encoded, defined = encode_blocks(blocks, series)
+            record, _cols = encode_columns(pending.take(), encoded)
+            seg.append(record, rows)
+            series.keep(defined)
+            if seg.rows >= commit_rows:
                 seg.close()
                 seg = None
         engine_s = time.process_time() - start
@@ -149,8 +166,9 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
             "engine_us_per_message": engine_s / len(messages) * 1e6,
         }  # fmt: skip
         if args.phase in ("arrow", "all"):
+            from uns.lake.block_arrow import block_measurements  # noqa: PLC0415
             from uns.lake.tables import TABLES  # noqa: PLC0415
-            from uns.lake.to_arrow import arrow_table_of_parts, block_measurements  # noqa: PLC0415
+            from uns.lake.to_arrow import arrow_table_of_parts  # noqa: PLC0415
             from uns.lake.wal import read_segment  # noqa: PLC0415
 
             start = time.process_time()
@@ -185,6 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load", choices=("harness", "small", "both"), default="both")
     parser.add_argument("--phase", choices=("gen", "engine", "arrow", "all"), default="all")
     parser.add_argument("--child", action="store_true", help="run one path in this process")
+    parser.add_argument(
+        "--record-messages",
+        type=int,
+        default=RECORD_MESSAGES,
+        help="messages per WAL record (per socket read)",
+    )
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(args)))
@@ -195,18 +219,20 @@ def main(argv: list[str] | None = None) -> int:
         for flag in ("1", "0"):
             argv_child = [sys.executable, "-m", "benchmarks.bench_native", "--child", "--load", load]
             argv_child += ["--messages", str(args.messages), "--phase", args.phase]
+            argv_child += ["--record-messages", str(args.record_messages)]
             out = subprocess.run(
                 argv_child, env={**os.environ, "UNS_NATIVE": flag}, capture_output=True, text=True, check=True
             )
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     print(f"{'load':8} {'decoder':8} {'metrics':>8} {'engine us/metric':>17} {'worker us/metric':>17} "
-          f"{'total us/metric':>16} {'total us/msg':>13}")  # fmt: skip
+          f"{'total us/metric':>16} {'total us/msg':>13} {'WAL B/metric':>13}")  # fmt: skip
     for r in rows:
         with contextlib.suppress(KeyError):
             print(
                 f"{r['load']:8} {'native' if r['native'] else 'python':8} {r['metrics']:>8} "
                 f"{r['engine_us_per_metric']:>17.2f} {r['commit_us_per_metric']:>17.2f} "
-                f"{r['total_us_per_metric']:>16.2f} {r['total_us_per_message']:>13.1f}"
+                f"{r['total_us_per_metric']:>16.2f} {r['total_us_per_message']:>13.1f} "
+                f"{r['wal_bytes_per_metric']:>13.1f}"
             )
     for load in loads:
         by = {r["native"]: r for r in rows if r["load"] == load and "total_us_per_metric" in r}

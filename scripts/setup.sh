@@ -87,7 +87,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=".venv/.uns-installed${extras}"
 # the C sources too: an editable install builds the extension once, so a changed source re-installs
-want=$(cat pyproject.toml uns/sparkplug/_speedups.c uns/sparkplug/spdata.h | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml uns/sparkplug/_speedups.c uns/sparkplug/_blocks.c uns/sparkplug/spdata.h uns/sparkplug/spblock.h uns/mqtt/wire/_fastwire.c uns/mqtt/wire/mqttrun.h | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     say "installing uns${extras} and its dependencies into .venv (first run takes a minute)"
     .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true

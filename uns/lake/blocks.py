@@ -1,37 +1,68 @@
-"""Sample blocks (the native decoder's rows) in the write-ahead log, as Arrow IPC.
+"""Sample blocks (the native decoder's rows) in the write-ahead log, as packed columns.
 
-The engine's lake sink writes the blocks accepted in one event-loop iteration as
-three Arrow record batches, each an IPC stream framed by its length::
+The engine's lake sink writes the blocks accepted in one event-loop iteration as one
+packed record (``pack_blocks`` in C, ``uns/sparkplug/_blocks.c``; checked by
+``spblock.h``), every number little-endian, every section padded to 8 bytes::
 
-    rows    one per sample: ts, ival, dval (int64, int64, float64: the decoder's columns,
-            taken as Arrow buffers without a copy), datatype, kind (uint8), series (int32)
-    series  one per distinct born metric of the record: metric, unit, alias
-    runs    one per block (message): rows, received_at, seq, bdseq, group_id,
-            edge_node_id, device_id, path, unmapped, context (JSON text)
+    header    b"UNSBLK1\\n", then uint32 rows (n), series (s), runs (m), routes (r),
+              contexts (c), flags (1: series numbered per segment), 16 zero bytes
+    rows      ts int64[n], ival int64[n], dval float64[n], series int32[n],
+              datatype uint8[n], kind uint8[n]            (the decoder's columns)
+    runs      received_at int64[m], seq int64[m], bdseq int64[m], bdseq valid uint8[m],
+              rows int32[m], route int32[m], context int32[m]   (one per message)
+    series    alias uint64[s], alias valid uint8[s], metric text[s], unit text[s]
+    routes    unmapped uint8[r], group_id, edge_node_id, device_id, path text[r]
+    contexts  JSON text[c] (null: no context)
 
-The commit worker reads them back without a copy (:func:`read_blocks`) and
-:func:`uns.lake.to_arrow.block_measurements` builds the rows of the measurements
-table from them with Arrow compute.  pyarrow loads in the engine's process only
-when the first block is written (with ``UNS_NATIVE=0`` it never does).
+where ``text[k]`` is k validity bytes, k+1 int32 offsets and the UTF-8 bytes: Arrow's
+own string layout, so the commit worker joins a segment's records in one C pass
+(``join_blocks``) and wraps the joined columns as Arrow arrays without a copy.  A
+record costs a few microseconds however few messages it holds (an Arrow IPC stream
+per record, as the first version wrote, cost ~100 us to write and ~35 us to read a
+one-message record: more than the Python path's whole record).
+
+A row's series number counts the series of its segment: each record carries only the
+born metrics the segment has not had yet (the sink's :class:`SeriesRegistry`, one per
+segment), so a plant's names and units are written once per segment.  Routes (a
+source's group, node, device, path) and contexts are numbered per record.
+
+Records of the first version (three Arrow IPC streams: rows, series with the record's
+own numbering, runs with each message's texts) still read (:func:`read_ipc_blocks`).
+Without the extension (an install that could not build it) the worker joins packed
+records with :func:`join_python`, the reference the C joiner is tested against.
 """
 
 from __future__ import annotations
 
 import json
 import struct
-from array import array
 from collections.abc import Sequence
 from itertools import chain, repeat
 from typing import TYPE_CHECKING, Any, Final
 
-from uns.core.events import BLOCK_ROW, SampleBlock, SampleRuns
+import numpy as np
+
+from uns.core.events import SampleBlock, SampleRuns
 from uns.sparkplug import native
 
 if TYPE_CHECKING:
-    import pyarrow as pa
+    pass
 
-__all__ = ["block_rows", "encode_blocks", "read_blocks"]
+__all__ = [
+    "MAGIC",
+    "SeriesRegistry",
+    "block_rows",
+    "encode_blocks",
+    "is_packed",
+    "join_blocks",
+    "join_python",
+    "read_ipc_blocks",
+]
 
+MAGIC: Final = b"UNSBLK1\n"
+_HEADER: Final = struct.Struct("<8s6I16x")
+_SEGMENT_SERIES: Final = 1
+_MAX_DATATYPE, _MAX_KIND = 34, 3
 _LEN: Final = struct.Struct("<I")
 
 
@@ -41,122 +72,230 @@ def _context_json(ctx: dict[str, str] | None) -> str | None:
     return json.dumps(dict(sorted(ctx.items())), separators=(",", ":"), ensure_ascii=False)
 
 
-def _columns(rows: bytes) -> tuple[bytes, bytes, bytes, bytes, bytes]:
-    """The rows' fields as packed columns: in C when the native module is there."""
-    if native.columns is not None:
-        return native.columns(rows)  # type: ignore[no-any-return]
-    fields = list(zip(*BLOCK_ROW.iter_unpack(rows), strict=True)) or [(), (), (), (), ()]
-    return (
-        array("q", fields[0]).tobytes(), array("q", fields[1]).tobytes(), array("d", fields[2]).tobytes(),
-        bytes(fields[3]), bytes(fields[4]),
-    )  # fmt: skip
+class SeriesRegistry:
+    """The born metrics a segment's records have defined so far (see the module doc): the
+    sink keeps one per segment.  :func:`encode_blocks` numbers new ones after these and
+    returns them as pending; :meth:`keep` takes them once their record is written (a
+    record that failed to write defined nothing: :meth:`forget`)."""
+
+    __slots__ = ("known", "records")
+
+    def __init__(self) -> None:
+        self.known: dict[int, int] = {}  # id(record) -> series number
+        self.records: list[Any] = []  # keeps each record alive: its id stays its own
+
+    def keep(self, pending: list[Any]) -> None:
+        self.records.extend(pending)
+
+    def forget(self, pending: list[Any]) -> None:
+        for record in pending:
+            self.known.pop(id(record), None)
 
 
-_RUN_FIELDS: Final = (
-    "rows", "received_at", "seq", "bdseq", "group_id", "edge_node_id", "device_id", "path", "unmapped",
-    "context",
-)  # fmt: skip
-
-
-def _run_fields(blocks: Sequence[SampleBlock | SampleRuns]) -> dict[str, list[Any]]:
-    """Per message (run) of the blocks: its fields, as lists by name."""
-    out: dict[str, list[Any]] = {name: [] for name in _RUN_FIELDS}
-    rows, received, seqs, bdseqs, groups, nodes, devices, paths, unmapped, contexts = out.values()
+def _runs(blocks: Sequence[SampleBlock | SampleRuns]) -> tuple[list[Any], list[int], list[Any]]:
+    """Per message of the blocks: (route, seq, bdseq, ts, rows), received_at, context."""
+    runs: list[Any] = []
+    received: list[int] = []
+    contexts: list[Any] = []
     for block in blocks:
-        if isinstance(block, SampleBlock):
-            rows.append(len(block))
-            received.append(block.received_at)
-            seqs.append(block.seq)
-            bdseqs.append(block.bdseq)
-            groups.append(block.group_id)
-            nodes.append(block.edge_node_id)
-            devices.append(block.device_id)
-            paths.append(block.path)
-            unmapped.append(block.unmapped)
-            contexts.append(block.context)
+        if isinstance(block, SampleRuns):
+            runs.extend(block.runs)
+            received.extend(repeat(block.received_at, len(block.runs)))
+            contexts.extend(block.contexts)
             continue
-        # transposed in C (zip), not appended field by field: this runs per message
-        routes, run_seqs, run_bdseqs, _ts, lengths = zip(*block.runs, strict=True)
-        _nodes, run_devices, run_groups, run_edges, _kinds, run_paths, off_model = zip(*routes, strict=True)
-        rows.extend(lengths)
-        received.extend(repeat(block.received_at, len(lengths)))
-        seqs.extend(run_seqs)
-        bdseqs.extend(run_bdseqs)
-        groups.extend(run_groups)
-        nodes.extend(run_edges)
-        devices.extend(run_devices)
-        paths.extend(run_paths)
-        unmapped.extend(off_model)
-        contexts.extend(block.contexts)
-    return out
+        route = (None, block.device_id, block.group_id, block.edge_node_id, None, block.path, block.unmapped)
+        runs.append((route, block.seq, block.bdseq, block.ts, len(block)))
+        received.append(block.received_at)
+        contexts.append(block.context)
+    return runs, received, contexts
 
 
-def _stream(batch: pa.RecordBatch) -> bytes:
-    import pyarrow as pa  # noqa: PLC0415 - loaded on the first block only
-
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, batch.schema) as writer:
-        writer.write_batch(batch)
-    return bytes(sink.getvalue())
-
-
-def encode_blocks(blocks: Sequence[SampleBlock | SampleRuns]) -> bytes:
-    """The IPC bytes of ``blocks`` (see the module doc); b"" for none."""
+def encode_blocks(
+    blocks: Sequence[SampleBlock | SampleRuns], registry: SeriesRegistry | None = None
+) -> tuple[bytes, list[Any]]:
+    """The packed record of ``blocks`` (see the module doc; b"" for none) and the born
+    metrics it defines beyond ``registry`` (to :meth:`SeriesRegistry.keep` once written;
+    without a registry the record numbers its own series from 0).  Blocks exist only
+    where the native decoder made them, so the extension is there."""
     if not blocks:
-        return b""
-    import pyarrow as pa  # noqa: PLC0415 - see the module doc
-
-    n = sum(map(len, blocks))
-    ts, ival, dval, dtype, kind = _columns(b"".join(b.rows for b in blocks))
-    records = list(chain.from_iterable(b.records for b in blocks))
-    ids = list(map(id, records))
-    first = dict(zip(ids, records, strict=True))  # distinct born metrics, in order of appearance
-    position = {ident: i for i, ident in enumerate(first)}
-    series_of_row = array("i", map(position.__getitem__, ids)).tobytes()
-
-    def column(typ: pa.DataType, data: bytes) -> pa.Array:
-        return pa.Array.from_buffers(typ, n, [None, pa.py_buffer(data)])
-
-    rows = pa.RecordBatch.from_arrays(
-        [
-            column(pa.int64(), ts), column(pa.int64(), ival), column(pa.float64(), dval),
-            column(pa.uint8(), dtype), column(pa.uint8(), kind), column(pa.int32(), series_of_row),
-        ],
-        names=["ts", "ival", "dval", "datatype", "kind", "series"],
-    )  # fmt: skip
-    born = list(first.values())
-    series = pa.RecordBatch.from_arrays(
-        [
-            pa.array([r.name for r in born], pa.string()),
-            pa.array([r.unit for r in born], pa.string()),
-            pa.array([r.alias for r in born], pa.uint64()),
-        ],
-        names=["metric", "unit", "alias"],
-    )
-    fields = _run_fields(blocks)
-    contexts: dict[int, str | None] = {}
-    context_json = [
-        contexts[id(ctx)] if id(ctx) in contexts else contexts.setdefault(id(ctx), _context_json(ctx))
-        for ctx in fields.pop("context")
-    ]
-    types = {"rows": pa.int32(), "received_at": pa.int64(), "seq": pa.int64(), "bdseq": pa.int64(),
-             "unmapped": pa.bool_()}  # fmt: skip
-    runs = pa.RecordBatch.from_arrays(
-        [*(pa.array(values, types.get(name, pa.string())) for name, values in fields.items()),
-         pa.array(context_json, pa.string())],
-        names=[*fields, "context"],
-    )  # fmt: skip
-    out = bytearray()
-    for batch in (rows, series, runs):
-        data = _stream(batch)
-        out += _LEN.pack(len(data))
-        out += data
-    return bytes(out)
+        return b"", []
+    born: list[Any] = []
+    known = {} if registry is None else registry.known
+    runs, received, contexts = _runs(blocks)
+    try:
+        packed = native.pack_blocks(
+            b"".join(b.rows for b in blocks), tuple(chain.from_iterable(b.records for b in blocks)),
+            known, born, runs, received, contexts, _context_json, registry is not None,
+        )  # fmt: skip
+    except BaseException:
+        if registry is not None:
+            registry.forget(born)
+        raise
+    return packed, born
 
 
-def read_blocks(data: bytes | memoryview) -> tuple[Any, Any, Any]:
-    """(rows, series, runs) record batches of one record's block bytes, without a copy.
-    Raises ValueError when they are not what :func:`encode_blocks` writes."""
+def is_packed(part: bytes | memoryview) -> bool:
+    return bytes(part[: len(MAGIC)]) == MAGIC
+
+
+def block_rows(parts: Sequence[bytes | memoryview]) -> int:
+    """Samples in the block bytes of some records."""
+    total = 0
+    for part in parts:
+        if is_packed(part):
+            if len(part) < _HEADER.size:
+                raise ValueError("short packed block record")
+            total += _HEADER.unpack_from(part)[1]
+        else:
+            total += read_ipc_blocks(part)[0].num_rows
+    return total
+
+
+#: join_blocks' tuple: (n, m, s, r, c), then these columns, then (validity bytes, int32
+#: offsets, UTF-8 bytes) of each text column
+JOINED_COLUMNS: Final = (
+    "ts", "ival", "dval", "series", "datatype", "kind",
+    "received_at", "seq", "bdseq", "bdseq_valid", "rows", "route", "context",
+    "alias", "alias_valid", "unmapped",
+)  # fmt: skip
+#: the text columns, in order
+JOINED_TEXTS: Final = ("metric", "unit", "group_id", "edge_node_id", "device_id", "path", "context_text")
+
+
+def join_blocks(parts: Sequence[bytes | memoryview]) -> tuple[Any, ...]:
+    """The packed records of one segment joined (see :data:`JOINED_COLUMNS`): in C when the
+    extension is there, else :func:`join_python`.  ValueError for a malformed record."""
+    if native.join_blocks is not None:
+        return native.join_blocks(list(parts))  # type: ignore[no-any-return]
+    return join_python(parts)
+
+
+class _Reader:
+    """Sections of one packed record, each checked to be there (ValueError otherwise)."""
+
+    def __init__(self, data: bytes | memoryview) -> None:
+        self.view = memoryview(data).cast("B")
+        self.pos = _HEADER.size
+
+    def take(self, count: int, dtype: str) -> np.ndarray[Any, Any]:
+        size = count * np.dtype(dtype).itemsize
+        padded = (size + 7) & ~7
+        if padded > len(self.view) - self.pos:
+            raise ValueError("packed block record: a section runs past its end")
+        out = np.frombuffer(self.view, dtype=dtype, count=count, offset=self.pos)
+        self.pos += padded
+        return out
+
+    def flags(self, count: int) -> np.ndarray[Any, Any]:
+        out = self.take(count, "u1")
+        if (out > 1).any():
+            raise ValueError("packed block record: a flag other than 0 or 1")
+        return out
+
+    def texts(self, count: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], bytes]:
+        valid, offsets = self.flags(count), self.take(count + 1, "<i4")
+        steps = np.diff(offsets)
+        if offsets[0] != 0 or (steps < 0).any() or (steps[valid == 0] != 0).any():
+            raise ValueError("packed block record: bad text offsets")
+        data = self.take(int(offsets[-1]), "u1").tobytes()
+        return valid, offsets, data
+
+
+def _check_ids(ids: np.ndarray[Any, Any], limit: int) -> None:
+    if len(ids) and (ids.min() < 0 or ids.max() >= limit):
+        raise ValueError("packed block record: a number beyond its table")
+
+
+def join_python(parts: Sequence[bytes | memoryview]) -> tuple[Any, ...]:
+    """:func:`join_blocks` in Python (numpy): the fallback and the C joiner's reference."""
+    columns: dict[str, list[Any]] = {name: [] for name in JOINED_COLUMNS}
+    texts: dict[str, list[Any]] = {name: [] for name in JOINED_TEXTS}
+    totals = [0, 0, 0, 0, 0]
+    for part in parts:
+        if len(part) < _HEADER.size:
+            raise ValueError("short packed block record")
+        magic, n, s, m, r, c, flags = _HEADER.unpack_from(part)
+        if magic != MAGIC or flags & ~_SEGMENT_SERIES or bytes(part[32:48]) != bytes(16):
+            raise ValueError("not a packed block record")
+        if max(n, s, m, r, c) > len(part):
+            raise ValueError("packed block record: counts beyond its size")
+        read = _Reader(part)
+        got = {
+            "ts": read.take(n, "<i8"), "ival": read.take(n, "<i8"), "dval": read.take(n, "<f8"),
+            "series": read.take(n, "<i4"), "datatype": read.take(n, "u1"), "kind": read.take(n, "u1"),
+            "received_at": read.take(m, "<i8"), "seq": read.take(m, "<i8"), "bdseq": read.take(m, "<i8"),
+            "bdseq_valid": read.flags(m), "rows": read.take(m, "<i4"), "route": read.take(m, "<i4"),
+            "context": read.take(m, "<i4"), "alias": read.take(s, "<u8"), "alias_valid": read.flags(s),
+        }  # fmt: skip
+        record_texts = [read.texts(s), read.texts(s)]
+        got["unmapped"] = read.flags(r)
+        record_texts += [read.texts(r) for _ in range(4)] + [read.texts(c)]
+        if read.pos != len(read.view):
+            raise ValueError("packed block record: trailing bytes")
+        if (got["datatype"] > _MAX_DATATYPE).any() or (got["kind"] > _MAX_KIND).any():
+            raise ValueError("packed block record: a datatype or kind out of range")
+        if (got["rows"] < 0).any() or int(got["rows"].sum()) != n:
+            raise ValueError("packed block record: the runs' rows do not add up")
+        _check_ids(got["route"], r)
+        _check_ids(got["context"], c)
+        segment = bool(flags & _SEGMENT_SERIES)
+        _check_ids(got["series"], totals[2] + s if segment else s)
+        got["series"] = got["series"] + (0 if segment else totals[2])
+        got["route"] = got["route"] + totals[3]
+        got["context"] = got["context"] + totals[4]
+        for name in JOINED_COLUMNS:
+            columns[name].append(got[name])
+        for name, text in zip(JOINED_TEXTS, record_texts, strict=True):
+            texts[name].append(text)
+        totals = [a + b for a, b in zip(totals, (n, m, s, r, c), strict=True)]
+    out: list[Any] = list(totals)
+    for name in JOINED_COLUMNS:
+        joined = np.concatenate(columns[name]) if columns[name] else np.zeros(0, "u1")
+        if name in ("bdseq_valid", "alias_valid"):
+            out.append(np.packbits(joined.astype(bool), bitorder="little").tobytes())
+        else:
+            out.append(joined.astype(joined.dtype.newbyteorder("<"), copy=False).tobytes())
+    for name in JOINED_TEXTS:
+        valid = [t[0] for t in texts[name]]
+        flat = np.concatenate(valid).astype(bool) if valid else np.zeros(0, bool)
+        offsets, base = [np.zeros(1, "<i4")], 0
+        for _valid, offs, data in texts[name]:
+            offsets.append((offs[1:] + base).astype("<i4"))
+            base += len(data)
+        out += [
+            np.packbits(flat, bitorder="little").tobytes(),
+            np.concatenate(offsets).tobytes(),
+            b"".join(t[2] for t in texts[name]),
+        ]
+    return tuple(out)
+
+
+# ---------------------------------------------------------------- the first version's records
+_SCHEMAS_READ: dict[bytes, Any] = {}  # a schema message's bytes -> the schema (few distinct)
+
+
+def _read_stream(pa: Any, section: memoryview) -> Any:
+    """The one record batch of an IPC stream; its schema parsed once per distinct schema
+    message (every record repeats the same three)."""
+    source = pa.BufferReader(pa.py_buffer(section))
+    head = pa.ipc.read_message(source)
+    if head.type != "schema":
+        raise ValueError("block section without a schema")
+    key = head.serialize().to_pybytes()
+    schema = _SCHEMAS_READ.get(key)
+    if schema is None:
+        schema = pa.ipc.read_schema(head)
+        if len(_SCHEMAS_READ) < 64:
+            _SCHEMAS_READ[key] = schema
+    body = pa.ipc.read_message(source)
+    if body.type != "record batch":
+        raise ValueError("block section is not one record batch")
+    return pa.ipc.read_record_batch(body, schema)
+
+
+def read_ipc_blocks(data: bytes | memoryview) -> tuple[Any, Any, Any]:
+    """(rows, series, runs) record batches of a first-version record (three Arrow IPC
+    streams), without a copy.  Raises ValueError when they are not that."""
     import pyarrow as pa  # noqa: PLC0415 - the worker has it loaded anyway
 
     view = memoryview(data)
@@ -170,8 +309,7 @@ def read_blocks(data: bytes | memoryview) -> tuple[Any, Any, Any]:
         if pos + size > len(view):
             raise ValueError("short block section")
         try:
-            reader = pa.ipc.open_stream(pa.py_buffer(view[pos : pos + size]))
-            batches.append(reader.read_next_batch())
+            batches.append(_read_stream(pa, view[pos : pos + size]))
         except (pa.ArrowException, StopIteration) as exc:
             raise ValueError(f"bad block section: {exc}") from exc
         pos += size
@@ -179,8 +317,3 @@ def read_blocks(data: bytes | memoryview) -> tuple[Any, Any, Any]:
         raise ValueError("trailing bytes after the block sections")
     rows, series, runs = batches
     return rows, series, runs
-
-
-def block_rows(parts: Sequence[bytes | memoryview]) -> int:
-    """Samples in the block bytes of some records."""
-    return sum(read_blocks(part)[0].num_rows for part in parts)

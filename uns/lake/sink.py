@@ -29,7 +29,7 @@ from uns.errors import LakeBackpressure, LakeError
 from uns.lake.anchoring import AnchorSchedule
 from uns.lake.anchors import AnchorSettings
 from uns.lake.audit_intake import AuditIntake
-from uns.lake.blocks import encode_blocks
+from uns.lake.blocks import SeriesRegistry, encode_blocks
 from uns.lake.commit_loop import CommitLoop
 from uns.lake.committers import Sealed, committer_for
 from uns.lake.compaction import CompactionSchedule
@@ -97,6 +97,7 @@ class LakeSink(AuditIntake, CommitLoop):
         # (after a failed write) the columns that write could not get into the file.
         self._active_parts: list[TableColumns] = []  # the columns of each record of the active segment
         self._active_blocks: list[bytes] = []  # ... and its records' sample blocks (lake.blocks)
+        self._series = SeriesRegistry()  # the born metrics the active segment's blocks defined
         self._pending = PendingRows()
         self._unwritten: TableColumns | None = None
         self._unwritten_blocks: list[SampleBlock | SampleRuns] = []
@@ -353,10 +354,15 @@ class LakeSink(AuditIntake, CommitLoop):
         """Write ``columns`` and sample ``blocks`` as one record to the active segment (a new
         one if none), sealing it when full (raises on failure)."""
         rows = sum(map(column_count, columns)) + sum(map(len, blocks))
-        encoded = encode_blocks(blocks)
-        record, columns = encode_columns(columns, encoded)
         seg = self._active or self._open_segment()
-        seg.append(record, rows)
+        encoded, born = encode_blocks(blocks, self._series)
+        try:
+            record, columns = encode_columns(columns, encoded)
+            seg.append(record, rows)
+        except BaseException:
+            self._series.forget(born)  # the record defined nothing
+            raise
+        self._series.keep(born)
         self._wal_bytes += len(record)
         if self._committer.keeps_columns:
             self._active_parts.append(columns)
@@ -378,6 +384,7 @@ class LakeSink(AuditIntake, CommitLoop):
         self._next_number = seg.number + 1
         self._wal_bytes += seg.size
         self._active = seg
+        self._series = SeriesRegistry()  # each segment's records define its series anew (lake.blocks)
         self._dir_dirty = True
         return seg
 

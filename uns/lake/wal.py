@@ -8,7 +8,7 @@ magic ``UNSWAL3\n``; then records, each::
     payload    uint32 LE  length of the columns
                columns    marshal (format 4) of one TableColumns tuple: per table ``[]``
                           or its columns (lists of plain values, see lake.tables.WAL_COLUMNS)
-               blocks     the rest: the record's sample blocks as Arrow IPC
+               blocks     the rest: the record's sample blocks as packed columns
                           (lake.blocks; empty when it has none)
 
 A record holds every row the sink accepted in one event-loop iteration (the
@@ -135,7 +135,7 @@ class SegmentRead:
     records: int
     good_bytes: int  # bytes up to the end of the last good record
     torn_bytes: int  # bytes after it (a torn record from a crash, or damage)
-    #: the sample blocks of the records that have them (Arrow IPC, lake.blocks)
+    #: the sample blocks of the records that have them (packed columns, lake.blocks)
     blocks: list[memoryview] = field(default_factory=list)
 
     @property

@@ -30,6 +30,7 @@ from uns.errors import LakeError
 from uns.lake.anchors import AnchorSettings
 from uns.lake.audit import AUDIT, AuditRecorder
 from uns.lake.audit_entries import SYSTEM
+from uns.lake.block_arrow import block_measurements, dictionary_columns
 from uns.lake.blocks import block_rows
 from uns.lake.health import VANISHED
 from uns.lake.locks import compaction_lock, tables_lock
@@ -39,7 +40,7 @@ from uns.lake.schemas import SCHEMAS
 from uns.lake.sharing import app_id, commit_with_retries, write_rows
 from uns.lake.storage import LakeStore, as_store
 from uns.lake.tables import PARTITION_COLUMN, TABLES, TableColumns, column_count
-from uns.lake.to_arrow import arrow_table_of_parts, block_measurements
+from uns.lake.to_arrow import arrow_table_of_parts
 from uns.lake.wal import CommitResult, read_segment, sync_filesystem
 
 __all__ = [
@@ -366,7 +367,9 @@ class DeltaWriter:
             if not data:
                 built = [block_measurements(blocks, number, self.writer_id)] if blocks else []
                 if parts or not blocks:
-                    built.insert(0, arrow_table_of_parts(table, parts, number, writer=self.writer_id))
+                    objects = arrow_table_of_parts(table, parts, number, writer=self.writer_id)
+                    # a block table's text columns are dictionaries: the objects' rows join them
+                    built.insert(0, dictionary_columns(objects) if blocks else objects)
                 data.append(built[0] if len(built) == 1 else pa.concat_tables(built))
             write_rows(table, dt, data[0], Transaction(txn_id, number), self._props[table])
             return True

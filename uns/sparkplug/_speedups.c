@@ -61,8 +61,7 @@ typedef struct {
 
 static int out_reserve(output *o, size_t more) {
     if (o->n + more <= o->cap) return 0;
-    size_t cap = o->cap ? o->cap : 256;
-    while (cap < o->n + more) cap *= 2;
+    size_t cap = spd_grown(o->cap, o->n + more, 256);
     spd_row *rows = PyMem_Realloc(o->rows, cap * sizeof(spd_row));
     if (rows == NULL) goto nomem;
     o->rows = rows;
@@ -382,12 +381,20 @@ static PyObject *columns(PyObject *self, PyObject *arg) {
     return Py_BuildValue("(NNNNN)", ts, iv, dv, dt, kd);
 }
 
+/* uns/sparkplug/_blocks.c: packed sample blocks for the write-ahead log */
+int blocks_init(void);
+PyObject *pack_blocks(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *join_blocks(PyObject *self, PyObject *arg);
+
 static PyMethodDef methods[] = {
     {"decode_data", (PyCFunction)(void (*)(void))decode_data, METH_FASTCALL,
      "decode_data(raw, by_alias, by_name, received_at, max_metrics) -> (seq, rows, records, ts) | None"},
     {"decode_many", (PyCFunction)(void (*)(void))decode_many, METH_FASTCALL,
      "decode_many(messages, start, routes, received_at, max_metrics, max_payload) -> (next, rows, records, runs)"},
     {"columns", columns, METH_O, "columns(rows) -> (ts, ival, dval, datatype, kind)"},
+    {"pack_blocks", (PyCFunction)(void (*)(void))pack_blocks, METH_FASTCALL,
+     "pack_blocks(rows, records, known, new, runs, received, contexts, context_json, segment) -> bytes"},
+    {"join_blocks", join_blocks, METH_O, "join_blocks(records) -> joined columns of packed block records"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -408,6 +415,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     str_expected = PyUnicode_InternFromString("expected");
     str_digests = PyUnicode_InternFromString("_digests");
     str_bdseq = PyUnicode_InternFromString("bdseq");
+    if (blocks_init() < 0) return NULL;
     if (!native_name || !str_own || !str_online || !str_tracker || !str_deadline || !str_devices ||
         !str_by_alias || !str_by_name || !str_expected || !str_digests || !str_bdseq)
         return NULL;

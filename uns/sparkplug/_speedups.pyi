@@ -17,3 +17,16 @@ def decode_many(
     max_payload: int,
     /,
 ) -> tuple[int, bytes, tuple[Any, ...], list[tuple[Any, ...]]]: ...
+def pack_blocks(
+    rows: bytes,
+    records: tuple[Any, ...],
+    known: dict[int, int],
+    new: list[Any],
+    runs: list[tuple[Any, ...]],
+    received: list[int],
+    contexts: list[Any],
+    context_json: Any,
+    segment: bool,
+    /,
+) -> bytes: ...
+def join_blocks(records: list[Any], /) -> tuple[Any, ...]: ...

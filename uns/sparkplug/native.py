@@ -22,7 +22,16 @@ import os
 from types import ModuleType
 from typing import Any, Final
 
-__all__ = ["AVAILABLE", "STATUS", "columns", "decode_data", "decode_many", "load"]
+__all__ = [
+    "AVAILABLE",
+    "STATUS",
+    "columns",
+    "decode_data",
+    "decode_many",
+    "join_blocks",
+    "load",
+    "pack_blocks",
+]
 
 
 def load(environ: dict[str, str] | os._Environ[str] = os.environ) -> tuple[ModuleType | None, str]:
@@ -48,3 +57,7 @@ decode_data: Any = None if _MODULE is None else _MODULE.decode_data
 decode_many: Any = None if _MODULE is None else _MODULE.decode_many
 #: ``columns(rows)`` -> (ts, ival, dval, datatype, kind) packed columns; None when not AVAILABLE
 columns: Any = None if _MODULE is None else _MODULE.columns
+#: ``pack_blocks(...)`` -> one packed WAL record of sample blocks (uns.lake.blocks); None when not AVAILABLE
+pack_blocks: Any = None if _MODULE is None else _MODULE.pack_blocks
+#: ``join_blocks(records)`` -> a segment's packed records joined (uns.lake.blocks); None when not AVAILABLE
+join_blocks: Any = None if _MODULE is None else _MODULE.join_blocks

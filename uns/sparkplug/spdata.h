@@ -256,4 +256,12 @@ static int spd_row_of(const spd_metric *m, uint32_t born, int64_t default_ts, sp
     return spd_type_value(dt, m->datatype != 0, m, &row->kind, &row->ival, &row->dval);
 }
 
+/* The capacity a growing buffer of ``cap`` entries takes to hold ``need`` (doubling from
+ * ``initial``): one rule for the extension's growing outputs. */
+static size_t spd_grown(size_t cap, size_t need, size_t initial) {
+    cap = cap ? cap : initial;
+    while (cap < need) cap *= 2;
+    return cap;
+}
+
 #endif

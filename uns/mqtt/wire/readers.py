@@ -5,9 +5,20 @@ so a large message arriving in pieces costs one copy, not one per piece.  The
 client's readers speak MQTT 3.1.1 or, with ``v5=True``, MQTT 5.0: a PUBLISH then
 has a property block between its topic (and packet id) and its payload, read by
 :func:`uns.mqtt.wire.v5.publish_payload_start` (inlined here for its common case,
-an empty block), and the acknowledgements may carry reason codes."""
+an empty block), and the acknowledgements may carry reason codes.
+
+The 3.1.1 reader's common case -- runs of complete QoS 0/1 PUBLISH packets with a short
+header and a UTF-8 topic -- is taken in one C call per run when the extension
+``uns.mqtt.wire._fastwire`` is built (optional, stable ABI; ``UNS_NATIVE=0`` turns it off
+with the native DATA decoder): it stops at any other packet, which the Python loop below
+decides as before, so both produce the same messages, acknowledgements and errors
+(``tests/test_fastwire.py`` checks it on random streams)."""
 
 from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, Final
 
 from uns.mqtt.wire.packets import (
     CONNACK,
@@ -27,7 +38,23 @@ from uns.mqtt.wire.packets import (
 )
 from uns.mqtt.wire.v5 import parse_ack5, publish_payload_start
 
-__all__ = ["FrameReader", "HeldAckReader", "PacketReader"]
+__all__ = ["FAST_PUBLISHES", "FrameReader", "HeldAckReader", "PacketReader"]
+
+
+def _fast_publishes() -> Callable[..., int] | None:
+    """The C run of PUBLISH packets (see the module doc), or None: not built, or UNS_NATIVE=0."""
+    if os.environ.get("UNS_NATIVE", "1").strip() == "0":
+        return None
+    try:
+        from uns.mqtt.wire._fastwire import publishes  # noqa: PLC0415 - optional
+    except ImportError:
+        return None
+    fast: Callable[..., int] = publishes
+    return fast
+
+
+#: ``publishes(buf, pos, messages, replies, topics) -> pos`` in C, or None (the Python loop only)
+FAST_PUBLISHES: Final = _fast_publishes()
 
 
 class _Stream:
@@ -115,6 +142,9 @@ class PacketReader(_Stream):
         #: topics that were not valid UTF-8 (decoded with U+FFFD instead)
         self.bad_topics = 0
         self._qos2_open: set[int] = set()  # QoS 2 ids delivered, PUBREL not yet received
+        #: raw topic -> its str, for the C run (the same str object each time: its hash is kept)
+        self._topics: dict[bytes, Any] = {}
+        self._fast = None if v5 else FAST_PUBLISHES
 
     def feed(self, data: bytes) -> list[tuple[int, int, bytes]]:
         """Parse ``data`` (plus what an earlier call held back); return the non-PUBLISH packets."""
@@ -130,8 +160,14 @@ class PacketReader(_Stream):
         end = 0
         append = self.messages.append
         v5 = self.v5
+        fast = self._fast
         controls: list[tuple[int, int, bytes]] = []
         while n - pos >= 2:
+            if fast is not None:  # the run of ordinary PUBLISH packets from here, in C
+                pos = fast(buf, pos, self.messages, self.replies, self._topics)
+                if n - pos < 2:
+                    end = 0
+                    break
             first = buf[pos]
             # remaining length: one byte below 128, two below 16 KiB (inlined: the common cases)
             byte = buf[pos + 1]
