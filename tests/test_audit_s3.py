@@ -170,3 +170,26 @@ def test_the_chain_of_a_lake_in_a_bucket_is_checked_without_anchors_too(s3_lake:
     DeltaTable(f"{s3_lake}/audit").delete("writer_id = 'uns-cli' AND seq = 1")
     code, lines = verify(s3_lake, None)
     assert code == 1 and "audit: writer uns-cli seq 1 missing (row deleted?)" in lines
+
+
+def test_a_compaction_checksum_reads_dictionary_and_plain_text_files_alike(s3_lake: str, tmp_path: Path) -> None:
+    """The native lane writes text columns dictionary-encoded, the Python lane plain: the rows
+    a compaction replaced may mix both (a busy engine alternates), and their checksum in a
+    bucket must equal the directory lake's (it raised "incompatible types" and the compaction
+    was reported as changing the rows)."""
+    import pyarrow as pa  # noqa: PLC0415
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    from uns.lake.audit_files import row_checksum  # noqa: PLC0415
+    from uns.lake.storage import TableFiles  # noqa: PLC0415
+
+    native = pa.table({"path": pa.array(["a/b", "a/c"]).dictionary_encode(), "value": [1.0, 2.0]})
+    plain = pa.table({"path": pa.array(["a/b", "a/d"]), "value": [3.0, 4.0]})
+    remote, local = TableFiles(LakeStore(s3_lake), "mixed"), TableFiles(LakeStore(str(tmp_path)), "mixed")
+    (tmp_path / "mixed").mkdir()
+    for name, data in (("n.parquet", native), ("p.parquet", plain)):
+        pq.write_table(data, remote.arrow_path(name), filesystem=remote.filesystem())
+        pq.write_table(data, local.arrow_path(name))
+    in_bucket = row_checksum(remote, ["n.parquet", "p.parquet"], ["path", "value"])
+    assert in_bucket == row_checksum(local, ["n.parquet", "p.parquet"], ["path", "value"])
+    assert in_bucket[0] == 4

@@ -101,13 +101,21 @@ def row_checksum(
         else:  # DuckDB scans the Arrow dataset of the store's files
             paths = [files.arrow_path(r) for r in rels]
             fs = files.filesystem()
-            schema = pa.unify_schemas([pq.read_schema(p, filesystem=fs) for p in paths])
+            # a text column may be dictionary-encoded in one file (the native lane's sample
+            # blocks) and plain in another: read both as their values (the hashes agree)
+            schema = pa.unify_schemas([_values(pq.read_schema(p, filesystem=fs)) for p in paths])
             source = ds.dataset(paths, schema=schema, format="parquet", filesystem=fs)  # noqa: F841 - read by DuckDB
             sql = f"SELECT count(*), coalesce(sum(hash({names})::HUGEINT), 0) FROM source"  # noqa: S608
             rows, total = con.execute(sql).fetchone() or (0, 0)
     finally:
         con.close()
     return int(rows), f"{int(total) % _U64:016x}"
+
+
+def _values(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with each dictionary column as its value type."""
+    dictionary = pa.types.is_dictionary
+    return pa.schema([f.with_type(f.type.value_type) if dictionary(f.type) else f for f in schema])
 
 
 def table_checksum(data: pa.Table, columns: Sequence[str]) -> tuple[int, str]:
