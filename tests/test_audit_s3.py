@@ -172,7 +172,7 @@ def test_the_chain_of_a_lake_in_a_bucket_is_checked_without_anchors_too(s3_lake:
     assert code == 1 and "audit: writer uns-cli seq 1 missing (row deleted?)" in lines
 
 
-def test_a_compaction_checksum_reads_dictionary_and_plain_text_files_alike(s3_lake: str, tmp_path: Path) -> None:
+def test_a_compaction_checksum_reads_dictionary_and_plain_text_alike(s3_lake: str, tmp_path: Path) -> None:
     """The native lane writes text columns dictionary-encoded, the Python lane plain: the rows
     a compaction replaced may mix both (a busy engine alternates), and their checksum in a
     bucket must equal the directory lake's (it raised "incompatible types" and the compaction
