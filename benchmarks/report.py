@@ -122,7 +122,8 @@ def evaluate_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         add(
             "MQTT 5 receive path",
             "within 10% of 3.1.1",
-            f"{receive['v5_ns_per_msg']} vs {receive['v3_ns_per_msg']} ns/msg ({receive['v5_over_v3']:.3f})",
+            f"{receive['v5_ns_per_msg']} vs {receive['v3_ns_per_msg']} ns/msg ({receive['v5_over_v3']:.3f};"
+            f" 3.1.1 in C {receive.get('v3_native_ns_per_msg', '-')})",
             receive["v5_over_v3"] <= 1.10,
         )
 
